@@ -1,0 +1,8 @@
+"""crs: Combined Reward Signals RLHF.
+
+A config-driven pipeline: SFT -> reward models (pairwise and absolute) -> PPO on a
+weighted combination of reward models -> evaluation. The stage scripts at the top of
+the repository are thin; everything they share lives in this package.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,88 @@
+"""The command line shared by every stage script.
+
+Each script is ``run_stage(main_fn, description)``: parse the common options, resolve
+the config, prepare the run directory, then call ``main_fn(config, run_dir, resume)``.
+Bad input (config, data, model names) ends with one clear line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from crs.config import ConfigError, CRSConfig, load_config
+
+StageMain = Callable[[CRSConfig, Path, bool], object]
+
+
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    """The options every stage script takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config_subset", required=True, help="the config.yaml block to run (merged over `default`)")
+    parser.add_argument("--name_suffix", default="", help="appended to run.name; names the output directory")
+    parser.add_argument("--config", default=None, help="another YAML config file (default: config.yaml)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set rl.kl_coef=0.1 (repeatable; values are read as YAML)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    return parser
+
+
+def setup_logging() -> None:
+    """INFO logs for crs on the main process, warnings elsewhere."""
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def run_stage(main_fn: StageMain, description: str, argv: list[str] | None = None) -> None:
+    """Parse arguments, resolve the config, prepare the run dir and run ``main_fn``."""
+    from crs.data.schema import DataError
+    from crs.models import ModelError
+
+    args = stage_parser(description).parse_args(argv)
+    setup_logging()
+    try:
+        config = load_config(args.config_subset, args.config, args.overrides, args.name_suffix)
+        run_dir = _prepare_on_main_process(config, args.resume, args.overwrite)
+        main_fn(config, run_dir, args.resume)
+    except (ConfigError, DataError, ModelError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _prepare_on_main_process(config: CRSConfig, resume: bool, overwrite: bool) -> Path:
+    """Only rank 0 touches the run directory; the others wait for it (torchrun / accelerate)."""
+    from crs.runs import prepare_run_dir
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return prepare_run_dir(config, resume, overwrite)
+    from accelerate import PartialState
+
+    state = PartialState()
+    error: ConfigError | None = None
+    if state.is_main_process:
+        try:
+            prepare_run_dir(config, resume, overwrite)
+        except ConfigError as err:
+            error = err
+    state.wait_for_everyone()
+    if error is not None:
+        raise error
+    if not config.run_dir.is_dir():
+        raise ConfigError(f"{config.run_dir} could not be prepared (see the main process's error)")
+    return config.run_dir

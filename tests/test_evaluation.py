@@ -1,0 +1,266 @@
+"""Tests for crs.evaluation against hand-computed values."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from crs.data.schema import DataError
+from crs.evaluation import (
+    agreement,
+    agreement_by_group,
+    aggregate_rankings,
+    ballots_from_scores,
+    bootstrap_ci,
+    borda_points,
+    head_to_head,
+    leaderboard_rows,
+    pairwise_outcomes,
+    read_predictions,
+    scores_to_ballot,
+    summary_stats,
+    tideman_ranked_pairs,
+    win_rate,
+    win_rate_from_outcomes,
+    write_predictions,
+)
+
+# ---------------------------------------------------------------- win rates
+
+
+def test_win_rate_counts_ties_as_half_and_binomial_standard_error():
+    # Outcomes per prompt: win, loss, tie, win, tie -> (1 + 0 + .5 + 1 + .5) / 5 = 0.6
+    result = win_rate([3, 1, 2, 2, 5], [1, 2, 2, 0, 5])
+    assert result.win_rate == pytest.approx(0.6)
+    assert (result.n_wins, result.n_wins_base, result.n_draws, result.n_total) == (2, 1, 2, 5)
+    assert result.standard_error == pytest.approx(math.sqrt(0.6 * 0.4 / 5))  # 0.21909
+    assert result.ci_low <= 0.6 <= result.ci_high
+
+
+def test_tie_eps_decides_what_counts_as_a_tie():
+    assert pairwise_outcomes([1.0], [1.0 + 1e-12]) == [0.5]
+    assert pairwise_outcomes([1.0], [1.0 + 1e-12], tie_eps=0.0) == [0.0]
+    assert pairwise_outcomes([1.0, 2.0], [1.05, 1.95], tie_eps=0.1) == [0.5, 0.5]
+    assert pairwise_outcomes([1.0, 2.0], [1.2, 1.7], tie_eps=0.1) == [0.0, 1.0]
+
+
+def test_win_rate_rejects_bad_input():
+    with pytest.raises(ValueError, match="length"):
+        win_rate([1, 2], [1])
+    with pytest.raises(ValueError, match="NaN"):
+        win_rate([float("nan")], [1.0])
+    with pytest.raises(ValueError, match="0, 0.5 or 1"):
+        win_rate_from_outcomes([1, 0.7])
+    with pytest.raises(ValueError):
+        win_rate_from_outcomes([])
+
+
+def test_win_rate_from_outcomes_matches_scores_path():
+    from_scores = win_rate([3, 1, 2, 2, 5], [1, 2, 2, 0, 5], n_boot=200, seed=3)
+    from_outcomes = win_rate_from_outcomes([1, 0, 0.5, 1, 0.5], n_boot=200, seed=3)
+    assert from_scores == from_outcomes
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_is_seeded_and_contains_the_mean():
+    values = [0.13, 0.91, 0.47, 0.22, 0.78, 0.35, 0.64, 0.05]
+    first = bootstrap_ci(values, n_boot=500, seed=7)
+    assert first == bootstrap_ci(values, n_boot=500, seed=7)
+    assert first != bootstrap_ci(values, n_boot=500, seed=8)
+    low, high = first
+    assert 0.05 <= low < sum(values) / len(values) < high <= 0.91  # inside the data range
+
+
+def test_bootstrap_of_a_constant_is_a_point():
+    assert bootstrap_ci([0.25] * 10, n_boot=50, seed=0) == pytest.approx((0.25, 0.25))
+
+
+def test_bootstrap_interval_narrows_with_more_prompts():
+    pattern = [1, 0, 1, 1, 0]  # mean 0.6 at every size
+    small_low, small_high = bootstrap_ci(pattern * 4, n_boot=1000, seed=0)
+    large_low, large_high = bootstrap_ci(pattern * 100, n_boot=1000, seed=0)
+    # Width shrinks like 1/sqrt(n): 25x more prompts -> about 5x narrower.
+    assert (large_high - large_low) < 0.4 * (small_high - small_low)
+    assert large_low < 0.6 < large_high
+
+
+# ---------------------------------------------------------------- head to head, leaderboard
+
+
+def test_head_to_head_covers_ordered_pairs_and_is_complementary():
+    scores = {"a": [1, 2, 3], "b": [2, 2, 1], "c": [0, 0, 0]}
+    pairs = head_to_head(scores, n_boot=50)
+    assert set(pairs) == {(x, y) for x in scores for y in scores if x != y}
+    # a vs b: loss, tie, win -> 0.5
+    assert pairs[("a", "b")].win_rate == pytest.approx(0.5)
+    assert pairs[("c", "a")].win_rate == 0.0
+    for (x, y), result in pairs.items():
+        assert result.win_rate + pairs[(y, x)].win_rate == pytest.approx(1.0)
+        assert result.n_wins == pairs[(y, x)].n_wins_base
+
+
+def test_leaderboard_rows_hand_example():
+    scores = {"ref": [1, 1, 1, 1], "m1": [2, 0, 1, 3], "m2": [0, 0, 1, 0]}
+    outputs = {
+        "ref": ["x"] * 4,
+        "m1": ["ab", "abcd", "", "abcdef"],  # 12 chars / 4
+        "m2": ["abcdefghij"] * 4,
+    }
+    rows = leaderboard_rows(scores, outputs, reference="ref", n_boot=100)
+    assert [row["model"] for row in rows] == ["m1", "ref", "m2"]
+    m1, ref, m2 = rows
+    # m1 vs ref: win, loss, tie, win -> 62.5 %
+    assert m1["win_rate"] == pytest.approx(62.5)
+    assert m1["standard_error"] == pytest.approx(100 * math.sqrt(0.625 * 0.375 / 4))  # 24.206
+    assert (m1["n_wins"], m1["n_wins_base"], m1["n_draws"], m1["n_total"]) == (2, 1, 1, 4)
+    assert m1["avg_length"] == pytest.approx(3.0)
+    # the reference against itself: all draws, 50 %
+    assert ref["win_rate"] == pytest.approx(50.0)
+    assert ref["standard_error"] == pytest.approx(25.0)
+    assert (ref["n_wins"], ref["n_wins_base"], ref["n_draws"]) == (0, 0, 4)
+    # m2 vs ref: loss, loss, tie, loss -> 12.5 %
+    assert m2["win_rate"] == pytest.approx(12.5)
+    assert (m2["n_wins"], m2["n_wins_base"], m2["n_draws"]) == (0, 3, 1)
+    assert m2["avg_length"] == pytest.approx(10.0)
+
+    without_ref = leaderboard_rows(scores, outputs, reference="ref", n_boot=10, include_reference=False)
+    assert [row["model"] for row in without_ref] == ["m1", "m2"]
+
+
+# ---------------------------------------------------------------- agreement
+
+
+def test_agreement_counts_tie_only_against_tie():
+    scorer = [1, 0, 0.5, 0.5, 1]
+    judge = [1, 1, 0.5, 0, 1]
+    # agree at 0 (win/win), 2 (tie/tie), 4; disagree at 1 (loss/win), 3 (tie/loss)
+    assert agreement(scorer, judge) == pytest.approx(3 / 5)
+    assert agreement_by_group(scorer, judge, ["x", "x", "y", "y", "z"]) == {
+        "x": {"agreement": 0.5, "n": 2},
+        "y": {"agreement": 0.5, "n": 2},
+        "z": {"agreement": 1.0, "n": 1},
+    }
+    with pytest.raises(ValueError):
+        agreement([1, 0], [1])
+    with pytest.raises(ValueError):
+        agreement([0.3], [1])
+
+
+# ---------------------------------------------------------------- rank aggregation
+
+
+def test_borda_points_three_and_four_models():
+    assert borda_points(["a", "b", "c"]) == pytest.approx({"a": 1.0, "b": 2 / 3, "c": 1 / 3})
+    assert borda_points(["d", "c", "b", "a"]) == pytest.approx({"d": 1.0, "c": 0.75, "b": 0.5, "a": 0.25})
+
+
+def test_tideman_drops_the_weakest_edge_of_a_condorcet_cycle():
+    # 4 x A>B>C, 3 x B>C>A, 2 x C>A>B.
+    # Tally: A>B 6:3 (margin 3), B>C 7:2 (margin 5), C>A 5:4 (margin 1) -> a cycle.
+    # Lock B>C, then A>B; C>A would close the cycle, so it is dropped: A, B, C.
+    ballots = [["A", "B", "C"]] * 4 + [["B", "C", "A"]] * 3 + [["C", "A", "B"]] * 2
+    assert tideman_ranked_pairs(ballots) == ["A", "B", "C"]
+    # Same profile with A and C renamed: the winner is not simply alphabetical.
+    swap = {"A": "C", "B": "B", "C": "A"}
+    renamed = [[swap[name] for name in ballot] for ballot in ballots]
+    assert tideman_ranked_pairs(renamed) == ["C", "B", "A"]
+    # The result does not depend on the order of the ballots.
+    assert tideman_ranked_pairs(list(reversed(renamed))) == ["C", "B", "A"]
+
+
+def test_tideman_equal_margins_break_alphabetically():
+    # Perfect cycle: every margin is 1, so edges are taken as (A,B), (B,C), (C,A).
+    ballots = [["A", "B", "C"], ["B", "C", "A"], ["C", "A", "B"]]
+    assert tideman_ranked_pairs(ballots) == ["A", "B", "C"]
+    assert tideman_ranked_pairs(ballots[::-1]) == ["A", "B", "C"]
+    # A dead heat between two candidates: nothing locks, name order decides.
+    assert tideman_ranked_pairs([["y", "x"], ["x", "y"]]) == ["x", "y"]
+
+
+def test_tideman_rejects_inconsistent_ballots():
+    with pytest.raises(ValueError):
+        tideman_ranked_pairs([["a", "b"], ["a", "c"]])
+    with pytest.raises(ValueError):
+        tideman_ranked_pairs([["a", "a"]])
+
+
+def test_scores_to_ballot_orders_best_first_with_name_tie_break():
+    assert scores_to_ballot({"a": 0.1, "b": 0.5, "c": 0.1}) == ["b", "a", "c"]
+
+
+def test_aggregate_rankings_mean_and_population_std():
+    per_prompt = {
+        "p1": [["A", "B", "C"]],  # single ballot used as is: A 1, B 2/3, C 1/3
+        # B>C 3:0, A>C 2:1, B>A 2:1 -> B, A, C: B 1, A 2/3, C 1/3
+        "p2": [["B", "A", "C"], ["B", "C", "A"], ["A", "B", "C"]],
+    }
+    result = aggregate_rankings(per_prompt)
+    assert result["A"]["mean"] == pytest.approx(5 / 6)
+    assert result["A"]["std"] == pytest.approx(1 / 6)
+    assert result["B"]["mean"] == pytest.approx(5 / 6)
+    assert result["C"]["mean"] == pytest.approx(1 / 3)
+    assert result["C"]["std"] == pytest.approx(0.0)
+    assert result["A"]["per_prompt"] == pytest.approx({"p1": 1.0, "p2": 2 / 3})
+
+
+def test_ballots_from_scores_one_per_scorer():
+    scores = {"judge": {"a": [1, 0], "b": [0, 1]}, "rm": {"a": [5, 5], "b": [1, 9]}}
+    assert ballots_from_scores(scores, ["p", "q"]) == {
+        "p": [["a", "b"], ["a", "b"]],
+        "q": [["b", "a"], ["b", "a"]],
+    }
+
+
+def test_summary_stats():
+    stats = summary_stats([1, 2, 3, 4])
+    assert stats == pytest.approx({"mean": 2.5, "std": math.sqrt(1.25), "min": 1.0, "max": 4.0, "n": 4})
+
+
+# ---------------------------------------------------------------- prediction files
+
+
+def _rows():
+    return [
+        {"instruction": "Say hi", "output": "Hi!", "generator": "sft", "dataset": "hh",
+         "prompt_id": "hh-0", "run": 0},
+        {"instruction": "Add 2+2", "output": "4", "generator": "sft", "dataset": "gsm",
+         "prompt_id": "gsm-1", "run": 2, "reward": 0.75, "meta": {"k": [1, 2]}},
+    ]
+
+
+def test_predictions_round_trip_keeps_extra_keys(tmp_path):
+    path = tmp_path / "preds" / "sft.json"
+    write_predictions(path, _rows())
+    assert read_predictions(path) == _rows()
+    assert isinstance(json.loads(path.read_text()), list)  # AlpacaEval: a JSON list
+    assert sorted(p.name for p in path.parent.iterdir()) == ["sft.json"]  # no temp left
+
+
+def test_read_predictions_names_file_and_row(tmp_path):
+    rows = _rows()
+    del rows[1]["output"]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(rows))
+    with pytest.raises(DataError) as info:
+        read_predictions(path)
+    message = str(info.value)
+    assert str(path) in message and "row 1" in message and "output" in message
+
+    rows = _rows()
+    rows[0]["run"] = "0"
+    path.write_text(json.dumps(rows))
+    with pytest.raises(DataError, match="row 0.*'run'"):
+        read_predictions(path)
+
+
+def test_write_predictions_validates_before_writing(tmp_path):
+    rows = _rows()
+    del rows[0]["generator"]
+    path = tmp_path / "out.json"
+    with pytest.raises(DataError, match="row 0"):
+        write_predictions(path, rows)
+    assert not path.exists()

@@ -1,0 +1,106 @@
+"""Model resolver: embedded models and their cache, errors, dtype, quantization, LoRA."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from crs.config import LoraConfig
+from crs.models import (
+    ModelError,
+    add_lora,
+    build_quantization_config,
+    load_causal_lm,
+    load_sequence_classifier,
+    load_tokenizer,
+    resolve_dtype,
+    resolve_model_path,
+    save_run_model,
+)
+from crs.tiny import tiny_causal_lm
+
+
+def test_embedded_smollm_is_cached_as_safetensors() -> None:
+    path = Path(resolve_model_path("embedded:smollm2-135m-instruct"))
+    assert (path / "config.json").is_file() and list(path.glob("*.safetensors"))
+    assert "quantization_config" not in (path / "config.json").read_text()
+    before = {p.name: p.stat().st_mtime for p in path.iterdir()}
+    # A second resolution reuses the cache: nothing is rewritten.
+    assert Path(resolve_model_path("embedded:smollm2-135m-instruct")) == path
+    assert {p.name: p.stat().st_mtime for p in path.iterdir()} == before
+
+
+def test_dequantize_writes_a_fresh_cache_atomically(tmp_path: Path) -> None:
+    path = Path(resolve_model_path("embedded:smollm2-135m-instruct", cache_dir=tmp_path))
+    assert path.parent == tmp_path / "models"
+    # Only the final folder remains: no temporary half-written siblings.
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["smollm2-135m-instruct"]
+    model = load_causal_lm("embedded:smollm2-135m-instruct", cache_dir=tmp_path)
+    assert model.config.num_hidden_layers == 30 and model.config.vocab_size == 49152
+
+
+def test_same_name_loads_as_policy_or_reward_model() -> None:
+    rm = load_sequence_classifier("embedded:minilm-l6")  # an encoder: a reward model only
+    assert rm.config.num_labels == 1
+    policy = load_causal_lm("embedded:smollm2-135m-instruct", dtype=torch.bfloat16)
+    assert policy.dtype == torch.bfloat16
+    smol_rm = load_sequence_classifier("embedded:smollm2-135m-instruct")
+    tok = load_tokenizer("embedded:smollm2-135m-instruct")
+    out = smol_rm(**tok(["hello there"], return_tensors="pt"))
+    assert out.logits.shape == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("embedded:gpt-7", "unknown embedded model 'embedded:gpt-7'; known: embedded:smollm2"),
+        ("./no/such/model", "no such directory"),
+        ("someone/not-a-real-model-xyz", "could not be loaded from the Hugging Face hub"),
+    ],
+)
+def test_unresolvable_names_fail_with_what_to_do(name: str, message: str) -> None:
+    with pytest.raises(ModelError, match=message):
+        resolve_model_path(name)
+
+
+def test_dtype_auto_reports_its_choice(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="crs.models")
+    picked = resolve_dtype("auto")
+    assert picked in (torch.bfloat16, torch.float16, torch.float32)
+    assert "model.dtype auto ->" in caplog.text
+    assert resolve_dtype("fp32") == torch.float32
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error path is for machines without CUDA")
+@pytest.mark.parametrize("quantization", ["8bit", "4bit"])
+def test_quantization_without_cuda_fails_before_training(quantization: str) -> None:
+    with pytest.raises(ModelError, match=rf"model.quantization={quantization} needs a CUDA GPU.*quantization: none"):
+        build_quantization_config(quantization, torch.bfloat16)
+    assert build_quantization_config("none", torch.bfloat16) is None
+
+
+def test_lora_adapter_saves_reloads_and_merges(tmp_path: Path, smol_tokenizer) -> None:
+    base_dir = tmp_path / "tiny"
+    tiny_causal_lm(smol_tokenizer).save_pretrained(base_dir)
+    smol_tokenizer.save_pretrained(base_dir)
+    model = add_lora(load_causal_lm(str(base_dir)), LoraConfig(r=4, alpha=8), "causal_lm")
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    with torch.no_grad():  # make the adapter do something visible
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.05)
+    model.eval()  # LoRA dropout off
+    ids = torch.tensor([[1, 2, 3, 4]])
+    expected = model(input_ids=ids).logits
+    run = tmp_path / "run"
+    save_run_model(model, smol_tokenizer, run, str(base_dir), "causal_lm", merge=True)
+    assert (run / "adapter" / "adapter_config.json").is_file() and (run / "merged" / "config.json").is_file()
+    reloaded = load_causal_lm(str(run))  # base + adapter, merged
+    assert torch.allclose(reloaded(input_ids=ids).logits, expected, atol=1e-4)
+    merged = load_causal_lm(str(run / "merged"))
+    assert torch.allclose(merged(input_ids=ids).logits, expected, atol=1e-4)

@@ -1,0 +1,173 @@
+"""Tests for crs.report: numbers in the Markdown match hand-computed values; plots are PNGs."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+
+import pytest
+
+from crs.report import (
+    build_results,
+    main_table,
+    plot_mean_scores,
+    plot_win_rate_heatmap,
+    render_report,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+MODELS = ["base", "sft", "ppo"]
+SCORES = {
+    # listed second on purpose: the judge must still come first everywhere
+    "rm": {
+        "base": [0.1, 0.2, 0.3, 0.4],
+        "sft": [0.2, 0.1, 0.3, 0.5],
+        "ppo": [0.5, 0.5, 0.5, 0.5],
+    },
+    "judge": {
+        "base": [1, 1, 1, 1],
+        "sft": [2, 0, 1, 3],
+        "ppo": [3, 3, 0, 3],
+    },
+}
+OUTPUTS = {"base": ["aa"] * 4, "sft": ["abcd", "ab", "abcdef", "ab"], "ppo": ["x" * 10] * 4}
+CATEGORIES = ["math", "chat", "math", "chat"]
+
+# Row beats column, % of prompts, ties = 1/2 (worked out per prompt by hand):
+JUDGE_MATRIX = {
+    ("sft", "base"): 62.5,  # win, loss, tie, win
+    ("ppo", "base"): 75.0,  # win, win, loss, win
+    ("ppo", "sft"): 62.5,   # win, win, loss, tie
+    ("base", "sft"): 37.5,
+    ("base", "ppo"): 25.0,
+    ("sft", "ppo"): 37.5,
+}
+RM_MATRIX = {
+    ("sft", "base"): 62.5,  # win, loss, tie, win
+    ("ppo", "base"): 100.0,
+    ("ppo", "sft"): 87.5,   # win, win, win, tie
+    ("base", "sft"): 37.5,
+    ("base", "ppo"): 0.0,
+    ("sft", "ppo"): 12.5,
+}
+
+
+@pytest.fixture(scope="module")
+def results():
+    return build_results(
+        SCORES, OUTPUTS, judge="judge", prompt_ids=["p0", "p1", "p2", "p3"],
+        categories=CATEGORIES, reference="base", models=MODELS, n_boot=200, seed=0,
+    )
+
+
+def _parse_matrix(markdown: str) -> dict[tuple[str, str], str]:
+    """Cells of a Markdown matrix table keyed by (row, column)."""
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")][1:]
+    cells = {}
+    for line in lines[2:]:  # skip header and separator
+        row, *values = [cell.strip() for cell in line.strip("|").split("|")]
+        cells.update({(row, col): value for col, value in zip(header, values)})
+    return cells
+
+
+@pytest.mark.parametrize("scorer, expected", [("judge", JUDGE_MATRIX), ("rm", RM_MATRIX)])
+def test_main_table_matches_hand_computed_win_rates(results, scorer, expected):
+    table = main_table(results, scorer)
+    assert "n = 4 prompts" in table
+    cells = _parse_matrix(table)
+    assert len(cells) == 9
+    for model in MODELS:
+        assert cells[(model, model)] == "–"
+    for pair, value in expected.items():
+        assert float(cells[pair]) == pytest.approx(value), pair
+
+
+def test_results_numbers(results):
+    assert results["scorers"] == ["judge", "rm"]
+    assert results["models"] == MODELS
+    cell = results["win_rates"]["judge"]["sft"]["base"]
+    assert (cell["n_wins"], cell["n_wins_base"], cell["n_draws"], cell["n_total"]) == (2, 1, 1, 4)
+
+    assert [row["model"] for row in results["leaderboard"]] == ["ppo", "sft", "base"]
+    assert [row["win_rate"] for row in results["leaderboard"]] == pytest.approx([75.0, 62.5, 50.0])
+
+    stats = results["model_stats"]["sft"]
+    assert stats["scores"]["judge"]["mean"] == pytest.approx(1.5)
+    assert stats["length"]["mean"] == pytest.approx(3.5)  # (4 + 2 + 6 + 2) / 4
+
+    # 3 model pairs x 4 prompts = 12 comparisons; the rm disagrees with the judge on
+    # p2 for (base, ppo) and (sft, ppo) only, both "math" prompts.
+    rm = results["agreement"]["rm"]
+    assert rm["n"] == 12
+    assert rm["overall"] == pytest.approx(10 / 12)
+    assert rm["by_category"]["math"] == {"agreement": pytest.approx(4 / 6), "n": 6}
+    assert rm["by_category"]["chat"] == {"agreement": 1.0, "n": 6}
+    assert "judge" not in results["agreement"]
+
+    # Judge ballots: p0 ppo>sft>base, p1 ppo>base>sft, p2 base=sft>ppo (name order),
+    # p3 ppo=sft>base -> ppo gets 1, 1, 1/3, 1: mean 5/6, population std sqrt(1/12).
+    ppo = results["rankings"]["per_scorer"]["judge"]["ppo"]
+    assert ppo["mean"] == pytest.approx(5 / 6)
+    assert ppo["std"] == pytest.approx(math.sqrt(1 / 12))
+
+
+def test_render_report_sections_and_values(results):
+    report = render_report(results)
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5."):
+        assert heading in report
+    # the judge's matrix comes before the reward model's
+    assert report.index("**judge**") < report.index("**rm**")
+    assert "83.3% (n=12)" in report  # rm agreement overall
+    assert "66.7% (n=6)" in report   # rm agreement on math
+    assert "| ppo | 75.00 |" in report  # leaderboard row
+    assert "1.500 ± 1.118" in report  # sft judge mean ± std: [2, 0, 1, 3]
+
+
+def test_results_survive_json_round_trip(results, tmp_path):
+    path = tmp_path / "eval" / "results.json"
+    write_json_atomic(path, results)
+    loaded = json.loads(path.read_text())
+    assert loaded == results
+    assert render_report(loaded) == render_report(results)
+
+
+def test_build_results_rejects_misaligned_scores():
+    bad = {"judge": {"a": [1, 2], "b": [1]}}
+    with pytest.raises(ValueError, match="'b'"):
+        build_results(bad, {"a": ["x", "y"], "b": ["x", "y"]}, judge="judge")
+    with pytest.raises(KeyError):
+        build_results(SCORES, OUTPUTS, judge="nobody")
+
+
+def test_atomic_writers_replace_and_leave_no_temp(tmp_path):
+    path = tmp_path / "notes.md"
+    write_text_atomic(path, "old")
+    write_text_atomic(path, "new ✓")
+    assert path.read_text(encoding="utf-8") == "new ✓"
+    # An unserialisable object fails before anything is written.
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"x": object()})
+    assert path.read_text(encoding="utf-8") == "new ✓"
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.md"]
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_plots_are_real_pngs(results, tmp_path):
+    heatmap = tmp_path / "plots" / "heatmap_judge.png"
+    bars = tmp_path / "plots" / "mean_scores.png"
+    plot_win_rate_heatmap(results, "judge", heatmap)
+    plot_mean_scores(results, bars)
+    for path in (heatmap, bars):
+        width, height = _png_size(path)
+        assert width >= 200 and height >= 200, (path, width, height)
+        assert path.stat().st_size > 5_000
+    assert sorted(p.name for p in heatmap.parent.iterdir()) == ["heatmap_judge.png", "mean_scores.png"]

@@ -1,0 +1,119 @@
+"""SFT: a tiny model memorizes a small dataset; the adapter reloads and generates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from crs.cli import run_stage
+from crs.data.schema import user_prompt
+from crs.generation import GenerationSettings, generate_replies
+from crs.models import load_causal_lm, load_tokenizer, read_run_manifest
+from crs.runs import is_finished
+from crs.sft import SFTCollator, encode_sft_examples, train_sft
+from crs.tiny import tiny_causal_lm
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "sft_example.jsonl"
+
+
+def tiny_model_dir(tmp_path: Path, tokenizer) -> Path:
+    path = tmp_path / "tiny-base"
+    tiny_causal_lm(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_collator_masks_prompt_and_padding(smol_tokenizer) -> None:
+    from crs.config import load_config
+    from crs.data.schema import SFTExample
+
+    cfg = load_config("sft")
+    examples = [SFTExample(user_prompt("Hi"), "Hello!"), SFTExample(user_prompt("Name a colour please."), "Blue.")]
+    batch = SFTCollator(smol_tokenizer.pad_token_id)(encode_sft_examples(smol_tokenizer, examples, cfg))
+    labels, mask = batch["labels"], batch["attention_mask"]
+    assert (labels[mask == 0] == -100).all()  # padding never counts
+    first = [t for t in labels[0].tolist() if t != -100]
+    assert smol_tokenizer.decode(first) == "Hello!<|im_end|>"  # only the reply (and its end) counts
+
+
+def run_tiny_sft(tmp_path: Path, base: Path, *extra: str) -> Path:
+    run_stage(
+        train_sft,
+        "sft",
+        [
+            "--config_subset", "sft",
+            "--set", f"run.output_dir={tmp_path / 'out'}",
+            "--set", f"model.name={base}",
+            "--set", "model.dtype=fp32",
+            "--set", f"data.source={EXAMPLES}",
+            "--set", "data.val_fraction=0.0",
+            "--set", "train.max_steps=80",
+            "--set", "train.lr_scheduler=constant",
+            "--set", "train.learning_rate=0.01",
+            "--set", "train.batch_size=5",
+            "--set", "train.warmup_ratio=0.0",
+            "--set", "run.logging_steps=5",
+            "--set", "train.save_steps=20",
+            *extra,
+        ],
+    )
+    return tmp_path / "out" / "sft"
+
+
+def test_full_sft_memorizes_and_reloads(tmp_path: Path, smol_tokenizer) -> None:
+    base = tiny_model_dir(tmp_path, smol_tokenizer)
+    run_dir = run_tiny_sft(tmp_path, base, "--set", "model.lora.enabled=false")
+    assert is_finished(run_dir)
+    history = json.loads((run_dir / "metrics.json").read_text())["log_history"]
+    losses = [row["loss"] for row in history if "loss" in row]
+    assert losses[-1] < 0.5 * losses[0], losses  # it memorizes
+    assert read_run_manifest(run_dir)["full_model"] is True
+    assert (run_dir / "config.resolved.yaml").is_file() and list((run_dir / "checkpoints").glob("checkpoint-*"))
+
+    model = load_causal_lm(str(run_dir))
+    tokenizer = load_tokenizer(str(run_dir), padding_side="left")
+    out = generate_replies(model, tokenizer, [user_prompt("What is 12 + 30?")], GenerationSettings(max_new_tokens=12), desc=None)
+    assert "42" in out[0].text  # a memorized reply, from the reloaded adapter
+
+
+@pytest.mark.slow
+def test_sft_subset_on_embedded_smollm(tmp_path: Path) -> None:
+    """The shipped `sft` subset on the embedded model, a few steps."""
+    run_stage(
+        train_sft,
+        "sft",
+        [
+            "--config_subset", "sft",
+            "--set", f"run.output_dir={tmp_path}",
+            "--set", "train.max_steps=3",
+            "--set", "train.batch_size=4",
+            "--set", "data.max_examples=24",
+            "--set", "train.eval_steps=3",
+        ],
+    )
+    run_dir = tmp_path / "sft"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and torch.isfinite(torch.tensor(metrics["train_loss"]))
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    model = load_causal_lm(str(run_dir))
+    assert model.config.num_hidden_layers == 30
+
+
+def test_lora_sft_saves_a_loadable_adapter(tmp_path: Path, smol_tokenizer) -> None:
+    base = tiny_model_dir(tmp_path, smol_tokenizer)
+    run_dir = run_tiny_sft(tmp_path, base, "--set", "train.max_steps=10")
+    manifest = read_run_manifest(run_dir)
+    assert manifest == {"base": str(base), "adapter": "adapter", "kind": "causal_lm", "full_model": False}
+    from peft import AutoPeftModelForCausalLM
+
+    # The adapter folder is a standard peft adapter: plain from_pretrained loads it.
+    peft_model = AutoPeftModelForCausalLM.from_pretrained(run_dir / "adapter")
+    adapter = {n: p for n, p in peft_model.named_parameters() if "lora_B" in n}
+    assert adapter and any(p.abs().sum() > 0 for p in adapter.values())  # trained, not the zero init
+    history = json.loads((run_dir / "metrics.json").read_text())["log_history"]
+    losses = [row["loss"] for row in history if "loss" in row]
+    assert losses[-1] < losses[0]
