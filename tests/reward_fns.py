@@ -1,0 +1,13 @@
+"""Programmatic reward functions for tests (used as `python:tests.reward_fns:NAME`)."""
+
+from __future__ import annotations
+
+
+def reply_length(prompts: list, replies: list[str]) -> list[float]:
+    """Longer is better: a reward any model can be compared on."""
+    return [float(len(r)) for r in replies]
+
+
+def count_vowels(prompts: list, replies: list[str]) -> list[float]:
+    """A second, different reward."""
+    return [float(sum(ch in "aeiou" for ch in r.lower())) for r in replies]
