@@ -71,9 +71,11 @@ def _prepare_on_main_process(config: CRSConfig, resume: bool, overwrite: bool) -
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return prepare_run_dir(config, resume, overwrite)
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # cpu=True on CUDA-less machines, else each CPU rank believes it is the main process.
+    state = PartialState(cpu=not torch.cuda.is_available())
     error: ConfigError | None = None
     if state.is_main_process:
         try:

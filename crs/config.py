@@ -191,6 +191,7 @@ class RLConfig:
     adam_eps: float = 1e-5  # the reference PPO code's Adam epsilon (PyTorch's default is 1e-8)
     anneal_lr: bool = False  # decay the learning rate linearly to 0 over rl.steps
     save_total_limit: int = 2  # keep the last N checkpoints (0 = all)
+    merged_sampling: bool = True  # sample from a copy with the LoRA adapter folded in (faster; one more copy of the weights)
 
 
 @dataclass

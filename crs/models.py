@@ -296,7 +296,7 @@ def load_model(
     else:
         from peft import PeftModel
 
-        base = load_model(manifest["base"], kind, dtype, quantization, cache_dir, merge_adapter=True)
+        base = load_model(_base_location(name, manifest["base"]), kind, dtype, quantization, cache_dir, merge_adapter=True)
         model = PeftModel.from_pretrained(base, str(Path(name) / manifest["adapter"]))
         if merge_adapter:
             model = model.merge_and_unload()
@@ -304,6 +304,12 @@ def load_model(
         # Sequence classifiers find the last real token through pad_token_id.
         model.config.pad_token_id = model.config.eos_token_id if model.config.eos_token_id is not None else 0
     return model
+
+
+def _base_location(run_dir: str, base: str) -> str:
+    """A manifest's base: a path relative to the run dir when one exists there, else a name."""
+    candidate = Path(run_dir) / base
+    return str(candidate) if not base.startswith(EMBEDDED_PREFIX) and candidate.is_dir() else base
 
 
 def load_causal_lm(name: str, model_cfg: ModelConfig | None = None, **kwargs: Any) -> Any:
@@ -379,7 +385,10 @@ def save_run_model(model: Any, tokenizer: Any, run_dir: str | Path, base_name: s
         tokenizer.save_pretrained(run_dir / "merged")
     from crs.io import write_json_atomic
 
-    # Paths stay relative to the run dir so a run can be moved or copied whole.
+    # A base that is a local folder (e.g. the SFT run under an RL run) is stored relative to
+    # this run dir, so loading works from any working directory and runs can move together.
+    if not base_name.startswith(EMBEDDED_PREFIX) and Path(base_name).is_dir():
+        base_name = os.path.relpath(Path(base_name).resolve(), run_dir.resolve())
     manifest = {"base": base_name, "adapter": "adapter", "kind": kind, "full_model": not is_peft}
     write_json_atomic(run_dir / RUN_MANIFEST, manifest)
     return adapter_dir

@@ -75,8 +75,9 @@ def training_arguments(train: TrainConfig, cfg: CRSConfig, output_dir: Path, hal
         seed=cfg.run.seed,
         data_seed=cfg.run.seed,
         bf16=half == torch.bfloat16,
+        use_cpu=not torch.cuda.is_available(),  # transformers wants this said for bf16 on a CPU
         fp16=half == torch.float16,
-        gradient_checkpointing=cfg.model.gradient_checkpointing,
+        activation_checkpointing=cfg.model.gradient_checkpointing,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         save_only_model=False,

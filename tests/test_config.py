@@ -97,7 +97,7 @@ def test_repository_config_subsets_all_validate() -> None:
     "args, message",
     [
         (["--config_subset", "nope"], "unknown config subset"),
-        (["--config_subset", "sft", "--set", "train.lr=1"], "did you mean 'train.learning_rate'"),
+        (["--config_subset", "sft", "--set", "train.learning_rat=1"], "did you mean 'train.learning_rate'"),
         (["--config_subset", "sft", "--set", "train.batch_size=big"], "train.batch_size: expected int"),
     ],
 )

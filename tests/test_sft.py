@@ -89,15 +89,17 @@ def test_sft_subset_on_embedded_smollm(tmp_path: Path) -> None:
         [
             "--config_subset", "sft",
             "--set", f"run.output_dir={tmp_path}",
-            "--set", "train.max_steps=3",
-            "--set", "train.batch_size=4",
-            "--set", "data.max_examples=24",
-            "--set", "train.eval_steps=3",
+            "--set", "train.max_steps=2",
+            "--set", "train.batch_size=2",
+            "--set", "train.eval_batch_size=4",
+            "--set", "data.max_examples=8",
+            "--set", "data.max_length=128",
+            "--set", "train.eval_steps=2",
         ],
     )
     run_dir = tmp_path / "sft"
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["steps"] == 3 and torch.isfinite(torch.tensor(metrics["train_loss"]))
+    assert metrics["steps"] == 2 and torch.isfinite(torch.tensor(metrics["train_loss"]))
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     model = load_causal_lm(str(run_dir))
     assert model.config.num_hidden_layers == 30
@@ -107,7 +109,7 @@ def test_lora_sft_saves_a_loadable_adapter(tmp_path: Path, smol_tokenizer) -> No
     base = tiny_model_dir(tmp_path, smol_tokenizer)
     run_dir = run_tiny_sft(tmp_path, base, "--set", "train.max_steps=10")
     manifest = read_run_manifest(run_dir)
-    assert manifest == {"base": str(base), "adapter": "adapter", "kind": "causal_lm", "full_model": False}
+    assert manifest == {"base": "../../tiny-base", "adapter": "adapter", "kind": "causal_lm", "full_model": False}
     from peft import AutoPeftModelForCausalLM
 
     # The adapter folder is a standard peft adapter: plain from_pretrained loads it.

@@ -1,0 +1,668 @@
+"""PPO for RLHF, as in "The N Implementation Details of RLHF with PPO" (Huang et al.).
+
+One PPO step:
+
+1. **Rollout.** Sample replies to a batch of prompts (temperature, top-p, stop at EOS,
+   everything after EOS masked), keeping each token's log-prob and each state's value.
+2. **Reward.** Score the replies with the combined reward (:mod:`crs.rewards`). Per token,
+   the reward is ``-beta * (log pi(y_t) - log pi_ref(y_t))`` (the KL penalty, k1 estimator),
+   and the reply's score is added on its last token. ``beta`` is fixed or adapted toward
+   ``target_kl`` (Ziegler et al. 2019).
+3. **Advantages.** GAE(gamma, lambda) over the reply tokens; returns = advantages + values;
+   advantages whitened over the batch.
+4. **Update.** ``ppo_epochs`` passes over shuffled mini-batches (split into gradient
+   accumulation micro-batches): clipped policy loss + ``vf_coef`` * clipped value loss,
+   gradient-norm clipping, optional early stop when the approximate KL gets too large.
+
+Where each implementation detail lives (every one is a function or a marked line here
+or in :mod:`crs.rollout`, and a key in ``RLConfig`` where it is a choice):
+
+==================================  =============================================
+detail                              where (config key)
+==================================  =============================================
+left padding + mask-derived pos ids ``rollout.position_ids_from_mask``
+temperature-scaled log-probs        ``PolicyValueModel.forward`` (temperature)
+EOS stop, post-EOS masking          ``rollout.sample_replies``
+missing-EOS penalty, reward clip    ``CombinedReward.shape`` (missing_eos_penalty, reward_clip)
+reward normalisation                ``CombinedReward.normalize`` (rewards[].normalize)
+KL penalty per token, k1 estimator  :func:`per_token_rewards` (kl_coef)
+adaptive KL coefficient             :class:`AdaptiveKLController` (adaptive_kl, target_kl, kl_horizon)
+score on the last reply token       :func:`per_token_rewards`
+GAE                                 :func:`compute_gae` (gamma, lam)
+advantage whitening                 :func:`masked_whiten` (whiten_advantages)
+clipped surrogate objective         :func:`ppo_losses` (cliprange)
+value clipping                      :func:`ppo_losses` (cliprange_value, vf_coef)
+dropout disabled                    :meth:`PPOTrainer.__init__` (model.eval())
+Adam epsilon 1e-5                   :meth:`PPOTrainer.__init__` (adam_eps)
+learning-rate annealing             :meth:`PPOTrainer.__init__` (anneal_lr)
+grad-norm clipping                  :meth:`PPOTrainer.update` (max_grad_norm)
+approx-KL early stopping            :meth:`PPOTrainer.update` (early_stop_kl)
+reference = adapter switched off    :meth:`PPOTrainer.reference_logprobs`
+old log-probs + values, one forward :meth:`PPOTrainer.rollout` (logprobs_from_sampling: none)
+sampling from a merged LoRA copy    ``rollout.MergedSampler`` (merged_sampling)
+bf16 base, fp32 LoRA + value head   :func:`build_models` (model.dtype)
+==================================  =============================================
+
+Cost per step = sampling + (policy forward: old log-probs and values together) +
+(reference forward) + reward models + ``ppo_epochs`` x (forward + backward). Everything
+outside the update runs under ``no_grad``; forwards project only the reply columns
+through the LM head.
+
+The stage around the algorithm (models, data, checkpoints, logging) is :func:`train_ppo`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from crs.config import ConfigError, CRSConfig, RLConfig
+from crs.data.schema import Messages
+from crs.formatting import encode_prompt, pad_batch
+from crs.models import autocast
+from crs.rewards import CombinedReward, RewardBreakdown
+from crs.rollout import (
+    MergedSampler,
+    PolicyValueModel,
+    causal_lm_parts,
+    entropy_from_logits,
+    gather_logprobs,
+    last_token_index,
+    position_ids_from_mask,
+    reply_states,
+    sample_replies,
+)
+
+logger = logging.getLogger("crs.ppo")
+
+ReduceFn = Callable[[torch.Tensor], torch.Tensor]  # sums a tensor over all processes
+
+
+# --------------------------------------------------------------------------- KL control
+
+
+class FixedKLController:
+    """A constant KL coefficient beta."""
+
+    def __init__(self, kl_coef: float) -> None:
+        self.value = kl_coef
+
+    def update(self, current_kl: float, n_samples: int) -> None:
+        """Nothing to adapt."""
+
+    def state_dict(self) -> dict[str, float]:
+        """The current coefficient (checkpointed)."""
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        """Restore the coefficient."""
+        self.value = float(state["value"])
+
+
+class AdaptiveKLController(FixedKLController):
+    """Ziegler et al. (2019): move beta so the policy's KL from the reference tracks a target.
+
+    ``beta <- beta * (1 + clip(KL / target - 1, -0.2, 0.2) * n / horizon)``, with KL
+    measured per sequence (nats) and ``n`` the number of rollouts since the last update.
+    """
+
+    def __init__(self, kl_coef: float, target_kl: float, horizon: int) -> None:
+        super().__init__(kl_coef)
+        self.target = target_kl
+        self.horizon = horizon
+
+    def update(self, current_kl: float, n_samples: int) -> None:
+        """Nudge beta up when KL is above target, down when below (at most 20% per horizon)."""
+        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_samples / self.horizon
+
+
+def make_kl_controller(cfg: RLConfig) -> FixedKLController:
+    """Fixed or adaptive KL control, per ``rl.adaptive_kl``."""
+    if cfg.adaptive_kl:
+        return AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
+    return FixedKLController(cfg.kl_coef)
+
+
+# --------------------------------------------------------------------------- the maths
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, reduce: ReduceFn | None = None) -> torch.Tensor:
+    """Mean of ``x`` where ``mask`` is 1 (over all processes when ``reduce`` sums across them)."""
+    total, count = (x * mask).sum(), mask.sum()
+    if reduce is not None:
+        total, count = reduce(total), reduce(count)
+    return total / count.clamp(min=1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, reduce: ReduceFn | None = None) -> torch.Tensor:
+    """``(x - mean) / std`` over the masked entries (and processes); padding stays 0."""
+    mean = masked_mean(x, mask, reduce)
+    var = masked_mean((x - mean) ** 2, mask, reduce)
+    whitened = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * mask
+
+
+def per_token_rewards(
+    score: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, reply_mask: torch.Tensor, kl_coef: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards per reply token: ``-beta * KL_t`` everywhere, plus the score on the last token.
+
+    KL_t = log pi(y_t) - log pi_ref(y_t) (the k1 estimator: unbiased for the sequence KL
+    under the policy's own samples). Returns (rewards, kl), both (B, R), zero on padding.
+    """
+    kl = (logprobs - ref_logprobs) * reply_mask
+    rewards = -kl_coef * kl
+    last = last_token_index(reply_mask)
+    rewards[torch.arange(rewards.shape[0]), last] += score.to(rewards.dtype)
+    return rewards, kl
+
+
+def compute_gae(
+    rewards: torch.Tensor, values: torch.Tensor, reply_mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over the reply tokens.
+
+    ``delta_t = r_t + gamma V(s_{t+1}) - V(s_t)``, ``A_t = delta_t + gamma lam A_{t+1}``;
+    the state after the last real token is terminal (value 0). Returns (advantages,
+    returns = advantages + values), zero on padding.
+    """
+    values = values * reply_mask
+    advantages = torch.zeros_like(rewards)
+    next_advantage = torch.zeros_like(rewards[:, 0])
+    length = rewards.shape[1]
+    for t in reversed(range(length)):
+        next_value = values[:, t + 1] if t + 1 < length else torch.zeros_like(values[:, t])
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_advantage = (delta + gamma * lam * next_advantage) * reply_mask[:, t]
+        advantages[:, t] = next_advantage
+    return advantages, (advantages + values) * reply_mask
+
+
+def ppo_losses(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    reply_mask: torch.Tensor,
+    cliprange: float,
+    cliprange_value: float,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """The clipped surrogate policy loss and the clipped value loss (token means).
+
+    policy: ``max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps))``
+    value:  ``0.5 * max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)``
+    """
+    log_ratio = (logprobs - old_logprobs) * reply_mask
+    ratio = torch.exp(log_ratio)
+    pg_unclipped = -advantages * ratio
+    pg_clipped = -advantages * ratio.clamp(1.0 - cliprange, 1.0 + cliprange)
+    pg_loss = masked_mean(torch.maximum(pg_unclipped, pg_clipped), reply_mask)
+
+    values_clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
+    vf_unclipped = (values - returns) ** 2
+    vf_clipped = (values_clipped - returns) ** 2
+    vf_loss = 0.5 * masked_mean(torch.maximum(vf_unclipped, vf_clipped), reply_mask)
+
+    with torch.no_grad():
+        stats = {
+            "policy/clipfrac": masked_mean((pg_clipped > pg_unclipped).float(), reply_mask),
+            "policy/approx_kl": 0.5 * masked_mean(log_ratio**2, reply_mask),
+            "policy/ratio": masked_mean(ratio, reply_mask),
+            "value/clipfrac": masked_mean((vf_clipped > vf_unclipped).float(), reply_mask),
+        }
+    return pg_loss, vf_loss, stats
+
+
+# --------------------------------------------------------------------------- rollouts
+
+
+@dataclass
+class Rollout:
+    """One rollout batch on this process: token ids, masks, and per-token PPO quantities (B, R)."""
+
+    input_ids: torch.Tensor  # (B, P + R) prompt (left-padded) then reply
+    attention_mask: torch.Tensor  # (B, P + R)
+    reply_mask: torch.Tensor  # (B, R)
+    logprobs: torch.Tensor  # log pi_old(y_t)
+    ref_logprobs: torch.Tensor  # log pi_ref(y_t)
+    values: torch.Tensor  # V_old(s_t)
+    rewards: torch.Tensor  # KL penalty + score on the last token
+    kl: torch.Tensor  # per-token KL estimate
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+    @property
+    def n_reply(self) -> int:
+        """R: reply columns."""
+        return self.reply_mask.shape[1]
+
+    def rows(self, index: torch.Tensor) -> Rollout:
+        """The sub-batch of rows ``index`` (every field shares its first dimension)."""
+        return Rollout(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+
+@dataclass
+class RolloutResult:
+    """A rollout and what it produced beyond tensors: the texts and their scores."""
+
+    batch: Rollout
+    prompts: list[Messages]
+    replies: list[str]
+    scores: RewardBreakdown
+    timings: dict[str, float]
+
+
+def _nonfinite_any(flag: bool, reduce: ReduceFn, device: torch.device) -> bool:
+    # Every process must take the same branch (a skipped backward on one would hang DDP).
+    return bool(reduce(torch.tensor(float(flag), device=device)).item() > 0)
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class PPOTrainer:
+    """PPO on one policy (+ value function) with a combined reward; runs under accelerate.
+
+    ``batch_size`` and ``mini_batch_size`` in :class:`RLConfig` count rollouts over all
+    processes; each process handles its share, and DDP averages gradients.
+    """
+
+    def __init__(
+        self,
+        cfg: RLConfig,
+        model: PolicyValueModel,
+        tokenizer: Any,
+        reward: CombinedReward,
+        accelerator: Any | None = None,
+        dtype: torch.dtype = torch.float32,
+        reference: nn.Module | None = None,
+        max_prompt_length: int = 256,
+    ) -> None:
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.accelerator = accelerator or Accelerator()
+        self.device = self.accelerator.device
+        self.tokenizer = tokenizer
+        self.reward = reward
+        self.dtype = dtype
+        self.max_prompt_length = max_prompt_length
+        self.world_size = self.accelerator.num_processes
+        self.local_batch, self.local_mini_batch, self.micro_batch = local_batch_sizes(cfg, self.world_size)
+        if reference is None and not model.is_peft:
+            # A fully fine-tuned policy needs its own frozen reference copy.
+            reference = copy.deepcopy(model.policy).to(dtype)
+        if reference is not None:
+            reference.requires_grad_(False).eval()
+            reference.to(self.device)
+        self.reference = reference
+
+        # Dropout off, always: with it, log-probs of the same tokens would differ between
+        # rollout and update, and the ratio would not start at 1 (N details: "disable dropout").
+        model.eval()
+        self.unwrapped = model
+        self.model = self.accelerator.prepare_model(model)  # DDP when several processes
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        # PyTorch's default Adam eps (1e-8) is smaller than the reference code's 1e-5.
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, eps=cfg.adam_eps, weight_decay=0.0)
+        anneal = (lambda step: max(0.0, 1.0 - step / max(cfg.steps, 1))) if cfg.anneal_lr else (lambda step: 1.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, anneal)
+        self.kl_ctl = make_kl_controller(cfg)
+        self.step_count = 0
+        self.nonfinite_in_row = 0
+        self.nonfinite_total = 0
+        # Sampling from a merged copy of the LoRA policy (rl.merged_sampling) skips the
+        # adapter's per-token overhead; the log-probs PPO uses always come from the policy.
+        self.merged = MergedSampler(model) if cfg.merged_sampling and MergedSampler.supported(model) else None
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    # ------------------------------------------------------------------ helpers
+
+    def sum_all(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over processes (identity on one)."""
+        if self.world_size == 1:
+            return tensor
+        return self.accelerator.reduce(tensor.to(self.device), reduction="sum")
+
+    def encode_prompts(self, prompts: list[Messages]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chat-template prompts, left-padded so every reply starts in the same column."""
+        encoded = [encode_prompt(self.tokenizer, p, self.max_prompt_length) for p in prompts]
+        ids, mask = pad_batch(encoded, self.pad_id, side="left")
+        return torch.tensor(ids, device=self.device), torch.tensor(mask, device=self.device)
+
+    def sampler(self) -> PolicyValueModel | MergedSampler:
+        """What replies are sampled from: the policy, or its merged copy brought up to date."""
+        return self.merged.refresh() if self.merged is not None else self.unwrapped
+
+    @torch.no_grad()
+    def reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, reply_ids: torch.Tensor) -> torch.Tensor:
+        """log pi_ref of the reply tokens: the policy with its adapter off (no second copy),
+        or the frozen copy of a fully fine-tuned policy."""
+        n_reply = reply_ids.shape[1]
+        if self.reference is None:
+            with self.unwrapped.reference():
+                logits, _ = self.unwrapped(input_ids, attention_mask, n_reply, self.cfg.temperature, with_values=False)
+        else:
+            body, head = causal_lm_parts(self.reference)
+            hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)).last_hidden_state
+            logits = head(reply_states(hidden, n_reply)).float() / self.cfg.temperature
+        return gather_logprobs(logits, reply_ids)
+
+    def decode(self, reply_ids: torch.Tensor, reply_mask: torch.Tensor) -> list[str]:
+        """Reply texts (up to EOS, special tokens dropped)."""
+        return [
+            self.tokenizer.decode(ids[mask.bool()].tolist(), skip_special_tokens=True).strip()
+            for ids, mask in zip(reply_ids.cpu(), reply_mask.cpu())
+        ]
+
+    # ------------------------------------------------------------------ 1-3: rollout
+
+    @torch.no_grad()
+    def rollout(self, prompts: list[Messages]) -> RolloutResult:
+        """Sample, score and compute rewards, advantages and returns for ``prompts``."""
+        cfg, timings = self.cfg, {}
+        model = self.unwrapped
+        prompt_ids, prompt_mask = self.encode_prompts(prompts)
+
+        start = time.perf_counter()
+        with autocast(self.dtype, self.device):
+            samples = sample_replies(
+                self.sampler(), prompt_ids, prompt_mask, cfg.max_new_tokens, self.eos_id, self.pad_id, cfg.temperature, cfg.top_p
+            )
+        timings["time/generation"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        reply_ids, reply_mask = samples.reply_ids, samples.reply_mask
+        input_ids = torch.cat([prompt_ids, reply_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, reply_mask], dim=1)
+        n_reply = reply_ids.shape[1]
+        with autocast(self.dtype, self.device):
+            if cfg.logprobs_from_sampling:
+                # Sampling already computed log pi_old (and V_old, with a value head).
+                logprobs, values = samples.logprobs, samples.values
+                if values is None:
+                    values = model.value_model(input_ids, attention_mask, n_reply)
+            else:
+                # One forward gives both (values from the same forward with a value head).
+                logits, values = model(input_ids, attention_mask, n_reply, cfg.temperature)
+                logprobs = gather_logprobs(logits, reply_ids)
+            ref_logprobs = self.reference_logprobs(input_ids, attention_mask, reply_ids)
+        timings["time/forward"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        replies = self.decode(reply_ids, reply_mask)
+        scores = self.reward(prompts, replies, samples.ended_with_eos.cpu())
+        timings["time/scoring"] = time.perf_counter() - start
+
+        mask = reply_mask.float()
+        logprobs, ref_logprobs, values = logprobs.float() * mask, ref_logprobs.float() * mask, values.float() * mask
+        rewards, kl = per_token_rewards(scores.combined.to(self.device), logprobs, ref_logprobs, mask, self.kl_ctl.value)
+        advantages, returns = compute_gae(rewards, values, mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, mask, reduce=self.sum_all)
+        batch = Rollout(input_ids, attention_mask, mask, logprobs, ref_logprobs, values, rewards, kl, advantages, returns)
+        return RolloutResult(batch, prompts, replies, scores, timings)
+
+    # ------------------------------------------------------------------ 4: update
+
+    def loss(self, mb: Rollout) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """PPO loss on a micro-batch, with its statistics."""
+        with autocast(self.dtype, self.device):
+            logits, values = self.model(mb.input_ids, mb.attention_mask, mb.n_reply, self.cfg.temperature)
+        logprobs = gather_logprobs(logits, mb.input_ids[:, -mb.n_reply :])
+        pg_loss, vf_loss, stats = ppo_losses(
+            logprobs, mb.logprobs, mb.advantages, values, mb.values, mb.returns,
+            mb.reply_mask, self.cfg.cliprange, self.cfg.cliprange_value,
+        )
+        loss = pg_loss + self.cfg.vf_coef * vf_loss
+        with torch.no_grad():
+            stats["policy/entropy"] = masked_mean(entropy_from_logits(logits), mb.reply_mask)
+        stats.update({"loss/policy": pg_loss.detach(), "loss/value": vf_loss.detach(), "loss/total": loss.detach()})
+        return loss, stats
+
+    def update(self, batch: Rollout) -> dict[str, float]:
+        """``ppo_epochs`` passes over shuffled mini-batches of the rollout, one optimizer step each."""
+        cfg = self.cfg
+        log: dict[str, list[float]] = defaultdict(list)
+        optimizer_steps, early_stopped, skipped = 0, False, False
+        for _epoch in range(cfg.ppo_epochs):
+            for mini in torch.randperm(batch.input_ids.shape[0], device=self.device).split(self.local_mini_batch):
+                approx_kl = self.optimizer_step(batch, mini, log)
+                if approx_kl is None:
+                    skipped = True
+                    break
+                optimizer_steps += 1
+                if cfg.early_stop_kl is not None and approx_kl > cfg.early_stop_kl:
+                    early_stopped = True  # the policy has moved far enough from the one that sampled
+                    break
+            if early_stopped or skipped:
+                break
+        self.scheduler.step()
+        out = {key: sum(values) / len(values) for key, values in log.items()}
+        out.update({"ppo/optimizer_steps": float(optimizer_steps), "ppo/early_stopped": float(early_stopped), "ppo/skipped": float(skipped)})
+        return out
+
+    def optimizer_step(self, batch: Rollout, mini: torch.Tensor, log: dict[str, list[float]]) -> float | None:
+        """One optimizer step on the mini-batch ``mini`` (row indices), accumulated over micro-batches.
+
+        Returns the mini-batch's approximate KL (mean over processes), or None when a loss
+        or the gradient was not finite: then nothing is applied.
+        """
+        micro_batches = mini.split(self.micro_batch)
+        approx_kl = 0.0
+        for k, micro in enumerate(micro_batches):
+            loss, stats = self.loss(batch.rows(micro))
+            if _nonfinite_any(not torch.isfinite(loss).item(), self.sum_all, self.device):
+                return self._skip("loss")
+            # DDP all-reduces gradients only on the mini-batch's last micro-batch.
+            last = k == len(micro_batches) - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
+                self.accelerator.backward(loss / len(micro_batches))
+            for key, value in stats.items():
+                log[key].append(value.item())
+            approx_kl += stats["policy/approx_kl"].item() / len(micro_batches)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        if not torch.isfinite(grad_norm):  # the same on every process: gradients are all-reduced
+            return self._skip("gradient")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        log["policy/grad_norm"].append(grad_norm.item())
+        return self.mean_over_processes({"kl": approx_kl})["kl"]
+
+    def _skip(self, what: str) -> None:
+        logger.warning("step %d: non-finite %s; this update is skipped", self.step_count + 1, what)
+        self.optimizer.zero_grad(set_to_none=True)
+        return None
+
+    # ------------------------------------------------------------------ one step
+
+    def step(self, prompts: list[Messages]) -> dict[str, float]:
+        """One PPO iteration on this process's ``prompts``; returns metrics averaged over processes."""
+        start = time.perf_counter()
+        result = self.rollout(prompts)
+        batch = result.batch
+        kl_coef = self.kl_ctl.value
+        rewards_finite = not _nonfinite_any(not (result.scores.is_finite() and bool(torch.isfinite(batch.advantages).all())), self.sum_all, self.device)
+        update_start = time.perf_counter()
+        if rewards_finite:
+            update_stats = self.update(batch)
+        else:
+            logger.warning("step %d: non-finite reward; the update is skipped", self.step_count + 1)
+            update_stats = {"ppo/skipped": 1.0}
+        update_time = time.perf_counter() - update_start
+
+        skipped = update_stats.get("ppo/skipped", 0.0) > 0
+        self.nonfinite_in_row = self.nonfinite_in_row + 1 if skipped else 0
+        self.nonfinite_total += int(skipped)
+
+        mask = batch.reply_mask
+        seq_kl = batch.kl.sum(-1)
+        local = {
+            **result.scores.metrics(),
+            "reward/non_score": (-kl_coef * seq_kl).mean().item(),
+            "kl/sequence": seq_kl.mean().item(),
+            "kl/coef": kl_coef,
+            "reply/length": mask.sum(-1).mean().item(),
+            "value/mean": masked_mean(batch.values, mask).item(),
+            "value/explained_variance": explained_variance(batch.values, batch.returns, mask),
+            "returns/mean": masked_mean(batch.returns, mask).item(),
+            **update_stats,
+            **result.timings,
+            "time/update": update_time,
+        }
+        metrics = self.mean_over_processes(local)
+        # Every process sees the same global KL, so the controllers stay in step.
+        self.kl_ctl.update(metrics["kl/sequence"], self.cfg.batch_size)
+        self.step_count += 1
+        elapsed = time.perf_counter() - start
+        metrics["time/step"] = elapsed
+        metrics["tokens_per_second"] = self.sum_all(mask.sum()).item() / elapsed
+        metrics["ppo/nonfinite_total"] = float(self.nonfinite_total)
+        metrics["learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        if self.nonfinite_in_row >= self.cfg.max_nonfinite_in_row:
+            raise FloatingPointError(
+                f"{self.nonfinite_in_row} PPO steps in a row had a non-finite reward, loss or gradient "
+                f"(rl.max_nonfinite_in_row={self.cfg.max_nonfinite_in_row}); lower rl.learning_rate or check the reward models"
+            )
+        return metrics
+
+    def mean_over_processes(self, local: dict[str, float]) -> dict[str, float]:
+        """Average a dict of floats over processes (same keys everywhere)."""
+        if self.world_size == 1:
+            return dict(local)
+        keys = sorted(local)
+        values = torch.tensor([float(local[k]) for k in keys], device=self.device, dtype=torch.float64)
+        values = self.sum_all(values) / self.world_size
+        return dict(zip(keys, values.tolist()))
+
+    @torch.no_grad()
+    def generate_samples(self, prompts: list[Messages], greedy: bool = True) -> list[dict[str, Any]]:
+        """Replies to ``prompts`` with each reward source's score (for ``samples/step_N.json``)."""
+        prompt_ids, prompt_mask = self.encode_prompts(prompts)
+        with autocast(self.dtype, self.device):
+            samples = sample_replies(
+                self.sampler(), prompt_ids, prompt_mask, self.cfg.max_new_tokens, self.eos_id, self.pad_id,
+                self.cfg.temperature, self.cfg.top_p, greedy=greedy,
+            )
+        replies = self.decode(samples.reply_ids, samples.reply_mask)
+        scores = self.reward(prompts, replies, samples.ended_with_eos.cpu())
+        return [
+            {"prompt": prompt, "reply": reply, "ended_with_eos": bool(eos), **scores.row(i)}
+            for i, (prompt, reply, eos) in enumerate(zip(prompts, replies, samples.ended_with_eos.tolist()))
+        ]
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything besides the weights that a resumed run needs to continue identically."""
+        return {
+            "step": self.step_count,
+            "kl_controller": self.kl_ctl.state_dict(),
+            "nonfinite_in_row": self.nonfinite_in_row,
+            "nonfinite_total": self.nonfinite_total,
+            "reward": self.reward.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.step_count = int(state["step"])
+        self.kl_ctl.load_state_dict(state["kl_controller"])
+        self.nonfinite_in_row = int(state["nonfinite_in_row"])
+        self.nonfinite_total = int(state["nonfinite_total"])
+        self.reward.load_state_dict(state["reward"])
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(returns - values) / Var(returns) over reply tokens: how well the critic predicts."""
+    var_returns = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    residual = returns - values
+    var_residual = masked_mean((residual - masked_mean(residual, mask)) ** 2, mask)
+    return float(1.0 - var_residual / var_returns) if var_returns > 0 else float("nan")
+
+
+def local_batch_sizes(cfg: RLConfig, world_size: int) -> tuple[int, int, int]:
+    """(rollouts, mini-batch, micro-batch) per process; fails early when they do not divide."""
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    need(cfg.batch_size % world_size == 0, f"rl.batch_size={cfg.batch_size} must be a multiple of the {world_size} processes")
+    need(cfg.batch_size % cfg.mini_batch_size == 0, f"rl.batch_size={cfg.batch_size} must be a multiple of rl.mini_batch_size={cfg.mini_batch_size}")
+    per_mini = cfg.mini_batch_size * 1.0 / (world_size * cfg.gradient_accumulation_steps)
+    need(
+        per_mini.is_integer() and per_mini >= 1,
+        f"rl.mini_batch_size={cfg.mini_batch_size} must be a multiple of processes ({world_size}) x "
+        f"rl.gradient_accumulation_steps ({cfg.gradient_accumulation_steps})",
+    )
+    return cfg.batch_size // world_size, cfg.mini_batch_size // world_size, int(per_mini)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def build_models(cfg: CRSConfig) -> tuple[PolicyValueModel, nn.Module | None, torch.dtype, str]:
+    """The policy (+ LoRA) with its critic, the reference (None: adapter off), the dtype, the policy name.
+
+    LoRA: half-precision frozen base, fp32 adapter and value head, forwards under autocast.
+    Full fine-tuning: fp32 policy, and a frozen half-precision copy as the reference.
+    """
+    from crs.models import add_lora, load_causal_lm, load_sequence_classifier, resolve_dtype, upcast_trainable
+    from crs.rollout import ValueModel
+
+    dtype = resolve_dtype(cfg.model.dtype)
+    policy_name = cfg.rl.policy or cfg.model.name
+    policy = load_causal_lm(policy_name, cfg.model)
+    reference = None
+    if cfg.model.lora.enabled:
+        policy = add_lora(policy, cfg.model.lora, "causal_lm")
+    else:
+        reference = policy.requires_grad_(False)
+        policy = copy.deepcopy(reference).float().requires_grad_(True)
+    value_model = None
+    if cfg.rl.value_model != "head":
+        critic = load_sequence_classifier(cfg.rl.value_model, cfg.model)
+        if cfg.model.lora.enabled:
+            critic = add_lora(critic, cfg.model.lora, "reward_model")
+        else:
+            critic = critic.float()
+            upcast_trainable(critic)
+        value_model = ValueModel(critic)
+    return PolicyValueModel(policy, value_model), reference, dtype, policy_name
+
+
+def train_ppo(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+    """The RL stage (``rl_train.py``): PPO of ``rl.policy`` on the combined reward, into ``run_dir``."""
+    from crs.ppo_stage import run_ppo_stage
+
+    return run_ppo_stage(cfg, run_dir, resume)
+
+
+__all__ = [
+    "AdaptiveKLController",
+    "FixedKLController",
+    "PPOTrainer",
+    "Rollout",
+    "build_models",
+    "compute_gae",
+    "masked_mean",
+    "masked_whiten",
+    "per_token_rewards",
+    "ppo_losses",
+    "train_ppo",
+]

@@ -1,0 +1,261 @@
+"""The RL stage around the PPO algorithm: models, prompts, the loop, checkpoints, logs.
+
+``rl_train.py --config_subset rl_crs`` runs :func:`run_ppo_stage` (through
+:func:`crs.ppo.train_ppo`). It writes into the run directory:
+
+* ``metrics.jsonl``: one row per PPO step (rewards per source raw and normalised,
+  combined, KL, beta, losses, clip fractions, approx KL, entropy, reply length, timings);
+* ``samples/step_N.json``: greedy replies to held-out prompts with every source's score;
+* ``checkpoints/step_N/``: trainable weights (adapter + value head), optimizer, KL
+  controller, reward statistics, prompt position and every process's RNG states, written
+  to a temporary folder and renamed into place; ``--resume`` continues from the last one;
+* ``adapter/`` + ``crs_model.json``: the final policy (``load_causal_lm(run_dir)`` loads it).
+
+Several processes (``torchrun --nproc_per_node 2 rl_train.py ...``, or ``accelerate
+launch``) each take their share of every prompt batch; only the main process writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from crs.config import ConfigError, CRSConfig
+from crs.io import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
+from crs.ppo import PPOTrainer, build_models
+from crs.rewards import CombinedReward
+from crs.runs import latest_checkpoint, mark_finished, set_seed
+
+logger = logging.getLogger("crs.ppo")
+
+CHECKPOINTS = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+
+
+class PromptStream:
+    """An endless, seeded, reshuffled-every-epoch order over the training prompts.
+
+    Its whole state is one integer, so a resumed run continues with exactly the
+    prompts it would have seen; every process walks the same stream and keeps its shard.
+    """
+
+    def __init__(self, n_prompts: int, seed: int, position: int = 0) -> None:
+        if n_prompts == 0:
+            raise ConfigError("no training prompts for PPO (check data.source / data.split)")
+        self.n = n_prompts
+        self.seed = seed
+        self.position = position
+        self._epoch, self._order = -1, np.arange(0)
+
+    def next(self, count: int) -> list[int]:
+        """The next ``count`` prompt indices."""
+        out = []
+        for _ in range(count):
+            epoch, offset = divmod(self.position, self.n)
+            if epoch != self._epoch:
+                self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            out.append(int(self._order[offset]))
+            self.position += 1
+        return out
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's python, numpy and torch RNG states."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(trainer: PPOTrainer, stream: PromptStream, run_dir: Path, keep: int) -> Path:
+    """Write ``checkpoints/step_N`` atomically (temp folder, then rename); every process calls this."""
+    from accelerate.utils import gather_object
+
+    rng_states = gather_object([rng_state()])  # one per process, in rank order
+    target = run_dir / CHECKPOINTS / f"step_{trainer.step_count}"
+    if trainer.accelerator.is_main_process:
+        tmp = run_dir / CHECKPOINTS / f".tmp_step_{trainer.step_count}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.save(trainer.unwrapped.trainable_state_dict(), tmp / "trainable.pt")
+        torch.save({"optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict()}, tmp / "optimizer.pt")
+        torch.save(rng_states, tmp / "rng_states.pt")
+        write_json_atomic(tmp / "trainer_state.json", {**trainer.state_dict(), "prompt_position": stream.position})
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        _prune_checkpoints(run_dir / CHECKPOINTS, keep)
+        logger.info("checkpoint saved: %s", target)
+    trainer.accelerator.wait_for_everyone()
+    return target
+
+
+def _prune_checkpoints(folder: Path, keep: int) -> None:
+    if keep <= 0:
+        return
+    steps = sorted((int(p.name.split("_")[1]), p) for p in folder.glob("step_*") if p.name.split("_")[1].isdigit())
+    for _, path in steps[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def load_checkpoint(trainer: PPOTrainer, stream: PromptStream, checkpoint: Path) -> None:
+    """Restore weights, optimizer, trainer state, prompt position and this process's RNG."""
+    weights = torch.load(checkpoint / "trainable.pt", map_location=trainer.device)
+    missing = set(trainer.unwrapped.trainable_state_dict()) - set(weights)
+    if missing:
+        raise ConfigError(f"{checkpoint} lacks {len(missing)} trained tensors (e.g. {sorted(missing)[0]}); was the model config changed?")
+    trainer.unwrapped.load_state_dict(weights, strict=False)
+    opt = torch.load(checkpoint / "optimizer.pt", map_location=trainer.device, weights_only=False)
+    trainer.optimizer.load_state_dict(opt["optimizer"])
+    trainer.scheduler.load_state_dict(opt["scheduler"])
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    trainer.load_state_dict(state)
+    stream.position = int(state["prompt_position"])
+    rng_states = torch.load(checkpoint / "rng_states.pt", weights_only=False)
+    rank = trainer.accelerator.process_index
+    if rank < len(rng_states):
+        set_rng_state(rng_states[rank])
+    else:
+        logger.warning("%s has no RNG state for process %d (more processes than when saved)", checkpoint, rank)
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    # Steps logged after the checkpoint are run again on resume: drop their old rows.
+    if path.is_file():
+        rows = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
+        write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _make_accelerator(cfg: CRSConfig, run_dir: Path) -> Any:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    # On CPU, accelerate honours torchrun's environment only with cpu=True (gloo backend).
+    cpu = not torch.cuda.is_available()
+    earlier = PartialState._shared_state
+    if cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and earlier and earlier.get("num_processes") == 1:
+        # A PartialState made earlier without cpu=True saw one process: start the state again.
+        AcceleratorState._reset_state(reset_partial_state=True)
+    if cfg.run.report_to == "none":
+        return Accelerator(cpu=cpu)
+    import importlib.util
+
+    package = {"tensorboard": "tensorboard", "wandb": "wandb"}[cfg.run.report_to]
+    if importlib.util.find_spec(package) is None and not (package == "tensorboard" and importlib.util.find_spec("tensorboardX")):
+        raise ConfigError(f"run.report_to={cfg.run.report_to} needs the {package} package: pip install {package}")
+    return Accelerator(cpu=cpu, log_with=cfg.run.report_to, project_dir=str(run_dir))
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
+
+
+def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+    """Train the policy with PPO on the combined reward; returns the final summary."""
+    from tqdm.auto import tqdm
+
+    from crs.data import load_examples
+    from crs.models import load_tokenizer, save_run_model
+
+    rl = cfg.rl
+    run_dir = Path(run_dir)
+    accelerator = _make_accelerator(cfg, run_dir)
+    rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    set_seed(cfg.run.seed)  # identical model init on every process
+
+    train_examples, val_examples = load_examples(cfg.data, kind="prompts", seed=cfg.run.seed)
+    sample_prompts = [ex.prompt for ex in (val_examples or train_examples)[: rl.num_sample_prompts]]
+    model, reference, dtype, policy_name = build_models(cfg)
+    tokenizer = load_tokenizer(policy_name, cfg.model.cache_dir, padding_side="left")
+    reward = CombinedReward.from_config(
+        rl.rewards, cfg.model, rl.reward_clip, rl.missing_eos_penalty, gather=accelerator.gather if world > 1 else None
+    )
+    trainer = PPOTrainer(rl, model, tokenizer, reward, accelerator, dtype, reference, cfg.data.max_prompt_length)
+    stream = PromptStream(len(train_examples), cfg.run.seed)
+
+    checkpoint = latest_checkpoint(run_dir / CHECKPOINTS, "step_*") if resume else None
+    if checkpoint is not None:
+        load_checkpoint(trainer, stream, checkpoint)
+        if is_main:
+            _truncate_metrics(run_dir / METRICS_FILE, trainer.step_count)
+        logger.info("resumed from %s (step %d, kl_coef %.4f)", checkpoint, trainer.step_count, trainer.kl_ctl.value)
+    else:
+        set_seed(cfg.run.seed + rank)  # different samples on every process
+    accelerator.wait_for_everyone()
+
+    if is_main:
+        logger.info(
+            "PPO: %d prompts, %d steps x %d rollouts on %d process(es), rewards %s",
+            len(train_examples), rl.steps, rl.batch_size, world, reward.describe(),
+        )
+    if cfg.run.report_to != "none":
+        accelerator.init_trackers(cfg.run_name, config=_flat(cfg.to_dict()))
+
+    bar = tqdm(total=rl.steps, initial=trainer.step_count, disable=not is_main, desc="ppo", dynamic_ncols=True)
+    metrics: dict[str, float] = {}
+    while trainer.step_count < rl.steps:
+        indices = stream.next(rl.batch_size)[rank::world]  # every process walks the stream, keeps its shard
+        metrics = trainer.step([train_examples[i].prompt for i in indices])
+        step = trainer.step_count
+        if is_main:
+            append_jsonl(run_dir / METRICS_FILE, {"step": step, **metrics})
+            bar.set_postfix(reward=f"{metrics['reward/combined']:.3f}", kl=f"{metrics['kl/sequence']:.2f}", s_step=f"{metrics['time/step']:.1f}")
+            bar.update(1)
+            if step % max(cfg.run.logging_steps, 1) == 0:
+                logger.info(
+                    "step %d: reward %.4f kl %.3f beta %.4f pg %.4f vf %.4f len %.1f", step,
+                    metrics["reward/combined"], metrics["kl/sequence"], metrics["kl/coef"],
+                    metrics.get("loss/policy", float("nan")), metrics.get("loss/value", float("nan")), metrics["reply/length"],
+                )
+            if rl.sample_every and sample_prompts and (step % rl.sample_every == 0 or step == rl.steps):
+                write_json_atomic(run_dir / "samples" / f"step_{step}.json", trainer.generate_samples(sample_prompts))
+        if cfg.run.report_to != "none":
+            accelerator.log(metrics, step=step)
+        if rl.save_steps and (step % rl.save_steps == 0 or step == rl.steps):
+            # The last one keeps the value head and optimizer, which the adapter dir does not hold.
+            save_checkpoint(trainer, stream, run_dir, rl.save_total_limit)
+    bar.close()
+
+    summary = {
+        "steps": trainer.step_count,
+        "final": {k: metrics[k] for k in ("reward/combined", "kl/sequence", "kl/coef", "reply/length") if k in metrics},
+        "rewards": reward.describe(),
+        "nonfinite_steps": trainer.nonfinite_total,
+    }
+    if is_main:
+        save_run_model(trainer.unwrapped.policy, tokenizer, run_dir, base_name=policy_name, kind="causal_lm", merge=cfg.model.lora.merge)
+        mark_finished(run_dir, summary)
+        logger.info("PPO done: %s -> %s", summary["final"], run_dir)
+    accelerator.wait_for_everyone()
+    if cfg.run.report_to != "none":
+        accelerator.end_training()
+    return summary

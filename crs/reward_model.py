@@ -1,0 +1,541 @@
+"""Reward models: training with a pairwise or an absolute loss, and scoring.
+
+Training (``rm_train.py``, :func:`train_reward_model`):
+
+1. load ``ranking`` examples (pairwise loss) or ``absolute`` ones (absolute loss);
+2. a one-output sequence classifier on ``model.name``, with LoRA or fully fine-tuned;
+3. transformers' ``Trainer`` with our losses (:mod:`crs.losses`): a ranking batch is the
+   replies of several prompts, flattened, with the number of replies per prompt;
+4. validation metrics (:mod:`crs.rm_metrics`) before, during and after training;
+5. the model, ``metrics.json``, ``reward_stats.json`` (the RL stage z-scores with them)
+   and ``rm_format.json`` (how the RM tokenizes) in the run directory.
+
+Scoring (:class:`RewardScorer`) goes through the very same :meth:`RMFormat.encode` as the
+training collator, so a reward model always sees token ids built as in training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from crs.config import ConfigError, CRSConfig, DataConfig, ModelConfig, RewardModelConfig
+from crs.data.schema import AbsoluteExample, DataError, Messages, RankingExample
+from crs.formatting import encode_prompt_reply, pad_batch
+from crs.io import append_jsonl, write_json_atomic
+from crs.losses import absolute_loss, absolute_loss_weights, ranking_loss, undersample_by_bins
+from crs.models import (
+    add_lora,
+    autocast,
+    load_sequence_classifier,
+    load_tokenizer,
+    read_run_manifest,
+    resolve_dtype,
+    save_run_model,
+    upcast_trainable,
+)
+from crs.rm_metrics import absolute_metrics, pearson, ranking_metrics, reward_stats, spearman
+
+logger = logging.getLogger("crs.reward_model")
+
+RM_FORMAT_FILE = "rm_format.json"
+REWARD_STATS_FILE = "reward_stats.json"
+METRICS_FILE = "metrics.json"
+TRAIN_LOG_FILE = "train_log.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+
+
+# --------------------------------------------------------------------------- tokenization
+
+
+@dataclass
+class RMFormat:
+    """How (prompt, reply) pairs become token ids for one reward model.
+
+    Copied from ``data.*`` at training time and saved with the run (``rm_format.json``)
+    so that scoring later, under another stage's config, tokenizes exactly as training did.
+    """
+
+    max_length: int = 512
+    max_prompt_length: int = 256
+    fallback_template: str = "{role}: {content}\n"
+
+    @classmethod
+    def from_data_config(cls, data: DataConfig) -> RMFormat:
+        """The format a reward model trained on ``data`` uses."""
+        return cls(data.max_length, data.max_prompt_length, data.fallback_template)
+
+    def encode(self, tokenizer: Any, prompts: list[Messages], replies: list[str]) -> dict[str, Tensor]:
+        """A padded batch (``input_ids``, ``attention_mask``) of prompt + reply sequences.
+
+        Padding uses the tokenizer's pad id, which the model's ``pad_token_id`` must equal
+        (decoder classifiers read the reward at the last non-pad token).
+        """
+        encoded = [
+            encode_prompt_reply(tokenizer, p, r, self.max_length, self.max_prompt_length, self.fallback_template)
+            for p, r in zip(prompts, replies, strict=True)
+        ]
+        ids, mask = pad_batch([e.input_ids for e in encoded], tokenizer.pad_token_id, side=tokenizer.padding_side)
+        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+
+
+@dataclass
+class RankingCollator:
+    """Ranking examples -> one flat batch of all their replies, plus ``group_sizes`` and ``scores``."""
+
+    tokenizer: Any
+    fmt: RMFormat
+
+    def __call__(self, examples: list[RankingExample]) -> dict[str, Tensor]:
+        prompts = [ex.prompt for ex in examples for _ in ex.replies]
+        replies = [reply for ex in examples for reply in ex.replies]
+        batch = self.fmt.encode(self.tokenizer, prompts, replies)
+        batch["group_sizes"] = torch.tensor([len(ex.replies) for ex in examples])
+        # NaN marks replies without a score: no margin, no tie for them.
+        batch["scores"] = torch.tensor(
+            [s for ex in examples for s in (ex.scores if ex.scores is not None else [float("nan")] * len(ex.replies))],
+            dtype=torch.float32,
+        )
+        return batch
+
+
+@dataclass
+class AbsoluteCollator:
+    """(absolute example, loss weight) rows -> a batch with ``targets`` and ``weights``."""
+
+    tokenizer: Any
+    fmt: RMFormat
+
+    def __call__(self, rows: list[tuple[AbsoluteExample, float]]) -> dict[str, Tensor]:
+        batch = self.fmt.encode(self.tokenizer, [ex.prompt for ex, _ in rows], [ex.reply for ex, _ in rows])
+        batch["targets"] = torch.tensor([ex.score for ex, _ in rows], dtype=torch.float32)
+        batch["weights"] = torch.tensor([w for _, w in rows], dtype=torch.float32)
+        return batch
+
+
+class ListDataset(torch.utils.data.Dataset):
+    """A list as a map-style dataset (the collators do the tokenizing)."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.items[index]
+
+
+# --------------------------------------------------------------------------- training data
+
+
+def cap_replies(example: RankingExample, max_replies: int, selection: str = "spread") -> RankingExample:
+    """The example with at most ``max_replies`` replies, still best first.
+
+    ``spread`` keeps evenly spaced ranks including the best and the worst reply (so the
+    quality range survives the cap); ``top`` keeps the first ``max_replies``.
+    """
+    k = len(example.replies)
+    if k <= max_replies:
+        return example
+    if max_replies < 2:
+        raise ConfigError(f"rm.max_replies must be >= 2, got {max_replies}")
+    if selection == "top":
+        keep = list(range(max_replies))
+    elif selection == "spread":
+        keep = sorted({int(i) for i in np.linspace(0, k - 1, max_replies).round()})
+    else:
+        raise ConfigError(f"rm.reply_selection: unknown {selection!r}; use spread or top")
+    scores = [example.scores[i] for i in keep] if example.scores is not None else None
+    return RankingExample(example.prompt, [example.replies[i] for i in keep], scores, example.meta)
+
+
+def absolute_train_rows(examples: list[AbsoluteExample], rm: RewardModelConfig, seed: int) -> list[tuple[AbsoluteExample, float]]:
+    """Training rows of the absolute loss: under-sampled (``rm.undersample``) and weighted.
+
+    Weights follow :func:`crs.losses.absolute_loss_weights` over the rows that remain.
+    """
+    if rm.undersample:
+        keep = undersample_by_bins([ex.score for ex in examples], rm.undersample_bins, rm.undersample_max_ratio, np.random.default_rng(seed))
+        logger.info("rm.undersample: keeping %d of %d absolute examples", len(keep), len(examples))
+        examples = [examples[i] for i in keep]
+    weights = absolute_loss_weights(torch.tensor([ex.score for ex in examples]), rm.threshold, rm.loss_weight_strength)
+    return list(zip(examples, weights.tolist()))
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+class RewardScorer:
+    """Scores (prompt, reply) pairs with one reward model; the same path as training.
+
+    ``score(prompts, replies)`` returns the raw head output (one float per reply, on CPU).
+    For an absolute RM, ``sigmoid(reward)`` is its predicted quality in [0, 1].
+    ``stats`` holds the run's ``reward_stats.json`` (None for a model that is not a crs
+    RM run) and ``loss_kind`` its ``rm.loss`` (``pairwise`` / ``absolute`` / None).
+    Several scorers may share one PeftModel; ``adapter_name`` then selects theirs.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        fmt: RMFormat,
+        *,
+        name: str = "reward",
+        loss_kind: str | None = None,
+        stats: dict[str, Any] | None = None,
+        adapter_name: str | None = None,
+        batch_size: int = 16,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.model, self.tokenizer, self.fmt = model, tokenizer, fmt
+        self.name, self.loss_kind, self.stats = name, loss_kind, stats
+        self.adapter_name, self.batch_size = adapter_name, batch_size
+        self.dtype = dtype or next(model.parameters()).dtype
+
+    @classmethod
+    def from_path(cls, path: str, model_cfg: ModelConfig | None = None, batch_size: int = 16, device: str | None = None) -> RewardScorer:
+        """Load one reward model (a crs RM run dir or any sequence-classifier path)."""
+        return load_reward_scorers([path], model_cfg, batch_size, device)[0]
+
+    def encode(self, prompts: list[Messages], replies: list[str]) -> dict[str, Tensor]:
+        """The padded token batch this scorer feeds its model (see :meth:`RMFormat.encode`)."""
+        return self.fmt.encode(self.tokenizer, prompts, replies)
+
+    @torch.no_grad()
+    def score(self, prompts: list[Messages], replies: list[str]) -> Tensor:
+        """Rewards of ``replies[i]`` to ``prompts[i]``, in batches of ``batch_size``."""
+        if len(prompts) != len(replies):
+            raise ValueError(f"{len(prompts)} prompts but {len(replies)} replies")
+        if self.adapter_name is not None:
+            self.model.set_adapter(self.adapter_name, inference_mode=True)
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        rewards = []
+        for start in range(0, len(prompts), self.batch_size):
+            stop = start + self.batch_size
+            batch = {k: v.to(device) for k, v in self.encode(prompts[start:stop], replies[start:stop]).items()}
+            with autocast(self.dtype, device):
+                rewards.append(self.model(**batch).logits[:, 0].float().cpu())
+        self.model.train(was_training)
+        return torch.cat(rewards) if rewards else torch.zeros(0)
+
+    __call__ = score
+
+
+def read_rm_files(path: str | Path) -> tuple[RMFormat | None, dict[str, Any] | None, str | None]:
+    """(format, reward stats, loss kind) saved in an RM run dir; None for what is missing."""
+    path = Path(path)
+    fmt = stats = loss_kind = None
+    if (path / RM_FORMAT_FILE).is_file():
+        saved = json.loads((path / RM_FORMAT_FILE).read_text())
+        loss_kind = saved.pop("loss", None)
+        fmt = RMFormat(**saved)
+    if (path / REWARD_STATS_FILE).is_file():
+        stats = json.loads((path / REWARD_STATS_FILE).read_text())
+    return fmt, stats, loss_kind
+
+
+def _base_key(run_dir: str, base: str) -> str:
+    """Which base a LoRA run sits on: a folder (stored relative to the run dir) resolved to
+    its absolute path, so that runs written in different places still match; else the name."""
+    folder = Path(run_dir) / base
+    return str(folder.resolve()) if folder.is_dir() else base
+
+
+def load_reward_scorers(
+    paths: list[str],
+    model_cfg: ModelConfig | None = None,
+    batch_size: int = 16,
+    device: str | None = None,
+    default_format: RMFormat | None = None,
+) -> list[RewardScorer]:
+    """Load reward models for scoring; LoRA RMs on one base share a single copy of it.
+
+    The first LoRA RM of a base loads the base and its adapter; each further one is
+    attached to the same PeftModel as another named adapter (``load_adapter``), and its
+    scorer switches to it (``set_adapter``) before scoring. Fully fine-tuned RMs and
+    plain model paths load as separate models. ``model_cfg`` gives dtype/quantization;
+    ``default_format`` is used for paths without an ``rm_format.json`` (else data defaults).
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cache_dir = model_cfg.cache_dir if model_cfg else None
+    dtype = resolve_dtype(model_cfg.dtype) if model_cfg else torch.float32
+    shared: dict[str, Any] = {}  # base -> PeftModel carrying every adapter on that base
+    scorers = []
+    for index, path in enumerate(paths):
+        manifest = read_run_manifest(path) if Path(path).is_dir() else None
+        fmt, stats, loss_kind = read_rm_files(path)
+        tokenizer = load_tokenizer(path, cache_dir, padding_side="right")
+        adapter_name = None
+        if manifest is not None and not manifest.get("full_model"):
+            key = _base_key(path, manifest["base"])
+            if key in shared:
+                adapter_name = f"reward_{index}"
+                shared[key].load_adapter(str(Path(path) / manifest["adapter"]), adapter_name=adapter_name)
+            else:  # the base with this run's adapter (peft names it "default")
+                shared[key] = load_sequence_classifier(path, model_cfg, merge_adapter=False).to(device)
+                adapter_name = shared[key].active_adapter
+            model = shared[key]
+        else:
+            model = load_sequence_classifier(path, model_cfg).to(device)
+        model.config.pad_token_id = tokenizer.pad_token_id  # the reward is read at the last non-pad token
+        model.eval().requires_grad_(False)
+        scorers.append(
+            RewardScorer(
+                model,
+                tokenizer,
+                fmt or default_format or RMFormat.from_data_config(DataConfig()),
+                name=Path(path).name,
+                loss_kind=loss_kind,
+                stats=stats,
+                adapter_name=adapter_name,
+                batch_size=batch_size,
+                dtype=dtype,
+            )
+        )
+    return scorers
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass
+class ValidationViews:
+    """What an RM is validated on: rankings and absolute scores of the validation prompts.
+
+    The RM's own loss fixes one view; the other is filled in where the data source also
+    has it for the same prompts (the demo data has both), else it stays empty.
+    """
+
+    rankings: list[RankingExample]
+    absolutes: list[AbsoluteExample]
+
+
+def load_validation_views(cfg: CRSConfig, val: list[Any]) -> ValidationViews:
+    """The RM's validation examples plus the other view of the same prompts, if any."""
+    from crs.data import load_examples
+    from crs.data.loader import group_key
+
+    own_is_ranking = cfg.rm.loss == "pairwise"
+    other_kind = "absolute" if own_is_ranking else "ranking"
+    other: list[Any] = []
+    if val:
+        try:
+            train_other, val_other = load_examples(cfg.data, other_kind, cfg.run.seed)
+        except (ConfigError, DataError) as err:
+            logger.info("no %s view of the validation prompts (%s)", other_kind, err)
+        else:
+            wanted = {group_key(ex) for ex in val}
+            other = [ex for ex in train_other + val_other if group_key(ex) in wanted]
+    return ValidationViews(val, other) if own_is_ranking else ValidationViews(other, val)
+
+
+def evaluate_reward_model(scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig) -> tuple[dict[str, float | None], Tensor]:
+    """Validation metrics of one RM, and its rewards on its own validation replies.
+
+    Both RM kinds get the ranking metrics (``pairwise_accuracy``, ``best_vs_worst_accuracy``,
+    ``mean_margin``) on the rankings and ``pearson`` / ``spearman`` of reward vs score
+    on the absolute view; an absolute RM also gets the regression errors of
+    ``sigmoid(reward)`` (``mse``, ``mae``, per bucket around ``rm.threshold``). ``loss``
+    is the RM's own (unweighted) loss on its own view.
+    """
+    metrics: dict[str, float | None] = {}
+    own_rewards = torch.zeros(0)
+    if views.rankings:
+        prompts = [ex.prompt for ex in views.rankings for _ in ex.replies]
+        rewards = scorer(prompts, [r for ex in views.rankings for r in ex.replies])
+        sizes = [len(ex.replies) for ex in views.rankings]
+        scores = [ex.scores for ex in views.rankings]
+        metrics.update(ranking_metrics([g.tolist() for g in rewards.split(sizes)], scores))
+        if rm.loss == "pairwise":
+            flat_scores = torch.tensor([s for ex in views.rankings for s in (ex.scores or [float("nan")] * len(ex.replies))])
+            metrics["loss"] = float(ranking_loss(rewards, sizes, rm.l2_coef, flat_scores, rm.margin_scale))
+            own_rewards = rewards
+    if views.absolutes:
+        rewards = scorer([ex.prompt for ex in views.absolutes], [ex.reply for ex in views.absolutes])
+        targets = torch.tensor([ex.score for ex in views.absolutes])
+        metrics["pearson"] = pearson(rewards.tolist(), targets.tolist())
+        metrics["spearman"] = spearman(rewards.tolist(), targets.tolist())
+        if rm.loss == "absolute":
+            metrics.update(absolute_metrics(torch.sigmoid(rewards).tolist(), targets.tolist(), rm.threshold))
+            metrics["loss"] = float(absolute_loss(rewards, targets, rm.abs_loss))
+            own_rewards = rewards
+    return metrics, own_rewards
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class RewardTrainer(Trainer):
+    """``Trainer`` with the reward-model losses and crs's validation metrics.
+
+    ``evaluate_fn`` returns the validation metrics of the model being trained; it runs
+    whenever Trainer would evaluate (every ``eval_steps`` and at the end).
+    """
+
+    def __init__(self, *args: Any, rm_cfg: RewardModelConfig, autocast_dtype: torch.dtype, evaluate_fn: Callable[[], dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rm_cfg, self.autocast_dtype, self.evaluate_fn = rm_cfg, autocast_dtype, evaluate_fn
+        self.loss_is_scaled_for_ga = False  # our losses are per-batch means; Trainer divides by GA steps
+
+    def compute_loss(self, model: Any, inputs: dict[str, Tensor], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        """Rewards of the batch's replies -> the ranking or absolute loss (``rm.loss``)."""
+        with autocast(self.autocast_dtype, self.args.device):
+            rewards = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits[:, 0].float()
+        rm = self.rm_cfg
+        if rm.loss == "pairwise":
+            loss = ranking_loss(rewards, inputs["group_sizes"], rm.l2_coef, inputs["scores"], rm.margin_scale)
+        else:
+            loss = absolute_loss(rewards, inputs["targets"], rm.abs_loss, inputs["weights"])
+        return (loss, rewards) if return_outputs else loss
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Our validation metrics, logged like Trainer's own ``eval_*`` numbers."""
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in self.evaluate_fn().items() if v is not None}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Appends every Trainer log (losses, learning rate, eval metrics) to a JSON-lines file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if state.is_world_process_zero and logs:
+            append_jsonl(self.path, {"step": state.global_step, **logs})
+
+
+def build_reward_model(model_cfg: ModelConfig, tokenizer: Any) -> Any:
+    """A trainable one-output classifier: LoRA (head trained in full) or full fine-tuning.
+
+    Trainable weights are kept in fp32 either way; forwards run under autocast.
+    """
+    model = load_sequence_classifier(model_cfg.name, model_cfg)
+    model.config.pad_token_id = tokenizer.pad_token_id  # the collator pads with it; the head looks for it
+    if model_cfg.lora.enabled:
+        return add_lora(model, model_cfg.lora, "reward_model")
+    upcast_trainable(model)
+    return model
+
+
+def training_arguments(cfg: CRSConfig, run_dir: Path, evaluate: bool) -> TrainingArguments:
+    """``TrainingArguments`` from the ``train:`` and ``run:`` config sections."""
+    t = cfg.train
+    return TrainingArguments(
+        output_dir=str(run_dir / CHECKPOINT_DIR),
+        per_device_train_batch_size=t.batch_size,  # prompts (pairwise) or replies (absolute)
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.num_epochs,
+        max_steps=t.max_steps,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        lr_scheduler_type=t.lr_scheduler,
+        eval_strategy="steps" if evaluate and t.eval_steps > 0 else "no",
+        eval_steps=t.eval_steps if t.eval_steps > 0 else None,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_steps=cfg.run.logging_steps,
+        report_to=cfg.run.report_to,
+        seed=cfg.run.seed,
+        activation_checkpointing=cfg.model.gradient_checkpointing,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning only helps host-to-GPU copies
+        use_cpu=not torch.cuda.is_available(),  # else torchrun on CPU runs N independent trainings
+        ddp_find_unused_parameters=False,  # every trainable weight feeds the reward
+        remove_unused_columns=False,  # our batches carry group_sizes / targets / weights
+    )
+
+
+def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    """Train a reward model as ``cfg`` says and write it and its results into ``run_dir``.
+
+    Returns the final validation metrics. Runs unchanged under torchrun / accelerate
+    launch (Trainer shards the batches); only the main process writes files.
+    """
+    from crs.data import load_examples
+    from crs.runs import latest_checkpoint, mark_finished, set_seed
+
+    set_seed(cfg.run.seed)
+    rm = cfg.rm
+    pairwise = rm.loss == "pairwise"
+    train_examples, val_examples = load_examples(cfg.data, "ranking" if pairwise else "absolute", cfg.run.seed)
+    if pairwise:
+        train_set: list[Any] = [cap_replies(ex, rm.max_replies, rm.reply_selection) for ex in train_examples]
+    else:
+        train_set = absolute_train_rows(train_examples, rm, cfg.run.seed)
+    views = load_validation_views(cfg, val_examples)
+
+    tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir, padding_side="right")
+    model = build_reward_model(cfg.model, tokenizer)
+    dtype = resolve_dtype(cfg.model.dtype)
+    fmt = RMFormat.from_data_config(cfg.data)
+    scorer = RewardScorer(model, tokenizer, fmt, name=cfg.run_name, loss_kind=rm.loss, batch_size=cfg.train.eval_batch_size, dtype=dtype)
+    trainer = RewardTrainer(
+        model=model,
+        args=training_arguments(cfg, run_dir, evaluate=bool(val_examples)),
+        train_dataset=ListDataset(train_set),
+        eval_dataset=ListDataset(val_examples) if val_examples else None,
+        data_collator=(RankingCollator if pairwise else AbsoluteCollator)(tokenizer, fmt),
+        processing_class=tokenizer,
+        callbacks=[JsonlLogCallback(run_dir / TRAIN_LOG_FILE)],
+        rm_cfg=rm,
+        autocast_dtype=dtype,
+        evaluate_fn=lambda: evaluate_reward_model(scorer, views, rm)[0],
+    )
+    # The untrained model's numbers, so metrics.json shows what training changed.
+    before = evaluate_reward_model(scorer, views, rm)[0] if val_examples else {}
+    checkpoint = latest_checkpoint(run_dir / CHECKPOINT_DIR) if resume else None
+    if resume:
+        logger.info("resuming from %s", checkpoint or "scratch (no checkpoint saved yet)")
+    train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    if val_examples:
+        after, rewards = evaluate_reward_model(scorer, views, rm)
+        stats_split = "val"
+    else:  # no validation split: one more pass, over the training replies, for the stats
+        logger.warning("no validation examples: reward_stats.json is computed on training replies")
+        after = {}
+        if pairwise:
+            rewards = scorer([ex.prompt for ex in train_examples for _ in ex.replies], [r for ex in train_examples for r in ex.replies])
+        else:
+            rewards = scorer([ex.prompt for ex in train_examples], [ex.reply for ex in train_examples])
+        stats_split = "train"
+    if trainer.is_world_process_zero():
+        save_run_model(trainer.model, tokenizer, run_dir, cfg.model.name, kind="reward_model", merge=cfg.model.lora.merge)
+        write_json_atomic(run_dir / RM_FORMAT_FILE, {**asdict(fmt), "loss": rm.loss})
+        write_json_atomic(run_dir / REWARD_STATS_FILE, {**reward_stats(rewards.tolist()), "split": stats_split})
+        write_json_atomic(
+            run_dir / METRICS_FILE,
+            {
+                "loss_kind": rm.loss,
+                "n_train": len(train_set),
+                "n_val": len(val_examples),
+                "n_val_rankings": len(views.rankings),
+                "n_val_absolute": len(views.absolutes),
+                "val": after,
+                "val_before_training": before,
+                "train": dict(train_output.metrics),
+                "global_step": trainer.state.global_step,
+                "history": trainer.state.log_history,
+            },
+        )
+        mark_finished(run_dir, {"val": after, "global_step": trainer.state.global_step})
+    trainer.accelerator.wait_for_everyone()
+    return after

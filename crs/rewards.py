@@ -1,0 +1,329 @@
+"""The combined reward: a weighted sum of normalised reward sources, shaped in one place.
+
+    combined = clip( sum_i  w_i * normalize_i(source_i(prompt, reply)) , reward_clip )
+               + missing_eos_penalty * [reply did not end with EOS]
+
+A *source* is anything that scores a batch of (prompt, reply) pairs: a reward-model run
+directory (``rm_train.py`` output, loaded through :func:`crs.reward_model.load_reward_scorers`
+so RMs that share a base load it once), ``"gold"`` (the simulated annotator's noise-free
+utility, for tests and demos), ``"python:module:function"``, or, when built in code, any
+Python callable ``f(prompts, replies) -> scores``.
+
+``normalize: zscore`` puts sources on one scale before they are weighted, so the weights
+mean what they say: ``(x - mean) / std`` with the source's own validation statistics
+(``RewardScorer.stats``) where it has them, otherwise statistics measured on the first
+batch it scores, then frozen (and logged, and checkpointed) so the scale never drifts.
+
+The same object serves PPO (``__call__`` returns a :class:`RewardBreakdown`), the eval
+scorer, and TRL's GRPO/RLOO trainers (:meth:`CombinedReward.as_trl_reward_func`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from crs.config import ConfigError, ModelConfig, RewardSourceConfig
+from crs.data.schema import Messages, user_prompt
+
+logger = logging.getLogger("crs.rewards")
+
+RewardFn = Callable[[list[Messages], list[str]], "torch.Tensor | Sequence[float]"]
+GatherFn = Callable[[torch.Tensor], torch.Tensor]
+
+MIN_STD = 1e-6  # below this a measured std means "constant source": centre it, do not scale it
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@dataclass
+class RewardSource:
+    """One term of the combined reward: ``weight * normalize(fn(prompts, replies))``."""
+
+    name: str
+    fn: RewardFn
+    weight: float = 1.0
+    normalize: str = "zscore"  # "zscore" | "none"
+    # mean/std for zscore; None = measured on the first batch this source scores.
+    stats: dict[str, float] | None = None
+    stats_origin: str = "saved"  # "saved" (the RM's validation set) | "first batch"
+
+    def score(self, prompts: list[Messages], replies: list[str]) -> torch.Tensor:
+        """Raw scores as a float32 CPU tensor of shape (len(replies),)."""
+        scores = self.fn(prompts, replies)
+        scores = scores.detach().float().cpu() if isinstance(scores, torch.Tensor) else torch.tensor(list(scores), dtype=torch.float32)
+        return scores.reshape(-1)
+
+
+def last_user_text(prompt: Messages) -> str:
+    """The content of the last user turn: what the simulated annotator grades against."""
+    for message in reversed(prompt):
+        if message["role"] == "user":
+            return message["content"]
+    return prompt[-1]["content"] if prompt else ""
+
+
+def gold_reward(prompts: list[Messages], replies: list[str]) -> list[float]:
+    """The simulated annotator's noise-free utility in [0, 1] (the ``"gold"`` source)."""
+    from crs.annotator import gold_score
+
+    return [gold_score(last_user_text(p), r) for p, r in zip(prompts, replies)]
+
+
+def import_callable(spec: str) -> RewardFn:
+    """``"python:package.module:function"`` -> the function."""
+    target = spec[len("python:") :]
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"reward path {spec!r}: expected python:package.module:function")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"reward path {spec!r}: {err}") from None
+    if not callable(fn):
+        raise ConfigError(f"reward path {spec!r} is not callable")
+    return fn
+
+
+def _scorer_fn(scorer: Any) -> RewardFn:
+    return lambda prompts, replies: scorer.score(prompts, replies)
+
+
+def build_sources(
+    configs: Sequence[RewardSourceConfig],
+    model_cfg: ModelConfig | None = None,
+    callables: dict[str, RewardFn] | None = None,
+) -> list[RewardSource]:
+    """Reward sources from the config; weight-0 sources are skipped before anything loads.
+
+    ``callables`` maps a source *name* to a Python function, overriding its path (tests
+    and notebooks use this for programmatic rewards).
+    """
+    callables = callables or {}
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"reward sources need distinct names; got {names}")
+    active = [c for c in configs if c.weight != 0]
+    for c in configs:
+        if c.weight == 0:
+            logger.info("reward source %r has weight 0: not loaded", c.name)
+    if not active:
+        raise ConfigError("rl.rewards: no reward source with a non-zero weight")
+
+    sources: dict[str, RewardSource] = {}
+    model_paths: list[RewardSourceConfig] = []
+    for c in active:
+        if c.name in callables:
+            sources[c.name] = RewardSource(c.name, callables[c.name], c.weight, c.normalize, None, "first batch")
+        elif c.path == "gold":
+            sources[c.name] = RewardSource(c.name, gold_reward, c.weight, c.normalize, None, "first batch")
+        elif c.path.startswith("python:"):
+            sources[c.name] = RewardSource(c.name, import_callable(c.path), c.weight, c.normalize, None, "first batch")
+        elif not c.path:
+            raise ConfigError(f"reward source {c.name!r}: empty path (a reward-model run dir, 'gold' or python:mod:fn)")
+        else:
+            model_paths.append(c)
+    if model_paths:
+        from crs.reward_model import load_reward_scorers
+
+        # One call, so reward models sharing a base load it once (as stacked adapters).
+        scorers = load_reward_scorers([c.path for c in model_paths], model_cfg)
+        for c, scorer in zip(model_paths, scorers):
+            stats = getattr(scorer, "stats", None)
+            # Saved stats with no spread cannot scale anything: measure on the first batch instead.
+            usable = bool(stats) and "mean" in stats and float(stats.get("std", 0.0)) > MIN_STD
+            sources[c.name] = RewardSource(
+                c.name, _scorer_fn(scorer), c.weight, c.normalize,
+                {"mean": float(stats["mean"]), "std": float(stats["std"])} if usable else None,
+                "saved" if usable else "first batch",
+            )
+    return [sources[c.name] for c in active]  # config order
+
+
+# --------------------------------------------------------------------------- combination
+
+
+@dataclass
+class RewardBreakdown:
+    """Scores of one batch: the combined reward and every source, raw and normalised."""
+
+    combined: torch.Tensor  # (B,) the reward PPO optimises (after clip and EOS penalty)
+    raw: dict[str, torch.Tensor]  # per source, as the source returned it
+    normalized: dict[str, torch.Tensor]  # per source, after zscore (== raw for "none")
+    weighted_sum: torch.Tensor  # (B,) sum_i w_i * normalized_i, before shaping
+    ended_with_eos: torch.Tensor  # (B,) bool
+
+    def metrics(self, prefix: str = "reward/") -> dict[str, float]:
+        """Batch means, for logging: combined, each source raw and normalised, EOS rate."""
+        out = {f"{prefix}combined": self.combined.mean().item(), f"{prefix}weighted_sum": self.weighted_sum.mean().item()}
+        for name in self.raw:
+            out[f"{prefix}{name}/raw"] = self.raw[name].mean().item()
+            out[f"{prefix}{name}/normalized"] = self.normalized[name].mean().item()
+        out[f"{prefix}ended_with_eos"] = self.ended_with_eos.float().mean().item()
+        return out
+
+    def row(self, i: int) -> dict[str, float]:
+        """Example ``i``'s scores: each source raw and normalised, and the combined reward."""
+        out: dict[str, float] = {}
+        for name in self.raw:
+            out[name] = self.raw[name][i].item()
+            out[f"{name}_normalized"] = self.normalized[name][i].item()
+        out["combined"] = self.combined[i].item()
+        return out
+
+    def is_finite(self) -> bool:
+        """Whether every combined score is a finite number."""
+        return bool(torch.isfinite(self.combined).all())
+
+
+class CombinedReward:
+    """``w_1 * norm(r_1) + w_2 * norm(r_2) + ...``, then clip and the missing-EOS penalty.
+
+    ``gather`` (e.g. ``accelerator.gather``) lets first-batch statistics be measured on
+    every process's batch at once, so all processes normalise identically.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[RewardSource],
+        reward_clip: float | None = None,
+        missing_eos_penalty: float | None = None,
+        gather: GatherFn | None = None,
+    ) -> None:
+        if not sources:
+            raise ConfigError("a combined reward needs at least one source")
+        self.sources = [s for s in sources if s.weight != 0]
+        self.reward_clip = reward_clip
+        self.missing_eos_penalty = missing_eos_penalty
+        self.gather = gather
+
+    @classmethod
+    def from_config(
+        cls,
+        configs: Sequence[RewardSourceConfig],
+        model_cfg: ModelConfig | None = None,
+        reward_clip: float | None = None,
+        missing_eos_penalty: float | None = None,
+        callables: dict[str, RewardFn] | None = None,
+        gather: GatherFn | None = None,
+    ) -> CombinedReward:
+        """Build from ``rl.rewards`` (or ``eval_rewarding.rewards``); see :func:`build_sources`."""
+        return cls(build_sources(configs, model_cfg, callables), reward_clip, missing_eos_penalty, gather)
+
+    @property
+    def names(self) -> list[str]:
+        """The active sources' names."""
+        return [s.name for s in self.sources]
+
+    def __call__(
+        self, prompts: list[Messages], replies: list[str], ended_with_eos: Sequence[bool] | torch.Tensor | None = None
+    ) -> RewardBreakdown:
+        """Score a batch. ``ended_with_eos`` None means "all ended" (no penalty applied)."""
+        raw, normalized = {}, {}
+        weighted = torch.zeros(len(replies))
+        for source in self.sources:
+            scores = source.score(prompts, replies)
+            if scores.shape[0] != len(replies):
+                raise ValueError(f"reward source {source.name!r} returned {scores.shape[0]} scores for {len(replies)} replies")
+            raw[source.name] = scores
+            normalized[source.name] = self.normalize(source, scores)
+            weighted = weighted + source.weight * normalized[source.name]
+        eos = torch.ones(len(replies), dtype=torch.bool) if ended_with_eos is None else torch.as_tensor(ended_with_eos, dtype=torch.bool).cpu()
+        return RewardBreakdown(self.shape(weighted, eos), raw, normalized, weighted, eos)
+
+    def normalize(self, source: RewardSource, scores: torch.Tensor) -> torch.Tensor:
+        """zscore with the source's stats (fitting them on this batch if it has none), or identity."""
+        if source.normalize == "none":
+            return scores
+        if source.stats is None:
+            self._fit_stats(source, scores)
+        assert source.stats is not None
+        return (scores - source.stats["mean"]) / source.stats["std"]
+
+    def _fit_stats(self, source: RewardSource, scores: torch.Tensor) -> None:
+        """Measure mean/std on this batch (all processes' batches when gathering), then freeze."""
+        values = scores
+        if self.gather is not None:
+            values = self.gather(scores.to(_gather_device(self.gather))).cpu()
+        finite = values[torch.isfinite(values)]
+        if finite.numel() == 0:
+            return _raise_nonfinite(source.name)
+        mean = finite.mean().item()
+        std = finite.std(unbiased=False).item() if finite.numel() > 1 else 0.0
+        if std < MIN_STD:
+            logger.warning("reward source %r is constant on its first batch: centred, not scaled", source.name)
+            std = 1.0
+        source.stats = {"mean": mean, "std": std}
+        source.stats_origin = "first batch"
+        logger.info("reward source %r: zscore stats from the first batch (n=%d): mean %.4f std %.4f", source.name, finite.numel(), mean, std)
+
+    def shape(self, score: torch.Tensor, ended_with_eos: torch.Tensor) -> torch.Tensor:
+        """All reward shaping, in one place: clip the score, then penalise replies without EOS."""
+        if self.reward_clip is not None:
+            score = score.clamp(-self.reward_clip, self.reward_clip)
+        if self.missing_eos_penalty is not None:
+            score = score + self.missing_eos_penalty * (~ended_with_eos).float()
+        return score
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """The frozen normalisation statistics (checkpointed so a resumed run keeps its scale)."""
+        return {s.name: {"stats": s.stats, "origin": s.stats_origin} for s in self.sources}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore statistics saved by :meth:`state_dict`."""
+        for source in self.sources:
+            if source.name in state and state[source.name]["stats"] is not None:
+                source.stats = dict(state[source.name]["stats"])
+                source.stats_origin = state[source.name]["origin"]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One dict per source: name, weight, normalize, stats and where they came from."""
+        return [
+            {"name": s.name, "weight": s.weight, "normalize": s.normalize, "stats": s.stats, "stats_origin": s.stats_origin}
+            for s in self.sources
+        ]
+
+    # ------------------------------------------------------------------ TRL
+
+    def as_trl_reward_func(self) -> Callable[..., list[float]]:
+        """A reward function for TRL's GRPO/RLOO trainers: ``f(prompts, completions, **kw)``.
+
+        Accepts TRL's plain-text prompts/completions and its conversational ones (lists of
+        messages). TRL does not say whether a completion ended with EOS, so the missing-EOS
+        penalty is not applied here (TRL has its own ``missing_eos_penalty``).
+        """
+
+        def crs_combined_reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+            messages = [p if isinstance(p, list) else user_prompt(str(p)) for p in prompts]
+            replies = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
+            return self(messages, replies).combined.tolist()
+
+        return crs_combined_reward
+
+
+def _gather_device(gather: GatherFn) -> torch.device:
+    # accelerate's gather wants tensors on the process's device (CUDA under NCCL).
+    owner = getattr(gather, "__self__", None)
+    return getattr(owner, "device", torch.device("cpu"))
+
+
+def _raise_nonfinite(name: str) -> None:
+    raise FloatingPointError(f"reward source {name!r} returned no finite score on its first batch")
+
+
+__all__ = [
+    "CombinedReward",
+    "RewardBreakdown",
+    "RewardSource",
+    "build_sources",
+    "gold_reward",
+    "last_user_text",
+]

@@ -1,0 +1,172 @@
+"""The combined reward: weighting, normalisation, shaping, loading, TRL adapter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from crs.config import ConfigError, RewardSourceConfig
+from crs.data.schema import user_prompt
+from crs.rewards import CombinedReward, RewardSource, build_sources, last_user_text
+
+PROMPTS = [user_prompt(f"question {i}") for i in range(4)]
+REPLIES = ["a", "bb", "ccc", "dddd"]
+
+
+def length_reward(prompts, replies):
+    """Reply length in characters (a programmatic source)."""
+    return [float(len(r)) for r in replies]
+
+
+def constant_reward(prompts, replies):
+    """Always 2."""
+    return torch.full((len(replies),), 2.0)
+
+
+def test_weighted_sum_without_normalisation():
+    reward = CombinedReward([
+        RewardSource("len", length_reward, weight=0.5, normalize="none"),
+        RewardSource("const", constant_reward, weight=2.0, normalize="none"),
+    ])
+    out = reward(PROMPTS, REPLIES)
+    assert torch.allclose(out.combined, torch.tensor([1, 2, 3, 4.0]) * 0.5 + 4.0)
+    assert torch.equal(out.raw["len"], torch.tensor([1, 2, 3, 4.0]))
+    assert torch.equal(out.normalized["len"], out.raw["len"])
+    assert out.metrics()["reward/len/raw"] == pytest.approx(2.5)
+
+
+def test_zscore_with_saved_stats():
+    source = RewardSource("len", length_reward, normalize="zscore", stats={"mean": 2.0, "std": 0.5})
+    out = CombinedReward([source])(PROMPTS, REPLIES)
+    assert torch.allclose(out.normalized["len"], torch.tensor([-2.0, 0.0, 2.0, 4.0]))
+    assert torch.allclose(out.combined, out.normalized["len"])
+
+
+def test_zscore_fits_first_batch_then_freezes():
+    source = RewardSource("len", length_reward, normalize="zscore")
+    reward = CombinedReward([source])
+    first = reward(PROMPTS, REPLIES)
+    assert first.normalized["len"].mean().abs() < 1e-6
+    assert first.normalized["len"].std(unbiased=False) == pytest.approx(1.0, abs=1e-5)
+    assert source.stats_origin == "first batch"
+    frozen = dict(source.stats)
+    # A later batch of longer replies is not re-centred: the scale stays fixed.
+    second = reward(PROMPTS, ["x" * 10] * 4)
+    assert source.stats == frozen
+    assert (second.normalized["len"] > 3).all()
+
+
+def test_zscore_first_batch_uses_gather():
+    seen = []
+
+    def gather(t):
+        seen.append(t.clone())
+        return torch.cat([t, t + 100])  # as if a second process scored much longer replies
+
+    source = RewardSource("len", length_reward, normalize="zscore")
+    CombinedReward([source], gather=gather)(PROMPTS, REPLIES)
+    assert len(seen) == 1
+    assert source.stats["mean"] == pytest.approx(52.5)
+
+
+def test_constant_source_is_centred_not_blown_up():
+    source = RewardSource("const", constant_reward, normalize="zscore")
+    out = CombinedReward([source])(PROMPTS, REPLIES)
+    assert torch.equal(out.normalized["const"], torch.zeros(4))
+
+
+def test_weight_zero_is_not_loaded(monkeypatch):
+    calls = []
+
+    def fake_loader(paths, model_cfg=None):
+        calls.append(list(paths))
+
+        class Scorer:
+            stats = {"mean": 1.0, "std": 2.0, "quantiles": {}}
+
+            def score(self, prompts, replies):
+                return torch.tensor([3.0] * len(replies))
+
+        return [Scorer() for _ in paths]
+
+    import crs.reward_model
+
+    monkeypatch.setattr(crs.reward_model, "load_reward_scorers", fake_loader)
+    configs = [
+        RewardSourceConfig(name="pref", path="/no/such/rm_a", weight=1.0, normalize="zscore"),
+        RewardSourceConfig(name="abs", path="/no/such/rm_b", weight=0.0),
+    ]
+    reward = CombinedReward.from_config(configs)
+    assert calls == [["/no/such/rm_a"]]  # one call, weight-0 path never touched
+    assert reward.names == ["pref"]
+    out = reward(PROMPTS, REPLIES)
+    assert torch.allclose(out.normalized["pref"], torch.full((4,), 1.0))  # (3 - 1) / 2 with the RM's saved stats
+    assert reward.describe()[0]["stats_origin"] == "saved"
+
+
+def test_all_weights_zero_is_a_config_error():
+    with pytest.raises(ConfigError, match="non-zero weight"):
+        build_sources([RewardSourceConfig(name="a", path="gold", weight=0.0)])
+
+
+def test_callable_never_called_when_weight_zero():
+    def boom(prompts, replies):
+        raise AssertionError("weight-0 source was scored")
+
+    reward = CombinedReward.from_config(
+        [RewardSourceConfig(name="len", path="", weight=1.0, normalize="none"), RewardSourceConfig(name="boom", path="", weight=0.0)],
+        callables={"len": length_reward, "boom": boom},
+    )
+    assert reward(PROMPTS, REPLIES).combined.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_clip_then_missing_eos_penalty():
+    reward = CombinedReward([RewardSource("len", length_reward, normalize="none")], reward_clip=2.5, missing_eos_penalty=-1.0)
+    out = reward(PROMPTS, REPLIES, ended_with_eos=[True, False, True, False])
+    assert out.combined.tolist() == [1.0, 1.0, 2.5, 1.5]
+    assert out.weighted_sum.tolist() == [1.0, 2.0, 3.0, 4.0]  # before shaping
+    assert out.metrics()["reward/ended_with_eos"] == 0.5
+
+
+def test_gold_and_python_sources():
+    reward = CombinedReward.from_config([
+        RewardSourceConfig(name="gold", path="gold", weight=1.0, normalize="none"),
+        RewardSourceConfig(name="len", path="python:test_rewards:length_reward", weight=0.0),
+    ])
+    prompt = [user_prompt("List three fruits.")]
+    good, bad = reward(prompt * 2, ["1. Apple\n2. Banana\n3. Cherry", "no"]).raw["gold"].tolist()
+    assert 0.0 <= bad < good <= 1.0
+    imported = CombinedReward.from_config([RewardSourceConfig(name="len", path="python:test_rewards:length_reward", normalize="none")])
+    assert imported(PROMPTS, REPLIES).combined.tolist() == [1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(ConfigError):
+        CombinedReward.from_config([RewardSourceConfig(name="x", path="python:no_such_module:f")])
+
+
+def test_last_user_text():
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "q2"}]
+    assert last_user_text(messages) == "q2"
+
+
+def test_trl_reward_func_plain_and_conversational():
+    reward = CombinedReward([RewardSource("len", length_reward, normalize="none")], missing_eos_penalty=-5.0)
+    fn = reward.as_trl_reward_func()
+    assert fn(["p1", "p2"], ["ab", "abcd"]) == [2.0, 4.0]
+    convo = fn([[{"role": "user", "content": "p"}]], [[{"role": "assistant", "content": "xyz"}]], completion_ids=[[1]])
+    assert convo == [3.0]
+
+
+def test_state_dict_round_trip():
+    a = RewardSource("len", length_reward, normalize="zscore")
+    reward = CombinedReward([a])
+    reward(PROMPTS, REPLIES)
+    b = RewardSource("len", length_reward, normalize="zscore")
+    restored = CombinedReward([b])
+    restored.load_state_dict(reward.state_dict())
+    assert b.stats == a.stats and b.stats_origin == "first batch"
+    assert torch.equal(restored(PROMPTS, REPLIES).combined, reward(PROMPTS, REPLIES).combined)
+
+
+def test_wrong_number_of_scores_is_an_error():
+    reward = CombinedReward([RewardSource("bad", lambda p, r: [1.0], normalize="none")])
+    with pytest.raises(ValueError, match="returned 1 scores"):
+        reward(PROMPTS, REPLIES)
