@@ -105,6 +105,8 @@ def read_all_predictions(predictions_dir: Path) -> dict[str, list[dict[str, Any]
     if not files:
         raise ConfigError(f"eval_rewarding.predictions_dir: no prediction files under {predictions_dir}")
     per_model = {f.stem: read_predictions(f) for f in files}
+    order = _listed_order(predictions_dir)  # as listed in eval_pred.models, others after
+    per_model = dict(sorted(per_model.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
     keys = [{(r["prompt_id"], r["run"]) for r in rows} for rows in per_model.values()]
     common = set.intersection(*keys)
     if any(k != common for k in keys):
@@ -114,6 +116,18 @@ def read_all_predictions(predictions_dir: Path) -> dict[str, list[dict[str, Any]
         by_key = {(r["prompt_id"], r["run"]): r for r in rows}
         per_model[name] = [by_key[k] for k in order]
     return per_model
+
+
+def _listed_order(predictions_dir: Path) -> dict[str, int]:
+    """Model name -> position in the prediction run's ``eval_pred.models`` (empty if unknown)."""
+    import yaml
+
+    resolved = predictions_dir / "config.resolved.yaml"
+    if not resolved.is_file():
+        return {}
+    blocks = [b for b in (yaml.safe_load(resolved.read_text()) or {}).values() if isinstance(b, dict) and b]
+    models = blocks[0].get("eval_pred", {}).get("models", []) if blocks else []
+    return {m.get("name"): i for i, m in enumerate(models) if isinstance(m, dict)}
 
 
 def score_all(
