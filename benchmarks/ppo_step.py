@@ -7,8 +7,11 @@ PPOTrainer took ~16 s/step in fp32 and 10-11 s in bf16 on this machine with Smol
 and reward models). Each dtype runs in its own process so peak memory is its own; the
 figures are medians over ``--steps`` steps after ``--warmup`` steps.
 
-Printed per dtype: generation / forward (old and reference log-probs) / scoring (reward
-model) / update seconds, total seconds per step, generated tokens per second, and peak RSS.
+Printed per dtype: generation / forward (reference log-probs; with one mini-batch the old
+log-probs and values come from the update's first forward) / scoring (reward model) /
+update seconds, total seconds per step, generated tokens per second, and peak RSS. The
+"vs TRL" column divides ``TRL_REFERENCE``; this machine's speed drifts by up to 40% over
+minutes, so compare with TRL 1.12 (its own venv) timed in the same sitting.
 """
 
 from __future__ import annotations

@@ -133,6 +133,9 @@ class RewardModelConfig:
     margin_scale: float = 0.0  # margin = margin_scale * score gap, where the data has scores
     # absolute: regression of sigmoid(logit) onto a score in [0, 1].
     abs_loss: Literal["bce", "mse"] = "bce"
+    # Start the head's bias at the mean training score (sigmoid(bias) = mean). From 0 it
+    # takes ~1/lr steps to get there, and until then training fits the level, not the ranking.
+    init_bias_to_mean: bool = True
     threshold: float = 0.4  # scores <= threshold are the under-represented bucket
     loss_weight_strength: float = 0.0  # > 0: those rows get weight strength * N / N_below
     undersample: bool = False  # stratified under-sampling of over-represented score bins
@@ -188,10 +191,14 @@ class RLConfig:
     num_sample_prompts: int = 4
     # Reuse sampling's log-probs/values as the rollout's (saves a forward; exact in fp32, ~0.04 nats/token off in bf16).
     logprobs_from_sampling: bool = False
+    # When a rollout batch is one mini-batch of one micro-batch, take the old log-probs and
+    # values from the first update forward (same weights, so exact) instead of a forward of their own.
+    old_logprobs_from_update: bool = True
     adam_eps: float = 1e-5  # the reference PPO code's Adam epsilon (PyTorch's default is 1e-8)
     anneal_lr: bool = False  # decay the learning rate linearly to 0 over rl.steps
     save_total_limit: int = 2  # keep the last N checkpoints (0 = all)
     merged_sampling: bool = True  # sample from a copy with the LoRA adapter folded in (faster; one more copy of the weights)
+    packed_sampling: bool = True  # CPU: that copy's weights pre-packed for MKL/oneDNN (faster small-batch matmuls; one more copy)
 
 
 @dataclass

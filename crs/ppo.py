@@ -39,14 +39,20 @@ grad-norm clipping                  :meth:`PPOTrainer.update` (max_grad_norm)
 approx-KL early stopping            :meth:`PPOTrainer.update` (early_stop_kl)
 reference = adapter switched off    :meth:`PPOTrainer.reference_logprobs`
 old log-probs + values, one forward :meth:`PPOTrainer.rollout` (logprobs_from_sampling: none)
+old log-probs from 1st update pass  :meth:`PPOTrainer.loss` (old_logprobs_from_update)
+math attention kernel on CPU        ``rollout.cpu_math_attention``
 sampling from a merged LoRA copy    ``rollout.MergedSampler`` (merged_sampling)
+pre-packed sampling weights (CPU)   :mod:`crs.packed_linear` (packed_sampling)
 bf16 base, fp32 LoRA + value head   :func:`build_models` (model.dtype)
 ==================================  =============================================
 
 Cost per step = sampling + (policy forward: old log-probs and values together) +
 (reference forward) + reward models + ``ppo_epochs`` x (forward + backward). Everything
 outside the update runs under ``no_grad``; forwards project only the reply columns
-through the LM head.
+through the LM head. When the rollout batch is a single mini-batch (and micro-batch),
+the first update forward runs the very weights that sampled it, so its detached outputs
+are the old log-probs and values and the rollout's own policy forward is skipped
+(``old_logprobs_from_update``; exact, as TRL's GRPO does with one iteration).
 
 The stage around the algorithm (models, data, checkpoints, logging) is :func:`train_ppo`.
 """
@@ -75,9 +81,10 @@ from crs.rollout import (
     MergedSampler,
     PolicyValueModel,
     causal_lm_parts,
-    entropy_from_logits,
+    cpu_math_attention,
     gather_logprobs,
     last_token_index,
+    logprobs_and_entropy,
     position_ids_from_mask,
     reply_states,
     sample_replies,
@@ -238,22 +245,30 @@ class Rollout:
     input_ids: torch.Tensor  # (B, P + R) prompt (left-padded) then reply
     attention_mask: torch.Tensor  # (B, P + R)
     reply_mask: torch.Tensor  # (B, R)
-    logprobs: torch.Tensor  # log pi_old(y_t)
     ref_logprobs: torch.Tensor  # log pi_ref(y_t)
-    values: torch.Tensor  # V_old(s_t)
-    rewards: torch.Tensor  # KL penalty + score on the last token
-    kl: torch.Tensor  # per-token KL estimate
-    advantages: torch.Tensor
-    returns: torch.Tensor
+    score: torch.Tensor  # (B,) the combined reward of each reply
+    # The fields below are None while the old log-probs are left to the first update
+    # forward (old_logprobs_from_update); :meth:`PPOTrainer.complete` fills them.
+    logprobs: torch.Tensor | None = None  # log pi_old(y_t)
+    values: torch.Tensor | None = None  # V_old(s_t)
+    rewards: torch.Tensor | None = None  # KL penalty + score on the last token
+    kl: torch.Tensor | None = None  # per-token KL estimate
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
 
     @property
     def n_reply(self) -> int:
         """R: reply columns."""
         return self.reply_mask.shape[1]
 
+    @property
+    def complete(self) -> bool:
+        """Whether old log-probs, values, rewards and advantages are all there."""
+        return self.advantages is not None
+
     def rows(self, index: torch.Tensor) -> Rollout:
         """The sub-batch of rows ``index`` (every field shares its first dimension)."""
-        return Rollout(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        return Rollout(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index] for f in fields(self)})
 
 
 @dataclass
@@ -304,6 +319,11 @@ class PPOTrainer:
         self.max_prompt_length = max_prompt_length
         self.world_size = self.accelerator.num_processes
         self.local_batch, self.local_mini_batch, self.micro_batch = local_batch_sizes(cfg, self.world_size)
+        # One mini-batch of one micro-batch: the first update forward sees the sampling
+        # weights, so it can stand in for the rollout's policy forward.
+        self.old_logprobs_from_update = (
+            cfg.old_logprobs_from_update and not cfg.logprobs_from_sampling and self.micro_batch == self.local_batch
+        )
         if reference is None and not model.is_peft:
             # A fully fine-tuned policy needs its own frozen reference copy.
             reference = copy.deepcopy(model.policy).to(dtype)
@@ -328,7 +348,8 @@ class PPOTrainer:
         self.nonfinite_total = 0
         # Sampling from a merged copy of the LoRA policy (rl.merged_sampling) skips the
         # adapter's per-token overhead; the log-probs PPO uses always come from the policy.
-        self.merged = MergedSampler(model) if cfg.merged_sampling and MergedSampler.supported(model) else None
+        pack_for = self.local_batch if cfg.packed_sampling and self.device.type == "cpu" else None
+        self.merged = MergedSampler(model, pack_for) if cfg.merged_sampling and MergedSampler.supported(model) else None
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -364,6 +385,13 @@ class PPOTrainer:
             logits = head(reply_states(hidden, n_reply)).float() / self.cfg.temperature
         return gather_logprobs(logits, reply_ids)
 
+    @torch.no_grad()
+    def old_policy_outputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, reply_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi_old of the reply tokens and V_old of their states, from one forward."""
+        with autocast(self.dtype, self.device), cpu_math_attention(self.device):
+            logits, values = self.unwrapped(input_ids, attention_mask, reply_ids.shape[1], self.cfg.temperature)
+        return gather_logprobs(logits, reply_ids), values
+
     def decode(self, reply_ids: torch.Tensor, reply_mask: torch.Tensor) -> list[str]:
         """Reply texts (up to EOS, special tokens dropped)."""
         return [
@@ -392,16 +420,15 @@ class PPOTrainer:
         input_ids = torch.cat([prompt_ids, reply_ids], dim=1)
         attention_mask = torch.cat([prompt_mask, reply_mask], dim=1)
         n_reply = reply_ids.shape[1]
-        with autocast(self.dtype, self.device):
+        logprobs = values = None
+        with autocast(self.dtype, self.device), cpu_math_attention(self.device):
             if cfg.logprobs_from_sampling:
                 # Sampling already computed log pi_old (and V_old, with a value head).
                 logprobs, values = samples.logprobs, samples.values
                 if values is None:
                     values = model.value_model(input_ids, attention_mask, n_reply)
-            else:
-                # One forward gives both (values from the same forward with a value head).
-                logits, values = model(input_ids, attention_mask, n_reply, cfg.temperature)
-                logprobs = gather_logprobs(logits, reply_ids)
+            elif not self.old_logprobs_from_update:
+                logprobs, values = self.old_policy_outputs(input_ids, attention_mask, reply_ids)
             ref_logprobs = self.reference_logprobs(input_ids, attention_mask, reply_ids)
         timings["time/forward"] = time.perf_counter() - start
 
@@ -411,28 +438,42 @@ class PPOTrainer:
         timings["time/scoring"] = time.perf_counter() - start
 
         mask = reply_mask.float()
-        logprobs, ref_logprobs, values = logprobs.float() * mask, ref_logprobs.float() * mask, values.float() * mask
-        rewards, kl = per_token_rewards(scores.combined.to(self.device), logprobs, ref_logprobs, mask, self.kl_ctl.value)
-        advantages, returns = compute_gae(rewards, values, mask, cfg.gamma, cfg.lam)
+        batch = Rollout(input_ids, attention_mask, mask, ref_logprobs.float() * mask, scores.combined.to(self.device, torch.float32))
+        if logprobs is not None:
+            self.complete(batch, logprobs, values)
+        return RolloutResult(batch, prompts, replies, scores, timings)
+
+    @torch.no_grad()
+    def complete(self, batch: Rollout, logprobs: torch.Tensor, values: torch.Tensor) -> None:
+        """Fill in the old log-probs and values, then rewards, KL, advantages and returns."""
+        cfg, mask = self.cfg, batch.reply_mask
+        batch.logprobs, batch.values = logprobs.detach().float() * mask, values.detach().float() * mask
+        batch.rewards, batch.kl = per_token_rewards(batch.score, batch.logprobs, batch.ref_logprobs, mask, self.kl_ctl.value)
+        advantages, batch.returns = compute_gae(batch.rewards, batch.values, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
             advantages = masked_whiten(advantages, mask, reduce=self.sum_all)
-        batch = Rollout(input_ids, attention_mask, mask, logprobs, ref_logprobs, values, rewards, kl, advantages, returns)
-        return RolloutResult(batch, prompts, replies, scores, timings)
+        batch.advantages = advantages
 
     # ------------------------------------------------------------------ 4: update
 
     def loss(self, mb: Rollout) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """PPO loss on a micro-batch, with its statistics."""
-        with autocast(self.dtype, self.device):
+        """PPO loss on a micro-batch, with its statistics.
+
+        On an incomplete rollout (old_logprobs_from_update) this forward, run with the
+        weights that sampled the batch, first completes it with its own detached outputs.
+        """
+        with autocast(self.dtype, self.device), cpu_math_attention(self.device):
             logits, values = self.model(mb.input_ids, mb.attention_mask, mb.n_reply, self.cfg.temperature)
-        logprobs = gather_logprobs(logits, mb.input_ids[:, -mb.n_reply :])
+        logprobs, entropy = logprobs_and_entropy(logits, mb.input_ids[:, -mb.n_reply :])
+        if not mb.complete:
+            self.complete(mb, logprobs, values)
         pg_loss, vf_loss, stats = ppo_losses(
             logprobs, mb.logprobs, mb.advantages, values, mb.values, mb.returns,
             mb.reply_mask, self.cfg.cliprange, self.cfg.cliprange_value,
         )
         loss = pg_loss + self.cfg.vf_coef * vf_loss
         with torch.no_grad():
-            stats["policy/entropy"] = masked_mean(entropy_from_logits(logits), mb.reply_mask)
+            stats["policy/entropy"] = masked_mean(entropy, mb.reply_mask)
         stats.update({"loss/policy": pg_loss.detach(), "loss/value": vf_loss.detach(), "loss/total": loss.detach()})
         return loss, stats
 
@@ -467,7 +508,8 @@ class PPOTrainer:
         micro_batches = mini.split(self.micro_batch)
         approx_kl = 0.0
         for k, micro in enumerate(micro_batches):
-            loss, stats = self.loss(batch.rows(micro))
+            # An incomplete rollout is one micro-batch: pass it whole, so loss() completes it in place.
+            loss, stats = self.loss(batch.rows(micro) if batch.complete else batch)
             if _nonfinite_any(not torch.isfinite(loss).item(), self.sum_all, self.device):
                 return self._skip("loss")
             # DDP all-reduces gradients only on the mini-batch's last micro-batch.
@@ -498,7 +540,8 @@ class PPOTrainer:
         result = self.rollout(prompts)
         batch = result.batch
         kl_coef = self.kl_ctl.value
-        rewards_finite = not _nonfinite_any(not (result.scores.is_finite() and bool(torch.isfinite(batch.advantages).all())), self.sum_all, self.device)
+        finite = result.scores.is_finite() and (not batch.complete or bool(torch.isfinite(batch.advantages).all()))
+        rewards_finite = not _nonfinite_any(not finite, self.sum_all, self.device)
         update_start = time.perf_counter()
         if rewards_finite:
             update_stats = self.update(batch)
@@ -506,6 +549,8 @@ class PPOTrainer:
             logger.warning("step %d: non-finite reward; the update is skipped", self.step_count + 1)
             update_stats = {"ppo/skipped": 1.0}
         update_time = time.perf_counter() - update_start
+        if not batch.complete:  # the update was skipped before its first forward
+            self.complete(batch, *self.old_policy_outputs(batch.input_ids, batch.attention_mask, batch.input_ids[:, -batch.n_reply :]))
 
         skipped = update_stats.get("ppo/skipped", 0.0) > 0
         self.nonfinite_in_row = self.nonfinite_in_row + 1 if skipped else 0

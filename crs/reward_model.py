@@ -16,6 +16,7 @@ training collator, so a reward model always sees token ids built as in training.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -169,6 +170,26 @@ def absolute_train_rows(examples: list[AbsoluteExample], rm: RewardModelConfig, 
         examples = [examples[i] for i in keep]
     weights = absolute_loss_weights(torch.tensor([ex.score for ex in examples]), rm.threshold, rm.loss_weight_strength)
     return list(zip(examples, weights.tolist()))
+
+
+def init_head_bias_to_mean(model: Any, rows: list[tuple[AbsoluteExample, float]]) -> float | None:
+    """Set the trainable head's bias so the untrained model predicts the mean score.
+
+    ``sigmoid(bias) = weighted mean target``. Returns the bias, or None when the head has
+    no bias (e.g. Llama-style ``score`` layers), which is left as it is.
+    """
+    # The scalar head is the trainable one-output linear (under LoRA: peft's trained copy).
+    head = next((m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 1 and m.weight.requires_grad), None)
+    if head is None or head.bias is None:
+        logger.info("rm.init_bias_to_mean: the head has no trainable bias; left as is")
+        return None
+    scores = torch.tensor([ex.score for ex, _ in rows], dtype=torch.float64)
+    weights = torch.tensor([w for _, w in rows], dtype=torch.float64)
+    mean = float((scores * weights).sum() / weights.sum())
+    bias = float(torch.logit(torch.tensor(mean).clamp(1e-3, 1 - 1e-3)))
+    with torch.no_grad():
+        head.bias.fill_(bias)
+    return bias
 
 
 # --------------------------------------------------------------------------- scoring
@@ -374,6 +395,35 @@ def evaluate_reward_model(scorer: RewardScorer, views: ValidationViews, rm: Rewa
     return metrics, own_rewards
 
 
+def evaluate_runs(run_dirs: list[str], data: DataConfig) -> dict[str, dict[str, float | None]]:
+    """Ranking metrics and score correlations of each RM run on all of ``data``, and the
+    pairwise agreement of every two runs (``scripts/eval_reward_models.py``).
+
+    Every RM is scored as a ranker (its own loss is left out), so preference and
+    absolute RMs compare on the same pairs; keys are the run dirs' names.
+    """
+    from crs.data import load_examples
+    from crs.rm_metrics import pair_agreement
+
+    rankings, _ = load_examples(data, "ranking", seed=0)
+    try:
+        absolutes, _ = load_examples(data, "absolute", seed=0)
+    except (ConfigError, DataError):  # a source with rankings only
+        absolutes = []
+    views = ValidationViews(rankings, absolutes)
+    scorers = {Path(run).name: RewardScorer.from_path(run) for run in run_dirs}
+    results: dict[str, dict[str, float | None]] = {}
+    for name, scorer in scorers.items():
+        # Scored as a ranker either way; an absolute RM's own loss is left out (threshold-free).
+        metrics, _ = evaluate_reward_model(scorer, views, RewardModelConfig(loss="pairwise"))
+        metrics.pop("loss", None)
+        results[name] = {**metrics, "n_prompts": float(len(rankings))}
+    pairs = [(ex.prompt, a, b) for ex in rankings for a, b in itertools.combinations(ex.replies, 2)]
+    for (name_a, a), (name_b, b) in itertools.combinations(scorers.items(), 2):
+        results[f"{name_a} ~ {name_b}"] = {"agreement": pair_agreement(a, b, pairs)}
+    return results
+
+
 # --------------------------------------------------------------------------- trainer
 
 
@@ -484,6 +534,8 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
 
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir, padding_side="right")
     model = build_reward_model(cfg.model, tokenizer)
+    if not pairwise and rm.init_bias_to_mean and not resume:
+        init_head_bias_to_mean(model, train_set)
     dtype = resolve_dtype(cfg.model.dtype)
     fmt = RMFormat.from_data_config(cfg.data)
     scorer = RewardScorer(model, tokenizer, fmt, name=cfg.run_name, loss_kind=rm.loss, batch_size=cfg.train.eval_batch_size, dtype=dtype)

@@ -287,6 +287,28 @@ def test_gradient_accumulation_matches_one_big_batch(smol_tokenizer, left_tokeni
     assert max(diffs) < 1e-5
 
 
+def test_old_logprobs_from_the_first_update_forward_are_exact(smol_tokenizer, left_tokenizer):
+    """Skipping the rollout's policy forward (one mini-batch) changes nothing: same batch, same update."""
+    from crs.tiny import tiny_causal_lm
+
+    runs = []
+    for reuse in (False, True):
+        lm = tiny_causal_lm(smol_tokenizer, seed=3)
+        trainer = _trainer(lm, left_tokenizer, lambda p, r: [float(len(x)) for x in r], ppo_epochs=2, old_logprobs_from_update=reuse)
+        assert trainer.old_logprobs_from_update is reuse
+        torch.manual_seed(0)
+        result = trainer.rollout(_prompts(4))
+        assert result.batch.complete is not reuse  # the reused path leaves it to the update
+        stats = trainer.update(result.batch)
+        assert result.batch.complete
+        runs.append((result.batch, stats, trainer.unwrapped.trainable_state_dict()))
+    (a, stats_a, weights_a), (b, stats_b, weights_b) = runs
+    for field in ("logprobs", "values", "rewards", "advantages", "returns"):
+        assert torch.allclose(getattr(a, field), getattr(b, field), atol=1e-6), field
+    assert stats_b["policy/ratio"] == pytest.approx(stats_a["policy/ratio"], abs=1e-6)
+    assert max((weights_a[k] - weights_b[k]).abs().max().item() for k in weights_a) < 1e-5
+
+
 # --------------------------------------------------------------------------- learning
 
 
@@ -340,7 +362,7 @@ def run_learning(smol_tokenizer, left_tokenizer, steps: int, broken: bool = Fals
 @pytest.mark.slow
 @pytest.mark.parametrize("broken", [False, True], ids=["ppo", "advantage-sign-flipped"])
 def test_ppo_raises_the_reward_and_keeps_kl_bounded(smol_tokenizer, left_tokenizer, monkeypatch, broken):
-    history = run_learning(smol_tokenizer, left_tokenizer, steps=24, broken=broken, monkeypatch=monkeypatch)
+    history = run_learning(smol_tokenizer, left_tokenizer, steps=32, broken=broken, monkeypatch=monkeypatch)
     rewards = [round(m["reward/combined"], 3) for m in history]
     start, end = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
     if broken:
@@ -540,15 +562,19 @@ def test_separate_critic_and_sampling_logprobs(tiny_lm, tiny_rm, left_tokenizer)
     assert any(not torch.equal(b, p) for b, p in zip(before, critic_head))  # the critic trains
 
 
-def test_merged_sampler_matches_the_adapted_policy(tiny_lm, left_tokenizer):
-    """Sampling from the merged copy is sampling from the policy (same logits), kept up to date."""
+@pytest.mark.parametrize("pack_for_batch", [None, 3])
+def test_merged_sampler_matches_the_adapted_policy(tiny_lm, left_tokenizer, pack_for_batch):
+    """Sampling from the merged (and packed) copy is sampling from the policy, kept up to date."""
     from crs.models import add_lora
+    from crs.packed_linear import PackedLinear, packing_supported
     from crs.rollout import MergedSampler
 
     policy = add_lora(tiny_lm, LoraConfig(r=4, alpha=8, dropout=0.0), "causal_lm")
     model = PolicyValueModel(policy).eval()
     assert MergedSampler.supported(model)
-    sampler = MergedSampler(model)
+    sampler = MergedSampler(model, pack_for_batch)
+    if pack_for_batch and packing_supported(torch.float32):
+        assert isinstance(sampler.lm_head, PackedLinear) and all(isinstance(t, PackedLinear) for _, t in sampler.pairs)
     with torch.no_grad():
         for name, p in policy.named_parameters():
             if "lora_B" in name:

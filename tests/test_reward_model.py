@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from crs.config import CRSConfig, load_config
+from crs.config import CRSConfig, DataConfig, load_config
 from crs.data.schema import AbsoluteExample, RankingExample, user_prompt
 from crs.reward_model import (
     AbsoluteCollator,
@@ -22,6 +22,7 @@ from crs.reward_model import (
     absolute_train_rows,
     cap_replies,
     evaluate_reward_model,
+    evaluate_runs,
     load_reward_scorers,
     train_reward_model,
 )
@@ -123,6 +124,32 @@ def test_absolute_rows_undersample_and_weight():
     assert scores == [0.1, 0.2, 0.9, 0.9]  # the big bin is cut to the small one's size
     weights = {ex.score: w for ex, w in rows}
     assert weights[0.1] == pytest.approx(0.5 * 4 / 2) and weights[0.9] == 1.0
+
+
+def test_absolute_head_starts_at_the_mean_score(smol_tokenizer):
+    """rm.init_bias_to_mean: sigmoid(bias) is the weighted mean target; only the trained head moves."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from crs.config import LoraConfig
+    from crs.models import add_lora
+    from crs.reward_model import init_head_bias_to_mean
+    from crs.tiny import tiny_sequence_classifier
+
+    torch.manual_seed(0)
+    bert = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                                    intermediate_size=32, num_labels=1))
+    model = add_lora(bert, LoraConfig(r=2, alpha=4, dropout=0.0), "reward_model")
+    rows = [(AbsoluteExample(user_prompt("q"), "r", score), weight) for score, weight in [(0.9, 1.0), (0.6, 1.0), (0.1, 2.0)]]
+    bias = init_head_bias_to_mean(model, rows)
+    mean = (0.9 + 0.6 + 0.1 * 2) / 4
+    assert bias == pytest.approx(math.log(mean / (1 - mean)), abs=1e-6)
+    assert model.base_model.model.classifier.modules_to_save["default"].bias.item() == pytest.approx(bias, abs=1e-6)
+    assert model.base_model.model.classifier.original_module.bias.item() != pytest.approx(bias, abs=1e-3)
+    x = torch.randint(0, 100, (3, 5))
+    with torch.no_grad():
+        model.base_model.model.classifier.modules_to_save["default"].weight.zero_()
+        assert torch.allclose(torch.sigmoid(model(input_ids=x).logits), torch.full((3, 1), mean), atol=1e-5)
+    assert init_head_bias_to_mean(tiny_sequence_classifier(smol_tokenizer), rows) is None  # Llama's score head has no bias
 
 
 def test_ranking_collator_flattens_prompts_with_group_sizes(smol_tokenizer):
@@ -244,6 +271,15 @@ def test_pairwise_rm_learns_separable_rankings(tiny_rm_dir, tmp_path):
     assert [row["step"] for row in evals] == [10, 20, 25]  # periodic eval, and at the end
     stats = json.loads((run_dir / "reward_stats.json").read_text())
     assert stats["n"] == 16 * 2 and stats["split"] == "val"  # 25% of 64 prompts, 2 replies each
+
+    # Held out in another file (scripts/eval_reward_models.py): the trained run ranks new
+    # prompts' pairs; the untrained base does not, and the two often disagree.
+    (tmp_path / "fresh").mkdir()
+    fresh = write_marker_data(tmp_path / "fresh", "pairwise", n=40, seed=1)
+    results = evaluate_runs([str(run_dir), str(tiny_rm_dir)], DataConfig(source=str(fresh), val_fraction=0.0))
+    assert results["run"]["pairwise_accuracy"] >= 0.9 and results["run"]["n_prompts"] == 40
+    assert results[tiny_rm_dir.name]["pairwise_accuracy"] <= 0.8
+    assert results[f"run ~ {tiny_rm_dir.name}"]["agreement"] < 0.9
 
 
 def test_absolute_rm_regression_error_falls(tiny_rm_dir, tmp_path):
