@@ -3,8 +3,9 @@
 Sampling multiplies a handful of rows (the batch) by every weight matrix once per token.
 At that size MKL (fp32) and oneDNN (bf16) spend much of each call re-packing the weight
 into their blocked layout; packing once ahead (what ``torch.compile``'s freezing does on
-CPU) made PPO sampling of SmolLM2 ~15% faster here. Only frozen copies qualify: the
-merged sampling copy of :class:`crs.rollout.MergedSampler`, repacked when it is refreshed.
+CPU) made PPO sampling of SmolLM2 10-15% faster here, repacking included. Only frozen
+copies qualify: the merged sampling copy of :class:`crs.rollout.MergedSampler`, repacked
+when it is refreshed.
 
 The packed kernels are private PyTorch operators, so :func:`packing_supported` tries them
 once on a small matrix and everything falls back to ``F.linear`` when they are missing or

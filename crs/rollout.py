@@ -36,7 +36,7 @@ from crs.packed_linear import PackedLinear, pack_linears
 def cpu_math_attention(device: torch.device) -> Iterator[None]:
     """On CPU, run full-sequence attention with SDPA's math kernel; elsewhere change nothing.
 
-    For the short sequences of RLHF (~100 tokens) CPU flash attention's backward is ~3x
+    For the short sequences of RLHF (~100 tokens) CPU flash attention's backward is ~2.5x
     slower than the math kernel's (~0.2 s of a SmolLM2 PPO update). The rollout and
     reference forwards use it too, so every log-prob PPO compares comes from one kernel.
     """
