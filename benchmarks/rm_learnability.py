@@ -21,7 +21,6 @@ import json
 import logging
 import sys
 import time
-from itertools import combinations
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from crs.config import load_config  # noqa: E402
 from crs.io import write_json_atomic  # noqa: E402
 from crs.reward_model import load_reward_scorers, train_reward_model  # noqa: E402
-from crs.rm_metrics import pair_agreement  # noqa: E402
+from crs.rm_metrics import pair_agreement, ranking_pairs  # noqa: E402
 from crs.runs import prepare_run_dir  # noqa: E402
 
 SUBSETS = ("rm_preference", "rm_absolute")
@@ -69,7 +68,7 @@ def run_benchmark(config: str | None, overrides: list[str], output_dir: Path) ->
 
     cfg = configs["rm_preference"]
     _, val = load_examples(cfg.data, "ranking", cfg.run.seed)
-    pairs = [(ex.prompt, ex.replies[i], ex.replies[j]) for ex in val for i, j in combinations(range(len(ex.replies)), 2)]
+    pairs = ranking_pairs(val)
     scorers = load_reward_scorers([results["runs"][s]["run_dir"] for s in SUBSETS], cfg.model)
     results["agreement"] = pair_agreement(scorers[0], scorers[1], pairs) if pairs else None
     results["n_val_pairs"] = len(pairs)

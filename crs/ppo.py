@@ -248,7 +248,7 @@ class Rollout:
     ref_logprobs: torch.Tensor  # log pi_ref(y_t)
     score: torch.Tensor  # (B,) the combined reward of each reply
     # The fields below are None while the old log-probs are left to the first update
-    # forward (old_logprobs_from_update); :meth:`PPOTrainer.complete` fills them.
+    # forward (old_logprobs_from_update); :meth:`PPOTrainer.complete_rollout` fills them.
     logprobs: torch.Tensor | None = None  # log pi_old(y_t)
     values: torch.Tensor | None = None  # V_old(s_t)
     rewards: torch.Tensor | None = None  # KL penalty + score on the last token
@@ -348,7 +348,7 @@ class PPOTrainer:
         self.nonfinite_total = 0
         # Sampling from a merged copy of the LoRA policy (rl.merged_sampling) skips the
         # adapter's per-token overhead; the log-probs PPO uses always come from the policy.
-        pack_for = self.local_batch if cfg.packed_sampling and self.device.type == "cpu" else None
+        pack_for = self.local_batch if cfg.packed_sampling else None  # pack_linears leaves non-CPU weights alone
         self.merged = MergedSampler(model, pack_for) if cfg.merged_sampling and MergedSampler.supported(model) else None
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -440,11 +440,11 @@ class PPOTrainer:
         mask = reply_mask.float()
         batch = Rollout(input_ids, attention_mask, mask, ref_logprobs.float() * mask, scores.combined.to(self.device, torch.float32))
         if logprobs is not None:
-            self.complete(batch, logprobs, values)
+            self.complete_rollout(batch, logprobs, values)
         return RolloutResult(batch, prompts, replies, scores, timings)
 
     @torch.no_grad()
-    def complete(self, batch: Rollout, logprobs: torch.Tensor, values: torch.Tensor) -> None:
+    def complete_rollout(self, batch: Rollout, logprobs: torch.Tensor, values: torch.Tensor) -> None:
         """Fill in the old log-probs and values, then rewards, KL, advantages and returns."""
         cfg, mask = self.cfg, batch.reply_mask
         batch.logprobs, batch.values = logprobs.detach().float() * mask, values.detach().float() * mask
@@ -466,7 +466,7 @@ class PPOTrainer:
             logits, values = self.model(mb.input_ids, mb.attention_mask, mb.n_reply, self.cfg.temperature)
         logprobs, entropy = logprobs_and_entropy(logits, mb.input_ids[:, -mb.n_reply :])
         if not mb.complete:
-            self.complete(mb, logprobs, values)
+            self.complete_rollout(mb, logprobs, values)
         pg_loss, vf_loss, stats = ppo_losses(
             logprobs, mb.logprobs, mb.advantages, values, mb.values, mb.returns,
             mb.reply_mask, self.cfg.cliprange, self.cfg.cliprange_value,
@@ -550,7 +550,7 @@ class PPOTrainer:
             update_stats = {"ppo/skipped": 1.0}
         update_time = time.perf_counter() - update_start
         if not batch.complete:  # the update was skipped before its first forward
-            self.complete(batch, *self.old_policy_outputs(batch.input_ids, batch.attention_mask, batch.input_ids[:, -batch.n_reply :]))
+            self.complete_rollout(batch, *self.old_policy_outputs(batch.input_ids, batch.attention_mask, batch.input_ids[:, -batch.n_reply :]))
 
         skipped = update_stats.get("ppo/skipped", 0.0) > 0
         self.nonfinite_in_row = self.nonfinite_in_row + 1 if skipped else 0

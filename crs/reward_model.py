@@ -403,7 +403,7 @@ def evaluate_runs(run_dirs: list[str], data: DataConfig) -> dict[str, dict[str, 
     absolute RMs compare on the same pairs; keys are the run dirs' names.
     """
     from crs.data import load_examples
-    from crs.rm_metrics import pair_agreement
+    from crs.rm_metrics import pair_agreement, ranking_pairs
 
     rankings, _ = load_examples(data, "ranking", seed=0)
     try:
@@ -411,14 +411,14 @@ def evaluate_runs(run_dirs: list[str], data: DataConfig) -> dict[str, dict[str, 
     except (ConfigError, DataError):  # a source with rankings only
         absolutes = []
     views = ValidationViews(rankings, absolutes)
-    scorers = {Path(run).name: RewardScorer.from_path(run) for run in run_dirs}
+    scorers = dict(zip((Path(run).name for run in run_dirs), load_reward_scorers(run_dirs)))  # one copy per shared base
     results: dict[str, dict[str, float | None]] = {}
     for name, scorer in scorers.items():
         # Scored as a ranker either way; an absolute RM's own loss is left out (threshold-free).
         metrics, _ = evaluate_reward_model(scorer, views, RewardModelConfig(loss="pairwise"))
         metrics.pop("loss", None)
         results[name] = {**metrics, "n_prompts": float(len(rankings))}
-    pairs = [(ex.prompt, a, b) for ex in rankings for a, b in itertools.combinations(ex.replies, 2)]
+    pairs = ranking_pairs(rankings)
     for (name_a, a), (name_b, b) in itertools.combinations(scorers.items(), 2):
         results[f"{name_a} ~ {name_b}"] = {"agreement": pair_agreement(a, b, pairs)}
     return results

@@ -17,7 +17,7 @@ from itertools import combinations
 import numpy as np
 import torch
 
-from crs.data.schema import Messages
+from crs.data.schema import Messages, RankingExample
 
 Scorer = Callable[[list[Messages], list[str]], torch.Tensor]
 Pair = tuple[Messages, str, str]  # (prompt, reply_a, reply_b)
@@ -117,6 +117,11 @@ def reward_stats(rewards: Sequence[float]) -> dict[str, float | dict[str, float]
         "quantiles": {str(p): float(q) for p, q in zip(percents, np.percentile(values, percents))},
         "n": int(len(values)),
     }
+
+
+def ranking_pairs(rankings: Sequence[RankingExample]) -> list[Pair]:
+    """Every (prompt, reply_a, reply_b) pair of replies to the same prompt, in ranking order."""
+    return [(ex.prompt, a, b) for ex in rankings for a, b in combinations(ex.replies, 2)]
 
 
 def pair_agreement(scorer_a: Scorer, scorer_b: Scorer, pairs: Sequence[Pair]) -> float:
