@@ -1,4 +1,4 @@
-# make demo: the whole pipeline on the embedded defaults. make test: the test suite.
+# make demo: the whole pipeline on the embedded defaults. make test: ruff, then the test suite.
 # Both create .venv and install what they need first (scripts/setup_env.sh).
 PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
@@ -11,6 +11,7 @@ setup:
 	@bash scripts/setup_env.sh
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 test-fast: setup

@@ -6,11 +6,23 @@ either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -19,6 +31,8 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; give it the mode a plain open() would have.
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -26,6 +40,31 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def folder_written_atomically(target: str | Path, replace: bool = True) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``target``; once the block ends, it becomes ``target``.
+
+    A crash inside the block leaves ``target`` as it was (the temporary folder is removed
+    on errors; a ``kill -9`` leaves only a hidden ``.name.*`` folder). With ``replace``
+    False an existing ``target`` (another process won a race) is kept and the new copy dropped.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes it 0700
+    try:
+        yield tmp
+        if target.exists():
+            if not replace:
+                shutil.rmtree(tmp)
+                return
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -48,21 +87,40 @@ def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
         handle.flush()
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSON-lines file; a bad line raises naming the file and line number."""
+def read_jsonl(path: str | Path, torn_tail_ok: bool = False) -> list[dict[str, Any]]:
+    """Read a JSON-lines file; a bad line raises naming the file and line number.
+
+    With ``torn_tail_ok`` (logs crs appends to), a bad *last* line is what a crash
+    mid-append leaves: it is dropped with a warning instead.
+    """
     rows = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {lineno}: not valid JSON ({err.msg})") from None
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if torn_tail_ok and lineno == len(lines):
+                logger.warning("%s, line %d: dropped a torn last line (a crash while it was written)", path, lineno)
+                break
+            raise ValueError(f"{path}, line {lineno}: not valid JSON ({err.msg})") from None
     return rows
 
 
-def iter_chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
-    """Consecutive slices of ``items`` of at most ``size``."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def truncate_jsonl(path: str | Path, last_step: int, step_key: str = "step") -> int:
+    """Keep only the rows of a step log up to ``last_step`` (and drop a torn last line).
+
+    A resumed run repeats the steps after its checkpoint; their old rows must go, or
+    the log would hold them twice. Returns how many rows were dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    rows = read_jsonl(path, torn_tail_ok=True)
+    kept = [r for r in rows if r.get(step_key, 0) <= last_step]
+    dropped = len(rows) - len(kept)
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+    if dropped:
+        logger.info("%s: dropped %d row(s) logged after step %d (they are run again)", path, dropped, last_step)
+    return dropped

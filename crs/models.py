@@ -23,15 +23,15 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 
 from crs.config import LoraConfig, ModelConfig
+from crs.io import folder_written_atomically, write_json_atomic
 
 logger = logging.getLogger("crs.models")
 
@@ -110,18 +110,9 @@ def _dequantize_gguf(gguf_path: Path, target: Path) -> None:
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with folder_written_atomically(target, replace=False) as tmp:  # a racing process's copy wins
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if target.exists():  # another process won the race; keep its copy
-            shutil.rmtree(tmp)
-            return
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def read_run_manifest(path: str | Path) -> dict[str, Any] | None:
@@ -296,7 +287,7 @@ def load_model(
     else:
         from peft import PeftModel
 
-        base = load_model(_base_location(name, manifest["base"]), kind, dtype, quantization, cache_dir, merge_adapter=True)
+        base = load_model(base_location(name, manifest["base"]), kind, dtype, quantization, cache_dir, merge_adapter=True)
         model = PeftModel.from_pretrained(base, str(Path(name) / manifest["adapter"]))
         if merge_adapter:
             model = model.merge_and_unload()
@@ -306,10 +297,11 @@ def load_model(
     return model
 
 
-def _base_location(run_dir: str, base: str) -> str:
-    """A manifest's base: a path relative to the run dir when one exists there, else a name."""
+def base_location(run_dir: str | Path, base: str) -> str:
+    """A run manifest's base: the absolute path of a folder stored relative to the run dir
+    (so runs written in different places on one base match), else the name as written."""
     candidate = Path(run_dir) / base
-    return str(candidate) if not base.startswith(EMBEDDED_PREFIX) and candidate.is_dir() else base
+    return str(candidate.resolve()) if not base.startswith(EMBEDDED_PREFIX) and candidate.is_dir() else base
 
 
 def load_causal_lm(name: str, model_cfg: ModelConfig | None = None, **kwargs: Any) -> Any:
@@ -383,8 +375,6 @@ def save_run_model(model: Any, tokenizer: Any, run_dir: str | Path, base_name: s
         merged = model.merge_and_unload()
         merged.save_pretrained(run_dir / "merged")
         tokenizer.save_pretrained(run_dir / "merged")
-    from crs.io import write_json_atomic
-
     # A base that is a local folder (e.g. the SFT run under an RL run) is stored relative to
     # this run dir, so loading works from any working directory and runs can move together.
     if not base_name.startswith(EMBEDDED_PREFIX) and Path(base_name).is_dir():

@@ -14,7 +14,7 @@ disagree.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ def _packed_linear(x: torch.Tensor, packed: torch.Tensor, weight: torch.Tensor, 
     return torch.ops.mkldnn._linear_pointwise(x.to(weight.dtype), packed, bias, "none", [], "")
 
 
-@lru_cache(maxsize=None)
+@cache
 def packing_supported(dtype: torch.dtype) -> bool:
     """Whether packed CPU kernels exist for ``dtype`` in this PyTorch build and give F.linear's result."""
     if dtype not in (torch.float32, torch.bfloat16):

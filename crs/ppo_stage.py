@@ -8,7 +8,8 @@
 * ``samples/step_N.json``: greedy replies to held-out prompts with every source's score;
 * ``checkpoints/step_N/``: trainable weights (adapter + value head), optimizer, KL
   controller, reward statistics, prompt position and every process's RNG states, written
-  to a temporary folder and renamed into place; ``--resume`` continues from the last one;
+  to a temporary folder, sealed with a manifest and renamed into place; ``--resume``
+  continues from the newest complete one (and truncates ``metrics.jsonl`` to its step);
 * ``adapter/`` + ``crs_model.json``: the final policy (``load_causal_lm(run_dir)`` loads it).
 
 Several processes (``torchrun --nproc_per_node 2 rl_train.py ...``, or ``accelerate
@@ -29,12 +30,12 @@ import numpy as np
 import torch
 
 from crs.config import ConfigError, CRSConfig
-from crs.io import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
+from crs.io import append_jsonl, folder_written_atomically, truncate_jsonl, write_json_atomic
 from crs.ppo import PPOTrainer, build_models
 from crs.rewards import CombinedReward
-from crs.runs import latest_checkpoint, mark_finished, set_seed
+from crs.runs import checkpoint_step, latest_checkpoint, mark_finished, seal_checkpoint, set_seed
 
-logger = logging.getLogger("crs.ppo")
+logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
@@ -94,16 +95,12 @@ def save_checkpoint(trainer: PPOTrainer, stream: PromptStream, run_dir: Path, ke
     rng_states = gather_object([rng_state()])  # one per process, in rank order
     target = run_dir / CHECKPOINTS / f"step_{trainer.step_count}"
     if trainer.accelerator.is_main_process:
-        tmp = run_dir / CHECKPOINTS / f".tmp_step_{trainer.step_count}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        torch.save(trainer.unwrapped.trainable_state_dict(), tmp / "trainable.pt")
-        torch.save({"optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict()}, tmp / "optimizer.pt")
-        torch.save(rng_states, tmp / "rng_states.pt")
-        write_json_atomic(tmp / "trainer_state.json", {**trainer.state_dict(), "prompt_position": stream.position})
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        with folder_written_atomically(target) as tmp:
+            torch.save(trainer.unwrapped.trainable_state_dict(), tmp / "trainable.pt")
+            torch.save({"optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict()}, tmp / "optimizer.pt")
+            torch.save(rng_states, tmp / "rng_states.pt")
+            write_json_atomic(tmp / "trainer_state.json", {**trainer.state_dict(), "prompt_position": stream.position})
+            seal_checkpoint(tmp)
         _prune_checkpoints(run_dir / CHECKPOINTS, keep)
         logger.info("checkpoint saved: %s", target)
     trainer.accelerator.wait_for_everyone()
@@ -113,7 +110,7 @@ def save_checkpoint(trainer: PPOTrainer, stream: PromptStream, run_dir: Path, ke
 def _prune_checkpoints(folder: Path, keep: int) -> None:
     if keep <= 0:
         return
-    steps = sorted((int(p.name.split("_")[1]), p) for p in folder.glob("step_*") if p.name.split("_")[1].isdigit())
+    steps = sorted((checkpoint_step(p), p) for p in folder.glob("step_*") if checkpoint_step(p) >= 0)
     for _, path in steps[:-keep]:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -137,13 +134,6 @@ def load_checkpoint(trainer: PPOTrainer, stream: PromptStream, checkpoint: Path)
         set_rng_state(rng_states[rank])
     else:
         logger.warning("%s has no RNG state for process %d (more processes than when saved)", checkpoint, rank)
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    # Steps logged after the checkpoint are run again on resume: drop their old rows.
-    if path.is_file():
-        rows = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
-        write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 # --------------------------------------------------------------------------- the stage
@@ -202,14 +192,17 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     trainer = PPOTrainer(rl, model, tokenizer, reward, accelerator, dtype, reference, cfg.data.max_prompt_length)
     stream = PromptStream(len(train_examples), cfg.run.seed)
 
-    checkpoint = latest_checkpoint(run_dir / CHECKPOINTS, "step_*") if resume else None
+    checkpoint = latest_checkpoint(run_dir / CHECKPOINTS, "step_*", remove_torn=is_main) if resume else None
     if checkpoint is not None:
         load_checkpoint(trainer, stream, checkpoint)
-        if is_main:
-            _truncate_metrics(run_dir / METRICS_FILE, trainer.step_count)
         logger.info("resumed from %s (step %d, kl_coef %.4f)", checkpoint, trainer.step_count, trainer.kl_ctl.value)
     else:
+        if resume:
+            logger.info("resuming from step 0 (no complete checkpoint saved yet)")
         set_seed(cfg.run.seed + rank)  # different samples on every process
+    if resume and is_main:
+        # The steps after the checkpoint run again: their old rows (and a torn last line) go.
+        truncate_jsonl(run_dir / METRICS_FILE, trainer.step_count)
     accelerator.wait_for_everyone()
 
     if is_main:

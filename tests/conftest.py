@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 # Tests never touch the network: a hub lookup must fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -35,7 +31,7 @@ def minilm_tokenizer():
 @pytest.fixture()
 def tiny_lm(smol_tokenizer):
     """A fresh tiny causal LM on the SmolLM2 vocabulary."""
-    from crs.tiny import tiny_causal_lm
+    from tiny import tiny_causal_lm
 
     return tiny_causal_lm(smol_tokenizer)
 
@@ -43,6 +39,6 @@ def tiny_lm(smol_tokenizer):
 @pytest.fixture()
 def tiny_rm(smol_tokenizer):
     """A fresh tiny one-output sequence classifier on the SmolLM2 vocabulary."""
-    from crs.tiny import tiny_sequence_classifier
+    from tiny import tiny_sequence_classifier
 
     return tiny_sequence_classifier(smol_tokenizer)

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import yaml
+from tiny import tiny_causal_lm
 
 from crs.cli import run_stage
 from crs.eval_stages import predict, score_predictions
 from crs.evaluation import read_predictions, win_rate
-from crs.tiny import tiny_causal_lm
 
 FIXTURE = Path(__file__).parent / "fixtures" / "crs_demo_tiny.jsonl"
 

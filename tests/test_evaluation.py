@@ -9,9 +9,9 @@ import pytest
 
 from crs.data.schema import DataError
 from crs.evaluation import (
+    aggregate_rankings,
     agreement,
     agreement_by_group,
-    aggregate_rankings,
     ballots_from_scores,
     bootstrap_ci,
     borda_points,

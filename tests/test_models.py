@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_causal_lm
 
 from crs.config import LoraConfig
 from crs.models import (
@@ -19,7 +20,6 @@ from crs.models import (
     resolve_model_path,
     save_run_model,
 )
-from crs.tiny import tiny_causal_lm
 
 
 def test_embedded_smollm_is_cached_as_safetensors() -> None:

@@ -273,7 +273,7 @@ def test_early_stop_on_approx_kl(tiny_lm, left_tokenizer):
 
 def test_gradient_accumulation_matches_one_big_batch(smol_tokenizer, left_tokenizer):
     """Two micro-batches of 2 with accumulation give the same update as one batch of 4."""
-    from crs.tiny import tiny_causal_lm
+    from tiny import tiny_causal_lm
 
     results = []
     for accumulation in (1, 2):
@@ -289,7 +289,7 @@ def test_gradient_accumulation_matches_one_big_batch(smol_tokenizer, left_tokeni
 
 def test_old_logprobs_from_the_first_update_forward_are_exact(smol_tokenizer, left_tokenizer):
     """Skipping the rollout's policy forward (one mini-batch) changes nothing: same batch, same update."""
-    from crs.tiny import tiny_causal_lm
+    from tiny import tiny_causal_lm
 
     runs = []
     for reuse in (False, True):
@@ -338,8 +338,9 @@ def ids_as_text(eos_id):
 
 
 def run_learning(smol_tokenizer, left_tokenizer, steps: int, broken: bool = False, monkeypatch=None) -> list[dict]:
+    from tiny import tiny_causal_lm
+
     from crs.models import add_lora
-    from crs.tiny import tiny_causal_lm
 
     # A larger init than the default makes the tiny model's next-token distribution peaked
     # enough (entropy ~7 nats instead of ln 49152) that a reward on its tokens has signal.
@@ -385,7 +386,7 @@ def distinct_characters(prompts, replies):
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory, smol_tokenizer):
     """A tiny causal LM saved as a plain model folder, usable as model.name."""
-    from crs.tiny import tiny_causal_lm
+    from tiny import tiny_causal_lm
 
     folder = tmp_path_factory.mktemp("tiny_policy")
     tiny_causal_lm(smol_tokenizer, seed=0).save_pretrained(folder)

@@ -128,12 +128,12 @@ def test_absolute_rows_undersample_and_weight():
 
 def test_absolute_head_starts_at_the_mean_score(smol_tokenizer):
     """rm.init_bias_to_mean: sigmoid(bias) is the weighted mean target; only the trained head moves."""
+    from tiny import tiny_sequence_classifier
     from transformers import BertConfig, BertForSequenceClassification
 
     from crs.config import LoraConfig
     from crs.models import add_lora
     from crs.reward_model import init_head_bias_to_mean
-    from crs.tiny import tiny_sequence_classifier
 
     torch.manual_seed(0)
     bert = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -215,7 +215,7 @@ def test_scorer_from_disk_and_eval_feed_the_model_the_training_ids(tiny_rm_dir, 
 @pytest.fixture(scope="session")
 def tiny_rm_dir(tmp_path_factory, smol_tokenizer) -> Path:
     """A tiny random Llama classifier saved as a plain model folder (a valid model.name)."""
-    from crs.tiny import tiny_sequence_classifier
+    from tiny import tiny_sequence_classifier
 
     folder = tmp_path_factory.mktemp("tiny_rm")
     tiny_sequence_classifier(smol_tokenizer).save_pretrained(folder)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from crs.config import ConfigError, load_config
-from crs.runs import is_finished, latest_checkpoint, mark_finished, prepare_run_dir
+from crs.runs import is_finished, latest_checkpoint, mark_finished, prepare_run_dir, seal_checkpoint
 
 
 def make_config(tmp_path: Path):
@@ -41,5 +41,6 @@ def test_finished_run_needs_overwrite_and_unfinished_needs_resume(tmp_path: Path
 def test_latest_checkpoint_orders_numerically(tmp_path: Path) -> None:
     for step in (5, 40, 100):
         (tmp_path / f"checkpoint-{step}").mkdir()
+        seal_checkpoint(tmp_path / f"checkpoint-{step}")
     assert latest_checkpoint(tmp_path).name == "checkpoint-100"
     assert latest_checkpoint(tmp_path / "missing") is None

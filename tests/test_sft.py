@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_causal_lm
 
 from crs.cli import run_stage
 from crs.data.schema import user_prompt
@@ -14,7 +15,6 @@ from crs.generation import GenerationSettings, generate_replies
 from crs.models import load_causal_lm, load_tokenizer, read_run_manifest
 from crs.runs import is_finished
 from crs.sft import SFTCollator, encode_sft_examples, train_sft
-from crs.tiny import tiny_causal_lm
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "sft_example.jsonl"

@@ -1,0 +1,222 @@
+"""Nothing lost: --overwrite deletes only crs runs, torn checkpoints and log lines are survived,
+resumed runs log every step once, files respect the umask."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+
+from crs.config import ConfigError, load_config
+from crs.io import folder_written_atomically, read_jsonl, truncate_jsonl, write_text_atomic
+from crs.runs import latest_checkpoint, prepare_run_dir, seal_checkpoint
+
+# --------------------------------------------------------------------------- the overwrite guard
+
+
+def config_named(tmp_path: Path, name: str, suffix: str = ""):
+    return load_config("sft", overrides=[f"run.output_dir={tmp_path / 'out'}", f"run.name={name!r}"], name_suffix=suffix)
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../elsewhere", "/tmp"])
+def test_run_names_outside_output_dir_are_refused(tmp_path: Path, name: str) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("user data")
+    with pytest.raises(ConfigError, match="not a folder inside run.output_dir"):
+        prepare_run_dir(config_named(tmp_path, name), overwrite=True)
+    assert (tmp_path / "out" / "precious.txt").read_text() == "user data"
+
+
+@pytest.mark.parametrize("flags", [{"overwrite": True}, {"resume": True}, {}])
+def test_a_folder_that_is_not_a_crs_run_is_never_touched(tmp_path: Path, flags: dict) -> None:
+    folder = tmp_path / "out" / "notes"
+    folder.mkdir(parents=True)
+    (folder / "thesis.tex").write_text("years of work")
+    (folder / "run_state.json").write_text("not json")  # a look-alike is not proof either
+    with pytest.raises(ConfigError, match="not a crs run"):
+        prepare_run_dir(config_named(tmp_path, "notes"), **flags)
+    assert (folder / "thesis.tex").read_text() == "years of work"
+
+
+def test_overwrite_still_replaces_a_crs_run(tmp_path: Path) -> None:
+    cfg = config_named(tmp_path, "sft", "_a")
+    run_dir = prepare_run_dir(cfg)
+    (run_dir / "old.bin").write_text("x")
+    assert prepare_run_dir(cfg, overwrite=True) == run_dir
+    assert not (run_dir / "old.bin").exists() and (run_dir / "run_state.json").is_file()
+
+
+# --------------------------------------------------------------------------- torn checkpoints
+
+
+def make_checkpoint(folder: Path, sealed: bool = True) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "weights.pt").write_bytes(b"w" * 1000)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "state.json").write_text("{}")
+    if sealed:
+        seal_checkpoint(folder)
+    return folder
+
+
+def test_resume_skips_torn_checkpoints_and_says_which(tmp_path: Path, caplog) -> None:
+    make_checkpoint(tmp_path / "checkpoint-10")
+    truncated = make_checkpoint(tmp_path / "checkpoint-20")
+    with open(truncated / "weights.pt", "r+b") as handle:
+        handle.truncate(10)  # kill -9 while torch.save was writing
+    make_checkpoint(tmp_path / "checkpoint-30", sealed=False)  # killed before the seal
+    missing = make_checkpoint(tmp_path / "checkpoint-40")
+    (missing / "sub" / "state.json").unlink()
+    assert latest_checkpoint(tmp_path).name == "checkpoint-10"
+    assert "checkpoint-40 is incomplete (sub/state.json is missing)" in caplog.text
+    assert "weights.pt has 10 bytes, 1000 were written" in caplog.text
+    assert latest_checkpoint(tmp_path, remove_torn=True).name == "checkpoint-10"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10"]
+
+
+def test_an_unsealed_only_checkpoint_means_no_checkpoint(tmp_path: Path) -> None:
+    make_checkpoint(tmp_path / "step_2", sealed=False)
+    assert latest_checkpoint(tmp_path, "step_*") is None
+
+
+def test_folder_written_atomically_leaves_the_old_folder_on_error(tmp_path: Path) -> None:
+    target = make_checkpoint(tmp_path / "step_4")
+    with pytest.raises(RuntimeError):
+        with folder_written_atomically(target) as tmp:
+            (tmp / "weights.pt").write_bytes(b"new")
+            raise RuntimeError("crash while saving")
+    assert (target / "weights.pt").read_bytes() == b"w" * 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_4"]  # no temporary folder left
+
+
+# --------------------------------------------------------------------------- torn log lines
+
+
+def test_a_torn_last_log_line_is_dropped_with_a_warning(tmp_path: Path, caplog) -> None:
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1, "x": 1}\n{"step": 2, "x": 2}\n{"step": 3, "x"')
+    with pytest.raises(ValueError, match="line 3: not valid JSON"):
+        read_jsonl(log)
+    assert [r["step"] for r in read_jsonl(log, torn_tail_ok=True)] == [1, 2]
+    assert "dropped a torn last line" in caplog.text
+    log.write_text('{"step": 1}\n{"step": 2\n{"step": 3}\n')
+    with pytest.raises(ValueError, match="line 2"):  # damage in the middle is not a crash's mark
+        read_jsonl(log, torn_tail_ok=True)
+
+
+def test_truncate_keeps_rows_up_to_the_checkpoint(tmp_path: Path) -> None:
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps({"step": s}) + "\n" for s in (0, 1, 2, 3, 4)) + '{"step": 5, "lo')
+    assert truncate_jsonl(log, 2) == 2
+    assert [r["step"] for r in read_jsonl(log)] == [0, 1, 2]
+    assert log.read_text().endswith("\n")  # the next append starts on a line of its own
+    assert truncate_jsonl(tmp_path / "absent.jsonl", 3) == 0
+
+
+# --------------------------------------------------------------------------- file modes
+
+
+def test_atomic_writes_respect_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "results.json", "{}")
+        with folder_written_atomically(tmp_path / "model") as tmp:
+            (tmp / "w").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "results.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+
+
+# --------------------------------------------------------------------------- the stages after a crash
+
+
+def test_ppo_resumes_past_a_torn_checkpoint_and_a_torn_metrics_line(tmp_path, smol_tokenizer) -> None:
+    from test_ppo import write_rl_config
+    from tiny import tiny_causal_lm
+
+    from crs.ppo_stage import run_ppo_stage
+
+    model_dir = tmp_path / "tiny"
+    tiny_causal_lm(smol_tokenizer, seed=0).save_pretrained(model_dir)
+    smol_tokenizer.save_pretrained(model_dir)
+
+    def run(name: str, resume: bool) -> Path:
+        cfg = load_config("tiny_rl", write_rl_config(tmp_path / f"{name}.yaml", model_dir, tmp_path / name, steps=4))
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        run_ppo_stage(cfg, cfg.run_dir, resume)
+        return cfg.run_dir
+
+    straight = run("straight", resume=False)
+    crashed = run("crashed", resume=False)
+    # The crash: killed while writing step 4's checkpoint and a metrics row.
+    with open(crashed / "checkpoints" / "step_4" / "trainable.pt", "r+b") as handle:
+        handle.truncate(100)
+    with open(crashed / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 5, "reward/comb')
+    run("crashed", resume=True)
+
+    rows = read_jsonl(crashed / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # steps 3-4 ran again, logged once
+    expected = read_jsonl(straight / "metrics.jsonl")
+    assert [r["reward/combined"] for r in rows] == pytest.approx([r["reward/combined"] for r in expected], rel=1e-5)
+    restored = torch.load(crashed / "checkpoints" / "step_4" / "trainable.pt")
+    assert restored  # step 4 was written again, whole
+
+
+def test_sft_resumed_reports_the_whole_runs_train_loss(tmp_path, smol_tokenizer) -> None:
+    import shutil
+
+    from test_sft import EXAMPLES, tiny_model_dir
+
+    from crs.runs import run_state
+    from crs.sft import train_sft
+
+    base = tiny_model_dir(tmp_path, smol_tokenizer)
+
+    def config(output: str):
+        return load_config(
+            "sft",
+            overrides=[
+                f"run.output_dir={tmp_path / output}", f"model.name={base}", "model.dtype=fp32", f"data.source={EXAMPLES}",
+                "data.val_fraction=0.2", "train.max_steps=6", "train.save_steps=3", "run.logging_steps=1",
+                "train.batch_size=4", "model.lora.enabled=false", "train.learning_rate=0.003",
+            ],
+        )
+
+    cfg = config("straight")
+    straight = train_sft(cfg, prepare_run_dir(cfg), resume=False)
+    cfg = config("crashed")
+    crashed_dir = prepare_run_dir(cfg)
+    shutil.copytree(tmp_path / "straight" / cfg.run_name, crashed_dir, dirs_exist_ok=True)
+    shutil.rmtree(crashed_dir / "checkpoints" / "checkpoint-6" / "model.safetensors", ignore_errors=True)
+    (crashed_dir / "checkpoints" / "checkpoint-6" / "model.safetensors").unlink(missing_ok=True)  # torn save of step 6
+    resumed = train_sft(cfg, crashed_dir, resume=True)
+
+    assert resumed["train_loss"] == pytest.approx(straight["train_loss"], rel=1e-4)
+    assert resumed["eval_loss_before"] == pytest.approx(straight["eval_loss_before"])
+    log = read_jsonl(crashed_dir / "train_log.jsonl")
+    losses = [r["step"] for r in log if "loss" in r]
+    assert losses == [1, 2, 3, 4, 5, 6]  # nothing logged twice
+    assert run_state(crashed_dir)["status"] == "finished"
+
+
+def test_absolute_rm_started_with_resume_and_no_checkpoint_is_the_same_run(tmp_path, smol_tokenizer) -> None:
+    from test_reward_model import tiny_config, write_marker_data
+    from tiny import tiny_sequence_classifier
+
+    from crs.reward_model import train_reward_model
+
+    base = tmp_path / "tiny_rm"
+    tiny_sequence_classifier(smol_tokenizer).save_pretrained(base)
+    smol_tokenizer.save_pretrained(base)
+    cfg = tiny_config(base, write_marker_data(tmp_path, "absolute", n=32), "absolute", steps=3)
+    plain = train_reward_model(cfg, tmp_path / "plain")
+    resumed = train_reward_model(cfg, tmp_path / "resumed", resume=True)
+    before = [json.loads((tmp_path / run / "metrics.json").read_text())["val_before_training"]["mse"] for run in ("plain", "resumed")]
+    assert before[0] == pytest.approx(before[1], rel=1e-6)
+    assert resumed["mse"] == pytest.approx(plain["mse"], rel=1e-5)
