@@ -4,7 +4,9 @@
 ``rl_crs``, ...). A subset is deep-merged over ``default``, then ``--set key.sub=value``
 overrides are applied, then the result is checked against the dataclasses below, which
 are the single list of every key, its type and its default (as Hugging Face splits a
-*Config* from the *Trainer* that consumes it).
+*Config* from the *Trainer* that consumes it). Each field's help text is its
+``metadata["help"]``, as in TRL's config dataclasses; ``scripts/render_config_docs.py``
+renders the sections, their fields and that help into ``docs/config.md``.
 
 Errors in a config are :class:`ConfigError`; the stage scripts print them as one line
 and exit with code 2.
@@ -37,221 +39,368 @@ class ConfigError(ValueError):
 class RunConfig:
     """Naming, output location, seeding and logging of one stage run."""
 
-    name: str = "run"  # the run directory is <output_dir>/<name><name_suffix>
-    output_dir: str = "outputs"
-    seed: int = 42
-    report_to: Literal["none", "tensorboard", "wandb"] = "none"
-    logging_steps: int = 10
+    name: str = field(
+        default="run",
+        metadata={"help": "Run directory name: the run writes to `<run.output_dir>/<run.name><--name_suffix>`. Each subset sets its own."},
+    )
+    output_dir: str = field(default="outputs", metadata={"help": "Where run directories go."})
+    seed: int = field(default=42, metadata={"help": "Seeds python, numpy and torch (and the seeded data splits and samples)."})
+    report_to: Literal["none", "tensorboard", "wandb"] = field(
+        default="none", metadata={"help": "Where training metrics are also sent: `none`, `tensorboard` or `wandb` (needs that package)."}
+    )
+    logging_steps: int = field(default=10, metadata={"help": "Log every N optimiser steps (PPO: every N PPO steps)."})
 
 
 @dataclass
 class LoraConfig:
     """LoRA adapter settings (peft)."""
 
-    enabled: bool = True
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    # "all-linear" = every linear layer except the output head (peft's shorthand).
-    target_modules: Any = "all-linear"
-    merge: bool = False  # also save <run>/merged with the adapter folded into the base
+    enabled: bool = field(default=True, metadata={"help": "Train a LoRA adapter; false: full fine-tuning."})
+    r: int = field(default=16, metadata={"help": "LoRA rank."})
+    alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
+    dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
+    target_modules: Any = field(
+        default="all-linear",
+        metadata={"help": "`all-linear` (peft's shorthand: every linear layer except the output head), or a list of module names."},
+    )
+    merge: bool = field(default=False, metadata={"help": "Also save `<run>/merged`: a plain model with the adapter folded into the base."})
 
 
 @dataclass
 class ModelConfig:
     """Which model to load and how: name, precision, quantization, LoRA."""
 
-    # A hub id, a local directory (a model, or a crs run dir), or an embedded name:
-    # embedded:smollm2-135m-instruct, embedded:minilm-l6.
-    name: str = "embedded:smollm2-135m-instruct"
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    quantization: Literal["none", "8bit", "4bit"] = "none"
-    cache_dir: str | None = None  # where embedded GGUF models are dequantized (default ~/.cache/crs)
-    gradient_checkpointing: bool = False
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    name: str = field(
+        default="embedded:smollm2-135m-instruct",
+        metadata={
+            "help": "An embedded name (`embedded:smollm2-135m-instruct`, `embedded:minilm-l6`: no network needed), a crs run "
+            "directory (its `crs_model.json` names base and adapter), a local model directory in the Hugging Face layout, or a hub id."
+        },
+    )
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = field(
+        default="auto",
+        metadata={
+            "help": "`auto` picks bf16 where the hardware has fast bf16 (CUDA with bf16, or a CPU with AMX / avx512_bf16) and logs "
+            "what it picked, else fp32. With LoRA the frozen base is held in this precision, the trainable parameters in fp32."
+        },
+    )
+    quantization: Literal["none", "8bit", "4bit"] = field(
+        default="none",
+        metadata={
+            "help": "Load the base through bitsandbytes: `8bit`, or `4bit` (NF4 with double quantization: QLoRA). Needs a CUDA GPU; "
+            "without one the run stops before training."
+        },
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where embedded GGUF models are dequantized on first use; null: `$CRS_CACHE_DIR`, else `~/.cache/crs`."},
+    )
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory in training forwards."})
+    lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "LoRA adapter settings."})
 
 
 @dataclass
 class DataConfig:
     """Where examples come from and how they are turned into token ids."""
 
-    # embedded:crs-demo, a local file (.jsonl/.json/.csv/.parquet), or hub:<dataset id>.
-    source: str = "embedded:crs-demo"
-    # How rows become canonical examples: auto picks crs_demo for the embedded data and
-    # canonical for files; or one of the built-in adapters.
-    adapter: Literal[
-        "auto", "canonical", "crs_demo", "instruction", "oasst1", "hh_rlhf", "shp", "ultrafeedback"
-    ] = "auto"
-    split: str = "train"  # hub split name; for embedded:crs-demo one of sft | rm | rl | eval
-    hub_config: str | None = None  # a hub dataset's configuration name, if it has several
-    columns: dict[str, str] = field(default_factory=dict)  # canonical name -> column in the source
-    val_fraction: float = 0.05  # held out by prompt, seeded; ignored when val_source is set
-    val_source: str | None = None
-    val_split: str | None = None
-    max_examples: int | None = None  # keep the first N (after a seeded shuffle); for quick runs
-    skip_bad_rows: bool = False  # False: a bad row stops the run naming file and row
-    languages: list[str] = field(default_factory=lambda: ["en"])  # oasst1 language filter
-    # oasst1 absolute score = weighted mean of these per-message labels.
-    label_weights: dict[str, float] = field(default_factory=lambda: {"quality": 1.0})
-    system_prompt: str | None = None  # prepended as a system turn to every prompt
-    # Used when a tokenizer has no chat template: {role} and {content} per message.
-    fallback_template: str = "{role}: {content}\n"
-    max_length: int = 512  # prompt + reply tokens
-    max_prompt_length: int = 256  # prompts longer than this keep their last tokens
+    source: str = field(
+        default="embedded:crs-demo",
+        metadata={
+            "help": "`embedded:crs-demo` (the demo dataset), a local file (.jsonl / .json / .csv / .parquet), or `hub:<dataset id>`."
+        },
+    )
+    adapter: Literal["auto", "canonical", "crs_demo", "instruction", "oasst1", "hh_rlhf", "shp", "ultrafeedback"] = field(
+        default="auto",
+        metadata={
+            "help": "How rows become canonical examples: `auto` picks `crs_demo` for the embedded data and `canonical` for files; "
+            "or one of the built-in adapters for public datasets."
+        },
+    )
+    split: str = field(default="train", metadata={"help": "Hub split name; for `embedded:crs-demo` one of `sft`, `rm`, `rl`, `eval`."})
+    hub_config: str | None = field(default=None, metadata={"help": "A hub dataset's configuration name, if it has several."})
+    columns: dict[str, str] = field(default_factory=dict, metadata={"help": "Column renames: `{canonical name: column in your file}`."})
+    val_fraction: float = field(
+        default=0.05,
+        metadata={
+            "help": "Validation share, split by prompt (all replies of a prompt on one side), seeded; ignored when `val_source` is set."
+        },
+    )
+    val_source: str | None = field(default=None, metadata={"help": "A separate validation source (same forms as `source`)."})
+    val_split: str | None = field(default=None, metadata={"help": "Validation from another split of the same source."})
+    max_examples: int | None = field(
+        default=None, metadata={"help": "Keep the first N examples after a seeded shuffle, for quick runs; null: all."}
+    )
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={"help": "false: a bad row stops the run naming file and row; true: bad rows are skipped and counted by reason."},
+    )
+    languages: list[str] = field(default_factory=lambda: ["en"], metadata={"help": "oasst1 language filter."})
+    label_weights: dict[str, float] = field(
+        default_factory=lambda: {"quality": 1.0},
+        metadata={
+            "help": "oasst1 absolute score = weighted mean of these per-message labels (a negative weight w adds abs(w) x (1 - value))."
+        },
+    )
+    system_prompt: str | None = field(default=None, metadata={"help": "A system turn prepended to every prompt."})
+    fallback_template: str = field(
+        default="{role}: {content}\n",
+        metadata={"help": "Prompt rendering for tokenizers without a chat template: `{role}` and `{content}` per message."},
+    )
+    max_length: int = field(default=512, metadata={"help": "Token budget of prompt + reply (replies keep their start)."})
+    max_prompt_length: int = field(default=256, metadata={"help": "Prompts longer than this keep their last tokens."})
 
 
 @dataclass
 class TrainConfig:
     """Optimisation settings for the supervised stages (SFT and reward models)."""
 
-    learning_rate: float = 2e-4
-    num_epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides num_epochs
-    batch_size: int = 8
-    eval_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    lr_scheduler: str = "cosine"
-    eval_steps: int = 50
-    save_steps: int = 100
-    save_total_limit: int = 2
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate."})
+    num_epochs: float = field(default=1.0, metadata={"help": "Passes over the training data (may be fractional)."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimiser steps; > 0 overrides `num_epochs`."})
+    batch_size: int = field(
+        default=8,
+        metadata={"help": "Examples per device batch (SFT: pairs; pairwise RM: prompts with their replies; absolute RM: replies)."},
+    )
+    eval_batch_size: int = field(default=16, metadata={"help": "Examples per validation batch."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimiser step."})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "Share of the total steps spent warming the learning rate up."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    lr_scheduler: str = field(
+        default="cosine", metadata={"help": "transformers' `lr_scheduler_type` (`cosine`, `linear`, `constant`, ...)."}
+    )
+    eval_steps: int = field(default=50, metadata={"help": "Validate every N optimiser steps."})
+    save_steps: int = field(default=100, metadata={"help": "Checkpoint every N optimiser steps, in `<run>/checkpoints/`."})
+    save_total_limit: int = field(default=2, metadata={"help": "Keep the last N checkpoints."})
 
 
 @dataclass
 class RewardModelConfig:
     """Reward-model loss settings (``rm_train.py``)."""
 
-    loss: Literal["pairwise", "absolute"] = "pairwise"
-    # pairwise: Bradley-Terry over all C(K,2) ordered pairs of a ranking, averaged per prompt.
-    max_replies: int = 4  # caps K
-    # Which replies a longer ranking keeps: "spread" = evenly spaced ranks, best and worst
-    # included (keeps the quality range); "top" = the first max_replies.
-    reply_selection: Literal["spread", "top"] = "spread"
-    l2_coef: float = 0.0  # small L2 penalty on rewards keeps them centred
-    margin_scale: float = 0.0  # margin = margin_scale * score gap, where the data has scores
-    # absolute: regression of sigmoid(logit) onto a score in [0, 1].
-    abs_loss: Literal["bce", "mse"] = "bce"
-    # Start the head's bias at the mean training score (sigmoid(bias) = mean). From 0 it
-    # takes ~1/lr steps to get there, and until then training fits the level, not the ranking.
-    init_bias_to_mean: bool = True
-    threshold: float = 0.4  # scores <= threshold are the under-represented bucket
-    loss_weight_strength: float = 0.0  # > 0: those rows get weight strength * N / N_below
-    undersample: bool = False  # stratified under-sampling of over-represented score bins
-    undersample_bins: int = 5
-    undersample_max_ratio: float = 2.0  # a bin keeps at most ratio x the smallest bin's rows
+    loss: Literal["pairwise", "absolute"] = field(
+        default="pairwise",
+        metadata={
+            "help": "`pairwise` (data kind `ranking`): Bradley-Terry over all C(K,2) ordered pairs of a ranking, averaged per prompt. "
+            "`absolute` (data kind `absolute`): regression of sigmoid(logit) onto a score in [0, 1]."
+        },
+    )
+    max_replies: int = field(default=4, metadata={"help": "Caps K, the replies per prompt of a ranking."})
+    reply_selection: Literal["spread", "top"] = field(
+        default="spread",
+        metadata={
+            "help": "Which replies a longer ranking keeps: `spread` (evenly spaced ranks, best and worst included: keeps the quality "
+            "range) or `top` (the first `max_replies`)."
+        },
+    )
+    l2_coef: float = field(default=0.0, metadata={"help": "`l2_coef x mean(r^2)`: a small L2 penalty on rewards keeps them centred."})
+    margin_scale: float = field(
+        default=0.0, metadata={"help": "Pairwise margin = `margin_scale x` score gap, where rankings carry scores."}
+    )
+    abs_loss: Literal["bce", "mse"] = field(
+        default="bce", metadata={"help": "Absolute loss: `bce` (BCE on soft labels, the reference study's best) or `mse`."}
+    )
+    init_bias_to_mean: bool = field(
+        default=True,
+        metadata={
+            "help": "Start the head's bias at logit(mean training score), so sigmoid(bias) = mean. From 0 the output takes ~1/lr "
+            "steps to reach the typical score, and until then training fits the level of the scores rather than their order. "
+            "Heads without a bias (e.g. Llama's) are left as they are."
+        },
+    )
+    threshold: float = field(default=0.4, metadata={"help": "Scores <= threshold are the under-represented low-score bucket."})
+    loss_weight_strength: float = field(
+        default=0.0,
+        metadata={"help": "> 0 turns on low-score weighting: rows in that bucket get weight `strength x N / N_below`, the others 1."},
+    )
+    undersample: bool = field(default=False, metadata={"help": "Stratified under-sampling of over-represented score bins."})
+    undersample_bins: int = field(default=5, metadata={"help": "Number of score bins for under-sampling."})
+    undersample_max_ratio: float = field(
+        default=2.0, metadata={"help": "Under-sampling: a bin keeps at most ratio x the smallest bin's rows."}
+    )
 
 
 @dataclass
 class RewardSourceConfig:
     """One term of the combined reward: weight * normalize(source(prompt, reply))."""
 
-    name: str = "reward"
-    # A reward-model run dir (rm_train.py output), a model path/hub id, or "gold" (the
-    # simulated annotator's noise-free utility; the demo judge).
-    path: str = ""
-    weight: float = 1.0  # 0 skips loading this source
-    normalize: Literal["none", "zscore"] = "zscore"
+    name: str = field(default="reward", metadata={"help": "The source's name in logs and tables (distinct per list)."})
+    path: str = field(
+        default="",
+        metadata={
+            "help": "A reward-model run directory (`rm_train.py` output), `gold` (the demo's simulated annotator's noise-free "
+            "utility), or `python:module:function` (a function `f(prompts, replies) -> scores`)."
+        },
+    )
+    weight: float = field(
+        default=1.0,
+        metadata={"help": "The source's weight; 0 skips loading it. Weights need not sum to 1. (Evaluation scores every source alike.)"},
+    )
+    normalize: Literal["none", "zscore"] = field(
+        default="zscore",
+        metadata={
+            "help": "`zscore`: (x - mean) / std with the statistics the reward model saved on its validation set "
+            "(`reward_stats.json`), or, for sources without them, statistics of the first rollout batch, then frozen; `none`: raw "
+            "scores. (Evaluation reports raw and z-scored values; its z-scale falls back to statistics pooled over all predictions.)"
+        },
+    )
 
 
 @dataclass
 class RLConfig:
     """PPO and reward-combination settings (``rl_train.py``); every trick has a key."""
 
-    policy: str | None = None  # the SFT run dir; None = model.name
-    rewards: list[RewardSourceConfig] = field(default_factory=list)
-    reward_clip: float | None = None  # clip the combined score to [-c, c] (study: 4)
-    missing_eos_penalty: float | None = None  # added when a reply ends without EOS (common: -1)
-    steps: int = 100  # PPO iterations (one rollout batch each)
-    batch_size: int = 8  # prompts per rollout
-    mini_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    ppo_epochs: int = 4
-    learning_rate: float = 1e-4
-    max_grad_norm: float = 1.0
-    max_new_tokens: int = 64
-    temperature: float = 0.8
-    top_p: float = 1.0
-    gamma: float = 1.0
-    lam: float = 0.95
-    cliprange: float = 0.2
-    cliprange_value: float = 0.2
-    vf_coef: float = 0.1
-    kl_coef: float = 0.05
-    adaptive_kl: bool = False
-    target_kl: float = 6.0
-    kl_horizon: int = 10000
-    whiten_advantages: bool = True
-    early_stop_kl: float | None = None  # stop the PPO epochs of a step when approx KL exceeds it
-    value_model: str = "head"  # "head" (value head on the policy) or a reward-model run dir
-    max_nonfinite_in_row: int = 3
-    save_steps: int = 25
-    sample_every: int = 25  # generate on held-out prompts every N steps (0 = never)
-    num_sample_prompts: int = 4
-    # Reuse sampling's log-probs/values as the rollout's (saves a forward; exact in fp32, ~0.04 nats/token off in bf16).
-    logprobs_from_sampling: bool = False
-    # When a rollout batch is one mini-batch of one micro-batch, take the old log-probs and
-    # values from the first update forward (same weights, so exact) instead of a forward of their own.
-    old_logprobs_from_update: bool = True
-    adam_eps: float = 1e-5  # the reference PPO code's Adam epsilon (PyTorch's default is 1e-8)
-    anneal_lr: bool = False  # decay the learning rate linearly to 0 over rl.steps
-    save_total_limit: int = 2  # keep the last N checkpoints (0 = all)
-    merged_sampling: bool = True  # sample from a copy with the LoRA adapter folded in (faster; one more copy of the weights)
-    packed_sampling: bool = True  # CPU: that copy's weights pre-packed for MKL/oneDNN (faster small-batch matmuls; one more copy)
+    policy: str | None = field(default=None, metadata={"help": "The SFT run to start from; null: `model.name`."})
+    rewards: list[RewardSourceConfig] = field(
+        default_factory=list, metadata={"help": "The reward sources whose weighted, normalised scores are summed into the combined reward."}
+    )
+    reward_clip: float | None = field(
+        default=None, metadata={"help": "Clip the combined score to [-c, c] (the reference study: 4); null: no clipping."}
+    )
+    missing_eos_penalty: float | None = field(
+        default=None, metadata={"help": "Added to the score when a reply ends without EOS (common: -1); null: none."}
+    )
+    steps: int = field(default=100, metadata={"help": "PPO iterations, one rollout batch each."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts (rollouts) per step, over all processes."})
+    mini_batch_size: int = field(default=8, metadata={"help": "Rollouts per optimiser step, over all processes."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per mini-batch."})
+    ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Reply budget when sampling rollouts."})
+    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    gamma: float = field(default=1.0, metadata={"help": "GAE discount."})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
+    cliprange: float = field(default=0.2, metadata={"help": "Clip range of the policy ratio."})
+    cliprange_value: float = field(default=0.2, metadata={"help": "Clip range of the value update."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Weight of the clipped value loss."})
+    kl_coef: float = field(default=0.05, metadata={"help": "Beta of the per-token KL penalty `-kl_coef * (log pi - log pi_ref)`."})
+    adaptive_kl: bool = field(default=False, metadata={"help": "Adapt beta toward `target_kl`."})
+    target_kl: float = field(default=6.0, metadata={"help": "Adaptive KL target, nats per reply."})
+    kl_horizon: int = field(default=10000, metadata={"help": "Adaptive KL horizon."})
+    whiten_advantages: bool = field(default=True, metadata={"help": "Whiten advantages."})
+    early_stop_kl: float | None = field(
+        default=None, metadata={"help": "Stop a step's PPO epochs when approximate KL exceeds it; null: never."}
+    )
+    value_model: str = field(
+        default="head",
+        metadata={"help": "`head` (a scalar head on the policy's last hidden state), or a reward-model run as a separate critic."},
+    )
+    max_nonfinite_in_row: int = field(
+        default=3,
+        metadata={"help": "A non-finite loss or reward skips the update with a warning; this many in a row stops the run."},
+    )
+    save_steps: int = field(default=25, metadata={"help": "Checkpoint every N steps, in `<run>/checkpoints/step_N`."})
+    sample_every: int = field(
+        default=25, metadata={"help": "Greedy samples on held-out prompts every N steps, in `<run>/samples/step_N.json` (0: never)."}
+    )
+    num_sample_prompts: int = field(default=4, metadata={"help": "Held-out prompts per sample."})
+    logprobs_from_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "Reuse sampling's log-probs and values as the rollout's (saves a forward; exact in fp32, ~0.04 nats/token off in bf16)."
+        },
+    )
+    old_logprobs_from_update: bool = field(
+        default=True,
+        metadata={
+            "help": "When a rollout batch is one mini-batch of one micro-batch, take the old log-probs and values from the first "
+            "update forward (same weights as sampling, so exact) instead of a forward of their own."
+        },
+    )
+    adam_eps: float = field(default=1e-5, metadata={"help": "Adam epsilon: the reference PPO code's (PyTorch's default is 1e-8)."})
+    anneal_lr: bool = field(default=False, metadata={"help": "Decay the learning rate linearly to 0 over `rl.steps`."})
+    save_total_limit: int = field(default=2, metadata={"help": "Keep the last N checkpoints (0: all)."})
+    merged_sampling: bool = field(
+        default=True, metadata={"help": "Sample from a copy with the LoRA adapter folded in (faster; one more copy of the weights)."}
+    )
+    packed_sampling: bool = field(
+        default=True,
+        metadata={
+            "help": "On CPU, that copy's weights are pre-packed for MKL (fp32) / oneDNN (bf16) and repacked each step: small-batch "
+            "matmuls ~2x faster, one more copy of the weights."
+        },
+    )
 
 
 @dataclass
 class EvalModelConfig:
     """A model to generate eval predictions with: a name for the tables and a path."""
 
-    name: str = ""
-    path: str = ""
+    name: str = field(default="", metadata={"help": "The model's name in file names and tables."})
+    path: str = field(default="", metadata={"help": "Anything `model.name` takes: an embedded name, a crs run, a local dir or a hub id."})
 
 
 @dataclass
 class EvalPredConfig:
     """Prediction generation (``rl_eval_pred.py``)."""
 
-    models: list[EvalModelConfig] = field(default_factory=list)
-    do_sample: bool = False
-    num_runs: int = 1  # sampling runs per prompt (the study used 3 with top_p 0.9, T 0.8)
-    temperature: float = 0.8
-    top_p: float = 0.9
-    max_new_tokens: int = 128
-    batch_size: int = 16
+    models: list[EvalModelConfig] = field(
+        default_factory=list, metadata={"help": "The models that answer the eval prompts, one predictions file each."}
+    )
+    do_sample: bool = field(default=False, metadata={"help": "false: greedy decoding; true: sampling."})
+    num_runs: int = field(
+        default=1, metadata={"help": "Sampling runs per prompt (the reference study: 3 runs, `top_p` 0.9, temperature 0.8)."}
+    )
+    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling threshold."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Reply budget."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts per generation batch."})
 
 
 @dataclass
 class EvalRewardingConfig:
     """Scoring and comparison of predictions (``rl_eval_rewarding.py``)."""
 
-    predictions_dir: str = ""  # an rl_eval_pred.py run dir
-    rewards: list[RewardSourceConfig] = field(default_factory=list)
-    # Combined scorers at these preference weights w: w * preference + (1 - w) * absolute.
-    combined_weights: list[float] = field(default_factory=lambda: [0.25, 0.625])
-    judge: Literal["gold", "none"] = "gold"
-    reference_model: str | None = None  # the leaderboard's baseline (AlpacaEval's reference)
-    human_rankings: str | None = None  # optional JSON file of per-prompt rankings from people
-    n_boot: int = 1000
-    batch_size: int = 32
+    predictions_dir: str = field(default="", metadata={"help": "An `rl_eval_pred.py` run directory."})
+    rewards: list[RewardSourceConfig] = field(
+        default_factory=list,
+        metadata={
+            "help": "The reward sources that score every prediction; the first is taken as the preference RM, the second as the "
+            "absolute RM for `combined_weights`."
+        },
+    )
+    combined_weights: list[float] = field(
+        default_factory=lambda: [0.25, 0.625],
+        metadata={
+            "help": "Combined scorers `crs w=W`: W x preference + (1 - W) x absolute on the z-scale, one per W (the reference study's)."
+        },
+    )
+    judge: Literal["gold", "none"] = field(
+        default="gold",
+        metadata={
+            "help": "`gold` (the demo annotator's noise-free utility) or `none` (then the first reward source is the reference scorer)."
+        },
+    )
+    reference_model: str | None = field(
+        default=None, metadata={"help": "The leaderboard's baseline (AlpacaEval's reference); null: the first model."}
+    )
+    human_rankings: str | None = field(
+        default=None,
+        metadata={
+            "help": "Optional JSON file of rankings by people, `{prompt_id: [[model, ...] best first, ...one per annotator]}`, "
+            "aggregated like the scorers."
+        },
+    )
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals."})
+    batch_size: int = field(default=32, metadata={"help": "Replies per reward-model batch."})
 
 
 @dataclass
 class CRSConfig:
     """The whole resolved configuration of one stage run."""
 
-    run: RunConfig = field(default_factory=RunConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    rm: RewardModelConfig = field(default_factory=RewardModelConfig)
-    rl: RLConfig = field(default_factory=RLConfig)
-    eval_pred: EvalPredConfig = field(default_factory=EvalPredConfig)
-    eval_rewarding: EvalRewardingConfig = field(default_factory=EvalRewardingConfig)
-    # Filled in by load_config, not by users.
-    subset: str = ""
-    name_suffix: str = ""
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "Naming, output location, seeding and logging."})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The model a stage trains or loads."})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "The stage's data source and token budgets."})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimiser and schedule of SFT and reward-model training."})
+    rm: RewardModelConfig = field(default_factory=RewardModelConfig, metadata={"help": "Reward-model losses."})
+    rl: RLConfig = field(default_factory=RLConfig, metadata={"help": "PPO and the combined reward."})
+    eval_pred: EvalPredConfig = field(default_factory=EvalPredConfig, metadata={"help": "Prediction generation."})
+    eval_rewarding: EvalRewardingConfig = field(default_factory=EvalRewardingConfig, metadata={"help": "Scoring and comparison."})
+    subset: str = field(default="", metadata={"help": "Filled in by `load_config` from `--config_subset`; not set in YAML."})
+    name_suffix: str = field(default="", metadata={"help": "Filled in by `load_config` from `--name_suffix`; not set in YAML."})
 
     @property
     def run_name(self) -> str:
