@@ -1,10 +1,11 @@
-"""Score predictions and compare models: python rl_eval_rewarding.py --config_subset eval_rewarding"""
+"""Score predictions and compare models: python rl_eval_rewarding.py --config_subset eval_rewarding
 
-from crs.cli import run_stage
-from crs.eval_stages import score_predictions
+The same as `crs score ...` (crs/cli.py).
+"""
+
+import sys
+
+from crs.cli import main
 
 if __name__ == "__main__":
-    run_stage(
-        score_predictions,
-        "Score predictions with reward models, combined rewards and the gold judge; write win rates and a report.",
-    )
+    main(["score", *sys.argv[1:]])

@@ -2,10 +2,12 @@
 
 Several processes: torchrun --nproc_per_node 2 rl_train.py --config_subset rl_crs
 (or accelerate launch rl_train.py ...); each takes its share of every prompt batch.
+The same as `crs rl ...` (crs/cli.py).
 """
 
-from crs.cli import run_stage
-from crs.ppo import train_ppo
+import sys
+
+from crs.cli import main
 
 if __name__ == "__main__":
-    run_stage(train_ppo, "PPO of the SFT policy on a weighted combination of reward models (RLHF).")
+    main(["rl", *sys.argv[1:]])

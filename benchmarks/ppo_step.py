@@ -24,10 +24,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 TRL_REFERENCE = {"fp32": 16.0, "bf16": 10.5}  # s/step, TRL 1.12 PPOTrainer on this machine
 PROMPTS = [
@@ -52,10 +48,10 @@ def run_one(dtype_name: str, steps: int, warmup: int, threads: int | None) -> di
     from crs.config import LoraConfig, ModelConfig, RLConfig
     from crs.data.schema import user_prompt
     from crs.models import add_lora, load_causal_lm, load_tokenizer, resolve_dtype
+    from crs.policy import PolicyValueModel
     from crs.ppo import PPOTrainer
-    from crs.reward_model import load_reward_scorers
+    from crs.reward_scorer import load_reward_scorers
     from crs.rewards import CombinedReward, RewardSource
-    from crs.rollout import PolicyValueModel
 
     name = "embedded:smollm2-135m-instruct"
     model_cfg = ModelConfig(name=name, dtype=dtype_name)

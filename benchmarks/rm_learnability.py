@@ -19,17 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from crs.config import load_config  # noqa: E402
-from crs.io import write_json_atomic  # noqa: E402
-from crs.reward_model import load_reward_scorers, train_reward_model  # noqa: E402
-from crs.rm_metrics import pair_agreement, ranking_pairs  # noqa: E402
-from crs.runs import prepare_run_dir  # noqa: E402
+from crs.config import load_config
+from crs.io import write_json_atomic
+from crs.reward_model import train_reward_model
+from crs.reward_scorer import load_reward_scorers
+from crs.rm_metrics import pair_agreement, ranking_pairs
+from crs.runs import prepare_run_dir
 
 SUBSETS = ("rm_preference", "rm_absolute")
 COLUMNS = [  # (metrics key, header)

@@ -1,13 +1,17 @@
-"""The command line shared by every stage script.
+"""The command line: the ``crs`` command and the stage scripts at the top of the repository.
 
-Each script is ``run_stage(main_fn, description)``: parse the common options, resolve
-the config, prepare the run directory, then call ``main_fn(config, run_dir, resume)``.
-Bad input (config, data, model names) ends with one clear line and exit code 2.
+``crs sft|rm|rl|predict|score --config_subset NAME`` and ``python sft_train.py --config_subset NAME``
+(and the other four scripts) are the same thing: :func:`main` picks the stage from
+:data:`STAGES`, and :func:`run_stage` parses the common options, resolves the config,
+prepares the run directory, then calls the stage's ``main_fn(config, run_dir, resume)``.
+``crs demo`` runs the whole pipeline (:mod:`crs.demo`). Bad input (config, data, model
+names) ends with one clear line and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -17,6 +21,43 @@ from pathlib import Path
 from crs.config import ConfigError, CRSConfig, load_config
 
 StageMain = Callable[[CRSConfig, Path, bool], object]
+
+# command -> (the stage function, as module:function so that `crs --help` imports no torch; what it does)
+STAGES: dict[str, tuple[str, str]] = {
+    "sft": ("crs.sft:train_sft", "Supervised fine-tuning of a causal LM on prompt/reply pairs (loss on replies only)."),
+    "rm": (
+        "crs.reward_model:train_reward_model",
+        "Train a reward model on rankings (pairwise / K-wise loss) or absolute scores (rm.loss).",
+    ),
+    "rl": ("crs.ppo_stage:run_ppo_stage", "PPO of the SFT policy on a weighted combination of reward models (RLHF)."),
+    "predict": ("crs.eval_stages:predict", "Generate replies to the eval prompts with every configured model (one JSON per model)."),
+    "score": (
+        "crs.eval_stages:score_predictions",
+        "Score predictions with reward models, combined rewards and the gold judge; write win rates and a report.",
+    ),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``crs COMMAND [options]``: one of :data:`STAGES`, or ``demo`` (the whole pipeline)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = [*STAGES, "demo"]
+    if not argv or argv[0] not in commands:
+        lines = [f"  {name:<8} {STAGES[name][1]}" for name in STAGES]
+        lines.append(f"  {'demo':<8} The whole pipeline on the embedded defaults (skips finished stages, resumes interrupted ones).")
+        usage = "usage: crs {" + ",".join(commands) + "} [--config_subset NAME] [options]\n\ncommands:\n" + "\n".join(lines)
+        usage += "\n\n`crs COMMAND --help` lists a command's options."
+        asked = bool(argv) and argv[0] in ("-h", "--help")
+        print(usage, file=sys.stdout if asked else sys.stderr)
+        sys.exit(0 if asked else 2)
+    if argv[0] == "demo":
+        from crs.demo import run_demo
+
+        run_demo(argv[1:])
+        return
+    target, description = STAGES[argv[0]]
+    module, function = target.split(":")
+    run_stage(getattr(importlib.import_module(module), function), description, argv[1:])
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:

@@ -269,7 +269,8 @@ class RLConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     max_new_tokens: int = field(default=64, metadata={"help": "Reply budget when sampling rollouts."})
     temperature: float = field(default=0.8, metadata={"help": "Sampling temperature."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold (1 = off)."})
+    top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (0 = the whole vocabulary)."})
     gamma: float = field(default=1.0, metadata={"help": "GAE discount."})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
     cliprange: float = field(default=0.2, metadata={"help": "Clip range of the policy ratio."})
@@ -344,7 +345,8 @@ class EvalPredConfig:
         default=1, metadata={"help": "Sampling runs per prompt (the reference study: 3 runs, `top_p` 0.9, temperature 0.8)."}
     )
     temperature: float = field(default=0.8, metadata={"help": "Sampling temperature."})
-    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling threshold."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling threshold (1 = off)."})
+    top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (0 = the whole vocabulary)."})
     max_new_tokens: int = field(default=128, metadata={"help": "Reply budget."})
     batch_size: int = field(default=16, metadata={"help": "Prompts per generation batch."})
 

@@ -16,9 +16,12 @@ Everything here is deterministic given the seed; no model or network is needed.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -306,7 +309,7 @@ def infer_spec(prompt_text: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------
-# Topic material (written for this project)
+# Topic material (written for this project; the table itself is crs/demo_data/topics.json)
 # --------------------------------------------------------------------------------------
 
 
@@ -331,572 +334,18 @@ class _Topic:
     facts: tuple[str, str, str, str]
 
 
-_TOPICS: tuple[_Topic, ...] = (
-    _Topic(
-        "sleep", term="sleep", gerund="sleeping better", goal="sleep better", thing="pillow",
-        whys=("people need sleep", "screens at night can keep you awake"),
-        pairs=(("a short nap", "a full night of sleep"), ("sleeping on your back", "sleeping on your side")),
-        actions=("drink coffee right before bed", "keep the bedroom cool at night"),
-        facts=(
-            "Most adults need seven to nine hours of sleep each night.",
-            "During sleep the body repairs muscles and the brain stores memories.",
-            "Bright screens late in the evening can make it harder to fall asleep.",
-            "Going to bed at the same time every day helps the body keep a steady rhythm.",
-        ),
-    ),
-    _Topic(
-        "cooking", term="simmering", gerund="cooking at home", goal="cook simple meals at home",
-        thing="frying pan",
-        whys=("cooking at home can be healthier than eating out", "onions make people cry when they are cut"),
-        pairs=(("boiling", "steaming"), ("baking", "frying")),
-        actions=("wash vegetables before cooking them", "leave cooked rice out overnight"),
-        facts=(
-            "Cooking at home lets you choose what goes into your food.",
-            "Simple meals like soup or pasta need only a few ingredients.",
-            "Tasting food while it cooks helps you get the seasoning right.",
-            "Cooking with friends or family can make dinner more fun.",
-        ),
-    ),
-    _Topic(
-        "gardening", term="compost", gerund="starting a vegetable garden", goal="grow tomatoes",
-        thing="watering can",
-        whys=("plants need sunlight", "gardeners add compost to the soil"),
-        pairs=(
-            ("planting seeds", "buying young plants"),
-            ("watering in the morning", "watering in the evening"),
-        ),
-        actions=("water plants in the hot midday sun", "plant flowers that attract bees"),
-        facts=(
-            "Most vegetables need at least six hours of sunlight a day.",
-            "Compost adds food for plants back into the soil.",
-            "Watering deeply but less often helps roots grow strong.",
-            "Pulling weeds early keeps them from stealing water from your plants.",
-        ),
-    ),
-    _Topic(
-        "saving money", term="a budget", gerund="saving money", goal="save money each month",
-        thing="wallet",
-        whys=("an emergency fund is useful", "small daily purchases add up"),
-        pairs=(("a savings account", "a piggy bank"), ("paying with cash", "paying with a card")),
-        actions=(
-            "make a shopping list before going to the store",
-            "buy things you do not need because they are on sale",
-        ),
-        facts=(
-            "A budget shows where your money goes each month.",
-            "Putting a little money aside every week adds up over time.",
-            "Cooking at home usually costs less than eating at restaurants.",
-            "Waiting a day before a big purchase helps avoid buying on impulse.",
-        ),
-    ),
-    _Topic(
-        "exercise", term="aerobic exercise", gerund="exercising regularly", goal="exercise more often",
-        thing="yoga mat",
-        whys=("exercise is good for the heart", "stretching after exercise can help"),
-        pairs=(("lifting weights", "jogging"), ("exercising in the morning", "exercising in the evening")),
-        actions=("exercise every day without any rest days", "take the stairs instead of the elevator"),
-        facts=(
-            "Regular exercise makes the heart and lungs stronger.",
-            "Even a short daily walk can improve your mood.",
-            "Rest days give muscles time to recover.",
-            "Finding an activity you enjoy makes it easier to keep exercising.",
-        ),
-    ),
-    _Topic(
-        "learning a language", term="fluency", gerund="learning a new language",
-        goal="learn a new language", thing="phrase book",
-        whys=("daily practice helps when learning a language", "children often pick up languages quickly"),
-        pairs=(
-            ("learning with an app", "learning with a teacher"),
-            ("reading in a new language", "speaking in a new language"),
-        ),
-        actions=("watch movies in the language you are learning", "study grammar only and never speak"),
-        facts=(
-            "Practicing a little every day works better than studying once a week.",
-            "Speaking with native speakers builds confidence.",
-            "Listening to songs and podcasts helps you learn how words sound.",
-            "Making mistakes is a normal part of learning a language.",
-        ),
-    ),
-    _Topic(
-        "dogs", term="a puppy", gerund="training a dog", goal="train a puppy", thing="dog leash",
-        whys=("dogs need daily walks", "dogs wag their tails"),
-        pairs=(("dogs", "cats"), ("a puppy", "an older dog")),
-        actions=("give a dog chocolate as a treat", "reward a dog when it behaves well"),
-        facts=(
-            "Dogs need exercise and attention every day.",
-            "Short and regular training sessions work best for puppies.",
-            "Rewards like treats and praise teach dogs good habits.",
-            "Dogs use their noses to learn about the world around them.",
-        ),
-    ),
-    _Topic(
-        "rain", term="rain", gerund="staying dry in the rain", goal="prepare for a rainy day",
-        thing="umbrella",
-        whys=("rain falls from clouds", "the air smells fresh after rain"),
-        pairs=(("rain", "snow"), ("a light shower", "a heavy storm")),
-        actions=("carry an umbrella when clouds are dark", "stand under a tall tree during a thunderstorm"),
-        facts=(
-            "Rain forms when tiny water drops in clouds join and become heavy.",
-            "Plants and rivers depend on rain for water.",
-            "Too much rain at once can cause floods.",
-            "Many people enjoy the calm sound of rain on the roof.",
-        ),
-    ),
-    _Topic(
-        "bicycles", term="a bicycle", gerund="riding a bicycle safely", goal="ride a bicycle in the city",
-        thing="bike pump",
-        whys=("riding a bicycle is good for the environment", "cyclists should wear helmets"),
-        pairs=(("riding a bicycle", "driving a car"), ("a mountain bike", "a road bike")),
-        actions=("ride a bicycle at night without lights", "check the tire pressure before a long ride"),
-        facts=(
-            "Bicycles do not burn fuel or pollute the air.",
-            "A helmet protects the head in a fall.",
-            "Lights and bright clothes help drivers see cyclists at night.",
-            "Keeping the chain clean makes a bicycle last longer.",
-        ),
-    ),
-    _Topic(
-        "cats", term="a kitten", gerund="caring for a cat", goal="keep a cat happy indoors",
-        thing="cat bed",
-        whys=("cats purr", "cats like to scratch things"),
-        pairs=(("indoor cats", "outdoor cats"), ("a kitten", "an adult cat")),
-        actions=("give a cat milk every day", "put a scratching post in the house"),
-        facts=(
-            "Cats sleep for many hours every day.",
-            "A scratching post keeps claws healthy and protects furniture.",
-            "Cats enjoy toys that let them chase and pounce.",
-            "Fresh water and a clean litter box keep a cat comfortable.",
-        ),
-    ),
-    _Topic(
-        "reading", term="a novel", gerund="reading more books", goal="read more books",
-        thing="library book",
-        whys=("reading to children is helpful", "reading before bed can help you relax"),
-        pairs=(("paper books", "e-books"), ("reading fiction", "reading nonfiction")),
-        actions=("read for a few minutes every day", "read in very dim light"),
-        facts=(
-            "Reading builds vocabulary and general knowledge.",
-            "Even ten minutes of reading a day adds up to many books a year.",
-            "Libraries let people borrow books for free.",
-            "Reading stories can help people understand how others feel.",
-        ),
-    ),
-    _Topic(
-        "drinking water", term="dehydration", gerund="drinking enough water", goal="drink more water",
-        thing="water bottle",
-        whys=("the body needs water", "people get thirsty on hot days"),
-        pairs=(("tap water", "bottled water"), ("water", "soda")),
-        actions=("carry a water bottle during the day", "drink only soda instead of water"),
-        facts=(
-            "Water helps the body control its temperature.",
-            "People lose water when they sweat and breathe.",
-            "Feeling tired or having a headache can be a sign of needing water.",
-            "Fruits like watermelon and oranges also contain a lot of water.",
-        ),
-    ),
-    _Topic(
-        "coffee", term="caffeine", gerund="making good coffee", goal="make a good cup of coffee",
-        thing="coffee mug",
-        whys=("coffee helps people feel awake", "too much coffee can make people jittery"),
-        pairs=(("coffee", "tea"), ("instant coffee", "fresh ground coffee")),
-        actions=("drink five cups of coffee a day", "grind coffee beans just before brewing"),
-        facts=(
-            "Coffee is made from the roasted beans of the coffee plant.",
-            "Caffeine in coffee can make people feel more alert.",
-            "Drinking coffee late in the day can disturb sleep.",
-            "Freshly ground beans usually give coffee a richer taste.",
-        ),
-    ),
-    _Topic(
-        "walking", term="a brisk walk", gerund="walking more each day", goal="walk more each day",
-        thing="walking stick",
-        whys=("walking is good for health", "a walk after lunch helps you feel fresh"),
-        pairs=(("walking", "running"), ("walking in a park", "walking on a treadmill")),
-        actions=("walk to the shop instead of driving", "wear new shoes for a very long walk"),
-        facts=(
-            "Walking is free and needs no special equipment.",
-            "A daily walk helps the heart and clears the mind.",
-            "Comfortable shoes prevent sore feet and blisters.",
-            "Walking with a friend makes the time pass quickly.",
-        ),
-    ),
-    _Topic(
-        "swimming", term="a lifeguard", gerund="learning to swim", goal="learn to swim", thing="swim cap",
-        whys=("swimming works the whole body", "swimmers should not swim alone"),
-        pairs=(("swimming in a pool", "swimming in the sea"), ("swimming", "cycling")),
-        actions=("swim right after a heavy meal", "take swimming lessons as an adult"),
-        facts=(
-            "Swimming uses the muscles of the arms, legs and back.",
-            "Water supports the body, so swimming is gentle on the joints.",
-            "Lessons help beginners learn to breathe and float.",
-            "Swimming where a lifeguard is present is safer.",
-        ),
-    ),
-    _Topic(
-        "baking bread", term="yeast", gerund="baking bread at home", goal="bake bread at home",
-        thing="bread tin",
-        whys=("bread dough needs time to rise", "bakers knead dough"),
-        pairs=(("white bread", "whole wheat bread"), ("baking bread", "buying bread")),
-        actions=("open the oven door often while bread bakes", "let the dough rise in a warm place"),
-        facts=(
-            "Yeast makes bread dough rise by producing gas.",
-            "Kneading the dough makes bread soft and chewy.",
-            "Bread needs time to rise before it goes into the oven.",
-            "The smell of fresh bread can fill the whole house.",
-        ),
-    ),
-    _Topic(
-        "houseplants", term="a houseplant", gerund="keeping houseplants alive",
-        goal="keep houseplants healthy", thing="flower pot",
-        whys=("houseplants need light", "too much water can harm plants"),
-        pairs=(("a cactus", "a fern"), ("plastic pots", "clay pots")),
-        actions=("water a cactus every day", "put a plant near a bright window"),
-        facts=(
-            "Most houseplants need bright light but not harsh direct sun.",
-            "Too much water can rot the roots of a plant.",
-            "Pots with holes in the bottom let extra water drain away.",
-            "Wiping dust off leaves helps plants take in light.",
-        ),
-    ),
-    _Topic(
-        "recycling", term="recycling", gerund="recycling at home", goal="recycle more at home",
-        thing="recycling bin",
-        whys=("recycling helps the planet", "people rinse containers before recycling them"),
-        pairs=(("recycling", "composting"), ("glass bottles", "plastic bottles")),
-        actions=("put greasy pizza boxes in the paper recycling", "rinse jars before recycling them"),
-        facts=(
-            "Recycling turns old materials into new products.",
-            "Paper, glass and metal can often be recycled many times.",
-            "Rinsing containers keeps recycling clean.",
-            "Recycling reduces the amount of rubbish sent to landfills.",
-        ),
-    ),
-    _Topic(
-        "cleaning the kitchen", term="disinfectant", gerund="keeping the kitchen clean",
-        goal="keep a kitchen clean", thing="kitchen towel",
-        whys=("wiping counters after cooking is important", "dirty sponges can smell bad"),
-        pairs=(("washing dishes by hand", "using a dishwasher"), ("paper towels", "cloth towels")),
-        actions=("leave dirty dishes in the sink overnight", "wipe the counters after cooking"),
-        facts=(
-            "Cleaning as you cook keeps the mess small.",
-            "Germs can grow on damp sponges and cloths.",
-            "Wiping counters after cooking keeps food safe.",
-            "Taking out the trash often stops bad smells.",
-        ),
-    ),
-    _Topic(
-        "making friends", term="friendship", gerund="making new friends", goal="make new friends",
-        thing="phone",
-        whys=("friends are important", "shared hobbies help people become friends"),
-        pairs=(("online friends", "friends you meet in person"), ("a close friend", "a classmate")),
-        actions=("join a club to meet new people", "talk only about yourself when meeting someone"),
-        facts=(
-            "Friends give support during hard times.",
-            "Joining clubs or classes is a simple way to meet people.",
-            "Listening carefully shows others that you care.",
-            "Strong friendships grow through time spent together.",
-        ),
-    ),
-    _Topic(
-        "public speaking", term="stage fright", gerund="speaking in public", goal="give a good speech",
-        thing="microphone",
-        whys=("people get nervous before speaking in public", "practice helps before a speech"),
-        pairs=(("reading a speech from paper", "speaking from memory"), ("a short talk", "a long lecture")),
-        actions=("practice a speech in front of a mirror", "speak very fast to finish quickly"),
-        facts=(
-            "Many people feel nervous before speaking to a crowd.",
-            "Practicing out loud makes a speech feel familiar.",
-            "Looking at the audience helps them stay interested.",
-            "Speaking slowly and clearly makes the message easy to follow.",
-        ),
-    ),
-    _Topic(
-        "studying for exams", term="revision", gerund="studying for exams", goal="prepare for an exam",
-        thing="textbook",
-        whys=("cramming the night before an exam is a bad plan", "short breaks help while studying"),
-        pairs=(("studying alone", "studying in a group"), ("reading notes", "testing yourself")),
-        actions=("study all night before an exam", "make a study plan a week ahead"),
-        facts=(
-            "Studying a little each day works better than cramming.",
-            "Testing yourself shows what you still need to learn.",
-            "Short breaks help the brain stay focused.",
-            "Sleeping well before an exam helps memory.",
-        ),
-    ),
-    _Topic(
-        "time management", term="procrastination", gerund="managing your time", goal="manage time better",
-        thing="calendar",
-        whys=("to-do lists help people get work done", "people put off hard tasks"),
-        pairs=(("a paper planner", "a calendar app"), ("doing one task at a time", "multitasking")),
-        actions=("write a to-do list each morning", "check your phone every few minutes while working"),
-        facts=(
-            "A to-do list helps you see what needs to be done.",
-            "Doing the hardest task first can make the rest of the day easier.",
-            "Breaking big jobs into small steps makes them less scary.",
-            "Turning off notifications helps you focus.",
-        ),
-    ),
-    _Topic(
-        "camping", term="a campsite", gerund="going camping", goal="plan a camping trip", thing="tent",
-        whys=("campers should pack a first aid kit", "a campfire must be put out completely"),
-        pairs=(("camping in a tent", "staying in a cabin"), ("summer camping", "winter camping")),
-        actions=("leave food outside the tent at night", "check the weather before a camping trip"),
-        facts=(
-            "Camping lets people spend time close to nature.",
-            "A good tent and a warm sleeping bag make nights comfortable.",
-            "Campers should always put out their fire completely.",
-            "Taking all rubbish home keeps campsites clean for others.",
-        ),
-    ),
-    _Topic(
-        "birds", term="migration", gerund="watching birds", goal="attract birds to a garden",
-        thing="bird feeder",
-        whys=("birds sing in the morning", "some birds fly south for the winter"),
-        pairs=(("owls", "eagles"), ("sparrows", "pigeons")),
-        actions=("put out a bird feeder in winter", "feed bread to ducks every day"),
-        facts=(
-            "Many birds sing to mark their territory and find a mate.",
-            "Some birds travel thousands of miles when the seasons change.",
-            "A feeder and fresh water can bring birds to a garden.",
-            "Birds have hollow bones that make them light enough to fly.",
-        ),
-    ),
-    _Topic(
-        "the moon", term="the moon", gerund="watching the moon", goal="see the craters on the moon",
-        thing="telescope",
-        whys=("the moon changes shape in the sky", "the moon causes ocean tides"),
-        pairs=(("the moon", "the sun"), ("a full moon", "a new moon")),
-        actions=("look at the moon through binoculars", "look straight at the sun to find the moon"),
-        facts=(
-            "The moon travels around the earth about once a month.",
-            "Its shape seems to change because we see different parts lit by the sun.",
-            "The pull of the moon helps cause ocean tides.",
-            "Astronauts first walked on the moon more than fifty years ago.",
-        ),
-    ),
-    _Topic(
-        "snow", term="a snowflake", gerund="staying warm in the snow", goal="stay safe when it snows",
-        thing="snow shovel",
-        whys=("snow is white", "roads get slippery after snow"),
-        pairs=(("snow", "hail"), ("skiing", "sledding")),
-        actions=("wear layers of clothes on a snowy day", "drive fast on snowy roads"),
-        facts=(
-            "Snow forms when water vapor freezes into ice crystals in cold clouds.",
-            "No two snowflakes look exactly the same.",
-            "Fresh snow can make roads and paths slippery.",
-            "Layers of warm clothes help people stay comfortable in the snow.",
-        ),
-    ),
-    _Topic(
-        "the ocean", term="a tide", gerund="protecting the ocean", goal="keep beaches clean",
-        thing="beach towel",
-        whys=("the ocean is salty", "ocean waves form"),
-        pairs=(("the ocean", "a lake"), ("high tide", "low tide")),
-        actions=("swim far out in rough waves", "pick up plastic you find on the beach"),
-        facts=(
-            "The ocean covers most of the surface of the earth.",
-            "Wind blowing across the water creates waves.",
-            "Many animals, from tiny plankton to huge whales, live in the sea.",
-            "Plastic waste can harm fish, birds and turtles.",
-        ),
-    ),
-    _Topic(
-        "trees", term="a forest", gerund="planting trees", goal="plant a tree", thing="garden shovel",
-        whys=("trees are important for clean air", "leaves change color in autumn"),
-        pairs=(("oak trees", "pine trees"), ("a forest", "a city park")),
-        actions=("plant a tree right next to a house", "water a young tree during dry weeks"),
-        facts=(
-            "Trees take in carbon dioxide and give out oxygen.",
-            "Their roots hold soil in place and prevent erosion.",
-            "Shade from trees keeps streets and homes cooler.",
-            "Many birds and insects make their homes in trees.",
-        ),
-    ),
-    _Topic(
-        "guitar", term="a chord", gerund="learning the guitar", goal="learn to play the guitar",
-        thing="guitar",
-        whys=("guitar players practice chords", "fingers hurt when you start playing the guitar"),
-        pairs=(
-            ("an acoustic guitar", "an electric guitar"),
-            ("learning from videos", "learning from a teacher"),
-        ),
-        actions=(
-            "practice the guitar for a few minutes every day",
-            "play for hours until your fingers bleed",
-        ),
-        facts=(
-            "Learning a few basic chords lets you play many songs.",
-            "Short daily practice works better than one long session a week.",
-            "Fingertips get sore at first but toughen up with time.",
-            "Tuning the guitar before playing makes it sound right.",
-        ),
-    ),
-    _Topic(
-        "painting", term="watercolor", gerund="painting as a beginner", goal="start painting",
-        thing="paintbrush",
-        whys=("artists mix colors", "painting can be relaxing"),
-        pairs=(("watercolor", "oil paint"), ("painting", "drawing")),
-        actions=("clean your brushes after painting", "throw away a painting because it has one mistake"),
-        facts=(
-            "Painting lets people express ideas and feelings without words.",
-            "Mixing two colors can create a completely new one.",
-            "Cleaning brushes after use keeps them soft.",
-            "Beginners often start with simple shapes and landscapes.",
-        ),
-    ),
-    _Topic(
-        "running", term="a marathon", gerund="starting to run", goal="start running", thing="stopwatch",
-        whys=("runners warm up first", "good shoes matter for running"),
-        pairs=(("running outside", "running on a treadmill"), ("sprinting", "jogging")),
-        actions=("run a marathon without any training", "start with short runs and walk breaks"),
-        facts=(
-            "Running strengthens the heart and legs.",
-            "Beginners should start slowly and build up distance.",
-            "Good running shoes help prevent injuries.",
-            "Drinking water before and after a run keeps the body hydrated.",
-        ),
-    ),
-    _Topic(
-        "breakfast", term="breakfast", gerund="making a healthy breakfast", goal="eat a healthy breakfast",
-        thing="cereal bowl",
-        whys=("breakfast gives energy for the morning", "oatmeal keeps people full"),
-        pairs=(("oatmeal", "cereal"), ("a sweet breakfast", "a savory breakfast")),
-        actions=("skip breakfast every day", "add fruit to your breakfast"),
-        facts=(
-            "Breakfast gives the body energy after a night without food.",
-            "Oatmeal, eggs and fruit make a filling start to the day.",
-            "Sugary cereals can lead to feeling hungry again soon.",
-            "Preparing breakfast the night before saves time in the morning.",
-        ),
-    ),
-    _Topic(
-        "fruit", term="a fruit", gerund="eating more fruit", goal="eat more fruit", thing="fruit bowl",
-        whys=("fruit is healthy", "bananas turn brown"),
-        pairs=(("apples", "oranges"), ("fresh fruit", "fruit juice")),
-        actions=("wash fruit before eating it", "eat only fruit for every meal"),
-        facts=(
-            "Fruit contains vitamins, fiber and water.",
-            "Eating different colors of fruit gives the body different nutrients.",
-            "Whole fruit keeps you full longer than fruit juice.",
-            "Keeping a bowl of fruit on the table makes it an easy snack.",
-        ),
-    ),
-    _Topic(
-        "bees", term="pollination", gerund="helping bees", goal="help bees in a garden", thing="honey jar",
-        whys=("bees are important for farming", "bees make honey"),
-        pairs=(("bees", "wasps"), ("honey bees", "bumblebees")),
-        actions=("plant flowers that bees like", "spray a garden with strong chemicals"),
-        facts=(
-            "Bees carry pollen from flower to flower, which helps plants make fruit.",
-            "Honey bees live together in large colonies.",
-            "Bees make honey from the nectar of flowers.",
-            "Planting flowers without chemical sprays helps bees stay healthy.",
-        ),
-    ),
-    _Topic(
-        "trains", term="a railway", gerund="traveling by train", goal="plan a train trip",
-        thing="train ticket",
-        whys=("trains are good for long trips", "trains run on tracks"),
-        pairs=(("traveling by train", "traveling by plane"), ("a fast train", "a slow local train")),
-        actions=("book train tickets early to save money", "stand close to the edge of the platform"),
-        facts=(
-            "Trains can carry many people at once using little fuel per person.",
-            "Train stations are often right in the center of cities.",
-            "Booking tickets early is usually cheaper.",
-            "Passengers can read, work or look at the view during the trip.",
-        ),
-    ),
-    _Topic(
-        "keeping a diary", term="a diary", gerund="keeping a diary", goal="start keeping a diary",
-        thing="notebook",
-        whys=("writing a diary can help people", "people forget the details of their days"),
-        pairs=(("a diary", "a blog"), ("writing by hand", "typing on a computer")),
-        actions=("write in a diary before going to sleep", "share your private diary with strangers"),
-        facts=(
-            "A diary is a private place to write about your day.",
-            "Writing down feelings can help people understand them.",
-            "Reading old entries shows how much a person has changed.",
-            "A few lines each day is enough to keep the habit going.",
-        ),
-    ),
-    _Topic(
-        "chess", term="checkmate", gerund="getting better at chess", goal="get better at chess",
-        thing="chess board",
-        whys=("the center of the board matters in chess", "chess players think ahead"),
-        pairs=(("chess", "checkers"), ("playing fast games", "playing slow games")),
-        actions=("study your own lost games", "move the queen out early in every game"),
-        facts=(
-            "Chess is a game of strategy for two players.",
-            "Each kind of piece moves in its own way.",
-            "Controlling the center of the board is a common plan.",
-            "Reviewing lost games is a good way to improve.",
-        ),
-    ),
-    _Topic(
-        "photography", term="exposure", gerund="taking better photos", goal="take better photos with a phone",
-        thing="camera",
-        whys=("light matters in photography", "photos can come out blurry"),
-        pairs=(("a phone camera", "a big camera"), ("photos taken indoors", "photos taken outdoors")),
-        actions=("clean the camera lens before taking photos", "always use the flash in daylight"),
-        facts=(
-            "Good light makes photos look clear and bright.",
-            "Holding the camera steady prevents blurry pictures.",
-            "Cleaning the lens removes smudges that spoil photos.",
-            "Trying different angles can make an ordinary scene interesting.",
-        ),
-    ),
-    _Topic(
-        "brushing teeth", term="plaque", gerund="keeping teeth healthy", goal="keep teeth healthy",
-        thing="toothbrush",
-        whys=("people should brush their teeth twice a day", "sugar is bad for teeth"),
-        pairs=(("an electric toothbrush", "a manual toothbrush"), ("brushing", "flossing")),
-        actions=("brush your teeth right after drinking juice", "replace your toothbrush every few months"),
-        facts=(
-            "Brushing twice a day removes plaque from teeth.",
-            "Sugary snacks feed bacteria that cause cavities.",
-            "Flossing cleans between teeth where a brush cannot reach.",
-            "Regular visits to a dentist catch problems early.",
-        ),
-    ),
-    _Topic(
-        "hiking", term="a trail", gerund="hiking in the mountains", goal="prepare for a day hike",
-        thing="backpack",
-        whys=("hikers carry water", "hikers should stay on the trail"),
-        pairs=(("hiking", "climbing"), ("hiking alone", "hiking in a group")),
-        actions=("tell someone your route before a hike", "hike in flip-flops on rocky trails"),
-        facts=(
-            "Hiking is a good way to exercise and enjoy nature.",
-            "Sturdy shoes protect the feet on rough trails.",
-            "Hikers should carry water, snacks and a map.",
-            "Telling someone your route keeps you safer.",
-        ),
-    ),
-    _Topic(
-        "relaxing", term="stress", gerund="relaxing after work", goal="relax after a busy day",
-        thing="music player",
-        whys=("deep breathing helps people calm down", "too much stress is bad for health"),
-        pairs=(("meditation", "a warm bath"), ("relaxing at home", "relaxing outdoors")),
-        actions=("take a short walk when you feel stressed", "check work emails late at night"),
-        facts=(
-            "Stress is the reaction of the body to pressure or worry.",
-            "Slow deep breaths can calm the body quickly.",
-            "Hobbies and time outside help the mind rest.",
-            "Talking with a friend can make problems feel smaller.",
-        ),
-    ),
-)
+TOPICS_FILE = Path(__file__).resolve().parent / "demo_data" / "topics.json"
 
-_RUDE_TEMPLATES = (
-    "Give me the {thing} now.",
-    "Stop touching my {thing}.",
-    "Your {thing} is a mess. Fix it.",
-    "I need the {thing} back today, so hurry up.",
-    "Move your {thing}, it is in my way.",
-)
 
-_NAMES = ("Tom", "Sara", "Ali", "Mia", "Ben", "Lena", "Omar", "Nina", "Raj", "Ella")
-_ITEMS = ("apples", "pencils", "stickers", "marbles", "cookies", "books", "stamps", "eggs", "cards", "shells")
+@functools.cache
+def _material() -> dict[str, Any]:
+    """The topic table and word lists (``crs/demo_data/topics.json``), read once."""
+    data = json.loads(TOPICS_FILE.read_text(encoding="utf-8"))
+    topics = tuple(
+        _Topic(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v for k, v in t.items()})
+        for t in data["topics"]
+    )
+    return {"topics": topics, "rude_templates": tuple(data["rude_templates"]), "names": tuple(data["names"]), "items": tuple(data["items"])}
 
 
 # --------------------------------------------------------------------------------------
@@ -910,7 +359,7 @@ _Candidate = tuple[str, str, dict[str, Any]]
 
 def _explain_candidates() -> list[_Candidate]:
     out: list[_Candidate] = []
-    for t in _TOPICS:
+    for t in _material()["topics"]:
         out += [(t.name, f"Explain why {why}.", {}) for why in t.whys]
         out.append((t.name, f"Explain how to {t.goal}.", {}))
         out.append((t.name, f"Explain in simple words how to {t.goal}.", {}))
@@ -920,7 +369,7 @@ def _explain_candidates() -> list[_Candidate]:
 def _list_candidates() -> list[_Candidate]:
     words = {n: w for w, n in _NUMBER_WORDS.items()}
     out: list[_Candidate] = []
-    for t in _TOPICS:
+    for t in _material()["topics"]:
         for n in range(2, 6):
             spec = {"n_items": n}
             out.append((t.name, f"List {n} tips for {t.gerund}.", spec))
@@ -931,7 +380,7 @@ def _list_candidates() -> list[_Candidate]:
 
 def _define_candidates() -> list[_Candidate]:
     out: list[_Candidate] = []
-    for t in _TOPICS:
+    for t in _material()["topics"]:
         out.append((t.name, f"Define {t.term} briefly.", {}))
         out.append((t.name, f"Define {t.term} in one sentence.", {"one_sentence": True}))
         out.append((t.name, f"Give a short definition of {t.term}.", {}))
@@ -940,7 +389,7 @@ def _define_candidates() -> list[_Candidate]:
 
 def _compare_candidates() -> list[_Candidate]:
     out: list[_Candidate] = []
-    for t in _TOPICS:
+    for t in _material()["topics"]:
         for a, b in t.pairs:
             out.append((t.name, f"Compare {a} and {b}.", {"compare": [a, b]}))
             out.append((t.name, f"What is the difference between {a} and {b}?", {"compare": [a, b]}))
@@ -949,7 +398,7 @@ def _compare_candidates() -> list[_Candidate]:
 
 def _summarize_candidates() -> list[_Candidate]:
     out: list[_Candidate] = []
-    for t in _TOPICS:
+    for t in _material()["topics"]:
         for left_out in range(4):  # every passage is three of the four facts, in order
             passage = " ".join(f for i, f in enumerate(t.facts) if i != left_out)
             for intro in ("Summarize this in one sentence:", "Summarize the following text in one sentence:"):
@@ -959,8 +408,8 @@ def _summarize_candidates() -> list[_Candidate]:
 
 def _rewrite_candidates() -> list[_Candidate]:
     out: list[_Candidate] = []
-    for t in _TOPICS:
-        for template in _RUDE_TEMPLATES:
+    for t in _material()["topics"]:
+        for template in _material()["rude_templates"]:
             rude = template.format(thing=t.thing)
             # Alternate the two wordings so both are well represented.
             intro = "Rewrite this more politely" if len(out) % 2 == 0 else "Make this sentence more polite"
@@ -970,7 +419,7 @@ def _rewrite_candidates() -> list[_Candidate]:
 
 def _yes_no_candidates() -> list[_Candidate]:
     out: list[_Candidate] = []
-    for t in _TOPICS:
+    for t in _material()["topics"]:
         for action in t.actions:
             for question in (f"Is it a good idea to {action}?", f"Should I {action}?"):
                 out.append((t.name, f"{question} Answer yes or no and give one reason.", {"yes_no": True}))
@@ -979,7 +428,7 @@ def _yes_no_candidates() -> list[_Candidate]:
 
 def _advice_candidates() -> list[_Candidate]:
     out: list[_Candidate] = []
-    for t in _TOPICS:
+    for t in _material()["topics"]:
         out.append((t.name, f"Give one piece of advice for someone who wants to {t.goal}.", {}))
         out.append((t.name, f"Share one short piece of advice about {t.gerund}.", {}))
         out.append((t.name, f"What is the best single piece of advice for people who want to {t.goal}?", {}))
@@ -992,8 +441,8 @@ def _arithmetic_candidates(rng: np.random.Generator, n: int) -> list[_Candidate]
     out: list[_Candidate] = []
     while len(out) < n:
         kind = int(rng.integers(0, 9))
-        name = str(rng.choice(_NAMES))
-        item = str(rng.choice(_ITEMS))
+        name = str(rng.choice(_material()["names"]))
+        item = str(rng.choice(_material()["items"]))
         if kind <= 1:  # addition, symbol or word
             a, b = (int(x) for x in rng.integers(2, 60, size=2))
             op_word = "+" if kind == 0 else "plus"

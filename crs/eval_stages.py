@@ -21,14 +21,14 @@ from typing import Any
 import torch
 
 from crs.config import ConfigError, CRSConfig
-from crs.data.schema import PromptExample, user_prompt
+from crs.data.schema import PromptExample, last_user_text, user_prompt
+from crs.decoding import SamplingSettings, generate_replies
 from crs.evaluation import aggregate_rankings, read_predictions, write_predictions
-from crs.generation import GenerationSettings, generate_replies
 from crs.io import write_json_atomic, write_text_atomic
 from crs.models import load_causal_lm, load_tokenizer, resolve_dtype
 from crs.runs import mark_finished, set_seed
 
-logger = logging.getLogger("crs.eval")
+logger = logging.getLogger(__name__)
 
 JUDGE = "gold"
 
@@ -39,11 +39,6 @@ def load_eval_prompts(cfg: CRSConfig) -> list[PromptExample]:
 
     prompts, _ = load_examples(replace(cfg.data, val_fraction=0.0, val_source=None, val_split=None), "prompts", cfg.run.seed)
     return prompts
-
-
-def prompt_text(example: PromptExample) -> str:
-    """The last user turn: AlpacaEval's ``instruction``."""
-    return next(m["content"] for m in reversed(example.prompt) if m["role"] == "user")
 
 
 def predictions_path(run_dir: Path, model_name: str) -> Path:
@@ -65,9 +60,9 @@ def predict(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     prompts = load_eval_prompts(cfg)
     dataset = f"{Path(cfg.data.source).name}/{cfg.data.split}"
     runs = settings.num_runs if settings.do_sample else 1
-    generation = GenerationSettings(
+    generation = SamplingSettings(
         max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
-        temperature=settings.temperature, top_p=settings.top_p,
+        temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
     )
     summary: dict[str, Any] = {"n_prompts": len(prompts), "runs": runs, "models": {}}
     for entry in settings.models:
@@ -84,7 +79,7 @@ def predict(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
                 cfg.data.max_prompt_length, seed=cfg.run.seed + run, desc=f"{entry.name} run {run}",
             )
             rows += [
-                {"instruction": prompt_text(p), "output": out.text, "generator": entry.name, "dataset": dataset,
+                {"instruction": last_user_text(p.prompt), "output": out.text, "generator": entry.name, "dataset": dataset,
                  "prompt_id": p.id, "run": run, "category": p.meta.get("category", ""),
                  "ended_with_eos": out.ended_with_eos}
                 for p, out in zip(prompts, outputs)

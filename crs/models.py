@@ -33,7 +33,7 @@ import torch
 from crs.config import LoraConfig, ModelConfig
 from crs.io import folder_written_atomically, write_json_atomic
 
-logger = logging.getLogger("crs.models")
+logger = logging.getLogger(__name__)
 
 EMBEDDED_PREFIX = "embedded:"
 RUN_MANIFEST = "crs_model.json"

@@ -14,24 +14,25 @@ One PPO step:
    accumulation micro-batches): clipped policy loss + ``vf_coef`` * clipped value loss,
    gradient-norm clipping, optional early stop when the approximate KL gets too large.
 
-Where each implementation detail lives (every one is a function or a marked line here
-or in :mod:`crs.rollout`, and a key in ``RLConfig`` where it is a choice):
+Where each implementation detail lives (every one is a function or a marked line here or
+in :mod:`crs.losses`, :mod:`crs.policy` or :mod:`crs.decoding`, and a key in ``RLConfig``
+where it is a choice):
 
 ==================================  =============================================
 detail                              where (config key)
 ==================================  =============================================
-left padding + mask-derived pos ids ``rollout.position_ids_from_mask``
-temperature-scaled log-probs        ``PolicyValueModel.forward`` (temperature)
-EOS stop, post-EOS masking          ``rollout.sample_replies``
+left padding + mask-derived pos ids ``decoding.position_ids_from_mask``
+temperature-scaled log-probs        ``policy.PolicyValueModel.forward`` (temperature)
+EOS stop, post-EOS masking          ``decoding.decode_loop`` (via ``policy.sample_replies``)
 missing-EOS penalty, reward clip    ``CombinedReward.shape`` (missing_eos_penalty, reward_clip)
 reward normalisation                ``CombinedReward.normalize`` (rewards[].normalize)
-KL penalty per token, k1 estimator  :func:`per_token_rewards` (kl_coef)
+KL penalty per token, k1 estimator  ``losses.per_token_rewards`` (kl_coef)
 adaptive KL coefficient             :class:`AdaptiveKLController` (adaptive_kl, target_kl, kl_horizon)
-score on the last reply token       :func:`per_token_rewards`
-GAE                                 :func:`compute_gae` (gamma, lam)
-advantage whitening                 :func:`masked_whiten` (whiten_advantages)
-clipped surrogate objective         :func:`ppo_losses` (cliprange)
-value clipping                      :func:`ppo_losses` (cliprange_value, vf_coef)
+score on the last reply token       ``losses.per_token_rewards``
+GAE                                 ``losses.compute_gae`` (gamma, lam)
+advantage whitening                 ``losses.masked_whiten`` (whiten_advantages)
+clipped surrogate objective         ``losses.ppo_losses`` (cliprange)
+value clipping                      ``losses.ppo_losses`` (cliprange_value, vf_coef)
 dropout disabled                    :meth:`PPOTrainer.__init__` (model.eval())
 Adam epsilon 1e-5                   :meth:`PPOTrainer.__init__` (adam_eps)
 learning-rate annealing             :meth:`PPOTrainer.__init__` (anneal_lr)
@@ -40,10 +41,10 @@ approx-KL early stopping            :meth:`PPOTrainer.update` (early_stop_kl)
 reference = adapter switched off    :meth:`PPOTrainer.reference_logprobs`
 old log-probs + values, one forward :meth:`PPOTrainer.rollout` (logprobs_from_sampling: none)
 old log-probs from 1st update pass  :meth:`PPOTrainer.loss` (old_logprobs_from_update)
-math attention kernel on CPU        ``rollout.cpu_math_attention``
-sampling from a merged LoRA copy    ``rollout.MergedSampler`` (merged_sampling)
+math attention kernel on CPU        ``policy.cpu_math_attention``
+sampling from a merged LoRA copy    ``policy.MergedSampler`` (merged_sampling)
 pre-packed sampling weights (CPU)   :mod:`crs.packed_linear` (packed_sampling)
-bf16 base, fp32 LoRA + value head   :func:`build_models` (model.dtype)
+bf16 base, fp32 LoRA + value head   ``ppo_stage.build_models`` (model.dtype)
 ==================================  =============================================
 
 Cost per step = sampling + (policy forward: old log-probs and values together) +
@@ -54,45 +55,34 @@ the first update forward runs the very weights that sampled it, so its detached 
 are the old log-probs and values and the rollout's own policy forward is skipped
 (``old_logprobs_from_update``; exact, as TRL's GRPO does with one iteration).
 
-The stage around the algorithm (models, data, checkpoints, logging) is :func:`train_ppo`.
+The stage around the algorithm (models, data, checkpoints, logging) is
+:func:`crs.ppo_stage.run_ppo_stage`; this module never imports it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from crs.config import ConfigError, CRSConfig, RLConfig
+from crs.config import ConfigError, RLConfig
 from crs.data.schema import Messages
+from crs.decoding import SamplingSettings, gather_logprobs, position_ids_from_mask
 from crs.formatting import encode_prompt, pad_batch
+from crs.losses import ReduceFn, compute_gae, masked_mean, masked_whiten, per_token_rewards, ppo_losses
 from crs.models import autocast
-from crs.rewards import CombinedReward, RewardBreakdown
-from crs.rollout import (
-    MergedSampler,
-    PolicyValueModel,
-    causal_lm_parts,
-    cpu_math_attention,
-    gather_logprobs,
-    last_token_index,
-    logprobs_and_entropy,
-    position_ids_from_mask,
-    reply_states,
-    sample_replies,
-)
+from crs.policy import MergedSampler, PolicyValueModel, causal_lm_parts, cpu_math_attention, logprobs_and_entropy, reply_states, sample_replies
+from crs.rewards import CombinedReward
+from crs.rollout import Rollout, RolloutResult
 
-logger = logging.getLogger("crs.ppo")
-
-ReduceFn = Callable[[torch.Tensor], torch.Tensor]  # sums a tensor over all processes
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- KL control
@@ -139,147 +129,6 @@ def make_kl_controller(cfg: RLConfig) -> FixedKLController:
     if cfg.adaptive_kl:
         return AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
     return FixedKLController(cfg.kl_coef)
-
-
-# --------------------------------------------------------------------------- the maths
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, reduce: ReduceFn | None = None) -> torch.Tensor:
-    """Mean of ``x`` where ``mask`` is 1 (over all processes when ``reduce`` sums across them)."""
-    total, count = (x * mask).sum(), mask.sum()
-    if reduce is not None:
-        total, count = reduce(total), reduce(count)
-    return total / count.clamp(min=1)
-
-
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, reduce: ReduceFn | None = None) -> torch.Tensor:
-    """``(x - mean) / std`` over the masked entries (and processes); padding stays 0."""
-    mean = masked_mean(x, mask, reduce)
-    var = masked_mean((x - mean) ** 2, mask, reduce)
-    whitened = (x - mean) * torch.rsqrt(var + 1e-8)
-    if not shift_mean:
-        whitened = whitened + mean
-    return whitened * mask
-
-
-def per_token_rewards(
-    score: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, reply_mask: torch.Tensor, kl_coef: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards per reply token: ``-beta * KL_t`` everywhere, plus the score on the last token.
-
-    KL_t = log pi(y_t) - log pi_ref(y_t) (the k1 estimator: unbiased for the sequence KL
-    under the policy's own samples). Returns (rewards, kl), both (B, R), zero on padding.
-    """
-    kl = (logprobs - ref_logprobs) * reply_mask
-    rewards = -kl_coef * kl
-    last = last_token_index(reply_mask)
-    rewards[torch.arange(rewards.shape[0]), last] += score.to(rewards.dtype)
-    return rewards, kl
-
-
-def compute_gae(
-    rewards: torch.Tensor, values: torch.Tensor, reply_mask: torch.Tensor, gamma: float, lam: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimation over the reply tokens.
-
-    ``delta_t = r_t + gamma V(s_{t+1}) - V(s_t)``, ``A_t = delta_t + gamma lam A_{t+1}``;
-    the state after the last real token is terminal (value 0). Returns (advantages,
-    returns = advantages + values), zero on padding.
-    """
-    values = values * reply_mask
-    advantages = torch.zeros_like(rewards)
-    next_advantage = torch.zeros_like(rewards[:, 0])
-    length = rewards.shape[1]
-    for t in reversed(range(length)):
-        next_value = values[:, t + 1] if t + 1 < length else torch.zeros_like(values[:, t])
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        next_advantage = (delta + gamma * lam * next_advantage) * reply_mask[:, t]
-        advantages[:, t] = next_advantage
-    return advantages, (advantages + values) * reply_mask
-
-
-def ppo_losses(
-    logprobs: torch.Tensor,
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    values: torch.Tensor,
-    old_values: torch.Tensor,
-    returns: torch.Tensor,
-    reply_mask: torch.Tensor,
-    cliprange: float,
-    cliprange_value: float,
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """The clipped surrogate policy loss and the clipped value loss (token means).
-
-    policy: ``max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps))``
-    value:  ``0.5 * max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)``
-    """
-    log_ratio = (logprobs - old_logprobs) * reply_mask
-    ratio = torch.exp(log_ratio)
-    pg_unclipped = -advantages * ratio
-    pg_clipped = -advantages * ratio.clamp(1.0 - cliprange, 1.0 + cliprange)
-    pg_loss = masked_mean(torch.maximum(pg_unclipped, pg_clipped), reply_mask)
-
-    values_clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
-    vf_unclipped = (values - returns) ** 2
-    vf_clipped = (values_clipped - returns) ** 2
-    vf_loss = 0.5 * masked_mean(torch.maximum(vf_unclipped, vf_clipped), reply_mask)
-
-    with torch.no_grad():
-        stats = {
-            "policy/clipfrac": masked_mean((pg_clipped > pg_unclipped).float(), reply_mask),
-            "policy/approx_kl": 0.5 * masked_mean(log_ratio**2, reply_mask),
-            "policy/ratio": masked_mean(ratio, reply_mask),
-            "value/clipfrac": masked_mean((vf_clipped > vf_unclipped).float(), reply_mask),
-        }
-    return pg_loss, vf_loss, stats
-
-
-# --------------------------------------------------------------------------- rollouts
-
-
-@dataclass
-class Rollout:
-    """One rollout batch on this process: token ids, masks, and per-token PPO quantities (B, R)."""
-
-    input_ids: torch.Tensor  # (B, P + R) prompt (left-padded) then reply
-    attention_mask: torch.Tensor  # (B, P + R)
-    reply_mask: torch.Tensor  # (B, R)
-    ref_logprobs: torch.Tensor  # log pi_ref(y_t)
-    score: torch.Tensor  # (B,) the combined reward of each reply
-    # The fields below are None while the old log-probs are left to the first update
-    # forward (old_logprobs_from_update); :meth:`PPOTrainer.complete_rollout` fills them.
-    logprobs: torch.Tensor | None = None  # log pi_old(y_t)
-    values: torch.Tensor | None = None  # V_old(s_t)
-    rewards: torch.Tensor | None = None  # KL penalty + score on the last token
-    kl: torch.Tensor | None = None  # per-token KL estimate
-    advantages: torch.Tensor | None = None
-    returns: torch.Tensor | None = None
-
-    @property
-    def n_reply(self) -> int:
-        """R: reply columns."""
-        return self.reply_mask.shape[1]
-
-    @property
-    def complete(self) -> bool:
-        """Whether old log-probs, values, rewards and advantages are all there."""
-        return self.advantages is not None
-
-    def rows(self, index: torch.Tensor) -> Rollout:
-        """The sub-batch of rows ``index`` (every field shares its first dimension)."""
-        return Rollout(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index] for f in fields(self)})
-
-
-@dataclass
-class RolloutResult:
-    """A rollout and what it produced beyond tensors: the texts and their scores."""
-
-    batch: Rollout
-    prompts: list[Messages]
-    replies: list[str]
-    scores: RewardBreakdown
-    timings: dict[str, float]
 
 
 def _nonfinite_any(flag: bool, reduce: ReduceFn, device: torch.device) -> bool:
@@ -350,6 +199,7 @@ class PPOTrainer:
         # adapter's per-token overhead; the log-probs PPO uses always come from the policy.
         pack_for = self.local_batch if cfg.packed_sampling else None  # pack_linears leaves non-CPU weights alone
         self.merged = MergedSampler(model, pack_for) if cfg.merged_sampling and MergedSampler.supported(model) else None
+        self.sampling = SamplingSettings(cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -410,9 +260,7 @@ class PPOTrainer:
 
         start = time.perf_counter()
         with autocast(self.dtype, self.device):
-            samples = sample_replies(
-                self.sampler(), prompt_ids, prompt_mask, cfg.max_new_tokens, self.eos_id, self.pad_id, cfg.temperature, cfg.top_p
-            )
+            samples = sample_replies(self.sampler(), prompt_ids, prompt_mask, self.sampling, self.eos_id, self.pad_id)
         timings["time/generation"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -600,11 +448,9 @@ class PPOTrainer:
     def generate_samples(self, prompts: list[Messages], greedy: bool = True) -> list[dict[str, Any]]:
         """Replies to ``prompts`` with each reward source's score (for ``samples/step_N.json``)."""
         prompt_ids, prompt_mask = self.encode_prompts(prompts)
+        settings = dataclasses.replace(self.sampling, do_sample=not greedy)
         with autocast(self.dtype, self.device):
-            samples = sample_replies(
-                self.sampler(), prompt_ids, prompt_mask, self.cfg.max_new_tokens, self.eos_id, self.pad_id,
-                self.cfg.temperature, self.cfg.top_p, greedy=greedy,
-            )
+            samples = sample_replies(self.sampler(), prompt_ids, prompt_mask, settings, self.eos_id, self.pad_id)
         replies = self.decode(samples.reply_ids, samples.reply_mask)
         scores = self.reward(prompts, replies, samples.ended_with_eos.cpu())
         return [
@@ -656,58 +502,3 @@ def local_batch_sizes(cfg: RLConfig, world_size: int) -> tuple[int, int, int]:
         f"rl.gradient_accumulation_steps ({cfg.gradient_accumulation_steps})",
     )
     return cfg.batch_size // world_size, cfg.mini_batch_size // world_size, int(per_mini)
-
-
-# --------------------------------------------------------------------------- the stage
-
-
-def build_models(cfg: CRSConfig) -> tuple[PolicyValueModel, nn.Module | None, torch.dtype, str]:
-    """The policy (+ LoRA) with its critic, the reference (None: adapter off), the dtype, the policy name.
-
-    LoRA: half-precision frozen base, fp32 adapter and value head, forwards under autocast.
-    Full fine-tuning: fp32 policy, and a frozen half-precision copy as the reference.
-    """
-    from crs.models import add_lora, load_causal_lm, load_sequence_classifier, resolve_dtype, upcast_trainable
-    from crs.rollout import ValueModel
-
-    dtype = resolve_dtype(cfg.model.dtype)
-    policy_name = cfg.rl.policy or cfg.model.name
-    policy = load_causal_lm(policy_name, cfg.model)
-    reference = None
-    if cfg.model.lora.enabled:
-        policy = add_lora(policy, cfg.model.lora, "causal_lm")
-    else:
-        reference = policy.requires_grad_(False)
-        policy = copy.deepcopy(reference).float().requires_grad_(True)
-    value_model = None
-    if cfg.rl.value_model != "head":
-        critic = load_sequence_classifier(cfg.rl.value_model, cfg.model)
-        if cfg.model.lora.enabled:
-            critic = add_lora(critic, cfg.model.lora, "reward_model")
-        else:
-            critic = critic.float()
-            upcast_trainable(critic)
-        value_model = ValueModel(critic)
-    return PolicyValueModel(policy, value_model), reference, dtype, policy_name
-
-
-def train_ppo(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
-    """The RL stage (``rl_train.py``): PPO of ``rl.policy`` on the combined reward, into ``run_dir``."""
-    from crs.ppo_stage import run_ppo_stage
-
-    return run_ppo_stage(cfg, run_dir, resume)
-
-
-__all__ = [
-    "AdaptiveKLController",
-    "FixedKLController",
-    "PPOTrainer",
-    "Rollout",
-    "build_models",
-    "compute_gae",
-    "masked_mean",
-    "masked_whiten",
-    "per_token_rewards",
-    "ppo_losses",
-    "train_ppo",
-]

@@ -1,7 +1,7 @@
 """The RL stage around the PPO algorithm: models, prompts, the loop, checkpoints, logs.
 
-``rl_train.py --config_subset rl_crs`` runs :func:`run_ppo_stage` (through
-:func:`crs.ppo.train_ppo`). It writes into the run directory:
+``rl_train.py --config_subset rl_crs`` runs :func:`run_ppo_stage`, which builds the models
+(:func:`build_models`) and drives :class:`crs.ppo.PPOTrainer`. It writes into the run directory:
 
 * ``metrics.jsonl``: one row per PPO step (rewards per source raw and normalised,
   combined, KL, beta, losses, clip fractions, approx KL, entropy, reply length, timings);
@@ -18,6 +18,7 @@ launch``) each take their share of every prompt batch; only the main process wri
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -28,10 +29,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from crs.config import ConfigError, CRSConfig
 from crs.io import append_jsonl, folder_written_atomically, truncate_jsonl, write_json_atomic
-from crs.ppo import PPOTrainer, build_models
+from crs.models import add_lora, load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_dtype, save_run_model, upcast_trainable
+from crs.policy import PolicyValueModel, ValueModel
+from crs.ppo import PPOTrainer
 from crs.rewards import CombinedReward
 from crs.runs import checkpoint_step, latest_checkpoint, mark_finished, seal_checkpoint, set_seed
 
@@ -139,6 +143,33 @@ def load_checkpoint(trainer: PPOTrainer, stream: PromptStream, checkpoint: Path)
 # --------------------------------------------------------------------------- the stage
 
 
+def build_models(cfg: CRSConfig) -> tuple[PolicyValueModel, nn.Module | None, torch.dtype, str]:
+    """The policy (+ LoRA) with its critic, the reference (None: adapter off), the dtype, the policy name.
+
+    LoRA: half-precision frozen base, fp32 adapter and value head, forwards under autocast.
+    Full fine-tuning: fp32 policy, and a frozen half-precision copy as the reference.
+    """
+    dtype = resolve_dtype(cfg.model.dtype)
+    policy_name = cfg.rl.policy or cfg.model.name
+    policy = load_causal_lm(policy_name, cfg.model)
+    reference = None
+    if cfg.model.lora.enabled:
+        policy = add_lora(policy, cfg.model.lora, "causal_lm")
+    else:
+        reference = policy.requires_grad_(False)
+        policy = copy.deepcopy(reference).float().requires_grad_(True)
+    value_model = None
+    if cfg.rl.value_model != "head":
+        critic = load_sequence_classifier(cfg.rl.value_model, cfg.model)
+        if cfg.model.lora.enabled:
+            critic = add_lora(critic, cfg.model.lora, "reward_model")
+        else:
+            critic = critic.float()
+            upcast_trainable(critic)
+        value_model = ValueModel(critic)
+    return PolicyValueModel(policy, value_model), reference, dtype, policy_name
+
+
 def _make_accelerator(cfg: CRSConfig, run_dir: Path) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
@@ -174,7 +205,6 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     from tqdm.auto import tqdm
 
     from crs.data import load_examples
-    from crs.models import load_tokenizer, save_run_model
 
     rl = cfg.rl
     run_dir = Path(run_dir)

@@ -4,7 +4,7 @@
                + missing_eos_penalty * [reply did not end with EOS]
 
 A *source* is anything that scores a batch of (prompt, reply) pairs: a reward-model run
-directory (``rm_train.py`` output, loaded through :func:`crs.reward_model.load_reward_scorers`
+directory (``rm_train.py`` output, loaded through :func:`crs.reward_scorer.load_reward_scorers`
 so RMs that share a base load it once), ``"gold"`` (the simulated annotator's noise-free
 utility, for tests and demos), ``"python:module:function"``, or, when built in code, any
 Python callable ``f(prompts, replies) -> scores``.
@@ -29,9 +29,10 @@ from typing import Any
 import torch
 
 from crs.config import ConfigError, ModelConfig, RewardSourceConfig
-from crs.data.schema import Messages, user_prompt
+from crs.data.schema import Messages, last_user_text, user_prompt
+from crs.reward_scorer import load_reward_scorers
 
-logger = logging.getLogger("crs.rewards")
+logger = logging.getLogger(__name__)
 
 RewardFn = Callable[[list[Messages], list[str]], "torch.Tensor | Sequence[float]"]
 GatherFn = Callable[[torch.Tensor], torch.Tensor]
@@ -61,17 +62,9 @@ class RewardSource:
         return scores.reshape(-1)
 
 
-def last_user_text(prompt: Messages) -> str:
-    """The content of the last user turn: what the simulated annotator grades against."""
-    for message in reversed(prompt):
-        if message["role"] == "user":
-            return message["content"]
-    return prompt[-1]["content"] if prompt else ""
-
-
 def gold_reward(prompts: list[Messages], replies: list[str]) -> list[float]:
     """The simulated annotator's noise-free utility in [0, 1] (the ``"gold"`` source)."""
-    from crs.annotator import gold_score
+    from crs.annotator import gold_score  # imported on use: it loads the demo benchmark's topic tables
 
     return [gold_score(last_user_text(p), r) for p, r in zip(prompts, replies)]
 
@@ -130,8 +123,6 @@ def build_sources(
         else:
             model_paths.append(c)
     if model_paths:
-        from crs.reward_model import load_reward_scorers
-
         # One call, so reward models sharing a base load it once (as stacked adapters).
         scorers = load_reward_scorers([c.path for c in model_paths], model_cfg)
         for c, scorer in zip(model_paths, scorers):
@@ -196,9 +187,10 @@ class CombinedReward:
         missing_eos_penalty: float | None = None,
         gather: GatherFn | None = None,
     ) -> None:
-        if not sources:
-            raise ConfigError("a combined reward needs at least one source")
         self.sources = [s for s in sources if s.weight != 0]
+        if not self.sources:
+            names = ", ".join(f"{s.name} (weight {s.weight})" for s in sources) or "none"
+            raise ConfigError(f"a combined reward needs at least one source with a non-zero weight; got {names}")
         self.reward_clip = reward_clip
         self.missing_eos_penalty = missing_eos_penalty
         self.gather = gather
@@ -325,5 +317,4 @@ __all__ = [
     "RewardSource",
     "build_sources",
     "gold_reward",
-    "last_user_text",
 ]

@@ -1,4 +1,4 @@
-"""The model side of PPO: the policy with its value function, sampling, and log-probs.
+"""The Rollout batch: what one PPO step samples and then learns from.
 
 Token layout (left-padded prompts, so every reply starts at the same column ``P``)::
 
@@ -6,363 +6,58 @@ Token layout (left-padded prompts, so every reply starts at the same column ``P`
     attention_mask  [ 0   0  1 1 1 1 |  1  1  1  1   0 ]
     reply_mask                       [  1  1  1  1   0 ]      1 up to and including EOS
 
-The hidden state at column ``P-1+i`` predicts reply token ``i``; its value-head output
-is V(s_i), the value of the state before token ``i``. So one forward gives, for the
-reply tokens only, both the policy's log-probs and the values (the prompt columns never
-reach the LM head: the vocabulary projection is the largest matmul of a small model).
-
-Position ids come from the attention mask (``cumsum - 1``), in sampling and in every
-forward alike, so a left-padded prompt sees the same positions as an unpadded one.
-Logits are divided by the sampling temperature everywhere, so the log-probs PPO
-optimises are those of the distribution the replies were sampled from.
+Per-token quantities (log-probs, values, rewards, advantages) are (B, R): reply columns only.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from crs.packed_linear import PackedLinear, pack_linears
-
-
-@contextlib.contextmanager
-def cpu_math_attention(device: torch.device) -> Iterator[None]:
-    """On CPU, run full-sequence attention with SDPA's math kernel; elsewhere change nothing.
-
-    For the short sequences of RLHF (~100 tokens) CPU flash attention's backward is ~2.5x
-    slower than the math kernel's (~0.2 s of a SmolLM2 PPO update). The rollout and
-    reference forwards use it too, so every log-prob PPO compares comes from one kernel.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    with sdpa_kernel([SDPBackend.MATH]):
-        yield
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that skip left padding: 0 at each row's first real token."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def causal_lm_parts(model: Any) -> tuple[nn.Module, nn.Module]:
-    """(decoder body, LM head) of a HF causal LM, also through a peft wrapper.
-
-    LoRA layers are injected into the modules themselves, so calling the body directly
-    applies the adapter, and ``disable_adapter()`` switches it off there too.
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.get_decoder(), base.get_output_embeddings()
-
-
-def sequence_classifier_parts(model: Any) -> tuple[nn.Module, nn.Module]:
-    """(decoder body, score head) of a HF sequence classifier (a reward model)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    for head in ("score", "classifier"):
-        if isinstance(getattr(base, head, None), nn.Module):
-            return getattr(base, base.base_model_prefix), getattr(base, head)
-    raise ValueError(f"{type(base).__name__}: no score head to use as a value model")
-
-
-def reply_states(hidden: torch.Tensor, n_reply: int) -> torch.Tensor:
-    """The hidden states that predict reply tokens 0..R-1: columns P-1 .. P+R-2.
-
-    Made contiguous: a bf16 matmul on the strided slice is ~30x slower on CPU, and the
-    LM head is the largest matmul of a small model.
-    """
-    return hidden[:, -n_reply - 1 : -1].contiguous()
-
-
-def adapter_layers(model: nn.Module) -> list[nn.Module]:
-    """peft's adapter layers in ``model`` (found once: walking every module costs ms a call)."""
-    return [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
-
-
-@contextlib.contextmanager
-def adapter_casts_off(layers: list[nn.Module]) -> Iterator[None]:
-    """Under autocast, skip peft's cast of every adapter input to the adapter's fp32 dtype.
-
-    Autocast casts it straight back to half precision for the matmul, so the cast only
-    costs time (~10% of a LoRA forward on CPU); the results are bit-identical.
-    """
-    autocasting = torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")
-    if not (autocasting and layers):
-        yield
-        return
-    before = [layer.cast_input_dtype_enabled for layer in layers]
-    for layer in layers:
-        layer.cast_input_dtype_enabled = False
-    try:
-        yield
-    finally:
-        for layer, value in zip(layers, before):
-            layer.cast_input_dtype_enabled = value
-
-
-def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[token] per position, in fp32."""
-    logprobs = F.log_softmax(logits.float(), dim=-1)
-    return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-
-
-def logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log softmax(logits)[token], entropy) per position from one log-softmax; the entropy
-    is detached (a statistic): over a 50k vocabulary each extra pass costs ~50 ms per update."""
-    logprobs = F.log_softmax(logits.float(), dim=-1)
-    with torch.no_grad():
-        entropy = -(logprobs.exp() * logprobs).sum(-1)
-    return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), entropy
-
-
-class ValueModel(nn.Module):
-    """A separate critic: a reward model's body and scalar head, read at every reply state.
-
-    Initialising the critic from a reward model (``rl.value_model: <RM run dir>``) is the
-    original RLHF recipe (Ziegler et al.); it costs one more forward and backward per pass.
-    """
-
-    def __init__(self, classifier: Any) -> None:
-        super().__init__()
-        self.classifier = classifier
-        self.body, self.head = sequence_classifier_parts(classifier)
-        self.adapters = adapter_layers(classifier)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_reply: int) -> torch.Tensor:
-        """Values V(s_i) of the ``n_reply`` reply states, shape (B, n_reply)."""
-        with adapter_casts_off(self.adapters):
-            hidden = self.body(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
-            ).last_hidden_state
-        return self.head(reply_states(hidden, n_reply)).squeeze(-1).float()
-
-
-class PolicyValueModel(nn.Module):
-    """The policy (a causal LM, usually with a LoRA adapter) and its critic.
-
-    By default the critic is a scalar value head on the policy's last hidden state: the
-    values come out of the same forward as the log-probs, at the cost of one linear layer.
-    Pass ``value_model`` for a separate critic instead.
-    """
-
-    def __init__(self, policy: Any, value_model: ValueModel | None = None) -> None:
-        super().__init__()
-        self.policy = policy
-        self.body, self.lm_head = causal_lm_parts(policy)
-        self.adapters = adapter_layers(policy)
-        self.value_model = value_model
-        if value_model is None:
-            hidden_size = policy.config.get_text_config().hidden_size
-            # Zero init: every state starts valued at 0, the return of an unchanged policy
-            # before any score is known; fp32 like every trainable parameter.
-            self.value_head: nn.Linear | None = nn.Linear(hidden_size, 1, dtype=torch.float32)
-            nn.init.zeros_(self.value_head.weight)
-            nn.init.zeros_(self.value_head.bias)
-        else:
-            self.value_head = None
-
-    @property
-    def has_value_head(self) -> bool:
-        """Whether values come from the policy's own forward."""
-        return self.value_head is not None
-
-    @property
-    def is_peft(self) -> bool:
-        """Whether the policy is a peft (LoRA) model, so the reference is the adapter switched off."""
-        return hasattr(self.policy, "disable_adapter")
-
-    def head_values(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The value head on hidden states, in fp32."""
-        assert self.value_head is not None
-        return self.value_head(hidden.float()).squeeze(-1)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        n_reply: int,
-        temperature: float = 1.0,
-        with_values: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Temperature-scaled logits for the ``n_reply`` reply tokens, and their values.
-
-        Returns (logits (B, R, V), values (B, R) or None when ``with_values`` is False).
-        With a value head the values come from this same forward; a separate critic
-        runs its own.
-        """
-        with adapter_casts_off(self.adapters):
-            hidden = self.body(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
-            ).last_hidden_state
-        states = reply_states(hidden, n_reply)
-        # In place: a (B, R, vocab) tensor is large, and the matmul's backward does not need it.
-        logits = self.lm_head(states).float().div_(temperature)
-        if not with_values:
-            return logits, None
-        if self.value_head is not None:
-            return logits, self.head_values(states)
-        assert self.value_model is not None
-        return logits, self.value_model(input_ids, attention_mask, n_reply)
-
-    @contextlib.contextmanager
-    def reference(self) -> Iterator[None]:
-        """The reference policy: the same weights with the LoRA adapter switched off."""
-        if not self.is_peft:
-            raise RuntimeError("a fully fine-tuned policy needs a frozen copy as its reference")
-        with self.policy.disable_adapter():
-            yield
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only the trained parameters (LoRA, value head): what a checkpoint needs."""
-        return {name: p.detach().cpu().clone() for name, p in self.named_parameters() if p.requires_grad}
-
-
-class MergedSampler:
-    """The policy with its LoRA adapter folded into a plain copy of the weights, for sampling.
-
-    Sampling runs the model once per token at a small batch, where each adapter's two
-    extra matmuls are mostly overhead (~25% of generation time on CPU). This costs one
-    copy of the adapted weights, refreshed (W + scale * B A) before every rollout; the
-    value head is the policy's own.
-
-    ``pack_for_batch`` (CPU): also pre-pack the copy's weights for that many rows
-    (:mod:`crs.packed_linear`), repacked at every refresh.
-    """
-
-    def __init__(self, model: PolicyValueModel, pack_for_batch: int | None = None) -> None:
-        self.owner = model
-        merged = copy.deepcopy(model.policy).merge_and_unload().requires_grad_(False).eval()
-        self.packed = pack_linears(merged, pack_for_batch) if pack_for_batch else {}
-        self.body, self.lm_head = causal_lm_parts(merged)
-        self.adapters: list[nn.Module] = []
-        prefix = "base_model.model."
-        # (adapter layer in the policy, its plain linear in the copy), matched by module name.
-        self.pairs = [
-            (layer, merged.get_submodule(name.removeprefix(prefix)))
-            for name, layer in model.policy.named_modules()
-            if hasattr(layer, "get_delta_weight") and hasattr(layer, "base_layer")
-        ]
-
-    @staticmethod
-    def supported(model: PolicyValueModel) -> bool:
-        """A LoRA policy whose adapted layers are plain float linears (not quantized)."""
-        layers = [m for m in model.policy.modules() if hasattr(m, "get_delta_weight") and hasattr(m, "base_layer")]
-        return model.is_peft and bool(layers) and all(
-            isinstance(m.base_layer, nn.Linear) and m.base_layer.weight.is_floating_point() for m in layers
-        )
-
-    @property
-    def value_head(self) -> nn.Linear | None:
-        """The policy's value head."""
-        return self.owner.value_head
-
-    def head_values(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The policy's value head on hidden states."""
-        return self.owner.head_values(hidden)
-
-    @torch.no_grad()
-    def refresh(self) -> MergedSampler:
-        """Fold the adapter's current weights into the copy."""
-        for layer, target in self.pairs:
-            delta = sum(layer.get_delta_weight(name) for name in layer.active_adapters)
-            target.weight.copy_(layer.base_layer.weight.float() + delta)
-            if isinstance(target, PackedLinear):
-                target.repack()
-        return self
-
-
-# --------------------------------------------------------------------------- sampling
+from crs.data.schema import Messages
+from crs.rewards import RewardBreakdown
 
 
 @dataclass
-class Samples:
-    """Replies sampled for a batch of prompts, with what sampling measured on the way."""
+class Rollout:
+    """One rollout batch on this process: token ids, masks, and per-token PPO quantities (B, R)."""
 
-    reply_ids: torch.Tensor  # (B, R), pad after EOS
-    reply_mask: torch.Tensor  # (B, R), 1 up to and including EOS
-    ended_with_eos: torch.Tensor  # (B,) bool
-    logprobs: torch.Tensor  # (B, R) log pi(token) at the sampling temperature
-    values: torch.Tensor | None  # (B, R) V(s_i) from the value head, when it has one
+    input_ids: torch.Tensor  # (B, P + R) prompt (left-padded) then reply
+    attention_mask: torch.Tensor  # (B, P + R)
+    reply_mask: torch.Tensor  # (B, R)
+    ref_logprobs: torch.Tensor  # log pi_ref(y_t)
+    score: torch.Tensor  # (B,) the combined reward of each reply
+    # The fields below are None while the old log-probs are left to the first update
+    # forward (old_logprobs_from_update); :meth:`PPOTrainer.complete_rollout` fills them.
+    logprobs: torch.Tensor | None = None  # log pi_old(y_t)
+    values: torch.Tensor | None = None  # V_old(s_t)
+    rewards: torch.Tensor | None = None  # KL penalty + score on the last token
+    kl: torch.Tensor | None = None  # per-token KL estimate
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
 
+    @property
+    def n_reply(self) -> int:
+        """R: reply columns."""
+        return self.reply_mask.shape[1]
 
-def sample_next_token(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Draw one token per row from ``softmax(logits)`` (already temperature-scaled), nucleus-filtered."""
-    probs = torch.softmax(logits.float(), dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        # Drop a token when the tokens ranked above it already cover top_p (the top one always stays).
-        drop = sorted_probs.cumsum(-1) - sorted_probs > top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    # Inverse CDF: one uniform number per row. The same draw as torch.multinomial, which is
-    # ~100x slower on CPU over a 50k vocabulary (and ~20x faster than a Gumbel/exponential race).
-    cdf = probs.cumsum(-1)
-    u = torch.rand(cdf.shape[0], 1, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+    @property
+    def complete(self) -> bool:
+        """Whether old log-probs, values, rewards and advantages are all there."""
+        return self.advantages is not None
 
-
-@torch.no_grad()
-def sample_replies(
-    model: PolicyValueModel | MergedSampler,
-    prompt_ids: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    max_new_tokens: int,
-    eos_token_id: int,
-    pad_token_id: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    greedy: bool = False,
-) -> Samples:
-    """Sample replies token by token with a KV cache, stopping at EOS (or ``max_new_tokens``).
-
-    Each step's hidden state gives the next token's distribution and the value of the
-    current state, so the rollout's log-probs and values come for free with sampling.
-    """
-    batch = prompt_ids.shape[0]
-    device = prompt_ids.device
-    attention = prompt_mask.long()
-    positions = position_ids_from_mask(attention)
-    inputs, cache = prompt_ids, None
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    tokens, alive_cols, logprobs, values = [], [], [], []
-    with adapter_casts_off(model.adapters):
-        for _ in range(max_new_tokens):
-            out = model.body(input_ids=inputs, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
-            state = out.last_hidden_state[:, -1].contiguous()  # strided bf16 matmuls are slow on CPU
-            logits = model.lm_head(state).float() / temperature
-            token = logits.argmax(-1) if greedy else sample_next_token(logits, top_p)
-            token = token.masked_fill(done, pad_token_id)  # finished rows only pad
-            alive = ~done
-            tokens.append(token)
-            alive_cols.append(alive)
-            logprobs.append(gather_logprobs(logits, token))
-            if model.value_head is not None:
-                values.append(model.head_values(state))
-            done = done | (token == eos_token_id)
-            if done.all():
-                break
-            attention = torch.cat([attention, alive.long().unsqueeze(1)], dim=1)
-            positions = positions[:, -1:] + 1
-            inputs = token.unsqueeze(1)
-    reply_mask = torch.stack(alive_cols, dim=1).long()
-    return Samples(
-        reply_ids=torch.stack(tokens, dim=1),
-        reply_mask=reply_mask,
-        ended_with_eos=done,
-        logprobs=torch.stack(logprobs, dim=1) * reply_mask,
-        values=torch.stack(values, dim=1) * reply_mask if values else None,
-    )
+    def rows(self, index: torch.Tensor) -> Rollout:
+        """The sub-batch of rows ``index`` (every field shares its first dimension)."""
+        return Rollout(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index] for f in fields(self)})
 
 
-def last_token_index(reply_mask: torch.Tensor) -> torch.Tensor:
-    """Column of each reply's last real token (EOS when it has one): where the score lands."""
-    return reply_mask.long().sum(-1).clamp(min=1) - 1
+@dataclass
+class RolloutResult:
+    """A rollout and what it produced beyond tensors: the texts and their scores."""
+
+    batch: Rollout
+    prompts: list[Messages]
+    replies: list[str]
+    scores: RewardBreakdown
+    timings: dict[str, float]

@@ -30,7 +30,7 @@ from crs.io import write_json_atomic
 from crs.models import add_lora, load_causal_lm, load_tokenizer, resolve_dtype, save_run_model, upcast_trainable
 from crs.runs import mark_finished, set_seed
 
-logger = logging.getLogger("crs.sft")
+logger = logging.getLogger(__name__)
 
 
 def encode_sft_examples(tokenizer: Any, examples: list[SFTExample], cfg: CRSConfig) -> list[Encoded]:

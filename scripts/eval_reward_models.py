@@ -10,14 +10,11 @@ winner. Prints a table; ``--out FILE`` also writes the figures as JSON.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from crs.config import DataConfig  # noqa: E402
-from crs.io import write_json_atomic  # noqa: E402
-from crs.reward_model import evaluate_runs  # noqa: E402
+from crs.config import DataConfig
+from crs.io import write_json_atomic
+from crs.reward_model import evaluate_runs
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,14 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from crs import annotator  # noqa: E402
-from crs.data import demo_dataset_path  # noqa: E402
-from crs.data.schema import user_prompt  # noqa: E402
-from crs.demo_prompts import assign_splits, build_prompts  # noqa: E402
-from crs.generation import GenerationSettings, generate_replies  # noqa: E402
-from crs.models import load_causal_lm, load_tokenizer  # noqa: E402
+from crs import annotator
+from crs.data import demo_dataset_path
+from crs.data.schema import user_prompt
+from crs.decoding import SamplingSettings, generate_replies
+from crs.demo_prompts import assign_splits, build_prompts
+from crs.models import load_causal_lm, load_tokenizer
 
 SEED = 1234
 REPLIES_PER_PROMPT = 4
@@ -76,8 +73,9 @@ def generate_all(prompts: list, plan: list, batch_size: int) -> list[dict]:
     for style_index, style in enumerate(STYLES):
         _, temperature, max_new = STYLES[style]
         jobs = [j for j, (_, s, _) in enumerate(plan) if s == style]
-        # Plain temperature sampling: top-p would sort the 49k-token vocabulary at every step.
-        settings = GenerationSettings(max_new_tokens=max_new, do_sample=True, temperature=temperature)
+        # Temperature sampling among the 50 likeliest tokens (as the shipped data was made);
+        # top-p would sort the 49k-token vocabulary at every step.
+        settings = SamplingSettings(max_new_tokens=max_new, do_sample=True, temperature=temperature, top_k=50)
         for batch_index, start in enumerate(range(0, len(jobs), batch_size)):
             chunk = jobs[start : start + batch_size]
             messages = [user_prompt(prompts[plan[j][0]].text, system=plan[j][2]) for j in chunk]

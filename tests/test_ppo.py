@@ -14,18 +14,11 @@ import yaml
 
 from crs.config import LoraConfig, RLConfig
 from crs.data.schema import user_prompt
-from crs.ppo import (
-    AdaptiveKLController,
-    FixedKLController,
-    PPOTrainer,
-    compute_gae,
-    masked_mean,
-    masked_whiten,
-    per_token_rewards,
-    ppo_losses,
-)
+from crs.decoding import SamplingSettings, gather_logprobs, sample_next_token
+from crs.losses import compute_gae, last_token_index, masked_mean, masked_whiten, per_token_rewards, ppo_losses
+from crs.policy import PolicyValueModel, sample_replies
+from crs.ppo import AdaptiveKLController, FixedKLController, PPOTrainer
 from crs.rewards import CombinedReward, RewardSource
-from crs.rollout import PolicyValueModel, gather_logprobs, last_token_index, sample_next_token, sample_replies
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -181,7 +174,7 @@ def test_sampling_masks_everything_after_eos(tiny_lm, left_tokenizer):
     ids, mask = trainer.encode_prompts(_prompts(8))
     assert (mask[:, 0] == 0).any() and (mask[:, -1] == 1).all()  # left padding
     torch.manual_seed(0)
-    s = sample_replies(model, ids, mask, 12, eos, left_tokenizer.pad_token_id, temperature=1.0)
+    s = sample_replies(model, ids, mask, SamplingSettings(12, do_sample=True, temperature=1.0), eos, left_tokenizer.pad_token_id)
     assert s.ended_with_eos.any() and (s.reply_mask.sum(1) > 1).any()
     for row in range(8):
         n = int(s.reply_mask[row].sum())
@@ -200,7 +193,7 @@ def test_forward_logprobs_match_sampling_and_ignore_left_padding(tiny_lm, left_t
     prompts = _prompts(3)
     ids, mask = trainer.encode_prompts(prompts)
     torch.manual_seed(1)
-    s = sample_replies(model, ids, mask, 5, left_tokenizer.eos_token_id, left_tokenizer.pad_token_id, temperature=0.7)
+    s = sample_replies(model, ids, mask, SamplingSettings(5, do_sample=True, temperature=0.7), left_tokenizer.eos_token_id, left_tokenizer.pad_token_id)
     full_ids, full_mask = torch.cat([ids, s.reply_ids], 1), torch.cat([mask, s.reply_mask], 1)
     with torch.no_grad():
         logits, values = model(full_ids, full_mask, s.reply_ids.shape[1], temperature=0.7)
@@ -431,14 +424,14 @@ def _metrics(run_dir: Path) -> list[dict]:
 def test_checkpoint_resume_continues_the_same_run(tmp_path, tiny_model_dir):
     from crs.config import load_config
     from crs.models import load_causal_lm
-    from crs.ppo import train_ppo
+    from crs.ppo_stage import run_ppo_stage
     from crs.runs import is_finished
 
     def run(name, steps, resume):
         path = write_rl_config(tmp_path / f"{name}.yaml", tiny_model_dir, tmp_path / name, steps=steps)
         cfg = load_config("tiny_rl", path)
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        train_ppo(cfg, cfg.run_dir, resume)
+        run_ppo_stage(cfg, cfg.run_dir, resume)
         return cfg.run_dir
 
     straight = run("straight", 4, resume=False)
@@ -493,7 +486,7 @@ def test_rl_train_cli_on_smollm2_with_gold_reward(tmp_path):
     """rl_train.py's path end to end: embedded SmolLM2 + LoRA, the gold judge, bf16, 2 steps."""
     from crs.cli import run_stage
     from crs.models import load_causal_lm
-    from crs.ppo import train_ppo
+    from crs.ppo_stage import run_ppo_stage
 
     config = {
         "default": {},
@@ -510,7 +503,7 @@ def test_rl_train_cli_on_smollm2_with_gold_reward(tmp_path):
     }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(config))
-    run_stage(train_ppo, "test", ["--config", str(path), "--config_subset", "smol_rl"])
+    run_stage(run_ppo_stage, "test", ["--config", str(path), "--config_subset", "smol_rl"])
     run_dir = tmp_path / "out" / "rl_gold"
     rows = _metrics(run_dir)
     assert len(rows) == 2 and 0.0 <= rows[0]["reward/gold/raw"] <= 1.0
@@ -528,7 +521,7 @@ def test_rl_crs_subset_on_trained_reward_models(tmp_path):
     if not all((p / "crs_model.json").is_file() for p in needed):
         pytest.skip("needs outputs/sft, outputs/rm_preference and outputs/rm_absolute (run the earlier stages)")
     from crs.config import load_config
-    from crs.ppo import train_ppo
+    from crs.ppo_stage import run_ppo_stage
 
     overrides = [f"run.output_dir={tmp_path}", "rl.steps=2", "rl.batch_size=4", "rl.mini_batch_size=4",
                  "rl.ppo_epochs=1", "rl.max_new_tokens=16", "rl.sample_every=2", "rl.save_steps=2"]
@@ -537,7 +530,7 @@ def test_rl_crs_subset_on_trained_reward_models(tmp_path):
     for source in cfg.rl.rewards:
         source.path = str(ROOT / source.path)
     cfg.run_dir.mkdir(parents=True)
-    train_ppo(cfg, cfg.run_dir, resume=False)
+    run_ppo_stage(cfg, cfg.run_dir, resume=False)
     row = _metrics(cfg.run_dir)[-1]
     assert {"reward/preference/raw", "reward/absolute/raw", "reward/combined"} <= row.keys()
 
@@ -545,7 +538,7 @@ def test_rl_crs_subset_on_trained_reward_models(tmp_path):
 def test_separate_critic_and_sampling_logprobs(tiny_lm, tiny_rm, left_tokenizer):
     """rl.value_model = an RM (its own forward) and rl.logprobs_from_sampling both run a full step."""
     from crs.models import add_lora
-    from crs.rollout import ValueModel
+    from crs.policy import ValueModel
 
     policy = add_lora(tiny_lm, LoraConfig(r=4, alpha=8, dropout=0.0), "causal_lm")
     critic = ValueModel(add_lora(tiny_rm, LoraConfig(r=4, alpha=8, dropout=0.0), "reward_model"))
@@ -568,7 +561,7 @@ def test_merged_sampler_matches_the_adapted_policy(tiny_lm, left_tokenizer, pack
     """Sampling from the merged (and packed) copy is sampling from the policy, kept up to date."""
     from crs.models import add_lora
     from crs.packed_linear import PackedLinear, packing_supported
-    from crs.rollout import MergedSampler
+    from crs.policy import MergedSampler
 
     policy = add_lora(tiny_lm, LoraConfig(r=4, alpha=8, dropout=0.0), "causal_lm")
     model = PolicyValueModel(policy).eval()
@@ -583,9 +576,9 @@ def test_merged_sampler_matches_the_adapted_policy(tiny_lm, left_tokenizer, pack
     trainer = _trainer(policy, left_tokenizer, lambda p, r: [0.0] * len(r))
     ids, mask = trainer.encode_prompts(_prompts(3))
     torch.manual_seed(0)
-    merged = sample_replies(sampler.refresh(), ids, mask, 6, left_tokenizer.eos_token_id, left_tokenizer.pad_token_id)
+    merged = sample_replies(sampler.refresh(), ids, mask, SamplingSettings(6, do_sample=True), left_tokenizer.eos_token_id, left_tokenizer.pad_token_id)
     torch.manual_seed(0)
-    direct = sample_replies(model, ids, mask, 6, left_tokenizer.eos_token_id, left_tokenizer.pad_token_id)
+    direct = sample_replies(model, ids, mask, SamplingSettings(6, do_sample=True), left_tokenizer.eos_token_id, left_tokenizer.pad_token_id)
     assert torch.equal(merged.reply_ids, direct.reply_ids)
     assert torch.allclose(merged.logprobs, direct.logprobs, atol=1e-4)
     assert all(not p.requires_grad for p in sampler.body.parameters())

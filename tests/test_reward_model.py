@@ -16,16 +16,14 @@ from crs.data.schema import AbsoluteExample, RankingExample, user_prompt
 from crs.reward_model import (
     AbsoluteCollator,
     RankingCollator,
-    RewardScorer,
-    RMFormat,
     ValidationViews,
     absolute_train_rows,
     cap_replies,
     evaluate_reward_model,
     evaluate_runs,
-    load_reward_scorers,
     train_reward_model,
 )
+from crs.reward_scorer import RewardScorer, RMFormat, load_reward_scorers
 from crs.rm_metrics import absolute_metrics, average_ranks, pair_agreement, ranking_metrics, reward_stats, spearman
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from crs.config import ConfigError, RewardSourceConfig
-from crs.data.schema import user_prompt
-from crs.rewards import CombinedReward, RewardSource, build_sources, last_user_text
+from crs.data.schema import last_user_text, user_prompt
+from crs.rewards import CombinedReward, RewardSource, build_sources
 
 PROMPTS = [user_prompt(f"question {i}") for i in range(4)]
 REPLIES = ["a", "bb", "ccc", "dddd"]
@@ -89,9 +89,9 @@ def test_weight_zero_is_not_loaded(monkeypatch):
 
         return [Scorer() for _ in paths]
 
-    import crs.reward_model
+    import crs.rewards
 
-    monkeypatch.setattr(crs.reward_model, "load_reward_scorers", fake_loader)
+    monkeypatch.setattr(crs.rewards, "load_reward_scorers", fake_loader)
     configs = [
         RewardSourceConfig(name="pref", path="/no/such/rm_a", weight=1.0, normalize="zscore"),
         RewardSourceConfig(name="abs", path="/no/such/rm_b", weight=0.0),

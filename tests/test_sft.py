@@ -11,7 +11,7 @@ from tiny import tiny_causal_lm
 
 from crs.cli import run_stage
 from crs.data.schema import user_prompt
-from crs.generation import GenerationSettings, generate_replies
+from crs.decoding import SamplingSettings, generate_replies
 from crs.models import load_causal_lm, load_tokenizer, read_run_manifest
 from crs.runs import is_finished
 from crs.sft import SFTCollator, encode_sft_examples, train_sft
@@ -76,7 +76,7 @@ def test_full_sft_memorizes_and_reloads(tmp_path: Path, smol_tokenizer) -> None:
 
     model = load_causal_lm(str(run_dir))
     tokenizer = load_tokenizer(str(run_dir), padding_side="left")
-    out = generate_replies(model, tokenizer, [user_prompt("What is 12 + 30?")], GenerationSettings(max_new_tokens=12), desc=None)
+    out = generate_replies(model, tokenizer, [user_prompt("What is 12 + 30?")], SamplingSettings(max_new_tokens=12), desc=None)
     assert "42" in out[0].text  # a memorized reply, from the reloaded adapter
 
 

@@ -34,7 +34,7 @@ from crs.data.schema import (
 )
 from crs.data.sources import Table
 
-LOGGER = logging.getLogger("crs.data")
+LOGGER = logging.getLogger(__name__)
 
 KINDS = ("sft", "ranking", "absolute", "prompts")
 ROLES = ("system", "user", "assistant")

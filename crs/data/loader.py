@@ -28,7 +28,7 @@ from crs.data.adapters import (
 from crs.data.public import HH_RLHF, OASST1, SHP, ULTRAFEEDBACK
 from crs.data.sources import EMBEDDED_DEMO, Table, apply_columns, read_rows
 
-LOGGER = logging.getLogger("crs.data")
+LOGGER = logging.getLogger(__name__)
 
 ADAPTERS: dict[str, Adapter] = {
     a.name: a for a in (CANONICAL, INSTRUCTION, CRS_DEMO, OASST1, HH_RLHF, SHP, ULTRAFEEDBACK)

@@ -22,6 +22,14 @@ def user_prompt(text: str, system: str | None = None) -> Messages:
     return messages
 
 
+def last_user_text(prompt: Messages) -> str:
+    """The content of the last user turn (AlpacaEval's ``instruction``; what the annotator grades)."""
+    for message in reversed(prompt):
+        if message["role"] == "user":
+            return message["content"]
+    return prompt[-1]["content"] if prompt else ""
+
+
 @dataclass
 class SFTExample:
     """A prompt and the reply to learn."""

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from crs.data.schema import DataError
 
-LOGGER = logging.getLogger("crs.data")
+LOGGER = logging.getLogger(__name__)
 
 EMBEDDED_DEMO = "embedded:crs-demo"
 HUB_PREFIX = "hub:"

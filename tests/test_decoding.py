@@ -1,17 +1,17 @@
-"""Batched generation: greedy equals transformers' generate; sampling respects top-k/top-p."""
+"""The one decoding loop: greedy equals transformers' generate; sampling respects top-k/top-p."""
 
 from __future__ import annotations
 
 import torch
 
 from crs.data.schema import user_prompt
+from crs.decoding import SamplingSettings, generate_replies, pick_tokens
 from crs.formatting import encode_prompt, pad_batch
-from crs.generation import GenerationSettings, generate_replies, pick_tokens
 
 
 def test_greedy_matches_transformers_generate(tiny_lm, smol_tokenizer) -> None:
     prompts = [user_prompt("Hi"), user_prompt("Tell me a long story about cats and dogs, please.")]
-    ours = generate_replies(tiny_lm, smol_tokenizer, prompts, GenerationSettings(max_new_tokens=10), desc=None)
+    ours = generate_replies(tiny_lm, smol_tokenizer, prompts, SamplingSettings(max_new_tokens=10), desc=None)
     ids, mask = pad_batch([encode_prompt(smol_tokenizer, p) for p in prompts], smol_tokenizer.pad_token_id, side="left")
     reference = tiny_lm.generate(
         input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=10, do_sample=False,
@@ -27,21 +27,21 @@ def test_greedy_matches_transformers_generate(tiny_lm, smol_tokenizer) -> None:
 def test_sampling_draws_from_the_filtered_distribution() -> None:
     torch.manual_seed(0)
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(20000, 1)
-    top2 = pick_tokens(logits, GenerationSettings(do_sample=True, top_k=2))
+    top2 = pick_tokens(logits, SamplingSettings(do_sample=True, top_k=2))
     assert set(top2.tolist()) == {0, 1}
     share = (top2 == 0).float().mean().item()
     assert abs(share - 0.5 / 0.8) < 0.02  # renormalised over the top 2
-    nucleus = pick_tokens(logits, GenerationSettings(do_sample=True, top_k=0, top_p=0.7))
+    nucleus = pick_tokens(logits, SamplingSettings(do_sample=True, top_k=0, top_p=0.7))
     assert set(nucleus.tolist()) == {0, 1}  # 0.5 < 0.7, so token 1 stays; 0.8 >= 0.7 drops the rest
-    full = pick_tokens(logits, GenerationSettings(do_sample=True, top_k=0))
+    full = pick_tokens(logits, SamplingSettings(do_sample=True, top_k=0))
     assert abs((full == 3).float().mean().item() - 0.05) < 0.01
-    greedy = pick_tokens(logits[:3], GenerationSettings(do_sample=False))
+    greedy = pick_tokens(logits[:3], SamplingSettings(do_sample=False))
     assert greedy.tolist() == [0, 0, 0]
 
 
 def test_results_keep_input_order_and_flag_eos(tiny_lm, smol_tokenizer) -> None:
     prompts = [user_prompt("a " * n) for n in (9, 1, 5)]
-    settings = GenerationSettings(max_new_tokens=5, do_sample=True)
+    settings = SamplingSettings(max_new_tokens=5, do_sample=True)
     batched = generate_replies(tiny_lm, smol_tokenizer, prompts, settings, batch_size=2, seed=3, desc=None)
     assert len(batched) == 3 and all(len(g.token_ids) <= 5 for g in batched)
     # A reply shorter than the budget must have stopped at EOS (which is cut from the text).
