@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import yaml
 
+from crs.io import write_text_atomic
+
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
 
 
@@ -345,7 +347,7 @@ class EvalPredConfig:
         default=1, metadata={"help": "Sampling runs per prompt (the reference study: 3 runs, `top_p` 0.9, temperature 0.8)."}
     )
     temperature: float = field(default=0.8, metadata={"help": "Sampling temperature."})
-    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling threshold (1 = off)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold (1 = off)."})
     top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (0 = the whole vocabulary)."})
     max_new_tokens: int = field(default=128, metadata={"help": "Reply budget."})
     batch_size: int = field(default=16, metadata={"help": "Prompts per generation batch."})
@@ -503,8 +505,6 @@ def load_config(
 
 def save_resolved_config(config: CRSConfig, path: str | Path) -> None:
     """Write the fully resolved config (reload it with ``--config PATH --config_subset <subset>``)."""
-    from crs.io import write_text_atomic
-
     data = config.to_dict()
     subset = data.pop("subset")
     data.pop("name_suffix")
@@ -540,14 +540,13 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, path)
-            except ConfigError as err:
-                errors.append(err)
+            except ConfigError:
+                continue  # try the next member; the message below names them all
         raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in args:

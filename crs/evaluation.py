@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from crs.data.schema import DataError
+from crs.io import write_json_atomic
 
 # --------------------------------------------------------------------------------------
 # Prediction files (AlpacaEval format)
@@ -72,7 +73,6 @@ def write_predictions(path: str | os.PathLike[str], rows: Sequence[Mapping[str, 
     reaches disk; extra keys are written unchanged.
     """
     # Local import: crs.report imports this module, so a top-level import would cycle.
-    from crs.io import write_json_atomic
 
     plain_rows = [dict(row) for row in rows]
     for index, row in enumerate(plain_rows):

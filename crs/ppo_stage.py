@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from crs.config import ConfigError, CRSConfig
+from crs.data import load_examples
 from crs.io import append_jsonl, folder_written_atomically, truncate_jsonl, write_json_atomic
 from crs.models import add_lora, load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_dtype, save_run_model, upcast_trainable
 from crs.policy import PolicyValueModel, ValueModel
@@ -204,7 +205,6 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     """Train the policy with PPO on the combined reward; returns the final summary."""
     from tqdm.auto import tqdm
 
-    from crs.data import load_examples
 
     rl = cfg.rl
     run_dir = Path(run_dir)

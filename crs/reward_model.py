@@ -30,6 +30,8 @@ from torch import Tensor
 from transformers import Trainer
 
 from crs.config import ConfigError, CRSConfig, DataConfig, ModelConfig, RewardModelConfig
+from crs.data import load_examples
+from crs.data.loader import group_key
 from crs.data.schema import AbsoluteExample, DataError, RankingExample
 from crs.hf_training import TRAIN_LOG_FILE, JsonlLogCallback, SealCheckpointCallback, resume_checkpoint, training_arguments
 from crs.io import write_json_atomic
@@ -45,6 +47,7 @@ from crs.models import (
 )
 from crs.reward_scorer import REWARD_STATS_FILE, RM_FORMAT_FILE, RewardScorer, RMFormat, load_reward_scorers
 from crs.rm_metrics import absolute_metrics, pair_agreement, pearson, ranking_metrics, ranking_pairs, reward_stats, spearman
+from crs.runs import mark_finished, set_seed
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +178,6 @@ class ValidationViews:
 
 def load_validation_views(cfg: CRSConfig, val: list[Any]) -> ValidationViews:
     """The RM's validation examples plus the other view of the same prompts, if any."""
-    from crs.data import load_examples
-    from crs.data.loader import group_key
 
     own_is_ranking = cfg.rm.loss == "pairwise"
     other_kind = "absolute" if own_is_ranking else "ranking"
@@ -232,7 +233,6 @@ def evaluate_runs(run_dirs: list[str], data: DataConfig) -> dict[str, dict[str, 
     Every RM is scored as a ranker (its own loss is left out), so preference and
     absolute RMs compare on the same pairs; keys are the run dirs' names.
     """
-    from crs.data import load_examples
 
     rankings, _ = load_examples(data, "ranking", seed=0)
     try:
@@ -306,8 +306,6 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     Returns the final validation metrics. Runs unchanged under torchrun / accelerate
     launch (Trainer shards the batches); only the main process writes files.
     """
-    from crs.data import load_examples
-    from crs.runs import mark_finished, set_seed
 
     set_seed(cfg.run.seed)
     rm = cfg.rm

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import Trainer
 
 from crs.config import CRSConfig
+from crs.data import load_examples
 from crs.data.schema import SFTExample
 from crs.formatting import Encoded, encode_prompt_reply, pad_batch
 from crs.hf_training import (
@@ -76,9 +78,7 @@ def load_trainable_causal_lm(cfg: CRSConfig) -> tuple[Any, torch.dtype]:
 
 def train_sft(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Run the SFT stage into ``run_dir``; returns the final metrics."""
-    from transformers import Trainer
 
-    from crs.data import load_examples
 
     set_seed(cfg.run.seed)
     train_examples, val_examples = load_examples(cfg.data, "sft", cfg.run.seed)

@@ -170,3 +170,10 @@ def test_wrong_number_of_scores_is_an_error():
     reward = CombinedReward([RewardSource("bad", lambda p, r: [1.0], normalize="none")])
     with pytest.raises(ValueError, match="returned 1 scores"):
         reward(PROMPTS, REPLIES)
+
+
+def test_sources_built_in_code_with_every_weight_zero_are_refused() -> None:
+    zero = [RewardSource("a", lambda p, r: [1.0] * len(r), weight=0.0), RewardSource("b", lambda p, r: [2.0] * len(r), weight=0.0)]
+    with pytest.raises(ConfigError, match="non-zero weight; got a \\(weight 0.0\\), b \\(weight 0.0\\)"):
+        CombinedReward(zero)
+    assert CombinedReward([*zero, RewardSource("c", lambda p, r: [3.0] * len(r), weight=0.5)]).names == ["c"]

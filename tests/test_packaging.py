@@ -1,0 +1,129 @@
+"""The package as the ecosystem sees it: one-way imports, consistent dependencies, the crs command."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "crs"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def crs_imports(path: Path, module_level_only: bool) -> set[str]:
+    """The crs modules a file imports (at module level only, or anywhere)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("crs"):
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from crs import evaluation`
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("crs"))
+    return found
+
+
+def import_graph(module_level_only: bool) -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: {m for m in crs_imports(path, module_level_only) if m in modules and m != name} for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [node, nxt] if nxt in path else [node, nxt]
+            if nxt not in state and (cycle := visit(nxt, path + [node])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start, [])):
+            return cycle
+    return None
+
+
+@pytest.mark.parametrize("module_level_only", [True, False], ids=["module-level", "including-function-level"])
+def test_no_import_cycle_in_crs(module_level_only: bool) -> None:
+    graph = import_graph(module_level_only)
+    assert "crs.ppo_stage" in graph and "crs.ppo" in graph["crs.ppo_stage"]  # the graph is really built
+    assert find_cycle(graph) is None, find_cycle(graph)
+
+
+def test_cycle_finder_finds_a_planted_cycle() -> None:
+    graph = import_graph(True)
+    graph["crs.ppo"] = graph["crs.ppo"] | {"crs.ppo_stage"}  # the cycle this project once had
+    assert find_cycle(graph) is not None
+
+
+def test_the_algorithm_never_imports_its_stage() -> None:
+    graph = import_graph(False)
+    stages = {"crs.ppo_stage", "crs.sft", "crs.eval_stages", "crs.cli", "crs.demo"}
+    for algorithm in ("crs.ppo", "crs.losses", "crs.policy", "crs.decoding", "crs.rollout", "crs.rewards", "crs.reward_scorer"):
+        assert not graph[algorithm] & stages, algorithm
+
+
+def requirement_names(lines: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~\[ ;]", line.strip(), maxsplit=1)[0].lower() for line in lines if line.strip() and not line.startswith("#")}
+
+
+def test_requirements_and_pyproject_agree() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = requirement_names(project["dependencies"])
+    requirements = requirement_names((ROOT / "requirements.txt").read_text().splitlines())
+    dev = requirement_names(project["optional-dependencies"]["dev"])
+    assert requirements - dev == declared - {"torch"}  # torch: installed first by scripts/setup_env.sh
+    assert dev <= requirements
+
+
+def test_every_runtime_dependency_is_imported_somewhere() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    import_names = {"pyyaml": "yaml", "bitsandbytes": "bitsandbytes", "safetensors": "safetensors"}
+    source = "\n".join(p.read_text() for p in PACKAGE.rglob("*.py"))
+    # Loaded by transformers on crs's behalf (quantization, GGUF, weights), not imported by crs itself.
+    indirect = {"bitsandbytes", "gguf", "safetensors"}
+    for name in requirement_names(project["dependencies"]) - indirect:
+        module = import_names.get(name, name)
+        assert re.search(rf"^\s*(import|from) {module}\b", source, re.M), f"{name} is declared but never imported"
+
+
+def test_no_sys_path_hacks() -> None:
+    files = [*ROOT.glob("*.py"), *(ROOT / "scripts").glob("*.py"), *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "tests").glob("*.py"), *PACKAGE.rglob("*.py")]
+    offenders = [str(p.relative_to(ROOT)) for p in files if "sys.path.insert" in p.read_text() and p.name != "test_packaging.py"]
+    assert not offenders
+
+
+def test_crs_command_lists_its_stages_and_rejects_unknown_ones() -> None:
+    crs = Path(sys.executable).parent / "crs"
+    command = [str(crs)] if crs.exists() else [sys.executable, "-m", "crs"]
+    shown = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0
+    for name in ("sft", "rm", "rl", "predict", "score", "demo"):
+        assert re.search(rf"^  {name} ", shown.stdout, re.M), name
+    unknown = subprocess.run([*command, "train"], capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2 and "usage: crs" in unknown.stderr
+
+
+def test_stage_subcommand_and_script_take_the_same_options() -> None:
+    sub = subprocess.run([sys.executable, "-m", "crs", "rl", "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    script = subprocess.run([sys.executable, "rl_train.py", "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert sub.returncode == script.returncode == 0
+    options = [line.split()[0] for line in sub.stdout.splitlines() if line.strip().startswith("--")]
+    assert {"--config_subset", "--name_suffix", "--resume", "--overwrite", "--set"} <= set(options)
+    assert options == [line.split()[0] for line in script.stdout.splitlines() if line.strip().startswith("--")]
