@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crs.config import ConfigError, CRSConfig, save_resolved_config
+from crs.config import ConfigError, CRSConfig, load_config, save_resolved_config
 from crs.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,67 @@ def is_crs_run(run_dir: str | Path) -> bool:
     return isinstance(state, dict) and "status" in state
 
 
+# Keys a resumed run may change: where and how often it logs and saves, and how long it
+# runs (extending a run). Any other change could not be held by the checkpoint (a LoRA rank),
+# or would silently mix two settings in one run (a learning rate, a reward weight).
+RESUMABLE_CHANGES = (
+    "run.output_dir",  # the same folder, named another way (the run dir is checked itself)
+    "run.logging_steps",
+    "run.report_to",
+    "model.cache_dir",
+    "train.max_steps",
+    "train.num_epochs",
+    "train.save_steps",
+    "train.save_total_limit",
+    "train.eval_steps",
+    "train.eval_batch_size",
+    "rl.steps",
+    "rl.save_steps",
+    "rl.save_total_limit",
+    "rl.sample_every",
+    "rl.max_nonfinite_in_row",
+    "eval_pred.batch_size",
+)
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def check_resume_compatible(config: CRSConfig, run_dir: Path) -> list[str]:
+    """Compare ``config`` with the run's saved ``config.resolved.yaml`` before resuming it.
+
+    Returns the harmless changed keys (:data:`RESUMABLE_CHANGES`, logged); raises ConfigError
+    naming every other changed key with its old and new value.
+    """
+    saved_path = run_dir / "config.resolved.yaml"
+    if not saved_path.is_file():
+        return []
+    try:
+        saved = load_config(config.subset, saved_path, name_suffix=config.name_suffix)
+    except ConfigError as err:
+        raise ConfigError(f"--resume: the run's saved config cannot be read ({err}); use --overwrite to start again") from None
+    old, new = _flatten(saved.to_dict()), _flatten(config.to_dict())
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in ("subset", "name_suffix"))
+    harmless = [k for k in changed if k in RESUMABLE_CHANGES]
+    refused = [k for k in changed if k not in RESUMABLE_CHANGES]
+    if refused:
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in refused[:8])
+        more = f" (and {len(refused) - 8} more)" if len(refused) > 8 else ""
+        raise ConfigError(
+            f"--resume: {run_dir} was started with another config, which its checkpoints cannot continue: {details}{more}. "
+            "Resume with the run's own config.resolved.yaml, or start a new run (--name_suffix) or --overwrite"
+        )
+    for key in harmless:
+        logger.info("--resume: %s changed from %r to %r", key, old.get(key), new.get(key))
+    return harmless
+
+
 def prepare_run_dir(config: CRSConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """Create (or reopen) the run directory and save the resolved config into it.
 
@@ -101,6 +162,8 @@ def prepare_run_dir(config: CRSConfig, resume: bool = False, overwrite: bool = F
                 f"{run_dir} holds an unfinished run; pass --resume to continue it "
                 "or --overwrite to start again"
             )
+        else:
+            check_resume_compatible(config, run_dir)
     elif resume:
         logger.warning("--resume: %s holds no earlier run, starting fresh", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

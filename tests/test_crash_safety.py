@@ -4,6 +4,7 @@ resumed runs log every step once, files respect the umask."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 from pathlib import Path
@@ -220,3 +221,18 @@ def test_absolute_rm_started_with_resume_and_no_checkpoint_is_the_same_run(tmp_p
     before = [json.loads((tmp_path / run / "metrics.json").read_text())["val_before_training"]["mse"] for run in ("plain", "resumed")]
     assert before[0] == pytest.approx(before[1], rel=1e-6)
     assert resumed["mse"] == pytest.approx(plain["mse"], rel=1e-5)
+
+
+# --------------------------------------------------------------------------- resume after a config change
+
+
+def test_resume_refuses_config_changes_the_checkpoint_cannot_hold(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="crs.runs")
+    out = f"run.output_dir={tmp_path / 'out'}"
+    run_dir = prepare_run_dir(load_config("rl_crs", overrides=[out]))
+    with pytest.raises(ConfigError, match=r"model\.lora\.r: 16 -> 8.*rl\.learning_rate"):
+        prepare_run_dir(load_config("rl_crs", overrides=[out, "model.lora.r=8", "rl.learning_rate=0.5"]), resume=True)
+    # Extending the run and logging differently are fine, and said.
+    assert prepare_run_dir(load_config("rl_crs", overrides=[out, "rl.steps=48", "run.logging_steps=1"]), resume=True) == run_dir
+    assert "rl.steps changed from 24 to 48" in caplog.text
+    assert load_config("rl_crs", run_dir / "config.resolved.yaml").rl.steps == 48  # the extended run is what is saved now
