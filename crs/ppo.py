@@ -80,6 +80,7 @@ from crs.losses import ReduceFn, compute_gae, masked_mean, masked_whiten, per_to
 from crs.models import autocast
 from crs.policy import MergedSampler, PolicyValueModel, causal_lm_parts, cpu_math_attention, logprobs_and_entropy, reply_states, sample_replies
 from crs.rewards import CombinedReward
+from crs.runs import NonFiniteError
 from crs.rollout import Rollout, RolloutResult
 
 logger = logging.getLogger(__name__)
@@ -429,7 +430,7 @@ class PPOTrainer:
         metrics["ppo/nonfinite_total"] = float(self.nonfinite_total)
         metrics["learning_rate"] = self.optimizer.param_groups[0]["lr"]
         if self.nonfinite_in_row >= self.cfg.max_nonfinite_in_row:
-            raise FloatingPointError(
+            raise NonFiniteError(
                 f"{self.nonfinite_in_row} PPO steps in a row had a non-finite reward, loss or gradient "
                 f"(rl.max_nonfinite_in_row={self.cfg.max_nonfinite_in_row}); lower rl.learning_rate or check the reward models"
             )

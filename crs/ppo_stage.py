@@ -38,7 +38,7 @@ from crs.models import add_lora, load_causal_lm, load_sequence_classifier, load_
 from crs.policy import PolicyValueModel, ValueModel
 from crs.ppo import PPOTrainer
 from crs.rewards import CombinedReward
-from crs.runs import checkpoint_step, latest_checkpoint, mark_finished, seal_checkpoint, set_seed
+from crs.runs import NonFiniteError, checkpoint_step, latest_checkpoint, mark_finished, seal_checkpoint, set_seed
 
 logger = logging.getLogger(__name__)
 
@@ -267,6 +267,11 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
             # The last one keeps the value head and optimizer, which the adapter dir does not hold.
             save_checkpoint(trainer, stream, run_dir, rl.save_total_limit)
     bar.close()
+    if trainer.step_count and trainer.nonfinite_total >= trainer.step_count:
+        raise NonFiniteError(
+            f"every one of the {trainer.step_count} PPO steps was skipped (non-finite rewards, losses or gradients): "
+            "the policy did not change; check the reward sources (metrics.jsonl has reward/<name>/nonfinite) and rl.learning_rate"
+        )
 
     summary = {
         "steps": trainer.step_count,

@@ -31,6 +31,7 @@ import torch
 from crs.config import ConfigError, ModelConfig, RewardSourceConfig
 from crs.data.schema import Messages, last_user_text, user_prompt
 from crs.reward_scorer import load_reward_scorers
+from crs.runs import NonFiniteError
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ class RewardBreakdown:
     normalized: dict[str, torch.Tensor]  # per source, after zscore (== raw for "none")
     weighted_sum: torch.Tensor  # (B,) sum_i w_i * normalized_i, before shaping
     ended_with_eos: torch.Tensor  # (B,) bool
+    nonfinite: dict[str, int]  # per source, how many scores were NaN or infinite
 
     def metrics(self, prefix: str = "reward/") -> dict[str, float]:
         """Batch means, for logging: combined, each source raw and normalised, EOS rate."""
@@ -156,6 +158,7 @@ class RewardBreakdown:
         for name in self.raw:
             out[f"{prefix}{name}/raw"] = self.raw[name].mean().item()
             out[f"{prefix}{name}/normalized"] = self.normalized[name].mean().item()
+            out[f"{prefix}{name}/nonfinite"] = float(self.nonfinite.get(name, 0))
         out[f"{prefix}ended_with_eos"] = self.ended_with_eos.float().mean().item()
         return out
 
@@ -169,8 +172,8 @@ class RewardBreakdown:
         return out
 
     def is_finite(self) -> bool:
-        """Whether every combined score is a finite number."""
-        return bool(torch.isfinite(self.combined).all())
+        """Whether every source gave a finite score (clipping must not hide an infinite one)."""
+        return not any(self.nonfinite.values()) and bool(torch.isfinite(self.weighted_sum).all() and torch.isfinite(self.combined).all())
 
 
 class CombinedReward:
@@ -217,17 +220,20 @@ class CombinedReward:
         self, prompts: list[Messages], replies: list[str], ended_with_eos: Sequence[bool] | torch.Tensor | None = None
     ) -> RewardBreakdown:
         """Score a batch. ``ended_with_eos`` None means "all ended" (no penalty applied)."""
-        raw, normalized = {}, {}
+        raw, normalized, nonfinite = {}, {}, {}
         weighted = torch.zeros(len(replies))
         for source in self.sources:
             scores = source.score(prompts, replies)
             if scores.shape[0] != len(replies):
                 raise ValueError(f"reward source {source.name!r} returned {scores.shape[0]} scores for {len(replies)} replies")
             raw[source.name] = scores
+            nonfinite[source.name] = int((~torch.isfinite(scores)).sum())
+            if nonfinite[source.name]:
+                logger.warning("reward source %r returned %d non-finite score(s) of %d", source.name, nonfinite[source.name], len(replies))
             normalized[source.name] = self.normalize(source, scores)
             weighted = weighted + source.weight * normalized[source.name]
         eos = torch.ones(len(replies), dtype=torch.bool) if ended_with_eos is None else torch.as_tensor(ended_with_eos, dtype=torch.bool).cpu()
-        return RewardBreakdown(self.shape(weighted, eos), raw, normalized, weighted, eos)
+        return RewardBreakdown(self.shape(weighted, eos), raw, normalized, weighted, eos, nonfinite)
 
     def normalize(self, source: RewardSource, scores: torch.Tensor) -> torch.Tensor:
         """zscore with the source's stats (fitting them on this batch if it has none), or identity."""
@@ -308,7 +314,7 @@ def _gather_device(gather: GatherFn) -> torch.device:
 
 
 def _raise_nonfinite(name: str) -> None:
-    raise FloatingPointError(f"reward source {name!r} returned no finite score on its first batch")
+    raise NonFiniteError(f"reward source {name!r} returned no finite score on its first batch; check that reward model or function")
 
 
 __all__ = [

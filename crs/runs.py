@@ -29,6 +29,17 @@ STATE_FILE = "run_state.json"
 CHECKPOINT_MANIFEST = "crs_checkpoint.json"
 
 
+class RunError(RuntimeError):
+    """A run that cannot go on or did not do what was asked; the message says why and what to do.
+
+    The stage command line prints it as one line, exits with code 2 and marks the run failed.
+    """
+
+
+class NonFiniteError(RunError, FloatingPointError):
+    """Rewards, losses or gradients that are not finite numbers, more often than the run tolerates."""
+
+
 def set_seed(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)

@@ -11,3 +11,8 @@ def reply_length(prompts: list, replies: list[str]) -> list[float]:
 def count_vowels(prompts: list, replies: list[str]) -> list[float]:
     """A second, different reward."""
     return [float(sum(ch in "aeiou" for ch in r.lower())) for r in replies]
+
+
+def not_a_number(prompts: list, replies: list[str]) -> list[float]:
+    """A broken reward model: every score is NaN."""
+    return [float("nan")] * len(replies)

@@ -582,3 +582,19 @@ def test_merged_sampler_matches_the_adapted_policy(tiny_lm, left_tokenizer, pack
     assert torch.equal(merged.reply_ids, direct.reply_ids)
     assert torch.allclose(merged.logprobs, direct.logprobs, atol=1e-4)
     assert all(not p.requires_grad for p in sampler.body.parameters())
+
+
+def test_a_run_whose_every_update_was_skipped_does_not_finish(tmp_path, tiny_model_dir):
+    from crs.config import load_config
+    from crs.ppo_stage import run_ppo_stage
+    from crs.runs import NonFiniteError, is_finished, prepare_run_dir
+
+    rewards = [{"name": "broken", "path": "python:tests.reward_fns:not_a_number", "weight": 1.0, "normalize": "none"}]
+    path = write_rl_config(tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=2, rewards=rewards, max_nonfinite_in_row=10)
+    cfg = load_config("tiny_rl", path)
+    run_dir = prepare_run_dir(cfg)
+    with pytest.raises(NonFiniteError, match="every one of the 2 PPO steps was skipped"):
+        run_ppo_stage(cfg, run_dir, resume=False)
+    assert not is_finished(run_dir) and not (run_dir / "adapter").exists()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["reward/broken/nonfinite"] for r in rows] == [4.0, 4.0]

@@ -177,3 +177,12 @@ def test_sources_built_in_code_with_every_weight_zero_are_refused() -> None:
     with pytest.raises(ConfigError, match="non-zero weight; got a \\(weight 0.0\\), b \\(weight 0.0\\)"):
         CombinedReward(zero)
     assert CombinedReward([*zero, RewardSource("c", lambda p, r: [3.0] * len(r), weight=0.5)]).names == ["c"]
+
+
+def test_an_infinite_score_is_counted_and_not_hidden_by_the_clip(caplog) -> None:
+    source = RewardSource("rm", lambda p, r: [1.0, float("inf"), 0.5], normalize="none")
+    scores = CombinedReward([source], reward_clip=4.0)([user_prompt("q")] * 3, ["a", "b", "c"])
+    assert torch.isfinite(scores.combined).all()  # the clip turned inf into 4.0 ...
+    assert not scores.is_finite()  # ... but the batch still counts as broken
+    assert scores.nonfinite == {"rm": 1} and scores.metrics()["reward/rm/nonfinite"] == 1.0
+    assert "reward source 'rm' returned 1 non-finite score(s) of 3" in caplog.text
