@@ -273,7 +273,7 @@ def _stats_section(results: Mapping[str, Any]) -> str:
 
 
 def _leaderboard_section(results: Mapping[str, Any]) -> str:
-    header = ["model", "win_rate (%)", "standard_error (%)", "95% CI (%)",
+    header = ["model", "win_rate (%)", "standard_error (%)", "95% CI (%)", "LC win_rate (%)", "LC 95% CI (%)",
               "n_wins", "n_wins_base", "n_draws", "n_total", "avg_length"]
     rows = [
         [
@@ -281,6 +281,8 @@ def _leaderboard_section(results: Mapping[str, Any]) -> str:
             f"{row['win_rate']:.2f}",
             f"{row['standard_error']:.2f}",
             f"{row['ci_low']:.1f}–{row['ci_high']:.1f}",
+            f"{row['lc_win_rate']:.2f}" if "lc_win_rate" in row else DASH,
+            f"{row['lc_ci_low']:.1f}–{row['lc_ci_high']:.1f}" if "lc_win_rate" in row else DASH,
             str(row["n_wins"]),
             str(row["n_wins_base"]),
             str(row["n_draws"]),
@@ -339,7 +341,9 @@ def render_report(results: Mapping[str, Any]) -> str:
         _stats_section(results),
         f"## 3. Leaderboard vs `{results['reference']}` (judged by {judge})",
         "AlpacaEval layout: win rate and standard error in percent, ties count as half; "
-        "the interval is a paired bootstrap over prompts; avg_length is in characters.",
+        "the interval is a paired bootstrap over prompts; avg_length is in characters. "
+        "LC is the length-controlled win rate: the rate a logistic regression of the judge's "
+        "verdicts on the length difference predicts at equal length (docs/evaluation.md).",
         _leaderboard_section(results),
         f"## 4. Agreement with the judge ({judge})",
         "Share of (model pair, prompt) comparisons where the scorer prefers the same reply "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from crs.data.schema import DataError
@@ -264,3 +265,44 @@ def test_write_predictions_validates_before_writing(tmp_path):
     with pytest.raises(DataError, match="row 0"):
         write_predictions(path, rows)
     assert not path.exists()
+
+
+# --------------------------------------------------------------------------------------
+# Length-controlled win rates
+# --------------------------------------------------------------------------------------
+
+
+def test_length_controlled_equals_raw_when_lengths_are_equal() -> None:
+    from crs.evaluation import length_controlled_win_rate
+
+    outcomes = [1.0, 1.0, 0.0, 0.5, 1.0, 0.0, 1.0, 1.0]
+    lc = length_controlled_win_rate(outcomes, [100] * 8, [100] * 8, n_boot=200)
+    assert lc.win_rate == pytest.approx(np.mean(outcomes), abs=1e-6)
+    assert lc.ci_low <= lc.win_rate <= lc.ci_high
+
+
+def test_a_judge_that_only_rewards_brevity_gives_about_half() -> None:
+    from crs.evaluation import length_controlled_win_rate
+
+    rng = np.random.default_rng(0)
+    n = 200
+    lengths_b = rng.integers(80, 400, n)
+    # A is shorter on ~80% of prompts, by varied amounts; the judge always picks the shorter reply.
+    lengths_a = lengths_b + np.where(rng.random(n) < 0.8, -1, 1) * rng.integers(10, 200, n)
+    outcomes = (lengths_a < lengths_b).astype(float)
+    lc = length_controlled_win_rate(outcomes, lengths_a, lengths_b, n_boot=200)
+    assert outcomes.mean() > 0.7  # the raw rate rewards brevity
+    assert abs(lc.win_rate - 0.5) < 0.12 and lc.length_coef < 0
+    # A real, length-independent advantage survives length control.
+    better = (rng.random(n) < 0.8).astype(float)
+    assert length_controlled_win_rate(better, lengths_a, lengths_b, n_boot=200).win_rate > 0.7
+
+
+def test_leaderboard_rows_carry_the_length_controlled_rate() -> None:
+    from crs.evaluation import leaderboard_rows
+
+    scores = {"ref": [0.0] * 6, "short": [1.0, 1.0, 1.0, 1.0, -1.0, -1.0]}
+    outputs = {"ref": ["x" * 50] * 6, "short": ["y" * 20] * 4 + ["y" * 90] * 2}
+    rows = {r["model"]: r for r in leaderboard_rows(scores, outputs, "ref", n_boot=50)}
+    assert rows["short"]["win_rate"] == pytest.approx(100 * 4 / 6)
+    assert rows["short"]["lc_win_rate"] < rows["short"]["win_rate"]  # its wins were all the short replies
