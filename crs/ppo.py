@@ -80,8 +80,8 @@ from crs.losses import ReduceFn, compute_gae, masked_mean, masked_whiten, per_to
 from crs.models import autocast
 from crs.policy import MergedSampler, PolicyValueModel, causal_lm_parts, cpu_math_attention, logprobs_and_entropy, reply_states, sample_replies
 from crs.rewards import CombinedReward
-from crs.runs import NonFiniteError
 from crs.rollout import Rollout, RolloutResult
+from crs.runs import NonFiniteError
 
 logger = logging.getLogger(__name__)
 
