@@ -299,6 +299,21 @@ class RLConfig:
         default=25, metadata={"help": "Greedy samples on held-out prompts every N steps, in `<run>/samples/step_N.json` (0: never)."}
     )
     num_sample_prompts: int = field(default=4, metadata={"help": "Held-out prompts per sample."})
+    eval_prompts: int = field(
+        default=32,
+        metadata={
+            "help": "Held-out prompts (the validation split) answered every `sample_every` steps and at step 0 for the "
+            "over-optimisation log `<run>/overoptimization.jsonl`: every reward source, the combined reward, the judge and "
+            "the KL to the reference; 0: off."
+        },
+    )
+    judge: str = field(
+        default="auto",
+        metadata={
+            "help": "The judge of the over-optimisation log, never optimised: `auto` (`gold` on the demo data, else none), "
+            "`none`, or a reward source path (`gold`, `python:module:function`, a reward-model run)."
+        },
+    )
     logprobs_from_sampling: bool = field(
         default=False,
         metadata={

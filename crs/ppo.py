@@ -459,6 +459,34 @@ class PPOTrainer:
             for i, (prompt, reply, eos) in enumerate(zip(prompts, replies, samples.ended_with_eos.tolist()))
         ]
 
+    @torch.no_grad()
+    def held_out_eval(self, prompts: list[Messages], judge: Any | None = None, seed: int = 0) -> dict[str, float]:
+        """Proxy rewards, judge score and KL to the reference on held-out prompts (over-optimisation).
+
+        Replies are sampled as in training, under a private RNG seeded by ``seed`` (the training
+        stream is untouched); ``kl/sequence`` is the k1 estimate of KL(policy || reference) per
+        reply, unbiased under those samples. ``judge`` is a :class:`crs.rewards.RewardSource`
+        that is only ever read, never optimised. Averaged over processes.
+        """
+        prompt_ids, prompt_mask = self.encode_prompts(prompts)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            with autocast(self.dtype, self.device):
+                samples = sample_replies(self.sampler(), prompt_ids, prompt_mask, self.sampling, self.eos_id, self.pad_id)
+        input_ids = torch.cat([prompt_ids, samples.reply_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, samples.reply_mask], dim=1)
+        with autocast(self.dtype, self.device), cpu_math_attention(self.device):
+            ref_logprobs = self.reference_logprobs(input_ids, attention_mask, samples.reply_ids)
+        kl = ((samples.logprobs - ref_logprobs.float()) * samples.reply_mask).sum(-1)
+        replies = self.decode(samples.reply_ids, samples.reply_mask)
+        scores = self.reward(prompts, replies, samples.ended_with_eos.cpu(), fit_stats=False)
+        local = {"kl/sequence": kl.mean().item(), "reply/length": samples.reply_mask.sum(-1).float().mean().item(), **scores.metrics()}
+        if judge is not None:
+            local[f"judge/{judge.name}"] = judge.score(prompts, replies).mean().item()
+        metrics = self.mean_over_processes(local)
+        metrics["kl/sqrt"] = max(metrics["kl/sequence"], 0.0) ** 0.5
+        return metrics
+
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:

@@ -6,6 +6,9 @@
 * ``metrics.jsonl``: one row per PPO step (rewards per source raw and normalised,
   combined, KL, beta, losses, clip fractions, approx KL, entropy, reply length, timings);
 * ``samples/step_N.json``: greedy replies to held-out prompts with every source's score;
+* ``overoptimization.jsonl`` + ``overoptimization.png``: at step 0 and every ``sample_every``
+  steps, sampled replies to up to ``eval_prompts`` held-out prompts, scored by every source,
+  the combined reward and the judge, with the KL to the reference (:meth:`PPOTrainer.held_out_eval`);
 * ``checkpoints/step_N/``: trainable weights (adapter + value head), optimizer, KL
   controller, reward statistics, prompt position and every process's RNG states, written
   to a temporary folder, sealed with a manifest and renamed into place; ``--resume``
@@ -21,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -31,19 +35,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from crs.config import ConfigError, CRSConfig
+from crs.config import ConfigError, CRSConfig, RewardSourceConfig
 from crs.data import load_examples
-from crs.io import append_jsonl, folder_written_atomically, truncate_jsonl, write_json_atomic
+from crs.data.sources import EMBEDDED_DEMO
+from crs.io import append_jsonl, folder_written_atomically, read_jsonl, truncate_jsonl, write_json_atomic
 from crs.models import add_lora, load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_dtype, save_run_model, upcast_trainable
 from crs.policy import PolicyValueModel, ValueModel
 from crs.ppo import PPOTrainer
-from crs.rewards import CombinedReward
+from crs.report import judge_peak, plot_overoptimization
+from crs.rewards import CombinedReward, RewardSource, build_sources
 from crs.runs import NonFiniteError, checkpoint_step, latest_checkpoint, mark_finished, seal_checkpoint, set_seed
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
+OVEROPT_FILE = "overoptimization.jsonl"
 
 
 class PromptStream:
@@ -201,6 +208,22 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def build_judge(cfg: CRSConfig) -> RewardSource | None:
+    """The over-optimisation judge of ``rl.judge`` (read, never optimised), or None."""
+    spec = cfg.rl.judge
+    if spec == "auto":
+        spec = "gold" if cfg.data.source == EMBEDDED_DEMO else "none"
+    if spec == "none":
+        return None
+    name = "gold" if spec == "gold" else "judge"
+    return build_sources([RewardSourceConfig(name=name, path=spec, weight=1.0, normalize="none")], cfg.model)[0]
+
+
+def _finite_or_none(metrics: dict[str, float]) -> dict[str, float | None]:
+    # NaN is not JSON; a combined reward that could not be normalised yet is logged as null.
+    return {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
+
+
 def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Train the policy with PPO on the combined reward; returns the final summary."""
     from tqdm.auto import tqdm
@@ -220,6 +243,16 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
         rl.rewards, cfg.model, rl.reward_clip, rl.missing_eos_penalty, gather=accelerator.gather if world > 1 else None
     )
     trainer = PPOTrainer(rl, model, tokenizer, reward, accelerator, dtype, reference, cfg.data.max_prompt_length)
+    eval_prompts = [ex.prompt for ex in val_examples[: rl.eval_prompts]][rank::world]
+    if rl.eval_prompts and not val_examples:
+        logger.warning("rl.eval_prompts: no held-out prompts (data.val_fraction is 0); no over-optimisation log")
+    judge = build_judge(cfg) if eval_prompts else None
+
+    def log_held_out_eval(step: int) -> None:
+        if eval_prompts and rl.sample_every:
+            row = {"step": step, **_finite_or_none(trainer.held_out_eval(eval_prompts, judge, seed=cfg.run.seed + step))}
+            if is_main:
+                append_jsonl(run_dir / OVEROPT_FILE, row)
     stream = PromptStream(len(train_examples), cfg.run.seed)
 
     checkpoint = latest_checkpoint(run_dir / CHECKPOINTS, "step_*", remove_torn=is_main) if resume else None
@@ -233,7 +266,10 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     if resume and is_main:
         # The steps after the checkpoint run again: their old rows (and a torn last line) go.
         truncate_jsonl(run_dir / METRICS_FILE, trainer.step_count)
+        truncate_jsonl(run_dir / OVEROPT_FILE, trainer.step_count)
     accelerator.wait_for_everyone()
+    if trainer.step_count == 0:
+        log_held_out_eval(0)  # the start of the over-optimisation curve: KL 0
 
     if is_main:
         logger.info(
@@ -261,6 +297,8 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
                 )
             if rl.sample_every and sample_prompts and (step % rl.sample_every == 0 or step == rl.steps):
                 write_json_atomic(run_dir / "samples" / f"step_{step}.json", trainer.generate_samples(sample_prompts))
+        if rl.sample_every and (step % rl.sample_every == 0 or step == rl.steps):
+            log_held_out_eval(step)
         if cfg.run.report_to != "none":
             accelerator.log(metrics, step=step)
         if rl.save_steps and (step % rl.save_steps == 0 or step == rl.steps):
@@ -279,6 +317,11 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
         "rewards": reward.describe(),
         "nonfinite_steps": trainer.nonfinite_total,
     }
+    if is_main and (run_dir / OVEROPT_FILE).is_file():
+        rows = read_jsonl(run_dir / OVEROPT_FILE)
+        plot_overoptimization({cfg.run_name: rows}, run_dir / "overoptimization.png")
+        if judge is not None:
+            summary["judge_peak"] = judge_peak(rows, f"judge/{judge.name}")
     if is_main:
         save_run_model(trainer.unwrapped.policy, tokenizer, run_dir, base_name=policy_name, kind="causal_lm", merge=cfg.model.lora.merge)
         mark_finished(run_dir, summary)

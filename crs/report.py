@@ -419,3 +419,47 @@ def plot_mean_scores(results: Mapping[str, Any], path: str | os.PathLike[str]) -
         ax.set_title(scorer + (" (gold judge)" if scorer == results["judge"] else ""))
         ax.set_ylabel("mean score")
     _save_figure_atomic(fig, path)
+
+
+def judge_peak(rows: Sequence[Mapping[str, Any]], judge_key: str) -> dict[str, float] | None:
+    """The logged step where the judge's score was highest, with its KL (None without a judge)."""
+    scored = [r for r in rows if r.get(judge_key) is not None]
+    if not scored:
+        return None
+    best = max(scored, key=lambda r: r[judge_key])
+    return {"step": best["step"], "kl": best["kl/sequence"], "judge": best[judge_key]}
+
+
+def plot_overoptimization(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike[str], proxy_key: str = "reward/combined"
+) -> None:
+    """Proxy reward and judge score against sqrt(KL to the reference) and against the step.
+
+    ``runs[name]`` is a run's ``overoptimization.jsonl`` rows; several runs overlay (a sweep).
+    The judge's best logged point is starred: past it, the policy pleases its reward models
+    more and the judge less (Gao et al. 2022).
+    """
+    judge_keys = sorted({k for rows in runs.values() for r in rows for k in r if k.startswith("judge/")})
+    judge_key = judge_keys[0] if judge_keys else None
+    panels = [(proxy_key, "proxy: combined reward")] + ([(judge_key, f"judge: {judge_key[6:]}")] if judge_key else [])
+    fig = Figure(figsize=(10, 3.4 * len(panels)))
+    axes = fig.subplots(len(panels), 2, squeeze=False)
+    for i, (name, rows) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        for (key, title), (ax_kl, ax_step) in zip(panels, axes):
+            points = [(r["kl/sqrt"], r["step"], r[key]) for r in rows if r.get(key) is not None]
+            if not points:
+                continue
+            kl, step, value = zip(*points)
+            ax_kl.plot(kl, value, "o-", color=color, label=name, markersize=3)
+            ax_step.plot(step, value, "o-", color=color, label=name, markersize=3)
+            if key == judge_key:
+                peak = judge_peak(rows, key)
+                ax_kl.plot([peak["kl"] ** 0.5 if peak["kl"] > 0 else 0.0], [peak["judge"]], "*", color=color, markersize=14)
+                ax_step.plot([peak["step"]], [peak["judge"]], "*", color=color, markersize=14)
+            ax_kl.set_title(title)
+            ax_kl.set_xlabel("sqrt(KL to the reference), nats")
+            ax_step.set_title(title)
+            ax_step.set_xlabel("PPO step")
+    axes[0][1].legend(fontsize=8)
+    _save_figure_atomic(fig, path)

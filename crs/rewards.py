@@ -217,9 +217,17 @@ class CombinedReward:
         return [s.name for s in self.sources]
 
     def __call__(
-        self, prompts: list[Messages], replies: list[str], ended_with_eos: Sequence[bool] | torch.Tensor | None = None
+        self,
+        prompts: list[Messages],
+        replies: list[str],
+        ended_with_eos: Sequence[bool] | torch.Tensor | None = None,
+        fit_stats: bool = True,
     ) -> RewardBreakdown:
-        """Score a batch. ``ended_with_eos`` None means "all ended" (no penalty applied)."""
+        """Score a batch. ``ended_with_eos`` None means "all ended" (no penalty applied).
+
+        ``fit_stats`` False leaves a source without statistics unfitted (its normalised score and
+        the combined one are NaN), so an evaluation never sets the scale training will use.
+        """
         raw, normalized, nonfinite = {}, {}, {}
         weighted = torch.zeros(len(replies))
         for source in self.sources:
@@ -230,15 +238,17 @@ class CombinedReward:
             nonfinite[source.name] = int((~torch.isfinite(scores)).sum())
             if nonfinite[source.name]:
                 logger.warning("reward source %r returned %d non-finite score(s) of %d", source.name, nonfinite[source.name], len(replies))
-            normalized[source.name] = self.normalize(source, scores)
+            normalized[source.name] = self.normalize(source, scores, fit_stats)
             weighted = weighted + source.weight * normalized[source.name]
         eos = torch.ones(len(replies), dtype=torch.bool) if ended_with_eos is None else torch.as_tensor(ended_with_eos, dtype=torch.bool).cpu()
         return RewardBreakdown(self.shape(weighted, eos), raw, normalized, weighted, eos, nonfinite)
 
-    def normalize(self, source: RewardSource, scores: torch.Tensor) -> torch.Tensor:
+    def normalize(self, source: RewardSource, scores: torch.Tensor, fit_stats: bool = True) -> torch.Tensor:
         """zscore with the source's stats (fitting them on this batch if it has none), or identity."""
         if source.normalize == "none":
             return scores
+        if source.stats is None and not fit_stats:
+            return torch.full_like(scores, float("nan"))
         if source.stats is None:
             self._fit_stats(source, scores)
         assert source.stats is not None

@@ -598,3 +598,26 @@ def test_a_run_whose_every_update_was_skipped_does_not_finish(tmp_path, tiny_mod
     assert not is_finished(run_dir) and not (run_dir / "adapter").exists()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["reward/broken/nonfinite"] for r in rows] == [4.0, 4.0]
+
+
+def test_overoptimization_log_has_the_judge_and_the_kl(tmp_path, tiny_model_dir):
+    from crs.config import load_config
+    from crs.ppo_stage import run_ppo_stage
+    from crs.runs import run_state
+
+    path = write_rl_config(
+        tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=4, eval_prompts=8, judge="python:tests.reward_fns:count_vowels",
+        learning_rate=5e-3,
+    )
+    cfg = load_config("tiny_rl", path)
+    cfg.data.val_fraction = 0.4  # 8 held-out prompts
+    cfg.run_dir.mkdir(parents=True)
+    run_ppo_stage(cfg, cfg.run_dir, resume=False)
+    rows = [json.loads(line) for line in (cfg.run_dir / "overoptimization.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 2, 4]
+    assert {"kl/sequence", "kl/sqrt", "reward/combined", "reward/chars/raw", "judge/judge"} <= rows[0].keys()
+    assert abs(rows[0]["kl/sequence"]) < 1e-3  # before training the policy is its reference
+    assert rows[-1]["kl/sequence"] > rows[0]["kl/sequence"] + 1e-3  # training moved it
+    assert rows[-1]["kl/sqrt"] == pytest.approx(max(rows[-1]["kl/sequence"], 0) ** 0.5)
+    assert (cfg.run_dir / "overoptimization.png").stat().st_size > 1000
+    assert run_state(cfg.run_dir)["summary"]["judge_peak"]["step"] in (0, 2, 4)
