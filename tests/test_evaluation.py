@@ -306,3 +306,37 @@ def test_leaderboard_rows_carry_the_length_controlled_rate() -> None:
     rows = {r["model"]: r for r in leaderboard_rows(scores, outputs, "ref", n_boot=50)}
     assert rows["short"]["win_rate"] == pytest.approx(100 * 4 / 6)
     assert rows["short"]["lc_win_rate"] < rows["short"]["win_rate"]  # its wins were all the short replies
+
+
+# --------------------------------------------------------------------------------------
+# Hierarchical bootstrap over seeds and prompts
+# --------------------------------------------------------------------------------------
+
+
+def test_hierarchical_interval_widens_with_seed_variance() -> None:
+    from crs.evaluation import hierarchical_bootstrap
+
+    rng = np.random.default_rng(0)
+    prompt_effect = rng.normal(0.0, 1.0, 200)
+    # Same prompt noise; "spread" seeds differ by a known +-1 offset, "steady" seeds do not.
+    steady = [prompt_effect + rng.normal(0, 0.1, 200) for _ in range(4)]
+    spread = [prompt_effect + offset + rng.normal(0, 0.1, 200) for offset in (-1.0, 1.0, -1.0, 1.0)]
+    result = hierarchical_bootstrap({"steady": steady, "spread": spread}, n_boot=2000)
+    width = {k: v["ci_high"] - v["ci_low"] for k, v in result.items()}
+    assert result["spread"]["mean"] == pytest.approx(result["steady"]["mean"], abs=0.05)
+    # Seed sd 1 over 4 seeds adds ~1/sqrt(4) = 0.5 sd to the mean: about 4 x 0.5 wide at 95%.
+    assert width["spread"] > 2 * width["steady"] and 1.0 < width["spread"] < 3.0
+    assert width["steady"] < 0.5  # prompt variance alone: ~4 x 1/sqrt(200)
+
+
+def test_difference_and_slope_come_with_intervals() -> None:
+    from crs.evaluation import bootstrap_difference, bootstrap_slope, hierarchical_bootstrap
+
+    rng = np.random.default_rng(1)
+    base = rng.random(100)
+    groups = {f"w{w}": [np.clip(base - 0.4 * w + rng.normal(0, 0.05, 100), 0, 1) for _ in range(3)] for w in (0.0, 0.5, 1.0)}
+    boot = hierarchical_bootstrap(groups, n_boot=500)
+    slope = bootstrap_slope(boot, {"w0.0": 0.0, "w0.5": 0.5, "w1.0": 1.0})
+    assert slope["ci_high"] < 0 and slope["mean"] == pytest.approx(-0.4, abs=0.1)  # the inverse relation, found
+    diff = bootstrap_difference(boot, "w0.0", "w1.0")
+    assert diff["ci_low"] > 0.2
