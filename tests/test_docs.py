@@ -82,7 +82,7 @@ def test_check_fails_on_stale_file(tmp_path):
 
 def test_config_docs_list_every_key_with_its_default():
     text = CONFIG_DOCS.read_text(encoding="utf-8")
-    for key, f in _config_fields():
+    for key, _f in _config_fields():
         assert f"| `{key}` |" in text or f"\n## {key}\n" in text, key
     assert "| `rl.kl_coef` | `float` | `0.05` |" in text
     assert "| `data.languages` | `list[str]` | `[en]` |" in text
