@@ -90,19 +90,72 @@ def setup_logging() -> None:
 
 
 def run_stage(main_fn: StageMain, description: str, argv: list[str] | None = None) -> None:
-    """Parse arguments, resolve the config, prepare the run dir and run ``main_fn``."""
+    """Parse arguments, resolve the config, prepare the run dir and run ``main_fn``.
+
+    Expected errors (config, data, model) end as one line ``error: ...`` and exit code 2;
+    anything else keeps its traceback (exit 1). Once the run directory is prepared, a
+    stage that stops short never leaves ``run_state.json`` "running": it is marked
+    ``failed`` (with the error) or ``interrupted`` (Ctrl-C, SIGTERM) first.
+    """
+    import signal
+
     from crs.data.schema import DataError
     from crs.models import ModelError
+    from crs.runs import mark_failed, run_state
 
+    expected = (ConfigError, DataError, ModelError)
     args = stage_parser(description).parse_args(argv)
     setup_logging()
     try:
         config = load_config(args.config_subset, args.config, args.overrides, args.name_suffix)
         run_dir = _prepare_on_main_process(config, args.resume, args.overwrite)
-        main_fn(config, run_dir, args.resume)
-    except (ConfigError, DataError, ModelError) as err:
+    except expected as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+    is_main = int(os.environ.get("RANK", "0")) == 0  # only the main process writes the run dir
+
+    def mark(message: str, status: str = "failed") -> None:
+        if is_main:
+            mark_failed(run_dir, message, status)
+
+    class Terminated(BaseException):
+        """SIGTERM (torchrun stopping its workers, a scheduler's kill) as an exception."""
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise Terminated
+
+    try:
+        previous, installed = signal.signal(signal.SIGTERM, on_sigterm), True
+    except ValueError:  # not the main thread: leave signals alone
+        previous, installed = None, False
+    try:
+        main_fn(config, run_dir, args.resume)
+    except expected as err:
+        mark(str(err))
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        mark("interrupted (Ctrl-C); continue with --resume", "interrupted")
+        raise
+    except Terminated:
+        mark("terminated (SIGTERM); continue with --resume", "interrupted")
+        print(f"error: terminated (SIGTERM); {run_dir} is marked interrupted: continue it with --resume", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
+    except SystemExit as err:
+        if err.code not in (None, 0):
+            mark(f"exited with code {err.code}")
+        raise
+    except BaseException as err:
+        mark(f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    state = run_state(run_dir) if is_main else None
+    if state is not None and state.get("status") == "running":
+        logging.getLogger(__name__).warning("%s: the stage returned without marking the run finished", run_dir)
+        mark("the stage returned without marking the run finished")
 
 
 def _prepare_on_main_process(config: CRSConfig, resume: bool, overwrite: bool) -> Path:

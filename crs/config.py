@@ -4,9 +4,11 @@
 ``rl_crs``, ...). A subset is deep-merged over ``default``, then ``--set key.sub=value``
 overrides are applied, then the result is checked against the dataclasses below, which
 are the single list of every key, its type and its default (as Hugging Face splits a
-*Config* from the *Trainer* that consumes it). Each field's help text is its
-``metadata["help"]``, as in TRL's config dataclasses; ``scripts/render_config_docs.py``
-renders the sections, their fields and that help into ``docs/config.md``.
+*Config* from the *Trainer* that consumes it), and its values against the ranges in
+:data:`VALUE_RULES`. A key repeated in a YAML mapping is an error, not "the last wins".
+Each field's help text is its ``metadata["help"]``, as in TRL's config dataclasses;
+``scripts/render_config_docs.py`` renders the sections, their fields and that help into
+``docs/config.md``.
 
 Errors in a config are :class:`ConfigError`; the stage scripts print them as one line
 and exit with code 2.
@@ -17,8 +19,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -393,7 +397,18 @@ class EvalRewardingConfig:
         },
     )
     reference_model: str | None = field(
-        default=None, metadata={"help": "The leaderboard's baseline (AlpacaEval's reference); null: the first model."}
+        default=None,
+        metadata={
+            "help": "The leaderboard's baseline (AlpacaEval's reference); null: the first model. A name without predictions "
+            "stops the run."
+        },
+    )
+    allow_missing_models: bool = field(
+        default=False,
+        metadata={
+            "help": "false: a model listed in the prediction run's `eval_pred.models` without a predictions file stops the run, "
+            "naming it; true: score the models that have one (with a warning)."
+        },
     )
     human_rankings: str | None = field(
         default=None,
@@ -445,12 +460,52 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+    try:
+        check_unique_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict) or not isinstance(data.get("default", {}), dict):
         raise ConfigError(f"{path}: expected a mapping with a 'default' block and named subsets")
     return data
+
+
+def check_unique_keys(node: yaml.Node | None, path: str | Path) -> None:
+    """Refuse a mapping that repeats a key (plain YAML keeps the last one, silently).
+
+    Works on the composed node tree, before merge keys (``<<: *anchor``) are applied:
+    a key that overrides a merged-in one is not a duplicate.
+    """
+    seen_nodes: set[int] = set()
+
+    def walk(node: yaml.Node | None, where: list[str]) -> None:
+        if node is None or id(node) in seen_nodes:
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, [*where[:-1], f"{where[-1]}[{index}]"] if where else [f"[{index}]"])
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    walk(value_node, where)
+                    continue
+                key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else repr(key_node.value)
+                line = key_node.start_mark.line + 1
+                if (key_node.tag, key) in first:
+                    what = f"subset {key!r}" if not where else f"key {'.'.join([*where, key])!r}"
+                    raise ConfigError(
+                        f"{path}, line {line}: duplicate {what} (first at line {first[key_node.tag, key]}); "
+                        "YAML would keep only the last one: rename or merge them"
+                    )
+                first[key_node.tag, key] = line
+                walk(value_node, [*where, key])
+
+    walk(node, [])
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -515,6 +570,7 @@ def load_config(
     config = build_dataclass(CRSConfig, merged, "")
     config.subset = subset
     config.name_suffix = name_suffix
+    validate_values(config)
     return config
 
 
@@ -617,3 +673,132 @@ def build_dataclass(cls: type, data: dict[str, Any], path: str) -> Any:
             raise ConfigError(f"unknown config key '{key_path}'{hint}")
         kwargs[key] = _coerce(value, hints[key], key_path)
     return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- values
+
+
+Predicate = Callable[[Any, "CRSConfig"], bool]
+
+
+def _at_least(low: float) -> Predicate:
+    return lambda v, c: math.isfinite(v) and v >= low
+
+
+def _above(low: float) -> Predicate:
+    return lambda v, c: math.isfinite(v) and v > low
+
+
+def _within(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> Predicate:
+    def ok(v: Any, c: CRSConfig) -> bool:
+        return math.isfinite(v) and (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
+
+    return ok
+
+
+def _or_null(pred: Predicate) -> Predicate:
+    return lambda v, c: v is None or pred(v, c)
+
+
+def _finite(v: Any, c: CRSConfig) -> bool:
+    return math.isfinite(v)
+
+
+_UNIT = _within(0, 1)
+_FRACTION = _within(0, 1, open_high=True)
+_PROBABILITY = _within(0, 1, open_low=True)
+
+# Every value that type checks alone let through, with the range it must lie in:
+# (key path, predicate(value, config), valid range). ``[*]`` stands for every list item.
+# Checked by :func:`validate_values` once the config is built, before any run starts.
+VALUE_RULES: list[tuple[str, Predicate, str]] = [
+    ("run.logging_steps", _at_least(1), "an integer >= 1"),
+    ("model.lora.r", _at_least(1), "an integer >= 1"),
+    ("model.lora.alpha", _at_least(1), "an integer >= 1"),
+    ("model.lora.dropout", _FRACTION, "in [0, 1)"),
+    ("data.val_fraction", _FRACTION, "in [0, 1)"),
+    ("data.max_examples", _or_null(_at_least(1)), "an integer >= 1, or null (all)"),
+    ("data.max_prompt_length", _at_least(1), "an integer >= 1"),
+    ("data.max_length", lambda v, c: v > c.data.max_prompt_length, "above data.max_prompt_length (room for a reply)"),
+    ("data.label_weights", lambda v, c: all(math.isfinite(w) for w in v.values()), "finite numbers"),
+    ("train.learning_rate", _at_least(0), "a finite number >= 0"),
+    ("train.num_epochs", lambda v, c: c.train.max_steps > 0 or _above(0)(v, c), "> 0 (or set train.max_steps > 0)"),
+    ("train.batch_size", _at_least(1), "an integer >= 1"),
+    ("train.eval_batch_size", _at_least(1), "an integer >= 1"),
+    ("train.gradient_accumulation_steps", _at_least(1), "an integer >= 1"),
+    ("train.warmup_ratio", _FRACTION, "in [0, 1)"),
+    ("train.weight_decay", _at_least(0), "a finite number >= 0"),
+    ("train.max_grad_norm", _at_least(0), "a finite number >= 0 (0: no clipping)"),
+    ("train.eval_steps", _at_least(0), "an integer >= 0 (0: no validation during training)"),
+    ("train.save_steps", _at_least(1), "an integer >= 1"),
+    ("train.save_total_limit", _at_least(0), "an integer >= 0 (0: keep all)"),
+    ("rm.max_replies", _at_least(2), "an integer >= 2"),
+    ("rm.l2_coef", _at_least(0), "a finite number >= 0"),
+    ("rm.margin_scale", _at_least(0), "a finite number >= 0"),
+    ("rm.threshold", _UNIT, "in [0, 1]"),
+    ("rm.loss_weight_strength", _at_least(0), "a finite number >= 0"),
+    ("rm.undersample_bins", _at_least(1), "an integer >= 1"),
+    ("rm.undersample_max_ratio", _at_least(1), "a finite number >= 1"),
+    ("rl.rewards[*].weight", _at_least(0), "a finite number >= 0 (0: the source is not loaded)"),
+    ("rl.reward_clip", _or_null(_above(0)), "a finite number > 0, or null (no clipping)"),
+    ("rl.missing_eos_penalty", _or_null(_finite), "a finite number, or null"),
+    ("rl.steps", _at_least(1), "an integer >= 1"),
+    ("rl.batch_size", _at_least(1), "an integer >= 1"),
+    ("rl.mini_batch_size", lambda v, c: v >= 1 and c.rl.batch_size % v == 0, "an integer >= 1 that divides rl.batch_size"),
+    ("rl.gradient_accumulation_steps", _at_least(1), "an integer >= 1"),
+    ("rl.ppo_epochs", _at_least(1), "an integer >= 1"),
+    ("rl.learning_rate", _at_least(0), "a finite number >= 0"),
+    ("rl.max_grad_norm", _above(0), "a finite number > 0"),
+    ("rl.max_new_tokens", _at_least(1), "an integer >= 1"),
+    ("rl.temperature", _above(0), "a finite number > 0"),
+    ("rl.top_p", _PROBABILITY, "in (0, 1]"),
+    ("rl.gamma", _UNIT, "in [0, 1]"),
+    ("rl.lam", _UNIT, "in [0, 1]"),
+    ("rl.cliprange", _above(0), "a finite number > 0"),
+    ("rl.cliprange_value", _above(0), "a finite number > 0"),
+    ("rl.vf_coef", _at_least(0), "a finite number >= 0"),
+    ("rl.kl_coef", _at_least(0), "a finite number >= 0"),
+    ("rl.target_kl", _above(0), "a finite number > 0"),
+    ("rl.kl_horizon", _at_least(1), "an integer >= 1"),
+    ("rl.early_stop_kl", _or_null(_at_least(0)), "a finite number >= 0, or null (never)"),
+    ("rl.max_nonfinite_in_row", _at_least(1), "an integer >= 1"),
+    ("rl.save_steps", _at_least(0), "an integer >= 0 (0: no checkpoints)"),
+    ("rl.sample_every", _at_least(0), "an integer >= 0 (0: never)"),
+    ("rl.num_sample_prompts", _at_least(0), "an integer >= 0"),
+    ("rl.adam_eps", _above(0), "a finite number > 0"),
+    ("rl.save_total_limit", _at_least(0), "an integer >= 0 (0: keep all)"),
+    ("eval_pred.num_runs", _at_least(1), "an integer >= 1"),
+    ("eval_pred.temperature", _above(0), "a finite number > 0 (for greedy decoding set eval_pred.do_sample: false)"),
+    ("eval_pred.top_p", _PROBABILITY, "in (0, 1]"),
+    ("eval_pred.max_new_tokens", _at_least(1), "an integer >= 1"),
+    ("eval_pred.batch_size", _at_least(1), "an integer >= 1"),
+    ("eval_rewarding.combined_weights[*]", _UNIT, "in [0, 1] (the preference RM's share)"),
+    ("eval_rewarding.n_boot", _at_least(1), "an integer >= 1"),
+    ("eval_rewarding.batch_size", _at_least(1), "an integer >= 1"),
+]
+
+
+def _values_at(config: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """(concrete key path, value) for a rule's path; ``name[*]`` yields every item of a list."""
+    nodes: list[tuple[str, Any]] = [("", config)]
+    for part in path.split("."):
+        name, many = (part[:-3], True) if part.endswith("[*]") else (part, False)
+        step = []
+        for prefix, node in nodes:
+            key = f"{prefix}.{name}" if prefix else name
+            value = getattr(node, name)
+            step += [(f"{key}[{i}]", item) for i, item in enumerate(value)] if many else [(key, value)]
+        nodes = step
+    yield from nodes
+
+
+def validate_values(config: CRSConfig) -> None:
+    """Raise one ConfigError naming every value outside its range (see :data:`VALUE_RULES`)."""
+    problems = [
+        f"{key}={value!r}: must be {valid}"
+        for path, ok, valid in VALUE_RULES
+        for key, value in _values_at(config, path)
+        if not ok(value, config)
+    ]
+    if problems:
+        raise ConfigError("; ".join(problems))

@@ -104,6 +104,13 @@ def read_all_predictions(predictions_dir: Path) -> dict[str, list[dict[str, Any]
     per_model = dict(sorted(per_model.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
     keys = [{(r["prompt_id"], r["run"]) for r in rows} for rows in per_model.values()]
     common = set.intersection(*keys)
+    if not common:
+        counts = ", ".join(f"{name}: {len(k)}" for name, k in zip(per_model, keys))
+        raise ConfigError(
+            f"eval_rewarding.predictions_dir: the prediction files under {predictions_dir} have no prompt in common "
+            f"(items per model: {counts}); models are compared on the same prompts: generate them in one "
+            "rl_eval_pred.py run on one data split"
+        )
     if any(k != common for k in keys):
         logger.warning("models answered different prompts; comparing the %d they share", len(common))
     order = sorted(common)
@@ -120,7 +127,11 @@ def _listed_order(predictions_dir: Path) -> dict[str, int]:
     resolved = predictions_dir / "config.resolved.yaml"
     if not resolved.is_file():
         return {}
-    blocks = [b for b in (yaml.safe_load(resolved.read_text()) or {}).values() if isinstance(b, dict) and b]
+    try:
+        loaded = yaml.safe_load(resolved.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{resolved}: not readable YAML ({err}); that prediction run's config is damaged") from None
+    blocks = [b for b in (loaded if isinstance(loaded, dict) else {}).values() if isinstance(b, dict) and b]
     models = blocks[0].get("eval_pred", {}).get("models", []) if blocks else []
     return {m.get("name"): i for i, m in enumerate(models) if isinstance(m, dict)}
 
@@ -178,7 +189,22 @@ def score_predictions(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, 
 
     settings = cfg.eval_rewarding
     set_seed(cfg.run.seed)
-    per_model = read_all_predictions(Path(settings.predictions_dir))
+    predictions_dir = Path(settings.predictions_dir)
+    per_model = read_all_predictions(predictions_dir)
+    missing = [str(name) for name in _listed_order(predictions_dir) if name not in per_model]
+    if missing and not settings.allow_missing_models:
+        raise ConfigError(
+            f"eval_rewarding.predictions_dir {predictions_dir} is missing the predictions of {', '.join(missing)} "
+            "(listed in its eval_pred.models): finish that run (rl_eval_pred.py --resume), or set "
+            "eval_rewarding.allow_missing_models: true to score the others"
+        )
+    if missing:
+        logger.warning("no predictions of %s (eval_rewarding.allow_missing_models): scoring %s", ", ".join(missing), ", ".join(per_model))
+    if settings.reference_model is not None and settings.reference_model not in per_model:
+        raise ConfigError(
+            f"eval_rewarding.reference_model {settings.reference_model!r} has no predictions in {predictions_dir}; "
+            f"known models: {', '.join(per_model)} (or null: the first)"
+        )
     models = list(per_model)
     scores, raw_scores = score_all(per_model, cfg)
     if not scores:
@@ -192,7 +218,7 @@ def score_predictions(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, 
         judge=judge,
         prompt_ids=item_ids,
         categories=[r.get("category") or "all" for r in first],
-        reference=settings.reference_model if settings.reference_model in per_model else None,
+        reference=settings.reference_model,
         n_boot=settings.n_boot,
         seed=cfg.run.seed,
     )

@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 EMBEDDED_PREFIX = "embedded:"
 RUN_MANIFEST = "crs_model.json"
 
+ModelKind = Literal["causal_lm", "reward_model"]
+
 
 class ModelError(RuntimeError):
     """A model that cannot be resolved or loaded; the message says what to do."""
@@ -116,11 +118,43 @@ def _dequantize_gguf(gguf_path: Path, target: Path) -> None:
 
 
 def read_run_manifest(path: str | Path) -> dict[str, Any] | None:
-    """The ``crs_model.json`` of a crs run directory, or None if ``path`` is not one."""
+    """The ``crs_model.json`` of a crs run directory, or None if ``path`` is not one.
+
+    A manifest that does not parse, lacks a key, or points at a missing adapter folder is
+    a ModelError naming the run: the run did not finish saving its model, or was damaged.
+    """
     manifest = Path(path) / RUN_MANIFEST
     if not manifest.is_file():
         return None
-    return json.loads(manifest.read_text())
+    redo = "rerun that stage with --overwrite, or point at another run"
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{manifest} is not valid JSON ({err}); the run's model is damaged: {redo}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{manifest} is not a JSON object; the run's model is damaged: {redo}")
+    for key in ("base", "adapter"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ModelError(f"{manifest} lacks {key!r}; the run's model is damaged: {redo}")
+    if not (Path(path) / data["adapter"]).is_dir():
+        raise ModelError(f"{Path(path) / data['adapter']} is missing (named by {manifest}); the run's model is damaged: {redo}")
+    return data
+
+
+RUN_KIND_TEXT = {"causal_lm": "a causal LM (sft_train.py / rl_train.py)", "reward_model": "a reward model (rm_train.py)"}
+
+
+def check_run_kind(path: str | Path, kind: ModelKind) -> None:
+    """Raise a ModelError when ``path`` is a crs run of the other kind (its manifest's ``kind``).
+
+    A reward-model run can never be a policy, and an SFT/RL run is no reward model: loaded
+    anyway, either would start with a head of random weights and no error at all.
+    """
+    manifest = read_run_manifest(path) if Path(path).is_dir() else None
+    found = manifest.get("kind") if manifest else None
+    if found in RUN_KIND_TEXT and found != kind:
+        use = "an sft_train.py or rl_train.py run" if kind == "causal_lm" else "an rm_train.py run"
+        raise ModelError(f"{path} is {RUN_KIND_TEXT[found]}, not {RUN_KIND_TEXT[kind].split(' (')[0]}: give {use} here")
 
 
 def resolve_model_path(name: str, cache_dir: str | Path | None = None) -> str:
@@ -133,6 +167,16 @@ def resolve_model_path(name: str, cache_dir: str | Path | None = None) -> str:
         return str(_embedded_model_dir(name[len(EMBEDDED_PREFIX) :], cache_dir))
     path = Path(name).expanduser()
     if path.is_dir():
+        if not any((path / marker).is_file() for marker in ("config.json", "adapter_config.json")):
+            if (path / "run_state.json").is_file():
+                raise ModelError(
+                    f"model '{name}' is a crs run that has not saved its model yet (no {RUN_MANIFEST}); "
+                    "finish it (--resume) or point at a finished run"
+                )
+            raise ModelError(
+                f"model '{name}' is a directory but neither a model (no config.json) nor a crs run "
+                f"(no {RUN_MANIFEST}); point at a model folder, a finished crs run, or an embedded name"
+            )
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(f"model '{name}': no such directory")
@@ -250,9 +294,6 @@ def load_tokenizer(name: str, cache_dir: str | Path | None = None, padding_side:
     return tokenizer
 
 
-ModelKind = Literal["causal_lm", "reward_model"]
-
-
 def _load_plain(kind: ModelKind, location: str, dtype: torch.dtype, quantization: str) -> Any:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -280,6 +321,8 @@ def load_model(
     (then a ``PeftModel`` is returned, e.g. to stack several reward adapters on one base).
     """
     manifest = read_run_manifest(name) if Path(name).is_dir() else None
+    if kind == "causal_lm":
+        check_run_kind(name, kind)  # (a reward-model run may start from an SFT run, not the reverse)
     if manifest is None:
         model = _load_plain(kind, resolve_model_path(name, cache_dir), dtype, quantization)
     elif manifest.get("full_model"):

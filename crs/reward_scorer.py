@@ -20,7 +20,7 @@ from torch import Tensor
 from crs.config import DataConfig, ModelConfig
 from crs.data.schema import Messages
 from crs.formatting import encode_prompt_reply, pad_batch
-from crs.models import autocast, base_location, load_sequence_classifier, load_tokenizer, read_run_manifest, resolve_dtype
+from crs.models import autocast, base_location, check_run_kind, load_sequence_classifier, load_tokenizer, read_run_manifest, resolve_dtype
 
 RM_FORMAT_FILE = "rm_format.json"
 REWARD_STATS_FILE = "reward_stats.json"
@@ -151,6 +151,7 @@ def load_reward_scorers(
     shared: dict[str, Any] = {}  # base -> PeftModel carrying every adapter on that base
     scorers = []
     for index, path in enumerate(paths):
+        check_run_kind(path, "reward_model")  # an SFT/RL run would score with an untrained head
         manifest = read_run_manifest(path) if Path(path).is_dir() else None
         fmt, stats, loss_kind = read_rm_files(path)
         tokenizer = load_tokenizer(path, cache_dir, padding_side="right")

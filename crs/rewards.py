@@ -78,6 +78,10 @@ def import_callable(spec: str) -> RewardFn:
         raise ConfigError(f"reward path {spec!r}: expected python:package.module:function")
     try:
         fn = getattr(importlib.import_module(module_name), attr)
+    except SyntaxError as err:  # IndentationError too: the module itself does not parse
+        raise ConfigError(
+            f"reward path {spec!r}: {err.filename}, line {err.lineno}: syntax error ({err.msg}); fix the module"
+        ) from None
     except (ImportError, AttributeError) as err:
         raise ConfigError(f"reward path {spec!r}: {err}") from None
     if not callable(fn):

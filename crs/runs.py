@@ -4,15 +4,18 @@
 ``config.resolved.yaml`` (rerun with ``--config`` it reproduces the run), checkpoints,
 metrics and the final model. ``run_state.json`` says whether the run finished.
 A finished run is never overwritten without ``--overwrite``; an unfinished one
-(crashed, interrupted) continues with ``--resume``.
+(crashed, interrupted: ``status`` failed / interrupted, with the ``error``) continues with
+``--resume``, or, when it never trained anything, simply starts again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "run_state.json"
 CHECKPOINT_MANIFEST = "crs_checkpoint.json"
+LOG_FILES = ("metrics.jsonl", "train_log.jsonl")  # the step logs: PPO's, and the Trainer stages'
 
 
 class RunError(RuntimeError):
@@ -145,12 +149,63 @@ def check_resume_compatible(config: CRSConfig, run_dir: Path) -> list[str]:
     return harmless
 
 
+def _logged_rows(path: Path) -> int:
+    """How many complete JSON rows a step log holds (a torn last line is no row)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return 0
+    rows = 0
+    for line in filter(str.strip, lines):
+        try:
+            rows += isinstance(json.loads(line), dict)
+        except ValueError:
+            continue
+    return rows
+
+
+def _alive_elsewhere(state: dict[str, Any]) -> bool:
+    """Whether the process a "running" state names is alive on this host (and is not us)."""
+    pid = state.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid() or state.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, but another user's
+        return True
+    return True
+
+
+def run_progress(run_dir: str | Path) -> str:
+    """What an unfinished run has to show for itself ("" when nothing: it never trained).
+
+    Checkpoints, logged steps and predictions count; only a run with none of them
+    starts again without ``--resume`` / ``--overwrite``.
+    """
+    run_dir = Path(run_dir)
+    found = []
+    for folder in ("checkpoints", "predictions"):
+        entries = sum(1 for _ in (run_dir / folder).iterdir()) if (run_dir / folder).is_dir() else 0
+        if entries:
+            found.append(f"{entries} entr{'y' if entries == 1 else 'ies'} in {folder}/")
+    for log in LOG_FILES:
+        rows = _logged_rows(run_dir / log)
+        if rows:
+            found.append(f"{rows} row{'s' * (rows != 1)} in {log}")
+    return ", ".join(found)
+
+
 def prepare_run_dir(config: CRSConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """Create (or reopen) the run directory and save the resolved config into it.
 
     Raises ConfigError when the directory holds something that must not be touched:
     files that are not a crs run (never deleted, whatever the flags), a finished run
-    without ``--overwrite``, an unfinished one without ``--resume``.
+    without ``--overwrite``, an unfinished one without ``--resume``. An unfinished run
+    that never trained anything (no checkpoint, logged step or prediction:
+    :func:`run_progress`) simply starts again, with a warning, nothing in it deleted
+    but empty step logs.
     """
     run_dir = check_run_location(config)
     if run_dir.exists() and not run_dir.is_dir():
@@ -169,18 +224,31 @@ def prepare_run_dir(config: CRSConfig, resume: bool = False, overwrite: bool = F
                 "or --name_suffix to write a new run beside it"
             )
         elif not resume:
-            raise ConfigError(
-                f"{run_dir} holds an unfinished run; pass --resume to continue it "
-                "or --overwrite to start again"
-            )
-        else:
-            check_resume_compatible(config, run_dir)
+            progress = run_progress(run_dir)
+            if progress:
+                raise ConfigError(
+                    f"{run_dir} holds an unfinished run; pass --resume to continue it "
+                    f"or --overwrite to start again (it has {progress})"
+                )
+            state = run_state(run_dir) or {}
+            if state.get("status") == "running" and _alive_elsewhere(state):
+                raise ConfigError(
+                    f"{run_dir} is being written by a running process (pid {state['pid']}); wait for it, "
+                    "or pass --resume if that process is not this run"
+                )
+            logger.warning("%s: the earlier run (%s) never trained anything; starting it again", run_dir, state.get("status"))
+            for log in LOG_FILES:
+                (run_dir / log).unlink(missing_ok=True)  # nothing but blank or torn lines in it
+        elif run_progress(run_dir):
+            check_resume_compatible(config, run_dir)  # only a run that trained has something to keep
     elif resume:
         logger.warning("--resume: %s holds no earlier run, starting fresh", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # The state file first: from here on the folder is provably a crs run.
     state = run_state(run_dir) or {"created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    state.update(status="running", subset=config.subset)
+    for stale in ("error", "stopped"):
+        state.pop(stale, None)
+    state.update(status="running", subset=config.subset, pid=os.getpid(), host=socket.gethostname())
     write_json_atomic(run_dir / STATE_FILE, state)
     save_resolved_config(config, run_dir / "config.resolved.yaml")
     return run_dir
@@ -189,10 +257,24 @@ def prepare_run_dir(config: CRSConfig, resume: bool = False, overwrite: bool = F
 def mark_finished(run_dir: str | Path, summary: dict[str, Any] | None = None) -> None:
     """Record that the run completed, with an optional summary of its results."""
     state = run_state(run_dir) or {}
+    state.pop("error", None)
     state.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
     if summary:
         state["summary"] = summary
     write_json_atomic(Path(run_dir) / STATE_FILE, state)
+
+
+def mark_failed(run_dir: str | Path, message: str, status: str = "failed") -> None:
+    """Record that the run stopped before finishing (``failed``, or ``interrupted``) and why.
+
+    Never raises: it runs while another error is on its way out, which must not be hidden.
+    """
+    try:
+        state = run_state(run_dir) or {}
+        state.update(status=status, stopped=time.strftime("%Y-%m-%dT%H:%M:%S"), error=message)
+        write_json_atomic(Path(run_dir) / STATE_FILE, state)
+    except (OSError, ValueError) as err:
+        logger.warning("could not mark %s as %s: %s", run_dir, status, err)
 
 
 def seal_checkpoint(folder: str | Path) -> None:

@@ -230,6 +230,7 @@ def test_resume_refuses_config_changes_the_checkpoint_cannot_hold(tmp_path: Path
     caplog.set_level(logging.INFO, logger="crs.runs")
     out = f"run.output_dir={tmp_path / 'out'}"
     run_dir = prepare_run_dir(load_config("rl_crs", overrides=[out]))
+    make_checkpoint(run_dir / "checkpoints" / "step_12")  # it trained: there is something to keep
     with pytest.raises(ConfigError, match=r"model\.lora\.r: 16 -> 8.*rl\.learning_rate"):
         prepare_run_dir(load_config("rl_crs", overrides=[out, "model.lora.r=8", "rl.learning_rate=0.5"]), resume=True)
     # Extending the run and logging differently are fine, and said.

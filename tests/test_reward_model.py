@@ -358,6 +358,7 @@ def test_subset_end_to_end_on_minilm(subset, tmp_path):
         "data.split=rm",
         "data.val_fraction=0.25",
         "data.max_length=96",
+        "data.max_prompt_length=48",
         "train.max_steps=3",
         "train.eval_steps=2",
         "train.save_steps=3",

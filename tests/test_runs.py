@@ -26,6 +26,8 @@ def test_resolved_config_reproduces_the_run(tmp_path: Path) -> None:
 def test_finished_run_needs_overwrite_and_unfinished_needs_resume(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
     run_dir = prepare_run_dir(cfg)
+    assert prepare_run_dir(cfg) == run_dir  # it never trained anything: it simply starts again
+    (run_dir / "checkpoints" / "checkpoint-5").mkdir(parents=True)
     with pytest.raises(ConfigError, match="unfinished run; pass --resume"):
         prepare_run_dir(cfg)
     assert prepare_run_dir(cfg, resume=True) == run_dir

@@ -94,6 +94,7 @@ def test_sft_subset_on_embedded_smollm(tmp_path: Path) -> None:
             "--set", "train.eval_batch_size=4",
             "--set", "data.max_examples=8",
             "--set", "data.max_length=128",
+            "--set", "data.max_prompt_length=64",
             "--set", "train.eval_steps=2",
         ],
     )

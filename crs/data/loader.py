@@ -53,25 +53,64 @@ def convert_table(
 
     ``split`` (default ``cfg.split``) is the split the table was read as; the
     ``crs_demo`` adapter keeps the rows of that split. ``cfg.columns`` must already
-    be applied. Prompt examples are de-duplicated by id
-    (several preference rows often share one prompt); the duplicates count as drops.
+    be applied. Prompt examples are de-duplicated by id (several preference rows often
+    share one prompt), and rankings without a preference (all replies identical) are
+    skipped; both count as drops, and the surprising cases are logged as warnings.
     """
     adapter = resolve_adapter(cfg.adapter, cfg.source)
     check_kind(adapter, kind)
     require_columns(table, adapter, kind)
     ctx = Context(table=table, cfg=cfg, kind=kind, adapter=adapter.name, split=split or cfg.split)
     examples = adapter.convert(ctx)
+    if kind == "ranking":
+        examples = _drop_rankings_without_preference(examples, ctx)
     if kind == "prompts":
-        seen: set[str] = set()
-        unique = []
-        for example in examples:
-            if example.id in seen:
-                ctx.drops.add("repeated prompt id")
-                continue
-            seen.add(example.id)
-            unique.append(example)
-        examples = unique
+        examples = _unique_prompt_ids(examples, ctx)
     return examples, ctx.drops
+
+
+def _drop_rankings_without_preference(examples: list[Example], ctx: Context) -> list[Example]:
+    """Rankings whose replies are all the same text (a pair with chosen == rejected) teach
+    nothing: they are counted, skipped and warned about, whatever the adapter."""
+    kept = [e for e in examples if len(set(e.replies)) > 1]
+    skipped = len(examples) - len(kept)
+    if skipped:
+        ctx.drops.add("ranking whose replies are all identical", skipped)
+        LOGGER.warning(
+            "%s: skipped %d ranking rows whose replies are all identical (chosen == rejected): "
+            "they carry no preference",
+            ctx.table.name,
+            skipped,
+        )
+    return kept
+
+
+def _unique_prompt_ids(examples: list[Example], ctx: Context) -> list[Example]:
+    """One example per prompt id, the first. A repeat of the same prompt (several preference
+    rows often share one) is counted; an id shared by *different* prompts is a data error
+    the file should fix, so those are dropped with a warning naming the first such ids."""
+    first: dict[str, Example] = {}
+    clashes: list[str] = []
+    for example in examples:
+        seen = first.get(example.id)
+        if seen is None:
+            first[example.id] = example
+        elif seen.prompt == example.prompt:
+            ctx.drops.add("repeated prompt (same id and text)")
+        else:
+            clashes.append(example.id)
+    if clashes:
+        ctx.drops.add("prompt whose id is used by a different prompt", len(clashes))
+        shown = list(dict.fromkeys(clashes))
+        LOGGER.warning(
+            "%s: %d prompts dropped: their id is already used by a different prompt (ids %s%s); "
+            "give every prompt its own id, or drop the id column to use a hash of the prompt",
+            ctx.table.name,
+            len(clashes),
+            ", ".join(repr(i) for i in shown[:5]),
+            ", ..." if len(shown) > 5 else "",
+        )
+    return list(first.values())
 
 
 def _load_one(cfg: DataConfig, source: str, split: str, kind: str) -> list[Example]:

@@ -292,9 +292,7 @@ def _hh_row(ctx: Context, index: int, row: dict[str, Any]) -> list[Example]:
     if ctx.kind == "sft":
         return [SFTExample(prompt, best, meta)]
     worse = text_value(rejected[-1]["content"], "rejected reply")
-    if best == worse:
-        ctx.drops.add("pair with identical chosen and rejected replies")
-        return []
+    # A pair with best == worse is skipped (with a warning) by convert_table, for every adapter.
     return [RankingExample(prompt, [best, worse], None, meta)]
 
 

@@ -7,10 +7,12 @@ line or row number it came from, so that an adapter can say *where* a bad row is
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import json
 import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -108,19 +110,44 @@ def apply_columns(table: Table, columns: dict[str, str]) -> Table:
 def _read_file(path: Path) -> Table:
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        table = _read_jsonl(path)
+        reader = _read_jsonl
     elif name.endswith((".json", ".json.gz")):
-        table = _read_json(path)
+        reader = _read_json
     elif name.endswith(".csv"):
-        table = _read_csv(path)
+        reader = _read_csv
     elif name.endswith(".parquet"):
-        table = _read_parquet(path)
+        reader = _read_parquet
     else:
         raise DataError(f"{path}: unsupported file type; use .jsonl, .json, .csv or .parquet")
+    # The reader opens the file; what it cannot decode is said here, naming file and line.
+    try:
+        table = reader(path)
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{_first_non_utf8_line(path)}: not UTF-8 text ({err.reason}); re-save the file as UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise DataError(
+            f"{path}: not a gzip file, or a truncated one ({err}); decompress it and drop the .gz "
+            "from its name, or recompress it with gzip"
+        ) from None
     if not table.rows:
         raise DataError(f"{path}: no rows")
     LOGGER.info("read %d rows from %s", len(table.rows), path)
     return table
+
+
+def _first_non_utf8_line(path: Path) -> str:
+    """``"<path>, line N"`` for the first line that is not UTF-8 (just the path if none is found)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with contextlib.suppress(OSError, EOFError, zlib.error), opener(path, "rb") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return f"{path}, line {lineno}"
+    return str(path)
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -184,9 +211,13 @@ def _read_csv(path: Path) -> Table:
 
 
 def _read_parquet(path: Path) -> Table:
-    import pyarrow.parquet as pq  # comes with datasets; imported late to keep startup fast
+    import pyarrow as pa  # comes with datasets; imported late to keep startup fast
+    import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except pa.ArrowException as err:
+        raise DataError(f"{path}: not a readable Parquet file ({err})") from None
     rows = table.to_pylist()
     return Table(str(path), rows, list(range(1, len(rows) + 1)), columns=table.column_names)
 
