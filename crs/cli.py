@@ -92,18 +92,20 @@ def setup_logging() -> None:
 def run_stage(main_fn: StageMain, description: str, argv: list[str] | None = None) -> None:
     """Parse arguments, resolve the config, prepare the run dir and run ``main_fn``.
 
-    Expected errors (config, data, model) end as one line ``error: ...`` and exit code 2;
+    Expected errors (config, data, model, a run that cannot go on: :class:`crs.runs.RunError`)
+    end as one line ``error: ...`` and exit code 2;
     anything else keeps its traceback (exit 1). Once the run directory is prepared, a
     stage that stops short never leaves ``run_state.json`` "running": it is marked
     ``failed`` (with the error) or ``interrupted`` (Ctrl-C, SIGTERM) first.
     """
     import signal
 
+    # Imported here, not at the top: they pull in torch, and `crs --help` should be instant.
     from crs.data.schema import DataError
     from crs.models import ModelError
-    from crs.runs import mark_failed, run_state
+    from crs.runs import RunError, mark_failed, run_state
 
-    expected = (ConfigError, DataError, ModelError)
+    expected = (ConfigError, DataError, ModelError, RunError)
     args = stage_parser(description).parse_args(argv)
     setup_logging()
     try:

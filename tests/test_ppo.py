@@ -621,3 +621,19 @@ def test_overoptimization_log_has_the_judge_and_the_kl(tmp_path, tiny_model_dir)
     assert rows[-1]["kl/sqrt"] == pytest.approx(max(rows[-1]["kl/sequence"], 0) ** 0.5)
     assert (cfg.run_dir / "overoptimization.png").stat().st_size > 1000
     assert run_state(cfg.run_dir)["summary"]["judge_peak"]["step"] in (0, 2, 4)
+
+
+def test_the_stage_command_ends_a_hopeless_run_in_one_line(tmp_path, tiny_model_dir, capsys):
+    from crs.cli import run_stage
+    from crs.ppo_stage import run_ppo_stage
+    from crs.runs import run_state
+
+    rewards = [{"name": "broken", "path": "python:tests.reward_fns:not_a_number", "weight": 1.0, "normalize": "none"}]
+    path = write_rl_config(tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=4, rewards=rewards, max_nonfinite_in_row=2)
+    with pytest.raises(SystemExit) as stopped:
+        run_stage(run_ppo_stage, "test", ["--config", str(path), "--config_subset", "tiny_rl"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "error: 2 PPO steps in a row had a non-finite reward" in err[-1]  # one line, after the progress bar
+    state = run_state(tmp_path / "out" / "rl")
+    assert state["status"] == "failed" and "non-finite" in state["error"]
