@@ -390,10 +390,12 @@ class EvalRewardingConfig:
             "help": "Combined scorers `crs w=W`: W x preference + (1 - W) x absolute on the z-scale, one per W (the reference study's)."
         },
     )
-    judge: Literal["gold", "none"] = field(
+    judge: str = field(
         default="gold",
         metadata={
-            "help": "`gold` (the demo annotator's noise-free utility) or `none` (then the first reward source is the reference scorer)."
+            "help": "`gold` (the demo annotator's noise-free utility), `none` (then the first reward source is the reference "
+            "scorer), or a file or glob of an external judge's pairwise verdicts: AlpacaEval annotations (`.json`) or a CSV "
+            "`prompt_id,model_a,model_b,preference` (`.csv`); formats in docs/evaluation.md."
         },
     )
     reference_model: str | None = field(
@@ -413,8 +415,24 @@ class EvalRewardingConfig:
     human_rankings: str | None = field(
         default=None,
         metadata={
-            "help": "Optional JSON file of rankings by people, `{prompt_id: [[model, ...] best first, ...one per annotator]}`, "
-            "aggregated like the scorers."
+            "help": "Optional file of rankings by people: `{prompt_id: [[model, ...] best first, ...]}` (`.json`; a list inside a "
+            "ballot is a tie), or an annotation tool's ballots, one per prompt and annotator with a rank per response slot, "
+            "the slot -> model map and a group (`.jsonl` or `.csv`; docs/evaluation.md). Checked before any scoring."
+        },
+    )
+    tie_break: Literal["support", "candidate_order"] = field(
+        default="support",
+        metadata={
+            "help": "How Tideman's ranked pairs settles ties: `support` (a pair with margin 0 stays unlocked; unbeaten models "
+            "go by total pairwise support, then name) or `candidate_order` (a margin-0 pair is locked for the model listed "
+            "first in `eval_pred.models`; ties go by that order). Worked example in docs/evaluation.md."
+        },
+    )
+    group_by: Literal["auto", "category", "dataset"] = field(
+        default="auto",
+        metadata={
+            "help": "What the per-category tables (agreement, win rate vs the reference) group prompts by: the predictions' "
+            "`category` or `dataset`; `auto`: category where the predictions carry one, else dataset."
         },
     )
     n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals."})
@@ -773,6 +791,8 @@ VALUE_RULES: list[tuple[str, Predicate, str]] = [
     ("eval_pred.max_new_tokens", _at_least(1), "an integer >= 1"),
     ("eval_pred.batch_size", _at_least(1), "an integer >= 1"),
     ("eval_rewarding.combined_weights[*]", _UNIT, "in [0, 1] (the preference RM's share)"),
+    ("eval_rewarding.judge", lambda v, c: v in ("gold", "none") or v.lower().endswith((".json", ".csv")),
+     "gold, none, or a path or glob of AlpacaEval annotations (.json) or a verdict CSV (.csv)"),
     ("eval_rewarding.n_boot", _at_least(1), "an integer >= 1"),
     ("eval_rewarding.batch_size", _at_least(1), "an integer >= 1"),
 ]

@@ -23,8 +23,10 @@ import torch
 from crs.config import ConfigError, CRSConfig
 from crs.data.schema import PromptExample, last_user_text, user_prompt
 from crs.decoding import SamplingSettings, generate_replies
-from crs.evaluation import aggregate_rankings, read_predictions, write_predictions
+from crs.evaluation import read_predictions, write_predictions
+from crs.human_eval import HumanBallots, human_rankings, load_ballots
 from crs.io import write_json_atomic, write_text_atomic
+from crs.judges import ExternalJudge, is_external, load_judge
 from crs.models import load_causal_lm, load_tokenizer, resolve_dtype
 from crs.runs import mark_finished, set_seed
 
@@ -50,7 +52,10 @@ def predictions_path(run_dir: Path, model_name: str) -> Path:
 
 
 def predict(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
-    """Generate replies to the eval prompts with every configured model."""
+    """Generate replies to the eval prompts with every configured model.
+
+    Each row's ``dataset`` and ``category`` are the prompt file's own columns where it has
+    them (else ``<source file>/<split>`` and empty)."""
     settings = cfg.eval_pred
     if not settings.models:
         raise ConfigError("eval_pred.models is empty: list the models to evaluate ({name, path})")
@@ -79,8 +84,9 @@ def predict(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
                 cfg.data.max_prompt_length, seed=cfg.run.seed + run, desc=f"{entry.name} run {run}",
             )
             rows += [
-                {"instruction": last_user_text(p.prompt), "output": out.text, "generator": entry.name, "dataset": dataset,
-                 "prompt_id": p.id, "run": run, "category": p.meta.get("category", ""),
+                {"instruction": last_user_text(p.prompt), "output": out.text, "generator": entry.name,
+                 "dataset": str(p.meta.get("dataset") or dataset), "prompt_id": p.id, "run": run,
+                 "category": str(p.meta.get("category") or ""),
                  "ended_with_eos": out.ended_with_eos}
                 for p, out in zip(prompts, outputs)
             ]
@@ -206,26 +212,30 @@ def score_predictions(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, 
             f"known models: {', '.join(per_model)} (or null: the first)"
         )
     models = list(per_model)
-    scores, raw_scores = score_all(per_model, cfg)
-    if not scores:
-        raise ConfigError("eval_rewarding: nothing to score with (judge: none and no rewards)")
     first = per_model[models[0]]
     item_ids = [f"{r['prompt_id']}#{r['run']}" for r in first]
-    judge = JUDGE if JUDGE in scores else next(iter(scores))
+    external, ballots = read_judge_and_ballots(cfg, per_model, item_ids)  # every input checked before any scoring
+    scores, raw_scores = score_all(per_model, cfg)
+    if not scores and external is None:
+        raise ConfigError("eval_rewarding: nothing to score with (judge: none and no rewards)")
+    judge = _judge_name(external, scores)
     results = build_results(
         scores,
         {m: [r["output"] for r in rows] for m, rows in per_model.items()},
         judge=judge,
         prompt_ids=item_ids,
-        categories=[r.get("category") or "all" for r in first],
+        categories=prompt_groups(first, settings.group_by),
         reference=settings.reference_model,
+        models=models,
         n_boot=settings.n_boot,
         seed=cfg.run.seed,
+        pairwise_judge=external.verdicts if external else None,
+        tie_break=settings.tie_break,
     )
-    if settings.human_rankings:
-        results["human_rankings"] = _aggregate_human_rankings(Path(settings.human_rankings))
+    _add_judge_and_human_results(results, external, ballots, settings.tie_break)
     per_item = [
         {"prompt_id": r["prompt_id"], "run": r["run"], "model": m, "output": per_model[m][i]["output"],
+         "dataset": r.get("dataset", ""), "category": r.get("category", ""),
          **{s: scores[s][m][i] for s in scores}, **{f"{s} (raw)": raw_scores[s][m][i] for s in raw_scores}}
         for m in models for i, r in enumerate(first)
     ]
@@ -233,8 +243,10 @@ def score_predictions(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, 
     write_json_atomic(run_dir / "results.json", results)
     report = render_report(results)
     write_text_atomic(run_dir / "report.md", report)
+    write_leaderboard_csv(results, run_dir / "leaderboard.csv")
     plot_win_rate_heatmap(results, judge, run_dir / "win_rates.png")
-    plot_mean_scores(results, run_dir / "mean_scores.png")
+    if results["score_scorers"]:
+        plot_mean_scores(results, run_dir / "mean_scores.png")
     tables = "\n\n".join(f"### {s}\n{main_table(results, s)}" for s in results["scorers"])
     print(f"\nWin rates (row model beats column model, % of {len(item_ids)} prompts):\n\n{tables}\n")
     print(f"full report: {run_dir / 'report.md'}")
@@ -242,13 +254,50 @@ def score_predictions(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, 
     return results
 
 
-def _aggregate_human_rankings(path: Path) -> dict[str, Any]:
-    """``{prompt_id: [[model best first, ...], ...one ballot per person]}`` -> Borda points."""
-    import json
+def read_judge_and_ballots(
+    cfg: CRSConfig, per_model: dict[str, list[dict[str, Any]]], item_ids: list[str]
+) -> tuple[ExternalJudge | None, HumanBallots | None]:
+    """The external judge's verdicts and the human ballots, read and checked (a bad file
+    stops the run here, in one line, before any reply is scored); None where not configured."""
+    settings = cfg.eval_rewarding
+    external = load_judge(settings.judge, per_model, item_ids) if is_external(settings.judge) else None
+    ballots = load_ballots(settings.human_rankings) if settings.human_rankings else None
+    if ballots is not None:
+        unknown = [m for m in ballots.models if m not in per_model]
+        if unknown:
+            logger.warning("eval_rewarding.human_rankings ranks models without predictions here: %s", ", ".join(unknown))
+    return external, ballots
 
-    if not path.is_file():
-        raise ConfigError(f"eval_rewarding.human_rankings: no such file {path}")
-    ballots = json.loads(path.read_text())
-    if not isinstance(ballots, dict) or not all(isinstance(v, list) for v in ballots.values()):
-        raise ConfigError(f"{path}: expected {{prompt_id: [[model, ...], ...]}} (one ranking per annotator)")
-    return aggregate_rankings(ballots)
+
+def _judge_name(external: ExternalJudge | None, scores: dict[str, Any]) -> str:
+    """The external judge (renamed ``<name> (judge)`` if a scorer has its name), else the gold
+    judge, else the first scorer."""
+    if external is not None:
+        if external.name in scores:
+            external.name = f"{external.name} (judge)"
+        return external.name
+    return JUDGE if JUDGE in scores else next(iter(scores))
+
+
+def prompt_groups(rows: list[dict[str, Any]], group_by: str) -> list[str]:
+    """What each prediction is grouped by in the per-category tables: its ``category`` or its
+    ``dataset``; ``auto``: category where any row has one, else dataset; "all" where empty."""
+    if group_by == "auto":
+        group_by = "category" if any(r.get("category") for r in rows) else "dataset"
+    return [str(r.get(group_by) or "all") for r in rows]
+
+
+def _add_judge_and_human_results(
+    results: dict[str, Any], external: ExternalJudge | None, ballots: HumanBallots | None, tie_break: str
+) -> None:
+    if external is not None:
+        results["judge_source"] = external.summary
+    if ballots is not None:
+        results["human_rankings"] = human_rankings(ballots, tie_break, results["models"])
+
+
+def write_leaderboard_csv(results: dict[str, Any], path: Path) -> None:
+    """``leaderboard.csv`` in AlpacaEval's layout (:func:`crs.report.leaderboard_csv`)."""
+    from crs.report import leaderboard_csv
+
+    write_text_atomic(path, leaderboard_csv(results))

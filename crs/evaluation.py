@@ -107,9 +107,16 @@ def read_predictions(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 class WinRate:
     """Head-to-head result of model A against model B (the "base") over paired prompts.
 
-    ``win_rate`` is in [0, 1] with ties counted as half; ``standard_error`` is the
-    binomial ``sqrt(p(1-p)/n)``; ``ci_low``/``ci_high`` come from a seeded paired
-    bootstrap over prompts.
+    Computed as AlpacaEval computes its leaderboard (``alpaca_eval.metrics``): every
+    per-prompt outcome lies in [0, 1] (1 A wins, 0 B wins, 0.5 a tie, a fraction from a
+    weighted judge); ``win_rate`` is their mean; ``standard_error`` the standard error of
+    that mean with the sample standard deviation, ``std(outcomes, ddof=1) / sqrt(n)``
+    (without ties or fractions that is ``sqrt(p(1-p)/(n-1))``; NaN below two outcomes);
+    ``n_wins`` / ``n_wins_base`` / ``n_draws`` count outcomes above / below / at 0.5;
+    ``discrete_win_rate`` is the mean after rounding each outcome to 0, 0.5 or 1.
+    ``n_failed`` counts comparisons the judge failed on (null preferences): they are left
+    out of everything else, so ``n_total`` counts only real verdicts. ``ci_low``/``ci_high``
+    come from a seeded paired bootstrap over prompts.
     """
 
     win_rate: float
@@ -120,10 +127,12 @@ class WinRate:
     standard_error: float
     ci_low: float
     ci_high: float
+    n_failed: int = 0
+    discrete_win_rate: float | None = None
 
-    def as_dict(self) -> dict[str, float | int]:
-        """Plain-dict form (JSON-serialisable)."""
-        return asdict(self)
+    def as_dict(self) -> dict[str, float | int | None]:
+        """Plain-dict form (JSON-serialisable: an undefined standard error becomes None)."""
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
 
 def _as_finite_array(values: Sequence[float], name: str) -> np.ndarray:
@@ -178,31 +187,57 @@ def pairwise_outcomes(
     return outcomes.tolist()
 
 
-def win_rate_from_outcomes(
-    outcomes: Sequence[float], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
-) -> WinRate:
-    """Win rate from precomputed per-prompt outcomes (1 = win, 0 = loss, 0.5 = tie).
+def discrete_outcome(value: float) -> float:
+    """An outcome rounded to a verdict: 1.0 above 0.5, 0.0 below, 0.5 at 0.5 (AlpacaEval's
+    ``discrete_win_rate`` rounding of a weighted judge's preference)."""
+    return 1.0 if value > 0.5 else 0.0 if value < 0.5 else 0.5
 
-    Use this when a judge gives pairwise verdicts directly instead of scores.
+
+def split_failed(outcomes: Sequence[float | None]) -> tuple[np.ndarray, int]:
+    """(the real outcomes as an array, how many were None or NaN: a judge that failed).
+
+    Every real outcome must be a finite number in [0, 1]."""
+    kept, failed = [], 0
+    for value in outcomes:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            failed += 1
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            raise ValueError(f"outcomes must be numbers in [0, 1] or None; found {value!r}")
+        kept.append(float(value))
+    array = np.asarray(kept, dtype=float)
+    if array.size and (not np.all(np.isfinite(array)) or np.any((array < 0.0) | (array > 1.0))):
+        bad = sorted({v for v in kept if not 0.0 <= v <= 1.0})[:5]
+        raise ValueError(f"outcomes must lie in [0, 1] (1 = win, 0 = loss, 0.5 = tie); found {bad}")
+    return array, failed
+
+
+def win_rate_from_outcomes(
+    outcomes: Sequence[float | None], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> WinRate:
+    """Win rate from per-prompt outcomes: a judge that gives verdicts, not scores.
+
+    An outcome is 1 (A wins), 0 (B wins), 0.5 (tie) or any fraction in between (a weighted
+    judge's probability that A is better); ``None`` or NaN means the judge failed on that
+    prompt and is counted in ``n_failed``, never silently dropped. See :class:`WinRate`
+    for how each number is computed (AlpacaEval's conventions).
     """
-    array = _as_finite_array(outcomes, "outcomes")
+    array, failed = split_failed(outcomes)
     if array.size == 0:
-        raise ValueError("win rate needs at least one outcome")
-    if not np.all(np.isin(array, (0.0, 0.5, 1.0))):
-        bad = sorted(set(array[~np.isin(array, (0.0, 0.5, 1.0))].tolist()))[:5]
-        raise ValueError(f"outcomes must be 0, 0.5 or 1; found {bad}")
+        raise ValueError(f"win rate needs at least one outcome that is not null ({failed} failed)")
     n = int(array.size)
-    p = float(array.mean())
     low, high = bootstrap_ci(array, n_boot=n_boot, seed=seed, alpha=alpha)
     return WinRate(
-        win_rate=p,
-        n_wins=int(np.sum(array == 1.0)),
-        n_wins_base=int(np.sum(array == 0.0)),
+        win_rate=float(array.mean()),
+        n_wins=int(np.sum(array > 0.5)),
+        n_wins_base=int(np.sum(array < 0.5)),
         n_draws=int(np.sum(array == 0.5)),
         n_total=n,
-        standard_error=math.sqrt(p * (1.0 - p) / n),
+        standard_error=float(array.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan,
         ci_low=low,
         ci_high=high,
+        n_failed=failed,
+        discrete_win_rate=float(np.mean([discrete_outcome(v) for v in array])),
     )
 
 
@@ -336,20 +371,81 @@ def length_controlled_win_rate(
     return LengthControlledWinRate(rate, float(low), float(high), beta)
 
 
+def average_length(outputs: Sequence[str]) -> int:
+    """AlpacaEval's ``avg_length``: the mean length of the outputs in characters, truncated
+    to a whole number as ``int(mean)`` does (0 without outputs)."""
+    return int(np.mean([len(text) for text in outputs])) if len(outputs) else 0
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else 100.0 * value
+
+
 def leaderboard_row(model: str, result: WinRate, outputs: Sequence[str]) -> dict[str, Any]:
-    """One AlpacaEval-style leaderboard row (percentages) for ``model``."""
+    """One AlpacaEval-style leaderboard row (percentages) for ``model``.
+
+    ``standard_error`` is None where it is undefined (a single verdict); ``avg_length`` is
+    :func:`average_length` of every output of the model.
+    """
     return {
         "model": model,
         "win_rate": 100.0 * result.win_rate,
-        "standard_error": 100.0 * result.standard_error,
+        "standard_error": _percent(result.standard_error),
         "n_wins": result.n_wins,
         "n_wins_base": result.n_wins_base,
         "n_draws": result.n_draws,
         "n_total": result.n_total,
-        "avg_length": float(np.mean([len(text) for text in outputs])) if outputs else 0.0,
+        "avg_length": average_length(outputs),
+        "discrete_win_rate": _percent(result.discrete_win_rate),
+        "n_failed": result.n_failed,
         "ci_low": 100.0 * result.ci_low,
         "ci_high": 100.0 * result.ci_high,
     }
+
+
+def leaderboard_from_outcomes(
+    outcomes: Mapping[str, Sequence[float | None] | Mapping[int, float | None]],
+    outputs: Mapping[str, Sequence[str]],
+    reference: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+    include_reference: bool = True,
+) -> list[dict[str, Any]]:
+    """AlpacaEval leaderboard from per-prompt outcomes against ``reference``, best first.
+
+    ``outcomes[model]`` holds the judge's verdicts of ``model`` against the reference (see
+    :func:`win_rate_from_outcomes`; None where the judge failed): a list aligned with
+    ``outputs[model]``, or a mapping from a prompt's index in ``outputs`` to its verdict when
+    the judge saw only some prompts. The reference's own entry (all 0.5) makes its anchor
+    row. ``avg_length`` counts every output of the model, judged or not (as AlpacaEval counts
+    every output it was given); ``lc_win_rate`` (with ``lc_ci_low``/``lc_ci_high``) is the
+    length-controlled win rate (:func:`length_controlled_win_rate`) over the prompts with a
+    verdict.
+    """
+    if reference not in outputs:
+        raise KeyError(f"no outputs for the reference model {reference!r}")
+    rows = []
+    for model, given in outcomes.items():
+        if model == reference and not include_reference:
+            continue
+        if model not in outputs:
+            raise KeyError(f"no outputs for model {model!r} (needed for avg_length)")
+        if len(outputs[model]) != len(outputs[reference]):
+            raise ValueError(f"model {model!r}: {len(outputs[model])} outputs, the reference {len(outputs[reference])}")
+        by_index = dict(given) if isinstance(given, Mapping) else dict(enumerate(given))
+        if isinstance(given, Sequence) and len(given) != len(outputs[model]):
+            raise ValueError(f"model {model!r}: {len(given)} outcomes for {len(outputs[model])} outputs")
+        result = win_rate_from_outcomes(list(by_index.values()), n_boot=n_boot, seed=seed)
+        row = leaderboard_row(model, result, outputs[model])
+        judged = sorted(i for i, v in by_index.items() if v is not None and not (isinstance(v, float) and math.isnan(v)))
+        lc = length_controlled_win_rate(
+            [by_index[i] for i in judged], [len(outputs[model][i]) for i in judged],
+            [len(outputs[reference][i]) for i in judged], n_boot=n_boot, seed=seed,
+        )
+        row.update(lc_win_rate=100.0 * lc.win_rate, lc_ci_low=100.0 * lc.ci_low, lc_ci_high=100.0 * lc.ci_high, length_coef=lc.length_coef)
+        rows.append(row)
+    rows.sort(key=lambda row: (-row["win_rate"], row["model"]))
+    return rows
 
 
 def leaderboard_rows(
@@ -361,10 +457,10 @@ def leaderboard_rows(
     seed: int = 0,
     include_reference: bool = True,
 ) -> list[dict[str, Any]]:
-    """AlpacaEval leaderboard: every model against ``reference``, best first.
+    """AlpacaEval leaderboard from a scorer's scores: every model against ``reference``, best first.
 
-    ``win_rate`` and ``standard_error`` are in percent as AlpacaEval reports them;
-    ``avg_length`` is the mean length of the model's outputs in characters;
+    ``win_rate`` and ``standard_error`` are in percent as AlpacaEval reports them (see
+    :class:`WinRate`); ``avg_length`` is :func:`average_length` of the model's outputs;
     ``lc_win_rate`` (with ``lc_ci_low``/``lc_ci_high``) is the length-controlled win rate
     (:func:`length_controlled_win_rate`). The
     reference itself scores exactly 50% (all draws) and is kept as an anchor row
@@ -373,21 +469,60 @@ def leaderboard_rows(
     if reference not in per_model_scores:
         raise KeyError(f"reference model {reference!r} has no scores; models: {list(per_model_scores)}")
     _check_aligned(per_model_scores, "per-model scores")
-    rows = []
-    for model, scores in per_model_scores.items():
-        if model == reference and not include_reference:
-            continue
-        if model not in outputs:
-            raise KeyError(f"no outputs for model {model!r} (needed for avg_length)")
-        outcomes = pairwise_outcomes(scores, per_model_scores[reference], tie_eps)
-        result = win_rate_from_outcomes(outcomes, n_boot=n_boot, seed=seed)
-        row = leaderboard_row(model, result, outputs[model])
-        lengths = [len(text) for text in outputs[model]], [len(text) for text in outputs[reference]]
-        lc = length_controlled_win_rate(outcomes, *lengths, n_boot=n_boot, seed=seed)
-        row.update(lc_win_rate=100.0 * lc.win_rate, lc_ci_low=100.0 * lc.ci_low, lc_ci_high=100.0 * lc.ci_high, length_coef=lc.length_coef)
-        rows.append(row)
-    rows.sort(key=lambda row: (-row["win_rate"], row["model"]))
-    return rows
+    outcomes = {m: pairwise_outcomes(s, per_model_scores[reference], tie_eps) for m, s in per_model_scores.items()}
+    return leaderboard_from_outcomes(outcomes, outputs, reference, n_boot=n_boot, seed=seed, include_reference=include_reference)
+
+
+# --------------------------------------------------------------------------------------
+# Pairwise judges: verdicts per (model pair, prompt) instead of scores per model
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairwiseVerdicts:
+    """What a pairwise judge said (an AlpacaEval annotator, a CSV of verdicts).
+
+    ``by_pair[(a, b)][item]`` is the outcome of ``a`` against ``b`` on one prompt (item id):
+    1 ``a`` wins, 0 ``b`` wins, 0.5 a tie, a fraction from a weighted judge; None where the
+    judge failed (AlpacaEval's null preference). Each unordered pair is stored once, in
+    either orientation; a pair or a prompt that is absent was not judged.
+    """
+
+    by_pair: Mapping[tuple[str, str], Mapping[str, float | None]]
+
+    def between(self, a: str, b: str) -> dict[str, float | None] | None:
+        """Outcomes of ``a`` against ``b`` per item id; None when the pair was never judged."""
+        if (a, b) in self.by_pair:
+            return dict(self.by_pair[(a, b)])
+        if (b, a) in self.by_pair:
+            return {item: None if v is None else 1.0 - v for item, v in self.by_pair[(b, a)].items()}
+        return None
+
+    def models(self) -> set[str]:
+        """Every model the judge compared."""
+        return {name for pair in self.by_pair for name in pair}
+
+
+def ranking_from_pairwise(
+    outcomes: Mapping[tuple[str, str], float], candidates: Sequence[str], tie_break: str = "support",
+    candidate_order: Sequence[str] | None = None,
+) -> list[str]:
+    """One prompt's ordering from a pairwise judge's verdicts on every pair of ``candidates``.
+
+    ``outcomes[(a, b)]`` in [0, 1] is how strongly ``a`` beats ``b`` (either orientation of
+    each pair suffices); it counts as ``a``'s support over ``b`` and ``1 - outcome`` as
+    ``b``'s over ``a``, and :func:`ranked_pairs` orders the candidates.
+    """
+    support = {x: {y: 0.0 for y in candidates} for x in candidates}
+    for x, y in combinations(candidates, 2):
+        if (x, y) in outcomes:
+            value = float(outcomes[(x, y)])
+        elif (y, x) in outcomes:
+            value = 1.0 - float(outcomes[(y, x)])
+        else:
+            raise ValueError(f"no verdict on {x} vs {y}")
+        support[x][y], support[y][x] = value, 1.0 - value
+    return ranked_pairs(candidates, support, tie_break, candidate_order)
 
 
 # --------------------------------------------------------------------------------------
@@ -445,21 +580,43 @@ def agreement_by_group(
 # Rank aggregation: Tideman ranked pairs per prompt, Borda points across prompts
 # --------------------------------------------------------------------------------------
 
+#: How :func:`ranked_pairs` settles what the margins leave open (docs/evaluation.md has a worked example).
+TIE_BREAKS = ("support", "candidate_order")
 
-def _check_ballots(ballots: Sequence[Sequence[str]]) -> list[str]:
+#: A best-first ballot: each entry is a model, or a list of models ranked equal (a tie).
+Ballot = Sequence[str | Sequence[str]]
+
+
+def ballot_tiers(ballot: Ballot) -> list[list[str]]:
+    """A ballot as best-first tiers: ``["a", ["b", "c"]]`` -> ``[["a"], ["b", "c"]]``."""
+    tiers = []
+    for item in ballot:
+        if isinstance(item, str):
+            tiers.append([item])
+        elif isinstance(item, (list, tuple)) and item and all(isinstance(name, str) for name in item):
+            tiers.append(list(item))
+        else:
+            raise ValueError(f"a ballot lists model names, or lists of models ranked equal; found {item!r}")
+    return tiers
+
+
+def _check_ballots(ballots: Sequence[Ballot]) -> list[str]:
     """Sorted candidate list; every ballot must rank the same candidates exactly once."""
     if not ballots:
         raise ValueError("need at least one ballot")
-    candidates = sorted(ballots[0])
+    candidates: list[str] | None = None
     for index, ballot in enumerate(ballots):
-        if len(set(ballot)) != len(ballot):
-            raise ValueError(f"ballot {index} ranks a candidate twice: {list(ballot)}")
-        if sorted(ballot) != candidates:
+        names = [name for tier in ballot_tiers(ballot) for name in tier]
+        if len(set(names)) != len(names):
+            raise ValueError(f"ballot {index} ranks a candidate twice: {names}")
+        if candidates is None:
+            candidates = sorted(names)
+        elif sorted(names) != candidates:
             raise ValueError(
-                f"ballot {index} ranks {sorted(ballot)} but ballot 0 ranks {candidates}; "
+                f"ballot {index} ranks {sorted(names)} but ballot 0 ranks {candidates}; "
                 "all ballots must rank the same candidates"
             )
-    return candidates
+    return candidates or []
 
 
 def _reaches(graph: Mapping[str, set[str]], start: str, target: str) -> bool:
@@ -475,38 +632,54 @@ def _reaches(graph: Mapping[str, set[str]], start: str, target: str) -> bool:
     return False
 
 
-def tideman_ranked_pairs(ballots: Sequence[Sequence[str]]) -> list[str]:
-    """Aggregate best-first ballots into one ordering with Tideman's ranked pairs.
+def candidate_positions(candidates: Sequence[str], candidate_order: Sequence[str] | None = None) -> dict[str, int]:
+    """Each candidate's place in ``candidate_order`` (models it does not list follow, alphabetically)."""
+    listed = [name for name in dict.fromkeys(candidate_order or []) if name in set(candidates)]
+    rest = sorted(name for name in candidates if name not in set(listed))
+    return {name: index for index, name in enumerate(listed + rest)}
 
-    1. Tally, for each pair (x, y), how many ballots rank x above y.
-    2. Each pair with a non-zero margin becomes an edge winner -> loser weighted by the
-       margin; pairs with equal support are left out (no preference to lock).
-    3. Edges are taken by margin, largest first, ties broken alphabetically on
-       (winner, loser), and locked unless they would close a cycle.
-    4. The ordering is read off the locked graph by repeatedly taking a candidate with
-       no locked edge pointing at it; if several qualify (unlocked ties), the one with
-       more total pairwise support goes first, then alphabetical order.
 
-    The result depends only on the multiset of ballots, never on their order.
+def ranked_pairs(
+    candidates: Sequence[str],
+    support: Mapping[str, Mapping[str, float]],
+    tie_break: str = "support",
+    candidate_order: Sequence[str] | None = None,
+) -> list[str]:
+    """Order ``candidates`` by Tideman's ranked pairs from pairwise ``support``.
+
+    ``support[x][y]`` is how much the voters prefer x to y (ballots ranking x above y; a
+    judge's verdict). Each pair becomes an edge winner -> loser weighted by the margin
+    ``support[w][l] - support[l][w]``; edges are taken largest margin first and locked
+    unless they would close a cycle; the ordering is read off the locked graph by repeatedly
+    taking a candidate no locked edge points at. What the margins leave open is settled by
+    ``tie_break``:
+
+    * ``support`` (the default): a pair with margin 0 is not locked (no preference to
+      lock); equal margins are taken in alphabetical (winner, loser) order; when several
+      candidates are unbeaten, the one with more total pairwise support goes first, then
+      alphabetical order.
+    * ``candidate_order``: a pair with margin 0 is locked too, the candidate listed first in
+      ``candidate_order`` winning it; equal margins are taken in that order; unbeaten
+      candidates go in that order. (Tools that keep zero-margin pairs, as the reference
+      study's did, work this way.)
+
+    The result depends only on the support, never on the order of the ballots behind it.
     """
-    candidates = _check_ballots(ballots)
-    support = {x: {y: 0 for y in candidates} for x in candidates}
-    for ballot in ballots:
-        position = {name: rank for rank, name in enumerate(ballot)}
-        for x, y in combinations(candidates, 2):
-            if position[x] < position[y]:
-                support[x][y] += 1
-            else:
-                support[y][x] += 1
-
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
+    position = candidate_positions(candidates, candidate_order)
+    ordered = sorted(candidates, key=position.__getitem__)
     edges = []
-    for x, y in combinations(candidates, 2):
+    for x, y in combinations(ordered, 2):  # x comes first in candidate order
         margin = support[x][y] - support[y][x]
-        if margin > 0:
+        if margin > 0 or (margin == 0 and tie_break == "candidate_order"):
             edges.append((margin, x, y))
         elif margin < 0:
             edges.append((-margin, y, x))
-    edges.sort(key=lambda edge: (-edge[0], edge[1], edge[2]))
+    if tie_break == "support":
+        edges.sort(key=lambda edge: (-edge[0], edge[1], edge[2]))
+    else:
+        edges.sort(key=lambda edge: (-edge[0], position[edge[1]], position[edge[2]]))
 
     locked: dict[str, set[str]] = {name: set() for name in candidates}
     for _, winner, loser in edges:
@@ -514,25 +687,56 @@ def tideman_ranked_pairs(ballots: Sequence[Sequence[str]]) -> list[str]:
         if not _reaches(locked, loser, winner):
             locked[winner].add(loser)
 
-    total_support = {x: sum(support[x].values()) for x in candidates}
+    total_support = {x: sum(support[x][y] for y in candidates if y != x) for x in candidates}
+    first = (lambda name: (-total_support[name], name)) if tie_break == "support" else position.__getitem__
     remaining = set(candidates)
     ordering = []
     while remaining:
         beaten = {loser for w in remaining for loser in locked[w]}
-        sources = [name for name in remaining if name not in beaten]
-        best = min(sources, key=lambda name: (-total_support[name], name))
+        best = min((name for name in remaining if name not in beaten), key=first)
         ordering.append(best)
         remaining.remove(best)
     return ordering
 
 
-def borda_points(ranking: Sequence[str]) -> dict[str, float]:
+def tideman_ranked_pairs(
+    ballots: Sequence[Ballot], tie_break: str = "support", candidate_order: Sequence[str] | None = None
+) -> list[str]:
+    """Aggregate best-first ballots into one ordering with Tideman's ranked pairs.
+
+    The support of x over y is the number of ballots ranking x strictly above y; a ballot
+    that ranks them equal supports neither. :func:`ranked_pairs` does the rest, settling
+    what the margins leave open by ``tie_break`` (``support`` or ``candidate_order``).
+    """
+    candidates = _check_ballots(ballots)
+    support = {x: {y: 0 for y in candidates} for x in candidates}
+    for ballot in ballots:
+        place = {name: rank for rank, tier in enumerate(ballot_tiers(ballot)) for name in tier}
+        for x, y in combinations(candidates, 2):
+            if place[x] < place[y]:
+                support[x][y] += 1
+            elif place[y] < place[x]:
+                support[y][x] += 1
+    return ranked_pairs(candidates, support, tie_break, candidate_order)
+
+
+def borda_points(ranking: Ballot) -> dict[str, float]:
     """Linear Borda points for a best-first ranking of n models: 1st gets 1, the
-    k-th (1-based) gets (n - k + 1) / n, so last gets 1/n. For 3 models: 1, 2/3, 1/3."""
-    if len(set(ranking)) != len(ranking):
-        raise ValueError(f"ranking names a model twice: {list(ranking)}")
-    n = len(ranking)
-    return {name: (n - index) / n for index, name in enumerate(ranking)}
+    k-th (1-based) gets (n - k + 1) / n, so last gets 1/n. For 3 models: 1, 2/3, 1/3.
+
+    Models ranked equal (a list inside the ranking) share the points of the places they
+    take: ``["a", ["b", "c"]]`` gives a 1 and b and c (2/3 + 1/3) / 2 = 1/2 each.
+    """
+    tiers = ballot_tiers(ranking)
+    names = [name for tier in tiers for name in tier]
+    if len(set(names)) != len(names):
+        raise ValueError(f"ranking names a model twice: {names}")
+    n, place, points = len(names), 0, {}
+    for tier in tiers:
+        share = sum((n - (place + k)) / n for k in range(len(tier))) / len(tier)
+        points.update({name: share for name in tier})
+        place += len(tier)
+    return points
 
 
 def scores_to_ballot(scores: Mapping[str, float]) -> list[str]:
@@ -563,38 +767,90 @@ def ballots_from_scores(
     return per_prompt
 
 
-def aggregate_rankings(
-    per_prompt_ballots: Mapping[str, Sequence[Sequence[str]]],
-) -> dict[str, dict[str, Any]]:
-    """Borda points per model averaged over prompts.
-
-    For each prompt, a single ballot is used as the ranking directly; several ballots
-    (e.g. one per scorer) are first merged with :func:`tideman_ranked_pairs`. Returns
-    ``{model: {"mean": float, "std": float (population), "per_prompt": {prompt_id:
-    points}}}``.
-    """
-    if not per_prompt_ballots:
-        raise ValueError("need ballots for at least one prompt")
-    points: dict[str, dict[str, float]] = {}
-    expected: list[str] | None = None
-    for pid, ballots in per_prompt_ballots.items():
-        candidates = _check_ballots(ballots)
-        if expected is None:
-            expected = candidates
-        elif candidates != expected:
-            raise ValueError(f"prompt {pid!r} ranks {candidates} but earlier prompts rank {expected}")
-        ranking = list(ballots[0]) if len(ballots) == 1 else tideman_ranked_pairs(ballots)
-        for model, value in borda_points(ranking).items():
-            points.setdefault(model, {})[pid] = value
+def summarize_points(points: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, Any]]:
+    """``{model: {prompt_id: Borda points}}`` -> ``{model: {"mean", "std" (population), "per_prompt"}}``."""
     result = {}
     for model in sorted(points):
         values = np.array(list(points[model].values()))
         result[model] = {
             "mean": float(values.mean()),
             "std": float(values.std()),  # ddof=0: population std over prompts
-            "per_prompt": points[model],
+            "per_prompt": dict(points[model]),
         }
     return result
+
+
+def aggregate_rankings(
+    per_prompt_ballots: Mapping[str, Sequence[Ballot]],
+    tie_break: str = "support",
+    candidate_order: Sequence[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Borda points per model averaged over prompts.
+
+    For each prompt, a single ballot is used as the ranking directly (models it ranks equal
+    share their places' points); several ballots (one per scorer, one per annotator) are
+    first merged with :func:`tideman_ranked_pairs` under ``tie_break``. Returns ``{model:
+    {"mean": float, "std": float (population), "per_prompt": {prompt_id: points}}}``.
+    Every prompt's ballots must rank the same models; an error names the prompt.
+    """
+    if not per_prompt_ballots:
+        raise ValueError("need ballots for at least one prompt")
+    points: dict[str, dict[str, float]] = {}
+    expected: list[str] | None = None
+    for pid, ballots in per_prompt_ballots.items():
+        try:
+            candidates = _check_ballots(ballots)
+        except ValueError as err:
+            raise ValueError(f"prompt {pid!r}: {err}") from None
+        if expected is None:
+            expected = candidates
+        elif candidates != expected:
+            raise ValueError(f"prompt {pid!r} ranks {candidates} but earlier prompts rank {expected}")
+        ranking = ballots[0] if len(ballots) == 1 else tideman_ranked_pairs(ballots, tie_break, candidate_order)
+        for model, value in borda_points(ranking).items():
+            points.setdefault(model, {})[pid] = value
+    return summarize_points(points)
+
+
+def group_rankings(
+    ballots_by_group: Mapping[str, Mapping[str, Sequence[Ballot]]],
+    tie_break: str = "support",
+    candidate_order: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Borda points of a human study with groups of annotators.
+
+    ``ballots_by_group[group][prompt_id]`` holds that group's ballots on the prompt. Each
+    group is aggregated on its own (:func:`aggregate_rankings`: Tideman per prompt, then
+    Borda points averaged over the group's prompts); ``overall`` pools every annotator's
+    ballots per prompt; ``across_groups`` gives, per model, the mean of the groups' mean
+    points and their spread (population std, min, max over groups). Returns ``{"overall":
+    {model: {"mean", "std"}}, "groups": {group: {model: {"mean", "std"}}}, "across_groups":
+    {model: {"mean", "std", "min", "max", "n_groups"}}, "group_prompts": {group: int}}``.
+    """
+    if not ballots_by_group:
+        raise ValueError("need ballots of at least one group")
+    pooled: dict[str, list[Ballot]] = {}
+    groups = {}
+    for group, per_prompt in ballots_by_group.items():
+        for pid, ballots in per_prompt.items():
+            pooled.setdefault(pid, []).extend(ballots)
+        groups[group] = aggregate_rankings(per_prompt, tie_break, candidate_order)
+    overall = aggregate_rankings(pooled, tie_break, candidate_order)
+    models = sorted(overall)
+    for group, result in groups.items():
+        if sorted(result) != models:
+            raise ValueError(f"group {group!r} ranks {sorted(result)} but the other groups rank {models}")
+    across = {}
+    for model in models:
+        means = np.array([groups[g][model]["mean"] for g in groups])
+        across[model] = {"mean": float(means.mean()), "std": float(means.std()), "min": float(means.min()),
+                         "max": float(means.max()), "n_groups": int(means.size)}
+    return {
+        "overall": {m: {"mean": overall[m]["mean"], "std": overall[m]["std"]} for m in models},
+        "groups": {g: {m: {"mean": r[m]["mean"], "std": r[m]["std"]} for m in models} for g, r in groups.items()},
+        "across_groups": across,
+        "group_prompts": {g: len(per_prompt) for g, per_prompt in ballots_by_group.items()},
+    }
 
 
 def summary_stats(values: Sequence[float]) -> dict[str, float | int]:

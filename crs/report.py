@@ -4,40 +4,57 @@
 only formats it, so the results can be saved as JSON (:func:`write_json_atomic`) and
 rendered again later without rescoring anything.
 
+The judge is either a *scorer* (``scores[judge]``: a score per model and prompt, such as
+the gold judge) or a *pairwise judge* (``pairwise_judge``: a verdict per model pair and
+prompt, such as AlpacaEval annotations; some pairs or prompts may be unjudged and some
+verdicts null). Every other scorer gives scores.
+
 Results schema (``build_results`` output, JSON-serialisable)::
 
     {
-      "schema_version": 1,
-      "judge": str,                      # name of the gold judge scorer
+      "schema_version": 2,
+      "judge": str,                      # name of the judge
+      "judge_kind": "scores" | "pairwise",
       "reference": str,                  # leaderboard reference model
       "scorers": [str, ...],             # judge first, then the others in input order
+      "score_scorers": [str, ...],       # the scorers with per-model scores (not a pairwise judge)
       "models": [str, ...],              # display order
       "n_prompts": int,
       "prompt_ids": [str, ...],
       "tie_eps": float,
-      "win_rates": {                     # ordered pairs; no diagonal entries
-        scorer: {row_model: {col_model: {
+      "tie_break": "support" | "candidate_order",
+      "win_rates": {                     # ordered pairs; no diagonal entries; a pair the
+        scorer: {row_model: {col_model: {   # pairwise judge never judged is absent
           "win_rate": float,             # 0..1, fraction of prompts row beats col, ties = 1/2
           "n_wins": int, "n_wins_base": int, "n_draws": int, "n_total": int,
-          "standard_error": float, "ci_low": float, "ci_high": float}}}},
+          "standard_error": float | None, "ci_low": float, "ci_high": float,
+          "n_failed": int, "discrete_win_rate": float}}}},
+      "missing_pairs": [[model, model], ...],   # pairs without a verdict (pairwise judge)
       "model_stats": {
-        model: {"scores": {scorer: {"mean", "std", "min", "max", "n"}},
+        model: {"scores": {score_scorer: {"mean", "std", "min", "max", "n"}},
                 "length": {"mean", "std", "min", "max", "n"}}},   # reply length, chars
-      "leaderboard": [                   # judge scores vs reference, best first
+      "leaderboard": [                   # judge vs reference, best first
         {"model", "win_rate" (%), "standard_error" (%), "n_wins", "n_wins_base",
-         "n_draws", "n_total", "avg_length", "ci_low" (%), "ci_high" (%)}, ...],
-      "agreement": {                     # one entry per non-judge scorer
+         "n_draws", "n_total", "avg_length" (int), "discrete_win_rate" (%), "n_failed",
+         "ci_low" (%), "ci_high" (%), "lc_win_rate" (%), "lc_ci_low", "lc_ci_high",
+         "length_coef"}, ...],
+      "leaderboard_missing": [model, ...],      # no verdict against the reference
+      "win_rates_by_category": {         # judge vs reference, per prompt category
+        model: {category: {"win_rate" (%), "n": int}}},
+      "agreement": {                     # one entry per score scorer besides the judge
         scorer: {"overall": float, "n": int,
                  "by_category": {category: {"agreement": float, "n": int}}}},
       "rankings": {                      # Borda points (1 = best, 1/n = worst)
         "per_scorer": {scorer: {model: {"mean": float, "std": float}}},
-        "combined": {model: {"mean": float, "std": float}},   # Tideman over scorers
+        "n_prompts": {scorer: int},      # prompts each scorer ranked
+        "combined": {model: {"mean": float, "std": float}} | None,   # Tideman over scorers
         "combined_scorers": [str, ...]}
     }
 
-Agreement compares, for every unordered model pair and prompt, which reply each scorer
-prefers (see :func:`crs.evaluation.agreement` for how ties count). ``by_category`` is
-empty when no categories are given.
+Agreement compares, for every unordered model pair and prompt the judge decided, which
+reply each scorer prefers (see :func:`crs.evaluation.agreement` for how ties count; a
+weighted judge's verdict is rounded first). ``by_category`` and
+``win_rates_by_category`` are empty when no categories are given.
 
 Plots use matplotlib's Agg canvas directly (no pyplot), so they work headless and do
 not touch global matplotlib state that other code may rely on.
@@ -45,7 +62,9 @@ not touch global matplotlib state that other code may rely on.
 
 from __future__ import annotations
 
+import csv
 import io
+import math
 import os
 from collections.abc import Mapping, Sequence
 from itertools import combinations
@@ -58,7 +77,7 @@ from matplotlib.figure import Figure
 from crs import evaluation as ev
 from crs.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DASH = "–"  # en dash marks the diagonal of a win-rate matrix
 
 
@@ -83,6 +102,62 @@ def _category_list(
     return [str(category) for category in categories]
 
 
+def _is_null(value: float | None) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+class _Judge:
+    """The judge's verdict on (a, b, prompt index), whichever kind it is."""
+
+    def __init__(self, table: Mapping[str, Sequence[float]] | None, verdicts: ev.PairwiseVerdicts | None,
+                 pids: Sequence[str], tie_eps: float) -> None:
+        self.table, self.verdicts, self.tie_eps = table, verdicts, tie_eps
+        self.index = {pid: i for i, pid in enumerate(pids)}
+        self.n = len(pids)
+
+    def outcomes(self, a: str, b: str) -> dict[int, float | None] | None:
+        """``{prompt index: outcome of a vs b}`` over the prompts judged (None: the judge
+        failed there); None when the pair was never judged."""
+        if self.table is not None:
+            return dict(enumerate(ev.pairwise_outcomes(self.table[a], self.table[b], self.tie_eps)))
+        found = self.verdicts.between(a, b)
+        if found is None:
+            return None
+        unknown = [item for item in found if item not in self.index]
+        if unknown:
+            raise ValueError(f"the pairwise judge's verdicts on {a} vs {b} name unknown prompt ids {unknown[:5]}")
+        return {self.index[item]: value for item, value in found.items()}
+
+
+def _win_rates_of_judge(judge: _Judge, models: Sequence[str], n_boot: int, seed: int) -> tuple[dict, list[list[str]]]:
+    matrix: dict[str, dict[str, Any]] = {m: {} for m in models}
+    missing = []
+    for a, b in combinations(models, 2):
+        found = judge.outcomes(a, b)
+        if found is None or all(_is_null(v) for v in found.values()):
+            missing.append([a, b])
+            continue
+        values = list(found.values())
+        matrix[a][b] = ev.win_rate_from_outcomes(values, n_boot=n_boot, seed=seed).as_dict()
+        flipped = [None if _is_null(v) else 1.0 - v for v in values]
+        matrix[b][a] = ev.win_rate_from_outcomes(flipped, n_boot=n_boot, seed=seed).as_dict()
+    return {row: {col: matrix[row][col] for col in models if col in matrix[row]} for row in models}, missing
+
+
+def _judge_rankings(judge: _Judge, models: Sequence[str], pids: Sequence[str], tie_break: str) -> dict[str, dict[str, Any]] | None:
+    """Borda points of a pairwise judge over the prompts on which it decided every pair."""
+    per_pair = {(a, b): judge.outcomes(a, b) or {} for a, b in combinations(models, 2)}
+    points: dict[str, dict[str, float]] = {}
+    for index, pid in enumerate(pids):
+        verdicts = {pair: found.get(index) for pair, found in per_pair.items()}
+        if any(_is_null(v) for v in verdicts.values()):
+            continue
+        ranking = ev.ranking_from_pairwise(verdicts, models, tie_break, models)
+        for model, value in ev.borda_points(ranking).items():
+            points.setdefault(model, {})[pid] = value
+    return ev.summarize_points(points) if points else None
+
+
 def build_results(
     scores: Mapping[str, Mapping[str, Sequence[float]]],
     outputs: Mapping[str, Sequence[str]],
@@ -94,6 +169,8 @@ def build_results(
     tie_eps: float = 1e-9,
     n_boot: int = 1000,
     seed: int = 0,
+    pairwise_judge: ev.PairwiseVerdicts | None = None,
+    tie_break: str = "support",
 ) -> dict[str, Any]:
     """Compute everything the report shows (schema in the module docstring).
 
@@ -101,19 +178,33 @@ def build_results(
         scores: ``scores[scorer][model][i]`` is ``scorer``'s score for ``model``'s
             reply to prompt ``i``; every scorer must score every model on every prompt.
         outputs: ``outputs[model][i]`` is the reply text (used for lengths).
-        judge: name of the gold judge among ``scores``.
+        judge: name of the judge: one of ``scores``, or the name of ``pairwise_judge``.
         prompt_ids: ids aligned with the score lists; defaults to ``"0"``, ``"1"``, ...
         categories: optional category per prompt, as a list aligned with the prompts
             or a mapping from prompt id.
         reference: leaderboard reference model; defaults to the first model.
-        models: display order; defaults to the judge's model order.
+        models: display order; defaults to the judge's model order (the first scorer's
+            with a pairwise judge).
         tie_eps: score differences at most this large count as ties.
         n_boot, seed: bootstrap settings for the confidence intervals.
+        pairwise_judge: a judge that gives verdicts per model pair and prompt (item ids
+            are ``prompt_ids``) instead of scores; then ``judge`` is its name.
+        tie_break: how Tideman's ranked pairs settles ties (:func:`crs.evaluation.ranked_pairs`).
     """
-    if judge not in scores:
+    if pairwise_judge is None and judge not in scores:
         raise KeyError(f"judge {judge!r} is not among the scorers {list(scores)}")
-    scorers = [judge] + [name for name in scores if name != judge]
-    model_order = list(models) if models is not None else list(scores[judge])
+    if pairwise_judge is not None and judge in scores:
+        raise ValueError(f"the pairwise judge's name {judge!r} is also a scorer's")
+    if tie_break not in ev.TIE_BREAKS:
+        raise ValueError(f"tie_break must be one of {ev.TIE_BREAKS}, got {tie_break!r}")
+    score_scorers = ([judge] if pairwise_judge is None else []) + [name for name in scores if name != judge]
+    scorers = [judge] + [name for name in score_scorers if name != judge]
+    if models is not None:
+        model_order = list(models)
+    elif score_scorers:
+        model_order = list(scores[score_scorers[0]])
+    else:
+        model_order = list(outputs)
     if len(model_order) < 2:
         raise ValueError(f"need at least two models to compare, got {model_order}")
     reference = reference if reference is not None else model_order[0]
@@ -121,8 +212,10 @@ def build_results(
         raise KeyError(f"reference {reference!r} is not among the models {model_order}")
 
     # Validate shape up front so that errors name the scorer/model, not a numpy line.
-    n_prompts = len(scores[judge][model_order[0]])
-    for scorer in scorers:
+    if model_order[0] not in outputs:
+        raise ValueError(f"model {model_order[0]!r} has no outputs")
+    n_prompts = len(outputs[model_order[0]])
+    for scorer in score_scorers:
         for model in model_order:
             if model not in scores[scorer]:
                 raise KeyError(f"scorer {scorer!r} has no scores for model {model!r}")
@@ -142,10 +235,15 @@ def build_results(
     category_of = _category_list(categories, pids)
 
     # Restrict every scorer to the chosen models, in display order.
-    table = {s: {m: list(map(float, scores[s][m])) for m in model_order} for s in scorers}
+    table = {s: {m: list(map(float, scores[s][m])) for m in model_order} for s in score_scorers}
+    the_judge = _Judge(table[judge] if pairwise_judge is None else None, pairwise_judge, pids, tie_eps)
 
     win_rates: dict[str, dict[str, dict[str, Any]]] = {}
+    missing_pairs: list[list[str]] = []
     for scorer in scorers:
+        if scorer == judge and pairwise_judge is not None:
+            win_rates[scorer], missing_pairs = _win_rates_of_judge(the_judge, model_order, n_boot, seed)
+            continue
         pairs = ev.head_to_head(table[scorer], tie_eps=tie_eps, n_boot=n_boot, seed=seed)
         win_rates[scorer] = {
             row: {col: pairs[(row, col)].as_dict() for col in model_order if col != row}
@@ -154,30 +252,49 @@ def build_results(
 
     model_stats = {
         model: {
-            "scores": {scorer: ev.summary_stats(table[scorer][model]) for scorer in scorers},
+            "scores": {scorer: ev.summary_stats(table[scorer][model]) for scorer in score_scorers},
             "length": ev.summary_stats([len(text) for text in outputs[model]]),
         }
         for model in model_order
     }
 
-    leaderboard = ev.leaderboard_rows(
-        table[judge], {m: outputs[m] for m in model_order}, reference,
-        tie_eps=tie_eps, n_boot=n_boot, seed=seed,
+    # Leaderboard: every model's verdicts against the reference (the reference: all draws).
+    against_reference: dict[str, dict[int, float | None]] = {}
+    leaderboard_missing = []
+    for model in model_order:
+        found = {i: 0.5 for i in range(n_prompts)} if model == reference else the_judge.outcomes(model, reference)
+        if found is None or all(_is_null(v) for v in found.values()):
+            leaderboard_missing.append(model)
+        else:
+            against_reference[model] = found
+    leaderboard = ev.leaderboard_from_outcomes(
+        against_reference, {m: outputs[m] for m in model_order}, reference, n_boot=n_boot, seed=seed,
     )
+    by_category: dict[str, dict[str, dict[str, Any]]] = {}
+    if category_of is not None:
+        for model, found in against_reference.items():
+            if model == reference:
+                continue
+            buckets: dict[str, list[float]] = {}
+            for index, value in found.items():
+                if not _is_null(value):
+                    buckets.setdefault(category_of[index], []).append(float(value))
+            by_category[model] = {c: {"win_rate": 100.0 * float(np.mean(v)), "n": len(v)} for c, v in sorted(buckets.items())}
 
-    # Agreement over every unordered model pair x prompt; judge outcomes computed once.
-    pair_list = list(combinations(model_order, 2))
+    # Agreement over every unordered model pair x prompt the judge decided.
+    positions: list[tuple[str, str, int]] = []
     judge_outcomes: list[float] = []
-    pair_categories: list[str] = []
-    for a, b in pair_list:
-        judge_outcomes += ev.pairwise_outcomes(table[judge][a], table[judge][b], tie_eps)
-        if category_of is not None:
-            pair_categories += category_of
+    for a, b in combinations(model_order, 2):
+        for index, value in sorted((the_judge.outcomes(a, b) or {}).items()):
+            if not _is_null(value):
+                positions.append((a, b, index))
+                judge_outcomes.append(ev.discrete_outcome(float(value)))
+    pair_categories = [category_of[i] for _, _, i in positions] if category_of is not None else []
     agreement_results: dict[str, dict[str, Any]] = {}
     for scorer in scorers[1:]:
-        scorer_outcomes: list[float] = []
-        for a, b in pair_list:
-            scorer_outcomes += ev.pairwise_outcomes(table[scorer][a], table[scorer][b], tie_eps)
+        if not positions:
+            break
+        scorer_outcomes = [ev.pairwise_outcomes([table[scorer][a][i]], [table[scorer][b][i]], tie_eps)[0] for a, b, i in positions]
         agreement_results[scorer] = {
             "overall": ev.agreement(scorer_outcomes, judge_outcomes),
             "n": len(scorer_outcomes),
@@ -191,31 +308,62 @@ def build_results(
     def _mean_std(aggregated: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
         return {m: {"mean": aggregated[m]["mean"], "std": aggregated[m]["std"]} for m in model_order}
 
-    per_scorer_rankings = {
-        scorer: _mean_std(ev.aggregate_rankings(ev.ballots_from_scores({scorer: table[scorer]}, pids)))
-        for scorer in scorers
-    }
-    combined = _mean_std(ev.aggregate_rankings(ev.ballots_from_scores(table, pids)))
+    per_scorer_rankings: dict[str, dict[str, dict[str, float]]] = {}
+    ranked_prompts: dict[str, int] = {}
+    for scorer in scorers:
+        if scorer == judge and pairwise_judge is not None:
+            aggregated = _judge_rankings(the_judge, model_order, pids, tie_break)
+        else:
+            aggregated = ev.aggregate_rankings(ev.ballots_from_scores({scorer: table[scorer]}, pids), tie_break, model_order)
+        if aggregated is not None:
+            per_scorer_rankings[scorer] = _mean_std(aggregated)
+            ranked_prompts[scorer] = len(next(iter(aggregated.values()))["per_prompt"])
+    combined = (
+        _mean_std(ev.aggregate_rankings(ev.ballots_from_scores(table, pids), tie_break, model_order)) if table else None
+    )
 
     return {
         "schema_version": SCHEMA_VERSION,
         "judge": judge,
+        "judge_kind": "scores" if pairwise_judge is None else "pairwise",
         "reference": reference,
         "scorers": scorers,
+        "score_scorers": score_scorers,
         "models": model_order,
         "n_prompts": n_prompts,
         "prompt_ids": pids,
         "tie_eps": tie_eps,
+        "tie_break": tie_break,
         "win_rates": win_rates,
+        "missing_pairs": missing_pairs,
         "model_stats": model_stats,
         "leaderboard": leaderboard,
+        "leaderboard_missing": leaderboard_missing,
+        "win_rates_by_category": by_category,
         "agreement": agreement_results,
         "rankings": {
             "per_scorer": per_scorer_rankings,
+            "n_prompts": ranked_prompts,
             "combined": combined,
-            "combined_scorers": scorers,
+            "combined_scorers": list(table),
         },
     }
+
+
+def leaderboard_csv(results: Mapping[str, Any], mode: str = "community") -> str:
+    """The leaderboard as AlpacaEval writes ``leaderboard.csv``: the model name in an unnamed
+    first column, then ``win_rate, standard_error, n_wins, n_wins_base, n_draws, n_total,
+    mode, avg_length`` (percentages; numbers as pandas prints them, an undefined standard
+    error empty), then ``discrete_win_rate``, best first. ``pandas.read_csv(path,
+    index_col=0)`` reads it beside AlpacaEval's own."""
+    columns = ["win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total", "mode", "avg_length", "discrete_win_rate"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["", *columns])
+    for row in results["leaderboard"]:
+        values = {**row, "mode": mode}
+        writer.writerow([row["model"], *("" if values.get(c) is None else repr(values[c]) if isinstance(values[c], float) else values[c] for c in columns)])
+    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------------------
@@ -239,26 +387,39 @@ def main_table(results: Mapping[str, Any], scorer: str) -> str:
     """Win-rate matrix for one scorer as Markdown.
 
     Cell (row, col) is the percentage of prompts on which the row model's reply scores
-    higher than the column model's (ties count as half); the diagonal shows "–".
+    higher than the column model's (ties count as half); the diagonal shows "–". With a
+    pairwise judge a cell is the mean of its verdicts (AlpacaEval's win rate) and names
+    its n when the judge did not decide every prompt; "n/a" marks a pair never judged.
     """
     if scorer not in results["win_rates"]:
         raise KeyError(f"no win rates for scorer {scorer!r}; have {list(results['win_rates'])}")
     models = results["models"]
     matrix = results["win_rates"][scorer]
-    role = "gold judge" if scorer == results["judge"] else "reward model"
+    pairwise = scorer == results["judge"] and results.get("judge_kind") == "pairwise"
+    role = "judge" if scorer == results["judge"] else "reward model"
+    role = "gold judge" if role == "judge" and not pairwise else "pairwise judge" if pairwise else role
     title = (
         f"**{scorer}** ({role}): % of prompts where the row model beats the column model "
         f"(ties count ½), n = {results['n_prompts']} prompts"
     )
-    rows = [
-        [model] + [DASH if col == model else _pct(matrix[model][col]["win_rate"]) for col in models]
-        for model in models
-    ]
+    if pairwise:
+        title += " (cells judged on fewer say so; null verdicts are left out)"
+
+    def cell(row: str, col: str) -> str:
+        if col == row:
+            return DASH
+        entry = matrix[row].get(col)
+        if entry is None:
+            return "n/a"
+        text = _pct(entry["win_rate"])
+        return text if entry["n_total"] == results["n_prompts"] else f"{text} (n={entry['n_total']})"
+
+    rows = [[model] + [cell(model, col) for col in models] for model in models]
     return title + "\n\n" + _md_table(["row \\ col", *models], rows)
 
 
 def _stats_section(results: Mapping[str, Any]) -> str:
-    scorers, stats = results["scorers"], results["model_stats"]
+    scorers, stats = results.get("score_scorers", results["scorers"]), results["model_stats"]
     header = ["model", *[f"{s} (mean ± std)" for s in scorers], "reply length, chars (mean ± std)"]
     rows = []
     for model in results["models"]:
@@ -272,14 +433,19 @@ def _stats_section(results: Mapping[str, Any]) -> str:
     return _md_table(header, rows)
 
 
+def _number(value: float | None, digits: int = 2) -> str:
+    return DASH if value is None else f"{value:.{digits}f}"
+
+
 def _leaderboard_section(results: Mapping[str, Any]) -> str:
+    failures = any(row.get("n_failed") for row in results["leaderboard"])
     header = ["model", "win_rate (%)", "standard_error (%)", "95% CI (%)", "LC win_rate (%)", "LC 95% CI (%)",
-              "n_wins", "n_wins_base", "n_draws", "n_total", "avg_length"]
+              "n_wins", "n_wins_base", "n_draws", "n_total", "avg_length"] + (["judge failed"] if failures else [])
     rows = [
         [
             row["model"],
             f"{row['win_rate']:.2f}",
-            f"{row['standard_error']:.2f}",
+            _number(row["standard_error"]),
             f"{row['ci_low']:.1f}–{row['ci_high']:.1f}",
             f"{row['lc_win_rate']:.2f}" if "lc_win_rate" in row else DASH,
             f"{row['lc_ci_low']:.1f}–{row['lc_ci_high']:.1f}" if "lc_win_rate" in row else DASH,
@@ -287,11 +453,26 @@ def _leaderboard_section(results: Mapping[str, Any]) -> str:
             str(row["n_wins_base"]),
             str(row["n_draws"]),
             str(row["n_total"]),
-            f"{row['avg_length']:.0f}",
-        ]
+            str(int(row["avg_length"])),
+        ] + ([str(row.get("n_failed", 0))] if failures else [])
         for row in results["leaderboard"]
     ]
-    return _md_table(header, rows)
+    text = _md_table(header, rows)
+    missing = results.get("leaderboard_missing") or []
+    if missing:
+        text += f"\n\nNo verdict against `{results['reference']}` for: {', '.join(missing)} (left out)."
+    return text
+
+
+def _by_category_section(results: Mapping[str, Any]) -> str | None:
+    table = results.get("win_rates_by_category") or {}
+    categories = sorted({c for entry in table.values() for c in entry})
+    if len(categories) < 2:
+        return None
+    rows = []
+    for model, entry in table.items():
+        rows.append([model] + [f"{entry[c]['win_rate']:.1f} (n={entry[c]['n']})" if c in entry else DASH for c in categories])
+    return _md_table(["model", *categories], rows)
 
 
 def _agreement_section(results: Mapping[str, Any]) -> str:
@@ -313,49 +494,122 @@ def _agreement_section(results: Mapping[str, Any]) -> str:
 def _rankings_section(results: Mapping[str, Any]) -> str:
     rankings = results["rankings"]
     scorers = list(rankings["per_scorer"])
-    header = ["model", *[f"{s} (Borda)" for s in scorers], "combined (Tideman → Borda)"]
-    order = sorted(results["models"], key=lambda m: (-rankings["combined"][m]["mean"], m))
+    combined = rankings.get("combined")
+    if not scorers and combined is None:
+        return "_No scorer ranked every model on a prompt._"
+    header = ["model", *[f"{s} (Borda)" for s in scorers]] + (["combined (Tideman → Borda)"] if combined else [])
+    first = combined or rankings["per_scorer"][scorers[0]]
+    order = sorted(results["models"], key=lambda m: (-first[m]["mean"], m))
     rows = []
     for model in order:
         cells = [model]
         for scorer in scorers:
             entry = rankings["per_scorer"][scorer][model]
             cells.append(f"{entry['mean']:.3f} ± {entry['std']:.3f}")
-        entry = rankings["combined"][model]
-        cells.append(f"**{entry['mean']:.3f}** ± {entry['std']:.3f}")
+        if combined:
+            cells.append(f"**{combined[model]['mean']:.3f}** ± {combined[model]['std']:.3f}")
         rows.append(cells)
     return _md_table(header, rows)
+
+
+def _judge_source_section(results: Mapping[str, Any]) -> str | None:
+    source = results.get("judge_source")
+    if not source:
+        return None
+    lines = [
+        f"Verdicts read from {', '.join(f'`{f}`' for f in source['files'])}: {source['n_rows']} annotations, "
+        f"{source['n_used']} used, {source['n_failed']} where the judge failed (null preference: counted in "
+        "`judge failed`, left out of every rate).",
+    ]
+    for reason, count in source.get("skipped", {}).items():
+        lines.append(f"Not used: {count} {reason}.")
+    if results.get("missing_pairs"):
+        pairs = ", ".join(f"{a} vs {b}" for a, b in results["missing_pairs"])
+        lines.append(f"Pairs the judge never decided (n/a in the tables): {pairs}.")
+    return "\n\n".join(lines)
+
+
+def _human_section(results: Mapping[str, Any]) -> str | None:
+    human = results.get("human_rankings")
+    if not human:
+        return None
+    groups = list(human["groups"])
+    several = len(groups) > 1
+    header = ["model", "all annotators (Borda)"] + [f"group {g}" for g in groups] + (["across groups (mean ± std)"] if several else [])
+    order = sorted(human["overall"], key=lambda m: (-human["overall"][m]["mean"], m))
+    rows = []
+    for model in order:
+        cells = [model, f"**{human['overall'][model]['mean']:.3f}** ± {human['overall'][model]['std']:.3f}"]
+        cells += [f"{human['groups'][g][model]['mean']:.3f}" for g in groups]
+        if several:
+            spread = human["across_groups"][model]
+            cells.append(f"{spread['mean']:.3f} ± {spread['std']:.3f} ({spread['min']:.3f}–{spread['max']:.3f})")
+        rows.append(cells)
+    intro = (
+        f"{human['n_ballots']} ballots by {human['n_annotators'] or 'anonymous'} annotators on {human['n_prompts']} prompts "
+        f"({human['n_ballots_with_ties']} with tied replies), from `{human['source']}`. Per prompt, a group's ballots "
+        f"are merged with Tideman's ranked pairs (ties settled by `{human['tie_break']}`), then scored as Borda points "
+        "(best = 1, worst = 1/n; replies ranked equal on a prompt's only ballot share their places' points), "
+        "mean ± population std over prompts."
+    )
+    if several:
+        intro += " Across groups: the mean of the groups' means, their population std and range."
+    return intro + "\n\n" + _md_table(header, rows)
 
 
 def render_report(results: Mapping[str, Any]) -> str:
     """Full Markdown report from a :func:`build_results` dict."""
     judge, models = results["judge"], results["models"]
     n_models = len(models)
+    pairwise = results.get("judge_kind") == "pairwise"
+    kind = "Pairwise judge (verdicts per model pair and prompt)" if pairwise else "Gold judge"
     parts = [
         "# Evaluation report",
         f"Models: {', '.join(models)}. Prompts: {results['n_prompts']}. "
-        f"Gold judge: **{judge}**. Scores within {results['tie_eps']:g} of each other are ties.",
+        f"{kind}: **{judge}**. Scores within {results['tie_eps']:g} of each other are ties.",
+    ]
+    source = _judge_source_section(results)
+    if source:
+        parts += ["## The judge's verdicts", source]
+    parts += [
         "## 1. Head-to-head win rates",
         "\n\n".join(main_table(results, scorer) for scorer in results["scorers"]),
         "## 2. Per-model statistics",
         _stats_section(results),
         f"## 3. Leaderboard vs `{results['reference']}` (judged by {judge})",
-        "AlpacaEval layout: win rate and standard error in percent, ties count as half; "
-        "the interval is a paired bootstrap over prompts; avg_length is in characters. "
+        "AlpacaEval layout and conventions: win rate and standard error in percent, ties count as half "
+        "(a weighted judge's fractional preference as it is); the standard error is that of the mean verdict "
+        "(sample std / sqrt(n), AlpacaEval's); the interval is a paired bootstrap over prompts; "
+        "avg_length is the mean reply length in characters, truncated to a whole number. "
         "LC is the length-controlled win rate: the rate a logistic regression of the judge's "
-        "verdicts on the length difference predicts at equal length (docs/evaluation.md).",
+        "verdicts on the length difference predicts at equal length (docs/evaluation.md). "
+        "`leaderboard.csv` holds the same rows in AlpacaEval's file layout.",
         _leaderboard_section(results),
+    ]
+    by_category = _by_category_section(results)
+    if by_category:
+        parts += [f"### Win rate vs `{results['reference']}` by category (%, judged by {judge})", by_category]
+    parts += [
         f"## 4. Agreement with the judge ({judge})",
         "Share of (model pair, prompt) comparisons where the scorer prefers the same reply "
-        "as the judge; a tie agrees only with a tie.",
+        "as the judge; a tie agrees only with a tie"
+        + (" (a fractional verdict is rounded to its side first)." if pairwise else "."),
         _agreement_section(results),
         "## 5. Rank aggregation",
         f"Borda points per prompt (best = 1, worst = 1/{n_models}), mean ± population std "
-        "over prompts. Per-scorer columns rank by that scorer alone; the combined column "
-        f"merges the ballots of {', '.join(results['rankings']['combined_scorers'])} "
-        "with Tideman's ranked pairs before scoring.",
+        "over prompts. Per-scorer columns rank by that scorer alone"
+        + (" (the pairwise judge on the prompts where it decided every pair, by ranked pairs)" if pairwise else "")
+        + (
+            f"; the combined column merges the ballots of {', '.join(results['rankings']['combined_scorers'])} "
+            "with Tideman's ranked pairs before scoring"
+            if results["rankings"].get("combined") else ""
+        )
+        + f". Ranked-pairs ties are settled by `{results.get('tie_break', 'support')}`.",
         _rankings_section(results),
     ]
+    human = _human_section(results)
+    if human:
+        parts += ["## 6. Human rankings", human]
     return "\n\n".join(parts) + "\n"
 
 
@@ -380,7 +634,7 @@ def plot_win_rate_heatmap(results: Mapping[str, Any], scorer: str, path: str | o
     values = np.full((n, n), np.nan)  # NaN diagonal renders blank
     for i, row in enumerate(models):
         for j, col in enumerate(models):
-            if row != col:
+            if row != col and col in matrix[row]:  # a pair a pairwise judge never judged stays blank
                 values[i, j] = 100.0 * matrix[row][col]["win_rate"]
 
     size = 1.2 + 0.9 * n
@@ -394,7 +648,7 @@ def plot_win_rate_heatmap(results: Mapping[str, Any], scorer: str, path: str | o
     ax.set_title(f"{scorer}: % prompts row beats column (n={results['n_prompts']})")
     for i in range(n):
         for j in range(n):
-            text = DASH if i == j else f"{values[i, j]:.1f}"
+            text = DASH if i == j else "n/a" if np.isnan(values[i, j]) else f"{values[i, j]:.1f}"
             ax.text(j, i, text, ha="center", va="center", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     _save_figure_atomic(fig, path)
@@ -403,9 +657,13 @@ def plot_win_rate_heatmap(results: Mapping[str, Any], scorer: str, path: str | o
 def plot_mean_scores(results: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Grouped bar chart of mean score (± std) per model, one panel per scorer.
 
-    Scorers use different scales, so each gets its own panel and y axis.
+    Scorers use different scales, so each gets its own panel and y axis. A pairwise judge
+    gives no scores and has no panel; with no scorer at all there is nothing to plot
+    (ValueError).
     """
-    models, scorers = results["models"], results["scorers"]
+    models, scorers = results["models"], results.get("score_scorers", results["scorers"])
+    if not scorers:
+        raise ValueError("no scorer gives per-model scores: nothing to plot")
     stats = results["model_stats"]
     fig = Figure(figsize=(max(4.0, 1.0 + 0.8 * len(models)) * len(scorers), 3.8))
     axes = fig.subplots(1, len(scorers), squeeze=False)[0]

@@ -10,6 +10,7 @@ import pytest
 
 from crs.data.schema import DataError
 from crs.evaluation import (
+    PairwiseVerdicts,
     aggregate_rankings,
     agreement,
     agreement_by_group,
@@ -19,6 +20,7 @@ from crs.evaluation import (
     head_to_head,
     leaderboard_rows,
     pairwise_outcomes,
+    ranking_from_pairwise,
     read_predictions,
     scores_to_ballot,
     summary_stats,
@@ -31,12 +33,16 @@ from crs.evaluation import (
 # ---------------------------------------------------------------- win rates
 
 
-def test_win_rate_counts_ties_as_half_and_binomial_standard_error():
+def test_win_rate_counts_ties_as_half_and_alpaca_eval_standard_error():
     # Outcomes per prompt: win, loss, tie, win, tie -> (1 + 0 + .5 + 1 + .5) / 5 = 0.6
     result = win_rate([3, 1, 2, 2, 5], [1, 2, 2, 0, 5])
     assert result.win_rate == pytest.approx(0.6)
     assert (result.n_wins, result.n_wins_base, result.n_draws, result.n_total) == (2, 1, 2, 5)
-    assert result.standard_error == pytest.approx(math.sqrt(0.6 * 0.4 / 5))  # 0.21909
+    # AlpacaEval: the standard error of the mean of the outcomes, sample std (ddof=1):
+    # squared deviations .16 + .36 + .01 + .16 + .01 = .70; sqrt(.70 / 4) / sqrt(5) = 0.18708
+    assert result.standard_error == pytest.approx(math.sqrt(0.70 / 4) / math.sqrt(5))
+    # Without ties that is sqrt(p(1-p)/(n-1)): 44 wins of 100 -> 4.9889 % (AlpacaEval prints 4.988876515698589)
+    assert 100 * win_rate_from_outcomes([1] * 44 + [0] * 56, n_boot=10).standard_error == pytest.approx(4.988876515698589)
     assert result.ci_low <= 0.6 <= result.ci_high
 
 
@@ -52,8 +58,10 @@ def test_win_rate_rejects_bad_input():
         win_rate([1, 2], [1])
     with pytest.raises(ValueError, match="NaN"):
         win_rate([float("nan")], [1.0])
-    with pytest.raises(ValueError, match="0, 0.5 or 1"):
-        win_rate_from_outcomes([1, 0.7])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        win_rate_from_outcomes([1, 1.5])
+    with pytest.raises(ValueError, match="not null"):
+        win_rate_from_outcomes([None, float("nan")])
     with pytest.raises(ValueError):
         win_rate_from_outcomes([])
 
@@ -116,17 +124,18 @@ def test_leaderboard_rows_hand_example():
     m1, ref, m2 = rows
     # m1 vs ref: win, loss, tie, win -> 62.5 %
     assert m1["win_rate"] == pytest.approx(62.5)
-    assert m1["standard_error"] == pytest.approx(100 * math.sqrt(0.625 * 0.375 / 4))  # 24.206
+    # outcomes 1, 0, .5, 1: squared deviations .140625 + .390625 + .015625 + .140625 = .6875
+    assert m1["standard_error"] == pytest.approx(100 * math.sqrt(0.6875 / 3) / 2)  # 23.936
     assert (m1["n_wins"], m1["n_wins_base"], m1["n_draws"], m1["n_total"]) == (2, 1, 1, 4)
-    assert m1["avg_length"] == pytest.approx(3.0)
-    # the reference against itself: all draws, 50 %
+    assert m1["avg_length"] == 3 and isinstance(m1["avg_length"], int)
+    # the reference against itself: all draws, 50 %, no spread
     assert ref["win_rate"] == pytest.approx(50.0)
-    assert ref["standard_error"] == pytest.approx(25.0)
+    assert ref["standard_error"] == pytest.approx(0.0)
     assert (ref["n_wins"], ref["n_wins_base"], ref["n_draws"]) == (0, 0, 4)
     # m2 vs ref: loss, loss, tie, loss -> 12.5 %
     assert m2["win_rate"] == pytest.approx(12.5)
     assert (m2["n_wins"], m2["n_wins_base"], m2["n_draws"]) == (0, 3, 1)
-    assert m2["avg_length"] == pytest.approx(10.0)
+    assert m2["avg_length"] == 10
 
     without_ref = leaderboard_rows(scores, outputs, reference="ref", n_boot=10, include_reference=False)
     assert [row["model"] for row in without_ref] == ["m1", "m2"]
@@ -180,6 +189,56 @@ def test_tideman_equal_margins_break_alphabetically():
     assert tideman_ranked_pairs(ballots[::-1]) == ["A", "B", "C"]
     # A dead heat between two candidates: nothing locks, name order decides.
     assert tideman_ranked_pairs([["y", "x"], ["x", "y"]]) == ["x", "y"]
+
+
+def test_fractional_and_null_outcomes_are_counted_as_alpaca_eval_counts_them():
+    # A weighted judge: .75 is a win, .25 a loss, .5 a draw; None (the judge failed) is counted apart.
+    result = win_rate_from_outcomes([1, 0.75, None, 0.5, 0.25, float("nan")], n_boot=50)
+    assert (result.n_wins, result.n_wins_base, result.n_draws, result.n_total, result.n_failed) == (2, 1, 1, 4, 2)
+    assert result.win_rate == pytest.approx(2.5 / 4)
+    assert result.discrete_win_rate == pytest.approx((1 + 1 + 0.5 + 0) / 4)
+    # mean .625, squared deviations .140625 + .015625 + .015625 + .140625 = .3125
+    assert result.standard_error == pytest.approx(math.sqrt(0.3125 / 3) / 2)
+    single = win_rate_from_outcomes([1.0], n_boot=5)
+    assert math.isnan(single.standard_error) and single.as_dict()["standard_error"] is None
+
+
+def test_tie_break_rules_on_a_two_two_vote():
+    # The worked example of docs/evaluation.md: sft-rl_crs 2:2 (margin 0), sft-base 3:1, rl_crs-base 4:0.
+    ballots = [["sft", "rl_crs", "base"]] * 2 + [["rl_crs", "sft", "base"], ["rl_crs", "base", "sft"]]
+    order = ["base", "sft", "rl_crs"]  # eval_pred.models
+    # support: sft-rl_crs stays unlocked; rl_crs has more total support (2 + 4 = 6 against 2 + 3 = 5)
+    assert tideman_ranked_pairs(ballots, "support", order) == ["rl_crs", "sft", "base"]
+    # candidate_order: the 0-margin pair is locked for sft, listed before rl_crs
+    assert tideman_ranked_pairs(ballots, "candidate_order", order) == ["sft", "rl_crs", "base"]
+    assert tideman_ranked_pairs(ballots, "candidate_order", ["rl_crs", "sft", "base"]) == ["rl_crs", "sft", "base"]
+    with pytest.raises(ValueError, match="tie_break"):
+        tideman_ranked_pairs(ballots, "coin_flip")
+
+
+def test_ballots_with_ties_support_neither_side():
+    # a > (b = c), b > a > c: a-b 1:1, a-c 2:0, b-c 1:0 -> a, b, c by support (a: 1 + 2 = 3 > b: 1 + 1 = 2)
+    ballots = [["a", ["b", "c"]], ["b", "a", "c"]]
+    assert tideman_ranked_pairs(ballots) == ["a", "b", "c"]
+    assert tideman_ranked_pairs(ballots, "candidate_order", ["b", "a", "c"]) == ["b", "a", "c"]
+    assert borda_points(["a", ["b", "c"]]) == pytest.approx({"a": 1.0, "b": 0.5, "c": 0.5})
+    assert borda_points([["a", "b"], "c", "d"]) == pytest.approx({"a": 0.875, "b": 0.875, "c": 0.5, "d": 0.25})
+    with pytest.raises(ValueError, match="twice"):
+        borda_points(["a", ["a", "b"]])
+
+
+def test_a_pairwise_judge_ranks_a_prompt_by_ranked_pairs():
+    verdicts = PairwiseVerdicts({("a", "b"): {"p": 0.25}, ("c", "a"): {"p": 0.0}, ("b", "c"): {"p": 0.5}})
+    assert verdicts.between("b", "a") == {"p": 0.75} and verdicts.between("a", "c") == {"p": 1.0}
+    assert verdicts.between("a", "z") is None and verdicts.models() == {"a", "b", "c"}
+    outcomes = {("a", "b"): 0.25, ("c", "a"): 0.0, ("b", "c"): 0.5}
+    # b > a (margin .5), a > c (margin 1), b-c a tie: locked a>c, b>a -> b, a, c
+    assert ranking_from_pairwise(outcomes, ["a", "b", "c"]) == ["b", "a", "c"]
+
+
+def test_aggregate_rankings_names_the_prompt_of_a_bad_ballot():
+    with pytest.raises(ValueError, match="prompt 'p2'"):
+        aggregate_rankings({"p1": [["a", "b"]], "p2": [["a", "b"], ["a"]]})
 
 
 def test_tideman_rejects_inconsistent_ballots():

@@ -10,6 +10,7 @@ import pytest
 
 from crs.report import (
     build_results,
+    leaderboard_csv,
     main_table,
     plot_mean_scores,
     plot_win_rate_heatmap,
@@ -171,3 +172,25 @@ def test_plots_are_real_pngs(results, tmp_path):
         assert width >= 200 and height >= 200, (path, width, height)
         assert path.stat().st_size > 5_000
     assert sorted(p.name for p in heatmap.parent.iterdir()) == ["heatmap_judge.png", "mean_scores.png"]
+
+
+def test_leaderboard_csv_is_alpaca_evals_layout(results):
+    lines = leaderboard_csv(results).splitlines()
+    assert lines[0] == ",win_rate,standard_error,n_wins,n_wins_base,n_draws,n_total,mode,avg_length,discrete_win_rate"
+    # ppo vs base: win, win, loss, win; outputs 10 chars each
+    assert lines[1].startswith("ppo,75.0,25.0,3,1,0,4,community,10,")
+    single = {"leaderboard": [{**results["leaderboard"][0], "standard_error": None}]}
+    assert ",75.0,,3," in leaderboard_csv(single)  # undefined (one verdict): empty, as pandas writes NaN
+
+
+def test_human_rankings_appear_in_the_report(results):
+    from pathlib import Path
+
+    from crs.human_eval import human_rankings, load_ballots
+
+    ballots = load_ballots(Path(__file__).parent / "fixtures" / "human_ballots.csv")
+    report = render_report({**results, "human_rankings": human_rankings(ballots, "candidate_order", ["sft", "rl_crs", "base"])})
+    section = report[report.index("## 6. Human rankings"):]
+    assert "11 ballots by 6 annotators on 2 prompts (3 with tied replies)" in section
+    assert "| sft | **1.000** ± 0.000 | 0.833 | 0.750 | 0.792 ± 0.042 (0.750–0.833) |" in section
+    assert report.index("## 5. Rank aggregation") < report.index("## 6. Human rankings")

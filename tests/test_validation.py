@@ -86,6 +86,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "eval_pred.batch_size": ["0"],
     "eval_rewarding.combined_weights[*]": ["1.5", "-0.25"],
     "eval_rewarding.n_boot": ["0"],
+    "eval_rewarding.judge": ["gpt4", "annotations.txt"],
     "eval_rewarding.batch_size": ["0"],
 }
 
