@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crs.config import ConfigError, DataConfig
+from crs.data.markup import MarkupError, detect_markup, parse_chat_markup
 from crs.data.schema import (
     AbsoluteExample,
     DataError,
@@ -240,17 +241,34 @@ def prompt_id(messages: Messages) -> str:
 # --------------------------------------------------------------------------- canonical
 
 
+def prompt_text_value(text: str, what: str = "prompt") -> Messages:
+    """A prompt given as text: parsed into its turns when it is already in a chat markup
+    (ChatML, Llama-2 ``[INST]``, ``Human:``/``Assistant:``; :mod:`crs.data.markup`), so it is
+    not wrapped in the chat template a second time; else one user turn."""
+    try:
+        parsed = parse_chat_markup(text)
+    except MarkupError as err:
+        raise BadRow(f"{what}: {err}") from None
+    return parsed if parsed is not None else user_prompt(text)
+
+
+def row_labels(row: dict[str, Any]) -> dict[str, str]:
+    """The row's own ``dataset`` and ``category`` columns (where present and not empty),
+    carried into the examples' meta and from there into eval predictions and their tables."""
+    return {key: str(row[key]).strip() for key in ("dataset", "category") if row.get(key) not in (None, "") and str(row[key]).strip()}
+
+
 def _canonical_prompt(row: dict[str, Any]) -> Messages:
-    """``messages`` when the row has them, else ``prompt`` as one user turn."""
+    """``messages`` when the row has them, else ``prompt`` as text (see :func:`prompt_text_value`)."""
     if row.get("messages") not in (None, ""):
         return messages_value(row["messages"])
-    return user_prompt(text_value(row.get("prompt"), "prompt"))
+    return prompt_text_value(text_value(row.get("prompt"), "prompt"))
 
 
 def _canonical_row(ctx: Context, index: int, row: dict[str, Any]) -> list[Example]:
     raw_prompt = _canonical_prompt(row)
     prompt = ctx.prompt(raw_prompt)
-    meta = {"source": ctx.where(index)}
+    meta = {"source": ctx.where(index), **row_labels(row)}
     if ctx.kind == "sft":
         return [SFTExample(prompt, text_value(row.get("reply"), "reply"), meta)]
     if ctx.kind == "absolute":
@@ -309,9 +327,11 @@ def _instruction_row(ctx: Context, index: int, row: dict[str, Any]) -> list[Exam
     text = text_value(row.get("instruction"), "instruction")
     extra = row.get("input")
     if isinstance(extra, str) and extra.strip():
+        if detect_markup(text):
+            raise BadRow("instruction is in a chat markup and the row has an input too: put the input inside the markup")
         text = f"{text}\n\n{extra.strip()}"
-    raw_prompt = user_prompt(text)
-    meta = {"source": ctx.where(index)}
+    raw_prompt = prompt_text_value(text, "instruction")
+    meta = {"source": ctx.where(index), **row_labels(row)}
     if ctx.kind == "sft":
         return [SFTExample(ctx.prompt(raw_prompt), text_value(row.get("output"), "output"), meta)]
     return [PromptExample(ctx.prompt(raw_prompt), prompt_id(raw_prompt), meta)]
