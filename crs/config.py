@@ -373,21 +373,51 @@ class EvalPredConfig:
 
 
 @dataclass
+class EvalRewardSourceConfig:
+    """A reward source that scores every prediction (z-scored with its saved statistics)."""
+
+    name: str = field(default="reward", metadata={"help": "The scorer's name in tables, and in `combined[].weights`."})
+    path: str = field(default="", metadata={"help": "Anything `rl.rewards[].path` takes: a reward-model run, `gold`, `python:module:function`."})
+
+
+@dataclass
+class CombinedScorerConfig:
+    """A combined scorer: the very formula PPO optimises (:class:`crs.rewards.CombinedReward`)."""
+
+    name: str = field(default="combined", metadata={"help": "The scorer's name in tables."})
+    weights: dict[str, float] = field(
+        default_factory=dict, metadata={"help": "Weight per `eval_rewarding.rewards` name, applied to its z-scored score."}
+    )
+    reward_clip: float | None = field(default=None, metadata={"help": "As `rl.reward_clip`: clip the weighted sum; null: no clip."})
+    missing_eos_penalty: float | None = field(
+        default=None, metadata={"help": "As `rl.missing_eos_penalty`: added when a reply did not end with EOS; null: none."}
+    )
+
+
+@dataclass
 class EvalRewardingConfig:
     """Scoring and comparison of predictions (``rl_eval_rewarding.py``)."""
 
     predictions_dir: str = field(default="", metadata={"help": "An `rl_eval_pred.py` run directory."})
-    rewards: list[RewardSourceConfig] = field(
+    rewards: list[EvalRewardSourceConfig] = field(
         default_factory=list,
         metadata={
-            "help": "The reward sources that score every prediction; the first is taken as the preference RM, the second as the "
-            "absolute RM for `combined_weights`."
+            "help": "The reward sources that score every prediction, each on the z-scale of its saved statistics (pooled over "
+            "the predictions when it has none)."
         },
     )
-    combined_weights: list[float] = field(
-        default_factory=lambda: [0.25, 0.625],
+    combined: list[CombinedScorerConfig] = field(
+        default_factory=list,
         metadata={
-            "help": "Combined scorers `crs w=W`: W x preference + (1 - W) x absolute on the z-scale, one per W (the reference study's)."
+            "help": "Named combinations of `rewards`, e.g. `{name: crs_0.25, weights: {preference_rm: 0.25, absolute_rm: 0.75}}`, "
+            "computed with PPO's own formula (z-score, weights, clip, EOS penalty)."
+        },
+    )
+    score_with_training_reward: bool = field(
+        default=True,
+        metadata={
+            "help": "Also score every model with the training reward of each RL run being evaluated (its `rl.rewards`, clip and "
+            "EOS penalty, read from its run directory): scorers `reward of <model>`."
         },
     )
     judge: Literal["gold", "none"] = field(
@@ -772,7 +802,11 @@ VALUE_RULES: list[tuple[str, Predicate, str]] = [
     ("eval_pred.top_p", _PROBABILITY, "in (0, 1]"),
     ("eval_pred.max_new_tokens", _at_least(1), "an integer >= 1"),
     ("eval_pred.batch_size", _at_least(1), "an integer >= 1"),
-    ("eval_rewarding.combined_weights[*]", _UNIT, "in [0, 1] (the preference RM's share)"),
+    ("eval_rewarding.combined[*].weights",
+     lambda v, c: all(math.isfinite(w) and w >= 0 for w in v.values()) and any(v.values()) and set(v) <= {r.name for r in c.eval_rewarding.rewards},
+     "finite weights >= 0, at least one > 0, each naming a source of eval_rewarding.rewards"),
+    ("eval_rewarding.combined[*].reward_clip", _or_null(_above(0)), "a finite number > 0, or null (no clipping)"),
+    ("eval_rewarding.combined[*].missing_eos_penalty", _or_null(_finite), "a finite number, or null"),
     ("eval_rewarding.n_boot", _at_least(1), "an integer >= 1"),
     ("eval_rewarding.batch_size", _at_least(1), "an integer >= 1"),
 ]
