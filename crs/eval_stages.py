@@ -142,7 +142,7 @@ def _listed_order(predictions_dir: Path) -> dict[str, int]:
     return {name: i for i, name in enumerate(prediction_models(predictions_dir))}
 
 
-class _SourceScores:
+class SourceScores:
     """Each reward source path is loaded and scores every model's predictions once, however
     many scorers (plain, combined, an RL run's own reward) use it."""
 
@@ -167,7 +167,7 @@ class _SourceScores:
 
 def _combined_scores(
     terms: list[tuple[RewardSourceConfig, dict[str, float] | None]],
-    cache: _SourceScores,
+    cache: SourceScores,
     reward_clip: float | None,
     missing_eos_penalty: float | None,
     eos: dict[str, torch.Tensor],
@@ -175,7 +175,7 @@ def _combined_scores(
     """A combined scorer's score of every model's replies, by :meth:`CombinedReward.combine`.
 
     ``terms`` are (source config with name, path, weight, normalize; the statistics to use, or
-    None for the source's own, see :meth:`_SourceScores.stats`).
+    None for the source's own, see :meth:`SourceScores.stats`).
     """
     sources = [RewardSource(c.name, cache.get(c.path)[0].fn, c.weight, c.normalize, stats or cache.stats(c.path)) for c, stats in terms]
     combined = CombinedReward(sources, reward_clip, missing_eos_penalty)
@@ -220,7 +220,7 @@ def score_all(
             m: gold_reward([user_prompt(r["instruction"]) for r in rows], [r["output"] for r in rows])
             for m, rows in per_model.items()
         }
-    cache = _SourceScores(per_model, cfg.model, settings.batch_size)
+    cache = SourceScores(per_model, cfg.model, settings.batch_size)
     eos = {m: torch.tensor([bool(r.get("ended_with_eos", True)) for r in rows]) for m, rows in per_model.items()}
     names = [spec.name for spec in settings.rewards]
     if len(set(names)) != len(names):

@@ -88,6 +88,9 @@ BAD_VALUES: dict[str, list[str]] = {
     "eval_rewarding.combined[*].reward_clip": ["0", "-1"],
     "eval_rewarding.combined[*].missing_eos_penalty": [".inf"],
     "eval_rewarding.n_boot": ["0"],
+    "sweep.weights[*]": ["1.5", "-0.1"],
+    "sweep.jobs": ["0"],
+    "sweep.n_boot": ["0"],
     "eval_rewarding.batch_size": ["0"],
 }
 
@@ -95,6 +98,8 @@ BAD_VALUES: dict[str, list[str]] = {
 def _override(key: str, value: str) -> str:
     if key == "rl.rewards[*].weight":
         return f"rl.rewards=[{{name: a, path: gold, weight: {value}}}]"
+    if key == "sweep.weights[*]":
+        return f"sweep.weights=[{value}]"
     if key.startswith("eval_rewarding.combined[*]."):
         field = key.rsplit(".", 1)[1]
         combined = f"{{name: c, weights: {{a: {value}}}}}" if field == "weights" else f"{{name: c, weights: {{a: 1}}, {field}: {value}}}"
@@ -103,7 +108,7 @@ def _override(key: str, value: str) -> str:
 
 
 def _named(key: str) -> str:
-    return key.replace("rl.rewards[*]", "rl.rewards[0]").replace("combined[*]", "combined[0]")
+    return key.replace("rl.rewards[*]", "rl.rewards[0]").replace("combined[*]", "combined[0]").replace("weights[*]", "weights[0]")
 
 
 @pytest.mark.parametrize("key, value", [(k, v) for k, values in BAD_VALUES.items() for v in values])
