@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-fast demo clean
+.PHONY: setup test test-fast demo sweep clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -19,6 +19,11 @@ test-fast: setup
 
 demo: setup
 	$(PY) scripts/demo.py
+
+# The weight x seed study; needs the demo's SFT and reward models (make demo first). SWEEP=sweep_crs for the full grid.
+SWEEP ?= sweep_crs_small
+sweep: setup
+	$(PY) -m crs sweep --config_subset $(SWEEP)
 
 clean:
 	rm -rf outputs .pytest_cache

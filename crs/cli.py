@@ -35,6 +35,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "crs.eval_stages:score_predictions",
         "Score predictions with reward models, combined rewards and the gold judge; write win rates and a report.",
     ),
+    "sweep": (
+        "crs.sweep:run_sweep",
+        "A study over reward weights and seeds: RL, predictions and judging per (weight, seed); curves with intervals.",
+    ),
 }
 
 

@@ -373,21 +373,51 @@ class EvalPredConfig:
 
 
 @dataclass
+class EvalRewardSourceConfig:
+    """A reward source that scores every prediction (z-scored with its saved statistics)."""
+
+    name: str = field(default="reward", metadata={"help": "The scorer's name in tables, and in `combined[].weights`."})
+    path: str = field(default="", metadata={"help": "Anything `rl.rewards[].path` takes: a reward-model run, `gold`, `python:module:function`."})
+
+
+@dataclass
+class CombinedScorerConfig:
+    """A combined scorer: the very formula PPO optimises (:class:`crs.rewards.CombinedReward`)."""
+
+    name: str = field(default="combined", metadata={"help": "The scorer's name in tables."})
+    weights: dict[str, float] = field(
+        default_factory=dict, metadata={"help": "Weight per `eval_rewarding.rewards` name, applied to its z-scored score."}
+    )
+    reward_clip: float | None = field(default=None, metadata={"help": "As `rl.reward_clip`: clip the weighted sum; null: no clip."})
+    missing_eos_penalty: float | None = field(
+        default=None, metadata={"help": "As `rl.missing_eos_penalty`: added when a reply did not end with EOS; null: none."}
+    )
+
+
+@dataclass
 class EvalRewardingConfig:
     """Scoring and comparison of predictions (``rl_eval_rewarding.py``)."""
 
     predictions_dir: str = field(default="", metadata={"help": "An `rl_eval_pred.py` run directory."})
-    rewards: list[RewardSourceConfig] = field(
+    rewards: list[EvalRewardSourceConfig] = field(
         default_factory=list,
         metadata={
-            "help": "The reward sources that score every prediction; the first is taken as the preference RM, the second as the "
-            "absolute RM for `combined_weights`."
+            "help": "The reward sources that score every prediction, each on the z-scale of its saved statistics (pooled over "
+            "the predictions when it has none)."
         },
     )
-    combined_weights: list[float] = field(
-        default_factory=lambda: [0.25, 0.625],
+    combined: list[CombinedScorerConfig] = field(
+        default_factory=list,
         metadata={
-            "help": "Combined scorers `crs w=W`: W x preference + (1 - W) x absolute on the z-scale, one per W (the reference study's)."
+            "help": "Named combinations of `rewards`, e.g. `{name: crs_0.25, weights: {preference_rm: 0.25, absolute_rm: 0.75}}`, "
+            "computed with PPO's own formula (z-score, weights, clip, EOS penalty)."
+        },
+    )
+    score_with_training_reward: bool = field(
+        default=True,
+        metadata={
+            "help": "Also score every model with the training reward of each RL run being evaluated (its `rl.rewards`, clip and "
+            "EOS penalty, read from its run directory): scorers `reward of <model>`."
         },
     )
     judge: str = field(
@@ -440,6 +470,31 @@ class EvalRewardingConfig:
 
 
 @dataclass
+class SweepConfig:
+    """A study over reward weights and seeds (``crs sweep``): RL, predictions and scoring per run."""
+
+    base_subset: str = field(default="rl_crs", metadata={"help": "The RL subset every run of the sweep starts from."})
+    preference_source: str = field(default="preference", metadata={"help": "The base subset's `rl.rewards` name that gets weight w."})
+    absolute_source: str = field(default="absolute", metadata={"help": "The base subset's `rl.rewards` name that gets weight 1 - w."})
+    weights: list[float] = field(
+        default_factory=lambda: [0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0],
+        metadata={"help": "Preference weights w (the reference study's grid and both ends)."},
+    )
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Training seeds (`run.seed`) per weight."})
+    jobs: int = field(default=1, metadata={"help": "RL runs side by side, each with its share of the CPU cores."})
+    eval_subset: str = field(default="eval_pred", metadata={"help": "The subset whose data and `eval_pred` settings make the predictions."})
+    reference: EvalModelConfig = field(
+        default_factory=lambda: EvalModelConfig(name="sft", path="outputs/sft"),
+        metadata={"help": "The model every run is compared with (win rates against it)."},
+    )
+    judge: str = field(default="gold", metadata={"help": "The judge: a reward source path (`gold`, `python:module:function`, an RM run)."})
+    rewards: list[EvalRewardSourceConfig] = field(
+        default_factory=list, metadata={"help": "Reward models that judge the runs too (the same curve under each)."}
+    )
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap rounds (seeds, then prompts) for the 95% intervals."})
+
+
+@dataclass
 class CRSConfig:
     """The whole resolved configuration of one stage run."""
 
@@ -451,8 +506,10 @@ class CRSConfig:
     rl: RLConfig = field(default_factory=RLConfig, metadata={"help": "PPO and the combined reward."})
     eval_pred: EvalPredConfig = field(default_factory=EvalPredConfig, metadata={"help": "Prediction generation."})
     eval_rewarding: EvalRewardingConfig = field(default_factory=EvalRewardingConfig, metadata={"help": "Scoring and comparison."})
+    sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "Sweeps over reward weights and seeds."})
     subset: str = field(default="", metadata={"help": "Filled in by `load_config` from `--config_subset`; not set in YAML."})
     name_suffix: str = field(default="", metadata={"help": "Filled in by `load_config` from `--name_suffix`; not set in YAML."})
+    config_path: str = field(default="", metadata={"help": "Filled in by `load_config`: the YAML file read; not set in YAML."})
 
     @property
     def run_name(self) -> str:
@@ -588,6 +645,7 @@ def load_config(
     config = build_dataclass(CRSConfig, merged, "")
     config.subset = subset
     config.name_suffix = name_suffix
+    config.config_path = str(path)
     validate_values(config)
     return config
 
@@ -597,6 +655,7 @@ def save_resolved_config(config: CRSConfig, path: str | Path) -> None:
     data = config.to_dict()
     subset = data.pop("subset")
     data.pop("name_suffix")
+    data.pop("config_path")
     text = yaml.safe_dump({"default": {}, subset: data}, sort_keys=False)
     write_text_atomic(path, text)
 
@@ -790,10 +849,17 @@ VALUE_RULES: list[tuple[str, Predicate, str]] = [
     ("eval_pred.top_p", _PROBABILITY, "in (0, 1]"),
     ("eval_pred.max_new_tokens", _at_least(1), "an integer >= 1"),
     ("eval_pred.batch_size", _at_least(1), "an integer >= 1"),
-    ("eval_rewarding.combined_weights[*]", _UNIT, "in [0, 1] (the preference RM's share)"),
+    ("eval_rewarding.combined[*].weights",
+     lambda v, c: all(math.isfinite(w) and w >= 0 for w in v.values()) and any(v.values()) and set(v) <= {r.name for r in c.eval_rewarding.rewards},
+     "finite weights >= 0, at least one > 0, each naming a source of eval_rewarding.rewards"),
+    ("eval_rewarding.combined[*].reward_clip", _or_null(_above(0)), "a finite number > 0, or null (no clipping)"),
+    ("eval_rewarding.combined[*].missing_eos_penalty", _or_null(_finite), "a finite number, or null"),
     ("eval_rewarding.judge", lambda v, c: v in ("gold", "none") or v.lower().endswith((".json", ".csv")),
      "gold, none, or a path or glob of AlpacaEval annotations (.json) or a verdict CSV (.csv)"),
     ("eval_rewarding.n_boot", _at_least(1), "an integer >= 1"),
+    ("sweep.weights[*]", _UNIT, "in [0, 1] (the preference source's weight; the absolute source gets 1 - w)"),
+    ("sweep.jobs", _at_least(1), "an integer >= 1"),
+    ("sweep.n_boot", _at_least(1), "an integer >= 1"),
     ("eval_rewarding.batch_size", _at_least(1), "an integer >= 1"),
 ]
 

@@ -12,6 +12,7 @@ vocabulary is far cheaper on a CPU than ``generate``'s multinomial draw.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -124,15 +125,28 @@ def decode_loop(
     )
 
 
+def cache_argument(module: Any) -> str:
+    """The name under which ``module.forward`` takes the KV cache: ``cache`` since transformers
+    5.24, ``past_key_values`` before (the old name still works there, with a warning)."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a forward returned, under either name."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 def causal_lm_step(model: Any) -> StepFn:
     """The step function of a transformers causal LM (logits of the last position only)."""
+    cache_name = cache_argument(model)
 
     def step(input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any, None]:
         out = model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=cache, use_cache=True, logits_to_keep=1,
+            use_cache=True, logits_to_keep=1, **{cache_name: cache},
         )
-        return out.logits[:, -1], out.past_key_values, None
+        return out.logits[:, -1], returned_cache(out), None
 
     return step
 

@@ -6,21 +6,25 @@ interrupted run picks up where it stopped.
 
 ``rl_eval_rewarding.py`` (:func:`score_predictions`) scores every reply with every
 reward source (raw and z-normalised), with combined scorers at several preference
-weights, and with the gold judge; then builds the head-to-head tables, agreement,
-rank aggregation and plots (:mod:`crs.report`). Items are (prompt, sampling run)
-pairs, aligned across models.
+weights, and with the judge (the gold judge, or an external judge's pairwise verdicts:
+:mod:`crs.judges`); then builds the head-to-head tables, agreement, rank aggregation, the
+human rankings (:mod:`crs.human_eval`) and plots (:mod:`crs.report`). Items are (prompt,
+sampling run) pairs, aligned across models.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from crs.config import ConfigError, CRSConfig
+from crs.config import ConfigError, CRSConfig, RewardSourceConfig
+from crs.data import load_examples
 from crs.data.schema import PromptExample, last_user_text, user_prompt
 from crs.decoding import SamplingSettings, generate_replies
 from crs.evaluation import read_predictions, write_predictions
@@ -28,7 +32,9 @@ from crs.human_eval import HumanBallots, human_rankings, load_ballots
 from crs.io import write_json_atomic, write_text_atomic
 from crs.judges import ExternalJudge, is_external, load_judge
 from crs.models import load_causal_lm, load_tokenizer, resolve_dtype
-from crs.runs import mark_finished, set_seed
+from crs.report import build_results, leaderboard_csv, main_table, plot_mean_scores, plot_win_rate_heatmap, render_report
+from crs.rewards import CombinedReward, RewardSource, build_sources, gold_reward
+from crs.runs import latest_checkpoint, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +43,6 @@ JUDGE = "gold"
 
 def load_eval_prompts(cfg: CRSConfig) -> list[PromptExample]:
     """Every prompt of the configured eval split (no validation carve-out)."""
-    from crs.data import load_examples
-
     prompts, _ = load_examples(replace(cfg.data, val_fraction=0.0, val_source=None, val_split=None), "prompts", cfg.run.seed)
     return prompts
 
@@ -126,10 +130,8 @@ def read_all_predictions(predictions_dir: Path) -> dict[str, list[dict[str, Any]
     return per_model
 
 
-def _listed_order(predictions_dir: Path) -> dict[str, int]:
-    """Model name -> position in the prediction run's ``eval_pred.models`` (empty if unknown)."""
-    import yaml
-
+def prediction_models(predictions_dir: Path) -> dict[str, str]:
+    """Model name -> path, in the prediction run's ``eval_pred.models`` order (empty if unknown)."""
     resolved = predictions_dir / "config.resolved.yaml"
     if not resolved.is_file():
         return {}
@@ -139,17 +141,84 @@ def _listed_order(predictions_dir: Path) -> dict[str, int]:
         raise ConfigError(f"{resolved}: not readable YAML ({err}); that prediction run's config is damaged") from None
     blocks = [b for b in (loaded if isinstance(loaded, dict) else {}).values() if isinstance(b, dict) and b]
     models = blocks[0].get("eval_pred", {}).get("models", []) if blocks else []
-    return {m.get("name"): i for i, m in enumerate(models) if isinstance(m, dict)}
+    return {m.get("name"): str(m.get("path", "")) for m in models if isinstance(m, dict)}
+
+
+def _listed_order(predictions_dir: Path) -> dict[str, int]:
+    """Model name -> position in the prediction run's ``eval_pred.models`` (empty if unknown)."""
+    return {name: i for i, name in enumerate(prediction_models(predictions_dir))}
+
+
+class SourceScores:
+    """Each reward source path is loaded and scores every model's predictions once, however
+    many scorers (plain, combined, an RL run's own reward) use it."""
+
+    def __init__(self, per_model: dict[str, list[dict[str, Any]]], model_cfg: Any, batch_size: int) -> None:
+        self.per_model, self.model_cfg, self.batch_size = per_model, model_cfg, batch_size
+        self.sources: dict[str, RewardSource] = {}
+        self.raw: dict[str, dict[str, torch.Tensor]] = {}
+
+    def get(self, path: str) -> tuple[RewardSource, dict[str, torch.Tensor]]:
+        """The source at ``path`` (its saved statistics, if any) and its raw scores per model."""
+        if path not in self.sources:
+            source = build_sources([RewardSourceConfig(name=path, path=path)], self.model_cfg)[0]
+            self.raw[path] = {m: _score_in_batches(source, rows, self.batch_size) for m, rows in self.per_model.items()}
+            self.sources[path] = source
+        return self.sources[path], self.raw[path]
+
+    def stats(self, path: str) -> dict[str, float]:
+        """The z-scale of a source: its saved statistics, else pooled over every model's replies."""
+        source, raw = self.get(path)
+        return source.stats or _pooled_stats(raw)
+
+
+def _combined_scores(
+    terms: list[tuple[RewardSourceConfig, dict[str, float] | None]],
+    cache: SourceScores,
+    reward_clip: float | None,
+    missing_eos_penalty: float | None,
+    eos: dict[str, torch.Tensor],
+) -> dict[str, list[float]]:
+    """A combined scorer's score of every model's replies, by :meth:`CombinedReward.combine`.
+
+    ``terms`` are (source config with name, path, weight, normalize; the statistics to use, or
+    None for the source's own, see :meth:`SourceScores.stats`).
+    """
+    sources = [RewardSource(c.name, cache.get(c.path)[0].fn, c.weight, c.normalize, stats or cache.stats(c.path)) for c, stats in terms]
+    combined = CombinedReward(sources, reward_clip, missing_eos_penalty)
+    return {
+        m: combined.combine({c.name: cache.get(c.path)[1][m] for c, _ in terms}, eos[m]).combined.tolist()
+        for m in cache.per_model
+    }
+
+
+def _training_reward(run_path: str) -> tuple[list[RewardSourceConfig], float | None, float | None, dict[str, Any]] | None:
+    """An RL run's reward (its ``rl.rewards``, clip, EOS penalty, and the statistics its last
+    checkpoint froze), or None when ``run_path`` is not an RL run."""
+    saved = Path(run_path) / "config.resolved.yaml"
+    if not saved.is_file():
+        return None
+    blocks = [b for b in (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).values() if isinstance(b, dict) and b]
+    rl = blocks[0].get("rl") if blocks else None
+    if not isinstance(rl, dict) or not rl.get("rewards") or not (Path(run_path) / "checkpoints").is_dir():
+        return None
+    configs = [RewardSourceConfig(**{k: v for k, v in r.items() if k in ("name", "path", "weight", "normalize")}) for r in rl["rewards"]]
+    checkpoint = latest_checkpoint(Path(run_path) / "checkpoints", "step_*")
+    frozen = json.loads((checkpoint / "trainer_state.json").read_text()).get("reward", {}) if checkpoint else {}
+    return [c for c in configs if c.weight != 0], rl.get("reward_clip"), rl.get("missing_eos_penalty"), frozen
 
 
 def score_all(
-    per_model: dict[str, list[dict[str, Any]]], cfg: CRSConfig
+    per_model: dict[str, list[dict[str, Any]]], cfg: CRSConfig, model_paths: dict[str, str] | None = None
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, list[float]]]]:
-    """Per-item scores: (scorers, raw). scorers[name][model] holds the judge, each source
-    z-normalised and the combined scorers; raw[source][model] the sources' raw outputs.
-    (A z-score is monotone, so raw and normalised scores give the same win rates.)"""
-    from crs.rewards import build_sources, gold_reward
+    """Per-item scores: (scorers, raw). scorers[name][model] holds the judge, each reward
+    source on its z-scale, the combined scorers and every evaluated RL run's own training
+    reward; raw[source][model] the sources' raw outputs.
 
+    Combined scorers and training rewards go through :meth:`CombinedReward.combine`, the
+    formula PPO optimises: the same normalisation, weights, clip and missing-EOS penalty.
+    (A z-score is monotone, so a source's raw and normalised scores give the same win rates.)
+    """
     settings = cfg.eval_rewarding
     scores: dict[str, dict[str, list[float]]] = {}
     raw_scores: dict[str, dict[str, list[float]]] = {}
@@ -158,21 +227,28 @@ def score_all(
             m: gold_reward([user_prompt(r["instruction"]) for r in rows], [r["output"] for r in rows])
             for m, rows in per_model.items()
         }
-    sources = build_sources([replace(s, weight=1.0) for s in settings.rewards], cfg.model)
-    normalized: dict[str, dict[str, torch.Tensor]] = {}
-    for source in sources:
-        raw = {m: _score_in_batches(source, rows, settings.batch_size) for m, rows in per_model.items()}
-        # One z-scale per source across all models: the source's saved stats, else these replies.
-        stats = source.stats or _pooled_stats(raw)
-        normalized[source.name] = {m: (v - stats["mean"]) / max(stats["std"], 1e-6) for m, v in raw.items()}
-        raw_scores[source.name] = {m: v.tolist() for m, v in raw.items()}
-        scores[source.name] = {m: v.tolist() for m, v in normalized[source.name].items()}
-    if len(sources) >= 2:
-        preference, absolute = sources[0].name, sources[1].name
-        for w in settings.combined_weights:
-            scores[f"crs w={w:g}"] = {
-                m: (w * normalized[preference][m] + (1 - w) * normalized[absolute][m]).tolist() for m in per_model
-            }
+    cache = SourceScores(per_model, cfg.model, settings.batch_size)
+    eos = {m: torch.tensor([bool(r.get("ended_with_eos", True)) for r in rows]) for m, rows in per_model.items()}
+    names = [spec.name for spec in settings.rewards]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"eval_rewarding.rewards: names must be distinct; got {names}")
+    paths = {spec.name: spec.path for spec in settings.rewards}
+    for name, path in paths.items():
+        raw = cache.get(path)[1]
+        stats = cache.stats(path)
+        raw_scores[name] = {m: v.tolist() for m, v in raw.items()}
+        scores[name] = {m: ((v - stats["mean"]) / max(stats["std"], 1e-6)).tolist() for m, v in raw.items()}
+    for combo in settings.combined:  # their weights name known sources (checked with the config)
+        terms = [(RewardSourceConfig(name=n, path=paths[n], weight=w), None) for n, w in combo.weights.items()]
+        scores[combo.name] = _combined_scores(terms, cache, combo.reward_clip, combo.missing_eos_penalty, eos)
+    if settings.score_with_training_reward:
+        for model, path in (model_paths or {}).items():
+            training = _training_reward(path) if model in per_model else None
+            if training is None:
+                continue
+            configs, clip, penalty, frozen = training
+            terms = [(c, (frozen.get(c.name) or {}).get("stats")) for c in configs]  # the scale PPO froze
+            scores[f"reward of {model}"] = _combined_scores(terms, cache, clip, penalty, eos)
     return scores, raw_scores
 
 
@@ -191,7 +267,6 @@ def _pooled_stats(raw: dict[str, torch.Tensor]) -> dict[str, float]:
 
 def score_predictions(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Score predictions, compare models, and write results.json, report.md and plots."""
-    from crs.report import build_results, main_table, plot_mean_scores, plot_win_rate_heatmap, render_report
 
     settings = cfg.eval_rewarding
     set_seed(cfg.run.seed)
@@ -215,7 +290,7 @@ def score_predictions(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, 
     first = per_model[models[0]]
     item_ids = [f"{r['prompt_id']}#{r['run']}" for r in first]
     external, ballots = read_judge_and_ballots(cfg, per_model, item_ids)  # every input checked before any scoring
-    scores, raw_scores = score_all(per_model, cfg)
+    scores, raw_scores = score_all(per_model, cfg, prediction_models(Path(settings.predictions_dir)))
     if not scores and external is None:
         raise ConfigError("eval_rewarding: nothing to score with (judge: none and no rewards)")
     judge = _judge_name(external, scores)
@@ -298,6 +373,4 @@ def _add_judge_and_human_results(
 
 def write_leaderboard_csv(results: dict[str, Any], path: Path) -> None:
     """``leaderboard.csv`` in AlpacaEval's layout (:func:`crs.report.leaderboard_csv`)."""
-    from crs.report import leaderboard_csv
-
     write_text_atomic(path, leaderboard_csv(results))

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crs.decoding import Decoded, SamplingSettings, StepFn, decode_loop, position_ids_from_mask
+from crs.decoding import Decoded, SamplingSettings, StepFn, cache_argument, decode_loop, position_ids_from_mask, returned_cache
 from crs.packed_linear import PackedLinear, pack_linears
 
 
@@ -274,11 +274,13 @@ class MergedSampler:
 def policy_step(model: PolicyValueModel | MergedSampler) -> StepFn:
     """The decoding step of the policy: next-token logits and, with a value head, V(state)."""
 
+    cache_name = cache_argument(model.body)
+
     def step(input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
-        out = model.body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache, use_cache=True)
+        out = model.body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **{cache_name: cache})
         state = out.last_hidden_state[:, -1].contiguous()  # strided bf16 matmuls are slow on CPU
         values = model.head_values(state) if model.value_head is not None else None
-        return model.lm_head(state), out.past_key_values, values
+        return model.lm_head(state), returned_cache(out), values
 
     return step
 

@@ -618,7 +618,7 @@ def render_report(results: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def _save_figure_atomic(fig: Figure, path: str | os.PathLike[str]) -> None:
+def save_figure_atomic(fig: Figure, path: str | os.PathLike[str]) -> None:
     """Render ``fig`` as PNG and move it into place atomically."""
     FigureCanvasAgg(fig)  # attach the Agg canvas: headless, no pyplot state
     buffer = io.BytesIO()
@@ -651,7 +651,7 @@ def plot_win_rate_heatmap(results: Mapping[str, Any], scorer: str, path: str | o
             text = DASH if i == j else "n/a" if np.isnan(values[i, j]) else f"{values[i, j]:.1f}"
             ax.text(j, i, text, ha="center", va="center", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    _save_figure_atomic(fig, path)
+    save_figure_atomic(fig, path)
 
 
 def plot_mean_scores(results: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
@@ -676,7 +676,7 @@ def plot_mean_scores(results: Mapping[str, Any], path: str | os.PathLike[str]) -
         ax.axhline(0.0, color="black", linewidth=0.6)
         ax.set_title(scorer + (" (gold judge)" if scorer == results["judge"] else ""))
         ax.set_ylabel("mean score")
-    _save_figure_atomic(fig, path)
+    save_figure_atomic(fig, path)
 
 
 def judge_peak(rows: Sequence[Mapping[str, Any]], judge_key: str) -> dict[str, float] | None:
@@ -720,4 +720,4 @@ def plot_overoptimization(
             ax_step.set_title(title)
             ax_step.set_xlabel("PPO step")
     axes[0][1].legend(fontsize=8)
-    _save_figure_atomic(fig, path)
+    save_figure_atomic(fig, path)

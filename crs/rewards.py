@@ -232,20 +232,32 @@ class CombinedReward:
         ``fit_stats`` False leaves a source without statistics unfitted (its normalised score and
         the combined one are NaN), so an evaluation never sets the scale training will use.
         """
-        raw, normalized, nonfinite = {}, {}, {}
-        weighted = torch.zeros(len(replies))
+        raw = {}
         for source in self.sources:
             scores = source.score(prompts, replies)
             if scores.shape[0] != len(replies):
                 raise ValueError(f"reward source {source.name!r} returned {scores.shape[0]} scores for {len(replies)} replies")
             raw[source.name] = scores
+        return self.combine(raw, ended_with_eos, fit_stats)
+
+    def combine(
+        self, raw: dict[str, torch.Tensor], ended_with_eos: Sequence[bool] | torch.Tensor | None = None, fit_stats: bool = True
+    ) -> RewardBreakdown:
+        """The one formula, for PPO and evaluation alike: normalise each source's raw scores,
+        weight, sum, then shape (clip, missing-EOS penalty). ``raw[name]`` holds every source's scores."""
+        n = len(next(iter(raw.values())))
+        normalized, nonfinite = {}, {}
+        weighted = torch.zeros(n)
+        for source in self.sources:
+            scores = raw[source.name]
             nonfinite[source.name] = int((~torch.isfinite(scores)).sum())
             if nonfinite[source.name]:
-                logger.warning("reward source %r returned %d non-finite score(s) of %d", source.name, nonfinite[source.name], len(replies))
+                logger.warning("reward source %r returned %d non-finite score(s) of %d", source.name, nonfinite[source.name], n)
             normalized[source.name] = self.normalize(source, scores, fit_stats)
             weighted = weighted + source.weight * normalized[source.name]
-        eos = torch.ones(len(replies), dtype=torch.bool) if ended_with_eos is None else torch.as_tensor(ended_with_eos, dtype=torch.bool).cpu()
-        return RewardBreakdown(self.shape(weighted, eos), raw, normalized, weighted, eos, nonfinite)
+        eos = torch.ones(n, dtype=torch.bool) if ended_with_eos is None else torch.as_tensor(ended_with_eos, dtype=torch.bool).cpu()
+        scored = {source.name: raw[source.name] for source in self.sources}
+        return RewardBreakdown(self.shape(weighted, eos), scored, normalized, weighted, eos, nonfinite)
 
     def normalize(self, source: RewardSource, scores: torch.Tensor, fit_stats: bool = True) -> torch.Tensor:
         """zscore with the source's stats (fitting them on this batch if it has none), or identity."""

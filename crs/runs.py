@@ -108,6 +108,10 @@ RESUMABLE_CHANGES = (
     "rl.sample_every",
     "rl.max_nonfinite_in_row",
     "eval_pred.batch_size",
+    "sweep.weights",  # a sweep extended with more weights or seeds keeps its finished runs
+    "sweep.seeds",
+    "sweep.jobs",
+    "sweep.n_boot",
 )
 
 
@@ -134,7 +138,7 @@ def check_resume_compatible(config: CRSConfig, run_dir: Path) -> list[str]:
     except ConfigError as err:
         raise ConfigError(f"--resume: the run's saved config cannot be read ({err}); use --overwrite to start again") from None
     old, new = _flatten(saved.to_dict()), _flatten(config.to_dict())
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in ("subset", "name_suffix"))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in ("subset", "name_suffix", "config_path"))
     harmless = [k for k in changed if k in RESUMABLE_CHANGES]
     refused = [k for k in changed if k not in RESUMABLE_CHANGES]
     if refused:
@@ -202,7 +206,8 @@ def prepare_run_dir(config: CRSConfig, resume: bool = False, overwrite: bool = F
 
     Raises ConfigError when the directory holds something that must not be touched:
     files that are not a crs run (never deleted, whatever the flags), a finished run
-    without ``--overwrite``, an unfinished one without ``--resume``. An unfinished run
+    without ``--overwrite`` or ``--resume`` (which extends it: more steps, more seeds), an
+    unfinished one without ``--resume``. An unfinished run
     that never trained anything (no checkpoint, logged step or prediction:
     :func:`run_progress`) simply starts again, with a warning, nothing in it deleted
     but empty step logs.
@@ -218,11 +223,13 @@ def prepare_run_dir(config: CRSConfig, resume: bool = False, overwrite: bool = F
             )
         if overwrite:
             shutil.rmtree(run_dir)
-        elif is_finished(run_dir):
+        elif is_finished(run_dir) and not resume:
             raise ConfigError(
-                f"{run_dir} holds a finished run; pass --overwrite to replace it "
-                "or --name_suffix to write a new run beside it"
+                f"{run_dir} holds a finished run; pass --overwrite to replace it, --resume to extend it "
+                "(e.g. more rl.steps, more sweep seeds), or --name_suffix to write a new run beside it"
             )
+        elif is_finished(run_dir):
+            check_resume_compatible(config, run_dir)  # extending a finished run: only harmless changes
         elif not resume:
             progress = run_progress(run_dir)
             if progress:

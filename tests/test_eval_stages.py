@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from tiny import tiny_causal_lm
 
@@ -43,7 +44,7 @@ def test_predict_then_score_end_to_end(tmp_path: Path, smol_tokenizer) -> None:
                     {"name": "length", "path": "python:tests.reward_fns:reply_length"},
                     {"name": "vowels", "path": "python:tests.reward_fns:count_vowels"},
                 ],
-                "combined_weights": [0.5],
+                "combined": [{"name": "crs_0.5", "weights": {"length": 0.5, "vowels": 0.5}}],
                 "reference_model": "m0",
                 "n_boot": 200,
             },
@@ -62,7 +63,7 @@ def test_predict_then_score_end_to_end(tmp_path: Path, smol_tokenizer) -> None:
     out = tmp_path / "out" / "score"
     results = json.loads((out / "results.json").read_text())
     per_item = json.loads((out / "scores.json").read_text())
-    assert results["scorers"] == ["gold", "length", "vowels", "crs w=0.5"]
+    assert results["scorers"] == ["gold", "length", "vowels", "crs_0.5"]
 
     # Every win rate in the report is recomputed here from the per-prompt scores.
     for scorer in results["scorers"]:
@@ -76,3 +77,65 @@ def test_predict_then_score_end_to_end(tmp_path: Path, smol_tokenizer) -> None:
     report = (out / "report.md").read_text()
     assert "m0" in report and "gold" in report
     assert (out / "win_rates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path) -> None:
+    """An RL run's own reward, and a named combination, score a reply exactly as PPO's CombinedReward does."""
+    import torch
+
+    from crs.config import RewardSourceConfig, load_config
+    from crs.data.schema import user_prompt
+    from crs.eval_stages import score_all
+    from crs.rewards import CombinedReward
+    from crs.runs import seal_checkpoint
+
+    sources = [
+        {"name": "length", "path": "python:tests.reward_fns:reply_length", "weight": 0.7, "normalize": "zscore"},
+        {"name": "vowels", "path": "python:tests.reward_fns:count_vowels", "weight": 0.3, "normalize": "zscore"},
+    ]
+    frozen = {"length": {"stats": {"mean": 20.0, "std": 8.0}, "origin": "first batch"}, "vowels": {"stats": {"mean": 5.0, "std": 2.0}, "origin": "first batch"}}
+    rl_run = tmp_path / "rl_run"
+    (rl_run / "checkpoints" / "step_2").mkdir(parents=True)
+    (rl_run / "config.resolved.yaml").write_text(yaml.safe_dump({"default": {}, "rl_x": {"rl": {"rewards": sources, "reward_clip": 1.5, "missing_eos_penalty": -0.5}}}))
+    (rl_run / "checkpoints" / "step_2" / "trainer_state.json").write_text(json.dumps({"step": 2, "reward": frozen}))
+    seal_checkpoint(rl_run / "checkpoints" / "step_2")
+
+    outputs = ["a short one", "a much longer reply that goes on and on about everything", "aeiou aeiou", "x"]
+    eos = [True, False, True, False]
+    per_model = {
+        m: [{"instruction": f"Question {i}?", "output": o, "ended_with_eos": e, "prompt_id": str(i), "run": 0} for i, (o, e) in enumerate(zip(texts, eos))]
+        for m, texts in {"rl": outputs, "base": outputs[::-1]}.items()
+    }
+    cfg = load_config("eval_rewarding", overrides=[
+        "eval_rewarding.judge=none",
+        f"eval_rewarding.rewards={json.dumps([{'name': s['name'], 'path': s['path']} for s in sources])}",
+        "eval_rewarding.combined=[{name: mix, weights: {length: 0.7, vowels: 0.3}, reward_clip: 1.5, missing_eos_penalty: -0.5}]",
+    ])
+    scores, raw = score_all(per_model, cfg, {"rl": str(rl_run), "base": "embedded:smollm2-135m-instruct"})
+    assert set(scores) == {"length", "vowels", "mix", "reward of rl"}  # base is no RL run: no training reward
+
+    configs = [RewardSourceConfig(**s) for s in sources]
+    for model, rows in per_model.items():
+        prompts, replies = [user_prompt(r["instruction"]) for r in rows], [r["output"] for r in rows]
+        ppo = CombinedReward.from_config(configs, reward_clip=1.5, missing_eos_penalty=-0.5)
+        ppo.load_state_dict(frozen)  # the scale PPO froze in its checkpoint
+        expected = ppo(prompts, replies, torch.tensor([r["ended_with_eos"] for r in rows])).combined.tolist()
+        assert scores["reward of rl"][model] == pytest.approx(expected, abs=1e-6)
+        # The named mix has no frozen scale: each source is z-scored over all predictions, as PPO
+        # would be with those statistics.
+        pooled = CombinedReward.from_config(configs, reward_clip=1.5, missing_eos_penalty=-0.5)
+        for source in pooled.sources:
+            values = torch.tensor([v for m in per_model for v in raw[source.name][m]])
+            source.stats = {"mean": float(values.mean()), "std": float(values.std())}
+        assert scores["mix"][model] == pytest.approx(pooled(prompts, replies, torch.tensor(eos)).combined.tolist(), abs=1e-6)
+    assert min(scores["reward of rl"]["rl"]) < max(scores["reward of rl"]["rl"])  # not a constant
+
+
+def test_the_judge_alone_is_enough_to_score(tmp_path: Path) -> None:
+    from crs.config import load_config
+    from crs.eval_stages import score_all
+
+    rows = [{"instruction": "List 2 tips for sleeping better.", "output": "1. Dark room.\n2. No coffee.", "prompt_id": "p", "run": 0}]
+    cfg = load_config("eval_rewarding", overrides=["eval_rewarding.rewards=[]", "eval_rewarding.combined=[]", "eval_rewarding.judge=gold"])
+    scores, raw = score_all({"a": rows, "b": rows}, cfg)
+    assert list(scores) == ["gold"] and raw == {} and 0 < scores["gold"]["a"][0] <= 1

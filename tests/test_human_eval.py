@@ -132,6 +132,7 @@ def test_a_malformed_ballot_stops_the_stage_before_scoring_and_marks_it_failed(t
             "--set", f"run.output_dir={tmp_path / 'out'}",
             "--set", f"eval_rewarding.predictions_dir={predictions}",
             "--set", "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}]",
+            "--set", "eval_rewarding.combined=[]",
             "--set", "eval_rewarding.judge=none",
             "--set", "eval_rewarding.reference_model=a",
             "--set", f"eval_rewarding.human_rankings={ballots}",

@@ -162,6 +162,7 @@ def test_one_config_change_gives_report_csv_and_plots(tmp_path: Path) -> None:
         "--set", f"run.output_dir={tmp_path / 'out'}",
         "--set", f"eval_rewarding.predictions_dir={predictions}",
         "--set", "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}]",
+        "--set", "eval_rewarding.combined=[]",
         "--set", f"eval_rewarding.judge={FIXTURE / 'annotations.json'}",
         "--set", "eval_rewarding.reference_model=sft",
         "--set", "eval_rewarding.n_boot=50",
@@ -181,3 +182,24 @@ def test_one_config_change_gives_report_csv_and_plots(tmp_path: Path) -> None:
     assert "1 where the judge failed" in report and "rl_crs vs base" in report and "n/a" in report
     assert "| helpful_base | koala |" in report  # per-dataset tables from the files' own column
     assert (out / "win_rates.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_external_judge_alone_is_enough(tmp_path: Path) -> None:
+    predictions = tmp_path / "pred"
+    shutil.copytree(FIXTURE / "predictions", predictions / "predictions")
+    run_stage(score_predictions, "test", [
+        "--config_subset", "eval_rewarding",
+        "--set", f"run.output_dir={tmp_path / 'out'}",
+        "--set", f"eval_rewarding.predictions_dir={predictions}",
+        "--set", "eval_rewarding.rewards=[]",
+        "--set", "eval_rewarding.combined=[]",
+        "--set", f"eval_rewarding.judge={FIXTURE / 'verdicts.csv'}",
+        "--set", "eval_rewarding.reference_model=sft",
+        "--set", "eval_rewarding.n_boot=20",
+    ])
+    out = tmp_path / "out" / "eval_rewarding"
+    results = json.loads((out / "results.json").read_text())
+    assert results["scorers"] == ["verdicts"] and results["score_scorers"] == [] and results["agreement"] == {}
+    assert (out / "leaderboard.csv").read_text().splitlines()[1] == "rl_crs,65.0,18.708286933869704,3,1,1,5,community,12,70.0"
+    assert (out / "win_rates.png").is_file() and not (out / "mean_scores.png").exists()
+    assert "## 3. Leaderboard" in (out / "report.md").read_text()

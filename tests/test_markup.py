@@ -126,7 +126,8 @@ def test_predictions_carry_the_files_dataset_and_category_into_every_table(tmp_p
         f"run.output_dir={tmp_path / 'out'}", f"eval_rewarding.predictions_dir={run_dir}", "eval_rewarding.judge=none",
         "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}, "
         "{name: vowels, path: 'python:tests.reward_fns:count_vowels'}]",
-        "eval_rewarding.reference_model=m0", "eval_rewarding.n_boot=20", "eval_rewarding.group_by=dataset",
+        "eval_rewarding.combined=[]", "eval_rewarding.reference_model=m0", "eval_rewarding.n_boot=20",
+        "eval_rewarding.group_by=dataset",
     ])
     results = eval_stages.score_predictions(score, prepare_run_dir(score, resume=False, overwrite=False), resume=False)
     assert sorted(results["agreement"]["vowels"]["by_category"]) == ["helpful_base", "koala", "vicuna"]

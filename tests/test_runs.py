@@ -33,8 +33,10 @@ def test_finished_run_needs_overwrite_and_unfinished_needs_resume(tmp_path: Path
     assert prepare_run_dir(cfg, resume=True) == run_dir
     mark_finished(run_dir, {"loss": 1.0})
     assert is_finished(run_dir)
-    with pytest.raises(ConfigError, match="finished run; pass --overwrite"):
-        prepare_run_dir(cfg, resume=True)
+    with pytest.raises(ConfigError, match="finished run; pass --overwrite to replace it, --resume to extend it"):
+        prepare_run_dir(cfg)
+    with pytest.raises(ConfigError, match="train.learning_rate"):  # extending must not change what was trained
+        prepare_run_dir(load_config("sft", overrides=[f"run.output_dir={tmp_path}", "train.learning_rate=0.5"], name_suffix="_t"), resume=True)
     (run_dir / "stale.txt").write_text("x")
     prepare_run_dir(cfg, overwrite=True)
     assert not (run_dir / "stale.txt").exists() and not is_finished(run_dir)

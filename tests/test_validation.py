@@ -84,8 +84,13 @@ BAD_VALUES: dict[str, list[str]] = {
     "eval_pred.top_p": ["0", "1.01"],
     "eval_pred.max_new_tokens": ["0", "-1"],
     "eval_pred.batch_size": ["0"],
-    "eval_rewarding.combined_weights[*]": ["1.5", "-0.25"],
+    "eval_rewarding.combined[*].weights": ["-0.25", ".nan", "0"],
+    "eval_rewarding.combined[*].reward_clip": ["0", "-1"],
+    "eval_rewarding.combined[*].missing_eos_penalty": [".inf"],
     "eval_rewarding.n_boot": ["0"],
+    "sweep.weights[*]": ["1.5", "-0.1"],
+    "sweep.jobs": ["0"],
+    "sweep.n_boot": ["0"],
     "eval_rewarding.judge": ["gpt4", "annotations.txt"],
     "eval_rewarding.batch_size": ["0"],
 }
@@ -94,13 +99,17 @@ BAD_VALUES: dict[str, list[str]] = {
 def _override(key: str, value: str) -> str:
     if key == "rl.rewards[*].weight":
         return f"rl.rewards=[{{name: a, path: gold, weight: {value}}}]"
-    if key == "eval_rewarding.combined_weights[*]":
-        return f"eval_rewarding.combined_weights=[0.5, {value}]"
+    if key == "sweep.weights[*]":
+        return f"sweep.weights=[{value}]"
+    if key.startswith("eval_rewarding.combined[*]."):
+        field = key.rsplit(".", 1)[1]
+        combined = f"{{name: c, weights: {{a: {value}}}}}" if field == "weights" else f"{{name: c, weights: {{a: 1}}, {field}: {value}}}"
+        return f"eval_rewarding={{rewards: [{{name: a, path: gold}}], combined: [{combined}]}}"
     return f"{key}={value}"
 
 
 def _named(key: str) -> str:
-    return key.replace("rl.rewards[*]", "rl.rewards[0]").replace("combined_weights[*]", "combined_weights[1]")
+    return key.replace("rl.rewards[*]", "rl.rewards[0]").replace("combined[*]", "combined[0]").replace("weights[*]", "weights[0]")
 
 
 @pytest.mark.parametrize("key, value", [(k, v) for k, values in BAD_VALUES.items() for v in values])
@@ -326,6 +335,7 @@ def _score_argv(tmp_path: Path, predictions: Path, *overrides: str) -> list[str]
         "--set", f"run.output_dir={tmp_path / 'out'}",
         "--set", f"eval_rewarding.predictions_dir={predictions}",
         "--set", "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}]",
+        "--set", "eval_rewarding.combined=[]",
         "--set", "eval_rewarding.judge=none",
         "--set", "eval_rewarding.n_boot=20",
         *[x for item in overrides for x in ("--set", item)],

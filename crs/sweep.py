@@ -1,0 +1,313 @@
+"""A study over reward weights and seeds: ``crs sweep --config_subset sweep_crs``.
+
+For every preference weight ``w`` (the absolute source gets ``1 - w``) and every seed, the
+sweep trains an RL run of ``sweep.base_subset``, has every run and the reference model
+answer the eval prompts, and judges them. It then reports, per weight, the judge's win rate
+against the reference and its mean score, each with a 95% interval that counts seed and
+prompt variance (a hierarchical bootstrap: seeds, then prompts), the same curve under each
+reward model, the slope of the win rate on the weight (does the reference study's inverse
+relation hold?), each weight against each other, length-controlled win rates, and the
+runs' over-optimisation curves overlaid.
+
+Everything lives under the sweep's run directory::
+
+    runs/w0.25_s1/ ...        one RL run per (weight, seed), as `crs rl` writes it
+    logs/w0.25_s1.log         its output
+    eval_pred/predictions/    every run's and the reference's predictions
+    results.json, report.md, sweep_curves.png, sweep_overoptimization.png
+
+A finished run is skipped and an interrupted one resumed, so a sweep stopped anywhere
+continues where it stopped when started again (with or without ``--resume``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from crs import evaluation as ev
+from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConfig, load_config, save_resolved_config
+from crs.data.schema import user_prompt
+from crs.eval_stages import SourceScores, predict, read_all_predictions
+from crs.io import read_jsonl, write_json_atomic, write_text_atomic
+from crs.report import judge_peak, plot_overoptimization, save_figure_atomic
+from crs.rewards import build_sources
+from crs.runs import is_finished, mark_finished, run_state
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One RL run of the sweep."""
+
+    weight: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """Its run (and model) name, e.g. ``w0.25_s1``."""
+        return f"w{self.weight:g}_s{self.seed}"
+
+
+def sweep_runs(cfg: CRSConfig) -> list[SweepRun]:
+    """Every (weight, seed) of the sweep, weight-major."""
+    return [SweepRun(w, s) for w in cfg.sweep.weights for s in cfg.sweep.seeds]
+
+
+def weighted_rewards(base: CRSConfig, cfg: CRSConfig, weight: float) -> list[dict[str, Any]]:
+    """The base subset's ``rl.rewards`` with the preference source at ``weight`` and the absolute one at ``1 - weight``."""
+    sweep = cfg.sweep
+    rewards = [dict(vars(r)) for r in base.rl.rewards]
+    names = [r["name"] for r in rewards]
+    for name in (sweep.preference_source, sweep.absolute_source):
+        if name not in names:
+            raise ConfigError(f"sweep: {name!r} is not a reward source of {sweep.base_subset} (its rl.rewards: {names})")
+    for reward in rewards:
+        if reward["name"] == sweep.preference_source:
+            reward["weight"] = weight
+        elif reward["name"] == sweep.absolute_source:
+            reward["weight"] = 1.0 - weight
+    return rewards
+
+
+def rl_command(cfg: CRSConfig, base: CRSConfig, run: SweepRun, runs_dir: Path) -> list[str]:
+    """The ``crs rl`` command line of one run (``--resume`` when it started before)."""
+    command = [
+        sys.executable, "-m", "crs", "rl", "--config", cfg.config_path, "--config_subset", cfg.sweep.base_subset,
+        "--set", f"run.output_dir={runs_dir}", "--set", f"run.name={run.name}", "--set", f"run.seed={run.seed}",
+        "--set", f"rl.rewards={json.dumps(weighted_rewards(base, cfg, run.weight))}",
+    ]
+    if run_state(runs_dir / run.name) is not None:
+        command.append("--resume")
+    return command
+
+
+def train_runs(cfg: CRSConfig, base: CRSConfig, run_dir: Path) -> dict[str, float]:
+    """Train every unfinished run, ``sweep.jobs`` at a time; returns each trained run's wall time (s)."""
+    runs_dir, logs_dir = run_dir / "runs", run_dir / "logs"
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    pending = [run for run in sweep_runs(cfg) if not is_finished(runs_dir / run.name)]
+    done = len(sweep_runs(cfg)) - len(pending)
+    logger.info("sweep: %d RL runs, %d finished earlier, %d to train, %d at a time", done + len(pending), done, len(pending), cfg.sweep.jobs)
+    # Each job gets its share of the cores: oversubscribed BLAS threads slow everything down.
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // cfg.sweep.jobs)), "PYTHONUNBUFFERED": "1"}
+
+    def train(run: SweepRun) -> tuple[SweepRun, float, int]:
+        start = time.time()
+        with open(logs_dir / f"{run.name}.log", "a", encoding="utf-8") as log:
+            result = subprocess.run(rl_command(cfg, base, run, runs_dir), stdout=log, stderr=subprocess.STDOUT, env=env)
+        return run, time.time() - start, result.returncode
+
+    times: dict[str, float] = {}
+    with ThreadPoolExecutor(max_workers=cfg.sweep.jobs) as pool:
+        for run, seconds, code in pool.map(train, pending):
+            done += 1
+            if code != 0:
+                raise ConfigError(
+                    f"sweep: RL run {run.name} failed (exit {code}); see {logs_dir / (run.name + '.log')}; "
+                    "start the sweep again to continue once it is fixed"
+                )
+            times[run.name] = seconds
+            logger.info("sweep: [%d/%d] %s trained in %.0f s", done, len(sweep_runs(cfg)), run.name, seconds)
+    return times
+
+
+def predict_all(cfg: CRSConfig, run_dir: Path) -> Path:
+    """The reference's and every run's predictions on the eval prompts (existing files are kept)."""
+    sweep = cfg.sweep
+    pred_cfg = load_config(sweep.eval_subset, cfg.config_path)
+    models = [sweep.reference] + [EvalModelConfig(run.name, str(run_dir / "runs" / run.name)) for run in sweep_runs(cfg)]
+    pred_cfg.eval_pred = replace(pred_cfg.eval_pred, models=models)
+    pred_cfg.run = replace(pred_cfg.run, seed=cfg.run.seed)
+    pred_dir = run_dir / "eval_pred"
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(pred_cfg, pred_dir / "config.resolved.yaml")  # the model list read back when scoring
+    predict(pred_cfg, pred_dir, resume=True)
+    return pred_dir
+
+
+def judge_scores(cfg: CRSConfig, per_model: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, np.ndarray]]:
+    """Per-prompt scores of every model: the judge's (``"judge"``), then each reward model's."""
+    cache = SourceScores(per_model, cfg.model, 32)
+    judge = build_sources([RewardSourceConfig(name="judge", path=cfg.sweep.judge)], cfg.model)[0]
+    scores = {
+        "judge": {m: judge.score([user_prompt(r["instruction"]) for r in rows], [r["output"] for r in rows]).numpy() for m, rows in per_model.items()}
+    }
+    for spec in cfg.sweep.rewards:
+        scores[spec.name] = {m: v.numpy() for m, v in cache.get(spec.path)[1].items()}
+    return scores
+
+
+# --------------------------------------------------------------------------- the study's numbers
+
+
+def study_results(
+    scores: Mapping[str, Mapping[str, np.ndarray]],
+    lengths: Mapping[str, Sequence[int]],
+    runs: Sequence[SweepRun],
+    reference: str,
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Every number of the report, from per-prompt scores (``scores[scorer][model][prompt]``)."""
+    weights = sorted({r.weight for r in runs})
+    by_weight = {w: [r for r in runs if r.weight == w] for w in weights}
+    key = {w: f"{w:g}" for w in weights}
+    results: dict[str, Any] = {"weights": weights, "seeds": sorted({r.seed for r in runs}), "reference": reference, "scorers": {}}
+    for scorer, per_model in scores.items():
+        outcomes = {key[w]: [ev.pairwise_outcomes(per_model[r.name], per_model[reference]) for r in by_weight[w]] for w in weights}
+        boot = ev.hierarchical_bootstrap(outcomes, n_boot=n_boot, seed=seed)
+        curve = {k: {name: v[name] for name in ("mean", "ci_low", "ci_high", "n_seeds")} for k, v in boot.items()}
+        entry: dict[str, Any] = {"win_rate": curve}
+        if len(weights) >= 2:
+            entry["slope"] = ev.bootstrap_slope(boot, {key[w]: w for w in weights})
+        mean_score = ev.hierarchical_bootstrap({key[w]: [per_model[r.name] for r in by_weight[w]] for w in weights}, n_boot=n_boot, seed=seed)
+        entry["mean_score"] = {k: {name: v[name] for name in ("mean", "ci_low", "ci_high")} for k, v in mean_score.items()}
+        entry["reference_mean_score"] = float(np.mean(per_model[reference]))
+        if scorer == "judge":
+            entry["lc_win_rate"] = {
+                key[w]: float(np.mean([
+                    ev.length_controlled_win_rate(ev.pairwise_outcomes(per_model[r.name], per_model[reference]), lengths[r.name], lengths[reference], n_boot=1).win_rate
+                    for r in by_weight[w]
+                ]))
+                for w in weights
+            }
+            entry["each_vs_each"] = _each_vs_each(per_model, by_weight, key, n_boot, seed)
+        results["scorers"][scorer] = entry
+    results["mean_length"] = {key[w]: float(np.mean([np.mean(lengths[r.name]) for r in by_weight[w]])) for w in weights}
+    return results
+
+
+def _each_vs_each(per_model: Mapping[str, np.ndarray], by_weight: Mapping[float, list[SweepRun]], key: Mapping[float, str], n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
+    """Row weight's replies against column weight's, seed i against seed i, pooled with intervals."""
+    table: dict[str, dict[str, Any]] = {}
+    for a in by_weight:
+        groups = {}
+        for b in by_weight:
+            if a != b:
+                pairs = list(zip(by_weight[a], by_weight[b]))
+                groups[key[b]] = [ev.pairwise_outcomes(per_model[ra.name], per_model[rb.name]) for ra, rb in pairs]
+        boot = ev.hierarchical_bootstrap(groups, n_boot=n_boot, seed=seed) if groups else {}
+        table[key[a]] = {b: {name: v[name] for name in ("mean", "ci_low", "ci_high")} for b, v in boot.items()}
+    return table
+
+
+def verdict(slope: Mapping[str, float], scorer: str) -> str:
+    """The inverse-relation question in plain words, with its uncertainty."""
+    span = f"{100 * slope['mean']:+.1f} points per unit of preference weight (95% interval {100 * slope['ci_low']:+.1f} to {100 * slope['ci_high']:+.1f})"
+    if slope["ci_high"] < 0:
+        return f"Under {scorer}, the win rate falls as the preference weight rises: {span}. The reference study's inverse relation holds here."
+    if slope["ci_low"] > 0:
+        return f"Under {scorer}, the win rate rises with the preference weight: {span}. The reference study's inverse relation does not hold here; the opposite does."
+    return f"Under {scorer}, the slope of the win rate on the preference weight is {span}: the interval includes 0, so these runs cannot tell whether the inverse relation holds."
+
+
+# --------------------------------------------------------------------------- report and plots
+
+
+def _pct(entry: Mapping[str, float]) -> str:
+    return f"{100 * entry['mean']:.1f} ({100 * entry['ci_low']:.1f}–{100 * entry['ci_high']:.1f})"
+
+
+def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
+    """The sweep's Markdown report."""
+    weights = [f"{w:g}" for w in results["weights"]]
+    judge = results["scorers"]["judge"]
+    lines = [
+        "# Reward-weight sweep",
+        f"Preference weights {', '.join(weights)} (the absolute source gets 1 - w); seeds {', '.join(map(str, results['seeds']))}; "
+        f"{results['n_prompts']} eval prompts; reference model `{results['reference']}`; judge `{judge_name}`. "
+        f"Wall time {results['wall_time_s'] / 60:.1f} min. Intervals: 95%, hierarchical bootstrap (seeds, then prompts).",
+        "## The answer",
+        verdict(judge["slope"], f"the judge ({judge_name})") if "slope" in judge else "One weight only: no slope.",
+        f"## Against `{results['reference']}`, judged by `{judge_name}`",
+        "| w | win rate % (95% CI) | LC win rate % | mean judge score (95% CI) | mean length (chars) |",
+        "|---|---|---|---|---|",
+    ]
+    for w in weights:
+        m = judge["mean_score"][w]
+        lines.append(f"| {w} | {_pct(judge['win_rate'][w])} | {100 * judge['lc_win_rate'][w]:.1f} | {m['mean']:.3f} ({m['ci_low']:.3f}–{m['ci_high']:.3f}) | {results['mean_length'][w]:.0f} |")
+    lines.append(f"\nThe reference's mean judge score: {judge['reference_mean_score']:.3f}. LC: length-controlled (docs/evaluation.md), mean over seeds.")
+    for scorer, entry in results["scorers"].items():
+        if scorer == "judge":
+            continue
+        lines += [f"\n## Under the reward model `{scorer}`", "| w | win rate % (95% CI) |", "|---|---|"]
+        lines += [f"| {w} | {_pct(entry['win_rate'][w])} |" for w in weights]
+        if "slope" in entry:
+            lines.append("\n" + verdict(entry["slope"], scorer))
+    lines += ["\n## Each weight against each other (judge; row beats column, %, seed i vs seed i)", "| row \\ col | " + " | ".join(weights) + " |", "|---" * (len(weights) + 1) + "|"]
+    for a in weights:
+        cells = [("–" if a == b else _pct(judge["each_vs_each"][a][b])) for b in weights]
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    if results.get("judge_peaks"):
+        lines += ["\n## Over-optimisation", "Where each run's judge score peaked on held-out prompts during PPO (`sweep_overoptimization.png`):", "| run | step | KL (nats) | judge |", "|---|---|---|---|"]
+        lines += [f"| {name} | {p['step']} | {p['kl']:.2f} | {p['judge']:.3f} |" for name, p in results["judge_peaks"].items() if p]
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep_curves(results: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Win rate against the reference (each scorer) and the judge's mean score, against the weight, with 95% intervals."""
+    weights = results["weights"]
+    panels = [(name, "win_rate") for name in results["scorers"]] + [("judge", "mean_score")]
+    fig = Figure(figsize=(4.2 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (scorer, quantity) in zip(axes, panels):
+        entries = [results["scorers"][scorer][quantity][f"{w:g}"] for w in weights]
+        mean = np.array([e["mean"] for e in entries])
+        low, high = np.array([e["ci_low"] for e in entries]), np.array([e["ci_high"] for e in entries])
+        scale = 100.0 if quantity == "win_rate" else 1.0
+        ax.errorbar(weights, scale * mean, yerr=scale * np.stack([mean - low, high - mean]), fmt="o-", capsize=3)
+        if quantity == "win_rate":
+            ax.axhline(50.0, color="grey", linewidth=0.8, linestyle="--")
+        ax.set_xlabel("preference weight w (absolute: 1 - w)")
+        ax.set_ylabel(f"win rate vs {results['reference']} (%)" if quantity == "win_rate" else "mean judge score")
+        ax.set_title(f"{scorer}: {quantity.replace('_', ' ')}")
+    save_figure_atomic(fig, path)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def run_sweep(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+    """Train, predict, judge and report every (weight, seed) of ``cfg.sweep``."""
+    started = time.time()
+    sweep = cfg.sweep
+    base = load_config(sweep.base_subset, cfg.config_path)
+    for weight in sweep.weights:
+        weighted_rewards(base, cfg, weight)  # every weight's reward is valid before anything trains
+    train_times = train_runs(cfg, base, run_dir)
+    per_model = read_all_predictions(predict_all(cfg, run_dir))
+    runs = sweep_runs(cfg)
+    scores = judge_scores(cfg, per_model)
+    lengths = {m: [len(r["output"]) for r in rows] for m, rows in per_model.items()}
+    results = study_results(scores, lengths, runs, sweep.reference.name, sweep.n_boot, cfg.run.seed)
+    results.update(n_prompts=len(next(iter(per_model.values()))), wall_time_s=time.time() - started, train_time_s=train_times, jobs=sweep.jobs)
+    overopt = {run.name: read_jsonl(run_dir / "runs" / run.name / "overoptimization.jsonl") for run in runs if (run_dir / "runs" / run.name / "overoptimization.jsonl").is_file()}
+    if overopt:
+        plot_overoptimization(overopt, run_dir / "sweep_overoptimization.png")
+        judge_key = next((k for rows in overopt.values() for r in rows for k in r if k.startswith("judge/")), None)
+        results["judge_peaks"] = {name: judge_peak(rows, judge_key) for name, rows in overopt.items()} if judge_key else {}
+    write_json_atomic(run_dir / "results.json", results)
+    report = render_sweep_report(results, sweep.judge)
+    write_text_atomic(run_dir / "report.md", report)
+    plot_sweep_curves(results, run_dir / "sweep_curves.png")
+    print(report)
+    summary = {"runs": len(runs), "wall_time_s": results["wall_time_s"]}
+    if "slope" in results["scorers"]["judge"]:
+        summary["judge_slope"] = results["scorers"]["judge"]["slope"]
+    mark_finished(run_dir, summary)
+    return results
+

@@ -1,0 +1,98 @@
+"""The weight x seed study on tiny models: every run trained once, resumable, a complete report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from tiny import tiny_causal_lm
+
+from crs.cli import run_stage
+from crs.runs import run_state
+from crs.sweep import run_sweep
+
+
+@pytest.fixture()
+def sweep_config(tmp_path: Path, smol_tokenizer) -> Path:
+    model = tmp_path / "tiny"
+    tiny_causal_lm(smol_tokenizer, seed=0).save_pretrained(model)
+    smol_tokenizer.save_pretrained(model)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Say {i % 4 + 1} words about topic {i}.", "id": f"p{i}"}) + "\n" for i in range(12)))
+    rewards = [
+        {"name": "length", "path": "python:tests.reward_fns:reply_length", "weight": 0.5, "normalize": "zscore"},
+        {"name": "vowels", "path": "python:tests.reward_fns:count_vowels", "weight": 0.5, "normalize": "zscore"},
+    ]
+    config = {
+        "default": {
+            "run": {"output_dir": str(tmp_path / "out"), "logging_steps": 1},
+            "model": {"name": str(model), "dtype": "fp32", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+            "data": {"source": str(prompts), "max_prompt_length": 32, "val_fraction": 0.34},
+        },
+        "rl_tiny": {
+            "run": {"name": "rl"},
+            "rl": {
+                "rewards": rewards, "steps": 2, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1, "max_new_tokens": 5,
+                "save_steps": 2, "sample_every": 1, "num_sample_prompts": 1, "eval_prompts": 4,
+                "judge": "python:tests.reward_fns:count_vowels", "learning_rate": 1e-3,
+            },
+        },
+        "pred": {"eval_pred": {"max_new_tokens": 5, "batch_size": 8}},
+        "sweep_tiny": {
+            "run": {"name": "sweep"},
+            "sweep": {
+                "base_subset": "rl_tiny", "preference_source": "length", "absolute_source": "vowels",
+                "weights": [0.0, 1.0], "seeds": [1, 2], "eval_subset": "pred",
+                "reference": {"name": "base", "path": str(model)}, "judge": "python:tests.reward_fns:count_vowels",
+                "rewards": [{"name": "length_rm", "path": "python:tests.reward_fns:reply_length"}], "n_boot": 50,
+            },
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_sweep_interrupted_and_resumed_redoes_no_finished_run(tmp_path: Path, sweep_config: Path) -> None:
+    argv = ["--config", str(sweep_config), "--config_subset", "sweep_tiny"]
+    run_stage(run_sweep, "sweep", argv)
+    sweep_dir = tmp_path / "out" / "sweep"
+    names = ["w0_s1", "w0_s2", "w1_s1", "w1_s2"]
+    for name in names:
+        assert run_state(sweep_dir / "runs" / name)["status"] == "finished"
+    trained = {name: (sweep_dir / "runs" / name / "metrics.jsonl").stat().st_mtime_ns for name in names}
+    # Each run trained on its own weight: w=1 is all length, w=0 all vowels.
+    config = yaml.safe_load((sweep_dir / "runs" / "w1_s2" / "config.resolved.yaml").read_text())
+    run_cfg = config["rl_tiny"]
+    assert {r["name"]: r["weight"] for r in run_cfg["rl"]["rewards"]} == {"length": 1.0, "vowels": 0.0}
+    assert run_cfg["run"]["seed"] == 2
+
+    results = json.loads((sweep_dir / "results.json").read_text())
+    judge = results["scorers"]["judge"]
+    assert set(judge["win_rate"]) == {"0", "1"} and judge["win_rate"]["0"]["n_seeds"] == 2
+    for entry in judge["win_rate"].values():
+        assert entry["ci_low"] <= entry["mean"] <= entry["ci_high"]
+    assert "slope" in judge and set(judge["each_vs_each"]["0"]) == {"1"}
+    assert "length_rm" in results["scorers"] and results["n_prompts"] == 12
+    report = (sweep_dir / "report.md").read_text()
+    assert "## The answer" in report and "inverse relation" in report and "| 0 |" in report
+    assert (sweep_dir / "sweep_curves.png").stat().st_size > 1000
+    assert (sweep_dir / "sweep_overoptimization.png").stat().st_size > 1000
+
+    # An interruption: one run stopped mid-way (unfinished), one model's predictions never written.
+    state_file = sweep_dir / "runs" / "w1_s1" / "run_state.json"
+    state = json.loads(state_file.read_text())
+    state["status"] = "interrupted"
+    state_file.write_text(json.dumps(state))
+    (sweep_dir / "eval_pred" / "predictions" / "w0_s2.json").unlink()
+    run_stage(run_sweep, "sweep", [*argv, "--resume"])
+    for name in ("w0_s1", "w0_s2", "w1_s2"):
+        assert (sweep_dir / "runs" / name / "metrics.jsonl").stat().st_mtime_ns == trained[name], name  # not retrained
+    assert run_state(sweep_dir / "runs" / "w1_s1")["status"] == "finished"
+    metrics = [json.loads(line) for line in (sweep_dir / "runs" / "w1_s1" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]  # resumed at its checkpoint, nothing logged twice
+    assert (sweep_dir / "eval_pred" / "predictions" / "w0_s2.json").is_file()
+    again = json.loads((sweep_dir / "results.json").read_text())
+    assert again["scorers"]["judge"]["win_rate"].keys() == judge["win_rate"].keys()
