@@ -7,6 +7,7 @@ either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 logger = logging.getLogger(__name__)
 
@@ -87,25 +88,42 @@ def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
         handle.flush()
 
 
-def read_jsonl(path: str | Path, torn_tail_ok: bool = False) -> list[dict[str, Any]]:
-    """Read a JSON-lines file; a bad line raises naming the file and line number.
+class JsonLinesError(ValueError):
+    """A line of a JSON-lines file that is not valid JSON; the message names the file and line."""
 
-    With ``torn_tail_ok`` (logs crs appends to), a bad *last* line is what a crash
-    mid-append leaves: it is dropped with a warning instead.
+
+def open_text(path: str | Path) -> IO[str]:
+    """A UTF-8 text file, decompressed on the fly when its name ends in ``.gz``."""
+    path = Path(path)
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def iter_jsonl(path: str | Path, torn_tail_ok: bool = False) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` for every non-blank line of a JSON-lines file (``.gz`` too).
+
+    A bad line raises :class:`JsonLinesError` naming the file and line. With ``torn_tail_ok``
+    (logs crs appends to), a bad *last* line is what a crash mid-append leaves: it is
+    dropped with a warning instead.
     """
-    rows = []
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    with open_text(path) as handle:
+        lines = handle.read().splitlines()
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            yield lineno, json.loads(line)
         except json.JSONDecodeError as err:
             if torn_tail_ok and lineno == len(lines):
                 logger.warning("%s, line %d: dropped a torn last line (a crash while it was written)", path, lineno)
-                break
-            raise ValueError(f"{path}, line {lineno}: not valid JSON ({err.msg})") from None
-    return rows
+                return
+            raise JsonLinesError(f"{path}, line {lineno}: not valid JSON ({err.msg})") from None
+
+
+def read_jsonl(path: str | Path, torn_tail_ok: bool = False) -> list[Any]:
+    """Every row of a JSON-lines file (see :func:`iter_jsonl`)."""
+    return [row for _, row in iter_jsonl(path, torn_tail_ok)]
 
 
 def truncate_jsonl(path: str | Path, last_step: int, step_key: str = "step") -> int:

@@ -15,9 +15,10 @@ import logging
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from crs.data.schema import DataError
+from crs.io import JsonLinesError, iter_jsonl, open_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -150,12 +151,6 @@ def _first_non_utf8_line(path: Path) -> str:
     return str(path)
 
 
-def _open_text(path: Path) -> IO[str]:
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
-
-
 def _columns_of(rows: list[dict[str, Any]]) -> list[str]:
     # JSON rows may differ in keys; the union is what "columns found" should list.
     return list(dict.fromkeys(key for row in rows for key in row))
@@ -163,23 +158,19 @@ def _columns_of(rows: list[dict[str, Any]]) -> list[str]:
 
 def _read_jsonl(path: Path) -> Table:
     rows, numbers = [], []
-    with _open_text(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}, line {lineno}: not valid JSON ({err.msg})") from None
+    try:
+        for lineno, row in iter_jsonl(path):
             if not isinstance(row, dict):
                 raise DataError(f"{path}, line {lineno}: expected a JSON object per line")
             rows.append(row)
             numbers.append(lineno)
+    except JsonLinesError as err:
+        raise DataError(str(err)) from None
     return Table(str(path), rows, numbers, unit="line", columns=_columns_of(rows))
 
 
 def _read_json(path: Path) -> Table:
-    with _open_text(path) as handle:
+    with open_text(path) as handle:
         try:
             data = json.load(handle)
         except json.JSONDecodeError as err:
