@@ -415,7 +415,12 @@ def main_table(results: Mapping[str, Any], scorer: str) -> str:
         return text if entry["n_total"] == results["n_prompts"] else f"{text} (n={entry['n_total']})"
 
     rows = [[model] + [cell(model, col) for col in models] for model in models]
-    return title + "\n\n" + _md_table(["row \\ col", *models], rows)
+    table = title + "\n\n" + _md_table(["row \\ col", *models], rows)
+    lc = [row for row in results.get("leaderboard", []) if "lc_win_rate" in row and row["model"] != results["reference"]]
+    if scorer == results["judge"] and lc:
+        rates = ", ".join(f"{row['model']} {row['lc_win_rate']:.1f} ({row['lc_ci_low']:.1f}–{row['lc_ci_high']:.1f})" for row in lc)
+        table += f"\n\nLength-controlled win rate vs {results['reference']} (%, 95% CI): {rates}."
+    return table
 
 
 def _stats_section(results: Mapping[str, Any]) -> str:

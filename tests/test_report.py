@@ -194,3 +194,12 @@ def test_human_rankings_appear_in_the_report(results):
     assert "11 ballots by 6 annotators on 2 prompts (3 with tied replies)" in section
     assert "| sft | **1.000** ± 0.000 | 0.833 | 0.750 | 0.792 ± 0.042 (0.750–0.833) |" in section
     assert report.index("## 5. Rank aggregation") < report.index("## 6. Human rankings")
+
+
+def test_the_judges_main_table_carries_length_controlled_rates(results):
+    text = main_table(results, "judge")
+    line = next(line for line in text.splitlines() if line.startswith("Length-controlled"))
+    for row in results["leaderboard"]:
+        if row["model"] != "base":
+            assert f"{row['model']} {row['lc_win_rate']:.1f} (" in line
+    assert "Length-controlled" not in main_table(results, "rm")
