@@ -29,7 +29,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "crs.reward_model:train_reward_model",
         "Train a reward model on rankings (pairwise / K-wise loss) or absolute scores (rm.loss).",
     ),
-    "rl": ("crs.ppo_stage:run_ppo_stage", "PPO of the SFT policy on a weighted combination of reward models (RLHF)."),
+    "rl": (
+        "crs.rl_stage:run_rl_stage",
+        "RL of the SFT policy: PPO (default), GRPO or RLOO on a weighted combination of reward models, or DPO (rl.algorithm).",
+    ),
     "predict": ("crs.eval_stages:predict", "Generate replies to the eval prompts with every configured model (one JSON per model)."),
     "score": (
         "crs.eval_stages:score_predictions",

@@ -254,8 +254,15 @@ class RewardSourceConfig:
 
 @dataclass
 class RLConfig:
-    """PPO and reward-combination settings (``rl_train.py``); every trick has a key."""
+    """The RL stage (``rl_train.py``): PPO (crs's own), GRPO / RLOO / DPO (TRL's), and the combined reward; every trick has a key."""
 
+    algorithm: Literal["ppo", "grpo", "rloo", "dpo"] = field(
+        default="ppo",
+        metadata={
+            "help": "The policy optimiser: `ppo` (crs's own PPO, the reference), `grpo` or `rloo` (TRL's online trainers on the same "
+            "combined reward), or `dpo` (TRL's offline DPOTrainer on preference pairs from `data.*`). Details: docs/optimisers.md."
+        },
+    )
     policy: str | None = field(default=None, metadata={"help": "The SFT run to start from; null: `model.name`."})
     rewards: list[RewardSourceConfig] = field(
         default_factory=list, metadata={"help": "The reward sources whose weighted, normalised scores are summed into the combined reward."}
@@ -266,11 +273,22 @@ class RLConfig:
     missing_eos_penalty: float | None = field(
         default=None, metadata={"help": "Added to the score when a reply ends without EOS (common: -1); null: none."}
     )
-    steps: int = field(default=100, metadata={"help": "PPO iterations, one rollout batch each."})
-    batch_size: int = field(default=8, metadata={"help": "Prompts (rollouts) per step, over all processes."})
-    mini_batch_size: int = field(default=8, metadata={"help": "Rollouts per optimiser step, over all processes."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per mini-batch."})
-    ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch."})
+    steps: int = field(
+        default=100,
+        metadata={"help": "Iterations: PPO, GRPO, RLOO: one batch of sampled replies each (GRPO, RLOO: one optimiser step); DPO: optimiser steps."},
+    )
+    batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "Per step, over all processes: PPO: prompts, one reply each; GRPO, RLOO: sampled replies (`batch_size / group_size` "
+            "prompts); DPO: preference pairs. Equal `steps x batch_size` is an equal budget of sampled replies."
+        },
+    )
+    mini_batch_size: int = field(default=8, metadata={"help": "PPO: rollouts per optimiser step, over all processes."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per optimiser step (PPO: per mini-batch); must divide the batch among the processes."}
+    )
+    ppo_epochs: int = field(default=4, metadata={"help": "PPO: passes over each rollout batch (GRPO, RLOO: one pass, TRL's `num_iterations` 1)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     max_new_tokens: int = field(default=64, metadata={"help": "Reply budget when sampling rollouts."})
@@ -279,14 +297,22 @@ class RLConfig:
     top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (0 = the whole vocabulary)."})
     gamma: float = field(default=1.0, metadata={"help": "GAE discount."})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
-    cliprange: float = field(default=0.2, metadata={"help": "Clip range of the policy ratio."})
+    cliprange: float = field(default=0.2, metadata={"help": "Clip range of the policy ratio (GRPO, RLOO: TRL's `epsilon`)."})
     cliprange_value: float = field(default=0.2, metadata={"help": "Clip range of the value update."})
     vf_coef: float = field(default=0.1, metadata={"help": "Weight of the clipped value loss."})
-    kl_coef: float = field(default=0.05, metadata={"help": "Beta of the per-token KL penalty `-kl_coef * (log pi - log pi_ref)`."})
-    adaptive_kl: bool = field(default=False, metadata={"help": "Adapt beta toward `target_kl`."})
+    kl_coef: float = field(
+        default=0.05,
+        metadata={
+            "help": "Beta of the KL penalty to the SFT policy. PPO and RLOO: `-kl_coef * sum_t (log pi - log pi_ref)` in the reward; "
+            "GRPO: TRL's `beta`, `kl_coef` x the per-token k3 estimate added to the loss. GRPO, RLOO with 0: no reference forward, no `kl/sequence`."
+        },
+    )
+    adaptive_kl: bool = field(default=False, metadata={"help": "PPO: adapt beta toward `target_kl`."})
     target_kl: float = field(default=6.0, metadata={"help": "Adaptive KL target, nats per reply."})
     kl_horizon: int = field(default=10000, metadata={"help": "Adaptive KL horizon."})
-    whiten_advantages: bool = field(default=True, metadata={"help": "Whiten advantages."})
+    whiten_advantages: bool = field(
+        default=True, metadata={"help": "Whiten advantages (PPO; RLOO: TRL's `normalize_advantages`, over the batch)."}
+    )
     early_stop_kl: float | None = field(
         default=None, metadata={"help": "Stop a step's PPO epochs when approximate KL exceeds it; null: never."}
     )
@@ -332,8 +358,53 @@ class RLConfig:
         },
     )
     adam_eps: float = field(default=1e-5, metadata={"help": "Adam epsilon: the reference PPO code's (PyTorch's default is 1e-8)."})
-    anneal_lr: bool = field(default=False, metadata={"help": "Decay the learning rate linearly to 0 over `rl.steps`."})
+    anneal_lr: bool = field(default=False, metadata={"help": "Decay the learning rate linearly to 0 over `rl.steps` (every algorithm)."})
     save_total_limit: int = field(default=2, metadata={"help": "Keep the last N checkpoints (0: all)."})
+    group_size: int = field(
+        default=4,
+        metadata={
+            "help": "GRPO, RLOO: replies sampled per prompt (TRL's `num_generations`), the group whose mean (GRPO) or leave-one-out "
+            "mean (RLOO) is the baseline; must divide `batch_size`."
+        },
+    )
+    reward_normalization: Literal["crs", "trl"] = field(
+        default="crs",
+        metadata={
+            "help": "GRPO, RLOO: how sources are put on one scale. `crs`: the combined reward exactly as PPO's (each source z-scored "
+            "with its saved statistics, weighted, summed, clipped, EOS penalty) is TRL's one reward function. `trl` (GRPO only): "
+            "each source is its own reward function, weighted by TRL's `reward_weights` after TRL normalises it within each group "
+            "(`multi_objective_aggregation: normalize_then_sum`); no clip; the EOS penalty is one more reward function."
+        },
+    )
+    grpo_scale_rewards: Literal["group", "batch", "none"] = field(
+        default="group",
+        metadata={
+            "help": "GRPO: divide the advantage (reward minus its group mean) by the reward's std in the group (`group`, the GRPO "
+            "paper), in the batch (`batch`) or not at all (`none`, Dr. GRPO). TRL's `scale_rewards`."
+        },
+    )
+    dpo_beta: float = field(
+        default=0.1, metadata={"help": "DPO: beta of the loss `-log sigmoid(beta x (chosen log-ratio - rejected log-ratio))` (TRL's `beta`)."}
+    )
+    dpo_signal: Literal["ranking", "absolute"] = field(
+        default="ranking",
+        metadata={
+            "help": "DPO: where pairs come from: `ranking` (data kind `ranking`, replies best first) or `absolute` (data kind "
+            "`absolute`: of two replies to one prompt, the higher score wins)."
+        },
+    )
+    dpo_pairs: Literal["best_vs_rest", "all_pairs"] = field(
+        default="best_vs_rest",
+        metadata={
+            "help": "DPO: which pairs of a prompt's replies: `best_vs_rest` (the best against each other one: K-1 pairs) or "
+            "`all_pairs` (every ordered pair: K(K-1)/2). Tied replies never make a pair."
+        },
+    )
+    dpo_min_gap: float = field(
+        default=0.25,
+        metadata={"help": "DPO with `dpo_signal: absolute`: a pair needs a score gap of at least this (scores in [0, 1]; the demo's Likert steps are 0.25)."},
+    )
+
     merged_sampling: bool = field(
         default=True, metadata={"help": "Sample from a copy with the LoRA adapter folded in (faster; one more copy of the weights)."}
     )
@@ -503,7 +574,7 @@ class CRSConfig:
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "The stage's data source and token budgets."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimiser and schedule of SFT and reward-model training."})
     rm: RewardModelConfig = field(default_factory=RewardModelConfig, metadata={"help": "Reward-model losses."})
-    rl: RLConfig = field(default_factory=RLConfig, metadata={"help": "PPO and the combined reward."})
+    rl: RLConfig = field(default_factory=RLConfig, metadata={"help": "The RL stage (PPO, GRPO, RLOO, DPO) and the combined reward."})
     eval_pred: EvalPredConfig = field(default_factory=EvalPredConfig, metadata={"help": "Prediction generation."})
     eval_rewarding: EvalRewardingConfig = field(default_factory=EvalRewardingConfig, metadata={"help": "Scoring and comparison."})
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "Sweeps over reward weights and seeds."})
@@ -821,7 +892,8 @@ VALUE_RULES: list[tuple[str, Predicate, str]] = [
     ("rl.missing_eos_penalty", _or_null(_finite), "a finite number, or null"),
     ("rl.steps", _at_least(1), "an integer >= 1"),
     ("rl.batch_size", _at_least(1), "an integer >= 1"),
-    ("rl.mini_batch_size", lambda v, c: v >= 1 and c.rl.batch_size % v == 0, "an integer >= 1 that divides rl.batch_size"),
+    ("rl.mini_batch_size", lambda v, c: c.rl.algorithm != "ppo" or (v >= 1 and c.rl.batch_size % v == 0),
+     "an integer >= 1 that divides rl.batch_size"),
     ("rl.gradient_accumulation_steps", _at_least(1), "an integer >= 1"),
     ("rl.ppo_epochs", _at_least(1), "an integer >= 1"),
     ("rl.learning_rate", _at_least(0), "a finite number >= 0"),
@@ -844,6 +916,13 @@ VALUE_RULES: list[tuple[str, Predicate, str]] = [
     ("rl.num_sample_prompts", _at_least(0), "an integer >= 0"),
     ("rl.adam_eps", _above(0), "a finite number > 0"),
     ("rl.save_total_limit", _at_least(0), "an integer >= 0 (0: keep all)"),
+    ("rl.group_size", lambda v, c: v >= 2 and (c.rl.algorithm not in ("grpo", "rloo") or c.rl.batch_size % v == 0),
+     "an integer >= 2 that divides rl.batch_size (GRPO and RLOO sample rl.group_size replies per prompt)"),
+    ("rl.reward_normalization", lambda v, c: v == "crs" or c.rl.algorithm == "grpo",
+     "crs, or trl with rl.algorithm: grpo (TRL's RLOO trainer has no per-reward normalisation)"),
+    ("rl.adaptive_kl", lambda v, c: not v or c.rl.algorithm == "ppo", "false unless rl.algorithm is ppo (TRL's GRPO and RLOO keep beta fixed)"),
+    ("rl.dpo_beta", _above(0), "a finite number > 0"),
+    ("rl.dpo_min_gap", _at_least(0), "a finite number >= 0"),
     ("eval_pred.num_runs", _at_least(1), "an integer >= 1"),
     ("eval_pred.temperature", _above(0), "a finite number > 0 (for greedy decoding set eval_pred.do_sample: false)"),
     ("eval_pred.top_p", _PROBABILITY, "in (0, 1]"),

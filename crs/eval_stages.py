@@ -33,7 +33,7 @@ from crs.io import write_json_atomic, write_text_atomic
 from crs.judges import ExternalJudge, is_external, load_judge
 from crs.models import load_causal_lm, load_tokenizer, resolve_dtype
 from crs.report import build_results, leaderboard_csv, main_table, plot_mean_scores, plot_win_rate_heatmap, render_report
-from crs.rewards import CombinedReward, RewardSource, build_sources, gold_reward
+from crs.rewards import REWARD_STATE_FILE, CombinedReward, RewardSource, build_sources, gold_reward
 from crs.runs import latest_checkpoint, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ def _combined_scores(
 
 def _training_reward(run_path: str) -> tuple[list[RewardSourceConfig], float | None, float | None, dict[str, Any]] | None:
     """An RL run's reward (its ``rl.rewards``, clip, EOS penalty, and the statistics its last
-    checkpoint froze), or None when ``run_path`` is not an RL run."""
+    checkpoint froze), or None when ``run_path`` is not an RL run that optimised one (PPO, GRPO, RLOO)."""
     saved = Path(run_path) / "config.resolved.yaml"
     if not saved.is_file():
         return None
@@ -202,9 +202,15 @@ def _training_reward(run_path: str) -> tuple[list[RewardSourceConfig], float | N
     rl = blocks[0].get("rl") if blocks else None
     if not isinstance(rl, dict) or not rl.get("rewards") or not (Path(run_path) / "checkpoints").is_dir():
         return None
+    if rl.get("algorithm") == "dpo":  # DPO learned from preference pairs: it optimised no reward
+        return None
     configs = [RewardSourceConfig(**{k: v for k, v in r.items() if k in ("name", "path", "weight", "normalize")}) for r in rl["rewards"]]
     checkpoint = latest_checkpoint(Path(run_path) / "checkpoints", "step_*")
     frozen = json.loads((checkpoint / "trainer_state.json").read_text()).get("reward", {}) if checkpoint else {}
+    if checkpoint is None:  # GRPO / RLOO: a Trainer checkpoint holds the reward's statistics in a file of its own
+        checkpoint = latest_checkpoint(Path(run_path) / "checkpoints", "checkpoint-*")
+        state = checkpoint / REWARD_STATE_FILE if checkpoint else None
+        frozen = json.loads(state.read_text()) if state is not None and state.is_file() else {}
     return [c for c in configs if c.weight != 0], rl.get("reward_clip"), rl.get("missing_eos_penalty"), frozen
 
 

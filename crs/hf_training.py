@@ -1,4 +1,4 @@
-"""What the SFT and reward-model stages share on transformers' ``Trainer``.
+"""What the Trainer-based stages share (SFT, reward models, and GRPO / RLOO / DPO on TRL's trainers).
 
 One builder turns the ``train:`` and ``run:`` config blocks into ``TrainingArguments``;
 two callbacks make the Trainer's outputs crash-safe: every checkpoint is sealed with a

@@ -39,6 +39,8 @@ RewardFn = Callable[[list[Messages], list[str]], "torch.Tensor | Sequence[float]
 GatherFn = Callable[[torch.Tensor], torch.Tensor]
 
 MIN_STD = 1e-6  # below this a measured std means "constant source": centre it, do not scale it
+# In a Trainer checkpoint (GRPO, RLOO): CombinedReward.state_dict(), the scale a resumed run keeps.
+REWARD_STATE_FILE = "crs_reward_state.json"
 
 
 # --------------------------------------------------------------------------- sources
@@ -317,20 +319,88 @@ class CombinedReward:
 
     # ------------------------------------------------------------------ TRL
 
-    def as_trl_reward_func(self) -> Callable[..., list[float]]:
-        """A reward function for TRL's GRPO/RLOO trainers: ``f(prompts, completions, **kw)``.
+    def as_trl_reward_func(self, eos_token_ids: Sequence[int] | None = None) -> Callable[..., list[float]]:
+        """A reward function for TRL's GRPO/RLOO trainers: ``f(prompts, completions, **kw)`` -> the combined reward.
 
-        Accepts TRL's plain-text prompts/completions and its conversational ones (lists of
-        messages). TRL does not say whether a completion ended with EOS, so the missing-EOS
-        penalty is not applied here (TRL has its own ``missing_eos_penalty``).
+        The very formula PPO optimises (:meth:`combine`). Accepts TRL's plain-text prompts and
+        completions and its conversational ones (lists of messages). With ``eos_token_ids``
+        and TRL's ``completion_ids`` the missing-EOS penalty applies as in PPO (TRL's
+        completions end at their first EOS); without them every reply counts as ended.
+        Each batch's breakdown (every source raw and normalised, combined, EOS rate) goes to
+        TRL's ``log_metric`` when the trainer passes one, under PPO's metric names.
         """
+        return TRLRewardBridge(self, eos_token_ids).combined_func()
 
-        def crs_combined_reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
-            messages = [p if isinstance(p, list) else user_prompt(str(p)) for p in prompts]
-            replies = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
-            return self(messages, replies).combined.tolist()
+    def as_trl_reward_funcs(self, eos_token_ids: Sequence[int] | None = None) -> tuple[list[Callable[..., list[float]]], list[float]]:
+        """One TRL reward function per source (raw scores) and their weights, for TRL's own normalisation.
+
+        With GRPO's ``multi_objective_aggregation="normalize_then_sum"`` TRL normalises each
+        function within each group, then sums them with ``reward_weights`` (these weights).
+        The missing-EOS penalty, when set, is one more function (``missing_eos``, weight 1);
+        ``reward_clip`` has no counterpart there. The breakdown of :meth:`combine` is still
+        logged (``reward/combined`` is then what crs's formula would give, not what is optimised).
+        """
+        return TRLRewardBridge(self, eos_token_ids).per_source_funcs()
+
+
+class TRLRewardBridge:
+    """Scores a TRL batch once with a :class:`CombinedReward` and hands TRL what it asks for."""
+
+    def __init__(self, reward: CombinedReward, eos_token_ids: Sequence[int] | None = None) -> None:
+        self.reward = reward
+        self.eos_token_ids = set(eos_token_ids) if eos_token_ids is not None else None
+        self._last: tuple[list[str], RewardBreakdown] | None = None
+
+    def score(self, prompts: list[Any], completions: list[Any], completion_ids: list[list[int]] | None = None,
+              log_metric: Callable[[str, float], None] | None = None) -> RewardBreakdown:
+        """The breakdown of one batch (computed once, however many functions ask for it)."""
+        replies = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
+        if self._last is not None and self._last[0] == replies:
+            return self._last[1]
+        messages = [p if isinstance(p, list) else user_prompt(str(p)) for p in prompts]
+        ended = None
+        if self.eos_token_ids is not None and completion_ids is not None:
+            ended = [bool(ids) and int(ids[-1]) in self.eos_token_ids for ids in completion_ids]
+        scores = self.reward(messages, replies, ended)
+        if log_metric is not None:
+            for name, value in scores.metrics().items():
+                log_metric(name, value)
+        self._last = (replies, scores)
+        return scores
+
+    def combined_func(self) -> Callable[..., list[float]]:
+        def crs_combined_reward(prompts: list[Any], completions: list[Any], completion_ids: list[list[int]] | None = None,
+                                log_metric: Callable[[str, float], None] | None = None, **kwargs: Any) -> list[float]:
+            return self.score(prompts, completions, completion_ids, log_metric).combined.tolist()
 
         return crs_combined_reward
+
+    def per_source_funcs(self) -> tuple[list[Callable[..., list[float]]], list[float]]:
+        funcs: list[Callable[..., list[float]]] = []
+        weights: list[float] = []
+        for position, source in enumerate(self.reward.sources):
+
+            def raw_score(prompts: list[Any], completions: list[Any], completion_ids: list[list[int]] | None = None,
+                          log_metric: Callable[[str, float], None] | None = None, _name: str = source.name,
+                          _first: bool = position == 0, **kwargs: Any) -> list[float]:
+                # The first function scores every source (and logs); the others reuse that batch.
+                scores = self.score(prompts, completions, completion_ids, log_metric if _first else None)
+                return scores.raw[_name].tolist()
+
+            raw_score.__name__ = source.name  # TRL logs rewards/<__name__>/mean
+            funcs.append(raw_score)
+            weights.append(source.weight)
+        penalty = self.reward.missing_eos_penalty
+        if penalty is not None:
+
+            def missing_eos(prompts: list[Any], completions: list[Any], completion_ids: list[list[int]] | None = None,
+                            **kwargs: Any) -> list[float]:
+                scores = self.score(prompts, completions, completion_ids)
+                return (penalty * (~scores.ended_with_eos).float()).tolist()
+
+            funcs.append(missing_eos)
+            weights.append(1.0)
+        return funcs, weights
 
 
 def _gather_device(gather: GatherFn) -> torch.device:
@@ -347,6 +417,7 @@ __all__ = [
     "CombinedReward",
     "RewardBreakdown",
     "RewardSource",
+    "TRLRewardBridge",
     "build_sources",
     "gold_reward",
 ]

@@ -79,6 +79,11 @@ BAD_VALUES: dict[str, list[str]] = {
     "rl.num_sample_prompts": ["-1"],
     "rl.adam_eps": ["0"],
     "rl.save_total_limit": ["-1"],
+    "rl.group_size": ["1", "3"],  # with rl.algorithm grpo (see _override): 3 does not divide the batch of 8
+    "rl.reward_normalization": ["trl"],  # with rl.algorithm rloo
+    "rl.adaptive_kl": ["true"],  # with rl.algorithm grpo
+    "rl.dpo_beta": ["0", "-0.1"],
+    "rl.dpo_min_gap": ["-0.1", ".nan"],
     "eval_pred.num_runs": ["0"],
     "eval_pred.temperature": ["0"],
     "eval_pred.top_p": ["0", "1.01"],
@@ -96,7 +101,13 @@ BAD_VALUES: dict[str, list[str]] = {
 }
 
 
+# Rules that hold for one algorithm only: the bad value is given with that algorithm.
+_WITH_ALGORITHM = {"rl.group_size": "grpo", "rl.reward_normalization": "rloo", "rl.adaptive_kl": "grpo"}
+
+
 def _override(key: str, value: str) -> str:
+    if key in _WITH_ALGORITHM:
+        return f"rl={{algorithm: {_WITH_ALGORITHM[key]}, {key.split('.')[1]}: {value}}}"
     if key == "rl.rewards[*].weight":
         return f"rl.rewards=[{{name: a, path: gold, weight: {value}}}]"
     if key == "sweep.weights[*]":
