@@ -240,7 +240,7 @@ def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
     for w in weights:
         m = judge["mean_score"][w]
         lines.append(f"| {w} | {_pct(judge['win_rate'][w])} | {100 * judge['lc_win_rate'][w]:.1f} | {m['mean']:.3f} ({m['ci_low']:.3f}–{m['ci_high']:.3f}) | {results['mean_length'][w]:.0f} |")
-    lines.append(f"\nThe reference's mean judge score: {judge['reference_mean_score']:.3f}. LC: length-controlled (docs/evaluation.md), mean over seeds.")
+    lines.append(f"\nThe reference's mean judge score: {judge['reference_mean_score']:.3f}. LC: length-controlled (docs/study.md), mean over seeds.")
     for scorer, entry in results["scorers"].items():
         if scorer == "judge":
             continue
