@@ -23,7 +23,6 @@ points, groups) is in :mod:`crs.evaluation`.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from typing import Any
 from crs import evaluation as ev
 from crs.config import ConfigError
 from crs.data.schema import DataError
+from crs.data.sources import csv_rows
 
 logger = logging.getLogger(__name__)
 
@@ -161,16 +161,9 @@ def _jsonl_ballots(path: Path, lines: Sequence[str]) -> list[_Record]:
 
 def _csv_ballots(path: Path, text: str) -> list[_Record]:
     """One line per reply on a ballot: prompt_id, annotator, group?, slot?, model, rank."""
-    reader = csv.DictReader(text.splitlines())
-    columns = [c.strip() for c in reader.fieldnames or []]
-    missing = [c for c in ("prompt_id", "annotator", "model", "rank") if c not in columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; columns found: {columns}; a ballot CSV has one line per "
-                        "reply: prompt_id, annotator, group (optional), slot (optional), model, rank")
+    shape = "a ballot CSV has one line per reply: prompt_id, annotator, group (optional), slot (optional), model, rank"
     ballots: dict[tuple[str, str], dict[str, Any]] = {}
-    for number, raw in enumerate(reader, start=2):
-        row = {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in raw.items() if k is not None}
-        where = f"{path}, line {number}"
+    for where, row in csv_rows(path, text, ("prompt_id", "annotator", "model", "rank"), shape):
         pid, annotator = _id(row.get("prompt_id"), "prompt_id", where), _id(row.get("annotator"), "annotator", where)
         model = _id(row.get("model"), "model", where)
         slot = model if row.get("slot") in _MISSING else str(row["slot"])

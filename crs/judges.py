@@ -23,7 +23,6 @@ dropped, and so are null verdicts.
 
 from __future__ import annotations
 
-import csv
 import glob
 import json
 import logging
@@ -36,6 +35,7 @@ from typing import Any
 
 from crs.config import ConfigError
 from crs.data.schema import DataError
+from crs.data.sources import csv_rows
 from crs.evaluation import PairwiseVerdicts
 
 logger = logging.getLogger(__name__)
@@ -206,15 +206,8 @@ def _read_csv(path: Path, predictions: _Predictions, collector: _Collector) -> N
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    reader = csv.DictReader(text.splitlines())
-    columns = [c.strip() for c in reader.fieldnames or []]
-    missing = [c for c in ("prompt_id", "model_a", "model_b", "preference") if c not in columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; columns found: {columns}; a verdict CSV has "
-                        "prompt_id, model_a, model_b, preference (and optionally run)")
-    for number, raw in enumerate(reader, start=2):
-        row = {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in raw.items() if k is not None}
-        where = f"{path}, line {number}"
+    shape = "a verdict CSV has prompt_id, model_a, model_b, preference (and optionally run)"
+    for where, row in csv_rows(path, text, ("prompt_id", "model_a", "model_b", "preference"), shape):
         collector.n_rows += 1
         outcome = preference_outcome(row.get("preference") or "", where)
         if not _models_known(collector, row.get("model_a"), row.get("model_b"), predictions.per_model):

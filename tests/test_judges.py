@@ -163,6 +163,7 @@ def test_one_config_change_gives_report_csv_and_plots(tmp_path: Path) -> None:
         "--set", f"eval_rewarding.predictions_dir={predictions}",
         "--set", "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}]",
         "--set", "eval_rewarding.combined=[]",
+        "--set", "eval_rewarding.score_with_training_reward=false",  # the fixture's model paths name no real run
         "--set", f"eval_rewarding.judge={FIXTURE / 'annotations.json'}",
         "--set", "eval_rewarding.reference_model=sft",
         "--set", "eval_rewarding.n_boot=50",

@@ -24,22 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest.importorskip("trl")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One BLAS thread: tiny models are overhead-bound, and the machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture()
-def left_tokenizer(smol_tokenizer):
-    import copy
-
-    tok = copy.copy(smol_tokenizer)
-    tok.padding_side = "left"
-    return tok
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # --------------------------------------------------------------------------- config

@@ -31,14 +31,7 @@ WORDS = "apple river stone cloud music garden window paper light table".split()
 
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Run these tests on one thread: on a busy 2-core machine, two OpenMP threads wait on
-    each other at every op (measured: a 25-step tiny-model run took 27 s vs 0.9 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # --------------------------------------------------------------------------- metrics

@@ -13,6 +13,7 @@ import gzip
 import json
 import logging
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,3 +233,19 @@ def _read_hub(dataset_id: str, split: str, hub_config: str | None) -> Table:
         raise DataError(f"{name}: no rows")
     LOGGER.info("read %d rows from %s", len(rows), name)
     return Table(name, rows, list(range(1, len(rows) + 1)), columns=list(dataset.column_names))
+
+
+def csv_rows(path: Path, text: str, required: Sequence[str], shape: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``("<path>, line N", row)`` for each row of a CSV text, keys and values stripped.
+
+    A missing required column raises :class:`DataError` naming the columns found and, in
+    ``shape``, what such a file holds.
+    """
+    reader = csv.DictReader(text.splitlines())
+    columns = [c.strip() for c in reader.fieldnames or []]
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; columns found: {columns}; {shape}")
+    for number, raw in enumerate(reader, start=2):  # line 1 is the header
+        yield f"{path}, line {number}", {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in raw.items() if k is not None}
+
