@@ -40,7 +40,12 @@ STAGES: dict[str, tuple[str, str]] = {
     ),
     "sweep": (
         "crs.sweep:run_sweep",
-        "A study over reward weights and seeds: RL, predictions and judging per (weight, seed); curves with intervals.",
+        "A study over reward weights and seeds: RL, predictions and judging per (weight, seed); curves with intervals. "
+        "--jobs N: N runs side by side.",
+    ),
+    "online": (
+        "crs.online:run_online",
+        "Iterated online RLHF: label the policy's replies, refresh both reward models, continue RL; round by round.",
     ),
 }
 
@@ -64,7 +69,22 @@ def main(argv: list[str] | None = None) -> None:
         return
     target, description = STAGES[argv[0]]
     module, function = target.split(":")
-    run_stage(getattr(importlib.import_module(module), function), description, argv[1:])
+    rest = jobs_as_override(argv[1:]) if argv[0] == "sweep" else argv[1:]
+    run_stage(getattr(importlib.import_module(module), function), description, rest)
+
+
+def jobs_as_override(argv: list[str]) -> list[str]:
+    """The sweep's ``--jobs N`` (runs side by side) as ``--set sweep.jobs=N``."""
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--jobs":
+            out += ["--set", f"sweep.jobs={next(args, '')}"]
+        elif arg.startswith("--jobs="):
+            out += ["--set", f"sweep.jobs={arg.split('=', 1)[1]}"]
+        else:
+            out.append(arg)
+    return out
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:

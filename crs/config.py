@@ -132,6 +132,13 @@ class DataConfig:
         },
     )
     val_source: str | None = field(default=None, metadata={"help": "A separate validation source (same forms as `source`)."})
+    train_source: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train on this file (canonical rows) instead of `source`, whose held-out `val_fraction` of prompts stays the "
+            "validation side (the online loop's refreshed training data); null: train on `source`."
+        },
+    )
     val_split: str | None = field(default=None, metadata={"help": "Validation from another split of the same source."})
     max_examples: int | None = field(
         default=None, metadata={"help": "Keep the first N examples after a seeded shuffle, for quick runs; null: all."}
@@ -264,6 +271,13 @@ class RLConfig:
         },
     )
     policy: str | None = field(default=None, metadata={"help": "The SFT run to start from; null: `model.name`."})
+    init_adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "An earlier RL run on the same `policy` whose LoRA adapter this run keeps training (the online loop's next round); "
+            "the reference stays `policy` (adapter off). null: a fresh adapter."
+        },
+    )
     rewards: list[RewardSourceConfig] = field(
         default_factory=list, metadata={"help": "The reward sources whose weighted, normalised scores are summed into the combined reward."}
     )
@@ -566,6 +580,56 @@ class SweepConfig:
 
 
 @dataclass
+class OnlineConfig:
+    """Iterated online RLHF (``crs online``): sample, label, refresh both reward models, continue RL; round by round."""
+
+    base_subset: str = field(default="rl_crs", metadata={"help": "The RL subset of every round (algorithm, rewards, sampling)."})
+    preference_rm_subset: str = field(default="rm_preference", metadata={"help": "The subset that trained the preference reward model."})
+    absolute_rm_subset: str = field(default="rm_absolute", metadata={"help": "The subset that trained the absolute-score reward model."})
+    preference_source: str = field(default="preference", metadata={"help": "The base subset's `rl.rewards` name of the preference RM."})
+    absolute_source: str = field(default="absolute", metadata={"help": "The base subset's `rl.rewards` name of the absolute RM."})
+    rounds: int = field(default=3, metadata={"help": "Rounds in all; round 0 is an ordinary RL run on the original reward models."})
+    rl_steps: int = field(default=12, metadata={"help": "RL steps (`rl.steps`) per round."})
+    prompts_per_round: int = field(default=32, metadata={"help": "M: fresh prompts (never labelled before) whose replies are labelled each round."})
+    replies_per_prompt: int = field(default=4, metadata={"help": "K: replies sampled per prompt from the current policy, ranked and scored."})
+    probe_prompts: int = field(
+        default=16,
+        metadata={"help": "Further fresh prompts per round, answered K times and judged only: the reward models' accuracy on the policy's replies."},
+    )
+    labeller: Literal["simulated", "file"] = field(
+        default="simulated",
+        metadata={
+            "help": "`simulated`: crs's annotator (rankings with its noise, 1-5 scores from its rater panel); `file`: crs writes "
+            "`round_N/to_label.jsonl` and reads `round_N/labels/rankings.jsonl` and `scores.jsonl` that you provide."
+        },
+    )
+    ranking_noise: float = field(default=0.05, metadata={"help": "The simulated annotator's ranking noise (the demo data's)."})
+    label_wait_minutes: float = field(
+        default=0.0, metadata={"help": "`file` labeller: wait this long for the label files (polling); 0: stop and say what to write."}
+    )
+    rm_epochs: float = field(default=2.0, metadata={"help": "Epochs of each reward model's continued training per round, over new + replayed labels."})
+    replay_ratio: float = field(
+        default=1.0,
+        metadata={"help": "Earlier labelled examples replayed per new one (seeded draw from the original training data and earlier rounds); 0: none."},
+    )
+    baseline: bool = field(
+        default=True,
+        metadata={
+            "help": "Also run the fair baseline: the same number of labels, from the original distribution, given to the round-0 reward "
+            "models up front, then one RL run from the start for the loop's total steps."
+        },
+    )
+    baseline_split: str = field(default="sft", metadata={"help": "The data split whose labelled replies the baseline spends (never seen by the RMs)."})
+    eval_subset: str = field(default="eval_pred", metadata={"help": "The subset whose data and `eval_pred` settings make the predictions."})
+    reference: EvalModelConfig = field(
+        default_factory=lambda: EvalModelConfig(name="sft", path="outputs/sft"),
+        metadata={"help": "The model every round is compared with (win rates against it)."},
+    )
+    judge: str = field(default="gold", metadata={"help": "The judge of win rates and RM accuracy: a reward source path (`gold`, `python:module:function`)."})
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap rounds for the 95% intervals."})
+
+
+@dataclass
 class CRSConfig:
     """The whole resolved configuration of one stage run."""
 
@@ -578,6 +642,7 @@ class CRSConfig:
     eval_pred: EvalPredConfig = field(default_factory=EvalPredConfig, metadata={"help": "Prediction generation."})
     eval_rewarding: EvalRewardingConfig = field(default_factory=EvalRewardingConfig, metadata={"help": "Scoring and comparison."})
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "Sweeps over reward weights and seeds."})
+    online: OnlineConfig = field(default_factory=OnlineConfig, metadata={"help": "Iterated online RLHF: rounds of labelling and training."})
     subset: str = field(default="", metadata={"help": "Filled in by `load_config` from `--config_subset`; not set in YAML."})
     name_suffix: str = field(default="", metadata={"help": "Filled in by `load_config` from `--name_suffix`; not set in YAML."})
     config_path: str = field(default="", metadata={"help": "Filled in by `load_config`: the YAML file read; not set in YAML."})
@@ -940,6 +1005,16 @@ VALUE_RULES: list[tuple[str, Predicate, str]] = [
     ("sweep.jobs", _at_least(1), "an integer >= 1"),
     ("sweep.n_boot", _at_least(1), "an integer >= 1"),
     ("eval_rewarding.batch_size", _at_least(1), "an integer >= 1"),
+    ("online.rounds", _at_least(1), "an integer >= 1 (round 0 is the first)"),
+    ("online.rl_steps", _at_least(1), "an integer >= 1"),
+    ("online.prompts_per_round", _at_least(1), "an integer >= 1"),
+    ("online.replies_per_prompt", _at_least(2), "an integer >= 2 (a ranking needs two replies)"),
+    ("online.probe_prompts", _at_least(0), "an integer >= 0"),
+    ("online.ranking_noise", _at_least(0), ">= 0"),
+    ("online.label_wait_minutes", _at_least(0), ">= 0"),
+    ("online.rm_epochs", _above(0), "> 0"),
+    ("online.replay_ratio", _at_least(0), ">= 0"),
+    ("online.n_boot", _at_least(1), "an integer >= 1"),
 ]
 
 

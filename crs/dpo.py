@@ -193,7 +193,7 @@ def run_dpo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     model, peft_config, policy_name, dtype = load_policy(cfg)
     tokenizer = load_tokenizer(policy_name, cfg.model.cache_dir)
     reference = None
-    if peft_config is None:  # full fine-tuning: a frozen copy of the SFT policy (TRL would reload the base by name)
+    if peft_config is None and not cfg.model.lora.enabled:  # full fine-tuning: a frozen copy of the SFT policy (TRL would reload the base by name)
         reference = load_causal_lm(policy_name, cfg.model).requires_grad_(False).eval()
     kwargs = trainer_arguments(cfg, run_dir, dtype, per_device_batch(cfg, "(preference pairs per step)"))
     args = DPOConfig(

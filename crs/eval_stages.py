@@ -20,10 +20,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
-from crs.config import ConfigError, CRSConfig, RewardSourceConfig
+from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConfig, load_config, save_resolved_config
 from crs.data import load_examples
 from crs.data.schema import PromptExample, last_user_text, user_prompt
 from crs.decoding import SamplingSettings, generate_replies
@@ -99,6 +100,24 @@ def predict(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         del model
     mark_finished(run_dir, summary)
     return summary
+
+
+def predict_models(config_path: str, eval_subset: str, seed: int, models: list[EvalModelConfig], pred_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """``models``' predictions with ``eval_subset``'s data and settings into ``pred_dir`` (existing files are kept), read back.
+
+    The sweep and the online loop evaluate their runs with this."""
+    pred_cfg = load_config(eval_subset, config_path)
+    pred_cfg.eval_pred = replace(pred_cfg.eval_pred, models=models)
+    pred_cfg.run = replace(pred_cfg.run, seed=seed)
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(pred_cfg, pred_dir / "config.resolved.yaml")  # the model list read back when scoring
+    predict(pred_cfg, pred_dir, resume=True)
+    return read_all_predictions(pred_dir)
+
+
+def judge_replies(judge: RewardSource, per_model: dict[str, list[dict[str, Any]]]) -> dict[str, np.ndarray]:
+    """The judge's score of every model's replies, per prompt (prediction rows as :func:`predict` writes them)."""
+    return {m: judge.score([user_prompt(r["instruction"]) for r in rows], [r["output"] for r in rows]).numpy() for m, rows in per_model.items()}
 
 
 # --------------------------------------------------------------------------- rl_eval_rewarding

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -79,6 +79,11 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def write_jsonl_atomic(path: str | Path, rows: Iterable[Any]) -> None:
+    """Write one JSON object per line, atomically."""
+    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
 def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
     """Append one JSON row to a metrics log (one line per write, flushed)."""
     path = Path(path)
@@ -138,7 +143,7 @@ def truncate_jsonl(path: str | Path, last_step: int, step_key: str = "step") -> 
     rows = read_jsonl(path, torn_tail_ok=True)
     kept = [r for r in rows if r.get(step_key, 0) <= last_step]
     dropped = len(rows) - len(kept)
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+    write_jsonl_atomic(path, kept)
     if dropped:
         logger.info("%s: dropped %d row(s) logged after step %d (they are run again)", path, dropped, last_step)
     return dropped

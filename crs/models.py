@@ -395,6 +395,25 @@ def add_lora(model: Any, lora: LoraConfig, kind: ModelKind) -> Any:
     return peft_model
 
 
+def continue_lora(model: Any, run_dir: str | Path, base_name: str) -> Any:
+    """Wrap ``model`` (``base_name`` loaded) in the trainable LoRA adapter of the earlier run ``run_dir``.
+
+    The run must have been trained on the same base, so the adapter continues where it
+    stopped and switching it off still gives ``base_name`` (the reference of KL penalties).
+    """
+    from peft import PeftModel
+
+    manifest = read_run_manifest(run_dir)
+    if manifest is None or manifest.get("full_model"):
+        raise ModelError(f"rl.init_adapter={run_dir}: not a crs run with a LoRA adapter (its crs_model.json); give an earlier LoRA RL run")
+    base = base_location(run_dir, manifest["base"])
+    if Path(base).resolve() != Path(base_name).resolve() and base != base_name:
+        raise ModelError(f"rl.init_adapter={run_dir} was trained on {base}, not on {base_name}: its adapter cannot continue on this policy")
+    peft_model = PeftModel.from_pretrained(model, str(Path(run_dir) / manifest["adapter"]), is_trainable=True)
+    upcast_trainable(peft_model)
+    return peft_model
+
+
 def _classifier_head_name(model: Any) -> str:
     for candidate in ("score", "classifier"):
         if isinstance(getattr(model, candidate, None), torch.nn.Module):

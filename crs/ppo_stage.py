@@ -39,7 +39,16 @@ from crs.config import ConfigError, CRSConfig, RewardSourceConfig
 from crs.data import load_examples
 from crs.data.sources import EMBEDDED_DEMO
 from crs.io import append_jsonl, folder_written_atomically, read_jsonl, truncate_jsonl, write_json_atomic
-from crs.models import add_lora, load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_dtype, save_run_model, upcast_trainable
+from crs.models import (
+    add_lora,
+    continue_lora,
+    load_causal_lm,
+    load_sequence_classifier,
+    load_tokenizer,
+    resolve_dtype,
+    save_run_model,
+    upcast_trainable,
+)
 from crs.policy import PolicyValueModel, ValueModel
 from crs.ppo import PPOTrainer
 from crs.report import judge_peak, plot_overoptimization
@@ -162,7 +171,7 @@ def build_models(cfg: CRSConfig) -> tuple[PolicyValueModel, nn.Module | None, to
     policy = load_causal_lm(policy_name, cfg.model)
     reference = None
     if cfg.model.lora.enabled:
-        policy = add_lora(policy, cfg.model.lora, "causal_lm")
+        policy = continue_lora(policy, cfg.rl.init_adapter, policy_name) if cfg.rl.init_adapter else add_lora(policy, cfg.model.lora, "causal_lm")
     else:
         reference = policy.requires_grad_(False)
         policy = copy.deepcopy(reference).float().requires_grad_(True)

@@ -16,7 +16,10 @@ import os
 import random
 import shutil
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +115,8 @@ RESUMABLE_CHANGES = (
     "sweep.seeds",
     "sweep.jobs",
     "sweep.n_boot",
+    "online.label_wait_minutes",
+    "online.n_boot",
 )
 
 
@@ -185,12 +190,12 @@ def _alive_elsewhere(state: dict[str, Any]) -> bool:
 def run_progress(run_dir: str | Path) -> str:
     """What an unfinished run has to show for itself ("" when nothing: it never trained).
 
-    Checkpoints, logged steps and predictions count; only a run with none of them
+    Checkpoints, logged steps, predictions and a sweep's or online loop's runs count; only a run with none of them
     starts again without ``--resume`` / ``--overwrite``.
     """
     run_dir = Path(run_dir)
     found = []
-    for folder in ("checkpoints", "predictions"):
+    for folder in ("checkpoints", "predictions", "runs", "round_0"):  # (runs: a sweep's; round_0: an online loop's)
         entries = sum(1 for _ in (run_dir / folder).iterdir()) if (run_dir / folder).is_dir() else 0
         if entries:
             found.append(f"{entries} entr{'y' if entries == 1 else 'ies'} in {folder}/")
@@ -340,3 +345,24 @@ def latest_checkpoint(folder: str | Path, pattern: str = "checkpoint-*", remove_
         if remove_torn:
             shutil.rmtree(path, ignore_errors=True)
     return None
+
+
+def stage_command(stage: str, config_path: str, subset: str, run_dir: Path, overrides: Mapping[str, Any]) -> list[str]:
+    """The ``python -m crs STAGE`` command line that writes the run ``run_dir`` with ``--set`` ``overrides``
+    (values other than strings as JSON), with ``--resume`` when that run started before."""
+    command = [
+        sys.executable, "-m", "crs", stage, "--config", config_path, "--config_subset", subset,
+        "--set", f"run.output_dir={run_dir.parent}", "--set", f"run.name={run_dir.name}",
+    ]
+    for key, value in overrides.items():
+        command += ["--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    if run_state(run_dir) is not None:
+        command.append("--resume")
+    return command
+
+
+def run_logged(command: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> int:
+    """Run ``command`` with its output appended to ``log_path``; its exit code."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}).returncode

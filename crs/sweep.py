@@ -22,15 +22,12 @@ continues where it stopped when started again (with or without ``--resume``).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +35,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from crs import evaluation as ev
-from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConfig, load_config, save_resolved_config
-from crs.data.schema import user_prompt
-from crs.eval_stages import SourceScores, predict, read_all_predictions
+from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConfig, load_config
+from crs.eval_stages import SourceScores, judge_replies, predict_models
 from crs.io import read_jsonl, write_json_atomic, write_text_atomic
 from crs.report import judge_peak, plot_overoptimization, save_figure_atomic
 from crs.rewards import build_sources
-from crs.runs import is_finished, mark_finished, run_state
+from crs.runs import is_finished, mark_finished, run_logged, stage_command
 
 logger = logging.getLogger(__name__)
 
@@ -85,14 +81,8 @@ def weighted_rewards(base: CRSConfig, cfg: CRSConfig, weight: float) -> list[dic
 
 def rl_command(cfg: CRSConfig, base: CRSConfig, run: SweepRun, runs_dir: Path) -> list[str]:
     """The ``crs rl`` command line of one run (``--resume`` when it started before)."""
-    command = [
-        sys.executable, "-m", "crs", "rl", "--config", cfg.config_path, "--config_subset", cfg.sweep.base_subset,
-        "--set", f"run.output_dir={runs_dir}", "--set", f"run.name={run.name}", "--set", f"run.seed={run.seed}",
-        "--set", f"rl.rewards={json.dumps(weighted_rewards(base, cfg, run.weight))}",
-    ]
-    if run_state(runs_dir / run.name) is not None:
-        command.append("--resume")
-    return command
+    overrides = {"run.seed": run.seed, "rl.rewards": weighted_rewards(base, cfg, run.weight)}
+    return stage_command("rl", cfg.config_path, cfg.sweep.base_subset, runs_dir / run.name, overrides)
 
 
 def train_runs(cfg: CRSConfig, base: CRSConfig, run_dir: Path) -> dict[str, float]:
@@ -103,13 +93,12 @@ def train_runs(cfg: CRSConfig, base: CRSConfig, run_dir: Path) -> dict[str, floa
     done = len(sweep_runs(cfg)) - len(pending)
     logger.info("sweep: %d RL runs, %d finished earlier, %d to train, %d at a time", done + len(pending), done, len(pending), cfg.sweep.jobs)
     # Each job gets its share of the cores: oversubscribed BLAS threads slow everything down.
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // cfg.sweep.jobs)), "PYTHONUNBUFFERED": "1"}
+    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // cfg.sweep.jobs))}
 
     def train(run: SweepRun) -> tuple[SweepRun, float, int]:
         start = time.time()
-        with open(logs_dir / f"{run.name}.log", "a", encoding="utf-8") as log:
-            result = subprocess.run(rl_command(cfg, base, run, runs_dir), stdout=log, stderr=subprocess.STDOUT, env=env)
-        return run, time.time() - start, result.returncode
+        code = run_logged(rl_command(cfg, base, run, runs_dir), logs_dir / f"{run.name}.log", env)
+        return run, time.time() - start, code
 
     times: dict[str, float] = {}
     with ThreadPoolExecutor(max_workers=cfg.sweep.jobs) as pool:
@@ -125,27 +114,11 @@ def train_runs(cfg: CRSConfig, base: CRSConfig, run_dir: Path) -> dict[str, floa
     return times
 
 
-def predict_all(cfg: CRSConfig, run_dir: Path) -> Path:
-    """The reference's and every run's predictions on the eval prompts (existing files are kept)."""
-    sweep = cfg.sweep
-    pred_cfg = load_config(sweep.eval_subset, cfg.config_path)
-    models = [sweep.reference] + [EvalModelConfig(run.name, str(run_dir / "runs" / run.name)) for run in sweep_runs(cfg)]
-    pred_cfg.eval_pred = replace(pred_cfg.eval_pred, models=models)
-    pred_cfg.run = replace(pred_cfg.run, seed=cfg.run.seed)
-    pred_dir = run_dir / "eval_pred"
-    pred_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(pred_cfg, pred_dir / "config.resolved.yaml")  # the model list read back when scoring
-    predict(pred_cfg, pred_dir, resume=True)
-    return pred_dir
-
-
 def judge_scores(cfg: CRSConfig, per_model: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, np.ndarray]]:
     """Per-prompt scores of every model: the judge's (``"judge"``), then each reward model's."""
     cache = SourceScores(per_model, cfg.model, 32)
     judge = build_sources([RewardSourceConfig(name="judge", path=cfg.sweep.judge)], cfg.model)[0]
-    scores = {
-        "judge": {m: judge.score([user_prompt(r["instruction"]) for r in rows], [r["output"] for r in rows]).numpy() for m, rows in per_model.items()}
-    }
+    scores = {"judge": judge_replies(judge, per_model)}
     for spec in cfg.sweep.rewards:
         scores[spec.name] = {m: v.numpy() for m, v in cache.get(spec.path)[1].items()}
     return scores
@@ -289,7 +262,8 @@ def run_sweep(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     for weight in sweep.weights:
         weighted_rewards(base, cfg, weight)  # every weight's reward is valid before anything trains
     train_times = train_runs(cfg, base, run_dir)
-    per_model = read_all_predictions(predict_all(cfg, run_dir))
+    models = [sweep.reference] + [EvalModelConfig(run.name, str(run_dir / "runs" / run.name)) for run in sweep_runs(cfg)]
+    per_model = predict_models(cfg.config_path, sweep.eval_subset, cfg.run.seed, models, run_dir / "eval_pred")
     runs = sweep_runs(cfg)
     scores = judge_scores(cfg, per_model)
     lengths = {m: [len(r["output"]) for r in rows] for m, rows in per_model.items()}

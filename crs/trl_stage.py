@@ -42,7 +42,7 @@ from crs.data.schema import Messages
 from crs.formatting import encode_prompt
 from crs.hf_training import CHECKPOINT_DIR, SealCheckpointCallback, resume_checkpoint
 from crs.io import append_jsonl, truncate_jsonl, write_json_atomic
-from crs.models import load_causal_lm, load_tokenizer, resolve_dtype, save_run_model
+from crs.models import continue_lora, load_causal_lm, load_tokenizer, resolve_dtype, save_run_model
 from crs.rewards import REWARD_STATE_FILE, CombinedReward
 from crs.runs import checkpoint_step, mark_finished, set_seed
 
@@ -91,7 +91,8 @@ def peft_lora_config(cfg: CRSConfig) -> Any:
 
 
 def load_policy(cfg: CRSConfig) -> tuple[Any, Any, str, torch.dtype]:
-    """The SFT policy (adapter merged in), the peft config to train (None: full fine-tuning), its name, the dtype.
+    """The SFT policy (adapter merged in), the peft config to train (None: full fine-tuning or an adapter continued from
+    ``rl.init_adapter``, already on the model), its name, the dtype.
 
     LoRA: the base in ``model.dtype`` (the adapter is fp32, peft's default); full
     fine-tuning: fp32 weights, as crs's other stages.
@@ -104,6 +105,8 @@ def load_policy(cfg: CRSConfig) -> tuple[Any, Any, str, torch.dtype]:
             from peft import prepare_model_for_kbit_training
 
             model = prepare_model_for_kbit_training(model)
+        if cfg.rl.init_adapter:  # the earlier run's adapter, already trainable: TRL wraps nothing more
+            return continue_lora(model, cfg.rl.init_adapter, policy_name), None, policy_name, dtype
         return model, peft_lora_config(cfg), policy_name, dtype
     return load_causal_lm(policy_name, cfg.model, dtype=torch.float32), None, policy_name, dtype
 

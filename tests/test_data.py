@@ -550,3 +550,13 @@ def test_hub_sources_go_through_datasets_load_dataset(monkeypatch: pytest.Monkey
     assert calls == [("tatsu-lab/alpaca", None, "train")]
     assert train[0].reply == "Hello"
     assert train[0].meta["source"] == "hub:tatsu-lab/alpaca[train], row 1"
+
+
+def test_train_source_replaces_the_training_side_and_keeps_the_held_out_prompts(tmp_path: Path) -> None:
+    extra = tmp_path / "new_labels.jsonl"
+    extra.write_text(json.dumps({"messages": [{"role": "user", "content": "A new prompt?"}], "replies": ["good", "bad"]}) + "\n")
+    cfg = DataConfig(source="embedded:crs-demo", split="rm", val_fraction=0.1)
+    train, val = load_examples(cfg, "ranking", 42)
+    new_train, new_val = load_examples(DataConfig(source="embedded:crs-demo", split="rm", val_fraction=0.1, train_source=str(extra)), "ranking", 42)
+    assert [ex.prompt for ex in new_val] == [ex.prompt for ex in val]  # the same held-out prompts (forgetting is measured on them)
+    assert [ex.replies for ex in new_train] == [["good", "bad"]] and len(train) > 100

@@ -96,3 +96,13 @@ def test_a_sweep_interrupted_and_resumed_redoes_no_finished_run(tmp_path: Path, 
     assert (sweep_dir / "eval_pred" / "predictions" / "w0_s2.json").is_file()
     again = json.loads((sweep_dir / "results.json").read_text())
     assert again["scorers"]["judge"]["win_rate"].keys() == judge["win_rate"].keys()
+
+
+def test_the_jobs_flag_sets_sweep_jobs(tmp_path: Path, sweep_config: Path) -> None:
+    from crs.cli import jobs_as_override
+    from crs.config import load_config
+
+    argv = jobs_as_override(["--config", str(sweep_config), "--config_subset", "sweep_tiny", "--jobs", "2"])
+    assert argv[-2:] == ["--set", "sweep.jobs=2"]
+    assert jobs_as_override(["--jobs=3"]) == ["--set", "sweep.jobs=3"]
+    assert load_config("sweep_tiny", sweep_config, ["sweep.jobs=2"]).sweep.jobs == 2

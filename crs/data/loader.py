@@ -47,7 +47,7 @@ def resolve_adapter(name: str, source: str) -> Adapter:
 
 
 def convert_table(
-    table: Table, cfg: DataConfig, kind: str, split: str | None = None
+    table: Table, cfg: DataConfig, kind: str, split: str | None = None, adapter_name: str | None = None
 ) -> tuple[list[Example], Drops]:
     """Rows of one table -> examples of ``kind`` with ``cfg.adapter``, plus the drop counts.
 
@@ -56,8 +56,9 @@ def convert_table(
     be applied. Prompt examples are de-duplicated by id (several preference rows often
     share one prompt), and rankings without a preference (all replies identical) are
     skipped; both count as drops, and the surprising cases are logged as warnings.
+    ``adapter_name`` (default ``cfg.adapter``) overrides the adapter.
     """
-    adapter = resolve_adapter(cfg.adapter, cfg.source)
+    adapter = resolve_adapter(adapter_name or cfg.adapter, cfg.source)
     check_kind(adapter, kind)
     require_columns(table, adapter, kind)
     ctx = Context(table=table, cfg=cfg, kind=kind, adapter=adapter.name, split=split or cfg.split)
@@ -113,9 +114,9 @@ def _unique_prompt_ids(examples: list[Example], ctx: Context) -> list[Example]:
     return list(first.values())
 
 
-def _load_one(cfg: DataConfig, source: str, split: str, kind: str) -> list[Example]:
+def _load_one(cfg: DataConfig, source: str, split: str, kind: str, adapter_name: str | None = None) -> list[Example]:
     table = apply_columns(read_rows(source, split, cfg.hub_config), cfg.columns)
-    examples, drops = convert_table(table, cfg, kind, split)
+    examples, drops = convert_table(table, cfg, kind, split, adapter_name)
     if drops.total:
         LOGGER.info(
             "%s: %d left out of the %s examples: %s", table.name, drops.total, kind, drops.summary()
@@ -170,7 +171,8 @@ def load_examples(cfg: DataConfig, kind: str, seed: int) -> tuple[list[Example],
 
     Validation comes from ``cfg.val_source`` / ``cfg.val_split`` when either is set (a
     missing one defaults to ``cfg.source`` / ``cfg.split``), else from a seeded split of
-    ``cfg.val_fraction`` of the prompts. ``cfg.max_examples`` then caps each side.
+    ``cfg.val_fraction`` of the prompts. ``cfg.train_source``, when set, replaces the training
+    side. ``cfg.max_examples`` then caps each side.
     """
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
@@ -187,6 +189,9 @@ def load_examples(cfg: DataConfig, kind: str, seed: int) -> tuple[list[Example],
         train, val = examples, _load_one(cfg, val_source, val_split, kind)
     else:
         train, val = split_by_prompt(examples, cfg.val_fraction, seed)
+    if cfg.train_source:
+        # The source's held-out prompts stay the validation side; training is the other source's.
+        train = _load_one(cfg, cfg.train_source, cfg.split, kind, "canonical")
     if cfg.max_examples is not None:
         for name, part in (("train", train), ("val", val)):
             if len(part) > cfg.max_examples:

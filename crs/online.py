@@ -1,0 +1,560 @@
+"""Iterated online RLHF: ``crs online --config_subset rl_online_crs``.
+
+Round 0 is an ordinary RL run of ``online.base_subset`` on the original reward models. Each
+later round N
+
+1. samples K replies per prompt from round N-1's policy for M fresh prompts (never labelled
+   before), with the RL stage's sampling settings (``round_N/to_label.jsonl``);
+2. has them labelled, rankings and 1-5 scores, by crs's simulated annotator or by you
+   (``online.labeller: file``: you write ``round_N/labels/rankings.jsonl`` and ``scores.jsonl``);
+3. continues training both reward models from round N-1's on the new labels plus a replayed
+   sample of earlier ones (``round_N/rm_data/``, ``round_N/rm_preference``, ``rm_absolute``);
+   each RM run recomputes its reward statistics, so the combined reward's z-scores follow;
+4. continues RL from round N-1's policy (its LoRA adapter keeps training; KL stays measured
+   against the SFT policy) on the refreshed reward models (``round_N/rl``).
+
+Every step writes its result atomically, or is a crs run that resumes, and is skipped once
+done: an interrupted loop continues at the step where it stopped. The fair baseline
+(``online.baseline``) spends the same number of labels from the original distribution up
+front, then runs RL once for the loop's total steps. The report (``results.json``,
+``report.md``, ``online_rounds.png``) shows per round each RM's accuracy against the judge on
+the current policy's replies and on the original held-out data, win rates against the
+reference and round 0 with intervals, proxy reward and judge score, KL and labels spent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from crs import evaluation as ev
+from crs.annotator import ANNOTATORS, likert, likert_to_unit, rank_replies
+from crs.config import CRSConfig, EvalModelConfig, RewardSourceConfig, load_config
+from crs.data import load_examples
+from crs.data.schema import AbsoluteExample, DataError, PromptExample, RankingExample, last_user_text
+from crs.decoding import SamplingSettings, generate_replies
+from crs.eval_stages import judge_replies, predict_models
+from crs.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from crs.models import load_causal_lm, load_tokenizer, resolve_dtype
+from crs.report import save_figure_atomic
+from crs.reward_model import cap_replies
+from crs.rewards import build_sources
+from crs.rm_metrics import pair_agreement, ranking_pairs
+from crs.runs import RunError, is_finished, mark_finished, run_logged, stage_command
+
+logger = logging.getLogger(__name__)
+
+RANKINGS_FILE, SCORES_FILE = "rankings.jsonl", "scores.jsonl"
+RM_KINDS = ("preference", "absolute")
+
+
+class WaitingForLabels(RunError):
+    """The ``file`` labeller's labels are not there yet (the loop stops, saying what to write)."""
+
+
+@dataclass(frozen=True)
+class Loop:
+    """Where the loop's pieces live and the subsets it runs."""
+
+    cfg: CRSConfig
+    run_dir: Path
+
+    @property
+    def online(self) -> Any:
+        return self.cfg.online
+
+    def round_dir(self, n: int) -> Path:
+        return self.run_dir / f"round_{n}"
+
+    def rl_run(self, n: int) -> Path:
+        return self.round_dir(n) / "rl"
+
+    def rm_run(self, n: int, kind: str) -> Path:
+        """Round ``n``'s reward model of ``kind`` (``preference`` / ``absolute``); round 0's are the base subset's."""
+        if n == 0:
+            return Path(self.original_rm_paths()[kind])
+        return self.round_dir(n) / f"rm_{kind}"
+
+    def rms(self, n: int) -> dict[str, Path]:
+        """Round ``n``'s reward models by kind."""
+        return {kind: self.rm_run(n, kind) for kind in RM_KINDS}
+
+    def original_rm_paths(self) -> dict[str, str]:
+        base = load_config(self.online.base_subset, self.cfg.config_path)
+        paths = {r.name: r.path for r in base.rl.rewards}
+        wanted = {"preference": self.online.preference_source, "absolute": self.online.absolute_source}
+        missing = [name for name in wanted.values() if name not in paths]
+        if missing:
+            raise RunError(f"online: {missing} not among the reward sources of {self.online.base_subset} (its rl.rewards: {sorted(paths)})")
+        return {kind: paths[name] for kind, name in wanted.items()}
+
+
+# --------------------------------------------------------------------------- prompts and replies
+
+
+def fresh_prompts(loop: Loop) -> list[PromptExample]:
+    """The base subset's RL prompts in a seeded order; round N takes chunk N-1 (M to label, then the probe's)."""
+    base = load_config(loop.online.base_subset, loop.cfg.config_path)
+    train, _ = load_examples(base.data, "prompts", base.run.seed)
+    order = np.random.default_rng(loop.cfg.run.seed).permutation(len(train))
+    return [train[i] for i in order]
+
+
+def round_prompts(loop: Loop, n: int) -> tuple[list[PromptExample], list[PromptExample]]:
+    """Round ``n``'s prompts to label and its probe prompts; none of them seen by an earlier round."""
+    online = loop.online
+    per_round = online.prompts_per_round + online.probe_prompts
+    prompts = fresh_prompts(loop)
+    needed = (online.rounds - 1) * per_round
+    if len(prompts) < needed:
+        raise RunError(
+            f"online: {online.rounds - 1} rounds x ({online.prompts_per_round} + {online.probe_prompts} probe) fresh prompts need {needed}, "
+            f"the RL data has {len(prompts)}: lower online.rounds, online.prompts_per_round or online.probe_prompts"
+        )
+    chunk = prompts[(n - 1) * per_round : n * per_round]
+    return chunk[: online.prompts_per_round], chunk[online.prompts_per_round :]
+
+
+def sample_from_policy(loop: Loop, policy: Path, prompts: list[PromptExample], seed: int) -> list[dict[str, Any]]:
+    """K sampled replies per prompt from ``policy``, with the RL stage's sampling settings."""
+    base = load_config(loop.online.base_subset, loop.cfg.config_path)
+    rl = base.rl
+    settings = SamplingSettings(rl.max_new_tokens, do_sample=True, temperature=rl.temperature, top_p=rl.top_p, top_k=rl.top_k)
+    model = load_causal_lm(str(policy), dtype=resolve_dtype(base.model.dtype), cache_dir=base.model.cache_dir)
+    tokenizer = load_tokenizer(str(policy), base.model.cache_dir, padding_side="left")
+    k = loop.online.replies_per_prompt
+    repeated = [p.prompt for p in prompts for _ in range(k)]
+    replies = generate_replies(model, tokenizer, repeated, settings, 32, base.data.max_prompt_length, seed=seed, desc="sampling replies")
+    return [
+        {"prompt_id": p.id, "messages": p.prompt, "replies": [g.text for g in replies[i * k : (i + 1) * k]]}
+        for i, p in enumerate(prompts)
+    ]
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def simulated_labels(rows: list[dict[str, Any]], noise: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rankings (best first) and 1-5 scores (as [0, 1]) from crs's annotator, as canonical rows."""
+    rng = np.random.default_rng(seed)
+    rankings, scores = [], []
+    for row in rows:
+        text = last_user_text(row["messages"])
+        order = rank_replies(text, row["replies"], noise, rng)
+        rankings.append({"id": row["prompt_id"], "messages": row["messages"], "replies": [row["replies"][i] for i in order]})
+        for reply in row["replies"]:
+            rater = ANNOTATORS[int(rng.integers(len(ANNOTATORS)))]
+            scores.append({"id": row["prompt_id"], "messages": row["messages"], "reply": reply, "score": likert_to_unit(likert(text, reply, rater, rng)), "rater": rater.id})
+    return rankings, scores
+
+
+def check_label_files(label_dir: Path, asked: list[dict[str, Any]], data_cfg: Any) -> None:
+    """Refuse label files that do not parse as canonical rankings / scores, or label prompts never asked (file and line)."""
+    asked_prompts = {json.dumps(row["messages"], sort_keys=True) for row in asked}
+    for name, kind in ((RANKINGS_FILE, "ranking"), (SCORES_FILE, "absolute")):
+        path = label_dir / name
+        # Parsed exactly as training will read it: a bad row stops here, naming file and line.
+        load_examples(replace(data_cfg, source=str(path), adapter="canonical", val_fraction=0.0, val_source=None, val_split=None, train_source=None, max_examples=None), kind, 0)
+        for line, row in iter_jsonl(path):
+            messages = row.get("messages") or [{"role": "user", "content": row.get("prompt")}]
+            if json.dumps(messages, sort_keys=True) not in asked_prompts:
+                raise DataError(f"{path}:{line}: this prompt was not among the ones to label in {label_dir.parent / 'to_label.jsonl'}")
+
+
+def labels(loop: Loop, n: int, asked: list[dict[str, Any]]) -> Path:
+    """Round ``n``'s label folder, written by the simulated annotator or checked when you wrote it."""
+    label_dir = loop.round_dir(n) / "labels"
+    paths = [label_dir / RANKINGS_FILE, label_dir / SCORES_FILE]
+    online = loop.online
+    if online.labeller == "simulated":
+        if not all(p.is_file() for p in paths):
+            rankings, scores = simulated_labels(asked, online.ranking_noise, loop.cfg.run.seed + 1000 * n)
+            write_jsonl_atomic(paths[1], scores)
+            write_jsonl_atomic(paths[0], rankings)
+        return label_dir
+    deadline = time.time() + 60 * online.label_wait_minutes
+    while not all(p.is_file() for p in paths):
+        if time.time() >= deadline:
+            raise WaitingForLabels(
+                f"online round {n}: waiting for labels of {loop.round_dir(n) / 'to_label.jsonl'}: write {paths[0]} "
+                f"(rows {{messages, replies: [best, ..., worst]}}) and {paths[1]} (rows {{messages, reply, score in [0, 1]}}), "
+                "then run the same command again with --resume"
+            )
+        time.sleep(10)
+    base = load_config(online.preference_rm_subset, loop.cfg.config_path)
+    check_label_files(label_dir, asked, base.data)
+    return label_dir
+
+
+# --------------------------------------------------------------------------- reward-model training data
+
+
+def _canonical(example: RankingExample | AbsoluteExample) -> dict[str, Any]:
+    if isinstance(example, RankingExample):
+        return {"messages": example.prompt, "replies": list(example.replies)}
+    return {"messages": example.prompt, "reply": example.reply, "score": example.score}
+
+
+def original_training_examples(loop: Loop, kind: str) -> list[Any]:
+    """The training side of the RM subset's own data (its held-out prompts stay out)."""
+    subset = loop.online.preference_rm_subset if kind == "ranking" else loop.online.absolute_rm_subset
+    rm_cfg = load_config(subset, loop.cfg.config_path)
+    return load_examples(rm_cfg.data, kind, rm_cfg.run.seed)[0]
+
+
+def replayed(pool: Sequence[Any], count: int, seed: int) -> list[Any]:
+    """A seeded draw of ``count`` earlier examples (all of them when there are fewer)."""
+    if count >= len(pool):
+        return list(pool)
+    return [pool[i] for i in sorted(np.random.default_rng(seed).choice(len(pool), size=count, replace=False))]
+
+
+def rm_training_data(loop: Loop, out_dir: Path, new: dict[str, list[dict[str, Any]]], earlier: dict[str, list[dict[str, Any]]], seed: int) -> dict[str, Path]:
+    """New labels plus ``online.replay_ratio`` replayed earlier ones per new one, as canonical files."""
+    paths = {}
+    for kind, name in (("ranking", RANKINGS_FILE), ("absolute", SCORES_FILE)):
+        path = out_dir / name
+        if not path.is_file():
+            count = round(loop.online.replay_ratio * len(new[kind]))
+            write_jsonl_atomic(path, new[kind] + replayed(earlier[kind], count, seed))
+        paths[kind] = path
+    return paths
+
+
+def earlier_labels(loop: Loop, n: int) -> dict[str, list[dict[str, Any]]]:
+    """Every label the RMs of round ``n - 1`` could have seen: the original training data and rounds 1..n-1's labels."""
+    pool = {kind: [_canonical(ex) for ex in original_training_examples(loop, kind)] for kind in ("ranking", "absolute")}
+    for m in range(1, n):
+        pool["ranking"] += read_jsonl(loop.round_dir(m) / "labels" / RANKINGS_FILE)
+        pool["absolute"] += read_jsonl(loop.round_dir(m) / "labels" / SCORES_FILE)
+    return pool
+
+
+# --------------------------------------------------------------------------- running stages
+
+
+def run_step(loop: Loop, command: list[str], name: str) -> None:
+    """Run one crs stage in its own process, its output in ``logs/<name>.log``; a failure names the log."""
+    log_path = loop.run_dir / "logs" / f"{name}.log"
+    logger.info("online: %s (log: %s)", name, log_path)
+    code = run_logged(command, log_path)
+    if code != 0:
+        raise RunError(f"online: {name} failed (exit {code}); see {log_path}; run the same command again to continue once it is fixed")
+
+
+def train_rm(loop: Loop, run_dir: Path, kind: str, start_from: Path, data: Path, name: str) -> None:
+    """Continue training the reward model ``start_from`` on ``data`` into ``run_dir`` (a crs rm run)."""
+    if is_finished(run_dir):
+        return
+    subset = loop.online.preference_rm_subset if kind == "preference" else loop.online.absolute_rm_subset
+    overrides = {
+        "model.name": str(start_from),  # its adapter merged in, a fresh one on top: training continues from it
+        "data.train_source": str(data),
+        "train.num_epochs": loop.online.rm_epochs,
+        "train.max_steps": -1,
+        "rm.init_bias_to_mean": False,  # the head is trained already
+    }
+    run_step(loop, stage_command("rm", loop.cfg.config_path, subset, run_dir, overrides), name)
+
+
+def rewards_for(loop: Loop, rms: dict[str, Path]) -> list[dict[str, Any]]:
+    """The base subset's reward sources, the preference and absolute ones pointing at ``rms[kind]``."""
+    base = load_config(loop.online.base_subset, loop.cfg.config_path)
+    paths = {loop.online.preference_source: rms["preference"], loop.online.absolute_source: rms["absolute"]}
+    return [{**vars(r), "path": str(paths.get(r.name, r.path))} for r in base.rl.rewards]
+
+
+def train_rl(loop: Loop, run_dir: Path, rms: dict[str, Path], rankings: Path | None, steps: int, seed: int, continue_from: Path | None, name: str) -> None:
+    """One RL run of the base subset into ``run_dir`` (a crs rl run) on the reward models ``rms``,
+    continuing ``continue_from``'s adapter if given. DPO optimises no reward: it trains on ``rankings`` instead."""
+    if is_finished(run_dir):
+        return
+    overrides: dict[str, Any] = {"rl.steps": steps, "run.seed": seed}
+    if load_config(loop.online.base_subset, loop.cfg.config_path).rl.algorithm == "dpo":
+        if rankings is not None:
+            overrides["data.train_source"] = str(rankings)
+    else:
+        overrides["rl.rewards"] = rewards_for(loop, rms)
+    if continue_from is not None:
+        overrides["rl.init_adapter"] = str(continue_from)
+    run_step(loop, stage_command("rl", loop.cfg.config_path, loop.online.base_subset, run_dir, overrides), name)
+
+
+# --------------------------------------------------------------------------- one round
+
+
+def run_round(loop: Loop, n: int) -> None:
+    """Round ``n``: RL on the original RMs (n = 0), else sample, label, refresh both RMs, continue RL."""
+    seed = loop.cfg.run.seed + n
+    if n == 0:
+        train_rl(loop, loop.rl_run(0), loop.rms(0), None, loop.online.rl_steps, seed, None, "round_0_rl")
+        return
+    round_dir = loop.round_dir(n)
+    to_label, probe = round_prompts(loop, n)
+    asked_path, probe_path = round_dir / "to_label.jsonl", round_dir / "probe.jsonl"
+    if not asked_path.is_file():
+        write_jsonl_atomic(asked_path, sample_from_policy(loop, loop.rl_run(n - 1), to_label, seed))
+    if probe and not probe_path.is_file():
+        write_jsonl_atomic(probe_path, sample_from_policy(loop, loop.rl_run(n - 1), probe, seed + 500))
+    label_dir = labels(loop, n, read_jsonl(asked_path))
+    new = {"ranking": read_jsonl(label_dir / RANKINGS_FILE), "absolute": read_jsonl(label_dir / SCORES_FILE)}
+    data = rm_training_data(loop, round_dir / "rm_data", new, earlier_labels(loop, n), seed)
+    for kind, data_kind in (("preference", "ranking"), ("absolute", "absolute")):
+        train_rm(loop, loop.rm_run(n, kind), kind, loop.rm_run(n - 1, kind), data[data_kind], f"round_{n}_rm_{kind}")
+    train_rl(loop, loop.rl_run(n), loop.rms(n), data["ranking"], loop.online.rl_steps, seed, loop.rl_run(n - 1), f"round_{n}_rl")
+
+
+def run_baseline(loop: Loop) -> dict[str, int]:
+    """The fair baseline: the loop's labels spent on the original distribution up front, then one RL run.
+
+    Both RMs continue from round 0's on as many labels of ``online.baseline_split`` (a seeded
+    draw: M x (rounds - 1) rankings of K replies, K times as many scores) as the loop spent,
+    plus the same replay; RL starts from the SFT policy and runs the loop's total steps.
+    """
+    online = loop.online
+    base_dir = loop.run_dir / "baseline"
+    n_prompts, k = (online.rounds - 1) * online.prompts_per_round, online.replies_per_prompt
+    new = {}
+    for kind, subset, count in (("ranking", online.preference_rm_subset, n_prompts), ("absolute", online.absolute_rm_subset, n_prompts * k)):
+        rm_cfg = load_config(subset, loop.cfg.config_path)
+        split_cfg = replace(rm_cfg.data, split=online.baseline_split, val_fraction=0.0, train_source=None, max_examples=None)
+        pool = replayed(load_examples(split_cfg, kind, rm_cfg.run.seed)[0], count, loop.cfg.run.seed)
+        if kind == "ranking":  # K replies of each prompt, spread over its ranking like the RM's own training
+            pool = [cap_replies(ex, k, rm_cfg.rm.reply_selection) for ex in pool]
+        new[kind] = [_canonical(ex) for ex in pool]
+    data = rm_training_data(loop, base_dir / "rm_data", new, earlier_labels(loop, 1), loop.cfg.run.seed)
+    for kind, data_kind in (("preference", "ranking"), ("absolute", "absolute")):
+        train_rm(loop, base_dir / f"rm_{kind}", kind, loop.rm_run(0, kind), data[data_kind], f"baseline_rm_{kind}")
+    rms = {kind: base_dir / f"rm_{kind}" for kind in RM_KINDS}
+    train_rl(loop, base_dir / "rl", rms, data["ranking"], online.rounds * online.rl_steps, loop.cfg.run.seed, None, "baseline_rl")
+    return {"rankings": len(new["ranking"]), "scores": len(new["absolute"])}
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def rm_accuracies(loop: Loop, judge: Any) -> dict[str, dict[str, dict[str, float]]]:
+    """Pairwise agreement with the judge of every round's RMs: on the original held-out rankings and on each round's probe."""
+    rm_cfg = load_config(loop.online.preference_rm_subset, loop.cfg.config_path)
+    held_out = ranking_pairs(load_examples(rm_cfg.data, "ranking", rm_cfg.run.seed)[1])
+    probes = {}
+    for n in range(1, loop.online.rounds):
+        path = loop.round_dir(n) / "probe.jsonl"
+        if path.is_file():
+            probes[n] = ranking_pairs([RankingExample(r["messages"], r["replies"], None, {}) for r in read_jsonl(path)])
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for kind in RM_KINDS:
+        for n in range(loop.online.rounds):
+            rm = build_sources([RewardSourceConfig(name=kind, path=str(loop.rm_run(n, kind)))], rm_cfg.model)[0]
+            entry = {"held_out": pair_agreement(rm.score, judge.score, held_out)} if held_out else {}
+            # This round's RM on the replies of the policy it will train (round n + 1's probe),
+            # and on the replies of the policy it was refreshed on (round n's probe).
+            for label, m in (("next_policy", n + 1), ("own_policy", n)):
+                if m in probes:
+                    entry[label] = pair_agreement(rm.score, judge.score, probes[m])
+            out.setdefault(kind, {})[str(n)] = entry
+    return out
+
+
+def rl_summary(run_dir: Path) -> dict[str, float | None]:
+    """Proxy reward and KL over the last quarter of an RL run's steps (``metrics.jsonl``)."""
+    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl", torn_tail_ok=True) if r.get("reward/combined") is not None]
+    if not rows:
+        return {"proxy": None, "kl": None, "steps": 0}
+    tail = rows[-max(1, len(rows) // 4) :]
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in tail if r.get(key) is not None]
+        return float(np.mean(values)) if values else None
+
+    return {"proxy": mean("reward/combined"), "kl": mean("kl/sequence"), "steps": int(rows[-1].get("step", len(rows)))}
+
+
+def loop_results(loop: Loop, scores: dict[str, np.ndarray], lengths: dict[str, list[int]], accuracies: dict[str, Any], baseline_labels: dict[str, int] | None) -> dict[str, Any]:
+    """Every number of the report, per round."""
+    online, reference = loop.online, loop.online.reference.name
+    n_boot, seed = online.n_boot, loop.cfg.run.seed
+    rounds = []
+    for n in range(online.rounds):
+        name = f"round_{n}"
+        row: dict[str, Any] = {
+            "round": n,
+            "win_rate_vs_reference": asdict_win(ev.win_rate(scores[name], scores[reference], n_boot=n_boot, seed=seed)),
+            "lc_win_rate_vs_reference": ev.length_controlled_win_rate(ev.pairwise_outcomes(scores[name], scores[reference]), lengths[name], lengths[reference], n_boot=1).win_rate,
+            "judge_mean": float(np.mean(scores[name])),
+            "mean_length": float(np.mean(lengths[name])),
+            "labels": {"rankings": n * online.prompts_per_round, "scores": n * online.prompts_per_round * online.replies_per_prompt},
+            **rl_summary(loop.rl_run(n)),
+        }
+        if n > 0:
+            row["win_rate_vs_round_0"] = asdict_win(ev.win_rate(scores[name], scores["round_0"], n_boot=n_boot, seed=seed))
+        rounds.append(row)
+    results: dict[str, Any] = {
+        "reference": reference, "judge": online.judge, "rounds": rounds, "rm_accuracy": accuracies,
+        "reference_judge_mean": float(np.mean(scores[reference])), "n_prompts": int(len(scores[reference])),
+        "settings": {k: getattr(online, k) for k in ("rounds", "rl_steps", "prompts_per_round", "replies_per_prompt", "probe_prompts", "labeller", "rm_epochs", "replay_ratio")},
+    }
+    if baseline_labels is not None and "baseline" in scores:
+        last = f"round_{online.rounds - 1}"
+        results["baseline"] = {
+            "labels": baseline_labels,
+            "win_rate_vs_reference": asdict_win(ev.win_rate(scores["baseline"], scores[reference], n_boot=n_boot, seed=seed)),
+            "judge_mean": float(np.mean(scores["baseline"])),
+            "mean_length": float(np.mean(lengths["baseline"])),
+            "last_round_vs_baseline": asdict_win(ev.win_rate(scores[last], scores["baseline"], n_boot=n_boot, seed=seed)),
+            **rl_summary(loop.run_dir / "baseline" / "rl"),
+        }
+    return results
+
+
+def asdict_win(result: ev.WinRate) -> dict[str, float]:
+    """A win rate's point and 95% interval."""
+    return {"mean": result.win_rate, "ci_low": result.ci_low, "ci_high": result.ci_high, "n": result.n_total}
+
+
+def _pct(entry: dict[str, float]) -> str:
+    return f"{100 * entry['mean']:.1f} ({100 * entry['ci_low']:.1f}–{100 * entry['ci_high']:.1f})"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def render_online_report(results: dict[str, Any]) -> str:
+    """The loop's Markdown report."""
+    s = results["settings"]
+    ref, judge = results["reference"], results["judge"]
+    lines = [
+        "# Iterated online RLHF",
+        f"{s['rounds']} rounds of {s['rl_steps']} RL steps; each later round labels {s['prompts_per_round']} fresh prompts x {s['replies_per_prompt']} "
+        f"replies of the current policy ({s['labeller']} labeller), continues both RMs for {s['rm_epochs']:g} epochs on them plus "
+        f"{s['replay_ratio']:g} replayed earlier labels per new one, then continues RL. Judge `{judge}`; {results['n_prompts']} eval prompts; "
+        f"wall time {results.get('wall_time_s', 0) / 60:.1f} min. Intervals: 95%, bootstrap over prompts.",
+        "## Per round",
+        f"| round | labels (rankings / scores) | win rate vs `{ref}` % | LC % | win rate vs round 0 % | judge mean | proxy reward | KL | mean length |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["rounds"]:
+        vs0 = _pct(r["win_rate_vs_round_0"]) if "win_rate_vs_round_0" in r else "–"
+        lines.append(
+            f"| {r['round']} | {r['labels']['rankings']} / {r['labels']['scores']} | {_pct(r['win_rate_vs_reference'])} | {100 * r['lc_win_rate_vs_reference']:.1f} | {vs0} | "
+            f"{r['judge_mean']:.3f} | {_num(r['proxy'])} | {_num(r['kl'])} | {r['mean_length']:.0f} |"
+        )
+    lines.append(f"\n`{ref}`'s judge mean: {results['reference_judge_mean']:.3f}. Proxy reward and KL: the round's RL run, mean over its last quarter of steps (proxy: its own combined reward, z units).")
+    lines += [
+        "\n## Reward models against the judge (pairwise agreement)",
+        "`held out`: the original data's held-out rankings (forgetting shows here); `own policy`: replies of the policy the RM was refreshed on (that round's probe prompts, never labelled); `next policy`: replies of the policy this RM then trained.",
+        "| RM | round | held out | own policy | next policy |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, per_round in results["rm_accuracy"].items():
+        for n, entry in per_round.items():
+            lines.append(f"| {kind} | {n} | {_num(entry.get('held_out'))} | {_num(entry.get('own_policy'))} | {_num(entry.get('next_policy'))} |")
+    gains = [
+        (kind, n, per_round[str(n - 1)].get("next_policy"), per_round[str(n)].get("own_policy"))
+        for kind, per_round in results["rm_accuracy"].items()
+        for n in range(1, len(results["rounds"]))
+        if str(n) in per_round and str(n - 1) in per_round
+    ]
+    if any(before is not None and after is not None for _, _, before, after in gains):
+        lines += [
+            "\nWhat refreshing bought on the policy's replies (round N's probe: replies of the policy before round N, never labelled):",
+            "| RM | round N | before refresh (round N-1's RM) | after refresh (round N's RM) |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {kind} | {n} | {_num(before)} | {_num(after)} |" for kind, n, before, after in gains]
+    if "baseline" in results:
+        b = results["baseline"]
+        last = results["rounds"][-1]
+        lines += [
+            "\n## Against the fair baseline",
+            f"The baseline gave the round-0 reward models the same number of labels up front ({b['labels']['rankings']} rankings, {b['labels']['scores']} scores, "
+            f"from the original distribution), then ran RL once for {s['rounds'] * s['rl_steps']} steps.",
+            f"| | win rate vs `{ref}` % | judge mean | proxy reward | KL | mean length |",
+            "|---|---|---|---|---|---|",
+            f"| loop (round {last['round']}) | {_pct(last['win_rate_vs_reference'])} | {last['judge_mean']:.3f} | {_num(last['proxy'])} | {_num(last['kl'])} | {last['mean_length']:.0f} |",
+            f"| baseline | {_pct(b['win_rate_vs_reference'])} | {b['judge_mean']:.3f} | {_num(b['proxy'])} | {_num(b['kl'])} | {b['mean_length']:.0f} |",
+            f"\nThe loop's last policy against the baseline's, head to head: {_pct(b['last_round_vs_baseline'])}% ({_verdict(b['last_round_vs_baseline'])}).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _verdict(entry: dict[str, float]) -> str:
+    if entry["ci_low"] > 0.5:
+        return "iterating beat spending the labels up front"
+    if entry["ci_high"] < 0.5:
+        return "spending the labels up front beat iterating"
+    return "the interval includes 50%: these runs cannot tell them apart"
+
+
+def plot_rounds(results: dict[str, Any], path: Path) -> None:
+    """Per-round curves: win rate against the reference (baseline dashed), RM agreement with the judge, proxy and judge."""
+    rounds = [r["round"] for r in results["rounds"]]
+    fig = Figure(figsize=(13, 3.6))
+    ax_win, ax_rm, ax_reward = fig.subplots(1, 3)
+    win = [r["win_rate_vs_reference"] for r in results["rounds"]]
+    mean = np.array([100 * w["mean"] for w in win])
+    err = np.array([[100 * w["mean"] - 100 * w["ci_low"] for w in win], [100 * w["ci_high"] - 100 * w["mean"] for w in win]])
+    ax_win.errorbar(rounds, mean, yerr=err, fmt="o-", capsize=3, label="loop")
+    if "baseline" in results:
+        ax_win.axhline(100 * results["baseline"]["win_rate_vs_reference"]["mean"], color="C1", linestyle="--", label="fair baseline")
+    ax_win.axhline(50, color="grey", linewidth=0.8)
+    ax_win.set(xlabel="round", ylabel=f"win rate vs {results['reference']} (%)", title="policy, judged")
+    ax_win.legend()
+    for kind, per_round in results["rm_accuracy"].items():
+        for key, style in (("held_out", "-"), ("own_policy", ":")):
+            points = [(int(n), e[key]) for n, e in per_round.items() if e.get(key) is not None]
+            if points:
+                ax_rm.plot(*zip(*points), style, marker="o", label=f"{kind}: {key.replace('_', ' ')}")
+    ax_rm.set(xlabel="round", ylabel="agreement with the judge", title="reward models")
+    ax_rm.legend(fontsize=7)
+    proxy = [(r["round"], r["proxy"]) for r in results["rounds"] if r["proxy"] is not None]
+    if proxy:
+        ax_reward.plot(*zip(*proxy), "o-", label="proxy (own reward, z)")
+    twin = ax_reward.twinx()
+    twin.plot(rounds, [r["judge_mean"] for r in results["rounds"]], "s--", color="C3", label="judge mean")
+    ax_reward.set(xlabel="round", ylabel="proxy reward", title="proxy vs judge")
+    twin.set_ylabel("judge mean score")
+    ax_reward.legend(loc="upper left", fontsize=7)
+    twin.legend(loc="lower right", fontsize=7)
+    save_figure_atomic(fig, path)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def run_online(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+    """Every round of ``cfg.online``, the fair baseline, then the report; finished steps are skipped."""
+    started = time.time()
+    loop = Loop(cfg, Path(run_dir))
+    online = cfg.online
+    if online.rounds > 1:
+        round_prompts(loop, 1)  # enough fresh prompts for every round, before anything trains
+    for n in range(online.rounds):
+        run_round(loop, n)
+    baseline_labels = run_baseline(loop) if online.baseline and online.rounds > 1 else None
+    models = [online.reference] + [EvalModelConfig(f"round_{n}", str(loop.rl_run(n))) for n in range(online.rounds)]
+    if baseline_labels is not None:
+        models.append(EvalModelConfig("baseline", str(loop.run_dir / "baseline" / "rl")))
+    per_model = predict_models(cfg.config_path, online.eval_subset, cfg.run.seed, models, loop.run_dir / "eval_pred")
+    judge = build_sources([RewardSourceConfig(name="judge", path=online.judge)], cfg.model)[0]
+    scores = judge_replies(judge, per_model)
+    lengths = {m: [len(r["output"]) for r in rows] for m, rows in per_model.items()}
+    results = loop_results(loop, scores, lengths, rm_accuracies(loop, judge), baseline_labels)
+    results["wall_time_s"] = time.time() - started
+    write_json_atomic(loop.run_dir / "results.json", results)
+    report = render_online_report(results)
+    write_text_atomic(loop.run_dir / "report.md", report)
+    plot_rounds(results, loop.run_dir / "online_rounds.png")
+    print(report)
+    mark_finished(loop.run_dir, {"rounds": online.rounds, "last_round_win_rate": results["rounds"][-1]["win_rate_vs_reference"]})
+    return results
+

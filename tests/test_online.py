@@ -1,0 +1,193 @@
+"""Iterated online RLHF on tiny models: rounds, resume mid-round, refreshed RMs, label files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from tiny import tiny_causal_lm, tiny_sequence_classifier
+
+import crs.online as online
+from crs.cli import run_stage
+from crs.config import CRSConfig, load_config
+from crs.data.schema import DataError
+from crs.io import read_jsonl
+from crs.reward_model import train_reward_model
+from crs.runs import RunError, run_state
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
+WORDS = "apple river stone cloud green light quick table music paper".split()
+
+
+def _rankings(n: int) -> list[dict]:
+    return [{"prompt": f"Say {i % 4 + 1} words about topic {i}.", "replies": [f"{WORDS[i % 10]} excellent answer", WORDS[(i + 3) % 10]]} for i in range(n)]
+
+
+def _scores(n: int) -> list[dict]:
+    return [{"prompt": f"Say {i % 4 + 1} words about topic {i}.", "reply": f"{WORDS[i % 10]} excellent" if i % 2 else WORDS[i % 10], "score": 0.9 if i % 2 else 0.2} for i in range(n)]
+
+
+@pytest.fixture()
+def online_config(tmp_path: Path, smol_tokenizer) -> Path:
+    """A config whose RL subset rewards two tiny LoRA RMs (trained here as round 0's) and whose loop has 2 rounds."""
+    policy, rm_base = tmp_path / "tiny_lm", tmp_path / "tiny_rm"
+    tiny_causal_lm(smol_tokenizer, seed=0).save_pretrained(policy)
+    tiny_sequence_classifier(smol_tokenizer, seed=0).save_pretrained(rm_base)
+    for folder in (policy, rm_base):
+        smol_tokenizer.save_pretrained(folder)
+    prompts, rankings, scores = tmp_path / "prompts.jsonl", tmp_path / "rankings.jsonl", tmp_path / "scores.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Tell me {i % 3 + 1} facts about item {i}.", "id": f"p{i}"}) + "\n" for i in range(16)))
+    rankings.write_text("".join(json.dumps(r) + "\n" for r in _rankings(24)))
+    scores.write_text("".join(json.dumps(r) + "\n" for r in _scores(24)))
+    out = tmp_path / "out"
+    rm_common = {
+        "model": {"name": str(rm_base), "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}},
+        "train": {"max_steps": 3, "batch_size": 4, "eval_batch_size": 8, "eval_steps": 100, "save_steps": 100, "warmup_ratio": 0.0, "learning_rate": 1e-3},
+    }
+    config = {
+        "default": {
+            "run": {"output_dir": str(out), "logging_steps": 1},
+            "model": {"name": str(policy), "dtype": "fp32", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+            "data": {"source": str(prompts), "max_prompt_length": 32, "max_length": 64, "val_fraction": 0.25},
+        },
+        "rm_pref": {**rm_common, "run": {"name": "rm_pref"}, "data": {"source": str(rankings)}, "rm": {"loss": "pairwise"}},
+        "rm_abs": {**rm_common, "run": {"name": "rm_abs"}, "data": {"source": str(scores)}, "rm": {"loss": "absolute"}},
+        "rl_tiny": {
+            "run": {"name": "rl"},
+            "rl": {
+                "policy": str(policy),
+                "rewards": [
+                    {"name": "preference", "path": str(out / "rm_pref"), "weight": 0.5, "normalize": "zscore"},
+                    {"name": "absolute", "path": str(out / "rm_abs"), "weight": 0.5, "normalize": "zscore"},
+                ],
+                "steps": 2, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1, "max_new_tokens": 5,
+                "save_steps": 2, "sample_every": 0, "learning_rate": 1e-3,
+            },
+        },
+        "pred": {"eval_pred": {"max_new_tokens": 5, "batch_size": 8}},
+        "online_tiny": {
+            "run": {"name": "online"},
+            "online": {
+                "base_subset": "rl_tiny", "preference_rm_subset": "rm_pref", "absolute_rm_subset": "rm_abs",
+                "rounds": 2, "rl_steps": 2, "prompts_per_round": 3, "replies_per_prompt": 2, "probe_prompts": 2,
+                "rm_epochs": 1, "replay_ratio": 1.0, "baseline": True, "baseline_split": "train", "eval_subset": "pred",
+                "reference": {"name": "start", "path": str(policy)}, "judge": "python:tests.reward_fns:count_vowels", "n_boot": 50,
+            },
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    for subset in ("rm_pref", "rm_abs"):  # round 0's reward models
+        cfg = load_config(subset, path)
+        train_reward_model(cfg, cfg.run_dir)
+    return path
+
+
+@pytest.mark.slow
+def test_a_two_round_loop_resumes_mid_round_and_refreshes_both_rms(tmp_path: Path, online_config: Path, monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the stages run as subprocesses
+    argv = ["--config", str(online_config), "--config_subset", "online_tiny"]
+    loop_dir = tmp_path / "out" / "online"
+    real_train_rm = online.train_rm
+
+    def stop_after_labels(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C once round 1's replies were labelled
+
+    monkeypatch.setattr(online, "train_rm", stop_after_labels)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        run_stage(online.run_online, "online", argv)
+    assert run_state(loop_dir / "round_0" / "rl")["status"] == "finished"
+    round0_trained = (loop_dir / "round_0" / "rl" / "metrics.jsonl").stat().st_mtime_ns
+    labelled = (loop_dir / "round_1" / "labels" / "rankings.jsonl").read_text()
+
+    monkeypatch.setattr(online, "train_rm", real_train_rm)
+    run_stage(online.run_online, "online", [*argv, "--resume"])
+    assert (loop_dir / "round_0" / "rl" / "metrics.jsonl").stat().st_mtime_ns == round0_trained  # round 0 not redone
+    assert (loop_dir / "round_1" / "labels" / "rankings.jsonl").read_text() == labelled  # nor relabelled
+
+    # The round-1 RMs trained on round 0's policy's replies (plus a replayed sample as large).
+    asked = read_jsonl(loop_dir / "round_1" / "to_label.jsonl")
+    policy_replies = {reply for row in asked for reply in row["replies"]}
+    trained_on = read_jsonl(loop_dir / "round_1" / "rm_data" / "rankings.jsonl")
+    assert len(trained_on) == 2 * len(asked) == 6
+    assert sum(set(row["replies"]) <= policy_replies for row in trained_on) >= 3
+    for kind in ("preference", "absolute"):
+        rm_run = loop_dir / "round_1" / f"rm_{kind}"
+        assert run_state(rm_run)["status"] == "finished"
+        block = yaml.safe_load((rm_run / "config.resolved.yaml").read_text())["rm_pref" if kind == "preference" else "rm_abs"]
+        assert block["model"]["name"] == str(tmp_path / "out" / ("rm_pref" if kind == "preference" else "rm_abs"))  # continued from round 0's
+        # Statistics recomputed per round: the refreshed RM's differ from round 0's.
+        stats = json.loads((rm_run / "reward_stats.json").read_text())
+        original = json.loads((Path(block["model"]["name"]) / "reward_stats.json").read_text())
+        assert stats["mean"] != original["mean"]
+
+    # Round 1's RL continued round 0's adapter on the refreshed RMs.
+    rl_cfg = yaml.safe_load((loop_dir / "round_1" / "rl" / "config.resolved.yaml").read_text())["rl_tiny"]["rl"]
+    assert rl_cfg["init_adapter"] == str(loop_dir / "round_0" / "rl")
+    assert {r["path"] for r in rl_cfg["rewards"]} == {str(loop_dir / "round_1" / "rm_preference"), str(loop_dir / "round_1" / "rm_absolute")}
+
+    results = json.loads((loop_dir / "results.json").read_text())
+    assert [r["round"] for r in results["rounds"]] == [0, 1]
+    assert results["rounds"][1]["labels"] == {"rankings": 3, "scores": 6}
+    win = results["rounds"][1]["win_rate_vs_round_0"]
+    assert win["ci_low"] <= win["mean"] <= win["ci_high"]
+    assert set(results["rm_accuracy"]["preference"]["0"]) == {"held_out", "next_policy"}
+    assert "own_policy" in results["rm_accuracy"]["absolute"]["1"]
+    assert results["baseline"]["labels"]["rankings"] == 3
+    assert "## Against the fair baseline" in (loop_dir / "report.md").read_text()
+
+
+def test_continue_lora_refuses_an_adapter_trained_on_another_base(tmp_path: Path, smol_tokenizer) -> None:
+    from crs.config import LoraConfig
+    from crs.models import ModelError, add_lora, continue_lora, load_causal_lm, save_run_model
+
+    base_a, base_b = tmp_path / "a", tmp_path / "b"
+    for folder, seed in ((base_a, 0), (base_b, 1)):
+        tiny_causal_lm(smol_tokenizer, seed=seed).save_pretrained(folder)
+        smol_tokenizer.save_pretrained(folder)
+    model = add_lora(load_causal_lm(str(base_a)), LoraConfig(r=4, alpha=8, dropout=0.0), "causal_lm")
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data.normal_(0, 0.5)
+    save_run_model(model, smol_tokenizer, tmp_path / "run", str(base_a), kind="causal_lm")
+    continued = continue_lora(load_causal_lm(str(base_a)), tmp_path / "run", str(base_a))
+    trainable = {n for n, p in continued.named_parameters() if p.requires_grad}
+    assert trainable and all("lora" in n for n in trainable)
+    # The continued adapter is the saved one, not a fresh (zero) one.
+    assert any(p.abs().sum() > 0 for n, p in continued.named_parameters() if "lora_B" in n)
+    with pytest.raises(ModelError, match="trained on"):
+        continue_lora(load_causal_lm(str(base_b)), tmp_path / "run", str(base_b))
+
+
+def test_the_file_labeller_round_trips_and_rejects_bad_labels_with_file_and_line(tmp_path: Path) -> None:
+    asked = [{"prompt_id": "p1", "messages": [{"role": "user", "content": "Name 2 fruits."}], "replies": ["apple and pear", "rocks"]}]
+    cfg = load_config("rm_preference", Path(__file__).resolve().parents[1] / "config.yaml")
+    label_dir = tmp_path / "round_1" / "labels"
+    label_dir.mkdir(parents=True)
+    rankings, scores = online.simulated_labels(asked, noise=0.0, seed=0)
+    assert rankings[0]["replies"] == ["apple and pear", "rocks"]  # noise-free annotator: the relevant reply first
+    assert [row["reply"] for row in scores] == asked[0]["replies"] and all(0.0 <= row["score"] <= 1.0 for row in scores)
+    (label_dir / "rankings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rankings))
+    (label_dir / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in scores))
+    online.check_label_files(label_dir, asked, cfg.data)  # well-formed: accepted
+
+    bad = [scores[0], {**scores[1], "score": 7}]
+    (label_dir / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in bad))
+    with pytest.raises(DataError, match=r"scores\.jsonl.*2"):
+        online.check_label_files(label_dir, asked, cfg.data)
+    (label_dir / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in scores))
+    stranger = {**rankings[0], "messages": [{"role": "user", "content": "Something never asked."}]}
+    (label_dir / "rankings.jsonl").write_text(json.dumps(rankings[0]) + "\n" + json.dumps(stranger) + "\n")
+    with pytest.raises(DataError, match=r"rankings\.jsonl:2: this prompt was not among"):
+        online.check_label_files(label_dir, asked, cfg.data)
+
+
+def test_the_file_labeller_stops_and_says_what_to_write(tmp_path: Path) -> None:
+    cfg = CRSConfig()
+    cfg.online.labeller = "file"
+    loop = online.Loop(cfg, tmp_path / "loop")
+    with pytest.raises(RunError, match=r"waiting for labels.*rankings\.jsonl.*scores\.jsonl"):
+        online.labels(loop, 1, [])
