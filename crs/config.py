@@ -1005,6 +1005,7 @@ VALUE_RULES: list[tuple[str, Predicate, str]] = [
     ("sweep.jobs", _at_least(1), "an integer >= 1"),
     ("sweep.n_boot", _at_least(1), "an integer >= 1"),
     ("eval_rewarding.batch_size", _at_least(1), "an integer >= 1"),
+    ("rl.init_adapter", lambda v, c: v is None or c.model.lora.enabled, "null unless model.lora.enabled (it continues a LoRA adapter)"),
     ("online.rounds", _at_least(1), "an integer >= 1 (round 0 is the first)"),
     ("online.rl_steps", _at_least(1), "an integer >= 1"),
     ("online.prompts_per_round", _at_least(1), "an integer >= 1"),

@@ -19,7 +19,8 @@ done: an interrupted loop continues at the step where it stopped. The fair basel
 front, then runs RL once for the loop's total steps. The report (``results.json``,
 ``report.md``, ``online_rounds.png``) shows per round each RM's accuracy against the judge on
 the current policy's replies and on the original held-out data, win rates against the
-reference and round 0 with intervals, proxy reward and judge score, KL and labels spent.
+reference and round 0 with intervals, proxy reward and judge score, KL and labels spent;
+``online_overoptimization.png`` overlays the rounds' proxy and judge curves against KL (PPO).
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ from crs.decoding import SamplingSettings, generate_replies
 from crs.eval_stages import judge_replies, predict_models
 from crs.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from crs.models import load_causal_lm, load_tokenizer, resolve_dtype
-from crs.report import save_figure_atomic
+from crs.report import plot_overoptimization, save_figure_atomic
 from crs.reward_model import cap_replies
 from crs.rewards import build_sources
-from crs.rm_metrics import pair_agreement, ranking_pairs
+from crs.rm_metrics import Pair, pair_agreement, ranking_pairs
 from crs.runs import RunError, is_finished, mark_finished, run_logged, stage_command
 
 logger = logging.getLogger(__name__)
@@ -341,15 +342,25 @@ def run_baseline(loop: Loop) -> dict[str, int]:
 # --------------------------------------------------------------------------- measuring
 
 
-def rm_accuracies(loop: Loop, judge: Any) -> dict[str, dict[str, dict[str, float]]]:
-    """Pairwise agreement with the judge of every round's RMs: on the original held-out rankings and on each round's probe."""
+def separated_pairs(pairs: list[Pair], judge: Any) -> list[Pair]:
+    """The pairs whose two replies the judge scores differently (a tie says nothing about an RM's order)."""
+    if not pairs:
+        return []
+    prompts = [p for p, _, _ in pairs]
+    diff = judge.score(prompts, [a for _, a, _ in pairs]) - judge.score(prompts, [b for _, _, b in pairs])
+    return [pair for pair, d in zip(pairs, diff.tolist()) if abs(d) > 1e-9]
+
+
+def rm_accuracies(loop: Loop, judge: Any) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, int]]:
+    """Pairwise accuracy against the judge of every round's RMs, on pairs the judge separates:
+    the original held-out rankings' and each round's probe's; and the number of such pairs in each set."""
     rm_cfg = load_config(loop.online.preference_rm_subset, loop.cfg.config_path)
-    held_out = ranking_pairs(load_examples(rm_cfg.data, "ranking", rm_cfg.run.seed)[1])
+    held_out = separated_pairs(ranking_pairs(load_examples(rm_cfg.data, "ranking", rm_cfg.run.seed)[1]), judge)
     probes = {}
     for n in range(1, loop.online.rounds):
         path = loop.round_dir(n) / "probe.jsonl"
         if path.is_file():
-            probes[n] = ranking_pairs([RankingExample(r["messages"], r["replies"], None, {}) for r in read_jsonl(path)])
+            probes[n] = separated_pairs(ranking_pairs([RankingExample(r["messages"], r["replies"], None, {}) for r in read_jsonl(path)]), judge)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for kind in RM_KINDS:
         for n in range(loop.online.rounds):
@@ -358,10 +369,10 @@ def rm_accuracies(loop: Loop, judge: Any) -> dict[str, dict[str, dict[str, float
             # This round's RM on the replies of the policy it will train (round n + 1's probe),
             # and on the replies of the policy it was refreshed on (round n's probe).
             for label, m in (("next_policy", n + 1), ("own_policy", n)):
-                if m in probes:
+                if probes.get(m):
                     entry[label] = pair_agreement(rm.score, judge.score, probes[m])
             out.setdefault(kind, {})[str(n)] = entry
-    return out
+    return out, {"held_out": len(held_out), **{f"round {n} probe": len(pairs) for n, pairs in probes.items()}}
 
 
 def rl_summary(run_dir: Path) -> dict[str, float | None]:
@@ -378,7 +389,9 @@ def rl_summary(run_dir: Path) -> dict[str, float | None]:
     return {"proxy": mean("reward/combined"), "kl": mean("kl/sequence"), "steps": int(rows[-1].get("step", len(rows)))}
 
 
-def loop_results(loop: Loop, scores: dict[str, np.ndarray], lengths: dict[str, list[int]], accuracies: dict[str, Any], baseline_labels: dict[str, int] | None) -> dict[str, Any]:
+def loop_results(
+    loop: Loop, scores: dict[str, np.ndarray], lengths: dict[str, list[int]], accuracies: tuple[dict[str, Any], dict[str, int]], baseline_labels: dict[str, int] | None
+) -> dict[str, Any]:
     """Every number of the report, per round."""
     online, reference = loop.online, loop.online.reference.name
     n_boot, seed = online.n_boot, loop.cfg.run.seed
@@ -398,7 +411,7 @@ def loop_results(loop: Loop, scores: dict[str, np.ndarray], lengths: dict[str, l
             row["win_rate_vs_round_0"] = asdict_win(ev.win_rate(scores[name], scores["round_0"], n_boot=n_boot, seed=seed))
         rounds.append(row)
     results: dict[str, Any] = {
-        "reference": reference, "judge": online.judge, "rounds": rounds, "rm_accuracy": accuracies,
+        "reference": reference, "judge": online.judge, "rounds": rounds, "rm_accuracy": accuracies[0], "rm_pairs": accuracies[1],
         "reference_judge_mean": float(np.mean(scores[reference])), "n_prompts": int(len(scores[reference])),
         "settings": {k: getattr(online, k) for k in ("rounds", "rl_steps", "prompts_per_round", "replies_per_prompt", "probe_prompts", "labeller", "rm_epochs", "replay_ratio")},
     }
@@ -437,7 +450,7 @@ def render_online_report(results: dict[str, Any]) -> str:
         f"{s['rounds']} rounds of {s['rl_steps']} RL steps; each later round labels {s['prompts_per_round']} fresh prompts x {s['replies_per_prompt']} "
         f"replies of the current policy ({s['labeller']} labeller), continues both RMs for {s['rm_epochs']:g} epochs on them plus "
         f"{s['replay_ratio']:g} replayed earlier labels per new one, then continues RL. Judge `{judge}`; {results['n_prompts']} eval prompts; "
-        f"wall time {results.get('wall_time_s', 0) / 60:.1f} min. Intervals: 95%, bootstrap over prompts.",
+        f"This invocation's wall time {results.get('wall_time_s', 0) / 60:.1f} min (steps finished earlier are skipped). Intervals: 95%, bootstrap over prompts.",
         "## Per round",
         f"| round | labels (rankings / scores) | win rate vs `{ref}` % | LC % | win rate vs round 0 % | judge mean | proxy reward | KL | mean length |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -450,17 +463,21 @@ def render_online_report(results: dict[str, Any]) -> str:
         )
     lines.append(f"\n`{ref}`'s judge mean: {results['reference_judge_mean']:.3f}. Proxy reward and KL: the round's RL run, mean over its last quarter of steps (proxy: its own combined reward, z units).")
     lines += [
-        "\n## Reward models against the judge (pairwise agreement)",
-        "`held out`: the original data's held-out rankings (forgetting shows here); `own policy`: replies of the policy the RM was refreshed on (that round's probe prompts, never labelled); `next policy`: replies of the policy this RM then trained.",
+        "\n## Reward models against the judge (pairwise accuracy)",
+        "On the pairs the judge separates (its ties left out; pairs: "
+        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in results["rm_pairs"].items())
+        + "). `held out`: the original data's held-out rankings (forgetting shows here); `own policy`: replies of the policy the RM was "
+        "refreshed on (that round's probe prompts, never labelled); `next policy`: replies of the policy this RM then trained.",
         "| RM | round | held out | own policy | next policy |",
         "|---|---|---|---|---|",
     ]
-    for kind, per_round in results["rm_accuracy"].items():
+    accuracy = results["rm_accuracy"]
+    for kind, per_round in accuracy.items():
         for n, entry in per_round.items():
             lines.append(f"| {kind} | {n} | {_num(entry.get('held_out'))} | {_num(entry.get('own_policy'))} | {_num(entry.get('next_policy'))} |")
     gains = [
         (kind, n, per_round[str(n - 1)].get("next_policy"), per_round[str(n)].get("own_policy"))
-        for kind, per_round in results["rm_accuracy"].items()
+        for kind, per_round in accuracy.items()
         for n in range(1, len(results["rounds"]))
         if str(n) in per_round and str(n - 1) in per_round
     ]
@@ -514,7 +531,7 @@ def plot_rounds(results: dict[str, Any], path: Path) -> None:
             points = [(int(n), e[key]) for n, e in per_round.items() if e.get(key) is not None]
             if points:
                 ax_rm.plot(*zip(*points), style, marker="o", label=f"{kind}: {key.replace('_', ' ')}")
-    ax_rm.set(xlabel="round", ylabel="agreement with the judge", title="reward models")
+    ax_rm.set(xlabel="round", ylabel="accuracy against the judge", title="reward models")
     ax_rm.legend(fontsize=7)
     proxy = [(r["round"], r["proxy"]) for r in results["rounds"] if r["proxy"] is not None]
     if proxy:
@@ -554,6 +571,11 @@ def run_online(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     report = render_online_report(results)
     write_text_atomic(loop.run_dir / "report.md", report)
     plot_rounds(results, loop.run_dir / "online_rounds.png")
+    # Within each round, proxy and judge on held-out prompts against KL (PPO's over-optimisation log).
+    curves = {f"round_{n}": loop.rl_run(n) / "overoptimization.jsonl" for n in range(online.rounds)}
+    curves = {name: read_jsonl(path, torn_tail_ok=True) for name, path in curves.items() if path.is_file()}
+    if curves:
+        plot_overoptimization(curves, loop.run_dir / "online_overoptimization.png")
     print(report)
     mark_finished(loop.run_dir, {"rounds": online.rounds, "last_round_win_rate": results["rounds"][-1]["win_rate_vs_reference"]})
     return results

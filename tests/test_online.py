@@ -134,7 +134,7 @@ def test_a_two_round_loop_resumes_mid_round_and_refreshes_both_rms(tmp_path: Pat
     assert results["rounds"][1]["labels"] == {"rankings": 3, "scores": 6}
     win = results["rounds"][1]["win_rate_vs_round_0"]
     assert win["ci_low"] <= win["mean"] <= win["ci_high"]
-    assert set(results["rm_accuracy"]["preference"]["0"]) == {"held_out", "next_policy"}
+    assert set(results["rm_accuracy"]["preference"]["0"]) <= {"held_out", "next_policy"} and set(results["rm_pairs"]) == {"held_out", "round 1 probe"}
     assert "own_policy" in results["rm_accuracy"]["absolute"]["1"]
     assert results["baseline"]["labels"]["rankings"] == 3
     assert "## Against the fair baseline" in (loop_dir / "report.md").read_text()

@@ -96,6 +96,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "sweep.weights[*]": ["1.5", "-0.1"],
     "sweep.jobs": ["0"],
     "sweep.n_boot": ["0"],
+    "rl.init_adapter": ["outputs/rl_crs"],  # with full fine-tuning (see _overrides)
     "online.rounds": ["0"],
     "online.rl_steps": ["0"],
     "online.prompts_per_round": ["0"],
@@ -113,6 +114,12 @@ BAD_VALUES: dict[str, list[str]] = {
 
 # Rules that hold for one algorithm only: the bad value is given with that algorithm.
 _WITH_ALGORITHM = {"rl.group_size": "grpo", "rl.reward_normalization": "rloo", "rl.adaptive_kl": "grpo"}
+
+
+def _overrides(key: str, value: str) -> list[str]:
+    if key == "rl.init_adapter":
+        return ["model.lora.enabled=false", f"{key}={value}"]
+    return [_override(key, value)]
 
 
 def _override(key: str, value: str) -> str:
@@ -136,7 +143,7 @@ def _named(key: str) -> str:
 @pytest.mark.parametrize("key, value", [(k, v) for k, values in BAD_VALUES.items() for v in values])
 def test_a_value_that_makes_no_sense_is_refused_naming_key_and_range(key: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_config("sft", overrides=[_override(key, value)])
+        load_config("sft", overrides=_overrides(key, value))
     message = str(caught.value)
     assert message.startswith(f"{_named(key)}=") and ": must be " in message
     assert "\n" not in message
