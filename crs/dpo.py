@@ -42,6 +42,7 @@ from crs.runs import set_seed
 from crs.trl_stage import (
     METRICS_FILE,
     StepMetricsCallback,
+    continue_adapter,
     finish,
     load_policy,
     per_device_batch,
@@ -193,7 +194,7 @@ def run_dpo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     model, peft_config, policy_name, dtype = load_policy(cfg)
     tokenizer = load_tokenizer(policy_name, cfg.model.cache_dir)
     reference = None
-    if peft_config is None and not cfg.model.lora.enabled:  # full fine-tuning: a frozen copy of the SFT policy (TRL would reload the base by name)
+    if peft_config is None:  # full fine-tuning: a frozen copy of the SFT policy (TRL would reload the base by name)
         reference = load_causal_lm(policy_name, cfg.model).requires_grad_(False).eval()
     kwargs = trainer_arguments(cfg, run_dir, dtype, per_device_batch(cfg, "(preference pairs per step)"))
     args = DPOConfig(
@@ -221,6 +222,7 @@ def run_dpo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
         callbacks=[metrics_cb, SealCheckpointCallback()],
     )
     quiet_progress_bar(trainer)
+    continue_adapter(trainer, cfg)
     is_main = trainer.is_world_process_zero()
     checkpoint = start_or_resume(run_dir, resume, is_main)
     if is_main:

@@ -395,23 +395,30 @@ def add_lora(model: Any, lora: LoraConfig, kind: ModelKind) -> Any:
     return peft_model
 
 
-def continue_lora(model: Any, run_dir: str | Path, base_name: str) -> Any:
-    """Wrap ``model`` (``base_name`` loaded) in the trainable LoRA adapter of the earlier run ``run_dir``.
+def load_adapter_weights(model: Any, run_dir: str | Path, base_name: str) -> None:
+    """Load the LoRA weights of the earlier run ``run_dir`` into ``model``'s own (same-shaped) adapter.
 
-    The run must have been trained on the same base, so the adapter continues where it
-    stopped and switching it off still gives ``base_name`` (the reference of KL penalties).
+    The run must have been trained on the same base ``base_name``, so the adapter continues
+    where it stopped while switching it off still gives ``base_name``: the reference of KL
+    penalties stays the SFT policy (crs's PPO and TRL's trainers alike).
     """
-    from peft import PeftModel
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
 
     manifest = read_run_manifest(run_dir)
-    if manifest is None or manifest.get("full_model"):
+    adapter_file = Path(run_dir) / (manifest or {}).get("adapter", "adapter") / "adapter_model.safetensors"
+    if manifest is None or manifest.get("full_model") or not adapter_file.is_file():
         raise ModelError(f"rl.init_adapter={run_dir}: not a crs run with a LoRA adapter (its crs_model.json); give an earlier LoRA RL run")
     base = base_location(run_dir, manifest["base"])
     if Path(base).resolve() != Path(base_name).resolve() and base != base_name:
         raise ModelError(f"rl.init_adapter={run_dir} was trained on {base}, not on {base_name}: its adapter cannot continue on this policy")
-    peft_model = PeftModel.from_pretrained(model, str(Path(run_dir) / manifest["adapter"]), is_trainable=True)
-    upcast_trainable(peft_model)
-    return peft_model
+    try:
+        result = set_peft_model_state_dict(model, load_file(str(adapter_file)))
+    except RuntimeError as err:  # shapes differ: another LoRA rank or other target modules
+        raise ModelError(f"rl.init_adapter={run_dir}: its adapter does not fit this run's model.lora settings ({str(err).splitlines()[0]})") from None
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if result.unexpected_keys or missing:
+        raise ModelError(f"rl.init_adapter={run_dir}: its adapter does not match this run's model.lora settings (e.g. {(result.unexpected_keys or missing)[0]})")
 
 
 def _classifier_head_name(model: Any) -> str:

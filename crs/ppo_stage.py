@@ -41,7 +41,7 @@ from crs.data.sources import EMBEDDED_DEMO
 from crs.io import append_jsonl, folder_written_atomically, read_jsonl, truncate_jsonl, write_json_atomic
 from crs.models import (
     add_lora,
-    continue_lora,
+    load_adapter_weights,
     load_causal_lm,
     load_sequence_classifier,
     load_tokenizer,
@@ -171,7 +171,9 @@ def build_models(cfg: CRSConfig) -> tuple[PolicyValueModel, nn.Module | None, to
     policy = load_causal_lm(policy_name, cfg.model)
     reference = None
     if cfg.model.lora.enabled:
-        policy = continue_lora(policy, cfg.rl.init_adapter, policy_name) if cfg.rl.init_adapter else add_lora(policy, cfg.model.lora, "causal_lm")
+        policy = add_lora(policy, cfg.model.lora, "causal_lm")
+        if cfg.rl.init_adapter:  # an earlier run's adapter continues (the online loop's next round)
+            load_adapter_weights(policy, cfg.rl.init_adapter, policy_name)
     else:
         reference = policy.requires_grad_(False)
         policy = copy.deepcopy(reference).float().requires_grad_(True)

@@ -17,7 +17,7 @@ Everything lives under the sweep's run directory::
     results.json, report.md, sweep_curves.png, sweep_overoptimization.png
 
 A finished run is skipped and an interrupted one resumed, so a sweep stopped anywhere
-continues where it stopped when started again (with or without ``--resume``).
+continues where it stopped when started again with ``--resume``.
 """
 
 from __future__ import annotations

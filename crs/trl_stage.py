@@ -42,7 +42,7 @@ from crs.data.schema import Messages
 from crs.formatting import encode_prompt
 from crs.hf_training import CHECKPOINT_DIR, SealCheckpointCallback, resume_checkpoint
 from crs.io import append_jsonl, truncate_jsonl, write_json_atomic
-from crs.models import continue_lora, load_causal_lm, load_tokenizer, resolve_dtype, save_run_model
+from crs.models import load_adapter_weights, load_causal_lm, load_tokenizer, resolve_dtype, save_run_model
 from crs.rewards import REWARD_STATE_FILE, CombinedReward
 from crs.runs import checkpoint_step, mark_finished, set_seed
 
@@ -91,8 +91,7 @@ def peft_lora_config(cfg: CRSConfig) -> Any:
 
 
 def load_policy(cfg: CRSConfig) -> tuple[Any, Any, str, torch.dtype]:
-    """The SFT policy (adapter merged in), the peft config to train (None: full fine-tuning or an adapter continued from
-    ``rl.init_adapter``, already on the model), its name, the dtype.
+    """The SFT policy (adapter merged in), the peft config to train (None: full fine-tuning), its name, the dtype.
 
     LoRA: the base in ``model.dtype`` (the adapter is fp32, peft's default); full
     fine-tuning: fp32 weights, as crs's other stages.
@@ -105,8 +104,6 @@ def load_policy(cfg: CRSConfig) -> tuple[Any, Any, str, torch.dtype]:
             from peft import prepare_model_for_kbit_training
 
             model = prepare_model_for_kbit_training(model)
-        if cfg.rl.init_adapter:  # the earlier run's adapter, already trainable: TRL wraps nothing more
-            return continue_lora(model, cfg.rl.init_adapter, policy_name), None, policy_name, dtype
         return model, peft_lora_config(cfg), policy_name, dtype
     return load_causal_lm(policy_name, cfg.model, dtype=torch.float32), None, policy_name, dtype
 
@@ -248,6 +245,15 @@ class RewardStateCallback(TrainerCallback):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and folder.is_dir():
             write_json_atomic(folder / REWARD_STATE_FILE, self.reward.state_dict())
+
+
+def continue_adapter(trainer: Any, cfg: CRSConfig) -> None:
+    """Start the trainer's fresh adapter from ``rl.init_adapter``'s weights (a checkpoint resumed later overrides them).
+
+    Done after TRL wrapped the policy, not by handing TRL a trained PeftModel: TRL would then
+    copy that adapter as the reference, and the KL would no longer be to the SFT policy."""
+    if cfg.rl.init_adapter:
+        load_adapter_weights(trainer.accelerator.unwrap_model(trainer.model), cfg.rl.init_adapter, cfg.rl.policy or cfg.model.name)
 
 
 def start_or_resume(run_dir: Path, resume: bool, is_main: bool) -> Path | None:
@@ -415,6 +421,7 @@ def build_online_trainer(
         callbacks=[metrics_cb, RewardStateCallback(reward), SealCheckpointCallback()],
     )
     quiet_progress_bar(trainer)
+    continue_adapter(trainer, cfg)
     if trainer.accelerator.num_processes > 1:
         reward.gather = trainer.accelerator.gather  # first-batch statistics from every process's replies
     return trainer, metrics_cb

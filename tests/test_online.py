@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from tiny import tiny_causal_lm, tiny_sequence_classifier
 
@@ -127,6 +128,9 @@ def test_a_two_round_loop_resumes_mid_round_and_refreshes_both_rms(tmp_path: Pat
     # Round 1's RL continued round 0's adapter on the refreshed RMs.
     rl_cfg = yaml.safe_load((loop_dir / "round_1" / "rl" / "config.resolved.yaml").read_text())["rl_tiny"]["rl"]
     assert rl_cfg["init_adapter"] == str(loop_dir / "round_0" / "rl")
+    # A fresh adapter starts as the reference (KL exactly 0 at step 1); round 1's starts where round 0 stopped.
+    first_kl = [read_jsonl(loop_dir / f"round_{n}" / "rl" / "metrics.jsonl")[0]["kl/sequence"] for n in (0, 1)]
+    assert first_kl[0] == 0.0 and first_kl[1] != 0.0
     assert {r["path"] for r in rl_cfg["rewards"]} == {str(loop_dir / "round_1" / "rm_preference"), str(loop_dir / "round_1" / "rm_absolute")}
 
     results = json.loads((loop_dir / "results.json").read_text())
@@ -140,26 +144,30 @@ def test_a_two_round_loop_resumes_mid_round_and_refreshes_both_rms(tmp_path: Pat
     assert "## Against the fair baseline" in (loop_dir / "report.md").read_text()
 
 
-def test_continue_lora_refuses_an_adapter_trained_on_another_base(tmp_path: Path, smol_tokenizer) -> None:
+def test_adapter_weights_load_only_from_a_run_on_the_same_base(tmp_path: Path, smol_tokenizer) -> None:
     from crs.config import LoraConfig
-    from crs.models import ModelError, add_lora, continue_lora, load_causal_lm, save_run_model
+    from crs.models import ModelError, add_lora, load_adapter_weights, load_causal_lm, save_run_model
 
     base_a, base_b = tmp_path / "a", tmp_path / "b"
     for folder, seed in ((base_a, 0), (base_b, 1)):
         tiny_causal_lm(smol_tokenizer, seed=seed).save_pretrained(folder)
         smol_tokenizer.save_pretrained(folder)
-    model = add_lora(load_causal_lm(str(base_a)), LoraConfig(r=4, alpha=8, dropout=0.0), "causal_lm")
-    for param in model.parameters():
+    lora = LoraConfig(r=4, alpha=8, dropout=0.0)
+    trained = add_lora(load_causal_lm(str(base_a)), lora, "causal_lm")
+    for param in trained.parameters():
         if param.requires_grad:
             param.data.normal_(0, 0.5)
-    save_run_model(model, smol_tokenizer, tmp_path / "run", str(base_a), kind="causal_lm")
-    continued = continue_lora(load_causal_lm(str(base_a)), tmp_path / "run", str(base_a))
-    trainable = {n for n, p in continued.named_parameters() if p.requires_grad}
-    assert trainable and all("lora" in n for n in trainable)
-    # The continued adapter is the saved one, not a fresh (zero) one.
-    assert any(p.abs().sum() > 0 for n, p in continued.named_parameters() if "lora_B" in n)
+    save_run_model(trained, smol_tokenizer, tmp_path / "run", str(base_a), kind="causal_lm")
+    fresh = add_lora(load_causal_lm(str(base_a)), lora, "causal_lm")
+    load_adapter_weights(fresh, tmp_path / "run", str(base_a))
+    saved = {n: p for n, p in trained.named_parameters() if "lora_" in n}
+    loaded = {n: p for n, p in fresh.named_parameters() if "lora_" in n}
+    assert saved and all(torch.equal(saved[n], loaded[n]) for n in saved)  # the adapter continues exactly
+    assert all(p.requires_grad for p in loaded.values())
     with pytest.raises(ModelError, match="trained on"):
-        continue_lora(load_causal_lm(str(base_b)), tmp_path / "run", str(base_b))
+        load_adapter_weights(add_lora(load_causal_lm(str(base_b)), lora, "causal_lm"), tmp_path / "run", str(base_b))
+    with pytest.raises(ModelError, match="does not fit|does not match"):
+        load_adapter_weights(add_lora(load_causal_lm(str(base_a)), LoraConfig(r=8, alpha=16, dropout=0.0), "causal_lm"), tmp_path / "run", str(base_a))
 
 
 def test_the_file_labeller_round_trips_and_rejects_bad_labels_with_file_and_line(tmp_path: Path) -> None:

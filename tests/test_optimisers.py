@@ -354,6 +354,15 @@ def test_online_resume_continues_from_a_sealed_checkpoint(tmp_path, tiny_model_d
     check_run_outputs(resumed, "grpo", 4)
 
 
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_init_adapter_continues_an_earlier_runs_adapter(tmp_path, tiny_model_dir, algorithm):
+    first = run_cli(write_config(tmp_path / "a", tiny_model_dir, algorithm=algorithm, steps=2))
+    assert _rows(first)[0]["kl/sequence"] == pytest.approx(0.0, abs=1e-6)  # a fresh adapter starts as the reference
+    continued = run_cli(write_config(tmp_path / "b", tiny_model_dir, algorithm=algorithm, steps=2, init_adapter=str(first)))
+    assert abs(_rows(continued)[0]["kl/sequence"]) > 1e-4  # it starts where the first run stopped, still measured against the SFT policy
+    check_run_outputs(continued, algorithm, 2)
+
+
 def test_full_finetuning_with_a_kl_penalty_is_refused_before_loading(tmp_path, tiny_model_dir):
     from crs.trl_stage import run_online_stage
 
@@ -387,6 +396,19 @@ def test_dpo_raises_the_chosen_minus_rejected_log_ratio(tmp_path, tiny_model_dir
     pairs = [PreferencePair(user_prompt(f"new topic {i}"), "yes yes yes", "no no") for i in range(3)]
     margins = logratio_margins(policy, tokenizer, pairs, cfg)
     assert all(m > 1.0 for m in margins), margins  # and on prompts it never saw
+
+
+def test_dpo_continues_an_adapter_on_new_training_pairs(tmp_path, tiny_model_dir):
+    first = run_cli(write_config(tmp_path / "a", tiny_model_dir, algorithm="dpo", steps=6, learning_rate=2e-2, save_steps=6))
+    new_pairs = tmp_path / "new_pairs.jsonl"  # the online loop's round data: rows the source never had
+    new_pairs.write_text("".join(json.dumps({"prompt": f"new topic {i}", "replies": ["yes yes yes", "no"]}) + "\n" for i in range(8)))
+    path = write_config(tmp_path / "b", tiny_model_dir, algorithm="dpo", steps=2, save_steps=2, init_adapter=str(first))
+    config = yaml.safe_load(path.read_text())
+    config["tiny"]["data"]["train_source"] = str(new_pairs)
+    path.write_text(yaml.safe_dump(config))
+    continued = run_cli(path)
+    assert _rows(continued)[0]["dpo/logratio_margin"] > 0.3  # before any update of its own: the first run's preference
+    assert check_run_outputs(continued, "dpo", 2)["summary"]["pairs"]["train"] == 8  # trained on the new pairs only
 
 
 def test_dpo_from_absolute_scores(tmp_path, tiny_model_dir):
