@@ -66,3 +66,13 @@ def left_tokenizer(smol_tokenizer):
     tok.padding_side = "left"
     return tok
 
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smol_tokenizer):
+    """A tiny causal LM saved as a plain model folder, usable as model.name (the stage tests' policy)."""
+    from tiny import tiny_causal_lm
+
+    folder = tmp_path_factory.mktemp("tiny_policy")
+    tiny_causal_lm(smol_tokenizer, seed=0).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return folder

@@ -201,17 +201,6 @@ def test_online_optimisers_raise_a_reachable_reward(smol_tokenizer, left_tokeniz
 # --------------------------------------------------------------------------- the stage: outputs, resume
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, smol_tokenizer):
-    """A tiny causal LM saved as a plain model folder, usable as model.name."""
-    from tiny import tiny_causal_lm
-
-    folder = tmp_path_factory.mktemp("tiny_policy")
-    tiny_causal_lm(smol_tokenizer, seed=0).save_pretrained(folder)
-    smol_tokenizer.save_pretrained(folder)
-    return folder
-
-
 def write_config(folder: Path, model_dir: Path, **rl) -> Path:
     """One subset, ``tiny``: the tiny policy, 12 prompts (or rankings for DPO), two text rewards."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -361,17 +361,6 @@ def distinct_characters(prompts, replies):
     return [len(set(r)) / 10.0 for r in replies]
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, smol_tokenizer):
-    """A tiny causal LM saved as a plain model folder, usable as model.name."""
-    from tiny import tiny_causal_lm
-
-    folder = tmp_path_factory.mktemp("tiny_policy")
-    tiny_causal_lm(smol_tokenizer, seed=0).save_pretrained(folder)
-    smol_tokenizer.save_pretrained(folder)
-    return folder
-
-
 def prompts_file(folder: Path) -> Path:
     """20 canonical prompt rows (the embedded demo data is not needed by these tests)."""
     path = folder / "prompts.jsonl"
