@@ -425,8 +425,15 @@ class RLConfig:
     packed_sampling: bool = field(
         default=True,
         metadata={
-            "help": "On CPU, that copy's weights are pre-packed for MKL (fp32) / oneDNN (bf16) and repacked each step: small-batch "
+            "help": "On CPU, that copy's weights are pre-packed for oneDNN and repacked each step: small-batch "
             "matmuls ~2x faster, one more copy of the weights."
+        },
+    )
+    fused_sampling: bool = field(
+        default=True,
+        metadata={
+            "help": "On CPU, a Llama-family copy samples with crs's lean decode-only forward (crs/fused_decoder.py: fused q|k|v and "
+            "gate|up matmuls, a preallocated KV cache) instead of transformers' (other architectures always use transformers')."
         },
     )
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crs.decoding import Decoded, SamplingSettings, StepFn, cache_argument, decode_loop, position_ids_from_mask, returned_cache
+from crs.fused_decoder import FusedLlamaDecoder
 from crs.packed_linear import PackedLinear, pack_linears
 
 
@@ -223,14 +224,18 @@ class MergedSampler:
     value head is the policy's own.
 
     ``pack_for_batch`` (CPU): also pre-pack the copy's weights for that many rows
-    (:mod:`crs.packed_linear`), repacked at every refresh.
+    (:mod:`crs.packed_linear`), repacked at every refresh. ``fused`` (CPU, Llama family):
+    decode with :class:`crs.fused_decoder.FusedLlamaDecoder` instead of transformers' forward.
     """
 
-    def __init__(self, model: PolicyValueModel, pack_for_batch: int | None = None) -> None:
+    def __init__(self, model: PolicyValueModel, pack_for_batch: int | None = None, fused: bool = False) -> None:
         self.owner = model
         merged = copy.deepcopy(model.policy).merge_and_unload().requires_grad_(False).eval()
-        self.packed = pack_linears(merged, pack_for_batch) if pack_for_batch else {}
+        self.decoder = FusedLlamaDecoder(merged, pack_for_batch) if fused and FusedLlamaDecoder.supports(merged) else None
+        self.packed = pack_linears(merged, pack_for_batch) if pack_for_batch and self.decoder is None else {}
         self.body, self.lm_head = causal_lm_parts(merged)
+        if self.decoder is not None:
+            self.lm_head = self.decoder.lm_head  # packed with the decoder's weights
         self.adapters: list[nn.Module] = []
         prefix = "base_model.model."
         # (adapter layer in the policy, its plain linear in the copy), matched by module name.
@@ -262,9 +267,11 @@ class MergedSampler:
         """Fold the adapter's current weights into the copy."""
         for layer, target in self.pairs:
             delta = sum(layer.get_delta_weight(name) for name in layer.active_adapters)
-            target.weight.copy_(layer.base_layer.weight.float() + delta)
+            target.weight.copy_(layer.base_layer.weight.float() + delta)  # also into the decoder's fused weights
             if isinstance(target, PackedLinear):
                 target.repack()
+        if self.decoder is not None:
+            self.decoder.repack()
         return self
 
 
@@ -275,12 +282,16 @@ def policy_step(model: PolicyValueModel | MergedSampler) -> StepFn:
     """The decoding step of the policy: next-token logits and, with a value head, V(state)."""
 
     cache_name = cache_argument(model.body)
+    decoder = getattr(model, "decoder", None)
 
     def step(input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
-        out = model.body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **{cache_name: cache})
-        state = out.last_hidden_state[:, -1].contiguous()  # strided bf16 matmuls are slow on CPU
+        if decoder is not None:
+            state, cache = decoder(input_ids, attention_mask, position_ids, cache)
+        else:
+            out = model.body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **{cache_name: cache})
+            state, cache = out.last_hidden_state[:, -1].contiguous(), returned_cache(out)  # strided bf16 matmuls are slow on CPU
         values = model.head_values(state) if model.value_head is not None else None
-        return model.lm_head(state), returned_cache(out), values
+        return model.lm_head(state), cache, values
 
     return step
 

@@ -44,6 +44,7 @@ old log-probs from 1st update pass  :meth:`PPOTrainer.loss` (old_logprobs_from_u
 math attention kernel on CPU        ``policy.cpu_math_attention``
 sampling from a merged LoRA copy    ``policy.MergedSampler`` (merged_sampling)
 pre-packed sampling weights (CPU)   :mod:`crs.packed_linear` (packed_sampling)
+lean decode-only forward (CPU)      :mod:`crs.fused_decoder` (fused_sampling)
 bf16 base, fp32 LoRA + value head   ``ppo_stage.build_models`` (model.dtype)
 ==================================  =============================================
 
@@ -199,7 +200,7 @@ class PPOTrainer:
         # Sampling from a merged copy of the LoRA policy (rl.merged_sampling) skips the
         # adapter's per-token overhead; the log-probs PPO uses always come from the policy.
         pack_for = self.local_batch if cfg.packed_sampling else None  # pack_linears leaves non-CPU weights alone
-        self.merged = MergedSampler(model, pack_for) if cfg.merged_sampling and MergedSampler.supported(model) else None
+        self.merged = MergedSampler(model, pack_for, cfg.fused_sampling) if cfg.merged_sampling and MergedSampler.supported(model) else None
         self.sampling = SamplingSettings(cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -17,7 +17,7 @@ def test_packed_linear_matches_linear_for_any_row_count(dtype):
     linear = nn.Linear(48, 96).to(dtype).requires_grad_(False)
     packed = PackedLinear(linear, batch_hint=4)
     tol = 1e-5 if dtype == torch.float32 else 2e-2
-    for rows in (4, 7):  # the hinted row count uses the packed weight, others the fallback
+    for rows in (4, 7):  # the hinted row count and another
         x = torch.randn(rows, 48).to(dtype)
         assert torch.allclose(packed(x).float(), linear(x).float(), atol=tol, rtol=tol)
     with torch.no_grad():

@@ -530,9 +530,9 @@ def test_separate_critic_and_sampling_logprobs(tiny_lm, tiny_rm, left_tokenizer)
     assert any(not torch.equal(b, p) for b, p in zip(before, critic_head))  # the critic trains
 
 
-@pytest.mark.parametrize("pack_for_batch", [None, 3])
-def test_merged_sampler_matches_the_adapted_policy(tiny_lm, left_tokenizer, pack_for_batch):
-    """Sampling from the merged (and packed) copy is sampling from the policy, kept up to date."""
+@pytest.mark.parametrize(("pack_for_batch", "fused"), [(None, False), (3, False), (3, True), (None, True)])
+def test_merged_sampler_matches_the_adapted_policy(tiny_lm, left_tokenizer, pack_for_batch, fused):
+    """Sampling from the merged (packed, fused) copy is sampling from the policy, kept up to date."""
     from crs.models import add_lora
     from crs.packed_linear import PackedLinear, packing_supported
     from crs.policy import MergedSampler
@@ -540,9 +540,12 @@ def test_merged_sampler_matches_the_adapted_policy(tiny_lm, left_tokenizer, pack
     policy = add_lora(tiny_lm, LoraConfig(r=4, alpha=8, dropout=0.0), "causal_lm")
     model = PolicyValueModel(policy).eval()
     assert MergedSampler.supported(model)
-    sampler = MergedSampler(model, pack_for_batch)
+    sampler = MergedSampler(model, pack_for_batch, fused)
+    assert (sampler.decoder is not None) == fused
     if pack_for_batch and packing_supported(torch.float32):
-        assert isinstance(sampler.lm_head, PackedLinear) and all(isinstance(t, PackedLinear) for _, t in sampler.pairs)
+        assert isinstance(sampler.lm_head, PackedLinear)
+        if not fused:  # else the decoder packs its own fused matrices
+            assert all(isinstance(t, PackedLinear) for _, t in sampler.pairs)
     with torch.no_grad():
         for name, p in policy.named_parameters():
             if "lora_B" in name:
