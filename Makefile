@@ -17,8 +17,10 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests
 
+# Independent stages run JOBS at a time (SFT beside the reward models, the PPO runs in pairs).
+JOBS ?= 2
 demo: setup
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py --jobs $(JOBS)
 
 # The weight x seed study; needs the demo's SFT and reward models (make demo first). SWEEP=sweep_crs for the full grid.
 SWEEP ?= sweep_crs_small

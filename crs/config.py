@@ -185,6 +185,13 @@ class TrainConfig:
     eval_steps: int = field(default=50, metadata={"help": "Validate every N optimiser steps."})
     save_steps: int = field(default=100, metadata={"help": "Checkpoint every N optimiser steps, in `<run>/checkpoints/`."})
     save_total_limit: int = field(default=2, metadata={"help": "Keep the last N checkpoints."})
+    group_by_length: bool = field(
+        default=False,
+        metadata={
+            "help": "Batch examples of similar length together (shuffled groups of 50 batches, sorted within; a new order each "
+            "epoch, from run.seed): less padding, so faster training, at a less random batch composition."
+        },
+    )
 
 
 @dataclass

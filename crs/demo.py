@@ -55,11 +55,26 @@ class StageFailed(RuntimeError):
     """A stage exited with an error; the message says which and where its output is."""
 
 
-def run_stages(stages: Sequence[Stage], jobs: int, run: Callable[[Stage], None], done: set[str] | None = None) -> None:
+def needs(stage: Stage, stages: Sequence[Stage]) -> set[str]:
+    """Every stage ``stage`` waits for, directly or through others."""
+    by_subset = {s.subset: s for s in stages}
+    found: set[str] = set()
+    todo = list(stage.after)
+    while todo:
+        subset = todo.pop()
+        if subset not in found:
+            found.add(subset)
+            todo.extend(by_subset[subset].after if subset in by_subset else ())
+    return found
+
+
+def run_stages(stages: Sequence[Stage], jobs: int, run: Callable[[Stage, bool], None], done: set[str] | None = None) -> None:
     """Run every stage not in ``done``, at most ``jobs`` at once, each once all its ``after`` are done.
 
-    ``run`` runs one stage (in a worker thread) and raises on failure. After a failure no new
-    stage starts; the running ones finish, then the first failure is raised.
+    ``run(stage, alone)`` runs one stage (in a worker thread) and raises on failure; ``alone``
+    says that nothing else can run beside it (nothing running, every other stage left waits
+    for it), so it may take every core. After a failure no new stage starts; the running ones
+    finish, then the first failure is raised.
     """
     done = set(done or ())
     pending = [s for s in stages if s.subset not in done]
@@ -67,10 +82,10 @@ def run_stages(stages: Sequence[Stage], jobs: int, run: Callable[[Stage], None],
     failures: list[BaseException] = []
     changed = threading.Condition()
 
-    def worker(stage: Stage) -> None:
+    def worker(stage: Stage, alone: bool) -> None:
         error = None
         try:
-            run(stage)
+            run(stage, alone)
         except BaseException as caught:  # raised again by the scheduling thread
             error = caught
         with changed:
@@ -90,8 +105,9 @@ def run_stages(stages: Sequence[Stage], jobs: int, run: Callable[[Stage], None],
                 ready = [s for s in pending if all(need in done for need in s.after)]
                 for stage in ready[: max(jobs - len(running), 0)]:
                     pending.remove(stage)
+                    alone = not running and all(stage.subset in needs(other, stages) for other in pending)
                     running.add(stage.subset)
-                    threading.Thread(target=worker, args=(stage,), daemon=True).start()
+                    threading.Thread(target=worker, args=(stage, alone), daemon=True).start()
                 if not pending and not running:
                     return
                 if not running:
@@ -100,15 +116,15 @@ def run_stages(stages: Sequence[Stage], jobs: int, run: Callable[[Stage], None],
             changed.wait()
 
 
-def stage_runner(jobs: int, log_dir: Path, started: float) -> Callable[[Stage], None]:
+def stage_runner(jobs: int, log_dir: Path, started: float) -> Callable[[Stage, bool], None]:
     """Runs one stage as ``python -m crs COMMAND --config_subset SUBSET`` (``--resume`` when it
-    started before): in the terminal when alone, else into ``log_dir/SUBSET.log`` with its
-    share of the cores."""
-    # Oversubscribed BLAS threads slow every job down.
-    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))} if jobs > 1 else {}
+    started before): in the terminal with one job, else into ``log_dir/SUBSET.log`` with its
+    share of the cores (all of them when it runs alone)."""
     numbers = {stage.subset: i for i, stage in enumerate(PIPELINE, start=1)}
 
-    def run(stage: Stage) -> None:
+    def run(stage: Stage, alone: bool) -> None:
+        # Oversubscribed BLAS threads slow every job down.
+        env = {} if jobs == 1 or alone else {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
         run_dir = load_config(stage.subset).run_dir
         command = [sys.executable, "-m", "crs", stage.command, "--config_subset", stage.subset]
         if run_state(run_dir) is not None:

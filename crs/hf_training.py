@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from crs.config import CRSConfig
 from crs.io import append_jsonl, truncate_jsonl
@@ -63,8 +64,44 @@ def training_arguments(cfg: CRSConfig, run_dir: Path, has_eval: bool, mixed_prec
         # On CPU transformers wants this said (for bf16), and else torchrun runs N independent trainings.
         use_cpu=not torch.cuda.is_available(),
         ddp_find_unused_parameters=False,  # every trainable weight feeds the loss
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         remove_unused_columns=False,  # our batches carry their own keys (group sizes, targets, weights)
     )
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length-grouped order, drawn from ``seed + epoch``: the same order again on
+    resume, so the Trainer's skipping of the batches already trained lands where it stopped."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the Trainer at the start of every epoch."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Any:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+class CRSTrainer(Trainer):
+    """transformers' Trainer, batching by length when ``train.group_by_length`` is on.
+
+    ``train_lengths`` gives each training example's padded cost in any unit that orders them
+    (tokens, characters); the Trainer itself could only read it from a ``input_ids`` key.
+    """
+
+    def __init__(self, *args: Any, train_lengths: list[int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.train_lengths = train_lengths
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        if self.args.train_sampling_strategy == "group_by_length" and self.train_lengths is not None:
+            per_step = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return SeededLengthGroupedSampler(per_step, self.train_lengths, self.args.data_seed or self.args.seed)
+        return super()._get_train_sampler(train_dataset)
 
 
 class SealCheckpointCallback(TrainerCallback):

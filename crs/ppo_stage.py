@@ -41,6 +41,7 @@ from crs.data.sources import EMBEDDED_DEMO
 from crs.io import append_jsonl, folder_written_atomically, read_jsonl, truncate_jsonl, write_json_atomic
 from crs.models import (
     add_lora,
+    check_run_kind,
     load_adapter_weights,
     load_causal_lm,
     load_sequence_classifier,
@@ -166,6 +167,8 @@ def build_models(cfg: CRSConfig) -> tuple[PolicyValueModel, nn.Module | None, to
     LoRA: half-precision frozen base, fp32 adapter and value head, forwards under autocast.
     Full fine-tuning: fp32 policy, and a frozen half-precision copy as the reference.
     """
+    if cfg.rl.value_model != "head":  # before any loading: a policy run's score head would be random
+        check_run_kind(cfg.rl.value_model, "reward_model")
     dtype = resolve_dtype(cfg.model.dtype)
     policy_name = cfg.rl.policy or cfg.model.name
     policy = load_causal_lm(policy_name, cfg.model)

@@ -27,13 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from transformers import Trainer
 
 from crs.config import ConfigError, CRSConfig, DataConfig, ModelConfig, RewardModelConfig
 from crs.data import load_examples
 from crs.data.loader import group_key
 from crs.data.schema import AbsoluteExample, DataError, RankingExample
-from crs.hf_training import TRAIN_LOG_FILE, JsonlLogCallback, SealCheckpointCallback, resume_checkpoint, training_arguments
+from crs.hf_training import TRAIN_LOG_FILE, CRSTrainer, JsonlLogCallback, SealCheckpointCallback, resume_checkpoint, training_arguments
 from crs.io import write_json_atomic
 from crs.losses import absolute_loss, absolute_loss_weights, ranking_loss, undersample_by_bins
 from crs.models import (
@@ -89,6 +88,14 @@ class AbsoluteCollator:
         batch["targets"] = torch.tensor([ex.score for ex, _ in rows], dtype=torch.float32)
         batch["weights"] = torch.tensor([w for _, w in rows], dtype=torch.float32)
         return batch
+
+
+def padded_cost(row: RankingExample | tuple[AbsoluteExample, float]) -> int:
+    """Characters of a training row's longest sequence, which its batch is padded to (``train.group_by_length``)."""
+    example = row if isinstance(row, RankingExample) else row[0]
+    prompt = sum(len(message["content"]) for message in example.prompt)
+    replies = example.replies if isinstance(example, RankingExample) else [example.reply]
+    return prompt + max(len(reply) for reply in replies)
 
 
 class ListDataset(torch.utils.data.Dataset):
@@ -256,7 +263,7 @@ def evaluate_runs(run_dirs: list[str], data: DataConfig) -> dict[str, dict[str, 
 # --------------------------------------------------------------------------- trainer
 
 
-class RewardTrainer(Trainer):
+class RewardTrainer(CRSTrainer):
     """``Trainer`` with the reward-model losses and crs's validation metrics.
 
     ``evaluate_fn`` returns the validation metrics of the model being trained; it runs
@@ -333,6 +340,7 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
         data_collator=(RankingCollator if pairwise else AbsoluteCollator)(tokenizer, fmt),
         processing_class=tokenizer,
         callbacks=[SealCheckpointCallback(), JsonlLogCallback(run_dir / TRAIN_LOG_FILE)],
+        train_lengths=[padded_cost(row) for row in train_set],
         rm_cfg=rm,
         autocast_dtype=dtype,
         evaluate_fn=lambda: evaluate_reward_model(scorer, views, rm)[0],

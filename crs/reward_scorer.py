@@ -20,7 +20,16 @@ from torch import Tensor
 from crs.config import DataConfig, ModelConfig
 from crs.data.schema import Messages
 from crs.formatting import encode_prompt_reply, pad_batch
-from crs.models import autocast, base_location, check_run_kind, load_sequence_classifier, load_tokenizer, read_run_manifest, resolve_dtype
+from crs.models import (
+    ModelError,
+    autocast,
+    base_location,
+    check_run_kind,
+    load_sequence_classifier,
+    load_tokenizer,
+    read_run_manifest,
+    resolve_dtype,
+)
 
 RM_FORMAT_FILE = "rm_format.json"
 REWARD_STATS_FILE = "reward_stats.json"
@@ -122,12 +131,28 @@ def read_rm_files(path: str | Path) -> tuple[RMFormat | None, dict[str, Any] | N
     path = Path(path)
     fmt = stats = loss_kind = None
     if (path / RM_FORMAT_FILE).is_file():
-        saved = json.loads((path / RM_FORMAT_FILE).read_text())
+        saved = _read_run_json(path / RM_FORMAT_FILE)
         loss_kind = saved.pop("loss", None)
-        fmt = RMFormat(**saved)
+        try:
+            fmt = RMFormat(**saved)
+        except TypeError as err:  # a key RMFormat does not have
+            raise ModelError(f"{path / RM_FORMAT_FILE} does not describe an RM format ({err}); {_REDO}") from None
     if (path / REWARD_STATS_FILE).is_file():
-        stats = json.loads((path / REWARD_STATS_FILE).read_text())
+        stats = _read_run_json(path / REWARD_STATS_FILE)
     return fmt, stats, loss_kind
+
+
+_REDO = "the reward-model run is damaged: rerun rm_train.py with --overwrite, or point at another run"
+
+
+def _read_run_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{path} is not valid JSON ({err}); {_REDO}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} is not a JSON object; {_REDO}")
+    return data
 
 
 def load_reward_scorers(

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer
 
 from crs.config import CRSConfig
 from crs.data import load_examples
@@ -21,6 +20,7 @@ from crs.data.schema import SFTExample
 from crs.formatting import Encoded, encode_prompt_reply, pad_batch
 from crs.hf_training import (
     TRAIN_LOG_FILE,
+    CRSTrainer,
     JsonlLogCallback,
     SealCheckpointCallback,
     logged_before_training,
@@ -89,10 +89,11 @@ def train_sft(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     val_set = encode_sft_examples(tokenizer, val_examples, cfg)
     half = dtype if dtype != torch.float32 else None
     args = training_arguments(cfg, run_dir, has_eval=bool(val_set), mixed_precision=half)
-    trainer = Trainer(
+    trainer = CRSTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
+        train_lengths=[len(e.input_ids) for e in train_set],
         eval_dataset=val_set or None,
         data_collator=SFTCollator(tokenizer.pad_token_id),
         callbacks=[SealCheckpointCallback(), JsonlLogCallback(run_dir / TRAIN_LOG_FILE)],

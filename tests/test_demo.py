@@ -16,9 +16,10 @@ def recorder(seconds: float = 0.05, fail: str | None = None):
     lock = threading.Lock()
     state = {"running": 0, "peak": 0}
 
-    def run(stage: Stage) -> None:
+    def run(stage: Stage, alone: bool) -> None:
         with lock:
             events.append(("start", stage.subset))
+            state.setdefault("alone", set()).update({stage.subset} if alone else set())
             state["running"] += 1
             state["peak"] = max(state["peak"], state["running"])
         time.sleep(seconds)
@@ -48,6 +49,12 @@ def test_pipeline_runs_every_stage_after_its_inputs_and_at_most_jobs_at_once(job
     assert state["peak"] <= jobs
     if jobs > 1:
         assert state["peak"] == jobs  # SFT and the two RMs are independent: they overlap
+
+
+def test_only_stages_nothing_else_can_run_beside_get_every_core() -> None:
+    run, _, state = recorder(0.01)
+    run_stages(PIPELINE, 2, run)
+    assert state["alone"] == {"eval_pred", "eval_rewarding"}  # the PPO runs and the first three overlap
 
 
 def test_pipeline_order_is_a_valid_sequential_order() -> None:

@@ -291,6 +291,10 @@ def _fake_run(folder: Path, manifest: str | None, kind: str = "causal_lm", adapt
         ("no-adapter", "adapter is missing"),
         ("reward-model-as-policy", "is a reward model (rm_train.py), not a causal LM"),
         ("causal-lm-as-reward", "is a causal LM (sft_train.py / rl_train.py), not a reward model"),
+        ("causal-lm-as-critic", "is a causal LM (sft_train.py / rl_train.py), not a reward model"),
+        ("corrupt-rm-format", "rm_format.json is not valid JSON"),
+        ("rm-format-unknown-key", "rm_format.json does not describe an RM format"),
+        ("corrupt-reward-stats", "reward_stats.json is not a JSON object"),
     ],
 )
 def test_model_paths_that_cannot_work_end_in_one_line(tmp_path: Path, capsys, case: str, message: str) -> None:
@@ -312,12 +316,23 @@ def test_model_paths_that_cannot_work_end_in_one_line(tmp_path: Path, capsys, ca
         _fake_run(folder, "valid", adapter=False)
     elif case == "reward-model-as-policy":
         _fake_run(folder, "valid", kind="reward_model")
+    elif case in ("corrupt-rm-format", "rm-format-unknown-key", "corrupt-reward-stats"):
+        _fake_run(folder, "valid", kind="reward_model")
+        (folder / "rm_format.json").write_text({"corrupt-rm-format": '{"max_length": ', "rm-format-unknown-key": '{"max_lenght": 256}'}.get(case, "{}"))
+        if case == "corrupt-reward-stats":
+            (folder / "reward_stats.json").write_text("[1, 2]")
     else:
         _fake_run(folder, "valid", kind="causal_lm")
 
     def main(cfg, run_dir, resume):
-        if case == "causal-lm-as-reward":
+        if case in ("causal-lm-as-reward", "corrupt-rm-format", "rm-format-unknown-key", "corrupt-reward-stats"):
             load_reward_scorers([cfg.model.name])
+        elif case == "causal-lm-as-critic":
+            from dataclasses import replace
+
+            from crs.ppo_stage import build_models
+
+            build_models(replace(cfg, rl=replace(cfg.rl, value_model=str(folder))))
         elif case == "reward-model-as-policy":
             load_causal_lm(cfg.model.name, cfg.model)
         else:
