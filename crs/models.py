@@ -117,6 +117,17 @@ def _dequantize_gguf(gguf_path: Path, target: Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
+def read_run_json(path: Path, what_to_do: str) -> dict[str, Any]:
+    """A JSON object a run saved; anything else is a ModelError naming the file, then ``what_to_do``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{path} is not valid JSON ({err}); {what_to_do}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} is not a JSON object; {what_to_do}")
+    return data
+
+
 def read_run_manifest(path: str | Path) -> dict[str, Any] | None:
     """The ``crs_model.json`` of a crs run directory, or None if ``path`` is not one.
 
@@ -127,12 +138,7 @@ def read_run_manifest(path: str | Path) -> dict[str, Any] | None:
     if not manifest.is_file():
         return None
     redo = "rerun that stage with --overwrite, or point at another run"
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ModelError(f"{manifest} is not valid JSON ({err}); the run's model is damaged: {redo}") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{manifest} is not a JSON object; the run's model is damaged: {redo}")
+    data = read_run_json(manifest, f"the run's model is damaged: {redo}")
     for key in ("base", "adapter"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise ModelError(f"{manifest} lacks {key!r}; the run's model is damaged: {redo}")

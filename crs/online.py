@@ -323,7 +323,7 @@ def run_baseline(loop: Loop) -> dict[str, int]:
     online = loop.online
     base_dir = loop.run_dir / "baseline"
     n_prompts, k = (online.rounds - 1) * online.prompts_per_round, online.replies_per_prompt
-    new = {}
+    new, seen = {}, {}
     for kind, subset, count in (("ranking", online.preference_rm_subset, n_prompts), ("absolute", online.absolute_rm_subset, n_prompts * k)):
         rm_cfg = load_config(subset, loop.cfg.config_path)
         split_cfg = replace(rm_cfg.data, split=online.baseline_split, val_fraction=0.0, train_source=None, max_examples=None)
@@ -331,12 +331,25 @@ def run_baseline(loop: Loop) -> dict[str, int]:
         if kind == "ranking":  # K replies of each prompt, spread over its ranking like the RM's own training
             pool = [cap_replies(ex, k, rm_cfg.rm.reply_selection) for ex in pool]
         new[kind] = [_canonical(ex) for ex in pool]
+        # A local file is one split: its "baseline split" is then the RMs' own training data.
+        trained = {_prompt_key(ex.prompt) for ex in original_training_examples(loop, kind)}
+        seen[kind] = sum(_prompt_key(ex.prompt) in trained for ex in pool)
+        if seen[kind]:
+            logger.warning(
+                "online baseline: %d of its %d %s examples are on prompts round 0's RM already trained on (online.baseline_split=%r "
+                "of %s): the baseline is not fair; give the RM subset a source with a split the RMs never saw",
+                seen[kind], len(pool), kind, online.baseline_split, rm_cfg.data.source,
+            )
     data = rm_training_data(loop, base_dir / "rm_data", new, earlier_labels(loop, 1), loop.cfg.run.seed)
     for kind, data_kind in (("preference", "ranking"), ("absolute", "absolute")):
         train_rm(loop, base_dir / f"rm_{kind}", kind, loop.rm_run(0, kind), data[data_kind], f"baseline_rm_{kind}")
     rms = {kind: base_dir / f"rm_{kind}" for kind in RM_KINDS}
     train_rl(loop, base_dir / "rl", rms, data["ranking"], online.rounds * online.rl_steps, loop.cfg.run.seed, None, "baseline_rl")
-    return {"rankings": len(new["ranking"]), "scores": len(new["absolute"])}
+    return {"rankings": len(new["ranking"]), "scores": len(new["absolute"]), "rankings_seen": seen["ranking"], "scores_seen": seen["absolute"]}
+
+
+def _prompt_key(prompt: list[dict[str, str]]) -> str:
+    return json.dumps(prompt, sort_keys=True)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -495,6 +508,14 @@ def render_online_report(results: dict[str, Any]) -> str:
             "\n## Against the fair baseline",
             f"The baseline gave the round-0 reward models the same number of labels up front ({b['labels']['rankings']} rankings, {b['labels']['scores']} scores, "
             f"from the original distribution), then ran RL once for {s['rounds'] * s['rl_steps']} steps.",
+            *(
+                [
+                    f"\n**Not a fair baseline:** {b['labels']['rankings_seen']} of its rankings and {b['labels']['scores_seen']} of its scores are on "
+                    "prompts the round-0 reward models were trained on (`online.baseline_split` of a source with one split), so it got fewer new labels than the loop."
+                ]
+                if b["labels"].get("rankings_seen") or b["labels"].get("scores_seen")
+                else []
+            ),
             f"| | win rate vs `{ref}` % | judge mean | proxy reward | KL | mean length |",
             "|---|---|---|---|---|---|",
             f"| loop (round {last['round']}) | {_pct(last['win_rate_vs_reference'])} | {last['judge_mean']:.3f} | {_num(last['proxy'])} | {_num(last['kl'])} | {last['mean_length']:.0f} |",

@@ -9,7 +9,6 @@ LoRA RMs trained on it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from crs.models import (
     check_run_kind,
     load_sequence_classifier,
     load_tokenizer,
+    read_run_json,
     read_run_manifest,
     resolve_dtype,
 )
@@ -126,33 +126,23 @@ class RewardScorer:
     __call__ = score
 
 
+_REDO = "the reward-model run is damaged: rerun rm_train.py with --overwrite, or point at another run"
+
+
 def read_rm_files(path: str | Path) -> tuple[RMFormat | None, dict[str, Any] | None, str | None]:
     """(format, reward stats, loss kind) saved in an RM run dir; None for what is missing."""
     path = Path(path)
     fmt = stats = loss_kind = None
     if (path / RM_FORMAT_FILE).is_file():
-        saved = _read_run_json(path / RM_FORMAT_FILE)
+        saved = read_run_json(path / RM_FORMAT_FILE, _REDO)
         loss_kind = saved.pop("loss", None)
         try:
             fmt = RMFormat(**saved)
         except TypeError as err:  # a key RMFormat does not have
             raise ModelError(f"{path / RM_FORMAT_FILE} does not describe an RM format ({err}); {_REDO}") from None
     if (path / REWARD_STATS_FILE).is_file():
-        stats = _read_run_json(path / REWARD_STATS_FILE)
+        stats = read_run_json(path / REWARD_STATS_FILE, _REDO)
     return fmt, stats, loss_kind
-
-
-_REDO = "the reward-model run is damaged: rerun rm_train.py with --overwrite, or point at another run"
-
-
-def _read_run_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ModelError(f"{path} is not valid JSON ({err}); {_REDO}") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path} is not a JSON object; {_REDO}")
-    return data
 
 
 def load_reward_scorers(

@@ -142,6 +142,9 @@ def test_a_two_round_loop_resumes_mid_round_and_refreshes_both_rms(tmp_path: Pat
     assert "own_policy" in results["rm_accuracy"]["absolute"]["1"]
     assert results["baseline"]["labels"]["rankings"] == 3
     assert "## Against the fair baseline" in (loop_dir / "report.md").read_text()
+    # The fixture's RM files have one split, so the baseline drew prompts the RMs trained on: said so.
+    assert results["baseline"]["labels"]["rankings_seen"] > 0
+    assert "**Not a fair baseline:**" in (loop_dir / "report.md").read_text()
 
 
 def test_adapter_weights_load_only_from_a_run_on_the_same_base(tmp_path: Path, smol_tokenizer) -> None:
