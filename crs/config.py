@@ -281,8 +281,8 @@ class RLConfig:
     init_adapter: str | None = field(
         default=None,
         metadata={
-            "help": "An earlier RL run on the same `policy` whose LoRA adapter this run keeps training (the online loop's next round); "
-            "the reference stays `policy` (adapter off). null: a fresh adapter."
+            "help": "An earlier RL run on the same `policy` whose LoRA adapter (and, with PPO, value head) this run keeps training (the "
+            "online loop's next round); the reference stays `policy` (adapter off). null: a fresh adapter."
         },
     )
     rewards: list[RewardSourceConfig] = field(

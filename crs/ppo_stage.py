@@ -22,6 +22,7 @@ launch``) each take their share of every prompt batch; only the main process wri
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import math
@@ -38,7 +39,7 @@ from torch import nn
 from crs.config import ConfigError, CRSConfig, RewardSourceConfig
 from crs.data import load_examples
 from crs.data.sources import EMBEDDED_DEMO
-from crs.io import append_jsonl, folder_written_atomically, read_jsonl, truncate_jsonl, write_json_atomic
+from crs.io import append_jsonl, folder_written_atomically, read_jsonl, truncate_jsonl, write_bytes_atomic, write_json_atomic
 from crs.models import (
     add_lora,
     check_run_kind,
@@ -61,6 +62,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
 OVEROPT_FILE = "overoptimization.jsonl"
+VALUE_HEAD_FILE = "value_head.pt"  # the critic's head at the end of a run (rl.init_adapter continues it)
 
 
 class PromptStream:
@@ -189,7 +191,27 @@ def build_models(cfg: CRSConfig) -> tuple[PolicyValueModel, nn.Module | None, to
             critic = critic.float()
             upcast_trainable(critic)
         value_model = ValueModel(critic)
-    return PolicyValueModel(policy, value_model), reference, dtype, policy_name
+    model = PolicyValueModel(policy, value_model)
+    if cfg.rl.init_adapter and model.value_head is not None:
+        continue_value_head(model.value_head, Path(cfg.rl.init_adapter))
+    return model, reference, dtype, policy_name
+
+
+def continue_value_head(value_head: nn.Linear, earlier_run: Path) -> None:
+    """Start the value head where an earlier PPO run's ended (its ``value_head.pt``), so a
+    continued policy is not judged by a critic that knows nothing; without one it starts at 0."""
+    path = earlier_run / VALUE_HEAD_FILE
+    if not path.is_file():
+        logger.info("%s has no %s (not a PPO run with a value head): the value head starts at zero", earlier_run, VALUE_HEAD_FILE)
+        return
+    value_head.load_state_dict(torch.load(path, map_location="cpu"))
+
+
+def save_value_head(value_head: nn.Linear, run_dir: Path) -> None:
+    """Write the value head beside the adapter, atomically (what :func:`continue_value_head` reads)."""
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in value_head.state_dict().items()}, buffer)
+    write_bytes_atomic(run_dir / VALUE_HEAD_FILE, buffer.getvalue())
 
 
 def _make_accelerator(cfg: CRSConfig, run_dir: Path) -> Any:
@@ -338,6 +360,8 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
             summary["judge_peak"] = judge_peak(rows, f"judge/{judge.name}")
     if is_main:
         save_run_model(trainer.unwrapped.policy, tokenizer, run_dir, base_name=policy_name, kind="causal_lm", merge=cfg.model.lora.merge)
+        if trainer.unwrapped.value_head is not None:
+            save_value_head(trainer.unwrapped.value_head, run_dir)
         mark_finished(run_dir, summary)
         logger.info("PPO done: %s -> %s", summary["final"], run_dir)
     accelerator.wait_for_everyone()

@@ -614,3 +614,21 @@ def test_the_stage_command_ends_a_hopeless_run_in_one_line(tmp_path, tiny_model_
     assert "error: 2 PPO steps in a row had a non-finite reward" in err[-1]  # one line, after the progress bar
     state = run_state(tmp_path / "out" / "rl")
     assert state["status"] == "failed" and "non-finite" in state["error"]
+
+
+def test_init_adapter_also_continues_the_value_head(tmp_path, tiny_model_dir):
+    from crs.config import load_config
+    from crs.ppo_stage import VALUE_HEAD_FILE, build_models, run_ppo_stage
+
+    path = write_rl_config(tmp_path / "a.yaml", tiny_model_dir, tmp_path / "a", steps=2)
+    cfg = load_config("tiny_rl", path)
+    cfg.run_dir.mkdir(parents=True)
+    run_ppo_stage(cfg, cfg.run_dir, resume=False)
+    saved = torch.load(cfg.run_dir / VALUE_HEAD_FILE)
+    assert saved["weight"].abs().sum() > 0  # trained away from its zero start
+
+    continued = load_config("tiny_rl", write_rl_config(tmp_path / "b.yaml", tiny_model_dir, tmp_path / "b", steps=2, init_adapter=str(cfg.run_dir)))
+    model, *_ = build_models(continued)
+    assert torch.equal(model.value_head.weight.detach(), saved["weight"]) and torch.equal(model.value_head.bias.detach(), saved["bias"])
+    fresh, *_ = build_models(cfg)  # no rl.init_adapter: a zero head
+    assert fresh.value_head.weight.abs().sum() == 0
