@@ -11,9 +11,10 @@ the same arithmetic as transformers' ``LlamaModel`` with less around it:
 * every matrix pre-packed for the CPU kernels (:mod:`crs.packed_linear`);
 * a preallocated KV cache, written in place, and RoPE applied to q and k in one go.
 
-Only frozen copies use it (the merged sampling copy of the policy), on CPU, for models
-:meth:`FusedLlamaDecoder.supports` accepts; anything else decodes with transformers. The rotary embedding is
-the model's own module, so every RoPE variant transformers implements is honoured.
+Only frozen copies use it (the merged sampling copy of the policy), on CPU, for the models
+:meth:`FusedLlamaDecoder.supports` accepts; anything else decodes with transformers. The
+rotary embedding is the model's own module, so every RoPE variant transformers implements
+is honoured.
 """
 
 from __future__ import annotations
