@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from crs.config import load_config
 from crs.report import main_table
-from crs.runs import is_finished, run_logged, run_state
+from crs.runs import cores_share_env, is_finished, run_logged, run_state
 
 
 @dataclass(frozen=True)
@@ -123,8 +122,7 @@ def stage_runner(jobs: int, log_dir: Path, started: float) -> Callable[[Stage, b
     numbers = {stage.subset: i for i, stage in enumerate(PIPELINE, start=1)}
 
     def run(stage: Stage, alone: bool) -> None:
-        # Oversubscribed BLAS threads slow every job down.
-        env = {} if jobs == 1 or alone else {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+        env = {} if jobs == 1 or alone else cores_share_env(jobs)
         run_dir = load_config(stage.subset).run_dir
         command = [sys.executable, "-m", "crs", stage.command, "--config_subset", stage.subset]
         if run_state(run_dir) is not None:

@@ -361,6 +361,12 @@ def stage_command(stage: str, config_path: str, subset: str, run_dir: Path, over
     return command
 
 
+def cores_share_env(jobs: int) -> dict[str, str]:
+    """The environment giving one of ``jobs`` side-by-side processes its share of the cores
+    (oversubscribed BLAS threads slow every job down)."""
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+
+
 def run_logged(command: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> int:
     """Run ``command`` with its output appended to ``log_path``; its exit code."""
     log_path.parent.mkdir(parents=True, exist_ok=True)

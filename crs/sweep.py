@@ -40,7 +40,7 @@ from crs.eval_stages import SourceScores, judge_replies, predict_models
 from crs.io import read_jsonl, write_json_atomic, write_text_atomic
 from crs.report import judge_peak, plot_overoptimization, save_figure_atomic
 from crs.rewards import build_sources
-from crs.runs import is_finished, mark_finished, run_logged, stage_command
+from crs.runs import cores_share_env, is_finished, mark_finished, run_logged, stage_command
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,7 @@ def train_runs(cfg: CRSConfig, base: CRSConfig, run_dir: Path) -> dict[str, floa
     pending = [run for run in sweep_runs(cfg) if not is_finished(runs_dir / run.name)]
     done = len(sweep_runs(cfg)) - len(pending)
     logger.info("sweep: %d RL runs, %d finished earlier, %d to train, %d at a time", done + len(pending), done, len(pending), cfg.sweep.jobs)
-    # Each job gets its share of the cores: oversubscribed BLAS threads slow everything down.
-    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // cfg.sweep.jobs))}
+    env = cores_share_env(cfg.sweep.jobs)
 
     def train(run: SweepRun) -> tuple[SweepRun, float, int]:
         start = time.time()
