@@ -45,6 +45,9 @@ def run_one(dtype_name: str, steps: int, warmup: int, threads: int | None) -> di
 
     if threads:
         torch.set_num_threads(threads)
+    from crs.runs import keep_freed_memory
+
+    keep_freed_memory()  # as every crs stage does on CPU
     from crs.config import LoraConfig, ModelConfig, RLConfig
     from crs.data.schema import user_prompt
     from crs.models import add_lora, load_causal_lm, load_tokenizer, resolve_dtype

@@ -130,8 +130,9 @@ def run_stage(main_fn: StageMain, description: str, argv: list[str] | None = Non
     # Imported here, not at the top: they pull in torch, and `crs --help` should be instant.
     from crs.data.schema import DataError
     from crs.models import ModelError
-    from crs.runs import RunError, mark_failed, run_state
+    from crs.runs import RunError, keep_freed_memory, mark_failed, run_state
 
+    keep_freed_memory()
     expected = (ConfigError, DataError, ModelError, RunError)
     args = stage_parser(description).parse_args(argv)
     setup_logging()

@@ -48,3 +48,37 @@ def test_latest_checkpoint_orders_numerically(tmp_path: Path) -> None:
         seal_checkpoint(tmp_path / f"checkpoint-{step}")
     assert latest_checkpoint(tmp_path).name == "checkpoint-100"
     assert latest_checkpoint(tmp_path / "missing") is None
+
+
+RSS_AFTER_FREE = """
+import sys
+from crs.runs import keep_freed_memory
+kept = keep_freed_memory()
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+before = rss_mb()
+block = bytearray(256 * 2**20)  # one large allocation, touched (zero-filled)
+del block
+print(kept, round(rss_mb() - before))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("user_setting", [None, "65536"])
+def test_freed_memory_is_kept_on_cpu_unless_the_user_chose(user_setting: str | None) -> None:
+    # Kept: a freed 256 MB block stays in the process for the next step's tensors. The user's
+    # MALLOC_MMAP_MAX_ wins: glibc's default returns the block to the OS at once.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    if user_setting is not None:
+        env["MALLOC_MMAP_MAX_"] = user_setting
+    done = subprocess.run([sys.executable, "-c", RSS_AFTER_FREE], env=env, capture_output=True, text=True, check=True)
+    kept, grown_mb = done.stdout.split()
+    if user_setting is None:
+        assert kept == "True" and int(grown_mb) >= 200
+    else:
+        assert kept == "False" and int(grown_mb) < 50
