@@ -132,12 +132,13 @@ def run_stage(main_fn: StageMain, description: str, argv: list[str] | None = Non
     from crs.models import ModelError
     from crs.runs import RunError, keep_freed_memory, mark_failed, run_state
 
-    keep_freed_memory()
     expected = (ConfigError, DataError, ModelError, RunError)
     args = stage_parser(description).parse_args(argv)
     setup_logging()
     try:
         config = load_config(args.config_subset, args.config, args.overrides, args.name_suffix)
+        if config.run.keep_freed_memory:
+            keep_freed_memory()
         run_dir = _prepare_on_main_process(config, args.resume, args.overwrite)
     except expected as err:
         print(f"error: {err}", file=sys.stderr)

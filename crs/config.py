@@ -55,6 +55,15 @@ class RunConfig:
         default="none", metadata={"help": "Where training metrics are also sent: `none`, `tensorboard` or `wandb` (needs that package)."}
     )
     logging_steps: int = field(default=10, metadata={"help": "Log every N optimiser steps (PPO: every N PPO steps)."})
+    keep_freed_memory: bool = field(
+        default=True,
+        metadata={
+            "help": "On a CPU-only Linux machine, glibc keeps freed memory for the next step's tensors instead of returning "
+            "it to the OS: on the demo, SFT 1.6x and the absolute RM 1.9x faster, at up to 2.5x the peak memory (SFT: "
+            "8.8 GB against 3.5 GB). false when memory is tight. Setting `MALLOC_MMAP_MAX_` or `MALLOC_TRIM_THRESHOLD_` "
+            "yourself also leaves glibc as you set it."
+        },
+    )
 
 
 @dataclass

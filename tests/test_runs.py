@@ -82,3 +82,18 @@ def test_freed_memory_is_kept_on_cpu_unless_the_user_chose(user_setting: str | N
         assert kept == "True" and int(grown_mb) >= 200
     else:
         assert kept == "False" and int(grown_mb) < 50
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_stage_keeps_freed_memory_as_its_config_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: bool) -> None:
+    from crs.cli import run_stage
+
+    calls: list[bool] = []
+    monkeypatch.setattr("crs.runs.keep_freed_memory", lambda: calls.append(True) or True)
+
+    def stage(config, run_dir: Path, resume: bool) -> None:
+        mark_finished(run_dir)
+
+    overrides = ["--set", f"run.output_dir={tmp_path}", "--set", f"run.keep_freed_memory={str(keep).lower()}"]
+    run_stage(stage, "a stage", ["--config_subset", "sft", *overrides])
+    assert calls == ([True] if keep else [])
