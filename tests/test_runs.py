@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from crs.config import ConfigError, load_config
 from crs.runs import is_finished, latest_checkpoint, mark_finished, prepare_run_dir, seal_checkpoint
@@ -51,7 +52,6 @@ def test_latest_checkpoint_orders_numerically(tmp_path: Path) -> None:
 
 
 RSS_AFTER_FREE = """
-import sys
 from crs.runs import keep_freed_memory
 kept = keep_freed_memory()
 def rss_mb():
@@ -64,7 +64,7 @@ print(kept, round(rss_mb() - before))
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(not Path("/proc/self/statm").exists() or torch.cuda.is_available(), reason="a CPU-only Linux machine")
 @pytest.mark.parametrize("user_setting", [None, "65536"])
 def test_freed_memory_is_kept_on_cpu_unless_the_user_chose(user_setting: str | None) -> None:
     # Kept: a freed 256 MB block stays in the process for the next step's tensors. The user's
