@@ -18,22 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import runpy
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-PROMPTS = [
-    "Explain why the sky is blue in two sentences.",
-    "List three tips for sleeping better.",
-    "What is 17 + 25?",
-    "Define photosynthesis.",
-    "Compare bicycles and cars for commuting.",
-    "Summarize the benefits of drinking water.",
-    "Rewrite politely: give me the report now.",
-    "Is it safe to swim right after eating?",
-]
+PROMPTS = runpy.run_path(str(Path(__file__).with_name("ppo_step.py")))["PROMPTS"]  # the PPO benchmark's setting
 
 
 def run_one(algorithm: str, model: str, dtype_name: str, steps: int, warmup: int, threads: int | None) -> dict[str, float]:
