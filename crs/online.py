@@ -159,14 +159,14 @@ def simulated_labels(rows: list[dict[str, Any]], noise: float, seed: int) -> tup
 
 def check_label_files(label_dir: Path, asked: list[dict[str, Any]], data_cfg: Any) -> None:
     """Refuse label files that do not parse as canonical rankings / scores, or label prompts never asked (file and line)."""
-    asked_prompts = {json.dumps(row["messages"], sort_keys=True) for row in asked}
+    asked_prompts = {_prompt_key(row["messages"]) for row in asked}
     for name, kind in ((RANKINGS_FILE, "ranking"), (SCORES_FILE, "absolute")):
         path = label_dir / name
         # Parsed exactly as training will read it: a bad row stops here, naming file and line.
         load_examples(replace(data_cfg, source=str(path), adapter="canonical", val_fraction=0.0, val_source=None, val_split=None, train_source=None, max_examples=None), kind, 0)
         for line, row in iter_jsonl(path):
             messages = row.get("messages") or [{"role": "user", "content": row.get("prompt")}]
-            if json.dumps(messages, sort_keys=True) not in asked_prompts:
+            if _prompt_key(messages) not in asked_prompts:
                 raise DataError(f"{path}:{line}: this prompt was not among the ones to label in {label_dir.parent / 'to_label.jsonl'}")
 
 
@@ -349,6 +349,7 @@ def run_baseline(loop: Loop) -> dict[str, int]:
 
 
 def _prompt_key(prompt: list[dict[str, str]]) -> str:
+    """One string per distinct prompt (its messages, keys sorted)."""
     return json.dumps(prompt, sort_keys=True)
 
 
