@@ -55,6 +55,13 @@ class RunConfig:
         default="none", metadata={"help": "Where training metrics are also sent: `none`, `tensorboard` or `wandb` (needs that package)."}
     )
     logging_steps: int = field(default=10, metadata={"help": "Log every N optimiser steps (PPO: every N PPO steps)."})
+    allow_gold_outside_demo: bool = field(
+        default=False,
+        metadata={
+            "help": "The gold judge and the simulated annotator are the demo dataset's rule set: on other prompts crs refuses "
+            "them (their numbers would mean nothing) unless this is true."
+        },
+    )
     keep_freed_memory: bool = field(
         default=True,
         metadata={
@@ -529,10 +536,11 @@ class EvalRewardingConfig:
         },
     )
     judge: str = field(
-        default="gold",
+        default="auto",
         metadata={
-            "help": "`gold` (the demo annotator's noise-free utility), `none` (then the first reward source is the reference "
-            "scorer), or a file or glob of an external judge's pairwise verdicts: AlpacaEval annotations (`.json`) or a CSV "
+            "help": "`auto` (`gold` when every prompt is the demo dataset's, else `none`), `gold` (the demo annotator's "
+            "noise-free utility; refused on other prompts, see `run.allow_gold_outside_demo`), `none` (then the first reward "
+            "source is the reference scorer), or a file or glob of an external judge's pairwise verdicts: AlpacaEval annotations (`.json`) or a CSV "
             "`prompt_id,model_a,model_b,preference` (`.csv`); formats in docs/evaluation.md."
         },
     )
@@ -595,7 +603,13 @@ class SweepConfig:
         default_factory=lambda: EvalModelConfig(name="sft", path="outputs/sft"),
         metadata={"help": "The model every run is compared with (win rates against it)."},
     )
-    judge: str = field(default="gold", metadata={"help": "The judge: a reward source path (`gold`, `python:module:function`, an RM run)."})
+    judge: str = field(
+        default="auto",
+        metadata={
+            "help": "The judge: a reward source path (`gold`, `python:module:function`, an RM run), or `auto`: `gold` when every "
+            "eval prompt is the demo dataset's, else the first of `sweep.rewards`."
+        },
+    )
     rewards: list[EvalRewardSourceConfig] = field(
         default_factory=list, metadata={"help": "Reward models that judge the runs too (the same curve under each)."}
     )
@@ -648,7 +662,13 @@ class OnlineConfig:
         default_factory=lambda: EvalModelConfig(name="sft", path="outputs/sft"),
         metadata={"help": "The model every round is compared with (win rates against it)."},
     )
-    judge: str = field(default="gold", metadata={"help": "The judge of win rates and RM accuracy: a reward source path (`gold`, `python:module:function`)."})
+    judge: str = field(
+        default="auto",
+        metadata={
+            "help": "The judge of win rates and RM accuracy: a reward source path (`gold`, `python:module:function`, an RM run), "
+            "or `auto`: `gold` when every prompt is the demo dataset's (else name one)."
+        },
+    )
     n_boot: int = field(default=1000, metadata={"help": "Bootstrap rounds for the 95% intervals."})
 
 
@@ -1021,8 +1041,8 @@ VALUE_RULES: list[tuple[str, Predicate, str]] = [
      "finite weights >= 0, at least one > 0, each naming a source of eval_rewarding.rewards"),
     ("eval_rewarding.combined[*].reward_clip", _or_null(_above(0)), "a finite number > 0, or null (no clipping)"),
     ("eval_rewarding.combined[*].missing_eos_penalty", _or_null(_finite), "a finite number, or null"),
-    ("eval_rewarding.judge", lambda v, c: v in ("gold", "none") or v.lower().endswith((".json", ".csv")),
-     "gold, none, or a path or glob of AlpacaEval annotations (.json) or a verdict CSV (.csv)"),
+    ("eval_rewarding.judge", lambda v, c: v in ("auto", "gold", "none") or v.lower().endswith((".json", ".csv")),
+     "auto, gold, none, or a path or glob of AlpacaEval annotations (.json) or a verdict CSV (.csv)"),
     ("eval_rewarding.n_boot", _at_least(1), "an integer >= 1"),
     ("sweep.weights[*]", _UNIT, "in [0, 1] (the preference source's weight; the absolute source gets 1 - w)"),
     ("sweep.jobs", _at_least(1), "an integer >= 1"),

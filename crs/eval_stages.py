@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ import numpy as np
 import torch
 import yaml
 
-from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConfig, load_config, save_resolved_config
+from crs.annotator import resolve_judge
+from crs.config import ConfigError, CRSConfig, EvalModelConfig, EvalRewardSourceConfig, RewardSourceConfig, load_config, save_resolved_config
 from crs.data import load_examples
 from crs.data.schema import PromptExample, last_user_text, user_prompt
 from crs.decoding import SamplingSettings, generate_replies
@@ -34,7 +36,7 @@ from crs.io import write_json_atomic, write_text_atomic
 from crs.judges import ExternalJudge, is_external, load_judge
 from crs.models import load_causal_lm, load_tokenizer, resolve_dtype
 from crs.report import build_results, leaderboard_csv, main_table, plot_mean_scores, plot_win_rate_heatmap, render_report
-from crs.rewards import REWARD_STATE_FILE, CombinedReward, RewardSource, build_sources, gold_reward
+from crs.rewards import REWARD_STATE_FILE, CombinedReward, RewardSource, build_sources, check_gold_sources, gold_reward
 from crs.runs import latest_checkpoint, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)
@@ -113,6 +115,24 @@ def predict_models(config_path: str, eval_subset: str, seed: int, models: list[E
     save_resolved_config(pred_cfg, pred_dir / "config.resolved.yaml")  # the model list read back when scoring
     predict(pred_cfg, pred_dir, resume=True)
     return read_all_predictions(pred_dir)
+
+
+def study_judge(
+    cfg: CRSConfig, key: str, spec: str, eval_subset: str, fallback: list[EvalRewardSourceConfig], more_prompts: Sequence[str] = ()
+) -> str:
+    """The judge (a reward source path) of a sweep or an online loop, decided before anything trains.
+
+    ``auto`` is gold when the eval subset's prompts (and ``more_prompts``, which it also
+    judges) are all the demo's, else the first of ``fallback``; an explicit gold is refused on
+    other prompts (:func:`crs.annotator.resolve_judge`). No judge at all is a ConfigError."""
+    texts = [last_user_text(p.prompt) for p in load_eval_prompts(load_config(eval_subset, cfg.config_path))]
+    instead = f"the first reward model ({fallback[0].name}) judges" if fallback else "name one"
+    resolved = resolve_judge(spec, texts + list(more_prompts), key, cfg.run.allow_gold_outside_demo, instead)
+    if resolved != "none":
+        return resolved
+    if not fallback:
+        raise ConfigError(f"{key}: no judge for these prompts: name one (a reward-model run or python:module:function)")
+    return fallback[0].path
 
 
 def judge_replies(judge: RewardSource, per_model: dict[str, list[dict[str, Any]]]) -> dict[str, np.ndarray]:
@@ -238,7 +258,8 @@ def score_all(
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, list[float]]]]:
     """Per-item scores: (scorers, raw). scorers[name][model] holds the judge, each reward
     source on its z-scale, the combined scorers and every evaluated RL run's own training
-    reward; raw[source][model] the sources' raw outputs.
+    reward; raw[source][model] the sources' raw outputs. The gold judge (``eval_rewarding.judge``
+    gold, or auto on the demo's prompts) and gold reward sources only score the demo's prompts.
 
     Combined scorers and training rewards go through :meth:`CombinedReward.combine`, the
     formula PPO optimises: the same normalisation, weights, clip and missing-EOS penalty.
@@ -247,7 +268,11 @@ def score_all(
     settings = cfg.eval_rewarding
     scores: dict[str, dict[str, list[float]]] = {}
     raw_scores: dict[str, dict[str, list[float]]] = {}
-    if settings.judge == "gold":
+    instructions = list(dict.fromkeys(r["instruction"] for rows in per_model.values() for r in rows))  # each prompt once
+    allow_gold = cfg.run.allow_gold_outside_demo
+    check_gold_sources(settings.rewards, instructions, "eval_rewarding.rewards", allow_gold)
+    instead = f"the first reward source ({settings.rewards[0].name}) is the reference scorer" if settings.rewards else "no judge"
+    if resolve_judge(settings.judge, instructions, "eval_rewarding.judge", allow_gold, instead) == "gold":
         scores[JUDGE] = {
             m: gold_reward([user_prompt(r["instruction"]) for r in rows], [r["output"] for r in rows])
             for m, rows in per_model.items()

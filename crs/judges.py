@@ -40,7 +40,7 @@ from crs.evaluation import PairwiseVerdicts
 
 logger = logging.getLogger(__name__)
 
-BUILT_IN = ("gold", "none")
+BUILT_IN = ("auto", "gold", "none")
 _NULL_TEXT = {"", "null", "none", "nan", "na", "n/a"}
 
 

@@ -437,15 +437,20 @@ def _classifier_head_name(model: Any) -> str:
 def save_run_model(model: Any, tokenizer: Any, run_dir: str | Path, base_name: str, kind: ModelKind, merge: bool = False) -> Path:
     """Save a trained model into ``run_dir`` in the Hugging Face layout, plus ``crs_model.json``.
 
-    A LoRA model saves its adapter in ``<run_dir>/adapter`` (loadable with peft's
-    ``from_pretrained``); a fully fine-tuned one saves the whole model there. ``merge``
-    also writes ``<run_dir>/merged``, a plain model with the adapter folded in.
+    A LoRA model saves its adapter in ``<run_dir>/adapter``, whose ``adapter_config.json``
+    names the very weights it was trained on (:func:`plain_base_location`), so peft's
+    ``from_pretrained`` gives the model crs trained; a fully fine-tuned one saves the whole
+    model there. ``merge`` also writes ``<run_dir>/merged``, a plain model with the adapter folded in.
     """
     run_dir = Path(run_dir)
     adapter_dir = run_dir / "adapter"
     is_peft = hasattr(model, "peft_config")
     model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
+    if is_peft:
+        frozen = next((p.dtype for p in model.parameters() if not p.requires_grad), torch.float32)
+        frozen = frozen if frozen.is_floating_point else torch.bfloat16  # a k-bit base: its merged copy in bf16
+        name_plain_base(adapter_dir, plain_base_location(base_name, frozen))
     if merge and is_peft:
         merged = model.merge_and_unload()
         merged.save_pretrained(run_dir / "merged")
@@ -457,3 +462,38 @@ def save_run_model(model: Any, tokenizer: Any, run_dir: str | Path, base_name: s
     manifest = {"base": base_name, "adapter": "adapter", "kind": kind, "full_model": not is_peft}
     write_json_atomic(run_dir / RUN_MANIFEST, manifest)
     return adapter_dir
+
+
+def plain_base_location(base_name: str, dtype: torch.dtype) -> str:
+    """Where ``from_pretrained`` finds exactly the weights an adapter trained on ``base_name`` sits on.
+
+    An embedded name is its folder; a crs run with a LoRA adapter (an RL run's SFT policy) is
+    its ``merged`` folder, written once in ``dtype`` when missing: naming that run's raw base
+    instead would silently drop what it learned. Absolute paths, so the plain load works from
+    any directory (crs itself goes by the relative paths of ``crs_model.json``).
+    """
+    if base_name.startswith(EMBEDDED_PREFIX):
+        return str(Path(resolve_model_path(base_name)).resolve())
+    path = Path(base_name)
+    manifest = read_run_manifest(path) if path.is_dir() else None
+    if manifest is None:
+        return str(path.resolve()) if path.is_dir() else base_name
+    if manifest.get("full_model"):
+        return str((path / manifest["adapter"]).resolve())
+    merged = path / "merged"
+    if not (merged / "config.json").is_file():
+        kind = manifest.get("kind", "causal_lm")
+        model = load_model(str(path), kind, dtype=dtype)
+        with folder_written_atomically(merged, replace=False) as tmp:  # a racing run's copy wins
+            model.save_pretrained(tmp)
+            load_tokenizer(str(path)).save_pretrained(tmp)
+        logger.info("wrote %s: the plain model the adapters trained on %s sit on", merged, path)
+    return str(merged.resolve())
+
+
+def name_plain_base(adapter_dir: Path, base: str) -> None:
+    """Point a saved adapter's ``adapter_config.json`` (``base_model_name_or_path``) at ``base``."""
+    config_path = adapter_dir / "adapter_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base
+    write_json_atomic(config_path, config)

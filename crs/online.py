@@ -37,12 +37,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from crs import evaluation as ev
-from crs.annotator import ANNOTATORS, likert, likert_to_unit, rank_replies
+from crs.annotator import ANNOTATORS, check_gold_applies, likert, likert_to_unit, rank_replies
 from crs.config import CRSConfig, EvalModelConfig, RewardSourceConfig, load_config
 from crs.data import load_examples
 from crs.data.schema import AbsoluteExample, DataError, PromptExample, RankingExample, last_user_text
 from crs.decoding import SamplingSettings, generate_replies
-from crs.eval_stages import judge_replies, predict_models
+from crs.eval_stages import judge_replies, predict_models, study_judge
 from crs.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from crs.models import load_causal_lm, load_tokenizer, resolve_dtype
 from crs.report import plot_overoptimization, save_figure_atomic
@@ -575,6 +575,11 @@ def run_online(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     started = time.time()
     loop = Loop(cfg, Path(run_dir))
     online = cfg.online
+    judged = [last_user_text(p.prompt) for p in fresh_prompts(loop)]  # labelled and probe prompts are drawn from these
+    judge_path = study_judge(cfg, "online.judge", online.judge, online.eval_subset, [], judged)
+    if online.labeller == "simulated":
+        check_gold_applies(judged, "online.labeller simulated (the demo's annotator)", cfg.run.allow_gold_outside_demo,
+                           "Label them yourself (online.labeller: file)")
     if online.rounds > 1:
         round_prompts(loop, 1)  # enough fresh prompts for every round, before anything trains
     for n in range(online.rounds):
@@ -584,10 +589,11 @@ def run_online(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     if baseline_labels is not None:
         models.append(EvalModelConfig("baseline", str(loop.run_dir / "baseline" / "rl")))
     per_model = predict_models(cfg.config_path, online.eval_subset, cfg.run.seed, models, loop.run_dir / "eval_pred")
-    judge = build_sources([RewardSourceConfig(name="judge", path=online.judge)], cfg.model)[0]
+    judge = build_sources([RewardSourceConfig(name="judge", path=judge_path)], cfg.model)[0]
     scores = judge_replies(judge, per_model)
     lengths = {m: [len(r["output"]) for r in rows] for m, rows in per_model.items()}
     results = loop_results(loop, scores, lengths, rm_accuracies(loop, judge), baseline_labels)
+    results["judge"] = judge_path  # what auto resolved to
     results["wall_time_s"] = time.time() - started
     write_json_atomic(loop.run_dir / "results.json", results)
     report = render_online_report(results)

@@ -36,9 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from crs.annotator import resolve_judge
 from crs.config import ConfigError, CRSConfig, RewardSourceConfig
 from crs.data import load_examples
-from crs.data.sources import EMBEDDED_DEMO
+from crs.data.schema import Messages, last_user_text
 from crs.io import append_jsonl, folder_written_atomically, read_jsonl, truncate_jsonl, write_bytes_atomic, write_json_atomic
 from crs.models import (
     add_lora,
@@ -54,7 +55,7 @@ from crs.models import (
 from crs.policy import PolicyValueModel, ValueModel
 from crs.ppo import PPOTrainer
 from crs.report import judge_peak, plot_overoptimization
-from crs.rewards import CombinedReward, RewardSource, build_sources
+from crs.rewards import CombinedReward, RewardSource, build_sources, check_gold_sources
 from crs.runs import NonFiniteError, checkpoint_step, latest_checkpoint, mark_finished, seal_checkpoint, set_seed
 
 logger = logging.getLogger(__name__)
@@ -244,11 +245,10 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def build_judge(cfg: CRSConfig) -> RewardSource | None:
-    """The over-optimisation judge of ``rl.judge`` (read, never optimised), or None."""
-    spec = cfg.rl.judge
-    if spec == "auto":
-        spec = "gold" if cfg.data.source == EMBEDDED_DEMO else "none"
+def build_judge(cfg: CRSConfig, prompts: list[Messages]) -> RewardSource | None:
+    """The over-optimisation judge of ``rl.judge`` on ``prompts`` (read, never optimised), or None."""
+    texts = [last_user_text(p) for p in prompts]
+    spec = resolve_judge(cfg.rl.judge, texts, "rl.judge", cfg.run.allow_gold_outside_demo, "the over-optimisation log has no judge column")
     if spec == "none":
         return None
     name = "gold" if spec == "gold" else "judge"
@@ -272,6 +272,7 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     set_seed(cfg.run.seed)  # identical model init on every process
 
     train_examples, val_examples = load_examples(cfg.data, kind="prompts", seed=cfg.run.seed)
+    check_gold_sources(rl.rewards, [last_user_text(ex.prompt) for ex in train_examples], "rl.rewards", cfg.run.allow_gold_outside_demo)
     sample_prompts = [ex.prompt for ex in (val_examples or train_examples)[: rl.num_sample_prompts]]
     model, reference, dtype, policy_name = build_models(cfg)
     tokenizer = load_tokenizer(policy_name, cfg.model.cache_dir, padding_side="left")
@@ -282,7 +283,7 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     eval_prompts = [ex.prompt for ex in val_examples[: rl.eval_prompts]][rank::world]
     if rl.eval_prompts and not val_examples:
         logger.warning("rl.eval_prompts: no held-out prompts (data.val_fraction is 0); no over-optimisation log")
-    judge = build_judge(cfg) if eval_prompts else None
+    judge = build_judge(cfg, [ex.prompt for ex in val_examples[: rl.eval_prompts]]) if eval_prompts else None  # every rank decides alike
 
     def log_held_out_eval(step: int) -> None:
         if eval_prompts and rl.sample_every:

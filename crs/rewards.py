@@ -95,6 +95,15 @@ def _scorer_fn(scorer: Any) -> RewardFn:
     return lambda prompts, replies: scorer.score(prompts, replies)
 
 
+def check_gold_sources(configs: Sequence[RewardSourceConfig], prompt_texts: Sequence[str], key: str, allow: bool) -> None:
+    """Refuse every ``gold`` source among ``configs`` on prompts that are not the demo's (see
+    :func:`crs.annotator.check_gold_applies`); ``key`` names the config list in the message."""
+    if any(c.path == "gold" and c.weight != 0 for c in configs):
+        from crs.annotator import check_gold_applies
+
+        check_gold_applies(prompt_texts, key, allow)
+
+
 def build_sources(
     configs: Sequence[RewardSourceConfig],
     model_cfg: ModelConfig | None = None,
@@ -419,5 +428,6 @@ __all__ = [
     "RewardSource",
     "TRLRewardBridge",
     "build_sources",
+    "check_gold_sources",
     "gold_reward",
 ]

@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 
 from crs import evaluation as ev
 from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConfig, load_config
-from crs.eval_stages import SourceScores, judge_replies, predict_models
+from crs.eval_stages import SourceScores, judge_replies, predict_models, study_judge
 from crs.io import read_jsonl, write_json_atomic, write_text_atomic
 from crs.report import judge_peak, plot_overoptimization, save_figure_atomic
 from crs.rewards import build_sources
@@ -113,10 +113,10 @@ def train_runs(cfg: CRSConfig, base: CRSConfig, run_dir: Path) -> dict[str, floa
     return times
 
 
-def judge_scores(cfg: CRSConfig, per_model: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, np.ndarray]]:
+def judge_scores(cfg: CRSConfig, per_model: dict[str, list[dict[str, Any]]], judge_path: str) -> dict[str, dict[str, np.ndarray]]:
     """Per-prompt scores of every model: the judge's (``"judge"``), then each reward model's."""
     cache = SourceScores(per_model, cfg.model, 32)
-    judge = build_sources([RewardSourceConfig(name="judge", path=cfg.sweep.judge)], cfg.model)[0]
+    judge = build_sources([RewardSourceConfig(name="judge", path=judge_path)], cfg.model)[0]
     scores = {"judge": judge_replies(judge, per_model)}
     for spec in cfg.sweep.rewards:
         scores[spec.name] = {m: v.numpy() for m, v in cache.get(spec.path)[1].items()}
@@ -260,11 +260,12 @@ def run_sweep(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     base = load_config(sweep.base_subset, cfg.config_path)
     for weight in sweep.weights:
         weighted_rewards(base, cfg, weight)  # every weight's reward is valid before anything trains
+    judge_path = study_judge(cfg, "sweep.judge", sweep.judge, sweep.eval_subset, sweep.rewards)
     train_times = train_runs(cfg, base, run_dir)
     models = [sweep.reference] + [EvalModelConfig(run.name, str(run_dir / "runs" / run.name)) for run in sweep_runs(cfg)]
     per_model = predict_models(cfg.config_path, sweep.eval_subset, cfg.run.seed, models, run_dir / "eval_pred")
     runs = sweep_runs(cfg)
-    scores = judge_scores(cfg, per_model)
+    scores = judge_scores(cfg, per_model, judge_path)
     lengths = {m: [len(r["output"]) for r in rows] for m, rows in per_model.items()}
     results = study_results(scores, lengths, runs, sweep.reference.name, sweep.n_boot, cfg.run.seed)
     results.update(n_prompts=len(next(iter(per_model.values()))), wall_time_s=time.time() - started, train_time_s=train_times, jobs=sweep.jobs)
@@ -274,7 +275,7 @@ def run_sweep(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         judge_key = next((k for rows in overopt.values() for r in rows for k in r if k.startswith("judge/")), None)
         results["judge_peaks"] = {name: judge_peak(rows, judge_key) for name, rows in overopt.items()} if judge_key else {}
     write_json_atomic(run_dir / "results.json", results)
-    report = render_sweep_report(results, sweep.judge)
+    report = render_sweep_report(results, judge_path)
     write_text_atomic(run_dir / "report.md", report)
     plot_sweep_curves(results, run_dir / "sweep_curves.png")
     print(report)

@@ -38,12 +38,12 @@ from transformers.trainer_callback import ProgressCallback
 
 from crs.config import ConfigError, CRSConfig
 from crs.data import load_examples
-from crs.data.schema import Messages
+from crs.data.schema import Messages, last_user_text
 from crs.formatting import encode_prompt
 from crs.hf_training import CHECKPOINT_DIR, SealCheckpointCallback, resume_checkpoint
 from crs.io import append_jsonl, truncate_jsonl, write_json_atomic
 from crs.models import load_adapter_weights, load_causal_lm, load_tokenizer, resolve_dtype, save_run_model
-from crs.rewards import REWARD_STATE_FILE, CombinedReward
+from crs.rewards import REWARD_STATE_FILE, CombinedReward, check_gold_sources
 from crs.runs import checkpoint_step, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)
@@ -435,6 +435,7 @@ def run_online_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, A
     run_dir = Path(run_dir)
     set_seed(cfg.run.seed)
     train_examples, _ = load_examples(cfg.data, kind="prompts", seed=cfg.run.seed)
+    check_gold_sources(rl.rewards, [last_user_text(ex.prompt) for ex in train_examples], "rl.rewards", cfg.run.allow_gold_outside_demo)
     model, peft_config, policy_name, _ = load_policy(cfg)
     tokenizer = load_tokenizer(policy_name, cfg.model.cache_dir, padding_side="left")
     reward = CombinedReward.from_config(rl.rewards, cfg.model, rl.reward_clip, rl.missing_eos_penalty)

@@ -76,3 +76,14 @@ def tiny_model_dir(tmp_path_factory, smol_tokenizer):
     tiny_causal_lm(smol_tokenizer, seed=0).save_pretrained(folder)
     smol_tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_rm_dir(tmp_path_factory, smol_tokenizer):
+    """A tiny random Llama classifier saved as a plain model folder (a valid model.name)."""
+    from tiny import tiny_sequence_classifier
+
+    folder = tmp_path_factory.mktemp("tiny_rm")
+    tiny_sequence_classifier(smol_tokenizer).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return folder

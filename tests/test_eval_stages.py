@@ -59,7 +59,9 @@ def test_predict_then_score_end_to_end(tmp_path: Path, smol_tokenizer) -> None:
     assert {r["generator"] for r in rows} == {"m0"} and {r["run"] for r in rows} == {0, 1}
     assert rows[0]["instruction"] and rows[0]["dataset"] == "crs_demo_tiny.jsonl/sft"
 
-    run_stage(score_predictions, "score", ["--config", str(config_path), "--config_subset", "score"])
+    # The fixture's prompts are not the demo dataset's: gold only when asked for knowingly.
+    score_args = ["--config", str(config_path), "--config_subset", "score", "--set", "eval_rewarding.judge=gold"]
+    run_stage(score_predictions, "score", [*score_args, "--set", "run.allow_gold_outside_demo=true"])
     out = tmp_path / "out" / "score"
     results = json.loads((out / "results.json").read_text())
     per_item = json.loads((out / "scores.json").read_text())
@@ -135,7 +137,35 @@ def test_the_judge_alone_is_enough_to_score(tmp_path: Path) -> None:
     from crs.config import load_config
     from crs.eval_stages import score_all
 
-    rows = [{"instruction": "List 2 tips for sleeping better.", "output": "1. Dark room.\n2. No coffee.", "prompt_id": "p", "run": 0}]
+    rows = [{"instruction": "Explain why dogs wag their tails.", "output": "Dogs wag their tails to show how they feel.", "prompt_id": "p", "run": 0}]
     cfg = load_config("eval_rewarding", overrides=["eval_rewarding.rewards=[]", "eval_rewarding.combined=[]", "eval_rewarding.judge=gold"])
     scores, raw = score_all({"a": rows, "b": rows}, cfg)
     assert list(scores) == ["gold"] and raw == {} and 0 < scores["gold"]["a"][0] <= 1
+
+
+def test_the_gold_judge_refuses_prompts_that_are_not_the_demos(caplog) -> None:
+    from crs.config import ConfigError, load_config
+    from crs.eval_stages import score_all
+
+    demo = {"instruction": "Explain why dogs wag their tails.", "output": "To show how they feel.", "prompt_id": "p1", "run": 0}
+    own = {"instruction": "Summarise our Q3 sales call.", "output": "Sales rose.", "prompt_id": "p2", "run": 0}
+    per_model = {"a": [demo, own], "b": [demo, own]}
+    lengths = "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}]"
+
+    def scorers(*overrides: str) -> list[str]:
+        cfg = load_config("eval_rewarding", overrides=[lengths, "eval_rewarding.combined=[]", *overrides])
+        return list(score_all(per_model, cfg)[0])
+
+    from crs.config import EvalRewardingConfig, OnlineConfig, RLConfig, SweepConfig
+
+    assert {c().judge for c in (EvalRewardingConfig, OnlineConfig, RLConfig, SweepConfig)} == {"auto"}  # the default everywhere
+    with caplog.at_level("WARNING"):
+        assert scorers("eval_rewarding.judge=auto") == ["length"]  # no gold: the first reward source is the reference
+    assert "eval_rewarding.judge auto -> none: 1 of 2 prompts are not the demo dataset's" in caplog.text
+    assert "the first reward source (length) is the reference scorer" in caplog.text
+    with pytest.raises(ConfigError, match=r"eval_rewarding.judge: gold is the demo annotator's rule set, and 1 of 2 prompts .*run.allow_gold_outside_demo: true"):
+        scorers("eval_rewarding.judge=gold")
+    assert scorers("eval_rewarding.judge=gold", "run.allow_gold_outside_demo=true") == ["gold", "length"]  # knowingly
+    assert scorers("eval_rewarding.judge=auto", "eval_rewarding.rewards=[]") == []  # nothing: score_predictions says so
+    per_model = {"a": [demo], "b": [demo]}
+    assert scorers("eval_rewarding.judge=auto") == ["gold", "length"]  # the demo's prompts: gold

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from crs.config import LoraConfig, RLConfig
+from crs.config import ConfigError, LoraConfig, RLConfig
 from crs.data.schema import user_prompt
 from crs.decoding import SamplingSettings, gather_logprobs, sample_next_token
 from crs.losses import compute_gae, last_token_index, masked_mean, masked_whiten, per_token_rewards, ppo_losses
@@ -632,3 +632,23 @@ def test_init_adapter_also_continues_the_value_head(tmp_path, tiny_model_dir):
     assert torch.equal(model.value_head.weight.detach(), saved["weight"]) and torch.equal(model.value_head.bias.detach(), saved["bias"])
     fresh, *_ = build_models(cfg)  # no rl.init_adapter: a zero head
     assert fresh.value_head.weight.abs().sum() == 0
+
+
+def test_gold_in_rl_is_only_for_the_demos_prompts(tmp_path, tiny_model_dir, capsys):
+    from test_optimisers import run_cli, write_config
+
+    from crs.config import load_config
+    from crs.ppo_stage import build_judge
+
+    gold = [{"name": "gold", "path": "gold", "weight": 1.0, "normalize": "zscore"}]
+    path = write_config(tmp_path, tiny_model_dir, algorithm="ppo", rewards=gold, steps=1, mini_batch_size=4)
+    with pytest.raises(SystemExit) as stopped:  # its prompts are "topic i": refused before any model loads
+        run_cli(path)
+    assert stopped.value.code == 2
+    assert "rl.rewards: gold is the demo annotator's rule set, and 9 of 9 prompts" in capsys.readouterr().err
+    cfg = load_config("tiny", path)
+    assert build_judge(cfg, [user_prompt("topic 1")]) is None  # rl.judge auto: no judge here
+    assert build_judge(cfg, [user_prompt("Explain why dogs wag their tails.")]).name == "gold"  # a demo prompt
+    cfg.rl.judge = "gold"
+    with pytest.raises(ConfigError, match="rl.judge: gold is the demo annotator's rule set"):
+        build_judge(cfg, [user_prompt("topic 1")])

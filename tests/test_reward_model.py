@@ -203,17 +203,6 @@ def test_scorer_from_disk_and_eval_feed_the_model_the_training_ids(tiny_rm_dir, 
 # --------------------------------------------------------------------------- learning on a tiny model
 
 
-@pytest.fixture(scope="session")
-def tiny_rm_dir(tmp_path_factory, smol_tokenizer) -> Path:
-    """A tiny random Llama classifier saved as a plain model folder (a valid model.name)."""
-    from tiny import tiny_sequence_classifier
-
-    folder = tmp_path_factory.mktemp("tiny_rm")
-    tiny_sequence_classifier(smol_tokenizer).save_pretrained(folder)
-    smol_tokenizer.save_pretrained(folder)
-    return folder
-
-
 def write_marker_data(folder: Path, loss: str, n: int = 64, seed: int = 0) -> Path:
     """Canonical rows whose good replies end with the word "excellent": separable data.
 

@@ -106,3 +106,19 @@ def test_the_jobs_flag_sets_sweep_jobs(tmp_path: Path, sweep_config: Path) -> No
     assert argv[-2:] == ["--set", "sweep.jobs=2"]
     assert jobs_as_override(["--jobs=3"]) == ["--set", "sweep.jobs=3"]
     assert load_config("sweep_tiny", sweep_config, ["sweep.jobs=2"]).sweep.jobs == 2
+
+
+def test_the_sweeps_judge_is_decided_before_anything_trains(tmp_path: Path, sweep_config: Path, caplog) -> None:
+    from crs.config import ConfigError, load_config
+    from crs.eval_stages import study_judge
+
+    cfg = load_config("sweep_tiny", sweep_config)  # its prompts ("Say N words about topic i.") are not the demo's
+    with caplog.at_level("WARNING"):
+        assert study_judge(cfg, "sweep.judge", "auto", "pred", cfg.sweep.rewards) == "python:tests.reward_fns:reply_length"
+    assert "sweep.judge auto -> none" in caplog.text and "the first reward model (length_rm) judges" in caplog.text
+    with pytest.raises(ConfigError, match="sweep.judge: no judge for these prompts"):
+        study_judge(cfg, "sweep.judge", "auto", "pred", [])
+    cfg.sweep.judge = "gold"
+    with pytest.raises(ConfigError, match="sweep.judge: gold is the demo annotator's rule set"):
+        run_sweep(cfg, tmp_path / "out" / "sweep", resume=False)
+    assert not (tmp_path / "out" / "sweep" / "runs").exists()  # refused before any RL run
