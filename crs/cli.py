@@ -129,6 +129,7 @@ def run_stage(main_fn: StageMain, description: str, argv: list[str] | None = Non
 
     # Imported here, not at the top: they pull in torch, and `crs --help` should be instant.
     from crs.data.schema import DataError
+    from crs.dependencies import warn_untested_versions
     from crs.models import ModelError
     from crs.runs import RunError, keep_freed_memory, mark_failed, run_state
 
@@ -137,6 +138,7 @@ def run_stage(main_fn: StageMain, description: str, argv: list[str] | None = Non
     setup_logging()
     try:
         config = load_config(args.config_subset, args.config, args.overrides, args.name_suffix)
+        warn_untested_versions()
         if config.run.keep_freed_memory:
             keep_freed_memory()
         run_dir = _prepare_on_main_process(config, args.resume, args.overwrite)

@@ -62,6 +62,13 @@ class RunConfig:
             "them (their numbers would mean nothing) unless this is true."
         },
     )
+    allow_untested_versions: bool = field(
+        default=False,
+        metadata={
+            "help": "A TRL outside the range crs was tested with (pyproject.toml) stops the GRPO, RLOO and DPO stages, which "
+            "override private TRL methods; true: try it anyway, with a warning. Other packages out of range only warn."
+        },
+    )
     keep_freed_memory: bool = field(
         default=True,
         metadata={

@@ -184,7 +184,7 @@ def pair_dataset(pairs: Sequence[PreferencePair]) -> Any:
 
 def run_dpo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Train the SFT policy with TRL's DPO on preference pairs from ``data.*``; returns the summary."""
-    require_trl()
+    require_trl(cfg, "DPOTrainer")
     from trl import DPOConfig
 
     rl = cfg.rl

@@ -23,7 +23,7 @@ the clipped update, the KL term); crs supplies what makes the run comparable wit
 
 from __future__ import annotations
 
-import importlib.metadata
+import inspect
 import json
 import logging
 import os
@@ -39,6 +39,7 @@ from transformers.trainer_callback import ProgressCallback
 from crs.config import ConfigError, CRSConfig
 from crs.data import load_examples
 from crs.data.schema import Messages, last_user_text
+from crs.dependencies import installed_version, require_tested, tested_ranges
 from crs.formatting import encode_prompt
 from crs.hf_training import CHECKPOINT_DIR, SealCheckpointCallback, resume_checkpoint
 from crs.io import append_jsonl, truncate_jsonl, write_json_atomic
@@ -49,7 +50,6 @@ from crs.runs import checkpoint_step, mark_finished, set_seed
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
-MIN_TRL_VERSION = (1, 0)
 
 # TRL's logged name -> PPO's column name, where the meaning is the same. Columns crs computes
 # itself (reward/*, kl/sequence, time/step) arrive under their own names.
@@ -67,15 +67,42 @@ ONLINE_COLUMNS = {
 # --------------------------------------------------------------------------- shared with DPO
 
 
-def require_trl() -> str:
-    """TRL's version; a ConfigError when it is missing or older than 1.0 (its renamed API)."""
-    try:
-        version = importlib.metadata.version("trl")
-    except importlib.metadata.PackageNotFoundError:
-        raise ConfigError("rl.algorithm grpo, rloo and dpo run on TRL: pip install 'trl>=1.0'") from None
-    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-    if parts < MIN_TRL_VERSION:
-        raise ConfigError(f"rl.algorithm grpo, rloo and dpo need trl>=1.0 (installed: {version}): pip install -U 'trl>=1.0'")
+# The private TRL methods crs overrides, with the parameters it relies on. TRL calls them
+# itself, so a rename would raise nothing: the override would just stop being called.
+# Why each stays (TRL 1.16 has no public way to do the same): docs/optimisers.md#trl-internals.
+_ONLINE_OVERRIDES = {
+    "_tokenize_prompts": ("prompts",),
+    "_get_per_token_logps_and_entropies": ("model", "input_ids", "attention_mask", "logits_to_keep", "compute_entropy"),
+    "_generate_and_score_completions": ("inputs",),
+    "_compute_loss": ("model", "inputs"),
+}
+TRL_OVERRIDES: dict[str, dict[str, tuple[str, ...]]] = {
+    "GRPOTrainer": _ONLINE_OVERRIDES,
+    "RLOOTrainer": _ONLINE_OVERRIDES,
+    "DPOTrainer": {"_prepare_dataset": ("dataset", "processing_class", "args", "dataset_name")},
+}
+
+
+def require_trl(cfg: CRSConfig, trainer_name: str) -> str:
+    """TRL's version, once it is known to carry what crs builds on; else a one-line ConfigError.
+
+    TRL outside the tested range stops the run unless ``run.allow_untested_versions``; a
+    trainer without a method crs overrides (with the parameters crs relies on) always does.
+    """
+    version = installed_version("trl")
+    if version is None:
+        raise ConfigError(f"rl.algorithm grpo, rloo and dpo run on TRL: pip install 'trl{tested_ranges().get('trl', '')}'")
+    require_tested("trl", "crs overrides private methods of its trainers", cfg.run.allow_untested_versions)
+    import trl
+
+    trainer = getattr(trl, trainer_name)
+    for method, params in TRL_OVERRIDES[trainer_name].items():
+        found = getattr(trainer, method, None)
+        if found is None or set(params) - set(inspect.signature(found).parameters):
+            raise ConfigError(
+                f"TRL {version}'s {trainer_name} has no {method}({', '.join(params)}), which crs overrides: "
+                f"pip install 'trl{tested_ranges().get('trl', '')}' (the versions crs was tested with)"
+            )
     return version
 
 
@@ -292,7 +319,7 @@ def _online_trainer_class(algorithm: str) -> type:
             # crs's one prompt path (chat template, the last max_prompt_length tokens), as in PPO.
             if prompts and not isinstance(prompts[0], list):
                 return super()._tokenize_prompts(prompts)
-            ids = [encode_prompt(self._tokenizer, p, self.crs_max_prompt_length, self.crs_fallback_template) for p in prompts]
+            ids = [encode_prompt(self.processing_class, p, self.crs_max_prompt_length, self.crs_fallback_template) for p in prompts]
             return ids, None, {}
 
         def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any) -> Any:
@@ -310,7 +337,7 @@ def _online_trainer_class(algorithm: str) -> type:
             self._metrics[mode]["kl/sequence"].append(self.accelerator.gather(kl).float().mean().item())
 
         def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
-            self._crs_scoring_logps = [] if algorithm == "rloo" and self.beta != 0.0 else None
+            self._crs_scoring_logps = [] if algorithm == "rloo" and self.args.beta != 0.0 else None
             try:
                 output = super()._generate_and_score_completions(inputs)
             finally:
@@ -420,6 +447,8 @@ def build_online_trainer(
         peft_config=peft_config,
         callbacks=[metrics_cb, RewardStateCallback(reward), SealCheckpointCallback()],
     )
+    if not isinstance(getattr(trainer, "_metrics", None), dict):  # where crs logs kl/sequence, as TRL logs its own
+        raise ConfigError(f"TRL {installed_version('trl')}'s {type(trainer).__mro__[1].__name__} keeps no _metrics: pip install 'trl{tested_ranges().get('trl', '')}'")
     quiet_progress_bar(trainer)
     continue_adapter(trainer, cfg)
     if trainer.accelerator.num_processes > 1:
@@ -429,7 +458,7 @@ def build_online_trainer(
 
 def run_online_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Train the SFT policy with TRL's GRPO or RLOO on crs's combined reward; returns the summary."""
-    require_trl()
+    require_trl(cfg, "GRPOTrainer" if cfg.rl.algorithm == "grpo" else "RLOOTrainer")
     _check_online(cfg)
     rl = cfg.rl
     run_dir = Path(run_dir)

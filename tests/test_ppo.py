@@ -467,7 +467,8 @@ def test_rl_train_cli_on_smollm2_with_gold_reward(tmp_path):
         "smol_rl": {
             "run": {"name": "rl_gold", "output_dir": str(tmp_path / "out")},
             "model": {"name": "embedded:smollm2-135m-instruct", "dtype": "bf16"},
-            "data": {"source": str(prompts_file(tmp_path)), "max_prompt_length": 64, "val_fraction": 0.1},
+            # The demo's RL prompts: the gold judge is the demo's rules (refused on others).
+            "data": {"source": "embedded:crs-demo", "split": "rl", "max_prompt_length": 64, "val_fraction": 0.1},
             "rl": {
                 "rewards": [{"name": "gold", "path": "gold", "weight": 1.0, "normalize": "zscore"}],
                 "missing_eos_penalty": -1.0, "steps": 2, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1,
