@@ -98,12 +98,18 @@ def require_trl(cfg: CRSConfig, trainer_name: str) -> str:
     trainer = getattr(trl, trainer_name)
     for method, params in TRL_OVERRIDES[trainer_name].items():
         found = getattr(trainer, method, None)
-        if found is None or set(params) - set(inspect.signature(found).parameters):
+        if found is None or not _accepts(found, params):
             raise ConfigError(
                 f"TRL {version}'s {trainer_name} has no {method}({', '.join(params)}), which crs overrides: "
                 f"pip install 'trl{tested_ranges().get('trl', '')}' (the versions crs was tested with)"
             )
     return version
+
+
+def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:
+    """Whether ``method`` takes each of ``params`` by name (a ``**kwargs`` takes any)."""
+    signature = inspect.signature(method).parameters
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()) or set(params) <= set(signature)
 
 
 def peft_lora_config(cfg: CRSConfig) -> Any:
