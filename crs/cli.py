@@ -4,7 +4,7 @@
 (and the other four scripts) are the same thing: :func:`main` picks the stage from
 :data:`STAGES`, and :func:`run_stage` parses the common options, resolves the config,
 prepares the run directory, then calls the stage's ``main_fn(config, run_dir, resume)``.
-``crs demo`` runs the whole pipeline (:mod:`crs.demo`). Bad input (config, data, model
+``crs demo`` runs the whole pipeline (:mod:`crs.study.demo`). Bad input (config, data, model
 names) ends with one clear line and exit code 2.
 """
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         print(usage, file=sys.stdout if asked else sys.stderr)
         sys.exit(0 if asked else 2)
     if argv[0] == "demo":
-        from crs.demo import run_demo
+        from crs.study.demo import run_demo
 
         run_demo(argv[1:])
         return

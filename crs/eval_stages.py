@@ -25,11 +25,11 @@ import numpy as np
 import torch
 import yaml
 
-from crs.annotator import resolve_judge
 from crs.config import ConfigError, CRSConfig, EvalModelConfig, EvalRewardSourceConfig, RewardSourceConfig, load_config, save_resolved_config
 from crs.data import load_examples
 from crs.data.schema import PromptExample, last_user_text, user_prompt
 from crs.decoding import SamplingSettings, generate_replies
+from crs.demo.annotator import resolve_judge
 from crs.evaluation import read_predictions, write_predictions
 from crs.human_eval import HumanBallots, human_rankings, load_ballots
 from crs.io import write_json_atomic, write_text_atomic
@@ -124,7 +124,7 @@ def study_judge(
 
     ``auto`` is gold when the eval subset's prompts (and ``more_prompts``, which it also
     judges) are all the demo's, else the first of ``fallback``; an explicit gold is refused on
-    other prompts (:func:`crs.annotator.resolve_judge`). No judge at all is a ConfigError."""
+    other prompts (:func:`crs.demo.annotator.resolve_judge`). No judge at all is a ConfigError."""
     texts = [last_user_text(p.prompt) for p in load_eval_prompts(load_config(eval_subset, cfg.config_path))]
     instead = f"the first reward model ({fallback[0].name}) judges" if fallback else "name one"
     resolved = resolve_judge(spec, texts + list(more_prompts), key, cfg.run.allow_gold_outside_demo, instead)

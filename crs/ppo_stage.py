@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from crs.annotator import resolve_judge
 from crs.config import ConfigError, CRSConfig, RewardSourceConfig
 from crs.data import load_examples
 from crs.data.schema import Messages, last_user_text
+from crs.demo.annotator import resolve_judge
 from crs.io import append_jsonl, folder_written_atomically, read_jsonl, truncate_jsonl, write_bytes_atomic, write_json_atomic
 from crs.models import (
     add_lora,

@@ -67,7 +67,7 @@ class RewardSource:
 
 def gold_reward(prompts: list[Messages], replies: list[str]) -> list[float]:
     """The simulated annotator's noise-free utility in [0, 1] (the ``"gold"`` source)."""
-    from crs.annotator import gold_score  # imported on use: it loads the demo benchmark's topic tables
+    from crs.demo.annotator import gold_score  # imported on use: it loads the demo benchmark's topic tables
 
     return [gold_score(last_user_text(p), r) for p, r in zip(prompts, replies)]
 
@@ -97,9 +97,9 @@ def _scorer_fn(scorer: Any) -> RewardFn:
 
 def check_gold_sources(configs: Sequence[RewardSourceConfig], prompt_texts: Sequence[str], key: str, allow: bool) -> None:
     """Refuse every ``gold`` source among ``configs`` on prompts that are not the demo's (see
-    :func:`crs.annotator.check_gold_applies`); ``key`` names the config list in the message."""
+    :func:`crs.demo.annotator.check_gold_applies`); ``key`` names the config list in the message."""
     if any(c.path == "gold" and c.weight != 0 for c in configs):
-        from crs.annotator import check_gold_applies
+        from crs.demo.annotator import check_gold_applies
 
         check_gold_applies(prompt_texts, key, allow)
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from crs.demo import run_demo
+from crs.study.demo import run_demo
 
 if __name__ == "__main__":
     run_demo(sys.argv[1:])

@@ -7,7 +7,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from crs.annotator import (
+from crs.demo.annotator import (
     ANNOTATORS,
     WEIGHTS,
     Annotator,
@@ -20,7 +20,7 @@ from crs.annotator import (
     utility,
     utility_breakdown,
 )
-from crs.demo_prompts import build_prompts
+from crs.demo.prompts import build_prompts
 
 SLEEP_LIST = "List 3 tips for sleeping better."
 THREE_TIPS = (

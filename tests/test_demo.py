@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from crs.demo import PIPELINE, Stage, StageFailed, run_stages
+from crs.study.demo import PIPELINE, Stage, StageFailed, run_stages
 
 
 def recorder(seconds: float = 0.05, fail: str | None = None):

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from crs.demo_prompts import (
+from crs.demo.prompts import (
     CATEGORIES,
     DEFAULT_SPLIT_SIZES,
     DemoPrompt,

@@ -29,7 +29,7 @@ HUB_PREFIX = "hub:"
 
 def demo_dataset_path() -> Path:
     """Where the embedded demo dataset (``embedded:crs-demo``) lives inside the package."""
-    return Path(__file__).resolve().parent.parent / "demo_data" / "crs_demo.jsonl.gz"
+    return Path(__file__).resolve().parent.parent / "demo" / "data" / "crs_demo.jsonl.gz"
 
 
 @dataclass

@@ -4,7 +4,7 @@ Every prompt belongs to one *category* (an instruction type such as ``list`` or
 ``arithmetic``) and one *topic* (an everyday subject such as sleep or bicycles). Its
 ``spec`` records what a good reply has to do: how many list items were asked for, whether
 one sentence was asked for, the right number for a sum, the two things to compare, and the
-prompt's key terms. The simulated annotator (:mod:`crs.annotator`) grades replies against
+prompt's key terms. The simulated annotator (:mod:`crs.demo.annotator`) grades replies against
 that spec.
 
 Replies to evaluation prompts are graded from the prompt *text* alone, so
@@ -309,7 +309,7 @@ def infer_spec(prompt_text: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------
-# Topic material (written for this project; the table itself is crs/demo_data/topics.json)
+# Topic material (written for this project; the table itself is crs/demo/data/topics.json)
 # --------------------------------------------------------------------------------------
 
 
@@ -334,12 +334,12 @@ class _Topic:
     facts: tuple[str, str, str, str]
 
 
-TOPICS_FILE = Path(__file__).resolve().parent / "demo_data" / "topics.json"
+TOPICS_FILE = Path(__file__).resolve().parent / "data" / "topics.json"
 
 
 @functools.cache
 def _material() -> dict[str, Any]:
-    """The topic table and word lists (``crs/demo_data/topics.json``), read once."""
+    """The topic table and word lists (``crs/demo/data/topics.json``), read once."""
     data = json.loads(TOPICS_FILE.read_text(encoding="utf-8"))
     topics = tuple(
         _Topic(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v for k, v in t.items()})
