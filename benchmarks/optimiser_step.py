@@ -39,7 +39,7 @@ def run_one(algorithm: str, model: str, dtype_name: str, steps: int, warmup: int
     keep_freed_memory()  # as every crs stage does on CPU
     from crs.config import CRSConfig, LoraConfig, ModelConfig, RLConfig
     from crs.data.schema import user_prompt
-    from crs.models import add_lora, load_causal_lm, load_tokenizer, resolve_dtype
+    from crs.models.loading import add_lora, load_causal_lm, load_tokenizer, resolve_dtype
     from crs.reward_scorer import load_reward_scorers
     from crs.rewards import CombinedReward, RewardSource
 

@@ -75,7 +75,7 @@ def load_shape(name: str) -> Shape:
     """The :class:`Shape` of a model crs can load by ``name``."""
     from transformers import AutoConfig
 
-    from crs.models import resolve_model_path
+    from crs.models.loading import resolve_model_path
 
     return shape_of(AutoConfig.from_pretrained(resolve_model_path(name)))
 
@@ -153,8 +153,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from crs.data.schema import user_prompt
-    from crs.formatting import encode_prompt
-    from crs.models import load_tokenizer
+    from crs.models.formatting import encode_prompt
+    from crs.models.loading import load_tokenizer
 
     shape = load_shape(MODEL)
     tokenizer = load_tokenizer(MODEL, padding_side="left")

@@ -462,7 +462,7 @@ class RLConfig:
     fused_sampling: bool = field(
         default=True,
         metadata={
-            "help": "On CPU, a Llama-family copy samples with crs's lean decode-only forward (crs/fused_decoder.py: fused q|k|v and "
+            "help": "On CPU, a Llama-family copy samples with crs's lean decode-only forward (crs/models/fused_decoder.py: fused q|k|v and "
             "gate|up matmuls, a preallocated KV cache) instead of transformers' (other architectures always use transformers')."
         },
     )

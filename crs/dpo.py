@@ -13,7 +13,7 @@ pairs come from the stage's ``data.*`` (the demo: the ``rm`` split, the reward m
 
 The reference is the SFT policy itself: with LoRA, the policy with its adapter off (TRL's
 ``ref_model=None`` with a peft config), no second copy; with full fine-tuning, a frozen copy.
-Prompt and replies are tokenized by crs's one path (:func:`crs.formatting.encode_prompt_reply`),
+Prompt and replies are tokenized by crs's one path (:func:`crs.models.formatting.encode_prompt_reply`),
 so DPO trains on exactly the token ids SFT and the reward models saw. Outputs as every RL run:
 ``adapter/`` + ``crs_model.json``, ``metrics.jsonl`` (``dpo/*`` columns, ``learning_rate``,
 ``time/step``), sealed ``checkpoints/checkpoint-N``, ``run_state.json`` with held-out pair
@@ -35,9 +35,9 @@ import torch
 from crs.config import ConfigError, CRSConfig
 from crs.data import load_examples
 from crs.data.schema import AbsoluteExample, Messages, RankingExample
-from crs.formatting import encode_prompt_reply
-from crs.hf_training import SealCheckpointCallback
-from crs.models import load_causal_lm, load_tokenizer
+from crs.models.formatting import encode_prompt_reply
+from crs.models.loading import load_causal_lm, load_tokenizer
+from crs.models.trainer import SealCheckpointCallback
 from crs.runs import set_seed
 from crs.trl_stage import (
     METRICS_FILE,

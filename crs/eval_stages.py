@@ -28,13 +28,13 @@ import yaml
 from crs.config import ConfigError, CRSConfig, EvalModelConfig, EvalRewardSourceConfig, RewardSourceConfig, load_config, save_resolved_config
 from crs.data import load_examples
 from crs.data.schema import PromptExample, last_user_text, user_prompt
-from crs.decoding import SamplingSettings, generate_replies
 from crs.demo.annotator import resolve_judge
 from crs.evaluation import read_predictions, write_predictions
 from crs.human_eval import HumanBallots, human_rankings, load_ballots
 from crs.io import write_json_atomic, write_text_atomic
 from crs.judges import ExternalJudge, is_external, load_judge
-from crs.models import load_causal_lm, load_tokenizer, resolve_dtype
+from crs.models.decoding import SamplingSettings, generate_replies
+from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
 from crs.report import build_results, leaderboard_csv, main_table, plot_mean_scores, plot_win_rate_heatmap, render_report
 from crs.rewards import REWARD_STATE_FILE, CombinedReward, RewardSource, build_sources, check_gold_sources, gold_reward
 from crs.runs import latest_checkpoint, mark_finished, set_seed

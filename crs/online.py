@@ -40,11 +40,11 @@ from crs import evaluation as ev
 from crs.config import CRSConfig, EvalModelConfig, RewardSourceConfig, load_config
 from crs.data import load_examples
 from crs.data.schema import AbsoluteExample, DataError, PromptExample, RankingExample, last_user_text
-from crs.decoding import SamplingSettings, generate_replies
 from crs.demo.annotator import ANNOTATORS, check_gold_applies, likert, likert_to_unit, rank_replies
 from crs.eval_stages import judge_replies, predict_models, study_judge
 from crs.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
-from crs.models import load_causal_lm, load_tokenizer, resolve_dtype
+from crs.models.decoding import SamplingSettings, generate_replies
+from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
 from crs.report import plot_overoptimization, save_figure_atomic
 from crs.reward_model import cap_replies
 from crs.rewards import build_sources

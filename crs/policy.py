@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crs.decoding import Decoded, SamplingSettings, StepFn, cache_argument, decode_loop, position_ids_from_mask, returned_cache
-from crs.fused_decoder import FusedLlamaDecoder
-from crs.packed_linear import PackedLinear, pack_linears
+from crs.models.decoding import Decoded, SamplingSettings, StepFn, cache_argument, decode_loop, position_ids_from_mask, returned_cache
+from crs.models.fused_decoder import FusedLlamaDecoder
+from crs.models.packed_linear import PackedLinear, pack_linears
 
 
 @contextlib.contextmanager
@@ -224,8 +224,8 @@ class MergedSampler:
     value head is the policy's own.
 
     ``pack_for_batch`` (CPU): also pre-pack the copy's weights for that many rows
-    (:mod:`crs.packed_linear`), repacked at every refresh. ``fused`` (CPU, Llama family):
-    decode with :class:`crs.fused_decoder.FusedLlamaDecoder` instead of transformers' forward.
+    (:mod:`crs.models.packed_linear`), repacked at every refresh. ``fused`` (CPU, Llama family):
+    decode with :class:`crs.models.fused_decoder.FusedLlamaDecoder` instead of transformers' forward.
     """
 
     def __init__(self, model: PolicyValueModel, pack_for_batch: int | None = None, fused: bool = False) -> None:
@@ -305,7 +305,7 @@ def sample_replies(
     eos_token_id: int,
     pad_token_id: int,
 ) -> Decoded:
-    """Sample replies with :func:`crs.decoding.decode_loop`, stopping at EOS (or ``max_new_tokens``).
+    """Sample replies with :func:`crs.models.decoding.decode_loop`, stopping at EOS (or ``max_new_tokens``).
 
     Each step's hidden state gives the next token's distribution and the value of the
     current state, so the rollout's log-probs and values come for free with sampling.

@@ -15,7 +15,7 @@ One PPO step:
    gradient-norm clipping, optional early stop when the approximate KL gets too large.
 
 Where each implementation detail lives (every one is a function or a marked line here or
-in :mod:`crs.losses`, :mod:`crs.policy` or :mod:`crs.decoding`, and a key in ``RLConfig``
+in :mod:`crs.losses`, :mod:`crs.policy` or :mod:`crs.models.decoding`, and a key in ``RLConfig``
 where it is a choice):
 
 ==================================  =============================================
@@ -43,8 +43,8 @@ old log-probs + values, one forward :meth:`PPOTrainer.rollout` (logprobs_from_sa
 old log-probs from 1st update pass  :meth:`PPOTrainer.loss` (old_logprobs_from_update)
 math attention kernel on CPU        ``policy.cpu_math_attention``
 sampling from a merged LoRA copy    ``policy.MergedSampler`` (merged_sampling)
-pre-packed sampling weights (CPU)   :mod:`crs.packed_linear` (packed_sampling)
-lean decode-only forward (CPU)      :mod:`crs.fused_decoder` (fused_sampling)
+pre-packed sampling weights (CPU)   :mod:`crs.models.packed_linear` (packed_sampling)
+lean decode-only forward (CPU)      :mod:`crs.models.fused_decoder` (fused_sampling)
 bf16 base, fp32 LoRA + value head   ``ppo_stage.build_models`` (model.dtype)
 ==================================  =============================================
 
@@ -75,10 +75,10 @@ from torch import nn
 
 from crs.config import ConfigError, RLConfig
 from crs.data.schema import Messages
-from crs.decoding import SamplingSettings, gather_logprobs, position_ids_from_mask
-from crs.formatting import encode_prompt, pad_batch
 from crs.losses import ReduceFn, compute_gae, masked_mean, masked_whiten, per_token_rewards, ppo_losses
-from crs.models import autocast
+from crs.models.decoding import SamplingSettings, gather_logprobs, position_ids_from_mask
+from crs.models.formatting import encode_prompt, pad_batch
+from crs.models.loading import autocast
 from crs.policy import MergedSampler, PolicyValueModel, causal_lm_parts, cpu_math_attention, logprobs_and_entropy, reply_states, sample_replies
 from crs.rewards import CombinedReward
 from crs.rollout import Rollout, RolloutResult

@@ -41,7 +41,7 @@ from crs.data import load_examples
 from crs.data.schema import Messages, last_user_text
 from crs.demo.annotator import resolve_judge
 from crs.io import append_jsonl, folder_written_atomically, read_jsonl, truncate_jsonl, write_bytes_atomic, write_json_atomic
-from crs.models import (
+from crs.models.loading import (
     add_lora,
     check_run_kind,
     load_adapter_weights,

@@ -32,10 +32,9 @@ from crs.config import ConfigError, CRSConfig, DataConfig, ModelConfig, RewardMo
 from crs.data import load_examples
 from crs.data.loader import group_key
 from crs.data.schema import AbsoluteExample, DataError, RankingExample
-from crs.hf_training import TRAIN_LOG_FILE, CRSTrainer, JsonlLogCallback, SealCheckpointCallback, resume_checkpoint, training_arguments
 from crs.io import write_json_atomic
 from crs.losses import absolute_loss, absolute_loss_weights, ranking_loss, undersample_by_bins
-from crs.models import (
+from crs.models.loading import (
     add_lora,
     autocast,
     load_sequence_classifier,
@@ -44,6 +43,7 @@ from crs.models import (
     save_run_model,
     upcast_trainable,
 )
+from crs.models.trainer import TRAIN_LOG_FILE, CRSTrainer, JsonlLogCallback, SealCheckpointCallback, resume_checkpoint, training_arguments
 from crs.reward_scorer import REWARD_STATS_FILE, RM_FORMAT_FILE, RewardScorer, RMFormat, load_reward_scorers
 from crs.rm_metrics import absolute_metrics, pair_agreement, pearson, ranking_metrics, ranking_pairs, reward_stats, spearman
 from crs.runs import mark_finished, set_seed

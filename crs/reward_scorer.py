@@ -18,8 +18,8 @@ from torch import Tensor
 
 from crs.config import DataConfig, ModelConfig
 from crs.data.schema import Messages
-from crs.formatting import encode_prompt_reply, pad_batch
-from crs.models import (
+from crs.models.formatting import encode_prompt_reply, pad_batch
+from crs.models.loading import (
     ModelError,
     autocast,
     base_location,

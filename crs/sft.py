@@ -17,8 +17,10 @@ import torch
 from crs.config import CRSConfig
 from crs.data import load_examples
 from crs.data.schema import SFTExample
-from crs.formatting import Encoded, encode_prompt_reply, pad_batch
-from crs.hf_training import (
+from crs.io import write_json_atomic
+from crs.models.formatting import Encoded, encode_prompt_reply, pad_batch
+from crs.models.loading import add_lora, load_causal_lm, load_tokenizer, resolve_dtype, save_run_model, upcast_trainable
+from crs.models.trainer import (
     TRAIN_LOG_FILE,
     CRSTrainer,
     JsonlLogCallback,
@@ -28,8 +30,6 @@ from crs.hf_training import (
     training_arguments,
     whole_run_train_loss,
 )
-from crs.io import write_json_atomic
-from crs.models import add_lora, load_causal_lm, load_tokenizer, resolve_dtype, save_run_model, upcast_trainable
 from crs.runs import mark_finished, set_seed
 
 logger = logging.getLogger(__name__)

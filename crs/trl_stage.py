@@ -7,7 +7,7 @@ the clipped update, the KL term); crs supplies what makes the run comparable wit
 * the policy: the SFT run (``rl.policy`` or ``model.name``) with a fresh LoRA adapter of
   ``model.lora`` (TRL wraps it from a peft config), so the reference is the SFT policy with
   the adapter switched off, no second copy;
-* the prompts, tokenized by crs's one path (:func:`crs.formatting.encode_prompt`: chat
+* the prompts, tokenized by crs's one path (:func:`crs.models.formatting.encode_prompt`: chat
   template, the last ``data.max_prompt_length`` tokens), as PPO sees them;
 * the reward: :class:`crs.rewards.CombinedReward` (same sources, weights, z-scores, clip and
   missing-EOS penalty as PPO) as one TRL reward function, or each source as its own function
@@ -40,10 +40,10 @@ from crs.config import ConfigError, CRSConfig
 from crs.data import load_examples
 from crs.data.schema import Messages, last_user_text
 from crs.dependencies import installed_version, require_tested, tested_ranges
-from crs.formatting import encode_prompt
-from crs.hf_training import CHECKPOINT_DIR, SealCheckpointCallback, resume_checkpoint
 from crs.io import append_jsonl, truncate_jsonl, write_json_atomic
-from crs.models import load_adapter_weights, load_causal_lm, load_tokenizer, resolve_dtype, save_run_model
+from crs.models.formatting import encode_prompt
+from crs.models.loading import load_adapter_weights, load_causal_lm, load_tokenizer, resolve_dtype, save_run_model
+from crs.models.trainer import CHECKPOINT_DIR, SealCheckpointCallback, resume_checkpoint
 from crs.rewards import REWARD_STATE_FILE, CombinedReward, check_gold_sources
 from crs.runs import checkpoint_step, mark_finished, set_seed
 
@@ -113,7 +113,7 @@ def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:
 
 
 def peft_lora_config(cfg: CRSConfig) -> Any:
-    """``model.lora`` as the peft config TRL wraps the policy with (as :func:`crs.models.add_lora` would)."""
+    """``model.lora`` as the peft config TRL wraps the policy with (as :func:`crs.models.loading.add_lora` would)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType
 

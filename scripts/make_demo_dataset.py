@@ -27,10 +27,10 @@ import torch
 
 from crs.data import demo_dataset_path
 from crs.data.schema import user_prompt
-from crs.decoding import SamplingSettings, generate_replies
 from crs.demo import annotator
 from crs.demo.prompts import assign_splits, build_prompts
-from crs.models import load_causal_lm, load_tokenizer
+from crs.models.decoding import SamplingSettings, generate_replies
+from crs.models.loading import load_causal_lm, load_tokenizer
 
 SEED = 1234
 REPLIES_PER_PROMPT = 4

@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def smol_tokenizer():
     """The embedded SmolLM2 tokenizer (chat template included), right padding."""
-    from crs.models import load_tokenizer
+    from crs.models.loading import load_tokenizer
 
     return load_tokenizer("embedded:smollm2-135m-instruct")
 
@@ -23,7 +23,7 @@ def smol_tokenizer():
 @pytest.fixture(scope="session")
 def minilm_tokenizer():
     """The embedded MiniLM tokenizer (no chat template: the text-pair path)."""
-    from crs.models import load_tokenizer
+    from crs.models.loading import load_tokenizer
 
     return load_tokenizer("embedded:minilm-l6")
 

@@ -16,7 +16,7 @@ from test_optimisers import run_cli, write_config
 from test_reward_model import tiny_config, write_marker_data
 
 from crs.cli import run_stage
-from crs.models import load_model
+from crs.models.loading import load_model
 from crs.reward_model import train_reward_model
 from crs.sft import train_sft
 
@@ -72,7 +72,7 @@ def test_an_rl_runs_adapter_loads_plainly_as_the_trained_policy(tmp_path, sft_ru
     # What a plain load of the raw base + this adapter gives (the old adapter_config): far off.
     from peft import PeftModel
 
-    from crs.models import load_causal_lm
+    from crs.models.loading import load_causal_lm
 
     raw = PeftModel.from_pretrained(load_causal_lm(str(tiny_model_dir), dtype=torch.float32), str(run_dir / "adapter")).eval()
     with torch.no_grad():

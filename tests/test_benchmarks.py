@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import torch
 
 from crs.config import LoraConfig
-from crs.models import add_lora
+from crs.models.loading import add_lora
 from tests.tiny import tiny_llama_config
 
 # benchmarks/ is a folder of scripts, not a package.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from crs.data.schema import user_prompt
-from crs.decoding import SamplingSettings, generate_replies, pick_tokens
-from crs.formatting import encode_prompt, pad_batch
+from crs.models.decoding import SamplingSettings, generate_replies, pick_tokens
+from crs.models.formatting import encode_prompt, pad_batch
 
 
 def test_greedy_matches_transformers_generate(tiny_lm, smol_tokenizer) -> None:

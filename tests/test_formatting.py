@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from crs.data.schema import user_prompt
-from crs.formatting import encode_prompt, encode_prompt_reply, pad_batch
+from crs.models.formatting import encode_prompt, encode_prompt_reply, pad_batch
 
 
 def test_chat_template_reply_mask_covers_reply_and_end_of_turn(smol_tokenizer) -> None:

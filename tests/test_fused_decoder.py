@@ -7,10 +7,10 @@ import pytest
 import torch
 from tiny import tiny_causal_lm
 
-from crs.decoding import SamplingSettings, causal_lm_step, decode_loop
-from crs.formatting import encode_prompt, pad_batch
-from crs.fused_decoder import FusedLlamaDecoder
-from crs.packed_linear import PackedLinear, packing_supported
+from crs.models.decoding import SamplingSettings, causal_lm_step, decode_loop
+from crs.models.formatting import encode_prompt, pad_batch
+from crs.models.fused_decoder import FusedLlamaDecoder
+from crs.models.packed_linear import PackedLinear, packing_supported
 
 PROMPTS = ["Hi", "Tell me a long story about a cat and a dog, please.", "2+2?"]
 

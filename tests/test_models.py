@@ -9,7 +9,7 @@ import torch
 from tiny import tiny_causal_lm
 
 from crs.config import LoraConfig
-from crs.models import (
+from crs.models.loading import (
     ModelError,
     add_lora,
     build_quantization_config,
@@ -66,7 +66,7 @@ def test_unresolvable_names_fail_with_what_to_do(name: str, message: str) -> Non
 
 
 def test_dtype_auto_reports_its_choice(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="crs.models")
+    caplog.set_level("INFO", logger="crs.models.loading")
     picked = resolve_dtype("auto")
     assert picked in (torch.bfloat16, torch.float16, torch.float32)
     assert "model.dtype auto ->" in caplog.text

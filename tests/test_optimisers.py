@@ -243,7 +243,7 @@ def _rows(run_dir: Path) -> list[dict]:
 
 
 def check_run_outputs(run_dir: Path, algorithm: str, steps: int) -> dict:
-    from crs.models import load_causal_lm
+    from crs.models.loading import load_causal_lm
     from crs.runs import run_state
 
     state = run_state(run_dir)
@@ -366,7 +366,7 @@ def test_full_finetuning_with_a_kl_penalty_is_refused_before_loading(tmp_path, t
 
 def test_dpo_raises_the_chosen_minus_rejected_log_ratio(tmp_path, tiny_model_dir):
     from crs.dpo import PreferencePair, logratio_margins
-    from crs.models import load_model, load_tokenizer
+    from crs.models.loading import load_model, load_tokenizer
 
     path = write_config(tmp_path, tiny_model_dir, algorithm="dpo", steps=10, learning_rate=2e-2, dpo_beta=0.1, save_steps=5)
     run_dir = run_cli(path)

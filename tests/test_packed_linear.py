@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from crs.packed_linear import PackedLinear, pack_linears, packing_supported
+from crs.models.packed_linear import PackedLinear, pack_linears, packing_supported
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

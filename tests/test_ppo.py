@@ -14,8 +14,8 @@ import yaml
 
 from crs.config import ConfigError, LoraConfig, RLConfig
 from crs.data.schema import user_prompt
-from crs.decoding import SamplingSettings, gather_logprobs, sample_next_token
 from crs.losses import compute_gae, last_token_index, masked_mean, masked_whiten, per_token_rewards, ppo_losses
+from crs.models.decoding import SamplingSettings, gather_logprobs, sample_next_token
 from crs.policy import PolicyValueModel, sample_replies
 from crs.ppo import AdaptiveKLController, FixedKLController, PPOTrainer
 from crs.rewards import CombinedReward, RewardSource
@@ -194,7 +194,7 @@ def test_forward_logprobs_match_sampling_and_ignore_left_padding(tiny_lm, left_t
 
 
 def test_reference_is_the_base_model_with_the_adapter_off(tiny_lm, left_tokenizer):
-    from crs.models import add_lora
+    from crs.models.loading import add_lora
 
     base_copy = __import__("copy").deepcopy(tiny_lm).eval()
     lora = add_lora(tiny_lm, LoraConfig(r=4, alpha=8, dropout=0.0), "causal_lm")
@@ -318,7 +318,7 @@ def ids_as_text(eos_id):
 def run_learning(smol_tokenizer, left_tokenizer, steps: int, broken: bool = False, monkeypatch=None) -> list[dict]:
     from tiny import tiny_causal_lm
 
-    from crs.models import add_lora
+    from crs.models.loading import add_lora
 
     # A larger init than the default makes the tiny model's next-token distribution peaked
     # enough (entropy ~7 nats instead of ln 49152) that a reward on its tokens has signal.
@@ -397,7 +397,7 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 def test_checkpoint_resume_continues_the_same_run(tmp_path, tiny_model_dir):
     from crs.config import load_config
-    from crs.models import load_causal_lm
+    from crs.models.loading import load_causal_lm
     from crs.ppo_stage import run_ppo_stage
     from crs.runs import is_finished
 
@@ -459,7 +459,7 @@ def test_two_processes_with_torchrun(tmp_path, tiny_model_dir):
 def test_rl_train_cli_on_smollm2_with_gold_reward(tmp_path):
     """rl_train.py's path end to end: embedded SmolLM2 + LoRA, the gold judge, bf16, 2 steps."""
     from crs.cli import run_stage
-    from crs.models import load_causal_lm
+    from crs.models.loading import load_causal_lm
     from crs.ppo_stage import run_ppo_stage
 
     config = {
@@ -512,7 +512,7 @@ def test_rl_crs_subset_on_trained_reward_models(tmp_path):
 
 def test_separate_critic_and_sampling_logprobs(tiny_lm, tiny_rm, left_tokenizer):
     """rl.value_model = an RM (its own forward) and rl.logprobs_from_sampling both run a full step."""
-    from crs.models import add_lora
+    from crs.models.loading import add_lora
     from crs.policy import ValueModel
 
     policy = add_lora(tiny_lm, LoraConfig(r=4, alpha=8, dropout=0.0), "causal_lm")
@@ -534,8 +534,8 @@ def test_separate_critic_and_sampling_logprobs(tiny_lm, tiny_rm, left_tokenizer)
 @pytest.mark.parametrize(("pack_for_batch", "fused"), [(None, False), (3, False), (3, True), (None, True)])
 def test_merged_sampler_matches_the_adapted_policy(tiny_lm, left_tokenizer, pack_for_batch, fused):
     """Sampling from the merged (packed, fused) copy is sampling from the policy, kept up to date."""
-    from crs.models import add_lora
-    from crs.packed_linear import PackedLinear, packing_supported
+    from crs.models.loading import add_lora
+    from crs.models.packed_linear import PackedLinear, packing_supported
     from crs.policy import MergedSampler
 
     policy = add_lora(tiny_lm, LoraConfig(r=4, alpha=8, dropout=0.0), "causal_lm")

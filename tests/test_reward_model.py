@@ -123,7 +123,7 @@ def test_absolute_head_starts_at_the_mean_score(smol_tokenizer):
     from transformers import BertConfig, BertForSequenceClassification
 
     from crs.config import LoraConfig
-    from crs.models import add_lora
+    from crs.models.loading import add_lora
     from crs.reward_model import init_head_bias_to_mean
 
     torch.manual_seed(0)
@@ -290,7 +290,7 @@ def test_resume_continues_from_the_last_checkpoint(tiny_rm_dir, tmp_path):
 
 
 def test_length_grouped_batches_pad_less_and_resume_in_the_same_order():
-    from crs.hf_training import SeededLengthGroupedSampler
+    from crs.models.trainer import SeededLengthGroupedSampler
 
     lengths = [random.Random(i).randint(5, 300) for i in range(640)]
     sampler = SeededLengthGroupedSampler(16, lengths, seed=3)
@@ -334,7 +334,7 @@ def test_length_grouped_rm_training_resumed_matches_an_uninterrupted_run(tiny_rm
 def _random_lora_rm_run(base_dir: Path, tokenizer, run_dir: Path, seed: int) -> None:
     """A LoRA reward-model run on ``base_dir`` with random (non-zero) adapter and head weights."""
     from crs.config import LoraConfig
-    from crs.models import add_lora, load_sequence_classifier, save_run_model
+    from crs.models.loading import add_lora, load_sequence_classifier, save_run_model
 
     model = add_lora(load_sequence_classifier(str(base_dir)), LoraConfig(r=4, alpha=8, dropout=0.0), "reward_model")
     generator = torch.Generator().manual_seed(seed)

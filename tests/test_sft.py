@@ -11,8 +11,8 @@ from tiny import tiny_causal_lm
 
 from crs.cli import run_stage
 from crs.data.schema import user_prompt
-from crs.decoding import SamplingSettings, generate_replies
-from crs.models import load_causal_lm, load_tokenizer, read_run_manifest
+from crs.models.decoding import SamplingSettings, generate_replies
+from crs.models.loading import load_causal_lm, load_tokenizer, read_run_manifest
 from crs.runs import is_finished
 from crs.sft import SFTCollator, encode_sft_examples, train_sft
 

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from crs.data.schema import Messages
-from crs.formatting import encode_prompt, pad_batch
+from crs.models.formatting import encode_prompt, pad_batch
 
 
 @dataclass

@@ -8,7 +8,7 @@ the same arithmetic as transformers' ``LlamaModel`` with less around it:
 * fused weights: q|k|v in one matrix and gate|up in another, 4 matmuls a layer instead of 7;
   the model's own ``q_proj`` ... ``up_proj`` weights become row views of them, so writing
   those weights (:meth:`crs.policy.MergedSampler.refresh`) updates the fused matrices;
-* every matrix pre-packed for the CPU kernels (:mod:`crs.packed_linear`);
+* every matrix pre-packed for the CPU kernels (:mod:`crs.models.packed_linear`);
 * a preallocated KV cache, written in place, and RoPE applied to q and k in one go.
 
 Only frozen copies use it (the merged sampling copy of the policy), on CPU, for the models
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crs.packed_linear import PackedLinear, pack_linears
+from crs.models.packed_linear import PackedLinear, pack_linears
 
 
 class KVCache:
@@ -92,7 +92,7 @@ class FusedLlamaDecoder(nn.Module):
 
     ``decoder(input_ids, attention_mask, position_ids, cache)`` returns the final-normed
     hidden state of each row's last position (B, hidden) and the cache, as
-    :data:`crs.decoding.StepFn` needs. ``attention_mask`` covers every token so far (cached
+    :data:`crs.models.decoding.StepFn` needs. ``attention_mask`` covers every token so far (cached
     and new; 0 = left padding or a finished row). Call :meth:`repack` after changing weights.
     """
 
