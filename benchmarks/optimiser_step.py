@@ -40,8 +40,8 @@ def run_one(algorithm: str, model: str, dtype_name: str, steps: int, warmup: int
     from crs.config import CRSConfig, LoraConfig, ModelConfig, RLConfig
     from crs.data.schema import user_prompt
     from crs.models.loading import add_lora, load_causal_lm, load_tokenizer, resolve_dtype
-    from crs.reward_scorer import load_reward_scorers
     from crs.rewards import CombinedReward, RewardSource
+    from crs.rm.scorer import load_reward_scorers
 
     model_cfg = ModelConfig(name=model, dtype=dtype_name, lora=LoraConfig(r=16, alpha=32, dropout=0.0, target_modules="all-linear"))
     torch.manual_seed(0)

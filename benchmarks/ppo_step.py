@@ -53,8 +53,8 @@ def run_one(dtype_name: str, steps: int, warmup: int, threads: int | None) -> di
     from crs.models.loading import add_lora, load_causal_lm, load_tokenizer, resolve_dtype
     from crs.policy import PolicyValueModel
     from crs.ppo import PPOTrainer
-    from crs.reward_scorer import load_reward_scorers
     from crs.rewards import CombinedReward, RewardSource
+    from crs.rm.scorer import load_reward_scorers
 
     name = "embedded:smollm2-135m-instruct"
     model_cfg = ModelConfig(name=name, dtype=dtype_name)

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from crs.config import load_config
 from crs.io import write_json_atomic
-from crs.reward_model import train_reward_model
-from crs.reward_scorer import load_reward_scorers
-from crs.rm_metrics import pair_agreement, ranking_pairs
+from crs.rm.metrics import pair_agreement, ranking_pairs
+from crs.rm.scorer import load_reward_scorers
+from crs.rm.training import train_reward_model
 from crs.runs import prepare_run_dir
 
 SUBSETS = ("rm_preference", "rm_absolute")

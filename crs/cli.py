@@ -24,9 +24,9 @@ StageMain = Callable[[CRSConfig, Path, bool], object]
 
 # command -> (the stage function, as module:function so that `crs --help` imports no torch; what it does)
 STAGES: dict[str, tuple[str, str]] = {
-    "sft": ("crs.sft:train_sft", "Supervised fine-tuning of a causal LM on prompt/reply pairs (loss on replies only)."),
+    "sft": ("crs.sft.training:train_sft", "Supervised fine-tuning of a causal LM on prompt/reply pairs (loss on replies only)."),
     "rm": (
-        "crs.reward_model:train_reward_model",
+        "crs.rm.training:train_reward_model",
         "Train a reward model on rankings (pairwise / K-wise loss) or absolute scores (rm.loss).",
     ),
     "rl": (

@@ -4,7 +4,7 @@
                + missing_eos_penalty * [reply did not end with EOS]
 
 A *source* is anything that scores a batch of (prompt, reply) pairs: a reward-model run
-directory (``rm_train.py`` output, loaded through :func:`crs.reward_scorer.load_reward_scorers`
+directory (``rm_train.py`` output, loaded through :func:`crs.rm.scorer.load_reward_scorers`
 so RMs that share a base load it once), ``"gold"`` (the simulated annotator's noise-free
 utility, for tests and demos), ``"python:module:function"``, or, when built in code, any
 Python callable ``f(prompts, replies) -> scores``.
@@ -30,7 +30,7 @@ import torch
 
 from crs.config import ConfigError, ModelConfig, RewardSourceConfig
 from crs.data.schema import Messages, last_user_text, user_prompt
-from crs.reward_scorer import load_reward_scorers
+from crs.rm.scorer import load_reward_scorers
 from crs.runs import NonFiniteError
 
 logger = logging.getLogger(__name__)

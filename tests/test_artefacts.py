@@ -17,8 +17,8 @@ from test_reward_model import tiny_config, write_marker_data
 
 from crs.cli import run_stage
 from crs.models.loading import load_model
-from crs.reward_model import train_reward_model
-from crs.sft import train_sft
+from crs.rm.training import train_reward_model
+from crs.sft.training import train_sft
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -175,7 +175,7 @@ def test_sft_resumed_reports_the_whole_runs_train_loss(tmp_path, smol_tokenizer)
     from test_sft import EXAMPLES, tiny_model_dir
 
     from crs.runs import run_state
-    from crs.sft import train_sft
+    from crs.sft.training import train_sft
 
     base = tiny_model_dir(tmp_path, smol_tokenizer)
 
@@ -210,7 +210,7 @@ def test_absolute_rm_started_with_resume_and_no_checkpoint_is_the_same_run(tmp_p
     from test_reward_model import tiny_config, write_marker_data
     from tiny import tiny_sequence_classifier
 
-    from crs.reward_model import train_reward_model
+    from crs.rm.training import train_reward_model
 
     base = tmp_path / "tiny_rm"
     tiny_sequence_classifier(smol_tokenizer).save_pretrained(base)

@@ -15,7 +15,7 @@ from crs.cli import run_stage
 from crs.config import CRSConfig, load_config
 from crs.data.schema import DataError
 from crs.io import read_jsonl
-from crs.reward_model import train_reward_model
+from crs.rm.training import train_reward_model
 from crs.runs import RunError, run_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py

@@ -74,8 +74,8 @@ def test_cycle_finder_finds_a_planted_cycle() -> None:
 
 def test_the_algorithm_never_imports_its_stage() -> None:
     graph = import_graph(False)
-    stages = {"crs.ppo_stage", "crs.rl_stage", "crs.trl_stage", "crs.dpo", "crs.sft", "crs.eval_stages", "crs.cli", "crs.study.demo"}
-    for algorithm in ("crs.ppo", "crs.losses", "crs.policy", "crs.models.decoding", "crs.rollout", "crs.rewards", "crs.reward_scorer"):
+    stages = {"crs.ppo_stage", "crs.rl_stage", "crs.trl_stage", "crs.dpo", "crs.sft.training", "crs.eval_stages", "crs.cli", "crs.study.demo"}
+    for algorithm in ("crs.ppo", "crs.losses", "crs.policy", "crs.models.decoding", "crs.rollout", "crs.rewards", "crs.rm.scorer"):
         assert not graph[algorithm] & stages, algorithm
 
 

@@ -13,7 +13,9 @@ import torch
 
 from crs.config import CRSConfig, DataConfig, load_config
 from crs.data.schema import AbsoluteExample, RankingExample, user_prompt
-from crs.reward_model import (
+from crs.rm.metrics import absolute_metrics, average_ranks, pair_agreement, ranking_metrics, reward_stats, spearman
+from crs.rm.scorer import RewardScorer, RMFormat, load_reward_scorers
+from crs.rm.training import (
     AbsoluteCollator,
     RankingCollator,
     ValidationViews,
@@ -23,8 +25,6 @@ from crs.reward_model import (
     evaluate_runs,
     train_reward_model,
 )
-from crs.reward_scorer import RewardScorer, RMFormat, load_reward_scorers
-from crs.rm_metrics import absolute_metrics, average_ranks, pair_agreement, ranking_metrics, reward_stats, spearman
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 WORDS = "apple river stone cloud music garden window paper light table".split()
@@ -124,7 +124,7 @@ def test_absolute_head_starts_at_the_mean_score(smol_tokenizer):
 
     from crs.config import LoraConfig
     from crs.models.loading import add_lora
-    from crs.reward_model import init_head_bias_to_mean
+    from crs.rm.training import init_head_bias_to_mean
 
     torch.manual_seed(0)
     bert = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,

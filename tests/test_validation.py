@@ -299,7 +299,7 @@ def _fake_run(folder: Path, manifest: str | None, kind: str = "causal_lm", adapt
 )
 def test_model_paths_that_cannot_work_end_in_one_line(tmp_path: Path, capsys, case: str, message: str) -> None:
     from crs.models.loading import load_causal_lm, load_tokenizer
-    from crs.reward_scorer import load_reward_scorers
+    from crs.rm.scorer import load_reward_scorers
 
     folder = tmp_path / "model"
     if case == "not-a-model":

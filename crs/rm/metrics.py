@@ -1,6 +1,6 @@
 """Reward-model metrics: ranking accuracy, regression error, correlations, agreement.
 
-Pure functions on plain numbers (the scoring happens in :mod:`crs.reward_model`).
+Pure functions on plain numbers (the scoring happens in :mod:`crs.rm.training`).
 Conventions:
 
 * A *ranking* is one prompt's rewards listed best first (the data's order); pair
@@ -132,7 +132,7 @@ def pair_agreement(scorer_a: Scorer, scorer_b: Scorer, pairs: Sequence[Pair]) ->
 
     A pair counts 1 when both prefer the same reply, 0 when they disagree, and 0.5
     when either scores the two replies equally. Any callable
-    ``(prompts, replies) -> Tensor`` is a scorer (e.g. a :class:`~crs.reward_model.RewardScorer`).
+    ``(prompts, replies) -> Tensor`` is a scorer (e.g. a :class:`~crs.rm.training.RewardScorer`).
     """
     if not pairs:
         raise ValueError("pair_agreement needs at least one pair")

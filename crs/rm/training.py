@@ -6,11 +6,11 @@ Training (``rm_train.py``, :func:`train_reward_model`):
 2. a one-output sequence classifier on ``model.name``, with LoRA or fully fine-tuned;
 3. transformers' ``Trainer`` with our losses (:mod:`crs.losses`): a ranking batch is the
    replies of several prompts, flattened, with the number of replies per prompt;
-4. validation metrics (:mod:`crs.rm_metrics`) before, during and after training;
+4. validation metrics (:mod:`crs.rm.metrics`) before, during and after training;
 5. the model, ``metrics.json``, ``reward_stats.json`` (the RL stage z-scores with them)
    and ``rm_format.json`` (how the RM tokenizes) in the run directory.
 
-Scoring a trained RM (:class:`crs.reward_scorer.RewardScorer`) goes through the very same
+Scoring a trained RM (:class:`crs.rm.scorer.RewardScorer`) goes through the very same
 :meth:`RMFormat.encode` as the training collators here.
 """
 
@@ -44,8 +44,8 @@ from crs.models.loading import (
     upcast_trainable,
 )
 from crs.models.trainer import TRAIN_LOG_FILE, CRSTrainer, JsonlLogCallback, SealCheckpointCallback, resume_checkpoint, training_arguments
-from crs.reward_scorer import REWARD_STATS_FILE, RM_FORMAT_FILE, RewardScorer, RMFormat, load_reward_scorers
-from crs.rm_metrics import absolute_metrics, pair_agreement, pearson, ranking_metrics, ranking_pairs, reward_stats, spearman
+from crs.rm.metrics import absolute_metrics, pair_agreement, pearson, ranking_metrics, ranking_pairs, reward_stats, spearman
+from crs.rm.scorer import REWARD_STATS_FILE, RM_FORMAT_FILE, RewardScorer, RMFormat, load_reward_scorers
 from crs.runs import mark_finished, set_seed
 
 logger = logging.getLogger(__name__)
