@@ -40,7 +40,7 @@ def run_one(algorithm: str, model: str, dtype_name: str, steps: int, warmup: int
     from crs.config import CRSConfig, LoraConfig, ModelConfig, RLConfig
     from crs.data.schema import user_prompt
     from crs.models.loading import add_lora, load_causal_lm, load_tokenizer, resolve_dtype
-    from crs.rewards import CombinedReward, RewardSource
+    from crs.rl.rewards import CombinedReward, RewardSource
     from crs.rm.scorer import load_reward_scorers
 
     model_cfg = ModelConfig(name=model, dtype=dtype_name, lora=LoraConfig(r=16, alpha=32, dropout=0.0, target_modules="all-linear"))
@@ -51,8 +51,8 @@ def run_one(algorithm: str, model: str, dtype_name: str, steps: int, warmup: int
     prompts = [user_prompt(p) for p in PROMPTS]
     rows: list[dict[str, float]] = []
     if algorithm == "ppo":
-        from crs.policy import PolicyValueModel
-        from crs.ppo import PPOTrainer
+        from crs.rl.ppo.algorithm import PPOTrainer
+        from crs.rl.ppo.policy import PolicyValueModel
 
         policy = add_lora(load_causal_lm(model, model_cfg), model_cfg.lora, "causal_lm")
         cfg = RLConfig(batch_size=8, mini_batch_size=8, ppo_epochs=1, max_new_tokens=48, temperature=0.8, kl_coef=0.05)
@@ -60,7 +60,7 @@ def run_one(algorithm: str, model: str, dtype_name: str, steps: int, warmup: int
         for _ in range(warmup + steps):
             rows.append(trainer.step(prompts))
     else:
-        from crs.trl_stage import build_online_trainer, peft_lora_config
+        from crs.rl.trl_common import build_online_trainer, peft_lora_config
 
         cfg = CRSConfig()
         cfg.model = model_cfg

@@ -30,7 +30,7 @@ STAGES: dict[str, tuple[str, str]] = {
         "Train a reward model on rankings (pairwise / K-wise loss) or absolute scores (rm.loss).",
     ),
     "rl": (
-        "crs.rl_stage:run_rl_stage",
+        "crs.rl.stage:run_rl_stage",
         "RL of the SFT policy: PPO (default), GRPO or RLOO on a weighted combination of reward models, or DPO (rl.algorithm).",
     ),
     "predict": ("crs.eval_stages:predict", "Generate replies to the eval prompts with every configured model (one JSON per model)."),

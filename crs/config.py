@@ -504,7 +504,7 @@ class EvalRewardSourceConfig:
 
 @dataclass
 class CombinedScorerConfig:
-    """A combined scorer: the very formula PPO optimises (:class:`crs.rewards.CombinedReward`)."""
+    """A combined scorer: the very formula PPO optimises (:class:`crs.rl.rewards.CombinedReward`)."""
 
     name: str = field(default="combined", metadata={"help": "The scorer's name in tables."})
     weights: dict[str, float] = field(

@@ -36,7 +36,7 @@ from crs.judges import ExternalJudge, is_external, load_judge
 from crs.models.decoding import SamplingSettings, generate_replies
 from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
 from crs.report import build_results, leaderboard_csv, main_table, plot_mean_scores, plot_win_rate_heatmap, render_report
-from crs.rewards import REWARD_STATE_FILE, CombinedReward, RewardSource, build_sources, check_gold_sources, gold_reward
+from crs.rl.rewards import REWARD_STATE_FILE, CombinedReward, RewardSource, build_sources, check_gold_sources, gold_reward
 from crs.runs import latest_checkpoint, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Reward models: the K-wise ranking (Bradley-Terry / Plackett-Luce) loss with margins and
 L2, the absolute-score (BCE / MSE) loss and its re-balancing helpers. PPO: the per-token
 KL penalty with the score on the last token, GAE, whitening, and the clipped policy and
-value losses (:class:`crs.ppo.PPOTrainer` keeps the loop).
+value losses (:class:`crs.rl.ppo.algorithm.PPOTrainer` keeps the loop).
 
 Ranking batches arrive *flattened*: the replies of prompt 0 (best first), then those of
 prompt 1, and so on; ``group_sizes[g]`` says how many replies prompt ``g`` has. The

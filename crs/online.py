@@ -46,7 +46,7 @@ from crs.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic
 from crs.models.decoding import SamplingSettings, generate_replies
 from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
 from crs.report import plot_overoptimization, save_figure_atomic
-from crs.rewards import build_sources
+from crs.rl.rewards import build_sources
 from crs.rm.metrics import Pair, pair_agreement, ranking_pairs
 from crs.rm.training import cap_replies
 from crs.runs import RunError, is_finished, mark_finished, run_logged, stage_command

@@ -39,7 +39,7 @@ from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConf
 from crs.eval_stages import SourceScores, judge_replies, predict_models, study_judge
 from crs.io import read_jsonl, write_json_atomic, write_text_atomic
 from crs.report import judge_peak, plot_overoptimization, save_figure_atomic
-from crs.rewards import build_sources
+from crs.rl.rewards import build_sources
 from crs.runs import cores_share_env, is_finished, mark_finished, run_logged, stage_command
 
 logger = logging.getLogger(__name__)

@@ -140,7 +140,7 @@ def test_ppo_resumes_past_a_torn_checkpoint_and_a_torn_metrics_line(tmp_path, sm
     from test_ppo import write_rl_config
     from tiny import tiny_causal_lm
 
-    from crs.ppo_stage import run_ppo_stage
+    from crs.rl.ppo.stage import run_ppo_stage
 
     model_dir = tmp_path / "tiny"
     tiny_causal_lm(smol_tokenizer, seed=0).save_pretrained(model_dir)

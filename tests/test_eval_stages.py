@@ -88,7 +88,7 @@ def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path) -> Non
     from crs.config import RewardSourceConfig, load_config
     from crs.data.schema import user_prompt
     from crs.eval_stages import score_all
-    from crs.rewards import CombinedReward
+    from crs.rl.rewards import CombinedReward
     from crs.runs import seal_checkpoint
 
     sources = [

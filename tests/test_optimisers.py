@@ -17,7 +17,7 @@ import yaml
 
 from crs.config import ConfigError, CRSConfig, LoraConfig, RLConfig, load_config
 from crs.data.schema import AbsoluteExample, RankingExample, user_prompt
-from crs.rewards import CombinedReward, RewardSource
+from crs.rl.rewards import CombinedReward, RewardSource
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,7 +66,7 @@ def test_the_demo_subsets_match_the_ppo_budget_and_reward():
 
 
 def test_dpo_pairs_from_rankings():
-    from crs.dpo import pairs_from_rankings
+    from crs.rl.dpo import pairs_from_rankings
 
     ranked = RankingExample(user_prompt("q"), ["a", "b", "c", "d"])
     best = pairs_from_rankings([ranked], "best_vs_rest")
@@ -78,7 +78,7 @@ def test_dpo_pairs_from_rankings():
 
 
 def test_dpo_pairs_from_absolute_scores_respect_the_gap():
-    from crs.dpo import pairs_from_scores
+    from crs.rl.dpo import pairs_from_scores
 
     meta = {"group": "p1"}
     rows = [AbsoluteExample(user_prompt("q"), r, s, meta) for r, s in (("ok", 0.5), ("best", 1.0), ("bad", 0.25), ("close", 0.4))]
@@ -163,7 +163,7 @@ def run_online_learning(smol_tokenizer, left_tokenizer, tmp_path, algorithm, bro
     import trl
     from tiny import tiny_causal_lm
 
-    from crs.trl_stage import build_online_trainer, peft_lora_config
+    from crs.rl.trl_common import build_online_trainer, peft_lora_config
 
     # A larger init makes the tiny model's next-token distribution peaked enough to have signal.
     lm = tiny_causal_lm(smol_tokenizer, seed=0, initializer_range=0.5)
@@ -232,7 +232,7 @@ def write_config(folder: Path, model_dir: Path, **rl) -> Path:
 
 def run_cli(path: Path, *extra: str) -> Path:
     from crs.cli import run_stage
-    from crs.rl_stage import run_rl_stage
+    from crs.rl.stage import run_rl_stage
 
     run_stage(run_rl_stage, "test", ["--config", str(path), "--config_subset", "tiny", *extra])
     return path.parent / "out" / "rl"
@@ -353,7 +353,7 @@ def test_init_adapter_continues_an_earlier_runs_adapter(tmp_path, tiny_model_dir
 
 
 def test_full_finetuning_with_a_kl_penalty_is_refused_before_loading(tmp_path, tiny_model_dir):
-    from crs.trl_stage import run_online_stage
+    from crs.rl.trl_common import run_online_stage
 
     cfg = load_config("tiny", write_config(tmp_path, tiny_model_dir, algorithm="rloo"))
     cfg.model.lora.enabled = False
@@ -365,8 +365,8 @@ def test_full_finetuning_with_a_kl_penalty_is_refused_before_loading(tmp_path, t
 
 
 def test_dpo_raises_the_chosen_minus_rejected_log_ratio(tmp_path, tiny_model_dir):
-    from crs.dpo import PreferencePair, logratio_margins
     from crs.models.loading import load_model, load_tokenizer
+    from crs.rl.dpo import PreferencePair, logratio_margins
 
     path = write_config(tmp_path, tiny_model_dir, algorithm="dpo", steps=10, learning_rate=2e-2, dpo_beta=0.1, save_steps=5)
     run_dir = run_cli(path)
@@ -420,7 +420,7 @@ def test_dpo_from_absolute_scores(tmp_path, tiny_model_dir):
 def test_eval_stages_take_grpo_and_dpo_runs_unchanged(tmp_path, tiny_model_dir):
     from crs.cli import run_stage
     from crs.eval_stages import predict, score_predictions
-    from crs.rewards import REWARD_STATE_FILE
+    from crs.rl.rewards import REWARD_STATE_FILE
 
     grpo = run_cli(write_config(tmp_path / "grpo", tiny_model_dir, algorithm="grpo", steps=2, save_steps=2))
     dpo = run_cli(write_config(tmp_path / "dpo", tiny_model_dir, algorithm="dpo", steps=2, save_steps=0))

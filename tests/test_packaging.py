@@ -62,20 +62,20 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 @pytest.mark.parametrize("module_level_only", [True, False], ids=["module-level", "including-function-level"])
 def test_no_import_cycle_in_crs(module_level_only: bool) -> None:
     graph = import_graph(module_level_only)
-    assert "crs.ppo_stage" in graph and "crs.ppo" in graph["crs.ppo_stage"]  # the graph is really built
+    assert "crs.rl.ppo.stage" in graph and "crs.rl.ppo.algorithm" in graph["crs.rl.ppo.stage"]  # the graph is really built
     assert find_cycle(graph) is None, find_cycle(graph)
 
 
 def test_cycle_finder_finds_a_planted_cycle() -> None:
     graph = import_graph(True)
-    graph["crs.ppo"] = graph["crs.ppo"] | {"crs.ppo_stage"}  # the cycle this project once had
+    graph["crs.rl.ppo.algorithm"] = graph["crs.rl.ppo.algorithm"] | {"crs.rl.ppo.stage"}  # the cycle this project once had
     assert find_cycle(graph) is not None
 
 
 def test_the_algorithm_never_imports_its_stage() -> None:
     graph = import_graph(False)
-    stages = {"crs.ppo_stage", "crs.rl_stage", "crs.trl_stage", "crs.dpo", "crs.sft.training", "crs.eval_stages", "crs.cli", "crs.study.demo"}
-    for algorithm in ("crs.ppo", "crs.losses", "crs.policy", "crs.models.decoding", "crs.rollout", "crs.rewards", "crs.rm.scorer"):
+    stages = {"crs.rl.ppo.stage", "crs.rl.stage", "crs.rl.trl_common", "crs.rl.dpo", "crs.sft.training", "crs.eval_stages", "crs.cli", "crs.study.demo"}
+    for algorithm in ("crs.rl.ppo.algorithm", "crs.losses", "crs.rl.ppo.policy", "crs.models.decoding", "crs.rl.ppo.rollout", "crs.rl.rewards", "crs.rm.scorer"):
         assert not graph[algorithm] & stages, algorithm
 
 
@@ -175,7 +175,7 @@ def test_a_dependency_outside_its_tested_range_is_said_in_one_line(monkeypatch, 
 def test_the_trl_methods_crs_overrides_exist_and_a_missing_one_stops_the_run(monkeypatch) -> None:
     pytest.importorskip("trl")
     from crs.config import ConfigError, CRSConfig
-    from crs.trl_stage import TRL_OVERRIDES, require_trl
+    from crs.rl.trl_common import TRL_OVERRIDES, require_trl
 
     cfg = CRSConfig()
     for trainer in TRL_OVERRIDES:
@@ -196,7 +196,7 @@ def test_an_untested_trl_stops_a_grpo_run_in_one_line_before_any_model_loads(tmp
 
     real = dependencies.installed_version
     monkeypatch.setattr(dependencies, "installed_version", lambda name: "1.17.0" if name == "trl" else real(name))
-    monkeypatch.setattr("crs.trl_stage.installed_version", dependencies.installed_version)
+    monkeypatch.setattr("crs.rl.trl_common.installed_version", dependencies.installed_version)
     with pytest.raises(SystemExit) as stopped:
         run_cli(write_config(tmp_path, tiny_model_dir, algorithm="grpo", steps=1))
     assert stopped.value.code == 2

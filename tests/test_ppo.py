@@ -16,9 +16,9 @@ from crs.config import ConfigError, LoraConfig, RLConfig
 from crs.data.schema import user_prompt
 from crs.losses import compute_gae, last_token_index, masked_mean, masked_whiten, per_token_rewards, ppo_losses
 from crs.models.decoding import SamplingSettings, gather_logprobs, sample_next_token
-from crs.policy import PolicyValueModel, sample_replies
-from crs.ppo import AdaptiveKLController, FixedKLController, PPOTrainer
-from crs.rewards import CombinedReward, RewardSource
+from crs.rl.ppo.algorithm import AdaptiveKLController, FixedKLController, PPOTrainer
+from crs.rl.ppo.policy import PolicyValueModel, sample_replies
+from crs.rl.rewards import CombinedReward, RewardSource
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -326,10 +326,10 @@ def run_learning(smol_tokenizer, left_tokenizer, steps: int, broken: bool = Fals
     reward = direction_reward_factory(lm)
     lm = add_lora(lm, LoraConfig(r=8, alpha=16, dropout=0.0), "causal_lm")
     if broken:
-        import crs.ppo
+        import crs.rl.ppo.algorithm
 
-        real_gae = crs.ppo.compute_gae
-        monkeypatch.setattr(crs.ppo, "compute_gae", lambda *a: (-real_gae(*a)[0], real_gae(*a)[1]))
+        real_gae = crs.rl.ppo.algorithm.compute_gae
+        monkeypatch.setattr(crs.rl.ppo.algorithm, "compute_gae", lambda *a: (-real_gae(*a)[0], real_gae(*a)[1]))
     cfg = RLConfig(batch_size=16, mini_batch_size=8, max_new_tokens=8, temperature=1.0, learning_rate=3e-3, kl_coef=0.05)
     torch.manual_seed(0)
     trainer = PPOTrainer(cfg, PolicyValueModel(lm), left_tokenizer, CombinedReward([RewardSource("direction", reward, normalize="none")]))
@@ -398,7 +398,7 @@ def _metrics(run_dir: Path) -> list[dict]:
 def test_checkpoint_resume_continues_the_same_run(tmp_path, tiny_model_dir):
     from crs.config import load_config
     from crs.models.loading import load_causal_lm
-    from crs.ppo_stage import run_ppo_stage
+    from crs.rl.ppo.stage import run_ppo_stage
     from crs.runs import is_finished
 
     def run(name, steps, resume):
@@ -460,7 +460,7 @@ def test_rl_train_cli_on_smollm2_with_gold_reward(tmp_path):
     """rl_train.py's path end to end: embedded SmolLM2 + LoRA, the gold judge, bf16, 2 steps."""
     from crs.cli import run_stage
     from crs.models.loading import load_causal_lm
-    from crs.ppo_stage import run_ppo_stage
+    from crs.rl.ppo.stage import run_ppo_stage
 
     config = {
         "default": {},
@@ -496,7 +496,7 @@ def test_rl_crs_subset_on_trained_reward_models(tmp_path):
     if not all((p / "crs_model.json").is_file() for p in needed):
         pytest.skip("needs outputs/sft, outputs/rm_preference and outputs/rm_absolute (run the earlier stages)")
     from crs.config import load_config
-    from crs.ppo_stage import run_ppo_stage
+    from crs.rl.ppo.stage import run_ppo_stage
 
     overrides = [f"run.output_dir={tmp_path}", "rl.steps=2", "rl.batch_size=4", "rl.mini_batch_size=4",
                  "rl.ppo_epochs=1", "rl.max_new_tokens=16", "rl.sample_every=2", "rl.save_steps=2"]
@@ -513,7 +513,7 @@ def test_rl_crs_subset_on_trained_reward_models(tmp_path):
 def test_separate_critic_and_sampling_logprobs(tiny_lm, tiny_rm, left_tokenizer):
     """rl.value_model = an RM (its own forward) and rl.logprobs_from_sampling both run a full step."""
     from crs.models.loading import add_lora
-    from crs.policy import ValueModel
+    from crs.rl.ppo.policy import ValueModel
 
     policy = add_lora(tiny_lm, LoraConfig(r=4, alpha=8, dropout=0.0), "causal_lm")
     critic = ValueModel(add_lora(tiny_rm, LoraConfig(r=4, alpha=8, dropout=0.0), "reward_model"))
@@ -536,7 +536,7 @@ def test_merged_sampler_matches_the_adapted_policy(tiny_lm, left_tokenizer, pack
     """Sampling from the merged (packed, fused) copy is sampling from the policy, kept up to date."""
     from crs.models.loading import add_lora
     from crs.models.packed_linear import PackedLinear, packing_supported
-    from crs.policy import MergedSampler
+    from crs.rl.ppo.policy import MergedSampler
 
     policy = add_lora(tiny_lm, LoraConfig(r=4, alpha=8, dropout=0.0), "causal_lm")
     model = PolicyValueModel(policy).eval()
@@ -564,7 +564,7 @@ def test_merged_sampler_matches_the_adapted_policy(tiny_lm, left_tokenizer, pack
 
 def test_a_run_whose_every_update_was_skipped_does_not_finish(tmp_path, tiny_model_dir):
     from crs.config import load_config
-    from crs.ppo_stage import run_ppo_stage
+    from crs.rl.ppo.stage import run_ppo_stage
     from crs.runs import NonFiniteError, is_finished, prepare_run_dir
 
     rewards = [{"name": "broken", "path": "python:tests.reward_fns:not_a_number", "weight": 1.0, "normalize": "none"}]
@@ -580,7 +580,7 @@ def test_a_run_whose_every_update_was_skipped_does_not_finish(tmp_path, tiny_mod
 
 def test_overoptimization_log_has_the_judge_and_the_kl(tmp_path, tiny_model_dir):
     from crs.config import load_config
-    from crs.ppo_stage import run_ppo_stage
+    from crs.rl.ppo.stage import run_ppo_stage
     from crs.runs import run_state
 
     path = write_rl_config(
@@ -603,7 +603,7 @@ def test_overoptimization_log_has_the_judge_and_the_kl(tmp_path, tiny_model_dir)
 
 def test_the_stage_command_ends_a_hopeless_run_in_one_line(tmp_path, tiny_model_dir, capsys):
     from crs.cli import run_stage
-    from crs.ppo_stage import run_ppo_stage
+    from crs.rl.ppo.stage import run_ppo_stage
     from crs.runs import run_state
 
     rewards = [{"name": "broken", "path": "python:tests.reward_fns:not_a_number", "weight": 1.0, "normalize": "none"}]
@@ -619,7 +619,7 @@ def test_the_stage_command_ends_a_hopeless_run_in_one_line(tmp_path, tiny_model_
 
 def test_init_adapter_also_continues_the_value_head(tmp_path, tiny_model_dir):
     from crs.config import load_config
-    from crs.ppo_stage import VALUE_HEAD_FILE, build_models, run_ppo_stage
+    from crs.rl.ppo.stage import VALUE_HEAD_FILE, build_models, run_ppo_stage
 
     path = write_rl_config(tmp_path / "a.yaml", tiny_model_dir, tmp_path / "a", steps=2)
     cfg = load_config("tiny_rl", path)
@@ -639,7 +639,7 @@ def test_gold_in_rl_is_only_for_the_demos_prompts(tmp_path, tiny_model_dir, caps
     from test_optimisers import run_cli, write_config
 
     from crs.config import load_config
-    from crs.ppo_stage import build_judge
+    from crs.rl.ppo.stage import build_judge
 
     gold = [{"name": "gold", "path": "gold", "weight": 1.0, "normalize": "zscore"}]
     path = write_config(tmp_path, tiny_model_dir, algorithm="ppo", rewards=gold, steps=1, mini_batch_size=4)

@@ -7,7 +7,7 @@ import torch
 
 from crs.config import ConfigError, RewardSourceConfig
 from crs.data.schema import last_user_text, user_prompt
-from crs.rewards import CombinedReward, RewardSource, build_sources
+from crs.rl.rewards import CombinedReward, RewardSource, build_sources
 
 PROMPTS = [user_prompt(f"question {i}") for i in range(4)]
 REPLIES = ["a", "bb", "ccc", "dddd"]
@@ -89,9 +89,9 @@ def test_weight_zero_is_not_loaded(monkeypatch):
 
         return [Scorer() for _ in paths]
 
-    import crs.rewards
+    import crs.rl.rewards
 
-    monkeypatch.setattr(crs.rewards, "load_reward_scorers", fake_loader)
+    monkeypatch.setattr(crs.rl.rewards, "load_reward_scorers", fake_loader)
     configs = [
         RewardSourceConfig(name="pref", path="/no/such/rm_a", weight=1.0, normalize="zscore"),
         RewardSourceConfig(name="abs", path="/no/such/rm_b", weight=0.0),

@@ -330,7 +330,7 @@ def test_model_paths_that_cannot_work_end_in_one_line(tmp_path: Path, capsys, ca
         elif case == "causal-lm-as-critic":
             from dataclasses import replace
 
-            from crs.ppo_stage import build_models
+            from crs.rl.ppo.stage import build_models
 
             build_models(replace(cfg, rl=replace(cfg.rl, value_model=str(folder))))
         elif case == "reward-model-as-policy":
@@ -343,7 +343,7 @@ def test_model_paths_that_cannot_work_end_in_one_line(tmp_path: Path, capsys, ca
 
 
 def test_a_reward_module_with_a_syntax_error_ends_in_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
-    from crs.rewards import import_callable
+    from crs.rl.rewards import import_callable
 
     (tmp_path / "broken_reward_mod.py").write_text("def score(prompts, replies):\n    return [1.0 for r in replies\n")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -2,7 +2,7 @@
 
 Every stage that writes replies goes through :func:`decode_loop`: eval predictions and the
 demo data (:func:`generate_replies`, on any transformers causal LM) and PPO rollouts
-(:func:`crs.policy.sample_replies`, which also reads the value head at each step). So the
+(:func:`crs.rl.ppo.policy.sample_replies`, which also reads the value head at each step). So the
 same :class:`SamplingSettings` sample the same way in every stage.
 
 Why a loop of our own rather than ``model.generate``: the rollout needs each token's

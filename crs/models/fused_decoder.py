@@ -7,7 +7,7 @@ the same arithmetic as transformers' ``LlamaModel`` with less around it:
 
 * fused weights: q|k|v in one matrix and gate|up in another, 4 matmuls a layer instead of 7;
   the model's own ``q_proj`` ... ``up_proj`` weights become row views of them, so writing
-  those weights (:meth:`crs.policy.MergedSampler.refresh`) updates the fused matrices;
+  those weights (:meth:`crs.rl.ppo.policy.MergedSampler.refresh`) updates the fused matrices;
 * every matrix pre-packed for the CPU kernels (:mod:`crs.models.packed_linear`);
 * a preallocated KV cache, written in place, and RoPE applied to q and k in one go.
 

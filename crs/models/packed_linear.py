@@ -5,7 +5,7 @@ At that size the matmul libraries spend much of each call re-packing the weight 
 blocked layout; packing once ahead for oneDNN (what ``torch.compile``'s freezing does on
 CPU) runs those matmuls 1.4-2.7x faster in bf16 and 2.2-4x in fp32 here (8 rows x
 SmolLM2's matrices; MKL's packed fp32 kernel gained only 1.1-1.3x). Only frozen
-copies qualify: the merged sampling copy of :class:`crs.policy.MergedSampler`, repacked
+copies qualify: the merged sampling copy of :class:`crs.rl.ppo.policy.MergedSampler`, repacked
 when it is refreshed.
 
 The packed kernels are private PyTorch operators, so :func:`packing_supported` tries them

@@ -38,8 +38,7 @@ from crs.data.schema import AbsoluteExample, Messages, RankingExample
 from crs.models.formatting import encode_prompt_reply
 from crs.models.loading import load_causal_lm, load_tokenizer
 from crs.models.trainer import SealCheckpointCallback
-from crs.runs import set_seed
-from crs.trl_stage import (
+from crs.rl.trl_common import (
     METRICS_FILE,
     StepMetricsCallback,
     continue_adapter,
@@ -51,6 +50,7 @@ from crs.trl_stage import (
     start_or_resume,
     trainer_arguments,
 )
+from crs.runs import set_seed
 
 logger = logging.getLogger(__name__)
 

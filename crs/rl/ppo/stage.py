@@ -1,7 +1,7 @@
 """The RL stage around the PPO algorithm: models, prompts, the loop, checkpoints, logs.
 
 ``rl_train.py --config_subset rl_crs`` runs :func:`run_ppo_stage`, which builds the models
-(:func:`build_models`) and drives :class:`crs.ppo.PPOTrainer`. It writes into the run directory:
+(:func:`build_models`) and drives :class:`crs.rl.ppo.algorithm.PPOTrainer`. It writes into the run directory:
 
 * ``metrics.jsonl``: one row per PPO step (rewards per source raw and normalised,
   combined, KL, beta, losses, clip fractions, approx KL, entropy, reply length, timings);
@@ -52,10 +52,10 @@ from crs.models.loading import (
     save_run_model,
     upcast_trainable,
 )
-from crs.policy import PolicyValueModel, ValueModel
-from crs.ppo import PPOTrainer
 from crs.report import judge_peak, plot_overoptimization
-from crs.rewards import CombinedReward, RewardSource, build_sources, check_gold_sources
+from crs.rl.ppo.algorithm import PPOTrainer
+from crs.rl.ppo.policy import PolicyValueModel, ValueModel
+from crs.rl.rewards import CombinedReward, RewardSource, build_sources, check_gold_sources
 from crs.runs import NonFiniteError, checkpoint_step, latest_checkpoint, mark_finished, seal_checkpoint, set_seed
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ the clipped update, the KL term); crs supplies what makes the run comparable wit
   the adapter switched off, no second copy;
 * the prompts, tokenized by crs's one path (:func:`crs.models.formatting.encode_prompt`: chat
   template, the last ``data.max_prompt_length`` tokens), as PPO sees them;
-* the reward: :class:`crs.rewards.CombinedReward` (same sources, weights, z-scores, clip and
+* the reward: :class:`crs.rl.rewards.CombinedReward` (same sources, weights, z-scores, clip and
   missing-EOS penalty as PPO) as one TRL reward function, or each source as its own function
   for TRL's per-reward normalisation (``rl.reward_normalization``);
 * the outputs: ``metrics.jsonl`` with PPO's column names where the meaning is the same
@@ -17,7 +17,7 @@ the clipped update, the KL term); crs supplies what makes the run comparable wit
   sealed like every Trainer stage's (with the reward statistics), ``adapter/`` +
   ``crs_model.json``, and ``run_state.json`` with a summary.
 
-:mod:`crs.dpo` (offline DPO) shares the helpers here. Several processes (``torchrun``,
+:mod:`crs.rl.dpo` (offline DPO) shares the helpers here. Several processes (``torchrun``,
 ``accelerate launch``) are the Trainer's own; only the main process writes.
 """
 
@@ -44,7 +44,7 @@ from crs.io import append_jsonl, truncate_jsonl, write_json_atomic
 from crs.models.formatting import encode_prompt
 from crs.models.loading import load_adapter_weights, load_causal_lm, load_tokenizer, resolve_dtype, save_run_model
 from crs.models.trainer import CHECKPOINT_DIR, SealCheckpointCallback, resume_checkpoint
-from crs.rewards import REWARD_STATE_FILE, CombinedReward, check_gold_sources
+from crs.rl.rewards import REWARD_STATE_FILE, CombinedReward, check_gold_sources
 from crs.runs import checkpoint_step, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)

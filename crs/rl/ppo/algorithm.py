@@ -4,7 +4,7 @@ One PPO step:
 
 1. **Rollout.** Sample replies to a batch of prompts (temperature, top-p, stop at EOS,
    everything after EOS masked), keeping each token's log-prob and each state's value.
-2. **Reward.** Score the replies with the combined reward (:mod:`crs.rewards`). Per token,
+2. **Reward.** Score the replies with the combined reward (:mod:`crs.rl.rewards`). Per token,
    the reward is ``-beta * (log pi(y_t) - log pi_ref(y_t))`` (the KL penalty, k1 estimator),
    and the reply's score is added on its last token. ``beta`` is fixed or adapted toward
    ``target_kl`` (Ziegler et al. 2019).
@@ -15,7 +15,7 @@ One PPO step:
    gradient-norm clipping, optional early stop when the approximate KL gets too large.
 
 Where each implementation detail lives (every one is a function or a marked line here or
-in :mod:`crs.losses`, :mod:`crs.policy` or :mod:`crs.models.decoding`, and a key in ``RLConfig``
+in :mod:`crs.losses`, :mod:`crs.rl.ppo.policy` or :mod:`crs.models.decoding`, and a key in ``RLConfig``
 where it is a choice):
 
 ==================================  =============================================
@@ -57,7 +57,7 @@ are the old log-probs and values and the rollout's own policy forward is skipped
 (``old_logprobs_from_update``; exact, as TRL's GRPO does with one iteration).
 
 The stage around the algorithm (models, data, checkpoints, logging) is
-:func:`crs.ppo_stage.run_ppo_stage`; this module never imports it.
+:func:`crs.rl.ppo.stage.run_ppo_stage`; this module never imports it.
 """
 
 from __future__ import annotations
@@ -79,9 +79,9 @@ from crs.losses import ReduceFn, compute_gae, masked_mean, masked_whiten, per_to
 from crs.models.decoding import SamplingSettings, gather_logprobs, position_ids_from_mask
 from crs.models.formatting import encode_prompt, pad_batch
 from crs.models.loading import autocast
-from crs.policy import MergedSampler, PolicyValueModel, causal_lm_parts, cpu_math_attention, logprobs_and_entropy, reply_states, sample_replies
-from crs.rewards import CombinedReward
-from crs.rollout import Rollout, RolloutResult
+from crs.rl.ppo.policy import MergedSampler, PolicyValueModel, causal_lm_parts, cpu_math_attention, logprobs_and_entropy, reply_states, sample_replies
+from crs.rl.ppo.rollout import Rollout, RolloutResult
+from crs.rl.rewards import CombinedReward
 from crs.runs import NonFiniteError
 
 logger = logging.getLogger(__name__)
@@ -466,7 +466,7 @@ class PPOTrainer:
 
         Replies are sampled as in training, under a private RNG seeded by ``seed`` (the training
         stream is untouched); ``kl/sequence`` is the k1 estimate of KL(policy || reference) per
-        reply, unbiased under those samples. ``judge`` is a :class:`crs.rewards.RewardSource`
+        reply, unbiased under those samples. ``judge`` is a :class:`crs.rl.rewards.RewardSource`
         that is only ever read, never optimised. Averaged over processes.
         """
         prompt_ids, prompt_mask = self.encode_prompts(prompts)

@@ -1,8 +1,8 @@
 """The RL stage (``rl_train.py``, ``crs rl``): one entry point, the optimiser chosen by ``rl.algorithm``.
 
-* ``ppo`` (the default): crs's own PPO, :func:`crs.ppo_stage.run_ppo_stage`;
-* ``grpo``, ``rloo``: TRL's online trainers on the same combined reward, :func:`crs.trl_stage.run_online_stage`;
-* ``dpo``: TRL's DPOTrainer on preference pairs from ``data.*``, :func:`crs.dpo.run_dpo_stage`.
+* ``ppo`` (the default): crs's own PPO, :func:`crs.rl.ppo.stage.run_ppo_stage`;
+* ``grpo``, ``rloo``: TRL's online trainers on the same combined reward, :func:`crs.rl.trl_common.run_online_stage`;
+* ``dpo``: TRL's DPOTrainer on preference pairs from ``data.*``, :func:`crs.rl.dpo.run_dpo_stage`.
 
 Every algorithm writes the same run layout (``adapter/`` + ``crs_model.json``, ``metrics.jsonl``,
 ``config.resolved.yaml``, ``run_state.json``, checkpoints that ``--resume`` continues from), so
@@ -21,15 +21,15 @@ def run_rl_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Run ``rl.algorithm`` into ``run_dir``; returns the run's summary."""
     algorithm = cfg.rl.algorithm
     if algorithm == "ppo":
-        from crs.ppo_stage import run_ppo_stage
+        from crs.rl.ppo.stage import run_ppo_stage
 
         return run_ppo_stage(cfg, run_dir, resume)
     if algorithm in ("grpo", "rloo"):
-        from crs.trl_stage import run_online_stage
+        from crs.rl.trl_common import run_online_stage
 
         return run_online_stage(cfg, run_dir, resume)
     if algorithm == "dpo":
-        from crs.dpo import run_dpo_stage
+        from crs.rl.dpo import run_dpo_stage
 
         return run_dpo_stage(cfg, run_dir, resume)
     raise ConfigError(f"rl.algorithm: expected ppo, grpo, rloo or dpo, got {algorithm!r}")
