@@ -33,18 +33,18 @@ STAGES: dict[str, tuple[str, str]] = {
         "crs.rl.stage:run_rl_stage",
         "RL of the SFT policy: PPO (default), GRPO or RLOO on a weighted combination of reward models, or DPO (rl.algorithm).",
     ),
-    "predict": ("crs.eval_stages:predict", "Generate replies to the eval prompts with every configured model (one JSON per model)."),
+    "predict": ("crs.eval.stages:predict", "Generate replies to the eval prompts with every configured model (one JSON per model)."),
     "score": (
-        "crs.eval_stages:score_predictions",
+        "crs.eval.stages:score_predictions",
         "Score predictions with reward models, combined rewards and the gold judge; write win rates and a report.",
     ),
     "sweep": (
-        "crs.sweep:run_sweep",
+        "crs.study.sweep:run_sweep",
         "A study over reward weights and seeds: RL, predictions and judging per (weight, seed); curves with intervals. "
         "--jobs N: N runs side by side.",
     ),
     "online": (
-        "crs.online:run_online",
+        "crs.study.online:run_online",
         "Iterated online RLHF: label the policy's replies, refresh both reward models, continue RL; round by round.",
     ),
 }

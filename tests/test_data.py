@@ -109,7 +109,7 @@ def test_embedded_demo_dataset_loads_every_view() -> None:
 def test_auto_adapter_and_demo_path() -> None:
     assert resolve_adapter("auto", "embedded:crs-demo").name == "crs_demo"
     assert resolve_adapter("auto", "data/train.jsonl").name == "canonical"
-    assert demo_dataset_path().parts[-3:] == ("crs", "demo_data", "crs_demo.jsonl.gz")
+    assert demo_dataset_path().parts[-4:] == ("crs", "demo", "data", "crs_demo.jsonl.gz")
 
 
 # --------------------------------------------------------------------------- canonical

@@ -39,7 +39,7 @@ import pytest
 
 from crs.cli import run_stage
 from crs.data.schema import DataError
-from crs.human_eval import human_rankings, load_ballots
+from crs.eval.human import human_rankings, load_ballots
 from crs.runs import run_state
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -121,7 +121,7 @@ def test_a_malformed_ballot_stops_the_stage_before_scoring_and_marks_it_failed(t
     scored, named no prompt and left run_state.json "running"."""
     from test_validation import write_prediction_run
 
-    from crs.eval_stages import score_predictions
+    from crs.eval.stages import score_predictions
 
     predictions = write_prediction_run(tmp_path / "pred", {"a": ["p1", "p2"], "b": ["p1", "p2"]})
     ballots = tmp_path / "human.json"

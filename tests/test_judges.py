@@ -26,9 +26,9 @@ import pytest
 from crs.cli import run_stage
 from crs.config import ConfigError
 from crs.data.schema import DataError
-from crs.eval_stages import read_all_predictions, score_predictions
-from crs.judges import load_judge, preference_outcome
-from crs.report import build_results
+from crs.eval.judges import load_judge, preference_outcome
+from crs.eval.report import build_results
+from crs.eval.stages import read_all_predictions, score_predictions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "external_judge"
 RL_CRS_ROW = {
@@ -133,7 +133,7 @@ def test_a_judge_spec_that_names_nothing_usable_is_a_config_error(tmp_path: Path
 
 
 def test_sampling_runs_are_told_apart_by_outputs(tmp_path: Path) -> None:
-    from crs.evaluation import write_predictions
+    from crs.eval.metrics import write_predictions
 
     for model in ("a", "b"):
         rows = [{"instruction": "Same prompt", "output": f"{model} run {run}", "generator": model, "dataset": "t",

@@ -76,7 +76,7 @@ def _config(tmp_path: Path, *overrides: str):
 
 
 def test_a_prompt_file_in_chat_markup_keeps_its_dataset_and_category(tmp_path: Path) -> None:
-    from crs.eval_stages import load_eval_prompts
+    from crs.eval.stages import load_eval_prompts
 
     prompts = load_eval_prompts(_config(tmp_path))
     assert [p.prompt for p in prompts] == [
@@ -100,8 +100,8 @@ def test_a_broken_markup_prompt_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_predictions_carry_the_files_dataset_and_category_into_every_table(tmp_path: Path, monkeypatch) -> None:
-    from crs import eval_stages
-    from crs.evaluation import read_predictions
+    from crs.eval import stages as eval_stages
+    from crs.eval.metrics import read_predictions
     from crs.runs import prepare_run_dir
 
     seen = []

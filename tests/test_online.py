@@ -10,7 +10,7 @@ import torch
 import yaml
 from tiny import tiny_causal_lm, tiny_sequence_classifier
 
-import crs.online as online
+import crs.study.online as online
 from crs.cli import run_stage
 from crs.config import CRSConfig, load_config
 from crs.data.schema import DataError

@@ -1,4 +1,4 @@
-"""Tests for crs.report: numbers in the Markdown match hand-computed values; plots are PNGs."""
+"""Tests for crs.eval.report: numbers in the Markdown match hand-computed values; plots are PNGs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from crs.report import (
+from crs.eval.report import (
     build_results,
     leaderboard_csv,
     main_table,
@@ -186,7 +186,7 @@ def test_leaderboard_csv_is_alpaca_evals_layout(results):
 def test_human_rankings_appear_in_the_report(results):
     from pathlib import Path
 
-    from crs.human_eval import human_rankings, load_ballots
+    from crs.eval.human import human_rankings, load_ballots
 
     ballots = load_ballots(Path(__file__).parent / "fixtures" / "human_ballots.csv")
     report = render_report({**results, "human_rankings": human_rankings(ballots, "candidate_order", ["sft", "rl_crs", "base"])})

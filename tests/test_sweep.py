@@ -11,7 +11,7 @@ from tiny import tiny_causal_lm
 
 from crs.cli import run_stage
 from crs.runs import run_state
-from crs.sweep import run_sweep
+from crs.study.sweep import run_sweep
 
 
 @pytest.fixture()
@@ -110,7 +110,7 @@ def test_the_jobs_flag_sets_sweep_jobs(tmp_path: Path, sweep_config: Path) -> No
 
 def test_the_sweeps_judge_is_decided_before_anything_trains(tmp_path: Path, sweep_config: Path, caplog) -> None:
     from crs.config import ConfigError, load_config
-    from crs.eval_stages import study_judge
+    from crs.eval.stages import study_judge
 
     cfg = load_config("sweep_tiny", sweep_config)  # its prompts ("Say N words about topic i.") are not the demo's
     with caplog.at_level("WARNING"):

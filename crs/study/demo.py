@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crs.config import load_config
-from crs.report import main_table
+from crs.eval.report import main_table
 from crs.runs import cores_share_env, is_finished, run_logged, run_state
 
 

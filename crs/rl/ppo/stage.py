@@ -40,6 +40,7 @@ from crs.config import ConfigError, CRSConfig, RewardSourceConfig
 from crs.data import load_examples
 from crs.data.schema import Messages, last_user_text
 from crs.demo.annotator import resolve_judge
+from crs.eval.report import judge_peak, plot_overoptimization
 from crs.io import append_jsonl, folder_written_atomically, read_jsonl, truncate_jsonl, write_bytes_atomic, write_json_atomic
 from crs.models.loading import (
     add_lora,
@@ -52,7 +53,6 @@ from crs.models.loading import (
     save_run_model,
     upcast_trainable,
 )
-from crs.report import judge_peak, plot_overoptimization
 from crs.rl.ppo.algorithm import PPOTrainer
 from crs.rl.ppo.policy import PolicyValueModel, ValueModel
 from crs.rl.rewards import CombinedReward, RewardSource, build_sources, check_gold_sources

@@ -18,7 +18,7 @@ Everything is validated when the file is read, before any reply is scored: a bal
 misses a model, names one twice, gives a slot no rank or a rank no model, or repeats an
 annotator's ballot on a prompt stops the run with one line (:class:`DataError`) naming the
 file, the line, the prompt and the annotator. The maths (Tideman's ranked pairs, Borda
-points, groups) is in :mod:`crs.evaluation`.
+points, groups) is in :mod:`crs.eval.metrics`.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crs import evaluation as ev
 from crs.config import ConfigError
 from crs.data.schema import DataError
 from crs.data.sources import csv_rows
+from crs.eval import metrics as ev
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def load_ballots(path: str | Path) -> HumanBallots:
 
 def human_rankings(ballots: HumanBallots, tie_break: str = "support", candidate_order: Sequence[str] | None = None) -> dict[str, Any]:
     """Borda points per group, for all annotators, and across groups
-    (:func:`crs.evaluation.group_rankings`), with what the report says about the study."""
+    (:func:`crs.eval.metrics.group_rankings`), with what the report says about the study."""
     order = [m for m in candidate_order or [] if m in ballots.models] + [m for m in ballots.models if m not in (candidate_order or [])]
     result = ev.group_rankings(ballots.by_group, tie_break, order)
     return {

@@ -3,7 +3,7 @@
 Everything here works on plain Python sequences and numpy; no model is loaded. The
 stage script generates replies, scores them with every scorer (the gold judge and each
 reward model or combination) and hands the per-prompt numbers to these functions;
-:mod:`crs.report` turns the results into Markdown and plots.
+:mod:`crs.eval.report` turns the results into Markdown and plots.
 
 Conventions used throughout:
 
@@ -72,7 +72,7 @@ def write_predictions(path: str | os.PathLike[str], rows: Sequence[Mapping[str, 
     Rows are validated first (same rules as :func:`read_predictions`) so a bad row never
     reaches disk; extra keys are written unchanged.
     """
-    # Local import: crs.report imports this module, so a top-level import would cycle.
+    # Local import: crs.eval.report imports this module, so a top-level import would cycle.
 
     plain_rows = [dict(row) for row in rows]
     for index, row in enumerate(plain_rows):

@@ -36,16 +36,16 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from crs import evaluation as ev
 from crs.config import CRSConfig, EvalModelConfig, RewardSourceConfig, load_config
 from crs.data import load_examples
 from crs.data.schema import AbsoluteExample, DataError, PromptExample, RankingExample, last_user_text
 from crs.demo.annotator import ANNOTATORS, check_gold_applies, likert, likert_to_unit, rank_replies
-from crs.eval_stages import judge_replies, predict_models, study_judge
+from crs.eval import metrics as ev
+from crs.eval.report import plot_overoptimization, save_figure_atomic
+from crs.eval.stages import judge_replies, predict_models, study_judge
 from crs.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from crs.models.decoding import SamplingSettings, generate_replies
 from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
-from crs.report import plot_overoptimization, save_figure_atomic
 from crs.rl.rewards import build_sources
 from crs.rm.metrics import Pair, pair_agreement, ranking_pairs
 from crs.rm.training import cap_replies

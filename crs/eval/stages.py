@@ -7,8 +7,8 @@ interrupted run picks up where it stopped.
 ``rl_eval_rewarding.py`` (:func:`score_predictions`) scores every reply with every
 reward source (raw and z-normalised), with combined scorers at several preference
 weights, and with the judge (the gold judge, or an external judge's pairwise verdicts:
-:mod:`crs.judges`); then builds the head-to-head tables, agreement, rank aggregation, the
-human rankings (:mod:`crs.human_eval`) and plots (:mod:`crs.report`). Items are (prompt,
+:mod:`crs.eval.judges`); then builds the head-to-head tables, agreement, rank aggregation, the
+human rankings (:mod:`crs.eval.human`) and plots (:mod:`crs.eval.report`). Items are (prompt,
 sampling run) pairs, aligned across models.
 """
 
@@ -29,13 +29,13 @@ from crs.config import ConfigError, CRSConfig, EvalModelConfig, EvalRewardSource
 from crs.data import load_examples
 from crs.data.schema import PromptExample, last_user_text, user_prompt
 from crs.demo.annotator import resolve_judge
-from crs.evaluation import read_predictions, write_predictions
-from crs.human_eval import HumanBallots, human_rankings, load_ballots
+from crs.eval.human import HumanBallots, human_rankings, load_ballots
+from crs.eval.judges import ExternalJudge, is_external, load_judge
+from crs.eval.metrics import read_predictions, write_predictions
+from crs.eval.report import build_results, leaderboard_csv, main_table, plot_mean_scores, plot_win_rate_heatmap, render_report
 from crs.io import write_json_atomic, write_text_atomic
-from crs.judges import ExternalJudge, is_external, load_judge
 from crs.models.decoding import SamplingSettings, generate_replies
 from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
-from crs.report import build_results, leaderboard_csv, main_table, plot_mean_scores, plot_win_rate_heatmap, render_report
 from crs.rl.rewards import REWARD_STATE_FILE, CombinedReward, RewardSource, build_sources, check_gold_sources, gold_reward
 from crs.runs import latest_checkpoint, mark_finished, set_seed
 
@@ -422,5 +422,5 @@ def _add_judge_and_human_results(
 
 
 def write_leaderboard_csv(results: dict[str, Any], path: Path) -> None:
-    """``leaderboard.csv`` in AlpacaEval's layout (:func:`crs.report.leaderboard_csv`)."""
+    """``leaderboard.csv`` in AlpacaEval's layout (:func:`crs.eval.report.leaderboard_csv`)."""
     write_text_atomic(path, leaderboard_csv(results))

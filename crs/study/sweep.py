@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from crs import evaluation as ev
 from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConfig, load_config
-from crs.eval_stages import SourceScores, judge_replies, predict_models, study_judge
+from crs.eval import metrics as ev
+from crs.eval.report import judge_peak, plot_overoptimization, save_figure_atomic
+from crs.eval.stages import SourceScores, judge_replies, predict_models, study_judge
 from crs.io import read_jsonl, write_json_atomic, write_text_atomic
-from crs.report import judge_peak, plot_overoptimization, save_figure_atomic
 from crs.rl.rewards import build_sources
 from crs.runs import cores_share_env, is_finished, mark_finished, run_logged, stage_command
 

@@ -52,7 +52,7 @@ Results schema (``build_results`` output, JSON-serialisable)::
     }
 
 Agreement compares, for every unordered model pair and prompt the judge decided, which
-reply each scorer prefers (see :func:`crs.evaluation.agreement` for how ties count; a
+reply each scorer prefers (see :func:`crs.eval.metrics.agreement` for how ties count; a
 weighted judge's verdict is rounded first). ``by_category`` and
 ``win_rates_by_category`` are empty when no categories are given.
 
@@ -74,7 +74,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from crs import evaluation as ev
+from crs.eval import metrics as ev
 from crs.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
 
 SCHEMA_VERSION = 2
@@ -189,7 +189,7 @@ def build_results(
         n_boot, seed: bootstrap settings for the confidence intervals.
         pairwise_judge: a judge that gives verdicts per model pair and prompt (item ids
             are ``prompt_ids``) instead of scores; then ``judge`` is its name.
-        tie_break: how Tideman's ranked pairs settles ties (:func:`crs.evaluation.ranked_pairs`).
+        tie_break: how Tideman's ranked pairs settles ties (:func:`crs.eval.metrics.ranked_pairs`).
     """
     if pairwise_judge is None and judge not in scores:
         raise KeyError(f"judge {judge!r} is not among the scorers {list(scores)}")
