@@ -4,8 +4,9 @@
 ``rl_crs``, ...). A subset is deep-merged over ``default``, then ``--set key.sub=value``
 overrides are applied, then the result is checked against the section dataclasses, which
 are the single list of every key, its type and its default (as Hugging Face splits a
-*Config* from the *Trainer* that consumes it), and its values against the valid ranges.
-Each field's help text is its ``metadata["help"]``, as in TRL's config dataclasses;
+*Config* from the *Trainer* that consumes it), and its values against their rules.
+Each field's help text is its ``metadata["help"]``, as in TRL's config dataclasses, and
+its rule, where it has one, is its ``metadata["rule"]``;
 ``scripts/render_config_docs.py`` renders the sections, their fields and that help into
 ``docs/config.md``.
 
@@ -13,14 +14,15 @@ The modules, one concept each:
 
 * :mod:`~crs.config.errors`: :class:`ConfigError`; the stage scripts print one as one line
   and exit with code 2.
-* :mod:`~crs.config.fields`: the predicates a value rule is made of.
+* :mod:`~crs.config.fields`: :class:`~crs.config.fields.Rule` and the predicates a rule
+  is made of.
 * one module per section: :mod:`~crs.config.run`, :mod:`~crs.config.model`,
   :mod:`~crs.config.data`, :mod:`~crs.config.training` (``train``, ``rm``),
   :mod:`~crs.config.rl`, :mod:`~crs.config.eval` (``eval_pred``, ``eval_rewarding``),
   :mod:`~crs.config.study` (``sweep``, ``online``); :mod:`~crs.config.root` puts them
   together in :class:`CRSConfig`.
 * :mod:`~crs.config.loading` (YAML, subsets, overrides), :mod:`~crs.config.coercion`
-  (types), :mod:`~crs.config.validation` (value ranges).
+  (types), :mod:`~crs.config.validation` (every field's rule, over the whole tree).
 
 Everything other modules use is importable from ``crs.config`` itself.
 """
@@ -45,11 +47,10 @@ from crs.config.root import CRSConfig
 from crs.config.run import RunConfig
 from crs.config.study import OnlineConfig, SweepConfig
 from crs.config.training import RewardModelConfig, TrainConfig
-from crs.config.validation import VALUE_RULES, validate_values
+from crs.config.validation import validate_values, value_rules
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
-    "VALUE_RULES",
     "CombinedScorerConfig",
     "ConfigError",
     "CRSConfig",
@@ -76,4 +77,5 @@ __all__ = [
     "read_yaml",
     "save_resolved_config",
     "validate_values",
+    "value_rules",
 ]

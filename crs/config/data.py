@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
+
+from crs.config.fields import FRACTION, Rule, at_least, or_null
 
 
 @dataclass
@@ -29,7 +32,8 @@ class DataConfig:
     val_fraction: float = field(
         default=0.05,
         metadata={
-            "help": "Validation share, split by prompt (all replies of a prompt on one side), seeded; ignored when `val_source` is set."
+            "help": "Validation share, split by prompt (all replies of a prompt on one side), seeded; ignored when `val_source` is set.",
+            "rule": Rule(FRACTION, "in [0, 1)"),
         },
     )
     val_source: str | None = field(default=None, metadata={"help": "A separate validation source (same forms as `source`)."})
@@ -42,7 +46,11 @@ class DataConfig:
     )
     val_split: str | None = field(default=None, metadata={"help": "Validation from another split of the same source."})
     max_examples: int | None = field(
-        default=None, metadata={"help": "Keep the first N examples after a seeded shuffle, for quick runs; null: all."}
+        default=None,
+        metadata={
+            "help": "Keep the first N examples after a seeded shuffle, for quick runs; null: all.",
+            "rule": Rule(or_null(at_least(1)), "an integer >= 1, or null (all)"),
+        },
     )
     skip_bad_rows: bool = field(
         default=False,
@@ -52,7 +60,8 @@ class DataConfig:
     label_weights: dict[str, float] = field(
         default_factory=lambda: {"quality": 1.0},
         metadata={
-            "help": "oasst1 absolute score = weighted mean of these per-message labels (a negative weight w adds abs(w) x (1 - value))."
+            "help": "oasst1 absolute score = weighted mean of these per-message labels (a negative weight w adds abs(w) x (1 - value)).",
+            "rule": Rule(lambda v, c: all(math.isfinite(w) for w in v.values()), "finite numbers"),
         },
     )
     system_prompt: str | None = field(default=None, metadata={"help": "A system turn prepended to every prompt."})
@@ -60,5 +69,14 @@ class DataConfig:
         default="{role}: {content}\n",
         metadata={"help": "Prompt rendering for tokenizers without a chat template: `{role}` and `{content}` per message."},
     )
-    max_length: int = field(default=512, metadata={"help": "Token budget of prompt + reply (replies keep their start)."})
-    max_prompt_length: int = field(default=256, metadata={"help": "Prompts longer than this keep their last tokens."})
+    max_length: int = field(
+        default=512,
+        metadata={
+            "help": "Token budget of prompt + reply (replies keep their start).",
+            "rule": Rule(lambda v, c: v > c.data.max_prompt_length, "above data.max_prompt_length (room for a reply)"),
+        },
+    )
+    max_prompt_length: int = field(
+        default=256,
+        metadata={"help": "Prompts longer than this keep their last tokens.", "rule": Rule(at_least(1), "an integer >= 1")},
+    )

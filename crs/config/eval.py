@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+from crs.config.fields import PROBABILITY, Rule, above, at_least, finite, or_null
 
 
 @dataclass
@@ -23,13 +26,29 @@ class EvalPredConfig:
     )
     do_sample: bool = field(default=False, metadata={"help": "false: greedy decoding; true: sampling."})
     num_runs: int = field(
-        default=1, metadata={"help": "Sampling runs per prompt (the reference study: 3 runs, `top_p` 0.9, temperature 0.8)."}
+        default=1,
+        metadata={
+            "help": "Sampling runs per prompt (the reference study: 3 runs, `top_p` 0.9, temperature 0.8).",
+            "rule": Rule(at_least(1), "an integer >= 1"),
+        },
     )
-    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold (1 = off)."})
+    temperature: float = field(
+        default=0.8,
+        metadata={"help": "Sampling temperature.", "rule": Rule(above(0), "a finite number > 0 (for greedy decoding set eval_pred.do_sample: false)")},
+    )
+    top_p: float = field(
+        default=1.0,
+        metadata={"help": "Nucleus sampling threshold (1 = off).", "rule": Rule(PROBABILITY, "in (0, 1]")},
+    )
     top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (0 = the whole vocabulary)."})
-    max_new_tokens: int = field(default=128, metadata={"help": "Reply budget."})
-    batch_size: int = field(default=16, metadata={"help": "Prompts per generation batch."})
+    max_new_tokens: int = field(
+        default=128,
+        metadata={"help": "Reply budget.", "rule": Rule(at_least(1), "an integer >= 1")},
+    )
+    batch_size: int = field(
+        default=16,
+        metadata={"help": "Prompts per generation batch.", "rule": Rule(at_least(1), "an integer >= 1")},
+    )
 
 
 @dataclass
@@ -40,17 +59,41 @@ class EvalRewardSourceConfig:
     path: str = field(default="", metadata={"help": "Anything `rl.rewards[].path` takes: a reward-model run, `gold`, `python:module:function`."})
 
 
+def _combined_weights_ok(weights: dict[str, float], config: Any) -> bool:
+    """Finite weights >= 0, not all 0, each naming a source of ``eval_rewarding.rewards`` (the whole config)."""
+    finite_and_not_negative = all(math.isfinite(w) and w >= 0 for w in weights.values())
+    sources = {r.name for r in config.eval_rewarding.rewards}
+    return finite_and_not_negative and any(weights.values()) and set(weights) <= sources
+
+
 @dataclass
 class CombinedScorerConfig:
     """A combined scorer: the very formula PPO optimises (:class:`crs.rewards.CombinedReward`)."""
 
     name: str = field(default="combined", metadata={"help": "The scorer's name in tables."})
     weights: dict[str, float] = field(
-        default_factory=dict, metadata={"help": "Weight per `eval_rewarding.rewards` name, applied to its z-scored score."}
+        default_factory=dict,
+        metadata={
+            "help": "Weight per `eval_rewarding.rewards` name, applied to its z-scored score.",
+            "rule": Rule(
+                _combined_weights_ok,
+                "finite weights >= 0, at least one > 0, each naming a source of eval_rewarding.rewards",
+            ),
+        },
     )
-    reward_clip: float | None = field(default=None, metadata={"help": "As `rl.reward_clip`: clip the weighted sum; null: no clip."})
+    reward_clip: float | None = field(
+        default=None,
+        metadata={
+            "help": "As `rl.reward_clip`: clip the weighted sum; null: no clip.",
+            "rule": Rule(or_null(above(0)), "a finite number > 0, or null (no clipping)"),
+        },
+    )
     missing_eos_penalty: float | None = field(
-        default=None, metadata={"help": "As `rl.missing_eos_penalty`: added when a reply did not end with EOS; null: none."}
+        default=None,
+        metadata={
+            "help": "As `rl.missing_eos_penalty`: added when a reply did not end with EOS; null: none.",
+            "rule": Rule(or_null(finite), "a finite number, or null"),
+        },
     )
 
 
@@ -86,7 +129,11 @@ class EvalRewardingConfig:
             "help": "`auto` (`gold` when every prompt is the demo dataset's, else `none`), `gold` (the demo annotator's "
             "noise-free utility; refused on other prompts, see `run.allow_gold_outside_demo`), `none` (then the first reward "
             "source is the reference scorer), or a file or glob of an external judge's pairwise verdicts: AlpacaEval annotations (`.json`) or a CSV "
-            "`prompt_id,model_a,model_b,preference` (`.csv`); formats in docs/evaluation.md."
+            "`prompt_id,model_a,model_b,preference` (`.csv`); formats in docs/evaluation.md.",
+            "rule": Rule(
+                lambda v, c: v in ("auto", "gold", "none") or v.lower().endswith((".json", ".csv")),
+                "auto, gold, none, or a path or glob of AlpacaEval annotations (.json) or a verdict CSV (.csv)",
+            ),
         },
     )
     reference_model: str | None = field(
@@ -126,5 +173,11 @@ class EvalRewardingConfig:
             "`category` or `dataset`; `auto`: category where the predictions carry one, else dataset."
         },
     )
-    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals."})
-    batch_size: int = field(default=32, metadata={"help": "Replies per reward-model batch."})
+    n_boot: int = field(
+        default=1000,
+        metadata={"help": "Bootstrap resamples for the 95% intervals.", "rule": Rule(at_least(1), "an integer >= 1")},
+    )
+    batch_size: int = field(
+        default=32,
+        metadata={"help": "Replies per reward-model batch.", "rule": Rule(at_least(1), "an integer >= 1")},
+    )

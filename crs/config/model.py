@@ -5,15 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from crs.config.fields import FRACTION, Rule, at_least
+
 
 @dataclass
 class LoraConfig:
     """LoRA adapter settings (peft)."""
 
     enabled: bool = field(default=True, metadata={"help": "Train a LoRA adapter; false: full fine-tuning."})
-    r: int = field(default=16, metadata={"help": "LoRA rank."})
-    alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
-    dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
+    r: int = field(
+        default=16,
+        metadata={"help": "LoRA rank.", "rule": Rule(at_least(1), "an integer >= 1")},
+    )
+    alpha: int = field(
+        default=32,
+        metadata={"help": "LoRA scaling alpha.", "rule": Rule(at_least(1), "an integer >= 1")},
+    )
+    dropout: float = field(
+        default=0.05,
+        metadata={"help": "Dropout on the LoRA branch.", "rule": Rule(FRACTION, "in [0, 1)")},
+    )
     target_modules: Any = field(
         default="all-linear",
         metadata={"help": "`all-linear` (peft's shorthand: every linear layer except the output head), or a list of module names."},

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from crs.config.fields import PROBABILITY, UNIT, Rule, above, at_least, finite, or_null
+
 
 @dataclass
 class RewardSourceConfig:
@@ -20,7 +22,10 @@ class RewardSourceConfig:
     )
     weight: float = field(
         default=1.0,
-        metadata={"help": "The source's weight; 0 skips loading it. Weights need not sum to 1. (Evaluation scores every source alike.)"},
+        metadata={
+            "help": "The source's weight; 0 skips loading it. Weights need not sum to 1. (Evaluation scores every source alike.)",
+            "rule": Rule(at_least(0), "a finite number >= 0 (0: the source is not loaded)"),
+        },
     )
     normalize: Literal["none", "zscore"] = field(
         default="zscore",
@@ -48,60 +53,136 @@ class RLConfig:
         default=None,
         metadata={
             "help": "An earlier RL run on the same `policy` whose LoRA adapter (and, with PPO, value head) this run keeps training (the "
-            "online loop's next round); the reference stays `policy` (adapter off). null: a fresh adapter."
+            "online loop's next round); the reference stays `policy` (adapter off). null: a fresh adapter.",
+            "rule": Rule(lambda v, c: v is None or c.model.lora.enabled, "null unless model.lora.enabled (it continues a LoRA adapter)"),
         },
     )
     rewards: list[RewardSourceConfig] = field(
         default_factory=list, metadata={"help": "The reward sources whose weighted, normalised scores are summed into the combined reward."}
     )
     reward_clip: float | None = field(
-        default=None, metadata={"help": "Clip the combined score to [-c, c] (the reference study: 4); null: no clipping."}
+        default=None,
+        metadata={
+            "help": "Clip the combined score to [-c, c] (the reference study: 4); null: no clipping.",
+            "rule": Rule(or_null(above(0)), "a finite number > 0, or null (no clipping)"),
+        },
     )
     missing_eos_penalty: float | None = field(
-        default=None, metadata={"help": "Added to the score when a reply ends without EOS (common: -1); null: none."}
+        default=None,
+        metadata={
+            "help": "Added to the score when a reply ends without EOS (common: -1); null: none.",
+            "rule": Rule(or_null(finite), "a finite number, or null"),
+        },
     )
     steps: int = field(
         default=100,
-        metadata={"help": "Iterations: PPO, GRPO, RLOO: one batch of sampled replies each (GRPO, RLOO: one optimiser step); DPO: optimiser steps."},
+        metadata={
+            "help": "Iterations: PPO, GRPO, RLOO: one batch of sampled replies each (GRPO, RLOO: one optimiser step); DPO: optimiser steps.",
+            "rule": Rule(at_least(1), "an integer >= 1"),
+        },
     )
     batch_size: int = field(
         default=8,
         metadata={
             "help": "Per step, over all processes: PPO: prompts, one reply each; GRPO, RLOO: sampled replies (`batch_size / group_size` "
-            "prompts); DPO: preference pairs. Equal `steps x batch_size` is an equal budget of sampled replies."
+            "prompts); DPO: preference pairs. Equal `steps x batch_size` is an equal budget of sampled replies.",
+            "rule": Rule(at_least(1), "an integer >= 1"),
         },
     )
-    mini_batch_size: int = field(default=8, metadata={"help": "PPO: rollouts per optimiser step, over all processes."})
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "Micro-batches per optimiser step (PPO: per mini-batch); must divide the batch among the processes."}
+    mini_batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "PPO: rollouts per optimiser step, over all processes.",
+            "rule": Rule(lambda v, c: c.rl.algorithm != "ppo" or (v >= 1 and c.rl.batch_size % v == 0), "an integer >= 1 that divides rl.batch_size"),
+        },
     )
-    ppo_epochs: int = field(default=4, metadata={"help": "PPO: passes over each rollout batch (GRPO, RLOO: one pass, TRL's `num_iterations` 1)."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
-    max_new_tokens: int = field(default=64, metadata={"help": "Reply budget when sampling rollouts."})
-    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold (1 = off)."})
+    gradient_accumulation_steps: int = field(
+        default=1,
+        metadata={
+            "help": "Micro-batches per optimiser step (PPO: per mini-batch); must divide the batch among the processes.",
+            "rule": Rule(at_least(1), "an integer >= 1"),
+        },
+    )
+    ppo_epochs: int = field(
+        default=4,
+        metadata={
+            "help": "PPO: passes over each rollout batch (GRPO, RLOO: one pass, TRL's `num_iterations` 1).",
+            "rule": Rule(at_least(1), "an integer >= 1"),
+        },
+    )
+    learning_rate: float = field(
+        default=1e-4,
+        metadata={"help": "Adam learning rate.", "rule": Rule(at_least(0), "a finite number >= 0")},
+    )
+    max_grad_norm: float = field(
+        default=1.0,
+        metadata={"help": "Gradient clipping norm.", "rule": Rule(above(0), "a finite number > 0")},
+    )
+    max_new_tokens: int = field(
+        default=64,
+        metadata={"help": "Reply budget when sampling rollouts.", "rule": Rule(at_least(1), "an integer >= 1")},
+    )
+    temperature: float = field(
+        default=0.8,
+        metadata={"help": "Sampling temperature.", "rule": Rule(above(0), "a finite number > 0")},
+    )
+    top_p: float = field(
+        default=1.0,
+        metadata={"help": "Nucleus sampling threshold (1 = off).", "rule": Rule(PROBABILITY, "in (0, 1]")},
+    )
     top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (0 = the whole vocabulary)."})
-    gamma: float = field(default=1.0, metadata={"help": "GAE discount."})
-    lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
-    cliprange: float = field(default=0.2, metadata={"help": "Clip range of the policy ratio (GRPO, RLOO: TRL's `epsilon`)."})
-    cliprange_value: float = field(default=0.2, metadata={"help": "Clip range of the value update."})
-    vf_coef: float = field(default=0.1, metadata={"help": "Weight of the clipped value loss."})
+    gamma: float = field(
+        default=1.0,
+        metadata={"help": "GAE discount.", "rule": Rule(UNIT, "in [0, 1]")},
+    )
+    lam: float = field(
+        default=0.95,
+        metadata={"help": "GAE lambda.", "rule": Rule(UNIT, "in [0, 1]")},
+    )
+    cliprange: float = field(
+        default=0.2,
+        metadata={"help": "Clip range of the policy ratio (GRPO, RLOO: TRL's `epsilon`).", "rule": Rule(above(0), "a finite number > 0")},
+    )
+    cliprange_value: float = field(
+        default=0.2,
+        metadata={"help": "Clip range of the value update.", "rule": Rule(above(0), "a finite number > 0")},
+    )
+    vf_coef: float = field(
+        default=0.1,
+        metadata={"help": "Weight of the clipped value loss.", "rule": Rule(at_least(0), "a finite number >= 0")},
+    )
     kl_coef: float = field(
         default=0.05,
         metadata={
             "help": "Beta of the KL penalty to the SFT policy. PPO and RLOO: `-kl_coef * sum_t (log pi - log pi_ref)` in the reward; "
-            "GRPO: TRL's `beta`, `kl_coef` x the per-token k3 estimate added to the loss. GRPO, RLOO with 0: no reference forward, no `kl/sequence`."
+            "GRPO: TRL's `beta`, `kl_coef` x the per-token k3 estimate added to the loss. GRPO, RLOO with 0: no reference forward, no `kl/sequence`.",
+            "rule": Rule(at_least(0), "a finite number >= 0"),
         },
     )
-    adaptive_kl: bool = field(default=False, metadata={"help": "PPO: adapt beta toward `target_kl`."})
-    target_kl: float = field(default=6.0, metadata={"help": "Adaptive KL target, nats per reply."})
-    kl_horizon: int = field(default=10000, metadata={"help": "Adaptive KL horizon."})
+    adaptive_kl: bool = field(
+        default=False,
+        metadata={
+            "help": "PPO: adapt beta toward `target_kl`.",
+            "rule": Rule(lambda v, c: not v or c.rl.algorithm == "ppo", "false unless rl.algorithm is ppo (TRL's GRPO and RLOO keep beta fixed)"),
+        },
+    )
+    target_kl: float = field(
+        default=6.0,
+        metadata={"help": "Adaptive KL target, nats per reply.", "rule": Rule(above(0), "a finite number > 0")},
+    )
+    kl_horizon: int = field(
+        default=10000,
+        metadata={"help": "Adaptive KL horizon.", "rule": Rule(at_least(1), "an integer >= 1")},
+    )
     whiten_advantages: bool = field(
         default=True, metadata={"help": "Whiten advantages (PPO; RLOO: TRL's `normalize_advantages`, over the batch)."}
     )
     early_stop_kl: float | None = field(
-        default=None, metadata={"help": "Stop a step's PPO epochs when approximate KL exceeds it; null: never."}
+        default=None,
+        metadata={
+            "help": "Stop a step's PPO epochs when approximate KL exceeds it; null: never.",
+            "rule": Rule(or_null(at_least(0)), "a finite number >= 0, or null (never)"),
+        },
     )
     value_model: str = field(
         default="head",
@@ -109,13 +190,26 @@ class RLConfig:
     )
     max_nonfinite_in_row: int = field(
         default=3,
-        metadata={"help": "A non-finite loss or reward skips the update with a warning; this many in a row stops the run."},
+        metadata={
+            "help": "A non-finite loss or reward skips the update with a warning; this many in a row stops the run.",
+            "rule": Rule(at_least(1), "an integer >= 1"),
+        },
     )
-    save_steps: int = field(default=25, metadata={"help": "Checkpoint every N steps, in `<run>/checkpoints/step_N`."})
+    save_steps: int = field(
+        default=25,
+        metadata={"help": "Checkpoint every N steps, in `<run>/checkpoints/step_N`.", "rule": Rule(at_least(0), "an integer >= 0 (0: no checkpoints)")},
+    )
     sample_every: int = field(
-        default=25, metadata={"help": "Greedy samples on held-out prompts every N steps, in `<run>/samples/step_N.json` (0: never)."}
+        default=25,
+        metadata={
+            "help": "Greedy samples on held-out prompts every N steps, in `<run>/samples/step_N.json` (0: never).",
+            "rule": Rule(at_least(0), "an integer >= 0 (0: never)"),
+        },
     )
-    num_sample_prompts: int = field(default=4, metadata={"help": "Held-out prompts per sample."})
+    num_sample_prompts: int = field(
+        default=4,
+        metadata={"help": "Held-out prompts per sample.", "rule": Rule(at_least(0), "an integer >= 0")},
+    )
     eval_prompts: int = field(
         default=32,
         metadata={
@@ -144,14 +238,24 @@ class RLConfig:
             "update forward (same weights as sampling, so exact) instead of a forward of their own."
         },
     )
-    adam_eps: float = field(default=1e-5, metadata={"help": "Adam epsilon: the reference PPO code's (PyTorch's default is 1e-8)."})
+    adam_eps: float = field(
+        default=1e-5,
+        metadata={"help": "Adam epsilon: the reference PPO code's (PyTorch's default is 1e-8).", "rule": Rule(above(0), "a finite number > 0")},
+    )
     anneal_lr: bool = field(default=False, metadata={"help": "Decay the learning rate linearly to 0 over `rl.steps` (every algorithm)."})
-    save_total_limit: int = field(default=2, metadata={"help": "Keep the last N checkpoints (0: all)."})
+    save_total_limit: int = field(
+        default=2,
+        metadata={"help": "Keep the last N checkpoints (0: all).", "rule": Rule(at_least(0), "an integer >= 0 (0: keep all)")},
+    )
     group_size: int = field(
         default=4,
         metadata={
             "help": "GRPO, RLOO: replies sampled per prompt (TRL's `num_generations`), the group whose mean (GRPO) or leave-one-out "
-            "mean (RLOO) is the baseline; must divide `batch_size`."
+            "mean (RLOO) is the baseline; must divide `batch_size`.",
+            "rule": Rule(
+                lambda v, c: v >= 2 and (c.rl.algorithm not in ("grpo", "rloo") or c.rl.batch_size % v == 0),
+                "an integer >= 2 that divides rl.batch_size (GRPO and RLOO sample rl.group_size replies per prompt)",
+            ),
         },
     )
     reward_normalization: Literal["crs", "trl"] = field(
@@ -160,7 +264,11 @@ class RLConfig:
             "help": "GRPO, RLOO: how sources are put on one scale. `crs`: the combined reward exactly as PPO's (each source z-scored "
             "with its saved statistics, weighted, summed, clipped, EOS penalty) is TRL's one reward function. `trl` (GRPO only): "
             "each source is its own reward function, weighted by TRL's `reward_weights` after TRL normalises it within each group "
-            "(`multi_objective_aggregation: normalize_then_sum`); no clip; the EOS penalty is one more reward function."
+            "(`multi_objective_aggregation: normalize_then_sum`); no clip; the EOS penalty is one more reward function.",
+            "rule": Rule(
+                lambda v, c: v == "crs" or c.rl.algorithm == "grpo",
+                "crs, or trl with rl.algorithm: grpo (TRL's RLOO trainer has no per-reward normalisation)",
+            ),
         },
     )
     grpo_scale_rewards: Literal["group", "batch", "none"] = field(
@@ -171,7 +279,11 @@ class RLConfig:
         },
     )
     dpo_beta: float = field(
-        default=0.1, metadata={"help": "DPO: beta of the loss `-log sigmoid(beta x (chosen log-ratio - rejected log-ratio))` (TRL's `beta`)."}
+        default=0.1,
+        metadata={
+            "help": "DPO: beta of the loss `-log sigmoid(beta x (chosen log-ratio - rejected log-ratio))` (TRL's `beta`).",
+            "rule": Rule(above(0), "a finite number > 0"),
+        },
     )
     dpo_signal: Literal["ranking", "absolute"] = field(
         default="ranking",
@@ -189,7 +301,10 @@ class RLConfig:
     )
     dpo_min_gap: float = field(
         default=0.25,
-        metadata={"help": "DPO with `dpo_signal: absolute`: a pair needs a score gap of at least this (scores in [0, 1]; the demo's Likert steps are 0.25)."},
+        metadata={
+            "help": "DPO with `dpo_signal: absolute`: a pair needs a score gap of at least this (scores in [0, 1]; the demo's Likert steps are 0.25).",
+            "rule": Rule(at_least(0), "a finite number >= 0"),
+        },
     )
 
     merged_sampling: bool = field(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from crs.config.fields import Rule, at_least
+
 
 @dataclass
 class RunConfig:
@@ -19,7 +21,10 @@ class RunConfig:
     report_to: Literal["none", "tensorboard", "wandb"] = field(
         default="none", metadata={"help": "Where training metrics are also sent: `none`, `tensorboard` or `wandb` (needs that package)."}
     )
-    logging_steps: int = field(default=10, metadata={"help": "Log every N optimiser steps (PPO: every N PPO steps)."})
+    logging_steps: int = field(
+        default=10,
+        metadata={"help": "Log every N optimiser steps (PPO: every N PPO steps).", "rule": Rule(at_least(1), "an integer >= 1")},
+    )
     allow_gold_outside_demo: bool = field(
         default=False,
         metadata={
