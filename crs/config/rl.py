@@ -1,4 +1,17 @@
-"""The ``rl`` section: the RL stage's algorithm, its settings and the combined reward's sources."""
+"""The ``rl`` section: the RL stage's algorithm, its settings and the combined reward's sources.
+
+A user writes every RL key flat under ``rl:``, whatever the algorithm. In code the keys are
+grouped by the algorithms that read them, and :class:`RLConfig` joins the groups into that
+one flat section:
+
+* :class:`RLCommon`: keys more than one algorithm reads;
+* :class:`PPOSettings`: crs's own PPO loop only;
+* :class:`GroupSettings`: TRL's GRPO and RLOO, which sample a group of replies per prompt;
+* :class:`DPOSettings`: TRL's offline DPO.
+
+A rule that depends on the algorithm (``rl.mini_batch_size`` divides the batch only for
+PPO) reads ``rl.algorithm`` from the whole config, its second argument.
+"""
 
 from __future__ import annotations
 
@@ -38,8 +51,8 @@ class RewardSourceConfig:
 
 
 @dataclass
-class RLConfig:
-    """The RL stage (``rl_train.py``): PPO (crs's own), GRPO / RLOO / DPO (TRL's), and the combined reward; every trick has a key."""
+class RLCommon:
+    """Keys more than one algorithm reads: the start, the combined reward, the budget, the optimiser, sampling, checkpoints."""
 
     algorithm: Literal["ppo", "grpo", "rloo", "dpo"] = field(
         default="ppo",
@@ -89,24 +102,10 @@ class RLConfig:
             "rule": Rule(at_least(1), "an integer >= 1"),
         },
     )
-    mini_batch_size: int = field(
-        default=8,
-        metadata={
-            "help": "PPO: rollouts per optimiser step, over all processes.",
-            "rule": Rule(lambda v, c: c.rl.algorithm != "ppo" or (v >= 1 and c.rl.batch_size % v == 0), "an integer >= 1 that divides rl.batch_size"),
-        },
-    )
     gradient_accumulation_steps: int = field(
         default=1,
         metadata={
             "help": "Micro-batches per optimiser step (PPO: per mini-batch); must divide the batch among the processes.",
-            "rule": Rule(at_least(1), "an integer >= 1"),
-        },
-    )
-    ppo_epochs: int = field(
-        default=4,
-        metadata={
-            "help": "PPO: passes over each rollout batch (GRPO, RLOO: one pass, TRL's `num_iterations` 1).",
             "rule": Rule(at_least(1), "an integer >= 1"),
         },
     )
@@ -131,25 +130,9 @@ class RLConfig:
         metadata={"help": "Nucleus sampling threshold (1 = off).", "rule": Rule(PROBABILITY, "in (0, 1]")},
     )
     top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (0 = the whole vocabulary)."})
-    gamma: float = field(
-        default=1.0,
-        metadata={"help": "GAE discount.", "rule": Rule(UNIT, "in [0, 1]")},
-    )
-    lam: float = field(
-        default=0.95,
-        metadata={"help": "GAE lambda.", "rule": Rule(UNIT, "in [0, 1]")},
-    )
     cliprange: float = field(
         default=0.2,
         metadata={"help": "Clip range of the policy ratio (GRPO, RLOO: TRL's `epsilon`).", "rule": Rule(above(0), "a finite number > 0")},
-    )
-    cliprange_value: float = field(
-        default=0.2,
-        metadata={"help": "Clip range of the value update.", "rule": Rule(above(0), "a finite number > 0")},
-    )
-    vf_coef: float = field(
-        default=0.1,
-        metadata={"help": "Weight of the clipped value loss.", "rule": Rule(at_least(0), "a finite number >= 0")},
     )
     kl_coef: float = field(
         default=0.05,
@@ -158,6 +141,58 @@ class RLConfig:
             "GRPO: TRL's `beta`, `kl_coef` x the per-token k3 estimate added to the loss. GRPO, RLOO with 0: no reference forward, no `kl/sequence`.",
             "rule": Rule(at_least(0), "a finite number >= 0"),
         },
+    )
+    whiten_advantages: bool = field(
+        default=True, metadata={"help": "Whiten advantages (PPO; RLOO: TRL's `normalize_advantages`, over the batch)."}
+    )
+    save_steps: int = field(
+        default=25,
+        metadata={"help": "Checkpoint every N steps, in `<run>/checkpoints/step_N`.", "rule": Rule(at_least(0), "an integer >= 0 (0: no checkpoints)")},
+    )
+    adam_eps: float = field(
+        default=1e-5,
+        metadata={"help": "Adam epsilon: the reference PPO code's (PyTorch's default is 1e-8).", "rule": Rule(above(0), "a finite number > 0")},
+    )
+    anneal_lr: bool = field(default=False, metadata={"help": "Decay the learning rate linearly to 0 over `rl.steps` (every algorithm)."})
+    save_total_limit: int = field(
+        default=2,
+        metadata={"help": "Keep the last N checkpoints (0: all).", "rule": Rule(at_least(0), "an integer >= 0 (0: keep all)")},
+    )
+
+
+@dataclass
+class PPOSettings:
+    """crs's own PPO loop only: mini-batches, GAE, the value head, adaptive KL, samples and the over-optimisation log, fast sampling."""
+
+    mini_batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "PPO: rollouts per optimiser step, over all processes.",
+            "rule": Rule(lambda v, c: c.rl.algorithm != "ppo" or (v >= 1 and c.rl.batch_size % v == 0), "an integer >= 1 that divides rl.batch_size"),
+        },
+    )
+    ppo_epochs: int = field(
+        default=4,
+        metadata={
+            "help": "PPO: passes over each rollout batch (GRPO, RLOO: one pass, TRL's `num_iterations` 1).",
+            "rule": Rule(at_least(1), "an integer >= 1"),
+        },
+    )
+    gamma: float = field(
+        default=1.0,
+        metadata={"help": "GAE discount.", "rule": Rule(UNIT, "in [0, 1]")},
+    )
+    lam: float = field(
+        default=0.95,
+        metadata={"help": "GAE lambda.", "rule": Rule(UNIT, "in [0, 1]")},
+    )
+    cliprange_value: float = field(
+        default=0.2,
+        metadata={"help": "Clip range of the value update.", "rule": Rule(above(0), "a finite number > 0")},
+    )
+    vf_coef: float = field(
+        default=0.1,
+        metadata={"help": "Weight of the clipped value loss.", "rule": Rule(at_least(0), "a finite number >= 0")},
     )
     adaptive_kl: bool = field(
         default=False,
@@ -173,9 +208,6 @@ class RLConfig:
     kl_horizon: int = field(
         default=10000,
         metadata={"help": "Adaptive KL horizon.", "rule": Rule(at_least(1), "an integer >= 1")},
-    )
-    whiten_advantages: bool = field(
-        default=True, metadata={"help": "Whiten advantages (PPO; RLOO: TRL's `normalize_advantages`, over the batch)."}
     )
     early_stop_kl: float | None = field(
         default=None,
@@ -194,10 +226,6 @@ class RLConfig:
             "help": "A non-finite loss or reward skips the update with a warning; this many in a row stops the run.",
             "rule": Rule(at_least(1), "an integer >= 1"),
         },
-    )
-    save_steps: int = field(
-        default=25,
-        metadata={"help": "Checkpoint every N steps, in `<run>/checkpoints/step_N`.", "rule": Rule(at_least(0), "an integer >= 0 (0: no checkpoints)")},
     )
     sample_every: int = field(
         default=25,
@@ -238,15 +266,29 @@ class RLConfig:
             "update forward (same weights as sampling, so exact) instead of a forward of their own."
         },
     )
-    adam_eps: float = field(
-        default=1e-5,
-        metadata={"help": "Adam epsilon: the reference PPO code's (PyTorch's default is 1e-8).", "rule": Rule(above(0), "a finite number > 0")},
+    merged_sampling: bool = field(
+        default=True, metadata={"help": "Sample from a copy with the LoRA adapter folded in (faster; one more copy of the weights)."}
     )
-    anneal_lr: bool = field(default=False, metadata={"help": "Decay the learning rate linearly to 0 over `rl.steps` (every algorithm)."})
-    save_total_limit: int = field(
-        default=2,
-        metadata={"help": "Keep the last N checkpoints (0: all).", "rule": Rule(at_least(0), "an integer >= 0 (0: keep all)")},
+    packed_sampling: bool = field(
+        default=True,
+        metadata={
+            "help": "On CPU, that copy's weights are pre-packed for oneDNN and repacked each step: small-batch "
+            "matmuls ~2x faster, one more copy of the weights."
+        },
     )
+    fused_sampling: bool = field(
+        default=True,
+        metadata={
+            "help": "On CPU, a Llama-family copy samples with crs's lean decode-only forward (crs/fused_decoder.py: fused q|k|v and "
+            "gate|up matmuls, a preallocated KV cache) instead of transformers' (other architectures always use transformers')."
+        },
+    )
+
+
+@dataclass
+class GroupSettings:
+    """TRL's GRPO and RLOO: the group of replies sampled per prompt and how their rewards are scaled."""
+
     group_size: int = field(
         default=4,
         metadata={
@@ -278,6 +320,12 @@ class RLConfig:
             "paper), in the batch (`batch`) or not at all (`none`, Dr. GRPO). TRL's `scale_rewards`."
         },
     )
+
+
+@dataclass
+class DPOSettings:
+    """TRL's DPO: the preference pairs and the loss's beta."""
+
     dpo_beta: float = field(
         default=0.1,
         metadata={
@@ -307,20 +355,10 @@ class RLConfig:
         },
     )
 
-    merged_sampling: bool = field(
-        default=True, metadata={"help": "Sample from a copy with the LoRA adapter folded in (faster; one more copy of the weights)."}
-    )
-    packed_sampling: bool = field(
-        default=True,
-        metadata={
-            "help": "On CPU, that copy's weights are pre-packed for oneDNN and repacked each step: small-batch "
-            "matmuls ~2x faster, one more copy of the weights."
-        },
-    )
-    fused_sampling: bool = field(
-        default=True,
-        metadata={
-            "help": "On CPU, a Llama-family copy samples with crs's lean decode-only forward (crs/fused_decoder.py: fused q|k|v and "
-            "gate|up matmuls, a preallocated KV cache) instead of transformers' (other architectures always use transformers')."
-        },
-    )
+
+# One flat section, as a user writes it (``rl.kl_coef``, ``rl.group_size``, ``rl.dpo_beta``).
+# Dataclass fields are collected from the last base to the first, hence the bases in reverse:
+# the keys come common first, then PPO's, GRPO / RLOO's and DPO's (docs/config.md's order).
+@dataclass
+class RLConfig(DPOSettings, GroupSettings, PPOSettings, RLCommon):
+    """The RL stage (``rl_train.py``): PPO (crs's own), GRPO / RLOO / DPO (TRL's), and the combined reward; every trick has a key."""
