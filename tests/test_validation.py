@@ -21,8 +21,9 @@ from crs.runs import mark_finished, run_state
 
 # --------------------------------------------------------------------------- 1. values that make no sense
 
-# Every rule of crs.config.VALUE_RULES with values it must refuse (as --set overrides of the
-# `sft` subset); `test_every_rule_has_a_bad_value_here` keeps the two lists in step.
+# Every value rule (a field's metadata["rule"], listed by crs.config.value_rules) with values
+# it must refuse (as --set overrides of the `sft` subset); `test_every_rule_has_a_bad_value_here`
+# keeps the two lists in step.
 BAD_VALUES: dict[str, list[str]] = {
     "run.logging_steps": ["0"],
     "model.lora.r": ["0"],
@@ -150,7 +151,18 @@ def test_a_value_that_makes_no_sense_is_refused_naming_key_and_range(key: str, v
 
 
 def test_every_rule_has_a_bad_value_here() -> None:
-    assert sorted(path for path, _, _ in crs.config.VALUE_RULES) == sorted(BAD_VALUES)
+    assert sorted(path for path, _ in crs.config.value_rules()) == sorted(BAD_VALUES)
+
+
+def test_every_bad_value_is_named_in_one_message() -> None:
+    overrides = ["run.logging_steps=0", "rl.rewards=[{name: a, path: gold, weight: -1}]", "sweep.weights=[0.5, 2]"]
+    with pytest.raises(ConfigError) as caught:
+        load_config("sft", overrides=overrides)
+    assert str(caught.value) == (
+        "run.logging_steps=0: must be an integer >= 1; "
+        "rl.rewards[0].weight=-1.0: must be a finite number >= 0 (0: the source is not loaded); "
+        "sweep.weights[1]=2.0: must be in [0, 1] (the preference source's weight; the absolute source gets 1 - w)"
+    )
 
 
 def test_conditional_rules_accept_what_makes_sense() -> None:
