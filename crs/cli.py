@@ -30,7 +30,7 @@ STAGES: dict[str, tuple[str, str]] = {
         "Train a reward model on rankings (pairwise / K-wise loss) or absolute scores (rm.loss).",
     ),
     "rl": (
-        "crs.rl.stage:run_rl_stage",
+        "crs.cli:train_rl",
         "RL of the SFT policy: PPO (default), GRPO or RLOO on a weighted combination of reward models, or DPO (rl.algorithm).",
     ),
     "predict": ("crs.eval.stages:predict", "Generate replies to the eval prompts with every configured model (one JSON per model)."),
@@ -48,6 +48,20 @@ STAGES: dict[str, tuple[str, str]] = {
         "Iterated online RLHF: label the policy's replies, refresh both reward models, continue RL; round by round.",
     ),
 }
+
+
+def train_rl(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, object]:
+    """The RL stage (:func:`crs.rl.stage.run_rl_stage`), then its over-optimisation figure.
+
+    The figure is drawn here, once training has written its log, so that training code never
+    imports plotting (matplotlib)."""
+    from crs.eval.plots import plot_run_overoptimization
+    from crs.rl.stage import run_rl_stage
+
+    summary = run_rl_stage(cfg, run_dir, resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        plot_run_overoptimization(run_dir, cfg.run_name)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:

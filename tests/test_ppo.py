@@ -579,8 +579,8 @@ def test_a_run_whose_every_update_was_skipped_does_not_finish(tmp_path, tiny_mod
 
 
 def test_overoptimization_log_has_the_judge_and_the_kl(tmp_path, tiny_model_dir):
+    from crs.cli import train_rl
     from crs.config import load_config
-    from crs.rl.ppo.stage import run_ppo_stage
     from crs.runs import run_state
 
     path = write_rl_config(
@@ -590,7 +590,7 @@ def test_overoptimization_log_has_the_judge_and_the_kl(tmp_path, tiny_model_dir)
     cfg = load_config("tiny_rl", path)
     cfg.data.val_fraction = 0.4  # 8 held-out prompts
     cfg.run_dir.mkdir(parents=True)
-    run_ppo_stage(cfg, cfg.run_dir, resume=False)
+    train_rl(cfg, cfg.run_dir, resume=False)  # the rl command: PPO, then the figure
     rows = [json.loads(line) for line in (cfg.run_dir / "overoptimization.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 2, 4]
     assert {"kl/sequence", "kl/sqrt", "reward/combined", "reward/chars/raw", "judge/judge"} <= rows[0].keys()

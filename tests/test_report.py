@@ -8,16 +8,14 @@ import struct
 
 import pytest
 
+from crs.eval.plots import plot_mean_scores, plot_win_rate_heatmap
 from crs.eval.report import (
     build_results,
     leaderboard_csv,
     main_table,
-    plot_mean_scores,
-    plot_win_rate_heatmap,
     render_report,
-    write_json_atomic,
-    write_text_atomic,
 )
+from crs.io import write_json_atomic, write_text_atomic
 
 MODELS = ["base", "sft", "ppo"]
 SCORES = {

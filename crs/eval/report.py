@@ -56,8 +56,7 @@ reply each scorer prefers (see :func:`crs.eval.metrics.agreement` for how ties c
 weighted judge's verdict is rounded first). ``by_category`` and
 ``win_rates_by_category`` are empty when no categories are given.
 
-Plots use matplotlib's Agg canvas directly (no pyplot), so they work headless and do
-not touch global matplotlib state that other code may rely on.
+Markdown helpers: :mod:`crs.eval.tables`; figures: :mod:`crs.eval.plots`.
 """
 
 from __future__ import annotations
@@ -65,20 +64,16 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from collections.abc import Mapping, Sequence
 from itertools import combinations
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from crs.eval import metrics as ev
-from crs.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
+from crs.eval.tables import DASH, md_table, number, pct
 
 SCHEMA_VERSION = 2
-DASH = "–"  # en dash marks the diagonal of a win-rate matrix
 
 
 # --------------------------------------------------------------------------------------
@@ -371,18 +366,6 @@ def leaderboard_csv(results: Mapping[str, Any], mode: str = "community") -> str:
 # --------------------------------------------------------------------------------------
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align_first_left: bool = True) -> str:
-    """A GitHub-flavoured Markdown table; numeric columns are right-aligned."""
-    separator = [":---" if align_first_left and i == 0 else "---:" for i in range(len(header))]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(separator) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _pct(value: float) -> str:
-    return f"{100.0 * value:.1f}"
-
-
 def main_table(results: Mapping[str, Any], scorer: str) -> str:
     """Win-rate matrix for one scorer as Markdown.
 
@@ -411,11 +394,11 @@ def main_table(results: Mapping[str, Any], scorer: str) -> str:
         entry = matrix[row].get(col)
         if entry is None:
             return "n/a"
-        text = _pct(entry["win_rate"])
+        text = pct(entry["win_rate"])
         return text if entry["n_total"] == results["n_prompts"] else f"{text} (n={entry['n_total']})"
 
     rows = [[model] + [cell(model, col) for col in models] for model in models]
-    table = title + "\n\n" + _md_table(["row \\ col", *models], rows)
+    table = title + "\n\n" + md_table(["row \\ col", *models], rows)
     lc = [row for row in results.get("leaderboard", []) if "lc_win_rate" in row and row["model"] != results["reference"]]
     if scorer == results["judge"] and lc:
         rates = ", ".join(f"{row['model']} {row['lc_win_rate']:.1f} ({row['lc_ci_low']:.1f}–{row['lc_ci_high']:.1f})" for row in lc)
@@ -435,11 +418,7 @@ def _stats_section(results: Mapping[str, Any]) -> str:
         length = stats[model]["length"]
         cells.append(f"{length['mean']:.0f} ± {length['std']:.0f}")
         rows.append(cells)
-    return _md_table(header, rows)
-
-
-def _number(value: float | None, digits: int = 2) -> str:
-    return DASH if value is None else f"{value:.{digits}f}"
+    return md_table(header, rows)
 
 
 def _leaderboard_section(results: Mapping[str, Any]) -> str:
@@ -450,7 +429,7 @@ def _leaderboard_section(results: Mapping[str, Any]) -> str:
         [
             row["model"],
             f"{row['win_rate']:.2f}",
-            _number(row["standard_error"]),
+            number(row["standard_error"]),
             f"{row['ci_low']:.1f}–{row['ci_high']:.1f}",
             f"{row['lc_win_rate']:.2f}" if "lc_win_rate" in row else DASH,
             f"{row['lc_ci_low']:.1f}–{row['lc_ci_high']:.1f}" if "lc_win_rate" in row else DASH,
@@ -462,7 +441,7 @@ def _leaderboard_section(results: Mapping[str, Any]) -> str:
         ] + ([str(row.get("n_failed", 0))] if failures else [])
         for row in results["leaderboard"]
     ]
-    text = _md_table(header, rows)
+    text = md_table(header, rows)
     missing = results.get("leaderboard_missing") or []
     if missing:
         text += f"\n\nNo verdict against `{results['reference']}` for: {', '.join(missing)} (left out)."
@@ -477,7 +456,7 @@ def _by_category_section(results: Mapping[str, Any]) -> str | None:
     rows = []
     for model, entry in table.items():
         rows.append([model] + [f"{entry[c]['win_rate']:.1f} (n={entry[c]['n']})" if c in entry else DASH for c in categories])
-    return _md_table(["model", *categories], rows)
+    return md_table(["model", *categories], rows)
 
 
 def _agreement_section(results: Mapping[str, Any]) -> str:
@@ -488,12 +467,12 @@ def _agreement_section(results: Mapping[str, Any]) -> str:
     header = ["scorer", "overall", *categories]
     rows = []
     for scorer, entry in agreement.items():
-        cells = [scorer, f"{_pct(entry['overall'])}% (n={entry['n']})"]
+        cells = [scorer, f"{pct(entry['overall'])}% (n={entry['n']})"]
         for category in categories:
             cell = entry["by_category"].get(category)
-            cells.append(f"{_pct(cell['agreement'])}% (n={cell['n']})" if cell else DASH)
+            cells.append(f"{pct(cell['agreement'])}% (n={cell['n']})" if cell else DASH)
         rows.append(cells)
-    return _md_table(header, rows)
+    return md_table(header, rows)
 
 
 def _rankings_section(results: Mapping[str, Any]) -> str:
@@ -514,7 +493,7 @@ def _rankings_section(results: Mapping[str, Any]) -> str:
         if combined:
             cells.append(f"**{combined[model]['mean']:.3f}** ± {combined[model]['std']:.3f}")
         rows.append(cells)
-    return _md_table(header, rows)
+    return md_table(header, rows)
 
 
 def _judge_source_section(results: Mapping[str, Any]) -> str | None:
@@ -559,7 +538,7 @@ def _human_section(results: Mapping[str, Any]) -> str | None:
     )
     if several:
         intro += " Across groups: the mean of the groups' means, their population std and range."
-    return intro + "\n\n" + _md_table(header, rows)
+    return intro + "\n\n" + md_table(header, rows)
 
 
 def render_report(results: Mapping[str, Any]) -> str:
@@ -616,113 +595,3 @@ def render_report(results: Mapping[str, Any]) -> str:
     if human:
         parts += ["## 6. Human rankings", human]
     return "\n\n".join(parts) + "\n"
-
-
-# --------------------------------------------------------------------------------------
-# Plots
-# --------------------------------------------------------------------------------------
-
-
-def save_figure_atomic(fig: Figure, path: str | os.PathLike[str]) -> None:
-    """Render ``fig`` as PNG and move it into place atomically."""
-    FigureCanvasAgg(fig)  # attach the Agg canvas: headless, no pyplot state
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    write_bytes_atomic(path, buffer.getvalue())
-
-
-def plot_win_rate_heatmap(results: Mapping[str, Any], scorer: str, path: str | os.PathLike[str]) -> None:
-    """Heatmap of one scorer's win-rate matrix (row beats column, %) saved as PNG."""
-    models = results["models"]
-    matrix = results["win_rates"][scorer]
-    n = len(models)
-    values = np.full((n, n), np.nan)  # NaN diagonal renders blank
-    for i, row in enumerate(models):
-        for j, col in enumerate(models):
-            if row != col and col in matrix[row]:  # a pair a pairwise judge never judged stays blank
-                values[i, j] = 100.0 * matrix[row][col]["win_rate"]
-
-    size = 1.2 + 0.9 * n
-    fig = Figure(figsize=(size + 1.0, size))
-    ax = fig.add_subplot()
-    image = ax.imshow(values, cmap="RdYlGn", vmin=0.0, vmax=100.0)
-    ax.set_xticks(range(n), labels=models, rotation=30, ha="right")
-    ax.set_yticks(range(n), labels=models)
-    ax.set_xlabel("column model")
-    ax.set_ylabel("row model")
-    ax.set_title(f"{scorer}: % prompts row beats column (n={results['n_prompts']})")
-    for i in range(n):
-        for j in range(n):
-            text = DASH if i == j else "n/a" if np.isnan(values[i, j]) else f"{values[i, j]:.1f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    save_figure_atomic(fig, path)
-
-
-def plot_mean_scores(results: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """Grouped bar chart of mean score (± std) per model, one panel per scorer.
-
-    Scorers use different scales, so each gets its own panel and y axis. A pairwise judge
-    gives no scores and has no panel; with no scorer at all there is nothing to plot
-    (ValueError).
-    """
-    models, scorers = results["models"], results.get("score_scorers", results["scorers"])
-    if not scorers:
-        raise ValueError("no scorer gives per-model scores: nothing to plot")
-    stats = results["model_stats"]
-    fig = Figure(figsize=(max(4.0, 1.0 + 0.8 * len(models)) * len(scorers), 3.8))
-    axes = fig.subplots(1, len(scorers), squeeze=False)[0]
-    positions = np.arange(len(models))
-    for ax, scorer in zip(axes, scorers):
-        means = [stats[m]["scores"][scorer]["mean"] for m in models]
-        stds = [stats[m]["scores"][scorer]["std"] for m in models]
-        ax.bar(positions, means, yerr=stds, capsize=3, color=[f"C{i}" for i in range(len(models))])
-        ax.set_xticks(positions, labels=models, rotation=30, ha="right")
-        ax.axhline(0.0, color="black", linewidth=0.6)
-        ax.set_title(scorer + (" (gold judge)" if scorer == results["judge"] else ""))
-        ax.set_ylabel("mean score")
-    save_figure_atomic(fig, path)
-
-
-def judge_peak(rows: Sequence[Mapping[str, Any]], judge_key: str) -> dict[str, float] | None:
-    """The logged step where the judge's score was highest, with its KL (None without a judge)."""
-    scored = [r for r in rows if r.get(judge_key) is not None]
-    if not scored:
-        return None
-    best = max(scored, key=lambda r: r[judge_key])
-    return {"step": best["step"], "kl": best["kl/sequence"], "judge": best[judge_key]}
-
-
-def plot_overoptimization(
-    runs: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike[str], proxy_key: str = "reward/combined"
-) -> None:
-    """Proxy reward and judge score against sqrt(KL to the reference) and against the step.
-
-    ``runs[name]`` is a run's ``overoptimization.jsonl`` rows; several runs overlay (a sweep).
-    The judge's best logged point is starred: past it, the policy pleases its reward models
-    more and the judge less (Gao et al. 2022).
-    """
-    judge_keys = sorted({k for rows in runs.values() for r in rows for k in r if k.startswith("judge/")})
-    judge_key = judge_keys[0] if judge_keys else None
-    panels = [(proxy_key, "proxy: combined reward")] + ([(judge_key, f"judge: {judge_key[6:]}")] if judge_key else [])
-    fig = Figure(figsize=(10, 3.4 * len(panels)))
-    axes = fig.subplots(len(panels), 2, squeeze=False)
-    for i, (name, rows) in enumerate(runs.items()):
-        color = f"C{i % 10}"
-        for (key, title), (ax_kl, ax_step) in zip(panels, axes):
-            points = [(r["kl/sqrt"], r["step"], r[key]) for r in rows if r.get(key) is not None]
-            if not points:
-                continue
-            kl, step, value = zip(*points)
-            ax_kl.plot(kl, value, "o-", color=color, label=name, markersize=3)
-            ax_step.plot(step, value, "o-", color=color, label=name, markersize=3)
-            if key == judge_key:
-                peak = judge_peak(rows, key)
-                ax_kl.plot([peak["kl"] ** 0.5 if peak["kl"] > 0 else 0.0], [peak["judge"]], "*", color=color, markersize=14)
-                ax_step.plot([peak["step"]], [peak["judge"]], "*", color=color, markersize=14)
-            ax_kl.set_title(title)
-            ax_kl.set_xlabel("sqrt(KL to the reference), nats")
-            ax_step.set_title(title)
-            ax_step.set_xlabel("PPO step")
-    axes[0][1].legend(fontsize=8)
-    save_figure_atomic(fig, path)

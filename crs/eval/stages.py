@@ -32,7 +32,8 @@ from crs.demo.annotator import resolve_judge
 from crs.eval.human import HumanBallots, human_rankings, load_ballots
 from crs.eval.judges import ExternalJudge, is_external, load_judge
 from crs.eval.metrics import read_predictions, write_predictions
-from crs.eval.report import build_results, leaderboard_csv, main_table, plot_mean_scores, plot_win_rate_heatmap, render_report
+from crs.eval.plots import plot_mean_scores, plot_win_rate_heatmap
+from crs.eval.report import build_results, leaderboard_csv, main_table, render_report
 from crs.io import write_json_atomic, write_text_atomic
 from crs.models.decoding import SamplingSettings, generate_replies
 from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype

@@ -41,8 +41,9 @@ from crs.data import load_examples
 from crs.data.schema import AbsoluteExample, DataError, PromptExample, RankingExample, last_user_text
 from crs.demo.annotator import ANNOTATORS, check_gold_applies, likert, likert_to_unit, rank_replies
 from crs.eval import metrics as ev
-from crs.eval.report import plot_overoptimization, save_figure_atomic
+from crs.eval.plots import plot_overoptimization, save_figure_atomic
 from crs.eval.stages import judge_replies, predict_models, study_judge
+from crs.eval.tables import DASH, number, pct_interval
 from crs.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from crs.models.decoding import SamplingSettings, generate_replies
 from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
@@ -447,14 +448,6 @@ def asdict_win(result: ev.WinRate) -> dict[str, float]:
     return {"mean": result.win_rate, "ci_low": result.ci_low, "ci_high": result.ci_high, "n": result.n_total}
 
 
-def _pct(entry: dict[str, float]) -> str:
-    return f"{100 * entry['mean']:.1f} ({100 * entry['ci_low']:.1f}–{100 * entry['ci_high']:.1f})"
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def render_online_report(results: dict[str, Any]) -> str:
     """The loop's Markdown report."""
     s = results["settings"]
@@ -470,10 +463,10 @@ def render_online_report(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rounds"]:
-        vs0 = _pct(r["win_rate_vs_round_0"]) if "win_rate_vs_round_0" in r else "–"
+        vs0 = pct_interval(r["win_rate_vs_round_0"]) if "win_rate_vs_round_0" in r else DASH
         lines.append(
-            f"| {r['round']} | {r['labels']['rankings']} / {r['labels']['scores']} | {_pct(r['win_rate_vs_reference'])} | {100 * r['lc_win_rate_vs_reference']:.1f} | {vs0} | "
-            f"{r['judge_mean']:.3f} | {_num(r['proxy'])} | {_num(r['kl'])} | {r['mean_length']:.0f} |"
+            f"| {r['round']} | {r['labels']['rankings']} / {r['labels']['scores']} | {pct_interval(r['win_rate_vs_reference'])} | {100 * r['lc_win_rate_vs_reference']:.1f} | {vs0} | "
+            f"{r['judge_mean']:.3f} | {number(r['proxy'], 3)} | {number(r['kl'], 3)} | {r['mean_length']:.0f} |"
         )
     lines.append(f"\n`{ref}`'s judge mean: {results['reference_judge_mean']:.3f}. Proxy reward and KL: the round's RL run, mean over its last quarter of steps (proxy: its own combined reward, z units).")
     lines += [
@@ -488,7 +481,7 @@ def render_online_report(results: dict[str, Any]) -> str:
     accuracy = results["rm_accuracy"]
     for kind, per_round in accuracy.items():
         for n, entry in per_round.items():
-            lines.append(f"| {kind} | {n} | {_num(entry.get('held_out'))} | {_num(entry.get('own_policy'))} | {_num(entry.get('next_policy'))} |")
+            lines.append(f"| {kind} | {n} | {number(entry.get('held_out'), 3)} | {number(entry.get('own_policy'), 3)} | {number(entry.get('next_policy'), 3)} |")
     gains = [
         (kind, n, per_round[str(n - 1)].get("next_policy"), per_round[str(n)].get("own_policy"))
         for kind, per_round in accuracy.items()
@@ -501,7 +494,7 @@ def render_online_report(results: dict[str, Any]) -> str:
             "| RM | round N | before refresh (round N-1's RM) | after refresh (round N's RM) |",
             "|---|---|---|---|",
         ]
-        lines += [f"| {kind} | {n} | {_num(before)} | {_num(after)} |" for kind, n, before, after in gains]
+        lines += [f"| {kind} | {n} | {number(before, 3)} | {number(after, 3)} |" for kind, n, before, after in gains]
     if "baseline" in results:
         b = results["baseline"]
         last = results["rounds"][-1]
@@ -519,9 +512,9 @@ def render_online_report(results: dict[str, Any]) -> str:
             ),
             f"| | win rate vs `{ref}` % | judge mean | proxy reward | KL | mean length |",
             "|---|---|---|---|---|---|",
-            f"| loop (round {last['round']}) | {_pct(last['win_rate_vs_reference'])} | {last['judge_mean']:.3f} | {_num(last['proxy'])} | {_num(last['kl'])} | {last['mean_length']:.0f} |",
-            f"| baseline | {_pct(b['win_rate_vs_reference'])} | {b['judge_mean']:.3f} | {_num(b['proxy'])} | {_num(b['kl'])} | {b['mean_length']:.0f} |",
-            f"\nThe loop's last policy against the baseline's, head to head: {_pct(b['last_round_vs_baseline'])}% ({_verdict(b['last_round_vs_baseline'])}).",
+            f"| loop (round {last['round']}) | {pct_interval(last['win_rate_vs_reference'])} | {last['judge_mean']:.3f} | {number(last['proxy'], 3)} | {number(last['kl'], 3)} | {last['mean_length']:.0f} |",
+            f"| baseline | {pct_interval(b['win_rate_vs_reference'])} | {b['judge_mean']:.3f} | {number(b['proxy'], 3)} | {number(b['kl'], 3)} | {b['mean_length']:.0f} |",
+            f"\nThe loop's last policy against the baseline's, head to head: {pct_interval(b['last_round_vs_baseline'])}% ({_verdict(b['last_round_vs_baseline'])}).",
         ]
     return "\n".join(lines) + "\n"
 

@@ -36,9 +36,11 @@ from matplotlib.figure import Figure
 
 from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConfig, load_config
 from crs.eval import metrics as ev
-from crs.eval.report import judge_peak, plot_overoptimization, save_figure_atomic
+from crs.eval.plots import plot_overoptimization, save_figure_atomic
 from crs.eval.stages import SourceScores, judge_replies, predict_models, study_judge
+from crs.eval.tables import DASH, pct_interval
 from crs.io import read_jsonl, write_json_atomic, write_text_atomic
+from crs.rl.overoptimization import judge_peak
 from crs.rl.rewards import build_sources
 from crs.runs import cores_share_env, is_finished, mark_finished, run_logged, stage_command
 
@@ -190,10 +192,6 @@ def verdict(slope: Mapping[str, float], scorer: str) -> str:
 # --------------------------------------------------------------------------- report and plots
 
 
-def _pct(entry: Mapping[str, float]) -> str:
-    return f"{100 * entry['mean']:.1f} ({100 * entry['ci_low']:.1f}–{100 * entry['ci_high']:.1f})"
-
-
 def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
     """The sweep's Markdown report."""
     weights = [f"{w:g}" for w in results["weights"]]
@@ -211,18 +209,18 @@ def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
     ]
     for w in weights:
         m = judge["mean_score"][w]
-        lines.append(f"| {w} | {_pct(judge['win_rate'][w])} | {100 * judge['lc_win_rate'][w]:.1f} | {m['mean']:.3f} ({m['ci_low']:.3f}–{m['ci_high']:.3f}) | {results['mean_length'][w]:.0f} |")
+        lines.append(f"| {w} | {pct_interval(judge['win_rate'][w])} | {100 * judge['lc_win_rate'][w]:.1f} | {m['mean']:.3f} ({m['ci_low']:.3f}–{m['ci_high']:.3f}) | {results['mean_length'][w]:.0f} |")
     lines.append(f"\nThe reference's mean judge score: {judge['reference_mean_score']:.3f}. LC: length-controlled (docs/study.md), mean over seeds.")
     for scorer, entry in results["scorers"].items():
         if scorer == "judge":
             continue
         lines += [f"\n## Under the reward model `{scorer}`", "| w | win rate % (95% CI) |", "|---|---|"]
-        lines += [f"| {w} | {_pct(entry['win_rate'][w])} |" for w in weights]
+        lines += [f"| {w} | {pct_interval(entry['win_rate'][w])} |" for w in weights]
         if "slope" in entry:
             lines.append("\n" + verdict(entry["slope"], scorer))
     lines += ["\n## Each weight against each other (judge; row beats column, %, seed i vs seed i)", "| row \\ col | " + " | ".join(weights) + " |", "|---" * (len(weights) + 1) + "|"]
     for a in weights:
-        cells = [("–" if a == b else _pct(judge["each_vs_each"][a][b])) for b in weights]
+        cells = [(DASH if a == b else pct_interval(judge["each_vs_each"][a][b])) for b in weights]
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
     if results.get("judge_peaks"):
         lines += ["\n## Over-optimisation", "Where each run's judge score peaked on held-out prompts during PPO (`sweep_overoptimization.png`):", "| run | step | KL (nats) | judge |", "|---|---|---|---|"]

@@ -6,9 +6,10 @@
 * ``metrics.jsonl``: one row per PPO step (rewards per source raw and normalised,
   combined, KL, beta, losses, clip fractions, approx KL, entropy, reply length, timings);
 * ``samples/step_N.json``: greedy replies to held-out prompts with every source's score;
-* ``overoptimization.jsonl`` + ``overoptimization.png``: at step 0 and every ``sample_every``
+* ``overoptimization.jsonl``: at step 0 and every ``sample_every``
   steps, sampled replies to up to ``eval_prompts`` held-out prompts, scored by every source,
-  the combined reward and the judge, with the KL to the reference (:meth:`PPOTrainer.held_out_eval`);
+  the combined reward and the judge, with the KL to the reference (:meth:`PPOTrainer.held_out_eval`;
+  ``overoptimization.png`` is drawn from it by the rl command, :func:`crs.cli.train_rl`);
 * ``checkpoints/step_N/``: trainable weights (adapter + value head), optimizer, KL
   controller, reward statistics, prompt position and every process's RNG states, written
   to a temporary folder, sealed with a manifest and renamed into place; ``--resume``
@@ -40,7 +41,6 @@ from crs.config import ConfigError, CRSConfig, RewardSourceConfig
 from crs.data import load_examples
 from crs.data.schema import Messages, last_user_text
 from crs.demo.annotator import resolve_judge
-from crs.eval.report import judge_peak, plot_overoptimization
 from crs.io import append_jsonl, folder_written_atomically, read_jsonl, truncate_jsonl, write_bytes_atomic, write_json_atomic
 from crs.models.loading import (
     add_lora,
@@ -53,6 +53,7 @@ from crs.models.loading import (
     save_run_model,
     upcast_trainable,
 )
+from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
 from crs.rl.ppo.algorithm import PPOTrainer
 from crs.rl.ppo.policy import PolicyValueModel, ValueModel
 from crs.rl.rewards import CombinedReward, RewardSource, build_sources, check_gold_sources
@@ -62,7 +63,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
-OVEROPT_FILE = "overoptimization.jsonl"
 VALUE_HEAD_FILE = "value_head.pt"  # the critic's head at the end of a run (rl.init_adapter continues it)
 
 
@@ -355,8 +355,7 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
         "nonfinite_steps": trainer.nonfinite_total,
     }
     if is_main and (run_dir / OVEROPT_FILE).is_file():
-        rows = read_jsonl(run_dir / OVEROPT_FILE)
-        plot_overoptimization({cfg.run_name: rows}, run_dir / "overoptimization.png")
+        rows = read_jsonl(run_dir / OVEROPT_FILE)  # its figure: crs.eval.plots, drawn by the rl command
         if judge is not None:
             summary["judge_peak"] = judge_peak(rows, f"judge/{judge.name}")
     if is_main:
