@@ -163,7 +163,8 @@ def run_online_learning(smol_tokenizer, left_tokenizer, tmp_path, algorithm, bro
     import trl
     from tiny import tiny_causal_lm
 
-    from crs.rl.trl_common import build_online_trainer, peft_lora_config
+    from crs.rl.grpo_rloo import build_online_trainer
+    from crs.rl.trl_common import peft_lora_config
 
     # A larger init makes the tiny model's next-token distribution peaked enough to have signal.
     lm = tiny_causal_lm(smol_tokenizer, seed=0, initializer_range=0.5)
@@ -353,7 +354,7 @@ def test_init_adapter_continues_an_earlier_runs_adapter(tmp_path, tiny_model_dir
 
 
 def test_full_finetuning_with_a_kl_penalty_is_refused_before_loading(tmp_path, tiny_model_dir):
-    from crs.rl.trl_common import run_online_stage
+    from crs.rl.grpo_rloo import run_online_stage
 
     cfg = load_config("tiny", write_config(tmp_path, tiny_model_dir, algorithm="rloo"))
     cfg.model.lora.enabled = False
