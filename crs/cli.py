@@ -33,9 +33,9 @@ STAGES: dict[str, tuple[str, str]] = {
         "crs.cli:train_rl",
         "RL of the SFT policy: PPO (default), GRPO or RLOO on a weighted combination of reward models, or DPO (rl.algorithm).",
     ),
-    "predict": ("crs.eval.stages:predict", "Generate replies to the eval prompts with every configured model (one JSON per model)."),
+    "predict": ("crs.eval.predict:predict", "Generate replies to the eval prompts with every configured model (one JSON per model)."),
     "score": (
-        "crs.eval.stages:score_predictions",
+        "crs.eval.score:score_predictions",
         "Score predictions with reward models, combined rewards and the gold judge; write win rates and a report.",
     ),
     "sweep": (

@@ -11,7 +11,8 @@ from tiny import tiny_causal_lm
 
 from crs.cli import run_stage
 from crs.eval.metrics import read_predictions, win_rate
-from crs.eval.stages import predict, score_predictions
+from crs.eval.predict import predict
+from crs.eval.score import score_predictions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "crs_demo_tiny.jsonl"
 
@@ -87,7 +88,7 @@ def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path) -> Non
 
     from crs.config import RewardSourceConfig, load_config
     from crs.data.schema import user_prompt
-    from crs.eval.stages import score_all
+    from crs.eval.score import score_all
     from crs.rl.rewards import CombinedReward
     from crs.runs import seal_checkpoint
 
@@ -135,7 +136,7 @@ def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path) -> Non
 
 def test_the_judge_alone_is_enough_to_score(tmp_path: Path) -> None:
     from crs.config import load_config
-    from crs.eval.stages import score_all
+    from crs.eval.score import score_all
 
     rows = [{"instruction": "Explain why dogs wag their tails.", "output": "Dogs wag their tails to show how they feel.", "prompt_id": "p", "run": 0}]
     cfg = load_config("eval_rewarding", overrides=["eval_rewarding.rewards=[]", "eval_rewarding.combined=[]", "eval_rewarding.judge=gold"])
@@ -145,7 +146,7 @@ def test_the_judge_alone_is_enough_to_score(tmp_path: Path) -> None:
 
 def test_the_gold_judge_refuses_prompts_that_are_not_the_demos(caplog) -> None:
     from crs.config import ConfigError, load_config
-    from crs.eval.stages import score_all
+    from crs.eval.score import score_all
 
     demo = {"instruction": "Explain why dogs wag their tails.", "output": "To show how they feel.", "prompt_id": "p1", "run": 0}
     own = {"instruction": "Summarise our Q3 sales call.", "output": "Sales rose.", "prompt_id": "p2", "run": 0}

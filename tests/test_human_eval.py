@@ -121,7 +121,7 @@ def test_a_malformed_ballot_stops_the_stage_before_scoring_and_marks_it_failed(t
     scored, named no prompt and left run_state.json "running"."""
     from test_validation import write_prediction_run
 
-    from crs.eval.stages import score_predictions
+    from crs.eval.score import score_predictions
 
     predictions = write_prediction_run(tmp_path / "pred", {"a": ["p1", "p2"], "b": ["p1", "p2"]})
     ballots = tmp_path / "human.json"

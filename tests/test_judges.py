@@ -27,8 +27,9 @@ from crs.cli import run_stage
 from crs.config import ConfigError
 from crs.data.schema import DataError
 from crs.eval.judges import load_judge, preference_outcome
+from crs.eval.predict import read_all_predictions
 from crs.eval.report import build_results
-from crs.eval.stages import read_all_predictions, score_predictions
+from crs.eval.score import score_predictions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "external_judge"
 RL_CRS_ROW = {

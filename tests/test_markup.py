@@ -76,7 +76,7 @@ def _config(tmp_path: Path, *overrides: str):
 
 
 def test_a_prompt_file_in_chat_markup_keeps_its_dataset_and_category(tmp_path: Path) -> None:
-    from crs.eval.stages import load_eval_prompts
+    from crs.eval.predict import load_eval_prompts
 
     prompts = load_eval_prompts(_config(tmp_path))
     assert [p.prompt for p in prompts] == [
@@ -100,7 +100,8 @@ def test_a_broken_markup_prompt_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_predictions_carry_the_files_dataset_and_category_into_every_table(tmp_path: Path, monkeypatch) -> None:
-    from crs.eval import stages as eval_stages
+    from crs.eval import predict as eval_predict
+    from crs.eval import score as eval_score
     from crs.eval.metrics import read_predictions
     from crs.runs import prepare_run_dir
 
@@ -110,12 +111,12 @@ def test_predictions_carry_the_files_dataset_and_category_into_every_table(tmp_p
         seen.append(prompts)
         return [SimpleNamespace(text=f"{desc} reply {'x' * i}", ended_with_eos=True) for i in range(len(prompts))]
 
-    monkeypatch.setattr(eval_stages, "load_causal_lm", lambda *a, **k: object())
-    monkeypatch.setattr(eval_stages, "load_tokenizer", lambda *a, **k: object())
-    monkeypatch.setattr(eval_stages, "generate_replies", fake_generate)
+    monkeypatch.setattr(eval_predict, "load_causal_lm", lambda *a, **k: object())
+    monkeypatch.setattr(eval_predict, "load_tokenizer", lambda *a, **k: object())
+    monkeypatch.setattr(eval_predict, "generate_replies", fake_generate)
     cfg = _config(tmp_path)
     run_dir = prepare_run_dir(cfg, resume=False, overwrite=False)
-    eval_stages.predict(cfg, run_dir, resume=False)
+    eval_predict.predict(cfg, run_dir, resume=False)
     assert seen[0][0] == [{"role": "user", "content": "How do I boil an egg?"}]  # messages, not markup in a user turn
     rows = read_predictions(run_dir / "predictions" / "m0.json")
     assert [(r["instruction"], r["dataset"], r["category"]) for r in rows] == [
@@ -129,9 +130,9 @@ def test_predictions_carry_the_files_dataset_and_category_into_every_table(tmp_p
         "eval_rewarding.combined=[]", "eval_rewarding.reference_model=m0", "eval_rewarding.n_boot=20",
         "eval_rewarding.group_by=dataset",
     ])
-    results = eval_stages.score_predictions(score, prepare_run_dir(score, resume=False, overwrite=False), resume=False)
+    results = eval_score.score_predictions(score, prepare_run_dir(score, resume=False, overwrite=False), resume=False)
     assert sorted(results["agreement"]["vowels"]["by_category"]) == ["helpful_base", "koala", "vicuna"]
     assert sorted(results["win_rates_by_category"]["m1"]) == ["helpful_base", "koala", "vicuna"]
-    assert eval_stages.prompt_groups(rows, "auto") == ["all", "all", "math"]  # a category where any row has one
+    assert eval_score.prompt_groups(rows, "auto") == ["all", "all", "math"]  # a category where any row has one
     per_item = json.loads((score.run_dir / "scores.json").read_text())
     assert {(r["prompt_id"], r["dataset"]) for r in per_item} == {(r["prompt_id"], r["dataset"]) for r in rows}

@@ -420,7 +420,8 @@ def test_dpo_from_absolute_scores(tmp_path, tiny_model_dir):
 
 def test_eval_stages_take_grpo_and_dpo_runs_unchanged(tmp_path, tiny_model_dir):
     from crs.cli import run_stage
-    from crs.eval.stages import predict, score_predictions
+    from crs.eval.predict import predict
+    from crs.eval.score import score_predictions
     from crs.rl.rewards import REWARD_STATE_FILE
 
     grpo = run_cli(write_config(tmp_path / "grpo", tiny_model_dir, algorithm="grpo", steps=2, save_steps=2))

@@ -110,7 +110,7 @@ def test_the_jobs_flag_sets_sweep_jobs(tmp_path: Path, sweep_config: Path) -> No
 
 def test_the_sweeps_judge_is_decided_before_anything_trains(tmp_path: Path, sweep_config: Path, caplog) -> None:
     from crs.config import ConfigError, load_config
-    from crs.eval.stages import study_judge
+    from crs.eval.score import study_judge
 
     cfg = load_config("sweep_tiny", sweep_config)  # its prompts ("Say N words about topic i.") are not the demo's
     with caplog.at_level("WARNING"):

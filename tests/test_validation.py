@@ -398,7 +398,7 @@ def _score_argv(tmp_path: Path, predictions: Path, *overrides: str) -> list[str]
 
 
 def test_predictions_with_no_prompt_in_common_end_in_one_line(tmp_path: Path, capsys) -> None:
-    from crs.eval.stages import score_predictions
+    from crs.eval.score import score_predictions
 
     predictions = write_prediction_run(tmp_path / "pred", {"a": ["p1", "p2"], "b": ["p3", "p4"]})
     line = _exit_line(capsys, score_predictions, _score_argv(tmp_path, predictions, "eval_rewarding.reference_model=a"))
@@ -486,7 +486,7 @@ def test_a_run_that_trained_still_needs_resume_or_overwrite(tmp_path: Path, caps
 
 
 def test_missing_prediction_files_are_named_unless_allowed(tmp_path: Path, capsys) -> None:
-    from crs.eval.stages import score_predictions
+    from crs.eval.score import score_predictions
 
     predictions = write_prediction_run(tmp_path / "pred", {"a": ["p1", "p2"], "c": ["p1", "p2"]}, listed=["a", "b", "c", "d"])
     line = _exit_line(capsys, score_predictions, _score_argv(tmp_path, predictions, "eval_rewarding.reference_model=a"))
@@ -499,7 +499,7 @@ def test_missing_prediction_files_are_named_unless_allowed(tmp_path: Path, capsy
 
 
 def test_an_unknown_reference_model_is_a_config_error(tmp_path: Path, capsys) -> None:
-    from crs.eval.stages import score_predictions
+    from crs.eval.score import score_predictions
 
     predictions = write_prediction_run(tmp_path / "pred", {"a": ["p1"], "b": ["p1"]}, listed=["a", "b"])
     line = _exit_line(capsys, score_predictions, _score_argv(tmp_path, predictions, "eval_rewarding.reference_model=sft"))

@@ -42,7 +42,8 @@ from crs.data.schema import AbsoluteExample, DataError, PromptExample, RankingEx
 from crs.demo.annotator import ANNOTATORS, check_gold_applies, likert, likert_to_unit, rank_replies
 from crs.eval import metrics as ev
 from crs.eval.plots import plot_overoptimization, save_figure_atomic
-from crs.eval.stages import judge_replies, predict_models, study_judge
+from crs.eval.predict import predict_models
+from crs.eval.score import judge_replies, study_judge
 from crs.eval.tables import DASH, number, pct_interval
 from crs.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from crs.models.decoding import SamplingSettings, generate_replies

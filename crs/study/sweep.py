@@ -37,7 +37,8 @@ from matplotlib.figure import Figure
 from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConfig, load_config
 from crs.eval import metrics as ev
 from crs.eval.plots import plot_overoptimization, save_figure_atomic
-from crs.eval.stages import SourceScores, judge_replies, predict_models, study_judge
+from crs.eval.predict import predict_models
+from crs.eval.score import SourceScores, judge_replies, study_judge
 from crs.eval.tables import DASH, pct_interval
 from crs.io import read_jsonl, write_json_atomic, write_text_atomic
 from crs.rl.overoptimization import judge_peak
