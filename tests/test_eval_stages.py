@@ -10,9 +10,10 @@ import yaml
 from tiny import tiny_causal_lm
 
 from crs.cli import run_stage
-from crs.eval.metrics import read_predictions, win_rate
 from crs.eval.predict import predict
+from crs.eval.predictions import read_predictions
 from crs.eval.score import score_predictions
+from crs.eval.win_rates import win_rate
 
 FIXTURE = Path(__file__).parent / "fixtures" / "crs_demo_tiny.jsonl"
 

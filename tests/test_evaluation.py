@@ -1,4 +1,4 @@
-"""Tests for crs.eval.metrics against hand-computed values."""
+"""Tests for the evaluation maths (crs.eval: win rates, length control, leaderboard, agreement, ranking, hierarchical bootstrap) against hand-computed values."""
 
 from __future__ import annotations
 
@@ -9,26 +9,20 @@ import numpy as np
 import pytest
 
 from crs.data.schema import DataError
-from crs.eval.metrics import (
+from crs.eval.agreement import agreement, agreement_by_group
+from crs.eval.leaderboard import leaderboard_rows
+from crs.eval.predictions import read_predictions, write_predictions
+from crs.eval.ranking import (
     PairwiseVerdicts,
     aggregate_rankings,
-    agreement,
-    agreement_by_group,
     ballots_from_scores,
-    bootstrap_ci,
     borda_points,
-    head_to_head,
-    leaderboard_rows,
-    pairwise_outcomes,
     ranking_from_pairwise,
-    read_predictions,
     scores_to_ballot,
     summary_stats,
     tideman_ranked_pairs,
-    win_rate,
-    win_rate_from_outcomes,
-    write_predictions,
 )
+from crs.eval.win_rates import bootstrap_ci, head_to_head, pairwise_outcomes, win_rate, win_rate_from_outcomes
 
 # ---------------------------------------------------------------- win rates
 
@@ -332,7 +326,7 @@ def test_write_predictions_validates_before_writing(tmp_path):
 
 
 def test_length_controlled_equals_raw_when_lengths_are_equal() -> None:
-    from crs.eval.metrics import length_controlled_win_rate
+    from crs.eval.length_control import length_controlled_win_rate
 
     outcomes = [1.0, 1.0, 0.0, 0.5, 1.0, 0.0, 1.0, 1.0]
     lc = length_controlled_win_rate(outcomes, [100] * 8, [100] * 8, n_boot=200)
@@ -341,7 +335,7 @@ def test_length_controlled_equals_raw_when_lengths_are_equal() -> None:
 
 
 def test_a_judge_that_only_rewards_brevity_gives_about_half() -> None:
-    from crs.eval.metrics import length_controlled_win_rate
+    from crs.eval.length_control import length_controlled_win_rate
 
     rng = np.random.default_rng(0)
     n = 200
@@ -358,7 +352,7 @@ def test_a_judge_that_only_rewards_brevity_gives_about_half() -> None:
 
 
 def test_leaderboard_rows_carry_the_length_controlled_rate() -> None:
-    from crs.eval.metrics import leaderboard_rows
+    from crs.eval.leaderboard import leaderboard_rows
 
     scores = {"ref": [0.0] * 6, "short": [1.0, 1.0, 1.0, 1.0, -1.0, -1.0]}
     outputs = {"ref": ["x" * 50] * 6, "short": ["y" * 20] * 4 + ["y" * 90] * 2}
@@ -373,7 +367,7 @@ def test_leaderboard_rows_carry_the_length_controlled_rate() -> None:
 
 
 def test_hierarchical_interval_widens_with_seed_variance() -> None:
-    from crs.eval.metrics import hierarchical_bootstrap
+    from crs.eval.hierarchical import hierarchical_bootstrap
 
     rng = np.random.default_rng(0)
     prompt_effect = rng.normal(0.0, 1.0, 200)
@@ -389,7 +383,7 @@ def test_hierarchical_interval_widens_with_seed_variance() -> None:
 
 
 def test_difference_and_slope_come_with_intervals() -> None:
-    from crs.eval.metrics import bootstrap_difference, bootstrap_slope, hierarchical_bootstrap
+    from crs.eval.hierarchical import bootstrap_difference, bootstrap_slope, hierarchical_bootstrap
 
     rng = np.random.default_rng(1)
     base = rng.random(100)

@@ -369,7 +369,7 @@ def test_a_reward_module_with_a_syntax_error_ends_in_one_line(tmp_path: Path, ca
 
 def write_prediction_run(folder: Path, files: dict[str, list[str]], listed: list[str] | None = None) -> Path:
     """An eval_pred run: one file per model with replies to the given prompt ids."""
-    from crs.eval.metrics import write_predictions
+    from crs.eval.predictions import write_predictions
 
     for model, prompt_ids in files.items():
         rows = [

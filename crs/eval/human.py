@@ -18,7 +18,7 @@ Everything is validated when the file is read, before any reply is scored: a bal
 misses a model, names one twice, gives a slot no rank or a rank no model, or repeats an
 annotator's ballot on a prompt stops the run with one line (:class:`DataError`) naming the
 file, the line, the prompt and the annotator. The maths (Tideman's ranked pairs, Borda
-points, groups) is in :mod:`crs.eval.metrics`.
+points, groups) is in :mod:`crs.eval.ranking`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 from crs.config import ConfigError
 from crs.data.schema import DataError
 from crs.data.sources import csv_rows
-from crs.eval import metrics as ev
+from crs.eval import ranking
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _mapping_ballots(path: Path, data: dict[str, Any]) -> list[_Record]:
             try:
                 if not isinstance(ballot, list):
                     raise ValueError(f"a ballot is a best-first list of models, got {ballot!r}")
-                tiers = ev.ballot_tiers(ballot)
+                tiers = ranking.ballot_tiers(ballot)
             except ValueError as err:
                 raise DataError(f"{where}, ballot {index + 1}: {err}") from None
             records.append(_Record(f"{where}, ballot {index + 1}", str(pid), f"#{index + 1}", DEFAULT_GROUP, tiers))
@@ -249,9 +249,9 @@ def load_ballots(path: str | Path) -> HumanBallots:
 
 def human_rankings(ballots: HumanBallots, tie_break: str = "support", candidate_order: Sequence[str] | None = None) -> dict[str, Any]:
     """Borda points per group, for all annotators, and across groups
-    (:func:`crs.eval.metrics.group_rankings`), with what the report says about the study."""
+    (:func:`crs.eval.ranking.group_rankings`), with what the report says about the study."""
     order = [m for m in candidate_order or [] if m in ballots.models] + [m for m in ballots.models if m not in (candidate_order or [])]
-    result = ev.group_rankings(ballots.by_group, tie_break, order)
+    result = ranking.group_rankings(ballots.by_group, tie_break, order)
     return {
         **result,
         "source": ballots.source,

@@ -36,7 +36,7 @@ from typing import Any
 from crs.config import ConfigError
 from crs.data.schema import DataError
 from crs.data.sources import csv_rows
-from crs.eval.metrics import PairwiseVerdicts
+from crs.eval.ranking import PairwiseVerdicts
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import yaml
 from crs.config import ConfigError, CRSConfig, EvalModelConfig, load_config, save_resolved_config
 from crs.data import load_examples
 from crs.data.schema import PromptExample, last_user_text
-from crs.eval.metrics import read_predictions, write_predictions
+from crs.eval.predictions import read_predictions, write_predictions
 from crs.models.decoding import SamplingSettings, generate_replies
 from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
 from crs.runs import mark_finished

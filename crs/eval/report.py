@@ -52,7 +52,7 @@ Results schema (``build_results`` output, JSON-serialisable)::
     }
 
 Agreement compares, for every unordered model pair and prompt the judge decided, which
-reply each scorer prefers (see :func:`crs.eval.metrics.agreement` for how ties count; a
+reply each scorer prefers (see :func:`crs.eval.agreement.agreement` for how ties count; a
 weighted judge's verdict is rounded first). ``by_category`` and
 ``win_rates_by_category`` are empty when no categories are given.
 
@@ -70,8 +70,20 @@ from typing import Any
 
 import numpy as np
 
-from crs.eval import metrics as ev
+from crs.eval.agreement import agreement, agreement_by_group
+from crs.eval.leaderboard import leaderboard_from_outcomes
+from crs.eval.ranking import (
+    TIE_BREAKS,
+    PairwiseVerdicts,
+    aggregate_rankings,
+    ballots_from_scores,
+    borda_points,
+    ranking_from_pairwise,
+    summarize_points,
+    summary_stats,
+)
 from crs.eval.tables import DASH, md_table, number, pct
+from crs.eval.win_rates import discrete_outcome, head_to_head, pairwise_outcomes, win_rate_from_outcomes
 
 SCHEMA_VERSION = 2
 
@@ -104,7 +116,7 @@ def _is_null(value: float | None) -> bool:
 class _Judge:
     """The judge's verdict on (a, b, prompt index), whichever kind it is."""
 
-    def __init__(self, table: Mapping[str, Sequence[float]] | None, verdicts: ev.PairwiseVerdicts | None,
+    def __init__(self, table: Mapping[str, Sequence[float]] | None, verdicts: PairwiseVerdicts | None,
                  pids: Sequence[str], tie_eps: float) -> None:
         self.table, self.verdicts, self.tie_eps = table, verdicts, tie_eps
         self.index = {pid: i for i, pid in enumerate(pids)}
@@ -114,7 +126,7 @@ class _Judge:
         """``{prompt index: outcome of a vs b}`` over the prompts judged (None: the judge
         failed there); None when the pair was never judged."""
         if self.table is not None:
-            return dict(enumerate(ev.pairwise_outcomes(self.table[a], self.table[b], self.tie_eps)))
+            return dict(enumerate(pairwise_outcomes(self.table[a], self.table[b], self.tie_eps)))
         found = self.verdicts.between(a, b)
         if found is None:
             return None
@@ -133,9 +145,9 @@ def _win_rates_of_judge(judge: _Judge, models: Sequence[str], n_boot: int, seed:
             missing.append([a, b])
             continue
         values = list(found.values())
-        matrix[a][b] = ev.win_rate_from_outcomes(values, n_boot=n_boot, seed=seed).as_dict()
+        matrix[a][b] = win_rate_from_outcomes(values, n_boot=n_boot, seed=seed).as_dict()
         flipped = [None if _is_null(v) else 1.0 - v for v in values]
-        matrix[b][a] = ev.win_rate_from_outcomes(flipped, n_boot=n_boot, seed=seed).as_dict()
+        matrix[b][a] = win_rate_from_outcomes(flipped, n_boot=n_boot, seed=seed).as_dict()
     return {row: {col: matrix[row][col] for col in models if col in matrix[row]} for row in models}, missing
 
 
@@ -147,10 +159,10 @@ def _judge_rankings(judge: _Judge, models: Sequence[str], pids: Sequence[str], t
         verdicts = {pair: found.get(index) for pair, found in per_pair.items()}
         if any(_is_null(v) for v in verdicts.values()):
             continue
-        ranking = ev.ranking_from_pairwise(verdicts, models, tie_break, models)
-        for model, value in ev.borda_points(ranking).items():
+        ranking = ranking_from_pairwise(verdicts, models, tie_break, models)
+        for model, value in borda_points(ranking).items():
             points.setdefault(model, {})[pid] = value
-    return ev.summarize_points(points) if points else None
+    return summarize_points(points) if points else None
 
 
 def build_results(
@@ -164,7 +176,7 @@ def build_results(
     tie_eps: float = 1e-9,
     n_boot: int = 1000,
     seed: int = 0,
-    pairwise_judge: ev.PairwiseVerdicts | None = None,
+    pairwise_judge: PairwiseVerdicts | None = None,
     tie_break: str = "support",
 ) -> dict[str, Any]:
     """Compute everything the report shows (schema in the module docstring).
@@ -184,14 +196,14 @@ def build_results(
         n_boot, seed: bootstrap settings for the confidence intervals.
         pairwise_judge: a judge that gives verdicts per model pair and prompt (item ids
             are ``prompt_ids``) instead of scores; then ``judge`` is its name.
-        tie_break: how Tideman's ranked pairs settles ties (:func:`crs.eval.metrics.ranked_pairs`).
+        tie_break: how Tideman's ranked pairs settles ties (:func:`crs.eval.ranking.ranked_pairs`).
     """
     if pairwise_judge is None and judge not in scores:
         raise KeyError(f"judge {judge!r} is not among the scorers {list(scores)}")
     if pairwise_judge is not None and judge in scores:
         raise ValueError(f"the pairwise judge's name {judge!r} is also a scorer's")
-    if tie_break not in ev.TIE_BREAKS:
-        raise ValueError(f"tie_break must be one of {ev.TIE_BREAKS}, got {tie_break!r}")
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
     score_scorers = ([judge] if pairwise_judge is None else []) + [name for name in scores if name != judge]
     scorers = [judge] + [name for name in score_scorers if name != judge]
     if models is not None:
@@ -239,7 +251,7 @@ def build_results(
         if scorer == judge and pairwise_judge is not None:
             win_rates[scorer], missing_pairs = _win_rates_of_judge(the_judge, model_order, n_boot, seed)
             continue
-        pairs = ev.head_to_head(table[scorer], tie_eps=tie_eps, n_boot=n_boot, seed=seed)
+        pairs = head_to_head(table[scorer], tie_eps=tie_eps, n_boot=n_boot, seed=seed)
         win_rates[scorer] = {
             row: {col: pairs[(row, col)].as_dict() for col in model_order if col != row}
             for row in model_order
@@ -247,8 +259,8 @@ def build_results(
 
     model_stats = {
         model: {
-            "scores": {scorer: ev.summary_stats(table[scorer][model]) for scorer in score_scorers},
-            "length": ev.summary_stats([len(text) for text in outputs[model]]),
+            "scores": {scorer: summary_stats(table[scorer][model]) for scorer in score_scorers},
+            "length": summary_stats([len(text) for text in outputs[model]]),
         }
         for model in model_order
     }
@@ -262,7 +274,7 @@ def build_results(
             leaderboard_missing.append(model)
         else:
             against_reference[model] = found
-    leaderboard = ev.leaderboard_from_outcomes(
+    leaderboard = leaderboard_from_outcomes(
         against_reference, {m: outputs[m] for m in model_order}, reference, n_boot=n_boot, seed=seed,
     )
     by_category: dict[str, dict[str, dict[str, Any]]] = {}
@@ -283,18 +295,18 @@ def build_results(
         for index, value in sorted((the_judge.outcomes(a, b) or {}).items()):
             if not _is_null(value):
                 positions.append((a, b, index))
-                judge_outcomes.append(ev.discrete_outcome(float(value)))
+                judge_outcomes.append(discrete_outcome(float(value)))
     pair_categories = [category_of[i] for _, _, i in positions] if category_of is not None else []
     agreement_results: dict[str, dict[str, Any]] = {}
     for scorer in scorers[1:]:
         if not positions:
             break
-        scorer_outcomes = [ev.pairwise_outcomes([table[scorer][a][i]], [table[scorer][b][i]], tie_eps)[0] for a, b, i in positions]
+        scorer_outcomes = [pairwise_outcomes([table[scorer][a][i]], [table[scorer][b][i]], tie_eps)[0] for a, b, i in positions]
         agreement_results[scorer] = {
-            "overall": ev.agreement(scorer_outcomes, judge_outcomes),
+            "overall": agreement(scorer_outcomes, judge_outcomes),
             "n": len(scorer_outcomes),
             "by_category": (
-                ev.agreement_by_group(scorer_outcomes, judge_outcomes, pair_categories)
+                agreement_by_group(scorer_outcomes, judge_outcomes, pair_categories)
                 if category_of is not None
                 else {}
             ),
@@ -309,12 +321,12 @@ def build_results(
         if scorer == judge and pairwise_judge is not None:
             aggregated = _judge_rankings(the_judge, model_order, pids, tie_break)
         else:
-            aggregated = ev.aggregate_rankings(ev.ballots_from_scores({scorer: table[scorer]}, pids), tie_break, model_order)
+            aggregated = aggregate_rankings(ballots_from_scores({scorer: table[scorer]}, pids), tie_break, model_order)
         if aggregated is not None:
             per_scorer_rankings[scorer] = _mean_std(aggregated)
             ranked_prompts[scorer] = len(next(iter(aggregated.values()))["per_prompt"])
     combined = (
-        _mean_std(ev.aggregate_rankings(ev.ballots_from_scores(table, pids), tie_break, model_order)) if table else None
+        _mean_std(aggregate_rankings(ballots_from_scores(table, pids), tie_break, model_order)) if table else None
     )
 
     return {
@@ -460,13 +472,13 @@ def _by_category_section(results: Mapping[str, Any]) -> str | None:
 
 
 def _agreement_section(results: Mapping[str, Any]) -> str:
-    agreement = results["agreement"]
-    if not agreement:
+    by_scorer = results["agreement"]
+    if not by_scorer:
         return "_No reward model besides the judge._"
-    categories = sorted({c for entry in agreement.values() for c in entry["by_category"]})
+    categories = sorted({c for entry in by_scorer.values() for c in entry["by_category"]})
     header = ["scorer", "overall", *categories]
     rows = []
-    for scorer, entry in agreement.items():
+    for scorer, entry in by_scorer.items():
         cells = [scorer, f"{pct(entry['overall'])}% (n={entry['n']})"]
         for category in categories:
             cell = entry["by_category"].get(category)

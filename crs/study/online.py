@@ -40,7 +40,7 @@ from crs.config import CRSConfig, EvalModelConfig, RewardSourceConfig, load_conf
 from crs.data import load_examples
 from crs.data.schema import AbsoluteExample, DataError, PromptExample, RankingExample, last_user_text
 from crs.demo.annotator import ANNOTATORS, check_gold_applies, likert, likert_to_unit, rank_replies
-from crs.eval import metrics as ev
+from crs.eval import length_control, win_rates
 from crs.eval.plots import plot_overoptimization, save_figure_atomic
 from crs.eval.predict import predict_models
 from crs.eval.score import judge_replies, study_judge
@@ -416,15 +416,15 @@ def loop_results(
         name = f"round_{n}"
         row: dict[str, Any] = {
             "round": n,
-            "win_rate_vs_reference": asdict_win(ev.win_rate(scores[name], scores[reference], n_boot=n_boot, seed=seed)),
-            "lc_win_rate_vs_reference": ev.length_controlled_win_rate(ev.pairwise_outcomes(scores[name], scores[reference]), lengths[name], lengths[reference], n_boot=1).win_rate,
+            "win_rate_vs_reference": asdict_win(win_rates.win_rate(scores[name], scores[reference], n_boot=n_boot, seed=seed)),
+            "lc_win_rate_vs_reference": length_control.length_controlled_win_rate(win_rates.pairwise_outcomes(scores[name], scores[reference]), lengths[name], lengths[reference], n_boot=1).win_rate,
             "judge_mean": float(np.mean(scores[name])),
             "mean_length": float(np.mean(lengths[name])),
             "labels": {"rankings": n * online.prompts_per_round, "scores": n * online.prompts_per_round * online.replies_per_prompt},
             **rl_summary(loop.rl_run(n)),
         }
         if n > 0:
-            row["win_rate_vs_round_0"] = asdict_win(ev.win_rate(scores[name], scores["round_0"], n_boot=n_boot, seed=seed))
+            row["win_rate_vs_round_0"] = asdict_win(win_rates.win_rate(scores[name], scores["round_0"], n_boot=n_boot, seed=seed))
         rounds.append(row)
     results: dict[str, Any] = {
         "reference": reference, "judge": online.judge, "rounds": rounds, "rm_accuracy": accuracies[0], "rm_pairs": accuracies[1],
@@ -435,16 +435,16 @@ def loop_results(
         last = f"round_{online.rounds - 1}"
         results["baseline"] = {
             "labels": baseline_labels,
-            "win_rate_vs_reference": asdict_win(ev.win_rate(scores["baseline"], scores[reference], n_boot=n_boot, seed=seed)),
+            "win_rate_vs_reference": asdict_win(win_rates.win_rate(scores["baseline"], scores[reference], n_boot=n_boot, seed=seed)),
             "judge_mean": float(np.mean(scores["baseline"])),
             "mean_length": float(np.mean(lengths["baseline"])),
-            "last_round_vs_baseline": asdict_win(ev.win_rate(scores[last], scores["baseline"], n_boot=n_boot, seed=seed)),
+            "last_round_vs_baseline": asdict_win(win_rates.win_rate(scores[last], scores["baseline"], n_boot=n_boot, seed=seed)),
             **rl_summary(loop.run_dir / "baseline" / "rl"),
         }
     return results
 
 
-def asdict_win(result: ev.WinRate) -> dict[str, float]:
+def asdict_win(result: win_rates.WinRate) -> dict[str, float]:
     """A win rate's point and 95% interval."""
     return {"mean": result.win_rate, "ci_low": result.ci_low, "ci_high": result.ci_high, "n": result.n_total}
 

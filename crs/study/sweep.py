@@ -35,7 +35,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConfig, load_config
-from crs.eval import metrics as ev
+from crs.eval import hierarchical, length_control, win_rates
 from crs.eval.plots import plot_overoptimization, save_figure_atomic
 from crs.eval.predict import predict_models
 from crs.eval.score import SourceScores, judge_replies, study_judge
@@ -143,19 +143,19 @@ def study_results(
     key = {w: f"{w:g}" for w in weights}
     results: dict[str, Any] = {"weights": weights, "seeds": sorted({r.seed for r in runs}), "reference": reference, "scorers": {}}
     for scorer, per_model in scores.items():
-        outcomes = {key[w]: [ev.pairwise_outcomes(per_model[r.name], per_model[reference]) for r in by_weight[w]] for w in weights}
-        boot = ev.hierarchical_bootstrap(outcomes, n_boot=n_boot, seed=seed)
+        outcomes = {key[w]: [win_rates.pairwise_outcomes(per_model[r.name], per_model[reference]) for r in by_weight[w]] for w in weights}
+        boot = hierarchical.hierarchical_bootstrap(outcomes, n_boot=n_boot, seed=seed)
         curve = {k: {name: v[name] for name in ("mean", "ci_low", "ci_high", "n_seeds")} for k, v in boot.items()}
         entry: dict[str, Any] = {"win_rate": curve}
         if len(weights) >= 2:
-            entry["slope"] = ev.bootstrap_slope(boot, {key[w]: w for w in weights})
-        mean_score = ev.hierarchical_bootstrap({key[w]: [per_model[r.name] for r in by_weight[w]] for w in weights}, n_boot=n_boot, seed=seed)
+            entry["slope"] = hierarchical.bootstrap_slope(boot, {key[w]: w for w in weights})
+        mean_score = hierarchical.hierarchical_bootstrap({key[w]: [per_model[r.name] for r in by_weight[w]] for w in weights}, n_boot=n_boot, seed=seed)
         entry["mean_score"] = {k: {name: v[name] for name in ("mean", "ci_low", "ci_high")} for k, v in mean_score.items()}
         entry["reference_mean_score"] = float(np.mean(per_model[reference]))
         if scorer == "judge":
             entry["lc_win_rate"] = {
                 key[w]: float(np.mean([
-                    ev.length_controlled_win_rate(ev.pairwise_outcomes(per_model[r.name], per_model[reference]), lengths[r.name], lengths[reference], n_boot=1).win_rate
+                    length_control.length_controlled_win_rate(win_rates.pairwise_outcomes(per_model[r.name], per_model[reference]), lengths[r.name], lengths[reference], n_boot=1).win_rate
                     for r in by_weight[w]
                 ]))
                 for w in weights
@@ -174,8 +174,8 @@ def _each_vs_each(per_model: Mapping[str, np.ndarray], by_weight: Mapping[float,
         for b in by_weight:
             if a != b:
                 pairs = list(zip(by_weight[a], by_weight[b]))
-                groups[key[b]] = [ev.pairwise_outcomes(per_model[ra.name], per_model[rb.name]) for ra, rb in pairs]
-        boot = ev.hierarchical_bootstrap(groups, n_boot=n_boot, seed=seed) if groups else {}
+                groups[key[b]] = [win_rates.pairwise_outcomes(per_model[ra.name], per_model[rb.name]) for ra, rb in pairs]
+        boot = hierarchical.hierarchical_bootstrap(groups, n_boot=n_boot, seed=seed) if groups else {}
         table[key[a]] = {b: {name: v[name] for name in ("mean", "ci_low", "ci_high")} for b, v in boot.items()}
     return table
 
