@@ -75,7 +75,7 @@ def test_cycle_finder_finds_a_planted_cycle() -> None:
 def test_the_algorithm_never_imports_its_stage() -> None:
     graph = import_graph(False)
     stages = {"crs.rl.ppo.stage", "crs.rl.stage", "crs.rl.trl_common", "crs.rl.grpo_rloo", "crs.rl.dpo", "crs.sft.training", "crs.eval.predict", "crs.eval.score", "crs.cli", "crs.study.demo"}
-    for algorithm in ("crs.rl.ppo.algorithm", "crs.losses", "crs.rl.ppo.policy", "crs.models.decoding", "crs.rl.ppo.rollout", "crs.rl.rewards", "crs.rm.scorer"):
+    for algorithm in ("crs.rl.ppo.algorithm", "crs.rm.losses", "crs.rl.ppo.losses", "crs.rl.ppo.policy", "crs.models.decoding", "crs.rl.ppo.rollout", "crs.rl.rewards", "crs.rm.scorer"):
         assert not graph[algorithm] & stages, algorithm
 
 

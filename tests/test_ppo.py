@@ -14,9 +14,9 @@ import yaml
 
 from crs.config import ConfigError, LoraConfig, RLConfig
 from crs.data.schema import user_prompt
-from crs.losses import compute_gae, last_token_index, masked_mean, masked_whiten, per_token_rewards, ppo_losses
 from crs.models.decoding import SamplingSettings, gather_logprobs, sample_next_token
-from crs.rl.ppo.algorithm import AdaptiveKLController, FixedKLController, PPOTrainer
+from crs.rl.ppo.algorithm import PPOTrainer
+from crs.rl.ppo.losses import AdaptiveKLController, FixedKLController, compute_gae, last_token_index, masked_mean, masked_whiten, per_token_rewards, ppo_losses
 from crs.rl.ppo.policy import PolicyValueModel, sample_replies
 from crs.rl.rewards import CombinedReward, RewardSource
 

@@ -4,7 +4,7 @@ Training (``rm_train.py``, :func:`train_reward_model`):
 
 1. load ``ranking`` examples (pairwise loss) or ``absolute`` ones (absolute loss);
 2. a one-output sequence classifier on ``model.name``, with LoRA or fully fine-tuned;
-3. transformers' ``Trainer`` with our losses (:mod:`crs.losses`): a ranking batch is the
+3. transformers' ``Trainer`` with our losses (:mod:`crs.rm.losses`): a ranking batch is the
    replies of several prompts, flattened, with the number of replies per prompt;
 4. validation metrics (:mod:`crs.rm.metrics`) before, during and after training;
 5. the model, ``metrics.json``, ``reward_stats.json`` (the RL stage z-scores with them)
@@ -33,7 +33,6 @@ from crs.data import load_examples
 from crs.data.loader import group_key
 from crs.data.schema import AbsoluteExample, DataError, RankingExample
 from crs.io import write_json_atomic
-from crs.losses import absolute_loss, absolute_loss_weights, ranking_loss, undersample_by_bins
 from crs.models.loading import (
     add_lora,
     autocast,
@@ -44,6 +43,7 @@ from crs.models.loading import (
     upcast_trainable,
 )
 from crs.models.trainer import TRAIN_LOG_FILE, CRSTrainer, JsonlLogCallback, SealCheckpointCallback, resume_checkpoint, training_arguments
+from crs.rm.losses import absolute_loss, absolute_loss_weights, ranking_loss, undersample_by_bins
 from crs.rm.metrics import absolute_metrics, pair_agreement, pearson, ranking_metrics, ranking_pairs, reward_stats, spearman
 from crs.rm.scorer import REWARD_STATS_FILE, RM_FORMAT_FILE, RewardScorer, RMFormat, load_reward_scorers
 from crs.runs import mark_finished, set_seed
@@ -138,7 +138,7 @@ def cap_replies(example: RankingExample, max_replies: int, selection: str = "spr
 def absolute_train_rows(examples: list[AbsoluteExample], rm: RewardModelConfig, seed: int) -> list[tuple[AbsoluteExample, float]]:
     """Training rows of the absolute loss: under-sampled (``rm.undersample``) and weighted.
 
-    Weights follow :func:`crs.losses.absolute_loss_weights` over the rows that remain.
+    Weights follow :func:`crs.rm.losses.absolute_loss_weights` over the rows that remain.
     """
     if rm.undersample:
         keep = undersample_by_bins([ex.score for ex in examples], rm.undersample_bins, rm.undersample_max_ratio, np.random.default_rng(seed))

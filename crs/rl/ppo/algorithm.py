@@ -15,7 +15,7 @@ One PPO step:
    gradient-norm clipping, optional early stop when the approximate KL gets too large.
 
 Where each implementation detail lives (every one is a function or a marked line here or
-in :mod:`crs.losses`, :mod:`crs.rl.ppo.policy` or :mod:`crs.models.decoding`, and a key in ``RLConfig``
+in :mod:`crs.rl.ppo.losses`, :mod:`crs.rl.ppo.policy` or :mod:`crs.models.decoding`, and a key in ``RLConfig``
 where it is a choice):
 
 ==================================  =============================================
@@ -75,62 +75,16 @@ from torch import nn
 
 from crs.config import ConfigError, RLConfig
 from crs.data.schema import Messages
-from crs.losses import ReduceFn, compute_gae, masked_mean, masked_whiten, per_token_rewards, ppo_losses
 from crs.models.decoding import SamplingSettings, gather_logprobs, position_ids_from_mask
 from crs.models.formatting import encode_prompt, pad_batch
 from crs.models.loading import autocast
+from crs.rl.ppo.losses import ReduceFn, compute_gae, make_kl_controller, masked_mean, masked_whiten, per_token_rewards, ppo_losses
 from crs.rl.ppo.policy import MergedSampler, PolicyValueModel, causal_lm_parts, cpu_math_attention, logprobs_and_entropy, reply_states, sample_replies
 from crs.rl.ppo.rollout import Rollout, RolloutResult
 from crs.rl.rewards import CombinedReward
 from crs.runs import NonFiniteError
 
 logger = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- KL control
-
-
-class FixedKLController:
-    """A constant KL coefficient beta."""
-
-    def __init__(self, kl_coef: float) -> None:
-        self.value = kl_coef
-
-    def update(self, current_kl: float, n_samples: int) -> None:
-        """Nothing to adapt."""
-
-    def state_dict(self) -> dict[str, float]:
-        """The current coefficient (checkpointed)."""
-        return {"value": self.value}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        """Restore the coefficient."""
-        self.value = float(state["value"])
-
-
-class AdaptiveKLController(FixedKLController):
-    """Ziegler et al. (2019): move beta so the policy's KL from the reference tracks a target.
-
-    ``beta <- beta * (1 + clip(KL / target - 1, -0.2, 0.2) * n / horizon)``, with KL
-    measured per sequence (nats) and ``n`` the number of rollouts since the last update.
-    """
-
-    def __init__(self, kl_coef: float, target_kl: float, horizon: int) -> None:
-        super().__init__(kl_coef)
-        self.target = target_kl
-        self.horizon = horizon
-
-    def update(self, current_kl: float, n_samples: int) -> None:
-        """Nudge beta up when KL is above target, down when below (at most 20% per horizon)."""
-        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
-        self.value *= 1.0 + error * n_samples / self.horizon
-
-
-def make_kl_controller(cfg: RLConfig) -> FixedKLController:
-    """Fixed or adaptive KL control, per ``rl.adaptive_kl``."""
-    if cfg.adaptive_kl:
-        return AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
-    return FixedKLController(cfg.kl_coef)
 
 
 def _nonfinite_any(flag: bool, reduce: ReduceFn, device: torch.device) -> bool:
