@@ -34,7 +34,7 @@ def run_one(algorithm: str, model: str, dtype_name: str, steps: int, warmup: int
 
     if threads:
         torch.set_num_threads(threads)
-    from crs.runs import keep_freed_memory
+    from crs.models.cpu_memory import keep_freed_memory
 
     keep_freed_memory()  # as every crs stage does on CPU
     from crs.config import CRSConfig, LoraConfig, ModelConfig, RLConfig

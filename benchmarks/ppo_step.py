@@ -45,7 +45,7 @@ def run_one(dtype_name: str, steps: int, warmup: int, threads: int | None) -> di
 
     if threads:
         torch.set_num_threads(threads)
-    from crs.runs import keep_freed_memory
+    from crs.models.cpu_memory import keep_freed_memory
 
     keep_freed_memory()  # as every crs stage does on CPU
     from crs.config import LoraConfig, ModelConfig, RLConfig

@@ -144,8 +144,9 @@ def run_stage(main_fn: StageMain, description: str, argv: list[str] | None = Non
     # Imported here, not at the top: they pull in torch, and `crs --help` should be instant.
     from crs.data.schema import DataError
     from crs.dependencies import warn_untested_versions
+    from crs.models.cpu_memory import keep_freed_memory
     from crs.models.loading import ModelError
-    from crs.runs import RunError, keep_freed_memory, mark_failed, run_state
+    from crs.runs import RunError, mark_failed, run_state
 
     expected = (ConfigError, DataError, ModelError, RunError)
     args = stage_parser(description).parse_args(argv)

@@ -16,10 +16,7 @@ import os
 import random
 import shutil
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -346,61 +343,3 @@ def latest_checkpoint(folder: str | Path, pattern: str = "checkpoint-*", remove_
         if remove_torn:
             shutil.rmtree(path, ignore_errors=True)
     return None
-
-
-def stage_command(stage: str, config_path: str, subset: str, run_dir: Path, overrides: Mapping[str, Any]) -> list[str]:
-    """The ``python -m crs STAGE`` command line that writes the run ``run_dir`` with ``--set`` ``overrides``
-    (values other than strings as JSON), with ``--resume`` when that run started before."""
-    command = [
-        sys.executable, "-m", "crs", stage, "--config", config_path, "--config_subset", subset,
-        "--set", f"run.output_dir={run_dir.parent}", "--set", f"run.name={run_dir.name}",
-    ]
-    for key, value in overrides.items():
-        command += ["--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
-    if run_state(run_dir) is not None:
-        command.append("--resume")
-    return command
-
-
-def cores_share_env(jobs: int) -> dict[str, str]:
-    """The environment giving one of ``jobs`` side-by-side processes its share of the cores
-    (oversubscribed BLAS threads slow every job down)."""
-    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
-
-
-# glibc's mallopt parameters (malloc.h), and the environment variables that set them.
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_MALLOC_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")
-
-
-def keep_freed_memory() -> bool:
-    """On a CPU-only Linux machine, make glibc keep freed memory for reuse; whether it was set.
-
-    A training step allocates the same large tensors every time (the (batch, tokens, vocab)
-    logits and their gradients: ~75 MB each in the PPO benchmark, ~800 MB in the demo's SFT).
-    By default glibc serves each from a fresh mmap and returns it to the OS when freed, so
-    every step pays the page faults again. Kept: the fp32 PPO update 2.7 s instead of
-    3.0-3.3 s at the same peak memory; the demo's SFT 1.15x faster at ~1.5x the peak memory
-    (freed blocks of varied sizes stay in the process). Skipped where a GPU is present (host
-    memory there holds large one-off buffers best returned) and when the user set either
-    ``MALLOC_*`` variable (their choice wins; note that setting any of them also turns off
-    glibc's adaptive mmap threshold); ``run.keep_freed_memory: false`` skips the call.
-    """
-    import ctypes
-    import ctypes.util
-
-    if sys.platform != "linux" or torch.cuda.is_available() or any(name in os.environ for name in _MALLOC_ENV):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
-
-
-def run_logged(command: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> int:
-    """Run ``command`` with its output appended to ``log_path``; its exit code."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as log:
-        return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}).returncode

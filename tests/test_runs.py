@@ -52,7 +52,7 @@ def test_latest_checkpoint_orders_numerically(tmp_path: Path) -> None:
 
 
 RSS_AFTER_FREE = """
-from crs.runs import keep_freed_memory
+from crs.models.cpu_memory import keep_freed_memory
 kept = keep_freed_memory()
 def rss_mb():
     with open("/proc/self/statm") as f:
@@ -89,7 +89,7 @@ def test_a_stage_keeps_freed_memory_as_its_config_says(tmp_path: Path, monkeypat
     from crs.cli import run_stage
 
     calls: list[bool] = []
-    monkeypatch.setattr("crs.runs.keep_freed_memory", lambda: calls.append(True) or True)
+    monkeypatch.setattr("crs.models.cpu_memory.keep_freed_memory", lambda: calls.append(True) or True)
 
     def stage(config, run_dir: Path, resume: bool) -> None:
         mark_finished(run_dir)

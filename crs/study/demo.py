@@ -25,7 +25,8 @@ from pathlib import Path
 
 from crs.config import load_config
 from crs.eval.report import main_table
-from crs.runs import cores_share_env, is_finished, run_logged, run_state
+from crs.runs import is_finished, run_state
+from crs.study.subprocesses import cores_share_env, run_logged
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
 from crs.rl.rewards import build_sources
 from crs.rm.metrics import Pair, pair_agreement, ranking_pairs
 from crs.rm.training import cap_replies
-from crs.runs import RunError, is_finished, mark_finished, run_logged, stage_command
+from crs.runs import RunError, is_finished, mark_finished
+from crs.study.subprocesses import run_logged, stage_command
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,8 @@ from crs.eval.tables import DASH, pct_interval
 from crs.io import read_jsonl, write_json_atomic, write_text_atomic
 from crs.rl.overoptimization import judge_peak
 from crs.rl.rewards import build_sources
-from crs.runs import cores_share_env, is_finished, mark_finished, run_logged, stage_command
+from crs.runs import is_finished, mark_finished
+from crs.study.subprocesses import cores_share_env, run_logged, stage_command
 
 logger = logging.getLogger(__name__)
 
