@@ -28,6 +28,24 @@ CHECKPOINT_DIR = "checkpoints"
 TRAIN_LOG_FILE = "train_log.jsonl"
 
 
+def common_arguments(cfg: CRSConfig, run_dir: Path, mixed_precision: torch.dtype | None) -> dict[str, Any]:
+    """The Trainer arguments every training stage shares (SFT, reward models, TRL's RL trainers):
+    checkpoints in ``<run_dir>/checkpoints``, seeds, reporting, precision, CPU or GPU."""
+    cuda = torch.cuda.is_available()
+    return dict(
+        output_dir=str(run_dir / CHECKPOINT_DIR),
+        report_to=cfg.run.report_to,
+        seed=cfg.run.seed,
+        data_seed=cfg.run.seed,
+        bf16=mixed_precision == torch.bfloat16,
+        fp16=mixed_precision == torch.float16,
+        dataloader_pin_memory=cuda,  # pinning only helps host-to-GPU copies
+        # On CPU transformers wants this said (for bf16), and else torchrun runs N independent trainings.
+        use_cpu=not cuda,
+        ddp_find_unused_parameters=False,  # every trainable weight feeds the loss
+    )
+
+
 def training_arguments(cfg: CRSConfig, run_dir: Path, has_eval: bool, mixed_precision: torch.dtype | None = None) -> TrainingArguments:
     """``TrainingArguments`` from the ``train:`` and ``run:`` blocks; checkpoints go to ``<run_dir>/checkpoints``.
 
@@ -37,7 +55,7 @@ def training_arguments(cfg: CRSConfig, run_dir: Path, has_eval: bool, mixed_prec
     t = cfg.train
     evaluate = has_eval and t.eval_steps > 0
     return TrainingArguments(
-        output_dir=str(run_dir / CHECKPOINT_DIR),
+        **common_arguments(cfg, run_dir, mixed_precision),
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -54,16 +72,7 @@ def training_arguments(cfg: CRSConfig, run_dir: Path, has_eval: bool, mixed_prec
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
         logging_steps=cfg.run.logging_steps,
-        report_to=cfg.run.report_to,
-        seed=cfg.run.seed,
-        data_seed=cfg.run.seed,
-        bf16=mixed_precision == torch.bfloat16,
-        fp16=mixed_precision == torch.float16,
         activation_checkpointing=cfg.model.gradient_checkpointing,
-        dataloader_pin_memory=torch.cuda.is_available(),  # pinning only helps host-to-GPU copies
-        # On CPU transformers wants this said (for bf16), and else torchrun runs N independent trainings.
-        use_cpu=not torch.cuda.is_available(),
-        ddp_find_unused_parameters=False,  # every trainable weight feeds the loss
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         remove_unused_columns=False,  # our batches carry their own keys (group sizes, targets, weights)
     )

@@ -25,7 +25,7 @@ from crs.config import ConfigError, CRSConfig
 from crs.dependencies import installed_version, require_tested, tested_ranges
 from crs.io import append_jsonl, truncate_jsonl
 from crs.models.loading import load_adapter_weights, load_causal_lm, resolve_dtype, save_run_model
-from crs.models.trainer import CHECKPOINT_DIR, resume_checkpoint
+from crs.models.trainer import common_arguments, resume_checkpoint
 from crs.runs import checkpoint_step, mark_finished
 
 logger = logging.getLogger(__name__)
@@ -119,12 +119,11 @@ def per_device_batch(cfg: CRSConfig, what: str) -> int:
 
 
 def trainer_arguments(cfg: CRSConfig, run_dir: Path, dtype: torch.dtype, per_device: int) -> dict[str, Any]:
-    """What every TRL config of this stage shares: the ``rl.*`` optimisation keys, checkpoints, logging, precision."""
+    """What every TRL config shares: :func:`crs.models.trainer.common_arguments` (autocast to
+    ``model.dtype``, as SFT; fp32: none) with the ``rl.*`` optimisation keys layered on it."""
     rl = cfg.rl
-    cuda = torch.cuda.is_available()
-    half = dtype  # autocast to model.dtype (bf16 / fp16), as SFT; fp32: none
     return dict(
-        output_dir=str(run_dir / CHECKPOINT_DIR),
+        **common_arguments(cfg, run_dir, dtype),
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=rl.gradient_accumulation_steps,
         learning_rate=rl.learning_rate,
@@ -138,15 +137,7 @@ def trainer_arguments(cfg: CRSConfig, run_dir: Path, dtype: torch.dtype, per_dev
         save_strategy="steps" if rl.save_steps else "no",
         save_steps=rl.save_steps or 500,
         save_total_limit=rl.save_total_limit or None,
-        report_to=cfg.run.report_to,
-        seed=cfg.run.seed,
-        data_seed=cfg.run.seed,
-        bf16=half == torch.bfloat16,
-        fp16=half == torch.float16,
         gradient_checkpointing=cfg.model.gradient_checkpointing,  # TRL's default is True
-        use_cpu=not cuda,
-        dataloader_pin_memory=cuda,
-        ddp_find_unused_parameters=False,
     )
 
 
