@@ -198,6 +198,49 @@ def build_results(
             are ``prompt_ids``) instead of scores; then ``judge`` is its name.
         tie_break: how Tideman's ranked pairs settles ties (:func:`crs.eval.ranking.ranked_pairs`).
     """
+    score_scorers, scorers, model_order, reference = _scorers_and_models(scores, outputs, judge, reference, models, pairwise_judge, tie_break)
+    n_prompts, pids = _check_shapes(scores, outputs, score_scorers, model_order, prompt_ids)
+    category_of = _category_list(categories, pids)
+
+    # Restrict every scorer to the chosen models, in display order.
+    table = {s: {m: list(map(float, scores[s][m])) for m in model_order} for s in score_scorers}
+    the_judge = _Judge(table[judge] if pairwise_judge is None else None, pairwise_judge, pids, tie_eps)
+    win_rates, missing_pairs = _win_rates(table, scorers, the_judge, model_order, tie_eps, n_boot, seed)
+    leaderboard, leaderboard_missing, by_category = _leaderboard(the_judge, outputs, model_order, reference, category_of, n_boot, seed)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "judge": judge,
+        "judge_kind": "scores" if pairwise_judge is None else "pairwise",
+        "reference": reference,
+        "scorers": scorers,
+        "score_scorers": score_scorers,
+        "models": model_order,
+        "n_prompts": n_prompts,
+        "prompt_ids": pids,
+        "tie_eps": tie_eps,
+        "tie_break": tie_break,
+        "win_rates": win_rates,
+        "missing_pairs": missing_pairs,
+        "model_stats": {
+            model: {
+                "scores": {scorer: summary_stats(table[scorer][model]) for scorer in score_scorers},
+                "length": summary_stats([len(text) for text in outputs[model]]),
+            }
+            for model in model_order
+        },
+        "leaderboard": leaderboard,
+        "leaderboard_missing": leaderboard_missing,
+        "win_rates_by_category": by_category,
+        "agreement": _agreement(table, scorers, the_judge, model_order, tie_eps, category_of),
+        "rankings": _rankings(table, scorers, the_judge, model_order, pids, tie_break),
+    }
+
+
+def _scorers_and_models(
+    scores: Mapping[str, Any], outputs: Mapping[str, Sequence[str]], judge: str, reference: str | None,
+    models: Sequence[str] | None, pairwise_judge: PairwiseVerdicts | None, tie_break: str,
+) -> tuple[list[str], list[str], list[str], str]:
+    """(scorers with scores, every scorer judge first, the models in display order, the reference), checked."""
     if pairwise_judge is None and judge not in scores:
         raise KeyError(f"judge {judge!r} is not among the scorers {list(scores)}")
     if pairwise_judge is not None and judge in scores:
@@ -217,8 +260,15 @@ def build_results(
     reference = reference if reference is not None else model_order[0]
     if reference not in model_order:
         raise KeyError(f"reference {reference!r} is not among the models {model_order}")
+    return score_scorers, scorers, model_order, reference
 
-    # Validate shape up front so that errors name the scorer/model, not a numpy line.
+
+def _check_shapes(
+    scores: Mapping[str, Any], outputs: Mapping[str, Sequence[str]], score_scorers: list[str], model_order: list[str],
+    prompt_ids: Sequence[str] | None,
+) -> tuple[int, list[str]]:
+    """The number of prompts and their ids, once every scorer scores every model on each
+    (checked up front so that errors name the scorer and model, not a numpy line)."""
     if model_order[0] not in outputs:
         raise ValueError(f"model {model_order[0]!r} has no outputs")
     n_prompts = len(outputs[model_order[0]])
@@ -239,16 +289,18 @@ def build_results(
     pids = [str(i) for i in range(n_prompts)] if prompt_ids is None else [str(p) for p in prompt_ids]
     if len(pids) != n_prompts or len(set(pids)) != n_prompts:
         raise ValueError(f"need {n_prompts} unique prompt ids, got {len(pids)} ({len(set(pids))} unique)")
-    category_of = _category_list(categories, pids)
+    return n_prompts, pids
 
-    # Restrict every scorer to the chosen models, in display order.
-    table = {s: {m: list(map(float, scores[s][m])) for m in model_order} for s in score_scorers}
-    the_judge = _Judge(table[judge] if pairwise_judge is None else None, pairwise_judge, pids, tie_eps)
 
+def _win_rates(
+    table: Mapping[str, Mapping[str, list[float]]], scorers: list[str], the_judge: _Judge, model_order: list[str],
+    tie_eps: float, n_boot: int, seed: int,
+) -> tuple[dict[str, dict[str, dict[str, Any]]], list[list[str]]]:
+    """Every scorer's head-to-head win rates, and the model pairs a pairwise judge never judged."""
     win_rates: dict[str, dict[str, dict[str, Any]]] = {}
     missing_pairs: list[list[str]] = []
     for scorer in scorers:
-        if scorer == judge and pairwise_judge is not None:
+        if scorer not in table:  # the pairwise judge
             win_rates[scorer], missing_pairs = _win_rates_of_judge(the_judge, model_order, n_boot, seed)
             continue
         pairs = head_to_head(table[scorer], tie_eps=tie_eps, n_boot=n_boot, seed=seed)
@@ -256,16 +308,16 @@ def build_results(
             row: {col: pairs[(row, col)].as_dict() for col in model_order if col != row}
             for row in model_order
         }
+    return win_rates, missing_pairs
 
-    model_stats = {
-        model: {
-            "scores": {scorer: summary_stats(table[scorer][model]) for scorer in score_scorers},
-            "length": summary_stats([len(text) for text in outputs[model]]),
-        }
-        for model in model_order
-    }
 
-    # Leaderboard: every model's verdicts against the reference (the reference: all draws).
+def _leaderboard(
+    the_judge: _Judge, outputs: Mapping[str, Sequence[str]], model_order: list[str], reference: str,
+    category_of: list[str] | None, n_boot: int, seed: int,
+) -> tuple[list[dict[str, Any]], list[str], dict[str, dict[str, dict[str, Any]]]]:
+    """Every model's verdicts against the reference (the reference: all draws): the leaderboard,
+    the models the judge never compared with it, and win rates per category."""
+    n_prompts = len(outputs[model_order[0]])
     against_reference: dict[str, dict[int, float | None]] = {}
     leaderboard_missing = []
     for model in model_order:
@@ -287,8 +339,14 @@ def build_results(
                 if not _is_null(value):
                     buckets.setdefault(category_of[index], []).append(float(value))
             by_category[model] = {c: {"win_rate": 100.0 * float(np.mean(v)), "n": len(v)} for c, v in sorted(buckets.items())}
+    return leaderboard, leaderboard_missing, by_category
 
-    # Agreement over every unordered model pair x prompt the judge decided.
+
+def _agreement(
+    table: Mapping[str, Mapping[str, list[float]]], scorers: list[str], the_judge: _Judge, model_order: list[str],
+    tie_eps: float, category_of: list[str] | None,
+) -> dict[str, dict[str, Any]]:
+    """Each scorer's agreement with the judge over every unordered model pair x prompt the judge decided."""
     positions: list[tuple[str, str, int]] = []
     judge_outcomes: list[float] = []
     for a, b in combinations(model_order, 2):
@@ -297,12 +355,12 @@ def build_results(
                 positions.append((a, b, index))
                 judge_outcomes.append(discrete_outcome(float(value)))
     pair_categories = [category_of[i] for _, _, i in positions] if category_of is not None else []
-    agreement_results: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, Any]] = {}
     for scorer in scorers[1:]:
         if not positions:
             break
         scorer_outcomes = [pairwise_outcomes([table[scorer][a][i]], [table[scorer][b][i]], tie_eps)[0] for a, b, i in positions]
-        agreement_results[scorer] = {
+        results[scorer] = {
             "overall": agreement(scorer_outcomes, judge_outcomes),
             "n": len(scorer_outcomes),
             "by_category": (
@@ -311,50 +369,30 @@ def build_results(
                 else {}
             ),
         }
+    return results
 
-    def _mean_std(aggregated: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+
+def _rankings(
+    table: Mapping[str, Mapping[str, list[float]]], scorers: list[str], the_judge: _Judge, model_order: list[str],
+    pids: list[str], tie_break: str,
+) -> dict[str, Any]:
+    """Rank aggregation per scorer (Tideman per prompt, Borda across prompts) and over every scorer with scores."""
+
+    def mean_std(aggregated: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
         return {m: {"mean": aggregated[m]["mean"], "std": aggregated[m]["std"]} for m in model_order}
 
-    per_scorer_rankings: dict[str, dict[str, dict[str, float]]] = {}
+    per_scorer: dict[str, dict[str, dict[str, float]]] = {}
     ranked_prompts: dict[str, int] = {}
     for scorer in scorers:
-        if scorer == judge and pairwise_judge is not None:
+        if scorer not in table:  # the pairwise judge
             aggregated = _judge_rankings(the_judge, model_order, pids, tie_break)
         else:
             aggregated = aggregate_rankings(ballots_from_scores({scorer: table[scorer]}, pids), tie_break, model_order)
         if aggregated is not None:
-            per_scorer_rankings[scorer] = _mean_std(aggregated)
+            per_scorer[scorer] = mean_std(aggregated)
             ranked_prompts[scorer] = len(next(iter(aggregated.values()))["per_prompt"])
-    combined = (
-        _mean_std(aggregate_rankings(ballots_from_scores(table, pids), tie_break, model_order)) if table else None
-    )
-
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "judge": judge,
-        "judge_kind": "scores" if pairwise_judge is None else "pairwise",
-        "reference": reference,
-        "scorers": scorers,
-        "score_scorers": score_scorers,
-        "models": model_order,
-        "n_prompts": n_prompts,
-        "prompt_ids": pids,
-        "tie_eps": tie_eps,
-        "tie_break": tie_break,
-        "win_rates": win_rates,
-        "missing_pairs": missing_pairs,
-        "model_stats": model_stats,
-        "leaderboard": leaderboard,
-        "leaderboard_missing": leaderboard_missing,
-        "win_rates_by_category": by_category,
-        "agreement": agreement_results,
-        "rankings": {
-            "per_scorer": per_scorer_rankings,
-            "n_prompts": ranked_prompts,
-            "combined": combined,
-            "combined_scorers": list(table),
-        },
-    }
+    combined = mean_std(aggregate_rankings(ballots_from_scores(table, pids), tie_break, model_order)) if table else None
+    return {"per_scorer": per_scorer, "n_prompts": ranked_prompts, "combined": combined, "combined_scorers": list(table)}
 
 
 def leaderboard_csv(results: Mapping[str, Any], mode: str = "community") -> str:
