@@ -79,6 +79,57 @@ def test_the_algorithm_never_imports_its_stage() -> None:
         assert not graph[algorithm] & stages, algorithm
 
 
+# The house's floors (README, Layout): a package imports only from its own floor's foundation
+# or lower. cli -> study -> eval -> rl -> rm / sft -> models -> config / data / demo / io / runs.
+FLOORS: dict[str, int] = {
+    "crs.io": 0, "crs.config": 0, "crs.dependencies": 0, "crs.runs": 0, "crs.data": 0, "crs.demo": 0, "crs": 0,
+    "crs.models": 1,
+    "crs.rm": 2, "crs.sft": 2,
+    "crs.rl": 3,
+    "crs.eval": 4,
+    "crs.study": 5,
+    "crs.cli": 6, "crs.__main__": 7,
+}
+
+
+def package_of(module: str) -> str:
+    """The subpackage (``crs.rl``) or top-level module (``crs.cli``) a module belongs to."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 else module
+
+
+def floor_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that goes up a floor, or sideways between two packages above the foundation."""
+    found = []
+    for importer, imported in ((a, b) for a, targets in graph.items() for b in targets):
+        here, there = package_of(importer), package_of(imported)
+        if here == there:
+            continue
+        if FLOORS[there] > FLOORS[here] or (FLOORS[there] == FLOORS[here] and FLOORS[here] > 0):
+            found.append(f"{importer} -> {imported}")
+    return sorted(found)
+
+
+def test_imports_flow_down_the_floors_of_the_house() -> None:
+    graph = import_graph(module_level_only=False)
+    assert {package_of(m) for m in graph} <= set(FLOORS), "a new subpackage needs its floor in FLOORS"
+    assert floor_violations(graph) == []
+
+
+def test_the_floor_check_finds_a_planted_upward_import() -> None:
+    graph = import_graph(module_level_only=False)
+    graph["crs.rl.ppo.stage"] = graph["crs.rl.ppo.stage"] | {"crs.eval.plots"}  # training drawing its own figures
+    graph["crs.rm.training"] = graph["crs.rm.training"] | {"crs.sft.training"}  # sideways between two stages
+    assert floor_violations(graph) == ["crs.rl.ppo.stage -> crs.eval.plots", "crs.rm.training -> crs.sft.training"]
+
+
+def test_training_and_models_never_import_the_report_or_matplotlib() -> None:
+    for package in ("rl", "rm", "models", "sft"):
+        for path in (PACKAGE / package).rglob("*.py"):
+            source = path.read_text(encoding="utf-8")
+            assert not re.search(r"^\s*(import|from) (matplotlib|crs\.eval)\b", source, re.M), path
+
+
 def requirement_names(lines: list[str]) -> set[str]:
     return {re.split(r"[<>=!~\[ ;]", line.strip(), maxsplit=1)[0].lower() for line in lines if line.strip() and not line.startswith("#")}
 
