@@ -60,7 +60,8 @@ def run_one(algorithm: str, model: str, dtype_name: str, steps: int, warmup: int
         for _ in range(warmup + steps):
             rows.append(trainer.step(prompts))
     else:
-        from crs.rl.trl_common import build_online_trainer, peft_lora_config
+        from crs.rl.grpo_rloo import build_online_trainer
+        from crs.rl.trl_common import peft_lora_config
 
         cfg = CRSConfig()
         cfg.model = model_cfg
