@@ -44,7 +44,7 @@ from crs.eval import length_control, win_rates
 from crs.eval.plots import plot_overoptimization, save_figure_atomic
 from crs.eval.predict import predict_models
 from crs.eval.score import judge_replies, study_judge
-from crs.eval.tables import DASH, number, pct_interval
+from crs.eval.tables import DASH, md_table, number, pct, pct_interval
 from crs.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from crs.models.decoding import SamplingSettings, generate_replies
 from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
@@ -453,37 +453,48 @@ def asdict_win(result: win_rates.WinRate) -> dict[str, float]:
 def render_online_report(results: dict[str, Any]) -> str:
     """The loop's Markdown report."""
     s = results["settings"]
-    ref, judge = results["reference"], results["judge"]
     lines = [
         "# Iterated online RLHF",
         f"{s['rounds']} rounds of {s['rl_steps']} RL steps; each later round labels {s['prompts_per_round']} fresh prompts x {s['replies_per_prompt']} "
         f"replies of the current policy ({s['labeller']} labeller), continues both RMs for {s['rm_epochs']:g} epochs on them plus "
-        f"{s['replay_ratio']:g} replayed earlier labels per new one, then continues RL. Judge `{judge}`; {results['n_prompts']} eval prompts; "
+        f"{s['replay_ratio']:g} replayed earlier labels per new one, then continues RL. Judge `{results['judge']}`; {results['n_prompts']} eval prompts; "
         f"This invocation's wall time {results.get('wall_time_s', 0) / 60:.1f} min (steps finished earlier are skipped). Intervals: 95%, bootstrap over prompts.",
-        "## Per round",
-        f"| round | labels (rankings / scores) | win rate vs `{ref}` % | LC % | win rate vs round 0 % | judge mean | proxy reward | KL | mean length |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *_rounds_section(results),
+        *_rm_section(results),
+        *(_baseline_section(results) if "baseline" in results else []),
     ]
-    for r in results["rounds"]:
-        vs0 = pct_interval(r["win_rate_vs_round_0"]) if "win_rate_vs_round_0" in r else DASH
-        lines.append(
-            f"| {r['round']} | {r['labels']['rankings']} / {r['labels']['scores']} | {pct_interval(r['win_rate_vs_reference'])} | {100 * r['lc_win_rate_vs_reference']:.1f} | {vs0} | "
-            f"{r['judge_mean']:.3f} | {number(r['proxy'], 3)} | {number(r['kl'], 3)} | {r['mean_length']:.0f} |"
-        )
-    lines.append(f"\n`{ref}`'s judge mean: {results['reference_judge_mean']:.3f}. Proxy reward and KL: the round's RL run, mean over its last quarter of steps (proxy: its own combined reward, z units).")
-    lines += [
+    return "\n".join(lines) + "\n"
+
+
+def _rounds_section(results: dict[str, Any]) -> list[str]:
+    ref = results["reference"]
+    header = ["round", "labels (rankings / scores)", f"win rate vs `{ref}` %", "LC %", "win rate vs round 0 %", "judge mean", "proxy reward", "KL", "mean length"]
+    rows = [
+        [str(r["round"]), f"{r['labels']['rankings']} / {r['labels']['scores']}", pct_interval(r["win_rate_vs_reference"]),
+         pct(r["lc_win_rate_vs_reference"]), pct_interval(r["win_rate_vs_round_0"]) if "win_rate_vs_round_0" in r else DASH,
+         f"{r['judge_mean']:.3f}", number(r["proxy"], 3), number(r["kl"], 3), f"{r['mean_length']:.0f}"]
+        for r in results["rounds"]
+    ]
+    return [
+        "## Per round", md_table(header, rows),
+        f"\n`{ref}`'s judge mean: {results['reference_judge_mean']:.3f}. Proxy reward and KL: the round's RL run, mean over its last quarter of steps (proxy: its own combined reward, z units).",
+    ]
+
+
+def _rm_section(results: dict[str, Any]) -> list[str]:
+    accuracy = results["rm_accuracy"]
+    rows = [
+        [kind, str(n), number(entry.get("held_out"), 3), number(entry.get("own_policy"), 3), number(entry.get("next_policy"), 3)]
+        for kind, per_round in accuracy.items() for n, entry in per_round.items()
+    ]
+    lines = [
         "\n## Reward models against the judge (pairwise accuracy)",
         "On the pairs the judge separates (its ties left out; pairs: "
         + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in results["rm_pairs"].items())
         + "). `held out`: the original data's held-out rankings (forgetting shows here); `own policy`: replies of the policy the RM was "
         "refreshed on (that round's probe prompts, never labelled); `next policy`: replies of the policy this RM then trained.",
-        "| RM | round | held out | own policy | next policy |",
-        "|---|---|---|---|---|",
+        md_table(["RM", "round", "held out", "own policy", "next policy"], rows),
     ]
-    accuracy = results["rm_accuracy"]
-    for kind, per_round in accuracy.items():
-        for n, entry in per_round.items():
-            lines.append(f"| {kind} | {n} | {number(entry.get('held_out'), 3)} | {number(entry.get('own_policy'), 3)} | {number(entry.get('next_policy'), 3)} |")
     gains = [
         (kind, n, per_round[str(n - 1)].get("next_policy"), per_round[str(n)].get("own_policy"))
         for kind, per_round in accuracy.items()
@@ -493,32 +504,35 @@ def render_online_report(results: dict[str, Any]) -> str:
     if any(before is not None and after is not None for _, _, before, after in gains):
         lines += [
             "\nWhat refreshing bought on the policy's replies (round N's probe: replies of the policy before round N, never labelled):",
-            "| RM | round N | before refresh (round N-1's RM) | after refresh (round N's RM) |",
-            "|---|---|---|---|",
+            md_table(["RM", "round N", "before refresh (round N-1's RM)", "after refresh (round N's RM)"],
+                     [[kind, str(n), number(before, 3), number(after, 3)] for kind, n, before, after in gains]),
         ]
-        lines += [f"| {kind} | {n} | {number(before, 3)} | {number(after, 3)} |" for kind, n, before, after in gains]
-    if "baseline" in results:
-        b = results["baseline"]
-        last = results["rounds"][-1]
-        lines += [
-            "\n## Against the fair baseline",
-            f"The baseline gave the round-0 reward models the same number of labels up front ({b['labels']['rankings']} rankings, {b['labels']['scores']} scores, "
-            f"from the original distribution), then ran RL once for {s['rounds'] * s['rl_steps']} steps.",
-            *(
-                [
-                    f"\n**Not a fair baseline:** {b['labels']['rankings_seen']} of its rankings and {b['labels']['scores_seen']} of its scores are on "
-                    "prompts the round-0 reward models were trained on (`online.baseline_split` of a source with one split), so it got fewer new labels than the loop."
-                ]
-                if b["labels"].get("rankings_seen") or b["labels"].get("scores_seen")
-                else []
-            ),
-            f"| | win rate vs `{ref}` % | judge mean | proxy reward | KL | mean length |",
-            "|---|---|---|---|---|---|",
-            f"| loop (round {last['round']}) | {pct_interval(last['win_rate_vs_reference'])} | {last['judge_mean']:.3f} | {number(last['proxy'], 3)} | {number(last['kl'], 3)} | {last['mean_length']:.0f} |",
-            f"| baseline | {pct_interval(b['win_rate_vs_reference'])} | {b['judge_mean']:.3f} | {number(b['proxy'], 3)} | {number(b['kl'], 3)} | {b['mean_length']:.0f} |",
-            f"\nThe loop's last policy against the baseline's, head to head: {pct_interval(b['last_round_vs_baseline'])}% ({_verdict(b['last_round_vs_baseline'])}).",
-        ]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _baseline_section(results: dict[str, Any]) -> list[str]:
+    s, b, last, ref = results["settings"], results["baseline"], results["rounds"][-1], results["reference"]
+    unfair = b["labels"].get("rankings_seen") or b["labels"].get("scores_seen")
+    rows = [
+        [f"loop (round {last['round']})", pct_interval(last["win_rate_vs_reference"]), f"{last['judge_mean']:.3f}", number(last["proxy"], 3),
+         number(last["kl"], 3), f"{last['mean_length']:.0f}"],
+        ["baseline", pct_interval(b["win_rate_vs_reference"]), f"{b['judge_mean']:.3f}", number(b["proxy"], 3), number(b["kl"], 3), f"{b['mean_length']:.0f}"],
+    ]
+    return [
+        "\n## Against the fair baseline",
+        f"The baseline gave the round-0 reward models the same number of labels up front ({b['labels']['rankings']} rankings, {b['labels']['scores']} scores, "
+        f"from the original distribution), then ran RL once for {s['rounds'] * s['rl_steps']} steps.",
+        *(
+            [
+                f"\n**Not a fair baseline:** {b['labels']['rankings_seen']} of its rankings and {b['labels']['scores_seen']} of its scores are on "
+                "prompts the round-0 reward models were trained on (`online.baseline_split` of a source with one split), so it got fewer new labels than the loop."
+            ]
+            if unfair
+            else []
+        ),
+        md_table(["", f"win rate vs `{ref}` %", "judge mean", "proxy reward", "KL", "mean length"], rows),
+        f"\nThe loop's last policy against the baseline's, head to head: {pct_interval(b['last_round_vs_baseline'])}% ({_verdict(b['last_round_vs_baseline'])}).",
+    ]
 
 
 def _verdict(entry: dict[str, float]) -> str:

@@ -39,7 +39,7 @@ from crs.eval import hierarchical, length_control, win_rates
 from crs.eval.plots import plot_overoptimization, save_figure_atomic
 from crs.eval.predict import predict_models
 from crs.eval.score import SourceScores, judge_replies, study_judge
-from crs.eval.tables import DASH, pct_interval
+from crs.eval.tables import DASH, md_table, pct, pct_interval
 from crs.io import read_jsonl, write_json_atomic, write_text_atomic
 from crs.rl.overoptimization import judge_peak
 from crs.rl.rewards import build_sources
@@ -198,6 +198,12 @@ def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
     """The sweep's Markdown report."""
     weights = [f"{w:g}" for w in results["weights"]]
     judge = results["scorers"]["judge"]
+    rows = [
+        [w, pct_interval(judge["win_rate"][w]), pct(judge["lc_win_rate"][w]),
+         f"{judge['mean_score'][w]['mean']:.3f} ({judge['mean_score'][w]['ci_low']:.3f}–{judge['mean_score'][w]['ci_high']:.3f})",
+         f"{results['mean_length'][w]:.0f}"]
+        for w in weights
+    ]
     lines = [
         "# Reward-weight sweep",
         f"Preference weights {', '.join(weights)} (the absolute source gets 1 - w); seeds {', '.join(map(str, results['seeds']))}; "
@@ -206,27 +212,21 @@ def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
         "## The answer",
         verdict(judge["slope"], f"the judge ({judge_name})") if "slope" in judge else "One weight only: no slope.",
         f"## Against `{results['reference']}`, judged by `{judge_name}`",
-        "| w | win rate % (95% CI) | LC win rate % | mean judge score (95% CI) | mean length (chars) |",
-        "|---|---|---|---|---|",
+        md_table(["w", "win rate % (95% CI)", "LC win rate %", "mean judge score (95% CI)", "mean length (chars)"], rows),
+        f"\nThe reference's mean judge score: {judge['reference_mean_score']:.3f}. LC: length-controlled (docs/study.md), mean over seeds.",
     ]
-    for w in weights:
-        m = judge["mean_score"][w]
-        lines.append(f"| {w} | {pct_interval(judge['win_rate'][w])} | {100 * judge['lc_win_rate'][w]:.1f} | {m['mean']:.3f} ({m['ci_low']:.3f}–{m['ci_high']:.3f}) | {results['mean_length'][w]:.0f} |")
-    lines.append(f"\nThe reference's mean judge score: {judge['reference_mean_score']:.3f}. LC: length-controlled (docs/study.md), mean over seeds.")
     for scorer, entry in results["scorers"].items():
         if scorer == "judge":
             continue
-        lines += [f"\n## Under the reward model `{scorer}`", "| w | win rate % (95% CI) |", "|---|---|"]
-        lines += [f"| {w} | {pct_interval(entry['win_rate'][w])} |" for w in weights]
+        lines += [f"\n## Under the reward model `{scorer}`", md_table(["w", "win rate % (95% CI)"], [[w, pct_interval(entry["win_rate"][w])] for w in weights])]
         if "slope" in entry:
             lines.append("\n" + verdict(entry["slope"], scorer))
-    lines += ["\n## Each weight against each other (judge; row beats column, %, seed i vs seed i)", "| row \\ col | " + " | ".join(weights) + " |", "|---" * (len(weights) + 1) + "|"]
-    for a in weights:
-        cells = [(DASH if a == b else pct_interval(judge["each_vs_each"][a][b])) for b in weights]
-        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    each = [[a, *(DASH if a == b else pct_interval(judge["each_vs_each"][a][b]) for b in weights)] for a in weights]
+    lines += ["\n## Each weight against each other (judge; row beats column, %, seed i vs seed i)", md_table(["row \\ col", *weights], each)]
     if results.get("judge_peaks"):
-        lines += ["\n## Over-optimisation", "Where each run's judge score peaked on held-out prompts during PPO (`sweep_overoptimization.png`):", "| run | step | KL (nats) | judge |", "|---|---|---|---|"]
-        lines += [f"| {name} | {p['step']} | {p['kl']:.2f} | {p['judge']:.3f} |" for name, p in results["judge_peaks"].items() if p]
+        peaks = [[name, str(p["step"]), f"{p['kl']:.2f}", f"{p['judge']:.3f}"] for name, p in results["judge_peaks"].items() if p]
+        lines += ["\n## Over-optimisation", "Where each run's judge score peaked on held-out prompts during PPO (`sweep_overoptimization.png`):",
+                  md_table(["run", "step", "KL (nats)", "judge"], peaks)]
     return "\n".join(lines) + "\n"
 
 
