@@ -262,3 +262,20 @@ def test_a_deprecation_raised_from_crs_code_fails_the_suite() -> None:
     for category in (DeprecationWarning, FutureWarning):
         with pytest.raises(category):
             warnings.warn_explicit("old API", category, "crs/models/loading.py", 1, module="crs.models.loading")
+
+
+def test_a_trl_trainer_without_its_metrics_dict_is_refused_in_one_line() -> None:
+    pytest.importorskip("trl")
+    from trl import GRPOTrainer
+
+    from crs.config import ConfigError
+    from crs.rl.trl_common import require_trl_metrics
+
+    class Renamed(GRPOTrainer):  # built without __init__: as if a TRL release renamed _metrics
+        pass
+
+    with pytest.raises(ConfigError, match=r"GRPOTrainer keeps no _metrics: pip install 'trl"):
+        require_trl_metrics(Renamed.__new__(Renamed))
+    trainer = Renamed.__new__(Renamed)
+    trainer._metrics = {"train": {}, "eval": {}}
+    require_trl_metrics(trainer)  # TRL 1.16's shape passes

@@ -34,7 +34,6 @@ from transformers import TrainerCallback
 from crs.config import ConfigError, CRSConfig
 from crs.data import load_examples
 from crs.data.schema import Messages, last_user_text
-from crs.dependencies import installed_version, tested_ranges
 from crs.io import write_json_atomic
 from crs.models.formatting import encode_prompt
 from crs.models.loading import load_tokenizer, resolve_dtype
@@ -49,6 +48,7 @@ from crs.rl.trl_common import (
     per_device_batch,
     quiet_progress_bar,
     require_trl,
+    require_trl_metrics,
     start_or_resume,
     trainer_arguments,
 )
@@ -229,8 +229,7 @@ def build_online_trainer(
         peft_config=peft_config,
         callbacks=[metrics_cb, RewardStateCallback(reward), SealCheckpointCallback()],
     )
-    if not isinstance(getattr(trainer, "_metrics", None), dict):  # where crs logs kl/sequence, as TRL logs its own
-        raise ConfigError(f"TRL {installed_version('trl')}'s {type(trainer).__mro__[1].__name__} keeps no _metrics: pip install 'trl{tested_ranges().get('trl', '')}'")
+    require_trl_metrics(trainer)
     quiet_progress_bar(trainer)
     continue_adapter(trainer, cfg)
     if trainer.accelerator.num_processes > 1:

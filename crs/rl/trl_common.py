@@ -56,7 +56,7 @@ def require_trl(cfg: CRSConfig, trainer_name: str) -> str:
     """
     version = installed_version("trl")
     if version is None:
-        raise ConfigError(f"rl.algorithm grpo, rloo and dpo run on TRL: pip install 'trl{tested_ranges().get('trl', '')}'")
+        raise ConfigError(f"rl.algorithm grpo, rloo and dpo run on TRL: {_trl_install_hint()}")
     require_tested("trl", "crs overrides private methods of its trainers", cfg.run.allow_untested_versions)
     import trl
 
@@ -66,9 +66,19 @@ def require_trl(cfg: CRSConfig, trainer_name: str) -> str:
         if found is None or not _accepts(found, params):
             raise ConfigError(
                 f"TRL {version}'s {trainer_name} has no {method}({', '.join(params)}), which crs overrides: "
-                f"pip install 'trl{tested_ranges().get('trl', '')}' (the versions crs was tested with)"
+                f"{_trl_install_hint()} (the versions crs was tested with)"
             )
     return version
+
+
+def require_trl_metrics(trainer: Any) -> None:
+    """A built TRL trainer keeps its ``_metrics`` dict, where crs logs ``kl/sequence`` beside TRL's own; else a ConfigError."""
+    if not isinstance(getattr(trainer, "_metrics", None), dict):
+        raise ConfigError(f"TRL {installed_version('trl')}'s {type(trainer).__mro__[1].__name__} keeps no _metrics: {_trl_install_hint()}")
+
+
+def _trl_install_hint() -> str:
+    return f"pip install 'trl{tested_ranges().get('trl', '')}'"
 
 
 def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:
