@@ -44,28 +44,63 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
+def replaced_aside(target: str | Path) -> Path:
+    """Where :func:`folder_written_atomically` keeps the old ``target`` while the new one moves in."""
+    target = Path(target)
+    return target.parent / f".{target.name}.replaced"
+
+
+def recover_replaced(target: str | Path) -> None:
+    """Finish a folder swap that a crash interrupted (see :func:`folder_written_atomically`).
+
+    The old folder aside and no ``target``: the crash fell between the two renames; the old
+    folder goes back. Both there: only the deletion of the old one was left to do.
+    """
+    target, aside = Path(target), replaced_aside(target)
+    if not aside.is_dir():
+        return
+    if target.exists():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(aside, target)
+        logger.warning("%s: a crash interrupted its replacement; the earlier copy is back in place", target)
+
+
+def recover_replaced_in(folder: str | Path) -> None:
+    """:func:`recover_replaced` for every interrupted swap inside ``folder``."""
+    for aside in Path(folder).glob(".*.replaced"):
+        recover_replaced(aside.parent / aside.name[1 : -len(".replaced")])
+
+
 @contextlib.contextmanager
 def folder_written_atomically(target: str | Path, replace: bool = True) -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``target``; once the block ends, it becomes ``target``.
 
     A crash inside the block leaves ``target`` as it was (the temporary folder is removed
-    on errors; a ``kill -9`` leaves only a hidden ``.name.*`` folder). With ``replace``
-    False an existing ``target`` (another process won a race) is kept and the new copy dropped.
+    on errors; a ``kill -9`` leaves only a hidden ``.name.*`` folder). An existing ``target``
+    is first renamed aside (:func:`replaced_aside`), then the new folder renamed in, then the
+    old one deleted: at every instant one complete copy exists, and :func:`recover_replaced`
+    puts the old one back if a crash fell between the renames. With ``replace`` False an
+    existing ``target`` (another process won a race) is kept and the new copy dropped.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    recover_replaced(target)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes it 0700
     try:
         yield tmp
+        if target.exists() and not replace:
+            shutil.rmtree(tmp)
+            return
+        aside = replaced_aside(target)
         if target.exists():
-            if not replace:
-                shutil.rmtree(tmp)
-                return
-            shutil.rmtree(target)
+            os.replace(target, aside)
         os.replace(tmp, target)
+        shutil.rmtree(aside, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        recover_replaced(target)
         raise
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from crs.config import ConfigError, CRSConfig, load_config, save_resolved_config
-from crs.io import write_json_atomic
+from crs.io import recover_replaced_in, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -331,7 +331,9 @@ def latest_checkpoint(folder: str | Path, pattern: str = "checkpoint-*", remove_
 
     Torn checkpoints (a crash while saving) are skipped with a warning naming what is
     wrong, and deleted when ``remove_torn`` (a resumed run would otherwise save into them).
+    A checkpoint whose replacement a crash interrupted is put back first.
     """
+    recover_replaced_in(folder)
     candidates = sorted(
         (p for p in Path(folder).glob(pattern) if p.is_dir() and checkpoint_step(p) >= 0), key=checkpoint_step, reverse=True
     )

@@ -16,3 +16,18 @@ def count_vowels(prompts: list, replies: list[str]) -> list[float]:
 def not_a_number(prompts: list, replies: list[str]) -> list[float]:
     """A broken reward model: every score is NaN."""
     return [float("nan")] * len(replies)
+
+
+def one_score_short(prompts: list, replies: list[str]) -> list[float]:
+    """Broken: one score fewer than replies."""
+    return [1.0] * (len(replies) - 1)
+
+
+def raises(prompts: list, replies: list[str]) -> list[float]:
+    """Broken: raises on every batch."""
+    return [1.0 / (len(r) - len(r)) for r in replies]
+
+
+def strings(prompts: list, replies: list[str]) -> list[str]:
+    """Broken: labels, not numbers."""
+    return ["good"] * len(replies)

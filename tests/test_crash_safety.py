@@ -94,6 +94,62 @@ def test_folder_written_atomically_leaves_the_old_folder_on_error(tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_4"]  # no temporary folder left
 
 
+_KILLED_BETWEEN_RENAMES = """
+import os, signal, sys
+import crs.io
+from crs.io import folder_written_atomically
+
+real_replace, calls = os.replace, []
+
+def replace_then_die(src, dst):
+    calls.append(dst)
+    if len(calls) == 2:  # the new folder moving in: the moment a kill -9 is most costly
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(src, dst)
+
+crs.io.os.replace = replace_then_die
+with folder_written_atomically(sys.argv[1]) as tmp:
+    (tmp / "weights.pt").write_bytes(b"new")
+"""
+
+
+def test_a_kill_between_the_renames_of_a_folder_swap_loses_nothing(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    target = make_checkpoint(tmp_path / "step_4")
+    child = subprocess.run([sys.executable, "-c", _KILLED_BETWEEN_RENAMES, str(target)], capture_output=True)
+    assert child.returncode == -signal.SIGKILL
+    assert not target.exists()  # the kill fell where the old folder was aside and the new not yet in
+    assert latest_checkpoint(tmp_path, "step_*") == target  # resuming puts the earlier copy back
+    assert (target / "weights.pt").read_bytes() == b"w" * 1000
+
+
+def test_a_failed_rename_puts_the_old_folder_back_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import crs.io
+
+    target = make_checkpoint(tmp_path / "step_4")
+    real_replace, calls = os.replace, []
+
+    def replace_failing_second(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("disk gone")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(crs.io.os, "replace", replace_failing_second)
+    with pytest.raises(OSError, match="disk gone"):
+        with folder_written_atomically(target) as tmp:
+            (tmp / "weights.pt").write_bytes(b"new")
+    monkeypatch.undo()
+    assert (target / "weights.pt").read_bytes() == b"w" * 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_4"]
+    with folder_written_atomically(target) as tmp:  # and the next swap goes through
+        (tmp / "weights.pt").write_bytes(b"new")
+    assert (target / "weights.pt").read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["step_4"]
+
+
 # --------------------------------------------------------------------------- torn log lines
 
 

@@ -171,3 +171,36 @@ def test_the_gold_judge_refuses_prompts_that_are_not_the_demos(caplog) -> None:
     assert scorers("eval_rewarding.judge=auto", "eval_rewarding.rewards=[]") == []  # nothing: score_predictions says so
     per_model = {"a": [demo], "b": [demo]}
     assert scorers("eval_rewarding.judge=auto") == ["gold", "length"]  # the demo's prompts: gold
+
+
+@pytest.mark.parametrize(
+    "function, says",
+    [
+        ("one_score_short", r"returned 1 scores for 2 replies: expected one per reply"),
+        ("raises", r"raised ZeroDivisionError at .*reward_fns.py:\d+: float division by zero"),
+        ("strings", r"returned \['good', 'good'\]: expected a list of 2 numbers, one per reply"),
+    ],
+)
+def test_a_broken_python_reward_is_one_line_naming_the_source(tmp_path: Path, capsys, function: str, says: str) -> None:
+    import re
+
+    from crs.runs import run_state
+
+    # AlpacaEval's own outputs format (no prompt_id, run or dataset), as another tool wrote it
+    for model, reply in (("a", "Fine."), ("b", "Fine, thanks.")):
+        rows = [{"instruction": q, "output": reply, "generator": model} for q in ("How are you?", "Name a colour.")]
+        (tmp_path / "preds" / "predictions").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "preds" / "predictions" / f"{model}.json").write_text(json.dumps(rows))
+    source = f"python:tests.reward_fns:{function}"
+    overrides = [
+        f"run.output_dir={tmp_path / 'out'}", f"eval_rewarding.predictions_dir={tmp_path / 'preds'}",
+        f"eval_rewarding.rewards=[{{name: bad, path: '{source}'}}]", "eval_rewarding.combined=[]",
+        "eval_rewarding.reference_model=a", "eval_rewarding.judge=auto",
+    ]
+    with pytest.raises(SystemExit) as exited:
+        run_stage(score_predictions, "score", ["--config_subset", "eval_rewarding", *[a for o in overrides for a in ("--set", o)]])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"error: reward source '{source}' ") and re.search(says, error), error  # sources load by path here
+    state = run_state(tmp_path / "out" / "eval_rewarding")
+    assert state["status"] == "failed" and state["error"] == error.removeprefix("error: ")

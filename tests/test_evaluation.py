@@ -311,6 +311,30 @@ def test_read_predictions_names_file_and_row(tmp_path):
         read_predictions(path)
 
 
+def test_alpaca_eval_outputs_rows_are_read_as_they_are(tmp_path):
+    from crs.data.adapters import prompt_id
+    from crs.data.schema import user_prompt
+    from crs.eval.predict import read_all_predictions
+
+    theirs = [  # what alpaca_eval's own outputs files hold: no prompt_id, no run
+        {"instruction": "Say hi", "output": "Hello there", "generator": "their_model", "dataset": "helpful_base"},
+        {"instruction": "Add 2+2", "output": "4", "generator": "their_model"},
+        {"instruction": "Say hi", "output": "Hi again", "generator": "their_model"},
+    ]
+    (tmp_path / "theirs.json").write_text(json.dumps(theirs))
+    rows = read_predictions(tmp_path / "theirs.json")
+    assert [r["run"] for r in rows] == [0, 0, 1]  # the n-th answer to the same instruction
+    assert rows[0]["prompt_id"] == rows[2]["prompt_id"] == prompt_id(user_prompt("Say hi")) != rows[1]["prompt_id"]
+    assert rows[0]["dataset"] == "helpful_base" and rows[1]["dataset"] == ""
+    # crs's own predictions of prompts without an id carry the same id: the two files line up
+    ours = [{"instruction": t, "output": "x", "generator": "sft", "dataset": "d", "prompt_id": prompt_id(user_prompt(t)), "run": 0}
+            for t in ("Add 2+2", "Say hi")]
+    write_predictions(tmp_path / "sft.json", ours)
+    per_model = read_all_predictions(tmp_path)
+    assert {r["instruction"]: r["output"] for r in per_model["theirs"]} == {"Add 2+2": "4", "Say hi": "Hello there"}
+    assert [r["instruction"] for r in per_model["sft"]] == [r["instruction"] for r in per_model["theirs"]]  # aligned
+
+
 def test_write_predictions_validates_before_writing(tmp_path):
     rows = _rows()
     del rows[0]["generator"]

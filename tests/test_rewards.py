@@ -7,7 +7,7 @@ import torch
 
 from crs.config import ConfigError, RewardSourceConfig
 from crs.data.schema import last_user_text, user_prompt
-from crs.rl.rewards import CombinedReward, RewardSource, build_sources
+from crs.rl.rewards import CombinedReward, RewardSource, RewardSourceError, build_sources
 
 PROMPTS = [user_prompt(f"question {i}") for i in range(4)]
 REPLIES = ["a", "bb", "ccc", "dddd"]
@@ -168,7 +168,7 @@ def test_state_dict_round_trip():
 
 def test_wrong_number_of_scores_is_an_error():
     reward = CombinedReward([RewardSource("bad", lambda p, r: [1.0], normalize="none")])
-    with pytest.raises(ValueError, match="returned 1 scores"):
+    with pytest.raises(RewardSourceError, match="returned 1 scores"):
         reward(PROMPTS, REPLIES)
 
 

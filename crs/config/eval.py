@@ -40,7 +40,10 @@ class EvalPredConfig:
         default=1.0,
         metadata={"help": "Nucleus sampling threshold (1 = off).", "rule": Rule(PROBABILITY, "in (0, 1]")},
     )
-    top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (0 = the whole vocabulary)."})
+    top_k: int = field(
+        default=0,
+        metadata={"help": "Sample among the k most likely tokens (0 = the whole vocabulary).", "rule": Rule(at_least(0), "an integer >= 0")},
+    )
     max_new_tokens: int = field(
         default=128,
         metadata={"help": "Reply budget.", "rule": Rule(at_least(1), "an integer >= 1")},

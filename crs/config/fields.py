@@ -62,6 +62,11 @@ def or_null(pred: Predicate) -> Predicate:
     return lambda v, c: v is None or pred(v, c)
 
 
+def distinct_and_not_empty(v: Any, c: Any) -> bool:
+    """A list with at least one item and no item twice."""
+    return len(v) > 0 and len(set(v)) == len(v)
+
+
 def finite(v: Any, c: Any) -> bool:
     """Any finite number (no NaN, no infinity)."""
     return math.isfinite(v)

@@ -129,7 +129,10 @@ class RLCommon:
         default=1.0,
         metadata={"help": "Nucleus sampling threshold (1 = off).", "rule": Rule(PROBABILITY, "in (0, 1]")},
     )
-    top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (0 = the whole vocabulary)."})
+    top_k: int = field(
+        default=0,
+        metadata={"help": "Sample among the k most likely tokens (0 = the whole vocabulary).", "rule": Rule(at_least(0), "an integer >= 0")},
+    )
     cliprange: float = field(
         default=0.2,
         metadata={"help": "Clip range of the policy ratio (GRPO, RLOO: TRL's `epsilon`).", "rule": Rule(above(0), "a finite number > 0")},
@@ -243,7 +246,8 @@ class PPOSettings:
         metadata={
             "help": "Held-out prompts (the validation split) answered every `sample_every` steps and at step 0 for the "
             "over-optimisation log `<run>/overoptimization.jsonl`: every reward source, the combined reward, the judge and "
-            "the KL to the reference; 0: off."
+            "the KL to the reference; 0: off.",
+            "rule": Rule(at_least(0), "an integer >= 0 (0: off)"),
         },
     )
     judge: str = field(

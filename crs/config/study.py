@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from crs.config.eval import EvalModelConfig, EvalRewardSourceConfig
-from crs.config.fields import UNIT, Rule, above, at_least
+from crs.config.fields import UNIT, Rule, above, at_least, distinct_and_not_empty
 
 
 @dataclass
@@ -20,10 +20,20 @@ class SweepConfig:
         default_factory=lambda: [0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0],
         metadata={
             "help": "Preference weights w (the reference study's grid and both ends).",
-            "rule": Rule(UNIT, "in [0, 1] (the preference source's weight; the absolute source gets 1 - w)", each=True),
+            "rule": (
+                Rule(UNIT, "in [0, 1] (the preference source's weight; the absolute source gets 1 - w)", each=True),
+                # one run directory per weight and seed: a weight given twice would train one run twice
+                Rule(distinct_and_not_empty, "a non-empty list of distinct weights (each names one run)"),
+            ),
         },
     )
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Training seeds (`run.seed`) per weight."})
+    seeds: list[int] = field(
+        default_factory=lambda: [1, 2, 3],
+        metadata={
+            "help": "Training seeds (`run.seed`) per weight.",
+            "rule": Rule(distinct_and_not_empty, "a non-empty list of distinct seeds (each names one run)"),
+        },
+    )
     jobs: int = field(
         default=1,
         metadata={"help": "RL runs side by side, each with its share of the CPU cores.", "rule": Rule(at_least(1), "an integer >= 1")},

@@ -1,7 +1,7 @@
 """Value checks: every value that type checks alone let through, against its field's rule.
 
-A field's rule is ``metadata["rule"]`` (a :class:`~crs.config.fields.Rule`), declared
-beside its help text. :func:`validate_values` walks the built config, nested sections and
+A field's rule is ``metadata["rule"]`` (a :class:`~crs.config.fields.Rule`, or a tuple of
+them: one for each item and one for the whole list), declared beside its help text. :func:`validate_values` walks the built config, nested sections and
 the dataclass items of list fields included, and names every value its rule refuses in one
 :class:`ConfigError`, in the order of the fields. Run by
 :func:`crs.config.loading.load_config` before any run starts.
@@ -28,15 +28,21 @@ def value_rules(cls: type = CRSConfig, path: str = "") -> list[tuple[str, Rule]]
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         key = f"{path}.{f.name}" if path else f.name
-        rule: Rule | None = f.metadata.get("rule")
-        if rule is not None:
-            rules.append((f"{key}[*]" if rule.each else key, rule))
+        rules += [(f"{key}[*]" if rule.each else key, rule) for rule in rules_of(f)]
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
             rules += value_rules(tp, key)
         elif (item := _list_item_dataclass(tp)) is not None:
             rules += value_rules(item, f"{key}[*]")
     return rules
+
+
+def rules_of(f: dataclasses.Field) -> tuple[Rule, ...]:
+    """The rules a field declares: none, one, or several (``metadata["rule"]`` may be a tuple)."""
+    rule = f.metadata.get("rule")
+    if rule is None:
+        return ()
+    return rule if isinstance(rule, tuple) and not isinstance(rule, Rule) else (rule,)
 
 
 def _list_item_dataclass(tp: Any) -> type | None:
@@ -51,8 +57,7 @@ def _violations(node: Any, path: str, config: CRSConfig) -> Iterator[str]:
     for f in dataclasses.fields(node):
         key = f"{path}.{f.name}" if path else f.name
         value = getattr(node, f.name)
-        rule: Rule | None = f.metadata.get("rule")
-        if rule is not None:
+        for rule in rules_of(f):
             checked = [(f"{key}[{i}]", item) for i, item in enumerate(value)] if rule.each else [(key, value)]
             yield from (f"{k}={v!r}: must be {rule.valid}" for k, v in checked if not rule.check(v, config))
         if dataclasses.is_dataclass(value):

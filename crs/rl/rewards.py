@@ -31,7 +31,7 @@ import torch
 from crs.config import ConfigError, ModelConfig, RewardSourceConfig
 from crs.data.schema import Messages, last_user_text, user_prompt
 from crs.rm.scorer import load_reward_scorers
-from crs.runs import NonFiniteError
+from crs.runs import NonFiniteError, RunError
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ REWARD_STATE_FILE = "crs_reward_state.json"
 # --------------------------------------------------------------------------- sources
 
 
+class RewardSourceError(RunError):
+    """A reward source that raised or returned something other than one number per reply."""
+
+
 @dataclass
 class RewardSource:
     """One term of the combined reward: ``weight * normalize(fn(prompts, replies))``."""
@@ -57,12 +61,47 @@ class RewardSource:
     # mean/std for zscore; None = measured on the first batch this source scores.
     stats: dict[str, float] | None = None
     stats_origin: str = "saved"  # "saved" (the RM's validation set) | "first batch"
+    # Where the function comes from (a ``python:`` path, "a callable"); set for user code,
+    # whose errors become one line naming the source instead of a traceback.
+    user_code: str | None = None
 
     def score(self, prompts: list[Messages], replies: list[str]) -> torch.Tensor:
-        """Raw scores as a float32 CPU tensor of shape (len(replies),)."""
-        scores = self.fn(prompts, replies)
-        scores = scores.detach().float().cpu() if isinstance(scores, torch.Tensor) else torch.tensor(list(scores), dtype=torch.float32)
-        return scores.reshape(-1)
+        """Raw scores as a float32 CPU tensor of shape (len(replies),); user code that raises or
+        returns anything but one number per reply is a :class:`RewardSourceError`."""
+        try:
+            scores = self.fn(prompts, replies)
+        except Exception as err:
+            if self.user_code is None:
+                raise
+            raise RewardSourceError(f"{self._named()} raised {type(err).__name__}{_where(err)}: {err}") from err
+        try:
+            if isinstance(scores, torch.Tensor):
+                scores = scores.detach().float().cpu().reshape(-1)
+            else:
+                scores = torch.tensor([float(x) for x in scores], dtype=torch.float32)
+        except (TypeError, ValueError) as err:
+            raise RewardSourceError(
+                f"{self._named()} returned {_preview(scores)}: expected a list of {len(replies)} numbers, one per reply ({err})"
+            ) from None
+        if scores.shape[0] != len(replies):
+            raise RewardSourceError(f"{self._named()} returned {scores.shape[0]} scores for {len(replies)} replies: expected one per reply")
+        return scores
+
+    def _named(self) -> str:
+        return f"reward source {self.name!r}" + (f" ({self.user_code})" if self.user_code not in (None, self.name) else "")
+
+
+def _where(err: BaseException) -> str:
+    """`` at file:line`` of the innermost frame that raised, for a one-line error."""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return (text[:80] + "...") if len(text) > 80 else text
 
 
 def gold_reward(prompts: list[Messages], replies: list[str]) -> list[float]:
@@ -129,11 +168,11 @@ def build_sources(
     model_paths: list[RewardSourceConfig] = []
     for c in active:
         if c.name in callables:
-            sources[c.name] = RewardSource(c.name, callables[c.name], c.weight, c.normalize, None, "first batch")
+            sources[c.name] = RewardSource(c.name, callables[c.name], c.weight, c.normalize, None, "first batch", "a callable")
         elif c.path == "gold":
             sources[c.name] = RewardSource(c.name, gold_reward, c.weight, c.normalize, None, "first batch")
         elif c.path.startswith("python:"):
-            sources[c.name] = RewardSource(c.name, import_callable(c.path), c.weight, c.normalize, None, "first batch")
+            sources[c.name] = RewardSource(c.name, import_callable(c.path), c.weight, c.normalize, None, "first batch", c.path)
         elif not c.path:
             raise ConfigError(f"reward source {c.name!r}: empty path (a reward-model run dir, 'gold' or python:mod:fn)")
         else:
@@ -243,12 +282,7 @@ class CombinedReward:
         ``fit_stats`` False leaves a source without statistics unfitted (its normalised score and
         the combined one are NaN), so an evaluation never sets the scale training will use.
         """
-        raw = {}
-        for source in self.sources:
-            scores = source.score(prompts, replies)
-            if scores.shape[0] != len(replies):
-                raise ValueError(f"reward source {source.name!r} returned {scores.shape[0]} scores for {len(replies)} replies")
-            raw[source.name] = scores
+        raw = {source.name: source.score(prompts, replies) for source in self.sources}
         return self.combine(raw, ended_with_eos, fit_stats)
 
     def combine(
@@ -426,6 +460,7 @@ __all__ = [
     "CombinedReward",
     "RewardBreakdown",
     "RewardSource",
+    "RewardSourceError",
     "TRLRewardBridge",
     "build_sources",
     "check_gold_sources",
