@@ -272,6 +272,24 @@ def test_absolute_rm_regression_error_falls(tiny_rm_dir, tmp_path):
     assert final["low_n"] + final["high_n"] == 24
 
 
+def test_extending_a_finished_absolute_rm_reports_the_state_it_continued_from(tiny_rm_dir, tmp_path):
+    cfg = tiny_config(tiny_rm_dir, write_marker_data(tmp_path, "absolute", n=32), "absolute", steps=4, lr=1e-2)
+    cfg.train.save_steps = 4
+    run_dir = tmp_path / "run"
+    first_val = train_reward_model(cfg, run_dir)
+    first = json.loads((run_dir / "metrics.json").read_text())
+    cfg.train.max_steps = 6
+    train_reward_model(cfg, run_dir, resume=True)
+    extended = json.loads((run_dir / "metrics.json").read_text())
+    # the untrained model's figures are the first session's, not a freshly built head's
+    assert extended["val_before_training"] == pytest.approx(first["val_before_training"])
+    # and the extension started from the finished run's weights
+    assert extended["val_at_resume"]["step"] == 4
+    assert extended["val_at_resume"]["mse"] == pytest.approx(first_val["mse"], rel=1e-5)
+    assert first_val["mse"] < first["val_before_training"]["mse"]  # the two differ: training moved the figure
+    assert "val_at_resume" not in first
+
+
 def test_resume_continues_from_the_last_checkpoint(tiny_rm_dir, tmp_path):
     data = write_marker_data(tmp_path, "pairwise", n=16)
     cfg = tiny_config(tiny_rm_dir, data, "pairwise", steps=4)

@@ -308,8 +308,30 @@ def _load_plain(kind: ModelKind, location: str, dtype: torch.dtype, quantization
     if quant_config is not None:
         kwargs["quantization_config"] = quant_config
     if kind == "causal_lm":
+        check_decoder_only(location)
         return AutoModelForCausalLM.from_pretrained(location, **kwargs)
     return AutoModelForSequenceClassification.from_pretrained(location, num_labels=1, **kwargs)
+
+
+def check_decoder_only(location: str) -> None:
+    """Refuse, before the weights load, a policy that is not a decoder-only causal LM.
+
+    transformers gives many encoders (BERT and its kin) a causal-LM head on request; such a
+    model loads, then fails deep in attention, or generates nonsense, far from the cause.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    config = AutoConfig.from_pretrained(location)
+    model_type = getattr(config, "model_type", "?")
+    encoder = model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
+    if getattr(config, "is_encoder_decoder", False) or encoder or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        what = "an encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "an encoder" if encoder else "not a causal LM"
+        raise ModelError(
+            f"model '{location}' is {what} (model_type {model_type!r}, {', '.join(config.architectures or ['no architectures'])}): "
+            "a policy must be a decoder-only causal LM (e.g. SmolLM2, Llama, Qwen, Mistral); "
+            "an encoder belongs in a reward model (rm.model / model.name of an rm subset)"
+        )
 
 
 def load_model(
@@ -348,9 +370,24 @@ def load_model(
 
 def base_location(run_dir: str | Path, base: str) -> str:
     """A run manifest's base: the absolute path of a folder stored relative to the run dir
-    (so runs written in different places on one base match), else the name as written."""
+    (so runs written in different places on one base match), else the name as written.
+
+    A base written as a path that is not there is a :class:`ModelError` naming the manifest
+    and where the path was looked for (a path in a manifest is relative to its run directory).
+    """
+    if base.startswith(EMBEDDED_PREFIX):
+        return base
     candidate = Path(run_dir) / base
-    return str(candidate.resolve()) if not base.startswith(EMBEDDED_PREFIX) and candidate.is_dir() else base
+    if candidate.is_dir():
+        return str(candidate.resolve())
+    if base.startswith((".", "/", "~")) or base.count("/") > 1 or Path(base).expanduser().is_dir():
+        looked = Path(base).expanduser() if Path(base).expanduser().is_absolute() else candidate.resolve()
+        raise ModelError(
+            f"{Path(run_dir) / RUN_MANIFEST} names its base model '{base}', which is gone: no folder at {looked} "
+            f"(a relative base is relative to the run directory {run_dir}); put that model back, "
+            "or train this run again on a base that exists"
+        )
+    return base
 
 
 def load_causal_lm(name: str, model_cfg: ModelConfig | None = None, **kwargs: Any) -> Any:

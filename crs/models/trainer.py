@@ -168,7 +168,28 @@ def whole_run_train_loss(state: Any, session_loss: float, checkpoint: Path | Non
     return (logged_sum + session_loss * session_steps) / max(last_logged + session_steps, 1)
 
 
-def logged_before_training(checkpoint: Path, key: str) -> float | None:
+class StartMetricsCallback(TrainerCallback):
+    """Measures the weights a training session starts from, once they are in place.
+
+    ``on_train_begin`` runs after Trainer has loaded a resumed checkpoint's weights, so a
+    resumed or extended run measures the state it continues from, not the freshly built
+    model. A run that starts at step 0 also records the figures in the trainer state's
+    log history under ``key`` (step 0), where every checkpoint keeps them for a resume
+    (:func:`logged_before_training`).
+    """
+
+    def __init__(self, evaluate: Any, key: str) -> None:
+        self.evaluate, self.key = evaluate, key
+        self.metrics: dict[str, Any] | None = None
+        self.step = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.metrics, self.step = self.evaluate(), state.global_step
+        if state.global_step == 0:
+            state.log_history.append({self.key: self.metrics, "step": 0})
+
+
+def logged_before_training(checkpoint: Path, key: str) -> Any:
     """A metric the run logged at step 0 (before training), read back from a checkpoint's state."""
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     return next((row[key] for row in state.get("log_history", []) if row.get("step") == 0 and key in row), None)

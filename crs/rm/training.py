@@ -42,7 +42,16 @@ from crs.models.loading import (
     save_run_model,
     upcast_trainable,
 )
-from crs.models.trainer import TRAIN_LOG_FILE, CRSTrainer, JsonlLogCallback, SealCheckpointCallback, resume_checkpoint, training_arguments
+from crs.models.trainer import (
+    TRAIN_LOG_FILE,
+    CRSTrainer,
+    JsonlLogCallback,
+    SealCheckpointCallback,
+    StartMetricsCallback,
+    logged_before_training,
+    resume_checkpoint,
+    training_arguments,
+)
 from crs.rm.losses import absolute_loss, absolute_loss_weights, ranking_loss, undersample_by_bins
 from crs.rm.metrics import absolute_metrics, pair_agreement, pearson, ranking_metrics, ranking_pairs, reward_stats, spearman
 from crs.rm.scorer import REWARD_STATS_FILE, RM_FORMAT_FILE, RewardScorer, RMFormat, load_reward_scorers
@@ -332,6 +341,11 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     dtype = resolve_dtype(cfg.model.dtype)
     fmt = RMFormat.from_data_config(cfg.data)
     scorer = RewardScorer(model, tokenizer, fmt, name=cfg.run_name, loss_kind=rm.loss, batch_size=cfg.train.eval_batch_size, dtype=dtype)
+
+    def evaluate() -> dict[str, float | None]:
+        return evaluate_reward_model(scorer, views, rm)[0]
+
+    start = StartMetricsCallback(evaluate, "val_before_training")
     trainer = RewardTrainer(
         model=model,
         args=training_arguments(cfg, run_dir, has_eval=bool(val_examples)),
@@ -339,15 +353,20 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
         eval_dataset=ListDataset(val_examples) if val_examples else None,
         data_collator=(RankingCollator if pairwise else AbsoluteCollator)(tokenizer, fmt),
         processing_class=tokenizer,
-        callbacks=[SealCheckpointCallback(), JsonlLogCallback(run_dir / TRAIN_LOG_FILE)],
+        callbacks=[SealCheckpointCallback(), JsonlLogCallback(run_dir / TRAIN_LOG_FILE), *([start] if val_examples else [])],
         train_lengths=[padded_cost(row) for row in train_set],
         rm_cfg=rm,
         autocast_dtype=dtype,
-        evaluate_fn=lambda: evaluate_reward_model(scorer, views, rm)[0],
+        evaluate_fn=evaluate,
     )
-    # The untrained model's numbers, so metrics.json shows what training changed.
-    before = evaluate_reward_model(scorer, views, rm)[0] if val_examples else {}
     train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    # What training changed: the untrained model's numbers (a resumed run kept them in its
+    # checkpoint) and, for a resumed or extended run, those of the state it continued from.
+    before = start.metrics or {}
+    resumed_from = None
+    if checkpoint is not None and val_examples:
+        before = logged_before_training(checkpoint, "val_before_training") or {}
+        resumed_from = {"step": start.step, **(start.metrics or {})}
 
     if val_examples:
         after, rewards = evaluate_reward_model(scorer, views, rm)
@@ -374,6 +393,7 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
                 "n_val_absolute": len(views.absolutes),
                 "val": after,
                 "val_before_training": before,
+                **({"val_at_resume": resumed_from} if resumed_from else {}),
                 "train": dict(train_output.metrics),
                 "global_step": trainer.state.global_step,
                 "history": trainer.state.log_history,
