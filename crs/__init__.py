@@ -5,4 +5,4 @@ weighted combination of reward models -> evaluation. The stage scripts at the to
 the repository are thin; everything they share lives in this package.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.4.0"  # the one version string: pyproject.toml reads it

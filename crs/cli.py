@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from crs.config import ConfigError, CRSConfig, load_config
+from crs.config import DEFAULT_CONFIG_PATH, ConfigError, CRSConfig, load_config
 
 StageMain = Callable[[CRSConfig, Path, bool], object]
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         lines = [f"  {name:<8} {STAGES[name][1]}" for name in STAGES]
         lines.append(f"  {'demo':<8} The whole pipeline on the embedded defaults (skips finished stages, resumes interrupted ones).")
         usage = "usage: crs {" + ",".join(commands) + "} [--config_subset NAME] [options]\n\ncommands:\n" + "\n".join(lines)
-        usage += "\n\n`crs COMMAND --help` lists a command's options."
+        usage += f"\n\n{subsets_line(DEFAULT_CONFIG_PATH)}\n`crs COMMAND --help` lists a command's options."
         asked = bool(argv) and argv[0] in ("-h", "--help")
         print(usage, file=sys.stdout if asked else sys.stderr)
         sys.exit(0 if asked else 2)
@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> None:
         run_demo(argv[1:])
         return
     target, description = STAGES[argv[0]]
-    module, function = target.split(":")
     rest = jobs_as_override(argv[1:]) if argv[0] == "sweep" else argv[1:]
-    run_stage(getattr(importlib.import_module(module), function), description, rest)
+    called_as_crs = Path(sys.argv[0]).name == "crs"  # else a stage script (sft_train.py ...), argparse's own name
+    run_stage(target, description, rest, prog=f"crs {argv[0]}" if called_as_crs else None)
 
 
 def jobs_as_override(argv: list[str]) -> list[str]:
@@ -101,9 +101,28 @@ def jobs_as_override(argv: list[str]) -> list[str]:
     return out
 
 
-def stage_parser(description: str) -> argparse.ArgumentParser:
-    """The options every stage script takes."""
-    parser = argparse.ArgumentParser(description=description)
+def subsets_line(config_path: str | Path) -> str:
+    """``config subsets in PATH: a, b, ...``, read with YAML alone (``--help`` imports no torch)."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        return f"config subsets: {config_path} is not readable ({type(err).__name__})"
+    names = [str(k) for k in (loaded if isinstance(loaded, dict) else {}) if k != "default"]
+    return f"config subsets in {config_path}: {', '.join(names) or 'none'}"
+
+
+def stage_parser(description: str, prog: str | None = None, argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The options every stage script takes; ``--help`` also lists the config's subsets
+    (those of ``--config`` when ``argv`` names one)."""
+    config_path: str | Path = DEFAULT_CONFIG_PATH
+    for i, arg in enumerate(argv or []):
+        if arg == "--config" and i + 1 < len(argv or []):
+            config_path = (argv or [])[i + 1]
+        elif arg.startswith("--config="):
+            config_path = arg.split("=", 1)[1]
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=subsets_line(config_path))
     parser.add_argument("--config_subset", required=True, help="the config.yaml block to run (merged over `default`)")
     parser.add_argument("--name_suffix", default="", help="appended to run.name; names the output directory")
     parser.add_argument("--config", default=None, help="another YAML config file (default: config.yaml)")
@@ -130,8 +149,11 @@ def setup_logging() -> None:
     )
 
 
-def run_stage(main_fn: StageMain, description: str, argv: list[str] | None = None) -> None:
+def run_stage(main_fn: StageMain | str, description: str, argv: list[str] | None = None, prog: str | None = None) -> None:
     """Parse arguments, resolve the config, prepare the run dir and run ``main_fn``.
+
+    ``main_fn`` may be given as ``"module:function"``: it is imported once the arguments are
+    parsed, so that ``--help`` answers without importing torch.
 
     Expected errors (config, data, model, a run that cannot go on: :class:`crs.runs.RunError`)
     end as one line ``error: ...`` and exit code 2;
@@ -141,7 +163,8 @@ def run_stage(main_fn: StageMain, description: str, argv: list[str] | None = Non
     """
     import signal
 
-    # Imported here, not at the top: they pull in torch, and `crs --help` should be instant.
+    args = stage_parser(description, prog, argv).parse_args(argv)
+    # Imported here, not at the top: they pull in torch, and `--help` should be instant.
     from crs.data.schema import DataError
     from crs.dependencies import warn_untested_versions
     from crs.models.cpu_memory import keep_freed_memory
@@ -149,7 +172,9 @@ def run_stage(main_fn: StageMain, description: str, argv: list[str] | None = Non
     from crs.runs import RunError, mark_failed, run_state
 
     expected = (ConfigError, DataError, ModelError, RunError)
-    args = stage_parser(description).parse_args(argv)
+    if isinstance(main_fn, str):
+        module, function = main_fn.split(":")
+        main_fn = getattr(importlib.import_module(module), function)
     setup_logging()
     try:
         config = load_config(args.config_subset, args.config, args.overrides, args.name_suffix)

@@ -20,9 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from crs.config import ConfigError, CRSConfig, load_config, save_resolved_config
 from crs.io import recover_replaced_in, write_json_atomic
 
@@ -47,6 +44,9 @@ class NonFiniteError(RunError, FloatingPointError):
 def set_seed(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)
+    import numpy as np  # here, not at the top: the demo and `--help` use this module without torch
+    import torch
+
     np.random.seed(seed)
     torch.manual_seed(seed)
 

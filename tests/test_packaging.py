@@ -180,6 +180,53 @@ def test_stage_subcommand_and_script_take_the_same_options() -> None:
     assert options == [line.split()[0] for line in script.stdout.splitlines() if line.strip().startswith("--")]
 
 
+_HELP_WITHOUT_TORCH = """
+import runpy, sys
+argv = sys.argv[1:]
+sys.argv = [argv[0], *argv[1:]]
+try:
+    if argv[0].endswith(".py"):
+        runpy.run_path(argv[0], run_name="__main__")
+    else:
+        from crs.cli import main
+        main(argv[1:])
+except SystemExit as exit:
+    assert exit.code in (0, None), exit.code
+heavy = sorted(m for m in ("torch", "transformers", "numpy", "trl", "peft") if m in sys.modules)
+print("HEAVY:", ",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["crs", "--help"], *(["crs", c, "--help"] for c in ("sft", "rm", "rl", "predict", "score", "sweep", "online", "demo")),
+     *([s, "--help"] for s in ("sft_train.py", "rm_train.py", "rl_train.py", "rl_eval_pred.py", "rl_eval_rewarding.py", "rl_online.py"))],
+)
+def test_help_imports_no_torch_and_lists_the_config_subsets(command: list[str]) -> None:
+    import yaml
+
+    shown = subprocess.run([sys.executable, "-c", _HELP_WITHOUT_TORCH, *command], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip().splitlines()[-1] == "HEAVY:"  # what makes --help slow is never imported
+    if command[-2] != "demo":
+        subsets = [k for k in yaml.safe_load((ROOT / "config.yaml").read_text()) if k != "default"]
+        listed = " ".join(shown.stdout.split())  # argparse wraps the epilog
+        assert all(f" {name}," in listed or f" {name} " in listed or listed.endswith(name) for name in subsets)
+
+
+def test_one_version_string() -> None:
+    from importlib.metadata import version
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    import crs
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["dynamic"] == ["version"] and "version" not in project["project"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "crs.__version__"}
+    assert version("crs") == crs.__version__  # the installed metadata: what pip shows
+
+
 # --------------------------------------------------------------------------- pinned, checked dependencies
 
 

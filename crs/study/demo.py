@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crs.config import load_config
-from crs.eval.report import main_table
 from crs.runs import is_finished, run_state
 from crs.study.subprocesses import cores_share_env, run_logged
 
@@ -160,6 +159,8 @@ def run_demo(argv: list[str] | None = None) -> None:
         run_stages(PIPELINE, args.jobs, stage_runner(args.jobs, log_dir, started), done)
     except StageFailed as error:
         sys.exit(str(error))
+    from crs.eval.report import main_table  # here: it imports the evaluation's numerics
+
     results = json.loads((load_config("eval_rewarding").run_dir / "results.json").read_text())
     print(f"\nDemo finished in {time.time() - started:.0f} s ({args.jobs} at a time). Main table (gold judge):\n")
     print(main_table(results, results["judge"]))
