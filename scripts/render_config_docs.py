@@ -49,6 +49,15 @@ error: unknown config key 'rl.kl_coeff'; did you mean 'rl.kl_coef'?
 error: rl.steps: expected int, got 'many'
 ```
 
+**Relative paths** in a config (`run.output_dir`, `data.source`, `model.name`, `rl.policy`,
+reward-source paths, `eval_pred.models[].path`, `eval_rewarding.predictions_dir`, judge and
+ranking files) resolve against the **current directory** of the command, never against the
+folder of the config file: run crs from the folder the paths are written for (the repository
+root for the shipped `config.yaml`, which `--config` leaves as the default wherever it is
+started). A `python:module:function` reward imports `module` from the current directory first,
+then from the installed packages. Inside a run directory, `crs_model.json` names the run's base
+relative to the run directory itself, so that crs still loads a moved `outputs/` folder.
+
 A default of `null` is YAML's `None`. In the tables, `a.b[].c` is the key `c` of each entry
 of the list `a.b`.
 """

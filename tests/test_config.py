@@ -114,3 +114,29 @@ def test_stage_script_exits_2_with_one_clear_line(args: list[str], message: str)
 def test_help_works_for_every_stage(script: str) -> None:
     result = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--config_subset" in result.stdout
+
+
+def test_relative_paths_resolve_against_the_current_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from crs.data import load_examples
+    from crs.rl.rewards import import_callable
+    from crs.runs import prepare_run_dir
+
+    work, configs = tmp_path / "work", tmp_path / "configs"
+    # The same relative names in both folders, with different contents: which one is read shows the rule.
+    for folder, value in ((work, 1.0), (configs, 2.0)):
+        folder.mkdir()
+        (folder / "data.jsonl").write_text(json.dumps({"prompt": "Hi?", "reply": f"reply {value}"}) + "\n")
+        (folder / "crs_cwd_rule_reward.py").write_text(f"def score(prompts, replies):\n    return [{value}] * len(replies)\n")
+    (configs / "config.yaml").write_text(
+        yaml.safe_dump({"default": {"run": {"output_dir": "out"}, "data": {"source": "data.jsonl", "val_fraction": 0.0}}, "sft": {"run": {"name": "s"}}})
+    )
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(work))])  # as under the `crs` console script
+    cfg = load_config("sft", configs / "config.yaml")
+    assert prepare_run_dir(cfg).resolve() == work / "out" / "s"
+    train, _ = load_examples(cfg.data, "sft", 0)
+    assert [ex.reply for ex in train] == ["reply 1.0"]
+    assert import_callable("python:crs_cwd_rule_reward:score")([], ["a", "b"]) == [1.0, 1.0]
+    assert not (configs / "out").exists()

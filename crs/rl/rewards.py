@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -112,11 +114,14 @@ def gold_reward(prompts: list[Messages], replies: list[str]) -> list[float]:
 
 
 def import_callable(spec: str) -> RewardFn:
-    """``"python:package.module:function"`` -> the function."""
+    """``"python:package.module:function"`` -> the function; ``module`` is found in the current
+    directory first, then among the installed packages."""
     target = spec[len("python:") :]
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"reward path {spec!r}: expected python:package.module:function")
+    if os.getcwd() not in sys.path and "" not in sys.path:  # the `crs` console script does not put it there
+        sys.path.insert(0, os.getcwd())  # relative paths resolve against the current directory, modules too
     try:
         fn = getattr(importlib.import_module(module_name), attr)
     except SyntaxError as err:  # IndentationError too: the module itself does not parse
