@@ -92,3 +92,46 @@ def test_a_reward_model_loads_plainly_as_the_trained_scorer(tmp_path, tiny_rm_di
     torch.testing.assert_close(plain_scores, crs_logits(run_dir, "reward_model"), rtol=0, atol=1e-5)
     with torch.no_grad():  # the head trained (modules_to_save): the adapter is not a no-op on the base
         assert (plain_scores - crs_logits(tiny_rm_dir, "reward_model")).abs().max() > 1e-3
+
+
+# --------------------------------------------------------------------------- TensorBoard logs
+
+
+def tensorboard_scalars(logs: Path) -> dict[str, dict[int, float]]:
+    """Every scalar under ``logs`` (all event files), by tag and step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars: dict[str, dict[int, float]] = {}
+    for events in sorted(logs.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events)).Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            scalars.setdefault(tag, {}).update({e.step: e.value for e in accumulator.Scalars(tag)})
+    return scalars
+
+
+@pytest.mark.parametrize("stage", ["sft", "rm", "ppo", "grpo", "dpo"])
+def test_report_to_tensorboard_logs_every_training_stage_under_run_logs(tmp_path, tiny_model_dir, tiny_rm_dir, stage):
+    pytest.importorskip("tensorboard")
+    report = ("--set", "run.report_to=tensorboard")
+    if stage == "sft":
+        settings = {"run.output_dir": tmp_path, "model.name": tiny_model_dir, "model.dtype": "fp32", "data.source": ROOT / "examples" / "sft_example.jsonl",
+                    "data.val_fraction": 0.0, "train.max_steps": 2, "train.batch_size": 4, "run.logging_steps": 1}
+        run_stage(train_sft, "sft", ["--config_subset", "sft", *report, *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]])
+        run_dir, log, tag, key = tmp_path / "sft", "train_log.jsonl", "train/loss", "loss"
+    elif stage == "rm":
+        cfg = tiny_config(tiny_rm_dir, write_marker_data(tmp_path, "pairwise", n=16), "pairwise", steps=2)
+        cfg.run.report_to, cfg.run.logging_steps = "tensorboard", 1
+        run_dir, log, tag, key = tmp_path / "rm", "train_log.jsonl", "train/loss", "loss"
+        train_reward_model(cfg, run_dir)
+    else:
+        extra = {"mini_batch_size": 4} if stage == "ppo" else {}
+        run_dir = run_cli(write_config(tmp_path, tiny_model_dir, algorithm=stage, steps=2, save_steps=0, **extra), *report)
+        # PPO logs crs's names as they are; TRL's trainers under train/ (metrics.jsonl renames DPO's loss)
+        log, (tag, key) = "metrics.jsonl", {"ppo": ("reward/combined",) * 2, "grpo": ("train/reward/combined", "reward/combined"),
+                                            "dpo": ("train/loss", "dpo/loss")}[stage]
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(("logs", "runs"))) == ["logs"]  # one layout
+    logged = tensorboard_scalars(run_dir / "logs")
+    rows = [json.loads(line) for line in (run_dir / log).read_text().splitlines()]
+    first = next(r for r in rows if key in r)
+    assert logged[tag][first["step"]] == pytest.approx(first[key], rel=1e-5, abs=1e-6)  # the number the run logged, read back
+    assert not (run_dir / "checkpoints" / "runs").exists()  # not transformers' default folder

@@ -138,9 +138,9 @@ def test_requirements_and_pyproject_agree() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = requirement_names(project["dependencies"])
     requirements = requirement_names((ROOT / "requirements.txt").read_text().splitlines())
-    dev = requirement_names(project["optional-dependencies"]["dev"])
-    assert requirements - dev == declared - {"torch"}  # torch: installed first by scripts/setup_env.sh
-    assert dev <= requirements
+    extras = set().union(*(requirement_names(group) for group in project["optional-dependencies"].values()))
+    assert requirements - extras == declared - {"torch"}  # torch: installed first by scripts/setup_env.sh
+    assert extras <= requirements  # the test tools and the optional extras: `make test` tests them all
 
 
 def test_every_runtime_dependency_is_imported_somewhere() -> None:
@@ -156,7 +156,14 @@ def test_every_runtime_dependency_is_imported_somewhere() -> None:
 
 def test_no_sys_path_hacks() -> None:
     files = [*ROOT.glob("*.py"), *(ROOT / "scripts").glob("*.py"), *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "tests").glob("*.py"), *PACKAGE.rglob("*.py")]
-    offenders = [str(p.relative_to(ROOT)) for p in files if "sys.path.insert" in p.read_text() and p.name != "test_packaging.py"]
+    # The one deliberate entry: a `python:module:function` reward imports from the current directory
+    # (docs/config.md's rule for relative paths), which the `crs` console script leaves off sys.path.
+    allowed = {"crs/rl/rewards.py": "sys.path.insert(0, os.getcwd())"}
+    offenders = [
+        str(p.relative_to(ROOT)) for p in files
+        if p.read_text().count("sys.path.insert") > (1 if allowed.get(str(p.relative_to(ROOT)), "-") in p.read_text() else 0)
+        and p.name != "test_packaging.py"
+    ]
     assert not offenders
 
 
@@ -234,7 +241,7 @@ def test_every_dependency_has_an_upper_bound_and_constraints_pin_each_inside_its
     from packaging.requirements import Requirement
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = [Requirement(line) for line in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    declared = [Requirement(line) for line in project["dependencies"] + sum(project["optional-dependencies"].values(), [])]
     for requirement in declared:
         if requirement.name != "packaging":  # a stable API, for the range check itself
             assert any(s.operator in ("<", "<=", "~=", "==") for s in requirement.specifier), f"{requirement} has no upper bound"

@@ -19,7 +19,12 @@ class RunConfig:
     output_dir: str = field(default="outputs", metadata={"help": "Where run directories go."})
     seed: int = field(default=42, metadata={"help": "Seeds python, numpy and torch (and the seeded data splits and samples)."})
     report_to: Literal["none", "tensorboard", "wandb"] = field(
-        default="none", metadata={"help": "Where training metrics are also sent: `none`, `tensorboard` or `wandb` (needs that package)."}
+        default="none",
+        metadata={
+            "help": "Where training metrics are also sent: `none`, `tensorboard` (every training stage writes event files to "
+            "`<run>/logs/`: `tensorboard --logdir outputs`; the package comes with `make setup`, or `pip install -e '.[tensorboard]'`) "
+            "or `wandb` (needs that package)."
+        },
     )
     logging_steps: int = field(
         default=10,

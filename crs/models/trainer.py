@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
-from crs.config import CRSConfig
+from crs.config import ConfigError, CRSConfig
 from crs.io import append_jsonl, truncate_jsonl
 from crs.runs import checkpoint_step, latest_checkpoint, seal_checkpoint
 
@@ -26,12 +27,28 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 TRAIN_LOG_FILE = "train_log.jsonl"
+LOGS_DIR = "logs"  # <run>/logs: TensorBoard's event files, the same for every training stage
+_TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+
+
+def check_report_to(report_to: str) -> None:
+    """One line, before any model loads, when ``run.report_to`` needs a package that is not installed."""
+    import importlib.util
+
+    packages = _TRACKER_PACKAGES.get(report_to, ())
+    if packages and not any(importlib.util.find_spec(name) for name in packages):
+        extra = "pip install -e '.[tensorboard]'" if report_to == "tensorboard" else f"pip install {packages[0]}"
+        raise ConfigError(f"run.report_to={report_to} needs the {packages[0]} package: {extra}, or set run.report_to: none")
 
 
 def common_arguments(cfg: CRSConfig, run_dir: Path, mixed_precision: torch.dtype | None) -> dict[str, Any]:
     """The Trainer arguments every training stage shares (SFT, reward models, TRL's RL trainers):
     checkpoints in ``<run_dir>/checkpoints``, seeds, reporting, precision, CPU or GPU."""
     cuda = torch.cuda.is_available()
+    check_report_to(cfg.run.report_to)
+    if cfg.run.report_to == "tensorboard":
+        # transformers' TensorBoard callback takes its folder from this variable alone.
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / LOGS_DIR)
     return dict(
         output_dir=str(run_dir / CHECKPOINT_DIR),
         report_to=cfg.run.report_to,

@@ -53,6 +53,7 @@ from crs.models.loading import (
     save_run_model,
     upcast_trainable,
 )
+from crs.models.trainer import LOGS_DIR, check_report_to
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
 from crs.rl.ppo.algorithm import PPOTrainer
 from crs.rl.ppo.policy import PolicyValueModel, ValueModel
@@ -227,11 +228,7 @@ def _make_accelerator(cfg: CRSConfig, run_dir: Path) -> Any:
         AcceleratorState._reset_state(reset_partial_state=True)
     if cfg.run.report_to == "none":
         return Accelerator(cpu=cpu)
-    import importlib.util
-
-    package = {"tensorboard": "tensorboard", "wandb": "wandb"}[cfg.run.report_to]
-    if importlib.util.find_spec(package) is None and not (package == "tensorboard" and importlib.util.find_spec("tensorboardX")):
-        raise ConfigError(f"run.report_to={cfg.run.report_to} needs the {package} package: pip install {package}")
+    check_report_to(cfg.run.report_to)
     return Accelerator(cpu=cpu, log_with=cfg.run.report_to, project_dir=str(run_dir))
 
 
@@ -314,7 +311,8 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
             len(train_examples), rl.steps, rl.batch_size, world, reward.describe(),
         )
     if cfg.run.report_to != "none":
-        accelerator.init_trackers(cfg.run_name, config=_flat(cfg.to_dict()))
+        # TensorBoard writes to <project_dir>/<name>: <run>/logs, as the Trainer-based stages do.
+        accelerator.init_trackers(LOGS_DIR if cfg.run.report_to == "tensorboard" else cfg.run_name, config=_flat(cfg.to_dict()))
 
     bar = tqdm(total=rl.steps, initial=trainer.step_count, disable=not is_main, desc="ppo", dynamic_ncols=True)
     metrics: dict[str, float] = {}
