@@ -112,8 +112,9 @@ def test_predictions_carry_the_files_dataset_and_category_into_every_table(tmp_p
         return [SimpleNamespace(text=f"{desc} reply {'x' * i}", ended_with_eos=True) for i in range(len(prompts))]
 
     monkeypatch.setattr(eval_predict, "load_causal_lm", lambda *a, **k: object())
+    monkeypatch.setattr(eval_predict, "place_on_device", lambda model, device: model)
     monkeypatch.setattr(eval_predict, "load_tokenizer", lambda *a, **k: object())
-    monkeypatch.setattr(eval_predict, "generate_replies", fake_generate)
+    monkeypatch.setattr(eval_predict, "generate_on_every_process", fake_generate)
     cfg = _config(tmp_path)
     run_dir = prepare_run_dir(cfg, resume=False, overwrite=False)
     eval_predict.predict(cfg, run_dir, resume=False)

@@ -653,3 +653,44 @@ def test_gold_in_rl_is_only_for_the_demos_prompts(tmp_path, tiny_model_dir, caps
     cfg.rl.judge = "gold"
     with pytest.raises(ConfigError, match="rl.judge: gold is the demo annotator's rule set"):
         build_judge(cfg, [user_prompt("topic 1")])
+
+
+def test_gradient_checkpointing_recomputes_the_layers_with_the_same_gradients_and_no_dropout(smol_tokenizer, left_tokenizer):
+    """model.gradient_checkpointing in crs's PPO: each decoder layer runs again in the backward
+    pass (policy and separate critic), the gradients are those without it, and the model stays
+    in eval mode (LoRA dropout 0.5 would make two differently seeded passes differ)."""
+    from tiny import tiny_causal_lm, tiny_sequence_classifier
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from crs.models.loading import add_lora
+    from crs.rl.ppo.policy import ValueModel, enable_gradient_checkpointing
+
+    lora = LoraConfig(r=4, alpha=8, dropout=0.5)
+    ids = torch.randint(3, 400, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    grads, runs = {}, {}
+    for checkpointing in (False, True):
+        policy = add_lora(tiny_causal_lm(smol_tokenizer), lora, "causal_lm")
+        critic = ValueModel(add_lora(tiny_sequence_classifier(smol_tokenizer), lora, "reward_model"))
+        for p in policy.parameters():  # LoRA's B starts at zero: move it, so every LoRA weight gets a gradient
+            if p.requires_grad:
+                torch.nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(p.numel()))
+        model = PolicyValueModel(policy, critic)
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+        trainer = PPOTrainer(RLConfig(batch_size=2, mini_batch_size=2), model, left_tokenizer, CombinedReward([RewardSource("r", lambda p, r: [0.0] * len(r))]))
+        layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+        calls: list[int] = []
+        hooks = [layer.self_attn.register_forward_hook(lambda *args: calls.append(1)) for layer in layers]
+        torch.manual_seed(int(checkpointing))  # dropout, were it on, would draw different masks
+        logits, values = trainer.model(ids, mask, 6)
+        (logits.logsumexp(-1).mean() + values.square().mean()).backward()
+        runs[checkpointing] = len(calls) / len(layers)
+        grads[checkpointing] = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        assert not any(m.training for m in model.modules() if isinstance(m, torch.nn.Dropout))
+        for hook in hooks:
+            hook.remove()
+    assert runs == {False: 1.0, True: 2.0}  # with checkpointing every layer ran again in the backward pass
+    assert grads[True].keys() == grads[False].keys() and len(grads[False]) > 4
+    for name, grad in grads[False].items():
+        torch.testing.assert_close(grads[True][name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -186,3 +186,23 @@ def test_an_infinite_score_is_counted_and_not_hidden_by_the_clip(caplog) -> None
     assert not scores.is_finite()  # ... but the batch still counts as broken
     assert scores.nonfinite == {"rm": 1} and scores.metrics()["reward/rm/nonfinite"] == 1.0
     assert "reward source 'rm' returned 1 non-finite score(s) of 3" in caplog.text
+
+
+def test_rl_reward_models_load_unquantized_whatever_the_policys_quantization(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import crs.rl.rewards as rewards
+    from crs.config import load_config
+
+    loaded = []
+
+    def fake_load(paths, model_cfg):
+        loaded.append(model_cfg)
+        return [SimpleNamespace(score=lambda p, r: [0.0] * len(r), stats=None) for _ in paths]
+
+    monkeypatch.setattr(rewards, "load_reward_scorers", fake_load)
+    cfg = load_config("rl_crs", overrides=["model.quantization=4bit"])  # a QLoRA policy
+    CombinedReward.for_rl(cfg)
+    assert loaded[-1].quantization == "none" and loaded[-1].dtype == cfg.model.dtype  # the RMs: compute dtype, not 4-bit
+    CombinedReward.for_rl(load_config("rl_crs", overrides=["model.quantization=4bit", "rl.reward_model_quantization=8bit"]))
+    assert loaded[-1].quantization == "8bit"  # the key decides

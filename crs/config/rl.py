@@ -87,6 +87,14 @@ class RLCommon:
             "rule": Rule(or_null(finite), "a finite number, or null"),
         },
     )
+    reward_model_quantization: Literal["none", "8bit", "4bit"] = field(
+        default="none",
+        metadata={
+            "help": "How reward models (and an RM judge) load during RL: `none`: in `model.dtype`, not quantized, whatever "
+            "`model.quantization` does to the policy (a quantized scorer gives a slightly different reward); `8bit` / `4bit`: through "
+            "bitsandbytes (CUDA only), to save memory on a large reward model."
+        },
+    )
     steps: int = field(
         default=100,
         metadata={

@@ -18,8 +18,9 @@ from crs.config import ConfigError, CRSConfig, EvalModelConfig, load_config, sav
 from crs.data import load_examples
 from crs.data.schema import PromptExample, last_user_text
 from crs.eval.predictions import read_predictions, write_predictions
-from crs.models.decoding import SamplingSettings, generate_replies
+from crs.models.decoding import Generation, SamplingSettings, generate_reply_shard
 from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
+from crs.processes import gather_shards, is_main_process, place_on_device, process_device, rank_and_world, wait_for_everyone
 from crs.runs import mark_finished
 
 logger = logging.getLogger(__name__)
@@ -60,14 +61,12 @@ def predict(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         if path.exists():
             logger.info("%s: predictions exist, skipped", entry.name)
             continue
-        model = load_causal_lm(entry.path, dtype=resolve_dtype(cfg.model.dtype), cache_dir=cfg.model.cache_dir)
+        model = place_on_device(load_causal_lm(entry.path, dtype=resolve_dtype(cfg.model.dtype), cache_dir=cfg.model.cache_dir), process_device())
         tokenizer = load_tokenizer(entry.path, cfg.model.cache_dir, padding_side="left")
         rows = []
         for run in range(runs):
-            outputs = generate_replies(
-                model, tokenizer, [p.prompt for p in prompts], generation, settings.batch_size,
-                cfg.data.max_prompt_length, seed=cfg.run.seed + run, desc=f"{entry.name} run {run}",
-            )
+            outputs = generate_on_every_process(model, tokenizer, [p.prompt for p in prompts], generation, settings.batch_size,
+                                                cfg.data.max_prompt_length, seed=cfg.run.seed + run, desc=f"{entry.name} run {run}")
             rows += [
                 {"instruction": last_user_text(p.prompt), "output": out.text, "generator": entry.name,
                  "dataset": str(p.meta.get("dataset") or dataset), "prompt_id": p.id, "run": run,
@@ -75,11 +74,23 @@ def predict(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
                  "ended_with_eos": out.ended_with_eos}
                 for p, out in zip(prompts, outputs)
             ]
-        write_predictions(path, rows)
+        if is_main_process():
+            write_predictions(path, rows)
         summary["models"][entry.name] = {"path": entry.path, "n": len(rows)}
         del model
-    mark_finished(run_dir, summary)
+    wait_for_everyone()  # every file written before any process moves on (the sweep reads them next)
+    if is_main_process():
+        mark_finished(run_dir, summary)
     return summary
+
+
+def generate_on_every_process(model: Any, tokenizer: Any, prompts: list[Any], settings: SamplingSettings, batch_size: int,
+                              max_prompt_length: int, seed: int, desc: str) -> list[Generation]:
+    """Replies to ``prompts`` in input order: under torchrun / accelerate each process generates
+    its share of the batches and every process gets them all (the same replies as one process)."""
+    shard = generate_reply_shard(model, tokenizer, prompts, settings, batch_size, max_prompt_length, seed, desc, rank_and_world())
+    replies = gather_shards(shard)
+    return [replies[i] for i in range(len(prompts))]
 
 
 def predict_models(config_path: str, eval_subset: str, seed: int, models: list[EvalModelConfig], pred_dir: Path) -> dict[str, list[dict[str, Any]]]:

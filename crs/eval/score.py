@@ -29,6 +29,7 @@ from crs.eval.plots import plot_mean_scores, plot_win_rate_heatmap
 from crs.eval.predict import listed_order, load_eval_prompts, prediction_models, read_all_predictions
 from crs.eval.report import build_results, leaderboard_csv, main_table, render_report
 from crs.io import write_json_atomic, write_text_atomic
+from crs.processes import is_main_process
 from crs.rl.rewards import REWARD_STATE_FILE, CombinedReward, RewardSource, build_sources, check_gold_sources, gold_reward
 from crs.runs import latest_checkpoint, mark_finished, set_seed
 
@@ -192,8 +193,13 @@ def _pooled_stats(raw: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def score_predictions(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
-    """Score predictions, compare models, and write results.json, report.md and plots."""
+    """Score predictions, compare models, and write results.json, report.md and plots.
 
+    Under torchrun / accelerate the main process scores alone (on its accelerator), and the
+    others end at once: scoring is short next to generating, and one process writes the files.
+    """
+    if not is_main_process():
+        return {}
     settings = cfg.eval_rewarding
     set_seed(cfg.run.seed)
     predictions_dir = Path(settings.predictions_dir)

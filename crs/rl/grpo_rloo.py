@@ -248,7 +248,7 @@ def run_online_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, A
     check_gold_sources(rl.rewards, [last_user_text(ex.prompt) for ex in train_examples], "rl.rewards", cfg.run.allow_gold_outside_demo)
     model, peft_config, policy_name, _ = load_policy(cfg)
     tokenizer = load_tokenizer(policy_name, cfg.model.cache_dir, padding_side="left")
-    reward = CombinedReward.from_config(rl.rewards, cfg.model, rl.reward_clip, rl.missing_eos_penalty)
+    reward = CombinedReward.for_rl(cfg)
     trainer, metrics_cb = build_online_trainer(cfg, run_dir, model, peft_config, tokenizer, reward, [ex.prompt for ex in train_examples])
     is_main = trainer.is_world_process_zero()
     checkpoint = start_or_resume(run_dir, resume, is_main)

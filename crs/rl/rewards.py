@@ -25,12 +25,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
-from crs.config import ConfigError, ModelConfig, RewardSourceConfig
+from crs.config import ConfigError, CRSConfig, ModelConfig, RewardSourceConfig
 from crs.data.schema import Messages, last_user_text, user_prompt
 from crs.rm.scorer import load_reward_scorers
 from crs.runs import NonFiniteError, RunError
@@ -133,6 +133,11 @@ def import_callable(spec: str) -> RewardFn:
     if not callable(fn):
         raise ConfigError(f"reward path {spec!r} is not callable")
     return fn
+
+
+def reward_model_config(cfg: CRSConfig) -> ModelConfig:
+    """``model.*`` as RL's reward models and judge load: ``rl.reward_model_quantization``, not the policy's quantization."""
+    return replace(cfg.model, quantization=cfg.rl.reward_model_quantization)
 
 
 def _scorer_fn(scorer: Any) -> RewardFn:
@@ -269,6 +274,13 @@ class CombinedReward:
     ) -> CombinedReward:
         """Build from ``rl.rewards`` (or ``eval_rewarding.rewards``); see :func:`build_sources`."""
         return cls(build_sources(configs, model_cfg, callables), reward_clip, missing_eos_penalty, gather)
+
+    @classmethod
+    def for_rl(cls, cfg: CRSConfig, gather: GatherFn | None = None) -> CombinedReward:
+        """The reward an RL stage optimises (``rl.rewards``, clip, EOS penalty), its reward models
+        loaded as :func:`reward_model_config` says."""
+        rl = cfg.rl
+        return cls.from_config(rl.rewards, reward_model_config(cfg), rl.reward_clip, rl.missing_eos_penalty, gather=gather)
 
     @property
     def names(self) -> list[str]:
@@ -469,5 +481,6 @@ __all__ = [
     "TRLRewardBridge",
     "build_sources",
     "check_gold_sources",
+    "reward_model_config",
     "gold_reward",
 ]

@@ -30,6 +30,7 @@ from crs.models.loading import (
     read_run_manifest,
     resolve_dtype,
 )
+from crs.processes import place_on_device, process_device
 
 RM_FORMAT_FILE = "rm_format.json"
 REWARD_STATS_FILE = "reward_stats.json"
@@ -160,7 +161,7 @@ def load_reward_scorers(
     plain model paths load as separate models. ``model_cfg`` gives dtype/quantization;
     ``default_format`` is used for paths without an ``rm_format.json`` (else data defaults).
     """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or process_device()  # cuda:LOCAL_RANK under torchrun, not every process on cuda:0
     cache_dir = model_cfg.cache_dir if model_cfg else None
     dtype = resolve_dtype(model_cfg.dtype) if model_cfg else torch.float32
     shared: dict[str, Any] = {}  # base -> PeftModel carrying every adapter on that base
@@ -177,11 +178,11 @@ def load_reward_scorers(
                 adapter_name = f"reward_{index}"
                 shared[key].load_adapter(str(Path(path) / manifest["adapter"]), adapter_name=adapter_name)
             else:  # the base with this run's adapter (peft names it "default")
-                shared[key] = load_sequence_classifier(path, model_cfg, merge_adapter=False).to(device)
+                shared[key] = place_on_device(load_sequence_classifier(path, model_cfg, merge_adapter=False), device)
                 adapter_name = shared[key].active_adapter
             model = shared[key]
         else:
-            model = load_sequence_classifier(path, model_cfg).to(device)
+            model = place_on_device(load_sequence_classifier(path, model_cfg), device)
         model.config.pad_token_id = tokenizer.pad_token_id  # the reward is read at the last non-pad token
         model.eval().requires_grad_(False)
         scorers.append(

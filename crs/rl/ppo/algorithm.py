@@ -34,6 +34,7 @@ advantage whitening                 ``losses.masked_whiten`` (whiten_advantages)
 clipped surrogate objective         ``losses.ppo_losses`` (cliprange)
 value clipping                      ``losses.ppo_losses`` (cliprange_value, vf_coef)
 dropout disabled                    :meth:`PPOTrainer.__init__` (model.eval())
+gradient checkpointing, dropout off ``policy.checkpoint_in_eval_mode`` (model.gradient_checkpointing)
 Adam epsilon 1e-5                   :meth:`PPOTrainer.__init__` (adam_eps)
 learning-rate annealing             :meth:`PPOTrainer.__init__` (anneal_lr)
 grad-norm clipping                  :meth:`PPOTrainer.update` (max_grad_norm)
@@ -79,7 +80,16 @@ from crs.models.decoding import SamplingSettings, gather_logprobs, position_ids_
 from crs.models.formatting import encode_prompt, pad_batch
 from crs.models.loading import autocast
 from crs.rl.ppo.losses import ReduceFn, compute_gae, make_kl_controller, masked_mean, masked_whiten, per_token_rewards, ppo_losses
-from crs.rl.ppo.policy import MergedSampler, PolicyValueModel, causal_lm_parts, cpu_math_attention, logprobs_and_entropy, reply_states, sample_replies
+from crs.rl.ppo.policy import (
+    MergedSampler,
+    PolicyValueModel,
+    causal_lm_parts,
+    checkpoint_in_eval_mode,
+    cpu_math_attention,
+    logprobs_and_entropy,
+    reply_states,
+    sample_replies,
+)
 from crs.rl.ppo.rollout import Rollout, RolloutResult
 from crs.rl.rewards import CombinedReward
 from crs.runs import NonFiniteError
@@ -140,6 +150,7 @@ class PPOTrainer:
         # Dropout off, always: with it, log-probs of the same tokens would differ between
         # rollout and update, and the ratio would not start at 1 (N details: "disable dropout").
         model.eval()
+        checkpoint_in_eval_mode(model)  # model.gradient_checkpointing, with dropout still off
         self.unwrapped = model
         self.model = self.accelerator.prepare_model(model)  # DDP when several processes
         self.params = [p for p in model.parameters() if p.requires_grad]

@@ -130,7 +130,7 @@ class ValueModel(nn.Module):
         """Values V(s_i) of the ``n_reply`` reply states, shape (B, n_reply)."""
         with adapter_casts_off(self.adapters):
             hidden = self.body(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False
             ).last_hidden_state
         return self.head(reply_states(hidden, n_reply)).squeeze(-1).float()
 
@@ -189,8 +189,8 @@ class PolicyValueModel(nn.Module):
         runs its own.
         """
         with adapter_casts_off(self.adapters):
-            hidden = self.body(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
+            hidden = self.body(  # no KV cache: a whole-sequence forward never reads one
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False
             ).last_hidden_state
         states = reply_states(hidden, n_reply)
         # In place: a (B, R, vocab) tensor is large, and the matmul's backward does not need it.
@@ -213,6 +213,33 @@ class PolicyValueModel(nn.Module):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Only the trained parameters (LoRA, value head): what a checkpoint needs."""
         return {name: p.detach().cpu().clone() for name, p in self.named_parameters() if p.requires_grad}
+
+
+def enable_gradient_checkpointing(model: PolicyValueModel) -> None:
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them
+    (``model.gradient_checkpointing``): the policy's layers, and a separate critic's.
+
+    transformers checkpoints a layer only in training mode, while PPO keeps the model in eval
+    mode (dropout off); :func:`checkpoint_in_eval_mode` reconciles the two.
+    """
+    models = [model.policy] + ([model.value_model.classifier] if model.value_model is not None else [])
+    for part in models:
+        part.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def checkpoint_in_eval_mode(model: nn.Module) -> int:
+    """Let checkpointing layers checkpoint while the model stays in eval mode; returns how many.
+
+    Only the layer objects themselves are marked as training: the dropout lives in their
+    children (attention, LoRA), which stay in eval mode, so no dropout is switched on. Called
+    after every ``model.eval()``, which clears the mark.
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+    for layer in layers:
+        layer.training = True
+    return len(layers)
 
 
 class MergedSampler:

@@ -56,8 +56,8 @@ from crs.models.loading import (
 from crs.models.trainer import LOGS_DIR, check_report_to
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
 from crs.rl.ppo.algorithm import PPOTrainer
-from crs.rl.ppo.policy import PolicyValueModel, ValueModel
-from crs.rl.rewards import CombinedReward, RewardSource, build_sources, check_gold_sources
+from crs.rl.ppo.policy import PolicyValueModel, ValueModel, enable_gradient_checkpointing
+from crs.rl.rewards import CombinedReward, RewardSource, build_sources, check_gold_sources, reward_model_config
 from crs.runs import NonFiniteError, checkpoint_step, latest_checkpoint, mark_finished, seal_checkpoint, set_seed
 
 logger = logging.getLogger(__name__)
@@ -194,6 +194,8 @@ def build_models(cfg: CRSConfig) -> tuple[PolicyValueModel, nn.Module | None, to
             upcast_trainable(critic)
         value_model = ValueModel(critic)
     model = PolicyValueModel(policy, value_model)
+    if cfg.model.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if cfg.rl.init_adapter and model.value_head is not None:
         continue_value_head(model.value_head, Path(cfg.rl.init_adapter))
     return model, reference, dtype, policy_name
@@ -249,7 +251,7 @@ def build_judge(cfg: CRSConfig, prompts: list[Messages]) -> RewardSource | None:
     if spec == "none":
         return None
     name = "gold" if spec == "gold" else "judge"
-    return build_sources([RewardSourceConfig(name=name, path=spec, weight=1.0, normalize="none")], cfg.model)[0]
+    return build_sources([RewardSourceConfig(name=name, path=spec, weight=1.0, normalize="none")], reward_model_config(cfg))[0]
 
 
 def _finite_or_none(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -273,9 +275,7 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     sample_prompts = [ex.prompt for ex in (val_examples or train_examples)[: rl.num_sample_prompts]]
     model, reference, dtype, policy_name = build_models(cfg)
     tokenizer = load_tokenizer(policy_name, cfg.model.cache_dir, padding_side="left")
-    reward = CombinedReward.from_config(
-        rl.rewards, cfg.model, rl.reward_clip, rl.missing_eos_penalty, gather=accelerator.gather if world > 1 else None
-    )
+    reward = CombinedReward.for_rl(cfg, gather=accelerator.gather if world > 1 else None)
     trainer = PPOTrainer(rl, model, tokenizer, reward, accelerator, dtype, reference, cfg.data.max_prompt_length)
     eval_prompts = [ex.prompt for ex in val_examples[: rl.eval_prompts]][rank::world]
     if rl.eval_prompts and not val_examples:
