@@ -681,7 +681,7 @@ def test_gradient_checkpointing_recomputes_the_layers_with_the_same_gradients_an
         trainer = PPOTrainer(RLConfig(batch_size=2, mini_batch_size=2), model, left_tokenizer, CombinedReward([RewardSource("r", lambda p, r: [0.0] * len(r))]))
         layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
         calls: list[int] = []
-        hooks = [layer.self_attn.register_forward_hook(lambda *args: calls.append(1)) for layer in layers]
+        hooks = [layer.self_attn.register_forward_hook(lambda *args, _calls=calls: _calls.append(1)) for layer in layers]
         torch.manual_seed(int(checkpointing))  # dropout, were it on, would draw different masks
         logits, values = trainer.model(ids, mask, 6)
         (logits.logsumexp(-1).mean() + values.square().mean()).backward()
