@@ -49,3 +49,18 @@ def test_results_keep_input_order_and_flag_eos(tiny_lm, smol_tokenizer) -> None:
     assert all(smol_tokenizer.eos_token_id not in g.token_ids for g in batched)
     again = generate_replies(tiny_lm, smol_tokenizer, prompts, settings, batch_size=2, seed=3, desc=None)
     assert [g.text for g in again] == [g.text for g in batched]  # seeded
+
+
+def test_shards_split_the_batches_and_sample_what_one_process_samples(tiny_lm, left_tokenizer) -> None:
+    from crs.models.decoding import generate_reply_shard
+
+    prompts = [user_prompt("word " * (i % 5) + f"question {i}") for i in range(7)]
+    sampling = SamplingSettings(max_new_tokens=6, do_sample=True, temperature=1.0)
+    whole = generate_replies(tiny_lm, left_tokenizer, prompts, sampling, batch_size=2, seed=3, desc=None)
+    shards = [generate_reply_shard(tiny_lm, left_tokenizer, prompts, sampling, 2, seed=3, desc=None, shard=(rank, 3)) for rank in range(3)]
+    assert sorted(i for shard in shards for i in shard) == list(range(7))  # each prompt answered by exactly one process
+    assert [len(s) for s in shards] == [3, 2, 2]  # batches of 2, 2, 2, 1 dealt round: the first and the last to rank 0
+    merged = {i: g for shard in shards for i, g in shard.items()}
+    assert [merged[i].token_ids for i in range(7)] == [g.token_ids for g in whole]  # seeded per batch: the same samples
+    again = generate_replies(tiny_lm, left_tokenizer, prompts, sampling, batch_size=2, seed=4, desc=None)
+    assert [g.token_ids for g in again] != [g.token_ids for g in whole]  # and the seed matters

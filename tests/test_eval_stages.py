@@ -204,3 +204,51 @@ def test_a_broken_python_reward_is_one_line_naming_the_source(tmp_path: Path, ca
     assert error.startswith(f"error: reward source '{source}' ") and re.search(says, error), error  # sources load by path here
     state = run_state(tmp_path / "out" / "eval_rewarding")
     assert state["status"] == "failed" and state["error"] == error.removeprefix("error: ")
+
+
+def test_predict_and_score_under_torchrun_write_once_what_one_process_writes(tmp_path: Path, tiny_model_dir, smol_tokenizer) -> None:
+    """Two processes share the prompts (by batch, each batch its own seed) and the main process
+    writes: the files are those of one process, sampling included."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    other = tmp_path / "tiny1"
+    tiny_causal_lm(smol_tokenizer, seed=1).save_pretrained(other)
+    smol_tokenizer.save_pretrained(other)
+    config = {
+        "default": {
+            "model": {"dtype": "fp32"},
+            "data": {"source": str(root / "examples" / "sft_example.jsonl"), "split": "sft", "max_prompt_length": 32},
+        },
+        "pred": {
+            "run": {"name": "pred"},
+            "eval_pred": {"models": [{"name": "a", "path": str(tiny_model_dir)}, {"name": "b", "path": str(other)}], "do_sample": True, "num_runs": 2,
+                          "max_new_tokens": 6, "batch_size": 2},
+        },
+        "score": {
+            "run": {"name": "score"},
+            "eval_rewarding": {"predictions_dir": "out/pred", "rewards": [{"name": "length", "path": "python:tests.reward_fns:reply_length"}],
+                               "combined": [], "reference_model": "a", "judge": "none", "n_boot": 50},
+        },
+    }
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    outputs = {}
+    for launcher in ("python", "torchrun"):
+        folder = tmp_path / launcher
+        folder.mkdir()
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        start = [sys.executable] if launcher == "python" else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        for script, subset in (("rl_eval_pred.py", "pred"), ("rl_eval_rewarding.py", "score")):
+            done = subprocess.run([*start, str(root / script), "--config", "config.yaml", "--config_subset", subset, "--set", "run.output_dir=out"],
+                                  cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
+        out = folder / "out"
+        assert sorted(p.name for p in (out / "pred" / "predictions").iterdir()) == ["a.json", "b.json"]  # no temporary left
+        assert json.loads((out / "pred" / "run_state.json").read_text())["status"] == "finished"
+        outputs[launcher] = ((out / "pred" / "predictions" / "a.json").read_text(), json.loads((out / "score" / "results.json").read_text()))
+    rows = json.loads(outputs["python"][0])
+    assert len(rows) > 2 * 2 and len({r["output"] for r in rows}) > 1  # several batches of sampled replies
+    assert outputs["torchrun"][0] == outputs["python"][0]
+    assert outputs["torchrun"][1]["scorers"] == outputs["python"][1]["scorers"]
