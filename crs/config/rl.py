@@ -279,7 +279,11 @@ class PPOSettings:
         },
     )
     merged_sampling: bool = field(
-        default=True, metadata={"help": "Sample from a copy with the LoRA adapter folded in (faster; one more copy of the weights)."}
+        default=True,
+        metadata={
+            "help": "Sample from a copy with the LoRA adapter folded in (faster; one more copy of the weights). Switched off, with a "
+            "warning, under DeepSpeed ZeRO-3 or FSDP, where no process holds the whole weights."
+        },
     )
     packed_sampling: bool = field(
         default=True,

@@ -43,7 +43,7 @@ reference = adapter switched off    :meth:`PPOTrainer.reference_logprobs`
 old log-probs + values, one forward :meth:`PPOTrainer.rollout` (logprobs_from_sampling: none)
 old log-probs from 1st update pass  :meth:`PPOTrainer.loss` (old_logprobs_from_update)
 math attention kernel on CPU        ``policy.cpu_math_attention``
-sampling from a merged LoRA copy    ``policy.MergedSampler`` (merged_sampling)
+sampling from a merged LoRA copy    ``policy.MergedSampler`` (merged_sampling; off under ZeRO-3 / FSDP)
 pre-packed sampling weights (CPU)   :mod:`crs.models.packed_linear` (packed_sampling)
 lean decode-only forward (CPU)      :mod:`crs.models.fused_decoder` (fused_sampling)
 bf16 base, fp32 LoRA + value head   ``ppo_stage.build_models`` (model.dtype)
@@ -103,6 +103,20 @@ def _nonfinite_any(flag: bool, reduce: ReduceFn, device: torch.device) -> bool:
 
 
 # --------------------------------------------------------------------------- the trainer
+
+
+def weights_sharded_by(accelerator: Any) -> str | None:
+    """``"DeepSpeed ZeRO-3"`` or ``"FSDP"`` when the processes shard the weights (no process holds
+    a whole copy, so none can be merged for sampling), else None."""
+    from accelerate.utils import DistributedType
+
+    state = getattr(accelerator, "state", None)
+    if getattr(accelerator, "distributed_type", None) == DistributedType.FSDP:
+        return "FSDP"
+    plugin = getattr(state, "deepspeed_plugin", None)
+    if plugin is not None and getattr(plugin, "zero_stage", 0) == 3:
+        return "DeepSpeed ZeRO-3"
+    return None
 
 
 class PPOTrainer:
@@ -165,7 +179,12 @@ class PPOTrainer:
         # Sampling from a merged copy of the LoRA policy (rl.merged_sampling) skips the
         # adapter's per-token overhead; the log-probs PPO uses always come from the policy.
         pack_for = self.local_batch if cfg.packed_sampling else None  # pack_linears leaves non-CPU weights alone
-        self.merged = MergedSampler(model, pack_for, cfg.fused_sampling) if cfg.merged_sampling and MergedSampler.supported(model) else None
+        sharded = weights_sharded_by(self.accelerator)
+        if cfg.merged_sampling and sharded:
+            logger.warning("rl.merged_sampling is off under %s: each process holds only a shard of the weights to copy; "
+                           "sampling runs on the policy itself (set rl.merged_sampling: false to silence this)", sharded)
+        use_merged = cfg.merged_sampling and not sharded and MergedSampler.supported(model)
+        self.merged = MergedSampler(model, pack_for, cfg.fused_sampling) if use_merged else None
         self.sampling = SamplingSettings(cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
