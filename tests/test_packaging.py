@@ -333,3 +333,24 @@ def test_a_trl_trainer_without_its_metrics_dict_is_refused_in_one_line() -> None
     trainer = Renamed.__new__(Renamed)
     trainer._metrics = {"train": {}, "eval": {}}
     require_trl_metrics(trainer)  # TRL 1.16's shape passes
+
+
+# --------------------------------------------------------------------------- the launch configs crs ships
+
+
+@pytest.mark.parametrize("name, kind", [("multi_gpu", "MULTI_GPU"), ("deepspeed_zero2", "DEEPSPEED"), ("deepspeed_zero3", "DEEPSPEED"), ("fsdp", "FSDP")])
+def test_the_shipped_accelerate_configs_are_what_accelerate_reads(name: str, kind: str) -> None:
+    import inspect
+
+    import yaml
+    from accelerate.commands.config import cluster
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    path = ROOT / "examples" / "accelerate" / f"{name}.yaml"
+    config = ClusterConfig.from_yaml_file(str(path))  # unknown top-level keys raise here
+    assert config.distributed_type.value == kind and config.num_processes > 1
+    asked = inspect.getsource(cluster)  # the keys `accelerate config` itself writes
+    for block in ("deepspeed_config", "fsdp_config"):
+        for key in (yaml.safe_load(path.read_text()).get(block) or {}):
+            assert f'["{key}"]' in asked, f"{path.name}: {block}.{key} is not a key accelerate writes"
+    assert f"examples/accelerate/{name}.yaml" in (ROOT / "README.md").read_text()  # the GPU section names it

@@ -696,25 +696,18 @@ def test_gradient_checkpointing_recomputes_the_layers_with_the_same_gradients_an
         torch.testing.assert_close(grads[True][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_merged_sampling_is_switched_off_and_said_when_the_weights_are_sharded(tiny_lm, left_tokenizer, monkeypatch, caplog):
+def test_ppo_refuses_deepspeed_and_fsdp_where_it_would_train_apart_or_sample_from_shards(tiny_lm, left_tokenizer, monkeypatch):
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
 
     import crs.rl.ppo.algorithm as algorithm
-    from crs.models.loading import add_lora
+    from crs.config import ConfigError
 
-    def accelerator(kind, zero_stage=None):
-        plugin = SimpleNamespace(zero_stage=zero_stage) if zero_stage else None
-        return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(deepspeed_plugin=plugin))
-
-    assert algorithm.weights_sharded_by(accelerator(DistributedType.FSDP)) == "FSDP"
-    assert algorithm.weights_sharded_by(accelerator(DistributedType.DEEPSPEED, 3)) == "DeepSpeed ZeRO-3"
-    assert algorithm.weights_sharded_by(accelerator(DistributedType.DEEPSPEED, 2)) is None  # ZeRO-2 keeps whole weights
-    assert algorithm.weights_sharded_by(accelerator(DistributedType.MULTI_GPU)) is None
-    policy = add_lora(tiny_lm, LoraConfig(r=4, alpha=8, dropout=0.0), "causal_lm")
-    assert _trainer(policy, left_tokenizer, lambda p, r: [0.0] * len(r)).merged is not None
-    monkeypatch.setattr(algorithm, "weights_sharded_by", lambda accelerator: "FSDP")
-    with caplog.at_level("WARNING"):
-        trainer = _trainer(policy, left_tokenizer, lambda p, r: [0.0] * len(r))
-    assert trainer.merged is None and "rl.merged_sampling is off under FSDP" in caplog.text
+    kinds = {kind: algorithm.unsupported_distribution(SimpleNamespace(distributed_type=kind)) for kind in DistributedType}
+    assert kinds[DistributedType.DEEPSPEED] == "DeepSpeed" and kinds[DistributedType.FSDP] == "FSDP"
+    assert kinds[DistributedType.MULTI_GPU] is None and kinds[DistributedType.MULTI_CPU] is None and kinds[DistributedType.NO] is None
+    assert _trainer(tiny_lm, left_tokenizer, lambda p, r: [0.0] * len(r)).step_count == 0  # one process: runs
+    monkeypatch.setattr(algorithm, "unsupported_distribution", lambda accelerator: "DeepSpeed")
+    with pytest.raises(ConfigError, match=r"rl.algorithm ppo does not run under DeepSpeed .* use rl.algorithm grpo / rloo"):
+        _trainer(tiny_lm, left_tokenizer, lambda p, r: [0.0] * len(r))

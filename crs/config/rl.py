@@ -281,8 +281,8 @@ class PPOSettings:
     merged_sampling: bool = field(
         default=True,
         metadata={
-            "help": "Sample from a copy with the LoRA adapter folded in (faster; one more copy of the weights). Switched off, with a "
-            "warning, under DeepSpeed ZeRO-3 or FSDP, where no process holds the whole weights."
+            "help": "Sample from a copy with the LoRA adapter folded in (faster; one more copy of the weights). PPO runs data-parallel "
+            "only: under DeepSpeed or FSDP (where no process holds the whole weights to copy) it stops before training."
         },
     )
     packed_sampling: bool = field(

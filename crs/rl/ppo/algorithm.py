@@ -43,7 +43,7 @@ reference = adapter switched off    :meth:`PPOTrainer.reference_logprobs`
 old log-probs + values, one forward :meth:`PPOTrainer.rollout` (logprobs_from_sampling: none)
 old log-probs from 1st update pass  :meth:`PPOTrainer.loss` (old_logprobs_from_update)
 math attention kernel on CPU        ``policy.cpu_math_attention``
-sampling from a merged LoRA copy    ``policy.MergedSampler`` (merged_sampling; off under ZeRO-3 / FSDP)
+sampling from a merged LoRA copy    ``policy.MergedSampler`` (merged_sampling)
 pre-packed sampling weights (CPU)   :mod:`crs.models.packed_linear` (packed_sampling)
 lean decode-only forward (CPU)      :mod:`crs.models.fused_decoder` (fused_sampling)
 bf16 base, fp32 LoRA + value head   ``ppo_stage.build_models`` (model.dtype)
@@ -105,17 +105,21 @@ def _nonfinite_any(flag: bool, reduce: ReduceFn, device: torch.device) -> bool:
 # --------------------------------------------------------------------------- the trainer
 
 
-def weights_sharded_by(accelerator: Any) -> str | None:
-    """``"DeepSpeed ZeRO-3"`` or ``"FSDP"`` when the processes shard the weights (no process holds
-    a whole copy, so none can be merged for sampling), else None."""
+def unsupported_distribution(accelerator: Any) -> str | None:
+    """``"DeepSpeed"`` or ``"FSDP"`` when the launch config asks for one, which crs's PPO does not run on, else None.
+
+    PPO prepares its model alone (``prepare_model``): under DeepSpeed that wraps nothing, so the
+    processes would train apart without sharing gradients; under FSDP (or ZeRO-3) no process
+    holds whole weights, which sampling, the reference (adapter off) and the merged sampling
+    copy read. Data-parallel (DDP) launches are what it runs on.
+    """
     from accelerate.utils import DistributedType
 
-    state = getattr(accelerator, "state", None)
-    if getattr(accelerator, "distributed_type", None) == DistributedType.FSDP:
+    kind = getattr(accelerator, "distributed_type", None)
+    if kind == DistributedType.DEEPSPEED:
+        return "DeepSpeed"
+    if kind == DistributedType.FSDP:
         return "FSDP"
-    plugin = getattr(state, "deepspeed_plugin", None)
-    if plugin is not None and getattr(plugin, "zero_stage", 0) == 3:
-        return "DeepSpeed ZeRO-3"
     return None
 
 
@@ -141,6 +145,13 @@ class PPOTrainer:
 
         self.cfg = cfg
         self.accelerator = accelerator or Accelerator()
+        refused = unsupported_distribution(self.accelerator)
+        if refused:
+            raise ConfigError(
+                f"rl.algorithm ppo does not run under {refused} (crs's PPO is data-parallel: under {refused} its processes would not "
+                "share gradients, or would sample from weight shards): launch it without that accelerate config (e.g. "
+                "`accelerate launch --multi_gpu`), or use rl.algorithm grpo / rloo (TRL's Trainer), which run under it"
+            )
         self.device = self.accelerator.device
         self.tokenizer = tokenizer
         self.reward = reward
@@ -179,12 +190,7 @@ class PPOTrainer:
         # Sampling from a merged copy of the LoRA policy (rl.merged_sampling) skips the
         # adapter's per-token overhead; the log-probs PPO uses always come from the policy.
         pack_for = self.local_batch if cfg.packed_sampling else None  # pack_linears leaves non-CPU weights alone
-        sharded = weights_sharded_by(self.accelerator)
-        if cfg.merged_sampling and sharded:
-            logger.warning("rl.merged_sampling is off under %s: each process holds only a shard of the weights to copy; "
-                           "sampling runs on the policy itself (set rl.merged_sampling: false to silence this)", sharded)
-        use_merged = cfg.merged_sampling and not sharded and MergedSampler.supported(model)
-        self.merged = MergedSampler(model, pack_for, cfg.fused_sampling) if use_merged else None
+        self.merged = MergedSampler(model, pack_for, cfg.fused_sampling) if cfg.merged_sampling and MergedSampler.supported(model) else None
         self.sampling = SamplingSettings(cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

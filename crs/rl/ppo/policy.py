@@ -224,7 +224,7 @@ def enable_gradient_checkpointing(model: PolicyValueModel) -> None:
     """
     models = [model.policy] + ([model.value_model.classifier] if model.value_model is not None else [])
     for part in models:
-        part.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        part.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 def checkpoint_in_eval_mode(model: nn.Module) -> int:
