@@ -38,6 +38,15 @@ STAGES: dict[str, tuple[str, str]] = {
         "crs.eval.score:score_predictions",
         "Score predictions with reward models, combined rewards and the gold judge; write win rates and a report.",
     ),
+    "pool": (
+        "crs.eval.pool:make_pool",
+        "A best-of-n pool: every prompt of bon.splits answered bon.samples times by bon.policy (one AlpacaEval file per sample).",
+    ),
+    "bon": (
+        "crs.eval.bon:run_bon_study",
+        "A best-of-n study on one pool: every reward model, every weight of the combination and the judge pick from the same "
+        "replies; curves, agreement, the best weight with its interval, and the study's power.",
+    ),
     "sweep": (
         "crs.study.sweep:run_sweep",
         "A study over reward weights and seeds: RL, predictions and judging per (weight, seed); curves with intervals. "

@@ -31,3 +31,8 @@ def raises(prompts: list, replies: list[str]) -> list[float]:
 def strings(prompts: list, replies: list[str]) -> list[str]:
     """Broken: labels, not numbers."""
     return ["good"] * len(replies)
+
+
+def vowel_share(prompts: list, replies: list[str]) -> list[float]:
+    """A judge for best-of-n tests: the share of vowels among a reply's letters."""
+    return [sum(ch in "aeiou" for ch in r.lower()) / max(sum(ch.isalpha() for ch in r), 1) for r in replies]

@@ -142,7 +142,9 @@ def test_a_two_round_loop_resumes_mid_round_and_refreshes_both_rms(tmp_path: Pat
     assert set(results["rm_accuracy"]["preference"]["0"]) <= {"held_out", "next_policy"} and set(results["rm_pairs"]) == {"held_out", "round 1 probe"}
     assert "own_policy" in results["rm_accuracy"]["absolute"]["1"]
     assert results["baseline"]["labels"]["rankings"] == 3
-    assert "## Against the fair baseline" in (loop_dir / "report.md").read_text()
+    report = (loop_dir / "report.md").read_text()
+    assert "## Against the fair baseline" in report
+    assert report.count("Power: these eval prompts tell apart differences of") == 2  # the rounds, and the loop against the baseline
     # The fixture's RM files have one split, so the baseline drew prompts the RMs trained on: said so.
     assert results["baseline"]["labels"]["rankings_seen"] > 0
     assert "**Not a fair baseline:**" in (loop_dir / "report.md").read_text()

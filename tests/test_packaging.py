@@ -206,8 +206,9 @@ print("HEAVY:", ",".join(heavy))
 
 @pytest.mark.parametrize(
     "command",
-    [["crs", "--help"], *(["crs", c, "--help"] for c in ("sft", "rm", "rl", "predict", "score", "sweep", "online", "demo")),
-     *([s, "--help"] for s in ("sft_train.py", "rm_train.py", "rl_train.py", "rl_eval_pred.py", "rl_eval_rewarding.py", "rl_online.py"))],
+    [["crs", "--help"], *(["crs", c, "--help"] for c in ("sft", "rm", "rl", "predict", "score", "pool", "bon", "sweep", "online", "demo")),
+     *([s, "--help"] for s in ("sft_train.py", "rm_train.py", "rl_train.py", "rl_eval_pred.py", "rl_eval_rewarding.py", "rl_online.py",
+                               "bon_pool.py", "bon_study.py"))],
 )
 def test_help_imports_no_torch_and_lists_the_config_subsets(command: list[str]) -> None:
     import yaml

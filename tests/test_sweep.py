@@ -78,6 +78,9 @@ def test_a_sweep_interrupted_and_resumed_redoes_no_finished_run(tmp_path: Path, 
     assert "length_rm" in results["scorers"] and results["n_prompts"] == 12
     report = (sweep_dir / "report.md").read_text()
     assert "## The answer" in report and "inverse relation" in report and "| 0 |" in report
+    power = judge["power"]  # what these runs could have seen, from their own bootstrap
+    assert 0 < power["standard_error"] and power["minimum_detectable_difference"] == pytest.approx(2.8016 * power["standard_error"], rel=1e-3)
+    assert f"tell apart differences of {100 * power['minimum_detectable_difference']:.1f} points or more" in report
     assert (sweep_dir / "sweep_curves.png").stat().st_size > 1000
     assert (sweep_dir / "sweep_overoptimization.png").stat().st_size > 1000
 
@@ -122,3 +125,35 @@ def test_the_sweeps_judge_is_decided_before_anything_trains(tmp_path: Path, swee
     with pytest.raises(ConfigError, match="sweep.judge: gold is the demo annotator's rule set"):
         run_sweep(cfg, tmp_path / "out" / "sweep", resume=False)
     assert not (tmp_path / "out" / "sweep" / "runs").exists()  # refused before any RL run
+
+
+def test_best_of_n_first_picks_the_rl_weights_and_sits_beside_rl(tmp_path: Path, sweep_config: Path) -> None:
+    """sweep.bon_subset: the pool and the best-of-n study run first (as crs stages), and with
+    sweep.weights [] RL trains at the best-of-n optimum and both ends of its grid."""
+    from crs.config import load_config
+    from crs.study.sweep import best_of_n_first, rl_weights, side_by_side
+
+    config = yaml.safe_load(sweep_config.read_text())
+    model = config["default"]["model"]["name"]
+    config["pool_tiny"] = {"run": {"name": "pool"}, "eval_pred": {"max_new_tokens": 5},
+                           "bon": {"policy": model, "samples": 4, "splits": [], "batch_size": 8}}
+    config["bon_tiny"] = {"bon": {"pool": str(tmp_path / "out" / "pool"), "judge": "python:tests.reward_fns:vowel_share", "n_boot": 50,
+                                  "weights": [0.0, 0.25, 0.5, 0.75, 1.0],
+                                  "rewards": [{"name": "preference", "path": "python:tests.reward_fns:reply_length"},
+                                              {"name": "absolute", "path": "python:tests.reward_fns:count_vowels"}]}}
+    config["sweep_tiny"]["sweep"].update(pool_subset="pool_tiny", bon_subset="bon_tiny", weights=[])
+    sweep_config.write_text(yaml.safe_dump(config))
+    cfg = load_config("sweep_tiny", sweep_config)
+    run_dir = tmp_path / "out" / "sweep"
+    bon = best_of_n_first(cfg, run_dir)
+    assert run_state(tmp_path / "out" / "pool")["status"] == "finished" and run_state(run_dir / "bon")["status"] == "finished"
+    best = bon["weights"]["best"]["weight"]
+    assert rl_weights(cfg, bon) == sorted({0.0, best, 1.0})
+    assert best_of_n_first(cfg, run_dir) == bon  # both finished: skipped, the same results read back
+    # Beside RL: fake RL win rates that order the weights the other way round.
+    ws = rl_weights(cfg, bon)
+    rl = {"weights": ws, "scorers": {"judge": {"win_rate": {f"{w:g}": {"mean": 1 - w / 2, "ci_low": 0.0, "ci_high": 1.0} for w in ws}}}}
+    table = side_by_side(bon, rl)
+    assert set(table["rows"]) == {f"{w:g}" for w in ws} and table["pairs"] == len(ws) * (len(ws) - 1) // 2
+    with pytest.raises(Exception, match="sweep.weights=\\[\\]: must be"):
+        load_config("sweep_tiny", sweep_config, overrides=["sweep.bon_subset=null"])

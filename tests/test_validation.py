@@ -100,6 +100,11 @@ BAD_VALUES: dict[str, list[str]] = {
     "sweep.weights[*]": ["1.5", "-0.1"],
     "sweep.weights": ["[0.5, 0.5]", "[]"],
     "sweep.seeds": ["[]", "[1, 2, 1]"],
+    "bon.samples": ["1"],
+    "bon.batch_size": ["0"],
+    "bon.weights[*]": ["1.5"],
+    "bon.weights": ["[]", "[0.5, 0.5]"],
+    "bon.n_boot": ["0"],
     "sweep.jobs": ["0"],
     "sweep.n_boot": ["0"],
     "rl.init_adapter": ["outputs/rl_crs"],  # with full fine-tuning (see _overrides)
@@ -133,8 +138,8 @@ def _override(key: str, value: str) -> str:
         return f"rl={{algorithm: {_WITH_ALGORITHM[key]}, {key.split('.')[1]}: {value}}}"
     if key == "rl.rewards[*].weight":
         return f"rl.rewards=[{{name: a, path: gold, weight: {value}}}]"
-    if key == "sweep.weights[*]":
-        return f"sweep.weights=[{value}]"
+    if key in ("sweep.weights[*]", "bon.weights[*]"):
+        return f"{key[:-3]}=[{value}]"
     if key.startswith("eval_rewarding.combined[*]."):
         field = key.rsplit(".", 1)[1]
         combined = f"{{name: c, weights: {{a: {value}}}}}" if field == "weights" else f"{{name: c, weights: {{a: 1}}, {field}: {value}}}"

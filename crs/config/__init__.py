@@ -45,7 +45,7 @@ from crs.config.model import LoraConfig, ModelConfig
 from crs.config.rl import RewardSourceConfig, RLConfig
 from crs.config.root import CRSConfig
 from crs.config.run import RunConfig
-from crs.config.study import OnlineConfig, SweepConfig
+from crs.config.study import BestOfNConfig, OnlineConfig, SweepConfig
 from crs.config.training import RewardModelConfig, TrainConfig
 from crs.config.validation import validate_values, value_rules
 
@@ -67,6 +67,7 @@ __all__ = [
     "RLConfig",
     "RunConfig",
     "SweepConfig",
+    "BestOfNConfig",
     "TrainConfig",
     "apply_override",
     "build_dataclass",

@@ -26,6 +26,16 @@ class DataConfig:
             "or one of the built-in adapters for public datasets."
         },
     )
+    demo_labels: Literal["standard", "facets"] = field(
+        default="standard",
+        metadata={
+            "help": "Labels of the demo data (adapter `crs_demo` only): `standard`, the shipped ranks and scores; `facets`, "
+            "planted-facets labels in which rankers see only form and topic and noisier raters see everything, so that "
+            "a mix of the preference and absolute reward models has a known best weight inside (0, 1) "
+            "(`crs/demo/facets.py`, docs/demo_dataset.md). Same prompts, replies and gold utility; a fixed seed, so every stage "
+            "sees the same labels. `facets` with another adapter is an error."
+        },
+    )
     split: str = field(default="train", metadata={"help": "Hub split name; for `embedded:crs-demo` one of `sft`, `rm`, `rl`, `eval`."})
     hub_config: str | None = field(default=None, metadata={"help": "A hub dataset's configuration name, if it has several."})
     columns: dict[str, str] = field(default_factory=dict, metadata={"help": "Column renames: `{canonical name: column in your file}`."})

@@ -12,7 +12,7 @@ from crs.config.eval import EvalPredConfig, EvalRewardingConfig
 from crs.config.model import ModelConfig
 from crs.config.rl import RLConfig
 from crs.config.run import RunConfig
-from crs.config.study import OnlineConfig, SweepConfig
+from crs.config.study import BestOfNConfig, OnlineConfig, SweepConfig
 from crs.config.training import RewardModelConfig, TrainConfig
 
 
@@ -30,6 +30,7 @@ class CRSConfig:
     eval_rewarding: EvalRewardingConfig = field(default_factory=EvalRewardingConfig, metadata={"help": "Scoring and comparison."})
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "Sweeps over reward weights and seeds."})
     online: OnlineConfig = field(default_factory=OnlineConfig, metadata={"help": "Iterated online RLHF: rounds of labelling and training."})
+    bon: BestOfNConfig = field(default_factory=BestOfNConfig, metadata={"help": "Best-of-n studies on one pool of replies."})
     subset: str = field(default="", metadata={"help": "Filled in by `load_config` from `--config_subset`; not set in YAML."})
     name_suffix: str = field(default="", metadata={"help": "Filled in by `load_config` from `--name_suffix`; not set in YAML."})
     config_path: str = field(default="", metadata={"help": "Filled in by `load_config`: the YAML file read; not set in YAML."})

@@ -19,12 +19,24 @@ class SweepConfig:
     weights: list[float] = field(
         default_factory=lambda: [0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0],
         metadata={
-            "help": "Preference weights w (the reference study's grid and both ends).",
+            "help": "Preference weights w the RL runs train at (the reference study's grid and both ends); [] with `sweep.bon_subset`: "
+            "the best-of-n optimum and both ends of its grid.",
             "rule": (
                 Rule(UNIT, "in [0, 1] (the preference source's weight; the absolute source gets 1 - w)", each=True),
                 # one run directory per weight and seed: a weight given twice would train one run twice
-                Rule(distinct_and_not_empty, "a non-empty list of distinct weights (each names one run)"),
+                Rule(lambda v, c: len(set(v)) == len(v) and (bool(v) or bool(c.sweep.bon_subset)),
+                     "a list of distinct weights (each names one run), not empty unless sweep.bon_subset picks them"),
             ),
+        },
+    )
+    pool_subset: str | None = field(
+        default=None, metadata={"help": "A `crs pool` subset the sweep makes first (skipped when finished): the best-of-n study's pool."}
+    )
+    bon_subset: str | None = field(
+        default=None,
+        metadata={
+            "help": "A `crs bon` subset the sweep runs first, over its whole weight grid, into `<sweep>/bon`; the report then shows "
+            "best-of-n beside RL at every RL weight. null: RL only."
         },
     )
     seeds: list[int] = field(
@@ -146,4 +158,60 @@ class OnlineConfig:
     n_boot: int = field(
         default=1000,
         metadata={"help": "Bootstrap rounds for the 95% intervals.", "rule": Rule(at_least(1), "an integer >= 1")},
+    )
+
+
+@dataclass
+class BestOfNConfig:
+    """A best-of-n study: ``crs pool`` answers every prompt ``samples`` times with one policy; ``crs bon``
+    scores that pool once with every reward source and judges the best-of-n pick of every scorer."""
+
+    policy: str = field(default="outputs/sft", metadata={"help": "The policy that answers (`crs pool`): a model name or a crs run."})
+    samples: int = field(
+        default=16,
+        metadata={"help": "Replies per prompt (m), sampled with `eval_pred`'s decoding settings.", "rule": Rule(at_least(2), "an integer >= 2")},
+    )
+    splits: list[str] = field(
+        default_factory=lambda: ["eval", "rl"],
+        metadata={
+            "help": "The prompt splits of `data.source` the pool answers, one after the other (the demo's eval and rl splits: no reward "
+            "model trained on them; best-of-n trains nothing); []: `data.split` alone."
+        },
+    )
+    batch_size: int = field(
+        default=64,
+        metadata={"help": "Prompts decoded at once (`crs pool`): large batches amortise the weight reads.", "rule": Rule(at_least(1), "an integer >= 1")},
+    )
+    pool: str = field(
+        default="outputs/bon_pool",
+        metadata={
+            "help": "The pool `crs bon` judges: a `crs pool` run, a folder of AlpacaEval outputs files (one per sample), or one JSON / "
+            "JSONL file of `{instruction, outputs: [...]}` rows."
+        },
+    )
+    rewards: list[EvalRewardSourceConfig] = field(
+        default_factory=list, metadata={"help": "The reward sources that score every reply of the pool (each a scorer of its own)."}
+    )
+    preference_source: str = field(default="preference", metadata={"help": "The `bon.rewards` name that gets weight w."})
+    absolute_source: str = field(default="absolute", metadata={"help": "The `bon.rewards` name that gets weight 1 - w."})
+    weights: list[float] = field(
+        default_factory=lambda: [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0],
+        metadata={
+            "help": "Preference weights w of the combined scorers `w * z(preference) + (1 - w) * z(absolute)`.",
+            "rule": (
+                Rule(UNIT, "in [0, 1] (the preference source's weight; the absolute source gets 1 - w)", each=True),
+                Rule(distinct_and_not_empty, "a non-empty list of distinct weights"),
+            ),
+        },
+    )
+    judge: str = field(
+        default="auto",
+        metadata={
+            "help": "The judge of every pick: a reward source path (`gold`, `python:module:function`, an RM run), or `auto`: `gold` "
+            "when every prompt is the demo dataset's, else an error (a best-of-n study needs a judge)."
+        },
+    )
+    n_boot: int = field(
+        default=1000,
+        metadata={"help": "Paired bootstrap rounds over prompts (the same prompts for every scorer).", "rule": Rule(at_least(1), "an integer >= 1")},
     )

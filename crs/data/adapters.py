@@ -33,7 +33,7 @@ from crs.data.schema import (
     SFTExample,
     user_prompt,
 )
-from crs.data.sources import Table
+from crs.data.sources import EMBEDDED_DEMO, Table
 
 LOGGER = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ class Drops:
         return ", ".join(f"{n} {reason}" for reason, n in self.counts.most_common())
 
 
+def demo_adapter_configured(cfg: DataConfig) -> bool:
+    """Whether ``data.adapter`` is ``crs_demo``, named or picked by ``auto`` for the embedded data."""
+    return cfg.adapter == "crs_demo" or (cfg.adapter == "auto" and cfg.source == EMBEDDED_DEMO)
+
+
 @dataclass
 class Context:
     """What an adapter needs: the table, the data config, the kind asked for, the drop counts."""
@@ -80,6 +85,14 @@ class Context:
     split: str  # the split being read: cfg.split, or cfg.val_split for validation
     drops: Drops = field(default_factory=Drops)
     bad_rows: int = 0
+
+    def __post_init__(self) -> None:
+        # Planted labels redraw the demo rows' own label fields; other formats have none to redraw.
+        if self.cfg.demo_labels != "standard" and not demo_adapter_configured(self.cfg):
+            raise ConfigError(
+                f"data.demo_labels: {self.cfg.demo_labels!r} relabels the crs demo data only, but data.adapter is "
+                f"{self.cfg.adapter!r} (source {self.cfg.source!r}); set data.demo_labels: standard"
+            )
 
     def bad_row(self, index: int, problem: str) -> None:
         """Stop on a bad row naming where it is, or count and log it when skipping is on."""
@@ -365,6 +378,18 @@ def _demo_replies(row: dict[str, Any]) -> list[dict[str, Any]]:
     return replies
 
 
+def _planted_facets(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with the planted-facets labels (``data.demo_labels: facets``), always from the same seed.
+
+    Relabelled one row at a time, after the row passed its checks: the labels depend on the
+    seed and the prompt id alone, so they equal those of the whole file relabelled at once.
+    """
+    # Imported here: crs.demo imports crs.data (for the prompt schema), so a top-level import would be circular.
+    from crs.demo.facets import SEED, relabel_rows
+
+    return relabel_rows([row], SEED)[0]
+
+
 def _demo_row(ctx: Context, index: int, row: dict[str, Any]) -> list[Example]:
     if row.get("split") != ctx.split:
         return []  # another split's row: not dropped, just not asked for
@@ -383,6 +408,8 @@ def _demo_row(ctx: Context, index: int, row: dict[str, Any]) -> list[Example]:
     if ctx.kind == "prompts":
         return [PromptExample(prompt, pid, {**meta, "spec": row.get("spec") or {}})]
     replies = _demo_replies(row)
+    if ctx.cfg.demo_labels == "facets":
+        replies = _demo_replies(_planted_facets(row))
     if ctx.kind == "sft":
         best = [r for r in replies if r["rank"] == 0]
         if not best:
@@ -411,7 +438,8 @@ def convert_crs_demo(ctx: Context) -> list[Example]:
     """The embedded demo data: one row per prompt with ranked, Likert-scored replies.
 
     ``data.split`` (``data.val_split`` for validation) picks the rows whose ``split``
-    field matches: sft, rm, rl or eval.
+    field matches: sft, rm, rl or eval. ``data.demo_labels: facets`` swaps each reply's
+    rank, Likert score and score for the planted-facets labels of :mod:`crs.demo.facets`.
     """
     found = sorted({str(row.get("split")) for row in ctx.table.rows})
     if ctx.split not in found:

@@ -61,19 +61,12 @@ def predict(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         if path.exists():
             logger.info("%s: predictions exist, skipped", entry.name)
             continue
-        model = place_on_device(load_causal_lm(entry.path, dtype=resolve_dtype(cfg.model.dtype), cache_dir=cfg.model.cache_dir), process_device())
-        tokenizer = load_tokenizer(entry.path, cfg.model.cache_dir, padding_side="left")
+        model, tokenizer = load_generator(entry.path, cfg)
         rows = []
         for run in range(runs):
             outputs = generate_on_every_process(model, tokenizer, [p.prompt for p in prompts], generation, settings.batch_size,
                                                 cfg.data.max_prompt_length, seed=cfg.run.seed + run, desc=f"{entry.name} run {run}")
-            rows += [
-                {"instruction": last_user_text(p.prompt), "output": out.text, "generator": entry.name,
-                 "dataset": str(p.meta.get("dataset") or dataset), "prompt_id": p.id, "run": run,
-                 "category": str(p.meta.get("category") or ""),
-                 "ended_with_eos": out.ended_with_eos}
-                for p, out in zip(prompts, outputs)
-            ]
+            rows += prediction_rows(prompts, outputs, entry.name, run, dataset)
         if is_main_process():
             write_predictions(path, rows)
         summary["models"][entry.name] = {"path": entry.path, "n": len(rows)}
@@ -82,6 +75,22 @@ def predict(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     if is_main_process():
         mark_finished(run_dir, summary)
     return summary
+
+
+def load_generator(path: str, cfg: CRSConfig) -> tuple[Any, Any]:
+    """A causal LM on this process's accelerator in ``model.dtype``, and its left-padding tokenizer."""
+    model = load_causal_lm(path, dtype=resolve_dtype(cfg.model.dtype), cache_dir=cfg.model.cache_dir)
+    return place_on_device(model, process_device()), load_tokenizer(path, cfg.model.cache_dir, padding_side="left")
+
+
+def prediction_rows(prompts: list[PromptExample], outputs: list[Generation], generator: str, run: int, dataset: str) -> list[dict[str, Any]]:
+    """AlpacaEval rows, one per prompt: its ``dataset`` and ``category`` columns where it has them (else ``dataset``, "")."""
+    return [
+        {"instruction": last_user_text(p.prompt), "output": out.text, "generator": generator,
+         "dataset": str(p.meta.get("dataset") or dataset), "prompt_id": p.id, "run": run,
+         "category": str(p.meta.get("category") or ""), "ended_with_eos": out.ended_with_eos}
+        for p, out in zip(prompts, outputs)
+    ]
 
 
 def generate_on_every_process(model: Any, tokenizer: Any, prompts: list[Any], settings: SamplingSettings, batch_size: int,

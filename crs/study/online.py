@@ -42,6 +42,7 @@ from crs.data.schema import AbsoluteExample, DataError, PromptExample, RankingEx
 from crs.demo.annotator import ANNOTATORS, check_gold_applies, likert, likert_to_unit, rank_replies
 from crs.eval import length_control, win_rates
 from crs.eval.plots import plot_overoptimization, save_figure_atomic
+from crs.eval.power import power_line, power_of_interval
 from crs.eval.predict import predict_models
 from crs.eval.score import judge_replies, study_judge
 from crs.eval.tables import DASH, md_table, number, pct, pct_interval
@@ -478,7 +479,14 @@ def _rounds_section(results: dict[str, Any]) -> list[str]:
     return [
         "## Per round", md_table(header, rows),
         f"\n`{ref}`'s judge mean: {results['reference_judge_mean']:.3f}. Proxy reward and KL: the round's RL run, mean over its last quarter of steps (proxy: its own combined reward, z units).",
+        power_line(_median_power(results["rounds"]), "these eval prompts", f"a round's win rate against `{ref}`"),
     ]
+
+
+def _median_power(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """The rounds' detectable difference against the reference, from their intervals (the median round)."""
+    powers = [power_of_interval(r["win_rate_vs_reference"]["ci_low"], r["win_rate_vs_reference"]["ci_high"]) for r in rounds]
+    return sorted(powers, key=lambda p: p["standard_error"])[len(powers) // 2]
 
 
 def _rm_section(results: dict[str, Any]) -> list[str]:
@@ -532,6 +540,8 @@ def _baseline_section(results: dict[str, Any]) -> list[str]:
         ),
         md_table(["", f"win rate vs `{ref}` %", "judge mean", "proxy reward", "KL", "mean length"], rows),
         f"\nThe loop's last policy against the baseline's, head to head: {pct_interval(b['last_round_vs_baseline'])}% ({_verdict(b['last_round_vs_baseline'])}).",
+        power_line(power_of_interval(b["last_round_vs_baseline"]["ci_low"], b["last_round_vs_baseline"]["ci_high"]), "these eval prompts",
+                   "the head-to-head win rate"),
     ]
 
 

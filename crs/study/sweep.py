@@ -9,8 +9,14 @@ reward model, the slope of the win rate on the weight (does the reference study'
 relation hold?), each weight against each other, length-controlled win rates, and the
 runs' over-optimisation curves overlaid.
 
+With ``sweep.bon_subset`` it first runs the best-of-n study on one pool over its whole weight
+grid (minutes; :mod:`crs.eval.bon`), trains RL at ``sweep.weights`` or, when that is empty, at
+the best-of-n optimum and both ends, and reports the two side by side: does PPO order the
+weights as best-of-n does?
+
 Everything lives under the sweep's run directory::
 
+    bon/                      the best-of-n study (with sweep.bon_subset)
     runs/w0.25_s1/ ...        one RL run per (weight, seed), as `crs rl` writes it
     logs/w0.25_s1.log         its output
     eval_pred/predictions/    every run's and the reference's predictions
@@ -22,6 +28,7 @@ continues where it stopped when started again with ``--resume``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -37,6 +44,7 @@ from matplotlib.figure import Figure
 from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConfig, load_config
 from crs.eval import hierarchical, length_control, win_rates
 from crs.eval.plots import plot_overoptimization, save_figure_atomic
+from crs.eval.power import power_line, power_of_neighbours
 from crs.eval.predict import predict_models
 from crs.eval.score import SourceScores, judge_replies, study_judge
 from crs.eval.tables import DASH, md_table, pct, pct_interval
@@ -62,9 +70,38 @@ class SweepRun:
         return f"w{self.weight:g}_s{self.seed}"
 
 
-def sweep_runs(cfg: CRSConfig) -> list[SweepRun]:
-    """Every (weight, seed) of the sweep, weight-major."""
-    return [SweepRun(w, s) for w in cfg.sweep.weights for s in cfg.sweep.seeds]
+def sweep_runs(cfg: CRSConfig, weights: Sequence[float]) -> list[SweepRun]:
+    """Every (weight, seed) of the sweep's RL runs, weight-major."""
+    return [SweepRun(w, s) for w in weights for s in cfg.sweep.seeds]
+
+
+def best_of_n_first(cfg: CRSConfig, run_dir: Path) -> dict[str, Any] | None:
+    """With ``sweep.bon_subset``: make the pool (``sweep.pool_subset``, skipped when finished) and run
+    the best-of-n study over its whole weight grid into ``<sweep>/bon``; its results, else None."""
+    sweep = cfg.sweep
+    if not sweep.bon_subset:
+        return None
+    steps = [("pool", sweep.pool_subset, load_config(sweep.pool_subset, cfg.config_path).run_dir)] if sweep.pool_subset else []
+    steps.append(("bon", sweep.bon_subset, run_dir / "bon"))
+    for stage, subset, target in steps:
+        if is_finished(target):
+            logger.info("sweep: %s %s finished earlier (%s)", stage, subset, target)
+            continue
+        logger.info("sweep: %s --config_subset %s into %s", stage, subset, target)
+        code = run_logged(stage_command(stage, cfg.config_path, subset, target, {}), run_dir / "logs" / f"{stage}.log")
+        if code != 0:
+            raise ConfigError(f"sweep: crs {stage} --config_subset {subset} failed (exit {code}); see {run_dir / 'logs' / (stage + '.log')}")
+    return json.loads((run_dir / "bon" / "results.json").read_text(encoding="utf-8"))
+
+
+def rl_weights(cfg: CRSConfig, bon: Mapping[str, Any] | None) -> list[float]:
+    """The weights RL trains at: ``sweep.weights``, or, when empty, the best-of-n optimum and both ends of its grid."""
+    if cfg.sweep.weights:
+        return list(cfg.sweep.weights)
+    if not bon or not bon.get("weights"):
+        raise ConfigError("sweep.weights is empty and the best-of-n study (sweep.bon_subset) gave no weight grid: name the weights")
+    grid = bon["weights"]["grid"]
+    return sorted({grid[0], bon["weights"]["best"]["weight"], grid[-1]})
 
 
 def weighted_rewards(base: CRSConfig, cfg: CRSConfig, weight: float) -> list[dict[str, Any]]:
@@ -89,12 +126,12 @@ def rl_command(cfg: CRSConfig, base: CRSConfig, run: SweepRun, runs_dir: Path) -
     return stage_command("rl", cfg.config_path, cfg.sweep.base_subset, runs_dir / run.name, overrides)
 
 
-def train_runs(cfg: CRSConfig, base: CRSConfig, run_dir: Path) -> dict[str, float]:
+def train_runs(cfg: CRSConfig, base: CRSConfig, run_dir: Path, runs: Sequence[SweepRun]) -> dict[str, float]:
     """Train every unfinished run, ``sweep.jobs`` at a time; returns each trained run's wall time (s)."""
     runs_dir, logs_dir = run_dir / "runs", run_dir / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
-    pending = [run for run in sweep_runs(cfg) if not is_finished(runs_dir / run.name)]
-    done = len(sweep_runs(cfg)) - len(pending)
+    pending = [run for run in runs if not is_finished(runs_dir / run.name)]
+    done = len(runs) - len(pending)
     logger.info("sweep: %d RL runs, %d finished earlier, %d to train, %d at a time", done + len(pending), done, len(pending), cfg.sweep.jobs)
     env = cores_share_env(cfg.sweep.jobs)
 
@@ -113,7 +150,7 @@ def train_runs(cfg: CRSConfig, base: CRSConfig, run_dir: Path) -> dict[str, floa
                     "start the sweep again to continue once it is fixed"
                 )
             times[run.name] = seconds
-            logger.info("sweep: [%d/%d] %s trained in %.0f s", done, len(sweep_runs(cfg)), run.name, seconds)
+            logger.info("sweep: [%d/%d] %s trained in %.0f s", done, len(runs), run.name, seconds)
     return times
 
 
@@ -150,6 +187,7 @@ def study_results(
         entry: dict[str, Any] = {"win_rate": curve}
         if len(weights) >= 2:
             entry["slope"] = hierarchical.bootstrap_slope(boot, {key[w]: w for w in weights})
+            entry["power"] = power_of_neighbours([boot[key[w]]["boot"] for w in weights])  # the same resampled prompts: paired
         mean_score = hierarchical.hierarchical_bootstrap({key[w]: [per_model[r.name] for r in by_weight[w]] for w in weights}, n_boot=n_boot, seed=seed)
         entry["mean_score"] = {k: {name: v[name] for name in ("mean", "ci_low", "ci_high")} for k, v in mean_score.items()}
         entry["reference_mean_score"] = float(np.mean(per_model[reference]))
@@ -191,6 +229,32 @@ def verdict(slope: Mapping[str, float], scorer: str) -> str:
     return f"Under {scorer}, the slope of the win rate on the preference weight is {span}: the interval includes 0, so these runs cannot tell whether the inverse relation holds."
 
 
+def side_by_side(bon: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str, Any]:
+    """Best-of-n's headline beside RL's win rate at every RL weight, and whether the two order the weights alike."""
+    rl_rates = results["scorers"]["judge"]["win_rate"]
+    weights = [w for w in results["weights"] if f"w={w:g}" in bon["scorers"]]
+    rows = {f"{w:g}": {"best_of_n": bon["scorers"][f"w={w:g}"]["win_rate"][-1], "rl": rl_rates[f"{w:g}"]} for w in weights}
+    pairs = [(a, b) for i, a in enumerate(weights) for b in weights[i + 1 :]]
+    agree = [
+        np.sign(rows[f"{a:g}"]["best_of_n"]["mean"] - rows[f"{b:g}"]["best_of_n"]["mean"]) == np.sign(rows[f"{a:g}"]["rl"]["mean"] - rows[f"{b:g}"]["rl"]["mean"])
+        for a, b in pairs
+    ]
+    return {"samples": bon["pool"]["samples"], "best": bon["weights"]["best"], "verdict": bon["verdict"], "rows": rows,
+            "pairs_ordered_alike": int(sum(agree)), "pairs": len(pairs)}
+
+
+def _side_by_side_section(entry: Mapping[str, Any]) -> list[str]:
+    m = entry["samples"]
+    rows = [[w, pct_interval(r["best_of_n"]), pct_interval(r["rl"])] for w, r in entry["rows"].items()]
+    return [
+        "\n## Best-of-n and RL side by side",
+        f"Best-of-n on one pool (`bon/report.md`): {entry['verdict']}",
+        md_table(["w", f"best-of-{m} win rate vs the pool % (95% CI)", "RL win rate vs the reference % (95% CI)"], rows),
+        f"\nPPO orders {entry['pairs_ordered_alike']} of the {entry['pairs']} pairs of weights as best-of-n does (by the point estimates; "
+        "read each against its intervals).",
+    ]
+
+
 # --------------------------------------------------------------------------- report and plots
 
 
@@ -211,6 +275,7 @@ def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
         f"Wall time {results['wall_time_s'] / 60:.1f} min. Intervals: 95%, hierarchical bootstrap (seeds, then prompts).",
         "## The answer",
         verdict(judge["slope"], f"the judge ({judge_name})") if "slope" in judge else "One weight only: no slope.",
+        *([power_line(judge["power"], "these runs", "win rate between neighbouring weights")] if "power" in judge else []),
         f"## Against `{results['reference']}`, judged by `{judge_name}`",
         md_table(["w", "win rate % (95% CI)", "LC win rate %", "mean judge score (95% CI)", "mean length (chars)"], rows),
         f"\nThe reference's mean judge score: {judge['reference_mean_score']:.3f}. LC: length-controlled (docs/study.md), mean over seeds.",
@@ -221,6 +286,8 @@ def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
         lines += [f"\n## Under the reward model `{scorer}`", md_table(["w", "win rate % (95% CI)"], [[w, pct_interval(entry["win_rate"][w])] for w in weights])]
         if "slope" in entry:
             lines.append("\n" + verdict(entry["slope"], scorer))
+    if "best_of_n" in results:
+        lines += _side_by_side_section(results["best_of_n"])
     each = [[a, *(DASH if a == b else pct_interval(judge["each_vs_each"][a][b]) for b in weights)] for a in weights]
     lines += ["\n## Each weight against each other (judge; row beats column, %, seed i vs seed i)", md_table(["row \\ col", *weights], each)]
     if results.get("judge_peaks"):
@@ -261,14 +328,17 @@ def run_sweep(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     for weight in sweep.weights:
         weighted_rewards(base, cfg, weight)  # every weight's reward is valid before anything trains
     judge_path = study_judge(cfg, "sweep.judge", sweep.judge, sweep.eval_subset, sweep.rewards)
-    train_times = train_runs(cfg, base, run_dir)
-    models = [sweep.reference] + [EvalModelConfig(run.name, str(run_dir / "runs" / run.name)) for run in sweep_runs(cfg)]
+    bon = best_of_n_first(cfg, run_dir)
+    runs = sweep_runs(cfg, rl_weights(cfg, bon))
+    train_times = train_runs(cfg, base, run_dir, runs)
+    models = [sweep.reference] + [EvalModelConfig(run.name, str(run_dir / "runs" / run.name)) for run in runs]
     per_model = predict_models(cfg.config_path, sweep.eval_subset, cfg.run.seed, models, run_dir / "eval_pred")
-    runs = sweep_runs(cfg)
     scores = judge_scores(cfg, per_model, judge_path)
     lengths = {m: [len(r["output"]) for r in rows] for m, rows in per_model.items()}
     results = study_results(scores, lengths, runs, sweep.reference.name, sweep.n_boot, cfg.run.seed)
     results.update(n_prompts=len(next(iter(per_model.values()))), wall_time_s=time.time() - started, train_time_s=train_times, jobs=sweep.jobs)
+    if bon and bon.get("weights"):
+        results["best_of_n"] = side_by_side(bon, results)
     overopt = {run.name: read_jsonl(run_dir / "runs" / run.name / "overoptimization.jsonl") for run in runs if (run_dir / "runs" / run.name / "overoptimization.jsonl").is_file()}
     if overopt:
         plot_overoptimization(overopt, run_dir / "sweep_overoptimization.png")

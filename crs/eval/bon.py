@@ -1,0 +1,199 @@
+"""The best-of-n study (``crs bon``): every scorer judged on one shared pool of replies.
+
+The pool (:mod:`crs.eval.pool`) is scored once by every reward source in ``bon.rewards`` and by
+the judge; the scorers are those sources, the combinations ``w * z(preference) + (1 - w) *
+z(absolute)`` over ``bon.weights`` (z-scored with each source's saved statistics, else over
+the pool: the formula PPO optimises), and the judge itself (the ceiling). For each scorer:
+
+* best-of-n curves for n = 1, 2, 4, ..., m: the judge's value of the pick, its win rate
+  against a random reply of the same pool (0.5 at n = 1), and its length, exact over all
+  n-subsets (:mod:`crs.eval.best_of_n`), against KL_bon = log n - (n - 1)/n;
+* the reward-model level: agreement with the judge on every within-prompt pair the judge
+  separates, and Kendall's tau, per prompt category too.
+
+Intervals come from one paired bootstrap over prompts (the same prompts for every scorer), so
+the difference between two weights has its own, narrow interval. The headline is the best-of-m
+win rate of each weight; the report names the best weight with its interval (the argmax over
+bootstrap rounds), each weight's difference from it, and the smallest difference this pool
+detects at 80% power.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from crs.config import ConfigError, CRSConfig, RewardSourceConfig
+from crs.data.schema import user_prompt
+from crs.demo.annotator import resolve_judge
+from crs.eval import best_of_n as bon_stats
+from crs.eval.pool import Pool, read_pool
+from crs.eval.power import power_line, power_of_neighbours
+from crs.io import write_json_atomic, write_text_atomic
+from crs.processes import is_main_process
+from crs.rl.rewards import MIN_STD, build_sources
+from crs.runs import mark_finished
+
+logger = logging.getLogger(__name__)
+
+SCORES_DIR = "scores"  # <run>/scores/<source>.json: one source's scores of the pool, reused by a rerun
+
+
+def weight_name(w: float) -> str:
+    """The scorer name of preference weight ``w``."""
+    return f"w={w:g}"
+
+
+def score_pool(pool: Pool, name: str, path: str, cfg: CRSConfig, run_dir: Path) -> tuple[np.ndarray, dict[str, float] | None]:
+    """(P, m) scores of every reply by the source at ``path``, and its saved statistics; cached in the run."""
+    cache = run_dir / SCORES_DIR / f"{name}.json"
+    if cache.is_file():
+        saved = json.loads(cache.read_text(encoding="utf-8"))
+        if saved.get("path") == path and saved.get("prompt_ids") == pool.prompt_ids:
+            return np.array(saved["scores"], dtype=float), saved.get("stats")
+    source = build_sources([RewardSourceConfig(name=name, path=path)], cfg.model)[0]
+    prompts, replies = [user_prompt(t) for t in pool.instructions], pool.replies
+    batch = max(cfg.eval_rewarding.batch_size, 1)
+    flat_prompts = [p for p, row in zip(prompts, replies) for _ in row]
+    flat_replies = [r for row in replies for r in row]
+    parts = [source.score(flat_prompts[i : i + batch], flat_replies[i : i + batch]) for i in range(0, len(flat_replies), batch)]
+    scores = torch.cat(parts).numpy().reshape(pool.shape)
+    write_json_atomic(cache, {"path": path, "prompt_ids": pool.prompt_ids, "scores": scores.tolist(), "stats": source.stats})
+    return scores, source.stats
+
+
+def zscore(scores: np.ndarray, stats: Mapping[str, float] | None) -> np.ndarray:
+    """Scores on the source's own scale (its saved statistics), else the pool's."""
+    mean, std = (stats["mean"], stats["std"]) if stats else (float(scores.mean()), float(scores.std()))
+    return (scores - mean) / max(std, MIN_STD)
+
+
+def build_scorers(cfg: CRSConfig, raw: Mapping[str, np.ndarray], stats: Mapping[str, Any], judge: np.ndarray) -> dict[str, np.ndarray]:
+    """Every scorer's (P, m) scores: each weight's combination, each source alone, the judge."""
+    bon = cfg.bon
+    scorers: dict[str, np.ndarray] = {}
+    if bon.preference_source in raw and bon.absolute_source in raw:
+        pref, absolute = (zscore(raw[n], stats[n]) for n in (bon.preference_source, bon.absolute_source))
+        scorers.update({weight_name(w): w * pref + (1 - w) * absolute for w in bon.weights})
+    else:
+        logger.warning("bon.rewards has no %r and %r: no weight grid, each source alone", bon.preference_source, bon.absolute_source)
+    scorers.update(raw)
+    scorers["judge"] = judge  # the ceiling
+    return scorers
+
+
+def per_prompt_metrics(scorers: Mapping[str, np.ndarray], judge: np.ndarray, lengths: np.ndarray, ns: list[int]) -> dict[str, np.ndarray]:
+    """Per prompt, for every scorer: the best-of-n curves (gold, win rate, length) and its agreement with the judge."""
+    metrics: dict[str, np.ndarray] = {}
+    for name, scores in scorers.items():
+        metrics[f"{name}/gold"] = bon_stats.best_of_n_values(scores, judge, ns)
+        metrics[f"{name}/win_rate"] = bon_stats.best_of_n_win_rates(scores, judge, ns)
+        metrics[f"{name}/length"] = bon_stats.best_of_n_values(scores, lengths, ns)
+        metrics[f"{name}/pairwise_accuracy"] = bon_stats.pairwise_accuracy(scores, judge)
+        metrics[f"{name}/kendall_tau"] = bon_stats.kendall_tau_b(scores, judge)
+    return metrics
+
+
+def _curve(metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], key: str, ns: list[int]) -> list[dict[str, float]]:
+    point = np.nanmean(metrics[key], axis=0)
+    return [{"n": n, **bon_stats.interval(boot[key][:, i], float(point[i]))} for i, n in enumerate(ns)]
+
+
+def _by_category(values: np.ndarray, categories: list[str]) -> dict[str, float]:
+    out = {}
+    for category in sorted(set(categories)):
+        chosen = values[[c == category for c in categories]]
+        out[category or "(none)"] = float(np.nanmean(chosen)) if np.isfinite(chosen).any() else float("nan")
+    return out
+
+
+def summarize_scorers(metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], names: list[str], ns: list[int],
+                      categories: list[str]) -> dict[str, Any]:
+    """Each scorer's curves and agreement, each number with its paired-bootstrap interval."""
+    out: dict[str, Any] = {}
+    for name in names:
+        entry: dict[str, Any] = {key: _curve(metrics, boot, f"{name}/{key}", ns) for key in ("gold", "win_rate", "length")}
+        for key in ("pairwise_accuracy", "kendall_tau"):
+            entry[key] = bon_stats.interval(boot[f"{name}/{key}"], float(np.nanmean(metrics[f"{name}/{key}"])))
+        entry["pairwise_accuracy_by_category"] = _by_category(metrics[f"{name}/pairwise_accuracy"], categories)
+        out[name] = entry
+    return out
+
+
+def compare_weights(cfg: CRSConfig, metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], headline: int) -> dict[str, Any]:
+    """The weight grid on the headline (best-of-m win rate): the best weight and its interval,
+    every weight against it, and the smallest difference this pool detects (80% power, 5% level)."""
+    grid = [w for w in cfg.bon.weights if f"{weight_name(w)}/win_rate" in metrics]
+    if len(grid) < 2:
+        return {}
+    points = {w: float(np.nanmean(metrics[f"{weight_name(w)}/win_rate"][:, headline])) for w in grid}
+    samples = {w: boot[f"{weight_name(w)}/win_rate"][:, headline] for w in grid}
+    best = max(grid, key=lambda w: points[w])
+    ordered = sorted(grid)
+    return {
+        "grid": ordered,
+        "headline": {weight_name(w): points[w] for w in ordered},
+        "best": {"weight": best, **bon_stats.best_weight(samples)},
+        "vs_best": {weight_name(w): bon_stats.difference(samples[w], samples[best], points[w], points[best]) for w in ordered},
+        "power": power_of_neighbours([samples[w] for w in ordered]),
+    }
+
+
+def verdict(weights: Mapping[str, Any], m: int) -> str:
+    """The weight comparison in plain words, with the study's power."""
+    if not weights:
+        return "No weight grid (bon.rewards lacks the preference or the absolute source)."
+    best, grid = weights["best"], weights["grid"]
+    low, high = best["interval"]
+    ends = [weights["vs_best"][weight_name(w)] for w in (grid[0], grid[-1]) if w != best["weight"]]
+    beaten = [e for e in ends if e["ci_high"] < 0]
+    if low > grid[0] and high < grid[-1] and len(beaten) == len(ends):
+        lead = f"An interior weight wins: w = {best['weight']:g} (95% interval of the best weight {low:g}-{high:g}), and both ends are worse beyond their intervals."
+    elif len(beaten) < len(ends):
+        lead = f"The best weight, w = {best['weight']:g} (interval {low:g}-{high:g}), is not separated from at least one end of the grid."
+    else:
+        lead = f"The best weight is w = {best['weight']:g} (interval {low:g}-{high:g})."
+    return f"{lead} {power_line(weights['power'], 'this pool and its prompts', f'best-of-{m} win rate between neighbouring weights')}"
+
+
+def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+    """Score the pool with every source and the judge, compare every scorer, write results and report."""
+    from crs.eval.bon_report import render_bon_report
+    from crs.eval.plots import plot_bon_curves, plot_weight_curve
+
+    if not is_main_process():  # scoring a pool is short: the main process does it alone and writes the files
+        return {}
+    bon = cfg.bon
+    pool = read_pool(bon.pool)
+    judge_path = resolve_judge(bon.judge, pool.instructions, "bon.judge", cfg.run.allow_gold_outside_demo, "no judge")
+    if judge_path == "none":
+        raise ConfigError("bon.judge: a best-of-n study needs a judge; on prompts that are not the demo's name one (a reward-model run, python:...)")
+    P, m = pool.shape
+    logger.info("best-of-n: %d prompts x %d replies, judge %s, %d reward sources, %d weights", P, m, judge_path, len(bon.rewards), len(bon.weights))
+    judge, _ = score_pool(pool, "judge", judge_path, cfg, run_dir)
+    raw, stats = {}, {}
+    for source in bon.rewards:
+        raw[source.name], stats[source.name] = score_pool(pool, source.name, source.path, cfg, run_dir)
+    scorers = build_scorers(cfg, raw, stats, judge)
+    ns = bon_stats.powers_of_two_up_to(m)
+    metrics = per_prompt_metrics(scorers, judge, pool.lengths(), ns)
+    boot = bon_stats.paired_bootstrap_means(metrics, bon.n_boot, cfg.run.seed)
+    weights = compare_weights(cfg, metrics, boot, len(ns) - 1)
+    results = {
+        "pool": {"path": bon.pool, "prompts": P, "samples": m}, "judge": judge_path, "ns": ns, "kl_bon": [bon_stats.kl_bon(n) for n in ns],
+        "scorers": summarize_scorers(metrics, boot, list(scorers), ns, pool.categories), "weights": weights, "verdict": verdict(weights, m),
+    }
+    write_json_atomic(run_dir / "results.json", results)
+    write_text_atomic(run_dir / "report.md", render_bon_report(results))
+    plot_bon_curves(results, run_dir / "bon_curves.png")
+    if weights:
+        plot_weight_curve(results, run_dir / "weight_curve.png")
+    logger.info("%s", results["verdict"])
+    mark_finished(run_dir, {"verdict": results["verdict"], "best_weight": weights.get("best", {}).get("weight")})
+    return results
