@@ -113,6 +113,11 @@ RESUMABLE_CHANGES = (
     "sweep.seeds",
     "sweep.jobs",
     "sweep.n_boot",
+    "bon.samples",  # a pool extended with more samples keeps the ones it made
+    "bon.batch_size",
+    "bon.rewards",  # a best-of-n study scores only the sources it has not scored yet (<run>/scores/)
+    "bon.weights",
+    "bon.n_boot",
     "online.label_wait_minutes",
     "online.n_boot",
 )

@@ -115,3 +115,20 @@ def test_one_file_of_candidates_is_a_pool_too(tmp_path) -> None:
     path.write_text(json.dumps({"instruction": "x?", "outputs": ["a", "b"]}) + "\n" + json.dumps({"instruction": "y?", "outputs": ["a"]}) + "\n")
     with pytest.raises(Exception, match="row 1 has 1 replies, row 0 has 2"):
         read_pool(path)
+
+
+def test_a_scorer_added_to_a_finished_study_is_the_only_one_scored(tmp_path) -> None:
+    _alpaca_pool(tmp_path / "theirs")
+    config = write_config(tmp_path, pool=tmp_path / "theirs")
+    stage(run_bon_study, config, "bon")
+    scores = tmp_path / "out" / "bon" / "scores"
+    before = {p.name: p.stat().st_mtime_ns for p in scores.iterdir()}
+    assert set(before) == {"judge.json", "preference.json", "absolute.json"}
+    rewards = ("bon.rewards=[{name: preference, path: 'python:tests.reward_fns:reply_length'}, "
+               "{name: absolute, path: 'python:tests.reward_fns:count_vowels'}, {name: share, path: 'python:tests.reward_fns:vowel_share'}]")
+    stage(run_bon_study, config, "bon", "--resume", "--set", rewards)
+    after = {p.name: p.stat().st_mtime_ns for p in scores.iterdir()}
+    assert {k: after[k] for k in before} == before and set(after) - set(before) == {"share.json"}  # only the new source scored
+    results = json.loads((tmp_path / "out" / "bon" / "results.json").read_text())
+    share, judge = results["scorers"]["share"], results["scorers"]["judge"]
+    assert share["gold"] == judge["gold"]  # the new scorer is the judge's own function: it reaches the ceiling
