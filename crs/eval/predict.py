@@ -8,6 +8,7 @@ sweep and the online loop make their predictions with :func:`predict_models`.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ def predict(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         if path.exists():
             logger.info("%s: predictions exist, skipped", entry.name)
             continue
+        started = time.perf_counter()
         model, tokenizer = load_generator(entry.path, cfg)
         rows = []
         for run in range(runs):
@@ -69,7 +71,9 @@ def predict(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
             rows += prediction_rows(prompts, outputs, entry.name, run, dataset)
         if is_main_process():
             write_predictions(path, rows)
-        summary["models"][entry.name] = {"path": entry.path, "n": len(rows)}
+        rate = len(rows) / (time.perf_counter() - started)
+        logger.info("%s: %d replies at %.2f replies/s (model load included)", entry.name, len(rows), rate)
+        summary["models"][entry.name] = {"path": entry.path, "n": len(rows), "replies_per_second": round(rate, 2)}
         del model
     wait_for_everyone()  # every file written before any process moves on (the sweep reads them next)
     if is_main_process():
