@@ -132,3 +132,32 @@ def test_a_scorer_added_to_a_finished_study_is_the_only_one_scored(tmp_path) -> 
     results = json.loads((tmp_path / "out" / "bon" / "results.json").read_text())
     share, judge = results["scorers"]["share"], results["scorers"]["judge"]
     assert share["gold"] == judge["gold"]  # the new scorer is the judge's own function: it reaches the ceiling
+
+
+def test_an_external_judges_annotations_judge_the_pool_as_computed_by_hand(tmp_path) -> None:
+    """AlpacaEval annotations, each pool reply against a reference reply (either side, ties and
+    weighted verdicts): the judged best-of-n numbers, by hand on the 3-prompt fixture."""
+    replies = _alpaca_pool(tmp_path / "theirs")
+    verdict = {  # the judge's view of each pool reply against the reference "REF": 1 better, 0 worse, 0.5 tie
+        "Say hi.": [0.0, 0.5, 1.0, 0.0], "Name a fruit.": [1.0, 0.0, 0.25, 1.0], "Count to two.": [0.5, 0.5, 1.0, 0.0],
+    }
+    rows = []
+    for question, outs in replies.items():
+        for k, (out, value) in enumerate(zip(outs, verdict[question])):
+            if k % 2:  # pool reply second: preference 2 means it is better
+                rows.append({"instruction": question, "output_1": "REF", "output_2": out, "preference": 1 + value})
+            else:  # pool reply first: preference 1 means it is better
+                rows.append({"instruction": question, "output_1": out, "output_2": "REF", "preference": 2 - value})
+    (tmp_path / "annotations.json").write_text(json.dumps(rows))
+    config = write_config(tmp_path, pool=tmp_path / "theirs", judge=str(tmp_path / "annotations.json"))
+    stage(run_bon_study, config, "bon")
+    results = json.loads((tmp_path / "out" / "bon" / "results.json").read_text())
+    gold = results["scorers"]["preference"]["gold"]  # scorer: reply length
+    longest = {q: max(range(4), key=lambda k, outs=outs: len(outs[k])) for q, outs in replies.items()}
+    assert gold[2]["mean"] == pytest.approx(np.mean([verdict[q][k] for q, k in longest.items()])) == pytest.approx(0.25)  # the longest reply
+    assert gold[0]["mean"] == pytest.approx(np.mean([np.mean(v) for v in verdict.values()]))  # best of 1: the pool mean
+    assert results["scorers"]["judge"]["gold"][2]["mean"] == pytest.approx(np.mean([max(v) for v in verdict.values()]))
+    rows.pop()  # a reply without a verdict is no pool to judge
+    (tmp_path / "annotations.json").write_text(json.dumps(rows))
+    with pytest.raises(SystemExit):
+        stage(run_bon_study, config, "bon", "--overwrite")

@@ -207,8 +207,9 @@ class BestOfNConfig:
     judge: str = field(
         default="auto",
         metadata={
-            "help": "The judge of every pick: a reward source path (`gold`, `python:module:function`, an RM run), or `auto`: `gold` "
-            "when every prompt is the demo dataset's, else an error (a best-of-n study needs a judge)."
+            "help": "The judge of every pick: a reward source path (`gold`, `python:module:function`, an RM run); AlpacaEval "
+            "annotation files (a `.json` or a glob) with a verdict on every pool reply against a reference reply; or `auto`: "
+            "`gold` when every prompt is the demo dataset's, else an error (a best-of-n study needs a judge)."
         },
     )
     n_boot: int = field(

@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from crs.config import ConfigError, CRSConfig, RewardSourceConfig
-from crs.data.schema import user_prompt
+from crs.data.schema import DataError, user_prompt
 from crs.demo.annotator import resolve_judge
 from crs.eval import best_of_n as bon_stats
+from crs.eval.judges import judge_files, preference_outcome
 from crs.eval.pool import Pool, read_pool
 from crs.eval.power import power_line, power_of_neighbours
 from crs.io import write_json_atomic, write_text_atomic
@@ -66,6 +67,37 @@ def score_pool(pool: Pool, name: str, path: str, cfg: CRSConfig, run_dir: Path) 
     scores = torch.cat(parts).numpy().reshape(pool.shape)
     write_json_atomic(cache, {"path": path, "prompt_ids": pool.prompt_ids, "scores": scores.tolist(), "stats": source.stats})
     return scores, source.stats
+
+
+def is_annotations(spec: str) -> bool:
+    """Whether ``bon.judge`` names AlpacaEval annotation files (a ``.json`` file or a glob) rather than a reward source."""
+    return spec.endswith(".json") or any(c in spec for c in "*?[")
+
+
+def judge_from_annotations(pool: Pool, spec: str) -> np.ndarray:
+    """(P, m) an external judge's verdict on every reply of the pool, from AlpacaEval annotation files.
+
+    Each row compares a pool reply with a reference reply (``output_1`` and ``output_2``, either
+    side; the pool's side is the one whose text is a reply of the pool to that instruction, the
+    second when both are): 1 when the judge prefers the pool reply, 0 when it prefers the
+    reference, 0.5 a tie, fractions from a weighted judge. Every reply needs one verdict.
+    """
+    where = {(text, reply): (p, k) for p, (text, row) in enumerate(zip(pool.instructions, pool.replies)) for k, reply in enumerate(row)}
+    values = np.full(pool.shape, np.nan)
+    for path in judge_files(spec):
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        for index, row in enumerate(rows if isinstance(rows, list) else []):
+            first = preference_outcome(row.get("preference"), f"{path}, row {index}")  # the outcome of output_1
+            cell = where.get((row.get("instruction"), row.get("output_2")))
+            outcome = None if first is None else 1.0 - first
+            if cell is None:
+                cell, outcome = where.get((row.get("instruction"), row.get("output_1"))), first
+            if cell is not None and outcome is not None:
+                values[cell] = outcome
+    missing = int(np.isnan(values).sum())
+    if missing:
+        raise DataError(f"bon.judge {spec}: {missing} of {values.size} pool replies have no verdict (or a null one); every reply needs one")
+    return values
 
 
 def zscore(scores: np.ndarray, stats: Mapping[str, float] | None) -> np.ndarray:
@@ -171,12 +203,15 @@ def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
         return {}
     bon = cfg.bon
     pool = read_pool(bon.pool)
-    judge_path = resolve_judge(bon.judge, pool.instructions, "bon.judge", cfg.run.allow_gold_outside_demo, "no judge")
-    if judge_path == "none":
-        raise ConfigError("bon.judge: a best-of-n study needs a judge; on prompts that are not the demo's name one (a reward-model run, python:...)")
+    if is_annotations(bon.judge):
+        judge_path, judge = bon.judge, judge_from_annotations(pool, bon.judge)
+    else:
+        judge_path = resolve_judge(bon.judge, pool.instructions, "bon.judge", cfg.run.allow_gold_outside_demo, "no judge")
+        if judge_path == "none":
+            raise ConfigError("bon.judge: a best-of-n study needs a judge; on prompts that are not the demo's name one (a reward-model run, python:..., annotations)")
+        judge, _ = score_pool(pool, "judge", judge_path, cfg, run_dir)
     P, m = pool.shape
     logger.info("best-of-n: %d prompts x %d replies, judge %s, %d reward sources, %d weights", P, m, judge_path, len(bon.rewards), len(bon.weights))
-    judge, _ = score_pool(pool, "judge", judge_path, cfg, run_dir)
     raw, stats = {}, {}
     for source in bon.rewards:
         raw[source.name], stats[source.name] = score_pool(pool, source.name, source.path, cfg, run_dir)
