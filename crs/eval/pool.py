@@ -84,7 +84,7 @@ def make_pool(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     started, made = time.perf_counter(), 0
     if todo:
         model, tokenizer = load_generator(bon.policy, cfg)
-        dataset = f"{Path(cfg.data.source).name}"
+        dataset = Path(cfg.data.source).name
         for k in todo:
             outputs = generate_on_every_process(model, tokenizer, [p.prompt for p in prompts], settings, bon.batch_size,
                                                 cfg.data.max_prompt_length, seed=cfg.run.seed + k, desc=f"sample {k + 1}/{bon.samples}")
