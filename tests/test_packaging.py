@@ -79,7 +79,7 @@ def test_the_algorithm_never_imports_its_stage() -> None:
         assert not graph[algorithm] & stages, algorithm
 
 
-# The house's floors (README, Layout): a package imports only from its own floor's foundation
+# The house's floors (docs/layout.md): a package imports only from its own floor's foundation
 # or lower. cli -> study -> eval -> rl -> rm / sft -> models -> config / data / demo / io / runs.
 FLOORS: dict[str, int] = {
     "crs.io": 0, "crs.config": 0, "crs.dependencies": 0, "crs.runs": 0, "crs.processes": 0, "crs.data": 0, "crs.demo": 0, "crs": 0,
