@@ -11,7 +11,7 @@ import pytest
 from crs.config import ConfigError, DataConfig
 from crs.data import demo_dataset_path, load_examples
 from crs.demo.annotator import utility
-from crs.demo.facets import SEED, implied_best_weight, ranker_utility, relabel_row, relabel_rows, row_rng
+from crs.demo.facets import SEED, construction_curve, implied_best_weight, ranker_utility, rater_utility, relabel_row, relabel_rows, row_rng
 from crs.io import iter_jsonl
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -49,6 +49,17 @@ def test_ranker_utility_ignores_the_hidden_facets() -> None:
     assert utility(WHY, CUT_OFF) == pytest.approx(utility(WHY, OFF_TOPIC))
     assert ranker_utility(WHY, OFF_TOPIC) < ranker_utility(WHY, CUT_OFF) - 0.2
     assert ranker_utility(WHY, "") == 0.0
+
+
+def test_rater_utility_sees_content_but_not_topic() -> None:
+    # Correctness and completeness: the raters see what the rankers miss.
+    assert rater_utility(SUM, "17 + 25 = 42.") > rater_utility(SUM, "17 + 25 = 43.")
+    assert rater_utility(WHY, FINISHED) > rater_utility(WHY, CUT_OFF)
+    # Relevance: a finished reply about something else looks as good to them as the right one,
+    # while the gold and the rankers put it far below.
+    assert rater_utility(WHY, OFF_TOPIC) == pytest.approx(rater_utility(WHY, FINISHED))
+    assert utility(WHY, OFF_TOPIC) < utility(WHY, FINISHED) - 0.1
+    assert rater_utility(WHY, "") == 0.0
 
 
 def test_rankings_follow_visible_facets_and_guess_hidden_ones() -> None:
@@ -135,7 +146,16 @@ def test_planted_facets_put_the_optimum_inside(demo_rows: list[dict[str, Any]]) 
     result = implied_best_weight(relabel_rows(demo_rows, SEED))
     curve, best = result["curve"], result["best_weight"]
     assert 0.0 < best < 1.0
-    assert curve[best] > max(curve[0.0], curve[1.0]) + 0.015
+    assert curve[best] > max(curve[0.0], curve[1.0]) + 0.025
+
+
+@needs_demo
+def test_the_construction_needs_both_channels(demo_rows: list[dict[str, Any]]) -> None:
+    # Noise-free, each channel alone keeps its blind spot: a mix beats both by a wide margin.
+    result = construction_curve(demo_rows)
+    curve, best = result["curve"], result["best_weight"]
+    assert 0.25 <= best <= 0.75
+    assert curve[best] > max(curve[0.0], curve[1.0]) + 0.1
 
 
 # --------------------------------------------------------------------------- data.demo_labels

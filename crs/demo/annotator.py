@@ -367,7 +367,12 @@ ANNOTATORS: tuple[Annotator, ...] = (
 
 def likert(prompt: str, reply: str, annotator: Annotator, rng: np.random.Generator) -> int:
     """One absolute score from 1 (bad) to 5 (good) given by ``annotator``."""
-    x = 0.5 + annotator.scale * (utility(prompt, reply) - 0.5) + annotator.bias
+    return likert_of_utility(utility(prompt, reply), annotator, rng)
+
+
+def likert_of_utility(value: float, annotator: Annotator, rng: np.random.Generator) -> int:
+    """The 1-5 score ``annotator`` gives a reply it judges to be worth ``value`` in [0, 1] (one noise draw)."""
+    x = 0.5 + annotator.scale * (value - 0.5) + annotator.bias
     x += annotator.noise * float(rng.standard_normal())
     x = min(1.0, max(0.0, x))
     return 1 + int(math.floor(4 * x + 0.5))

@@ -8,37 +8,38 @@ the shipped file; only each reply's ``rank``, ``likert`` and ``score`` are drawn
 
 The two channels
 ----------------
-* **Rankers** (the preference channel) judge form and topic only: the points-weighted mean
-  of the criteria in :data:`RANKED_FACETS` (relevance 2, instructions 3, repetition 2,
-  no_refusal 2) that apply to the prompt, as graded by
-  :func:`crs.demo.annotator.utility_breakdown`. They are blind to :data:`HIDDEN_FACETS`
-  (correctness 4, completeness 2, length 1): a reply cut off mid-sentence, or one with the
-  wrong number, looks as good to them as the finished or right one. Their order is drawn
-  Plackett-Luce with the standard labels' noise (:data:`RANKING_NOISE` = 0.05), so they are
-  consistent about what they do see; where the visible criteria tie (most arithmetic
-  replies), the Gumbel noise alone orders the replies.
-* **Raters** (the absolute channel) see every criterion: each reply gets a 1-5 Likert score
-  of the gold utility (:func:`crs.demo.annotator.likert`) from the rater the standard file
-  names for it (``annotator``), with that rater's bias, noise and use of the scale (the
-  standard panel; :data:`RATING_EXTRA_NOISE` = 0: a first version added 0.05, which shrank
-  the planted gap below what the best-of-n study resolves), from a fresh draw. A row whose
-  rater is not in the panel gets a panel member drawn at random. ``score`` is
-  ``(likert - 1) / 4`` as before.
+Each channel judges a reply by the points-weighted mean of the criteria it sees (of those
+that apply to the prompt, as graded by :func:`crs.demo.annotator.utility_breakdown`):
+
+* **Rankers** (the preference channel) see form and topic, :data:`RANKED_FACETS`
+  (relevance 2, instructions 3, repetition 2, no_refusal 2), and are blind to correctness,
+  completeness and length: a reply cut off mid-sentence, or one with the wrong number, looks
+  as good to them as the finished or right one. Their order is drawn Plackett-Luce with the
+  standard labels' noise (:data:`RANKING_NOISE` = 0.05); where what they see ties (most
+  arithmetic replies), the Gumbel noise alone orders the replies.
+* **Raters** (the absolute channel) see content, :data:`RATED_FACETS` (correctness 4,
+  completeness 2, length 1, repetition 2, no_refusal 2), and are blind to relevance and
+  instructions: an on-topic answer in the wrong form, or a fluent finished reply to another
+  question, scores as well as the right one. Each reply gets a 1-5 Likert score of that view
+  (:func:`crs.demo.annotator.likert_of_utility`) from the rater the standard file names for it
+  (``annotator``), with that rater's bias, noise and use of the scale (the standard panel),
+  from a fresh draw. A row whose rater is not in the panel gets a panel member drawn at
+  random. ``score`` is ``(likert - 1) / 4`` as before.
 
 Why the best mixture is interior
 --------------------------------
-The channels err in different ways. The ranking's errors are systematic (completeness
-alone, 2 points on every prompt, varies more than any other criterion among the demo
-replies) but it never ties and is precise on the visible criteria. The ratings' errors are
-random per reply (noise, lenient against harsh raters, five rounded levels that often tie
-siblings) but they weigh every criterion as the gold does. A small weight on the ranking
-breaks the rating ties; a middling one lets it overrule rating differences of one Likert
-step, which are mostly noise; only a weight near 1 lets it overrule the large rating gaps
-that hidden criteria cause. So neither channel alone recovers the gold order, and a weight
-strictly inside (0, 1) does best: on the shipped 900 prompts :func:`implied_best_weight`
-finds 0.125-0.375 (pairwise accuracy 0.746, against 0.692 for the ranking alone and 0.681 for
-the ratings alone; the standard labels give 0.855 for the ranking alone, no better mix).
+Each channel's blind spot is systematic, so no amount of data removes it: a reward model
+trained on either channel alone learns that channel's view, not the gold. Noise-free,
+:func:`construction_curve` orders 74% of the demo's within-prompt pairs like the gold with
+the rankers' view alone, 82% with the raters' alone and 97% with ``0.625 * z(rankers) +
+0.375 * z(raters)``. The drawn labels (noise, five rounded Likert levels) imply the same
+shape: :func:`implied_best_weight` finds w = 0.5 on the shipped 900 prompts (pairwise
+accuracy 0.730, against 0.692 for the ranking alone and 0.626 for the ratings alone).
 ``python -m crs.demo.facets`` prints both curves (docs/demo_dataset.md, "Planted facets").
+
+Two earlier versions (2026-12-03) let the raters see every criterion; a trained absolute
+reward model then averages the raters' noise away and recovers the gold view, so the best
+mixture sat at (or beside) w = 0 once models were trained, whatever the labels implied.
 
 Determinism
 -----------
@@ -53,24 +54,20 @@ from __future__ import annotations
 import argparse
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from crs.demo.annotator import ANNOTATORS, WEIGHTS, Annotator, likert, likert_to_unit, sample_ranking, utility_breakdown
+from crs.demo.annotator import ANNOTATORS, WEIGHTS, Annotator, likert_of_utility, likert_to_unit, sample_ranking, utility_breakdown
 
 RANKED_FACETS: tuple[str, ...] = ("relevance", "instructions", "repetition", "no_refusal")
 """The criteria rankers attend to: form and topic."""
 
-HIDDEN_FACETS: tuple[str, ...] = ("correctness", "completeness", "length")
-"""The criteria rankers ignore; raters still see them through the full utility."""
+RATED_FACETS: tuple[str, ...] = ("correctness", "completeness", "length", "repetition", "no_refusal")
+"""The criteria raters attend to: content."""
 
 RANKING_NOISE = 0.05
 """Plackett-Luce (Gumbel) noise of the rankers, the same as the standard labels'."""
-
-RATING_EXTRA_NOISE = 0.0
-"""Noise every rater has on top of its standard noise (0: the standard panel)."""
 
 SEED = 20261203
 """The one seed the data loader relabels with (``data.demo_labels: facets``)."""
@@ -78,22 +75,31 @@ SEED = 20261203
 DEFAULT_WEIGHTS: tuple[float, ...] = tuple(i / 8 for i in range(9))
 """Preference weights :func:`implied_best_weight` tries by default: 0, 0.125, ..., 1."""
 
-FACET_PANEL: dict[str, Annotator] = {a.id: replace(a, noise=a.noise + RATING_EXTRA_NOISE) for a in ANNOTATORS}
-"""The standard panel, each rater noisier by :data:`RATING_EXTRA_NOISE`; keyed by rater id."""
+FACET_PANEL: dict[str, Annotator] = {a.id: a for a in ANNOTATORS}
+"""The standard panel of raters, keyed by rater id."""
 
 _TIE = 1e-9  # combined signals closer than this count as tied (float rounding, not preference)
 
 
-def ranker_utility(prompt: str, reply: str) -> float:
-    """The rankers' view of ``reply``: the points-weighted mean of the :data:`RANKED_FACETS` that apply.
+def facet_utility(prompt: str, reply: str, facets: Sequence[str]) -> float:
+    """``reply`` as judged on ``facets`` alone: the points-weighted mean of those that apply to ``prompt``.
 
-    An empty reply (no letters or digits) gets 0, as in the gold utility.
+    An empty reply (no letters or digits), or one to which none of ``facets`` applies, gets 0.
     """
-    breakdown = utility_breakdown(prompt, reply)
-    seen = [(WEIGHTS[name], value) for name, value in breakdown.items() if name in RANKED_FACETS]
+    seen = [(WEIGHTS[name], value) for name, value in utility_breakdown(prompt, reply).items() if name in facets]
     if not seen:
         return 0.0
     return sum(w * v for w, v in seen) / sum(w for w, _ in seen)
+
+
+def ranker_utility(prompt: str, reply: str) -> float:
+    """The rankers' view of ``reply``: :func:`facet_utility` on :data:`RANKED_FACETS`."""
+    return facet_utility(prompt, reply, RANKED_FACETS)
+
+
+def rater_utility(prompt: str, reply: str) -> float:
+    """The raters' view of ``reply``: :func:`facet_utility` on :data:`RATED_FACETS`."""
+    return facet_utility(prompt, reply, RATED_FACETS)
 
 
 def row_rng(seed: int, prompt_id: str) -> np.random.Generator:
@@ -116,7 +122,7 @@ def relabel_row(row: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]
     panel = list(FACET_PANEL.values())
     for reply in replies:
         rater = FACET_PANEL.get(reply.get("annotator")) or panel[int(rng.integers(len(panel)))]
-        score = likert(prompt, reply["text"], rater, rng)
+        score = likert_of_utility(rater_utility(prompt, reply["text"]), rater, rng)
         reply["likert"] = int(score)
         reply["score"] = float(likert_to_unit(score))
     return {**row, "replies": replies}
@@ -136,19 +142,31 @@ def _zscore(values: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
 
 
-def _signals(rows: Iterable[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per reply: ranking signal, rating signal, gold; and the (i, j) index pairs to judge."""
-    position, rating, gold, pairs = [], [], [], []
+def _gold_pairs(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Every reply's gold utility, and the (i, j) index pairs of replies to one prompt whose gold differs."""
+    gold, pairs = [], []
     for row in rows:
-        replies = row["replies"]
-        start, n = len(gold), len(replies)
-        for reply in replies:
-            # Normalized Borda position: 1 for the best reply, 0 for the worst, whatever n is.
-            position.append(1.0 - reply["rank"] / (n - 1) if n > 1 else 0.5)
-            rating.append(float(reply["score"]))
-            gold.append(float(reply["gold_utility"]))
+        start, n = len(gold), len(row["replies"])
+        gold += [float(reply["gold_utility"]) for reply in row["replies"]]
         pairs += [(start + i, start + j) for i in range(n) for j in range(i + 1, n) if gold[start + i] != gold[start + j]]
-    return np.array(position), np.array(rating), np.array(gold), np.array(pairs, dtype=int).reshape(-1, 2)
+    return np.array(gold), np.array(pairs, dtype=int).reshape(-1, 2)
+
+
+def _mix_curve(preference: np.ndarray, absolute: np.ndarray, rows: Sequence[dict[str, Any]], weights: Sequence[float]) -> dict[str, Any]:
+    """Pairwise accuracy against the gold of ``w * z(preference) + (1 - w) * z(absolute)`` for each ``w``."""
+    gold, pairs = _gold_pairs(rows)
+    if not len(pairs):
+        raise ValueError("no within-prompt pair of replies with different gold utilities")
+    z_pref, z_abs = _zscore(preference), _zscore(absolute)
+    gold_sign = np.sign(gold[pairs[:, 0]] - gold[pairs[:, 1]])
+    curve: dict[float, float] = {}
+    for w in weights:
+        combined = w * z_pref + (1 - w) * z_abs
+        diff = combined[pairs[:, 0]] - combined[pairs[:, 1]]
+        credit = np.where(np.abs(diff) <= _TIE, 0.5, (np.sign(diff) == gold_sign).astype(float))
+        curve[float(w)] = float(credit.mean())
+    best = max(curve, key=lambda w: curve[w])  # max keeps the first of equal values
+    return {"curve": curve, "best_weight": best, "pairs": int(len(pairs))}
 
 
 def implied_best_weight(rows: Iterable[dict[str, Any]], weights: Sequence[float] = DEFAULT_WEIGHTS) -> dict[str, Any]:
@@ -161,19 +179,23 @@ def implied_best_weight(rows: Iterable[dict[str, Any]], weights: Sequence[float]
     orders like the gold (a tie counts half). Returns ``{"curve": {w: accuracy},
     "best_weight": w, "pairs": n}``; of equally good weights the first in ``weights`` wins.
     """
-    position, rating, gold, pairs = _signals(rows)
-    if not len(pairs):
-        raise ValueError("no within-prompt pair of replies with different gold utilities")
-    z_rank, z_rate = _zscore(position), _zscore(rating)
-    gold_sign = np.sign(gold[pairs[:, 0]] - gold[pairs[:, 1]])
-    curve: dict[float, float] = {}
-    for w in weights:
-        combined = w * z_rank + (1 - w) * z_rate
-        diff = combined[pairs[:, 0]] - combined[pairs[:, 1]]
-        credit = np.where(np.abs(diff) <= _TIE, 0.5, (np.sign(diff) == gold_sign).astype(float))
-        curve[float(w)] = float(credit.mean())
-    best = max(curve, key=lambda w: curve[w])  # max keeps the first of equal values
-    return {"curve": curve, "best_weight": best, "pairs": int(len(pairs))}
+    rows = list(rows)
+    # Normalized Borda position: 1 for the best reply, 0 for the worst, whatever n is.
+    position = [1.0 - r["rank"] / (len(row["replies"]) - 1) if len(row["replies"]) > 1 else 0.5 for row in rows for r in row["replies"]]
+    rating = [float(r["score"]) for row in rows for r in row["replies"]]
+    return _mix_curve(np.array(position), np.array(rating), rows, weights)
+
+
+def construction_curve(rows: Iterable[dict[str, Any]], weights: Sequence[float] = DEFAULT_WEIGHTS) -> dict[str, Any]:
+    """:func:`implied_best_weight` on the channels' noise-free views (:func:`ranker_utility`, :func:`rater_utility`).
+
+    What a reward model trained on each channel approaches with unlimited labels: the labels'
+    noise averages out, the blind spots stay. Same return value as :func:`implied_best_weight`.
+    """
+    rows = list(rows)
+    ranker = [ranker_utility(row["prompt"], r["text"]) for row in rows for r in row["replies"]]
+    rater = [rater_utility(row["prompt"], r["text"]) for row in rows for r in row["replies"]]
+    return _mix_curve(np.array(ranker), np.array(rater), rows, weights)
 
 
 def _print_curves(curves: dict[str, dict[str, Any]]) -> None:
@@ -188,7 +210,7 @@ def _print_curves(curves: dict[str, dict[str, Any]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Print the implied curves of the standard and planted-facets labels of the shipped demo data."""
+    """Print the implied curves of the standard and planted-facets labels of the shipped demo data, and the construction's."""
     from crs.data.sources import demo_dataset_path  # here: crs.data imports crs.demo
     from crs.io import iter_jsonl
 
@@ -196,7 +218,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--other_seeds", type=int, default=10, help="also relabel with seeds 1..N and summarize the best weights")
     args = parser.parse_args(argv)
     rows = [row for _, row in iter_jsonl(demo_dataset_path())]
-    _print_curves({"standard": implied_best_weight(rows), "facets": implied_best_weight(relabel_rows(rows, SEED))})
+    _print_curves({
+        "standard": implied_best_weight(rows),
+        "facets": implied_best_weight(relabel_rows(rows, SEED)),
+        "facets noise-free": construction_curve(rows),
+    })
     if args.other_seeds:
         results = [implied_best_weight(relabel_rows(rows, seed)) for seed in range(1, args.other_seeds + 1)]
         margins = [r["curve"][r["best_weight"]] - max(r["curve"][0.0], r["curve"][1.0]) for r in results]
