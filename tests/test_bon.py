@@ -161,3 +161,69 @@ def test_an_external_judges_annotations_judge_the_pool_as_computed_by_hand(tmp_p
     (tmp_path / "annotations.json").write_text(json.dumps(rows))
     with pytest.raises(SystemExit):
         stage(run_bon_study, config, "bon", "--overwrite")
+
+
+# --------------------------------------------------------------------------- combination strategies (bon.strategies)
+
+
+def _standardized(row: list[float]) -> list[float]:
+    mean = sum(row) / len(row)
+    std = (sum((x - mean) ** 2 for x in row) / len(row)) ** 0.5
+    return [0.0 if std == 0 else (x - mean) / std for x in row]
+
+
+def test_the_strategies_scorers_equal_a_hand_computation_on_two_prompts_of_three_replies() -> None:
+    from crs.config import CRSConfig
+    from crs.eval.bon import build_strategy_scorers
+
+    cfg = CRSConfig()
+    cfg.bon.weights, cfg.rl.conservative_k = [0.0, 0.5, 1.0], 0.5
+    raw = {"preference": np.array([[1.0, 2.0, 3.0], [4.0, 4.0, 10.0]]), "absolute": np.array([[3.0, 0.0, 0.0], [1.0, 2.0, 3.0]])}
+    scorers = build_strategy_scorers(cfg, raw, {"preference": None, "absolute": None})  # no saved statistics: the pool's
+    assert set(scorers) == {"per_prompt w=0", "per_prompt w=0.5", "per_prompt w=1", "min", "mean-0.5std"}
+    # sum_per_prompt: each source standardised within each prompt's 3 replies. By hand, prompt 0: preference 1, 2, 3 ->
+    # -1.2247, 0, 1.2247; absolute 3, 0, 0 -> 1.4142, -0.7071, -0.7071. Prompt 1: 4, 4, 10 -> -0.7071, -0.7071, 1.4142; 1, 2, 3.
+    pref = [_standardized(r) for r in raw["preference"].tolist()]
+    absolute = [_standardized(r) for r in raw["absolute"].tolist()]
+    assert pref[0] == pytest.approx([-1.2247449, 0.0, 1.2247449]) and absolute[0] == pytest.approx([1.4142136, -0.7071068, -0.7071068])
+    for w in (0.0, 0.5, 1.0):
+        by_hand = [[w * p + (1 - w) * a for p, a in zip(pr, ar)] for pr, ar in zip(pref, absolute)]
+        assert scorers[f"per_prompt w={w:g}"].tolist() == [pytest.approx(row) for row in by_hand]
+    # conservative: z-scores over the whole pool (preference: mean 4, std sqrt(50/6); absolute: mean 1.5, std sqrt(9.5/6)).
+    z_pref = (raw["preference"] - 4.0) / (50 / 6) ** 0.5
+    z_abs = (raw["absolute"] - 1.5) / (9.5 / 6) ** 0.5
+    assert scorers["min"] == pytest.approx(np.minimum(z_pref, z_abs))
+    # mean - k * std over two sources: (a + b) / 2 - k * |a - b| / 2, k = 0.5
+    assert scorers["mean-0.5std"] == pytest.approx((z_pref + z_abs) / 2 - 0.5 * np.abs(z_pref - z_abs) / 2)
+
+
+def test_the_strategies_table_compares_each_strategy_with_sums_best_weight(tmp_path) -> None:
+    pool = {"Say hi.": ["hi", "hello there", "aaaa"], "Name a fruit.": ["apple", "kiwi", "banana"]}
+    path = tmp_path / "pool.jsonl"
+    path.write_text("".join(json.dumps({"instruction": q, "outputs": r}) + "\n" for q, r in pool.items()))
+    config = write_config(tmp_path, pool=path)
+    stage(run_bon_study, config, "bon")
+    results = json.loads((tmp_path / "out" / "bon" / "results.json").read_text())
+    strategies = results["strategies"]
+    rows = {row["scorer"]: row for row in strategies["rows"]}
+    assert [row["strategy"] for row in strategies["rows"]] == ["sum", "sum_per_prompt", "conservative", "conservative"]
+    reference = f"w={results['weights']['best']['weight']:g}"
+    assert strategies["reference"] == reference and rows[reference]["vs_sum"] == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    assert rows[reference]["win_rate"]["mean"] == pytest.approx(results["scorers"][reference]["win_rate"][-1]["mean"])
+    assert set(results["scorers"]) == {"w=0", "w=0.5", "w=1", "preference", "absolute", "judge"}  # the sum scorers, unchanged
+    # By hand, the `min` scorer: z-score length and vowel count over the pool, keep the lower, pick each prompt's highest
+    # (no ties here); its best-of-3 win rate is how often the judge (vowel share) prefers the pick to a random pool reply.
+    lengths = np.array([[len(t) for t in r] for r in pool.values()], dtype=float)
+    vowels = np.array([[sum(c in "aeiou" for c in t) for t in r] for r in pool.values()], dtype=float)
+    low = np.minimum((lengths - lengths.mean()) / lengths.std(), (vowels - vowels.mean()) / vowels.std())
+    share = np.array([[_vowel_share(t) for t in r] for r in pool.values()])
+    picks = low.argmax(axis=1)
+    assert all(sorted(row)[-1] > sorted(row)[-2] for row in low)
+    wins = [np.mean([1.0 if share[p, k] > s else 0.5 if share[p, k] == s else 0.0 for s in share[p]]) for p, k in enumerate(picks)]
+    assert rows["min"]["win_rate"]["mean"] == pytest.approx(np.mean(wins))
+    assert rows["min"]["vs_sum"]["mean"] == pytest.approx(np.mean(wins) - rows[reference]["win_rate"]["mean"])
+    per_prompt = next(row for row in strategies["rows"] if row["strategy"] == "sum_per_prompt")
+    assert per_prompt["weight"] in (0.0, 0.5, 1.0) and per_prompt["scorer"] == f"per_prompt w={per_prompt['weight']:g}"
+    assert {"min", "mean-1std", per_prompt["scorer"]} <= set(strategies["scorers"])
+    report = (tmp_path / "out" / "bon" / "report.md").read_text()
+    assert "## Combination strategies" in report and "| conservative | `min` |" in report

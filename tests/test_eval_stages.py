@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -83,8 +84,9 @@ def test_predict_then_score_end_to_end(tmp_path: Path, smol_tokenizer) -> None:
     assert (out / "win_rates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path) -> None:
-    """An RL run's own reward, and a named combination, score a reply exactly as PPO's CombinedReward does."""
+@pytest.mark.parametrize("combine", [{}, {"combine": "conservative", "conservative": "mean_std", "conservative_k": 2.0}])
+def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path, combine: dict[str, Any]) -> None:
+    """An RL run's own reward (its combination strategy too), and a named combination, score a reply exactly as PPO's CombinedReward does."""
     import torch
 
     from crs.config import RewardSourceConfig, load_config
@@ -100,7 +102,8 @@ def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path) -> Non
     frozen = {"length": {"stats": {"mean": 20.0, "std": 8.0}, "origin": "first batch"}, "vowels": {"stats": {"mean": 5.0, "std": 2.0}, "origin": "first batch"}}
     rl_run = tmp_path / "rl_run"
     (rl_run / "checkpoints" / "step_2").mkdir(parents=True)
-    (rl_run / "config.resolved.yaml").write_text(yaml.safe_dump({"default": {}, "rl_x": {"rl": {"rewards": sources, "reward_clip": 1.5, "missing_eos_penalty": -0.5}}}))
+    rl_block = {"rewards": sources, "reward_clip": 1.5, "missing_eos_penalty": -0.5, **combine}
+    (rl_run / "config.resolved.yaml").write_text(yaml.safe_dump({"default": {}, "rl_x": {"rl": rl_block}}))
     (rl_run / "checkpoints" / "step_2" / "trainer_state.json").write_text(json.dumps({"step": 2, "reward": frozen}))
     seal_checkpoint(rl_run / "checkpoints" / "step_2")
 
@@ -121,7 +124,8 @@ def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path) -> Non
     configs = [RewardSourceConfig(**s) for s in sources]
     for model, rows in per_model.items():
         prompts, replies = [user_prompt(r["instruction"]) for r in rows], [r["output"] for r in rows]
-        ppo = CombinedReward.from_config(configs, reward_clip=1.5, missing_eos_penalty=-0.5)
+        strategy = {"strategy": combine["combine"], "method": combine["conservative"], "k": combine["conservative_k"]} if combine else {}
+        ppo = CombinedReward.from_config(configs, reward_clip=1.5, missing_eos_penalty=-0.5, **strategy)
         ppo.load_state_dict(frozen)  # the scale PPO froze in its checkpoint
         expected = ppo(prompts, replies, torch.tensor([r["ended_with_eos"] for r in rows])).combined.tolist()
         assert scores["reward of rl"][model] == pytest.approx(expected, abs=1e-6)

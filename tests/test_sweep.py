@@ -111,6 +111,17 @@ def test_the_jobs_flag_sets_sweep_jobs(tmp_path: Path, sweep_config: Path) -> No
     assert load_config("sweep_tiny", sweep_config, ["sweep.jobs=2"]).sweep.jobs == 2
 
 
+def test_a_sweep_over_a_conservative_reward_is_refused(sweep_config: Path) -> None:
+    from crs.config import ConfigError, load_config
+    from crs.study.sweep import weighted_rewards
+
+    cfg = load_config("sweep_tiny", sweep_config)
+    base = load_config("rl_tiny", sweep_config, ["rl.combine=conservative"])
+    with pytest.raises(ConfigError, match="rl.combine=conservative, which ignores the weights"):
+        weighted_rewards(base, cfg, 0.5)
+    assert [r["weight"] for r in weighted_rewards(load_config("rl_tiny", sweep_config), cfg, 0.25)] == [0.25, 0.75]
+
+
 def test_the_sweeps_judge_is_decided_before_anything_trains(tmp_path: Path, sweep_config: Path, caplog) -> None:
     from crs.config import ConfigError, load_config
     from crs.eval.score import study_judge

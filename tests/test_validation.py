@@ -52,8 +52,13 @@ BAD_VALUES: dict[str, list[str]] = {
     "rm.loss_weight_strength": ["-1"],
     "rm.undersample_bins": ["0"],
     "rm.undersample_max_ratio": ["0.5"],
+    "rm.strength_scale": ["-1", ".nan"],
+    "rm.joint_absolute_weight": ["-0.5", ".inf"],
+    "rm.joint_preference_weight": ["1.5", "-0.1"],
     "rl.rewards[*].weight": ["-1", ".nan", ".inf"],
     "rl.reward_clip": ["0", "-4"],
+    "rl.combine": ["sum_per_prompt"],  # with rl.algorithm ppo (the default): one reply per prompt, no group
+    "rl.conservative_k": ["-1", ".nan"],
     "rl.missing_eos_penalty": [".nan"],
     "rl.steps": ["0", "-3"],
     "rl.batch_size": ["0"],
@@ -105,6 +110,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "bon.weights[*]": ["1.5"],
     "bon.weights": ["[]", "[0.5, 0.5]"],
     "bon.n_boot": ["0"],
+    "bon.strategies": ["[conservative]", "[sum, sum]"],
     "sweep.jobs": ["0"],
     "sweep.n_boot": ["0"],
     "rl.init_adapter": ["outputs/rl_crs"],  # with full fine-tuning (see _overrides)
@@ -314,6 +320,7 @@ def _fake_run(folder: Path, manifest: str | None, kind: str = "causal_lm", adapt
         ("reward-model-as-policy", "is a reward model (rm_train.py), not a causal LM"),
         ("causal-lm-as-reward", "is a causal LM (sft_train.py / rl_train.py), not a reward model"),
         ("causal-lm-as-critic", "is a causal LM (sft_train.py / rl_train.py), not a reward model"),
+        ("joint-rm-as-critic", "is a reward model with 2 output(s), not 1"),
         ("corrupt-rm-format", "rm_format.json is not valid JSON"),
         ("rm-format-unknown-key", "rm_format.json does not describe an RM format"),
         ("corrupt-reward-stats", "reward_stats.json is not a JSON object"),
@@ -338,6 +345,9 @@ def test_model_paths_that_cannot_work_end_in_one_line(tmp_path: Path, capsys, ca
         _fake_run(folder, "valid", adapter=False)
     elif case == "reward-model-as-policy":
         _fake_run(folder, "valid", kind="reward_model")
+    elif case == "joint-rm-as-critic":
+        manifest = {"base": "embedded:smollm2-135m-instruct", "adapter": "adapter", "kind": "reward_model", "full_model": False, "num_labels": 2}
+        _fake_run(folder, json.dumps(manifest), kind="reward_model")
     elif case in ("corrupt-rm-format", "rm-format-unknown-key", "corrupt-reward-stats"):
         _fake_run(folder, "valid", kind="reward_model")
         (folder / "rm_format.json").write_text({"corrupt-rm-format": '{"max_length": ', "rm-format-unknown-key": '{"max_lenght": 256}'}.get(case, "{}"))
@@ -349,7 +359,7 @@ def test_model_paths_that_cannot_work_end_in_one_line(tmp_path: Path, capsys, ca
     def main(cfg, run_dir, resume):
         if case in ("causal-lm-as-reward", "corrupt-rm-format", "rm-format-unknown-key", "corrupt-reward-stats"):
             load_reward_scorers([cfg.model.name])
-        elif case == "causal-lm-as-critic":
+        elif case in ("causal-lm-as-critic", "joint-rm-as-critic"):
             from dataclasses import replace
 
             from crs.rl.ppo.stage import build_models

@@ -30,7 +30,7 @@ class DataConfig:
         default="standard",
         metadata={
             "help": "Labels of the demo data (adapter `crs_demo` only): `standard`, the shipped ranks and scores; `facets`, "
-            "planted-facets labels in which rankers see only form and topic and raters (noisy, miscalibrated) see everything, so that "
+            "planted-facets labels in which rankers see only form and topic and raters (noisy, miscalibrated) only content, so that "
             "a mix of the preference and absolute reward models has a known best weight inside (0, 1) "
             "(`crs/demo/facets.py`, docs/demo_dataset.md). Same prompts, replies and gold utility; a fixed seed, so every stage "
             "sees the same labels. `facets` with another adapter is an error."

@@ -16,7 +16,7 @@ PPO) reads ``rl.algorithm`` from the whole config, its second argument.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from crs.config.fields import PROBABILITY, UNIT, Rule, above, at_least, finite, or_null
 
@@ -50,6 +50,17 @@ class RewardSourceConfig:
     )
 
 
+def _combine_fits(strategy: str, rl: Any) -> bool:
+    """Whether ``rl.combine`` fits the algorithm and the sources (see its help); ``rl`` is the whole :class:`RLConfig`."""
+    if strategy == "sum_per_prompt" and rl.algorithm == "ppo":
+        return False  # PPO samples one reply per prompt: no group to standardise within
+    if strategy != "sum" and rl.algorithm == "grpo" and rl.reward_normalization == "trl":
+        return False
+    active = sum(1 for r in rl.rewards if r.weight != 0)
+    # No sources at all is another key's error (and a stage that reads no reward)
+    return strategy != "conservative" or active == 0 or active >= 2
+
+
 @dataclass
 class RLCommon:
     """Keys more than one algorithm reads: the start, the combined reward, the budget, the optimiser, sampling, checkpoints."""
@@ -71,7 +82,39 @@ class RLCommon:
         },
     )
     rewards: list[RewardSourceConfig] = field(
-        default_factory=list, metadata={"help": "The reward sources whose weighted, normalised scores are summed into the combined reward."}
+        default_factory=list,
+        metadata={"help": "The reward sources whose normalised scores are combined (`rl.combine`; by default weighted and summed) into the combined reward."},
+    )
+    combine: Literal["sum", "sum_per_prompt", "conservative"] = field(
+        default="sum",
+        metadata={
+            "help": "How the sources make one score (then `reward_clip` and `missing_eos_penalty`, as always). `sum`: "
+            "sum_i w_i x z_i, each source z-scored on its fixed scale (`normalize`). `sum_per_prompt` (GRPO, RLOO): each source "
+            "standardised within the group of replies to the same prompt ((x - group mean) / group std, population std; a group "
+            "tied on a source gives 0), then weighted and summed; replaces `normalize`; PPO samples one reply per prompt, so it is "
+            "refused there. `conservative`: over >= 2 sources, the minimum of the z-scores, or their mean - k x std "
+            "(`rl.conservative`); source weights are ignored, except that 0 still drops a source. With "
+            "`reward_normalization: trl` only `sum` (TRL combines the sources itself).",
+            "rule": Rule(
+                lambda v, c: _combine_fits(v, c.rl),
+                "sum; sum_per_prompt with rl.algorithm grpo or rloo (PPO samples one reply per prompt: use sum or conservative); "
+                "conservative with at least 2 rl.rewards of non-zero weight; only sum with rl.reward_normalization: trl",
+            ),
+        },
+    )
+    conservative: Literal["min", "mean_std"] = field(
+        default="min",
+        metadata={
+            "help": "With `combine: conservative`: `min` (the lowest z-score of the sources) or `mean_std` (their mean minus "
+            "`conservative_k` x their population std across sources; for two sources and k = 1 this equals `min`)."
+        },
+    )
+    conservative_k: float = field(
+        default=1.0,
+        metadata={
+            "help": "k of `conservative: mean_std` (0: the plain mean of the z-scores). The best-of-n study's `mean-<k>std` scorer uses it too.",
+            "rule": Rule(at_least(0), "a finite number >= 0"),
+        },
     )
     reward_clip: float | None = field(
         default=None,
@@ -322,7 +365,8 @@ class GroupSettings:
             "help": "GRPO, RLOO: how sources are put on one scale. `crs`: the combined reward exactly as PPO's (each source z-scored "
             "with its saved statistics, weighted, summed, clipped, EOS penalty) is TRL's one reward function. `trl` (GRPO only): "
             "each source is its own reward function, weighted by TRL's `reward_weights` after TRL normalises it within each group "
-            "(`multi_objective_aggregation: normalize_then_sum`); no clip; the EOS penalty is one more reward function.",
+            "(`multi_objective_aggregation: normalize_then_sum`); no clip; the EOS penalty is one more reward function; `rl.combine` must "
+            "be `sum` (close to, not the same as, `combine: sum_per_prompt`: docs/optimisers.md).",
             "rule": Rule(
                 lambda v, c: v == "crs" or c.rl.algorithm == "grpo",
                 "crs, or trl with rl.algorithm: grpo (TRL's RLOO trainer has no per-reward normalisation)",

@@ -204,6 +204,16 @@ class BestOfNConfig:
             ),
         },
     )
+    strategies: list[Literal["sum", "sum_per_prompt", "conservative"]] = field(
+        default_factory=lambda: ["sum", "sum_per_prompt", "conservative"],
+        metadata={
+            "help": "How the sources are combined into scorers (`rl.combine`'s strategies): `sum`: the `w=<w>` scorers above; "
+            "`sum_per_prompt`: one scorer per weight, `per_prompt w=<w>`, each source standardised within each prompt's m replies; "
+            "`conservative`: `min` and `mean-<k>std` (k: `rl.conservative_k`) of every `bon.rewards` source's z-score, weights "
+            "not used. The report's strategies table compares each with `sum`'s best weight.",
+            "rule": Rule(lambda v, c: len(set(v)) == len(v) and "sum" in v, "a list of distinct strategies that includes sum (the reference)"),
+        },
+    )
     judge: str = field(
         default="auto",
         metadata={

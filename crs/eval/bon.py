@@ -16,6 +16,12 @@ the difference between two weights has its own, narrow interval. The headline is
 win rate of each weight; the report names the best weight with its interval (the argmax over
 bootstrap rounds), each weight's difference from it, and the smallest difference this pool
 detects at 80% power.
+
+``bon.strategies`` adds the other ways :mod:`crs.rl.combine` combines sources (the same
+arithmetic RL uses with ``rl.combine``): ``sum_per_prompt`` (``per_prompt w=<w>``, each source
+standardised within each prompt's m replies, then weighted) and ``conservative`` (``min`` and
+``mean-<k>std`` over every source's z-score). Their best-of-m win rate and agreement are set
+against ``sum``'s best weight in the same paired bootstrap (``results.json``: ``strategies``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from crs.eval.pool import Pool, read_pool
 from crs.eval.power import power_line, power_of_neighbours
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process
+from crs.rl.combine import CONSERVATIVE_METHODS, combine_normalized
 from crs.rl.rewards import MIN_STD, build_sources
 from crs.runs import mark_finished
 
@@ -49,6 +56,16 @@ SCORES_DIR = "scores"  # <run>/scores/<source>.json: one source's scores of the 
 def weight_name(w: float) -> str:
     """The scorer name of preference weight ``w``."""
     return f"w={w:g}"
+
+
+def per_prompt_name(w: float) -> str:
+    """The scorer name of preference weight ``w`` with ``sum_per_prompt``."""
+    return f"per_prompt {weight_name(w)}"
+
+
+def conservative_name(method: str, k: float) -> str:
+    """The scorer name of a conservative method: ``min``, ``mean-1std``."""
+    return "min" if method == "min" else f"mean-{k:g}std"
 
 
 def score_pool(pool: Pool, name: str, path: str, cfg: CRSConfig, run_dir: Path) -> tuple[np.ndarray, dict[str, float] | None]:
@@ -63,8 +80,13 @@ def score_pool(pool: Pool, name: str, path: str, cfg: CRSConfig, run_dir: Path) 
     batch = max(cfg.eval_rewarding.batch_size, 1)
     flat_prompts = [p for p, row in zip(prompts, replies) for _ in row]
     flat_replies = [r for row in replies for r in row]
-    parts = [source.score(flat_prompts[i : i + batch], flat_replies[i : i + batch]) for i in range(0, len(flat_replies), batch)]
-    scores = torch.cat(parts).numpy().reshape(pool.shape)
+    # Batches of similar lengths pad less; the scores go back to pool order after.
+    order = sorted(range(len(flat_replies)), key=lambda i: len(flat_prompts[i][-1]["content"]) + len(flat_replies[i]))
+    parts = [source.score([flat_prompts[i] for i in chunk], [flat_replies[i] for i in chunk])
+             for chunk in (order[start : start + batch] for start in range(0, len(order), batch))]
+    scores = np.empty(len(order))
+    scores[order] = torch.cat(parts).numpy()
+    scores = scores.reshape(pool.shape)
     write_json_atomic(cache, {"path": path, "prompt_ids": pool.prompt_ids, "scores": scores.tolist(), "stats": source.stats})
     return scores, source.stats
 
@@ -118,6 +140,36 @@ def build_scorers(cfg: CRSConfig, raw: Mapping[str, np.ndarray], stats: Mapping[
     scorers.update(raw)
     scorers["judge"] = judge  # the ceiling
     return scorers
+
+
+def build_strategy_scorers(cfg: CRSConfig, raw: Mapping[str, np.ndarray], stats: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The (P, m) scorers of ``bon.strategies`` other than ``sum`` (whose scorers :func:`build_scorers` makes).
+
+    ``sum_per_prompt``: per weight, ``w * s(preference) + (1 - w) * s(absolute)`` with ``s`` a
+    source standardised within each prompt's m replies; ``conservative``: ``min`` and
+    ``mean-<k>std`` (k: ``rl.conservative_k``) over every source's z-score (:func:`zscore`).
+    Both through :func:`crs.rl.combine.combine_normalized`, as RL combines them.
+    """
+    bon, out = cfg.bon, {}
+    if not raw:
+        return out
+    shape = next(iter(raw.values())).shape
+    flat = {name: torch.from_numpy(np.asarray(scores, dtype=float).reshape(-1)) for name, scores in raw.items()}
+    pref, absolute = bon.preference_source, bon.absolute_source
+    if "sum_per_prompt" in bon.strategies and pref in raw and absolute in raw:
+        groups = torch.arange(shape[0]).repeat_interleave(shape[1])  # prompt p's m replies are row p
+        pair = {pref: flat[pref], absolute: flat[absolute]}
+        for w in bon.weights:
+            combined, _ = combine_normalized(pair, {pref: w, absolute: 1 - w}, "sum_per_prompt", groups)
+            out[per_prompt_name(w)] = combined.numpy().reshape(shape)
+    if "conservative" in bon.strategies and len(raw) >= 2:
+        z = {name: torch.from_numpy(zscore(raw[name], stats[name]).reshape(-1)) for name in raw}
+        for method in CONSERVATIVE_METHODS:
+            combined, _ = combine_normalized(z, dict.fromkeys(z, 1.0), "conservative", method=method, k=cfg.rl.conservative_k)
+            out[conservative_name(method, cfg.rl.conservative_k)] = combined.numpy().reshape(shape)
+    elif "conservative" in bon.strategies:
+        logger.warning("bon.strategies: conservative needs at least 2 bon.rewards sources; skipped")
+    return out
 
 
 def per_prompt_metrics(scorers: Mapping[str, np.ndarray], judge: np.ndarray, lengths: np.ndarray, ns: list[int]) -> dict[str, np.ndarray]:
@@ -177,6 +229,47 @@ def compare_weights(cfg: CRSConfig, metrics: Mapping[str, np.ndarray], boot: Map
     }
 
 
+def _strategy_row(metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], headline: int, strategy: str, name: str,
+                  reference: str | None) -> dict[str, Any]:
+    """One scorer's best-of-m win rate and agreement, and its paired difference from ``reference`` (sum's best weight)."""
+    key = f"{name}/win_rate"
+    point = float(np.nanmean(metrics[key][:, headline]))
+    row: dict[str, Any] = {
+        "strategy": strategy, "scorer": name, "weight": None, "best_weight_interval": None,
+        "win_rate": bon_stats.interval(boot[key][:, headline], point),
+        "pairwise_accuracy": bon_stats.interval(boot[f"{name}/pairwise_accuracy"], float(np.nanmean(metrics[f"{name}/pairwise_accuracy"]))),
+        "vs_sum": None,
+    }
+    if reference is not None:
+        ref = f"{reference}/win_rate"
+        row["vs_sum"] = bon_stats.difference(boot[key][:, headline], boot[ref][:, headline], point, float(np.nanmean(metrics[ref][:, headline])))
+    return row
+
+
+def compare_strategies(cfg: CRSConfig, metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], headline: int,
+                       weights: Mapping[str, Any]) -> dict[str, Any]:
+    """Each strategy on the headline (best-of-m win rate): ``sum`` and ``sum_per_prompt`` at their best
+    weight (with the best weight's bootstrap interval), each conservative scorer; each against
+    ``sum``'s best weight, paired (the same bootstrap rounds)."""
+    bon = cfg.bon
+    reference = weight_name(weights["best"]["weight"]) if weights else None
+    rows = []
+    if reference is not None:
+        rows.append({**_strategy_row(metrics, boot, headline, "sum", reference, reference),
+                     "weight": weights["best"]["weight"], "best_weight_interval": weights["best"]["interval"]})
+    grid = [w for w in bon.weights if f"{per_prompt_name(w)}/win_rate" in metrics]
+    if grid:
+        samples = {w: boot[f"{per_prompt_name(w)}/win_rate"][:, headline] for w in grid}
+        best = max(grid, key=lambda w: float(np.nanmean(metrics[f"{per_prompt_name(w)}/win_rate"][:, headline])))  # as compare_weights
+        rows.append({**_strategy_row(metrics, boot, headline, "sum_per_prompt", per_prompt_name(best), reference),
+                     "weight": best, "best_weight_interval": bon_stats.best_weight(samples)["interval"]})
+    for method in CONSERVATIVE_METHODS:
+        name = conservative_name(method, cfg.rl.conservative_k)
+        if f"{name}/win_rate" in metrics:
+            rows.append(_strategy_row(metrics, boot, headline, "conservative", name, reference))
+    return {"reference": reference, "rows": rows} if rows else {}
+
+
 def verdict(weights: Mapping[str, Any], m: int) -> str:
     """The weight comparison in plain words, with the study's power."""
     if not weights:
@@ -216,13 +309,21 @@ def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     for source in bon.rewards:
         raw[source.name], stats[source.name] = score_pool(pool, source.name, source.path, cfg, run_dir)
     scorers = build_scorers(cfg, raw, stats, judge)
+    extra = build_strategy_scorers(cfg, raw, stats)
+    if set(extra) & set(scorers):
+        raise ConfigError(f"bon.rewards: a source named {sorted(set(extra) & set(scorers))} clashes with a strategy's scorer; rename it")
     ns = bon_stats.powers_of_two_up_to(m)
-    metrics = per_prompt_metrics(scorers, judge, pool.lengths(), ns)
+    # One bootstrap for every scorer, the strategies' too: their differences from sum's best weight are paired.
+    metrics = per_prompt_metrics({**scorers, **extra}, judge, pool.lengths(), ns)
     boot = bon_stats.paired_bootstrap_means(metrics, bon.n_boot, cfg.run.seed)
     weights = compare_weights(cfg, metrics, boot, len(ns) - 1)
+    strategies = compare_strategies(cfg, metrics, boot, len(ns) - 1, weights)
+    if strategies:
+        strategies["scorers"] = summarize_scorers(metrics, boot, list(extra), ns, pool.categories)
     results = {
         "pool": {"path": bon.pool, "prompts": P, "samples": m}, "judge": judge_path, "ns": ns, "kl_bon": [bon_stats.kl_bon(n) for n in ns],
         "scorers": summarize_scorers(metrics, boot, list(scorers), ns, pool.categories), "weights": weights, "verdict": verdict(weights, m),
+        "strategies": strategies,
     }
     write_json_atomic(run_dir / "results.json", results)
     write_text_atomic(run_dir / "report.md", render_bon_report(results))

@@ -1,4 +1,4 @@
-"""``report.md`` of a best-of-n study (:mod:`crs.eval.bon`): the verdict, the weight grid, every scorer's curves."""
+"""``report.md`` of a best-of-n study (:mod:`crs.eval.bon`): the verdict, the weight grid, the strategies, every scorer's curves."""
 
 from __future__ import annotations
 
@@ -28,6 +28,19 @@ def weight_table(results: Mapping[str, Any]) -> str:
     return md_table(header, rows)
 
 
+def strategies_table(results: Mapping[str, Any]) -> str:
+    """Per strategy (sum and sum_per_prompt at their best weight, each conservative scorer): best-of-m win rate,
+    agreement with the judge, and the paired difference from sum's best weight."""
+    m = results["pool"]["samples"]
+    rows = []
+    for row in results["strategies"]["rows"]:
+        weight = "" if row["weight"] is None else f"{row['weight']:g} ({row['best_weight_interval'][0]:g}-{row['best_weight_interval'][1]:g})"
+        versus = "" if row["vs_sum"] is None else _signed_interval(row["vs_sum"])
+        rows.append([row["strategy"], f"`{row['scorer']}`", weight, pct_interval(row["win_rate"]), pct_interval(row["pairwise_accuracy"]), versus])
+    header = ["strategy", "scorer", "best weight (interval)", f"best-of-{m} win rate %", "pairwise agreement %", "vs sum's best weight, points"]
+    return md_table(header, rows)
+
+
 def scorer_table(results: Mapping[str, Any]) -> str:
     """Every scorer (each source alone, the judge as ceiling, each weight) at every n: win rate and length of the pick."""
     ns = results["ns"]
@@ -45,6 +58,26 @@ def category_table(results: Mapping[str, Any]) -> str:
     categories = sorted({c for entry in results["scorers"].values() for c in entry["pairwise_accuracy_by_category"]})
     rows = [[c, *(pct(results["scorers"][n]["pairwise_accuracy_by_category"].get(c, float("nan"))) for n in names)] for c in categories]
     return md_table(["category", *names], rows)
+
+
+def strategies_section(results: Mapping[str, Any]) -> list[str]:
+    """The "Combination strategies" section (none when the study has no ``strategies``)."""
+    if not results.get("strategies"):
+        return []
+    reference = results["strategies"]["reference"]
+    return [
+        "## Combination strategies",
+        "",
+        "How the sources are combined (`bon.strategies`, as `rl.combine` in RL): `sum` weights z-scores (the grid above); "
+        "`sum_per_prompt` standardises each source within each prompt's replies before weighting (its best weight shown, with "
+        "the bootstrap interval of that best weight); `conservative` scores a reply by the source that likes it least (`min`) "
+        "or by the sources' mean minus k x their spread (`mean-<k>std`), weights unused. Last column: the paired difference "
+        + (f"from sum's best weight (`{reference}`), the same bootstrap rounds; both best weights are picked on this pool (each optimistic alike)." if reference
+           else "from sum's best weight: none here (no weight grid)."),
+        "",
+        strategies_table(results),
+        "",
+    ]
 
 
 def render_bon_report(results: Mapping[str, Any]) -> str:
@@ -74,6 +107,7 @@ def render_bon_report(results: Mapping[str, Any]) -> str:
             "![weight curve](weight_curve.png)",
             "",
         ]
+    lines += strategies_section(results)
     lines += [
         "## Best-of-n curves",
         "",

@@ -94,23 +94,26 @@ def _combined_scores(
     reward_clip: float | None,
     missing_eos_penalty: float | None,
     eos: dict[str, torch.Tensor],
+    combine: tuple[str, str, float] = ("sum", "min", 1.0),
 ) -> dict[str, list[float]]:
     """A combined scorer's score of every model's replies, by :meth:`CombinedReward.combine`.
 
     ``terms`` are (source config with name, path, weight, normalize; the statistics to use, or
-    None for the source's own, see :meth:`SourceScores.stats`).
+    None for the source's own, see :meth:`SourceScores.stats`); ``combine`` the strategy,
+    conservative method and k (``rl.combine``, ``rl.conservative``, ``rl.conservative_k``).
     """
     sources = [RewardSource(c.name, cache.get(c.path)[0].fn, c.weight, c.normalize, stats or cache.stats(c.path)) for c, stats in terms]
-    combined = CombinedReward(sources, reward_clip, missing_eos_penalty)
+    combined = CombinedReward(sources, reward_clip, missing_eos_penalty, None, *combine)
     return {
         m: combined.combine({c.name: cache.get(c.path)[1][m] for c, _ in terms}, eos[m]).combined.tolist()
         for m in cache.per_model
     }
 
 
-def _training_reward(run_path: str) -> tuple[list[RewardSourceConfig], float | None, float | None, dict[str, Any]] | None:
-    """An RL run's reward (its ``rl.rewards``, clip, EOS penalty, and the statistics its last
-    checkpoint froze), or None when ``run_path`` is not an RL run that optimised one (PPO, GRPO, RLOO)."""
+def _training_reward(run_path: str) -> tuple[list[RewardSourceConfig], float | None, float | None, dict[str, Any], tuple[str, str, float]] | None:
+    """An RL run's reward (its ``rl.rewards``, clip, EOS penalty, the statistics its last checkpoint
+    froze, and its combination strategy), or None when ``run_path`` is not an RL run that optimised
+    one (PPO, GRPO, RLOO) or optimised one evaluation cannot recompute (``sum_per_prompt``)."""
     saved = Path(run_path) / "config.resolved.yaml"
     if not saved.is_file():
         return None
@@ -127,7 +130,11 @@ def _training_reward(run_path: str) -> tuple[list[RewardSourceConfig], float | N
         checkpoint = latest_checkpoint(Path(run_path) / "checkpoints", "checkpoint-*")
         state = checkpoint / REWARD_STATE_FILE if checkpoint else None
         frozen = json.loads(state.read_text()) if state is not None and state.is_file() else {}
-    return [c for c in configs if c.weight != 0], rl.get("reward_clip"), rl.get("missing_eos_penalty"), frozen
+    combine = (rl.get("combine", "sum"), rl.get("conservative", "min"), float(rl.get("conservative_k", 1.0)))
+    if combine[0] == "sum_per_prompt":  # standardised within groups of replies; evaluation has one per prompt and model
+        logger.info("%s optimised rl.combine=sum_per_prompt: evaluation has one reply per prompt, so no 'reward of' scorer", run_path)
+        return None
+    return [c for c in configs if c.weight != 0], rl.get("reward_clip"), rl.get("missing_eos_penalty"), frozen, combine
 
 
 def score_all(
@@ -173,9 +180,9 @@ def score_all(
             training = _training_reward(path) if model in per_model else None
             if training is None:
                 continue
-            configs, clip, penalty, frozen = training
+            configs, clip, penalty, frozen, combine = training
             terms = [(c, (frozen.get(c.name) or {}).get("stats")) for c in configs]  # the scale PPO froze
-            scores[f"reward of {model}"] = _combined_scores(terms, cache, clip, penalty, eos)
+            scores[f"reward of {model}"] = _combined_scores(terms, cache, clip, penalty, eos, combine)
     return scores, raw_scores
 
 

@@ -300,7 +300,7 @@ def load_tokenizer(name: str, cache_dir: str | Path | None = None, padding_side:
     return tokenizer
 
 
-def _load_plain(kind: ModelKind, location: str, dtype: torch.dtype, quantization: str) -> Any:
+def _load_plain(kind: ModelKind, location: str, dtype: torch.dtype, quantization: str, num_labels: int = 1) -> Any:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     kwargs: dict[str, Any] = {"dtype": dtype}
@@ -310,7 +310,9 @@ def _load_plain(kind: ModelKind, location: str, dtype: torch.dtype, quantization
     if kind == "causal_lm":
         check_decoder_only(location)
         return AutoModelForCausalLM.from_pretrained(location, **kwargs)
-    return AutoModelForSequenceClassification.from_pretrained(location, num_labels=1, **kwargs)
+    if num_labels != 1:  # a joint RM's two heads on a base whose saved head (if any) has another shape: a fresh head
+        kwargs["ignore_mismatched_sizes"] = True
+    return AutoModelForSequenceClassification.from_pretrained(location, num_labels=num_labels, **kwargs)
 
 
 def check_decoder_only(location: str) -> None:
@@ -341,24 +343,28 @@ def load_model(
     quantization: str = "none",
     cache_dir: str | Path | None = None,
     merge_adapter: bool = True,
+    num_labels: int | None = None,
 ) -> Any:
-    """Load ``name`` as a causal LM (policy) or a one-output sequence classifier (reward model).
+    """Load ``name`` as a causal LM (policy) or a sequence classifier (reward model).
 
     A crs run directory loads its base (recursively: an RL run's base may be an SFT run)
     and applies its adapter, merged into the weights unless ``merge_adapter`` is False
     (then a ``PeftModel`` is returned, e.g. to stack several reward adapters on one base).
+    A classifier has ``num_labels`` outputs; None: what a reward-model run's manifest says
+    (``num_labels``, 2 for a joint RM), else 1. Asking a reward-model run for another count is a ModelError.
     """
     manifest = read_run_manifest(name) if Path(name).is_dir() else None
     if kind == "causal_lm":
         check_run_kind(name, kind)  # (a reward-model run may start from an SFT run, not the reverse)
+    labels = classifier_outputs(name, manifest, num_labels) if kind == "reward_model" else 1
     if manifest is None:
-        model = _load_plain(kind, resolve_model_path(name, cache_dir), dtype, quantization)
+        model = _load_plain(kind, resolve_model_path(name, cache_dir), dtype, quantization, labels)
     elif manifest.get("full_model"):
-        model = _load_plain(kind, str(Path(name) / manifest["adapter"]), dtype, quantization)
+        model = _load_plain(kind, str(Path(name) / manifest["adapter"]), dtype, quantization, labels)
     else:
         from peft import PeftModel
 
-        base = load_model(base_location(name, manifest["base"]), kind, dtype, quantization, cache_dir, merge_adapter=True)
+        base = load_model(base_location(name, manifest["base"]), kind, dtype, quantization, cache_dir, True, labels)
         model = PeftModel.from_pretrained(base, str(Path(name) / manifest["adapter"]))
         if merge_adapter:
             model = model.merge_and_unload()
@@ -366,6 +372,21 @@ def load_model(
         # Sequence classifiers find the last real token through pad_token_id.
         model.config.pad_token_id = model.config.eos_token_id if model.config.eos_token_id is not None else 0
     return model
+
+
+def classifier_outputs(name: str, manifest: dict[str, Any] | None, wanted: int | None) -> int:
+    """How many outputs the classifier loaded from ``name`` has: ``wanted``, else its run's, else 1.
+
+    A reward-model run saved its head's output count (``num_labels``; absent: 1); loading it
+    with another count would silently swap its trained head for a random one.
+    """
+    saved = int(manifest.get("num_labels", 1)) if manifest and manifest.get("kind") == "reward_model" else None
+    if wanted is not None and saved is not None and wanted != saved:
+        raise ModelError(
+            f"{name} is a reward model with {saved} output(s), not {wanted}: a joint RM (rm.loss: joint) has 2, the others 1; "
+            "give a run of the matching kind, or its base model"
+        )
+    return wanted if wanted is not None else saved or 1
 
 
 def base_location(run_dir: str | Path, base: str) -> str:
@@ -438,12 +459,14 @@ def add_lora(model: Any, lora: LoraConfig, kind: ModelKind) -> Any:
     return peft_model
 
 
-def load_adapter_weights(model: Any, run_dir: str | Path, base_name: str) -> None:
+def load_adapter_weights(model: Any, run_dir: str | Path, base_name: str, key: str = "rl.init_adapter", give: str = "an earlier LoRA RL run") -> None:
     """Load the LoRA weights of the earlier run ``run_dir`` into ``model``'s own (same-shaped) adapter.
 
     The run must have been trained on the same base ``base_name``, so the adapter continues
     where it stopped while switching it off still gives ``base_name``: the reference of KL
-    penalties stays the SFT policy (crs's PPO and TRL's trainers alike).
+    penalties stays the SFT policy (crs's PPO and TRL's trainers alike). A reward model's
+    head (peft's ``modules_to_save``) comes with it. ``key`` (the config key that named the
+    run) and ``give`` (what to give instead) word the errors.
     """
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -451,17 +474,22 @@ def load_adapter_weights(model: Any, run_dir: str | Path, base_name: str) -> Non
     manifest = read_run_manifest(run_dir)
     adapter_file = Path(run_dir) / (manifest or {}).get("adapter", "adapter") / "adapter_model.safetensors"
     if manifest is None or manifest.get("full_model") or not adapter_file.is_file():
-        raise ModelError(f"rl.init_adapter={run_dir}: not a crs run with a LoRA adapter (its crs_model.json); give an earlier LoRA RL run")
+        raise ModelError(f"{key}={run_dir}: not a crs run with a LoRA adapter (its crs_model.json); give {give}")
     base = base_location(run_dir, manifest["base"])
-    if Path(base).resolve() != Path(base_name).resolve() and base != base_name:
-        raise ModelError(f"rl.init_adapter={run_dir} was trained on {base}, not on {base_name}: its adapter cannot continue on this policy")
+    if not same_model(base, base_name):
+        raise ModelError(f"{key}={run_dir} was trained on {base}, not on {base_name}: its adapter cannot continue on this {'policy' if key.startswith('rl.') else 'model'}")
     try:
         result = set_peft_model_state_dict(model, load_file(str(adapter_file)))
     except RuntimeError as err:  # shapes differ: another LoRA rank or other target modules
-        raise ModelError(f"rl.init_adapter={run_dir}: its adapter does not fit this run's model.lora settings ({str(err).splitlines()[0]})") from None
+        raise ModelError(f"{key}={run_dir}: its adapter does not fit this run's model.lora settings ({str(err).splitlines()[0]})") from None
     missing = [k for k in result.missing_keys if "lora_" in k]
     if result.unexpected_keys or missing:
-        raise ModelError(f"rl.init_adapter={run_dir}: its adapter does not match this run's model.lora settings (e.g. {(result.unexpected_keys or missing)[0]})")
+        raise ModelError(f"{key}={run_dir}: its adapter does not match this run's model.lora settings (e.g. {(result.unexpected_keys or missing)[0]})")
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names (embedded names, hub ids, folders) name the same model."""
+    return a == b or Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def _classifier_head_name(model: Any) -> str:
@@ -496,7 +524,10 @@ def save_run_model(model: Any, tokenizer: Any, run_dir: str | Path, base_name: s
     # this run dir, so loading works from any working directory and runs can move together.
     if not base_name.startswith(EMBEDDED_PREFIX) and Path(base_name).is_dir():
         base_name = os.path.relpath(Path(base_name).resolve(), run_dir.resolve())
-    manifest = {"base": base_name, "adapter": "adapter", "kind": kind, "full_model": not is_peft}
+    manifest: dict[str, Any] = {"base": base_name, "adapter": "adapter", "kind": kind, "full_model": not is_peft}
+    outputs = getattr(getattr(model, "config", None), "num_labels", 1)
+    if kind == "reward_model" and outputs != 1:  # a joint RM's two heads (absent: one, as every earlier run)
+        manifest["num_labels"] = outputs
     write_json_atomic(run_dir / RUN_MANIFEST, manifest)
     return adapter_dir
 

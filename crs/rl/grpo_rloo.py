@@ -11,7 +11,11 @@ the clipped update, the KL term); crs supplies what makes the run comparable wit
   template, the last ``data.max_prompt_length`` tokens), as PPO sees them;
 * the reward: :class:`crs.rl.rewards.CombinedReward` (same sources, weights, z-scores, clip and
   missing-EOS penalty as PPO) as one TRL reward function, or each source as its own function
-  for TRL's per-reward normalisation (``rl.reward_normalization``);
+  for TRL's per-reward normalisation (``rl.reward_normalization``). ``rl.combine:
+  sum_per_prompt`` standardises each source within TRL's groups of ``rl.group_size`` replies;
+  a group may straddle processes, so the reward function gathers the whole batch's raw scores
+  first (:meth:`crs.rl.rewards.TRLRewardBridge.score_in_groups`); RLOO's leave-one-out baseline
+  and GRPO's group baseline then act on that sum;
 * the outputs: ``metrics.jsonl`` with PPO's column names where the meaning is the same
   (:data:`ONLINE_COLUMNS`; every other TRL metric as ``trl/<name>``), ``checkpoints/checkpoint-N``
   sealed like every Trainer stage's (with the reward statistics), ``adapter/`` +
@@ -212,7 +216,8 @@ def build_online_trainer(
     if rl.reward_normalization == "trl":
         funcs, weights = reward.as_trl_reward_funcs(sorted(eos_ids))
     else:
-        funcs, weights = [reward.as_trl_reward_func(sorted(eos_ids))], [1.0]
+        # group_size: sum_per_prompt standardises within TRL's groups, gathered whole across processes
+        funcs, weights = [reward.as_trl_reward_func(sorted(eos_ids), group_size=rl.group_size)], [1.0]
     metrics_cb = StepMetricsCallback(
         run_dir / METRICS_FILE, ONLINE_COLUMNS, {"kl/coef": rl.kl_coef},
         ("reward/combined", "kl/sequence", "reply/length", "time/step"), cfg.run.logging_steps,
@@ -233,7 +238,8 @@ def build_online_trainer(
     quiet_progress_bar(trainer)
     continue_adapter(trainer, cfg)
     if trainer.accelerator.num_processes > 1:
-        reward.gather = trainer.accelerator.gather  # first-batch statistics from every process's replies
+        reward.gather = trainer.accelerator.gather  # first-batch statistics (and sum_per_prompt's groups) from every process's replies
+        reward.process_index = trainer.accelerator.process_index  # this process's rows in what gather returns
     return trainer, metrics_cb
 
 
@@ -256,9 +262,9 @@ def run_online_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, A
         reward.load_state_dict(json.loads((checkpoint / REWARD_STATE_FILE).read_text()))
     if is_main:
         logger.info(
-            "%s: %d prompts, %d steps x %d replies (%d per prompt) on %d process(es), reward normalisation %s, rewards %s",
+            "%s: %d prompts, %d steps x %d replies (%d per prompt) on %d process(es), reward normalisation %s, combination %s, rewards %s",
             rl.algorithm.upper(), len(train_examples), rl.steps, rl.batch_size, rl.group_size,
-            trainer.accelerator.num_processes, rl.reward_normalization, reward.describe(),
+            trainer.accelerator.num_processes, rl.reward_normalization, reward.strategy_name, reward.describe(),
         )
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 

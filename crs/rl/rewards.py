@@ -1,7 +1,12 @@
-"""The combined reward: a weighted sum of normalised reward sources, shaped in one place.
+"""The combined reward: normalised reward sources combined into one score, shaped in one place.
 
     combined = clip( sum_i  w_i * normalize_i(source_i(prompt, reply)) , reward_clip )
                + missing_eos_penalty * [reply did not end with EOS]
+
+That is the default strategy, ``sum`` (``rl.combine``); ``sum_per_prompt`` standardises each
+source within each prompt's group of replies instead, and ``conservative`` takes the minimum
+(or mean - k x std) of the z-scored sources. The arithmetic is :mod:`crs.rl.combine`; clip and
+EOS penalty apply after it, whatever the strategy.
 
 A *source* is anything that scores a batch of (prompt, reply) pairs: a reward-model run
 directory (``rm_train.py`` output, loaded through :func:`crs.rm.scorer.load_reward_scorers`
@@ -21,6 +26,7 @@ scorer, and TRL's GRPO/RLOO trainers (:meth:`CombinedReward.as_trl_reward_func`)
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import sys
@@ -32,6 +38,7 @@ import torch
 
 from crs.config import ConfigError, CRSConfig, ModelConfig, RewardSourceConfig
 from crs.data.schema import Messages, last_user_text, user_prompt
+from crs.rl.combine import CONSERVATIVE_METHODS, STRATEGIES, combine_normalized, describe_strategy, group_ids
 from crs.rm.scorer import load_reward_scorers
 from crs.runs import NonFiniteError, RunError
 
@@ -211,8 +218,10 @@ class RewardBreakdown:
 
     combined: torch.Tensor  # (B,) the reward PPO optimises (after clip and EOS penalty)
     raw: dict[str, torch.Tensor]  # per source, as the source returned it
-    normalized: dict[str, torch.Tensor]  # per source, after zscore (== raw for "none")
-    weighted_sum: torch.Tensor  # (B,) sum_i w_i * normalized_i, before shaping
+    # per source, as it entered the combination: after zscore (== raw for "none"); with
+    # sum_per_prompt, standardised within its prompt's group
+    normalized: dict[str, torch.Tensor]
+    weighted_sum: torch.Tensor  # (B,) the combination before shaping (sum: sum_i w_i * normalized_i)
     ended_with_eos: torch.Tensor  # (B,) bool
     nonfinite: dict[str, int]  # per source, how many scores were NaN or infinite
 
@@ -239,12 +248,24 @@ class RewardBreakdown:
         """Whether every source gave a finite score (clipping must not hide an infinite one)."""
         return not any(self.nonfinite.values()) and bool(torch.isfinite(self.weighted_sum).all() and torch.isfinite(self.combined).all())
 
+    def select(self, rows: slice) -> RewardBreakdown:
+        """The breakdown of ``rows`` alone (a process's share of a batch scored whole)."""
+        raw = {name: scores[rows] for name, scores in self.raw.items()}
+        return RewardBreakdown(
+            self.combined[rows], raw, {name: v[rows] for name, v in self.normalized.items()}, self.weighted_sum[rows],
+            self.ended_with_eos[rows], {name: int((~torch.isfinite(v)).sum()) for name, v in raw.items()},
+        )
+
 
 class CombinedReward:
-    """``w_1 * norm(r_1) + w_2 * norm(r_2) + ...``, then clip and the missing-EOS penalty.
+    """``w_1 * norm(r_1) + w_2 * norm(r_2) + ...`` (or another ``strategy``), then clip and the missing-EOS penalty.
 
-    ``gather`` (e.g. ``accelerator.gather``) lets first-batch statistics be measured on
-    every process's batch at once, so all processes normalise identically.
+    ``strategy`` (``rl.combine``): ``sum`` (that formula), ``sum_per_prompt`` (each source
+    standardised within its prompt's group of replies, then weighted and summed) or
+    ``conservative`` (``method`` ``min`` or ``mean_std`` with ``k``, over >= 2 sources; weights
+    ignored but 0); see :mod:`crs.rl.combine`. ``gather`` (e.g. ``accelerator.gather``) lets
+    first-batch statistics be measured on every process's batch at once, so all processes
+    normalise identically; ``process_index`` is this process's place in what ``gather`` returns.
     """
 
     def __init__(
@@ -253,14 +274,23 @@ class CombinedReward:
         reward_clip: float | None = None,
         missing_eos_penalty: float | None = None,
         gather: GatherFn | None = None,
+        strategy: str = "sum",
+        method: str = "min",
+        k: float = 1.0,
     ) -> None:
         self.sources = [s for s in sources if s.weight != 0]
         if not self.sources:
             names = ", ".join(f"{s.name} (weight {s.weight})" for s in sources) or "none"
             raise ConfigError(f"a combined reward needs at least one source with a non-zero weight; got {names}")
+        if strategy not in STRATEGIES or method not in CONSERVATIVE_METHODS:
+            raise ConfigError(f"combination {strategy!r} / {method!r}: expected one of {STRATEGIES} / {CONSERVATIVE_METHODS}")
+        if strategy == "conservative" and len(self.sources) < 2:
+            raise ConfigError(f"rl.combine=conservative needs at least 2 reward sources with a non-zero weight; got {self.names}")
         self.reward_clip = reward_clip
         self.missing_eos_penalty = missing_eos_penalty
         self.gather = gather
+        self.process_index = 0
+        self.strategy, self.method, self.k = strategy, method, k
 
     @classmethod
     def from_config(
@@ -271,16 +301,22 @@ class CombinedReward:
         missing_eos_penalty: float | None = None,
         callables: dict[str, RewardFn] | None = None,
         gather: GatherFn | None = None,
+        strategy: str = "sum",
+        method: str = "min",
+        k: float = 1.0,
     ) -> CombinedReward:
         """Build from ``rl.rewards`` (or ``eval_rewarding.rewards``); see :func:`build_sources`."""
-        return cls(build_sources(configs, model_cfg, callables), reward_clip, missing_eos_penalty, gather)
+        return cls(build_sources(configs, model_cfg, callables), reward_clip, missing_eos_penalty, gather, strategy, method, k)
 
     @classmethod
     def for_rl(cls, cfg: CRSConfig, gather: GatherFn | None = None) -> CombinedReward:
-        """The reward an RL stage optimises (``rl.rewards``, clip, EOS penalty), its reward models
-        loaded as :func:`reward_model_config` says."""
+        """The reward an RL stage optimises (``rl.rewards``, ``rl.combine``, clip, EOS penalty), its
+        reward models loaded as :func:`reward_model_config` says."""
         rl = cfg.rl
-        return cls.from_config(rl.rewards, reward_model_config(cfg), rl.reward_clip, rl.missing_eos_penalty, gather=gather)
+        return cls.from_config(
+            rl.rewards, reward_model_config(cfg), rl.reward_clip, rl.missing_eos_penalty, gather=gather,
+            strategy=rl.combine, method=rl.conservative, k=rl.conservative_k,
+        )
 
     @property
     def names(self) -> list[str]:
@@ -293,33 +329,45 @@ class CombinedReward:
         replies: list[str],
         ended_with_eos: Sequence[bool] | torch.Tensor | None = None,
         fit_stats: bool = True,
+        groups: Sequence[int] | torch.Tensor | None = None,
     ) -> RewardBreakdown:
         """Score a batch. ``ended_with_eos`` None means "all ended" (no penalty applied).
 
         ``fit_stats`` False leaves a source without statistics unfitted (its normalised score and
         the combined one are NaN), so an evaluation never sets the scale training will use.
+        ``groups`` (``sum_per_prompt``): one group id per reply; None: replies to the same prompt.
         """
         raw = {source.name: source.score(prompts, replies) for source in self.sources}
-        return self.combine(raw, ended_with_eos, fit_stats)
+        if self.strategy == "sum_per_prompt" and groups is None:
+            groups = group_ids([json.dumps(p, sort_keys=True) for p in prompts])
+        return self.combine(raw, ended_with_eos, fit_stats, groups)
 
     def combine(
-        self, raw: dict[str, torch.Tensor], ended_with_eos: Sequence[bool] | torch.Tensor | None = None, fit_stats: bool = True
+        self,
+        raw: dict[str, torch.Tensor],
+        ended_with_eos: Sequence[bool] | torch.Tensor | None = None,
+        fit_stats: bool = True,
+        groups: Sequence[int] | torch.Tensor | None = None,
     ) -> RewardBreakdown:
         """The one formula, for PPO and evaluation alike: normalise each source's raw scores,
-        weight, sum, then shape (clip, missing-EOS penalty). ``raw[name]`` holds every source's scores."""
+        combine them (:func:`crs.rl.combine.combine_normalized`, ``self.strategy``), then shape
+        (clip, missing-EOS penalty). ``raw[name]`` holds every source's scores; ``groups``, one
+        group id per reply, is needed by ``sum_per_prompt`` alone."""
         n = len(next(iter(raw.values())))
         normalized, nonfinite = {}, {}
-        weighted = torch.zeros(n)
+        # sum_per_prompt standardises within groups, which removes any fixed scale: no statistics to fit or freeze.
+        per_group = self.strategy == "sum_per_prompt"
         for source in self.sources:
             scores = raw[source.name]
             nonfinite[source.name] = int((~torch.isfinite(scores)).sum())
             if nonfinite[source.name]:
                 logger.warning("reward source %r returned %d non-finite score(s) of %d", source.name, nonfinite[source.name], n)
-            normalized[source.name] = self.normalize(source, scores, fit_stats)
-            weighted = weighted + source.weight * normalized[source.name]
+            normalized[source.name] = scores if per_group else self.normalize(source, scores, fit_stats)
+        weights = {source.name: source.weight for source in self.sources}
+        combination, terms = combine_normalized(normalized, weights, self.strategy, groups, self.method, self.k)
         eos = torch.ones(n, dtype=torch.bool) if ended_with_eos is None else torch.as_tensor(ended_with_eos, dtype=torch.bool).cpu()
         scored = {source.name: raw[source.name] for source in self.sources}
-        return RewardBreakdown(self.shape(weighted, eos), scored, normalized, weighted, eos, nonfinite)
+        return RewardBreakdown(self.shape(combination, eos), scored, terms, combination, eos, nonfinite)
 
     def normalize(self, source: RewardSource, scores: torch.Tensor, fit_stats: bool = True) -> torch.Tensor:
         """zscore with the source's stats (fitting them on this batch if it has none), or identity."""
@@ -370,16 +418,22 @@ class CombinedReward:
                 source.stats = dict(state[source.name]["stats"])
                 source.stats_origin = state[source.name]["origin"]
 
+    @property
+    def strategy_name(self) -> str:
+        """The combination as logs name it: ``sum``, ``sum_per_prompt``, ``conservative (min)``, ..."""
+        return describe_strategy(self.strategy, self.method, self.k)
+
     def describe(self) -> list[dict[str, Any]]:
-        """One dict per source: name, weight, normalize, stats and where they came from."""
+        """One dict per source: name, weight, normalize, stats and where they came from, and the combination strategy."""
         return [
-            {"name": s.name, "weight": s.weight, "normalize": s.normalize, "stats": s.stats, "stats_origin": s.stats_origin}
+            {"name": s.name, "weight": s.weight, "normalize": s.normalize, "stats": s.stats, "stats_origin": s.stats_origin,
+             "combine": self.strategy_name}
             for s in self.sources
         ]
 
     # ------------------------------------------------------------------ TRL
 
-    def as_trl_reward_func(self, eos_token_ids: Sequence[int] | None = None) -> Callable[..., list[float]]:
+    def as_trl_reward_func(self, eos_token_ids: Sequence[int] | None = None, group_size: int | None = None) -> Callable[..., list[float]]:
         """A reward function for TRL's GRPO/RLOO trainers: ``f(prompts, completions, **kw)`` -> the combined reward.
 
         The very formula PPO optimises (:meth:`combine`). Accepts TRL's plain-text prompts and
@@ -388,8 +442,16 @@ class CombinedReward:
         completions end at their first EOS); without them every reply counts as ended.
         Each batch's breakdown (every source raw and normalised, combined, EOS rate) goes to
         TRL's ``log_metric`` when the trainer passes one, under PPO's metric names.
+
+        With ``sum_per_prompt``, ``group_size`` (TRL's ``num_generations``) says where the groups
+        are: TRL lays a batch out as consecutive groups of ``group_size`` replies *across all
+        processes* (it gathers every process's rewards, then views them as groups), so one
+        process may hold part of a group. Each process therefore gathers every process's raw
+        scores (``self.gather``; one collective per batch, as TRL's own), standardises the
+        whole batch's groups, and keeps its own rows (``self.process_index``). None: groups are
+        the replies to one prompt in the batch this process sees.
         """
-        return TRLRewardBridge(self, eos_token_ids).combined_func()
+        return TRLRewardBridge(self, eos_token_ids, group_size).combined_func()
 
     def as_trl_reward_funcs(self, eos_token_ids: Sequence[int] | None = None) -> tuple[list[Callable[..., list[float]]], list[float]]:
         """One TRL reward function per source (raw scores) and their weights, for TRL's own normalisation.
@@ -399,16 +461,20 @@ class CombinedReward:
         The missing-EOS penalty, when set, is one more function (``missing_eos``, weight 1);
         ``reward_clip`` has no counterpart there. The breakdown of :meth:`combine` is still
         logged (``reward/combined`` is then what crs's formula would give, not what is optimised).
+        Only with the ``sum`` strategy: TRL combines these functions itself.
         """
+        if self.strategy != "sum":
+            raise ConfigError(f"rl.combine={self.strategy} with rl.reward_normalization=trl: TRL sums its reward functions itself; use rl.combine: sum")
         return TRLRewardBridge(self, eos_token_ids).per_source_funcs()
 
 
 class TRLRewardBridge:
     """Scores a TRL batch once with a :class:`CombinedReward` and hands TRL what it asks for."""
 
-    def __init__(self, reward: CombinedReward, eos_token_ids: Sequence[int] | None = None) -> None:
+    def __init__(self, reward: CombinedReward, eos_token_ids: Sequence[int] | None = None, group_size: int | None = None) -> None:
         self.reward = reward
         self.eos_token_ids = set(eos_token_ids) if eos_token_ids is not None else None
+        self.group_size = group_size
         self._last: tuple[list[str], RewardBreakdown] | None = None
 
     def score(self, prompts: list[Any], completions: list[Any], completion_ids: list[list[int]] | None = None,
@@ -421,12 +487,31 @@ class TRLRewardBridge:
         ended = None
         if self.eos_token_ids is not None and completion_ids is not None:
             ended = [bool(ids) and int(ids[-1]) in self.eos_token_ids for ids in completion_ids]
-        scores = self.reward(messages, replies, ended)
+        if self.reward.strategy == "sum_per_prompt" and self.group_size is not None:
+            scores = self.score_in_groups(messages, replies, ended)
+        else:
+            scores = self.reward(messages, replies, ended)
         if log_metric is not None:
             for name, value in scores.metrics().items():
                 log_metric(name, value)
         self._last = (replies, scores)
         return scores
+
+    def score_in_groups(self, messages: list[Messages], replies: list[str], ended: list[bool] | None) -> RewardBreakdown:
+        """``sum_per_prompt`` on TRL's layout: groups of ``group_size`` consecutive replies over every
+        process's batch, gathered whole so that a group split between processes is standardised whole."""
+        reward, size, n = self.reward, int(self.group_size or 0), len(replies)
+        raw = {source.name: source.score(messages, replies) for source in reward.sources}
+        eos = torch.ones(n) if ended is None else torch.tensor(ended, dtype=torch.float32)
+        local = torch.stack([*raw.values(), eos], dim=1)  # (n, sources + 1): one gather for the whole batch
+        every = local if reward.gather is None else reward.gather(local.to(_gather_device(reward.gather))).cpu()
+        offset = reward.process_index * n if reward.gather is not None else 0
+        if size < 1 or every.shape[0] % size:
+            raise RunError(f"TRL's batch of {every.shape[0]} replies is not whole groups of rl.group_size={size}")
+        groups = torch.arange(every.shape[0]) // size
+        _check_groups(messages, groups[offset : offset + n], size)
+        whole = reward.combine({name: every[:, i] for i, name in enumerate(raw)}, every[:, -1] > 0.5, groups=groups)
+        return whole.select(slice(offset, offset + n))
 
     def combined_func(self) -> Callable[..., list[float]]:
         def crs_combined_reward(prompts: list[Any], completions: list[Any], completion_ids: list[list[int]] | None = None,
@@ -461,6 +546,16 @@ class TRLRewardBridge:
             funcs.append(missing_eos)
             weights.append(1.0)
         return funcs, weights
+
+
+def _check_groups(messages: list[Messages], groups: torch.Tensor, size: int) -> None:
+    """Replies this process holds that TRL's layout puts in one group must answer one prompt
+    (a layout TRL changed would otherwise standardise strangers together, silently)."""
+    seen: dict[int, str] = {}
+    for group, prompt in zip(groups.tolist(), messages):
+        key = json.dumps(prompt, sort_keys=True)
+        if seen.setdefault(group, key) != key:
+            raise RunError(f"rl.combine=sum_per_prompt: TRL's batch is not laid out as groups of rl.group_size={size} replies to one prompt")
 
 
 def _gather_device(gather: GatherFn) -> torch.device:

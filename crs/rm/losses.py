@@ -1,6 +1,6 @@
 """Every objective of reward-model training: the ranking and absolute-score losses, and how absolute data is re-balanced.
 
-The K-wise ranking (Bradley-Terry / Plackett-Luce) loss with margins and L2; the
+The K-wise ranking (Bradley-Terry / Plackett-Luce) loss with margins, preference strength and L2; the
 absolute-score (BCE / MSE) loss with its per-row weights and bin under-sampling.
 
 Ranking batches arrive *flattened*: the replies of prompt 0 (best first), then those of
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 AbsoluteLossKind = Literal["bce", "mse"]
+PairStrength = Literal["none", "scaled", "margin"]
 
 
 def pad_groups(values: Tensor, group_sizes: Tensor | Sequence[int], fill: float = 0.0) -> tuple[Tensor, Tensor]:
@@ -45,6 +46,8 @@ def ranking_loss(
     l2_coef: float = 0.0,
     scores: Tensor | None = None,
     margin_scale: float = 0.0,
+    pair_strength: PairStrength = "none",
+    strength_scale: float = 1.0,
 ) -> Tensor:
     """Bradley-Terry loss over every ordered pair of each prompt's ranked replies.
 
@@ -60,14 +63,24 @@ def ranking_loss(
         group_sizes: ``[G]`` number of real replies per prompt.
         l2_coef: weight of the reward L2 penalty.
         scores: optional per-reply quality scores, same layout as ``rewards``; NaN where
-            a reply has none. Where both replies of a pair have scores, the margin is
-            ``m_ij = margin_scale * (s_i - s_j)`` and a pair with *equal* scores is a tie
-            and is left out (it says nothing about the order). Elsewhere ``m_ij = 0``.
+            a reply has none. Where both replies of a pair have scores, the margin
+            includes ``margin_scale * (s_i - s_j)`` and a pair with *equal* scores is a tie
+            and is left out (it says nothing about the order).
         margin_scale: see ``scores``.
+        pair_strength: the preference strength of pair ``(i, j)`` is its rank distance
+            ``j - i`` (positions in the ranking as given, i.e. after any cap).
+            ``scaled``: each pair's loss is multiplied by ``(j - i) / mean(j - i)``, the
+            mean over that prompt's counted pairs, so the mean weight of a prompt's pairs
+            is 1 and the per-prompt average keeps its scale; ``margin``: the margin also
+            includes ``strength_scale * (j - i)``; ``none``: neither. Both add to the
+            score-gap margin.
+        strength_scale: see ``pair_strength`` (``margin`` only).
 
     Returns:
         The scalar loss. Prompts with fewer than two real replies contribute no pairs.
     """
+    if pair_strength not in ("none", "scaled", "margin"):
+        raise ValueError(f"unknown pair_strength {pair_strength!r}; use none, scaled or margin")
     sizes = torch.as_tensor(group_sizes, dtype=torch.long, device=rewards.device)
     if rewards.dim() == 1:
         r, valid = pad_groups(rewards, sizes)
@@ -77,17 +90,7 @@ def ranking_loss(
         r, s = rewards, scores
     r = torch.where(valid, r, torch.zeros_like(r))  # padded garbage never reaches the loss
 
-    k = r.shape[1]
-    upper = torch.ones(k, k, dtype=torch.bool, device=r.device).triu(diagonal=1)  # i < j: i is better
-    pairs = upper[None] & valid[:, :, None] & valid[:, None, :]
-    diff = r[:, :, None] - r[:, None, :]
-    if s is not None:
-        gap = s[:, :, None] - s[:, None, :]  # NaN where either score is missing
-        pairs = pairs & ~(gap == 0)
-        if margin_scale:
-            diff = diff - margin_scale * torch.nan_to_num(gap, nan=0.0)
-
-    pair_loss = torch.where(pairs, F.softplus(-diff), torch.zeros_like(diff))  # softplus(-x) = -log sigmoid(x)
+    pair_loss, pairs = _pair_losses(r, valid, s, margin_scale, pair_strength, strength_scale)
     n_pairs = pairs.sum(dim=(1, 2))
     has_pairs = n_pairs > 0
     if has_pairs.any():
@@ -98,6 +101,33 @@ def ranking_loss(
     if l2_coef:
         loss = loss + l2_coef * r[valid].pow(2).mean()
     return loss
+
+
+def _pair_losses(
+    r: Tensor, valid: Tensor, s: Tensor | None, margin_scale: float, pair_strength: PairStrength, strength_scale: float
+) -> tuple[Tensor, Tensor]:
+    """``[G, K, K]`` loss of each pair ``(i, j)`` (0 where no pair) and the mask of counted pairs."""
+    k = r.shape[1]
+    position = torch.arange(k, device=r.device)
+    upper = position[:, None] < position[None, :]  # i < j: i is better
+    pairs = upper[None] & valid[:, :, None] & valid[:, None, :]
+    diff = r[:, :, None] - r[:, None, :]
+    if s is not None:
+        gap = s[:, :, None] - s[:, None, :]  # NaN where either score is missing
+        pairs = pairs & ~(gap == 0)
+        if margin_scale:
+            diff = diff - margin_scale * torch.nan_to_num(gap, nan=0.0)
+    distance = (position[None, :] - position[:, None]).to(r.dtype)  # [i, j] = j - i, the rank distance
+    if pair_strength == "margin":
+        diff = diff - strength_scale * distance
+    pair_loss = torch.where(pairs, F.softplus(-diff), torch.zeros_like(diff))  # softplus(-x) = -log sigmoid(x)
+    if pair_strength == "scaled":
+        strength = torch.where(pairs, distance.expand_as(pair_loss), torch.zeros_like(pair_loss))
+        # Normalised per prompt over the pairs that count (ties excluded): mean weight 1,
+        # so strength shifts weight between a prompt's pairs, not between prompts.
+        mean = strength.sum(dim=(1, 2)) / pairs.sum(dim=(1, 2)).clamp(min=1)
+        pair_loss = pair_loss * strength / mean.clamp(min=1e-12)[:, None, None]
+    return pair_loss, pairs
 
 
 def absolute_loss(logits: Tensor, targets: Tensor, kind: AbsoluteLossKind = "bce", weights: Tensor | None = None) -> Tensor:
@@ -121,6 +151,32 @@ def absolute_loss(logits: Tensor, targets: Tensor, kind: AbsoluteLossKind = "bce
         return per_row.mean()
     weights = weights.float()
     return (per_row * weights).sum() / weights.sum()
+
+
+def joint_loss(
+    heads: Tensor,
+    n_ranking: int,
+    group_sizes: Tensor | Sequence[int],
+    targets: Tensor,
+    *,
+    absolute_weight: float = 1.0,
+    abs_kind: AbsoluteLossKind = "bce",
+    weights: Tensor | None = None,
+    **ranking_kwargs: Any,
+) -> Tensor:
+    """One encoder, two heads: the ranking loss on output 0 plus ``absolute_weight x`` the absolute loss on output 1.
+
+    ``heads`` is ``[N, 2]``: its first ``n_ranking`` rows are the flattened replies of the
+    rankings (``group_sizes``), the rest the absolute rows (``targets``, ``weights``). A
+    batch may lack either kind; that term is then left out. ``ranking_kwargs`` go to
+    :func:`ranking_loss` (l2, score margins, pair strength).
+    """
+    loss = heads.sum() * 0.0  # keeps the graph when a term is missing
+    if n_ranking:
+        loss = loss + ranking_loss(heads[:n_ranking, 0], group_sizes, **ranking_kwargs)
+    if n_ranking < heads.shape[0] and absolute_weight:
+        loss = loss + absolute_weight * absolute_loss(heads[n_ranking:, 1], targets, abs_kind, weights)
+    return loss
 
 
 def absolute_loss_weights(targets: Tensor, threshold: float, strength: float) -> Tensor:

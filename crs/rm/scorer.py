@@ -4,15 +4,18 @@
 the run (``rm_format.json``) and used by the training collators and by
 :class:`RewardScorer` alike, so a reward model always sees token ids built as in
 training. :func:`load_reward_scorers` loads several RMs, sharing one base model among
-LoRA RMs trained on it.
+LoRA RMs trained on it. A joint RM (``rm.loss: joint``, two heads) scores with
+:class:`JointHeads`: a weighted sum of its two z-scored heads.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,9 +34,12 @@ from crs.models.loading import (
     resolve_dtype,
 )
 from crs.processes import place_on_device, process_device
+from crs.rm.metrics import pearson, reward_stats
 
 RM_FORMAT_FILE = "rm_format.json"
 REWARD_STATS_FILE = "reward_stats.json"
+JOINT_WEIGHT_KEY = "joint_preference_weight"  # in rm_format.json (what scores) and reward_stats.json (what the stats were measured with)
+MIN_HEAD_STD = 1e-6  # a head with no spread is not scaled up to infinity
 
 
 @dataclass
@@ -68,14 +74,58 @@ class RMFormat:
 
 
 
+@dataclass
+class JointHeads:
+    """How a joint RM's two outputs become one reward: ``w * z(head 0) + (1 - w) * z(head 1)``.
+
+    Head 0 is the preference head, head 1 the absolute head; each is z-scored with its own
+    ``mean`` / ``std`` (measured on the validation replies at training). ``correlation`` is
+    the two heads' Pearson correlation on those replies: with it the reward's statistics
+    for any weight follow without the data (:meth:`combined_stats`).
+    """
+
+    preference_weight: float
+    preference: dict[str, Any]
+    absolute: dict[str, Any]
+    correlation: float = 0.0
+
+    @classmethod
+    def fit(cls, heads: Tensor, preference_weight: float) -> JointHeads:
+        """Head statistics measured on ``heads`` (``[N, 2]`` raw outputs)."""
+        columns = heads.double().numpy().T
+        corr = pearson(columns[0].tolist(), columns[1].tolist()) if len(columns[0]) > 1 else None
+        return cls(preference_weight, reward_stats(columns[0].tolist()), reward_stats(columns[1].tolist()), corr or 0.0)
+
+    def combine(self, heads: Tensor) -> Tensor:
+        """The reward of each row of ``heads`` (``[N, 2]``)."""
+        z = [(heads[:, i].float() - s["mean"]) / max(float(s["std"]), MIN_HEAD_STD) for i, s in enumerate((self.preference, self.absolute))]
+        return self.preference_weight * z[0] + (1 - self.preference_weight) * z[1]
+
+    def combined_stats(self) -> dict[str, float]:
+        """Mean and std of :meth:`combine` on the replies the head statistics came from.
+
+        Exact there (both z-scores have mean 0 and std 1): ``var = w^2 + (1-w)^2 + 2w(1-w)rho``.
+        """
+        w = self.preference_weight
+        return {"mean": 0.0, "std": math.sqrt(max(w * w + (1 - w) ** 2 + 2 * w * (1 - w) * self.correlation, 0.0))}
+
+    def saved(self) -> dict[str, Any]:
+        """What ``reward_stats.json`` keeps of it (beside the stats of the combined reward)."""
+        return {JOINT_WEIGHT_KEY: self.preference_weight, "heads": {"preference": self.preference, "absolute": self.absolute},
+                "head_correlation": self.correlation}
+
+
 class RewardScorer:
     """Scores (prompt, reply) pairs with one reward model; the same path as training.
 
     ``score(prompts, replies)`` returns the raw head output (one float per reply, on CPU).
-    For an absolute RM, ``sigmoid(reward)`` is its predicted quality in [0, 1].
-    ``stats`` holds the run's ``reward_stats.json`` (None for a model that is not a crs
-    RM run) and ``loss_kind`` its ``rm.loss`` (``pairwise`` / ``absolute`` / None).
-    Several scorers may share one PeftModel; ``adapter_name`` then selects theirs.
+    For an absolute RM, ``sigmoid(reward)`` is its predicted quality in [0, 1]. A joint RM
+    (``joint`` set) returns its heads combined (:meth:`JointHeads.combine`);
+    :meth:`score_heads` gives every output raw. ``stats`` holds the run's
+    ``reward_stats.json`` (None for a model that is not a crs RM run; its ``mean`` / ``std``
+    are those of what ``score`` returns) and ``loss_kind`` its ``rm.loss`` (``pairwise`` /
+    ``absolute`` / ``joint`` / None). Several scorers may share one PeftModel;
+    ``adapter_name`` then selects theirs.
     """
 
     def __init__(
@@ -90,9 +140,10 @@ class RewardScorer:
         adapter_name: str | None = None,
         batch_size: int = 16,
         dtype: torch.dtype | None = None,
+        joint: JointHeads | None = None,
     ) -> None:
         self.model, self.tokenizer, self.fmt = model, tokenizer, fmt
-        self.name, self.loss_kind, self.stats = name, loss_kind, stats
+        self.name, self.loss_kind, self.stats, self.joint = name, loss_kind, stats, joint
         self.adapter_name, self.batch_size = adapter_name, batch_size
         self.dtype = dtype or next(model.parameters()).dtype
 
@@ -105,9 +156,14 @@ class RewardScorer:
         """The padded token batch this scorer feeds its model (see :meth:`RMFormat.encode`)."""
         return self.fmt.encode(self.tokenizer, prompts, replies)
 
-    @torch.no_grad()
     def score(self, prompts: list[Messages], replies: list[str]) -> Tensor:
-        """Rewards of ``replies[i]`` to ``prompts[i]``, in batches of ``batch_size``."""
+        """Rewards of ``replies[i]`` to ``prompts[i]``, in batches of ``batch_size``: output 0, or a joint RM's combined heads."""
+        heads = self.score_heads(prompts, replies)
+        return self.joint.combine(heads) if self.joint is not None else heads[:, 0]
+
+    @torch.no_grad()
+    def score_heads(self, prompts: list[Messages], replies: list[str]) -> Tensor:
+        """Every raw output of the model, ``[N, num_labels]`` (on CPU), in batches of ``batch_size``."""
         if len(prompts) != len(replies):
             raise ValueError(f"{len(prompts)} prompts but {len(replies)} replies")
         if self.adapter_name is not None:
@@ -120,9 +176,9 @@ class RewardScorer:
             stop = start + self.batch_size
             batch = {k: v.to(device) for k, v in self.encode(prompts[start:stop], replies[start:stop]).items()}
             with autocast(self.dtype, device):
-                rewards.append(self.model(**batch).logits[:, 0].float().cpu())
+                rewards.append(self.model(**batch).logits.float().cpu())
         self.model.train(was_training)
-        return torch.cat(rewards) if rewards else torch.zeros(0)
+        return torch.cat(rewards) if rewards else torch.zeros(0, getattr(getattr(self.model, "config", None), "num_labels", 1))
 
     __call__ = score
 
@@ -131,12 +187,16 @@ _REDO = "the reward-model run is damaged: rerun rm_train.py with --overwrite, or
 
 
 def read_rm_files(path: str | Path) -> tuple[RMFormat | None, dict[str, Any] | None, str | None]:
-    """(format, reward stats, loss kind) saved in an RM run dir; None for what is missing."""
+    """(format, reward stats, loss kind) saved in an RM run dir; None for what is missing.
+
+    A joint RM's head weight (``rm_format.json``) is read by :func:`read_joint_heads`.
+    """
     path = Path(path)
     fmt = stats = loss_kind = None
     if (path / RM_FORMAT_FILE).is_file():
         saved = read_run_json(path / RM_FORMAT_FILE, _REDO)
         loss_kind = saved.pop("loss", None)
+        saved.pop(JOINT_WEIGHT_KEY, None)
         try:
             fmt = RMFormat(**saved)
         except TypeError as err:  # a key RMFormat does not have
@@ -144,6 +204,26 @@ def read_rm_files(path: str | Path) -> tuple[RMFormat | None, dict[str, Any] | N
     if (path / REWARD_STATS_FILE).is_file():
         stats = read_run_json(path / REWARD_STATS_FILE, _REDO)
     return fmt, stats, loss_kind
+
+
+def read_joint_heads(path: str | Path, stats: dict[str, Any] | None) -> tuple[JointHeads, dict[str, Any]]:
+    """A joint RM run's :class:`JointHeads` and the statistics of the reward it gives.
+
+    The weight is ``rm_format.json``'s (editable); ``reward_stats.json`` keeps the head
+    statistics and the reward's own for the weight trained with. For another weight the
+    reward's ``mean`` / ``std`` are derived (:meth:`JointHeads.combined_stats`), so consumers that
+    z-score with ``stats`` stay right.
+    """
+    path = Path(path)
+    weight = read_run_json(path / RM_FORMAT_FILE, _REDO).get(JOINT_WEIGHT_KEY)
+    heads = (stats or {}).get("heads") or {}
+    if not isinstance(weight, (int, float)) or not 0 <= weight <= 1 or not {"preference", "absolute"} <= set(heads):
+        raise ModelError(f"{path} is a joint RM without a head weight in [0, 1] ({RM_FORMAT_FILE}) or head statistics ({REWARD_STATS_FILE}); {_REDO}")
+    joint = JointHeads(float(weight), heads["preference"], heads["absolute"], float(stats.get("head_correlation") or 0.0))
+    if np.isclose(float(stats.get(JOINT_WEIGHT_KEY, -1)), joint.preference_weight):
+        return joint, stats
+    derived = {**joint.saved(), **joint.combined_stats(), "derived_from": f"the head statistics, for {JOINT_WEIGHT_KEY} {weight}"}
+    return joint, {**derived, "split": stats.get("split")}
 
 
 def load_reward_scorers(
@@ -158,22 +238,27 @@ def load_reward_scorers(
     The first LoRA RM of a base loads the base and its adapter; each further one is
     attached to the same PeftModel as another named adapter (``load_adapter``), and its
     scorer switches to it (``set_adapter``) before scoring. Fully fine-tuned RMs and
-    plain model paths load as separate models. ``model_cfg`` gives dtype/quantization;
+    plain model paths load as separate models; a joint RM (two outputs) shares a base only
+    with other joint RMs on it, and scores with its combined heads (:func:`read_joint_heads`). ``model_cfg`` gives dtype/quantization;
     ``default_format`` is used for paths without an ``rm_format.json`` (else data defaults).
     """
     device = device or process_device()  # cuda:LOCAL_RANK under torchrun, not every process on cuda:0
     cache_dir = model_cfg.cache_dir if model_cfg else None
     dtype = resolve_dtype(model_cfg.dtype) if model_cfg else torch.float32
-    shared: dict[str, Any] = {}  # base -> PeftModel carrying every adapter on that base
+    shared: dict[tuple[str, int], Any] = {}  # (base, outputs) -> PeftModel carrying every adapter on that base
     scorers = []
     for index, path in enumerate(paths):
         check_run_kind(path, "reward_model")  # an SFT/RL run would score with an untrained head
         manifest = read_run_manifest(path) if Path(path).is_dir() else None
         fmt, stats, loss_kind = read_rm_files(path)
+        joint = None
+        if loss_kind == "joint":
+            joint, stats = read_joint_heads(path, stats)
         tokenizer = load_tokenizer(path, cache_dir, padding_side="right")
         adapter_name = None
         if manifest is not None and not manifest.get("full_model"):
-            key = base_location(path, manifest["base"])  # runs on one base share it
+            # Runs on one base share it, if their heads have the same number of outputs (a joint RM's two).
+            key = (base_location(path, manifest["base"]), manifest.get("num_labels", 1))
             if key in shared:
                 adapter_name = f"reward_{index}"
                 shared[key].load_adapter(str(Path(path) / manifest["adapter"]), adapter_name=adapter_name)
@@ -196,6 +281,7 @@ def load_reward_scorers(
                 adapter_name=adapter_name,
                 batch_size=batch_size,
                 dtype=dtype,
+                joint=joint,
             )
         )
     return scorers

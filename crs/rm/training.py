@@ -1,11 +1,14 @@
-"""Reward-model training with a pairwise (K-wise) or an absolute loss, and its validation.
+"""Reward-model training with a pairwise (K-wise), an absolute or a joint loss, and its validation.
 
 Training (``rm_train.py``, :func:`train_reward_model`):
 
-1. load ``ranking`` examples (pairwise loss) or ``absolute`` ones (absolute loss);
-2. a one-output sequence classifier on ``model.name``, with LoRA or fully fine-tuned;
+1. load ``ranking`` examples (pairwise loss), ``absolute`` ones (absolute loss), or both
+   (joint loss: one encoder, a preference head and an absolute head);
+2. a sequence classifier on ``model.name`` (one output; two for joint), with LoRA or fully
+   fine-tuned, fresh or continuing a finished RM run (``rm.init_from``);
 3. transformers' ``Trainer`` with our losses (:mod:`crs.rm.losses`): a ranking batch is the
-   replies of several prompts, flattened, with the number of replies per prompt;
+   replies of several prompts, flattened, with the number of replies per prompt (a joint
+   batch: those, then absolute rows);
 4. validation metrics (:mod:`crs.rm.metrics`) before, during and after training;
 5. the model, ``metrics.json``, ``reward_stats.json`` (the RL stage z-scores with them)
    and ``rm_format.json`` (how the RM tokenizes) in the run directory.
@@ -34,11 +37,16 @@ from crs.data.loader import group_key
 from crs.data.schema import AbsoluteExample, DataError, RankingExample
 from crs.io import write_json_atomic
 from crs.models.loading import (
+    RUN_MANIFEST,
     add_lora,
     autocast,
+    base_location,
+    load_adapter_weights,
     load_sequence_classifier,
     load_tokenizer,
+    read_run_manifest,
     resolve_dtype,
+    same_model,
     save_run_model,
     upcast_trainable,
 )
@@ -52,10 +60,19 @@ from crs.models.trainer import (
     resume_checkpoint,
     training_arguments,
 )
-from crs.rm.losses import absolute_loss, absolute_loss_weights, ranking_loss, undersample_by_bins
+from crs.rm.losses import absolute_loss, absolute_loss_weights, joint_loss, ranking_loss, undersample_by_bins
 from crs.rm.metrics import absolute_metrics, pair_agreement, pearson, ranking_metrics, ranking_pairs, reward_stats, spearman
-from crs.rm.scorer import REWARD_STATS_FILE, RM_FORMAT_FILE, RewardScorer, RMFormat, load_reward_scorers
-from crs.runs import mark_finished, set_seed
+from crs.rm.scorer import (
+    JOINT_WEIGHT_KEY,
+    REWARD_STATS_FILE,
+    RM_FORMAT_FILE,
+    JointHeads,
+    RewardScorer,
+    RMFormat,
+    load_reward_scorers,
+    read_rm_files,
+)
+from crs.runs import is_finished, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +94,16 @@ class RankingCollator:
         replies = [reply for ex in examples for reply in ex.replies]
         batch = self.fmt.encode(self.tokenizer, prompts, replies)
         batch["group_sizes"] = torch.tensor([len(ex.replies) for ex in examples])
-        # NaN marks replies without a score: no margin, no tie for them.
-        batch["scores"] = torch.tensor(
-            [s for ex in examples for s in (ex.scores if ex.scores is not None else [float("nan")] * len(ex.replies))],
-            dtype=torch.float32,
-        )
+        batch["scores"] = flat_scores(examples)
         return batch
+
+
+def flat_scores(examples: list[RankingExample]) -> Tensor:
+    """The scores of every reply of ``examples``, flattened; NaN marks replies without one (no margin, no tie for them)."""
+    return torch.tensor(
+        [s for ex in examples for s in (ex.scores if ex.scores is not None else [float("nan")] * len(ex.replies))],
+        dtype=torch.float32,
+    )
 
 
 @dataclass
@@ -97,6 +118,35 @@ class AbsoluteCollator:
         batch["targets"] = torch.tensor([ex.score for ex, _ in rows], dtype=torch.float32)
         batch["weights"] = torch.tensor([w for _, w in rows], dtype=torch.float32)
         return batch
+
+
+@dataclass
+class JointCollator:
+    """Ranking examples and (absolute example, weight) rows, mixed -> one batch.
+
+    The rankings' replies come first (``n_ranking`` sequences, with ``group_sizes`` and
+    ``scores``), then the absolute rows (``targets``, ``weights``); one padding for all, so
+    a joint batch is one forward pass. Either part may be empty.
+    """
+
+    tokenizer: Any
+    fmt: RMFormat
+
+    def __call__(self, rows: list[RankingExample | tuple[AbsoluteExample, float]]) -> dict[str, Tensor]:
+        rankings = [row for row in rows if isinstance(row, RankingExample)]
+        absolutes = [row for row in rows if not isinstance(row, RankingExample)]
+        prompts = [ex.prompt for ex in rankings for _ in ex.replies] + [ex.prompt for ex, _ in absolutes]
+        replies = [reply for ex in rankings for reply in ex.replies] + [ex.reply for ex, _ in absolutes]
+        batch = self.fmt.encode(self.tokenizer, prompts, replies)
+        batch["group_sizes"] = torch.tensor([len(ex.replies) for ex in rankings], dtype=torch.long)
+        batch["scores"] = flat_scores(rankings)
+        batch["n_ranking"] = torch.tensor(sum(len(ex.replies) for ex in rankings))
+        batch["targets"] = torch.tensor([ex.score for ex, _ in absolutes], dtype=torch.float32)
+        batch["weights"] = torch.tensor([w for _, w in absolutes], dtype=torch.float32)
+        return batch
+
+
+COLLATORS: dict[str, type] = {"pairwise": RankingCollator, "absolute": AbsoluteCollator, "joint": JointCollator}
 
 
 def padded_cost(row: RankingExample | tuple[AbsoluteExample, float]) -> int:
@@ -157,14 +207,22 @@ def absolute_train_rows(examples: list[AbsoluteExample], rm: RewardModelConfig, 
     return list(zip(examples, weights.tolist()))
 
 
-def init_head_bias_to_mean(model: Any, rows: list[tuple[AbsoluteExample, float]]) -> float | None:
-    """Set the trainable head's bias so the untrained model predicts the mean score.
+def trainable_head(model: Any) -> torch.nn.Linear | None:
+    """The classifier's trainable output layer (under LoRA: peft's trained copy), or None."""
+    outputs = getattr(getattr(model, "config", None), "num_labels", 1)
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.out_features == outputs and m.weight.requires_grad]
+    # A LoRA A matrix of rank == outputs has the same shape: a layer named like a head comes first.
+    named = [m for name, m in found if {"score", "classifier", "out_proj"} & set(name.split("."))]
+    return (named or [m for _, m in found] or [None])[0]
+
+
+def init_head_bias_to_mean(model: Any, rows: list[tuple[AbsoluteExample, float]], output: int = 0) -> float | None:
+    """Set the trainable head's bias (of ``output``: 1 is a joint RM's absolute head) so the untrained model predicts the mean score.
 
     ``sigmoid(bias) = weighted mean target``. Returns the bias, or None when the head has
     no bias (e.g. Llama-style ``score`` layers), which is left as it is.
     """
-    # The scalar head is the trainable one-output linear (under LoRA: peft's trained copy).
-    head = next((m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 1 and m.weight.requires_grad), None)
+    head = trainable_head(model)
     if head is None or head.bias is None:
         logger.info("rm.init_bias_to_mean: the head has no trainable bias; left as is")
         return None
@@ -173,7 +231,7 @@ def init_head_bias_to_mean(model: Any, rows: list[tuple[AbsoluteExample, float]]
     mean = float((scores * weights).sum() / weights.sum())
     bias = float(torch.logit(torch.tensor(mean).clamp(1e-3, 1 - 1e-3)))
     with torch.no_grad():
-        head.bias.fill_(bias)
+        head.bias[output].fill_(bias)
     return bias
 
 
@@ -209,37 +267,162 @@ def load_validation_views(cfg: CRSConfig, val: list[Any]) -> ValidationViews:
     return ValidationViews(val, other) if own_is_ranking else ValidationViews(other, val)
 
 
+@dataclass
+class TrainingData:
+    """What one RM run trains and validates on.
+
+    ``train``: capped rankings and/or weighted absolute rows (the Trainer's dataset);
+    ``val``: the run's own validation examples (empty: no validation); ``views``: what it is
+    validated on; ``train_views``: the training examples, for statistics when ``val`` is empty.
+    """
+
+    train: list[Any]
+    val: list[Any]
+    views: ValidationViews
+    train_views: ValidationViews
+
+
+def training_data(cfg: CRSConfig) -> TrainingData:
+    """The examples ``rm.loss`` trains on (:func:`joint_training_data` for ``joint``)."""
+    rm = cfg.rm
+    if rm.loss == "joint":
+        return joint_training_data(cfg)
+    pairwise = rm.loss == "pairwise"
+    train_examples, val_examples = load_examples(cfg.data, "ranking" if pairwise else "absolute", cfg.run.seed)
+    if pairwise:
+        train: list[Any] = [cap_replies(ex, rm.max_replies, rm.reply_selection) for ex in train_examples]
+        train_views = ValidationViews(train_examples, [])
+    else:
+        train = absolute_train_rows(train_examples, rm, cfg.run.seed)
+        train_views = ValidationViews([], train_examples)
+    return TrainingData(train, val_examples, load_validation_views(cfg, val_examples), train_views)
+
+
+def joint_training_data(cfg: CRSConfig) -> TrainingData:
+    """Rankings and absolute rows of the one data source, mixed; both kinds are validated on.
+
+    The two kinds are split into train / validation separately; a prompt held out in
+    either is kept out of the other's training too, so validation prompts stay unseen.
+    """
+    rm, loaded = cfg.rm, {}
+    for kind in ("ranking", "absolute"):
+        try:
+            loaded[kind] = load_examples(cfg.data, kind, cfg.run.seed)
+        except (ConfigError, DataError) as err:
+            raise ConfigError(
+                f"rm.loss=joint needs ranking and absolute examples from one data source; data.source={cfg.data.source} "
+                f"gives no {kind} examples ({str(err).splitlines()[0]}): use a source with both (e.g. the crs demo data) or another rm.loss"
+            ) from None
+    (train_ranked, val_ranked), (train_scored, val_scored) = loaded["ranking"], loaded["absolute"]
+    held_out = {group_key(ex) for ex in val_ranked + val_scored}
+    train_ranked = [ex for ex in train_ranked if group_key(ex) not in held_out]
+    train_scored = [ex for ex in train_scored if group_key(ex) not in held_out]
+    if not train_ranked or not train_scored:
+        raise ConfigError(f"rm.loss=joint: no {'ranking' if not train_ranked else 'absolute'} examples left to train on once the "
+                          "validation prompts are held out; lower data.val_fraction or add data")
+    train = [cap_replies(ex, rm.max_replies, rm.reply_selection) for ex in train_ranked] + absolute_train_rows(train_scored, rm, cfg.run.seed)
+    return TrainingData(train, val_ranked + val_scored, ValidationViews(val_ranked, val_scored), ValidationViews(train_ranked, train_scored))
+
+
+def ranking_options(rm: RewardModelConfig, scores: Tensor | None) -> dict[str, Any]:
+    """The keyword arguments of :func:`ranking_loss` that ``rm.*`` sets (one place, so training and validation agree)."""
+    return {"l2_coef": rm.l2_coef, "scores": scores, "margin_scale": rm.margin_scale, "pair_strength": rm.pair_strength, "strength_scale": rm.strength_scale}
+
+
+def _ranking_inputs(rankings: list[RankingExample]) -> tuple[list[Any], list[str]]:
+    """(prompt, reply) of every reply of ``rankings``, flattened."""
+    return [ex.prompt for ex in rankings for _ in ex.replies], [r for ex in rankings for r in ex.replies]
+
+
+def _absolute_inputs(absolutes: list[AbsoluteExample]) -> tuple[list[Any], list[str]]:
+    return [ex.prompt for ex in absolutes], [ex.reply for ex in absolutes]
+
+
+def view_metrics(views: ValidationViews, ranking_rewards: Tensor, absolute_rewards: Tensor, prefix: str = "") -> dict[str, float | None]:
+    """Ranking metrics of ``ranking_rewards`` on the rankings and Pearson / Spearman of ``absolute_rewards`` with the scores."""
+    metrics: dict[str, float | None] = {}
+    if views.rankings:
+        groups = ranking_rewards.split([len(ex.replies) for ex in views.rankings])
+        metrics.update(ranking_metrics([g.tolist() for g in groups], [ex.scores for ex in views.rankings]))
+    if views.absolutes:
+        targets = [ex.score for ex in views.absolutes]
+        metrics["pearson"] = pearson(absolute_rewards.tolist(), targets)
+        metrics["spearman"] = spearman(absolute_rewards.tolist(), targets)
+    return {prefix + key: value for key, value in metrics.items()}
+
+
 def evaluate_reward_model(scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig) -> tuple[dict[str, float | None], Tensor]:
     """Validation metrics of one RM, and its rewards on its own validation replies.
 
-    Both RM kinds get the ranking metrics (``pairwise_accuracy``, ``best_vs_worst_accuracy``,
+    Every RM kind gets the ranking metrics (``pairwise_accuracy``, ``best_vs_worst_accuracy``,
     ``mean_margin``) on the rankings and ``pearson`` / ``spearman`` of reward vs score
     on the absolute view; an absolute RM also gets the regression errors of
     ``sigmoid(reward)`` (``mse``, ``mae``, per bucket around ``rm.threshold``). ``loss``
-    is the RM's own (unweighted) loss on its own view.
+    is the RM's own (unweighted) loss on its own view. A joint RM: :func:`evaluate_joint`.
     """
-    metrics: dict[str, float | None] = {}
+    if rm.loss == "joint":
+        return evaluate_joint(scorer, views, rm)
+    ranked = scorer(*_ranking_inputs(views.rankings)) if views.rankings else torch.zeros(0)
+    scored = scorer(*_absolute_inputs(views.absolutes)) if views.absolutes else torch.zeros(0)
+    metrics = view_metrics(views, ranked, scored)
     own_rewards = torch.zeros(0)
-    if views.rankings:
-        prompts = [ex.prompt for ex in views.rankings for _ in ex.replies]
-        rewards = scorer(prompts, [r for ex in views.rankings for r in ex.replies])
+    if rm.loss == "pairwise" and views.rankings:
         sizes = [len(ex.replies) for ex in views.rankings]
-        scores = [ex.scores for ex in views.rankings]
-        metrics.update(ranking_metrics([g.tolist() for g in rewards.split(sizes)], scores))
-        if rm.loss == "pairwise":
-            flat_scores = torch.tensor([s for ex in views.rankings for s in (ex.scores or [float("nan")] * len(ex.replies))])
-            metrics["loss"] = float(ranking_loss(rewards, sizes, rm.l2_coef, flat_scores, rm.margin_scale))
-            own_rewards = rewards
-    if views.absolutes:
-        rewards = scorer([ex.prompt for ex in views.absolutes], [ex.reply for ex in views.absolutes])
+        metrics["loss"] = float(ranking_loss(ranked, sizes, **ranking_options(rm, flat_scores(views.rankings))))
+        own_rewards = ranked
+    if rm.loss == "absolute" and views.absolutes:
         targets = torch.tensor([ex.score for ex in views.absolutes])
-        metrics["pearson"] = pearson(rewards.tolist(), targets.tolist())
-        metrics["spearman"] = spearman(rewards.tolist(), targets.tolist())
-        if rm.loss == "absolute":
-            metrics.update(absolute_metrics(torch.sigmoid(rewards).tolist(), targets.tolist(), rm.threshold))
-            metrics["loss"] = float(absolute_loss(rewards, targets, rm.abs_loss))
-            own_rewards = rewards
+        metrics.update(absolute_metrics(torch.sigmoid(scored).tolist(), targets.tolist(), rm.threshold))
+        metrics["loss"] = float(absolute_loss(scored, targets, rm.abs_loss))
+        own_rewards = scored
     return metrics, own_rewards
+
+
+def evaluate_joint(scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig) -> tuple[dict[str, float | None], Tensor]:
+    """A joint RM's validation metrics, and its raw heads (``[N, 2]``) on every validation reply (rankings', then absolute).
+
+    The combined reward (``rm.joint_preference_weight``, each head z-scored on these very
+    replies, as the saved statistics will be) gets the metrics of :func:`view_metrics`;
+    each head alone gets them too, prefixed ``preference_head_`` / ``absolute_head_``, and
+    the absolute head the regression errors of ``sigmoid(output 1)``. ``loss`` is the joint loss.
+    """
+    ranked = scorer.score_heads(*_ranking_inputs(views.rankings))
+    scored = scorer.score_heads(*_absolute_inputs(views.absolutes))
+    heads = torch.cat([ranked, scored])
+    if not len(heads):
+        return {}, heads
+    joint = JointHeads.fit(heads, rm.joint_preference_weight)
+    metrics = view_metrics(views, joint.combine(ranked), joint.combine(scored))
+    for output, prefix in enumerate(("preference_head_", "absolute_head_")):
+        metrics.update(view_metrics(views, ranked[:, output], scored[:, output], prefix))
+    targets = torch.tensor([ex.score for ex in views.absolutes], dtype=torch.float32)
+    if views.absolutes:
+        errors = absolute_metrics(torch.sigmoid(scored[:, 1]).tolist(), targets.tolist(), rm.threshold)
+        metrics.update({f"absolute_head_{key}": value for key, value in errors.items()})
+    sizes = [len(ex.replies) for ex in views.rankings]
+    loss = joint_loss(heads, len(ranked), sizes, targets, absolute_weight=rm.joint_absolute_weight, abs_kind=rm.abs_loss,
+                      **ranking_options(rm, flat_scores(views.rankings)))
+    metrics["loss"] = float(loss)
+    return metrics, heads
+
+
+def view_rewards(scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig) -> Tensor:
+    """What ``reward_stats.json`` is computed from: the RM's rewards on its own view (a joint RM: both heads on both views)."""
+    if rm.loss == "joint":
+        return torch.cat([scorer.score_heads(*_ranking_inputs(views.rankings)), scorer.score_heads(*_absolute_inputs(views.absolutes))])
+    return scorer(*(_ranking_inputs(views.rankings) if rm.loss == "pairwise" else _absolute_inputs(views.absolutes)))
+
+
+def reward_stats_record(rewards: Tensor, rm: RewardModelConfig, split: str) -> tuple[dict[str, Any], JointHeads | None]:
+    """``reward_stats.json``: ``mean`` / ``std`` / quantiles of the reward the scorer returns, and the split they come from.
+
+    A joint RM's ``rewards`` are its raw heads; the file then also keeps each head's
+    statistics and their correlation (:meth:`JointHeads.saved`), returned as :class:`JointHeads`.
+    """
+    if rm.loss != "joint":
+        return {**reward_stats(rewards.tolist()), "split": split}, None
+    joint = JointHeads.fit(rewards, rm.joint_preference_weight)
+    return {**reward_stats(joint.combine(rewards).tolist()), **joint.saved(), "split": split}, joint
 
 
 def evaluate_runs(run_dirs: list[str], data: DataConfig) -> dict[str, dict[str, float | None]]:
@@ -285,14 +468,11 @@ class RewardTrainer(CRSTrainer):
         self.loss_is_scaled_for_ga = False  # our losses are per-batch means; Trainer divides by GA steps
 
     def compute_loss(self, model: Any, inputs: dict[str, Tensor], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
-        """Rewards of the batch's replies -> the ranking or absolute loss (``rm.loss``)."""
+        """Rewards of the batch's replies -> the ranking, absolute or joint loss (``rm.loss``)."""
         with autocast(self.autocast_dtype, self.args.device):
-            rewards = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits[:, 0].float()
-        rm = self.rm_cfg
-        if rm.loss == "pairwise":
-            loss = ranking_loss(rewards, inputs["group_sizes"], rm.l2_coef, inputs["scores"], rm.margin_scale)
-        else:
-            loss = absolute_loss(rewards, inputs["targets"], rm.abs_loss, inputs["weights"])
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits.float()
+        loss = batch_loss(logits, inputs, self.rm_cfg)
+        rewards = logits if self.rm_cfg.loss == "joint" else logits[:, 0]
         return (loss, rewards) if return_outputs else loss
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -303,16 +483,78 @@ class RewardTrainer(CRSTrainer):
         return metrics
 
 
-def build_reward_model(model_cfg: ModelConfig, tokenizer: Any) -> Any:
-    """A trainable one-output classifier: LoRA (head trained in full) or full fine-tuning.
+def batch_loss(logits: Tensor, inputs: dict[str, Tensor], rm: RewardModelConfig) -> Tensor:
+    """The loss of one collated batch under ``rm.loss``; ``logits`` is ``[N, outputs]``."""
+    if rm.loss == "pairwise":
+        return ranking_loss(logits[:, 0], inputs["group_sizes"], **ranking_options(rm, inputs["scores"]))
+    if rm.loss == "absolute":
+        return absolute_loss(logits[:, 0], inputs["targets"], rm.abs_loss, inputs["weights"])
+    return joint_loss(
+        logits, int(inputs["n_ranking"]), inputs["group_sizes"], inputs["targets"], absolute_weight=rm.joint_absolute_weight,
+        abs_kind=rm.abs_loss, weights=inputs["weights"], **ranking_options(rm, inputs["scores"]),
+    )
 
-    Trainable weights are kept in fp32 either way; forwards run under autocast.
+
+# --------------------------------------------------------------------------- the model: fresh, or continuing a run
+
+
+@dataclass(frozen=True)
+class InitRun:
+    """The finished RM run ``rm.init_from`` names: where it is, its loss, whether it saved a full model."""
+
+    path: Path
+    loss_kind: str
+    full_model: bool
+
+
+def check_init_from(cfg: CRSConfig) -> InitRun:
+    """The run ``rm.init_from`` names, or a one-line ConfigError saying why this run cannot start from it.
+
+    It must be a finished reward-model run trained on ``model.name``; a joint RM continues
+    only as joint and a one-head RM only as one (the head's shape); a full model needs
+    ``model.lora.enabled: false`` (a fresh adapter on it would make it this run's base).
     """
-    model = load_sequence_classifier(model_cfg.name, model_cfg)
+    given, name = cfg.rm.init_from, cfg.model.name
+    path = Path(given).expanduser().resolve()
+    manifest = read_run_manifest(path) if path.is_dir() else None
+    if manifest is None or manifest.get("kind") != "reward_model" or not (path / RM_FORMAT_FILE).is_file():
+        raise ConfigError(f"rm.init_from={given}: not a reward-model run (no {RUN_MANIFEST} of kind reward_model beside {RM_FORMAT_FILE}); "
+                          'give the directory of a finished rm_train.py run, or "" to start fresh')
+    if not is_finished(path):
+        raise ConfigError(f"rm.init_from={given}: that run has not finished; finish it (rm_train.py --resume) or give a finished run")
+    base = base_location(path, manifest["base"])
+    if not same_model(base, name):
+        raise ConfigError(f"rm.init_from={given} was trained on {base}, not on model.name={name}: set model.name to {base}, "
+                          f"or give a run trained on {name}")
+    loss_kind = read_rm_files(path)[2] or "pairwise"
+    if (loss_kind == "joint") != (cfg.rm.loss == "joint"):
+        raise ConfigError(f"rm.init_from={given} is a {loss_kind} RM and rm.loss is {cfg.rm.loss}: a joint RM (two heads) continues only "
+                          "with rm.loss=joint, a pairwise or absolute one only with pairwise or absolute; change rm.loss or give another run")
+    if manifest.get("full_model") and cfg.model.lora.enabled:
+        raise ConfigError(f"rm.init_from={given} saved a full model: continue it with model.lora.enabled=false "
+                          f"(or set model.name={given} and rm.init_from=\"\" to train a fresh adapter on top of it)")
+    return InitRun(path, loss_kind, bool(manifest.get("full_model")))
+
+
+def build_reward_model(model_cfg: ModelConfig, tokenizer: Any, num_labels: int = 1, init: InitRun | None = None) -> Any:
+    """A trainable classifier with ``num_labels`` outputs (2: a joint RM): LoRA (head trained in full) or full fine-tuning.
+
+    With ``init`` (``rm.init_from``) it starts from that run's weights, head included: under
+    LoRA its adapter is loaded into this run's fresh one (same settings); fully fine-tuned,
+    the run's model (its adapter merged in, if any) is the starting model itself. Trainable
+    weights are kept in fp32 either way; forwards run under autocast.
+    """
+    full_init = init is not None and not model_cfg.lora.enabled
+    model = load_sequence_classifier(str(init.path) if full_init else model_cfg.name, model_cfg, num_labels=num_labels)
     model.config.pad_token_id = tokenizer.pad_token_id  # the collator pads with it; the head looks for it
-    if model_cfg.lora.enabled:
-        return add_lora(model, model_cfg.lora, "reward_model")
-    upcast_trainable(model)
+    if num_labels == 2:  # named in config.json, for whoever loads a joint RM outside crs
+        model.config.id2label, model.config.label2id = {0: "preference", 1: "absolute"}, {"preference": 0, "absolute": 1}
+    if not model_cfg.lora.enabled:
+        upcast_trainable(model)
+        return model
+    model = add_lora(model, model_cfg.lora, "reward_model")
+    if init is not None:
+        load_adapter_weights(model, init.path, model_cfg.name, key="rm.init_from", give="a finished LoRA reward-model run on model.name")
     return model
 
 
@@ -325,36 +567,31 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
 
     set_seed(cfg.run.seed)
     rm = cfg.rm
-    pairwise = rm.loss == "pairwise"
-    train_examples, val_examples = load_examples(cfg.data, "ranking" if pairwise else "absolute", cfg.run.seed)
-    if pairwise:
-        train_set: list[Any] = [cap_replies(ex, rm.max_replies, rm.reply_selection) for ex in train_examples]
-    else:
-        train_set = absolute_train_rows(train_examples, rm, cfg.run.seed)
-    views = load_validation_views(cfg, val_examples)
-
+    init = check_init_from(cfg) if rm.init_from else None  # refused before anything loads
+    data = training_data(cfg)
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir, padding_side="right")
-    model = build_reward_model(cfg.model, tokenizer)
     checkpoint = resume_checkpoint(run_dir, resume, is_main=int(os.environ.get("RANK", "0")) == 0)
-    if not pairwise and rm.init_bias_to_mean and checkpoint is None:
-        init_head_bias_to_mean(model, train_set)  # a checkpoint holds the trained head instead
+    # A checkpoint holds this run's own trained weights: it wins over rm.init_from.
+    model = build_reward_model(cfg.model, tokenizer, 2 if rm.loss == "joint" else 1, init if checkpoint is None else None)
+    if rm.loss != "pairwise" and rm.init_bias_to_mean and checkpoint is None and init is None:  # else the head is trained already
+        init_head_bias_to_mean(model, [row for row in data.train if not isinstance(row, RankingExample)], output=int(rm.loss == "joint"))
     dtype = resolve_dtype(cfg.model.dtype)
     fmt = RMFormat.from_data_config(cfg.data)
     scorer = RewardScorer(model, tokenizer, fmt, name=cfg.run_name, loss_kind=rm.loss, batch_size=cfg.train.eval_batch_size, dtype=dtype)
 
     def evaluate() -> dict[str, float | None]:
-        return evaluate_reward_model(scorer, views, rm)[0]
+        return evaluate_reward_model(scorer, data.views, rm)[0]
 
     start = StartMetricsCallback(evaluate, "val_before_training")
     trainer = RewardTrainer(
         model=model,
-        args=training_arguments(cfg, run_dir, has_eval=bool(val_examples)),
-        train_dataset=ListDataset(train_set),
-        eval_dataset=ListDataset(val_examples) if val_examples else None,
-        data_collator=(RankingCollator if pairwise else AbsoluteCollator)(tokenizer, fmt),
+        args=training_arguments(cfg, run_dir, has_eval=bool(data.val)),
+        train_dataset=ListDataset(data.train),
+        eval_dataset=ListDataset(data.val) if data.val else None,
+        data_collator=COLLATORS[rm.loss](tokenizer, fmt),
         processing_class=tokenizer,
-        callbacks=[SealCheckpointCallback(), JsonlLogCallback(run_dir / TRAIN_LOG_FILE), *([start] if val_examples else [])],
-        train_lengths=[padded_cost(row) for row in train_set],
+        callbacks=[SealCheckpointCallback(), JsonlLogCallback(run_dir / TRAIN_LOG_FILE), *([start] if data.val else [])],
+        train_lengths=[padded_cost(row) for row in data.train],
         rm_cfg=rm,
         autocast_dtype=dtype,
         evaluate_fn=evaluate,
@@ -364,41 +601,60 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     # checkpoint) and, for a resumed or extended run, those of the state it continued from.
     before = start.metrics or {}
     resumed_from = None
-    if checkpoint is not None and val_examples:
+    if checkpoint is not None and data.val:
         before = logged_before_training(checkpoint, "val_before_training") or {}
         resumed_from = {"step": start.step, **(start.metrics or {})}
 
-    if val_examples:
-        after, rewards = evaluate_reward_model(scorer, views, rm)
-        stats_split = "val"
-    else:  # no validation split: one more pass, over the training replies, for the stats
-        logger.warning("no validation examples: reward_stats.json is computed on training replies")
-        after = {}
-        if pairwise:
-            rewards = scorer([ex.prompt for ex in train_examples for _ in ex.replies], [r for ex in train_examples for r in ex.replies])
-        else:
-            rewards = scorer([ex.prompt for ex in train_examples], [ex.reply for ex in train_examples])
-        stats_split = "train"
+    after, stats = final_metrics_and_stats(scorer, data, rm)
+    record = {
+        **data_counts(data, rm),
+        **({"init_from": {"run": str(init.path), "loss_kind": init.loss_kind, "full_model": init.full_model}} if init else {}),
+        "val": after,
+        "val_before_training": before,
+        **({"val_at_resume": resumed_from} if resumed_from else {}),
+        "train": dict(train_output.metrics),
+        "global_step": trainer.state.global_step,
+        "history": trainer.state.log_history,
+    }
     if trainer.is_world_process_zero():
-        save_run_model(trainer.model, tokenizer, run_dir, cfg.model.name, kind="reward_model", merge=cfg.model.lora.merge)
-        write_json_atomic(run_dir / RM_FORMAT_FILE, {**asdict(fmt), "loss": rm.loss})
-        write_json_atomic(run_dir / REWARD_STATS_FILE, {**reward_stats(rewards.tolist()), "split": stats_split})
-        write_json_atomic(
-            run_dir / METRICS_FILE,
-            {
-                "loss_kind": rm.loss,
-                "n_train": len(train_set),
-                "n_val": len(val_examples),
-                "n_val_rankings": len(views.rankings),
-                "n_val_absolute": len(views.absolutes),
-                "val": after,
-                "val_before_training": before,
-                **({"val_at_resume": resumed_from} if resumed_from else {}),
-                "train": dict(train_output.metrics),
-                "global_step": trainer.state.global_step,
-                "history": trainer.state.log_history,
-            },
-        )
-        mark_finished(run_dir, {"val": after, "global_step": trainer.state.global_step})
+        save_rm_run(trainer.model, tokenizer, run_dir, cfg, fmt, stats, record)
     trainer.accelerator.wait_for_everyone()
     return after
+
+
+def final_metrics_and_stats(scorer: RewardScorer, data: TrainingData, rm: RewardModelConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The trained RM's validation metrics and its ``reward_stats.json``.
+
+    From here on ``scorer`` gives the reward those stats describe (a joint RM's combined heads).
+    """
+    if data.val:
+        after, rewards = evaluate_reward_model(scorer, data.views, rm)
+        split = "val"
+    else:  # no validation split: one more pass, over the training replies, for the stats
+        logger.warning("no validation examples: reward_stats.json is computed on training replies")
+        after, rewards, split = {}, view_rewards(scorer, data.train_views, rm), "train"
+    stats, scorer.joint = reward_stats_record(rewards, rm, split)
+    return after, stats
+
+
+def data_counts(data: TrainingData, rm: RewardModelConfig) -> dict[str, Any]:
+    """The example counts ``metrics.json`` opens with."""
+    return {
+        "loss_kind": rm.loss,
+        "n_train": len(data.train),
+        **({"n_train_rankings": sum(isinstance(row, RankingExample) for row in data.train)} if rm.loss == "joint" else {}),
+        "n_val": len(data.val),
+        "n_val_rankings": len(data.views.rankings),
+        "n_val_absolute": len(data.views.absolutes),
+    }
+
+
+def save_rm_run(model: Any, tokenizer: Any, run_dir: Path, cfg: CRSConfig, fmt: RMFormat, stats: dict[str, Any], record: dict[str, Any]) -> None:
+    """The trained RM and its files (``rm_format.json``, ``reward_stats.json``, ``metrics.json``), then the run marked finished."""
+    rm = cfg.rm
+    save_run_model(model, tokenizer, run_dir, cfg.model.name, kind="reward_model", merge=cfg.model.lora.merge)
+    joint_weight = {JOINT_WEIGHT_KEY: rm.joint_preference_weight} if rm.loss == "joint" else {}
+    write_json_atomic(run_dir / RM_FORMAT_FILE, {**asdict(fmt), "loss": rm.loss, **joint_weight})
+    write_json_atomic(run_dir / REWARD_STATS_FILE, stats)
+    write_json_atomic(run_dir / METRICS_FILE, record)
+    mark_finished(run_dir, {"val": record["val"], "global_step": record["global_step"]})

@@ -107,6 +107,9 @@ def rl_weights(cfg: CRSConfig, bon: Mapping[str, Any] | None) -> list[float]:
 def weighted_rewards(base: CRSConfig, cfg: CRSConfig, weight: float) -> list[dict[str, Any]]:
     """The base subset's ``rl.rewards`` with the preference source at ``weight`` and the absolute one at ``1 - weight``."""
     sweep = cfg.sweep
+    if base.rl.combine == "conservative":  # its score ignores the weights: every run would train on one reward
+        raise ConfigError(f"sweep: {sweep.base_subset} has rl.combine=conservative, which ignores the weights the sweep varies; "
+                          "use sum or sum_per_prompt there")
     rewards = [dict(vars(r)) for r in base.rl.rewards]
     names = [r["name"] for r in rewards]
     for name in (sweep.preference_source, sweep.absolute_source):

@@ -45,10 +45,12 @@ from crs.io import append_jsonl, folder_written_atomically, read_jsonl, truncate
 from crs.models.loading import (
     add_lora,
     check_run_kind,
+    classifier_outputs,
     load_adapter_weights,
     load_causal_lm,
     load_sequence_classifier,
     load_tokenizer,
+    read_run_manifest,
     resolve_dtype,
     save_run_model,
     upcast_trainable,
@@ -173,6 +175,9 @@ def build_models(cfg: CRSConfig) -> tuple[PolicyValueModel, nn.Module | None, to
     """
     if cfg.rl.value_model != "head":  # before any loading: a policy run's score head would be random
         check_run_kind(cfg.rl.value_model, "reward_model")
+        # The critic reads one scalar per state: a joint RM's two heads would broadcast into nonsense.
+        manifest = read_run_manifest(cfg.rl.value_model) if Path(cfg.rl.value_model).is_dir() else None
+        classifier_outputs(f"rl.value_model={cfg.rl.value_model}", manifest, 1)
     dtype = resolve_dtype(cfg.model.dtype)
     policy_name = cfg.rl.policy or cfg.model.name
     policy = load_causal_lm(policy_name, cfg.model)
@@ -186,7 +191,7 @@ def build_models(cfg: CRSConfig) -> tuple[PolicyValueModel, nn.Module | None, to
         policy = copy.deepcopy(reference).float().requires_grad_(True)
     value_model = None
     if cfg.rl.value_model != "head":
-        critic = load_sequence_classifier(cfg.rl.value_model, cfg.model)
+        critic = load_sequence_classifier(cfg.rl.value_model, cfg.model, num_labels=1)
         if cfg.model.lora.enabled:
             critic = add_lora(critic, cfg.model.lora, "reward_model")
         else:

@@ -1,0 +1,141 @@
+"""Scorers judged against held-out human rankings, with intervals from a bootstrap over clusters.
+
+The data: groups of sibling replies, each listed in the humans' order (best first), each
+group in a *cluster* (an oasst1 conversation tree: its groups share a conversation and its
+labellers, so they are not independent and are resampled together). Every scorer gives one
+number per reply. Per scorer:
+
+* **pairwise accuracy**: over every within-group pair, 1 when the scorer puts the
+  human-preferred reply higher, 0.5 on a scorer tie, else 0; pooled over all pairs;
+* **top-1**: per group, whether the scorer's highest reply is the humans' first (a tie for
+  the top among t replies that include the humans' first counts 1/t); mean over groups;
+* **correlation** with a per-reply label (e.g. oasst1's ``quality``): Spearman over every
+  reply that has the label.
+
+:func:`cluster_bootstrap` resamples clusters (with replacement, one shared draw for every
+scorer, so differences between scorers are paired) and recomputes each pooled figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from crs.eval.best_of_n import difference
+from crs.eval.hierarchical import interval
+from crs.rm.metrics import spearman
+
+
+@dataclass
+class RankedGroup:
+    """One group of sibling replies in the humans' order, best first."""
+
+    cluster: str
+    replies: list[str]
+    labels: list[float]  # a per-reply label (NaN where the reply has none)
+
+
+def pair_credit(scores: Sequence[float]) -> tuple[float, int]:
+    """(credit, pairs) of one group's scores listed in the humans' order, best first."""
+    s = np.asarray(scores, dtype=float)
+    i, j = np.triu_indices(len(s), k=1)  # i ranked above j by the humans
+    credit = np.where(s[i] > s[j], 1.0, np.where(s[i] == s[j], 0.5, 0.0))
+    return float(credit.sum()), int(len(i))
+
+
+def top1_credit(scores: Sequence[float]) -> float:
+    """1/t when the humans' first reply is among the t replies with the top score, else 0."""
+    s = np.asarray(scores, dtype=float)
+    top = s == s.max()
+    return 1.0 / int(top.sum()) if top[0] else 0.0
+
+
+@dataclass
+class ClusterTotals:
+    """Per cluster (C,) sums of one scorer: pair credits and top-1 credits; the shared counts."""
+
+    pair_credit: np.ndarray
+    top1_credit: np.ndarray
+
+
+def cluster_totals(groups: Sequence[RankedGroup], scores: Sequence[Sequence[float]], clusters: Sequence[str]) -> ClusterTotals:
+    """Sum one scorer's per-group credits into its clusters (in the order of ``clusters``)."""
+    index = {c: k for k, c in enumerate(clusters)}
+    pairs, top1 = np.zeros(len(clusters)), np.zeros(len(clusters))
+    for group, group_scores in zip(groups, scores, strict=True):
+        credit, _ = pair_credit(group_scores)
+        pairs[index[group.cluster]] += credit
+        top1[index[group.cluster]] += top1_credit(group_scores)
+    return ClusterTotals(pairs, top1)
+
+
+def _counts(groups: Sequence[RankedGroup], clusters: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per cluster: how many pairs and how many groups it holds."""
+    index = {c: k for k, c in enumerate(clusters)}
+    n_pairs, n_groups = np.zeros(len(clusters)), np.zeros(len(clusters))
+    for group in groups:
+        n_pairs[index[group.cluster]] += pair_credit(np.zeros(len(group.replies)))[1]
+        n_groups[index[group.cluster]] += 1
+    return n_pairs, n_groups
+
+
+def _correlations(scores: Mapping[str, np.ndarray], labels: np.ndarray, rows: np.ndarray) -> dict[str, float]:
+    """Spearman of every scorer's reply scores against the labels, over the reply indices ``rows``."""
+    rows = rows[np.isfinite(labels[rows])]
+    out = {}
+    for name, values in scores.items():
+        rho = spearman(values[rows].tolist(), labels[rows].tolist()) if len(rows) > 1 else None
+        out[name] = float("nan") if rho is None else rho
+    return out
+
+
+def cluster_bootstrap(groups: Sequence[RankedGroup], scores: Mapping[str, Sequence[Sequence[float]]], n_boot: int = 1000,
+                      seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Point values and paired bootstrap rounds of every scorer's pairwise accuracy, top-1 and correlation.
+
+    ``scores[name][g]`` are scorer ``name``'s scores of ``groups[g]``'s replies. Returns per
+    metric (``pairwise_accuracy``, ``top1``, ``spearman``) ``{"point": {name: value},
+    "rounds": {name: (n_boot,) array}}``; every round draws the same clusters for every scorer.
+    """
+    if not groups:
+        raise ValueError("no ranked groups to judge")
+    clusters = sorted({g.cluster for g in groups})
+    n_pairs, n_groups = _counts(groups, clusters)
+    totals = {name: cluster_totals(groups, s, clusters) for name, s in scores.items()}
+    flat = {name: np.concatenate([np.asarray(x, dtype=float) for x in s]) for name, s in scores.items()}
+    labels = np.concatenate([np.asarray(g.labels, dtype=float) for g in groups])
+    reply_cluster = np.concatenate([[clusters.index(g.cluster)] * len(g.replies) for g in groups]).astype(int)
+    members = [np.flatnonzero(reply_cluster == c) for c in range(len(clusters))]
+
+    draws = np.random.default_rng(seed).integers(0, len(clusters), size=(n_boot, len(clusters)))
+    weights = np.stack([np.bincount(d, minlength=len(clusters)) for d in draws])  # (n_boot, C) multiplicities
+    out: dict[str, dict[str, Any]] = {}
+    for metric, count, field in (("pairwise_accuracy", n_pairs, "pair_credit"), ("top1", n_groups, "top1_credit")):
+        out[metric] = {
+            "point": {name: float(getattr(t, field).sum() / count.sum()) for name, t in totals.items()},
+            "rounds": {name: (weights @ getattr(t, field)) / (weights @ count) for name, t in totals.items()},
+        }
+    all_rows = np.arange(len(labels))
+    rounds = [_correlations(flat, labels, np.concatenate([members[c] for c in d])) for d in draws]
+    out["spearman"] = {
+        "point": _correlations(flat, labels, all_rows),
+        "rounds": {name: np.array([r[name] for r in rounds]) for name in scores},
+    }
+    return out
+
+
+def summarize(result: Mapping[str, dict[str, Any]], baseline: str | None = None, alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+    """Per metric and scorer: the value with its interval, and (with ``baseline``) the paired difference to it."""
+    table: dict[str, dict[str, Any]] = {}
+    for metric, values in result.items():
+        table[metric] = {}
+        for name, point in values["point"].items():
+            rounds = values["rounds"][name]
+            row: dict[str, Any] = interval(rounds, point, alpha)
+            if baseline is not None and name != baseline:
+                row["vs_" + baseline] = difference(rounds, values["rounds"][baseline], point, values["point"][baseline], alpha)
+            table[metric][name] = row
+    return table

@@ -1,0 +1,144 @@
+"""How reward sources are combined into one score: the arithmetic alone, shared by every consumer.
+
+Three strategies (``rl.combine``; the best-of-n study's ``bon.strategies``):
+
+* ``sum``: ``sum_i w_i * z_i``, each source on its own fixed z-scale (the default, PPO's formula);
+* ``sum_per_prompt``: ``sum_i w_i * s_i`` where ``s_i`` is source i standardised *within the
+  prompt's group of replies*: ``(x - group mean) / group std`` (population std). A group whose
+  replies all tie on a source gives 0 for that source (it says nothing about which reply is
+  better); a group of one reply has no spread to measure and is an error, never a silent 0;
+* ``conservative``: over N >= 2 sources, the minimum of the z-scored sources (``min``) or
+  ``mean - k * std`` across them (``mean_std``, population std). Weights are ignored, except
+  that a weight of 0 still drops a source: the point is to score a reply by the source that
+  likes it least, so no source may buy its way out.
+
+:class:`crs.rl.rewards.CombinedReward` (PPO, GRPO, RLOO, evaluation) and the best-of-n study
+(:mod:`crs.eval.bon`) both call :func:`combine_normalized`, so a strategy means the same
+thing in training and in the study. Clipping and the missing-EOS penalty are not here: they
+shape the combined score afterwards (``CombinedReward.shape``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import torch
+
+from crs.runs import RunError
+
+STRATEGIES = ("sum", "sum_per_prompt", "conservative")
+CONSERVATIVE_METHODS = ("min", "mean_std")
+
+
+class CombineError(RunError, ValueError):
+    """Scores that a strategy cannot combine (a group of one reply, too few sources); one line, naming the source."""
+
+
+def group_ids(keys: Sequence[Hashable]) -> torch.Tensor:
+    """One integer per item, equal for equal keys (numbered in order of first appearance).
+
+    ``keys`` are e.g. each reply's prompt (as a hashable): replies to one prompt form a group.
+    """
+    first: dict[Hashable, int] = {}
+    return torch.tensor([first.setdefault(key, len(first)) for key in keys], dtype=torch.long)
+
+
+def standardize_within_groups(scores: torch.Tensor, groups: torch.Tensor | Sequence[int], name: str = "scores") -> torch.Tensor:
+    """``(x - group mean) / group std`` for every item, its group's statistics only (population std).
+
+    ``scores`` (n,) and ``groups`` (n,) one group id per item (any integers; items of a group
+    need not be adjacent). A group whose scores all tie gives 0 for each of its items (ties
+    are detected exactly, max == min, not by a threshold: a mean of equal floats can differ
+    from them in the last bit, and dividing that by an equally tiny std would give +-1). A
+    group of one item is a :class:`CombineError` naming ``name``: one reply has no spread to
+    standardise by. Non-finite scores make their whole group non-finite (callers count them).
+    """
+    scores = torch.as_tensor(scores)
+    ids = torch.as_tensor(groups, dtype=torch.long)
+    if ids.shape != scores.shape or scores.ndim != 1:
+        raise ValueError(f"{name}: scores {tuple(scores.shape)} and groups {tuple(ids.shape)} must be vectors of one length")
+    _, index, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    if (counts < 2).any():
+        alone = int((counts < 2).sum())
+        raise CombineError(f"reward source {name!r}: {alone} group(s) of one reply; standardising within a prompt's replies needs >= 2 per prompt")
+    size = counts.to(scores.dtype)
+    mean = torch.zeros(len(counts), dtype=scores.dtype).index_add_(0, index, scores) / size
+    centred = scores - mean[index]
+    std = (torch.zeros(len(counts), dtype=scores.dtype).index_add_(0, index, centred**2) / size).sqrt()
+    high = torch.full((len(counts),), -torch.inf, dtype=scores.dtype).scatter_reduce(0, index, scores, "amax")
+    low = torch.full((len(counts),), torch.inf, dtype=scores.dtype).scatter_reduce(0, index, scores, "amin")
+    tied = (high == low)[index]
+    return torch.where(tied, torch.zeros_like(scores), centred / torch.where(tied, torch.ones_like(std[index]), std[index]))
+
+
+def conservative(z: torch.Tensor | Sequence[torch.Tensor], method: str = "min", k: float = 1.0) -> torch.Tensor:
+    """The conservative score of each item over N >= 2 z-scored sources.
+
+    ``z`` is (N, n): source by item (or a sequence of N (n,) tensors). ``min``: the lowest of the
+    N z-scores; ``mean_std``: their mean minus ``k`` times their population std. For two
+    sources and ``k = 1`` the two agree: mean - |a - b| / 2 = min(a, b).
+    """
+    stacked = torch.stack(list(z)) if not isinstance(z, torch.Tensor) else z
+    if stacked.ndim != 2 or stacked.shape[0] < 2:
+        raise CombineError(f"a conservative score needs at least 2 sources (rows), got shape {tuple(stacked.shape)}")
+    if method == "min":
+        return stacked.min(dim=0).values
+    if method == "mean_std":
+        return stacked.mean(dim=0) - k * stacked.std(dim=0, correction=0)
+    raise ValueError(f"conservative method {method!r}: expected one of {', '.join(CONSERVATIVE_METHODS)}")
+
+
+def combine_normalized(
+    normalized: Mapping[str, torch.Tensor],
+    weights: Mapping[str, float],
+    strategy: str = "sum",
+    groups: torch.Tensor | Sequence[int] | None = None,
+    method: str = "min",
+    k: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One combined score per item, and each source's values as they entered the combination.
+
+    ``normalized[name]`` (n,) are the sources' scores on one scale (z-scores; for
+    ``sum_per_prompt`` any positive affine transform of the raw scores gives the same result,
+    since standardising within a group removes it). ``weights[name]``: a weight of 0 drops the
+    source for every strategy; ``conservative`` ignores the others. ``groups`` (n,) one group
+    id per item, needed by ``sum_per_prompt`` alone. ``method`` and ``k``: see :func:`conservative`.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"combination strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    active = [name for name in normalized if weights[name] != 0]
+    if not active:
+        raise CombineError("no reward source with a non-zero weight to combine")
+    if strategy == "sum_per_prompt":
+        if groups is None:
+            raise ValueError("sum_per_prompt needs the group (prompt) of every reply")
+        terms = {name: standardize_within_groups(normalized[name], groups, name) for name in active}
+    else:
+        terms = {name: normalized[name] for name in active}
+    if strategy == "conservative":
+        if len(active) < 2:
+            raise CombineError(f"conservative combination needs at least 2 sources with a non-zero weight; got {active}")
+        return conservative([terms[name] for name in active], method, k), terms
+    combined = torch.zeros_like(terms[active[0]])
+    for name in active:  # in the sources' order, from 0: the same float sums as before strategies existed
+        combined = combined + weights[name] * terms[name]
+    return combined, terms
+
+
+def describe_strategy(strategy: str, method: str = "min", k: float = 1.0) -> str:
+    """The strategy as logs and summaries name it: ``sum``, ``sum_per_prompt``, ``conservative (min)``, ``conservative (mean - 1 x std)``."""
+    if strategy != "conservative":
+        return strategy
+    return "conservative (min)" if method == "min" else f"conservative (mean - {k:g} x std)"
+
+
+__all__ = [
+    "CONSERVATIVE_METHODS",
+    "STRATEGIES",
+    "CombineError",
+    "combine_normalized",
+    "conservative",
+    "describe_strategy",
+    "group_ids",
+    "standardize_within_groups",
+]

@@ -1,0 +1,96 @@
+"""Tests of the held-out ranked-group metrics and their cluster bootstrap (crs/eval/ranked_groups.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crs.eval.ranked_groups import RankedGroup, cluster_bootstrap, pair_credit, summarize, top1_credit
+from crs.rm.metrics import spearman
+
+NAN = float("nan")
+
+
+def test_pair_credit_by_hand_with_ties() -> None:
+    assert pair_credit([3.0, 1.0, 2.0]) == (2.0, 3)  # (0,1) and (0,2) right, (1,2) wrong
+    assert pair_credit([1.0, 1.0, 0.0]) == (2.5, 3)  # the tie counts half
+    assert pair_credit([0.0, 1.0]) == (0.0, 1)
+    assert pair_credit([5.0]) == (0.0, 0)
+
+
+def test_top1_credit_by_hand_with_ties() -> None:
+    assert top1_credit([2.0, 1.0]) == 1.0
+    assert top1_credit([1.0, 2.0]) == 0.0
+    assert top1_credit([2.0, 2.0, 1.0]) == 0.5  # the humans' first shares the top with one other
+    assert top1_credit([1.0, 2.0, 2.0]) == 0.0
+    assert top1_credit([3.0, 3.0, 3.0]) == pytest.approx(1 / 3)
+
+
+def _groups() -> tuple[list[RankedGroup], dict[str, list[list[float]]]]:
+    groups = [
+        RankedGroup("t1", ["a", "b", "c"], [0.9, 0.5, NAN]),
+        RankedGroup("t1", ["d", "e"], [0.7, 0.2]),
+        RankedGroup("t2", ["f", "g"], [0.4, 0.6]),
+        RankedGroup("t3", ["h", "i", "j", "k"], [1.0, 0.8, 0.1, 0.0]),
+    ]
+    scores = {
+        "good": [[3, 2, 1], [1, 0], [0, 1], [4, 3, 3, 1]],
+        "tied": [[1, 1, 1], [0, 0], [2, 2], [1, 1, 1, 1]],
+        "length": [[1, 3, 2], [2, 1], [1, 1], [0, 2, 1, 3]],
+    }
+    return groups, {k: [[float(x) for x in g] for g in v] for k, v in scores.items()}
+
+
+def _brute(groups: list[RankedGroup], scores: list[list[float]]) -> dict[str, float]:
+    """Pooled figures straight from the definitions, on an explicit list of groups."""
+    credits = [c for g in scores for c in [pair_credit(g)]]
+    labels = [x for g in groups for x in g.labels]
+    flat = [x for g in scores for x in g]
+    keep = [k for k, x in enumerate(labels) if not np.isnan(x)]
+    rho = spearman([flat[k] for k in keep], [labels[k] for k in keep])
+    return {
+        "pairwise_accuracy": sum(c for c, _ in credits) / sum(n for _, n in credits),
+        "top1": float(np.mean([top1_credit(g) for g in scores])),
+        "spearman": NAN if rho is None else rho,
+    }
+
+
+def test_points_equal_the_pooled_definitions() -> None:
+    groups, scores = _groups()
+    result = cluster_bootstrap(groups, scores, n_boot=5, seed=0)
+    for name, s in scores.items():
+        brute = _brute(groups, s)
+        for metric in ("pairwise_accuracy", "top1"):
+            assert result[metric]["point"][name] == pytest.approx(brute[metric])
+    assert result["pairwise_accuracy"]["point"]["tied"] == 0.5
+    # good: 3 + 1 + 0 + 5.5 credits over 3 + 1 + 1 + 6 pairs
+    assert result["pairwise_accuracy"]["point"]["good"] == pytest.approx(9.5 / 11)
+    assert result["top1"]["point"]["good"] == pytest.approx(3 / 4)
+
+
+def test_rounds_equal_a_brute_force_resample_of_whole_clusters() -> None:
+    groups, scores = _groups()
+    n_boot, seed = 40, 7
+    result = cluster_bootstrap(groups, scores, n_boot=n_boot, seed=seed)
+    clusters = sorted({g.cluster for g in groups})
+    draws = np.random.default_rng(seed).integers(0, len(clusters), size=(n_boot, len(clusters)))
+    for r, draw in enumerate(draws):
+        picked = [k for c in draw for k, g in enumerate(groups) if g.cluster == clusters[c]]  # with multiplicity
+        for name, s in scores.items():
+            brute = _brute([groups[k] for k in picked], [s[k] for k in picked])
+            for metric in ("pairwise_accuracy", "top1", "spearman"):
+                got = result[metric]["rounds"][name][r]
+                assert got == pytest.approx(brute[metric], nan_ok=True), (metric, name, r)
+
+
+def test_summarize_pairs_every_scorer_with_the_baseline() -> None:
+    groups, scores = _groups()
+    scores["copy"] = scores["length"]
+    table = summarize(cluster_bootstrap(groups, scores, n_boot=200, seed=1), baseline="length")
+    same = table["pairwise_accuracy"]["copy"]["vs_length"]
+    assert same == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}  # paired rounds: a copy never differs
+    good = table["pairwise_accuracy"]["good"]
+    assert good["ci_low"] <= good["mean"] <= good["ci_high"]
+    assert "vs_length" not in table["pairwise_accuracy"]["length"]
+    with pytest.raises(ValueError, match="no ranked groups"):
+        cluster_bootstrap([], {})
