@@ -2,7 +2,7 @@
 
 OpenAssistant's oasst1 gives the same replies two human signals: a rank among their
 siblings and labels such as ``quality``. This benchmark splits the conversation trees
-(seeded, by tree: ``data.val_fraction`` of them held out), trains on the training trees a
+(seeded, by tree: ``--val_fraction`` of them held out, one split for every run), trains on the training trees a
 reward model per strategy (``STRATEGIES``: ranking loss, absolute loss, each continued with
 the other (sequential), and one encoder with both heads (joint)), and judges every scorer on
 the held-out trees against the humans:
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from crs.io import write_json_atomic, write_text_atomic
 from crs.rl.combine import combine_normalized
 from crs.rm.scorer import load_reward_scorers
 from crs.rm.training import train_reward_model
-from crs.runs import prepare_run_dir
+from crs.runs import is_finished, prepare_run_dir
 
 LOG = logging.getLogger("oasst1_strategies")
 
@@ -60,37 +61,61 @@ STRATEGIES: dict[str, tuple[str, list[str]]] = {
     "ranking": ("rm_preference", ["train.num_epochs=2"]),
     "absolute": ("rm_absolute", ABSOLUTE),
     "absolute_then_ranking": ("rm_preference", ["train.num_epochs=2", "rm.init_from={absolute}"]),
-    "ranking_then_absolute": ("rm_absolute", [*ABSOLUTE, "rm.init_from={ranking}"]),
     "joint": ("rm_preference", ["train.num_epochs=2", "rm.loss=joint", "rm.joint_preference_weight=0.5"]),
+    "ranking_then_absolute": ("rm_absolute", [*ABSOLUTE, "rm.init_from={ranking}"]),
 }
+# Validation once, at the end: the benchmark measures held-out trees itself.
+COMMON = ["train.eval_steps=100000"]
 WEIGHTS = [i / 8 for i in range(9)]
 
 
-def data_overrides(path: str, val_fraction: float, seed: int) -> list[str]:
-    """The oasst1 file through crs's adapter, English only, trees split ``val_fraction`` held out."""
-    return [f"data.source={path}", "data.adapter=oasst1", "data.split=train", "data.languages=[en]",
-            f"data.val_fraction={val_fraction}", f"run.seed={seed}", "data.label_weights={quality: 1.0}"]
+def split_trees(path: str, val_fraction: float, seed: int, output_dir: Path) -> tuple[Path, Path, int, int]:
+    """Write the file's messages as two files, whole trees each: training trees and held-out trees (seeded).
+
+    One split for every strategy and both kinds of labels. (crs's own ``data.val_fraction`` holds
+    out groups per kind of example, and oasst1's ranked and labelled replies cover different
+    sets of trees, so a ranking and an absolute run would hold out different trees.)
+    """
+    rows = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    tree_of = [json.loads(line).get("message_tree_id") for line in rows]
+    trees = sorted({t for t in tree_of if t is not None})
+    held = set(random.Random(seed).sample(trees, round(val_fraction * len(trees))))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    train, heldout = output_dir / "train_trees.jsonl", output_dir / "heldout_trees.jsonl"
+    write_text_atomic(train, "".join(r + "\n" for r, t in zip(rows, tree_of) if t not in held))
+    write_text_atomic(heldout, "".join(r + "\n" for r, t in zip(rows, tree_of) if t in held))
+    return train, heldout, len(trees) - len(held), len(held)
 
 
-def train_strategy(name: str, overrides: list[str], runs: dict[str, str], output_dir: Path) -> dict[str, Any]:
-    """Train one strategy's reward model; returns its run dir, time and validation metrics."""
+def data_overrides(train: Path, heldout: Path, seed: int) -> list[str]:
+    """The oasst1 files through crs's adapter, English only, quality as the absolute label."""
+    return [f"data.source={train}", f"data.val_source={heldout}", "data.adapter=oasst1", "data.split=train",
+            "data.languages=[en]", f"run.seed={seed}", "data.label_weights={quality: 1.0}"]
+
+
+def train_strategy(name: str, overrides: list[str], runs: dict[str, str], output_dir: Path, reuse: bool) -> dict[str, Any]:
+    """Train one strategy's reward model (``reuse``: keep a finished run of the same config); returns its run dir, time and metrics."""
     subset, extra = STRATEGIES[name]
     extra = [x.format(**runs) for x in extra]
     # The strategy's own keys first, so --set overrides them.
-    cfg = load_config(subset, None, [*extra, *overrides, f"run.output_dir={output_dir}", f"run.name=oasst1_{name}"])
-    run_dir = prepare_run_dir(cfg, overwrite=True)
-    start = time.perf_counter()
-    train_reward_model(cfg, run_dir)
+    cfg = load_config(subset, None, [*COMMON, *extra, *overrides, f"run.output_dir={output_dir}", f"run.name=oasst1_{name}"])
+    run_dir = output_dir / cfg.run_name
+    if not (reuse and is_finished(run_dir)):
+        run_dir = prepare_run_dir(cfg, overwrite=True)
+        start = time.perf_counter()
+        train_reward_model(cfg, run_dir)
+        write_json_atomic(run_dir / "benchmark_seconds.json", {"seconds": round(time.perf_counter() - start, 1)})
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"run_dir": str(run_dir), "seconds": round(time.perf_counter() - start, 1), "steps": metrics["global_step"], "val": metrics["val"]}
+    seconds = json.loads((run_dir / "benchmark_seconds.json").read_text())["seconds"]
+    return {"run_dir": str(run_dir), "seconds": seconds, "steps": metrics["global_step"], "val": metrics["val"]}
 
 
 def heldout_groups(overrides: list[str]) -> tuple[list[RankedGroup], list[Any]]:
     """The held-out trees' sibling groups in the humans' order (each reply with its quality label), and their prompts."""
     cfg = load_config("rm_preference", None, overrides)
     _, val = load_examples(cfg.data, "ranking", cfg.run.seed)
-    absolutes, held_absolutes = load_examples(cfg.data, "absolute", cfg.run.seed)
-    quality = {(group_key(ex), ex.reply): ex.score for ex in absolutes + held_absolutes}
+    _, held_absolutes = load_examples(cfg.data, "absolute", cfg.run.seed)
+    quality = {(group_key(ex), ex.reply): ex.score for ex in held_absolutes}
     groups = [
         RankedGroup(str(group_key(ex)), list(ex.replies), [quality.get((group_key(ex), r), float("nan")) for r in ex.replies])
         for ex in val
@@ -147,16 +172,18 @@ def combined_scores(scores: dict[str, list[np.ndarray]], stats: dict[str, dict])
 
 
 def run_benchmark(path: str, recipe: str, only: list[str], extra: list[str], val_fraction: float, seed: int,
-                  output_dir: Path, n_boot: int) -> dict[str, Any]:
+                  output_dir: Path, n_boot: int, reuse: bool = False) -> dict[str, Any]:
     """Train every strategy, score the held-out trees with every scorer, bootstrap; returns results.json's content."""
-    overrides = [*data_overrides(path, val_fraction, seed), *RECIPES[recipe], *extra]
+    train_file, heldout_file, n_train, n_held = split_trees(path, val_fraction, seed, output_dir)
+    LOG.info("%d training trees, %d held out (seed %d)", n_train, n_held, seed)
+    overrides = [*data_overrides(train_file, heldout_file, seed), *RECIPES[recipe], *extra]
     runs: dict[str, str] = {}
     trained: dict[str, Any] = {}
     for name in STRATEGIES:
         if only and name not in only:
             continue
         LOG.info("training %s", name)
-        trained[name] = train_strategy(name, overrides, runs, output_dir)
+        trained[name] = train_strategy(name, overrides, runs, output_dir, reuse)
         runs[name] = trained[name]["run_dir"]
     groups, prompts = heldout_groups(overrides)
     scores, stats = model_scores(groups, prompts, runs)
@@ -167,6 +194,7 @@ def run_benchmark(path: str, recipe: str, only: list[str], extra: list[str], val
     result = cluster_bootstrap(groups, scores, n_boot=n_boot, seed=seed)
     return {
         "recipe": recipe, "overrides": overrides, "seed": seed, "n_boot": n_boot,
+        "trees": {"train": n_train, "heldout": n_held},
         "heldout": {"trees": len({g.cluster for g in groups}), "groups": len(groups),
                     "pairs": int(sum(len(g.replies) * (len(g.replies) - 1) // 2 for g in groups)),
                     "labelled_replies": int(sum(np.isfinite(g.labels).sum() for g in groups))},
@@ -206,10 +234,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n_boot", type=int, default=2000)
     parser.add_argument("--output_dir", default="outputs/benchmarks/oasst1_strategies", help="where the runs go (replaced)")
+    parser.add_argument("--reuse", action="store_true", help="keep runs that finished in --output_dir (same settings: your responsibility)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     output_dir = Path(args.output_dir)
-    results = run_benchmark(args.path, args.recipe, args.only, args.overrides, args.val_fraction, args.seed, output_dir, args.n_boot)
+    results = run_benchmark(args.path, args.recipe, args.only, args.overrides, args.val_fraction, args.seed, output_dir, args.n_boot, args.reuse)
     report = format_report(results)
     write_json_atomic(output_dir / "results.json", results)
     write_text_atomic(output_dir / "report.md", report + "\n")
