@@ -39,6 +39,7 @@ import torch
 from crs.config import load_config
 from crs.data import load_examples
 from crs.data.loader import group_key
+from crs.eval.bon import zscore
 from crs.eval.ranked_groups import RankedGroup, cluster_bootstrap, summarize
 from crs.io import write_json_atomic, write_text_atomic
 from crs.rl.combine import combine_normalized
@@ -156,8 +157,7 @@ def combined_scores(scores: dict[str, list[np.ndarray]], stats: dict[str, dict])
     """The two single-loss RMs combined as ``rl.combine`` would: weighted sums of their z-scores (saved
     statistics), the same standardised within each sibling group, and the conservative minimum."""
     sizes = [len(g) for g in scores["ranking"]]
-    z = {name: torch.tensor((np.concatenate(scores[name]) - stats[name]["mean"]) / max(stats[name]["std"], 1e-6))
-         for name in ("ranking", "absolute")}
+    z = {name: torch.tensor(zscore(np.concatenate(scores[name]), stats[name])) for name in ("ranking", "absolute")}
     groups = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
     out: dict[str, torch.Tensor] = {}
     for w in WEIGHTS:

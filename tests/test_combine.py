@@ -220,18 +220,10 @@ def test_sum_per_prompt_on_trl_gathers_groups_split_between_processes() -> None:
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
 def test_one_online_step_optimises_sum_per_prompt(tmp_path, tiny_model_dir, smol_tokenizer, monkeypatch, algorithm) -> None:
-    trl = pytest.importorskip("trl")
-    from test_optimisers import check_run_outputs, run_cli, write_config
+    pytest.importorskip("trl")
+    from test_optimisers import capture_trl_rewards, check_run_outputs, run_cli, write_config
 
-    base = trl.GRPOTrainer if algorithm == "grpo" else trl.RLOOTrainer
-    real, seen = base._calculate_rewards, []
-
-    def capture(self, inputs, prompts, completions, completion_ids_list):
-        out = real(self, inputs, prompts, completions, completion_ids_list)
-        seen.append((prompts, completions, completion_ids_list, out[:, 0].tolist()))
-        return out
-
-    monkeypatch.setattr(base, "_calculate_rewards", capture)
+    seen = capture_trl_rewards(monkeypatch, algorithm)
     run_dir = run_cli(write_config(tmp_path, tiny_model_dir, algorithm=algorithm, steps=1, save_steps=0, combine="sum_per_prompt"))
     state = check_run_outputs(run_dir, algorithm, 1)
     assert all(s["combine"] == "sum_per_prompt" and s["stats"] is None for s in state["summary"]["rewards"])

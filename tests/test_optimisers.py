@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -259,8 +260,8 @@ def check_run_outputs(run_dir: Path, algorithm: str, steps: int) -> dict:
     return state
 
 
-@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_online_stage_writes_ppos_outputs_and_trl_optimises_the_combined_reward(tmp_path, tiny_model_dir, smol_tokenizer, monkeypatch, algorithm):
+def capture_trl_rewards(monkeypatch: pytest.MonkeyPatch, algorithm: str) -> list[tuple[Any, Any, Any, list[float]]]:
+    """Record, per batch, what TRL's GRPO/RLOO trainer scored: (prompts, completions, completion ids, first reward column)."""
     import trl
 
     base = trl.GRPOTrainer if algorithm == "grpo" else trl.RLOOTrainer
@@ -272,6 +273,12 @@ def test_online_stage_writes_ppos_outputs_and_trl_optimises_the_combined_reward(
         return out
 
     monkeypatch.setattr(base, "_calculate_rewards", capture)
+    return seen
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_online_stage_writes_ppos_outputs_and_trl_optimises_the_combined_reward(tmp_path, tiny_model_dir, smol_tokenizer, monkeypatch, algorithm):
+    seen = capture_trl_rewards(monkeypatch, algorithm)
     run_dir = run_cli(write_config(tmp_path, tiny_model_dir, algorithm=algorithm, steps=3, save_steps=0))
     state = check_run_outputs(run_dir, algorithm, 3)
     rows = _rows(run_dir)
