@@ -54,6 +54,10 @@ RECIPES: dict[str, list[str]] = {
     "default": ["data.max_length=256", "data.max_prompt_length=96"],
     # Full fine-tuning, longer inputs, more epochs at a lower learning rate.
     "full": ["model.lora.enabled=false", "train.learning_rate=5.0e-5", "data.max_length=384", "data.max_prompt_length=128"],
+    # A larger base that has read instructions and replies: SmolLM2-135M-Instruct (embedded) + LoRA, one epoch
+    # (~6x MiniLM's compute per token on a CPU).
+    "smollm2": ["model.name=embedded:smollm2-135m-instruct", "train.learning_rate=2.0e-4", "train.num_epochs=1",
+                "data.max_length=256", "data.max_prompt_length=96"],
 }
 # name -> (config subset, overrides); {name} = that strategy's run dir. Epochs: 2 over rankings, 4 over
 # absolute rows (single replies: fewer tokens per pass), as the new-user measurement used.

@@ -97,6 +97,7 @@ def test_a_sweep_interrupted_and_resumed_redoes_no_finished_run(tmp_path: Path, 
     metrics = [json.loads(line) for line in (sweep_dir / "runs" / "w1_s1" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]  # resumed at its checkpoint, nothing logged twice
     assert (sweep_dir / "eval_pred" / "predictions" / "w0_s2.json").is_file()
+    assert "training 1 of the 4 RL runs (the others finished earlier)" in (sweep_dir / "report.md").read_text()
     again = json.loads((sweep_dir / "results.json").read_text())
     assert again["scorers"]["judge"]["win_rate"].keys() == judge["win_rate"].keys()
 
@@ -118,8 +119,78 @@ def test_a_sweep_over_a_conservative_reward_is_refused(sweep_config: Path) -> No
     cfg = load_config("sweep_tiny", sweep_config)
     base = load_config("rl_tiny", sweep_config, ["rl.combine=conservative"])
     with pytest.raises(ConfigError, match="rl.combine=conservative, which ignores the weights"):
-        weighted_rewards(base, cfg, 0.5)
-    assert [r["weight"] for r in weighted_rewards(load_config("rl_tiny", sweep_config), cfg, 0.25)] == [0.25, 0.75]
+        weighted_rewards(base.rl, cfg, 0.5)
+    assert [r["weight"] for r in weighted_rewards(load_config("rl_tiny", sweep_config).rl, cfg, 0.25)] == [0.25, 0.75]
+
+
+ARMS = [
+    {"name": "length_only", "weight": 1.0},
+    {"name": "cautious", "set": {"rl.combine": "conservative", "rl.conservative": "mean_std", "rl.conservative_k": 0.5}},
+]
+
+
+def test_a_strategy_comparison_trains_every_arm_at_every_seed_and_says_which_wins(tmp_path: Path, sweep_config: Path) -> None:
+    arms = json.dumps(ARMS)
+    argv = ["--config", str(sweep_config), "--config_subset", "sweep_tiny", "--set", f"sweep.arms={arms}", "--set", "sweep.weights=[]"]
+    run_stage(run_sweep, "sweep", argv)
+    sweep_dir = tmp_path / "out" / "sweep"
+    assert sorted(p.name for p in (sweep_dir / "runs").iterdir()) == ["cautious_s1", "cautious_s2", "length_only_s1", "length_only_s2"]
+    length_only = yaml.safe_load((sweep_dir / "runs" / "length_only_s2" / "config.resolved.yaml").read_text())["rl_tiny"]
+    assert {r["name"]: r["weight"] for r in length_only["rl"]["rewards"]} == {"length": 1.0, "vowels": 0.0}
+    assert length_only["rl"]["combine"] == "sum" and length_only["run"]["seed"] == 2
+    cautious = yaml.safe_load((sweep_dir / "runs" / "cautious_s1" / "config.resolved.yaml").read_text())["rl_tiny"]["rl"]
+    assert (cautious["combine"], cautious["conservative"], cautious["conservative_k"]) == ("conservative", "mean_std", 0.5)
+    assert {r["name"]: r["weight"] for r in cautious["rewards"]} == {"length": 0.5, "vowels": 0.5}  # the subset's own
+
+    results = json.loads((sweep_dir / "results.json").read_text())
+    assert results["labels"] == ["length_only", "cautious"] and "weights" not in results
+    assert results["arms"] == {"length_only": "sum: 1 x length", "cautious": "conservative (mean - 0.5 x std): of length, vowels"}
+    judge = results["scorers"]["judge"]
+    assert judge["win_rate"]["cautious"]["n_seeds"] == 2 and "slope" not in judge and "power" in judge
+    assert len(judge["per_seed"]["cautious"]) == 2
+    assert sum(judge["per_seed"]["cautious"]) / 2 == pytest.approx(judge["win_rate"]["cautious"]["mean"])  # same prompts per seed
+    head = judge["each_vs_each"]["cautious"]["length_only"]
+    assert head["ci_low"] <= head["mean"] <= head["ci_high"]
+    report = (sweep_dir / "report.md").read_text()
+    assert report.startswith("# Strategy comparison") and "| cautious | conservative (mean - 0.5 x std)" in report
+    assert "training 4 of the 4 RL runs" in report and "| per seed % |" in report
+    assert "has the highest win rate against the reference" in report and "Each arm against each other" in report
+    assert (sweep_dir / "sweep_curves.png").stat().st_size > 1000
+
+
+def test_arms_verdict_names_the_arms_the_best_one_beats_and_those_it_ties() -> None:
+    from crs.study.sweep import arms_verdict
+
+    def rate(mean: float, low: float, high: float) -> dict[str, float]:
+        return {"mean": mean, "ci_low": low, "ci_high": high}
+
+    judge = {
+        "win_rate": {"a": rate(0.6, 0.5, 0.7), "b": rate(0.7, 0.6, 0.8), "c": rate(0.4, 0.3, 0.5)},
+        "each_vs_each": {"b": {"a": rate(0.55, 0.45, 0.65), "c": rate(0.8, 0.7, 0.9)}},
+    }
+    line = arms_verdict({"labels": ["a", "b", "c"], "scorers": {"judge": judge}}, "gold")
+    assert "`b` has the highest win rate" in line
+    assert "it beats `c` (80.0 (70.0–90.0)%) with an interval above 50%" in line
+    assert "`a` (55.0 (45.0–65.0)%) is not told apart from it" in line
+
+
+def test_bad_arms_are_refused_before_anything_trains(tmp_path: Path, sweep_config: Path) -> None:
+    from crs.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="arms with distinct names"):
+        load_config("sweep_tiny", sweep_config, ["sweep.arms=[{name: a}, {name: a}]"])
+    with pytest.raises(ConfigError, match="arms with distinct names"):
+        load_config("sweep_tiny", sweep_config, ["sweep.arms=[{name: a/b}]"])
+    with pytest.raises(ConfigError, match=r"sweep.arms\[0\].weight=2.0: must be null or in \[0, 1\]"):
+        load_config("sweep_tiny", sweep_config, ["sweep.arms=[{name: a, weight: 2}]"])
+    weighted_conservative = '[{name: c, weight: 0.5, set: {rl.combine: conservative}}]'
+    cfg = load_config("sweep_tiny", sweep_config, [f"sweep.arms={weighted_conservative}"])
+    with pytest.raises(ConfigError, match=r"sweep.arms \(c\): sweep: a weight for an RL subset with rl.combine=conservative"):
+        run_sweep(cfg, tmp_path / "out" / "sweep", resume=False)
+    cfg = load_config("sweep_tiny", sweep_config, ["sweep.arms=[{name: typo, set: {rl.combin: sum}}]"])
+    with pytest.raises(ConfigError, match=r"sweep.arms \(typo\): unknown config key 'rl.combin'; did you mean 'rl.combine'"):
+        run_sweep(cfg, tmp_path / "out" / "sweep", resume=False)
+    assert not (tmp_path / "out" / "sweep" / "runs").exists()
 
 
 def test_the_sweeps_judge_is_decided_before_anything_trains(tmp_path: Path, sweep_config: Path, caplog) -> None:
@@ -168,3 +239,16 @@ def test_best_of_n_first_picks_the_rl_weights_and_sits_beside_rl(tmp_path: Path,
     assert set(table["rows"]) == {f"{w:g}" for w in ws} and table["pairs"] == len(ws) * (len(ws) - 1) // 2
     with pytest.raises(Exception, match="sweep.weights=\\[\\]: must be"):
         load_config("sweep_tiny", sweep_config, overrides=["sweep.bon_subset=null"])
+
+
+def test_the_demos_strategy_comparisons_resolve_every_arm() -> None:
+    from crs.config import load_config
+    from crs.study.sweep import check_runs, sweep_runs
+
+    cfg = load_config("strategies_facets")
+    runs = sweep_runs(cfg, cfg.sweep.weights)
+    assert [r.name for r in runs][:2] == ["sum_w0.125_s1", "sum_w0.125_s2"] and len(runs) == 6
+    described = check_runs(cfg, runs)
+    assert described["sum_w0.125"] == "sum: 0.125 x preference + 0.875 x absolute"
+    assert described["conservative_min"] == "conservative (min): of preference, absolute, absolute_then_preference, joint"
+    assert check_runs(load_config("strategies_crs"), sweep_runs(load_config("strategies_crs"), []))["conservative"] == "conservative (min): of preference, absolute"

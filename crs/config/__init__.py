@@ -45,7 +45,7 @@ from crs.config.model import LoraConfig, ModelConfig
 from crs.config.rl import RewardSourceConfig, RLConfig
 from crs.config.root import CRSConfig
 from crs.config.run import RunConfig
-from crs.config.study import BestOfNConfig, OnlineConfig, SweepConfig
+from crs.config.study import BestOfNConfig, OnlineConfig, SweepArmConfig, SweepConfig
 from crs.config.training import RewardModelConfig, TrainConfig
 from crs.config.validation import validate_values, value_rules
 
@@ -66,6 +66,7 @@ __all__ = [
     "RewardSourceConfig",
     "RLConfig",
     "RunConfig",
+    "SweepArmConfig",
     "SweepConfig",
     "BestOfNConfig",
     "TrainConfig",

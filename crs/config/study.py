@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from crs.config.eval import EvalModelConfig, EvalRewardSourceConfig
 from crs.config.fields import UNIT, Rule, above, at_least, distinct_and_not_empty
+
+
+def _arm_names_ok(arms: list[SweepArmConfig], config: Any) -> bool:
+    """Distinct arm names, each usable as a run directory's name."""
+    names = [arm.name for arm in arms]
+    return len(set(names)) == len(names) and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", n) for n in names)
+
+
+@dataclass
+class SweepArmConfig:
+    """One arm of a strategy comparison (``sweep.arms``): an RL subset, optionally at a weight, with overrides."""
+
+    name: str = field(default="", metadata={"help": "The arm's name in tables and run names (`<name>_s<seed>`)."})
+    subset: str | None = field(default=None, metadata={"help": "Its RL subset; null: `sweep.base_subset`."})
+    weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "The preference weight w (the absolute source gets 1 - w), as in `sweep.weights`; null: the subset's own weights.",
+            "rule": Rule(lambda v, c: v is None or 0 <= v <= 1, "null or in [0, 1]"),
+        },
+    )
+    set: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "`--set` overrides of its RL subset, dotted key to value, e.g. `{rl.combine: conservative}`."},
+    )
 
 
 @dataclass
@@ -24,9 +50,18 @@ class SweepConfig:
             "rule": (
                 Rule(UNIT, "in [0, 1] (the preference source's weight; the absolute source gets 1 - w)", each=True),
                 # one run directory per weight and seed: a weight given twice would train one run twice
-                Rule(lambda v, c: len(set(v)) == len(v) and (bool(v) or bool(c.sweep.bon_subset)),
+                Rule(lambda v, c: len(set(v)) == len(v) and (bool(v) or bool(c.sweep.bon_subset) or bool(c.sweep.arms)),
                      "a list of distinct weights (each names one run), not empty unless sweep.bon_subset picks them"),
             ),
+        },
+    )
+    arms: list[SweepArmConfig] = field(
+        default_factory=list,
+        metadata={
+            "help": "A strategy comparison instead of a weight curve: each arm an RL subset (its `rl.combine`, sources, reward "
+            "models), optionally at a weight and with overrides, trained at every seed and judged like the weights are; "
+            "`sweep.weights` is then not used. []: the weight sweep.",
+            "rule": Rule(_arm_names_ok, "arms with distinct names of letters, digits, '.', '_' or '-' (each names its runs)"),
         },
     )
     pool_subset: str | None = field(

@@ -25,11 +25,17 @@ def stage_command(stage: str, config_path: str, subset: str, run_dir: Path, over
         sys.executable, "-m", "crs", stage, "--config", config_path, "--config_subset", subset,
         "--set", f"run.output_dir={run_dir.parent}", "--set", f"run.name={run_dir.name}",
     ]
-    for key, value in overrides.items():
-        command += ["--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    for text in override_texts(overrides):
+        command += ["--set", text]
     if run_state(run_dir) is not None:
         command.append("--resume")
     return command
+
+
+def override_texts(overrides: Mapping[str, Any]) -> list[str]:
+    """``--set`` values (``key=value``, values other than strings as JSON), as the CLI and
+    :func:`crs.config.load_config` read them."""
+    return [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()]
 
 
 def cores_share_env(jobs: int) -> dict[str, str]:

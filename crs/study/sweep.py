@@ -9,6 +9,11 @@ reward model, the slope of the win rate on the weight (does the reference study'
 relation hold?), each weight against each other, length-controlled win rates, and the
 runs' over-optimisation curves overlaid.
 
+With ``sweep.arms`` it compares strategies instead of weights (``crs sweep --config_subset
+strategies_crs``): each arm is an RL subset (its ``rl.combine``, sources and reward models),
+optionally at a weight and with overrides, trained at every seed and judged the same way; the
+report says which arm wins against which, with intervals.
+
 With ``sweep.bon_subset`` it first runs the best-of-n study on one pool over its whole weight
 grid (minutes; :mod:`crs.eval.bon`), trains RL at ``sweep.weights`` or, when that is empty, at
 the best-of-n optimum and both ends, and reports the two side by side: does PPO order the
@@ -17,7 +22,7 @@ weights as best-of-n does?
 Everything lives under the sweep's run directory::
 
     bon/                      the best-of-n study (with sweep.bon_subset)
-    runs/w0.25_s1/ ...        one RL run per (weight, seed), as `crs rl` writes it
+    runs/w0.25_s1/ ...        one RL run per (weight, seed), or <arm>_s1/ per (arm, seed), as `crs rl` writes it
     logs/w0.25_s1.log         its output
     eval_pred/predictions/    every run's and the reference's predictions
     results.json, report.md, sweep_curves.png, sweep_overoptimization.png
@@ -34,14 +39,14 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConfig, load_config
+from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConfig, RLConfig, load_config
 from crs.eval import hierarchical, length_control, win_rates
 from crs.eval.plots import plot_overoptimization, save_figure_atomic
 from crs.eval.power import power_line, power_of_neighbours
@@ -49,30 +54,74 @@ from crs.eval.predict import predict_models
 from crs.eval.score import SourceScores, judge_replies, study_judge
 from crs.eval.tables import DASH, md_table, pct, pct_interval
 from crs.io import read_jsonl, write_json_atomic, write_text_atomic
+from crs.rl.combine import describe_strategy
 from crs.rl.overoptimization import judge_peak
 from crs.rl.rewards import build_sources
 from crs.runs import is_finished, mark_finished
-from crs.study.subprocesses import cores_share_env, run_logged, stage_command
+from crs.study.subprocesses import cores_share_env, override_texts, run_logged, stage_command
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SweepRun:
-    """One RL run of the sweep."""
+    """One RL run of the sweep: a weight of the base subset, or an arm (``sweep.arms``), at a seed."""
 
-    weight: float
     seed: int
+    subset: str
+    weight: float | None = None  # the preference weight; None: the subset's own weights
+    arm: str | None = None  # the arm's name; None: a run of the weight curve
+    overrides: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def label(self) -> str:
+        """Its row in the tables: the weight (``0.25``) or the arm's name."""
+        return self.arm if self.arm is not None else f"{self.weight:g}"
 
     @property
     def name(self) -> str:
-        """Its run (and model) name, e.g. ``w0.25_s1``."""
-        return f"w{self.weight:g}_s{self.seed}"
+        """Its run (and model) name, e.g. ``w0.25_s1`` or ``conservative_s1``."""
+        return f"{self.arm}_s{self.seed}" if self.arm is not None else f"w{self.weight:g}_s{self.seed}"
 
 
 def sweep_runs(cfg: CRSConfig, weights: Sequence[float]) -> list[SweepRun]:
-    """Every (weight, seed) of the sweep's RL runs, weight-major."""
-    return [SweepRun(w, s) for w in weights for s in cfg.sweep.seeds]
+    """Every RL run, arm- (or weight-) major: each of ``sweep.arms``, else each of ``weights``, at every seed."""
+    sweep = cfg.sweep
+    if sweep.arms:
+        return [SweepRun(s, arm.subset or sweep.base_subset, arm.weight, arm.name, dict(arm.set)) for arm in sweep.arms for s in sweep.seeds]
+    return [SweepRun(s, sweep.base_subset, w) for w in weights for s in sweep.seeds]
+
+
+def _where(run: SweepRun) -> str:
+    return f"sweep.arms ({run.arm})" if run.arm is not None else f"sweep.base_subset ({run.subset})"
+
+
+def run_config(cfg: CRSConfig, run: SweepRun) -> CRSConfig:
+    """The resolved RL config of ``run`` (its subset with its overrides; the weight not yet applied)."""
+    try:
+        return load_config(run.subset, cfg.config_path, override_texts(run.overrides))
+    except ConfigError as err:
+        raise ConfigError(f"{_where(run)}: {err}") from err
+
+
+def check_runs(cfg: CRSConfig, runs: Sequence[SweepRun]) -> dict[str, str]:
+    """Every run's config is valid before anything trains; returns each row's reward as the report names it."""
+    described: dict[str, str] = {}
+    for run in runs:
+        if run.label in described:
+            continue
+        rl = run_config(cfg, run).rl
+        try:
+            rewards = weighted_rewards(rl, cfg, run.weight) if run.weight is not None else [dict(vars(r)) for r in rl.rewards]
+        except ConfigError as err:
+            raise ConfigError(f"{_where(run)}: {err}") from err
+        used = [r for r in rewards if r["weight"] > 0]
+        if rl.combine == "conservative":  # the weights do not enter its score
+            sources = "of " + ", ".join(r["name"] for r in used)
+        else:
+            sources = " + ".join(f"{r['weight']:g} x {r['name']}" for r in used)
+        described[run.label] = f"{describe_strategy(rl.combine, rl.conservative, rl.conservative_k)}: {sources}"
+    return described
 
 
 def best_of_n_first(cfg: CRSConfig, run_dir: Path) -> dict[str, Any] | None:
@@ -104,17 +153,18 @@ def rl_weights(cfg: CRSConfig, bon: Mapping[str, Any] | None) -> list[float]:
     return sorted({grid[0], bon["weights"]["best"]["weight"], grid[-1]})
 
 
-def weighted_rewards(base: CRSConfig, cfg: CRSConfig, weight: float) -> list[dict[str, Any]]:
-    """The base subset's ``rl.rewards`` with the preference source at ``weight`` and the absolute one at ``1 - weight``."""
+def weighted_rewards(rl: RLConfig, cfg: CRSConfig, weight: float) -> list[dict[str, Any]]:
+    """The RL section's ``rewards`` with the preference source at ``weight`` and the absolute one at ``1 - weight``."""
     sweep = cfg.sweep
-    if base.rl.combine == "conservative":  # its score ignores the weights: every run would train on one reward
-        raise ConfigError(f"sweep: {sweep.base_subset} has rl.combine=conservative, which ignores the weights the sweep varies; "
-                          "use sum or sum_per_prompt there")
-    rewards = [dict(vars(r)) for r in base.rl.rewards]
+    if rl.combine == "conservative":  # its score ignores the weights: every run would train on one reward
+        raise ConfigError("sweep: a weight for an RL subset with rl.combine=conservative, which ignores the weights the sweep varies; "
+                          "use sum or sum_per_prompt there, or leave the arm's weight null")
+    rewards = [dict(vars(r)) for r in rl.rewards]
     names = [r["name"] for r in rewards]
     for name in (sweep.preference_source, sweep.absolute_source):
         if name not in names:
-            raise ConfigError(f"sweep: {name!r} is not a reward source of {sweep.base_subset} (its rl.rewards: {names})")
+            raise ConfigError(f"sweep: {name!r} is not a reward source of the RL subset (its rl.rewards: {names}); "
+                              "set sweep.preference_source and sweep.absolute_source")
     for reward in rewards:
         if reward["name"] == sweep.preference_source:
             reward["weight"] = weight
@@ -123,13 +173,15 @@ def weighted_rewards(base: CRSConfig, cfg: CRSConfig, weight: float) -> list[dic
     return rewards
 
 
-def rl_command(cfg: CRSConfig, base: CRSConfig, run: SweepRun, runs_dir: Path) -> list[str]:
+def rl_command(cfg: CRSConfig, run: SweepRun, runs_dir: Path) -> list[str]:
     """The ``crs rl`` command line of one run (``--resume`` when it started before)."""
-    overrides = {"run.seed": run.seed, "rl.rewards": weighted_rewards(base, cfg, run.weight)}
-    return stage_command("rl", cfg.config_path, cfg.sweep.base_subset, runs_dir / run.name, overrides)
+    overrides: dict[str, Any] = {**run.overrides, "run.seed": run.seed}
+    if run.weight is not None:
+        overrides["rl.rewards"] = weighted_rewards(run_config(cfg, run).rl, cfg, run.weight)
+    return stage_command("rl", cfg.config_path, run.subset, runs_dir / run.name, overrides)
 
 
-def train_runs(cfg: CRSConfig, base: CRSConfig, run_dir: Path, runs: Sequence[SweepRun]) -> dict[str, float]:
+def train_runs(cfg: CRSConfig, run_dir: Path, runs: Sequence[SweepRun]) -> dict[str, float]:
     """Train every unfinished run, ``sweep.jobs`` at a time; returns each trained run's wall time (s)."""
     runs_dir, logs_dir = run_dir / "runs", run_dir / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
@@ -140,7 +192,7 @@ def train_runs(cfg: CRSConfig, base: CRSConfig, run_dir: Path, runs: Sequence[Sw
 
     def train(run: SweepRun) -> tuple[SweepRun, float, int]:
         start = time.time()
-        code = run_logged(rl_command(cfg, base, run, runs_dir), logs_dir / f"{run.name}.log", env)
+        code = run_logged(rl_command(cfg, run, runs_dir), logs_dir / f"{run.name}.log", env)
         return run, time.time() - start, code
 
     times: dict[str, float] = {}
@@ -178,47 +230,54 @@ def study_results(
     n_boot: int,
     seed: int,
 ) -> dict[str, Any]:
-    """Every number of the report, from per-prompt scores (``scores[scorer][model][prompt]``)."""
-    weights = sorted({r.weight for r in runs})
-    by_weight = {w: [r for r in runs if r.weight == w] for w in weights}
-    key = {w: f"{w:g}" for w in weights}
-    results: dict[str, Any] = {"weights": weights, "seeds": sorted({r.seed for r in runs}), "reference": reference, "scorers": {}}
+    """Every number of the report, from per-prompt scores (``scores[scorer][model][prompt]``).
+
+    Rows are the weights (sorted) of a weight curve, or the arms in their configured order.
+    """
+    curve = all(r.arm is None for r in runs)
+    ordered = sorted(runs, key=lambda r: r.weight) if curve else list(runs)
+    labels = list(dict.fromkeys(r.label for r in ordered))
+    by_label = {label: [r for r in ordered if r.label == label] for label in labels}
+    results: dict[str, Any] = {"labels": labels, "seeds": sorted({r.seed for r in runs}), "reference": reference, "scorers": {}}
+    if curve:
+        results["weights"] = [by_label[label][0].weight for label in labels]
     for scorer, per_model in scores.items():
-        outcomes = {key[w]: [win_rates.pairwise_outcomes(per_model[r.name], per_model[reference]) for r in by_weight[w]] for w in weights}
+        outcomes = {label: [win_rates.pairwise_outcomes(per_model[r.name], per_model[reference]) for r in group] for label, group in by_label.items()}
         boot = hierarchical.hierarchical_bootstrap(outcomes, n_boot=n_boot, seed=seed)
-        curve = {k: {name: v[name] for name in ("mean", "ci_low", "ci_high", "n_seeds")} for k, v in boot.items()}
-        entry: dict[str, Any] = {"win_rate": curve}
-        if len(weights) >= 2:
-            entry["slope"] = hierarchical.bootstrap_slope(boot, {key[w]: w for w in weights})
-            entry["power"] = power_of_neighbours([boot[key[w]]["boot"] for w in weights])  # the same resampled prompts: paired
-        mean_score = hierarchical.hierarchical_bootstrap({key[w]: [per_model[r.name] for r in by_weight[w]] for w in weights}, n_boot=n_boot, seed=seed)
+        entry: dict[str, Any] = {"win_rate": {k: {name: v[name] for name in ("mean", "ci_low", "ci_high", "n_seeds")} for k, v in boot.items()}}
+        if len(labels) >= 2:
+            if curve:
+                entry["slope"] = hierarchical.bootstrap_slope(boot, {label: by_label[label][0].weight for label in labels})
+            entry["power"] = power_of_neighbours([boot[label]["boot"] for label in labels])  # the same resampled prompts: paired
+        mean_score = hierarchical.hierarchical_bootstrap({label: [per_model[r.name] for r in group] for label, group in by_label.items()}, n_boot=n_boot, seed=seed)
         entry["mean_score"] = {k: {name: v[name] for name in ("mean", "ci_low", "ci_high")} for k, v in mean_score.items()}
         entry["reference_mean_score"] = float(np.mean(per_model[reference]))
         if scorer == "judge":
+            entry["per_seed"] = {label: [float(np.mean(o)) for o in group] for label, group in outcomes.items()}  # the seed spread, seen
             entry["lc_win_rate"] = {
-                key[w]: float(np.mean([
+                label: float(np.mean([
                     length_control.length_controlled_win_rate(win_rates.pairwise_outcomes(per_model[r.name], per_model[reference]), lengths[r.name], lengths[reference], n_boot=1).win_rate
-                    for r in by_weight[w]
+                    for r in group
                 ]))
-                for w in weights
+                for label, group in by_label.items()
             }
-            entry["each_vs_each"] = _each_vs_each(per_model, by_weight, key, n_boot, seed)
+            entry["each_vs_each"] = _each_vs_each(per_model, by_label, n_boot, seed)
         results["scorers"][scorer] = entry
-    results["mean_length"] = {key[w]: float(np.mean([np.mean(lengths[r.name]) for r in by_weight[w]])) for w in weights}
+    results["mean_length"] = {label: float(np.mean([np.mean(lengths[r.name]) for r in group])) for label, group in by_label.items()}
     return results
 
 
-def _each_vs_each(per_model: Mapping[str, np.ndarray], by_weight: Mapping[float, list[SweepRun]], key: Mapping[float, str], n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
-    """Row weight's replies against column weight's, seed i against seed i, pooled with intervals."""
+def _each_vs_each(per_model: Mapping[str, np.ndarray], by_label: Mapping[str, list[SweepRun]], n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
+    """Row's replies against column's, seed i against seed i, pooled with intervals."""
     table: dict[str, dict[str, Any]] = {}
-    for a in by_weight:
+    for a in by_label:
         groups = {}
-        for b in by_weight:
+        for b in by_label:
             if a != b:
-                pairs = list(zip(by_weight[a], by_weight[b]))
-                groups[key[b]] = [win_rates.pairwise_outcomes(per_model[ra.name], per_model[rb.name]) for ra, rb in pairs]
+                pairs = list(zip(by_label[a], by_label[b]))
+                groups[b] = [win_rates.pairwise_outcomes(per_model[ra.name], per_model[rb.name]) for ra, rb in pairs]
         boot = hierarchical.hierarchical_bootstrap(groups, n_boot=n_boot, seed=seed) if groups else {}
-        table[key[a]] = {b: {name: v[name] for name in ("mean", "ci_low", "ci_high")} for b, v in boot.items()}
+        table[a] = {b: {name: v[name] for name in ("mean", "ci_low", "ci_high")} for b, v in boot.items()}
     return table
 
 
@@ -230,6 +289,23 @@ def verdict(slope: Mapping[str, float], scorer: str) -> str:
     if slope["ci_low"] > 0:
         return f"Under {scorer}, the win rate rises with the preference weight: {span}. The reference study's inverse relation does not hold here; the opposite does."
     return f"Under {scorer}, the slope of the win rate on the preference weight is {span}: the interval includes 0, so these runs cannot tell whether the inverse relation holds."
+
+
+def arms_verdict(results: Mapping[str, Any], judge_name: str) -> str:
+    """Which arm the judge prefers, and against which others its paired interval excludes a tie."""
+    judge = results["scorers"]["judge"]
+    best = max(results["labels"], key=lambda label: judge["win_rate"][label]["mean"])
+    head = judge["each_vs_each"][best]
+    beaten = [b for b, v in head.items() if v["ci_low"] > 0.5]
+    tied = [b for b, v in head.items() if v["ci_low"] <= 0.5]
+    rate = judge["win_rate"][best]
+    line = (f"Judged by {judge_name}, `{best}` has the highest win rate against the reference, {pct_interval(rate)}%. "
+            f"Head to head (its replies against each other arm's, seed by seed), it beats ")
+    line += ", ".join(f"`{b}` ({pct_interval(head[b])}%)" for b in beaten) if beaten else "no other arm"
+    line += " with an interval above 50%"
+    if tied:
+        line += "; " + ", ".join(f"`{b}` ({pct_interval(head[b])}%)" for b in tied) + (" is" if len(tied) == 1 else " are") + " not told apart from it"
+    return line + "."
 
 
 def side_by_side(bon: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str, Any]:
@@ -262,37 +338,46 @@ def _side_by_side_section(entry: Mapping[str, Any]) -> list[str]:
 
 
 def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
-    """The sweep's Markdown report."""
-    weights = [f"{w:g}" for w in results["weights"]]
+    """The sweep's Markdown report: a weight curve, or a comparison of arms (``results["arms"]``)."""
+    labels = results["labels"]
+    arms = results.get("arms")
     judge = results["scorers"]["judge"]
+    row = "arm" if arms else "w"
     rows = [
-        [w, pct_interval(judge["win_rate"][w]), pct(judge["lc_win_rate"][w]),
-         f"{judge['mean_score'][w]['mean']:.3f} ({judge['mean_score'][w]['ci_low']:.3f}–{judge['mean_score'][w]['ci_high']:.3f})",
-         f"{results['mean_length'][w]:.0f}"]
-        for w in weights
+        [label, *([arms[label]] if arms else []), pct_interval(judge["win_rate"][label]), " / ".join(pct(v) for v in judge["per_seed"][label]),
+         pct(judge["lc_win_rate"][label]),
+         f"{judge['mean_score'][label]['mean']:.3f} ({judge['mean_score'][label]['ci_low']:.3f}–{judge['mean_score'][label]['ci_high']:.3f})",
+         f"{results['mean_length'][label]:.0f}"]
+        for label in labels
     ]
+    if arms:
+        title, what, answer = "# Strategy comparison", f"Arms {', '.join(labels)}", arms_verdict(results, judge_name) if len(labels) >= 2 else "One arm only."
+    else:
+        title, what = "# Reward-weight sweep", f"Preference weights {', '.join(labels)} (the absolute source gets 1 - w)"
+        answer = verdict(judge["slope"], f"the judge ({judge_name})") if "slope" in judge else "One weight only: no slope."
     lines = [
-        "# Reward-weight sweep",
-        f"Preference weights {', '.join(weights)} (the absolute source gets 1 - w); seeds {', '.join(map(str, results['seeds']))}; "
+        title,
+        f"{what}; seeds {', '.join(map(str, results['seeds']))}; "
         f"{results['n_prompts']} eval prompts; reference model `{results['reference']}`; judge `{judge_name}`. "
-        f"Wall time {results['wall_time_s'] / 60:.1f} min. Intervals: 95%, hierarchical bootstrap (seeds, then prompts).",
+        f"Wall time {results['wall_time_s'] / 60:.1f} min, training {len(results.get('train_time_s', {}))} of the "
+        f"{len(labels) * len(results['seeds'])} RL runs (the others finished earlier). Intervals: 95%, hierarchical bootstrap (seeds, then prompts).",
         "## The answer",
-        verdict(judge["slope"], f"the judge ({judge_name})") if "slope" in judge else "One weight only: no slope.",
-        *([power_line(judge["power"], "these runs", "win rate between neighbouring weights")] if "power" in judge else []),
+        answer,
+        *([power_line(judge["power"], "these runs", f"win rate between neighbouring {'arms' if arms else 'weights'}")] if "power" in judge else []),
         f"## Against `{results['reference']}`, judged by `{judge_name}`",
-        md_table(["w", "win rate % (95% CI)", "LC win rate %", "mean judge score (95% CI)", "mean length (chars)"], rows),
+        md_table([row, *(["reward"] if arms else []), "win rate % (95% CI)", "per seed %", "LC win rate %", "mean judge score (95% CI)", "mean length (chars)"], rows),
         f"\nThe reference's mean judge score: {judge['reference_mean_score']:.3f}. LC: length-controlled (docs/study.md), mean over seeds.",
     ]
     for scorer, entry in results["scorers"].items():
         if scorer == "judge":
             continue
-        lines += [f"\n## Under the reward model `{scorer}`", md_table(["w", "win rate % (95% CI)"], [[w, pct_interval(entry["win_rate"][w])] for w in weights])]
+        lines += [f"\n## Under the reward model `{scorer}`", md_table([row, "win rate % (95% CI)"], [[label, pct_interval(entry["win_rate"][label])] for label in labels])]
         if "slope" in entry:
             lines.append("\n" + verdict(entry["slope"], scorer))
     if "best_of_n" in results:
         lines += _side_by_side_section(results["best_of_n"])
-    each = [[a, *(DASH if a == b else pct_interval(judge["each_vs_each"][a][b]) for b in weights)] for a in weights]
-    lines += ["\n## Each weight against each other (judge; row beats column, %, seed i vs seed i)", md_table(["row \\ col", *weights], each)]
+    each = [[a, *(DASH if a == b else pct_interval(judge["each_vs_each"][a][b]) for b in labels)] for a in labels]
+    lines += [f"\n## Each {row} against each other (judge; row beats column, %, seed i vs seed i)", md_table(["row \\ col", *labels], each)]
     if results.get("judge_peaks"):
         peaks = [[name, str(p["step"]), f"{p['kl']:.2f}", f"{p['judge']:.3f}"] for name, p in results["judge_peaks"].items() if p]
         lines += ["\n## Over-optimisation", "Where each run's judge score peaked on held-out prompts during PPO (`sweep_overoptimization.png`):",
@@ -301,20 +386,27 @@ def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
 
 
 def plot_sweep_curves(results: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """Win rate against the reference (each scorer) and the judge's mean score, against the weight, with 95% intervals."""
-    weights = results["weights"]
+    """Win rate against the reference (each scorer) and the judge's mean score, against the weight
+    (or per arm), with 95% intervals."""
+    labels = results["labels"]
+    curve = "weights" in results
+    x = results["weights"] if curve else list(range(len(labels)))
     panels = [(name, "win_rate") for name in results["scorers"]] + [("judge", "mean_score")]
     fig = Figure(figsize=(4.2 * len(panels), 3.6))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (scorer, quantity) in zip(axes, panels):
-        entries = [results["scorers"][scorer][quantity][f"{w:g}"] for w in weights]
+        entries = [results["scorers"][scorer][quantity][label] for label in labels]
         mean = np.array([e["mean"] for e in entries])
         low, high = np.array([e["ci_low"] for e in entries]), np.array([e["ci_high"] for e in entries])
         scale = 100.0 if quantity == "win_rate" else 1.0
-        ax.errorbar(weights, scale * mean, yerr=scale * np.stack([mean - low, high - mean]), fmt="o-", capsize=3)
+        ax.errorbar(x, scale * mean, yerr=scale * np.stack([mean - low, high - mean]), fmt="o-" if curve else "o", capsize=3)
         if quantity == "win_rate":
             ax.axhline(50.0, color="grey", linewidth=0.8, linestyle="--")
-        ax.set_xlabel("preference weight w (absolute: 1 - w)")
+        if curve:
+            ax.set_xlabel("preference weight w (absolute: 1 - w)")
+        else:
+            ax.set_xticks(x, labels, rotation=20, ha="right")
+            ax.set_xlim(-0.5, len(labels) - 0.5)
         ax.set_ylabel(f"win rate vs {results['reference']} (%)" if quantity == "win_rate" else "mean judge score")
         ax.set_title(f"{scorer}: {quantity.replace('_', ' ')}")
     save_figure_atomic(fig, path)
@@ -327,20 +419,21 @@ def run_sweep(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Train, predict, judge and report every (weight, seed) of ``cfg.sweep``."""
     started = time.time()
     sweep = cfg.sweep
-    base = load_config(sweep.base_subset, cfg.config_path)
-    for weight in sweep.weights:
-        weighted_rewards(base, cfg, weight)  # every weight's reward is valid before anything trains
+    planned = sweep_runs(cfg, sweep.weights)  # the arms, or the weights named: every one valid before anything trains
+    described = check_runs(cfg, planned)
     judge_path = study_judge(cfg, "sweep.judge", sweep.judge, sweep.eval_subset, sweep.rewards)
     bon = best_of_n_first(cfg, run_dir)
-    runs = sweep_runs(cfg, rl_weights(cfg, bon))
-    train_times = train_runs(cfg, base, run_dir, runs)
+    runs = planned if sweep.arms else sweep_runs(cfg, rl_weights(cfg, bon))
+    train_times = train_runs(cfg, run_dir, runs)
     models = [sweep.reference] + [EvalModelConfig(run.name, str(run_dir / "runs" / run.name)) for run in runs]
     per_model = predict_models(cfg.config_path, sweep.eval_subset, cfg.run.seed, models, run_dir / "eval_pred")
     scores = judge_scores(cfg, per_model, judge_path)
     lengths = {m: [len(r["output"]) for r in rows] for m, rows in per_model.items()}
     results = study_results(scores, lengths, runs, sweep.reference.name, sweep.n_boot, cfg.run.seed)
     results.update(n_prompts=len(next(iter(per_model.values()))), wall_time_s=time.time() - started, train_time_s=train_times, jobs=sweep.jobs)
-    if bon and bon.get("weights"):
+    if sweep.arms:
+        results["arms"] = described
+    elif bon and bon.get("weights"):
         results["best_of_n"] = side_by_side(bon, results)
     overopt = {run.name: read_jsonl(run_dir / "runs" / run.name / "overoptimization.jsonl") for run in runs if (run_dir / "runs" / run.name / "overoptimization.jsonl").is_file()}
     if overopt:
