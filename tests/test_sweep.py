@@ -183,6 +183,8 @@ def test_bad_arms_are_refused_before_anything_trains(tmp_path: Path, sweep_confi
         load_config("sweep_tiny", sweep_config, ["sweep.arms=[{name: a/b}]"])
     with pytest.raises(ConfigError, match=r"sweep.arms\[0\].weight=2.0: must be null or in \[0, 1\]"):
         load_config("sweep_tiny", sweep_config, ["sweep.arms=[{name: a, weight: 2}]"])
+    with pytest.raises(ConfigError, match=r"sweep.arms\[0\].set=.*must be overrides other than run.name, run.output_dir, run.seed"):
+        load_config("sweep_tiny", sweep_config, ["sweep.arms=[{name: a, set: {run.seed: 3}}]"])
     weighted_conservative = '[{name: c, weight: 0.5, set: {rl.combine: conservative}}]'
     cfg = load_config("sweep_tiny", sweep_config, [f"sweep.arms={weighted_conservative}"])
     with pytest.raises(ConfigError, match=r"sweep.arms \(c\): sweep: a weight for an RL subset with rl.combine=conservative"):

@@ -111,6 +111,9 @@ BAD_VALUES: dict[str, list[str]] = {
     "bon.weights": ["[]", "[0.5, 0.5]"],
     "bon.n_boot": ["0"],
     "bon.strategies": ["[conservative]", "[sum, sum]"],
+    "sweep.arms": ["[{name: a}, {name: a}]", "[{name: a/b}]", "[{name: ''}]"],
+    "sweep.arms[*].weight": ["2", "-0.5"],
+    "sweep.arms[*].set": ["{run.seed: 3}", "{run.output_dir: elsewhere}"],
     "sweep.jobs": ["0"],
     "sweep.n_boot": ["0"],
     "rl.init_adapter": ["outputs/rl_crs"],  # with full fine-tuning (see _overrides)
@@ -146,6 +149,8 @@ def _override(key: str, value: str) -> str:
         return f"rl.rewards=[{{name: a, path: gold, weight: {value}}}]"
     if key in ("sweep.weights[*]", "bon.weights[*]"):
         return f"{key[:-3]}=[{value}]"
+    if key.startswith("sweep.arms[*]."):
+        return f"sweep.arms=[{{name: a, {key.rsplit('.', 1)[1]}: {value}}}]"
     if key.startswith("eval_rewarding.combined[*]."):
         field = key.rsplit(".", 1)[1]
         combined = f"{{name: c, weights: {{a: {value}}}}}" if field == "weights" else f"{{name: c, weights: {{a: 1}}, {field}: {value}}}"
@@ -154,7 +159,7 @@ def _override(key: str, value: str) -> str:
 
 
 def _named(key: str) -> str:
-    return key.replace("rl.rewards[*]", "rl.rewards[0]").replace("combined[*]", "combined[0]").replace("weights[*]", "weights[0]")
+    return key.replace("rl.rewards[*]", "rl.rewards[0]").replace("arms[*]", "arms[0]").replace("combined[*]", "combined[0]").replace("weights[*]", "weights[0]")
 
 
 @pytest.mark.parametrize("key, value", [(k, v) for k, values in BAD_VALUES.items() for v in values])

@@ -16,6 +16,10 @@ def _arm_names_ok(arms: list[SweepArmConfig], config: Any) -> bool:
     return len(set(names)) == len(names) and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", n) for n in names)
 
 
+# The sweep names each run's directory and seed itself: an arm that set them would train where the sweep does not look.
+_SWEEP_OWNED_KEYS = ("run.name", "run.output_dir", "run.seed")
+
+
 @dataclass
 class SweepArmConfig:
     """One arm of a strategy comparison (``sweep.arms``): an RL subset, optionally at a weight, with overrides."""
@@ -31,7 +35,10 @@ class SweepArmConfig:
     )
     set: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "`--set` overrides of its RL subset, dotted key to value, e.g. `{rl.combine: conservative}`."},
+        metadata={
+            "help": "`--set` overrides of its RL subset, dotted key to value, e.g. `{rl.combine: conservative}`.",
+            "rule": Rule(lambda v, c: not set(v) & set(_SWEEP_OWNED_KEYS), f"overrides other than {', '.join(_SWEEP_OWNED_KEYS)} (the sweep sets those)"),
+        },
     )
 
 
@@ -51,7 +58,7 @@ class SweepConfig:
                 Rule(UNIT, "in [0, 1] (the preference source's weight; the absolute source gets 1 - w)", each=True),
                 # one run directory per weight and seed: a weight given twice would train one run twice
                 Rule(lambda v, c: len(set(v)) == len(v) and (bool(v) or bool(c.sweep.bon_subset) or bool(c.sweep.arms)),
-                     "a list of distinct weights (each names one run), not empty unless sweep.bon_subset picks them"),
+                     "a list of distinct weights (each names one run), not empty unless sweep.bon_subset picks them or sweep.arms replaces them"),
             ),
         },
     )
