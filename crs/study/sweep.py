@@ -92,16 +92,15 @@ def sweep_runs(cfg: CRSConfig, weights: Sequence[float]) -> list[SweepRun]:
     return [SweepRun(s, sweep.base_subset, w) for w in weights for s in sweep.seeds]
 
 
-def _where(run: SweepRun) -> str:
-    return f"sweep.arms ({run.arm})" if run.arm is not None else f"sweep.base_subset ({run.subset})"
-
-
-def run_config(cfg: CRSConfig, run: SweepRun) -> CRSConfig:
-    """The resolved RL config of ``run`` (its subset with its overrides; the weight not yet applied)."""
+def run_rewards(cfg: CRSConfig, run: SweepRun) -> tuple[RLConfig, list[dict[str, Any]]]:
+    """The RL section ``run`` trains with (its subset and overrides) and its ``rl.rewards`` at its weight;
+    an invalid one is a ConfigError naming the arm (or the base subset)."""
     try:
-        return load_config(run.subset, cfg.config_path, override_texts(run.overrides))
+        rl = load_config(run.subset, cfg.config_path, override_texts(run.overrides)).rl
+        return rl, weighted_rewards(rl, cfg, run.weight) if run.weight is not None else [dict(vars(r)) for r in rl.rewards]
     except ConfigError as err:
-        raise ConfigError(f"{_where(run)}: {err}") from err
+        where = f"sweep.arms ({run.arm})" if run.arm is not None else f"sweep.base_subset ({run.subset})"
+        raise ConfigError(f"{where}: {err}") from err
 
 
 def check_runs(cfg: CRSConfig, runs: Sequence[SweepRun]) -> dict[str, str]:
@@ -110,11 +109,7 @@ def check_runs(cfg: CRSConfig, runs: Sequence[SweepRun]) -> dict[str, str]:
     for run in runs:
         if run.label in described:
             continue
-        rl = run_config(cfg, run).rl
-        try:
-            rewards = weighted_rewards(rl, cfg, run.weight) if run.weight is not None else [dict(vars(r)) for r in rl.rewards]
-        except ConfigError as err:
-            raise ConfigError(f"{_where(run)}: {err}") from err
+        rl, rewards = run_rewards(cfg, run)
         used = [r for r in rewards if r["weight"] > 0]
         if rl.combine == "conservative":  # the weights do not enter its score
             sources = "of " + ", ".join(r["name"] for r in used)
@@ -177,7 +172,7 @@ def rl_command(cfg: CRSConfig, run: SweepRun, runs_dir: Path) -> list[str]:
     """The ``crs rl`` command line of one run (``--resume`` when it started before)."""
     overrides: dict[str, Any] = {**run.overrides, "run.seed": run.seed}
     if run.weight is not None:
-        overrides["rl.rewards"] = weighted_rewards(run_config(cfg, run).rl, cfg, run.weight)
+        overrides["rl.rewards"] = run_rewards(cfg, run)[1]
     return stage_command("rl", cfg.config_path, run.subset, runs_dir / run.name, overrides)
 
 
