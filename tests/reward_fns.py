@@ -36,3 +36,8 @@ def strings(prompts: list, replies: list[str]) -> list[str]:
 def vowel_share(prompts: list, replies: list[str]) -> list[float]:
     """A judge for best-of-n tests: the share of vowels among a reply's letters."""
     return [sum(ch in "aeiou" for ch in r.lower()) / max(sum(ch.isalpha() for ch in r), 1) for r in replies]
+
+
+def nearly_constant(prompts: list, replies: list[str]) -> list[float]:
+    """A constant source with float32 rounding noise: 1000 plus or minus one float32 step (2**-14) by reply length."""
+    return [1000.0 + 2.0**-14 * (len(r) % 3 - 1) for r in replies]

@@ -17,6 +17,7 @@ from crs.eval.best_of_n import (
     kl_bon,
     paired_bootstrap_means,
     pairwise_accuracy,
+    pairwise_credit,
     powers_of_two_up_to,
     selection_weights,
 )
@@ -118,12 +119,14 @@ def test_win_rates_half_at_one_and_match_enumeration():
             assert rates[n - 1] == pytest.approx(brute, abs=1e-12)
 
 
-def _brute_agreement(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    # Returns (pairwise accuracy of x against judge y, Kendall tau-b) by counting pairs one by one.
+def _brute_agreement(x: np.ndarray, y: np.ndarray, tie_eps: float = 1e-9) -> tuple[float, float, float]:
+    # (credit, judged pairs, Kendall tau-b) of scorer x against judge y, counting pairs one by one;
+    # a tie on either side is a difference of at most tie_eps.
     concordant = discordant = ties_x = ties_y = right = judged = 0.0
     pairs = list(itertools.combinations(range(x.size), 2))
     for i, j in pairs:
         dx, dy = x[i] - x[j], y[i] - y[j]
+        dx, dy = (0.0 if abs(dx) <= tie_eps else dx), (0.0 if abs(dy) <= tie_eps else dy)
         ties_x += dx == 0
         ties_y += dy == 0
         concordant += dx * dy > 0
@@ -133,36 +136,64 @@ def _brute_agreement(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
             right += 1.0 if dx * dy > 0 else 0.5 if dx == 0 else 0.0
     denominator = math.sqrt((len(pairs) - ties_x) * (len(pairs) - ties_y))
     tau = (concordant - discordant) / denominator if denominator else math.nan
-    return (right / judged if judged else math.nan), tau
+    return right, judged, tau
 
 
-def test_pairwise_accuracy_and_tau_match_brute_force():
+def test_pairwise_agreement_and_tau_match_brute_force_with_ties_and_near_ties():
     rng = np.random.default_rng(5)
     scorer = rng.integers(0, 3, size=(20, 6)).astype(float)
     judge = rng.integers(0, 4, size=(20, 6)).astype(float)
     judge[0] = 1.0  # judge ties everything: both undefined
     scorer[1] = 2.0  # scorer ties everything: accuracy 0.5, tau undefined
+    # Rows 10-19: float noise far below tie_eps on both sides (near-ties, not exact ones).
+    scorer[10:] += 1e-12 * rng.random((10, 6))
+    judge[10:] += 1e-12 * rng.random((10, 6))
     brute = np.array([_brute_agreement(s, j) for s, j in zip(scorer, judge)])
-    np.testing.assert_allclose(pairwise_accuracy(scorer, judge), brute[:, 0], equal_nan=True)
-    np.testing.assert_allclose(kendall_tau_b(scorer, judge), brute[:, 1], equal_nan=True)
-    assert np.isnan(pairwise_accuracy(scorer, judge)[0]) and np.isnan(kendall_tau_b(scorer, judge)[0])
-    assert pairwise_accuracy(scorer, judge)[1] == 0.5 and np.isnan(kendall_tau_b(scorer, judge)[1])
-    assert np.all(np.abs(brute[2:, 1]) < 1)  # the random rows are neither perfect nor reversed
+    credit, pairs = pairwise_credit(scorer, judge)
+    np.testing.assert_allclose(credit, brute[:, 0])
+    np.testing.assert_allclose(pairs, brute[:, 1])
+    np.testing.assert_allclose(kendall_tau_b(scorer, judge), brute[:, 2], equal_nan=True)
+    # Pooled: every judged pair of every prompt counts once.
+    assert pairwise_accuracy(scorer, judge) == pytest.approx(brute[:, 0].sum() / brute[:, 1].sum())
+    assert pairs[0] == 0 and np.isnan(kendall_tau_b(scorer, judge)[0])
+    assert credit[1] == 0.5 * pairs[1] and np.isnan(kendall_tau_b(scorer, judge)[1])
+    assert np.all(np.abs(brute[2:, 2]) < 1)  # the random rows are neither perfect nor reversed
+    assert np.isnan(pairwise_accuracy(scorer[:1], judge[:1]))  # no judged pair anywhere
 
 
 def test_perfect_and_reversed_scorers():
     judge = np.random.default_rng(6).random((10, 7))
-    np.testing.assert_allclose(pairwise_accuracy(judge, judge), 1.0)
-    np.testing.assert_allclose(pairwise_accuracy(-judge, judge), 0.0)
+    assert pairwise_accuracy(judge, judge) == 1.0
+    assert pairwise_accuracy(-judge, judge) == 0.0
     np.testing.assert_allclose(kendall_tau_b(2 * judge + 1, judge), 1.0)
     np.testing.assert_allclose(kendall_tau_b(-judge, judge), -1.0)
 
 
-def test_pairwise_accuracy_judge_tie_eps():
-    scorer = np.array([[0.0, 1.0, 2.0]])
-    judge = np.array([[0.0, 1e-12, 1.0]])  # the first pair is a judge tie within tie_eps
-    assert pairwise_accuracy(scorer, judge)[0] == 1.0
-    assert pairwise_accuracy(-scorer, judge)[0] == 0.0
+def test_agreement_and_tau_share_one_tie_rule():
+    # The example: the judge's first two values differ by 1e-12, a tie for both metrics.
+    judge, scorer = np.array([[0.0, 1e-12, 1.0]]), np.array([[1.0, 0.0, 2.0]])
+    credit, pairs = pairwise_credit(scorer, judge)
+    assert (credit[0], pairs[0]) == (2.0, 2.0) and pairwise_accuracy(scorer, judge) == 1.0  # the tied pair is not judged
+    # tau-b: concordant 2, discordant 0, the judge ties 1 of 3 pairs: 2 / sqrt(3 * 2)
+    assert kendall_tau_b(scorer, judge)[0] == pytest.approx(2 / math.sqrt(6))
+    # With exact ties (tie_eps 0) the pair is separated, in both: 2 of 3 right, tau (2 - 1) / 3.
+    assert pairwise_accuracy(scorer, judge, tie_eps=0.0) == pytest.approx(2 / 3)
+    assert kendall_tau_b(scorer, judge, tie_eps=0.0)[0] == pytest.approx(1 / 3)
+    # The scorer's side follows the same rule: a near-tie of the scorer counts half and leaves tau's numerator.
+    near = np.array([[0.0, 1e-12, 2.0]])
+    assert pairwise_accuracy(near, np.array([[0.0, 1.0, 2.0]])) == pytest.approx(2.5 / 3)
+    assert kendall_tau_b(near, np.array([[0.0, 1.0, 2.0]]))[0] == pytest.approx(2 / math.sqrt(6))
+    assert pairwise_accuracy(-np.array([[0.0, 1.0, 2.0]]), judge) == 0.0
+
+
+def test_pooled_agreement_weighs_prompts_by_their_judged_pairs():
+    # Prompt 0: the judge separates all 3 pairs, the scorer gets all 3. Prompt 1: the judge ties
+    # (0, 1), so 2 judged pairs; the scorer gets (0, 2) wrong and ties (1, 2): credit 0.5.
+    judge = np.array([[0.0, 1.0, 2.0], [0.0, 0.0, 1.0]])
+    scorer = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0]])
+    credit, pairs = pairwise_credit(scorer, judge)
+    assert credit.tolist() == [3.0, 0.5] and pairs.tolist() == [3.0, 2.0]
+    assert pairwise_accuracy(scorer, judge) == pytest.approx(3.5 / 5)  # pooled 0.7; the mean of per-prompt fractions would be 0.625
 
 
 def test_paired_bootstrap_shares_draws_and_shapes():

@@ -12,6 +12,7 @@ import yaml
 from tiny import tiny_causal_lm
 
 from crs.cli import run_stage
+from crs.config import ConfigError
 from crs.eval.bon import run_bon_study
 from crs.eval.pool import make_pool, read_pool, sample_path
 
@@ -227,3 +228,70 @@ def test_the_strategies_table_compares_each_strategy_with_sums_best_weight(tmp_p
     assert {"min", "mean-1std", per_prompt["scorer"]} <= set(strategies["scorers"])
     report = (tmp_path / "out" / "bon" / "report.md").read_text()
     assert "## Combination strategies" in report and "| conservative | `min` |" in report
+
+
+# --------------------------------------------------------------------------- one convention: z-score, weight grid, agreement
+
+RAW = {"preference": np.array([[1.0, 2.0, 3.0], [4.0, 4.0, 10.0]]), "absolute": np.array([[3.0, 0.0, 0.0], [1.0, 2.0, 3.0]])}
+
+
+def test_the_weight_grid_is_combine_normalizeds_sum_of_the_z_scores() -> None:
+    import torch
+
+    from crs.config import CRSConfig
+    from crs.eval.bon import build_scorers
+    from crs.rl.combine import combine_normalized
+
+    cfg = CRSConfig()
+    cfg.bon.weights = [0.0, 0.25, 1.0]
+    # preference: its saved statistics; absolute: none saved, so the pool's (mean 1.5, population std sqrt(9.5 / 6)).
+    scorers = build_scorers(cfg, RAW, {"preference": {"mean": 2.0, "std": 4.0}, "absolute": None}, np.zeros((2, 3)))
+    z_pref, z_abs = (RAW["preference"] - 2.0) / 4.0, (RAW["absolute"] - 1.5) / (9.5 / 6) ** 0.5
+    z = {"preference": torch.from_numpy(z_pref.reshape(-1)), "absolute": torch.from_numpy(z_abs.reshape(-1))}
+    for w in cfg.bon.weights:
+        assert scorers[f"w={w:g}"] == pytest.approx(w * z_pref + (1 - w) * z_abs)
+        via, _ = combine_normalized(z, {"preference": w, "absolute": 1 - w}, "sum")
+        np.testing.assert_array_equal(scorers[f"w={w:g}"], via.numpy().reshape(2, 3))  # the same arithmetic, bit for bit
+    assert scorers["preference"] is RAW["preference"] and set(scorers) == {"w=0", "w=0.25", "w=1", "preference", "absolute", "judge"}
+    cfg.bon.absolute_source = "preference"
+    with pytest.raises(ConfigError, match="both name 'preference'"):
+        build_scorers(cfg, RAW, {"preference": None, "absolute": None}, np.zeros((2, 3)))
+
+
+def test_a_near_constant_source_does_not_explode_in_the_studys_scorers() -> None:
+    from crs.config import CRSConfig
+    from crs.eval.bon import build_scorers, build_strategy_scorers
+
+    cfg = CRSConfig()
+    cfg.bon.weights, cfg.bon.strategies = [0.5], ["sum", "conservative"]
+    ulp = 2.0**-14
+    # preference: float32 noise around 1000 (the pool's std 4e-5 is no spread there); absolute: saved
+    # statistics of a source constant on its validation set (std 1e-8) that varies on the pool.
+    raw = {"preference": 1000.0 + ulp * np.array([[0.0, 1.0, -1.0], [1.0, 0.0, 0.0]]), "absolute": np.array([[0.5, 0.6, 0.4], [0.5, 0.5, 0.7]])}
+    stats = {"preference": None, "absolute": {"mean": 0.5, "std": 1e-8}}
+    scorers = {**build_scorers(cfg, raw, stats, np.zeros((2, 3))), **build_strategy_scorers(cfg, raw, stats)}
+    # Centred, not scaled: w=0.5 is half of each source's deviation (before: 1.4 from noise, 1e5 from the absolute source).
+    assert scorers["w=0.5"] == pytest.approx(0.5 * (raw["preference"] - raw["preference"].mean()) + 0.5 * (raw["absolute"] - 0.5))
+    assert max(np.abs(scorers[name]).max() for name in ("w=0.5", "min", "mean-1std")) <= 0.2
+
+
+def test_the_studys_agreement_is_pooled_over_the_judged_pairs_with_its_bootstrap_and_categories() -> None:
+    from crs.eval.best_of_n import paired_bootstrap_means
+    from crs.eval.bon import per_prompt_metrics, pooled_agreement, summarize_scorers
+
+    # Prompt 0: 3 judged pairs, all right. Prompt 1: the judge ties (0, 1); of its 2 judged pairs the
+    # scorer gets (0, 2) wrong and ties (1, 2): 0.5. Prompt 2: 3 judged pairs, all wrong.
+    judge = np.array([[0.0, 1.0, 2.0], [0.0, 0.0, 1.0], [2.0, 1.0, 0.0]])
+    scorer = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0], [0.0, 1.0, 2.0]])
+    metrics = per_prompt_metrics({"s": scorer}, judge, np.ones_like(judge), [1, 2, 3])
+    boot = paired_bootstrap_means(metrics, 50, seed=3)
+    agreement = pooled_agreement(metrics, boot, "s")
+    assert agreement["mean"] == pytest.approx(3.5 / 8)  # pooled; the mean of per-prompt fractions would be (1 + 0.25 + 0) / 3
+    # Every bootstrap round is the pooled agreement of its own resampled prompts (the draws paired_bootstrap_means makes).
+    draws = np.random.default_rng(3).integers(0, 3, size=(50, 3))
+    credit, pairs = np.array([3.0, 0.5, 0.0]), np.array([3.0, 2.0, 3.0])
+    low, high = np.quantile(credit[draws].sum(axis=1) / pairs[draws].sum(axis=1), [0.025, 0.975])
+    assert (agreement["ci_low"], agreement["ci_high"]) == pytest.approx((low, high))
+    summary = summarize_scorers(metrics, boot, ["s"], [1, 2, 3], ["a", "a", "b"])["s"]
+    assert summary["pairwise_accuracy"] == agreement
+    assert summary["pairwise_accuracy_by_category"] == pytest.approx({"a": 3.5 / 5, "b": 0.0})

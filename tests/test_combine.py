@@ -7,12 +7,22 @@ from __future__ import annotations
 import math
 import threading
 
+import numpy as np
 import pytest
 import torch
 
 from crs.config import ConfigError, load_config
 from crs.data.schema import user_prompt
-from crs.rl.combine import CombineError, combine_normalized, conservative, standardize_within_groups
+from crs.rl.combine import (
+    MIN_STD,
+    CombineError,
+    combine_normalized,
+    conservative,
+    has_spread,
+    standardize,
+    standardize_within_groups,
+    zscore_stats,
+)
 from crs.rl.rewards import CombinedReward, RewardSource
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -69,6 +79,49 @@ def test_conservative_by_hand() -> None:
     assert conservative(two, "mean_std", 1.0).tolist() == pytest.approx(conservative(two, "min").tolist(), abs=1e-6)
     with pytest.raises(CombineError, match="at least 2 sources"):
         conservative(z[:1], "min")
+
+
+# --------------------------------------------------------------------------- the one z-score
+
+
+def test_zscore_stats_are_the_population_mean_and_std_of_the_finite_values() -> None:
+    # 1, 2, 4, 7, 3: mean 3.4, squared deviations 5.76 + 1.96 + 0.36 + 12.96 + 0.16 = 21.2; / 5 (population, not / 4)
+    values = [1.0, 2.0, 4.0, 7.0, 3.0]
+    assert zscore_stats(values) == pytest.approx({"mean": 3.4, "std": math.sqrt(21.2 / 5)}, abs=1e-12)
+    # Any shape and type; non-finite values are left out, not turned into a NaN scale.
+    nan, inf = float("nan"), float("inf")
+    assert zscore_stats(np.array([[1.0, 2.0, nan, 4.0], [7.0, -inf, 3.0, inf]])) == pytest.approx({"mean": 3.4, "std": math.sqrt(21.2 / 5)}, abs=1e-12)
+    assert zscore_stats(torch.tensor(values, dtype=torch.float32)) == pytest.approx({"mean": 3.4, "std": math.sqrt(21.2 / 5)}, abs=1e-6)
+    assert zscore_stats([5.0]) == {"mean": 5.0, "std": 0.0}
+    with pytest.raises(CombineError, match="no finite score"):
+        zscore_stats([float("nan")])
+
+
+def test_standardize_by_hand_on_tensors_and_arrays() -> None:
+    stats = {"mean": 2.0, "std": 0.5, "quantiles": {}}  # reward_stats.json carries more keys: ignored
+    out = standardize(torch.tensor([1.0, 2.0, 3.5]), stats)
+    assert out.dtype == torch.float32 and out.tolist() == [-2.0, 0.0, 3.0]
+    array = standardize(np.array([[1.0, 2.0], [3.5, 2.5]]), stats)
+    assert isinstance(array, np.ndarray) and array.tolist() == [[-2.0, 0.0], [3.0, 1.0]]
+
+
+def test_a_near_constant_source_is_centred_not_blown_up() -> None:
+    # float32 noise around 1000 (one ulp, 2**-14): std 4.3e-5, under MIN_STD * 1000 = 1e-3, so no spread.
+    ulp = 2.0**-14
+    noisy = torch.tensor([1000.0, 1000.0 + ulp, 1000.0 - ulp, 1000.0], dtype=torch.float32)
+    stats = zscore_stats(noisy)
+    assert stats["std"] == pytest.approx(ulp * math.sqrt(0.5)) and not has_spread(stats)
+    assert standardize(noisy, stats).abs().max() <= ulp  # centred: the noise stays noise (a plain z-score: +-1.41)
+    # Saved statistics of a source that was constant on its validation set, then varies: raw
+    # deviations, never deviations / 1e-8 (the old bon.zscore's max(std, 1e-6) gave 1e5 here).
+    assert standardize(np.array([0.5, 0.6]), {"mean": 0.5, "std": 1e-8}) == pytest.approx([0.0, 0.1])
+    # The bound is relative to the scale: the same std is spread at mean 0, noise at mean 10.
+    assert has_spread({"mean": 0.0, "std": 2e-6}) and not has_spread({"mean": 10.0, "std": 2e-6})
+    assert has_spread({"mean": -2e3, "std": 2.1e-3}) and not has_spread({"mean": -2e3, "std": 1.9e-3})
+    assert MIN_STD == 1e-6
+    # Within groups, the same guard: a near-tie (float noise) is centred, not standardised to +-1.
+    near = standardize_within_groups(torch.tensor([1.0, 1.0 + 1e-12, 5.0, 7.0], dtype=torch.float64), [0, 0, 1, 1])
+    assert near[:2].abs().max() < 1e-11 and near[2:].tolist() == [-1.0, 1.0]
 
 
 # --------------------------------------------------------------------------- CombinedReward, each strategy

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from tiny import tiny_causal_lm
@@ -129,14 +131,37 @@ def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path, combin
         ppo.load_state_dict(frozen)  # the scale PPO froze in its checkpoint
         expected = ppo(prompts, replies, torch.tensor([r["ended_with_eos"] for r in rows])).combined.tolist()
         assert scores["reward of rl"][model] == pytest.approx(expected, abs=1e-6)
-        # The named mix has no frozen scale: each source is z-scored over all predictions, as PPO
-        # would be with those statistics.
+        # The named mix has no frozen scale: each source is z-scored over all predictions (population
+        # std, the one convention), as PPO would be with those statistics.
         pooled = CombinedReward.from_config(configs, reward_clip=1.5, missing_eos_penalty=-0.5)
         for source in pooled.sources:
             values = torch.tensor([v for m in per_model for v in raw[source.name][m]])
-            source.stats = {"mean": float(values.mean()), "std": float(values.std())}
+            source.stats = {"mean": float(values.mean()), "std": float(values.std(unbiased=False))}
         assert scores["mix"][model] == pytest.approx(pooled(prompts, replies, torch.tensor(eos)).combined.tolist(), abs=1e-6)
     assert min(scores["reward of rl"]["rl"]) < max(scores["reward of rl"]["rl"])  # not a constant
+
+
+def test_evaluation_z_scores_with_the_one_convention() -> None:
+    """A source without saved statistics is z-scored over every model's replies with RL's z-score:
+    population std, and a near-constant source centred, not blown up."""
+    from crs.config import load_config
+    from crs.eval.score import score_all
+
+    outputs = {"a": ["one", "three", "fivee"], "b": ["x", "seven..", "twelve......"]}
+    per_model = {m: [{"instruction": f"Q{i}?", "output": o, "prompt_id": str(i), "run": 0} for i, o in enumerate(texts)]
+                 for m, texts in outputs.items()}
+    cfg = load_config("eval_rewarding", overrides=[
+        "eval_rewarding.judge=none", "eval_rewarding.combined=[]",
+        "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}, "
+        "{name: noisy, path: 'python:tests.reward_fns:nearly_constant'}]",
+    ])
+    scores, raw = score_all(per_model, cfg)
+    lengths = np.array([3, 5, 5, 1, 7, 12], dtype=float)  # mean 5.5, population variance (6.25+.25+.25+20.25+2.25+42.25)/6
+    z = (lengths - 5.5) / math.sqrt(71.5 / 6)
+    assert scores["length"]["a"] + scores["length"]["b"] == pytest.approx(z.tolist(), abs=1e-6)
+    # The noise (one float32 step at 1000) has a std far under 1e-6 x 1000: centred, so it stays about 6e-5, not +-1.
+    assert max(abs(v) for m in outputs for v in scores["noisy"][m]) <= 2.0**-14
+    assert raw["noisy"]["a"] != raw["noisy"]["b"]  # the source did vary, by its noise
 
 
 def test_the_judge_alone_is_enough_to_score(tmp_path: Path) -> None:

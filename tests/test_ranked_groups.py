@@ -16,6 +16,9 @@ def test_pair_credit_by_hand_with_ties() -> None:
     assert pair_credit([1.0, 1.0, 0.0]) == (2.5, 3)  # the tie counts half
     assert pair_credit([0.0, 1.0]) == (0.0, 1)
     assert pair_credit([5.0]) == (0.0, 0)
+    # A near-tie (float noise within TIE_EPS) is a tie, as in the best-of-n agreement (the same function).
+    assert pair_credit([1.0, 1.0 + 1e-12, 0.0]) == (2.5, 3)
+    assert pair_credit([1.0, 1.0 + 1e-12, 0.0], tie_eps=0.0) == (2.0, 3)
 
 
 def test_top1_credit_by_hand_with_ties() -> None:

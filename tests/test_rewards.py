@@ -7,6 +7,7 @@ import torch
 
 from crs.config import ConfigError, RewardSourceConfig
 from crs.data.schema import last_user_text, user_prompt
+from crs.rl.combine import zscore_stats
 from crs.rl.rewards import CombinedReward, RewardSource, RewardSourceError, build_sources
 
 PROMPTS = [user_prompt(f"question {i}") for i in range(4)]
@@ -75,6 +76,28 @@ def test_constant_source_is_centred_not_blown_up():
     assert torch.equal(out.normalized["const"], torch.zeros(4))
 
 
+def test_a_near_constant_first_batch_is_centred_not_blown_up():
+    ulp = 2.0**-14  # one float32 step at 1000: rounding noise, not a spread
+
+    def noisy(prompts, replies):
+        return torch.tensor([1000.0 + ulp * (i % 3 - 1) for i in range(len(replies))])
+
+    source = RewardSource("noisy", noisy, normalize="zscore")
+    out = CombinedReward([source])(PROMPTS, REPLIES)
+    assert out.normalized["noisy"].abs().max() <= ulp  # a plain (x - mean) / std would give about +-1.4
+    assert source.stats == pytest.approx(zscore_stats(noisy(PROMPTS, REPLIES)))  # the std measured, kept as it is
+
+
+def test_a_state_saved_by_an_earlier_version_normalises_as_before():
+    # Earlier versions froze a constant source's std as 1.0; now the measured 0.0 is kept. Same scale.
+    later = ["a", "bbb", "bb", "bbbb"]
+    old, new = (RewardSource("len", length_reward, normalize="zscore") for _ in range(2))
+    old_reward, new_reward = CombinedReward([old]), CombinedReward([new])
+    old_reward.load_state_dict({"len": {"stats": {"mean": 2.0, "std": 1.0}, "origin": "first batch"}})
+    new_reward.load_state_dict({"len": {"stats": {"mean": 2.0, "std": 0.0}, "origin": "first batch"}})
+    assert old_reward(PROMPTS, later).normalized["len"].tolist() == new_reward(PROMPTS, later).normalized["len"].tolist() == [-1.0, 1.0, 0.0, 2.0]
+
+
 def test_weight_zero_is_not_loaded(monkeypatch):
     calls = []
 
@@ -102,6 +125,25 @@ def test_weight_zero_is_not_loaded(monkeypatch):
     out = reward(PROMPTS, REPLIES)
     assert torch.allclose(out.normalized["pref"], torch.full((4,), 1.0))  # (3 - 1) / 2 with the RM's saved stats
     assert reward.describe()[0]["stats_origin"] == "saved"
+
+
+@pytest.mark.parametrize(("saved", "origin"), [({"mean": 1000.0, "std": 5e-4}, "first batch"), ({"mean": 0.0, "std": 5e-4}, "saved")])
+def test_saved_stats_without_spread_are_measured_on_the_first_batch_instead(monkeypatch, saved, origin):
+    # The same relative bound as the z-score's guard: 5e-4 is no spread at a mean of 1000 (bound 1e-3), a spread at 0.
+    class Scorer:
+        stats = saved
+
+        def score(self, prompts, replies):
+            return torch.tensor([float(len(r)) for r in replies])
+
+    import crs.rl.rewards
+
+    monkeypatch.setattr(crs.rl.rewards, "load_reward_scorers", lambda paths, model_cfg=None: [Scorer() for _ in paths])
+    reward = CombinedReward.from_config([RewardSourceConfig(name="rm", path="/no/such/rm", normalize="zscore")])
+    out = reward(PROMPTS, REPLIES)
+    assert reward.describe()[0]["stats_origin"] == origin
+    if origin == "first batch":
+        assert out.normalized["rm"].std(unbiased=False) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_all_weights_zero_is_a_config_error():

@@ -38,6 +38,7 @@ import numpy as np
 from crs.eval.hierarchical import interval
 
 __all__ = [
+    "TIE_EPS",
     "best_of_n_values",
     "best_of_n_win_rates",
     "best_weight",
@@ -47,9 +48,16 @@ __all__ = [
     "kl_bon",
     "paired_bootstrap_means",
     "pairwise_accuracy",
+    "pairwise_credit",
+    "pooled_ratio",
     "powers_of_two_up_to",
     "selection_weights",
 ]
+
+# Two values within TIE_EPS of each other are tied, the judge's and a scorer's alike, in the
+# win rates (the judge's side), the pairwise agreement and Kendall's tau; as crs.eval's win rates.
+# Best-of-n's selection itself breaks exact scorer ties only (a "within tie_eps" chain is not transitive).
+TIE_EPS = 1e-9
 
 
 def kl_bon(n: int) -> float:
@@ -155,7 +163,7 @@ def _beats(judge: np.ndarray, tie_eps: float) -> np.ndarray:
     return np.where(np.abs(diff) <= tie_eps, 0.5, (diff > 0).astype(float)).mean(axis=1)
 
 
-def best_of_n_win_rates(scores: np.ndarray, judge: np.ndarray, ns: Sequence[int], tie_eps: float = 1e-9) -> np.ndarray:
+def best_of_n_win_rates(scores: np.ndarray, judge: np.ndarray, ns: Sequence[int], tie_eps: float = TIE_EPS) -> np.ndarray:
     """(P, len(ns)) probability that the best-of-n reply beats a uniform draw from the same pool, by the judge.
 
     The opponent is any of the m replies (the pick itself included, a tie), judge ties within
@@ -169,47 +177,62 @@ def best_of_n_win_rates(scores: np.ndarray, judge: np.ndarray, ns: Sequence[int]
     return out
 
 
-def _pair_signs(row: np.ndarray) -> np.ndarray:
-    # Signs of all within-prompt differences i < j (upper triangle), 0 for exact ties.
+def _pair_signs(row: np.ndarray, tie_eps: float) -> np.ndarray:
+    # Signs of all within-prompt differences i < j (upper triangle); 0 for a tie, |difference| <= tie_eps.
     i, j = np.triu_indices(row.size, k=1)
-    return np.sign(row[i] - row[j])
+    diff = row[i] - row[j]
+    return np.where(np.abs(diff) <= tie_eps, 0.0, np.sign(diff))
 
 
-def pairwise_accuracy(scorer: np.ndarray, judge: np.ndarray, tie_eps: float = 1e-9) -> np.ndarray:
-    """(P,) fraction of the within-prompt pairs the judge separates that the scorer orders the same way.
+def pairwise_credit(scorer: np.ndarray, judge: np.ndarray, tie_eps: float = TIE_EPS) -> tuple[np.ndarray, np.ndarray]:
+    """(P,) credits and (P,) counts of the within-prompt pairs the judge separates, per prompt.
 
-    Pairs the judge ties (|difference| <= ``tie_eps``) carry no preference and are skipped; exact
-    scorer ties count half, as a coin flip would. NaN for a prompt where the judge separates no
-    pair. This is how often the scorer's choice between two replies is right.
+    A pair the judge separates earns 1 when the scorer orders it the judge's way, 0.5 when the
+    scorer ties it (a coin flip), 0 otherwise; pairs the judge ties carry no preference and are
+    not counted. Ties on either side: |difference| <= ``tie_eps`` (the rule :func:`kendall_tau_b`
+    uses). :func:`pairwise_accuracy` pools them; the ranked-group metrics use the same credits.
     """
     scorer, judge = _check_pool(scorer, judge, "judge")
-    out = np.full(scorer.shape[0], np.nan)
-    i, j = np.triu_indices(scorer.shape[1], k=1)
+    credit, pairs = np.zeros(scorer.shape[0]), np.zeros(scorer.shape[0])
     for p in range(scorer.shape[0]):
-        judge_diff = judge[p, i] - judge[p, j]
-        kept = np.abs(judge_diff) > tie_eps
-        if kept.any():
-            agree = np.sign(scorer[p, i] - scorer[p, j])[kept] * np.sign(judge_diff[kept])
-            out[p] = np.mean((agree + 1.0) / 2.0)  # +1 agree, 0 scorer tie, -1 disagree
-    return out
+        sx, sy = _pair_signs(scorer[p], tie_eps), _pair_signs(judge[p], tie_eps)
+        kept = sy != 0
+        credit[p] = float(np.sum((sx[kept] * sy[kept] + 1.0) / 2.0))  # +1 agree, 0 scorer tie, -1 disagree
+        pairs[p] = float(kept.sum())
+    return credit, pairs
 
 
-def kendall_tau_b(scorer: np.ndarray, judge: np.ndarray) -> np.ndarray:
+def pairwise_accuracy(scorer: np.ndarray, judge: np.ndarray, tie_eps: float = TIE_EPS) -> float:
+    """How often the scorer picks the judge's choice between two replies to one prompt: pooled
+    over every within-prompt pair the judge separates (:func:`pairwise_credit`), so a prompt
+    weighs by its number of such pairs. NaN when the judge separates no pair at all."""
+    return pooled_ratio(*pairwise_credit(scorer, judge, tie_eps))
+
+
+def kendall_tau_b(scorer: np.ndarray, judge: np.ndarray, tie_eps: float = TIE_EPS) -> np.ndarray:
     """(P,) Kendall's tau-b between scorer and judge within each prompt; NaN where undefined.
 
     (concordant - discordant) / sqrt((pairs - scorer ties) * (pairs - judge ties)): a rank
     correlation corrected for ties, so a scorer that ties a lot is not penalised as if it
-    disagreed. Undefined (NaN) when either side ties every pair.
+    disagreed. Ties as in :func:`pairwise_credit`: |difference| <= ``tie_eps``, either side.
+    Undefined (NaN) when either side ties every pair. A correlation is per prompt (rankings of
+    different prompts are not comparable); the study reports its mean over prompts.
     """
     scorer, judge = _check_pool(scorer, judge, "judge")
     out = np.full(scorer.shape[0], np.nan)
     for p in range(scorer.shape[0]):
-        sx, sy = _pair_signs(scorer[p]), _pair_signs(judge[p])
+        sx, sy = _pair_signs(scorer[p], tie_eps), _pair_signs(judge[p], tie_eps)
         # sx @ sx counts pairs untied by the scorer; sx @ sy = concordant - discordant.
         denominator = math.sqrt(float(sx @ sx) * float(sy @ sy))
         if denominator > 0:
             out[p] = float(sx @ sy) / denominator
     return out
+
+
+def pooled_ratio(credit: np.ndarray, pairs: np.ndarray) -> float:
+    """``sum(credit) / sum(pairs)``, NaN when there are no pairs: a pooled fraction (or its subset's)."""
+    total = float(np.sum(pairs))
+    return float(np.sum(credit)) / total if total > 0 else math.nan
 
 
 def paired_bootstrap_means(per_prompt: Mapping[str, np.ndarray], n_boot: int, seed: int) -> dict[str, np.ndarray]:

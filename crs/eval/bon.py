@@ -8,8 +8,8 @@ the pool: the formula PPO optimises), and the judge itself (the ceiling). For ea
 * best-of-n curves for n = 1, 2, 4, ..., m: the judge's value of the pick, its win rate
   against a random reply of the same pool (0.5 at n = 1), and its length, exact over all
   n-subsets (:mod:`crs.eval.best_of_n`), against KL_bon = log n - (n - 1)/n;
-* the reward-model level: agreement with the judge on every within-prompt pair the judge
-  separates, and Kendall's tau, per prompt category too.
+* the reward-model level: agreement with the judge pooled over every within-prompt pair the
+  judge separates, and Kendall's tau per prompt (one tie rule), per prompt category too.
 
 Intervals come from one paired bootstrap over prompts (the same prompts for every scorer), so
 the difference between two weights has its own, narrow interval. The headline is the best-of-m
@@ -44,8 +44,8 @@ from crs.eval.pool import Pool, read_pool
 from crs.eval.power import power_line, power_of_neighbours
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process
-from crs.rl.combine import CONSERVATIVE_METHODS, combine_normalized
-from crs.rl.rewards import MIN_STD, build_sources
+from crs.rl.combine import CONSERVATIVE_METHODS, combine_normalized, standardize, zscore_stats
+from crs.rl.rewards import build_sources
 from crs.runs import mark_finished
 
 logger = logging.getLogger(__name__)
@@ -123,18 +123,24 @@ def judge_from_annotations(pool: Pool, spec: str) -> np.ndarray:
 
 
 def zscore(scores: np.ndarray, stats: Mapping[str, float] | None) -> np.ndarray:
-    """Scores on the source's own scale (its saved statistics), else the pool's."""
-    mean, std = (stats["mean"], stats["std"]) if stats else (float(scores.mean()), float(scores.std()))
-    return (scores - mean) / max(std, MIN_STD)
+    """Scores on the source's own scale (its saved statistics), else the pool's: RL's z-score,
+    :func:`crs.rl.combine.standardize` (population std; a source without spread is centred, not scaled)."""
+    return standardize(np.asarray(scores, dtype=float), stats or zscore_stats(scores))
 
 
 def build_scorers(cfg: CRSConfig, raw: Mapping[str, np.ndarray], stats: Mapping[str, Any], judge: np.ndarray) -> dict[str, np.ndarray]:
     """Every scorer's (P, m) scores: each weight's combination, each source alone, the judge."""
     bon = cfg.bon
     scorers: dict[str, np.ndarray] = {}
-    if bon.preference_source in raw and bon.absolute_source in raw:
-        pref, absolute = (zscore(raw[n], stats[n]) for n in (bon.preference_source, bon.absolute_source))
-        scorers.update({weight_name(w): w * pref + (1 - w) * absolute for w in bon.weights})
+    pref, absolute = bon.preference_source, bon.absolute_source
+    if pref == absolute:
+        raise ConfigError(f"bon.preference_source and bon.absolute_source both name {pref!r}; the weight grid needs two different bon.rewards sources")
+    if pref in raw and absolute in raw:
+        shape = raw[pref].shape
+        z = {name: torch.from_numpy(zscore(raw[name], stats[name]).reshape(-1)) for name in (pref, absolute)}
+        for w in bon.weights:  # the arithmetic RL's `sum` uses, from its one home
+            combined, _ = combine_normalized(z, {pref: w, absolute: 1 - w}, "sum")
+            scorers[weight_name(w)] = combined.numpy().reshape(shape)
     else:
         logger.warning("bon.rewards has no %r and %r: no weight grid, each source alone", bon.preference_source, bon.absolute_source)
     scorers.update(raw)
@@ -173,15 +179,27 @@ def build_strategy_scorers(cfg: CRSConfig, raw: Mapping[str, np.ndarray], stats:
 
 
 def per_prompt_metrics(scorers: Mapping[str, np.ndarray], judge: np.ndarray, lengths: np.ndarray, ns: list[int]) -> dict[str, np.ndarray]:
-    """Per prompt, for every scorer: the best-of-n curves (gold, win rate, length) and its agreement with the judge."""
+    """Per prompt, for every scorer: the best-of-n curves (gold, win rate, length), Kendall's tau,
+    and the agreement's credits and judged pairs (``pairwise_credit``, ``pairwise_pairs``: the
+    agreement is pooled over pairs, :func:`pooled_agreement`)."""
     metrics: dict[str, np.ndarray] = {}
     for name, scores in scorers.items():
         metrics[f"{name}/gold"] = bon_stats.best_of_n_values(scores, judge, ns)
         metrics[f"{name}/win_rate"] = bon_stats.best_of_n_win_rates(scores, judge, ns)
         metrics[f"{name}/length"] = bon_stats.best_of_n_values(scores, lengths, ns)
-        metrics[f"{name}/pairwise_accuracy"] = bon_stats.pairwise_accuracy(scores, judge)
+        metrics[f"{name}/pairwise_credit"], metrics[f"{name}/pairwise_pairs"] = bon_stats.pairwise_credit(scores, judge)
         metrics[f"{name}/kendall_tau"] = bon_stats.kendall_tau_b(scores, judge)
     return metrics
+
+
+def pooled_agreement(metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], name: str) -> dict[str, float]:
+    """A scorer's pairwise agreement with the judge, pooled over every within-prompt pair the judge
+    separates (as the ranked-group accuracy), with its interval: each bootstrap round's ratio of the
+    resampled prompts' credits to their pairs (both are means over the same draws)."""
+    point = bon_stats.pooled_ratio(metrics[f"{name}/pairwise_credit"], metrics[f"{name}/pairwise_pairs"])
+    with np.errstate(invalid="ignore", divide="ignore"):  # a round without a judged pair has no agreement: NaN
+        rounds = boot[f"{name}/pairwise_credit"] / boot[f"{name}/pairwise_pairs"]
+    return bon_stats.interval(rounds, point)
 
 
 def _curve(metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], key: str, ns: list[int]) -> list[dict[str, float]]:
@@ -189,11 +207,12 @@ def _curve(metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], ke
     return [{"n": n, **bon_stats.interval(boot[key][:, i], float(point[i]))} for i, n in enumerate(ns)]
 
 
-def _by_category(values: np.ndarray, categories: list[str]) -> dict[str, float]:
+def _by_category(credit: np.ndarray, pairs: np.ndarray, categories: list[str]) -> dict[str, float]:
+    """The pooled agreement within each prompt category."""
     out = {}
     for category in sorted(set(categories)):
-        chosen = values[[c == category for c in categories]]
-        out[category or "(none)"] = float(np.nanmean(chosen)) if np.isfinite(chosen).any() else float("nan")
+        chosen = np.array([c == category for c in categories])
+        out[category or "(none)"] = bon_stats.pooled_ratio(credit[chosen], pairs[chosen])
     return out
 
 
@@ -203,9 +222,9 @@ def summarize_scorers(metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.n
     out: dict[str, Any] = {}
     for name in names:
         entry: dict[str, Any] = {key: _curve(metrics, boot, f"{name}/{key}", ns) for key in ("gold", "win_rate", "length")}
-        for key in ("pairwise_accuracy", "kendall_tau"):
-            entry[key] = bon_stats.interval(boot[f"{name}/{key}"], float(np.nanmean(metrics[f"{name}/{key}"])))
-        entry["pairwise_accuracy_by_category"] = _by_category(metrics[f"{name}/pairwise_accuracy"], categories)
+        entry["pairwise_accuracy"] = pooled_agreement(metrics, boot, name)
+        entry["kendall_tau"] = bon_stats.interval(boot[f"{name}/kendall_tau"], float(np.nanmean(metrics[f"{name}/kendall_tau"])))
+        entry["pairwise_accuracy_by_category"] = _by_category(metrics[f"{name}/pairwise_credit"], metrics[f"{name}/pairwise_pairs"], categories)
         out[name] = entry
     return out
 
@@ -237,7 +256,7 @@ def _strategy_row(metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarr
     row: dict[str, Any] = {
         "strategy": strategy, "scorer": name, "weight": None, "best_weight_interval": None,
         "win_rate": bon_stats.interval(boot[key][:, headline], point),
-        "pairwise_accuracy": bon_stats.interval(boot[f"{name}/pairwise_accuracy"], float(np.nanmean(metrics[f"{name}/pairwise_accuracy"]))),
+        "pairwise_accuracy": pooled_agreement(metrics, boot, name),
         "vs_sum": None,
     }
     if reference is not None:

@@ -6,7 +6,9 @@ labellers, so they are not independent and are resampled together). Every scorer
 number per reply. Per scorer:
 
 * **pairwise accuracy**: over every within-group pair, 1 when the scorer puts the
-  human-preferred reply higher, 0.5 on a scorer tie, else 0; pooled over all pairs;
+  human-preferred reply higher, 0.5 on a scorer tie (scores within ``TIE_EPS``), else 0; pooled
+  over all pairs: the best-of-n study's agreement (:func:`crs.eval.best_of_n.pairwise_credit`),
+  the humans' order as the judge;
 * **top-1**: per group, whether the scorer's highest reply is the humans' first (a tie for
   the top among t replies that include the humans' first counts 1/t); mean over groups;
 * **correlation** with a per-reply label (e.g. oasst1's ``quality``): Spearman over every
@@ -24,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from crs.eval.best_of_n import difference
+from crs.eval.best_of_n import TIE_EPS, difference, pairwise_credit
 from crs.eval.hierarchical import interval
 from crs.rm.metrics import spearman
 
@@ -38,12 +40,12 @@ class RankedGroup:
     labels: list[float]  # a per-reply label (NaN where the reply has none)
 
 
-def pair_credit(scores: Sequence[float]) -> tuple[float, int]:
+def pair_credit(scores: Sequence[float], tie_eps: float = TIE_EPS) -> tuple[float, int]:
     """(credit, pairs) of one group's scores listed in the humans' order, best first."""
     s = np.asarray(scores, dtype=float)
-    i, j = np.triu_indices(len(s), k=1)  # i ranked above j by the humans
-    credit = np.where(s[i] > s[j], 1.0, np.where(s[i] == s[j], 0.5, 0.0))
-    return float(credit.sum()), int(len(i))
+    humans = np.arange(len(s), 0, -1, dtype=float)  # the humans' order as judge values: first highest, no ties
+    credit, pairs = pairwise_credit(s[None, :], humans[None, :], tie_eps)
+    return float(credit[0]), int(pairs[0])
 
 
 def top1_credit(scores: Sequence[float]) -> float:

@@ -30,6 +30,7 @@ from crs.eval.predict import listed_order, load_eval_prompts, prediction_models,
 from crs.eval.report import build_results, leaderboard_csv, main_table, render_report
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process
+from crs.rl.combine import standardize, zscore_stats
 from crs.rl.rewards import REWARD_STATE_FILE, CombinedReward, RewardSource, build_sources, check_gold_sources, gold_reward
 from crs.runs import latest_checkpoint, mark_finished, set_seed
 
@@ -171,7 +172,7 @@ def score_all(
         raw = cache.get(path)[1]
         stats = cache.stats(path)
         raw_scores[name] = {m: v.tolist() for m, v in raw.items()}
-        scores[name] = {m: ((v - stats["mean"]) / max(stats["std"], 1e-6)).tolist() for m, v in raw.items()}
+        scores[name] = {m: standardize(v, stats).tolist() for m, v in raw.items()}
     for combo in settings.combined:  # their weights name known sources (checked with the config)
         terms = [(RewardSourceConfig(name=n, path=paths[n], weight=w), None) for n, w in combo.weights.items()]
         scores[combo.name] = _combined_scores(terms, cache, combo.reward_clip, combo.missing_eos_penalty, eos)
@@ -195,8 +196,8 @@ def _score_in_batches(source: Any, rows: list[dict[str, Any]], batch_size: int) 
 
 
 def _pooled_stats(raw: dict[str, torch.Tensor]) -> dict[str, float]:
-    pooled = torch.cat(list(raw.values()))
-    return {"mean": float(pooled.mean()), "std": float(pooled.std())}
+    """Mean and std of a source over every model's replies (:func:`crs.rl.combine.zscore_stats`: population std)."""
+    return zscore_stats(torch.cat(list(raw.values())))
 
 
 def score_predictions(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:

@@ -12,6 +12,16 @@ Three strategies (``rl.combine``; the best-of-n study's ``bon.strategies``):
   that a weight of 0 still drops a source: the point is to score a reply by the source that
   likes it least, so no source may buy its way out.
 
+The z-score is here too, one convention for RL, evaluation and the best-of-n study:
+:func:`zscore_stats` measures a source's mean and *population* std (ddof 0: the spread of the
+scores at hand, as ``reward_stats.json`` records it, and the same std :func:`standardize_within_groups`
+and ``conservative`` use; no sample correction, since the statistics describe a scale, they are
+not an estimate reported with an interval), and :func:`standardize` applies them. A source whose
+std is at most ``MIN_STD * max(1, |mean|)`` has no spread: it is centred, not scaled (divided by
+1), so float noise around a constant is never blown up to +-1 or beyond. The bound is relative
+because float32 scores of magnitude ``|mean|`` carry rounding noise of about ``6e-8 * |mean|``;
+1e-6 of it is ~16 ulps, below any spread a reward model means.
+
 :class:`crs.rl.rewards.CombinedReward` (PPO, GRPO, RLOO, evaluation) and the best-of-n study
 (:mod:`crs.eval.bon`) both call :func:`combine_normalized`, so a strategy means the same
 thing in training and in the study. Clipping and the missing-EOS penalty are not here: they
@@ -21,13 +31,18 @@ shape the combined score afterwards (``CombinedReward.shape``).
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from crs.runs import RunError
 
 STRATEGIES = ("sum", "sum_per_prompt", "conservative")
 CONSERVATIVE_METHODS = ("min", "mean_std")
+MIN_STD = 1e-6  # relative: a std <= MIN_STD * max(1, |mean|) is no spread (centre the source, do not scale it)
+
+Values = TypeVar("Values", torch.Tensor, np.ndarray)
 
 
 class CombineError(RunError, ValueError):
@@ -43,13 +58,41 @@ def group_ids(keys: Sequence[Hashable]) -> torch.Tensor:
     return torch.tensor([first.setdefault(key, len(first)) for key in keys], dtype=torch.long)
 
 
+def zscore_stats(values: torch.Tensor | np.ndarray | Sequence[float]) -> dict[str, float]:
+    """``{"mean", "std"}`` of the finite ``values`` (any shape), population std (ddof 0), in float64.
+
+    The std is the one measured, however small: :func:`standardize` decides what no spread means.
+    A :class:`CombineError` when no value is finite.
+    """
+    flat = torch.as_tensor(values).detach().to("cpu", torch.float64).reshape(-1)
+    finite = flat[torch.isfinite(flat)]
+    if finite.numel() == 0:
+        raise CombineError(f"no finite score among {flat.numel()} to measure a mean and std on")
+    return {"mean": float(finite.mean()), "std": float(finite.std(correction=0))}
+
+
+def has_spread(stats: Mapping[str, Any]) -> bool:
+    """Whether ``stats`` (``mean``, ``std``) describe a source with spread: ``std > MIN_STD * max(1, |mean|)``."""
+    return float(stats["std"]) > MIN_STD * max(1.0, abs(float(stats["mean"])))
+
+
+def standardize(values: Values, stats: Mapping[str, Any]) -> Values:
+    """``(values - mean) / std`` with ``stats`` (``mean``, ``std``); a source without spread
+    (:func:`has_spread`) is centred, not scaled, so a near-constant source stays near 0.
+
+    Works on a torch tensor or a numpy array alike, keeping its type and dtype.
+    """
+    mean, std = float(stats["mean"]), float(stats["std"])
+    return (values - mean) / (std if has_spread(stats) else 1.0)
+
+
 def standardize_within_groups(scores: torch.Tensor, groups: torch.Tensor | Sequence[int], name: str = "scores") -> torch.Tensor:
     """``(x - group mean) / group std`` for every item, its group's statistics only (population std).
 
     ``scores`` (n,) and ``groups`` (n,) one group id per item (any integers; items of a group
-    need not be adjacent). A group whose scores all tie gives 0 for each of its items (ties
-    are detected exactly, max == min, not by a threshold: a mean of equal floats can differ
-    from them in the last bit, and dividing that by an equally tiny std would give +-1). A
+    need not be adjacent). A group whose scores all tie gives 0 for each of its items (exactly:
+    max == min; a mean of equal floats can differ from them in the last bit); a group whose
+    std has no spread by :func:`has_spread` (near-ties, float noise) is centred, not scaled. A
     group of one item is a :class:`CombineError` naming ``name``: one reply has no spread to
     standardise by. Non-finite scores make their whole group non-finite (callers count them).
     """
@@ -68,7 +111,9 @@ def standardize_within_groups(scores: torch.Tensor, groups: torch.Tensor | Seque
     high = torch.full((len(counts),), -torch.inf, dtype=scores.dtype).scatter_reduce(0, index, scores, "amax")
     low = torch.full((len(counts),), torch.inf, dtype=scores.dtype).scatter_reduce(0, index, scores, "amin")
     tied = (high == low)[index]
-    return torch.where(tied, torch.zeros_like(scores), centred / torch.where(tied, torch.ones_like(std[index]), std[index]))
+    # The z-score's guard (:func:`has_spread`), per group: a near-tie is centred, not scaled up to +-1.
+    scale = torch.where(std > MIN_STD * mean.abs().clamp(min=1.0), std, torch.ones_like(std))[index]
+    return torch.where(tied, torch.zeros_like(scores), centred / scale)
 
 
 def conservative(z: torch.Tensor | Sequence[torch.Tensor], method: str = "min", k: float = 1.0) -> torch.Tensor:
@@ -134,11 +179,15 @@ def describe_strategy(strategy: str, method: str = "min", k: float = 1.0) -> str
 
 __all__ = [
     "CONSERVATIVE_METHODS",
+    "MIN_STD",
     "STRATEGIES",
     "CombineError",
     "combine_normalized",
     "conservative",
     "describe_strategy",
     "group_ids",
+    "has_spread",
+    "standardize",
     "standardize_within_groups",
+    "zscore_stats",
 ]

@@ -38,7 +38,16 @@ import torch
 
 from crs.config import ConfigError, CRSConfig, ModelConfig, RewardSourceConfig
 from crs.data.schema import Messages, last_user_text, user_prompt
-from crs.rl.combine import CONSERVATIVE_METHODS, STRATEGIES, combine_normalized, describe_strategy, group_ids
+from crs.rl.combine import (
+    CONSERVATIVE_METHODS,
+    STRATEGIES,
+    combine_normalized,
+    describe_strategy,
+    group_ids,
+    has_spread,
+    standardize,
+    zscore_stats,
+)
 from crs.rm.scorer import load_reward_scorers
 from crs.runs import NonFiniteError, RunError
 
@@ -47,7 +56,6 @@ logger = logging.getLogger(__name__)
 RewardFn = Callable[[list[Messages], list[str]], "torch.Tensor | Sequence[float]"]
 GatherFn = Callable[[torch.Tensor], torch.Tensor]
 
-MIN_STD = 1e-6  # below this a measured std means "constant source": centre it, do not scale it
 # In a Trainer checkpoint (GRPO, RLOO): CombinedReward.state_dict(), the scale a resumed run keeps.
 REWARD_STATE_FILE = "crs_reward_state.json"
 
@@ -200,7 +208,7 @@ def build_sources(
         for c, scorer in zip(model_paths, scorers):
             stats = getattr(scorer, "stats", None)
             # Saved stats with no spread cannot scale anything: measure on the first batch instead.
-            usable = bool(stats) and "mean" in stats and float(stats.get("std", 0.0)) > MIN_STD
+            usable = bool(stats) and "mean" in stats and "std" in stats and has_spread(stats)
             sources[c.name] = RewardSource(
                 c.name, _scorer_fn(scorer), c.weight, c.normalize,
                 {"mean": float(stats["mean"]), "std": float(stats["std"])} if usable else None,
@@ -370,7 +378,7 @@ class CombinedReward:
         return RewardBreakdown(self.shape(combination, eos), scored, terms, combination, eos, nonfinite)
 
     def normalize(self, source: RewardSource, scores: torch.Tensor, fit_stats: bool = True) -> torch.Tensor:
-        """zscore with the source's stats (fitting them on this batch if it has none), or identity."""
+        """zscore with the source's stats (fitting them on this batch if it has none; :func:`crs.rl.combine.standardize`), or identity."""
         if source.normalize == "none":
             return scores
         if source.stats is None and not fit_stats:
@@ -378,24 +386,22 @@ class CombinedReward:
         if source.stats is None:
             self._fit_stats(source, scores)
         assert source.stats is not None
-        return (scores - source.stats["mean"]) / source.stats["std"]
+        return standardize(scores, source.stats)
 
     def _fit_stats(self, source: RewardSource, scores: torch.Tensor) -> None:
         """Measure mean/std on this batch (all processes' batches when gathering), then freeze."""
         values = scores
         if self.gather is not None:
             values = self.gather(scores.to(_gather_device(self.gather))).cpu()
-        finite = values[torch.isfinite(values)]
-        if finite.numel() == 0:
+        n_finite = int(torch.isfinite(values).sum())
+        if n_finite == 0:
             return _raise_nonfinite(source.name)
-        mean = finite.mean().item()
-        std = finite.std(unbiased=False).item() if finite.numel() > 1 else 0.0
-        if std < MIN_STD:
+        stats = zscore_stats(values)  # the finite values, population std
+        if not has_spread(stats):
             logger.warning("reward source %r is constant on its first batch: centred, not scaled", source.name)
-            std = 1.0
-        source.stats = {"mean": mean, "std": std}
+        source.stats = stats  # the measured std, however small: standardize() centres without scaling then
         source.stats_origin = "first batch"
-        logger.info("reward source %r: zscore stats from the first batch (n=%d): mean %.4f std %.4f", source.name, finite.numel(), mean, std)
+        logger.info("reward source %r: zscore stats from the first batch (n=%d): mean %.4f std %.4g", source.name, n_finite, stats["mean"], stats["std"])
 
     def shape(self, score: torch.Tensor, ended_with_eos: torch.Tensor) -> torch.Tensor:
         """All reward shaping, in one place: clip the score, then penalise replies without EOS."""
