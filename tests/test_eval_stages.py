@@ -281,3 +281,23 @@ def test_predict_and_score_under_torchrun_write_once_what_one_process_writes(tmp
     assert len(rows) > 2 * 2 and len({r["output"] for r in rows}) > 1  # several batches of sampled replies
     assert outputs["torchrun"][0] == outputs["python"][0]
     assert outputs["torchrun"][1]["scorers"] == outputs["python"][1]["scorers"]
+
+
+def test_a_reward_source_standing_in_for_the_judge_is_named_a_reference_scorer(tmp_path: Path) -> None:
+    """`eval_rewarding.judge: none` on a user's own prompts: the first reward source heads the
+    tables as the reference scorer, never as a gold judge."""
+    for model, reply in (("a", "Fine."), ("b", "Fine, thanks.")):
+        rows = [{"instruction": q, "output": reply, "generator": model} for q in ("How are you?", "Name a colour.")]
+        (tmp_path / "preds" / "predictions").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "preds" / "predictions" / f"{model}.json").write_text(json.dumps(rows))
+    overrides = [
+        f"run.output_dir={tmp_path / 'out'}", f"eval_rewarding.predictions_dir={tmp_path / 'preds'}",
+        "eval_rewarding.rewards=[{name: mine, path: 'python:tests.reward_fns:reply_length'}]", "eval_rewarding.combined=[]",
+        "eval_rewarding.reference_model=a", "eval_rewarding.judge=none", "eval_rewarding.n_boot=20",
+    ]
+    run_stage(score_predictions, "score", ["--config_subset", "eval_rewarding", *[a for o in overrides for a in ("--set", o)]])
+    out = tmp_path / "out" / "eval_rewarding"
+    report = (out / "report.md").read_text()
+    assert json.loads((out / "results.json").read_text())["judge_role"] == "reference scorer"
+    assert "Reference scorer: **mine**" in report and "**mine** (reference scorer)" in report
+    assert "Gold judge" not in report and "(gold judge)" not in report

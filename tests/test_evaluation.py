@@ -358,18 +358,21 @@ def test_length_controlled_equals_raw_when_lengths_are_equal() -> None:
     assert lc.ci_low <= lc.win_rate <= lc.ci_high
 
 
-def test_a_judge_that_only_rewards_brevity_gives_about_half() -> None:
-    from crs.eval.length_control import length_controlled_win_rate
+def test_a_brevity_judge_gives_about_half_only_when_the_differences_are_alike_both_ways() -> None:
+    from crs.eval.length_control import length_controlled_win_rate, length_separation
 
     rng = np.random.default_rng(0)
     n = 200
     lengths_b = rng.integers(80, 400, n)
-    # A is shorter on ~80% of prompts, by varied amounts; the judge always picks the shorter reply.
+    # A is shorter on ~80% of prompts, by amounts drawn alike on both sides; the judge always
+    # picks the shorter reply. The LC lands near 50%, but only because the differences are
+    # alike both ways (tests/test_length_control.py: unequal ones give 3%), so it is flagged.
     lengths_a = lengths_b + np.where(rng.random(n) < 0.8, -1, 1) * rng.integers(10, 200, n)
     outcomes = (lengths_a < lengths_b).astype(float)
     lc = length_controlled_win_rate(outcomes, lengths_a, lengths_b, n_boot=200)
     assert outcomes.mean() > 0.7  # the raw rate rewards brevity
     assert abs(lc.win_rate - 0.5) < 0.12 and lc.length_coef < 0
+    assert not length_separation(outcomes, lengths_a, lengths_b).reliable
     # A real, length-independent advantage survives length control.
     better = (rng.random(n) < 0.8).astype(float)
     assert length_controlled_win_rate(better, lengths_a, lengths_b, n_boot=200).win_rate > 0.7

@@ -201,3 +201,81 @@ def test_the_judges_main_table_carries_length_controlled_rates(results):
         if row["model"] != "base":
             assert f"{row['model']} {row['lc_win_rate']:.1f} (" in line
     assert "Length-controlled" not in main_table(results, "rm")
+
+
+# --------------------------------------------------------------------------------------
+# Length control in the report: the unreliable flag and the length-matched rate (issue 30 §2)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def brevity_results():
+    """The issue's case: `short` is shorter than `ref` by 100-200 characters on 88% of 200
+    prompts and longer by 5-20 on the rest; `blind` is as long as `ref` give or take; the judge
+    scores brevity alone for `short` and nothing about length for `blind`."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 200
+    ref = rng.integers(300, 700, n)
+    big = np.zeros(n, dtype=bool)
+    big[rng.permutation(n)[:176]] = True
+    short = ref + np.where(big, -rng.integers(100, 201, n), rng.integers(5, 21, n))
+    blind = ref + rng.integers(-60, 61, n)
+    outputs = {"ref": ["r" * k for k in ref], "short": ["s" * k for k in short], "blind": ["b" * k for k in blind]}
+    judge = {"ref": [0.0] * n, "short": [1.0 if s < r else -1.0 for s, r in zip(short, ref)], "blind": rng.choice([-1.0, 1.0], n).tolist()}
+    return build_results({"judge": judge}, outputs, judge="judge", reference="ref", n_boot=200, seed=0, judge_role="gold judge")
+
+
+def test_a_model_that_length_separates_is_flagged_in_the_leaderboard_and_warned_about(brevity_results):
+    rows = {row["model"]: row for row in brevity_results["leaderboard"]}
+    assert rows["short"]["win_rate"] == pytest.approx(88.0) and rows["short"]["lc_win_rate"] < 5.0
+    assert rows["short"]["lc_reliable"] is False and rows["blind"]["lc_reliable"] is True
+    assert rows["short"]["n_length_matched"] == 24 and rows["short"]["length_matched_win_rate"] == 0.0
+    assert rows["short"]["lc_separation"]["near_equal_shorter"] == 0
+    report = render_report(brevity_results)
+    section = report[report.index("## 3. Leaderboard"):report.index("## 4.")]
+    line = next(line for line in section.splitlines() if line.startswith("| short "))
+    assert f"| {rows['short']['lc_win_rate']:.2f}* |" in line and "| 0.0 (0.0–0.0), n=24 |" in line
+    blind = next(line for line in section.splitlines() if line.startswith("| blind "))
+    assert f"| {rows['blind']['lc_win_rate']:.2f} |" in blind
+    warning = section[section.index("**\\* LC unreliable** for `short`:"):]
+    assert "`blind`" not in warning
+    assert "- `short`: Length alone nearly separates the verdicts (the shorter reply wins 200 of 200" in warning
+    assert "only 0 prompts with the model shorter and 24 with it longer lie within 10% of equal length" in warning
+    lc_line = next(line for line in main_table(brevity_results, "judge").splitlines() if line.startswith("Length-controlled"))
+    short = rows["short"]
+    assert f"short {short['lc_win_rate']:.1f} ({short['lc_ci_low']:.1f}–{short['lc_ci_high']:.1f}; unreliable: length alone" in lc_line
+    assert "blind" in lc_line and "unreliable" not in lc_line.split("blind ")[1]
+
+
+def test_few_length_matched_prompts_say_cannot_tell(results):
+    sft = next(row for row in results["leaderboard"] if row["model"] == "sft")
+    assert sft["length_matched_win_rate"] is None and sft["n_length_matched"] == 2  # "ab" vs "aa", twice: under 20
+    assert "| cannot tell (n=2) |" in render_report(results)
+
+
+def test_leaderboard_csv_keeps_alpaca_evals_columns_with_the_length_columns(brevity_results):
+    header = leaderboard_csv(brevity_results).splitlines()[0]
+    assert header == ",win_rate,standard_error,n_wins,n_wins_base,n_draws,n_total,mode,avg_length,discrete_win_rate"
+
+
+def test_a_reference_scorer_is_not_called_a_gold_judge(monkeypatch, tmp_path):
+    import crs.eval.plots
+
+    results = build_results(
+        {"mine": SCORES["judge"], "rm": SCORES["rm"]}, OUTPUTS, judge="mine", reference="base", models=MODELS, n_boot=50,
+        judge_role="reference scorer",
+    )
+    report = render_report(results)
+    assert "Gold judge" not in report and "gold judge)" not in report
+    assert "Reference scorer: **mine**" in report and "**mine** (reference scorer)" in report
+    assert "not what a gold judge does" in report
+    titles = []
+    monkeypatch.setattr(crs.eval.plots, "save_figure_atomic", lambda fig, path: titles.extend(ax.get_title() for ax in fig.axes))
+    plot_mean_scores(results, tmp_path / "bars.png")
+    assert titles == ["mine (reference scorer)", "rm"]
+    gold = build_results(SCORES, OUTPUTS, judge="judge", reference="base", models=MODELS, n_boot=50, judge_role="gold judge")
+    assert "Gold judge: **judge**" in render_report(gold)
+    saved = {k: v for k, v in gold.items() if k != "judge_role"}  # results written before the role was recorded
+    assert "Gold judge: **judge**" in render_report(saved)

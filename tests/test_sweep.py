@@ -254,3 +254,43 @@ def test_the_demos_strategy_comparisons_resolve_every_arm() -> None:
     assert described["sum_w0.125"] == "sum: 0.125 x preference + 0.875 x absolute"
     assert described["conservative_min"] == "conservative (min): of preference, absolute, absolute_then_preference, joint"
     assert check_runs(load_config("strategies_crs"), sweep_runs(load_config("strategies_crs"), []))["conservative"] == "conservative (min): of preference, absolute"
+
+
+def test_a_strategy_whose_lc_length_separates_is_flagged_and_shows_its_length_matched_rate() -> None:
+    """No training: the issue's brevity case as two seeds of one arm beside a length-blind arm."""
+    import numpy as np
+
+    from crs.study.sweep import SweepRun, render_sweep_report, study_results
+
+    rng = np.random.default_rng(0)
+    n = 200
+    ref = rng.integers(300, 700, n)
+    lengths, judge = {"base": ref.tolist()}, {"base": np.zeros(n)}
+    runs = [SweepRun(s, "rl", arm=arm) for arm in ("brief", "blind") for s in (1, 2)]
+    for run in runs:
+        if run.arm == "brief":  # shorter by 100-200 on 88% of prompts, longer by 5-20 on the rest; the judge rewards brevity
+            big = np.zeros(n, dtype=bool)
+            big[rng.permutation(n)[:176]] = True
+            own = ref + np.where(big, -rng.integers(100, 201, n), rng.integers(5, 21, n))
+            judge[run.name] = np.where(own < ref, 1.0, -1.0)
+        else:  # about as long as the reference, judged without regard to length
+            own = ref + rng.integers(-40, 41, n)
+            judge[run.name] = rng.choice([-1.0, 1.0], n)
+        lengths[run.name] = own.tolist()
+    results = study_results({"judge": judge}, lengths, runs, "base", n_boot=100, seed=0)
+    results.update(n_prompts=n, wall_time_s=1.0, train_time_s={}, arms={"brief": "sum: 1 x brevity", "blind": "sum: 1 x other"})
+    entry = results["scorers"]["judge"]
+    assert entry["win_rate"]["brief"]["mean"] == pytest.approx(0.88) and entry["lc_win_rate"]["brief"] < 0.05
+    assert entry["lc_separation"]["brief"]["reliable"] is False and entry["lc_separation"]["blind"]["reliable"] is True
+    matched = entry["length_matched"]["brief"]
+    assert matched["n_matched"] == 48 and matched["n_total"] == 400 and matched["win_rate"] == 0.0  # 24 per seed, all lost
+    blind = entry["length_matched"]["blind"]
+    assert blind["ci_low"] <= blind["win_rate"] <= blind["ci_high"] and blind["n_matched"] > 300
+    report = render_sweep_report(results, "brevity")
+    brief_row = next(line for line in report.splitlines() if line.startswith("| brief "))
+    assert f"| {100 * entry['lc_win_rate']['brief']:.1f}* | 0.0 (0.0–0.0), n=48 |" in brief_row
+    blind_row = next(line for line in report.splitlines() if line.startswith("| blind "))
+    assert f"| {100 * entry['lc_win_rate']['blind']:.1f} | " in blind_row
+    assert "**\\* LC unreliable** for `brief`:" in report and "`blind`:" not in report
+    assert "- `brief`, seed 1: Length alone nearly separates the verdicts" in report and "- `brief`, seed 2:" in report
+    assert "within 10% of each other in length, pooled over the seeds" in report

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from crs.eval.length_control import length_controlled_win_rate
+from crs.eval.length_control import length_controlled_win_rate, length_matched_win_rate, length_separation
 from crs.eval.win_rates import WinRate, check_aligned, pairwise_outcomes, win_rate_from_outcomes
 
 
@@ -44,6 +44,26 @@ def leaderboard_row(model: str, result: WinRate, outputs: Sequence[str]) -> dict
     }
 
 
+def length_columns(
+    outcomes: Sequence[float], lengths: Sequence[int], reference_lengths: Sequence[int], n_boot: int, seed: int
+) -> dict[str, Any]:
+    """A leaderboard row's length columns (percentages): ``lc_win_rate`` with ``lc_ci_low`` /
+    ``lc_ci_high`` and ``length_coef`` (:func:`length_controlled_win_rate`); ``lc_reliable``
+    and ``lc_separation``, what :func:`length_separation` saw (its ``reason`` says why an LC is
+    unreliable); ``length_matched_win_rate`` with ``length_matched_ci_low`` /
+    ``length_matched_ci_high`` (None: too few matched prompts to tell) and ``n_length_matched``
+    (:func:`length_matched_win_rate`)."""
+    lc = length_controlled_win_rate(outcomes, lengths, reference_lengths, n_boot=n_boot, seed=seed)
+    separation = length_separation(outcomes, lengths, reference_lengths)
+    matched = length_matched_win_rate(outcomes, lengths, reference_lengths, n_boot=n_boot, seed=seed)
+    return {
+        "lc_win_rate": 100.0 * lc.win_rate, "lc_ci_low": 100.0 * lc.ci_low, "lc_ci_high": 100.0 * lc.ci_high, "length_coef": lc.length_coef,
+        "lc_reliable": separation.reliable, "lc_separation": separation.as_dict(),
+        "length_matched_win_rate": _percent(matched.win_rate), "length_matched_ci_low": _percent(matched.ci_low),
+        "length_matched_ci_high": _percent(matched.ci_high), "n_length_matched": matched.n_matched,
+    }
+
+
 def leaderboard_from_outcomes(
     outcomes: Mapping[str, Sequence[float | None] | Mapping[int, float | None]],
     outputs: Mapping[str, Sequence[str]],
@@ -59,9 +79,8 @@ def leaderboard_from_outcomes(
     ``outputs[model]``, or a mapping from a prompt's index in ``outputs`` to its verdict when
     the judge saw only some prompts. The reference's own entry (all 0.5) makes its anchor
     row. ``avg_length`` counts every output of the model, judged or not (as AlpacaEval counts
-    every output it was given); ``lc_win_rate`` (with ``lc_ci_low``/``lc_ci_high``) is the
-    length-controlled win rate (:func:`length_controlled_win_rate`) over the prompts with a
-    verdict.
+    every output it was given); the length columns (:func:`length_columns`) use the prompts
+    with a verdict.
     """
     if reference not in outputs:
         raise KeyError(f"no outputs for the reference model {reference!r}")
@@ -79,11 +98,10 @@ def leaderboard_from_outcomes(
         result = win_rate_from_outcomes(list(by_index.values()), n_boot=n_boot, seed=seed)
         row = leaderboard_row(model, result, outputs[model])
         judged = sorted(i for i, v in by_index.items() if v is not None and not (isinstance(v, float) and math.isnan(v)))
-        lc = length_controlled_win_rate(
+        row.update(length_columns(
             [by_index[i] for i in judged], [len(outputs[model][i]) for i in judged],
             [len(outputs[reference][i]) for i in judged], n_boot=n_boot, seed=seed,
-        )
-        row.update(lc_win_rate=100.0 * lc.win_rate, lc_ci_low=100.0 * lc.ci_low, lc_ci_high=100.0 * lc.ci_high, length_coef=lc.length_coef)
+        ))
         rows.append(row)
     rows.sort(key=lambda row: (-row["win_rate"], row["model"]))
     return rows
@@ -102,10 +120,8 @@ def leaderboard_rows(
 
     ``win_rate`` and ``standard_error`` are in percent as AlpacaEval reports them (see
     :class:`WinRate`); ``avg_length`` is :func:`average_length` of the model's outputs;
-    ``lc_win_rate`` (with ``lc_ci_low``/``lc_ci_high``) is the length-controlled win rate
-    (:func:`length_controlled_win_rate`). The
-    reference itself scores exactly 50% (all draws) and is kept as an anchor row
-    unless ``include_reference`` is False.
+    the length columns are :func:`length_columns`'s. The reference itself scores exactly 50%
+    (all draws) and is kept as an anchor row unless ``include_reference`` is False.
     """
     if reference not in per_model_scores:
         raise KeyError(f"reference model {reference!r} has no scores; models: {list(per_model_scores)}")

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from crs.eval.report import judge_role
 from crs.eval.tables import DASH
 from crs.io import read_jsonl, write_bytes_atomic
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
@@ -78,7 +79,7 @@ def plot_mean_scores(results: Mapping[str, Any], path: str | os.PathLike[str]) -
         ax.bar(positions, means, yerr=stds, capsize=3, color=[f"C{i}" for i in range(len(models))])
         ax.set_xticks(positions, labels=models, rotation=30, ha="right")
         ax.axhline(0.0, color="black", linewidth=0.6)
-        ax.set_title(scorer + (" (gold judge)" if scorer == results["judge"] else ""))
+        ax.set_title(scorer + (f" ({judge_role(results)})" if scorer == results["judge"] else ""))
         ax.set_ylabel("mean score")
     save_figure_atomic(fig, path)
 

@@ -15,6 +15,7 @@ Results schema (``build_results`` output, JSON-serialisable)::
       "schema_version": 2,
       "judge": str,                      # name of the judge
       "judge_kind": "scores" | "pairwise",
+      "judge_role": str,                 # what the report calls it: "gold judge", "reference scorer", ...
       "reference": str,                  # leaderboard reference model
       "scorers": [str, ...],             # judge first, then the others in input order
       "score_scorers": [str, ...],       # the scorers with per-model scores (not a pairwise judge)
@@ -37,7 +38,9 @@ Results schema (``build_results`` output, JSON-serialisable)::
         {"model", "win_rate" (%), "standard_error" (%), "n_wins", "n_wins_base",
          "n_draws", "n_total", "avg_length" (int), "discrete_win_rate" (%), "n_failed",
          "ci_low" (%), "ci_high" (%), "lc_win_rate" (%), "lc_ci_low", "lc_ci_high",
-         "length_coef"}, ...],
+         "length_coef", "lc_reliable": bool, "lc_separation": {...},   # crs.eval.length_control
+         "length_matched_win_rate" (% | None), "length_matched_ci_low", "length_matched_ci_high",
+         "n_length_matched": int}, ...],
       "leaderboard_missing": [model, ...],      # no verdict against the reference
       "win_rates_by_category": {         # judge vs reference, per prompt category
         model: {category: {"win_rate" (%), "n": int}}},
@@ -72,6 +75,7 @@ import numpy as np
 
 from crs.eval.agreement import agreement, agreement_by_group
 from crs.eval.leaderboard import leaderboard_from_outcomes
+from crs.eval.length_control import LENGTH_BAND, MIN_MATCHED, length_matched_cell, unreliable_note
 from crs.eval.ranking import (
     TIE_BREAKS,
     PairwiseVerdicts,
@@ -86,6 +90,7 @@ from crs.eval.tables import DASH, md_table, number, pct
 from crs.eval.win_rates import discrete_outcome, head_to_head, pairwise_outcomes, win_rate_from_outcomes
 
 SCHEMA_VERSION = 2
+REFERENCE_SCORER = "reference scorer"  # the judge's role when a reward source stands in for one
 
 
 # --------------------------------------------------------------------------------------
@@ -178,6 +183,7 @@ def build_results(
     seed: int = 0,
     pairwise_judge: PairwiseVerdicts | None = None,
     tie_break: str = "support",
+    judge_role: str | None = None,
 ) -> dict[str, Any]:
     """Compute everything the report shows (schema in the module docstring).
 
@@ -197,6 +203,9 @@ def build_results(
         pairwise_judge: a judge that gives verdicts per model pair and prompt (item ids
             are ``prompt_ids``) instead of scores; then ``judge`` is its name.
         tie_break: how Tideman's ranked pairs settles ties (:func:`crs.eval.ranking.ranked_pairs`).
+        judge_role: what the judge is, as the report names it ("gold judge", "reference
+            scorer": a reward source standing in when no judge applies); default "pairwise
+            judge" with a pairwise judge, else "judge".
     """
     score_scorers, scorers, model_order, reference = _scorers_and_models(scores, outputs, judge, reference, models, pairwise_judge, tie_break)
     n_prompts, pids = _check_shapes(scores, outputs, score_scorers, model_order, prompt_ids)
@@ -211,6 +220,7 @@ def build_results(
         "schema_version": SCHEMA_VERSION,
         "judge": judge,
         "judge_kind": "scores" if pairwise_judge is None else "pairwise",
+        "judge_role": judge_role or ("judge" if pairwise_judge is None else "pairwise judge"),
         "reference": reference,
         "scorers": scorers,
         "score_scorers": score_scorers,
@@ -416,6 +426,13 @@ def leaderboard_csv(results: Mapping[str, Any], mode: str = "community") -> str:
 # --------------------------------------------------------------------------------------
 
 
+def judge_role(results: Mapping[str, Any]) -> str:
+    """What the report calls its judge: ``results["judge_role"]``; results saved before it was
+    recorded name a scorer judge "gold judge" as they did."""
+    pairwise = results.get("judge_kind") == "pairwise"
+    return results.get("judge_role") or ("pairwise judge" if pairwise else "gold judge")
+
+
 def main_table(results: Mapping[str, Any], scorer: str) -> str:
     """Win-rate matrix for one scorer as Markdown.
 
@@ -429,8 +446,7 @@ def main_table(results: Mapping[str, Any], scorer: str) -> str:
     models = results["models"]
     matrix = results["win_rates"][scorer]
     pairwise = scorer == results["judge"] and results.get("judge_kind") == "pairwise"
-    role = "judge" if scorer == results["judge"] else "reward model"
-    role = "gold judge" if role == "judge" and not pairwise else "pairwise judge" if pairwise else role
+    role = judge_role(results) if scorer == results["judge"] else "reward model"
     title = (
         f"**{scorer}** ({role}): % of prompts where the row model beats the column model "
         f"(ties count ½), n = {results['n_prompts']} prompts"
@@ -451,7 +467,11 @@ def main_table(results: Mapping[str, Any], scorer: str) -> str:
     table = title + "\n\n" + md_table(["row \\ col", *models], rows)
     lc = [row for row in results.get("leaderboard", []) if "lc_win_rate" in row and row["model"] != results["reference"]]
     if scorer == results["judge"] and lc:
-        rates = ", ".join(f"{row['model']} {row['lc_win_rate']:.1f} ({row['lc_ci_low']:.1f}–{row['lc_ci_high']:.1f})" for row in lc)
+        rates = ", ".join(
+            f"{row['model']} {row['lc_win_rate']:.1f} ({row['lc_ci_low']:.1f}–{row['lc_ci_high']:.1f}"
+            + (")" if row.get("lc_reliable", True) else "; unreliable: length alone nearly separates the verdicts, see the leaderboard)")
+            for row in lc
+        )
         table += f"\n\nLength-controlled win rate vs {results['reference']} (%, 95% CI): {rates}."
     return table
 
@@ -473,16 +493,19 @@ def _stats_section(results: Mapping[str, Any]) -> str:
 
 def _leaderboard_section(results: Mapping[str, Any]) -> str:
     failures = any(row.get("n_failed") for row in results["leaderboard"])
-    header = ["model", "win_rate (%)", "standard_error (%)", "95% CI (%)", "LC win_rate (%)", "LC 95% CI (%)",
-              "n_wins", "n_wins_base", "n_draws", "n_total", "avg_length"] + (["judge failed"] if failures else [])
+    matched = any("n_length_matched" in row for row in results["leaderboard"])
+    header = ["model", "win_rate (%)", "standard_error (%)", "95% CI (%)", "LC win_rate (%)", "LC 95% CI (%)"] + (
+        [f"length-matched win_rate (%, 95% CI, n within {LENGTH_BAND:.0%})"] if matched else []
+    ) + ["n_wins", "n_wins_base", "n_draws", "n_total", "avg_length"] + (["judge failed"] if failures else [])
     rows = [
         [
             row["model"],
             f"{row['win_rate']:.2f}",
             number(row["standard_error"]),
             f"{row['ci_low']:.1f}–{row['ci_high']:.1f}",
-            f"{row['lc_win_rate']:.2f}" if "lc_win_rate" in row else DASH,
+            f"{row['lc_win_rate']:.2f}{'' if row.get('lc_reliable', True) else '*'}" if "lc_win_rate" in row else DASH,
             f"{row['lc_ci_low']:.1f}–{row['lc_ci_high']:.1f}" if "lc_win_rate" in row else DASH,
+        ] + ([_matched_cell(row)] if matched else []) + [
             str(row["n_wins"]),
             str(row["n_wins_base"]),
             str(row["n_draws"]),
@@ -492,10 +515,21 @@ def _leaderboard_section(results: Mapping[str, Any]) -> str:
         for row in results["leaderboard"]
     ]
     text = md_table(header, rows)
+    flagged = [row for row in results["leaderboard"] if not row.get("lc_reliable", True)]
+    if flagged:
+        names = ", ".join(f"`{row['model']}`" for row in flagged)
+        text += f"\n\n**\\* LC unreliable** for {names}: {unreliable_note()}."
+        text += "".join(f"\n\n- `{row['model']}`: {row['lc_separation']['reason']}" for row in flagged)
     missing = results.get("leaderboard_missing") or []
     if missing:
         text += f"\n\nNo verdict against `{results['reference']}` for: {', '.join(missing)} (left out)."
     return text
+
+
+def _matched_cell(row: Mapping[str, Any]) -> str:
+    if "n_length_matched" not in row:
+        return DASH
+    return length_matched_cell(row["length_matched_win_rate"], row["length_matched_ci_low"], row["length_matched_ci_high"], row["n_length_matched"], scale=1.0)
 
 
 def _by_category_section(results: Mapping[str, Any]) -> str | None:
@@ -596,7 +630,12 @@ def render_report(results: Mapping[str, Any]) -> str:
     judge, models = results["judge"], results["models"]
     n_models = len(models)
     pairwise = results.get("judge_kind") == "pairwise"
-    kind = "Pairwise judge (verdicts per model pair and prompt)" if pairwise else "Gold judge"
+    role = judge_role(results)
+    kind = f"{role[0].upper()}{role[1:]}" + (" (verdicts per model pair and prompt)" if pairwise else "")
+    if role == REFERENCE_SCORER:
+        kind = (f"No judge applies (`eval_rewarding.judge: none`, or `auto` on prompts that are not the demo's), so the first "
+                f"reward source stands in as the {REFERENCE_SCORER}: its win rates say what that reward model prefers, not "
+                f"what a gold judge does. {kind}")
     parts = [
         "# Evaluation report",
         f"Models: {', '.join(models)}. Prompts: {results['n_prompts']}. "
@@ -616,7 +655,10 @@ def render_report(results: Mapping[str, Any]) -> str:
         "(sample std / sqrt(n), AlpacaEval's); the interval is a paired bootstrap over prompts; "
         "avg_length is the mean reply length in characters, truncated to a whole number. "
         "LC is the length-controlled win rate: the rate a logistic regression of the judge's "
-        "verdicts on the length difference predicts at equal length (docs/evaluation.md). "
+        "verdicts on the length difference predicts at equal length (docs/evaluation.md); `*` marks an LC that "
+        "length alone nearly separates, which extrapolates and is unreliable. The length-matched win rate is the raw "
+        f"rate on the prompts whose two replies are within {LENGTH_BAND:.0%} of each other in length "
+        f"('cannot tell' below {MIN_MATCHED} such prompts). "
         "`leaderboard.csv` holds the same rows in AlpacaEval's file layout.",
         _leaderboard_section(results),
     ]

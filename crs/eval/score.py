@@ -27,7 +27,7 @@ from crs.eval.human import HumanBallots, human_rankings, load_ballots
 from crs.eval.judges import ExternalJudge, is_external, load_judge
 from crs.eval.plots import plot_mean_scores, plot_win_rate_heatmap
 from crs.eval.predict import listed_order, load_eval_prompts, prediction_models, read_all_predictions
-from crs.eval.report import build_results, leaderboard_csv, main_table, render_report
+from crs.eval.report import REFERENCE_SCORER, build_results, leaderboard_csv, main_table, render_report
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process
 from crs.rl.combine import standardize, zscore_stats
@@ -251,6 +251,7 @@ def score_predictions(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, 
         seed=cfg.run.seed,
         pairwise_judge=external.verdicts if external else None,
         tie_break=settings.tie_break,
+        judge_role=_judge_role(external, judge),
     )
     _add_judge_and_human_results(results, external, ballots, settings.tie_break)
     per_item = [
@@ -297,6 +298,12 @@ def _judge_name(external: ExternalJudge | None, scores: dict[str, Any]) -> str:
             external.name = f"{external.name} (judge)"
         return external.name
     return JUDGE if JUDGE in scores else next(iter(scores))
+
+
+def _judge_role(external: ExternalJudge | None, judge: str) -> str:
+    """What the report calls the judge: the external one is a pairwise judge, gold the gold
+    judge; otherwise no judge applied and the first reward source stands in as the reference scorer."""
+    return "pairwise judge" if external is not None else "gold judge" if judge == JUDGE else REFERENCE_SCORER
 
 
 def prompt_groups(rows: list[dict[str, Any]], group_by: str) -> list[str]:

@@ -419,7 +419,7 @@ def loop_results(
         row: dict[str, Any] = {
             "round": n,
             "win_rate_vs_reference": asdict_win(win_rates.win_rate(scores[name], scores[reference], n_boot=n_boot, seed=seed)),
-            "lc_win_rate_vs_reference": length_control.length_controlled_win_rate(win_rates.pairwise_outcomes(scores[name], scores[reference]), lengths[name], lengths[reference], n_boot=1).win_rate,
+            **length_entries(win_rates.pairwise_outcomes(scores[name], scores[reference]), lengths[name], lengths[reference], n_boot, seed),
             "judge_mean": float(np.mean(scores[name])),
             "mean_length": float(np.mean(lengths[name])),
             "labels": {"rankings": n * online.prompts_per_round, "scores": n * online.prompts_per_round * online.replies_per_prompt},
@@ -446,6 +446,18 @@ def loop_results(
     return results
 
 
+def length_entries(outcomes: list[float], lengths: list[int], reference_lengths: list[int], n_boot: int, seed: int) -> dict[str, Any]:
+    """A round's length numbers against the reference: ``lc_win_rate_vs_reference`` (the
+    length-controlled rate), ``lc_separation`` (:func:`length_control.length_separation`: is
+    that LC reliable, and why not) and ``length_matched_vs_reference``
+    (:func:`length_control.length_matched_win_rate`)."""
+    return {
+        "lc_win_rate_vs_reference": length_control.length_controlled_win_rate(outcomes, lengths, reference_lengths, n_boot=1).win_rate,
+        "lc_separation": length_control.length_separation(outcomes, lengths, reference_lengths).as_dict(),
+        "length_matched_vs_reference": length_control.length_matched_win_rate(outcomes, lengths, reference_lengths, n_boot=n_boot, seed=seed).as_dict(),
+    }
+
+
 def asdict_win(result: win_rates.WinRate) -> dict[str, float]:
     """A win rate's point and 95% interval."""
     return {"mean": result.win_rate, "ci_low": result.ci_low, "ci_high": result.ci_high, "n": result.n_total}
@@ -469,18 +481,31 @@ def render_online_report(results: dict[str, Any]) -> str:
 
 def _rounds_section(results: dict[str, Any]) -> list[str]:
     ref = results["reference"]
-    header = ["round", "labels (rankings / scores)", f"win rate vs `{ref}` %", "LC %", "win rate vs round 0 %", "judge mean", "proxy reward", "KL", "mean length"]
+    header = ["round", "labels (rankings / scores)", f"win rate vs `{ref}` %", "LC %", "length-matched % (95% CI), n", "win rate vs round 0 %",
+              "judge mean", "proxy reward", "KL", "mean length"]
     rows = [
         [str(r["round"]), f"{r['labels']['rankings']} / {r['labels']['scores']}", pct_interval(r["win_rate_vs_reference"]),
-         pct(r["lc_win_rate_vs_reference"]), pct_interval(r["win_rate_vs_round_0"]) if "win_rate_vs_round_0" in r else DASH,
+         pct(r["lc_win_rate_vs_reference"]) + ("" if r.get("lc_separation", {"reliable": True})["reliable"] else "*"),
+         _matched_cell(r),
+         pct_interval(r["win_rate_vs_round_0"]) if "win_rate_vs_round_0" in r else DASH,
          f"{r['judge_mean']:.3f}", number(r["proxy"], 3), number(r["kl"], 3), f"{r['mean_length']:.0f}"]
         for r in results["rounds"]
     ]
+    flagged = [r for r in results["rounds"] if not r.get("lc_separation", {"reliable": True})["reliable"]]
     return [
         "## Per round", md_table(header, rows),
         f"\n`{ref}`'s judge mean: {results['reference_judge_mean']:.3f}. Proxy reward and KL: the round's RL run, mean over its last quarter of steps (proxy: its own combined reward, z units).",
+        f"LC: length-controlled (docs/study.md). Length-matched: the raw win rate on the prompts whose two replies are within "
+        f"{length_control.LENGTH_BAND:.0%} of each other in length ('cannot tell' below {length_control.MIN_MATCHED}).",
+        *([f"\n**\\* LC unreliable** in round{'s' if len(flagged) > 1 else ''} {', '.join(str(r['round']) for r in flagged)}: {length_control.unreliable_note()}."] if flagged else []),
+        *(f"- round {r['round']}: {r['lc_separation']['reason']}" for r in flagged),
         power_line(_median_power(results["rounds"]), "these eval prompts", f"a round's win rate against `{ref}`"),
     ]
+
+
+def _matched_cell(row: dict[str, Any]) -> str:
+    matched = row.get("length_matched_vs_reference")
+    return DASH if matched is None else length_control.length_matched_cell(matched["win_rate"], matched["ci_low"], matched["ci_high"], matched["n_matched"])
 
 
 def _median_power(rounds: list[dict[str, Any]]) -> dict[str, float]:

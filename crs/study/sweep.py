@@ -249,17 +249,55 @@ def study_results(
         entry["reference_mean_score"] = float(np.mean(per_model[reference]))
         if scorer == "judge":
             entry["per_seed"] = {label: [float(np.mean(o)) for o in group] for label, group in outcomes.items()}  # the seed spread, seen
-            entry["lc_win_rate"] = {
-                label: float(np.mean([
-                    length_control.length_controlled_win_rate(win_rates.pairwise_outcomes(per_model[r.name], per_model[reference]), lengths[r.name], lengths[reference], n_boot=1).win_rate
-                    for r in group
-                ]))
-                for label, group in by_label.items()
-            }
+            entry.update(length_entries(per_model, lengths, by_label, reference, n_boot, seed))
             entry["each_vs_each"] = _each_vs_each(per_model, by_label, n_boot, seed)
         results["scorers"][scorer] = entry
     results["mean_length"] = {label: float(np.mean([np.mean(lengths[r.name]) for r in group])) for label, group in by_label.items()}
     return results
+
+
+def length_entries(
+    per_model: Mapping[str, np.ndarray], lengths: Mapping[str, Sequence[int]], by_label: Mapping[str, list[SweepRun]],
+    reference: str, n_boot: int, seed: int,
+) -> dict[str, dict[str, Any]]:
+    """Per label: ``lc_win_rate``, the mean over seeds of each run's length-controlled rate;
+    ``lc_separation``, each seed's :func:`length_control.length_separation` (``reliable``: every
+    seed's LC is); ``length_matched``, the win rate on the length-matched prompts pooled over
+    the seeds (:func:`length_control.pooled_length_matched_win_rate`)."""
+    entries: dict[str, dict[str, Any]] = {"lc_win_rate": {}, "lc_separation": {}, "length_matched": {}}
+    for label, group in by_label.items():
+        runs = [(win_rates.pairwise_outcomes(per_model[r.name], per_model[reference]), lengths[r.name], lengths[reference]) for r in group]
+        entries["lc_win_rate"][label] = float(np.mean([length_control.length_controlled_win_rate(*run, n_boot=1).win_rate for run in runs]))
+        seen = [length_control.length_separation(*run) for run in runs]
+        entries["lc_separation"][label] = {"reliable": all(s.reliable for s in seen), "seeds": [r.seed for r in group], "per_seed": [s.as_dict() for s in seen]}
+        entries["length_matched"][label] = length_control.pooled_length_matched_win_rate(runs, n_boot=n_boot, seed=seed).as_dict()
+    return entries
+
+
+def _lc_cell(judge: Mapping[str, Any], label: str) -> str:
+    """The LC column: the mean over seeds, starred where a seed's LC is unreliable."""
+    flagged = not judge.get("lc_separation", {}).get(label, {"reliable": True})["reliable"]
+    return pct(judge["lc_win_rate"][label]) + ("*" if flagged else "")
+
+
+def _matched_cell(judge: Mapping[str, Any], label: str) -> str:
+    entry = judge.get("length_matched", {}).get(label)
+    return DASH if entry is None else length_control.length_matched_cell(entry["win_rate"], entry["ci_low"], entry["ci_high"], entry["n_matched"])
+
+
+def lc_footnote(judge: Mapping[str, Any], labels: Sequence[str]) -> list[str]:
+    """What the LC column's stars mean and, per flagged label, each flagged seed's reason; the length-matched band."""
+    lines = [
+        f"Length-matched: the raw win rate on the prompts whose two replies are within {length_control.LENGTH_BAND:.0%} of each "
+        f"other in length, pooled over the seeds (interval: seeds, then prompts; 'cannot tell' below {length_control.MIN_MATCHED})."
+    ]
+    flagged = [label for label in labels if not judge.get("lc_separation", {}).get(label, {"reliable": True})["reliable"]]
+    if flagged:
+        lines.append(f"\n**\\* LC unreliable** for {', '.join(f'`{label}`' for label in flagged)}: {length_control.unreliable_note()}.")
+        for label in flagged:
+            entry = judge["lc_separation"][label]
+            lines += [f"- `{label}`, seed {s}: {d['reason']}" for s, d in zip(entry["seeds"], entry["per_seed"]) if not d["reliable"]]
+    return lines
 
 
 def _each_vs_each(per_model: Mapping[str, np.ndarray], by_label: Mapping[str, list[SweepRun]], n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
@@ -340,7 +378,7 @@ def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
     row = "arm" if arms else "w"
     rows = [
         [label, *([arms[label]] if arms else []), pct_interval(judge["win_rate"][label]), " / ".join(pct(v) for v in judge["per_seed"][label]),
-         pct(judge["lc_win_rate"][label]),
+         _lc_cell(judge, label), _matched_cell(judge, label),
          f"{judge['mean_score'][label]['mean']:.3f} ({judge['mean_score'][label]['ci_low']:.3f}–{judge['mean_score'][label]['ci_high']:.3f})",
          f"{results['mean_length'][label]:.0f}"]
         for label in labels
@@ -360,8 +398,9 @@ def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
         answer,
         *([power_line(judge["power"], "these runs", f"win rate between neighbouring {'arms' if arms else 'weights'}")] if "power" in judge else []),
         f"## Against `{results['reference']}`, judged by `{judge_name}`",
-        md_table([row, *(["reward"] if arms else []), "win rate % (95% CI)", "per seed %", "LC win rate %", "mean judge score (95% CI)", "mean length (chars)"], rows),
+        md_table([row, *(["reward"] if arms else []), "win rate % (95% CI)", "per seed %", "LC win rate %", "length-matched win rate % (95% CI), n", "mean judge score (95% CI)", "mean length (chars)"], rows),
         f"\nThe reference's mean judge score: {judge['reference_mean_score']:.3f}. LC: length-controlled (docs/study.md), mean over seeds.",
+        *lc_footnote(judge, labels),
     ]
     for scorer, entry in results["scorers"].items():
         if scorer == "judge":
