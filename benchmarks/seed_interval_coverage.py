@@ -29,10 +29,10 @@ SETTINGS = {
     "issue 30 (seed > prompt)": (0.1, 0.3, 0.3),
     "seed-dominated": (0.3, 0.1, 0.1),
     "prompt-dominated": (0.0, 0.5, 0.05),
-    "intermediate: seed = prompt / 3": (0.01, 0.3, 0.1),
-    "intermediate: seed ~ prompt": (0.02, 0.3, 0.3),
-    "intermediate: no seed effect": (0.0, 0.3, 0.3),
-    "intermediate: seed = 2 x prompt": (0.05, 0.3, 0.3),
+    "between: seed sd 0.01, noise 0.1": (0.01, 0.3, 0.1),
+    "between: seed sd 0.02": (0.02, 0.3, 0.3),
+    "between: no seed effect": (0.0, 0.3, 0.3),
+    "between: seed sd 0.05": (0.05, 0.3, 0.3),
 }
 SEED_COUNTS = (2, 3, 5)
 
