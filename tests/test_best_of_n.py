@@ -257,8 +257,9 @@ def test_power_of_neighbours_and_of_an_interval_agree_with_the_standard_error():
     samples = [base, base + rng.normal(scale=0.01, size=4000), base + rng.normal(scale=0.03, size=4000)]
     neighbours = power_of_neighbours(samples)
     spreads = [np.std(samples[0] - samples[1], ddof=1), np.std(samples[1] - samples[2], ddof=1)]
-    assert neighbours["standard_error"] == pytest.approx(np.median(spreads))
-    assert neighbours["minimum_detectable_difference"] == pytest.approx(2.8016 * neighbours["standard_error"], rel=1e-3)
+    # Read from the rounds' quantiles: for normal rounds the SE is their spread and the detectable difference 2.8 SE.
+    assert neighbours["standard_error"] == pytest.approx(np.median(spreads), rel=0.05)
+    assert neighbours["minimum_detectable_difference"] == pytest.approx(2.8016 * neighbours["standard_error"], rel=0.05)
     by_interval = power_of_interval(0.5 - 1.959964 * 0.02, 0.5 + 1.959964 * 0.02)
     assert by_interval["standard_error"] == pytest.approx(0.02) and by_interval["minimum_detectable_difference"] == pytest.approx(0.056, rel=1e-3)
     with pytest.raises(ValueError):

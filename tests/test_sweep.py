@@ -10,6 +10,7 @@ import yaml
 from tiny import tiny_causal_lm
 
 from crs.cli import run_stage
+from crs.eval.power import power_line
 from crs.runs import run_state
 from crs.study.sweep import run_sweep
 
@@ -78,9 +79,9 @@ def test_a_sweep_interrupted_and_resumed_redoes_no_finished_run(tmp_path: Path, 
     assert "length_rm" in results["scorers"] and results["n_prompts"] == 12
     report = (sweep_dir / "report.md").read_text()
     assert "## The answer" in report and "inverse relation" in report and "| 0 |" in report
-    power = judge["power"]  # what these runs could have seen, from their own bootstrap
-    assert 0 <= power["standard_error"] and power["minimum_detectable_difference"] == pytest.approx(2.8016 * power["standard_error"], rel=1e-3, abs=1e-12)
-    assert f"tell apart differences of {100 * power['minimum_detectable_difference']:.1f} points or more" in report
+    power = judge["power"]  # what these runs could have seen, from their own rounds
+    assert power["standard_error"] >= 0 and power["minimum_detectable_difference"] >= 1.959964 * power["standard_error"]
+    assert power_line(power, "these runs", "win rate between neighbouring weights") in report
     assert (sweep_dir / "sweep_curves.png").stat().st_size > 1000
     assert (sweep_dir / "sweep_overoptimization.png").stat().st_size > 1000
 

@@ -109,7 +109,7 @@ class SweepConfig:
     )
     n_boot: int = field(
         default=1000,
-        metadata={"help": "Bootstrap rounds (seeds, then prompts) for the 95% intervals.", "rule": Rule(at_least(1), "an integer >= 1")},
+        metadata={"help": "Rounds for the 95% intervals over seeds and prompts (a Student-t seed level, a paired prompt bootstrap; docs/study.md).", "rule": Rule(at_least(1), "an integer >= 1")},
     )
 
 

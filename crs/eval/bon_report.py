@@ -98,9 +98,7 @@ def render_bon_report(results: Mapping[str, Any]) -> str:
             "## The weight grid",
             "",
             f"Combined scorer `w * z(preference) + (1 - w) * z(absolute)`. Win rate: the judge prefers the best-of-{m} pick to a "
-            "random reply of the same pool (50% = no better than one sample). Standard error of the difference between neighbouring "
-            f"weights: {100 * power['standard_error']:.2f} points; smallest difference detectable at 80% power: "
-            f"{100 * power['minimum_detectable_difference']:.1f} points.",
+            "random reply of the same pool (50% = no better than one sample). " + _power_sentence(power),
             "",
             weight_table(results),
             "",
@@ -127,3 +125,12 @@ def render_bon_report(results: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _power_sentence(power: dict[str, float]) -> str:
+    """The weight grid's power in one sentence; a standard error of 0 is "cannot tell", not 0.0 points."""
+    if power["standard_error"] == 0:
+        return ("The median pair of neighbouring weights has the same win rate in every bootstrap round (standard error 0: they pick "
+                "replies the judge rates alike): this pool cannot tell neighbouring weights apart.")
+    return (f"Standard error of the difference between neighbouring weights: {100 * power['standard_error']:.2f} points; smallest "
+            f"difference detectable at 80% power: {100 * power['minimum_detectable_difference']:.1f} points.")

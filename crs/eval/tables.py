@@ -20,8 +20,11 @@ def pct(value: float) -> str:
     return f"{100.0 * value:.1f}"
 
 
-def pct_interval(entry: Mapping[str, float]) -> str:
-    """A rate with its interval (``mean``, ``ci_low``, ``ci_high`` in [0, 1]) as ``62.5 (55.0–70.0)``."""
+def pct_interval(entry: Mapping[str, float | None]) -> str:
+    """A rate with its interval (``mean``, ``ci_low``, ``ci_high`` in [0, 1]) as ``62.5 (55.0–70.0)``;
+    ``62.5 (no interval: 1 seed)`` where ``ci_low`` is None (crs gives none for one seed: seed variance unknown)."""
+    if entry["ci_low"] is None:
+        return f"{pct(entry['mean'])} (no interval: 1 seed)"
     return f"{pct(entry['mean'])} ({pct(entry['ci_low'])}–{pct(entry['ci_high'])})"
 
 

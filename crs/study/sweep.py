@@ -4,7 +4,8 @@ For every preference weight ``w`` (the absolute source gets ``1 - w``) and every
 sweep trains an RL run of ``sweep.base_subset``, has every run and the reference model
 answer the eval prompts, and judges them. It then reports, per weight, the judge's win rate
 against the reference and its mean score, each with a 95% interval that counts seed and
-prompt variance (a hierarchical bootstrap: seeds, then prompts), the same curve under each
+prompt variance (pivotal rounds: a Student-t seed level and a paired prompt bootstrap; none with
+one seed), the same curve under each
 reward model, the slope of the win rate on the weight (does the reference study's inverse
 relation hold?), each weight against each other, length-controlled win rates, and the
 runs' over-optimisation curves overlaid.
@@ -238,13 +239,14 @@ def study_results(
         results["weights"] = [by_label[label][0].weight for label in labels]
     for scorer, per_model in scores.items():
         outcomes = {label: [win_rates.pairwise_outcomes(per_model[r.name], per_model[reference]) for r in group] for label, group in by_label.items()}
-        boot = hierarchical.hierarchical_bootstrap(outcomes, n_boot=n_boot, seed=seed)
-        entry: dict[str, Any] = {"win_rate": {k: {name: v[name] for name in ("mean", "ci_low", "ci_high", "n_seeds")} for k, v in boot.items()}}
+        rates = hierarchical.seed_prompt_intervals(outcomes, n_rounds=n_boot, seed=seed)
+        entry: dict[str, Any] = {"win_rate": {k: {name: v[name] for name in ("mean", "ci_low", "ci_high", "n_seeds")} for k, v in rates.items()}}
         if len(labels) >= 2:
             if curve:
-                entry["slope"] = hierarchical.bootstrap_slope(boot, {label: by_label[label][0].weight for label in labels})
-            entry["power"] = power_of_neighbours([boot[label]["boot"] for label in labels])  # the same resampled prompts: paired
-        mean_score = hierarchical.hierarchical_bootstrap({label: [per_model[r.name] for r in group] for label, group in by_label.items()}, n_boot=n_boot, seed=seed)
+                entry["slope"] = hierarchical.rounds_slope(rates, {label: by_label[label][0].weight for label in labels})
+            rounds = [rates[label]["rounds"] for label in labels]  # the same resampled prompts: paired
+            entry["power"] = power_of_neighbours(rounds) if all(r is not None for r in rounds) else {"standard_error": None, "minimum_detectable_difference": None}
+        mean_score = hierarchical.seed_prompt_intervals({label: [per_model[r.name] for r in group] for label, group in by_label.items()}, n_rounds=n_boot, seed=seed)
         entry["mean_score"] = {k: {name: v[name] for name in ("mean", "ci_low", "ci_high")} for k, v in mean_score.items()}
         entry["reference_mean_score"] = float(np.mean(per_model[reference]))
         if scorer == "judge":
@@ -309,13 +311,16 @@ def _each_vs_each(per_model: Mapping[str, np.ndarray], by_label: Mapping[str, li
             if a != b:
                 pairs = list(zip(by_label[a], by_label[b]))
                 groups[b] = [win_rates.pairwise_outcomes(per_model[ra.name], per_model[rb.name]) for ra, rb in pairs]
-        boot = hierarchical.hierarchical_bootstrap(groups, n_boot=n_boot, seed=seed) if groups else {}
-        table[a] = {b: {name: v[name] for name in ("mean", "ci_low", "ci_high")} for b, v in boot.items()}
+        rates = hierarchical.seed_prompt_intervals(groups, n_rounds=n_boot, seed=seed) if groups else {}
+        table[a] = {b: {name: v[name] for name in ("mean", "ci_low", "ci_high")} for b, v in rates.items()}
     return table
 
 
 def verdict(slope: Mapping[str, float], scorer: str) -> str:
-    """The inverse-relation question in plain words, with its uncertainty."""
+    """The inverse-relation question in plain words, with its uncertainty (none with one seed)."""
+    if slope["ci_low"] is None:
+        return (f"Under {scorer}, the slope of the win rate on the preference weight is {100 * slope['mean']:+.1f} points per unit of preference "
+                "weight, with no interval: one seed per weight cannot estimate seed variance, so these runs cannot tell whether the inverse relation holds.")
     span = f"{100 * slope['mean']:+.1f} points per unit of preference weight (95% interval {100 * slope['ci_low']:+.1f} to {100 * slope['ci_high']:+.1f})"
     if slope["ci_high"] < 0:
         return f"Under {scorer}, the win rate falls as the preference weight rises: {span}. The reference study's inverse relation holds here."
@@ -329,8 +334,8 @@ def arms_verdict(results: Mapping[str, Any], judge_name: str) -> str:
     judge = results["scorers"]["judge"]
     best = max(results["labels"], key=lambda label: judge["win_rate"][label]["mean"])
     head = judge["each_vs_each"][best]
-    beaten = [b for b, v in head.items() if v["ci_low"] > 0.5]
-    tied = [b for b, v in head.items() if v["ci_low"] <= 0.5]
+    beaten = [b for b, v in head.items() if v["ci_low"] is not None and v["ci_low"] > 0.5]
+    tied = [b for b, v in head.items() if b not in beaten]
     rate = judge["win_rate"][best]
     line = (f"Judged by {judge_name}, `{best}` has the highest win rate against the reference, {pct_interval(rate)}%. "
             f"Head to head (its replies against each other arm's, seed by seed), it beats ")
@@ -379,7 +384,7 @@ def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
     rows = [
         [label, *([arms[label]] if arms else []), pct_interval(judge["win_rate"][label]), " / ".join(pct(v) for v in judge["per_seed"][label]),
          _lc_cell(judge, label), _matched_cell(judge, label),
-         f"{judge['mean_score'][label]['mean']:.3f} ({judge['mean_score'][label]['ci_low']:.3f}–{judge['mean_score'][label]['ci_high']:.3f})",
+         _score_interval(judge["mean_score"][label]),
          f"{results['mean_length'][label]:.0f}"]
         for label in labels
     ]
@@ -393,7 +398,7 @@ def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
         f"{what}; seeds {', '.join(map(str, results['seeds']))}; "
         f"{results['n_prompts']} eval prompts; reference model `{results['reference']}`; judge `{judge_name}`. "
         f"Wall time {results['wall_time_s'] / 60:.1f} min, training {len(results.get('train_time_s', {}))} of the "
-        f"{len(labels) * len(results['seeds'])} RL runs (the others finished earlier). Intervals: 95%, hierarchical bootstrap (seeds, then prompts).",
+        f"{len(labels) * len(results['seeds'])} RL runs (the others finished earlier). " + _intervals_note(results),
         "## The answer",
         answer,
         *([power_line(judge["power"], "these runs", f"win rate between neighbouring {'arms' if arms else 'weights'}")] if "power" in judge else []),
@@ -419,6 +424,20 @@ def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _score_interval(entry: Mapping[str, float | None]) -> str:
+    if entry["ci_low"] is None:
+        return f"{entry['mean']:.3f} (no interval: 1 seed)"
+    return f"{entry['mean']:.3f} ({entry['ci_low']:.3f}–{entry['ci_high']:.3f})"
+
+
+def _intervals_note(results: Mapping[str, Any]) -> str:
+    """How the report's intervals were made, or why some rows have none (one seed)."""
+    if len(results["seeds"]) < 2:
+        return "No intervals: 1 seed, and seed variance cannot be estimated from one run (docs/study.md)."
+    return ("Intervals: 95%, over seeds then prompts (a Student-t seed level with seeds - 1 degrees of freedom and a paired prompt "
+            "bootstrap, docs/study.md).")
+
+
 def plot_sweep_curves(results: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Win rate against the reference (each scorer) and the judge's mean score, against the weight
     (or per arm), with 95% intervals."""
@@ -431,7 +450,9 @@ def plot_sweep_curves(results: Mapping[str, Any], path: str | os.PathLike[str]) 
     for ax, (scorer, quantity) in zip(axes, panels):
         entries = [results["scorers"][scorer][quantity][label] for label in labels]
         mean = np.array([e["mean"] for e in entries])
-        low, high = np.array([e["ci_low"] for e in entries]), np.array([e["ci_high"] for e in entries])
+        # one seed: no interval, no error bar
+        low = np.array([e["mean"] if e["ci_low"] is None else e["ci_low"] for e in entries])
+        high = np.array([e["mean"] if e["ci_high"] is None else e["ci_high"] for e in entries])
         scale = 100.0 if quantity == "win_rate" else 1.0
         ax.errorbar(x, scale * mean, yerr=scale * np.stack([mean - low, high - mean]), fmt="o-" if curve else "o", capsize=3)
         if quantity == "win_rate":
