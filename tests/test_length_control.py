@@ -143,6 +143,21 @@ def test_pooled_length_matched_rate_pools_the_runs() -> None:
     assert single == length_matched_win_rate(*run_b, min_matched=2, n_boot=100)
 
 
+def test_pooled_length_matched_interval_counts_the_seed_spread_with_a_t_level() -> None:
+    # Two runs whose matched rates differ (0.2 and 0.8 over 50 prompts each): a seed-resampling
+    # bootstrap would give about +-0.3; the t level with 1 degree of freedom (12.7 x 0.3) spans all.
+    lengths = [100] * 50
+    run_a = ([1.0] * 10 + [0.0] * 40, lengths, lengths)
+    run_b = ([1.0] * 40 + [0.0] * 10, lengths, lengths)
+    spread = pooled_length_matched_win_rate([run_a, run_b], n_boot=2000)
+    assert spread.win_rate == pytest.approx(0.5)
+    assert spread.ci_low == 0.0 and spread.ci_high == 1.0
+    # Runs that agree: the interval is the verdicts' own (about +-0.1 for 100 verdicts at 0.5).
+    same = ([1.0, 0.0] * 25, lengths, lengths)
+    agree = pooled_length_matched_win_rate([same, same], n_boot=2000)
+    assert 0.35 < agree.ci_low < 0.45 and 0.55 < agree.ci_high < 0.65
+
+
 def test_bad_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="one length pair per outcome"):
         length_separation([1.0, 0.0], [1, 2, 3], [1, 2])

@@ -287,8 +287,11 @@ def pooled_length_matched_win_rate(
 ) -> LengthMatchedWinRate:
     """:func:`length_matched_win_rate` over several runs (a sweep's seeds): each run's
     ``(outcomes, lengths_a, lengths_b)`` contributes its matched prompts, pooled. With one run
-    the interval is the plain paired bootstrap; with several it resamples the runs, then each
-    drawn run's matched prompts, so it counts the spread between seeds too."""
+    the interval is the plain paired bootstrap. With several, each round is the pooled rate minus
+    a Student-t seed part (the spread of the runs' own matched rates, S - 1 degrees of freedom, as
+    :mod:`crs.eval.hierarchical` does: resampling 2-5 runs would understate it) minus a bootstrap
+    of the pooled matched verdicts; the two parts both count the verdicts' own noise, so the
+    interval errs wide. Runs with no matched prompt add nothing; a single such run leaves one."""
     matched = []
     n_total = 0
     for outcomes, lengths_a, lengths_b in runs:
@@ -299,32 +302,14 @@ def pooled_length_matched_win_rate(
     if n_matched < max(min_matched, 1):
         return LengthMatchedWinRate(None, None, None, n_matched, n_total, band, min_matched)
     pooled = np.concatenate(matched)
-    if len(matched) == 1:
+    per_run = np.array([m.mean() for m in matched if m.size])
+    if per_run.size == 1:
         result = win_rate_from_outcomes(pooled.tolist(), n_boot=n_boot, seed=seed)
         return LengthMatchedWinRate(result.win_rate, result.ci_low, result.ci_high, n_matched, n_total, band, min_matched)
     rng = np.random.default_rng(seed)
-    boots = np.empty(n_boot)
-    for i in range(n_boot):
-        drawn = [matched[j] for j in rng.integers(0, len(matched), size=len(matched))]
-        values = np.concatenate([m[rng.integers(0, m.size, size=m.size)] for m in drawn if m.size])
-        boots[i] = values.mean() if values.size else np.nan
-    low, high = np.nanquantile(boots, [0.025, 0.975])
-    return LengthMatchedWinRate(float(pooled.mean()), float(low), float(high), n_matched, n_total, band, min_matched)
-
-
-def unreliable_note() -> str:
-    """What a report's LC flag means, in one sentence with the thresholds (for a footnote)."""
-    return (
-        f"length alone nearly separates the judge's verdicts (the length difference orders at least {SEPARATION_THRESHOLD:.0%} "
-        f"of the (won, lost) prompt pairs) and fewer than {MIN_NEAR_EQUAL_PER_SIDE} prompts within {LENGTH_BAND:.0%} of equal "
-        "length lie on one side of it, so the LC extrapolates to equal length and says little; the length-matched rate is "
-        "what the judge decided on replies of about equal length (mind its n)"
-    )
-
-
-def length_matched_cell(win_rate: float | None, ci_low: float | None, ci_high: float | None, n_matched: int, scale: float = 100.0) -> str:
-    """A length-matched rate for a table: ``48.0 (40.1–55.2), n=63``, or ``cannot tell (n=7)``
-    when too few prompts matched; ``scale`` turns the stored rate into percent (1 when it already is)."""
-    if win_rate is None or ci_low is None or ci_high is None:
-        return f"cannot tell (n={n_matched})"
-    return f"{scale * win_rate:.1f} ({scale * ci_low:.1f}–{scale * ci_high:.1f}), n={n_matched}"
+    n_runs, point = per_run.size, float(pooled.mean())
+    t_draws = rng.standard_normal(n_boot) / np.sqrt(rng.chisquare(n_runs - 1, n_boot) / (n_runs - 1))
+    seed_part = np.sqrt(per_run.var(ddof=1) / n_runs) * t_draws
+    prompt_part = pooled[rng.integers(0, pooled.size, size=(n_boot, pooled.size))].mean(axis=1) - point
+    low, high = np.quantile(point - seed_part - prompt_part, [0.025, 0.975])
+    return LengthMatchedWinRate(point, float(max(low, 0.0)), float(min(high, 1.0)), n_matched, n_total, band, min_matched)

@@ -291,7 +291,7 @@ def lc_footnote(judge: Mapping[str, Any], labels: Sequence[str]) -> list[str]:
     """What the LC column's stars mean and, per flagged label, each flagged seed's reason; the length-matched band."""
     lines = [
         f"Length-matched: the raw win rate on the prompts whose two replies are within {length_control.LENGTH_BAND:.0%} of each "
-        f"other in length, pooled over the seeds (interval: seeds, then prompts; 'cannot tell' below {length_control.MIN_MATCHED})."
+        f"other in length, pooled over the seeds (interval: a Student-t seed level, then prompts; 'cannot tell' below {length_control.MIN_MATCHED})."
     ]
     flagged = [label for label in labels if not judge.get("lc_separation", {}).get(label, {"reliable": True})["reliable"]]
     if flagged:
