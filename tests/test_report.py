@@ -271,6 +271,7 @@ def test_a_reference_scorer_is_not_called_a_gold_judge(monkeypatch, tmp_path):
     assert "Gold judge" not in report and "gold judge)" not in report
     assert "Reference scorer: **mine**" in report and "**mine** (reference scorer)" in report
     assert "not what a gold judge does" in report
+    assert "(judged by the reference scorer mine)" in report and "## 4. Agreement with the reference scorer (mine)" in report
     titles = []
     monkeypatch.setattr(crs.eval.plots, "save_figure_atomic", lambda fig, path: titles.extend(ax.get_title() for ax in fig.axes))
     plot_mean_scores(results, tmp_path / "bars.png")

@@ -632,6 +632,7 @@ def render_report(results: Mapping[str, Any]) -> str:
     pairwise = results.get("judge_kind") == "pairwise"
     role = judge_role(results)
     kind = f"{role[0].upper()}{role[1:]}" + (" (verdicts per model pair and prompt)" if pairwise else "")
+    judged_by = f"the {REFERENCE_SCORER} {judge}" if role == REFERENCE_SCORER else judge
     if role == REFERENCE_SCORER:
         kind = (f"No judge applies (`eval_rewarding.judge: none`, or `auto` on prompts that are not the demo's), so the first "
                 f"reward source stands in as the {REFERENCE_SCORER}: its win rates say what that reward model prefers, not "
@@ -649,7 +650,7 @@ def render_report(results: Mapping[str, Any]) -> str:
         "\n\n".join(main_table(results, scorer) for scorer in results["scorers"]),
         "## 2. Per-model statistics",
         _stats_section(results),
-        f"## 3. Leaderboard vs `{results['reference']}` (judged by {judge})",
+        f"## 3. Leaderboard vs `{results['reference']}` (judged by {judged_by})",
         "AlpacaEval layout and conventions: win rate and standard error in percent, ties count as half "
         "(a weighted judge's fractional preference as it is); the standard error is that of the mean verdict "
         "(sample std / sqrt(n), AlpacaEval's); the interval is a paired bootstrap over prompts; "
@@ -664,9 +665,9 @@ def render_report(results: Mapping[str, Any]) -> str:
     ]
     by_category = _by_category_section(results)
     if by_category:
-        parts += [f"### Win rate vs `{results['reference']}` by category (%, judged by {judge})", by_category]
+        parts += [f"### Win rate vs `{results['reference']}` by category (%, judged by {judged_by})", by_category]
     parts += [
-        f"## 4. Agreement with the judge ({judge})",
+        f"## 4. Agreement with the {role} ({judge})",
         "Share of (model pair, prompt) comparisons where the scorer prefers the same reply "
         "as the judge; a tie agrees only with a tie"
         + (" (a fractional verdict is rounded to its side first)." if pairwise else "."),
