@@ -313,3 +313,21 @@ def pooled_length_matched_win_rate(
     prompt_part = pooled[rng.integers(0, pooled.size, size=(n_boot, pooled.size))].mean(axis=1) - point
     low, high = np.quantile(point - seed_part - prompt_part, [0.025, 0.975])
     return LengthMatchedWinRate(point, float(max(low, 0.0)), float(min(high, 1.0)), n_matched, n_total, band, min_matched)
+
+
+def unreliable_note() -> str:
+    """What a report's LC flag means, in one sentence with the thresholds (for a footnote)."""
+    return (
+        f"length alone nearly separates the judge's verdicts (the length difference orders at least {SEPARATION_THRESHOLD:.0%} "
+        f"of the (won, lost) prompt pairs) and fewer than {MIN_NEAR_EQUAL_PER_SIDE} prompts within {LENGTH_BAND:.0%} of equal "
+        "length lie on one side of it, so the LC extrapolates to equal length and says little; the length-matched rate is "
+        "what the judge decided on replies of about equal length (mind its n)"
+    )
+
+
+def length_matched_cell(win_rate: float | None, ci_low: float | None, ci_high: float | None, n_matched: int, scale: float = 100.0) -> str:
+    """A length-matched rate for a table: ``48.0 (40.1–55.2), n=63``, or ``cannot tell (n=7)``
+    when too few prompts matched; ``scale`` turns the stored rate into percent (1 when it already is)."""
+    if win_rate is None or ci_low is None or ci_high is None:
+        return f"cannot tell (n={n_matched})"
+    return f"{scale * win_rate:.1f} ({scale * ci_low:.1f}–{scale * ci_high:.1f}), n={n_matched}"
