@@ -12,6 +12,7 @@ import yaml
 from tiny import tiny_causal_lm
 
 from crs.cli import run_stage
+from crs.data.schema import DataError
 from crs.eval.bon import run_bon_study
 from crs.eval.pool import make_pool, read_pool, sample_path
 
@@ -113,7 +114,7 @@ def test_one_file_of_candidates_is_a_pool_too(tmp_path) -> None:
     pool = read_pool(path)
     assert pool.shape == (2, 3) and pool.prompt_ids[0].startswith("p-") and pool.lengths().tolist() == [[1, 2, 3], [1, 2, 3]]
     path.write_text(json.dumps({"instruction": "x?", "outputs": ["a", "b"]}) + "\n" + json.dumps({"instruction": "y?", "outputs": ["a"]}) + "\n")
-    with pytest.raises(Exception, match="row 1 has 1 replies, row 0 has 2"):
+    with pytest.raises(DataError, match="pool.jsonl, line 2 has 1 replies, line 1 has 2"):
         read_pool(path)
 
 
