@@ -36,3 +36,8 @@ def strings(prompts: list, replies: list[str]) -> list[str]:
 def vowel_share(prompts: list, replies: list[str]) -> list[float]:
     """A judge for best-of-n tests: the share of vowels among a reply's letters."""
     return [sum(ch in "aeiou" for ch in r.lower()) / max(sum(ch.isalpha() for ch in r), 1) for r in replies]
+
+
+def nan_for_kiwi(prompts: list, replies: list[str]) -> list[float]:
+    """Broken on one reply: NaN for "kiwi", the length of every other."""
+    return [float("nan") if r == "kiwi" else float(len(r)) for r in replies]
