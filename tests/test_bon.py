@@ -348,7 +348,7 @@ SMALL_POOL = {"Say hi.": ["hi", "hello"], "Name a fruit.": ["apple", "kiwi"], "C
 
 
 @pytest.mark.parametrize("case", ["a line that is not JSON", "a prompt twice", "a row of another shape", "a NaN score",
-                                  "a judge glob that matches nothing", "a preference source that names none"])
+                                  "a judge glob that matches nothing", "annotations that are not JSON", "a preference source that names none"])
 def test_bad_input_to_a_best_of_n_study_ends_in_one_line_naming_file_line_and_key(tmp_path, capsys, case: str) -> None:
     path = tmp_path / "pool.jsonl"
     lines = [json.dumps({"instruction": q, "outputs": r}) for q, r in SMALL_POOL.items()]
@@ -369,6 +369,10 @@ def test_bad_input_to_a_best_of_n_study_ends_in_one_line_naming_file_line_and_ke
     elif case == "a judge glob that matches nothing":
         bon["judge"] = str(tmp_path / "annotations_*.json")
         expected = f"error: bon.judge: no file matches {bon['judge']!r}; point it at AlpacaEval annotations (.json)"
+    elif case == "annotations that are not JSON":
+        bon["judge"] = str(tmp_path / "annotations_*.json")
+        (tmp_path / "annotations_0.json").write_text('[{"instruction": "Say hi.", ')
+        expected = f"error: bon.judge: {tmp_path / 'annotations_0.json'}: not valid JSON ("
     else:
         extra = ["--set", "bon.preference_source=preferense"]
         expected = "error: bon.preference_source='preferense': must be one of the bon.rewards names (preference, absolute)"

@@ -52,32 +52,44 @@ class _Verdict:
 def judge_from_annotations(pool: Pool, spec: str) -> np.ndarray:
     """(P, m) the judge's verdict on every reply of the pool, from the annotation files ``spec`` names.
 
-    Every reply needs one (a :class:`DataError` counts those without, naming the first).
+    Every reply needs one (a :class:`DataError` counts those without, naming the first); a file
+    that is not annotations, or a row that cannot be read, is a :class:`DataError` naming ``bon.judge``,
+    the file and the row.
     """
-    rows = [(f"{path}, annotation {i}", row) for path in judge_files(spec, "bon.judge", kinds=(".json",))
-            for i, row in enumerate(_annotation_objects(path))]
-    names = pool.sample_names or _suffix_sample_names(rows, pool.shape[1])
-    verdicts = _pool_verdicts(pool, rows, names or [])
-    mismatch = _why_not_by_sample(pool, verdicts, names)
-    if mismatch is None:
-        values = _by_sample(pool, verdicts, names or [])
-        logger.info("bon.judge: one verdict per sample, read by generator name (%s ... %s)", names[0], names[-1])
-    else:
-        values = _by_text(pool, verdicts)
-        logger.info("bon.judge: verdicts read by reply text (%s): every copy of a repeated reply gets its text's verdict", mismatch)
+    files = judge_files(spec, "bon.judge", kinds=(".json",))
+    try:
+        values = _verdict_matrix(pool, [(f"{path}, annotation {i}", row) for path in files for i, row in enumerate(_annotation_objects(path))])
+    except DataError as err:
+        raise DataError(f"bon.judge: {err}") from None
     missing = np.argwhere(np.isnan(values))
     if len(missing):
         p, k = (int(i) for i in missing[0])
         raise DataError(f"bon.judge {spec}: {len(missing)} of {values.size} pool replies have no verdict (or a null one), the first: "
-                        f"sample {k} of prompt {pool.prompt_ids[p]} ({pool.instructions[p][:60]!r}); every reply needs one")
+                        f"sample {k} of prompt {pool.prompt_ids[p]} ({pool.instructions[p][:60]!r}); every reply needs one: annotate the rest")
     return values
+
+
+def _verdict_matrix(pool: Pool, rows: Sequence[tuple[str, dict[str, Any]]]) -> np.ndarray:
+    """(P, m) the verdicts, NaN where a reply has none: by sample where the rows name the samples (the files'
+    generators, else ``<model>.<k>``), else by text."""
+    why = "the generator names are not the pool's samples"
+    for names in (pool.sample_names, _suffix_sample_names(rows, pool.shape[1])):
+        if names:
+            verdicts = _pool_verdicts(pool, rows, names)
+            mismatch = _why_not_by_sample(pool, verdicts, names)
+            if mismatch is None:
+                logger.info("bon.judge: one verdict per sample, read by generator name (%s ... %s)", names[0], names[-1])
+                return _by_sample(pool, verdicts, names)
+            why = mismatch
+    logger.info("bon.judge: verdicts read by reply text (%s): every copy of a repeated reply gets its text's verdict", why)
+    return _by_text(pool, _pool_verdicts(pool, rows, []))
 
 
 def _annotation_objects(path: Path) -> list[dict[str, Any]]:
     rows = read_annotation_rows(path)
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise DataError(f"bon.judge: {path}, annotation {index}: expected an object, got {type(row).__name__}")
+            raise DataError(f"{path}, annotation {index}: expected an object, got {type(row).__name__}")
     return rows
 
 
@@ -99,7 +111,8 @@ def _pool_verdicts(pool: Pool, rows: Sequence[tuple[str, dict[str, Any]]], names
     verdicts = []
     for where, row in rows:
         first = preference_outcome(row.get("preference"), where)  # the outcome of output_1
-        sides = [s for s in (1, 2) if (row.get("instruction"), row.get(f"output_{s}")) in prompt_of]
+        sides = [s for s in (1, 2) if isinstance(row.get("instruction"), str) and isinstance(row.get(f"output_{s}"), str)
+                 and (row["instruction"], row[f"output_{s}"]) in prompt_of]
         if not sides:
             continue
         named = [s for s in sides if row.get(f"generator_{s}") in names]
@@ -110,10 +123,8 @@ def _pool_verdicts(pool: Pool, rows: Sequence[tuple[str, dict[str, Any]]], names
     return verdicts
 
 
-def _why_not_by_sample(pool: Pool, verdicts: Sequence[_Verdict], names: Sequence[str] | None) -> str | None:
+def _why_not_by_sample(pool: Pool, verdicts: Sequence[_Verdict], names: Sequence[str]) -> str | None:
     """None when every verdict names a pool sample whose reply is the text it judged; else why not, in words."""
-    if not names:
-        return "the generator names are not the pool's samples"
     index = {name: k for k, name in enumerate(names)}
     for v in verdicts:
         if v.generator not in index:
@@ -129,7 +140,7 @@ def _by_sample(pool: Pool, verdicts: Sequence[_Verdict], names: Sequence[str]) -
     for v in verdicts:
         cell = (v.prompt, index[v.generator])
         if cell in first_at:
-            raise DataError(f"bon.judge: {v.where}: a second verdict on sample {cell[1]} of prompt {pool.prompt_ids[v.prompt]} "
+            raise DataError(f"{v.where}: a second verdict on sample {cell[1]} of prompt {pool.prompt_ids[v.prompt]} "
                             f"(the first: {first_at[cell]}); keep one verdict per reply")
         first_at[cell] = v.where
         if v.outcome is not None:
@@ -149,7 +160,7 @@ def _by_text(pool: Pool, verdicts: Sequence[_Verdict]) -> np.ndarray:
         got = outcomes.setdefault((v.prompt, v.text), [])
         got.append(v.outcome)
         if len(got) > len(copies[(v.prompt, v.text)]):
-            raise DataError(f"bon.judge: {v.where}: {len(got)} verdicts on a reply that prompt {pool.prompt_ids[v.prompt]} holds "
+            raise DataError(f"{v.where}: {len(got)} verdicts on a reply that prompt {pool.prompt_ids[v.prompt]} holds "
                             f"{len(copies[(v.prompt, v.text)])} time(s); keep one verdict per reply")
     for key, got in outcomes.items():
         finite = [o for o in got if o is not None]
