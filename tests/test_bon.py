@@ -347,12 +347,12 @@ def _bon_error(capsys, config: Path, *extra: str) -> str:
 SMALL_POOL = {"Say hi.": ["hi", "hello"], "Name a fruit.": ["apple", "kiwi"], "Count to two.": ["one two", "1 2"]}
 
 
-@pytest.mark.parametrize("case", ["a line that is not JSON", "a prompt twice", "a row of another shape", "a NaN score",
+@pytest.mark.parametrize("case", ["a line that is not JSON", "a prompt twice", "a row of another shape", "an outputs file not UTF-8", "a NaN score",
                                   "a judge glob that matches nothing", "annotations that are not JSON", "a preference source that names none"])
 def test_bad_input_to_a_best_of_n_study_ends_in_one_line_naming_file_line_and_key(tmp_path, capsys, case: str) -> None:
     path = tmp_path / "pool.jsonl"
     lines = [json.dumps({"instruction": q, "outputs": r}) for q, r in SMALL_POOL.items()]
-    bon, extra = {}, []
+    bon, extra, pool = {}, [], path
     if case == "a line that is not JSON":
         lines[1] = lines[1][:-1]
         expected = f"error: bon.pool: {path}, line 2: not valid JSON ("
@@ -362,6 +362,11 @@ def test_bad_input_to_a_best_of_n_study_ends_in_one_line_naming_file_line_and_ke
     elif case == "a row of another shape":
         lines[2] = json.dumps({"prompt": "Count to two.", "chosen": "one two", "rejected": "1 2"})
         expected = f"error: bon.pool: {path}, line 3: expected an object {{instruction: text, outputs: [reply texts]}}"
+    elif case == "an outputs file not UTF-8":
+        pool = tmp_path / "theirs"
+        _alpaca_pool(pool)
+        (pool / "sample_1.json").write_bytes('[{"instruction": "Say hi.", "output": "café", "generator": "them"}]'.encode("latin-1"))
+        expected = f"error: bon.pool: {pool / 'sample_1.json'}: not UTF-8 text ("
     elif case == "a NaN score":
         bon["rewards"] = [{"name": "preference", "path": "python:tests.reward_fns:nan_for_kiwi"},
                           {"name": "absolute", "path": "python:tests.reward_fns:count_vowels"}]
@@ -377,7 +382,7 @@ def test_bad_input_to_a_best_of_n_study_ends_in_one_line_naming_file_line_and_ke
         extra = ["--set", "bon.preference_source=preferense"]
         expected = "error: bon.preference_source='preferense': must be one of the bon.rewards names (preference, absolute)"
     path.write_text("\n".join(lines) + "\n")
-    line = _bon_error(capsys, write_config(tmp_path, pool=path, **bon), *extra)
+    line = _bon_error(capsys, write_config(tmp_path, pool=pool, **bon), *extra)
     assert line.startswith(expected), line
     if case == "a NaN score":
         assert line.endswith("('Name a fruit.' -> 'kiwi'); every reply needs a finite score: fix the scorer"), line
