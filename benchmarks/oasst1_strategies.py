@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,16 +37,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from crs.config import load_config
+from crs.config import ConfigError, load_config
 from crs.data import load_examples
 from crs.data.loader import group_key
+from crs.data.schema import DataError
 from crs.eval.bon import zscore
 from crs.eval.ranked_groups import RankedGroup, cluster_bootstrap, summarize
 from crs.io import write_json_atomic, write_text_atomic
+from crs.models.loading import ModelError
 from crs.rl.combine import combine_normalized
 from crs.rm.scorer import load_reward_scorers
 from crs.rm.training import train_reward_model
-from crs.runs import is_finished, prepare_run_dir
+from crs.runs import RunError, is_finished, prepare_run_dir
 
 LOG = logging.getLogger("oasst1_strategies")
 
@@ -72,6 +75,35 @@ STRATEGIES: dict[str, tuple[str, list[str]]] = {
 # Validation once, at the end: the benchmark measures held-out trees itself.
 COMMON = ["train.eval_steps=100000"]
 WEIGHTS = [i / 8 for i in range(9)]
+# The keys of oasst1's flat message table that the split and crs's oasst1 adapter need (../shared/data/oasst1/README.md).
+MESSAGE_KEYS = ("message_id", "parent_id", "message_tree_id", "role", "text")
+SCHEMA = "oasst1's flat message table, one JSON message per line (message_id, parent_id, message_tree_id, role, text, rank, labels, ...)"
+
+
+def read_messages(path: str) -> list[tuple[str, dict[str, Any]]]:
+    """(line as written, message) for every message of the file; a file that is not oasst1's messages is a one-line DataError."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{path}: no such file; give {SCHEMA}")
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); give {SCHEMA}") from None
+    messages = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}, line {number}: not valid JSON ({err.msg}); fix or remove that line") from None
+        missing = [key for key in MESSAGE_KEYS if not isinstance(row, dict) or key not in row]
+        if missing:
+            raise DataError(f"{path}, line {number}: missing key(s) {missing}; expected {SCHEMA}")
+        messages.append((line, row))
+    if not messages:
+        raise DataError(f"{path}: no messages; expected {SCHEMA}")
+    return messages
 
 
 def split_trees(path: str, val_fraction: float, seed: int, output_dir: Path) -> tuple[Path, Path, int, int]:
@@ -81,8 +113,8 @@ def split_trees(path: str, val_fraction: float, seed: int, output_dir: Path) -> 
     out groups per kind of example, and oasst1's ranked and labelled replies cover different
     sets of trees, so a ranking and an absolute run would hold out different trees.)
     """
-    rows = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    tree_of = [json.loads(line).get("message_tree_id") for line in rows]
+    messages = read_messages(path)
+    rows, tree_of = [line for line, _ in messages], [message["message_tree_id"] for _, message in messages]
     trees = sorted({t for t in tree_of if t is not None})
     held = set(random.Random(seed).sample(trees, round(val_fraction * len(trees))))
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -242,7 +274,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     output_dir = Path(args.output_dir)
-    results = run_benchmark(args.path, args.recipe, args.only, args.overrides, args.val_fraction, args.seed, output_dir, args.n_boot, args.reuse)
+    try:
+        results = run_benchmark(args.path, args.recipe, args.only, args.overrides, args.val_fraction, args.seed, output_dir, args.n_boot, args.reuse)
+    except (ConfigError, DataError, ModelError, RunError) as err:  # bad input: one line, as crs's stages end
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     report = format_report(results)
     write_json_atomic(output_dir / "results.json", results)
     write_text_atomic(output_dir / "report.md", report + "\n")

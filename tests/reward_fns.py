@@ -41,3 +41,8 @@ def vowel_share(prompts: list, replies: list[str]) -> list[float]:
 def nearly_constant(prompts: list, replies: list[str]) -> list[float]:
     """A constant source with float32 rounding noise: 1000 plus or minus one float32 step (2**-14) by reply length."""
     return [1000.0 + 2.0**-14 * (len(r) % 3 - 1) for r in replies]
+
+
+def nan_for_kiwi(prompts: list, replies: list[str]) -> list[float]:
+    """Broken on one reply: NaN for "kiwi", the length of every other."""
+    return [float("nan") if r == "kiwi" else float(len(r)) for r in replies]

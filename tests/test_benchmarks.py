@@ -1,11 +1,13 @@
-"""The benchmarks' own arithmetic: what benchmarks/ppo_floor.py counts is what the models hold."""
+"""The benchmarks' own arithmetic (what benchmarks/ppo_floor.py counts is what the models hold) and their input checks."""
 
 from __future__ import annotations
 
+import json
 import runpy
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from crs.config import LoraConfig
@@ -41,3 +43,35 @@ def test_the_floor_of_each_phase_grows_with_its_work() -> None:
     starved = ppo_floor.phase_floors(shape, [10, 12], 8, 4, flops=1e9, bandwidth=1e3, bytes_per_weight=2)
     weights = shape.linear_weights + shape.head_weights
     assert starved["generation"] >= 7 * weights * 2 / 1e3
+
+
+# --------------------------------------------------------------------------- oasst1_strategies: its input file
+
+
+def _oasst1_error(tmp_path: Path, capsys, path: Path) -> str:
+    """The benchmark run on ``path``: exit 2 and one ``error:`` line, no traceback."""
+    oasst1 = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "oasst1_strategies.py"))
+    with pytest.raises(SystemExit) as exited:
+        oasst1["main"]([str(path), "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert exited.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+    return lines[0]
+
+
+def test_the_oasst1_benchmark_given_a_missing_file_says_so_in_one_line(tmp_path: Path, capsys) -> None:
+    line = _oasst1_error(tmp_path, capsys, tmp_path / "en-validation.jsonl")
+    assert line.startswith(f"error: {tmp_path / 'en-validation.jsonl'}: no such file; give oasst1's flat message table")
+
+
+def test_the_oasst1_benchmark_given_another_schema_names_the_line_and_the_keys(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "pairs.jsonl"
+    message = {"message_id": "m1", "parent_id": None, "message_tree_id": "m1", "role": "prompter", "text": "Hi?"}
+    path.write_text(json.dumps(message) + "\n\n" + json.dumps({"prompt": "Hi?", "chosen": "Hello", "rejected": "No"}) + "\n")
+    line = _oasst1_error(tmp_path, capsys, path)
+    assert line == (f"error: {path}, line 3: missing key(s) ['message_id', 'parent_id', 'message_tree_id', 'role', 'text']; "
+                    "expected oasst1's flat message table, one JSON message per line (message_id, parent_id, message_tree_id, "
+                    "role, text, rank, labels, ...)")
+    path.write_text(json.dumps(message) + "\n" + '{"message_id": "m2", "text": \n')
+    assert _oasst1_error(tmp_path, capsys, path).startswith(f"error: {path}, line 2: not valid JSON (")

@@ -3,6 +3,7 @@ elsewhere, and the study's numbers against hand computation."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tiny import tiny_causal_lm
 
 from crs.cli import run_stage
 from crs.config import ConfigError
+from crs.data.schema import DataError
 from crs.eval.bon import run_bon_study
 from crs.eval.pool import make_pool, read_pool, sample_path
 
@@ -114,7 +116,7 @@ def test_one_file_of_candidates_is_a_pool_too(tmp_path) -> None:
     pool = read_pool(path)
     assert pool.shape == (2, 3) and pool.prompt_ids[0].startswith("p-") and pool.lengths().tolist() == [[1, 2, 3], [1, 2, 3]]
     path.write_text(json.dumps({"instruction": "x?", "outputs": ["a", "b"]}) + "\n" + json.dumps({"instruction": "y?", "outputs": ["a"]}) + "\n")
-    with pytest.raises(Exception, match="row 1 has 1 replies, row 0 has 2"):
+    with pytest.raises(DataError, match="pool.jsonl, line 2 has 1 replies, line 1 has 2"):
         read_pool(path)
 
 
@@ -295,3 +297,160 @@ def test_the_studys_agreement_is_pooled_over_the_judged_pairs_with_its_bootstrap
     summary = summarize_scorers(metrics, boot, ["s"], [1, 2, 3], ["a", "a", "b"])["s"]
     assert summary["pairwise_accuracy"] == agreement
     assert summary["pairwise_accuracy_by_category"] == pytest.approx({"a": 3.5 / 5, "b": 0.0})
+
+
+# --------------------------------------------------------------------------- real pools: repeated replies, generator names, bad input
+
+# Deterministic short answers repeat: "Paris." twice, "4" three times (samples 0, 2 and 3).
+REPEATS = {"Capital of France?": ["Paris.", "Paris.", "It is Paris, a city.", "Lyon"], "2+2?": ["4", "four", "4", "4"]}
+
+
+def _repeats_pool(folder: Path) -> Path:
+    path = folder / "pool.jsonl"
+    path.write_text("".join(json.dumps({"instruction": q, "outputs": r}) + "\n" for q, r in REPEATS.items()))
+    return path
+
+
+def _annotation(question: str, reply: str, generator: str, value: float, pool_first: bool) -> dict:
+    """An AlpacaEval annotation of ``reply`` against the reference "REF"; ``value``: 1 the reply is better, 0 worse."""
+    if pool_first:
+        return {"instruction": question, "output_1": reply, "generator_1": generator, "output_2": "REF",
+                "generator_2": "gpt4_turbo", "preference": 2 - value}
+    return {"instruction": question, "output_1": "REF", "generator_1": "gpt4_turbo", "output_2": reply,
+            "generator_2": generator, "preference": 1 + value}
+
+
+def _best_of_two(scores: list[float], values: list[float]) -> float:
+    """By brute force: over every pair of replies, the judge's value of the higher-scored one (a tie: a fair coin)."""
+    pairs = list(itertools.combinations(range(len(scores)), 2))
+    pick = {(i, j): values[i] if scores[i] > scores[j] else values[j] if scores[j] > scores[i] else (values[i] + values[j]) / 2
+            for i, j in pairs}
+    return sum(pick.values()) / len(pairs)
+
+
+def test_every_copy_of_a_repeated_reply_gets_the_verdict_on_its_own_sample(tmp_path) -> None:
+    """AlpacaEval names sample k of a best-of-n pool `<model>.<k>` (here with a slash, `org/model`): each copy of a
+    repeated reply gets the judge's verdict on that sample, even where the judge judged two copies differently."""
+    verdicts = {"Capital of France?": [1.0, 0.5, 0.0, 0.0], "2+2?": [1.0, 0.0, 0.5, 1.0]}
+    for k in range(4):  # one annotations file per sample, as AlpacaEval writes them
+        rows = [_annotation(q, REPEATS[q][k], f"allenai/tulu-2-dpo-13b.{k}", verdicts[q][k], pool_first=k % 2 == 0) for q in REPEATS]
+        (tmp_path / f"annotations_{k}.json").write_text(json.dumps(rows))
+    config = write_config(tmp_path, pool=_repeats_pool(tmp_path), judge=str(tmp_path / "annotations_*.json"))
+    stage(run_bon_study, config, "bon")
+    results = json.loads((tmp_path / "out" / "bon" / "results.json").read_text())
+    gold = results["scorers"]["preference"]["gold"]  # the scorer: reply length, so the copies tie
+    # By hand, n = 2, France: lengths 6, 6, 20, 4; of the 6 pairs {0, 1} ties ((1 + .5) / 2), {0, 3} picks 1, {1, 3} .5, the
+    # other three the long reply (0): 2.25 / 6. 2+2: lengths 1, 4, 1, 1; {0, 2} ties ((1 + .5) / 2), {0, 3} ties (1),
+    # {2, 3} ties ((.5 + 1) / 2), the other three "four" (0): 2.5 / 6.
+    lengths = {q: [float(len(r)) for r in replies] for q, replies in REPEATS.items()}
+    assert _best_of_two(lengths["Capital of France?"], verdicts["Capital of France?"]) == pytest.approx(2.25 / 6)
+    assert _best_of_two(lengths["2+2?"], verdicts["2+2?"]) == pytest.approx(2.5 / 6)
+    assert results["ns"] == [1, 2, 4] and gold[1]["mean"] == pytest.approx((2.25 / 6 + 2.5 / 6) / 2)
+    assert gold[0]["mean"] == pytest.approx((0.375 + 0.625) / 2)  # n = 1: each prompt's mean verdict
+    assert gold[2]["mean"] == pytest.approx(0.0)  # n = 4: the longest reply, judged worse than the reference on both
+    assert results["scorers"]["judge"]["gold"][2]["mean"] == pytest.approx(1.0)
+
+
+def test_without_sample_names_every_copy_gets_the_verdict_on_its_text(tmp_path) -> None:
+    """Annotations that name the model, not its samples (one verdict per distinct reply, as AlpacaEval caches them):
+    every copy of a reply gets its text's verdict."""
+    verdict = {("Capital of France?", "Paris."): 1.0, ("Capital of France?", "It is Paris, a city."): 0.0,
+               ("Capital of France?", "Lyon"): 0.5, ("2+2?", "4"): 1.0, ("2+2?", "four"): 0.0}
+    rows = [_annotation(q, reply, "allenai/tulu-2-dpo-13b", value, pool_first=i % 2 == 0) for i, ((q, reply), value) in enumerate(verdict.items())]
+    (tmp_path / "annotations.json").write_text(json.dumps(rows))
+    config = write_config(tmp_path, pool=_repeats_pool(tmp_path), judge=str(tmp_path / "annotations.json"))
+    stage(run_bon_study, config, "bon")
+    results = json.loads((tmp_path / "out" / "bon" / "results.json").read_text())
+    values = {q: [verdict[(q, r)] for r in replies] for q, replies in REPEATS.items()}
+    assert values == {"Capital of France?": [1.0, 1.0, 0.0, 0.5], "2+2?": [1.0, 0.0, 1.0, 1.0]}
+    # By hand, n = 2: France: {0, 1} ties (1), {0, 3} and {1, 3} pick "Paris." (1), the other three the long reply (0): 3 / 6.
+    # 2+2: {0, 2}, {0, 3}, {2, 3} tie between copies of "4" (1), the other three pick "four" (0): 3 / 6.
+    assert [_best_of_two([float(len(r)) for r in REPEATS[q]], values[q]) for q in REPEATS] == [0.5, 0.5]
+    assert results["scorers"]["preference"]["gold"][1]["mean"] == pytest.approx(0.5)
+    assert results["scorers"]["preference"]["gold"][0]["mean"] == pytest.approx((2.5 / 4 + 3 / 4) / 2)
+
+
+def test_copies_judged_apart_under_names_that_are_no_samples_share_the_mean_and_extra_verdicts_are_refused(tmp_path) -> None:
+    from crs.eval.pool_judge import judge_from_annotations
+
+    pool = read_pool(_repeats_pool(tmp_path))
+    rows = [_annotation(q, r, "bot", 1.0 if k == 0 else 0.0, pool_first=True) for q, replies in REPEATS.items() for k, r in enumerate(replies)]
+    (tmp_path / "annotations.json").write_text(json.dumps(rows))
+    values = judge_from_annotations(pool, str(tmp_path / "annotations.json"))
+    # "Paris." judged 1 (sample 0) and 0 (sample 1): both copies get .5; "4": 1, 0, 0 over three copies: 1/3 each.
+    assert values.tolist() == [[0.5, 0.5, 0.0, 0.0], [pytest.approx(1 / 3), 0.0, pytest.approx(1 / 3), pytest.approx(1 / 3)]]
+    (tmp_path / "annotations.json").write_text(json.dumps([*rows, rows[0]]))  # a third verdict on the two copies of "Paris."
+    with pytest.raises(DataError, match=r"annotations.json, annotation 8: 3 verdicts on a reply that prompt \S+ holds 2 time\(s\)"):
+        judge_from_annotations(pool, str(tmp_path / "annotations.json"))
+
+
+def test_a_folder_pool_whose_files_name_their_samples_is_read_by_sample(tmp_path) -> None:
+    from crs.eval.pool_judge import judge_from_annotations
+
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    names = ["org/bot-greedy", "org/bot-t0.7"]
+    for k, name in enumerate(names):
+        (folder / f"sample_{k}.json").write_text(json.dumps([{"instruction": "2+2?", "output": "4", "generator": name}]))
+    pool = read_pool(folder)
+    assert pool.sample_names == names and pool.replies == [["4", "4"]]
+    rows = [_annotation("2+2?", "4", names[1], 0.0, pool_first=True), _annotation("2+2?", "4", names[0], 1.0, pool_first=False)]
+    (tmp_path / "annotations.json").write_text(json.dumps(rows))
+    assert judge_from_annotations(pool, str(tmp_path / "annotations.json")).tolist() == [[1.0, 0.0]]
+    (tmp_path / "annotations.json").write_text(json.dumps([*rows, rows[0]]))
+    with pytest.raises(DataError, match=r"annotation 2: a second verdict on sample 1 of prompt \S+ \(the first: .*annotation 0\)"):
+        judge_from_annotations(pool, str(tmp_path / "annotations.json"))
+
+
+def _bon_error(capsys, config: Path, *extra: str) -> str:
+    """`crs bon` on bad input: exit 2 and one `error:` line, no traceback."""
+    with pytest.raises(SystemExit) as exited:
+        stage(run_bon_study, config, "bon", *extra)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert exited.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+SMALL_POOL = {"Say hi.": ["hi", "hello"], "Name a fruit.": ["apple", "kiwi"], "Count to two.": ["one two", "1 2"]}
+
+
+@pytest.mark.parametrize("case", ["a line that is not JSON", "a prompt twice", "a row of another shape", "an outputs file not UTF-8", "a NaN score",
+                                  "a judge glob that matches nothing", "annotations that are not JSON", "a preference source that names none"])
+def test_bad_input_to_a_best_of_n_study_ends_in_one_line_naming_file_line_and_key(tmp_path, capsys, case: str) -> None:
+    path = tmp_path / "pool.jsonl"
+    lines = [json.dumps({"instruction": q, "outputs": r}) for q, r in SMALL_POOL.items()]
+    bon, extra, pool = {}, [], path
+    if case == "a line that is not JSON":
+        lines[1] = lines[1][:-1]
+        expected = f"error: bon.pool: {path}, line 2: not valid JSON ("
+    elif case == "a prompt twice":
+        lines.append(json.dumps({"instruction": "Say hi.", "outputs": ["hey", "yo"]}))
+        expected = f"error: bon.pool: {path}, line 4 repeats the prompt of line 1 ('Say hi.'): a pool holds each prompt once"
+    elif case == "a row of another shape":
+        lines[2] = json.dumps({"prompt": "Count to two.", "chosen": "one two", "rejected": "1 2"})
+        expected = f"error: bon.pool: {path}, line 3: expected an object {{instruction: text, outputs: [reply texts]}}"
+    elif case == "an outputs file not UTF-8":
+        pool = tmp_path / "theirs"
+        _alpaca_pool(pool)
+        (pool / "sample_1.json").write_bytes('[{"instruction": "Say hi.", "output": "café", "generator": "them"}]'.encode("latin-1"))
+        expected = f"error: bon.pool: {pool / 'sample_1.json'}: not UTF-8 text ("
+    elif case == "a NaN score":
+        bon["rewards"] = [{"name": "preference", "path": "python:tests.reward_fns:nan_for_kiwi"},
+                          {"name": "absolute", "path": "python:tests.reward_fns:count_vowels"}]
+        expected = "error: bon.rewards 'preference' (python:tests.reward_fns:nan_for_kiwi) gave 1 of 6 pool replies a non-finite score; the first: nan for sample 1 of prompt "
+    elif case == "a judge glob that matches nothing":
+        bon["judge"] = str(tmp_path / "annotations_*.json")
+        expected = f"error: bon.judge: no file matches {bon['judge']!r}; point it at AlpacaEval annotations (.json)"
+    elif case == "annotations that are not JSON":
+        bon["judge"] = str(tmp_path / "annotations_*.json")
+        (tmp_path / "annotations_0.json").write_text('[{"instruction": "Say hi.", ')
+        expected = f"error: bon.judge: {tmp_path / 'annotations_0.json'}: not valid JSON ("
+    else:
+        extra = ["--set", "bon.preference_source=preferense"]
+        expected = "error: bon.preference_source='preferense': must be one of the bon.rewards names (preference, absolute)"
+    path.write_text("\n".join(lines) + "\n")
+    line = _bon_error(capsys, write_config(tmp_path, pool=pool, **bon), *extra)
+    assert line.startswith(expected), line
+    if case == "a NaN score":
+        assert line.endswith("('Name a fruit.' -> 'kiwi'); every reply needs a finite score: fix the scorer"), line

@@ -205,3 +205,45 @@ def test_the_external_judge_alone_is_enough(tmp_path: Path) -> None:
     assert (out / "leaderboard.csv").read_text().splitlines()[1] == "rl_crs,65.0,18.708286933869704,3,1,1,5,community,12,70.0"
     assert (out / "win_rates.png").is_file() and not (out / "mean_scores.png").exists()
     assert "## 3. Leaderboard" in (out / "report.md").read_text()
+
+
+def test_annotations_name_a_model_by_its_rows_generator_a_slash_included(tmp_path: Path) -> None:
+    """AlpacaEval names models `org/model`, which no file name holds: the prediction rows' generator names the model
+    (its file, rl_crs.json, names it where no rows carry that name); the numbers are the fixture's hand-computed ones."""
+    predictions = tmp_path / "pred" / "predictions"
+    shutil.copytree(FIXTURE / "predictions", predictions)
+    rows = json.loads((predictions / "rl_crs.json").read_text())
+    (predictions / "rl_crs.json").write_text(json.dumps([{**row, "generator": "allenai/rl-crs-13b"} for row in rows]))
+    renamed = [{k: "allenai/rl-crs-13b" if k.startswith("generator") and v == "rl_crs" else v for k, v in row.items()}
+               for row in json.loads((FIXTURE / "annotations.json").read_text())]
+    (tmp_path / "annotations.json").write_text(json.dumps(renamed))
+    csv = (FIXTURE / "verdicts.csv").read_text().replace(",rl_crs,", ",allenai/rl-crs-13b,")
+    (tmp_path / "verdicts.csv").write_text(csv)
+    assert ",allenai/rl-crs-13b," in csv
+    per_model = read_all_predictions(tmp_path / "pred")
+    items = [f"{r['prompt_id']}#{r['run']}" for r in per_model["sft"]]
+    for spec in ("annotations.json", "verdicts.csv"):
+        judge = load_judge(str(tmp_path / spec), per_model, items)
+        outputs = {m: [r["output"] for r in rows] for m, rows in per_model.items()}
+        results = build_results({}, outputs, judge=judge.name, prompt_ids=items, reference="sft", models=list(per_model),
+                                categories=[r["dataset"] for r in per_model["sft"]], n_boot=20, pairwise_judge=judge.verdicts)
+        row = _row(results, "rl_crs")
+        assert {k: row[k] for k in RL_CRS_ROW} == pytest.approx(RL_CRS_ROW), spec
+    # The scoring stage end to end, the judge alone.
+    run_stage(score_predictions, "test", [
+        "--config_subset", "eval_rewarding", "--set", f"run.output_dir={tmp_path / 'out'}",
+        "--set", f"eval_rewarding.predictions_dir={tmp_path / 'pred'}", "--set", "eval_rewarding.rewards=[]",
+        "--set", "eval_rewarding.combined=[]", "--set", f"eval_rewarding.judge={tmp_path / 'annotations.json'}",
+        "--set", "eval_rewarding.reference_model=sft", "--set", "eval_rewarding.n_boot=20",
+    ])
+    leaderboard = (tmp_path / "out" / "eval_rewarding" / "leaderboard.csv").read_text().splitlines()
+    assert leaderboard[1] == "rl_crs,65.0,18.708286933869704,3,1,1,5,community,12,70.0"
+
+
+def test_a_generator_two_files_carry_names_neither_model() -> None:
+    from crs.eval.judges import model_names
+
+    per_model = {"a": [{"generator": "org/m"}], "b": [{"generator": "org/m"}], "c": [{"generator": "org/c"}], "d": [{}]}
+    assert model_names(per_model) == {"a": "a", "b": "b", "c": "c", "d": "d", "org/c": "c"}
+    # a generator that is another model's file name: the generator names the model
+    assert model_names({"x": [{"generator": "y"}], "y": [{"generator": "z"}]}) == {"x": "x", "y": "x", "z": "y"}

@@ -111,6 +111,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "bon.weights": ["[]", "[0.5, 0.5]"],
     "bon.n_boot": ["0"],
     "bon.strategies": ["[conservative]", "[sum, sum]"],
+    "bon.preference_source": ["preferense", "absolute_rm"],  # with two bon.rewards sources (see _override)
+    "bon.absolute_source": ["absolut"],
     "sweep.arms": ["[{name: a}, {name: a}]", "[{name: a/b}]", "[{name: ''}]"],
     "sweep.arms[*].weight": ["2", "-0.5"],
     "sweep.arms[*].set": ["{run.seed: 3}", "{run.output_dir: elsewhere}"],
@@ -149,6 +151,8 @@ def _override(key: str, value: str) -> str:
         return f"rl.rewards=[{{name: a, path: gold, weight: {value}}}]"
     if key in ("sweep.weights[*]", "bon.weights[*]"):
         return f"{key[:-3]}=[{value}]"
+    if key in ("bon.preference_source", "bon.absolute_source"):
+        return f"bon={{rewards: [{{name: preference, path: gold}}, {{name: absolute, path: gold}}], {key.split('.')[1]}: {value}}}"
     if key.startswith("sweep.arms[*]."):
         return f"sweep.arms=[{{name: a, {key.rsplit('.', 1)[1]}: {value}}}]"
     if key.startswith("eval_rewarding.combined[*]."):
@@ -190,6 +194,17 @@ def test_conditional_rules_accept_what_makes_sense() -> None:
     cfg = load_config("sft", overrides=["train.num_epochs=0", "train.max_steps=5", "data.max_length=129"])
     assert cfg.train.max_steps == 5
     load_config("sft", overrides=["rl.rewards=[{name: a, path: gold, weight: 0}]", "rl.reward_clip=null"])
+
+
+def test_a_bon_source_name_that_names_no_source_is_refused_naming_the_sources_there_are() -> None:
+    rewards = "bon.rewards=[{name: pref_rm, path: gold}, {name: abs_rm, path: gold}]"
+    with pytest.raises(ConfigError) as caught:
+        load_config("sft", overrides=[rewards, "bon.absolute_source=abs_rm"])  # bon.preference_source left at its default
+    assert str(caught.value) == ("bon.preference_source='preference': must be one of the bon.rewards names (pref_rm, abs_rm); "
+                                 "the weight grid needs both")
+    cfg = load_config("sft", overrides=[rewards, "bon.preference_source=pref_rm", "bon.absolute_source=abs_rm"])
+    assert (cfg.bon.preference_source, cfg.bon.absolute_source) == ("pref_rm", "abs_rm")
+    load_config("sft", overrides=["bon.rewards=[{name: rm, path: gold}]"])  # one source alone: no weight grid to name
 
 
 def test_a_duplicate_subset_or_key_is_refused_naming_key_and_line(tmp_path: Path) -> None:

@@ -30,12 +30,17 @@ class Rule(NamedTuple):
     """A field's valid values: ``check(value, config)`` is true for them; ``valid`` names them in errors.
 
     The error reads ``key=value: must be <valid>``. With ``each``, the field is a list and
-    the rule holds for every item (the error names ``key[i]``).
+    the rule holds for every item (the error names ``key[i]``). ``valid`` may be a function of
+    the config, for values that other keys list (``bon.preference_source``: one of ``bon.rewards``).
     """
 
     check: Predicate
-    valid: str
+    valid: str | Callable[[Any], str]
     each: bool = False
+
+    def valid_for(self, config: Any) -> str:
+        """``valid`` as the error shows it for ``config``."""
+        return self.valid(config) if callable(self.valid) else self.valid
 
 
 def at_least(low: float) -> Predicate:

@@ -10,6 +10,16 @@ from crs.config.eval import EvalModelConfig, EvalRewardSourceConfig
 from crs.config.fields import UNIT, Rule, above, at_least, distinct_and_not_empty
 
 
+def _names_a_bon_source(name: str, config: Any) -> bool:
+    """A ``bon.rewards`` name, once there are two sources to weigh (one source alone has no weight grid)."""
+    sources = [source.name for source in config.bon.rewards]
+    return len(sources) < 2 or name in sources
+
+
+def _bon_sources(config: Any) -> str:
+    return f"one of the bon.rewards names ({', '.join(source.name for source in config.bon.rewards)}); the weight grid needs both"
+
+
 def _arm_names_ok(arms: list[SweepArmConfig], config: Any) -> bool:
     """Distinct arm names, each usable as a run directory's name."""
     names = [arm.name for arm in arms]
@@ -234,8 +244,12 @@ class BestOfNConfig:
     rewards: list[EvalRewardSourceConfig] = field(
         default_factory=list, metadata={"help": "The reward sources that score every reply of the pool (each a scorer of its own)."}
     )
-    preference_source: str = field(default="preference", metadata={"help": "The `bon.rewards` name that gets weight w."})
-    absolute_source: str = field(default="absolute", metadata={"help": "The `bon.rewards` name that gets weight 1 - w."})
+    preference_source: str = field(
+        default="preference", metadata={"help": "The `bon.rewards` name that gets weight w.", "rule": Rule(_names_a_bon_source, _bon_sources)}
+    )
+    absolute_source: str = field(
+        default="absolute", metadata={"help": "The `bon.rewards` name that gets weight 1 - w.", "rule": Rule(_names_a_bon_source, _bon_sources)}
+    )
     weights: list[float] = field(
         default_factory=lambda: [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0],
         metadata={

@@ -59,7 +59,7 @@ def _violations(node: Any, path: str, config: CRSConfig) -> Iterator[str]:
         value = getattr(node, f.name)
         for rule in rules_of(f):
             checked = [(f"{key}[{i}]", item) for i, item in enumerate(value)] if rule.each else [(key, value)]
-            yield from (f"{k}={v!r}: must be {rule.valid}" for k, v in checked if not rule.check(v, config))
+            yield from (f"{k}={v!r}: must be {rule.valid_for(config)}" for k, v in checked if not rule.check(v, config))
         if dataclasses.is_dataclass(value):
             yield from _violations(value, key, config)
         elif isinstance(value, list):  # list[D]: each entry's own rules, named key[i].field

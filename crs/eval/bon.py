@@ -36,11 +36,11 @@ import numpy as np
 import torch
 
 from crs.config import ConfigError, CRSConfig, RewardSourceConfig
-from crs.data.schema import DataError, user_prompt
+from crs.data.schema import user_prompt
 from crs.demo.annotator import resolve_judge
 from crs.eval import best_of_n as bon_stats
-from crs.eval.judges import judge_files, preference_outcome
 from crs.eval.pool import Pool, read_pool
+from crs.eval.pool_judge import judge_from_annotations
 from crs.eval.power import power_line, power_of_neighbours
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process
@@ -69,12 +69,17 @@ def conservative_name(method: str, k: float) -> str:
 
 
 def score_pool(pool: Pool, name: str, path: str, cfg: CRSConfig, run_dir: Path) -> tuple[np.ndarray, dict[str, float] | None]:
-    """(P, m) scores of every reply by the source at ``path``, and its saved statistics; cached in the run."""
+    """(P, m) scores of every reply by the source at ``path``, and its saved statistics; cached in the run.
+
+    A NaN or infinite score is refused, naming the scorer and the reply (:meth:`Pool.check_finite`)."""
     cache = run_dir / SCORES_DIR / f"{name}.json"
+    scorer = f"{'bon.judge' if name == 'judge' else f'bon.rewards {name!r}'} ({path})"
     if cache.is_file():
         saved = json.loads(cache.read_text(encoding="utf-8"))
         if saved.get("path") == path and saved.get("prompt_ids") == pool.prompt_ids:
-            return np.array(saved["scores"], dtype=float), saved.get("stats")
+            cached = np.array(saved["scores"], dtype=float)
+            pool.check_finite(cached, scorer)
+            return cached, saved.get("stats")
     source = build_sources([RewardSourceConfig(name=name, path=path)], cfg.model)[0]
     prompts, replies = [user_prompt(t) for t in pool.instructions], pool.replies
     batch = max(cfg.eval_rewarding.batch_size, 1)
@@ -87,6 +92,7 @@ def score_pool(pool: Pool, name: str, path: str, cfg: CRSConfig, run_dir: Path) 
     scores = np.empty(len(order))
     scores[order] = torch.cat(parts).numpy()
     scores = scores.reshape(pool.shape)
+    pool.check_finite(scores, scorer)
     write_json_atomic(cache, {"path": path, "prompt_ids": pool.prompt_ids, "scores": scores.tolist(), "stats": source.stats})
     return scores, source.stats
 
@@ -94,32 +100,6 @@ def score_pool(pool: Pool, name: str, path: str, cfg: CRSConfig, run_dir: Path) 
 def is_annotations(spec: str) -> bool:
     """Whether ``bon.judge`` names AlpacaEval annotation files (a ``.json`` file or a glob) rather than a reward source."""
     return spec.endswith(".json") or any(c in spec for c in "*?[")
-
-
-def judge_from_annotations(pool: Pool, spec: str) -> np.ndarray:
-    """(P, m) an external judge's verdict on every reply of the pool, from AlpacaEval annotation files.
-
-    Each row compares a pool reply with a reference reply (``output_1`` and ``output_2``, either
-    side; the pool's side is the one whose text is a reply of the pool to that instruction, the
-    second when both are): 1 when the judge prefers the pool reply, 0 when it prefers the
-    reference, 0.5 a tie, fractions from a weighted judge. Every reply needs one verdict.
-    """
-    where = {(text, reply): (p, k) for p, (text, row) in enumerate(zip(pool.instructions, pool.replies)) for k, reply in enumerate(row)}
-    values = np.full(pool.shape, np.nan)
-    for path in judge_files(spec):
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        for index, row in enumerate(rows if isinstance(rows, list) else []):
-            first = preference_outcome(row.get("preference"), f"{path}, row {index}")  # the outcome of output_1
-            cell = where.get((row.get("instruction"), row.get("output_2")))
-            outcome = None if first is None else 1.0 - first
-            if cell is None:
-                cell, outcome = where.get((row.get("instruction"), row.get("output_1"))), first
-            if cell is not None and outcome is not None:
-                values[cell] = outcome
-    missing = int(np.isnan(values).sum())
-    if missing:
-        raise DataError(f"bon.judge {spec}: {missing} of {values.size} pool replies have no verdict (or a null one); every reply needs one")
-    return values
 
 
 def zscore(scores: np.ndarray, stats: Mapping[str, float] | None) -> np.ndarray:

@@ -12,8 +12,9 @@
   preference scale (1: model_a better, 2: model_b better, 1.5: tie, empty or ``null``: the
   judge failed), and an optional ``run`` column when prompts were sampled several times.
 
-A verdict is mapped to a crs model pair by generator name (the prediction files'
-``generator``, the model's name in ``eval_pred.models``) and to a prompt by ``prompt_id``
+A verdict is mapped to a crs model pair by generator name (the ``generator`` its prediction
+rows carry, which may hold a ``/`` as AlpacaEval's ``org/model`` names do; the prediction
+file's name where no model's rows carry that name) and to a prompt by ``prompt_id``
 where the row has one, else by its instruction text; several sampling runs of one prompt
 are told apart by the outputs. A preference outside [1, 2], or two verdicts on the same
 pair and prompt, stops the run naming the file and row (:class:`DataError`); annotations
@@ -90,6 +91,7 @@ class _Predictions:
 
     def __init__(self, per_model: Mapping[str, Sequence[Mapping[str, Any]]], item_ids: Sequence[str]) -> None:
         self.per_model, self.item_ids = per_model, list(item_ids)
+        self.names = model_names(per_model)
         first = next(iter(per_model.values()))
         self.by_text: dict[str, list[int]] = {}
         self.by_pid: dict[str, list[int]] = {}
@@ -143,20 +145,38 @@ class _Collector:
         self.n_failed += outcome is None
 
 
-def _models_known(collector: _Collector, first: Any, second: Any, known: Mapping[str, Any]) -> bool:
-    names = [str(first), str(second)]
-    unknown = sorted({n for n in names if n not in known})
+def model_names(per_model: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, str]:
+    """The name a verdict may give each model -> that model (its key in ``per_model``, the file's name).
+
+    A model is named by the ``generator`` its prediction rows carry (AlpacaEval names models
+    like ``allenai/tulu-2-dpo-13b``, which no file name can hold), and by its file's name where
+    no other model's rows carry that name. A generator found in two models' files names neither.
+    """
+    owners: dict[str, set[str]] = {}
+    for model, rows in per_model.items():
+        for row in rows:
+            if isinstance(row.get("generator"), str) and row["generator"]:
+                owners.setdefault(row["generator"], set()).add(model)
+    names = {model: model for model in per_model}
+    names.update({generator: next(iter(models)) for generator, models in owners.items() if len(models) == 1})
+    return names
+
+
+def _models_known(collector: _Collector, first: Any, second: Any, names: Mapping[str, str]) -> tuple[str, str] | None:
+    """The two models a verdict compares (by :func:`model_names`), or None (the row counted as skipped)."""
+    given = [str(first), str(second)]
+    unknown = sorted({n for n in given if n not in names})
     if unknown:
         collector.skip(f"annotation(s) of a model without predictions ({', '.join(unknown)})")
-        return False
-    if names[0] == names[1]:
+        return None
+    if names[given[0]] == names[given[1]]:
         collector.skip("annotation(s) comparing a model with itself")
-        return False
-    return True
+        return None
+    return names[given[0]], names[given[1]]
 
 
-def _read_alpaca_eval(path: Path, predictions: _Predictions, collector: _Collector) -> list[str]:
-    """AlpacaEval annotations; returns the annotator names the rows give."""
+def read_annotation_rows(path: Path) -> list[Any]:
+    """The rows of one AlpacaEval annotations file (a JSON list); a file that is not one is a :class:`DataError`."""
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
@@ -165,6 +185,12 @@ def _read_alpaca_eval(path: Path, predictions: _Predictions, collector: _Collect
         raise DataError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(rows, list):
         raise DataError(f"{path}: expected a JSON list of AlpacaEval annotations, got {type(rows).__name__}")
+    return rows
+
+
+def _read_alpaca_eval(path: Path, predictions: _Predictions, collector: _Collector) -> list[str]:
+    """AlpacaEval annotations; returns the annotator names the rows give."""
+    rows = read_annotation_rows(path)
     annotators = []
     for number, row in enumerate(rows):
         where = f"{path}, annotation {number}"
@@ -180,9 +206,10 @@ def _read_alpaca_eval(path: Path, predictions: _Predictions, collector: _Collect
         outcome = preference_outcome(row["preference"], where)
         if isinstance(row.get("annotator"), str):
             annotators.append(row["annotator"])
-        if not _models_known(collector, row["generator_1"], row["generator_2"], predictions.per_model):
+        models = _models_known(collector, row["generator_1"], row["generator_2"], predictions.names)
+        if models is None:
             continue
-        first, second = str(row["generator_1"]), str(row["generator_2"])
+        first, second = models
         pid = row.get("prompt_id")
         if pid is not None and str(pid) in predictions.by_pid:
             candidates, what = predictions.by_pid[str(pid)], f"prompt_id {pid!r}"
@@ -210,7 +237,8 @@ def _read_csv(path: Path, predictions: _Predictions, collector: _Collector) -> N
     for where, row in csv_rows(path, text, ("prompt_id", "model_a", "model_b", "preference"), shape):
         collector.n_rows += 1
         outcome = preference_outcome(row.get("preference") or "", where)
-        if not _models_known(collector, row.get("model_a"), row.get("model_b"), predictions.per_model):
+        models = _models_known(collector, row.get("model_a"), row.get("model_b"), predictions.names)
+        if models is None:
             continue
         pid = str(row.get("prompt_id") or "")
         candidates = predictions.by_pid.get(pid, [])
@@ -226,25 +254,30 @@ def _read_csv(path: Path, predictions: _Predictions, collector: _Collector) -> N
         elif len(candidates) > 1:
             raise DataError(f"{where}: prompt {pid!r} was answered in {len(candidates)} sampling runs; add a run column "
                             "to say which one each verdict is about")
-        collector.add(str(row["model_a"]), str(row["model_b"]), predictions.item_ids[candidates[0]], outcome, where)
+        collector.add(*models, predictions.item_ids[candidates[0]], outcome, where)
 
 
-def judge_files(spec: str) -> list[Path]:
-    """The files ``eval_rewarding.judge`` names: one path, or every match of a glob."""
+JUDGE_KINDS = {".json": "AlpacaEval annotations (.json)", ".csv": "a verdict CSV (.csv of prompt_id, model_a, model_b, preference)"}
+
+
+def judge_files(spec: str, key: str = "eval_rewarding.judge", kinds: Sequence[str] = (".json", ".csv")) -> list[Path]:
+    """The files a judge key (``eval_rewarding.judge``, ``bon.judge``) names: one path, or every match of a glob.
+
+    Errors name ``key``; ``kinds`` are the file suffixes that key reads.
+    """
+    expected = " or ".join(JUDGE_KINDS[kind] for kind in kinds)
     if any(c in spec for c in "*?["):
         files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
         if not files:
-            raise ConfigError(f"eval_rewarding.judge: no file matches {spec!r}")
+            raise ConfigError(f"{key}: no file matches {spec!r}; point it at {expected} (a relative path starts in the current directory)")
     else:
         files = [Path(spec)]
         if not files[0].is_file():
-            raise ConfigError(
-                f"eval_rewarding.judge: {spec!r} is neither gold, none, nor an existing file of verdicts "
-                "(AlpacaEval annotations .json, or a .csv of prompt_id, model_a, model_b, preference)"
-            )
-    odd = [str(f) for f in files if f.suffix.lower() not in (".json", ".csv")]
+            alternatives = "neither gold, none, nor" if key == "eval_rewarding.judge" else "not"
+            raise ConfigError(f"{key}: {spec!r} is {alternatives} an existing file of verdicts ({expected})")
+    odd = [str(f) for f in files if f.suffix.lower() not in kinds]
     if odd:
-        raise ConfigError(f"eval_rewarding.judge: {', '.join(odd)}: expected AlpacaEval annotations (.json) or a verdict CSV (.csv)")
+        raise ConfigError(f"{key}: {', '.join(odd)}: expected {expected}")
     return files
 
 
@@ -270,8 +303,9 @@ def load_judge(
     skipped = dict(sorted(collector.skipped.items()))
     if collector.n_used == 0:
         reasons = "; ".join(f"{n} {r}" for r, n in skipped.items()) or "the files hold no verdicts"
+        here = ", ".join(sorted(predictions.names))
         raise ConfigError(f"eval_rewarding.judge: none of the {collector.n_rows} verdicts in {spec} is about these "
-                          f"predictions ({reasons}); models here: {', '.join(per_model)}")
+                          f"predictions ({reasons}); models here (file names and generators): {here}")
     for reason, count in skipped.items():
         logger.warning("eval_rewarding.judge: %d %s (not used)", count, reason)
     if collector.n_failed:

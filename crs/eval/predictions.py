@@ -75,9 +75,10 @@ def read_predictions(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     Raises :class:`DataError` naming the file and the row index when the file is not a
     JSON list or a row lacks a required key or has the wrong type.
     """
-    text = Path(path).read_text(encoding="utf-8")
     try:
-        data = json.loads(text)
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, list):
