@@ -143,7 +143,9 @@ def stage_parser(description: str, prog: str | None = None, argv: list[str] | No
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set rl.kl_coef=0.1 (repeatable; values are read as YAML)",
     )
-    parser.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an unfinished run from its last checkpoint, or extend a finished one (more steps)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     return parser
 
@@ -166,7 +168,8 @@ def run_stage(main_fn: StageMain | str, description: str, argv: list[str] | None
 
     Expected errors (config, data, model, a run that cannot go on: :class:`crs.runs.RunError`)
     end as one line ``error: ...`` and exit code 2;
-    anything else keeps its traceback (exit 1). Once the run directory is prepared, a
+    anything else keeps its traceback (exit 1). ``--resume`` of a finished run with no steps
+    left to train says so in one line and returns (exit 0), the run untouched. Once the run directory is prepared, a
     stage that stops short never leaves ``run_state.json`` "running": it is marked
     ``failed`` (with the error) or ``interrupted`` (Ctrl-C, SIGTERM) first.
     """
@@ -178,7 +181,7 @@ def run_stage(main_fn: StageMain | str, description: str, argv: list[str] | None
     from crs.dependencies import warn_untested_versions
     from crs.models.cpu_memory import keep_freed_memory
     from crs.models.loading import ModelError
-    from crs.runs import RunError, mark_failed, run_state
+    from crs.runs import NothingToResume, RunError, mark_failed, run_state
 
     expected = (ConfigError, DataError, ModelError, RunError)
     if isinstance(main_fn, str):
@@ -191,6 +194,9 @@ def run_stage(main_fn: StageMain | str, description: str, argv: list[str] | None
         if config.run.keep_freed_memory:
             keep_freed_memory()
         run_dir = _prepare_on_main_process(config, args.resume, args.overwrite)
+    except NothingToResume as done:  # a finished run with no steps left: said, and left as it was
+        logging.getLogger(__name__).warning("%s", done)
+        return
     except expected as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -241,8 +247,12 @@ def run_stage(main_fn: StageMain | str, description: str, argv: list[str] | None
 
 
 def _prepare_on_main_process(config: CRSConfig, resume: bool, overwrite: bool) -> Path:
-    """Only rank 0 touches the run directory; the others wait for it (torchrun / accelerate)."""
-    from crs.runs import prepare_run_dir
+    """Only rank 0 touches the run directory; the others wait for it (torchrun / accelerate).
+
+    The others first read what ``--resume`` of a finished run decides (nothing to resume, or
+    refused), before rank 0 rewrites its state, so that every process stops alike.
+    """
+    from crs.runs import NothingToResume, check_finished_resume, check_resume_compatible, is_finished, prepare_run_dir
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
@@ -252,11 +262,18 @@ def _prepare_on_main_process(config: CRSConfig, resume: bool, overwrite: bool) -
 
     # cpu=True on CUDA-less machines, else each CPU rank believes it is the main process.
     state = PartialState(cpu=not torch.cuda.is_available())
-    error: ConfigError | None = None
+    error: ConfigError | NothingToResume | None = None
+    if not state.is_main_process and resume and not overwrite and is_finished(config.run_dir):
+        try:
+            check_resume_compatible(config, config.run_dir)
+            check_finished_resume(config, config.run_dir)
+        except (ConfigError, NothingToResume) as err:
+            error = err
+    state.wait_for_everyone()  # the finished state read everywhere before rank 0 rewrites it
     if state.is_main_process:
         try:
             prepare_run_dir(config, resume, overwrite)
-        except ConfigError as err:
+        except (ConfigError, NothingToResume) as err:
             error = err
     state.wait_for_everyone()
     if error is not None:

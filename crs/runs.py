@@ -5,7 +5,9 @@
 metrics and the final model. ``run_state.json`` says whether the run finished.
 A finished run is never overwritten without ``--overwrite``; an unfinished one
 (crashed, interrupted: ``status`` failed / interrupted, with the ``error``) continues with
-``--resume``, or, when it never trained anything, simply starts again.
+``--resume``, or, when it never trained anything, simply starts again. A finished training
+run records its final step; ``--resume`` extends it only when the config asks for more steps
+and a checkpoint can continue it (:func:`check_finished_resume`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,18 @@ class RunError(RuntimeError):
 
 class NonFiniteError(RunError, FloatingPointError):
     """Rewards, losses or gradients that are not finite numbers, more often than the run tolerates."""
+
+
+class NothingToResume(Exception):
+    """``--resume`` of a finished run whose config asks for no more steps than it trained.
+
+    Not an error: the stage command says so in one line and exits 0, leaving the run as it was.
+    """
+
+
+# The config keys that bound how long a training stage runs (what extending a finished run changes).
+TRAIN_LENGTH_KEYS = ("train.max_steps", "train.num_epochs")  # SFT and reward models (transformers' Trainer)
+RL_LENGTH_KEYS = ("rl.steps",)  # PPO, GRPO, RLOO, DPO
 
 
 def set_seed(seed: int) -> None:
@@ -132,19 +146,26 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
+def _saved_config(config: CRSConfig, run_dir: Path) -> CRSConfig | None:
+    """The run's own ``config.resolved.yaml`` (None when it has none); a one-line ConfigError when unreadable."""
+    saved_path = run_dir / "config.resolved.yaml"
+    if not saved_path.is_file():
+        return None
+    try:
+        return load_config(config.subset, saved_path, name_suffix=config.name_suffix)
+    except ConfigError as err:
+        raise ConfigError(f"--resume: the run's saved config cannot be read ({err}); use --overwrite to start again") from None
+
+
 def check_resume_compatible(config: CRSConfig, run_dir: Path) -> list[str]:
     """Compare ``config`` with the run's saved ``config.resolved.yaml`` before resuming it.
 
     Returns the harmless changed keys (:data:`RESUMABLE_CHANGES`, logged); raises ConfigError
     naming every other changed key with its old and new value.
     """
-    saved_path = run_dir / "config.resolved.yaml"
-    if not saved_path.is_file():
+    saved = _saved_config(config, run_dir)
+    if saved is None:
         return []
-    try:
-        saved = load_config(config.subset, saved_path, name_suffix=config.name_suffix)
-    except ConfigError as err:
-        raise ConfigError(f"--resume: the run's saved config cannot be read ({err}); use --overwrite to start again") from None
     old, new = _flatten(saved.to_dict()), _flatten(config.to_dict())
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in ("subset", "name_suffix", "config_path"))
     harmless = [k for k in changed if k in RESUMABLE_CHANGES]
@@ -159,6 +180,90 @@ def check_resume_compatible(config: CRSConfig, run_dir: Path) -> list[str]:
     for key in harmless:
         logger.info("--resume: %s changed from %r to %r", key, old.get(key), new.get(key))
     return harmless
+
+
+def trained_length(state: dict[str, Any]) -> tuple[int, tuple[str, ...]] | None:
+    """A finished training run's final step and the config keys that bounded it (None: not a training run).
+
+    Runs finished before ``final_step`` was recorded give the step in their summary:
+    ``global_step`` (reward models), ``steps`` with ``train_loss`` (SFT), ``steps`` (the RL stages).
+    """
+    if isinstance(state.get("final_step"), int) and state.get("length_keys"):
+        return state["final_step"], tuple(state["length_keys"])
+    summary = state.get("summary")
+    if not isinstance(summary, dict):
+        return None
+    if isinstance(summary.get("global_step"), int):
+        return summary["global_step"], TRAIN_LENGTH_KEYS
+    if isinstance(summary.get("steps"), int):
+        return summary["steps"], TRAIN_LENGTH_KEYS if "train_loss" in summary else RL_LENGTH_KEYS
+    return None
+
+
+def _asks_for_more(saved: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...], final_step: int) -> bool:
+    """Whether the new step bound (flattened configs) lies past the ``final_step`` the run reached."""
+    if all(saved.get(key) == new.get(key) for key in keys):
+        return False  # the very bound the run finished at
+    if keys == RL_LENGTH_KEYS:
+        return new["rl.steps"] > final_step
+    if new["train.max_steps"] > 0:
+        return new["train.max_steps"] > final_step
+    if saved["train.max_steps"] <= 0:  # epochs before and now
+        return new["train.num_epochs"] > saved["train.num_epochs"]
+    return True  # a step bound before, epochs now: how many steps that is depends on the data, which the Trainer counts
+
+
+def _bound_text(config: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """The key that bounds the run's length, with its value (``train.max_steps`` > 0 overrides the epochs)."""
+    key = keys[0] if keys == RL_LENGTH_KEYS or config["train.max_steps"] > 0 else "train.num_epochs"
+    return f"{key}={config[key]}"
+
+
+def _has_complete_checkpoint(folder: Path) -> bool:
+    """Whether ``folder`` holds a sealed checkpoint (read only: nothing is recovered or deleted)."""
+    if not folder.is_dir():
+        return False
+    return any(p.is_dir() and checkpoint_step(p) >= 0 and checkpoint_problem(p) is None for p in folder.iterdir())
+
+
+def check_finished_resume(config: CRSConfig, run_dir: Path) -> None:
+    """Decide, before anything is written, whether ``--resume`` of the finished run in ``run_dir`` has steps to train.
+
+    Raises :class:`NothingToResume` when ``config`` asks for no more steps than the run
+    trained (same bound, or a lower one): training would run past its end or all over
+    again. Raises a one-line ConfigError when it asks for more but the run kept no complete
+    checkpoint (``rl.save_steps: 0``): it cannot continue exactly, and starting again from
+    step 0 would silently replace the finished model. Returns when the run can be extended.
+    Runs that are not training runs (a sweep, a pool) are left to their stage, which skips
+    what is done.
+    """
+    trained = trained_length(run_state(run_dir) or {})
+    if trained is None:
+        return
+    final_step, keys = trained
+    new = _flatten(config.to_dict())
+    saved_config = _saved_config(config, run_dir)
+    saved = _flatten(saved_config.to_dict()) if saved_config is not None else new
+    bound = _bound_text(new, keys)
+    if not _asks_for_more(saved, new, keys, final_step):
+        key = bound.split("=")[0]
+        above = saved[key] if key == "train.num_epochs" else final_step
+        raise NothingToResume(
+            f"{run_dir} already finished at step {final_step}; nothing to resume ({bound} asks for no more steps; "
+            f"set {key} above {above} to extend the run)"
+        )
+    if _has_complete_checkpoint(run_dir / "checkpoints"):
+        return
+    if keys == RL_LENGTH_KEYS:
+        how = (f"start a new run beside it (--name_suffix) with rl.init_adapter={run_dir} to continue from its policy "
+               "(the optimizer starts afresh), or train it again with --overwrite and rl.save_steps > 0")
+    else:
+        how = "train it again with --overwrite, or start a new run beside it (--name_suffix)"
+    save_key = "rl.save_steps" if keys == RL_LENGTH_KEYS else "train.save_steps"
+    raise ConfigError(
+        f"--resume: {run_dir} finished at step {final_step} and kept no complete checkpoint ({save_key}: {saved.get(save_key)}), "
+        f"so it cannot continue to {bound} exactly: {how}"
+    )
 
 
 def _logged_rows(path: Path) -> int:
@@ -215,7 +320,8 @@ def prepare_run_dir(config: CRSConfig, resume: bool = False, overwrite: bool = F
     Raises ConfigError when the directory holds something that must not be touched:
     files that are not a crs run (never deleted, whatever the flags), a finished run
     without ``--overwrite`` or ``--resume`` (which extends it: more steps, more seeds), an
-    unfinished one without ``--resume``. An unfinished run
+    unfinished one without ``--resume``. A finished training run resumed with no steps left
+    raises :class:`NothingToResume`, the folder untouched (:func:`check_finished_resume`). An unfinished run
     that never trained anything (no checkpoint, logged step or prediction:
     :func:`run_progress`) simply starts again, with a warning, nothing in it deleted
     but empty step logs.
@@ -238,6 +344,7 @@ def prepare_run_dir(config: CRSConfig, resume: bool = False, overwrite: bool = F
             )
         elif is_finished(run_dir):
             check_resume_compatible(config, run_dir)  # extending a finished run: only harmless changes
+            check_finished_resume(config, run_dir)  # and only with steps left to train and a checkpoint to start them from
         elif not resume:
             progress = run_progress(run_dir)
             if progress:
@@ -269,13 +376,22 @@ def prepare_run_dir(config: CRSConfig, resume: bool = False, overwrite: bool = F
     return run_dir
 
 
-def mark_finished(run_dir: str | Path, summary: dict[str, Any] | None = None) -> None:
-    """Record that the run completed, with an optional summary of its results."""
+def mark_finished(
+    run_dir: str | Path, summary: dict[str, Any] | None = None, final_step: int | None = None, length_keys: tuple[str, ...] = ()
+) -> None:
+    """Record that the run completed, with an optional summary of its results.
+
+    A training stage also gives its ``final_step`` and the config keys that bounded it
+    (:data:`TRAIN_LENGTH_KEYS` or :data:`RL_LENGTH_KEYS`): what ``--resume`` compares a new
+    config with (:func:`check_finished_resume`).
+    """
     state = run_state(run_dir) or {}
     state.pop("error", None)
     state.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
     if summary:
         state["summary"] = summary
+    if final_step is not None and length_keys:
+        state.update(final_step=int(final_step), length_keys=list(length_keys))
     write_json_atomic(Path(run_dir) / STATE_FILE, state)
 
 

@@ -293,3 +293,111 @@ def test_resume_refuses_config_changes_the_checkpoint_cannot_hold(tmp_path: Path
     assert prepare_run_dir(load_config("rl_crs", overrides=[out, "rl.steps=48", "run.logging_steps=1"]), resume=True) == run_dir
     assert "rl.steps changed from 24 to 48" in caplog.text
     assert load_config("rl_crs", run_dir / "config.resolved.yaml").rl.steps == 48  # the extended run is what is saved now
+
+
+# --------------------------------------------------------------------------- resuming a finished run
+
+
+def run_files(run_dir: Path) -> dict[str, bytes]:
+    """Every file of a run, by path: what "changes nothing" compares."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def test_resuming_a_finished_ppo_run_that_kept_no_checkpoint_changes_nothing(tmp_path, tiny_model_dir, caplog, capsys) -> None:
+    from test_ppo import write_rl_config
+
+    from crs.cli import run_stage
+    from crs.rl.ppo.stage import run_ppo_stage
+    from crs.runs import run_state
+
+    argv = ["--config", str(write_rl_config(tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=2, save_steps=0)),
+            "--config_subset", "tiny_rl"]
+    run_stage(run_ppo_stage, "test", argv)
+    run_dir = tmp_path / "out" / "rl"
+    finished = run_files(run_dir)
+    assert not (run_dir / "checkpoints").exists() and run_state(run_dir)["final_step"] == 2
+    caplog.set_level(logging.INFO)
+    # Nothing changed, only logging changed, fewer steps asked for: nothing to train.
+    for extra in ([], ["--set", "run.logging_steps=2"], ["--set", "rl.steps=1"]):
+        caplog.clear()
+        run_stage(run_ppo_stage, "test", [*argv, "--resume", *extra])  # returns: exit code 0
+        assert f"{run_dir} already finished at step 2; nothing to resume" in caplog.text, extra
+        assert "resuming from step 0" not in caplog.text
+        assert run_files(run_dir) == finished  # adapter, state, config, logs: byte for byte
+    # More steps cannot continue exactly without a checkpoint: refused in one line, nothing retrained.
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as caught:
+        run_stage(run_ppo_stage, "test", [*argv, "--resume", "--set", "rl.steps=3"])
+    assert caught.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "finished at step 2 and kept no complete checkpoint (rl.save_steps: 0)" in error[0]
+    assert f"rl.init_adapter={run_dir}" in error[0]
+    assert run_files(run_dir) == finished and run_state(run_dir)["status"] == "finished"
+
+
+def test_extending_a_finished_ppo_run_trains_exactly_the_extra_step(tmp_path, tiny_model_dir) -> None:
+    from test_ppo import write_rl_config
+
+    from crs.cli import run_stage
+    from crs.rl.ppo.stage import run_ppo_stage
+    from crs.runs import run_state
+
+    argv = ["--config", str(write_rl_config(tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=2, save_steps=2)),
+            "--config_subset", "tiny_rl"]
+    run_stage(run_ppo_stage, "test", argv)
+    run_dir = tmp_path / "out" / "rl"
+    first_rows = read_jsonl(run_dir / "metrics.jsonl")
+    run_stage(run_ppo_stage, "test", [*argv, "--resume", "--set", "rl.steps=3"])
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[:2] == first_rows  # one new step, the first two kept
+    state = run_state(run_dir)
+    assert state["status"] == "finished" and state["final_step"] == 3 and state["summary"]["steps"] == 3
+    optimizer = torch.load(run_dir / "checkpoints" / "step_3" / "optimizer.pt", weights_only=False)["optimizer"]
+    assert all(int(s["step"]) == 3 * 2 for s in optimizer["state"].values())  # 3 steps x 2 PPO epochs: continued, not restarted
+
+
+def write_rm_config(folder: Path, model_dir: Path, data: Path) -> Path:
+    """``tiny_rm``: rm_absolute's checkpointing (one kept, none before the end) on the tiny classifier, 2 steps."""
+    import yaml
+
+    subset = {
+        "run": {"name": "rm", "output_dir": str(folder / "out"), "logging_steps": 1},
+        "model": {"name": str(model_dir), "dtype": "fp32", "lora": {"enabled": False}},
+        "data": {"source": str(data), "val_fraction": 0.25, "max_length": 96, "max_prompt_length": 64},
+        "rm": {"loss": "absolute"},
+        "train": {"learning_rate": 3e-3, "max_steps": 2, "batch_size": 8, "warmup_ratio": 0.0, "eval_steps": 10,
+                  "save_steps": 50, "save_total_limit": 1},
+    }
+    path = folder / "rm.yaml"
+    path.write_text(yaml.safe_dump({"default": {}, "tiny_rm": subset}))
+    return path
+
+
+def test_resuming_a_finished_rm_changes_nothing_and_extending_it_trains_one_step(tmp_path, tiny_rm_dir, caplog) -> None:
+    from test_reward_model import write_marker_data
+
+    from crs.cli import run_stage
+    from crs.rm.training import train_reward_model
+    from crs.runs import run_state
+
+    argv = ["--config", str(write_rm_config(tmp_path, tiny_rm_dir, write_marker_data(tmp_path, "absolute", n=32))),
+            "--config_subset", "tiny_rm"]
+    run_stage(train_reward_model, "test", argv)
+    run_dir = tmp_path / "out" / "rm"
+    finished, first = run_files(run_dir), json.loads((run_dir / "metrics.json").read_text())
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-2"]
+    caplog.set_level(logging.INFO)
+    run_stage(train_reward_model, "test", [*argv, "--resume"])
+    assert f"{run_dir} already finished at step 2; nothing to resume (train.max_steps=2" in caplog.text
+    assert run_files(run_dir) == finished  # no third step, checkpoint-2 not rotated away, still finished
+
+    # One more step: it reads what it needs from checkpoint-2 before checkpoint-3 rotates it away.
+    run_stage(train_reward_model, "test", [*argv, "--resume", "--set", "train.max_steps=3"])
+    extended = json.loads((run_dir / "metrics.json").read_text())
+    assert extended["global_step"] == 3 and extended["val_at_resume"]["step"] == 2
+    assert extended["val_at_resume"]["mse"] == pytest.approx(first["val"]["mse"], rel=1e-5)  # it continued the finished weights
+    assert extended["val_before_training"] == pytest.approx(first["val_before_training"])
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-3"]
+    assert [r["step"] for r in read_jsonl(run_dir / "train_log.jsonl") if "loss" in r] == [1, 2, 3]  # step 3 once
+    state = run_state(run_dir)
+    assert state["status"] == "finished" and state["final_step"] == 3

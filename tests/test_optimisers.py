@@ -6,6 +6,7 @@ Tiny models only (tests/tiny.py); each test takes seconds at one thread.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -488,3 +489,22 @@ def test_grpo_with_two_processes_under_torchrun(tmp_path, tiny_model_dir):
     assert json.loads((run_dir / "run_state.json").read_text())["status"] == "finished"
     assert (run_dir / "checkpoints" / "checkpoint-2" / "crs_checkpoint.json").is_file()
     assert (run_dir / "adapter" / "adapter_config.json").is_file()
+
+
+def test_resuming_a_finished_trl_run_with_no_steps_left_or_no_checkpoint_changes_nothing(tmp_path, tiny_model_dir, caplog, capsys):
+    from test_crash_safety import run_files
+
+    from crs.runs import run_state
+
+    path = write_config(tmp_path, tiny_model_dir, algorithm="dpo", steps=2, save_steps=0)
+    run_dir = run_cli(path)
+    finished = run_files(run_dir)
+    assert run_state(run_dir)["final_step"] == 2 and run_state(run_dir)["length_keys"] == ["rl.steps"]
+    caplog.set_level(logging.INFO)
+    run_cli(path, "--resume")  # returns: exit code 0
+    assert f"{run_dir} already finished at step 2; nothing to resume (rl.steps=2" in caplog.text
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as caught:
+        run_cli(path, "--resume", "--set", "rl.steps=3")  # TRL would start again at step 0: refused
+    assert caught.value.code == 2 and "kept no complete checkpoint (rl.save_steps: 0)" in capsys.readouterr().err
+    assert run_files(run_dir) == finished and run_state(run_dir)["status"] == "finished"

@@ -97,3 +97,50 @@ def test_a_stage_keeps_freed_memory_as_its_config_says(tmp_path: Path, monkeypat
     overrides = ["--set", f"run.output_dir={tmp_path}", "--set", f"run.keep_freed_memory={str(keep).lower()}"]
     run_stage(stage, "a stage", ["--config_subset", "sft", *overrides])
     assert calls == ([True] if keep else [])
+
+
+def test_resuming_a_finished_training_run_decides_from_its_final_step(tmp_path: Path) -> None:
+    from crs.runs import TRAIN_LENGTH_KEYS, NothingToResume, run_state
+
+    def sft(*overrides: str):
+        return load_config("sft", overrides=[f"run.output_dir={tmp_path}", "train.max_steps=6", *overrides], name_suffix="_t")
+
+    run_dir = prepare_run_dir(sft())
+    mark_finished(run_dir, {"train_loss": 1.0, "steps": 6}, 6, TRAIN_LENGTH_KEYS)
+    finished = run_state(run_dir)
+    for same in ((), ("train.save_steps=3",), ("train.max_steps=5",), ("train.num_epochs=3",)):  # epochs: max_steps still wins
+        with pytest.raises(NothingToResume, match=r"already finished at step 6; nothing to resume \(train.max_steps="):
+            prepare_run_dir(sft(*same), resume=True)
+    assert run_state(run_dir) == finished  # still finished, nothing rewritten
+    with pytest.raises(ConfigError, match=r"finished at step 6 and kept no complete checkpoint \(train.save_steps: 40\).*--overwrite"):
+        prepare_run_dir(sft("train.max_steps=8"), resume=True)
+    (run_dir / "checkpoints" / "checkpoint-6").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="kept no complete checkpoint"):  # an unsealed one is no checkpoint
+        prepare_run_dir(sft("train.max_steps=8"), resume=True)
+    seal_checkpoint(run_dir / "checkpoints" / "checkpoint-6")
+    assert prepare_run_dir(sft("train.max_steps=8"), resume=True) == run_dir  # an extension, from checkpoint-6
+
+
+def test_resuming_a_run_bounded_by_epochs_or_finished_before_steps_were_recorded(tmp_path: Path) -> None:
+    from crs.runs import NothingToResume, check_finished_resume
+
+    def epochs(value: float, output: str = "a"):
+        return load_config("sft", overrides=[f"run.output_dir={tmp_path / output}", f"train.num_epochs={value}"])
+
+    run_dir = prepare_run_dir(epochs(2))
+    mark_finished(run_dir, {"train_loss": 1.0, "steps": 30})  # an SFT run finished before final_step was recorded
+    for fewer in (2, 1):
+        with pytest.raises(NothingToResume, match=r"step 30; nothing to resume \(train.num_epochs="):
+            check_finished_resume(epochs(fewer), run_dir)
+    with pytest.raises(ConfigError, match="kept no complete checkpoint"):
+        check_finished_resume(epochs(3), run_dir)  # one more epoch: an extension
+    rl = load_config("rl_crs", overrides=[f"run.output_dir={tmp_path / 'b'}"])
+    rl_dir = prepare_run_dir(rl)
+    mark_finished(rl_dir, {"steps": rl.rl.steps, "nonfinite_steps": 0})  # an RL run: its bound is rl.steps
+    with pytest.raises(NothingToResume, match=rf"step {rl.rl.steps}; nothing to resume \(rl.steps={rl.rl.steps}"):
+        check_finished_resume(rl, rl_dir)
+    sweep = load_config("sweep_crs", overrides=[f"run.output_dir={tmp_path / 'c'}"])
+    sweep_dir = prepare_run_dir(sweep)
+    mark_finished(sweep_dir, {"runs": 21, "wall_time_s": 1.0})  # not a training run: its stage skips what is done
+    check_finished_resume(sweep, sweep_dir)
+    assert prepare_run_dir(sweep, resume=True) == sweep_dir

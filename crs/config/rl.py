@@ -201,7 +201,11 @@ class RLCommon:
     )
     save_steps: int = field(
         default=25,
-        metadata={"help": "Checkpoint every N steps, in `<run>/checkpoints/step_N`.", "rule": Rule(at_least(0), "an integer >= 0 (0: no checkpoints)")},
+        metadata={
+            "help": "Checkpoint every N steps, in `<run>/checkpoints/step_N`, and at the last step (0: none; a finished run "
+            "then cannot be extended with `--resume`).",
+            "rule": Rule(at_least(0), "an integer >= 0 (0: no checkpoints)"),
+        },
     )
     adam_eps: float = field(
         default=1e-5,

@@ -26,7 +26,7 @@ from crs.dependencies import installed_version, require_tested, tested_ranges
 from crs.io import append_jsonl, truncate_jsonl
 from crs.models.loading import load_adapter_weights, load_causal_lm, resolve_dtype, save_run_model
 from crs.models.trainer import common_arguments, resume_checkpoint
-from crs.runs import checkpoint_step, mark_finished
+from crs.runs import RL_LENGTH_KEYS, checkpoint_step, mark_finished
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def finish(trainer: Any, tokenizer: Any, cfg: CRSConfig, run_dir: Path, policy_n
     if trainer.is_world_process_zero():
         model = trainer.accelerator.unwrap_model(trainer.model)
         save_run_model(model, tokenizer, run_dir, base_name=policy_name, kind="causal_lm", merge=cfg.model.lora.merge)
-        mark_finished(run_dir, summary)
+        mark_finished(run_dir, summary, trainer.state.global_step, RL_LENGTH_KEYS)
         logger.info("%s done: %s -> %s", cfg.rl.algorithm.upper(), summary.get("final"), run_dir)
     trainer.accelerator.wait_for_everyone()
     return summary

@@ -72,7 +72,7 @@ from crs.rm.scorer import (
     load_reward_scorers,
     read_rm_files,
 )
-from crs.runs import is_finished, mark_finished, set_seed
+from crs.runs import TRAIN_LENGTH_KEYS, is_finished, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)
 
@@ -571,6 +571,8 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     data = training_data(cfg)
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir, padding_side="right")
     checkpoint = resume_checkpoint(run_dir, resume, is_main=int(os.environ.get("RANK", "0")) == 0)
+    # Read now: the first checkpoint this session saves may rotate the resumed one away.
+    first_before = logged_before_training(checkpoint, "val_before_training") if checkpoint is not None and data.val else None
     # A checkpoint holds this run's own trained weights: it wins over rm.init_from.
     model = build_reward_model(cfg.model, tokenizer, 2 if rm.loss == "joint" else 1, init if checkpoint is None else None)
     if rm.loss != "pairwise" and rm.init_bias_to_mean and checkpoint is None and init is None:  # else the head is trained already
@@ -602,7 +604,7 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     before = start.metrics or {}
     resumed_from = None
     if checkpoint is not None and data.val:
-        before = logged_before_training(checkpoint, "val_before_training") or {}
+        before = first_before or {}
         resumed_from = {"step": start.step, **(start.metrics or {})}
 
     after, stats = final_metrics_and_stats(scorer, data, rm)
@@ -657,4 +659,4 @@ def save_rm_run(model: Any, tokenizer: Any, run_dir: Path, cfg: CRSConfig, fmt: 
     write_json_atomic(run_dir / RM_FORMAT_FILE, {**asdict(fmt), "loss": rm.loss, **joint_weight})
     write_json_atomic(run_dir / REWARD_STATS_FILE, stats)
     write_json_atomic(run_dir / METRICS_FILE, record)
-    mark_finished(run_dir, {"val": record["val"], "global_step": record["global_step"]})
+    mark_finished(run_dir, {"val": record["val"], "global_step": record["global_step"]}, record["global_step"], TRAIN_LENGTH_KEYS)

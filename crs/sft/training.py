@@ -30,7 +30,7 @@ from crs.models.trainer import (
     training_arguments,
     whole_run_train_loss,
 )
-from crs.runs import mark_finished, set_seed
+from crs.runs import TRAIN_LENGTH_KEYS, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,6 @@ def train_sft(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     if trainer.is_world_process_zero():
         save_run_model(model, tokenizer, run_dir, cfg.model.name, "causal_lm", merge=cfg.model.lora.merge)
         write_json_atomic(run_dir / "metrics.json", {**metrics, "log_history": trainer.state.log_history})
-        mark_finished(run_dir, metrics)
+        mark_finished(run_dir, metrics, trainer.state.global_step, TRAIN_LENGTH_KEYS)
         logger.info("SFT done: %s -> %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}, run_dir)
     return metrics

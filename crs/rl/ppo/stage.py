@@ -60,7 +60,7 @@ from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
 from crs.rl.ppo.algorithm import PPOTrainer
 from crs.rl.ppo.policy import PolicyValueModel, ValueModel, enable_gradient_checkpointing
 from crs.rl.rewards import CombinedReward, RewardSource, build_sources, check_gold_sources, reward_model_config
-from crs.runs import NonFiniteError, checkpoint_step, latest_checkpoint, mark_finished, seal_checkpoint, set_seed
+from crs.runs import RL_LENGTH_KEYS, NonFiniteError, checkpoint_step, latest_checkpoint, mark_finished, seal_checkpoint, set_seed
 
 logger = logging.getLogger(__name__)
 
@@ -365,7 +365,7 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
         save_run_model(trainer.unwrapped.policy, tokenizer, run_dir, base_name=policy_name, kind="causal_lm", merge=cfg.model.lora.merge)
         if trainer.unwrapped.value_head is not None:
             save_value_head(trainer.unwrapped.value_head, run_dir)
-        mark_finished(run_dir, summary)
+        mark_finished(run_dir, summary, trainer.step_count, RL_LENGTH_KEYS)
         logger.info("PPO done: %s -> %s", summary["final"], run_dir)
     accelerator.wait_for_everyone()
     if cfg.run.report_to != "none":
