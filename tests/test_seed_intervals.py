@@ -126,6 +126,16 @@ def test_a_sweep_with_one_seed_prints_no_interval_and_no_power() -> None:
     assert "points or more" not in report and "with no interval" in report  # the slope's verdict
 
 
+def test_a_sweeps_win_rate_intervals_stay_within_a_rates_bounds() -> None:
+    # Two seeds 0.8 apart: the Student-t seed level (1 df) reaches far past [0, 1]; a rate's interval stops there.
+    runs = [SweepRun(1, "rl", 0.5), SweepRun(2, "rl", 0.5)]
+    lengths = {name: [50] * 40 for name in ("base", "w0.5_s1", "w0.5_s2")}
+    scores = {"judge": {"base": np.zeros(40), "w0.5_s1": np.full(40, 1.0), "w0.5_s2": np.r_[np.ones(4), -np.ones(36)]}}
+    results = study_results(scores, lengths, runs, "base", n_boot=500, seed=0)
+    rate = results["scorers"]["judge"]["win_rate"]["0.5"]
+    assert rate["mean"] == pytest.approx(0.55) and (rate["ci_low"], rate["ci_high"]) == (0.0, 1.0)
+
+
 def test_a_difference_of_groups_sharing_prompt_effects_is_narrower_than_either_group() -> None:
     rng = np.random.default_rng(7)
     prompts = rng.normal(0.0, 1.0, 200)  # large shared prompt effects, small seed and cell noise

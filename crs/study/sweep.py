@@ -240,7 +240,7 @@ def study_results(
     for scorer, per_model in scores.items():
         outcomes = {label: [win_rates.pairwise_outcomes(per_model[r.name], per_model[reference]) for r in group] for label, group in by_label.items()}
         rates = hierarchical.seed_prompt_intervals(outcomes, n_rounds=n_boot, seed=seed)
-        entry: dict[str, Any] = {"win_rate": {k: {name: v[name] for name in ("mean", "ci_low", "ci_high", "n_seeds")} for k, v in rates.items()}}
+        entry: dict[str, Any] = {"win_rate": {k: _within_rate_bounds({name: v[name] for name in ("mean", "ci_low", "ci_high", "n_seeds")}) for k, v in rates.items()}}
         if len(labels) >= 2:
             if curve:
                 entry["slope"] = hierarchical.rounds_slope(rates, {label: by_label[label][0].weight for label in labels})
@@ -312,8 +312,15 @@ def _each_vs_each(per_model: Mapping[str, np.ndarray], by_label: Mapping[str, li
                 pairs = list(zip(by_label[a], by_label[b]))
                 groups[b] = [win_rates.pairwise_outcomes(per_model[ra.name], per_model[rb.name]) for ra, rb in pairs]
         rates = hierarchical.seed_prompt_intervals(groups, n_rounds=n_boot, seed=seed) if groups else {}
-        table[a] = {b: {name: v[name] for name in ("mean", "ci_low", "ci_high")} for b, v in rates.items()}
+        table[a] = {b: _within_rate_bounds({name: v[name] for name in ("mean", "ci_low", "ci_high")}) for b, v in rates.items()}
     return table
+
+
+def _within_rate_bounds(entry: dict[str, Any]) -> dict[str, Any]:
+    """A win rate's interval cut to [0, 1]: the Student-t seed level of 2-3 seeds can reach past a rate's bounds."""
+    if entry["ci_low"] is not None:
+        entry["ci_low"], entry["ci_high"] = max(entry["ci_low"], 0.0), min(entry["ci_high"], 1.0)
+    return entry
 
 
 def verdict(slope: Mapping[str, float], scorer: str) -> str:
