@@ -184,6 +184,9 @@ def test_a_standard_error_of_zero_is_cannot_tell_never_zero_points() -> None:
 
     assert "cannot tell" in _power_sentence(identical) and "0.0" not in _power_sentence(identical)
     assert "points or more" in power_line({"standard_error": 0.01, "minimum_detectable_difference": 0.028}, "these runs", "win rate")
+    past_the_scale = power_line({"standard_error": 0.71, "minimum_detectable_difference": 1.53}, "these runs", "win rate")
+    assert "cannot detect even the largest possible difference" in past_the_scale and "153 points" in past_the_scale
+    assert "points or more" not in past_the_scale
 
 
 # --------------------------------------------------------------------------- the sweep beside best-of-n; the best weight
