@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from length_cases import shorter_on_most
 
 from crs.eval.length_control import (
     LENGTH_BAND,
@@ -24,11 +25,7 @@ def brevity_case(mirror: bool, seed: int = 0, n: int = 200) -> tuple[np.ndarray,
     shorter reply. Returns (outcomes, model lengths, reference lengths)."""
     rng = np.random.default_rng(seed)
     reference = rng.integers(300, 700, n).astype(float)
-    big = np.zeros(n, dtype=bool)
-    big[rng.permutation(n)[: round(0.88 * n)]] = True
-    magnitude = np.where(big, rng.integers(100, 201, n), rng.integers(5, 21, n))
-    sign = np.where(big, -1, 1) * (-1 if mirror else 1)
-    model = reference + sign * magnitude
+    model = shorter_on_most(reference, rng, mirror)
     return (model < reference).astype(float), model, reference
 
 

@@ -222,13 +222,12 @@ def test_the_simulated_labeller_is_refused_on_prompts_that_are_not_the_demos(tmp
 def test_the_rounds_table_flags_an_lc_that_length_separates_and_shows_the_length_matched_rate() -> None:
     """No training: round 0 is the issue's brevity case against the reference, round 1 a length-blind judge."""
     import numpy as np
+    from length_cases import shorter_on_most
 
     rng = np.random.default_rng(0)
     n = 200
     ref = rng.integers(300, 700, n)
-    big = np.zeros(n, dtype=bool)
-    big[rng.permutation(n)[:176]] = True
-    brief = ref + np.where(big, -rng.integers(100, 201, n), rng.integers(5, 21, n))
+    brief = shorter_on_most(ref, rng)
     blind = ref + rng.integers(-40, 41, n)
     verdicts = {0: (brief < ref).astype(float).tolist(), 1: rng.choice([0.0, 1.0], n).tolist()}
     rounds = []

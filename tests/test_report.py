@@ -214,13 +214,12 @@ def brevity_results():
     prompts and longer by 5-20 on the rest; `blind` is as long as `ref` give or take; the judge
     scores brevity alone for `short` and nothing about length for `blind`."""
     import numpy as np
+    from length_cases import shorter_on_most
 
     rng = np.random.default_rng(0)
     n = 200
     ref = rng.integers(300, 700, n)
-    big = np.zeros(n, dtype=bool)
-    big[rng.permutation(n)[:176]] = True
-    short = ref + np.where(big, -rng.integers(100, 201, n), rng.integers(5, 21, n))
+    short = shorter_on_most(ref, rng)
     blind = ref + rng.integers(-60, 61, n)
     outputs = {"ref": ["r" * k for k in ref], "short": ["s" * k for k in short], "blind": ["b" * k for k in blind]}
     judge = {"ref": [0.0] * n, "short": [1.0 if s < r else -1.0 for s, r in zip(short, ref)], "blind": rng.choice([-1.0, 1.0], n).tolist()}

@@ -260,6 +260,7 @@ def test_the_demos_strategy_comparisons_resolve_every_arm() -> None:
 def test_a_strategy_whose_lc_length_separates_is_flagged_and_shows_its_length_matched_rate() -> None:
     """No training: the issue's brevity case as two seeds of one arm beside a length-blind arm."""
     import numpy as np
+    from length_cases import shorter_on_most
 
     from crs.study.sweep import SweepRun, render_sweep_report, study_results
 
@@ -270,9 +271,7 @@ def test_a_strategy_whose_lc_length_separates_is_flagged_and_shows_its_length_ma
     runs = [SweepRun(s, "rl", arm=arm) for arm in ("brief", "blind") for s in (1, 2)]
     for run in runs:
         if run.arm == "brief":  # shorter by 100-200 on 88% of prompts, longer by 5-20 on the rest; the judge rewards brevity
-            big = np.zeros(n, dtype=bool)
-            big[rng.permutation(n)[:176]] = True
-            own = ref + np.where(big, -rng.integers(100, 201, n), rng.integers(5, 21, n))
+            own = shorter_on_most(ref, rng)
             judge[run.name] = np.where(own < ref, 1.0, -1.0)
         else:  # about as long as the reference, judged without regard to length
             own = ref + rng.integers(-40, 41, n)
