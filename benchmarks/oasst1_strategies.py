@@ -43,7 +43,7 @@ from crs.data.loader import group_key
 from crs.data.schema import DataError
 from crs.eval.bon import zscore
 from crs.eval.ranked_groups import RankedGroup, cluster_bootstrap, summarize
-from crs.io import write_json_atomic, write_text_atomic
+from crs.io import JsonLinesError, iter_jsonl, write_json_atomic, write_text_atomic
 from crs.models.loading import ModelError
 from crs.rl.combine import combine_normalized
 from crs.rm.scorer import load_reward_scorers
@@ -80,30 +80,24 @@ MESSAGE_KEYS = ("message_id", "parent_id", "message_tree_id", "role", "text")
 SCHEMA = "oasst1's flat message table, one JSON message per line (message_id, parent_id, message_tree_id, role, text, rank, labels, ...)"
 
 
-def read_messages(path: str) -> list[tuple[str, dict[str, Any]]]:
-    """(line as written, message) for every message of the file; a file that is not oasst1's messages is a one-line DataError."""
+def read_messages(path: str) -> list[dict[str, Any]]:
+    """Every message of the file (crs's JSON-lines reader); a file that is not oasst1's messages is a one-line DataError."""
     file = Path(path)
     if not file.is_file():
         raise DataError(f"{path}: no such file; give {SCHEMA}")
     try:
-        lines = file.read_text(encoding="utf-8").splitlines()
+        rows = list(iter_jsonl(file))
+    except JsonLinesError as err:
+        raise DataError(f"{err}; fix or remove that line") from None
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); give {SCHEMA}") from None
-    messages = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}, line {number}: not valid JSON ({err.msg}); fix or remove that line") from None
+    for number, row in rows:
         missing = [key for key in MESSAGE_KEYS if not isinstance(row, dict) or key not in row]
         if missing:
             raise DataError(f"{path}, line {number}: missing key(s) {missing}; expected {SCHEMA}")
-        messages.append((line, row))
-    if not messages:
+    if not rows:
         raise DataError(f"{path}: no messages; expected {SCHEMA}")
-    return messages
+    return [row for _, row in rows]
 
 
 def split_trees(path: str, val_fraction: float, seed: int, output_dir: Path) -> tuple[Path, Path, int, int]:
@@ -114,7 +108,7 @@ def split_trees(path: str, val_fraction: float, seed: int, output_dir: Path) -> 
     sets of trees, so a ranking and an absolute run would hold out different trees.)
     """
     messages = read_messages(path)
-    rows, tree_of = [line for line, _ in messages], [message["message_tree_id"] for _, message in messages]
+    rows, tree_of = [json.dumps(m, ensure_ascii=False) for m in messages], [m["message_tree_id"] for m in messages]
     trees = sorted({t for t in tree_of if t is not None})
     held = set(random.Random(seed).sample(trees, round(val_fraction * len(trees))))
     output_dir.mkdir(parents=True, exist_ok=True)
