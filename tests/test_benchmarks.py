@@ -75,3 +75,23 @@ def test_the_oasst1_benchmark_given_another_schema_names_the_line_and_the_keys(t
                     "role, text, rank, labels, ...)")
     path.write_text(json.dumps(message) + "\n" + '{"message_id": "m2", "text": \n')
     assert _oasst1_error(tmp_path, capsys, path).startswith(f"error: {path}, line 2: not valid JSON (")
+
+
+# --------------------------------------------------------------------------- reread_seed_interval: published 2-seed rates, corrected
+
+reread = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "reread_seed_interval.py"))["reread"]
+
+
+def test_a_reread_with_agreeing_seeds_keeps_the_published_prompt_interval() -> None:
+    # Seeds with the same rate: no seed level, and the old bootstrap gave the seeds nothing either.
+    low, high = reread(70.0, (62.0, 78.0), [70.0, 70.0], draws=200_000)
+    assert (low, high) == pytest.approx((62.0, 78.0), abs=0.2)
+
+
+def test_a_reread_widens_by_the_t_level_of_two_seeds() -> None:
+    # Seeds 3.5 points apart, no prompt spread left: the exact t interval, 75.8 +- 12.706 x 1.75.
+    low, high = reread(75.8, (75.8 - 1.96 * 1.75 / 2**0.5, 75.8 + 1.96 * 1.75 / 2**0.5), [74.05, 77.55], draws=400_000)
+    assert (low, high) == pytest.approx((75.8 - 12.706 * 1.75, 75.8 + 12.706 * 1.75), abs=0.6)
+    assert reread(55.5, (42.5, 68.5), [48.5, 62.5]) == (0.0, 100.0)  # 14 points apart: the whole scale
+    with pytest.raises(SystemExit, match="at least 2 seeds"):
+        reread(60.0, (50.0, 70.0), [60.0])
