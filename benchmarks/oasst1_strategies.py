@@ -56,11 +56,21 @@ RECIPES: dict[str, list[str]] = {
     # What a new user gets from config.yaml's RM subsets (MiniLM + LoRA), with oasst1's longer texts.
     "default": ["data.max_length=256", "data.max_prompt_length=96"],
     # Full fine-tuning, longer inputs, more epochs at a lower learning rate.
-    "full": ["model.lora.enabled=false", "train.learning_rate=5.0e-5", "data.max_length=384", "data.max_prompt_length=128"],
+    "full": [
+        "model.lora.enabled=false",
+        "train.learning_rate=5.0e-5",
+        "data.max_length=384",
+        "data.max_prompt_length=128",
+    ],
     # A larger base that has read instructions and replies: SmolLM2-135M-Instruct (embedded) + LoRA, one epoch
     # (~6x MiniLM's compute per token on a CPU).
-    "smollm2": ["model.name=embedded:smollm2-135m-instruct", "train.learning_rate=2.0e-4", "train.num_epochs=1",
-                "data.max_length=256", "data.max_prompt_length=96"],
+    "smollm2": [
+        "model.name=embedded:smollm2-135m-instruct",
+        "train.learning_rate=2.0e-4",
+        "train.num_epochs=1",
+        "data.max_length=256",
+        "data.max_prompt_length=96",
+    ],
 }
 # name -> (config subset, overrides); {name} = that strategy's run dir. Epochs: 2 over rankings, 4 over
 # absolute rows (single replies: fewer tokens per pass), as the issue's new-user measurement used.
@@ -120,16 +130,27 @@ def split_trees(path: str, val_fraction: float, seed: int, output_dir: Path) -> 
 
 def data_overrides(train: Path, heldout: Path, seed: int) -> list[str]:
     """The oasst1 files through crs's adapter, English only, quality as the absolute label."""
-    return [f"data.source={train}", f"data.val_source={heldout}", "data.adapter=oasst1", "data.split=train",
-            "data.languages=[en]", f"run.seed={seed}", "data.label_weights={quality: 1.0}"]
+    return [
+        f"data.source={train}",
+        f"data.val_source={heldout}",
+        "data.adapter=oasst1",
+        "data.split=train",
+        "data.languages=[en]",
+        f"run.seed={seed}",
+        "data.label_weights={quality: 1.0}",
+    ]
 
 
-def train_strategy(name: str, overrides: list[str], runs: dict[str, str], output_dir: Path, reuse: bool) -> dict[str, Any]:
+def train_strategy(
+    name: str, overrides: list[str], runs: dict[str, str], output_dir: Path, reuse: bool
+) -> dict[str, Any]:
     """Train one strategy's reward model (``reuse``: keep a finished run of the same config); returns its run dir, time and metrics."""
     subset, extra = STRATEGIES[name]
     extra = [x.format(**runs) for x in extra]
     # The strategy's own keys first, so --set overrides them.
-    cfg = load_config(subset, None, [*COMMON, *extra, *overrides, f"run.output_dir={output_dir}", f"run.name=oasst1_{name}"])
+    cfg = load_config(
+        subset, None, [*COMMON, *extra, *overrides, f"run.output_dir={output_dir}", f"run.name=oasst1_{name}"]
+    )
     run_dir = output_dir / cfg.run_name
     if not (reuse and is_finished(run_dir)):
         run_dir = prepare_run_dir(cfg, overwrite=True)
@@ -148,13 +169,17 @@ def heldout_groups(overrides: list[str]) -> tuple[list[RankedGroup], list[Any]]:
     _, held_absolutes = load_examples(cfg.data, "absolute", cfg.run.seed)
     quality = {(group_key(ex), ex.reply): ex.score for ex in held_absolutes}
     groups = [
-        RankedGroup(str(group_key(ex)), list(ex.replies), [quality.get((group_key(ex), r), float("nan")) for r in ex.replies])
+        RankedGroup(
+            str(group_key(ex)), list(ex.replies), [quality.get((group_key(ex), r), float("nan")) for r in ex.replies]
+        )
         for ex in val
     ]
     return groups, [ex.prompt for ex in val]
 
 
-def model_scores(groups: list[RankedGroup], prompts: list[Any], run_dirs: dict[str, str]) -> tuple[dict[str, list[np.ndarray]], dict[str, dict]]:
+def model_scores(
+    groups: list[RankedGroup], prompts: list[Any], run_dirs: dict[str, str]
+) -> tuple[dict[str, list[np.ndarray]], dict[str, dict]]:
     """Every trained RM's scores of every held-out group, and the z-statistics it saved on its validation replies."""
     flat_prompts = [p for g, p in zip(groups, prompts) for _ in g.replies]
     flat_replies = [r for g in groups for r in g.replies]
@@ -177,9 +202,20 @@ def untrained_scores(groups: list[RankedGroup], prompts: list[Any], overrides: l
     cfg = load_config("rm_preference", None, overrides)
     set_seed(cfg.run.seed)
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir, padding_side="right")
-    scorer = RewardScorer(build_reward_model(cfg.model, tokenizer), tokenizer, RMFormat.from_data_config(cfg.data),
-                          name="untrained", loss_kind="pairwise", batch_size=32, dtype=resolve_dtype(cfg.model.dtype))
-    flat = scorer([p for g, p in zip(groups, prompts) for _ in g.replies], [r for g in groups for r in g.replies]).float().numpy()
+    scorer = RewardScorer(
+        build_reward_model(cfg.model, tokenizer),
+        tokenizer,
+        RMFormat.from_data_config(cfg.data),
+        name="untrained",
+        loss_kind="pairwise",
+        batch_size=32,
+        dtype=resolve_dtype(cfg.model.dtype),
+    )
+    flat = (
+        scorer([p for g, p in zip(groups, prompts) for _ in g.replies], [r for g in groups for r in g.replies])
+        .float()
+        .numpy()
+    )
     return np.split(flat, np.cumsum([len(g.replies) for g in groups])[:-1])
 
 
@@ -201,8 +237,17 @@ def combined_scores(scores: dict[str, list[np.ndarray]], stats: dict[str, dict])
     return {name: np.split(values.numpy(), splits) for name, values in out.items()}
 
 
-def run_benchmark(path: str, recipe: str, only: list[str], extra: list[str], val_fraction: float, seed: int,
-                  output_dir: Path, n_boot: int, reuse: bool = False) -> dict[str, Any]:
+def run_benchmark(
+    path: str,
+    recipe: str,
+    only: list[str],
+    extra: list[str],
+    val_fraction: float,
+    seed: int,
+    output_dir: Path,
+    n_boot: int,
+    reuse: bool = False,
+) -> dict[str, Any]:
     """Train every strategy, score the held-out trees with every scorer, bootstrap; returns results.json's content."""
     train_file, heldout_file, n_train, n_held = split_trees(path, val_fraction, seed, output_dir)
     LOG.info("%d training trees, %d held out (seed %d)", n_train, n_held, seed)
@@ -223,11 +268,17 @@ def run_benchmark(path: str, recipe: str, only: list[str], extra: list[str], val
     scores["untrained"] = untrained_scores(groups, prompts, overrides)
     result = cluster_bootstrap(groups, scores, n_boot=n_boot, seed=seed)
     return {
-        "recipe": recipe, "overrides": overrides, "seed": seed, "n_boot": n_boot,
+        "recipe": recipe,
+        "overrides": overrides,
+        "seed": seed,
+        "n_boot": n_boot,
         "trees": {"train": n_train, "heldout": n_held},
-        "heldout": {"trees": len({g.cluster for g in groups}), "groups": len(groups),
-                    "pairs": int(sum(len(g.replies) * (len(g.replies) - 1) // 2 for g in groups)),
-                    "labelled_replies": int(sum(np.isfinite(g.labels).sum() for g in groups))},
+        "heldout": {
+            "trees": len({g.cluster for g in groups}),
+            "groups": len(groups),
+            "pairs": int(sum(len(g.replies) * (len(g.replies) - 1) // 2 for g in groups)),
+            "labelled_replies": int(sum(np.isfinite(g.labels).sum() for g in groups)),
+        },
         "runs": trained,
         "table": summarize(result, baseline="length (characters)"),
     }
@@ -235,6 +286,7 @@ def run_benchmark(path: str, recipe: str, only: list[str], extra: list[str], val
 
 def format_report(results: dict[str, Any]) -> str:
     """A Markdown table: one row per scorer, each metric with its interval and the difference to length."""
+
     def cell(row: dict[str, float], points: bool = False) -> str:
         k = 100 if points else 1
         fmt = "{:+.1f}" if points else "{:.3f}"
@@ -242,12 +294,18 @@ def format_report(results: dict[str, Any]) -> str:
 
     table, base = results["table"], "length (characters)"
     held = results["heldout"]
-    lines = [f"Held out: {held['trees']} trees, {held['groups']} sibling groups, {held['pairs']} pairs, "
-             f"{held['labelled_replies']} replies with a quality label; 95% intervals over trees ({results['n_boot']} rounds).", "",
-             "| scorer | pairwise accuracy | vs length, points | top-1 | Spearman with quality |", "|---|---|---|---|---|"]
+    lines = [
+        f"Held out: {held['trees']} trees, {held['groups']} sibling groups, {held['pairs']} pairs, "
+        f"{held['labelled_replies']} replies with a quality label; 95% intervals over trees ({results['n_boot']} rounds).",
+        "",
+        "| scorer | pairwise accuracy | vs length, points | top-1 | Spearman with quality |",
+        "|---|---|---|---|---|",
+    ]
     for name, row in table["pairwise_accuracy"].items():
         versus = cell(row[f"vs_{base}"], points=True) if f"vs_{base}" in row else "-"
-        lines.append(f"| {name} | {cell(row)} | {versus} | {cell(table['top1'][name])} | {cell(table['spearman'][name])} |")
+        lines.append(
+            f"| {name} | {cell(row)} | {versus} | {cell(table['top1'][name])} | {cell(table['spearman'][name])} |"
+        )
     lines += ["", "| run | steps | train s |", "|---|---|---|"]
     lines += [f"| {name} | {run['steps']} | {run['seconds']} |" for name, run in results["runs"].items()]
     return "\n".join(lines)
@@ -259,17 +317,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("path", help="oasst1 messages in the flat table schema (.jsonl)")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="default")
     parser.add_argument("--only", nargs="*", default=[], choices=sorted(STRATEGIES), help="train only these strategies")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override for every run"
+    )
     parser.add_argument("--val_fraction", type=float, default=0.31, help="share of trees held out (0.31: 60 of 191)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n_boot", type=int, default=2000)
-    parser.add_argument("--output_dir", default="outputs/benchmarks/oasst1_strategies", help="where the runs go (replaced)")
-    parser.add_argument("--reuse", action="store_true", help="keep runs that finished in --output_dir (same settings: your responsibility)")
+    parser.add_argument(
+        "--output_dir", default="outputs/benchmarks/oasst1_strategies", help="where the runs go (replaced)"
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep runs that finished in --output_dir (same settings: your responsibility)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     output_dir = Path(args.output_dir)
     try:
-        results = run_benchmark(args.path, args.recipe, args.only, args.overrides, args.val_fraction, args.seed, output_dir, args.n_boot, args.reuse)
+        results = run_benchmark(
+            args.path,
+            args.recipe,
+            args.only,
+            args.overrides,
+            args.val_fraction,
+            args.seed,
+            output_dir,
+            args.n_boot,
+            args.reuse,
+        )
     except (ConfigError, DataError, ModelError, RunError) as err:  # bad input: one line, as crs's stages end
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

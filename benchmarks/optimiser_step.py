@@ -28,7 +28,9 @@ from pathlib import Path
 PROMPTS = runpy.run_path(str(Path(__file__).with_name("ppo_step.py")))["PROMPTS"]  # the PPO benchmark's setting
 
 
-def run_one(algorithm: str, model: str, dtype_name: str, steps: int, warmup: int, threads: int | None) -> dict[str, float]:
+def run_one(
+    algorithm: str, model: str, dtype_name: str, steps: int, warmup: int, threads: int | None
+) -> dict[str, float]:
     """Time ``warmup + steps`` steps of ``algorithm``; the medians after the warm-up."""
     import torch
 
@@ -43,7 +45,9 @@ def run_one(algorithm: str, model: str, dtype_name: str, steps: int, warmup: int
     from crs.rl.rewards import CombinedReward, RewardSource
     from crs.rm.scorer import load_reward_scorers
 
-    model_cfg = ModelConfig(name=model, dtype=dtype_name, lora=LoraConfig(r=16, alpha=32, dropout=0.0, target_modules="all-linear"))
+    model_cfg = ModelConfig(
+        name=model, dtype=dtype_name, lora=LoraConfig(r=16, alpha=32, dropout=0.0, target_modules="all-linear")
+    )
     torch.manual_seed(0)
     tokenizer = load_tokenizer(model, padding_side="left")
     scorer = load_reward_scorers([model], model_cfg)[0]  # the policy's base + a random scalar head
@@ -66,16 +70,28 @@ def run_one(algorithm: str, model: str, dtype_name: str, steps: int, warmup: int
         cfg = CRSConfig()
         cfg.model = model_cfg
         cfg.run.logging_steps = 1000
-        cfg.rl = RLConfig(algorithm=algorithm, steps=warmup + steps, batch_size=8, group_size=4, max_new_tokens=48,
-                          temperature=0.8, kl_coef=0.05, save_steps=0)
+        cfg.rl = RLConfig(
+            algorithm=algorithm,
+            steps=warmup + steps,
+            batch_size=8,
+            group_size=4,
+            max_new_tokens=48,
+            temperature=0.8,
+            kl_coef=0.05,
+            save_steps=0,
+        )
         with tempfile.TemporaryDirectory() as folder:
             run_dir = Path(folder)
-            trainer, _ = build_online_trainer(cfg, run_dir, load_causal_lm(model, model_cfg), peft_lora_config(cfg), tokenizer,
-                                              reward, prompts)
+            trainer, _ = build_online_trainer(
+                cfg, run_dir, load_causal_lm(model, model_cfg), peft_lora_config(cfg), tokenizer, reward, prompts
+            )
             trainer.train()
             rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for i, row in enumerate(rows):
-        print(f"  [{algorithm} {dtype_name}] step {i + 1}: {row['time/step']:.2f} s, reply length {row['reply/length']:.1f}", file=sys.stderr)
+        print(
+            f"  [{algorithm} {dtype_name}] step {i + 1}: {row['time/step']:.2f} s, reply length {row['reply/length']:.1f}",
+            file=sys.stderr,
+        )
     timed = rows[warmup:]
     return {key: statistics.median(r[key] for r in timed) for key in ("time/step", "reply/length")}
 
@@ -96,9 +112,23 @@ def main() -> None:
         return
     rows = {}
     for algorithm in args.algorithms.split(","):
-        command = [sys.executable, __file__, "--_worker", algorithm, "--model", args.model, "--dtype", args.dtype,
-                   "--steps", str(args.steps), "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else [])
-        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        command = [
+            sys.executable,
+            __file__,
+            "--_worker",
+            algorithm,
+            "--model",
+            args.model,
+            "--dtype",
+            args.dtype,
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+        ] + (["--threads", str(args.threads)] if args.threads else [])
+        done = subprocess.run(
+            command, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        )
         sys.stderr.write(done.stderr[-4000:] if done.returncode else "")
         if done.returncode:
             raise SystemExit(f"{algorithm}: exit code {done.returncode}")

@@ -49,7 +49,11 @@ def measure(checkpointing: bool, batch: int, prompt: int, reply: int) -> dict[st
     from crs.rl.ppo.policy import PolicyValueModel, checkpoint_in_eval_mode, enable_gradient_checkpointing
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    policy = add_lora(load_causal_lm("embedded:smollm2-135m-instruct", dtype=torch.bfloat16), LoraConfig(r=16, alpha=32, dropout=0.0), "causal_lm")
+    policy = add_lora(
+        load_causal_lm("embedded:smollm2-135m-instruct", dtype=torch.bfloat16),
+        LoraConfig(r=16, alpha=32, dropout=0.0),
+        "causal_lm",
+    )
     model = PolicyValueModel(policy).to(device)
     if checkpointing:
         enable_gradient_checkpointing(model)
@@ -87,10 +91,14 @@ def main() -> None:
     args = parser.parse_args()
     rows = {flag: measure(flag, args.batch, args.prompt, args.reply) for flag in (False, True)}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    print(f"PPO forward + backward, SmolLM2-135M bf16 + LoRA r16, batch {args.batch} x ({args.prompt} + {args.reply}) tokens, {device}")
+    print(
+        f"PPO forward + backward, SmolLM2-135M bf16 + LoRA r16, batch {args.batch} x ({args.prompt} + {args.reply}) tokens, {device}"
+    )
     for flag, row in rows.items():
         extra = f", peak allocated {row['peak_allocated_mib']:.0f} MiB" if "peak_allocated_mib" in row else ""
-        print(f"  gradient_checkpointing {str(flag).lower():5}: kept for backward {row['kept_mib']:7.1f} MiB, {row['seconds']:.2f} s{extra}")
+        print(
+            f"  gradient_checkpointing {str(flag).lower():5}: kept for backward {row['kept_mib']:7.1f} MiB, {row['seconds']:.2f} s{extra}"
+        )
     print(f"  checkpointing keeps {rows[True]['kept_mib'] / rows[False]['kept_mib']:.0%} of the activations")
 
 

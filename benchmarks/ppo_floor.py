@@ -68,7 +68,15 @@ def shape_of(config: Any) -> Shape:
     """The :class:`Shape` of a transformers Llama-style config."""
     c = config.get_text_config()
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    return Shape(c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, head_dim, c.vocab_size)
+    return Shape(
+        c.hidden_size,
+        c.intermediate_size,
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        head_dim,
+        c.vocab_size,
+    )
 
 
 def load_shape(name: str) -> Shape:
@@ -94,8 +102,13 @@ def best_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
 def peak_matmul_flops(dtype: torch.dtype, shape: Shape, tokens: int, head_rows: int) -> float:
     """The fastest FLOP/s any of these matmuls reached: the step's own shapes and a large square."""
     q = shape.heads * shape.head_dim
-    cases = [(tokens, shape.hidden, q), (tokens, shape.hidden, shape.ffn), (tokens, shape.ffn, shape.hidden),
-             (head_rows, shape.hidden, shape.vocab), (2048, 2048, 2048)]
+    cases = [
+        (tokens, shape.hidden, q),
+        (tokens, shape.hidden, shape.ffn),
+        (tokens, shape.ffn, shape.hidden),
+        (head_rows, shape.hidden, shape.vocab),
+        (2048, 2048, 2048),
+    ]
     best = 0.0
     for m, k, n in cases:
         a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
@@ -112,7 +125,15 @@ def peak_read_bandwidth(dtype: torch.dtype, megabytes: int = 512) -> float:
     return max(by_sum, by_copy)
 
 
-def phase_floors(shape: Shape, prompt_lengths: list[int], reply: int, rank: int, flops: float, bandwidth: float, bytes_per_weight: int) -> dict[str, float]:
+def phase_floors(
+    shape: Shape,
+    prompt_lengths: list[int],
+    reply: int,
+    rank: int,
+    flops: float,
+    bandwidth: float,
+    bytes_per_weight: int,
+) -> dict[str, float]:
     """Seconds per phase at ``flops`` FLOP/s and ``bandwidth`` bytes/s, nothing else counted."""
     batch = len(prompt_lengths)
     weights, head, lora = shape.linear_weights, shape.head_weights, shape.lora_weights(rank)
@@ -147,9 +168,16 @@ def main() -> None:
     prompts, trl_reference = setting["PROMPTS"], setting["TRL_REFERENCE"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtypes", default="fp32,bf16")
-    parser.add_argument("--reply", type=int, default=48, help="reply tokens per prompt (the benchmark's max_new_tokens)")
+    parser.add_argument(
+        "--reply", type=int, default=48, help="reply tokens per prompt (the benchmark's max_new_tokens)"
+    )
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank (all linear layers)")
-    parser.add_argument("--trl", type=parse_times, default=trl_reference, help="TRL s/step of the same sitting, e.g. fp32=16.6,bf16=11.1")
+    parser.add_argument(
+        "--trl",
+        type=parse_times,
+        default=trl_reference,
+        help="TRL s/step of the same sitting, e.g. fp32=16.6,bf16=11.1",
+    )
     args = parser.parse_args()
 
     from crs.data.schema import user_prompt
@@ -160,22 +188,28 @@ def main() -> None:
     tokenizer = load_tokenizer(MODEL, padding_side="left")
     prompt_lengths = [len(encode_prompt(tokenizer, user_prompt(p), 256)) for p in prompts]
     tokens = sum(prompt_lengths) + len(prompts) * args.reply
-    print(f"Setting: {len(prompts)} prompts of {min(prompt_lengths)}-{max(prompt_lengths)} tokens, {args.reply} reply tokens each "
-          f"({tokens} tokens a forward), LoRA r{args.rank}; {shape.linear_weights / 1e6:.1f}M linear + "
-          f"{shape.head_weights / 1e6:.1f}M head weights; {torch.get_num_threads()} threads")
+    print(
+        f"Setting: {len(prompts)} prompts of {min(prompt_lengths)}-{max(prompt_lengths)} tokens, {args.reply} reply tokens each "
+        f"({tokens} tokens a forward), LoRA r{args.rank}; {shape.linear_weights / 1e6:.1f}M linear + "
+        f"{shape.head_weights / 1e6:.1f}M head weights; {torch.get_num_threads()} threads"
+    )
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     for name in args.dtypes.split(","):
         dtype = dtypes[name]
         flops = peak_matmul_flops(dtype, shape, tokens, len(prompts) * args.reply)
         bandwidth = peak_read_bandwidth(dtype)
-        floors = phase_floors(shape, prompt_lengths, args.reply, args.rank, flops, bandwidth, torch.finfo(dtype).bits // 8)
+        floors = phase_floors(
+            shape, prompt_lengths, args.reply, args.rank, flops, bandwidth, torch.finfo(dtype).bits // 8
+        )
         total = sum(floors.values())
         budget = args.trl.get(name, float("nan")) / 3
         print(f"\n{name}: peak matmul {flops / 1e9:.0f} GFLOP/s, read bandwidth {bandwidth / 1e9:.1f} GB/s")
         for phase, seconds in floors.items():
             print(f"  {phase:18} >= {seconds:5.2f} s")
-        print(f"  {'step':18} >= {total:5.2f} s; 3x TRL ({args.trl.get(name, float('nan')):.1f} s) allows {budget:.2f} s: "
-              f"the floor is {total / budget:.0%} of it")
+        print(
+            f"  {'step':18} >= {total:5.2f} s; 3x TRL ({args.trl.get(name, float('nan')):.1f} s) allows {budget:.2f} s: "
+            f"the floor is {total / budget:.0%} of it"
+        )
 
 
 if __name__ == "__main__":

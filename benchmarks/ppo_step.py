@@ -59,7 +59,11 @@ def run_one(dtype_name: str, steps: int, warmup: int, threads: int | None) -> di
     name = "embedded:smollm2-135m-instruct"
     model_cfg = ModelConfig(name=name, dtype=dtype_name)
     torch.manual_seed(0)
-    policy = add_lora(load_causal_lm(name, model_cfg), LoraConfig(r=16, alpha=32, dropout=0.0, target_modules="all-linear"), "causal_lm")
+    policy = add_lora(
+        load_causal_lm(name, model_cfg),
+        LoraConfig(r=16, alpha=32, dropout=0.0, target_modules="all-linear"),
+        "causal_lm",
+    )
     tokenizer = load_tokenizer(name, padding_side="left")
     scorer = load_reward_scorers([name], model_cfg)[0]  # SmolLM2 + a random scalar head
     reward = CombinedReward([RewardSource("rm", scorer.score, normalize="none")])
@@ -71,8 +75,14 @@ def run_one(dtype_name: str, steps: int, warmup: int, threads: int | None) -> di
         metrics = trainer.step(prompts)
         if i >= warmup:
             rows.append(metrics)
-        print(f"  [{dtype_name}] step {i + 1}: {metrics['time/step']:.2f} s, reply length {metrics['reply/length']:.1f}", file=sys.stderr)
-    out = {key: statistics.median(r[key] for r in rows) for key in (*PHASES, "time/step", "tokens_per_second", "reply/length")}
+        print(
+            f"  [{dtype_name}] step {i + 1}: {metrics['time/step']:.2f} s, reply length {metrics['reply/length']:.1f}",
+            file=sys.stderr,
+        )
+    out = {
+        key: statistics.median(r[key] for r in rows)
+        for key in (*PHASES, "time/step", "tokens_per_second", "reply/length")
+    }
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -92,18 +102,31 @@ def main() -> None:
 
     results = {}
     for dtype_name in args.dtypes.split(","):
-        cmd = [sys.executable, __file__, "--child", dtype_name, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            dtype_name,
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+        ]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         start = time.perf_counter()
-        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        done = subprocess.run(
+            cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        )
         if done.returncode != 0:
             sys.exit(f"{dtype_name} run failed (exit {done.returncode})")
         results[dtype_name] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{dtype_name}: finished in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
-    print(f"\nPPO step, SmolLM2-135M LoRA r16 all-linear, 8 prompts x <=48 new tokens, 1 epoch, 1 mini-batch "
-          f"(median of {args.steps} after {args.warmup} warm-up)")
+    print(
+        f"\nPPO step, SmolLM2-135M LoRA r16 all-linear, 8 prompts x <=48 new tokens, 1 epoch, 1 mini-batch "
+        f"(median of {args.steps} after {args.warmup} warm-up)"
+    )
     header = f"{'dtype':6} {'gen s':>7} {'fwd s':>7} {'score s':>8} {'update s':>9} {'total s':>8} {'tok/s':>7} {'len':>5} {'peak MB':>8} {'vs TRL':>7}"
     print(header)
     print("-" * len(header))
@@ -114,7 +137,9 @@ def main() -> None:
             f"{r['time/update']:9.2f} {r['time/step']:8.2f} {r['tokens_per_second']:7.1f} {r['reply/length']:5.1f} "
             f"{r['peak_rss_mb']:8.0f} {speedup:6.1f}x"
         )
-    print(f"TRL 1.12 PPOTrainer reference: {TRL_REFERENCE['fp32']:.0f} s/step fp32, {TRL_REFERENCE['bf16']:.1f} s/step bf16")
+    print(
+        f"TRL 1.12 PPOTrainer reference: {TRL_REFERENCE['fp32']:.0f} s/step fp32, {TRL_REFERENCE['bf16']:.1f} s/step bf16"
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ import numpy as np
 Z_975 = 1.959964
 
 
-def reread(rate: float, interval: tuple[float, float], per_seed: list[float], draws: int = 400_000, seed: int = 0) -> tuple[float, float]:
+def reread(
+    rate: float, interval: tuple[float, float], per_seed: list[float], draws: int = 400_000, seed: int = 0
+) -> tuple[float, float]:
     """The approximate corrected 95% interval of a win rate in percent (clipped to 0-100)."""
     seeds = np.asarray(per_seed, dtype=float)
     if seeds.size < 2:
@@ -44,11 +46,15 @@ def reread(rate: float, interval: tuple[float, float], per_seed: list[float], dr
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, required=True, help="the published win rate, percent")
-    parser.add_argument("--interval", type=float, nargs=2, required=True, metavar=("LOW", "HIGH"), help="its published 95%% interval")
+    parser.add_argument(
+        "--interval", type=float, nargs=2, required=True, metavar=("LOW", "HIGH"), help="its published 95%% interval"
+    )
     parser.add_argument("--per_seed", type=float, nargs="+", required=True, help="each seed's win rate, percent")
     args = parser.parse_args(argv)
     low, high = reread(args.rate, tuple(args.interval), args.per_seed)
-    print(f"{args.rate:.1f} ({low:.1f}-{high:.1f}) corrected, approximately; published ({args.interval[0]:.1f}-{args.interval[1]:.1f})")
+    print(
+        f"{args.rate:.1f} ({low:.1f}-{high:.1f}) corrected, approximately; published ({args.interval[0]:.1f}-{args.interval[1]:.1f})"
+    )
 
 
 if __name__ == "__main__":

@@ -95,10 +95,16 @@ def main(argv: list[str] | None = None) -> None:
     """Parse arguments, run, print and save the results."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=None, help="config file (default: config.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override for both subsets")
-    parser.add_argument("--output_dir", default="outputs/benchmarks/rm_learnability", help="where the runs go (replaced)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override for both subsets"
+    )
+    parser.add_argument(
+        "--output_dir", default="outputs/benchmarks/rm_learnability", help="where the runs go (replaced)"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     output_dir = Path(args.output_dir)
     results = run_benchmark(args.config, args.overrides, output_dir)
     write_json_atomic(output_dir / "results.json", results)

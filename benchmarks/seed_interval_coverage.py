@@ -37,13 +37,23 @@ SETTINGS = {
 SEED_COUNTS = (2, 3, 5)
 
 
-def simulate(rng: np.random.Generator, n_studies: int, n_seeds: int, n_prompts: int, sds: tuple[float, float, float],
-             prompt_effects: np.ndarray | None = None) -> np.ndarray:
+def simulate(
+    rng: np.random.Generator,
+    n_studies: int,
+    n_seeds: int,
+    n_prompts: int,
+    sds: tuple[float, float, float],
+    prompt_effects: np.ndarray | None = None,
+) -> np.ndarray:
     """(n_studies, n_seeds, n_prompts) matrices of the model, true mean 0 (``prompt_effects`` shared when given)."""
     seed_sd, prompt_sd, noise_sd = sds
     if prompt_effects is None:
         prompt_effects = rng.normal(0.0, prompt_sd, (n_studies, 1, n_prompts))
-    return rng.normal(0.0, seed_sd, (n_studies, n_seeds, 1)) + prompt_effects + rng.normal(0.0, noise_sd, (n_studies, n_seeds, n_prompts))
+    return (
+        rng.normal(0.0, seed_sd, (n_studies, n_seeds, 1))
+        + prompt_effects
+        + rng.normal(0.0, noise_sd, (n_studies, n_seeds, n_prompts))
+    )
 
 
 def covered(rounds: np.ndarray, truth: float = 0.0, alpha: float = 0.05) -> np.ndarray:
@@ -62,8 +72,15 @@ def seed_resampling_rounds(matrices: np.ndarray, prompt_draws: np.ndarray, rng: 
     return np.take_along_axis(per_seed, seeds, axis=1).mean(axis=1)
 
 
-def coverage(sds: tuple[float, float, float], n_seeds: int, n_studies: int, n_rounds: int, n_prompts: int,
-             rng: np.random.Generator, methods: tuple[str, ...] = ("old", "new", "diff")) -> dict[str, float]:
+def coverage(
+    sds: tuple[float, float, float],
+    n_seeds: int,
+    n_studies: int,
+    n_rounds: int,
+    n_prompts: int,
+    rng: np.random.Generator,
+    methods: tuple[str, ...] = ("old", "new", "diff"),
+) -> dict[str, float]:
     """Share of ``n_studies`` simulated studies whose 95% interval covers the truth, per method."""
     draws = rng.integers(0, n_prompts, (n_rounds, n_prompts))
     out = {}
@@ -89,24 +106,39 @@ def seed_to_prompt_ratio(sds: tuple[float, float, float], n_seeds: int, n_prompt
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--studies", type=int, default=4000, help="simulated studies per cell (default 4000: coverage +-0.7 points, 95%%)")
-    parser.add_argument("--rounds", type=int, default=1000, help="rounds per interval (the sweep's n_boot default, 1000)")
+    parser.add_argument(
+        "--studies",
+        type=int,
+        default=4000,
+        help="simulated studies per cell (default 4000: coverage +-0.7 points, 95%%)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1000, help="rounds per interval (the sweep's n_boot default, 1000)"
+    )
     parser.add_argument("--prompts", type=int, default=100, help="prompts per study (default 100)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
-    print(f"# 95% interval coverage (%), {args.studies} studies per cell, {args.rounds} rounds, {args.prompts} prompts, seed {args.seed}")
-    print("# old: seed-resampling bootstrap; new: pivotal rounds (crs.eval.hierarchical); diff: new, two groups sharing prompt effects")
+    print(
+        f"# 95% interval coverage (%), {args.studies} studies per cell, {args.rounds} rounds, {args.prompts} prompts, seed {args.seed}"
+    )
+    print(
+        "# old: seed-resampling bootstrap; new: pivotal rounds (crs.eval.hierarchical); diff: new, two groups sharing prompt effects"
+    )
     print("# ratio: seed-level / prompt-level variance of a group's mean at each seed count")
-    header = "| setting | (sa, sb, se) | " + " | ".join(f"{s} seeds: ratio, old / new / diff" for s in SEED_COUNTS) + " |"
+    header = (
+        "| setting | (sa, sb, se) | " + " | ".join(f"{s} seeds: ratio, old / new / diff" for s in SEED_COUNTS) + " |"
+    )
     print(header + "\n|" + "---|" * (2 + len(SEED_COUNTS)))
     for name, sds in SETTINGS.items():
         cells = []
         for n_seeds in SEED_COUNTS:
             result = coverage(sds, n_seeds, args.studies, args.rounds, args.prompts, rng)
             ratio = seed_to_prompt_ratio(sds, n_seeds, args.prompts)
-            cells.append(f"{ratio:.3g}: {100 * result['old']:.1f} / {100 * result['new']:.1f} / {100 * result['diff']:.1f}")
+            cells.append(
+                f"{ratio:.3g}: {100 * result['old']:.1f} / {100 * result['new']:.1f} / {100 * result['diff']:.1f}"
+            )
         print(f"| {name} | {sds} | " + " | ".join(cells) + " |", flush=True)
     print(f"# {time.perf_counter() - start:.0f} s")
 

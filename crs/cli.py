@@ -24,7 +24,10 @@ StageMain = Callable[[CRSConfig, Path, bool], object]
 
 # command -> (the stage function, as module:function so that `crs --help` imports no torch; what it does)
 STAGES: dict[str, tuple[str, str]] = {
-    "sft": ("crs.sft.training:train_sft", "Supervised fine-tuning of a causal LM on prompt/reply pairs (loss on replies only)."),
+    "sft": (
+        "crs.sft.training:train_sft",
+        "Supervised fine-tuning of a causal LM on prompt/reply pairs (loss on replies only).",
+    ),
     "rm": (
         "crs.rm.training:train_reward_model",
         "Train a reward model on rankings (pairwise / K-wise loss) or absolute scores (rm.loss).",
@@ -33,7 +36,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "crs.cli:train_rl",
         "RL of the SFT policy: PPO (default), GRPO or RLOO on a weighted combination of reward models, or DPO (rl.algorithm).",
     ),
-    "predict": ("crs.eval.predict:predict", "Generate replies to the eval prompts with every configured model (one JSON per model)."),
+    "predict": (
+        "crs.eval.predict:predict",
+        "Generate replies to the eval prompts with every configured model (one JSON per model).",
+    ),
     "score": (
         "crs.eval.score:score_predictions",
         "Score predictions with reward models, combined rewards and the gold judge; write win rates and a report.",
@@ -79,8 +85,12 @@ def main(argv: list[str] | None = None) -> None:
     commands = [*STAGES, "demo"]
     if not argv or argv[0] not in commands:
         lines = [f"  {name:<8} {STAGES[name][1]}" for name in STAGES]
-        lines.append(f"  {'demo':<8} The whole pipeline on the embedded defaults (skips finished stages, resumes interrupted ones).")
-        usage = "usage: crs {" + ",".join(commands) + "} [--config_subset NAME] [options]\n\ncommands:\n" + "\n".join(lines)
+        lines.append(
+            f"  {'demo':<8} The whole pipeline on the embedded defaults (skips finished stages, resumes interrupted ones)."
+        )
+        usage = (
+            "usage: crs {" + ",".join(commands) + "} [--config_subset NAME] [options]\n\ncommands:\n" + "\n".join(lines)
+        )
         usage += f"\n\n{subsets_line(DEFAULT_CONFIG_PATH)}\n`crs COMMAND --help` lists a command's options."
         asked = bool(argv) and argv[0] in ("-h", "--help")
         print(usage, file=sys.stdout if asked else sys.stderr)
@@ -144,7 +154,9 @@ def stage_parser(description: str, prog: str | None = None, argv: list[str] | No
         help="override a config key, e.g. --set rl.kl_coef=0.1 (repeatable; values are read as YAML)",
     )
     parser.add_argument(
-        "--resume", action="store_true", help="continue an unfinished run from its last checkpoint, or extend a finished one (more steps)"
+        "--resume",
+        action="store_true",
+        help="continue an unfinished run from its last checkpoint, or extend a finished one (more steps)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     return parser
@@ -160,7 +172,9 @@ def setup_logging() -> None:
     )
 
 
-def run_stage(main_fn: StageMain | str, description: str, argv: list[str] | None = None, prog: str | None = None) -> None:
+def run_stage(
+    main_fn: StageMain | str, description: str, argv: list[str] | None = None, prog: str | None = None
+) -> None:
     """Parse arguments, resolve the config, prepare the run dir and run ``main_fn``.
 
     ``main_fn`` may be given as ``"module:function"``: it is imported once the arguments are
@@ -228,7 +242,9 @@ def run_stage(main_fn: StageMain | str, description: str, argv: list[str] | None
         raise
     except Terminated:
         mark("terminated (SIGTERM); continue with --resume", "interrupted")
-        print(f"error: terminated (SIGTERM); {run_dir} is marked interrupted: continue it with --resume", file=sys.stderr)
+        print(
+            f"error: terminated (SIGTERM); {run_dir} is marked interrupted: continue it with --resume", file=sys.stderr
+        )
         sys.exit(128 + signal.SIGTERM)
     except SystemExit as err:
         if err.code not in (None, 0):

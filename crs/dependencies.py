@@ -35,7 +35,11 @@ def _declared_requirements() -> list[str]:
             import tomllib
         except ImportError:  # Python 3.10: nothing to read the ranges with
             return []
-        return tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["dependencies"] if PYPROJECT.is_file() else []
+        return (
+            tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["dependencies"]
+            if PYPROJECT.is_file()
+            else []
+        )
 
 
 @lru_cache(maxsize=1)
@@ -69,7 +73,9 @@ def warn_untested_versions() -> list[str]:
     """One warning line per installed dependency outside its tested range; returns the lines."""
     lines = [line for name in tested_ranges() if (line := outside_tested_range(name))]
     for line in lines:
-        logger.warning("%s: results may differ from the tested setup; pip install -c constraints.txt -r requirements.txt", line)
+        logger.warning(
+            "%s: results may differ from the tested setup; pip install -c constraints.txt -r requirements.txt", line
+        )
     return lines
 
 

@@ -154,7 +154,9 @@ def _saved_config(config: CRSConfig, run_dir: Path) -> CRSConfig | None:
     try:
         return load_config(config.subset, saved_path, name_suffix=config.name_suffix)
     except ConfigError as err:
-        raise ConfigError(f"--resume: the run's saved config cannot be read ({err}); use --overwrite to start again") from None
+        raise ConfigError(
+            f"--resume: the run's saved config cannot be read ({err}); use --overwrite to start again"
+        ) from None
 
 
 def check_resume_compatible(config: CRSConfig, run_dir: Path) -> list[str]:
@@ -167,7 +169,11 @@ def check_resume_compatible(config: CRSConfig, run_dir: Path) -> list[str]:
     if saved is None:
         return []
     old, new = _flatten(saved.to_dict()), _flatten(config.to_dict())
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in ("subset", "name_suffix", "config_path"))
+    changed = sorted(
+        k
+        for k in old.keys() | new.keys()
+        if old.get(k) != new.get(k) and k not in ("subset", "name_suffix", "config_path")
+    )
     harmless = [k for k in changed if k in RESUMABLE_CHANGES]
     refused = [k for k in changed if k not in RESUMABLE_CHANGES]
     if refused:
@@ -255,8 +261,10 @@ def check_finished_resume(config: CRSConfig, run_dir: Path) -> None:
     if _has_complete_checkpoint(run_dir / "checkpoints"):
         return
     if keys == RL_LENGTH_KEYS:
-        how = (f"start a new run beside it (--name_suffix) with rl.init_adapter={run_dir} to continue from its policy "
-               "(the optimizer starts afresh), or train it again with --overwrite and rl.save_steps > 0")
+        how = (
+            f"start a new run beside it (--name_suffix) with rl.init_adapter={run_dir} to continue from its policy "
+            "(the optimizer starts afresh), or train it again with --overwrite and rl.save_steps > 0"
+        )
     else:
         how = "train it again with --overwrite, or start a new run beside it (--name_suffix)"
     save_key = "rl.save_steps" if keys == RL_LENGTH_KEYS else "train.save_steps"
@@ -344,7 +352,9 @@ def prepare_run_dir(config: CRSConfig, resume: bool = False, overwrite: bool = F
             )
         elif is_finished(run_dir):
             check_resume_compatible(config, run_dir)  # extending a finished run: only harmless changes
-            check_finished_resume(config, run_dir)  # and only with steps left to train and a checkpoint to start them from
+            check_finished_resume(
+                config, run_dir
+            )  # and only with steps left to train and a checkpoint to start them from
         elif not resume:
             progress = run_progress(run_dir)
             if progress:
@@ -358,7 +368,9 @@ def prepare_run_dir(config: CRSConfig, resume: bool = False, overwrite: bool = F
                     f"{run_dir} is being written by a running process (pid {state['pid']}); wait for it, "
                     "or pass --resume if that process is not this run"
                 )
-            logger.warning("%s: the earlier run (%s) never trained anything; starting it again", run_dir, state.get("status"))
+            logger.warning(
+                "%s: the earlier run (%s) never trained anything; starting it again", run_dir, state.get("status")
+            )
             for log in LOG_FILES:
                 (run_dir / log).unlink(missing_ok=True)  # nothing but blank or torn lines in it
         elif run_progress(run_dir):
@@ -377,7 +389,10 @@ def prepare_run_dir(config: CRSConfig, resume: bool = False, overwrite: bool = F
 
 
 def mark_finished(
-    run_dir: str | Path, summary: dict[str, Any] | None = None, final_step: int | None = None, length_keys: tuple[str, ...] = ()
+    run_dir: str | Path,
+    summary: dict[str, Any] | None = None,
+    final_step: int | None = None,
+    length_keys: tuple[str, ...] = (),
 ) -> None:
     """Record that the run completed, with an optional summary of its results.
 
@@ -456,13 +471,17 @@ def latest_checkpoint(folder: str | Path, pattern: str = "checkpoint-*", remove_
     """
     recover_replaced_in(folder)
     candidates = sorted(
-        (p for p in Path(folder).glob(pattern) if p.is_dir() and checkpoint_step(p) >= 0), key=checkpoint_step, reverse=True
+        (p for p in Path(folder).glob(pattern) if p.is_dir() and checkpoint_step(p) >= 0),
+        key=checkpoint_step,
+        reverse=True,
     )
     for path in candidates:
         problem = checkpoint_problem(path)
         if problem is None:
             return path
-        logger.warning("checkpoint %s is incomplete (%s)%s", path, problem, "; deleting it" if remove_torn else "; skipped")
+        logger.warning(
+            "checkpoint %s is incomplete (%s)%s", path, problem, "; deleting it" if remove_torn else "; skipped"
+        )
         if remove_torn:
             shutil.rmtree(path, ignore_errors=True)
     return None

@@ -80,14 +80,24 @@ def generate_all(prompts: list, plan: list, batch_size: int) -> list[dict]:
             chunk = jobs[start : start + batch_size]
             messages = [user_prompt(prompts[plan[j][0]].text, system=plan[j][2]) for j in chunk]
             outputs = generate_replies(
-                model, tokenizer, messages, settings, batch_size=batch_size,
-                seed=SEED + 1000 * style_index + batch_index, desc=None,
+                model,
+                tokenizer,
+                messages,
+                settings,
+                batch_size=batch_size,
+                seed=SEED + 1000 * style_index + batch_index,
+                desc=None,
             )
             for j, out in zip(chunk, outputs):
                 replies[j] = {
                     "text": out.text,
-                    "gen": {"style": style, "temperature": temperature, "max_new_tokens": max_new,
-                            "system": plan[j][2], "ended_with_eos": out.ended_with_eos},
+                    "gen": {
+                        "style": style,
+                        "temperature": temperature,
+                        "max_new_tokens": max_new,
+                        "system": plan[j][2],
+                        "ended_with_eos": out.ended_with_eos,
+                    },
                 }
             done = sum(r is not None for r in replies)
             print(f"  {style:9s} {done:5d}/{len(plan)} replies", flush=True)
@@ -117,11 +127,20 @@ def label(prompts: list, plan: list, replies: list[dict], splits: dict, rng: np.
                 gold_utility=round(float(annotator.utility(prompt.text, reply["text"])), 6),
             )
         siblings.sort(key=lambda r: r["rank"])
-        rows.append({
-            "prompt_id": prompt.id, "split": split_of[prompt.id], "category": prompt.category,
-            "topic": prompt.topic, "prompt": prompt.text, "spec": prompt.spec,
-            "replies": [{k: r[k] for k in ("text", "rank", "likert", "score", "annotator", "gold_utility", "gen")} for r in siblings],
-        })
+        rows.append(
+            {
+                "prompt_id": prompt.id,
+                "split": split_of[prompt.id],
+                "category": prompt.category,
+                "topic": prompt.topic,
+                "prompt": prompt.text,
+                "spec": prompt.spec,
+                "replies": [
+                    {k: r[k] for k in ("text", "rank", "likert", "score", "annotator", "gold_utility", "gen")}
+                    for r in siblings
+                ],
+            }
+        )
     return rows
 
 
@@ -164,8 +183,15 @@ def main() -> None:
 def write_datasheet(rows: list[dict], data_file: Path) -> None:
     """DATASHEET.md beside the data file: how it was made, fields, label statistics."""
     datasheet = data_file.parent / "DATASHEET.md"
-    datasheet.write_text(DATASHEET.format(statistics=statistics_markdown(rows), seed=SEED, noise=RANKING_NOISE,
-                                          styles=styles_markdown(), size_mb=data_file.stat().st_size / 1e6))
+    datasheet.write_text(
+        DATASHEET.format(
+            statistics=statistics_markdown(rows),
+            seed=SEED,
+            noise=RANKING_NOISE,
+            styles=styles_markdown(),
+            size_mb=data_file.stat().st_size / 1e6,
+        )
+    )
     print(f"wrote {datasheet}")
 
 
@@ -179,15 +205,17 @@ def statistics_markdown(rows: list[dict]) -> str:
     lines += ["", "| category | prompts | mean gold utility |", "|---|---|---|"]
     for category in sorted({row["category"] for row in rows}):
         members = [r for row in rows if row["category"] == category for r in row["replies"]]
-        lines.append(f"| {category} | {sum(row['category'] == category for row in rows)} | "
-                     f"{np.mean([r['gold_utility'] for r in members]):.3f} |")
+        lines.append(
+            f"| {category} | {sum(row['category'] == category for row in rows)} | "
+            f"{np.mean([r['gold_utility'] for r in members]):.3f} |"
+        )
     words = [len(r["text"].split()) for r in replies]
     utilities = np.array([r["gold_utility"] for r in replies])
     spread = [np.std([r["gold_utility"] for r in row["replies"]]) for row in rows]
     agree, total = 0, 0
     for row in rows:  # pairs the noisy ranking orders the same way as the gold utility
         for i, a in enumerate(row["replies"]):
-            for b in row["replies"][i + 1:]:
+            for b in row["replies"][i + 1 :]:
                 if a["gold_utility"] != b["gold_utility"]:
                     total += 1
                     agree += a["gold_utility"] > b["gold_utility"]  # a is ranked above b
@@ -200,9 +228,11 @@ def statistics_markdown(rows: list[dict]) -> str:
         f"mean within-prompt std {np.mean(spread):.3f}",
         f"- rankings agree with the gold utility on {agree / max(total, 1):.1%} of reply pairs (noise {RANKING_NOISE})",
         "- Likert scores: " + ", ".join(f"{k}: {likert[k]}" for k in range(1, 6)),
-        "- mean Likert per annotator: " + ", ".join(
+        "- mean Likert per annotator: "
+        + ", ".join(
             f"{a}: {np.mean([r['likert'] for r in replies if r['annotator'] == a]):.2f}"
-            for a in sorted({r['annotator'] for r in replies})),
+            for a in sorted({r["annotator"] for r in replies})
+        ),
     ]
     return "\n".join(lines)
 

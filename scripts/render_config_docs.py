@@ -107,7 +107,9 @@ def _default_text(value: Any) -> str:
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, str):
-        plain = value and value == value.strip() and "\n" not in value and not any(c in value for c in "{}[]#&*!|>'\"%@`")
+        plain = (
+            value and value == value.strip() and "\n" not in value and not any(c in value for c in "{}[]#&*!|>'\"%@`")
+        )
         return f"`{value}`" if plain else f"`{json.dumps(value)}`"
     if isinstance(value, (list, dict)):
         return f"`{yaml.safe_dump(value, default_flow_style=True, width=1000).strip()}`"
@@ -183,8 +185,15 @@ def render(root: type = CRSConfig) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Write the page, or with ``--check`` compare it; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if the file differs from what would be rendered")
-    parser.add_argument("--output", type=Path, default=DOCS_PATH, help=f"the file to write or check (default: {DOCS_PATH.name} in docs/)")
+    parser.add_argument(
+        "--check", action="store_true", help="do not write; exit 1 if the file differs from what would be rendered"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DOCS_PATH,
+        help=f"the file to write or check (default: {DOCS_PATH.name} in docs/)",
+    )
     args = parser.parse_args(argv)
     text = render()
     if args.check:

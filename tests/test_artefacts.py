@@ -30,9 +30,18 @@ def sft_run(tmp_path_factory, tiny_model_dir) -> Path:
     """A LoRA SFT run whose adapter moved the tiny policy a lot: 2 steps at learning rate 0.05."""
     out = tmp_path_factory.mktemp("sft")
     settings = {
-        "run.output_dir": out, "model.name": tiny_model_dir, "model.dtype": "fp32", "model.lora.r": 4, "model.lora.dropout": 0.0,
-        "data.source": ROOT / "examples" / "sft_example.jsonl", "data.val_fraction": 0.0, "train.max_steps": 2,
-        "train.learning_rate": 0.05, "train.lr_scheduler": "constant", "train.warmup_ratio": 0.0, "train.batch_size": 4,
+        "run.output_dir": out,
+        "model.name": tiny_model_dir,
+        "model.dtype": "fp32",
+        "model.lora.r": 4,
+        "model.lora.dropout": 0.0,
+        "data.source": ROOT / "examples" / "sft_example.jsonl",
+        "data.val_fraction": 0.0,
+        "train.max_steps": 2,
+        "train.learning_rate": 0.05,
+        "train.lr_scheduler": "constant",
+        "train.warmup_ratio": 0.0,
+        "train.batch_size": 4,
     }
     args = [a for key, value in settings.items() for a in ("--set", f"{key}={value}")]
     run_stage(train_sft, "sft", ["--config_subset", "sft", *args])
@@ -47,7 +56,11 @@ def plain_causal_lm_logits(run_dir: Path) -> torch.Tensor:
     from peft import AutoPeftModelForCausalLM
 
     with torch.no_grad():
-        return AutoPeftModelForCausalLM.from_pretrained(str(run_dir / "adapter"), dtype=torch.float32).eval()(_ids()).logits
+        return (
+            AutoPeftModelForCausalLM.from_pretrained(str(run_dir / "adapter"), dtype=torch.float32)
+            .eval()(_ids())
+            .logits
+        )
 
 
 def crs_logits(run_dir: Path, kind: str) -> torch.Tensor:
@@ -58,13 +71,17 @@ def crs_logits(run_dir: Path, kind: str) -> torch.Tensor:
 def test_the_sft_adapter_loads_plainly_as_the_trained_policy(sft_run, tiny_model_dir):
     plain = plain_causal_lm_logits(sft_run)
     torch.testing.assert_close(plain, crs_logits(sft_run, "causal_lm"), rtol=0, atol=1e-5)
-    assert (plain - crs_logits(tiny_model_dir, "causal_lm")).abs().max() > 0.1  # SFT changed the model: the check can fail
+    assert (
+        plain - crs_logits(tiny_model_dir, "causal_lm")
+    ).abs().max() > 0.1  # SFT changed the model: the check can fail
 
 
 @pytest.mark.parametrize("algorithm", ["ppo", "grpo", "dpo"])
 def test_an_rl_runs_adapter_loads_plainly_as_the_trained_policy(tmp_path, sft_run, tiny_model_dir, algorithm):
     extra = {"mini_batch_size": 4} if algorithm == "ppo" else {}
-    run_dir = run_cli(write_config(tmp_path, tiny_model_dir, algorithm=algorithm, policy=str(sft_run), steps=1, save_steps=0, **extra))
+    run_dir = run_cli(
+        write_config(tmp_path, tiny_model_dir, algorithm=algorithm, policy=str(sft_run), steps=1, save_steps=0, **extra)
+    )
     base = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert Path(base) == (sft_run / "merged").resolve()  # the SFT policy it trained on, written once
     plain = plain_causal_lm_logits(run_dir)
@@ -74,7 +91,9 @@ def test_an_rl_runs_adapter_loads_plainly_as_the_trained_policy(tmp_path, sft_ru
 
     from crs.models.loading import load_causal_lm
 
-    raw = PeftModel.from_pretrained(load_causal_lm(str(tiny_model_dir), dtype=torch.float32), str(run_dir / "adapter")).eval()
+    raw = PeftModel.from_pretrained(
+        load_causal_lm(str(tiny_model_dir), dtype=torch.float32), str(run_dir / "adapter")
+    ).eval()
     with torch.no_grad():
         assert (raw(_ids()).logits - plain).abs().max() > 0.1
 
@@ -87,7 +106,9 @@ def test_a_reward_model_loads_plainly_as_the_trained_scorer(tmp_path, tiny_rm_di
     run_dir = tmp_path / "rm"
     train_reward_model(cfg, run_dir)
     with torch.no_grad():
-        plain = AutoPeftModelForSequenceClassification.from_pretrained(str(run_dir / "adapter"), num_labels=1, dtype=torch.float32).eval()
+        plain = AutoPeftModelForSequenceClassification.from_pretrained(
+            str(run_dir / "adapter"), num_labels=1, dtype=torch.float32
+        ).eval()
         plain_scores = plain(_ids()).logits
     torch.testing.assert_close(plain_scores, crs_logits(run_dir, "reward_model"), rtol=0, atol=1e-5)
     with torch.no_grad():  # the head trained (modules_to_save): the adapter is not a no-op on the base
@@ -114,9 +135,21 @@ def test_report_to_tensorboard_logs_every_training_stage_under_run_logs(tmp_path
     pytest.importorskip("tensorboard")
     report = ("--set", "run.report_to=tensorboard")
     if stage == "sft":
-        settings = {"run.output_dir": tmp_path, "model.name": tiny_model_dir, "model.dtype": "fp32", "data.source": ROOT / "examples" / "sft_example.jsonl",
-                    "data.val_fraction": 0.0, "train.max_steps": 2, "train.batch_size": 4, "run.logging_steps": 1}
-        run_stage(train_sft, "sft", ["--config_subset", "sft", *report, *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]])
+        settings = {
+            "run.output_dir": tmp_path,
+            "model.name": tiny_model_dir,
+            "model.dtype": "fp32",
+            "data.source": ROOT / "examples" / "sft_example.jsonl",
+            "data.val_fraction": 0.0,
+            "train.max_steps": 2,
+            "train.batch_size": 4,
+            "run.logging_steps": 1,
+        }
+        run_stage(
+            train_sft,
+            "sft",
+            ["--config_subset", "sft", *report, *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]],
+        )
         run_dir, log, tag, key = tmp_path / "sft", "train_log.jsonl", "train/loss", "loss"
     elif stage == "rm":
         cfg = tiny_config(tiny_rm_dir, write_marker_data(tmp_path, "pairwise", n=16), "pairwise", steps=2)
@@ -125,13 +158,23 @@ def test_report_to_tensorboard_logs_every_training_stage_under_run_logs(tmp_path
         train_reward_model(cfg, run_dir)
     else:
         extra = {"mini_batch_size": 4} if stage == "ppo" else {}
-        run_dir = run_cli(write_config(tmp_path, tiny_model_dir, algorithm=stage, steps=2, save_steps=0, **extra), *report)
+        run_dir = run_cli(
+            write_config(tmp_path, tiny_model_dir, algorithm=stage, steps=2, save_steps=0, **extra), *report
+        )
         # PPO logs crs's names as they are; TRL's trainers under train/ (metrics.jsonl renames DPO's loss)
-        log, (tag, key) = "metrics.jsonl", {"ppo": ("reward/combined",) * 2, "grpo": ("train/reward/combined", "reward/combined"),
-                                            "dpo": ("train/loss", "dpo/loss")}[stage]
+        log, (tag, key) = (
+            "metrics.jsonl",
+            {
+                "ppo": ("reward/combined",) * 2,
+                "grpo": ("train/reward/combined", "reward/combined"),
+                "dpo": ("train/loss", "dpo/loss"),
+            }[stage],
+        )
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(("logs", "runs"))) == ["logs"]  # one layout
     logged = tensorboard_scalars(run_dir / "logs")
     rows = [json.loads(line) for line in (run_dir / log).read_text().splitlines()]
     first = next(r for r in rows if key in r)
-    assert logged[tag][first["step"]] == pytest.approx(first[key], rel=1e-5, abs=1e-6)  # the number the run logged, read back
+    assert logged[tag][first["step"]] == pytest.approx(
+        first[key], rel=1e-5, abs=1e-6
+    )  # the number the run logged, read back
     assert not (run_dir / "checkpoints" / "runs").exists()  # not transformers' default folder

@@ -22,8 +22,17 @@ def test_the_floor_counts_the_models_weights_and_its_lora_adapter() -> None:
     from transformers import LlamaForCausalLM
 
     # Uneven sizes, so a q/k/v or gate/up/down mix-up changes the count.
-    config = tiny_llama_config(vocab_size=101, eos_token_id=0, pad_token_id=0, hidden_size=48, intermediate_size=80,
-                               num_attention_heads=6, num_key_value_heads=2, head_dim=12, num_hidden_layers=3)
+    config = tiny_llama_config(
+        vocab_size=101,
+        eos_token_id=0,
+        pad_token_id=0,
+        hidden_size=48,
+        intermediate_size=80,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        head_dim=12,
+        num_hidden_layers=3,
+    )
     model = LlamaForCausalLM(config)
     shape = ppo_floor.shape_of(config)
     linears = sum(m.weight.numel() for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear))
@@ -68,11 +77,15 @@ def test_the_oasst1_benchmark_given_a_missing_file_says_so_in_one_line(tmp_path:
 def test_the_oasst1_benchmark_given_another_schema_names_the_line_and_the_keys(tmp_path: Path, capsys) -> None:
     path = tmp_path / "pairs.jsonl"
     message = {"message_id": "m1", "parent_id": None, "message_tree_id": "m1", "role": "prompter", "text": "Hi?"}
-    path.write_text(json.dumps(message) + "\n\n" + json.dumps({"prompt": "Hi?", "chosen": "Hello", "rejected": "No"}) + "\n")
+    path.write_text(
+        json.dumps(message) + "\n\n" + json.dumps({"prompt": "Hi?", "chosen": "Hello", "rejected": "No"}) + "\n"
+    )
     line = _oasst1_error(tmp_path, capsys, path)
-    assert line == (f"error: {path}, line 3: missing key(s) ['message_id', 'parent_id', 'message_tree_id', 'role', 'text']; "
-                    "expected oasst1's flat message table, one JSON message per line (message_id, parent_id, message_tree_id, "
-                    "role, text, rank, labels, ...)")
+    assert line == (
+        f"error: {path}, line 3: missing key(s) ['message_id', 'parent_id', 'message_tree_id', 'role', 'text']; "
+        "expected oasst1's flat message table, one JSON message per line (message_id, parent_id, message_tree_id, "
+        "role, text, rank, labels, ...)"
+    )
     path.write_text(json.dumps(message) + "\n" + '{"message_id": "m2", "text": \n')
     assert _oasst1_error(tmp_path, capsys, path).startswith(f"error: {path}, line 2: not valid JSON (")
 

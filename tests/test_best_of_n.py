@@ -173,7 +173,9 @@ def test_agreement_and_tau_share_one_tie_rule():
     # The example: the judge's first two values differ by 1e-12, a tie for both metrics.
     judge, scorer = np.array([[0.0, 1e-12, 1.0]]), np.array([[1.0, 0.0, 2.0]])
     credit, pairs = pairwise_credit(scorer, judge)
-    assert (credit[0], pairs[0]) == (2.0, 2.0) and pairwise_accuracy(scorer, judge) == 1.0  # the tied pair is not judged
+    assert (credit[0], pairs[0]) == (2.0, 2.0) and pairwise_accuracy(
+        scorer, judge
+    ) == 1.0  # the tied pair is not judged
     # tau-b: concordant 2, discordant 0, the judge ties 1 of 3 pairs: 2 / sqrt(3 * 2)
     assert kendall_tau_b(scorer, judge)[0] == pytest.approx(2 / math.sqrt(6))
     # With exact ties (tie_eps 0) the pair is separated, in both: 2 of 3 right, tau (2 - 1) / 3.
@@ -193,7 +195,9 @@ def test_pooled_agreement_weighs_prompts_by_their_judged_pairs():
     scorer = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0]])
     credit, pairs = pairwise_credit(scorer, judge)
     assert credit.tolist() == [3.0, 0.5] and pairs.tolist() == [3.0, 2.0]
-    assert pairwise_accuracy(scorer, judge) == pytest.approx(3.5 / 5)  # pooled 0.7; the mean of per-prompt fractions would be 0.625
+    assert pairwise_accuracy(scorer, judge) == pytest.approx(
+        3.5 / 5
+    )  # pooled 0.7; the mean of per-prompt fractions would be 0.625
 
 
 def test_paired_bootstrap_shares_draws_and_shapes():
@@ -261,6 +265,8 @@ def test_power_of_neighbours_and_of_an_interval_agree_with_the_standard_error():
     assert neighbours["standard_error"] == pytest.approx(np.median(spreads), rel=0.05)
     assert neighbours["minimum_detectable_difference"] == pytest.approx(2.8016 * neighbours["standard_error"], rel=0.05)
     by_interval = power_of_interval(0.5 - 1.959964 * 0.02, 0.5 + 1.959964 * 0.02)
-    assert by_interval["standard_error"] == pytest.approx(0.02) and by_interval["minimum_detectable_difference"] == pytest.approx(0.056, rel=1e-3)
+    assert by_interval["standard_error"] == pytest.approx(0.02) and by_interval[
+        "minimum_detectable_difference"
+    ] == pytest.approx(0.056, rel=1e-3)
     with pytest.raises(ValueError):
         power_of_neighbours(samples[:1])

@@ -32,10 +32,17 @@ def write_config(folder: Path, policy: Path | None = None, pool: Path | None = N
         },
         "bon": {
             "run": {"name": "bon"},
-            "bon": {"pool": str(pool or folder / "out" / "pool"), "judge": "python:tests.reward_fns:vowel_share", "n_boot": 200,
-                    "rewards": [{"name": "preference", "path": "python:tests.reward_fns:reply_length"},
-                                {"name": "absolute", "path": "python:tests.reward_fns:count_vowels"}],
-                    "weights": [0.0, 0.5, 1.0], **bon},
+            "bon": {
+                "pool": str(pool or folder / "out" / "pool"),
+                "judge": "python:tests.reward_fns:vowel_share",
+                "n_boot": 200,
+                "rewards": [
+                    {"name": "preference", "path": "python:tests.reward_fns:reply_length"},
+                    {"name": "absolute", "path": "python:tests.reward_fns:count_vowels"},
+                ],
+                "weights": [0.0, 0.5, 1.0],
+                **bon,
+            },
         },
     }
     path = folder / "config.yaml"
@@ -65,7 +72,9 @@ def test_a_pool_is_made_once_and_a_resumed_pool_makes_only_what_is_missing(tmp_p
     stage(make_pool, config, "pool", "--resume")
     after = json.loads((run_dir / "run_state.json").read_text())
     assert after["status"] == "finished" and after["summary"]["replies_made"] == 10  # one sample of 10 prompts, no more
-    assert {k: sample_path(run_dir, k).read_text() for k in range(4)} == kept  # the same replies: sample k's seed is run.seed + k
+    assert {
+        k: sample_path(run_dir, k).read_text() for k in range(4)
+    } == kept  # the same replies: sample k's seed is run.seed + k
 
 
 def _alpaca_pool(folder: Path) -> dict[str, list[str]]:
@@ -100,22 +109,39 @@ def test_a_pool_made_elsewhere_gives_the_best_of_n_numbers_computed_by_hand(tmp_
     assert gold[2]["mean"] == pytest.approx(by_hand_n4) and gold[0]["mean"] == pytest.approx(by_hand_n1)
     # n = 2 by hand for "Name a fruit." alone is in the module's brute-force tests; here the judge is the ceiling:
     judge = results["scorers"]["judge"]
-    assert judge["gold"][2]["mean"] == pytest.approx(np.mean([max(_vowel_share(t) for t in r) for r in replies.values()]))
-    assert all(judge["gold"][i]["mean"] >= s["gold"][i]["mean"] - 1e-12 for s in results["scorers"].values() for i in range(3))
-    assert all(s["win_rate"][0]["mean"] == pytest.approx(0.5) for s in results["scorers"].values())  # n = 1: a random reply
+    assert judge["gold"][2]["mean"] == pytest.approx(
+        np.mean([max(_vowel_share(t) for t in r) for r in replies.values()])
+    )
+    assert all(
+        judge["gold"][i]["mean"] >= s["gold"][i]["mean"] - 1e-12 for s in results["scorers"].values() for i in range(3)
+    )
+    assert all(
+        s["win_rate"][0]["mean"] == pytest.approx(0.5) for s in results["scorers"].values()
+    )  # n = 1: a random reply
     assert judge["pairwise_accuracy"]["mean"] == pytest.approx(1.0)
     assert set(results["weights"]["grid"]) == {0.0, 0.5, 1.0} and "tell apart differences of" in results["verdict"]
     report = (tmp_path / "out" / "bon" / "report.md").read_text()
     assert "## The weight grid" in report and "smallest difference detectable at 80% power" in report
-    assert (tmp_path / "out" / "bon" / "bon_curves.png").stat().st_size > 0 and (tmp_path / "out" / "bon" / "weight_curve.png").is_file()
+    assert (tmp_path / "out" / "bon" / "bon_curves.png").stat().st_size > 0 and (
+        tmp_path / "out" / "bon" / "weight_curve.png"
+    ).is_file()
 
 
 def test_one_file_of_candidates_is_a_pool_too(tmp_path) -> None:
     path = tmp_path / "pool.jsonl"
     path.write_text("".join(json.dumps({"instruction": q, "outputs": ["a", "bb", "ccc"]}) + "\n" for q in ("x?", "y?")))
     pool = read_pool(path)
-    assert pool.shape == (2, 3) and pool.prompt_ids[0].startswith("p-") and pool.lengths().tolist() == [[1, 2, 3], [1, 2, 3]]
-    path.write_text(json.dumps({"instruction": "x?", "outputs": ["a", "b"]}) + "\n" + json.dumps({"instruction": "y?", "outputs": ["a"]}) + "\n")
+    assert (
+        pool.shape == (2, 3)
+        and pool.prompt_ids[0].startswith("p-")
+        and pool.lengths().tolist() == [[1, 2, 3], [1, 2, 3]]
+    )
+    path.write_text(
+        json.dumps({"instruction": "x?", "outputs": ["a", "b"]})
+        + "\n"
+        + json.dumps({"instruction": "y?", "outputs": ["a"]})
+        + "\n"
+    )
     with pytest.raises(DataError, match="pool.jsonl, line 2 has 1 replies, line 1 has 2"):
         read_pool(path)
 
@@ -127,11 +153,15 @@ def test_a_scorer_added_to_a_finished_study_is_the_only_one_scored(tmp_path) -> 
     scores = tmp_path / "out" / "bon" / "scores"
     before = {p.name: p.stat().st_mtime_ns for p in scores.iterdir()}
     assert set(before) == {"judge.json", "preference.json", "absolute.json"}
-    rewards = ("bon.rewards=[{name: preference, path: 'python:tests.reward_fns:reply_length'}, "
-               "{name: absolute, path: 'python:tests.reward_fns:count_vowels'}, {name: share, path: 'python:tests.reward_fns:vowel_share'}]")
+    rewards = (
+        "bon.rewards=[{name: preference, path: 'python:tests.reward_fns:reply_length'}, "
+        "{name: absolute, path: 'python:tests.reward_fns:count_vowels'}, {name: share, path: 'python:tests.reward_fns:vowel_share'}]"
+    )
     stage(run_bon_study, config, "bon", "--resume", "--set", rewards)
     after = {p.name: p.stat().st_mtime_ns for p in scores.iterdir()}
-    assert {k: after[k] for k in before} == before and set(after) - set(before) == {"share.json"}  # only the new source scored
+    assert {k: after[k] for k in before} == before and set(after) - set(before) == {
+        "share.json"
+    }  # only the new source scored
     results = json.loads((tmp_path / "out" / "bon" / "results.json").read_text())
     share, judge = results["scorers"]["share"], results["scorers"]["judge"]
     assert share["gold"] == judge["gold"]  # the new scorer is the judge's own function: it reaches the ceiling
@@ -142,7 +172,9 @@ def test_an_external_judges_annotations_judge_the_pool_as_computed_by_hand(tmp_p
     weighted verdicts): the judged best-of-n numbers, by hand on the 3-prompt fixture."""
     replies = _alpaca_pool(tmp_path / "theirs")
     verdict = {  # the judge's view of each pool reply against the reference "REF": 1 better, 0 worse, 0.5 tie
-        "Say hi.": [0.0, 0.5, 1.0, 0.0], "Name a fruit.": [1.0, 0.0, 0.25, 1.0], "Count to two.": [0.5, 0.5, 1.0, 0.0],
+        "Say hi.": [0.0, 0.5, 1.0, 0.0],
+        "Name a fruit.": [1.0, 0.0, 0.25, 1.0],
+        "Count to two.": [0.5, 0.5, 1.0, 0.0],
     }
     rows = []
     for question, outs in replies.items():
@@ -157,7 +189,9 @@ def test_an_external_judges_annotations_judge_the_pool_as_computed_by_hand(tmp_p
     results = json.loads((tmp_path / "out" / "bon" / "results.json").read_text())
     gold = results["scorers"]["preference"]["gold"]  # scorer: reply length
     longest = {q: max(range(4), key=lambda k, outs=outs: len(outs[k])) for q, outs in replies.items()}
-    assert gold[2]["mean"] == pytest.approx(np.mean([verdict[q][k] for q, k in longest.items()])) == pytest.approx(0.25)  # the longest reply
+    assert (
+        gold[2]["mean"] == pytest.approx(np.mean([verdict[q][k] for q, k in longest.items()])) == pytest.approx(0.25)
+    )  # the longest reply
     assert gold[0]["mean"] == pytest.approx(np.mean([np.mean(v) for v in verdict.values()]))  # best of 1: the pool mean
     assert results["scorers"]["judge"]["gold"][2]["mean"] == pytest.approx(np.mean([max(v) for v in verdict.values()]))
     rows.pop()  # a reply without a verdict is no pool to judge
@@ -181,14 +215,21 @@ def test_the_strategies_scorers_equal_a_hand_computation_on_two_prompts_of_three
 
     cfg = CRSConfig()
     cfg.bon.weights, cfg.rl.conservative_k = [0.0, 0.5, 1.0], 0.5
-    raw = {"preference": np.array([[1.0, 2.0, 3.0], [4.0, 4.0, 10.0]]), "absolute": np.array([[3.0, 0.0, 0.0], [1.0, 2.0, 3.0]])}
-    scorers = build_strategy_scorers(cfg, raw, {"preference": None, "absolute": None})  # no saved statistics: the pool's
+    raw = {
+        "preference": np.array([[1.0, 2.0, 3.0], [4.0, 4.0, 10.0]]),
+        "absolute": np.array([[3.0, 0.0, 0.0], [1.0, 2.0, 3.0]]),
+    }
+    scorers = build_strategy_scorers(
+        cfg, raw, {"preference": None, "absolute": None}
+    )  # no saved statistics: the pool's
     assert set(scorers) == {"per_prompt w=0", "per_prompt w=0.5", "per_prompt w=1", "min", "mean-0.5std"}
     # sum_per_prompt: each source standardised within each prompt's 3 replies. By hand, prompt 0: preference 1, 2, 3 ->
     # -1.2247, 0, 1.2247; absolute 3, 0, 0 -> 1.4142, -0.7071, -0.7071. Prompt 1: 4, 4, 10 -> -0.7071, -0.7071, 1.4142; 1, 2, 3.
     pref = [_standardized(r) for r in raw["preference"].tolist()]
     absolute = [_standardized(r) for r in raw["absolute"].tolist()]
-    assert pref[0] == pytest.approx([-1.2247449, 0.0, 1.2247449]) and absolute[0] == pytest.approx([1.4142136, -0.7071068, -0.7071068])
+    assert pref[0] == pytest.approx([-1.2247449, 0.0, 1.2247449]) and absolute[0] == pytest.approx(
+        [1.4142136, -0.7071068, -0.7071068]
+    )
     for w in (0.0, 0.5, 1.0):
         by_hand = [[w * p + (1 - w) * a for p, a in zip(pr, ar)] for pr, ar in zip(pref, absolute)]
         assert scorers[f"per_prompt w={w:g}"].tolist() == [pytest.approx(row) for row in by_hand]
@@ -211,9 +252,20 @@ def test_the_strategies_table_compares_each_strategy_with_sums_best_weight(tmp_p
     rows = {row["scorer"]: row for row in strategies["rows"]}
     assert [row["strategy"] for row in strategies["rows"]] == ["sum", "sum_per_prompt", "conservative", "conservative"]
     reference = f"w={results['weights']['best']['weight']:g}"
-    assert strategies["reference"] == reference and rows[reference]["vs_sum"] == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    assert strategies["reference"] == reference and rows[reference]["vs_sum"] == {
+        "mean": 0.0,
+        "ci_low": 0.0,
+        "ci_high": 0.0,
+    }
     assert rows[reference]["win_rate"]["mean"] == pytest.approx(results["scorers"][reference]["win_rate"][-1]["mean"])
-    assert set(results["scorers"]) == {"w=0", "w=0.5", "w=1", "preference", "absolute", "judge"}  # the sum scorers, unchanged
+    assert set(results["scorers"]) == {
+        "w=0",
+        "w=0.5",
+        "w=1",
+        "preference",
+        "absolute",
+        "judge",
+    }  # the sum scorers, unchanged
     # By hand, the `min` scorer: z-score length and vowel count over the pool, keep the lower, pick each prompt's highest
     # (no ties here); its best-of-3 win rate is how often the judge (vowel share) prefers the pick to a random pool reply.
     lengths = np.array([[len(t) for t in r] for r in pool.values()], dtype=float)
@@ -222,7 +274,10 @@ def test_the_strategies_table_compares_each_strategy_with_sums_best_weight(tmp_p
     share = np.array([[_vowel_share(t) for t in r] for r in pool.values()])
     picks = low.argmax(axis=1)
     assert all(sorted(row)[-1] > sorted(row)[-2] for row in low)
-    wins = [np.mean([1.0 if share[p, k] > s else 0.5 if share[p, k] == s else 0.0 for s in share[p]]) for p, k in enumerate(picks)]
+    wins = [
+        np.mean([1.0 if share[p, k] > s else 0.5 if share[p, k] == s else 0.0 for s in share[p]])
+        for p, k in enumerate(picks)
+    ]
     assert rows["min"]["win_rate"]["mean"] == pytest.approx(np.mean(wins))
     assert rows["min"]["vs_sum"]["mean"] == pytest.approx(np.mean(wins) - rows[reference]["win_rate"]["mean"])
     per_prompt = next(row for row in strategies["rows"] if row["strategy"] == "sum_per_prompt")
@@ -234,7 +289,10 @@ def test_the_strategies_table_compares_each_strategy_with_sums_best_weight(tmp_p
 
 # --------------------------------------------------------------------------- one convention: z-score, weight grid, agreement
 
-RAW = {"preference": np.array([[1.0, 2.0, 3.0], [4.0, 4.0, 10.0]]), "absolute": np.array([[3.0, 0.0, 0.0], [1.0, 2.0, 3.0]])}
+RAW = {
+    "preference": np.array([[1.0, 2.0, 3.0], [4.0, 4.0, 10.0]]),
+    "absolute": np.array([[3.0, 0.0, 0.0], [1.0, 2.0, 3.0]]),
+}
 
 
 def test_the_weight_grid_is_combine_normalizeds_sum_of_the_z_scores() -> None:
@@ -253,8 +311,17 @@ def test_the_weight_grid_is_combine_normalizeds_sum_of_the_z_scores() -> None:
     for w in cfg.bon.weights:
         assert scorers[f"w={w:g}"] == pytest.approx(w * z_pref + (1 - w) * z_abs)
         via, _ = combine_normalized(z, {"preference": w, "absolute": 1 - w}, "sum")
-        np.testing.assert_array_equal(scorers[f"w={w:g}"], via.numpy().reshape(2, 3))  # the same arithmetic, bit for bit
-    assert scorers["preference"] is RAW["preference"] and set(scorers) == {"w=0", "w=0.25", "w=1", "preference", "absolute", "judge"}
+        np.testing.assert_array_equal(
+            scorers[f"w={w:g}"], via.numpy().reshape(2, 3)
+        )  # the same arithmetic, bit for bit
+    assert scorers["preference"] is RAW["preference"] and set(scorers) == {
+        "w=0",
+        "w=0.25",
+        "w=1",
+        "preference",
+        "absolute",
+        "judge",
+    }
     cfg.bon.absolute_source = "preference"
     with pytest.raises(ConfigError, match="both name 'preference'"):
         build_scorers(cfg, RAW, {"preference": None, "absolute": None}, np.zeros((2, 3)))
@@ -269,11 +336,16 @@ def test_a_near_constant_source_does_not_explode_in_the_studys_scorers() -> None
     ulp = 2.0**-14
     # preference: float32 noise around 1000 (the pool's std 4e-5 is no spread there); absolute: saved
     # statistics of a source constant on its validation set (std 1e-8) that varies on the pool.
-    raw = {"preference": 1000.0 + ulp * np.array([[0.0, 1.0, -1.0], [1.0, 0.0, 0.0]]), "absolute": np.array([[0.5, 0.6, 0.4], [0.5, 0.5, 0.7]])}
+    raw = {
+        "preference": 1000.0 + ulp * np.array([[0.0, 1.0, -1.0], [1.0, 0.0, 0.0]]),
+        "absolute": np.array([[0.5, 0.6, 0.4], [0.5, 0.5, 0.7]]),
+    }
     stats = {"preference": None, "absolute": {"mean": 0.5, "std": 1e-8}}
     scorers = {**build_scorers(cfg, raw, stats, np.zeros((2, 3))), **build_strategy_scorers(cfg, raw, stats)}
     # Centred, not scaled: w=0.5 is half of each source's deviation (before: 1.4 from noise, 1e5 from the absolute source).
-    assert scorers["w=0.5"] == pytest.approx(0.5 * (raw["preference"] - raw["preference"].mean()) + 0.5 * (raw["absolute"] - 0.5))
+    assert scorers["w=0.5"] == pytest.approx(
+        0.5 * (raw["preference"] - raw["preference"].mean()) + 0.5 * (raw["absolute"] - 0.5)
+    )
     assert max(np.abs(scorers[name]).max() for name in ("w=0.5", "min", "mean-1std")) <= 0.2
 
 
@@ -288,7 +360,9 @@ def test_the_studys_agreement_is_pooled_over_the_judged_pairs_with_its_bootstrap
     metrics = per_prompt_metrics({"s": scorer}, judge, np.ones_like(judge), [1, 2, 3])
     boot = paired_bootstrap_means(metrics, 50, seed=3)
     agreement = pooled_agreement(metrics, boot, "s")
-    assert agreement["mean"] == pytest.approx(3.5 / 8)  # pooled; the mean of per-prompt fractions would be (1 + 0.25 + 0) / 3
+    assert agreement["mean"] == pytest.approx(
+        3.5 / 8
+    )  # pooled; the mean of per-prompt fractions would be (1 + 0.25 + 0) / 3
     # Every bootstrap round is the pooled agreement of its own resampled prompts (the draws paired_bootstrap_means makes).
     draws = np.random.default_rng(3).integers(0, 3, size=(50, 3))
     credit, pairs = np.array([3.0, 0.5, 0.0]), np.array([3.0, 2.0, 3.0])
@@ -314,17 +388,35 @@ def _repeats_pool(folder: Path) -> Path:
 def _annotation(question: str, reply: str, generator: str, value: float, pool_first: bool) -> dict:
     """An AlpacaEval annotation of ``reply`` against the reference "REF"; ``value``: 1 the reply is better, 0 worse."""
     if pool_first:
-        return {"instruction": question, "output_1": reply, "generator_1": generator, "output_2": "REF",
-                "generator_2": "gpt4_turbo", "preference": 2 - value}
-    return {"instruction": question, "output_1": "REF", "generator_1": "gpt4_turbo", "output_2": reply,
-            "generator_2": generator, "preference": 1 + value}
+        return {
+            "instruction": question,
+            "output_1": reply,
+            "generator_1": generator,
+            "output_2": "REF",
+            "generator_2": "gpt4_turbo",
+            "preference": 2 - value,
+        }
+    return {
+        "instruction": question,
+        "output_1": "REF",
+        "generator_1": "gpt4_turbo",
+        "output_2": reply,
+        "generator_2": generator,
+        "preference": 1 + value,
+    }
 
 
 def _best_of_two(scores: list[float], values: list[float]) -> float:
     """By brute force: over every pair of replies, the judge's value of the higher-scored one (a tie: a fair coin)."""
     pairs = list(itertools.combinations(range(len(scores)), 2))
-    pick = {(i, j): values[i] if scores[i] > scores[j] else values[j] if scores[j] > scores[i] else (values[i] + values[j]) / 2
-            for i, j in pairs}
+    pick = {
+        (i, j): values[i]
+        if scores[i] > scores[j]
+        else values[j]
+        if scores[j] > scores[i]
+        else (values[i] + values[j]) / 2
+        for i, j in pairs
+    }
     return sum(pick.values()) / len(pairs)
 
 
@@ -333,7 +425,10 @@ def test_every_copy_of_a_repeated_reply_gets_the_verdict_on_its_own_sample(tmp_p
     repeated reply gets the judge's verdict on that sample, even where the judge judged two copies differently."""
     verdicts = {"Capital of France?": [1.0, 0.5, 0.0, 0.0], "2+2?": [1.0, 0.0, 0.5, 1.0]}
     for k in range(4):  # one annotations file per sample, as AlpacaEval writes them
-        rows = [_annotation(q, REPEATS[q][k], f"allenai/tulu-2-dpo-13b.{k}", verdicts[q][k], pool_first=k % 2 == 0) for q in REPEATS]
+        rows = [
+            _annotation(q, REPEATS[q][k], f"allenai/tulu-2-dpo-13b.{k}", verdicts[q][k], pool_first=k % 2 == 0)
+            for q in REPEATS
+        ]
         (tmp_path / f"annotations_{k}.json").write_text(json.dumps(rows))
     config = write_config(tmp_path, pool=_repeats_pool(tmp_path), judge=str(tmp_path / "annotations_*.json"))
     stage(run_bon_study, config, "bon")
@@ -354,9 +449,17 @@ def test_every_copy_of_a_repeated_reply_gets_the_verdict_on_its_own_sample(tmp_p
 def test_without_sample_names_every_copy_gets_the_verdict_on_its_text(tmp_path) -> None:
     """Annotations that name the model, not its samples (one verdict per distinct reply, as AlpacaEval caches them):
     every copy of a reply gets its text's verdict."""
-    verdict = {("Capital of France?", "Paris."): 1.0, ("Capital of France?", "It is Paris, a city."): 0.0,
-               ("Capital of France?", "Lyon"): 0.5, ("2+2?", "4"): 1.0, ("2+2?", "four"): 0.0}
-    rows = [_annotation(q, reply, "allenai/tulu-2-dpo-13b", value, pool_first=i % 2 == 0) for i, ((q, reply), value) in enumerate(verdict.items())]
+    verdict = {
+        ("Capital of France?", "Paris."): 1.0,
+        ("Capital of France?", "It is Paris, a city."): 0.0,
+        ("Capital of France?", "Lyon"): 0.5,
+        ("2+2?", "4"): 1.0,
+        ("2+2?", "four"): 0.0,
+    }
+    rows = [
+        _annotation(q, reply, "allenai/tulu-2-dpo-13b", value, pool_first=i % 2 == 0)
+        for i, ((q, reply), value) in enumerate(verdict.items())
+    ]
     (tmp_path / "annotations.json").write_text(json.dumps(rows))
     config = write_config(tmp_path, pool=_repeats_pool(tmp_path), judge=str(tmp_path / "annotations.json"))
     stage(run_bon_study, config, "bon")
@@ -370,17 +473,30 @@ def test_without_sample_names_every_copy_gets_the_verdict_on_its_text(tmp_path) 
     assert results["scorers"]["preference"]["gold"][0]["mean"] == pytest.approx((2.5 / 4 + 3 / 4) / 2)
 
 
-def test_copies_judged_apart_under_names_that_are_no_samples_share_the_mean_and_extra_verdicts_are_refused(tmp_path) -> None:
+def test_copies_judged_apart_under_names_that_are_no_samples_share_the_mean_and_extra_verdicts_are_refused(
+    tmp_path,
+) -> None:
     from crs.eval.pool_judge import judge_from_annotations
 
     pool = read_pool(_repeats_pool(tmp_path))
-    rows = [_annotation(q, r, "bot", 1.0 if k == 0 else 0.0, pool_first=True) for q, replies in REPEATS.items() for k, r in enumerate(replies)]
+    rows = [
+        _annotation(q, r, "bot", 1.0 if k == 0 else 0.0, pool_first=True)
+        for q, replies in REPEATS.items()
+        for k, r in enumerate(replies)
+    ]
     (tmp_path / "annotations.json").write_text(json.dumps(rows))
     values = judge_from_annotations(pool, str(tmp_path / "annotations.json"))
     # "Paris." judged 1 (sample 0) and 0 (sample 1): both copies get .5; "4": 1, 0, 0 over three copies: 1/3 each.
-    assert values.tolist() == [[0.5, 0.5, 0.0, 0.0], [pytest.approx(1 / 3), 0.0, pytest.approx(1 / 3), pytest.approx(1 / 3)]]
-    (tmp_path / "annotations.json").write_text(json.dumps([*rows, rows[0]]))  # a third verdict on the two copies of "Paris."
-    with pytest.raises(DataError, match=r"annotations.json, annotation 8: 3 verdicts on a reply that prompt \S+ holds 2 time\(s\)"):
+    assert values.tolist() == [
+        [0.5, 0.5, 0.0, 0.0],
+        [pytest.approx(1 / 3), 0.0, pytest.approx(1 / 3), pytest.approx(1 / 3)],
+    ]
+    (tmp_path / "annotations.json").write_text(
+        json.dumps([*rows, rows[0]])
+    )  # a third verdict on the two copies of "Paris."
+    with pytest.raises(
+        DataError, match=r"annotations.json, annotation 8: 3 verdicts on a reply that prompt \S+ holds 2 time\(s\)"
+    ):
         judge_from_annotations(pool, str(tmp_path / "annotations.json"))
 
 
@@ -391,14 +507,21 @@ def test_a_folder_pool_whose_files_name_their_samples_is_read_by_sample(tmp_path
     folder.mkdir()
     names = ["org/bot-greedy", "org/bot-t0.7"]
     for k, name in enumerate(names):
-        (folder / f"sample_{k}.json").write_text(json.dumps([{"instruction": "2+2?", "output": "4", "generator": name}]))
+        (folder / f"sample_{k}.json").write_text(
+            json.dumps([{"instruction": "2+2?", "output": "4", "generator": name}])
+        )
     pool = read_pool(folder)
     assert pool.sample_names == names and pool.replies == [["4", "4"]]
-    rows = [_annotation("2+2?", "4", names[1], 0.0, pool_first=True), _annotation("2+2?", "4", names[0], 1.0, pool_first=False)]
+    rows = [
+        _annotation("2+2?", "4", names[1], 0.0, pool_first=True),
+        _annotation("2+2?", "4", names[0], 1.0, pool_first=False),
+    ]
     (tmp_path / "annotations.json").write_text(json.dumps(rows))
     assert judge_from_annotations(pool, str(tmp_path / "annotations.json")).tolist() == [[1.0, 0.0]]
     (tmp_path / "annotations.json").write_text(json.dumps([*rows, rows[0]]))
-    with pytest.raises(DataError, match=r"annotation 2: a second verdict on sample 1 of prompt \S+ \(the first: .*annotation 0\)"):
+    with pytest.raises(
+        DataError, match=r"annotation 2: a second verdict on sample 1 of prompt \S+ \(the first: .*annotation 0\)"
+    ):
         judge_from_annotations(pool, str(tmp_path / "annotations.json"))
 
 
@@ -415,8 +538,19 @@ def _bon_error(capsys, config: Path, *extra: str) -> str:
 SMALL_POOL = {"Say hi.": ["hi", "hello"], "Name a fruit.": ["apple", "kiwi"], "Count to two.": ["one two", "1 2"]}
 
 
-@pytest.mark.parametrize("case", ["a line that is not JSON", "a prompt twice", "a row of another shape", "an outputs file not UTF-8", "a NaN score",
-                                  "a judge glob that matches nothing", "annotations that are not JSON", "a preference source that names none"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "a line that is not JSON",
+        "a prompt twice",
+        "a row of another shape",
+        "an outputs file not UTF-8",
+        "a NaN score",
+        "a judge glob that matches nothing",
+        "annotations that are not JSON",
+        "a preference source that names none",
+    ],
+)
 def test_bad_input_to_a_best_of_n_study_ends_in_one_line_naming_file_line_and_key(tmp_path, capsys, case: str) -> None:
     path = tmp_path / "pool.jsonl"
     lines = [json.dumps({"instruction": q, "outputs": r}) for q, r in SMALL_POOL.items()]
@@ -426,18 +560,24 @@ def test_bad_input_to_a_best_of_n_study_ends_in_one_line_naming_file_line_and_ke
         expected = f"error: bon.pool: {path}, line 2: not valid JSON ("
     elif case == "a prompt twice":
         lines.append(json.dumps({"instruction": "Say hi.", "outputs": ["hey", "yo"]}))
-        expected = f"error: bon.pool: {path}, line 4 repeats the prompt of line 1 ('Say hi.'): a pool holds each prompt once"
+        expected = (
+            f"error: bon.pool: {path}, line 4 repeats the prompt of line 1 ('Say hi.'): a pool holds each prompt once"
+        )
     elif case == "a row of another shape":
         lines[2] = json.dumps({"prompt": "Count to two.", "chosen": "one two", "rejected": "1 2"})
         expected = f"error: bon.pool: {path}, line 3: expected an object {{instruction: text, outputs: [reply texts]}}"
     elif case == "an outputs file not UTF-8":
         pool = tmp_path / "theirs"
         _alpaca_pool(pool)
-        (pool / "sample_1.json").write_bytes('[{"instruction": "Say hi.", "output": "café", "generator": "them"}]'.encode("latin-1"))
+        (pool / "sample_1.json").write_bytes(
+            '[{"instruction": "Say hi.", "output": "café", "generator": "them"}]'.encode("latin-1")
+        )
         expected = f"error: bon.pool: {pool / 'sample_1.json'}: not UTF-8 text ("
     elif case == "a NaN score":
-        bon["rewards"] = [{"name": "preference", "path": "python:tests.reward_fns:nan_for_kiwi"},
-                          {"name": "absolute", "path": "python:tests.reward_fns:count_vowels"}]
+        bon["rewards"] = [
+            {"name": "preference", "path": "python:tests.reward_fns:nan_for_kiwi"},
+            {"name": "absolute", "path": "python:tests.reward_fns:count_vowels"},
+        ]
         expected = "error: bon.rewards 'preference' (python:tests.reward_fns:nan_for_kiwi) gave 1 of 6 pool replies a non-finite score; the first: nan for sample 1 of prompt "
     elif case == "a judge glob that matches nothing":
         bon["judge"] = str(tmp_path / "annotations_*.json")
@@ -448,7 +588,9 @@ def test_bad_input_to_a_best_of_n_study_ends_in_one_line_naming_file_line_and_ke
         expected = f"error: bon.judge: {tmp_path / 'annotations_0.json'}: not valid JSON ("
     else:
         extra = ["--set", "bon.preference_source=preferense"]
-        expected = "error: bon.preference_source='preferense': must be one of the bon.rewards names (preference, absolute)"
+        expected = (
+            "error: bon.preference_source='preferense': must be one of the bon.rewards names (preference, absolute)"
+        )
     path.write_text("\n".join(lines) + "\n")
     line = _bon_error(capsys, write_config(tmp_path, pool=pool, **bon), *extra)
     assert line.startswith(expected), line

@@ -60,8 +60,12 @@ def test_sum_per_prompt_combination_by_hand() -> None:
     assert combined.tolist() == pytest.approx(expected, abs=1e-6)
     assert terms["b"].tolist() == pytest.approx([s2, s2, -2 * s2, 0.0, 0.0], abs=1e-6)
     # A weight of 0 drops the source before anything is computed (its group of one would be an error).
-    alone, terms = combine_normalized({"a": a, "c": torch.ones(5)}, {"a": 2.0, "c": 0.0}, "sum_per_prompt", [0, 0, 0, 1, 1])
-    assert list(terms) == ["a"] and alone.tolist() == pytest.approx([2 * x for x in (-SQRT_3_2, 0.0, SQRT_3_2, -1.0, 1.0)], abs=1e-6)
+    alone, terms = combine_normalized(
+        {"a": a, "c": torch.ones(5)}, {"a": 2.0, "c": 0.0}, "sum_per_prompt", [0, 0, 0, 1, 1]
+    )
+    assert list(terms) == ["a"] and alone.tolist() == pytest.approx(
+        [2 * x for x in (-SQRT_3_2, 0.0, SQRT_3_2, -1.0, 1.0)], abs=1e-6
+    )
 
 
 def test_conservative_by_hand() -> None:
@@ -90,8 +94,12 @@ def test_zscore_stats_are_the_population_mean_and_std_of_the_finite_values() -> 
     assert zscore_stats(values) == pytest.approx({"mean": 3.4, "std": math.sqrt(21.2 / 5)}, abs=1e-12)
     # Any shape and type; non-finite values are left out, not turned into a NaN scale.
     nan, inf = float("nan"), float("inf")
-    assert zscore_stats(np.array([[1.0, 2.0, nan, 4.0], [7.0, -inf, 3.0, inf]])) == pytest.approx({"mean": 3.4, "std": math.sqrt(21.2 / 5)}, abs=1e-12)
-    assert zscore_stats(torch.tensor(values, dtype=torch.float32)) == pytest.approx({"mean": 3.4, "std": math.sqrt(21.2 / 5)}, abs=1e-6)
+    assert zscore_stats(np.array([[1.0, 2.0, nan, 4.0], [7.0, -inf, 3.0, inf]])) == pytest.approx(
+        {"mean": 3.4, "std": math.sqrt(21.2 / 5)}, abs=1e-12
+    )
+    assert zscore_stats(torch.tensor(values, dtype=torch.float32)) == pytest.approx(
+        {"mean": 3.4, "std": math.sqrt(21.2 / 5)}, abs=1e-6
+    )
     assert zscore_stats([5.0]) == {"mean": 5.0, "std": 0.0}
     with pytest.raises(CombineError, match="no finite score"):
         zscore_stats([float("nan")])
@@ -136,8 +144,10 @@ def _vowels(prompts, replies):
 
 
 def _reward(strategy: str, **kw) -> CombinedReward:
-    sources = [RewardSource("len", _length, 1.0, "zscore", {"mean": 4.0, "std": 2.0}),
-               RewardSource("vowels", _vowels, kw.pop("vowel_weight", 0.5), "zscore", {"mean": 1.0, "std": 1.0})]
+    sources = [
+        RewardSource("len", _length, 1.0, "zscore", {"mean": 4.0, "std": 2.0}),
+        RewardSource("vowels", _vowels, kw.pop("vowel_weight", 0.5), "zscore", {"mean": 1.0, "std": 1.0}),
+    ]
     return CombinedReward(sources, strategy=strategy, **kw)
 
 
@@ -195,15 +205,24 @@ def test_the_new_keys_are_validated_in_one_line() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config("sft", overrides=["rl.combine=sum_per_prompt"])  # rl.algorithm: ppo (the default)
     message = str(caught.value)
-    assert message.startswith("rl.combine='sum_per_prompt': must be sum; sum_per_prompt with rl.algorithm grpo or rloo") and "\n" not in message
+    assert (
+        message.startswith("rl.combine='sum_per_prompt': must be sum; sum_per_prompt with rl.algorithm grpo or rloo")
+        and "\n" not in message
+    )
     assert "use sum or conservative" in message
-    assert load_config("sft", overrides=["rl={algorithm: grpo, combine: sum_per_prompt}"]).rl.combine == "sum_per_prompt"
-    assert load_config("sft", overrides=["rl={algorithm: rloo, combine: sum_per_prompt}"]).rl.combine == "sum_per_prompt"
+    assert (
+        load_config("sft", overrides=["rl={algorithm: grpo, combine: sum_per_prompt}"]).rl.combine == "sum_per_prompt"
+    )
+    assert (
+        load_config("sft", overrides=["rl={algorithm: rloo, combine: sum_per_prompt}"]).rl.combine == "sum_per_prompt"
+    )
     one = "rl.rewards=[{name: a, path: gold, weight: 1}, {name: b, path: gold, weight: 0}]"
     with pytest.raises(ConfigError, match=r"^rl.combine='conservative': must be"):
         load_config("sft", overrides=[one, "rl.combine=conservative"])
     two = "rl.rewards=[{name: a, path: gold, weight: 1}, {name: b, path: gold, weight: 0.2}]"
-    cfg = load_config("sft", overrides=[two, "rl.combine=conservative", "rl.conservative=mean_std", "rl.conservative_k=0.5"])
+    cfg = load_config(
+        "sft", overrides=[two, "rl.combine=conservative", "rl.conservative=mean_std", "rl.conservative_k=0.5"]
+    )
     assert (cfg.rl.combine, cfg.rl.conservative, cfg.rl.conservative_k) == ("conservative", "mean_std", 0.5)
     with pytest.raises(ConfigError, match=r"^rl.combine='sum_per_prompt': must be"):
         load_config("sft", overrides=["rl={algorithm: grpo, reward_normalization: trl, combine: sum_per_prompt}"])
@@ -211,7 +230,10 @@ def test_the_new_keys_are_validated_in_one_line() -> None:
         load_config("sft", overrides=["rl.conservative_k=-1"])
     with pytest.raises(ConfigError, match=r"rl.conservative: expected one of 'min' \| 'mean_std'"):
         load_config("sft", overrides=["rl.conservative=max"])
-    with pytest.raises(ConfigError, match=r"^bon.strategies=\['conservative'\]: must be a list of distinct strategies that includes sum"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^bon.strategies=\['conservative'\]: must be a list of distinct strategies that includes sum",
+    ):
         load_config("sft", overrides=["bon.strategies=[conservative]"])
 
 
@@ -251,7 +273,9 @@ def test_sum_per_prompt_on_trl_gathers_groups_split_between_processes() -> None:
         reward.gather, reward.process_index = fake.for_rank(rank), rank
         prompts, completions = _trl_batch(batch[3 * rank : 3 * rank + 3])
         ids = [[5, 2]] * 3 if rank == 0 else [[5], [5, 2], [5, 2]]  # rank 1's first reply (q's "a") did not end
-        results[rank] = reward.as_trl_reward_func(eos_token_ids=[2], group_size=2)(prompts, completions, completion_ids=ids)
+        results[rank] = reward.as_trl_reward_func(eos_token_ids=[2], group_size=2)(
+            prompts, completions, completion_ids=ids
+        )
 
     threads = [threading.Thread(target=process, args=(rank,)) for rank in (0, 1)]
     for t in threads:
@@ -272,15 +296,19 @@ def test_sum_per_prompt_on_trl_gathers_groups_split_between_processes() -> None:
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_one_online_step_optimises_sum_per_prompt(tmp_path, tiny_model_dir, smol_tokenizer, monkeypatch, algorithm) -> None:
+def test_one_online_step_optimises_sum_per_prompt(
+    tmp_path, tiny_model_dir, smol_tokenizer, monkeypatch, algorithm
+) -> None:
     pytest.importorskip("trl")
     from test_optimisers import capture_trl_rewards, check_run_outputs, run_cli, write_config
 
     seen = capture_trl_rewards(monkeypatch, algorithm)
-    run_dir = run_cli(write_config(tmp_path, tiny_model_dir, algorithm=algorithm, steps=1, save_steps=0, combine="sum_per_prompt"))
+    run_dir = run_cli(
+        write_config(tmp_path, tiny_model_dir, algorithm=algorithm, steps=1, save_steps=0, combine="sum_per_prompt")
+    )
     state = check_run_outputs(run_dir, algorithm, 1)
     assert all(s["combine"] == "sum_per_prompt" and s["stats"] is None for s in state["summary"]["rewards"])
-    (prompts, completions, ids, trl_rewards), = seen
+    ((prompts, completions, ids, trl_rewards),) = seen
     # write_config: group_size 2, sources chars (length, weight 1) and vowels (weight 0.5), clip 4, EOS penalty -1.
     # In a group of two a source standardises to -1 / +1, or 0 when both replies tie on it.
     replies = [c[-1]["content"] for c in completions]
@@ -293,5 +321,7 @@ def test_one_online_step_optimises_sum_per_prompt(tmp_path, tiny_model_dir, smol
         assert prompts[i] == prompts[i + 1]
         for a, b in ((i, i + 1), (i + 1, i)):
             ended = bool(ids[a]) and ids[a][-1] == smol_tokenizer.eos_token_id
-            expected = sign(len(replies[a]) - len(replies[b])) + 0.5 * sign(vowels[a] - vowels[b]) + (0.0 if ended else -1.0)
+            expected = (
+                sign(len(replies[a]) - len(replies[b])) + 0.5 * sign(vowels[a] - vowels[b]) + (0.0 if ended else -1.0)
+            )
             assert trl_rewards[a] == pytest.approx(expected, abs=1e-5)

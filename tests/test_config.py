@@ -110,7 +110,9 @@ def test_stage_script_exits_2_with_one_clear_line(args: list[str], message: str)
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("script", ["sft_train.py", "rm_train.py", "rl_train.py", "rl_eval_pred.py", "rl_eval_rewarding.py"])
+@pytest.mark.parametrize(
+    "script", ["sft_train.py", "rm_train.py", "rl_train.py", "rl_eval_pred.py", "rl_eval_rewarding.py"]
+)
 def test_help_works_for_every_stage(script: str) -> None:
     result = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--config_subset" in result.stdout
@@ -128,12 +130,21 @@ def test_relative_paths_resolve_against_the_current_directory(tmp_path: Path, mo
     for folder, value in ((work, 1.0), (configs, 2.0)):
         folder.mkdir()
         (folder / "data.jsonl").write_text(json.dumps({"prompt": "Hi?", "reply": f"reply {value}"}) + "\n")
-        (folder / "crs_cwd_rule_reward.py").write_text(f"def score(prompts, replies):\n    return [{value}] * len(replies)\n")
+        (folder / "crs_cwd_rule_reward.py").write_text(
+            f"def score(prompts, replies):\n    return [{value}] * len(replies)\n"
+        )
     (configs / "config.yaml").write_text(
-        yaml.safe_dump({"default": {"run": {"output_dir": "out"}, "data": {"source": "data.jsonl", "val_fraction": 0.0}}, "sft": {"run": {"name": "s"}}})
+        yaml.safe_dump(
+            {
+                "default": {"run": {"output_dir": "out"}, "data": {"source": "data.jsonl", "val_fraction": 0.0}},
+                "sft": {"run": {"name": "s"}},
+            }
+        )
     )
     monkeypatch.chdir(work)
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(work))])  # as under the `crs` console script
+    monkeypatch.setattr(
+        sys, "path", [p for p in sys.path if p not in ("", str(work))]
+    )  # as under the `crs` console script
     cfg = load_config("sft", configs / "config.yaml")
     assert prepare_run_dir(cfg).resolve() == work / "out" / "s"
     train, _ = load_examples(cfg.data, "sft", 0)

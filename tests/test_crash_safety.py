@@ -20,7 +20,9 @@ from crs.runs import latest_checkpoint, prepare_run_dir, seal_checkpoint
 
 
 def config_named(tmp_path: Path, name: str, suffix: str = ""):
-    return load_config("sft", overrides=[f"run.output_dir={tmp_path / 'out'}", f"run.name={name!r}"], name_suffix=suffix)
+    return load_config(
+        "sft", overrides=[f"run.output_dir={tmp_path / 'out'}", f"run.name={name!r}"], name_suffix=suffix
+    )
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "../elsewhere", "/tmp"])
@@ -239,9 +241,17 @@ def test_sft_resumed_reports_the_whole_runs_train_loss(tmp_path, smol_tokenizer)
         return load_config(
             "sft",
             overrides=[
-                f"run.output_dir={tmp_path / output}", f"model.name={base}", "model.dtype=fp32", f"data.source={EXAMPLES}",
-                "data.val_fraction=0.2", "train.max_steps=6", "train.save_steps=3", "run.logging_steps=1",
-                "train.batch_size=4", "model.lora.enabled=false", "train.learning_rate=0.003",
+                f"run.output_dir={tmp_path / output}",
+                f"model.name={base}",
+                "model.dtype=fp32",
+                f"data.source={EXAMPLES}",
+                "data.val_fraction=0.2",
+                "train.max_steps=6",
+                "train.save_steps=3",
+                "run.logging_steps=1",
+                "train.batch_size=4",
+                "model.lora.enabled=false",
+                "train.learning_rate=0.003",
             ],
         )
 
@@ -274,7 +284,10 @@ def test_absolute_rm_started_with_resume_and_no_checkpoint_is_the_same_run(tmp_p
     cfg = tiny_config(base, write_marker_data(tmp_path, "absolute", n=32), "absolute", steps=3)
     plain = train_reward_model(cfg, tmp_path / "plain")
     resumed = train_reward_model(cfg, tmp_path / "resumed", resume=True)
-    before = [json.loads((tmp_path / run / "metrics.json").read_text())["val_before_training"]["mse"] for run in ("plain", "resumed")]
+    before = [
+        json.loads((tmp_path / run / "metrics.json").read_text())["val_before_training"]["mse"]
+        for run in ("plain", "resumed")
+    ]
     assert before[0] == pytest.approx(before[1], rel=1e-6)
     assert resumed["mse"] == pytest.approx(plain["mse"], rel=1e-5)
 
@@ -290,9 +303,14 @@ def test_resume_refuses_config_changes_the_checkpoint_cannot_hold(tmp_path: Path
     with pytest.raises(ConfigError, match=r"model\.lora\.r: 16 -> 8.*rl\.learning_rate"):
         prepare_run_dir(load_config("rl_crs", overrides=[out, "model.lora.r=8", "rl.learning_rate=0.5"]), resume=True)
     # Extending the run and logging differently are fine, and said.
-    assert prepare_run_dir(load_config("rl_crs", overrides=[out, "rl.steps=48", "run.logging_steps=1"]), resume=True) == run_dir
+    assert (
+        prepare_run_dir(load_config("rl_crs", overrides=[out, "rl.steps=48", "run.logging_steps=1"]), resume=True)
+        == run_dir
+    )
     assert "rl.steps changed from 24 to 48" in caplog.text
-    assert load_config("rl_crs", run_dir / "config.resolved.yaml").rl.steps == 48  # the extended run is what is saved now
+    assert (
+        load_config("rl_crs", run_dir / "config.resolved.yaml").rl.steps == 48
+    )  # the extended run is what is saved now
 
 
 # --------------------------------------------------------------------------- resuming a finished run
@@ -303,15 +321,21 @@ def run_files(run_dir: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
 
-def test_resuming_a_finished_ppo_run_that_kept_no_checkpoint_changes_nothing(tmp_path, tiny_model_dir, caplog, capsys) -> None:
+def test_resuming_a_finished_ppo_run_that_kept_no_checkpoint_changes_nothing(
+    tmp_path, tiny_model_dir, caplog, capsys
+) -> None:
     from test_ppo import write_rl_config
 
     from crs.cli import run_stage
     from crs.rl.ppo.stage import run_ppo_stage
     from crs.runs import run_state
 
-    argv = ["--config", str(write_rl_config(tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=2, save_steps=0)),
-            "--config_subset", "tiny_rl"]
+    argv = [
+        "--config",
+        str(write_rl_config(tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=2, save_steps=0)),
+        "--config_subset",
+        "tiny_rl",
+    ]
     run_stage(run_ppo_stage, "test", argv)
     run_dir = tmp_path / "out" / "rl"
     finished = run_files(run_dir)
@@ -342,8 +366,12 @@ def test_extending_a_finished_ppo_run_trains_exactly_the_extra_step(tmp_path, ti
     from crs.rl.ppo.stage import run_ppo_stage
     from crs.runs import run_state
 
-    argv = ["--config", str(write_rl_config(tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=2, save_steps=2)),
-            "--config_subset", "tiny_rl"]
+    argv = [
+        "--config",
+        str(write_rl_config(tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=2, save_steps=2)),
+        "--config_subset",
+        "tiny_rl",
+    ]
     run_stage(run_ppo_stage, "test", argv)
     run_dir = tmp_path / "out" / "rl"
     first_rows = read_jsonl(run_dir / "metrics.jsonl")
@@ -353,7 +381,9 @@ def test_extending_a_finished_ppo_run_trains_exactly_the_extra_step(tmp_path, ti
     state = run_state(run_dir)
     assert state["status"] == "finished" and state["final_step"] == 3 and state["summary"]["steps"] == 3
     optimizer = torch.load(run_dir / "checkpoints" / "step_3" / "optimizer.pt", weights_only=False)["optimizer"]
-    assert all(int(s["step"]) == 3 * 2 for s in optimizer["state"].values())  # 3 steps x 2 PPO epochs: continued, not restarted
+    assert all(
+        int(s["step"]) == 3 * 2 for s in optimizer["state"].values()
+    )  # 3 steps x 2 PPO epochs: continued, not restarted
 
 
 def write_rm_config(folder: Path, model_dir: Path, data: Path) -> Path:
@@ -365,8 +395,15 @@ def write_rm_config(folder: Path, model_dir: Path, data: Path) -> Path:
         "model": {"name": str(model_dir), "dtype": "fp32", "lora": {"enabled": False}},
         "data": {"source": str(data), "val_fraction": 0.25, "max_length": 96, "max_prompt_length": 64},
         "rm": {"loss": "absolute"},
-        "train": {"learning_rate": 3e-3, "max_steps": 2, "batch_size": 8, "warmup_ratio": 0.0, "eval_steps": 10,
-                  "save_steps": 50, "save_total_limit": 1},
+        "train": {
+            "learning_rate": 3e-3,
+            "max_steps": 2,
+            "batch_size": 8,
+            "warmup_ratio": 0.0,
+            "eval_steps": 10,
+            "save_steps": 50,
+            "save_total_limit": 1,
+        },
     }
     path = folder / "rm.yaml"
     path.write_text(yaml.safe_dump({"default": {}, "tiny_rm": subset}))
@@ -380,8 +417,12 @@ def test_resuming_a_finished_rm_changes_nothing_and_extending_it_trains_one_step
     from crs.rm.training import train_reward_model
     from crs.runs import run_state
 
-    argv = ["--config", str(write_rm_config(tmp_path, tiny_rm_dir, write_marker_data(tmp_path, "absolute", n=32))),
-            "--config_subset", "tiny_rm"]
+    argv = [
+        "--config",
+        str(write_rm_config(tmp_path, tiny_rm_dir, write_marker_data(tmp_path, "absolute", n=32))),
+        "--config_subset",
+        "tiny_rm",
+    ]
     run_stage(train_reward_model, "test", argv)
     run_dir = tmp_path / "out" / "rm"
     finished, first = run_files(run_dir), json.loads((run_dir / "metrics.json").read_text())
@@ -395,7 +436,9 @@ def test_resuming_a_finished_rm_changes_nothing_and_extending_it_trains_one_step
     run_stage(train_reward_model, "test", [*argv, "--resume", "--set", "train.max_steps=3"])
     extended = json.loads((run_dir / "metrics.json").read_text())
     assert extended["global_step"] == 3 and extended["val_at_resume"]["step"] == 2
-    assert extended["val_at_resume"]["mse"] == pytest.approx(first["val"]["mse"], rel=1e-5)  # it continued the finished weights
+    assert extended["val_at_resume"]["mse"] == pytest.approx(
+        first["val"]["mse"], rel=1e-5
+    )  # it continued the finished weights
     assert extended["val_before_training"] == pytest.approx(first["val_before_training"])
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-3"]
     assert [r["step"] for r in read_jsonl(run_dir / "train_log.jsonl") if "loss" in r] == [1, 2, 3]  # step 3 once

@@ -138,10 +138,7 @@ def test_canonical_absolute_and_prompts() -> None:
     given, hashed = load("canonical_prompts.jsonl", "canonical", "prompts")
     assert given.id == "haiku-1"
     # Without an id the prompt's hash is used: stable, and the same on every load.
-    assert (
-        hashed.id.startswith("p-")
-        and hashed.id == load("canonical_prompts.jsonl", "canonical", "prompts")[1].id
-    )
+    assert hashed.id.startswith("p-") and hashed.id == load("canonical_prompts.jsonl", "canonical", "prompts")[1].id
 
 
 def test_system_prompt_is_prepended_or_merged() -> None:
@@ -153,9 +150,7 @@ def test_system_prompt_is_prepended_or_merged() -> None:
     # The row's own system turn stays, after the configured text, in one system turn.
     assert second.prompt[0] == {"role": "system", "content": "Be kind.\n\nAnswer briefly."}
     assert [m["role"] for m in second.prompt].count("system") == 1
-    (demo,) = load(
-        "crs_demo_tiny.jsonl", "crs_demo", "prompts", split="rl", system_prompt="Be kind."
-    )
+    (demo,) = load("crs_demo_tiny.jsonl", "crs_demo", "prompts", split="rl", system_prompt="Be kind.")
     assert demo.prompt[0] == {"role": "system", "content": "Be kind."}
 
 
@@ -227,9 +222,7 @@ def test_oasst1_absolute_weighted_labels_and_language_filter() -> None:
         "m21": 0.5,
         "m22": 0.9,
     }  # m7 has no labels; m11/m12 are German
-    weighted = load(
-        "oasst1_tiny.jsonl", "oasst1", "absolute", label_weights={"quality": 1.0, "toxicity": -1.0}
-    )
+    weighted = load("oasst1_tiny.jsonl", "oasst1", "absolute", label_weights={"quality": 1.0, "toxicity": -1.0})
     scores = {e.meta["message_id"]: e.score for e in weighted}
     assert scores["m2"] == pytest.approx((0.8 + (1 - 0.0)) / 2)
     assert scores["m3"] == pytest.approx((0.4 + (1 - 0.2)) / 2)
@@ -303,9 +296,7 @@ def test_shp_label_must_agree_with_scores(tmp_path: Path) -> None:
 
 
 def test_adapter_without_the_kind_names_what_it_supports() -> None:
-    with pytest.raises(
-        ConfigError, match="'shp' has no 'sft' examples; it supports ranking, prompts"
-    ):
+    with pytest.raises(ConfigError, match="'shp' has no 'sft' examples; it supports ranking, prompts"):
         load("shp_tiny.jsonl", "shp", "sft")
 
 
@@ -326,9 +317,7 @@ def test_ultrafeedback_absolute_scores_from_aspect_ratings() -> None:
 
 
 def test_ultrafeedback_ranking_and_sft() -> None:
-    (ranking,) = load(
-        "ultrafeedback_tiny.jsonl", "ultrafeedback", "ranking"
-    )  # row 2 ties, row 3 has 1
+    (ranking,) = load("ultrafeedback_tiny.jsonl", "ultrafeedback", "ranking")  # row 2 ties, row 3 has 1
     assert ranking.replies == [
         "It is a leavening agent that makes baked goods rise.",
         "It helps cakes rise.",
@@ -349,14 +338,10 @@ def test_ultrafeedback_ranking_and_sft() -> None:
 
 def test_missing_column_names_file_and_columns_found(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "qa.jsonl", [{"prompt": "Hi", "answer": "Hello"}])
-    with pytest.raises(
-        DataError, match=r"qa\.jsonl: missing column 'reply'.*columns found: \['prompt', 'answer'\]"
-    ):
+    with pytest.raises(DataError, match=r"qa\.jsonl: missing column 'reply'.*columns found: \['prompt', 'answer'\]"):
         load_examples(DataConfig(source=str(path)), "sft", seed=0)
     # data.columns maps it; a mapping to an absent column is reported the same way.
-    train, _ = load_examples(
-        DataConfig(source=str(path), columns={"reply": "answer"}, val_fraction=0), "sft", seed=0
-    )
+    train, _ = load_examples(DataConfig(source=str(path), columns={"reply": "answer"}, val_fraction=0), "sft", seed=0)
     assert train[0].reply == "Hello"
     with pytest.raises(
         DataError,
@@ -366,9 +351,7 @@ def test_missing_column_names_file_and_columns_found(tmp_path: Path) -> None:
 
 
 def test_empty_reply_names_file_and_line(tmp_path: Path) -> None:
-    path = write_jsonl(
-        tmp_path / "sft.jsonl", [{"prompt": "a", "reply": "b"}, {"prompt": "c", "reply": "  "}]
-    )
+    path = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": "a", "reply": "b"}, {"prompt": "c", "reply": "  "}])
     with pytest.raises(DataError, match=r"sft\.jsonl, line 2: empty reply.*skip_bad_rows"):
         load_examples(DataConfig(source=str(path)), "sft", seed=0)
 
@@ -422,9 +405,7 @@ def test_validation_split_is_by_prompt_and_seeded(tmp_path: Path) -> None:
     assert {e.prompt[-1]["content"] for e in other_val} != prompts_val
 
 
-def test_max_examples_keeps_a_seeded_sample(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_max_examples_keeps_a_seeded_sample(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = DataConfig(source=str(_many_prompts(tmp_path)), val_fraction=0.25, max_examples=7)
     with caplog.at_level(logging.INFO, logger="crs.data"):
         train, val = load_examples(cfg, "ranking", seed=3)
@@ -489,9 +470,7 @@ def test_all_file_formats_read_the_same_rows(tmp_path: Path) -> None:
         assert table.rows == SFT_ROWS, path.suffix
         assert table.columns == ["prompt", "reply"]
         train, _ = load_examples(DataConfig(source=str(path), val_fraction=0), "sft", seed=0)
-        assert [(e.prompt[-1]["content"], e.reply) for e in train] == [
-            (r["prompt"], r["reply"]) for r in SFT_ROWS
-        ]
+        assert [(e.prompt[-1]["content"], e.reply) for e in train] == [(r["prompt"], r["reply"]) for r in SFT_ROWS]
 
 
 def test_row_locations_per_format(tmp_path: Path) -> None:
@@ -540,12 +519,8 @@ def test_hub_sources_go_through_datasets_load_dataset(monkeypatch: pytest.Monkey
         return FakeDataset()
 
     # A stand-in module: the test must never reach the network (or import datasets).
-    monkeypatch.setitem(
-        sys.modules, "datasets", types.SimpleNamespace(load_dataset=fake_load_dataset)
-    )
-    cfg = DataConfig(
-        source="hub:tatsu-lab/alpaca", adapter="instruction", split="train", val_fraction=0
-    )
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=fake_load_dataset))
+    cfg = DataConfig(source="hub:tatsu-lab/alpaca", adapter="instruction", split="train", val_fraction=0)
     train, _ = load_examples(cfg, "sft", seed=0)
     assert calls == [("tatsu-lab/alpaca", None, "train")]
     assert train[0].reply == "Hello"
@@ -554,9 +529,15 @@ def test_hub_sources_go_through_datasets_load_dataset(monkeypatch: pytest.Monkey
 
 def test_train_source_replaces_the_training_side_and_keeps_the_held_out_prompts(tmp_path: Path) -> None:
     extra = tmp_path / "new_labels.jsonl"
-    extra.write_text(json.dumps({"messages": [{"role": "user", "content": "A new prompt?"}], "replies": ["good", "bad"]}) + "\n")
+    extra.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "A new prompt?"}], "replies": ["good", "bad"]}) + "\n"
+    )
     cfg = DataConfig(source="embedded:crs-demo", split="rm", val_fraction=0.1)
     train, val = load_examples(cfg, "ranking", 42)
-    new_train, new_val = load_examples(DataConfig(source="embedded:crs-demo", split="rm", val_fraction=0.1, train_source=str(extra)), "ranking", 42)
-    assert [ex.prompt for ex in new_val] == [ex.prompt for ex in val]  # the same held-out prompts (forgetting is measured on them)
+    new_train, new_val = load_examples(
+        DataConfig(source="embedded:crs-demo", split="rm", val_fraction=0.1, train_source=str(extra)), "ranking", 42
+    )
+    assert [ex.prompt for ex in new_val] == [
+        ex.prompt for ex in val
+    ]  # the same held-out prompts (forgetting is measured on them)
     assert [ex.replies for ex in new_train] == [["good", "bad"]] and len(train) > 100

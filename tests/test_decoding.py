@@ -14,8 +14,12 @@ def test_greedy_matches_transformers_generate(tiny_lm, smol_tokenizer) -> None:
     ours = generate_replies(tiny_lm, smol_tokenizer, prompts, SamplingSettings(max_new_tokens=10), desc=None)
     ids, mask = pad_batch([encode_prompt(smol_tokenizer, p) for p in prompts], smol_tokenizer.pad_token_id, side="left")
     reference = tiny_lm.generate(
-        input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=10, do_sample=False,
-        pad_token_id=smol_tokenizer.pad_token_id, eos_token_id=smol_tokenizer.eos_token_id,
+        input_ids=torch.tensor(ids),
+        attention_mask=torch.tensor(mask),
+        max_new_tokens=10,
+        do_sample=False,
+        pad_token_id=smol_tokenizer.pad_token_id,
+        eos_token_id=smol_tokenizer.eos_token_id,
     )
     for row, generation in enumerate(ours):
         expected = reference[row, len(ids[0]) :].tolist()
@@ -57,7 +61,10 @@ def test_shards_split_the_batches_and_sample_what_one_process_samples(tiny_lm, l
     prompts = [user_prompt("word " * (i % 5) + f"question {i}") for i in range(7)]
     sampling = SamplingSettings(max_new_tokens=6, do_sample=True, temperature=1.0)
     whole = generate_replies(tiny_lm, left_tokenizer, prompts, sampling, batch_size=2, seed=3, desc=None)
-    shards = [generate_reply_shard(tiny_lm, left_tokenizer, prompts, sampling, 2, seed=3, desc=None, shard=(rank, 3)) for rank in range(3)]
+    shards = [
+        generate_reply_shard(tiny_lm, left_tokenizer, prompts, sampling, 2, seed=3, desc=None, shard=(rank, 3))
+        for rank in range(3)
+    ]
     assert sorted(i for shard in shards for i in shard) == list(range(7))  # each prompt answered by exactly one process
     assert [len(s) for s in shards] == [3, 2, 2]  # batches of 2, 2, 2, 1 dealt round: the first and the last to rank 0
     merged = {i: g for shard in shards for i, g in shard.items()}

@@ -56,7 +56,13 @@ def _config_fields(cls: type = CRSConfig, path: str = "") -> list[tuple[str, dat
 
 def test_config_docs_up_to_date():
     result = subprocess.run(
-        [sys.executable, str(RENDER_SCRIPT), "--check"], check=False, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120
+        [sys.executable, str(RENDER_SCRIPT), "--check"],
+        check=False,
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, f"{result.stdout}{result.stderr}"
 
@@ -129,7 +135,12 @@ def test_relative_links_resolve(doc):
             continue  # http:, https:, mailto:
         path, _, anchor = target.partition("#")
         file = (doc.parent / path).resolve() if path else doc
-        missing_anchor = file.is_file() and anchor and file.suffix == ".md" and anchor not in _anchors(file.read_text(encoding="utf-8"))
+        missing_anchor = (
+            file.is_file()
+            and anchor
+            and file.suffix == ".md"
+            and anchor not in _anchors(file.read_text(encoding="utf-8"))
+        )
         if not file.exists() or missing_anchor:
             broken.append(target)
     assert not broken, f"{doc.name}: broken links {broken}"
@@ -170,7 +181,13 @@ def test_scripts_named_in_readme_exist_and_parse_help():
     # Only scripts that parse arguments are asked for --help; one without a parser would just run.
     with_parser = [s for s in scripts if re.search(r"argparse|run_stage\(", (ROOT / s).read_text(encoding="utf-8"))]
     result = subprocess.run(
-        [sys.executable, "-c", HELP_RUNNER, *with_parser], check=False, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", HELP_RUNNER, *with_parser],
+        check=False,
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     codes = json.loads(result.stdout.strip().splitlines()[-1])

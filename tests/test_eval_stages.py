@@ -38,7 +38,10 @@ def test_predict_then_score_end_to_end(tmp_path: Path, smol_tokenizer) -> None:
             "run": {"name": "pred"},
             "eval_pred": {
                 "models": [{"name": n, "path": p} for n, p in models.items()],
-                "do_sample": True, "num_runs": 2, "max_new_tokens": 8, "batch_size": 4,
+                "do_sample": True,
+                "num_runs": 2,
+                "max_new_tokens": 8,
+                "batch_size": 4,
             },
         },
         "score": {
@@ -86,7 +89,9 @@ def test_predict_then_score_end_to_end(tmp_path: Path, smol_tokenizer) -> None:
     assert (out / "win_rates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("combine", [{}, {"combine": "conservative", "conservative": "mean_std", "conservative_k": 2.0}])
+@pytest.mark.parametrize(
+    "combine", [{}, {"combine": "conservative", "conservative": "mean_std", "conservative_k": 2.0}]
+)
 def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path, combine: dict[str, Any]) -> None:
     """An RL run's own reward (its combination strategy too), and a named combination, score a reply exactly as PPO's CombinedReward does."""
     import torch
@@ -101,7 +106,10 @@ def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path, combin
         {"name": "length", "path": "python:tests.reward_fns:reply_length", "weight": 0.7, "normalize": "zscore"},
         {"name": "vowels", "path": "python:tests.reward_fns:count_vowels", "weight": 0.3, "normalize": "zscore"},
     ]
-    frozen = {"length": {"stats": {"mean": 20.0, "std": 8.0}, "origin": "first batch"}, "vowels": {"stats": {"mean": 5.0, "std": 2.0}, "origin": "first batch"}}
+    frozen = {
+        "length": {"stats": {"mean": 20.0, "std": 8.0}, "origin": "first batch"},
+        "vowels": {"stats": {"mean": 5.0, "std": 2.0}, "origin": "first batch"},
+    }
     rl_run = tmp_path / "rl_run"
     (rl_run / "checkpoints" / "step_2").mkdir(parents=True)
     rl_block = {"rewards": sources, "reward_clip": 1.5, "missing_eos_penalty": -0.5, **combine}
@@ -112,21 +120,31 @@ def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path, combin
     outputs = ["a short one", "a much longer reply that goes on and on about everything", "aeiou aeiou", "x"]
     eos = [True, False, True, False]
     per_model = {
-        m: [{"instruction": f"Question {i}?", "output": o, "ended_with_eos": e, "prompt_id": str(i), "run": 0} for i, (o, e) in enumerate(zip(texts, eos))]
+        m: [
+            {"instruction": f"Question {i}?", "output": o, "ended_with_eos": e, "prompt_id": str(i), "run": 0}
+            for i, (o, e) in enumerate(zip(texts, eos))
+        ]
         for m, texts in {"rl": outputs, "base": outputs[::-1]}.items()
     }
-    cfg = load_config("eval_rewarding", overrides=[
-        "eval_rewarding.judge=none",
-        f"eval_rewarding.rewards={json.dumps([{'name': s['name'], 'path': s['path']} for s in sources])}",
-        "eval_rewarding.combined=[{name: mix, weights: {length: 0.7, vowels: 0.3}, reward_clip: 1.5, missing_eos_penalty: -0.5}]",
-    ])
+    cfg = load_config(
+        "eval_rewarding",
+        overrides=[
+            "eval_rewarding.judge=none",
+            f"eval_rewarding.rewards={json.dumps([{'name': s['name'], 'path': s['path']} for s in sources])}",
+            "eval_rewarding.combined=[{name: mix, weights: {length: 0.7, vowels: 0.3}, reward_clip: 1.5, missing_eos_penalty: -0.5}]",
+        ],
+    )
     scores, raw = score_all(per_model, cfg, {"rl": str(rl_run), "base": "embedded:smollm2-135m-instruct"})
     assert set(scores) == {"length", "vowels", "mix", "reward of rl"}  # base is no RL run: no training reward
 
     configs = [RewardSourceConfig(**s) for s in sources]
     for model, rows in per_model.items():
         prompts, replies = [user_prompt(r["instruction"]) for r in rows], [r["output"] for r in rows]
-        strategy = {"strategy": combine["combine"], "method": combine["conservative"], "k": combine["conservative_k"]} if combine else {}
+        strategy = (
+            {"strategy": combine["combine"], "method": combine["conservative"], "k": combine["conservative_k"]}
+            if combine
+            else {}
+        )
         ppo = CombinedReward.from_config(configs, reward_clip=1.5, missing_eos_penalty=-0.5, **strategy)
         ppo.load_state_dict(frozen)  # the scale PPO froze in its checkpoint
         expected = ppo(prompts, replies, torch.tensor([r["ended_with_eos"] for r in rows])).combined.tolist()
@@ -137,7 +155,9 @@ def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path, combin
         for source in pooled.sources:
             values = torch.tensor([v for m in per_model for v in raw[source.name][m]])
             source.stats = {"mean": float(values.mean()), "std": float(values.std(unbiased=False))}
-        assert scores["mix"][model] == pytest.approx(pooled(prompts, replies, torch.tensor(eos)).combined.tolist(), abs=1e-6)
+        assert scores["mix"][model] == pytest.approx(
+            pooled(prompts, replies, torch.tensor(eos)).combined.tolist(), abs=1e-6
+        )
     assert min(scores["reward of rl"]["rl"]) < max(scores["reward of rl"]["rl"])  # not a constant
 
 
@@ -148,15 +168,23 @@ def test_evaluation_z_scores_with_the_one_convention() -> None:
     from crs.eval.score import score_all
 
     outputs = {"a": ["one", "three", "fivee"], "b": ["x", "seven..", "twelve......"]}
-    per_model = {m: [{"instruction": f"Q{i}?", "output": o, "prompt_id": str(i), "run": 0} for i, o in enumerate(texts)]
-                 for m, texts in outputs.items()}
-    cfg = load_config("eval_rewarding", overrides=[
-        "eval_rewarding.judge=none", "eval_rewarding.combined=[]",
-        "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}, "
-        "{name: noisy, path: 'python:tests.reward_fns:nearly_constant'}]",
-    ])
+    per_model = {
+        m: [{"instruction": f"Q{i}?", "output": o, "prompt_id": str(i), "run": 0} for i, o in enumerate(texts)]
+        for m, texts in outputs.items()
+    }
+    cfg = load_config(
+        "eval_rewarding",
+        overrides=[
+            "eval_rewarding.judge=none",
+            "eval_rewarding.combined=[]",
+            "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}, "
+            "{name: noisy, path: 'python:tests.reward_fns:nearly_constant'}]",
+        ],
+    )
     scores, raw = score_all(per_model, cfg)
-    lengths = np.array([3, 5, 5, 1, 7, 12], dtype=float)  # mean 5.5, population variance (6.25+.25+.25+20.25+2.25+42.25)/6
+    lengths = np.array(
+        [3, 5, 5, 1, 7, 12], dtype=float
+    )  # mean 5.5, population variance (6.25+.25+.25+20.25+2.25+42.25)/6
     z = (lengths - 5.5) / math.sqrt(71.5 / 6)
     assert scores["length"]["a"] + scores["length"]["b"] == pytest.approx(z.tolist(), abs=1e-6)
     # The noise (one float32 step at 1000) has a std far under 1e-6 x 1000: centred, so it stays about 6e-5, not +-1.
@@ -168,8 +196,18 @@ def test_the_judge_alone_is_enough_to_score(tmp_path: Path) -> None:
     from crs.config import load_config
     from crs.eval.score import score_all
 
-    rows = [{"instruction": "Explain why dogs wag their tails.", "output": "Dogs wag their tails to show how they feel.", "prompt_id": "p", "run": 0}]
-    cfg = load_config("eval_rewarding", overrides=["eval_rewarding.rewards=[]", "eval_rewarding.combined=[]", "eval_rewarding.judge=gold"])
+    rows = [
+        {
+            "instruction": "Explain why dogs wag their tails.",
+            "output": "Dogs wag their tails to show how they feel.",
+            "prompt_id": "p",
+            "run": 0,
+        }
+    ]
+    cfg = load_config(
+        "eval_rewarding",
+        overrides=["eval_rewarding.rewards=[]", "eval_rewarding.combined=[]", "eval_rewarding.judge=gold"],
+    )
     scores, raw = score_all({"a": rows, "b": rows}, cfg)
     assert list(scores) == ["gold"] and raw == {} and 0 < scores["gold"]["a"][0] <= 1
 
@@ -178,7 +216,12 @@ def test_the_gold_judge_refuses_prompts_that_are_not_the_demos(caplog) -> None:
     from crs.config import ConfigError, load_config
     from crs.eval.score import score_all
 
-    demo = {"instruction": "Explain why dogs wag their tails.", "output": "To show how they feel.", "prompt_id": "p1", "run": 0}
+    demo = {
+        "instruction": "Explain why dogs wag their tails.",
+        "output": "To show how they feel.",
+        "prompt_id": "p1",
+        "run": 0,
+    }
     own = {"instruction": "Summarise our Q3 sales call.", "output": "Sales rose.", "prompt_id": "p2", "run": 0}
     per_model = {"a": [demo, own], "b": [demo, own]}
     lengths = "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}]"
@@ -189,12 +232,17 @@ def test_the_gold_judge_refuses_prompts_that_are_not_the_demos(caplog) -> None:
 
     from crs.config import EvalRewardingConfig, OnlineConfig, RLConfig, SweepConfig
 
-    assert {c().judge for c in (EvalRewardingConfig, OnlineConfig, RLConfig, SweepConfig)} == {"auto"}  # the default everywhere
+    assert {c().judge for c in (EvalRewardingConfig, OnlineConfig, RLConfig, SweepConfig)} == {
+        "auto"
+    }  # the default everywhere
     with caplog.at_level("WARNING"):
         assert scorers("eval_rewarding.judge=auto") == ["length"]  # no gold: the first reward source is the reference
     assert "eval_rewarding.judge auto -> none: 1 of 2 prompts are not the demo dataset's" in caplog.text
     assert "the first reward source (length) is the reference scorer" in caplog.text
-    with pytest.raises(ConfigError, match=r"eval_rewarding.judge: gold is the demo annotator's rule set, and 1 of 2 prompts .*run.allow_gold_outside_demo: true"):
+    with pytest.raises(
+        ConfigError,
+        match=r"eval_rewarding.judge: gold is the demo annotator's rule set, and 1 of 2 prompts .*run.allow_gold_outside_demo: true",
+    ):
         scorers("eval_rewarding.judge=gold")
     assert scorers("eval_rewarding.judge=gold", "run.allow_gold_outside_demo=true") == ["gold", "length"]  # knowingly
     assert scorers("eval_rewarding.judge=auto", "eval_rewarding.rewards=[]") == []  # nothing: score_predictions says so
@@ -222,20 +270,31 @@ def test_a_broken_python_reward_is_one_line_naming_the_source(tmp_path: Path, ca
         (tmp_path / "preds" / "predictions" / f"{model}.json").write_text(json.dumps(rows))
     source = f"python:tests.reward_fns:{function}"
     overrides = [
-        f"run.output_dir={tmp_path / 'out'}", f"eval_rewarding.predictions_dir={tmp_path / 'preds'}",
-        f"eval_rewarding.rewards=[{{name: bad, path: '{source}'}}]", "eval_rewarding.combined=[]",
-        "eval_rewarding.reference_model=a", "eval_rewarding.judge=auto",
+        f"run.output_dir={tmp_path / 'out'}",
+        f"eval_rewarding.predictions_dir={tmp_path / 'preds'}",
+        f"eval_rewarding.rewards=[{{name: bad, path: '{source}'}}]",
+        "eval_rewarding.combined=[]",
+        "eval_rewarding.reference_model=a",
+        "eval_rewarding.judge=auto",
     ]
     with pytest.raises(SystemExit) as exited:
-        run_stage(score_predictions, "score", ["--config_subset", "eval_rewarding", *[a for o in overrides for a in ("--set", o)]])
+        run_stage(
+            score_predictions,
+            "score",
+            ["--config_subset", "eval_rewarding", *[a for o in overrides for a in ("--set", o)]],
+        )
     assert exited.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith(f"error: reward source '{source}' ") and re.search(says, error), error  # sources load by path here
+    assert error.startswith(f"error: reward source '{source}' ") and re.search(says, error), (
+        error
+    )  # sources load by path here
     state = run_state(tmp_path / "out" / "eval_rewarding")
     assert state["status"] == "failed" and state["error"] == error.removeprefix("error: ")
 
 
-def test_predict_and_score_under_torchrun_write_once_what_one_process_writes(tmp_path: Path, tiny_model_dir, smol_tokenizer) -> None:
+def test_predict_and_score_under_torchrun_write_once_what_one_process_writes(
+    tmp_path: Path, tiny_model_dir, smol_tokenizer
+) -> None:
     """Two processes share the prompts (by batch, each batch its own seed) and the main process
     writes: the files are those of one process, sampling included."""
     import os
@@ -253,30 +312,71 @@ def test_predict_and_score_under_torchrun_write_once_what_one_process_writes(tmp
         },
         "pred": {
             "run": {"name": "pred"},
-            "eval_pred": {"models": [{"name": "a", "path": str(tiny_model_dir)}, {"name": "b", "path": str(other)}], "do_sample": True, "num_runs": 2,
-                          "max_new_tokens": 6, "batch_size": 2},
+            "eval_pred": {
+                "models": [{"name": "a", "path": str(tiny_model_dir)}, {"name": "b", "path": str(other)}],
+                "do_sample": True,
+                "num_runs": 2,
+                "max_new_tokens": 6,
+                "batch_size": 2,
+            },
         },
         "score": {
             "run": {"name": "score"},
-            "eval_rewarding": {"predictions_dir": "out/pred", "rewards": [{"name": "length", "path": "python:tests.reward_fns:reply_length"}],
-                               "combined": [], "reference_model": "a", "judge": "none", "n_boot": 50},
+            "eval_rewarding": {
+                "predictions_dir": "out/pred",
+                "rewards": [{"name": "length", "path": "python:tests.reward_fns:reply_length"}],
+                "combined": [],
+                "reference_model": "a",
+                "judge": "none",
+                "n_boot": 50,
+            },
         },
     }
-    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
     outputs = {}
     for launcher in ("python", "torchrun"):
         folder = tmp_path / launcher
         folder.mkdir()
         (folder / "config.yaml").write_text(yaml.safe_dump(config))
-        start = [sys.executable] if launcher == "python" else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        start = (
+            [sys.executable]
+            if launcher == "python"
+            else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        )
         for script, subset in (("rl_eval_pred.py", "pred"), ("rl_eval_rewarding.py", "score")):
-            done = subprocess.run([*start, str(root / script), "--config", "config.yaml", "--config_subset", subset, "--set", "run.output_dir=out"],
-                                  cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+            done = subprocess.run(
+                [
+                    *start,
+                    str(root / script),
+                    "--config",
+                    "config.yaml",
+                    "--config_subset",
+                    subset,
+                    "--set",
+                    "run.output_dir=out",
+                ],
+                cwd=folder,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert done.returncode == 0, done.stderr[-3000:]
         out = folder / "out"
-        assert sorted(p.name for p in (out / "pred" / "predictions").iterdir()) == ["a.json", "b.json"]  # no temporary left
+        assert sorted(p.name for p in (out / "pred" / "predictions").iterdir()) == [
+            "a.json",
+            "b.json",
+        ]  # no temporary left
         assert json.loads((out / "pred" / "run_state.json").read_text())["status"] == "finished"
-        outputs[launcher] = ((out / "pred" / "predictions" / "a.json").read_text(), json.loads((out / "score" / "results.json").read_text()))
+        outputs[launcher] = (
+            (out / "pred" / "predictions" / "a.json").read_text(),
+            json.loads((out / "score" / "results.json").read_text()),
+        )
     rows = json.loads(outputs["python"][0])
     assert len(rows) > 2 * 2 and len({r["output"] for r in rows}) > 1  # several batches of sampled replies
     assert outputs["torchrun"][0] == outputs["python"][0]
@@ -291,11 +391,17 @@ def test_a_reward_source_standing_in_for_the_judge_is_named_a_reference_scorer(t
         (tmp_path / "preds" / "predictions").mkdir(parents=True, exist_ok=True)
         (tmp_path / "preds" / "predictions" / f"{model}.json").write_text(json.dumps(rows))
     overrides = [
-        f"run.output_dir={tmp_path / 'out'}", f"eval_rewarding.predictions_dir={tmp_path / 'preds'}",
-        "eval_rewarding.rewards=[{name: mine, path: 'python:tests.reward_fns:reply_length'}]", "eval_rewarding.combined=[]",
-        "eval_rewarding.reference_model=a", "eval_rewarding.judge=none", "eval_rewarding.n_boot=20",
+        f"run.output_dir={tmp_path / 'out'}",
+        f"eval_rewarding.predictions_dir={tmp_path / 'preds'}",
+        "eval_rewarding.rewards=[{name: mine, path: 'python:tests.reward_fns:reply_length'}]",
+        "eval_rewarding.combined=[]",
+        "eval_rewarding.reference_model=a",
+        "eval_rewarding.judge=none",
+        "eval_rewarding.n_boot=20",
     ]
-    run_stage(score_predictions, "score", ["--config_subset", "eval_rewarding", *[a for o in overrides for a in ("--set", o)]])
+    run_stage(
+        score_predictions, "score", ["--config_subset", "eval_rewarding", *[a for o in overrides for a in ("--set", o)]]
+    )
     out = tmp_path / "out" / "eval_rewarding"
     report = (out / "report.md").read_text()
     assert json.loads((out / "results.json").read_text())["judge_role"] == "reference scorer"

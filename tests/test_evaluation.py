@@ -36,7 +36,9 @@ def test_win_rate_counts_ties_as_half_and_alpaca_eval_standard_error():
     # squared deviations .16 + .36 + .01 + .16 + .01 = .70; sqrt(.70 / 4) / sqrt(5) = 0.18708
     assert result.standard_error == pytest.approx(math.sqrt(0.70 / 4) / math.sqrt(5))
     # Without ties that is sqrt(p(1-p)/(n-1)): 44 wins of 100 -> 4.9889 % (AlpacaEval prints 4.988876515698589)
-    assert 100 * win_rate_from_outcomes([1] * 44 + [0] * 56, n_boot=10).standard_error == pytest.approx(4.988876515698589)
+    assert 100 * win_rate_from_outcomes([1] * 44 + [0] * 56, n_boot=10).standard_error == pytest.approx(
+        4.988876515698589
+    )
     assert result.ci_low <= 0.6 <= result.ci_high
 
 
@@ -279,10 +281,17 @@ def test_summary_stats():
 
 def _rows():
     return [
-        {"instruction": "Say hi", "output": "Hi!", "generator": "sft", "dataset": "hh",
-         "prompt_id": "hh-0", "run": 0},
-        {"instruction": "Add 2+2", "output": "4", "generator": "sft", "dataset": "gsm",
-         "prompt_id": "gsm-1", "run": 2, "reward": 0.75, "meta": {"k": [1, 2]}},
+        {"instruction": "Say hi", "output": "Hi!", "generator": "sft", "dataset": "hh", "prompt_id": "hh-0", "run": 0},
+        {
+            "instruction": "Add 2+2",
+            "output": "4",
+            "generator": "sft",
+            "dataset": "gsm",
+            "prompt_id": "gsm-1",
+            "run": 2,
+            "reward": 0.75,
+            "meta": {"k": [1, 2]},
+        },
     ]
 
 
@@ -327,8 +336,17 @@ def test_alpaca_eval_outputs_rows_are_read_as_they_are(tmp_path):
     assert rows[0]["prompt_id"] == rows[2]["prompt_id"] == prompt_id(user_prompt("Say hi")) != rows[1]["prompt_id"]
     assert rows[0]["dataset"] == "helpful_base" and rows[1]["dataset"] == ""
     # crs's own predictions of prompts without an id carry the same id: the two files line up
-    ours = [{"instruction": t, "output": "x", "generator": "sft", "dataset": "d", "prompt_id": prompt_id(user_prompt(t)), "run": 0}
-            for t in ("Add 2+2", "Say hi")]
+    ours = [
+        {
+            "instruction": t,
+            "output": "x",
+            "generator": "sft",
+            "dataset": "d",
+            "prompt_id": prompt_id(user_prompt(t)),
+            "run": 0,
+        }
+        for t in ("Add 2+2", "Say hi")
+    ]
     write_predictions(tmp_path / "sft.json", ours)
     per_model = read_all_predictions(tmp_path)
     assert {r["instruction"]: r["output"] for r in per_model["theirs"]} == {"Add 2+2": "4", "Say hi": "Hello there"}
@@ -415,7 +433,9 @@ def test_difference_and_slope_come_with_intervals() -> None:
 
     rng = np.random.default_rng(1)
     base = rng.random(100)
-    groups = {f"w{w}": [np.clip(base - 0.4 * w + rng.normal(0, 0.05, 100), 0, 1) for _ in range(3)] for w in (0.0, 0.5, 1.0)}
+    groups = {
+        f"w{w}": [np.clip(base - 0.4 * w + rng.normal(0, 0.05, 100), 0, 1) for _ in range(3)] for w in (0.0, 0.5, 1.0)
+    }
     rounds = seed_prompt_intervals(groups, n_rounds=500)
     slope = rounds_slope(rounds, {"w0.0": 0.0, "w0.5": 0.5, "w1.0": 1.0})
     assert slope["ci_high"] < 0 and slope["mean"] == pytest.approx(-0.4, abs=0.1)  # the inverse relation, found

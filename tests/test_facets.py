@@ -11,7 +11,16 @@ import pytest
 from crs.config import ConfigError, DataConfig
 from crs.data import demo_dataset_path, load_examples
 from crs.demo.annotator import utility
-from crs.demo.facets import SEED, construction_curve, implied_best_weight, ranker_utility, rater_utility, relabel_row, relabel_rows, row_rng
+from crs.demo.facets import (
+    SEED,
+    construction_curve,
+    implied_best_weight,
+    ranker_utility,
+    rater_utility,
+    relabel_row,
+    relabel_rows,
+    row_rng,
+)
 from crs.io import iter_jsonl
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -31,7 +40,14 @@ def demo_rows() -> list[dict[str, Any]]:
 
 
 def reply(text: str, rank: int, score: float, gold: float, annotator: str = "careful") -> dict[str, Any]:
-    return {"text": text, "rank": rank, "likert": 1 + round(4 * score), "score": score, "annotator": annotator, "gold_utility": gold}
+    return {
+        "text": text,
+        "rank": rank,
+        "likert": 1 + round(4 * score),
+        "score": score,
+        "annotator": annotator,
+        "gold_utility": gold,
+    }
 
 
 # --------------------------------------------------------------------------- the ranker's view
@@ -63,8 +79,16 @@ def test_rater_utility_sees_content_but_not_topic() -> None:
 
 
 def test_rankings_follow_visible_facets_and_guess_hidden_ones() -> None:
-    row = {"prompt_id": "why-1", "prompt": WHY, "replies": [reply(OFF_TOPIC, 0, 0.5, 0.78), reply(CUT_OFF, 1, 0.5, 0.78)]}
-    sums = {"prompt_id": "sum-1", "prompt": SUM, "replies": [reply("17 + 25 = 43.", 0, 0.5, 0.64), reply("17 + 25 = 42.", 1, 1.0, 1.0)]}
+    row = {
+        "prompt_id": "why-1",
+        "prompt": WHY,
+        "replies": [reply(OFF_TOPIC, 0, 0.5, 0.78), reply(CUT_OFF, 1, 0.5, 0.78)],
+    }
+    sums = {
+        "prompt_id": "sum-1",
+        "prompt": SUM,
+        "replies": [reply("17 + 25 = 43.", 0, 0.5, 0.64), reply("17 + 25 = 42.", 1, 1.0, 1.0)],
+    }
     rng = np.random.default_rng(0)
     on_topic_first = [relabel_row(row, rng)["replies"][1]["rank"] == 0 for _ in range(100)]
     right_first = [relabel_row(sums, rng)["replies"][1]["rank"] == 0 for _ in range(100)]
@@ -76,7 +100,12 @@ def test_rankings_follow_visible_facets_and_guess_hidden_ones() -> None:
 
 
 def test_relabel_row_changes_only_the_labels() -> None:
-    row = {"prompt_id": "why-1", "prompt": WHY, "extra": [1], "replies": [reply(FINISHED, 0, 1.0, 1.0), reply(CUT_OFF, 1, 0.5, 0.78, "nobody")]}
+    row = {
+        "prompt_id": "why-1",
+        "prompt": WHY,
+        "extra": [1],
+        "replies": [reply(FINISHED, 0, 1.0, 1.0), reply(CUT_OFF, 1, 0.5, 0.78, "nobody")],
+    }
     before = repr(row)
     out = relabel_row(row, np.random.default_rng(1))
     assert repr(row) == before  # the input is left alone
@@ -172,13 +201,21 @@ def test_loading_facets_keeps_prompts_and_replies_but_not_labels() -> None:
     assert [e.score for e in standard] != [e.score for e in facets]
     assert all(0.0 <= e.score <= 1.0 for e in facets)
     standard, facets = load("standard", "ranking"), load("facets", "ranking")
-    assert [(e.meta["prompt_id"], sorted(e.replies)) for e in standard] == [(e.meta["prompt_id"], sorted(e.replies)) for e in facets]
+    assert [(e.meta["prompt_id"], sorted(e.replies)) for e in standard] == [
+        (e.meta["prompt_id"], sorted(e.replies)) for e in facets
+    ]
     reordered = sum(a.replies != b.replies for a, b in zip(standard, facets))
     assert reordered > len(standard) // 4
 
 
 def test_facets_with_the_crs_demo_adapter_on_a_file_relabels_it() -> None:
-    cfg = DataConfig(source=str(FIXTURES / "crs_demo_tiny.jsonl"), adapter="crs_demo", split="rm", val_fraction=0.0, demo_labels="facets")
+    cfg = DataConfig(
+        source=str(FIXTURES / "crs_demo_tiny.jsonl"),
+        adapter="crs_demo",
+        split="rm",
+        val_fraction=0.0,
+        demo_labels="facets",
+    )
     rows = [row for _, row in iter_jsonl(FIXTURES / "crs_demo_tiny.jsonl") if row["split"] == "rm"]
     expected = [r["score"] for row in relabel_rows(rows, SEED) for r in row["replies"]]
     train, _ = load_examples(cfg, "absolute", seed=0)

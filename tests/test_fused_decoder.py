@@ -34,7 +34,9 @@ def _decode(step, ids, mask, n_tokens, pad_id):
     return decode_loop(step, ids, mask, SamplingSettings(n_tokens), eos_id=-1, pad_id=pad_id)
 
 
-@pytest.mark.parametrize(("dtype", "batch_hint", "tol"), [(torch.float32, None, 1e-4), (torch.float32, 3, 1e-4), (torch.bfloat16, 3, 0.1)])
+@pytest.mark.parametrize(
+    ("dtype", "batch_hint", "tol"), [(torch.float32, None, 1e-4), (torch.float32, 3, 1e-4), (torch.bfloat16, 3, 0.1)]
+)
 @pytest.mark.parametrize("bias", [False, True])
 def test_greedy_decoding_matches_transformers(left_tokenizer, dtype, batch_hint, tol, bias):
     model = tiny_causal_lm(left_tokenizer, attention_bias=bias, mlp_bias=bias).to(dtype).eval().requires_grad_(False)
@@ -52,7 +54,9 @@ def test_greedy_decoding_matches_transformers(left_tokenizer, dtype, batch_hint,
     assert torch.equal(got.reply_ids, expected.reply_ids)
     assert torch.allclose(got.logprobs, expected.logprobs, atol=tol)
     # The model itself still gives its own results (its projections are now views of the fused weights).
-    assert torch.equal(_decode(causal_lm_step(model), ids, mask, 80, left_tokenizer.pad_token_id).reply_ids, expected.reply_ids)
+    assert torch.equal(
+        _decode(causal_lm_step(model), ids, mask, 80, left_tokenizer.pad_token_id).reply_ids, expected.reply_ids
+    )
 
 
 def test_writing_the_models_weights_updates_the_decoder_after_repack(left_tokenizer):

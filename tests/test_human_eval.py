@@ -47,12 +47,18 @@ ORDER = ["sft", "rl_crs", "base"]
 
 EXPECTED = {
     "support": {
-        "groups": {"g1": {"rl_crs": 1.0, "sft": 2 / 3, "base": 1 / 3}, "g2": {"base": 1.0, "sft": 7 / 12, "rl_crs": 5 / 12}},
+        "groups": {
+            "g1": {"rl_crs": 1.0, "sft": 2 / 3, "base": 1 / 3},
+            "g2": {"base": 1.0, "sft": 7 / 12, "rl_crs": 5 / 12},
+        },
         "overall": {"rl_crs": 5 / 6, "sft": 5 / 6, "base": 1 / 3},
         "across": {"rl_crs": (17 / 24, 7 / 24), "sft": (15 / 24, 1 / 24), "base": (2 / 3, 1 / 3)},
     },
     "candidate_order": {
-        "groups": {"g1": {"sft": 5 / 6, "rl_crs": 5 / 6, "base": 1 / 3}, "g2": {"base": 5 / 6, "sft": 3 / 4, "rl_crs": 5 / 12}},
+        "groups": {
+            "g1": {"sft": 5 / 6, "rl_crs": 5 / 6, "base": 1 / 3},
+            "g2": {"base": 5 / 6, "sft": 3 / 4, "rl_crs": 5 / 12},
+        },
         "overall": {"sft": 1.0, "rl_crs": 2 / 3, "base": 1 / 3},
         "across": {"sft": (19 / 24, 1 / 24), "rl_crs": (15 / 24, 5 / 24), "base": (7 / 12, 1 / 4)},
     },
@@ -70,15 +76,21 @@ def test_ballots_with_ties_and_groups_give_hand_computed_borda_points(name: str,
         assert {m: result["groups"][group][m]["mean"] for m in points} == pytest.approx(points)
     assert {m: result["overall"][m]["mean"] for m in ORDER} == pytest.approx(expected["overall"])
     for model, (mean, std) in expected["across"].items():
-        assert (result["across_groups"][model]["mean"], result["across_groups"][model]["std"]) == pytest.approx((mean, std))
+        assert (result["across_groups"][model]["mean"], result["across_groups"][model]["std"]) == pytest.approx(
+            (mean, std)
+        )
     assert result["n_prompts"] == 2 and result["group_prompts"] == {"g1": 2, "g2": 2} and result["n_annotators"] == 6
 
 
 def test_the_json_mapping_takes_ties_as_inner_lists(tmp_path: Path) -> None:
     path = tmp_path / "h.json"
-    path.write_text(json.dumps({"p1": [["base", ["sft", "rl_crs"]]], "p2": [["sft", "base", "rl_crs"], ["base", "sft", "rl_crs"]]}))
+    path.write_text(
+        json.dumps({"p1": [["base", ["sft", "rl_crs"]]], "p2": [["sft", "base", "rl_crs"], ["base", "sft", "rl_crs"]]})
+    )
     result = human_rankings(load_ballots(path), "candidate_order", ORDER)  # group g2 of the fixture, alone
-    assert {m: v["mean"] for m, v in result["overall"].items()} == pytest.approx({"base": 5 / 6, "sft": 3 / 4, "rl_crs": 5 / 12})
+    assert {m: v["mean"] for m, v in result["overall"].items()} == pytest.approx(
+        {"base": 5 / 6, "sft": 3 / 4, "rl_crs": 5 / 12}
+    )
     assert result["n_annotators"] is None and list(result["groups"]) == ["all"]
 
 
@@ -86,14 +98,26 @@ def test_the_json_mapping_takes_ties_as_inner_lists(tmp_path: Path) -> None:
     "name, text, message",
     [
         ("b.json", {"p1": [["a", "b", "c"]], "p7": [["a", "c"]]}, "prompt 'p7', ballot 1: the ballot does not rank b"),
-        ("b.jsonl", [{"prompt_id": "p1", "annotator": "x", "ranks": {"A": 1, "B": 2}, "slots": {"A": "a", "B": "b", "C": "c"}}],
-         r"line 1 \(prompt 'p1', annotator 'x'\): slot\(s\) \['C'\] \(c\) have no rank"),
-        ("b.jsonl", [{"prompt_id": "p1", "annotator": "x", "ranks": {"A": 1, "B": 0}, "slots": {"A": "a", "B": "b"}}],
-         "rank 0 must be a whole number >= 1"),
-        ("b.jsonl", [{"prompt_id": "p1", "annotator": "x", "ranks": {"A": 1, "B": 2}, "slots": {"A": "a", "B": "a"}}],
-         r"model\(s\) \['a'\] fill more than one slot"),
-        ("b.csv", "prompt_id,annotator,model,rank\np1,x,a,1\np1,x,b,2\np1,y,a,1\np1,y,b,2\np1,x,b,2\n",
-         "slot 'b' ranked twice"),
+        (
+            "b.jsonl",
+            [{"prompt_id": "p1", "annotator": "x", "ranks": {"A": 1, "B": 2}, "slots": {"A": "a", "B": "b", "C": "c"}}],
+            r"line 1 \(prompt 'p1', annotator 'x'\): slot\(s\) \['C'\] \(c\) have no rank",
+        ),
+        (
+            "b.jsonl",
+            [{"prompt_id": "p1", "annotator": "x", "ranks": {"A": 1, "B": 0}, "slots": {"A": "a", "B": "b"}}],
+            "rank 0 must be a whole number >= 1",
+        ),
+        (
+            "b.jsonl",
+            [{"prompt_id": "p1", "annotator": "x", "ranks": {"A": 1, "B": 2}, "slots": {"A": "a", "B": "a"}}],
+            r"model\(s\) \['a'\] fill more than one slot",
+        ),
+        (
+            "b.csv",
+            "prompt_id,annotator,model,rank\np1,x,a,1\np1,x,b,2\np1,y,a,1\np1,y,b,2\np1,x,b,2\n",
+            "slot 'b' ranked twice",
+        ),
         ("b.csv", "prompt_id,annotator,model\np1,x,a\n", r"missing column\(s\) \['rank'\]"),
     ],
 )
@@ -127,16 +151,28 @@ def test_a_malformed_ballot_stops_the_stage_before_scoring_and_marks_it_failed(t
     ballots = tmp_path / "human.json"
     ballots.write_text(json.dumps({"p1": [["a", "b"], ["b", "a"]], "p2": [["a"]]}))
     with pytest.raises(SystemExit) as caught:
-        run_stage(score_predictions, "test", [
-            "--config_subset", "eval_rewarding",
-            "--set", f"run.output_dir={tmp_path / 'out'}",
-            "--set", f"eval_rewarding.predictions_dir={predictions}",
-            "--set", "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}]",
-            "--set", "eval_rewarding.combined=[]",
-            "--set", "eval_rewarding.judge=none",
-            "--set", "eval_rewarding.reference_model=a",
-            "--set", f"eval_rewarding.human_rankings={ballots}",
-        ])
+        run_stage(
+            score_predictions,
+            "test",
+            [
+                "--config_subset",
+                "eval_rewarding",
+                "--set",
+                f"run.output_dir={tmp_path / 'out'}",
+                "--set",
+                f"eval_rewarding.predictions_dir={predictions}",
+                "--set",
+                "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}]",
+                "--set",
+                "eval_rewarding.combined=[]",
+                "--set",
+                "eval_rewarding.judge=none",
+                "--set",
+                "eval_rewarding.reference_model=a",
+                "--set",
+                f"eval_rewarding.human_rankings={ballots}",
+            ],
+        )
     assert caught.value.code == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("error: ") and "prompt 'p2'" in line and "does not rank b" in line

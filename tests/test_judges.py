@@ -33,11 +33,28 @@ from crs.eval.score import score_predictions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "external_judge"
 RL_CRS_ROW = {
-    "model": "rl_crs", "win_rate": 65.0, "standard_error": 100 * math.sqrt(0.70 / 4) / math.sqrt(5),
-    "n_wins": 3, "n_wins_base": 1, "n_draws": 1, "n_total": 5, "avg_length": 12, "discrete_win_rate": 70.0, "n_failed": 1,
+    "model": "rl_crs",
+    "win_rate": 65.0,
+    "standard_error": 100 * math.sqrt(0.70 / 4) / math.sqrt(5),
+    "n_wins": 3,
+    "n_wins_base": 1,
+    "n_draws": 1,
+    "n_total": 5,
+    "avg_length": 12,
+    "discrete_win_rate": 70.0,
+    "n_failed": 1,
 }
-BASE_ROW = {"model": "base", "win_rate": 100 / 3, "standard_error": 100 / 3, "n_wins": 1, "n_wins_base": 2, "n_draws": 0,
-            "n_total": 3, "avg_length": 5, "n_failed": 0}
+BASE_ROW = {
+    "model": "base",
+    "win_rate": 100 / 3,
+    "standard_error": 100 / 3,
+    "n_wins": 1,
+    "n_wins_base": 2,
+    "n_draws": 0,
+    "n_total": 3,
+    "avg_length": 5,
+    "n_failed": 0,
+}
 
 
 def _predictions() -> tuple[dict, list[str]]:
@@ -50,8 +67,17 @@ def _results(spec: str) -> dict:
     per_model, items = _predictions()
     judge = load_judge(spec, per_model, items)
     outputs = {m: [r["output"] for r in rows] for m, rows in per_model.items()}
-    return build_results({}, outputs, judge=judge.name, prompt_ids=items, reference="sft", models=list(per_model),
-                         categories=[r["dataset"] for r in per_model["sft"]], n_boot=50, pairwise_judge=judge.verdicts)
+    return build_results(
+        {},
+        outputs,
+        judge=judge.name,
+        prompt_ids=items,
+        reference="sft",
+        models=list(per_model),
+        categories=[r["dataset"] for r in per_model["sft"]],
+        n_boot=50,
+        pairwise_judge=judge.verdicts,
+    )
 
 
 def _row(results: dict, model: str) -> dict:
@@ -67,13 +93,19 @@ def test_annotations_give_the_hand_computed_alpaca_eval_row(spec: str) -> None:
     assert isinstance(_row(results, "rl_crs")["avg_length"], int)
     # the reference is the anchor row: all draws
     assert {k: _row(results, "sft")[k] for k in ("win_rate", "standard_error", "n_draws", "n_total")} == {
-        "win_rate": 50.0, "standard_error": 0.0, "n_draws": 6, "n_total": 6}
+        "win_rate": 50.0,
+        "standard_error": 0.0,
+        "n_draws": 6,
+        "n_total": 6,
+    }
     assert results["missing_pairs"] == [["rl_crs", "base"]]
     assert "base" not in results["win_rates"][results["judge"]]["rl_crs"]
     assert results["win_rates"][results["judge"]]["sft"]["rl_crs"]["win_rate"] == pytest.approx(0.35)
     # per dataset, from the prediction files' own dataset column: helpful_base 1, 1, 0; koala .5, .75
     assert results["win_rates_by_category"]["rl_crs"] == {
-        "helpful_base": {"win_rate": pytest.approx(200 / 3), "n": 3}, "koala": {"win_rate": pytest.approx(62.5), "n": 2}}
+        "helpful_base": {"win_rate": pytest.approx(200 / 3), "n": 3},
+        "koala": {"win_rate": pytest.approx(62.5), "n": 2},
+    }
 
 
 def test_the_numbers_are_pandas_sem_as_alpaca_eval_computes_them() -> None:
@@ -112,7 +144,13 @@ def test_preferences_are_read_as_alpaca_eval_reads_them() -> None:
 
 def test_a_second_verdict_on_the_same_pair_and_prompt_is_refused(tmp_path: Path) -> None:
     rows = json.loads((FIXTURE / "annotations.json").read_text())
-    swapped = {**rows[0], "generator_1": "rl_crs", "output_1": rows[0]["output_2"], "generator_2": "sft", "output_2": rows[0]["output_1"]}
+    swapped = {
+        **rows[0],
+        "generator_1": "rl_crs",
+        "output_1": rows[0]["output_2"],
+        "generator_2": "sft",
+        "output_2": rows[0]["output_1"],
+    }
     (tmp_path / "a.json").write_text(json.dumps(rows))
     (tmp_path / "b.json").write_text(json.dumps([swapped]))
     per_model, items = _predictions()
@@ -137,13 +175,28 @@ def test_sampling_runs_are_told_apart_by_outputs(tmp_path: Path) -> None:
     from crs.eval.predictions import write_predictions
 
     for model in ("a", "b"):
-        rows = [{"instruction": "Same prompt", "output": f"{model} run {run}", "generator": model, "dataset": "t",
-                 "prompt_id": "p", "run": run} for run in (0, 1)]
+        rows = [
+            {
+                "instruction": "Same prompt",
+                "output": f"{model} run {run}",
+                "generator": model,
+                "dataset": "t",
+                "prompt_id": "p",
+                "run": run,
+            }
+            for run in (0, 1)
+        ]
         write_predictions(tmp_path / "predictions" / f"{model}.json", rows)
     per_model = read_all_predictions(tmp_path)
     items = ["p#0", "p#1"]
-    annotation = {"instruction": "Same prompt", "generator_1": "a", "output_1": "a run 1", "generator_2": "b",
-                  "output_2": "b run 1", "preference": 2}
+    annotation = {
+        "instruction": "Same prompt",
+        "generator_1": "a",
+        "output_1": "a run 1",
+        "generator_2": "b",
+        "output_2": "b run 1",
+        "preference": 2,
+    }
     (tmp_path / "ann.json").write_text(json.dumps([annotation]))
     judge = load_judge(str(tmp_path / "ann.json"), per_model, items)
     assert judge.verdicts.between("a", "b") == {"p#1": 0.0}
@@ -158,27 +211,44 @@ def test_one_config_change_gives_report_csv_and_plots(tmp_path: Path) -> None:
     predictions = tmp_path / "pred"
     shutil.copytree(FIXTURE / "predictions", predictions / "predictions")
     shutil.copy(FIXTURE / "config.resolved.yaml", predictions)
-    run_stage(score_predictions, "test", [
-        "--config_subset", "eval_rewarding",
-        "--set", f"run.output_dir={tmp_path / 'out'}",
-        "--set", f"eval_rewarding.predictions_dir={predictions}",
-        "--set", "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}]",
-        "--set", "eval_rewarding.combined=[]",
-        "--set", "eval_rewarding.score_with_training_reward=false",  # the fixture's model paths name no real run
-        "--set", f"eval_rewarding.judge={FIXTURE / 'annotations.json'}",
-        "--set", "eval_rewarding.reference_model=sft",
-        "--set", "eval_rewarding.n_boot=50",
-    ])
+    run_stage(
+        score_predictions,
+        "test",
+        [
+            "--config_subset",
+            "eval_rewarding",
+            "--set",
+            f"run.output_dir={tmp_path / 'out'}",
+            "--set",
+            f"eval_rewarding.predictions_dir={predictions}",
+            "--set",
+            "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}]",
+            "--set",
+            "eval_rewarding.combined=[]",
+            "--set",
+            "eval_rewarding.score_with_training_reward=false",  # the fixture's model paths name no real run
+            "--set",
+            f"eval_rewarding.judge={FIXTURE / 'annotations.json'}",
+            "--set",
+            "eval_rewarding.reference_model=sft",
+            "--set",
+            "eval_rewarding.n_boot=50",
+        ],
+    )
     out = tmp_path / "out" / "eval_rewarding"
     lines = (out / "leaderboard.csv").read_text().splitlines()
     assert lines[0] == ",win_rate,standard_error,n_wins,n_wins_base,n_draws,n_total,mode,avg_length,discrete_win_rate"
     assert lines[1] == "rl_crs,65.0,18.708286933869704,3,1,1,5,community,12,70.0"
     assert lines[2] == "sft,50.0,0.0,0,0,6,6,community,18,50.0"
-    assert lines[3].startswith("base,33.33333333333333,33.33333333333333") and lines[3].endswith(",1,2,0,3,community,5,33.33333333333333")
+    assert lines[3].startswith("base,33.33333333333333,33.33333333333333") and lines[3].endswith(
+        ",1,2,0,3,community,5,33.33333333333333"
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["judge"] == "weighted_alpaca_eval_gpt4_turbo" and results["judge_kind"] == "pairwise"
     assert results["judge_source"]["n_failed"] == 1 and results["missing_pairs"] == [["rl_crs", "base"]]
-    assert list(results["agreement"]) == ["length"] and results["agreement"]["length"]["n"] == 8  # 5 + 3 decided comparisons
+    assert (
+        list(results["agreement"]) == ["length"] and results["agreement"]["length"]["n"] == 8
+    )  # 5 + 3 decided comparisons
     report = (out / "report.md").read_text()
     assert "| rl_crs | 65.00 | 18.71 |" in report and "| 12 | 1 |" in report  # avg_length, judge failed
     assert "1 where the judge failed" in report and "rl_crs vs base" in report and "n/a" in report
@@ -189,20 +259,34 @@ def test_one_config_change_gives_report_csv_and_plots(tmp_path: Path) -> None:
 def test_the_external_judge_alone_is_enough(tmp_path: Path) -> None:
     predictions = tmp_path / "pred"
     shutil.copytree(FIXTURE / "predictions", predictions / "predictions")
-    run_stage(score_predictions, "test", [
-        "--config_subset", "eval_rewarding",
-        "--set", f"run.output_dir={tmp_path / 'out'}",
-        "--set", f"eval_rewarding.predictions_dir={predictions}",
-        "--set", "eval_rewarding.rewards=[]",
-        "--set", "eval_rewarding.combined=[]",
-        "--set", f"eval_rewarding.judge={FIXTURE / 'verdicts.csv'}",
-        "--set", "eval_rewarding.reference_model=sft",
-        "--set", "eval_rewarding.n_boot=20",
-    ])
+    run_stage(
+        score_predictions,
+        "test",
+        [
+            "--config_subset",
+            "eval_rewarding",
+            "--set",
+            f"run.output_dir={tmp_path / 'out'}",
+            "--set",
+            f"eval_rewarding.predictions_dir={predictions}",
+            "--set",
+            "eval_rewarding.rewards=[]",
+            "--set",
+            "eval_rewarding.combined=[]",
+            "--set",
+            f"eval_rewarding.judge={FIXTURE / 'verdicts.csv'}",
+            "--set",
+            "eval_rewarding.reference_model=sft",
+            "--set",
+            "eval_rewarding.n_boot=20",
+        ],
+    )
     out = tmp_path / "out" / "eval_rewarding"
     results = json.loads((out / "results.json").read_text())
     assert results["scorers"] == ["verdicts"] and results["score_scorers"] == [] and results["agreement"] == {}
-    assert (out / "leaderboard.csv").read_text().splitlines()[1] == "rl_crs,65.0,18.708286933869704,3,1,1,5,community,12,70.0"
+    assert (out / "leaderboard.csv").read_text().splitlines()[
+        1
+    ] == "rl_crs,65.0,18.708286933869704,3,1,1,5,community,12,70.0"
     assert (out / "win_rates.png").is_file() and not (out / "mean_scores.png").exists()
     assert "## 3. Leaderboard" in (out / "report.md").read_text()
 
@@ -214,8 +298,10 @@ def test_annotations_name_a_model_by_its_rows_generator_a_slash_included(tmp_pat
     shutil.copytree(FIXTURE / "predictions", predictions)
     rows = json.loads((predictions / "rl_crs.json").read_text())
     (predictions / "rl_crs.json").write_text(json.dumps([{**row, "generator": "allenai/rl-crs-13b"} for row in rows]))
-    renamed = [{k: "allenai/rl-crs-13b" if k.startswith("generator") and v == "rl_crs" else v for k, v in row.items()}
-               for row in json.loads((FIXTURE / "annotations.json").read_text())]
+    renamed = [
+        {k: "allenai/rl-crs-13b" if k.startswith("generator") and v == "rl_crs" else v for k, v in row.items()}
+        for row in json.loads((FIXTURE / "annotations.json").read_text())
+    ]
     (tmp_path / "annotations.json").write_text(json.dumps(renamed))
     csv = (FIXTURE / "verdicts.csv").read_text().replace(",rl_crs,", ",allenai/rl-crs-13b,")
     (tmp_path / "verdicts.csv").write_text(csv)
@@ -225,17 +311,42 @@ def test_annotations_name_a_model_by_its_rows_generator_a_slash_included(tmp_pat
     for spec in ("annotations.json", "verdicts.csv"):
         judge = load_judge(str(tmp_path / spec), per_model, items)
         outputs = {m: [r["output"] for r in rows] for m, rows in per_model.items()}
-        results = build_results({}, outputs, judge=judge.name, prompt_ids=items, reference="sft", models=list(per_model),
-                                categories=[r["dataset"] for r in per_model["sft"]], n_boot=20, pairwise_judge=judge.verdicts)
+        results = build_results(
+            {},
+            outputs,
+            judge=judge.name,
+            prompt_ids=items,
+            reference="sft",
+            models=list(per_model),
+            categories=[r["dataset"] for r in per_model["sft"]],
+            n_boot=20,
+            pairwise_judge=judge.verdicts,
+        )
         row = _row(results, "rl_crs")
         assert {k: row[k] for k in RL_CRS_ROW} == pytest.approx(RL_CRS_ROW), spec
     # The scoring stage end to end, the judge alone.
-    run_stage(score_predictions, "test", [
-        "--config_subset", "eval_rewarding", "--set", f"run.output_dir={tmp_path / 'out'}",
-        "--set", f"eval_rewarding.predictions_dir={tmp_path / 'pred'}", "--set", "eval_rewarding.rewards=[]",
-        "--set", "eval_rewarding.combined=[]", "--set", f"eval_rewarding.judge={tmp_path / 'annotations.json'}",
-        "--set", "eval_rewarding.reference_model=sft", "--set", "eval_rewarding.n_boot=20",
-    ])
+    run_stage(
+        score_predictions,
+        "test",
+        [
+            "--config_subset",
+            "eval_rewarding",
+            "--set",
+            f"run.output_dir={tmp_path / 'out'}",
+            "--set",
+            f"eval_rewarding.predictions_dir={tmp_path / 'pred'}",
+            "--set",
+            "eval_rewarding.rewards=[]",
+            "--set",
+            "eval_rewarding.combined=[]",
+            "--set",
+            f"eval_rewarding.judge={tmp_path / 'annotations.json'}",
+            "--set",
+            "eval_rewarding.reference_model=sft",
+            "--set",
+            "eval_rewarding.n_boot=20",
+        ],
+    )
     leaderboard = (tmp_path / "out" / "eval_rewarding" / "leaderboard.csv").read_text().splitlines()
     assert leaderboard[1] == "rl_crs,65.0,18.708286933869704,3,1,1,5,community,12,70.0"
 

@@ -114,7 +114,14 @@ def test_length_matched_win_rate_by_hand() -> None:
     outcomes = [1.0, 1.0, 0.0, 0.5, 1.0, 0.0]
     model = [100, 100, 200, 40, 0, 50]
     reference = [95, 80, 180, 40, 0, 56]
-    assert length_matched(np.array(model, float), np.array(reference, float)).tolist() == [True, False, True, True, True, False]
+    assert length_matched(np.array(model, float), np.array(reference, float)).tolist() == [
+        True,
+        False,
+        True,
+        True,
+        True,
+        False,
+    ]
     result = length_matched_win_rate(outcomes, model, reference, min_matched=4, n_boot=200)
     assert result.n_matched == 4 and result.n_total == 6 and result.band == LENGTH_BAND
     assert result.win_rate == pytest.approx((1.0 + 0.0 + 0.5 + 1.0) / 4)

@@ -19,17 +19,31 @@ HELLO = [{"role": "user", "content": "Hello there"}]
     [
         ("<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n", HELLO),
         ("<|im_start|>user Hello there <|im_end|><|im_start|>assistant", HELLO),  # the one-line form
-        ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHey!<|im_end|>\n"
-         "<|im_start|>user\nHello there<|im_end|>\n",
-         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-          {"role": "assistant", "content": "Hey!"}, *HELLO]),
+        (
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHey!<|im_end|>\n"
+            "<|im_start|>user\nHello there<|im_end|>\n",
+            [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hey!"},
+                *HELLO,
+            ],
+        ),
         ("[INST] Hello there [/INST]", HELLO),
-        ("<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hey! </s><s>[INST] Hello there [/INST]",
-         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-          {"role": "assistant", "content": "Hey!"}, *HELLO]),
+        (
+            "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hey! </s><s>[INST] Hello there [/INST]",
+            [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hey!"},
+                *HELLO,
+            ],
+        ),
         ("\n\nHuman: Hello there\n\nAssistant:", HELLO),
-        ("Human: Hi\n\nAssistant: Hey!\n\nHuman: Hello there\n\nAssistant:",
-         [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey!"}, *HELLO]),
+        (
+            "Human: Hi\n\nAssistant: Hey!\n\nHuman: Hello there\n\nAssistant:",
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey!"}, *HELLO],
+        ),
         ("Hello there", None),  # plain text: left to the chat template
         ("Explain what <|im_start|> means in ChatML.", None),  # markup not at the start: plain text
     ],
@@ -59,8 +73,14 @@ def test_broken_markup_is_refused_saying_what_is_wrong(text: str, message: str) 
 def _prompt_file(tmp_path: Path) -> Path:
     # The reference study's layout: {instruction, dataset}, instructions already in ChatML.
     rows = [
-        {"instruction": "<|im_start|>user\nHow do I boil an egg?<|im_end|>\n<|im_start|>assistant\n", "dataset": "helpful_base"},
-        {"instruction": "<|im_start|>user\nWrite a haiku about rain.<|im_end|>\n<|im_start|>assistant\n", "dataset": "koala"},
+        {
+            "instruction": "<|im_start|>user\nHow do I boil an egg?<|im_end|>\n<|im_start|>assistant\n",
+            "dataset": "helpful_base",
+        },
+        {
+            "instruction": "<|im_start|>user\nWrite a haiku about rain.<|im_end|>\n<|im_start|>assistant\n",
+            "dataset": "koala",
+        },
         {"instruction": "[INST] Name a prime above 10. [/INST]", "dataset": "vicuna", "category": "math"},
     ]
     path = tmp_path / "eval_prompts.jsonl"
@@ -69,10 +89,16 @@ def _prompt_file(tmp_path: Path) -> Path:
 
 
 def _config(tmp_path: Path, *overrides: str):
-    return load_config("eval_pred", overrides=[
-        f"run.output_dir={tmp_path / 'out'}", f"data.source={_prompt_file(tmp_path)}", "data.columns={prompt: instruction}",
-        "eval_pred.models=[{name: m0, path: tiny}, {name: m1, path: tiny}]", *overrides,
-    ])
+    return load_config(
+        "eval_pred",
+        overrides=[
+            f"run.output_dir={tmp_path / 'out'}",
+            f"data.source={_prompt_file(tmp_path)}",
+            "data.columns={prompt: instruction}",
+            "eval_pred.models=[{name: m0, path: tiny}, {name: m1, path: tiny}]",
+            *overrides,
+        ],
+    )
 
 
 def test_a_prompt_file_in_chat_markup_keeps_its_dataset_and_category(tmp_path: Path) -> None:
@@ -85,7 +111,10 @@ def test_a_prompt_file_in_chat_markup_keeps_its_dataset_and_category(tmp_path: P
         [{"role": "user", "content": "Name a prime above 10."}],
     ]
     assert [(p.meta.get("dataset"), p.meta.get("category")) for p in prompts] == [
-        ("helpful_base", None), ("koala", None), ("vicuna", "math")]
+        ("helpful_base", None),
+        ("koala", None),
+        ("vicuna", "math"),
+    ]
 
 
 def test_a_broken_markup_prompt_names_file_and_line(tmp_path: Path) -> None:
@@ -121,16 +150,25 @@ def test_predictions_carry_the_files_dataset_and_category_into_every_table(tmp_p
     assert seen[0][0] == [{"role": "user", "content": "How do I boil an egg?"}]  # messages, not markup in a user turn
     rows = read_predictions(run_dir / "predictions" / "m0.json")
     assert [(r["instruction"], r["dataset"], r["category"]) for r in rows] == [
-        ("How do I boil an egg?", "helpful_base", ""), ("Write a haiku about rain.", "koala", ""),
-        ("Name a prime above 10.", "vicuna", "math")]
+        ("How do I boil an egg?", "helpful_base", ""),
+        ("Write a haiku about rain.", "koala", ""),
+        ("Name a prime above 10.", "vicuna", "math"),
+    ]
 
-    score = load_config("eval_rewarding", overrides=[
-        f"run.output_dir={tmp_path / 'out'}", f"eval_rewarding.predictions_dir={run_dir}", "eval_rewarding.judge=none",
-        "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}, "
-        "{name: vowels, path: 'python:tests.reward_fns:count_vowels'}]",
-        "eval_rewarding.combined=[]", "eval_rewarding.reference_model=m0", "eval_rewarding.n_boot=20",
-        "eval_rewarding.group_by=dataset",
-    ])
+    score = load_config(
+        "eval_rewarding",
+        overrides=[
+            f"run.output_dir={tmp_path / 'out'}",
+            f"eval_rewarding.predictions_dir={run_dir}",
+            "eval_rewarding.judge=none",
+            "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}, "
+            "{name: vowels, path: 'python:tests.reward_fns:count_vowels'}]",
+            "eval_rewarding.combined=[]",
+            "eval_rewarding.reference_model=m0",
+            "eval_rewarding.n_boot=20",
+            "eval_rewarding.group_by=dataset",
+        ],
+    )
     results = eval_score.score_predictions(score, prepare_run_dir(score, resume=False, overwrite=False), resume=False)
     assert sorted(results["agreement"]["vowels"]["by_category"]) == ["helpful_base", "koala", "vicuna"]
     assert sorted(results["win_rates_by_category"]["m1"]) == ["helpful_base", "koala", "vicuna"]

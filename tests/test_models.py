@@ -67,14 +67,18 @@ def test_unresolvable_names_fail_with_what_to_do(name: str, message: str) -> Non
 
 
 def test_an_encoder_as_policy_is_refused_before_its_weights_load() -> None:
-    with pytest.raises(ModelError, match=r"is an encoder \(model_type 'bert', BertModel\): a policy must be a decoder-only causal LM"):
+    with pytest.raises(
+        ModelError, match=r"is an encoder \(model_type 'bert', BertModel\): a policy must be a decoder-only causal LM"
+    ):
         load_causal_lm("embedded:minilm-l6")
 
 
 def test_a_run_whose_base_is_gone_names_its_manifest(tmp_path: Path) -> None:
     run = tmp_path / "runs" / "rl_a"
     (run / "adapter").mkdir(parents=True)
-    (run / "crs_model.json").write_text(json.dumps({"base": "../gone_base_model", "adapter": "adapter", "kind": "causal_lm"}))
+    (run / "crs_model.json").write_text(
+        json.dumps({"base": "../gone_base_model", "adapter": "adapter", "kind": "causal_lm"})
+    )
     expected = rf"{run / 'crs_model.json'} names its base model '../gone_base_model', which is gone: no folder at {tmp_path / 'runs' / 'gone_base_model'} \(a relative base is relative to the run directory"
     with pytest.raises(ModelError, match=expected):
         load_causal_lm(str(run))

@@ -24,11 +24,24 @@ WORDS = "apple river stone cloud green light quick table music paper".split()
 
 
 def _rankings(n: int) -> list[dict]:
-    return [{"prompt": f"Say {i % 4 + 1} words about topic {i}.", "replies": [f"{WORDS[i % 10]} excellent answer", WORDS[(i + 3) % 10]]} for i in range(n)]
+    return [
+        {
+            "prompt": f"Say {i % 4 + 1} words about topic {i}.",
+            "replies": [f"{WORDS[i % 10]} excellent answer", WORDS[(i + 3) % 10]],
+        }
+        for i in range(n)
+    ]
 
 
 def _scores(n: int) -> list[dict]:
-    return [{"prompt": f"Say {i % 4 + 1} words about topic {i}.", "reply": f"{WORDS[i % 10]} excellent" if i % 2 else WORDS[i % 10], "score": 0.9 if i % 2 else 0.2} for i in range(n)]
+    return [
+        {
+            "prompt": f"Say {i % 4 + 1} words about topic {i}.",
+            "reply": f"{WORDS[i % 10]} excellent" if i % 2 else WORDS[i % 10],
+            "score": 0.9 if i % 2 else 0.2,
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture()
@@ -40,13 +53,26 @@ def online_config(tmp_path: Path, smol_tokenizer) -> Path:
     for folder in (policy, rm_base):
         smol_tokenizer.save_pretrained(folder)
     prompts, rankings, scores = tmp_path / "prompts.jsonl", tmp_path / "rankings.jsonl", tmp_path / "scores.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"Tell me {i % 3 + 1} facts about item {i}.", "id": f"p{i}"}) + "\n" for i in range(16)))
+    prompts.write_text(
+        "".join(
+            json.dumps({"prompt": f"Tell me {i % 3 + 1} facts about item {i}.", "id": f"p{i}"}) + "\n"
+            for i in range(16)
+        )
+    )
     rankings.write_text("".join(json.dumps(r) + "\n" for r in _rankings(24)))
     scores.write_text("".join(json.dumps(r) + "\n" for r in _scores(24)))
     out = tmp_path / "out"
     rm_common = {
         "model": {"name": str(rm_base), "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}},
-        "train": {"max_steps": 3, "batch_size": 4, "eval_batch_size": 8, "eval_steps": 100, "save_steps": 100, "warmup_ratio": 0.0, "learning_rate": 1e-3},
+        "train": {
+            "max_steps": 3,
+            "batch_size": 4,
+            "eval_batch_size": 8,
+            "eval_steps": 100,
+            "save_steps": 100,
+            "warmup_ratio": 0.0,
+            "learning_rate": 1e-3,
+        },
     }
     config = {
         "default": {
@@ -55,7 +81,12 @@ def online_config(tmp_path: Path, smol_tokenizer) -> Path:
             "model": {"name": str(policy), "dtype": "fp32", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
             "data": {"source": str(prompts), "max_prompt_length": 32, "max_length": 64, "val_fraction": 0.25},
         },
-        "rm_pref": {**rm_common, "run": {"name": "rm_pref"}, "data": {"source": str(rankings)}, "rm": {"loss": "pairwise"}},
+        "rm_pref": {
+            **rm_common,
+            "run": {"name": "rm_pref"},
+            "data": {"source": str(rankings)},
+            "rm": {"loss": "pairwise"},
+        },
         "rm_abs": {**rm_common, "run": {"name": "rm_abs"}, "data": {"source": str(scores)}, "rm": {"loss": "absolute"}},
         "rl_tiny": {
             "run": {"name": "rl"},
@@ -65,18 +96,36 @@ def online_config(tmp_path: Path, smol_tokenizer) -> Path:
                     {"name": "preference", "path": str(out / "rm_pref"), "weight": 0.5, "normalize": "zscore"},
                     {"name": "absolute", "path": str(out / "rm_abs"), "weight": 0.5, "normalize": "zscore"},
                 ],
-                "steps": 2, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1, "max_new_tokens": 5,
-                "save_steps": 2, "sample_every": 0, "learning_rate": 1e-3,
+                "steps": 2,
+                "batch_size": 4,
+                "mini_batch_size": 4,
+                "ppo_epochs": 1,
+                "max_new_tokens": 5,
+                "save_steps": 2,
+                "sample_every": 0,
+                "learning_rate": 1e-3,
             },
         },
         "pred": {"eval_pred": {"max_new_tokens": 5, "batch_size": 8}},
         "online_tiny": {
             "run": {"name": "online"},
             "online": {
-                "base_subset": "rl_tiny", "preference_rm_subset": "rm_pref", "absolute_rm_subset": "rm_abs",
-                "rounds": 2, "rl_steps": 2, "prompts_per_round": 3, "replies_per_prompt": 2, "probe_prompts": 2,
-                "rm_epochs": 1, "replay_ratio": 1.0, "baseline": True, "baseline_split": "train", "eval_subset": "pred",
-                "reference": {"name": "start", "path": str(policy)}, "judge": "python:tests.reward_fns:count_vowels", "n_boot": 50,
+                "base_subset": "rl_tiny",
+                "preference_rm_subset": "rm_pref",
+                "absolute_rm_subset": "rm_abs",
+                "rounds": 2,
+                "rl_steps": 2,
+                "prompts_per_round": 3,
+                "replies_per_prompt": 2,
+                "probe_prompts": 2,
+                "rm_epochs": 1,
+                "replay_ratio": 1.0,
+                "baseline": True,
+                "baseline_split": "train",
+                "eval_subset": "pred",
+                "reference": {"name": "start", "path": str(policy)},
+                "judge": "python:tests.reward_fns:count_vowels",
+                "n_boot": 50,
             },
         },
     }
@@ -89,7 +138,9 @@ def online_config(tmp_path: Path, smol_tokenizer) -> Path:
 
 
 @pytest.mark.slow
-def test_a_two_round_loop_resumes_mid_round_and_refreshes_both_rms(tmp_path: Path, online_config: Path, monkeypatch) -> None:
+def test_a_two_round_loop_resumes_mid_round_and_refreshes_both_rms(
+    tmp_path: Path, online_config: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the stages run as subprocesses
     argv = ["--config", str(online_config), "--config_subset", "online_tiny"]
     loop_dir = tmp_path / "out" / "online"
@@ -119,8 +170,12 @@ def test_a_two_round_loop_resumes_mid_round_and_refreshes_both_rms(tmp_path: Pat
     for kind in ("preference", "absolute"):
         rm_run = loop_dir / "round_1" / f"rm_{kind}"
         assert run_state(rm_run)["status"] == "finished"
-        block = yaml.safe_load((rm_run / "config.resolved.yaml").read_text())["rm_pref" if kind == "preference" else "rm_abs"]
-        assert block["model"]["name"] == str(tmp_path / "out" / ("rm_pref" if kind == "preference" else "rm_abs"))  # continued from round 0's
+        block = yaml.safe_load((rm_run / "config.resolved.yaml").read_text())[
+            "rm_pref" if kind == "preference" else "rm_abs"
+        ]
+        assert block["model"]["name"] == str(
+            tmp_path / "out" / ("rm_pref" if kind == "preference" else "rm_abs")
+        )  # continued from round 0's
         # Statistics recomputed per round: the refreshed RM's differ from round 0's.
         stats = json.loads((rm_run / "reward_stats.json").read_text())
         original = json.loads((Path(block["model"]["name"]) / "reward_stats.json").read_text())
@@ -132,21 +187,30 @@ def test_a_two_round_loop_resumes_mid_round_and_refreshes_both_rms(tmp_path: Pat
     # A fresh adapter starts as the reference (KL exactly 0 at step 1); round 1's starts where round 0 stopped.
     first_kl = [read_jsonl(loop_dir / f"round_{n}" / "rl" / "metrics.jsonl")[0]["kl/sequence"] for n in (0, 1)]
     assert first_kl[0] == 0.0 and first_kl[1] != 0.0
-    assert {r["path"] for r in rl_cfg["rewards"]} == {str(loop_dir / "round_1" / "rm_preference"), str(loop_dir / "round_1" / "rm_absolute")}
+    assert {r["path"] for r in rl_cfg["rewards"]} == {
+        str(loop_dir / "round_1" / "rm_preference"),
+        str(loop_dir / "round_1" / "rm_absolute"),
+    }
 
     results = json.loads((loop_dir / "results.json").read_text())
     assert [r["round"] for r in results["rounds"]] == [0, 1]
     assert results["rounds"][1]["labels"] == {"rankings": 3, "scores": 6}
     win = results["rounds"][1]["win_rate_vs_round_0"]
     assert win["ci_low"] <= win["mean"] <= win["ci_high"]
-    assert set(results["rm_accuracy"]["preference"]["0"]) <= {"held_out", "next_policy"} and set(results["rm_pairs"]) == {"held_out", "round 1 probe"}
+    assert set(results["rm_accuracy"]["preference"]["0"]) <= {"held_out", "next_policy"} and set(
+        results["rm_pairs"]
+    ) == {"held_out", "round 1 probe"}
     assert "own_policy" in results["rm_accuracy"]["absolute"]["1"]
     assert results["baseline"]["labels"]["rankings"] == 3
     report = (loop_dir / "report.md").read_text()
     assert "## Against the fair baseline" in report
     # The rounds, and the loop against the baseline: a detectable difference, or "cannot tell" where the
     # tiny models' interval has no width (a standard error of 0 is no power).
-    assert report.count("Power: these eval prompts tell apart differences of") + report.count("Power: these eval prompts cannot tell") == 2
+    assert (
+        report.count("Power: these eval prompts tell apart differences of")
+        + report.count("Power: these eval prompts cannot tell")
+        == 2
+    )
     assert "tell apart differences of 0.0 points" not in report
     # The fixture's RM files have one split, so the baseline drew prompts the RMs trained on: said so.
     assert results["baseline"]["labels"]["rankings_seen"] > 0
@@ -176,11 +240,21 @@ def test_adapter_weights_load_only_from_a_run_on_the_same_base(tmp_path: Path, s
     with pytest.raises(ModelError, match="trained on"):
         load_adapter_weights(add_lora(load_causal_lm(str(base_b)), lora, "causal_lm"), tmp_path / "run", str(base_b))
     with pytest.raises(ModelError, match="does not fit|does not match"):
-        load_adapter_weights(add_lora(load_causal_lm(str(base_a)), LoraConfig(r=8, alpha=16, dropout=0.0), "causal_lm"), tmp_path / "run", str(base_a))
+        load_adapter_weights(
+            add_lora(load_causal_lm(str(base_a)), LoraConfig(r=8, alpha=16, dropout=0.0), "causal_lm"),
+            tmp_path / "run",
+            str(base_a),
+        )
 
 
 def test_the_file_labeller_round_trips_and_rejects_bad_labels_with_file_and_line(tmp_path: Path) -> None:
-    asked = [{"prompt_id": "p1", "messages": [{"role": "user", "content": "Name 2 fruits."}], "replies": ["apple and pear", "rocks"]}]
+    asked = [
+        {
+            "prompt_id": "p1",
+            "messages": [{"role": "user", "content": "Name 2 fruits."}],
+            "replies": ["apple and pear", "rocks"],
+        }
+    ]
     cfg = load_config("rm_preference", Path(__file__).resolve().parents[1] / "config.yaml")
     label_dir = tmp_path / "round_1" / "labels"
     label_dir.mkdir(parents=True)
@@ -210,11 +284,16 @@ def test_the_file_labeller_stops_and_says_what_to_write(tmp_path: Path) -> None:
         online.labels(loop, 1, [])
 
 
-def test_the_simulated_labeller_is_refused_on_prompts_that_are_not_the_demos(tmp_path: Path, online_config: Path) -> None:
+def test_the_simulated_labeller_is_refused_on_prompts_that_are_not_the_demos(
+    tmp_path: Path, online_config: Path
+) -> None:
     from crs.config import ConfigError
 
     cfg = load_config("online_tiny", online_config, overrides=["run.allow_gold_outside_demo=false"])
-    with pytest.raises(ConfigError, match="online.labeller simulated .*: gold is the demo annotator's rule set, and 12 of 12 prompts.*online.labeller: file"):
+    with pytest.raises(
+        ConfigError,
+        match="online.labeller simulated .*: gold is the demo annotator's rule set, and 12 of 12 prompts.*online.labeller: file",
+    ):
         online.run_online(cfg, tmp_path / "loop", resume=False)
     assert not (tmp_path / "loop" / "round_0").exists()  # refused before round 0 trained
 
@@ -234,18 +313,53 @@ def test_the_rounds_table_flags_an_lc_that_length_separates_and_shows_the_length
     for number, own in ((0, brief), (1, blind)):
         entries = online.length_entries(verdicts[number], own.tolist(), ref.tolist(), n_boot=100, seed=0)
         rate = {"mean": float(np.mean(verdicts[number])), "ci_low": 0.0, "ci_high": 1.0, "n": n}
-        rounds.append({"round": number, "win_rate_vs_reference": rate, "judge_mean": 0.0, "mean_length": float(own.mean()),
-                       "labels": {"rankings": 0, "scores": 0}, "proxy": None, "kl": None, "steps": 0, **entries})
+        rounds.append(
+            {
+                "round": number,
+                "win_rate_vs_reference": rate,
+                "judge_mean": 0.0,
+                "mean_length": float(own.mean()),
+                "labels": {"rankings": 0, "scores": 0},
+                "proxy": None,
+                "kl": None,
+                "steps": 0,
+                **entries,
+            }
+        )
     assert rounds[0]["lc_win_rate_vs_reference"] < 0.05 and rounds[0]["lc_separation"]["reliable"] is False
     assert rounds[1]["lc_separation"]["reliable"] is True
-    assert rounds[0]["length_matched_vs_reference"]["n_matched"] == 24 and rounds[0]["length_matched_vs_reference"]["win_rate"] == 0.0
-    settings = {"rounds": 2, "rl_steps": 1, "prompts_per_round": 1, "replies_per_prompt": 2, "probe_prompts": 1, "labeller": "simulated",
-                "rm_epochs": 1.0, "replay_ratio": 1.0}
-    report = online.render_online_report({"settings": settings, "judge": "gold", "n_prompts": n, "reference": "sft", "rounds": rounds,
-                                          "reference_judge_mean": 0.0, "rm_accuracy": {}, "rm_pairs": {}})
+    assert (
+        rounds[0]["length_matched_vs_reference"]["n_matched"] == 24
+        and rounds[0]["length_matched_vs_reference"]["win_rate"] == 0.0
+    )
+    settings = {
+        "rounds": 2,
+        "rl_steps": 1,
+        "prompts_per_round": 1,
+        "replies_per_prompt": 2,
+        "probe_prompts": 1,
+        "labeller": "simulated",
+        "rm_epochs": 1.0,
+        "replay_ratio": 1.0,
+    }
+    report = online.render_online_report(
+        {
+            "settings": settings,
+            "judge": "gold",
+            "n_prompts": n,
+            "reference": "sft",
+            "rounds": rounds,
+            "reference_judge_mean": 0.0,
+            "rm_accuracy": {},
+            "rm_pairs": {},
+        }
+    )
     row0 = next(line for line in report.splitlines() if line.startswith("| 0 "))
     assert f"| {100 * rounds[0]['lc_win_rate_vs_reference']:.1f}* | 0.0 (0.0–0.0), n=24 |" in row0
     row1 = next(line for line in report.splitlines() if line.startswith("| 1 "))
     assert f"| {100 * rounds[1]['lc_win_rate_vs_reference']:.1f} | " in row1
-    assert "**\\* LC unreliable** in round 0:" in report and "- round 0: Length alone nearly separates the verdicts" in report
+    assert (
+        "**\\* LC unreliable** in round 0:" in report
+        and "- round 0: Length alone nearly separates the verdicts" in report
+    )
     assert "- round 1:" not in report

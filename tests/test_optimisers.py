@@ -59,7 +59,11 @@ def test_the_demo_subsets_match_the_ppo_budget_and_reward():
         assert rl.steps * rl.batch_size == ppo.steps * ppo.batch_size == 192  # the same number of sampled replies
         assert [vars(r) for r in rl.rewards] == [vars(r) for r in ppo.rewards]
         assert (rl.reward_clip, rl.missing_eos_penalty, rl.kl_coef, rl.max_new_tokens) == (
-            ppo.reward_clip, ppo.missing_eos_penalty, ppo.kl_coef, ppo.max_new_tokens)
+            ppo.reward_clip,
+            ppo.missing_eos_penalty,
+            ppo.kl_coef,
+            ppo.max_new_tokens,
+        )
     dpo = load_config("dpo")
     assert dpo.rl.algorithm == "dpo" and dpo.data.split == "rm" and dpo.rl.policy == "outputs/sft"
 
@@ -74,7 +78,14 @@ def test_dpo_pairs_from_rankings():
     best = pairs_from_rankings([ranked], "best_vs_rest")
     assert [(p.chosen, p.rejected) for p in best] == [("a", "b"), ("a", "c"), ("a", "d")]
     every = pairs_from_rankings([ranked], "all_pairs")
-    assert [(p.chosen, p.rejected) for p in every] == [("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("b", "d"), ("c", "d")]
+    assert [(p.chosen, p.rejected) for p in every] == [
+        ("a", "b"),
+        ("a", "c"),
+        ("a", "d"),
+        ("b", "c"),
+        ("b", "d"),
+        ("c", "d"),
+    ]
     tied = RankingExample(user_prompt("q"), ["a", "b", "c"], scores=[0.9, 0.9, 0.1])
     assert [(p.chosen, p.rejected) for p in pairs_from_rankings([tied], "all_pairs")] == [("a", "c"), ("b", "c")]
 
@@ -83,13 +94,21 @@ def test_dpo_pairs_from_absolute_scores_respect_the_gap():
     from crs.rl.dpo import pairs_from_scores
 
     meta = {"group": "p1"}
-    rows = [AbsoluteExample(user_prompt("q"), r, s, meta) for r, s in (("ok", 0.5), ("best", 1.0), ("bad", 0.25), ("close", 0.4))]
+    rows = [
+        AbsoluteExample(user_prompt("q"), r, s, meta)
+        for r, s in (("ok", 0.5), ("best", 1.0), ("bad", 0.25), ("close", 0.4))
+    ]
     rows.append(AbsoluteExample(user_prompt("q"), "ok", 0.75, meta))  # "ok" scored twice: mean 0.625
     other = AbsoluteExample(user_prompt("other"), "x", 0.0, {"group": "p2"})  # alone: no pair
     best = pairs_from_scores([*rows, other], "best_vs_rest", min_gap=0.25)
     assert [(p.chosen, p.rejected) for p in best] == [("best", "ok"), ("best", "close"), ("best", "bad")]
     every = pairs_from_scores(rows, "all_pairs", min_gap=0.25)  # ok-close (0.225) and close-bad (0.15) are too close
-    assert sorted((p.chosen, p.rejected) for p in every) == [("best", "bad"), ("best", "close"), ("best", "ok"), ("ok", "bad")]
+    assert sorted((p.chosen, p.rejected) for p in every) == [
+        ("best", "bad"),
+        ("best", "close"),
+        ("best", "ok"),
+        ("ok", "bad"),
+    ]
     assert len(pairs_from_scores(rows, "all_pairs", min_gap=0.0)) == 6
     assert pairs_from_scores(rows, "best_vs_rest", min_gap=0.8) == []
 
@@ -107,19 +126,28 @@ def vowel_reward(prompts, replies):
 
 def test_trl_reward_functions_are_the_combined_reward():
     reward = CombinedReward(
-        [RewardSource("len", length_reward, 1.0, "zscore", {"mean": 3.0, "std": 2.0}),
-         RewardSource("vowels", vowel_reward, 0.5, "zscore", {"mean": 1.0, "std": 1.0})],
-        reward_clip=1.0, missing_eos_penalty=-2.0,
+        [
+            RewardSource("len", length_reward, 1.0, "zscore", {"mean": 3.0, "std": 2.0}),
+            RewardSource("vowels", vowel_reward, 0.5, "zscore", {"mean": 1.0, "std": 1.0}),
+        ],
+        reward_clip=1.0,
+        missing_eos_penalty=-2.0,
     )
     prompts = [[{"role": "user", "content": "p"}]] * 3
     completions = [[{"role": "assistant", "content": t}] for t in ("aaaa", "x", "hello there")]
     ids = [[5, 6, 2], [7], [8, 2]]  # 2 is EOS: the second reply was cut off
     logged = {}
-    combined = reward.as_trl_reward_func(eos_token_ids=[2])(prompts, completions, completion_ids=ids, log_metric=logged.__setitem__)
+    combined = reward.as_trl_reward_func(eos_token_ids=[2])(
+        prompts, completions, completion_ids=ids, log_metric=logged.__setitem__
+    )
     expected = reward([user_prompt("p")] * 3, ["aaaa", "x", "hello there"], [True, False, True]).combined
     assert combined == pytest.approx(expected.tolist())
     assert combined[1] == pytest.approx(-1.0 - 2.0)  # clipped at -1, then the EOS penalty
-    assert logged["reward/ended_with_eos"] == pytest.approx(2 / 3) and "reward/len/raw" in logged and "reward/vowels/normalized" in logged
+    assert (
+        logged["reward/ended_with_eos"] == pytest.approx(2 / 3)
+        and "reward/len/raw" in logged
+        and "reward/vowels/normalized" in logged
+    )
 
     funcs, weights = reward.as_trl_reward_funcs(eos_token_ids=[2])
     assert [f.__name__ for f in funcs] == ["len", "vowels", "missing_eos"] and weights == [1.0, 0.5, 1.0]
@@ -161,7 +189,9 @@ def learning_prompts(n: int = 16) -> list:
     return [[{"role": "system", "content": "Hi"}, {"role": "user", "content": f"topic {i}"}] for i in range(n)]
 
 
-def run_online_learning(smol_tokenizer, left_tokenizer, tmp_path, algorithm, broken=False, monkeypatch=None, steps=12) -> list[dict]:
+def run_online_learning(
+    smol_tokenizer, left_tokenizer, tmp_path, algorithm, broken=False, monkeypatch=None, steps=12
+) -> list[dict]:
     import trl
     from tiny import tiny_causal_lm
 
@@ -181,16 +211,22 @@ def run_online_learning(smol_tokenizer, left_tokenizer, tmp_path, algorithm, bro
             return out
 
         monkeypatch.setattr(base, "_generate_and_score_completions", flipped)
-    cfg = tiny_cfg(algorithm, tmp_path, steps=steps, batch_size=16, group_size=4, max_new_tokens=4, learning_rate=2e-2, kl_coef=0.0)
+    cfg = tiny_cfg(
+        algorithm, tmp_path, steps=steps, batch_size=16, group_size=4, max_new_tokens=4, learning_rate=2e-2, kl_coef=0.0
+    )
     torch.manual_seed(0)
-    trainer, _ = build_online_trainer(cfg, tmp_path, lm, peft_lora_config(cfg), left_tokenizer, reward, learning_prompts())
+    trainer, _ = build_online_trainer(
+        cfg, tmp_path, lm, peft_lora_config(cfg), left_tokenizer, reward, learning_prompts()
+    )
     trainer.train()
     return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("broken", [False, True], ids=["learns", "advantage-sign-flipped"])
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_online_optimisers_raise_a_reachable_reward(smol_tokenizer, left_tokenizer, tmp_path, monkeypatch, algorithm, broken):
+def test_online_optimisers_raise_a_reachable_reward(
+    smol_tokenizer, left_tokenizer, tmp_path, monkeypatch, algorithm, broken
+):
     rows = run_online_learning(smol_tokenizer, left_tokenizer, tmp_path, algorithm, broken, monkeypatch)
     rewards = [round(r["reward/combined"], 3) for r in rows]
     assert [r["step"] for r in rows] == list(range(1, 13))
@@ -210,21 +246,42 @@ def write_config(folder: Path, model_dir: Path, **rl) -> Path:
     prompts = folder / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"topic {i}", "id": f"p{i}"}) + "\n" for i in range(12)))
     rankings = folder / "rankings.jsonl"
-    rankings.write_text("".join(json.dumps({"prompt": f"topic {i}", "replies": ["yes yes yes", "no no", "no"]}) + "\n" for i in range(12)))
+    rankings.write_text(
+        "".join(
+            json.dumps({"prompt": f"topic {i}", "replies": ["yes yes yes", "no no", "no"]}) + "\n" for i in range(12)
+        )
+    )
     settings = {
-        "policy": None, "steps": 4, "batch_size": 4, "group_size": 2, "max_new_tokens": 4, "learning_rate": 1e-2, "save_steps": 2,
-        "reward_clip": 4.0, "missing_eos_penalty": -1.0,
-        "rewards": [{"name": "chars", "path": "python:tests.reward_fns:reply_length", "weight": 1.0, "normalize": "zscore"},
-                    {"name": "vowels", "path": "python:tests.reward_fns:count_vowels", "weight": 0.5, "normalize": "zscore"}],
+        "policy": None,
+        "steps": 4,
+        "batch_size": 4,
+        "group_size": 2,
+        "max_new_tokens": 4,
+        "learning_rate": 1e-2,
+        "save_steps": 2,
+        "reward_clip": 4.0,
+        "missing_eos_penalty": -1.0,
+        "rewards": [
+            {"name": "chars", "path": "python:tests.reward_fns:reply_length", "weight": 1.0, "normalize": "zscore"},
+            {"name": "vowels", "path": "python:tests.reward_fns:count_vowels", "weight": 0.5, "normalize": "zscore"},
+        ],
     }
     settings.update(rl)
     config = {
         "default": {},
         "tiny": {
             "run": {"name": "rl", "output_dir": str(folder / "out"), "logging_steps": 1},
-            "model": {"name": str(model_dir), "dtype": "fp32", "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}},
-            "data": {"source": str(rankings if settings["algorithm"] == "dpo" else prompts), "max_prompt_length": 16,
-                     "max_length": 40, "val_fraction": 0.25},
+            "model": {
+                "name": str(model_dir),
+                "dtype": "fp32",
+                "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0},
+            },
+            "data": {
+                "source": str(rankings if settings["algorithm"] == "dpo" else prompts),
+                "max_prompt_length": 16,
+                "max_length": 40,
+                "val_fraction": 0.25,
+            },
             "rl": settings,
         },
     }
@@ -250,7 +307,11 @@ def check_run_outputs(run_dir: Path, algorithm: str, steps: int) -> dict:
     from crs.runs import run_state
 
     state = run_state(run_dir)
-    assert state["status"] == "finished" and state["summary"]["algorithm"] == algorithm and state["summary"]["steps"] == steps
+    assert (
+        state["status"] == "finished"
+        and state["summary"]["algorithm"] == algorithm
+        and state["summary"]["steps"] == steps
+    )
     assert (run_dir / "adapter" / "adapter_config.json").is_file() and (run_dir / "config.resolved.yaml").is_file()
     manifest = json.loads((run_dir / "crs_model.json").read_text())
     assert manifest["kind"] == "causal_lm" and manifest["full_model"] is False
@@ -278,13 +339,25 @@ def capture_trl_rewards(monkeypatch: pytest.MonkeyPatch, algorithm: str) -> list
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_online_stage_writes_ppos_outputs_and_trl_optimises_the_combined_reward(tmp_path, tiny_model_dir, smol_tokenizer, monkeypatch, algorithm):
+def test_online_stage_writes_ppos_outputs_and_trl_optimises_the_combined_reward(
+    tmp_path, tiny_model_dir, smol_tokenizer, monkeypatch, algorithm
+):
     seen = capture_trl_rewards(monkeypatch, algorithm)
     run_dir = run_cli(write_config(tmp_path, tiny_model_dir, algorithm=algorithm, steps=3, save_steps=0))
     state = check_run_outputs(run_dir, algorithm, 3)
     rows = _rows(run_dir)
-    for key in ("reward/combined", "reward/chars/raw", "reward/chars/normalized", "reward/vowels/raw", "reward/ended_with_eos",
-                "kl/sequence", "kl/coef", "reply/length", "loss/policy", "policy/entropy"):
+    for key in (
+        "reward/combined",
+        "reward/chars/raw",
+        "reward/chars/normalized",
+        "reward/vowels/raw",
+        "reward/ended_with_eos",
+        "kl/sequence",
+        "kl/coef",
+        "reply/length",
+        "loss/policy",
+        "policy/entropy",
+    ):
         assert key in rows[0], key
     assert rows[0]["kl/sequence"] == pytest.approx(0.0, abs=1e-5)  # a fresh adapter: the policy is its reference
     assert any(abs(r["kl/sequence"]) > 1e-4 for r in rows[1:])  # then it moves
@@ -295,9 +368,12 @@ def test_online_stage_writes_ppos_outputs_and_trl_optimises_the_combined_reward(
     from tests.reward_fns import count_vowels, reply_length
 
     fresh = CombinedReward(
-        [RewardSource("chars", reply_length, 1.0, "zscore", described["chars"]["stats"]),
-         RewardSource("vowels", count_vowels, 0.5, "zscore", described["vowels"]["stats"])],
-        reward_clip=4.0, missing_eos_penalty=-1.0,
+        [
+            RewardSource("chars", reply_length, 1.0, "zscore", described["chars"]["stats"]),
+            RewardSource("vowels", count_vowels, 0.5, "zscore", described["vowels"]["stats"]),
+        ],
+        reward_clip=4.0,
+        missing_eos_penalty=-1.0,
     )
     assert len(seen) == 3
     for prompts, completions, ids, trl_rewards in seen:
@@ -319,14 +395,21 @@ def test_grpo_with_trls_own_normalisation(tmp_path, tiny_model_dir, monkeypatch)
         return out
 
     monkeypatch.setattr(trl.GRPOTrainer, "_calculate_rewards", capture)
-    run_dir = run_cli(write_config(tmp_path, tiny_model_dir, algorithm="grpo", steps=2, save_steps=0, reward_normalization="trl"))
+    run_dir = run_cli(
+        write_config(tmp_path, tiny_model_dir, algorithm="grpo", steps=2, save_steps=0, reward_normalization="trl")
+    )
     check_run_outputs(run_dir, "grpo", 2)
     completions, per_func, aggregation, weights = seen[0]
     assert aggregation == "normalize_then_sum" and weights == [1.0, 0.5, 1.0]  # chars, vowels, missing_eos
     replies = [c[-1]["content"] for c in completions]
     assert [row[0] for row in per_func] == [float(len(r)) for r in replies]  # raw scores: TRL normalises them itself
     row = _rows(run_dir)[0]
-    assert {"trl/rewards/chars/mean", "trl/rewards/missing_eos/mean", "reward/chars/raw", "reward/combined"} <= row.keys()
+    assert {
+        "trl/rewards/chars/mean",
+        "trl/rewards/missing_eos/mean",
+        "reward/chars/raw",
+        "reward/combined",
+    } <= row.keys()
 
 
 def test_online_resume_continues_from_a_sealed_checkpoint(tmp_path, tiny_model_dir):
@@ -337,7 +420,9 @@ def test_online_resume_continues_from_a_sealed_checkpoint(tmp_path, tiny_model_d
     first = run_cli(path)  # stops after step 2, its last checkpoint
     kept = _rows(first)
     kept[0]["marker"] = "from the first session"  # survives only if the run resumes (a fresh start rewrites the log)
-    (first / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept) + '{"step": 3, "reward/comb')  # + a torn line
+    (first / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in kept) + '{"step": 3, "reward/comb'
+    )  # + a torn line
     resumed = run_cli(write_config(tmp_path / "b", tiny_model_dir, algorithm="grpo", steps=4), "--resume")
     a, b = _rows(straight), _rows(resumed)
     assert [r["step"] for r in b] == [1, 2, 3, 4]  # no step twice, the torn line gone
@@ -356,8 +441,12 @@ def test_online_resume_continues_from_a_sealed_checkpoint(tmp_path, tiny_model_d
 def test_init_adapter_continues_an_earlier_runs_adapter(tmp_path, tiny_model_dir, algorithm):
     first = run_cli(write_config(tmp_path / "a", tiny_model_dir, algorithm=algorithm, steps=2))
     assert _rows(first)[0]["kl/sequence"] == pytest.approx(0.0, abs=1e-6)  # a fresh adapter starts as the reference
-    continued = run_cli(write_config(tmp_path / "b", tiny_model_dir, algorithm=algorithm, steps=2, init_adapter=str(first)))
-    assert abs(_rows(continued)[0]["kl/sequence"]) > 1e-4  # it starts where the first run stopped, still measured against the SFT policy
+    continued = run_cli(
+        write_config(tmp_path / "b", tiny_model_dir, algorithm=algorithm, steps=2, init_adapter=str(first))
+    )
+    assert (
+        abs(_rows(continued)[0]["kl/sequence"]) > 1e-4
+    )  # it starts where the first run stopped, still measured against the SFT policy
     check_run_outputs(continued, algorithm, 2)
 
 
@@ -377,7 +466,9 @@ def test_dpo_raises_the_chosen_minus_rejected_log_ratio(tmp_path, tiny_model_dir
     from crs.models.loading import load_model, load_tokenizer
     from crs.rl.dpo import PreferencePair, logratio_margins
 
-    path = write_config(tmp_path, tiny_model_dir, algorithm="dpo", steps=10, learning_rate=2e-2, dpo_beta=0.1, save_steps=5)
+    path = write_config(
+        tmp_path, tiny_model_dir, algorithm="dpo", steps=10, learning_rate=2e-2, dpo_beta=0.1, save_steps=5
+    )
     run_dir = run_cli(path)
     state = check_run_outputs(run_dir, "dpo", 10)
     assert state["summary"]["pairs"] == {"train": 18, "held_out": 6, "signal": "ranking", "pairing": "best_vs_rest"}
@@ -397,9 +488,13 @@ def test_dpo_raises_the_chosen_minus_rejected_log_ratio(tmp_path, tiny_model_dir
 
 
 def test_dpo_continues_an_adapter_on_new_training_pairs(tmp_path, tiny_model_dir):
-    first = run_cli(write_config(tmp_path / "a", tiny_model_dir, algorithm="dpo", steps=6, learning_rate=2e-2, save_steps=6))
+    first = run_cli(
+        write_config(tmp_path / "a", tiny_model_dir, algorithm="dpo", steps=6, learning_rate=2e-2, save_steps=6)
+    )
     new_pairs = tmp_path / "new_pairs.jsonl"  # the online loop's round data: rows the source never had
-    new_pairs.write_text("".join(json.dumps({"prompt": f"new topic {i}", "replies": ["yes yes yes", "no"]}) + "\n" for i in range(8)))
+    new_pairs.write_text(
+        "".join(json.dumps({"prompt": f"new topic {i}", "replies": ["yes yes yes", "no"]}) + "\n" for i in range(8))
+    )
     path = write_config(tmp_path / "b", tiny_model_dir, algorithm="dpo", steps=2, save_steps=2, init_adapter=str(first))
     config = yaml.safe_load(path.read_text())
     config["tiny"]["data"]["train_source"] = str(new_pairs)
@@ -410,10 +505,15 @@ def test_dpo_continues_an_adapter_on_new_training_pairs(tmp_path, tiny_model_dir
 
 
 def test_dpo_from_absolute_scores(tmp_path, tiny_model_dir):
-    path = write_config(tmp_path, tiny_model_dir, algorithm="dpo", steps=2, dpo_signal="absolute", dpo_min_gap=0.3, save_steps=0)
+    path = write_config(
+        tmp_path, tiny_model_dir, algorithm="dpo", steps=2, dpo_signal="absolute", dpo_min_gap=0.3, save_steps=0
+    )
     scores = tmp_path / "scores.jsonl"
-    rows = [{"prompt": f"topic {i}", "reply": reply, "score": score}
-            for i in range(8) for reply, score in (("good", 1.0), ("fine", 0.8), ("bad", 0.2))]
+    rows = [
+        {"prompt": f"topic {i}", "reply": reply, "score": score}
+        for i in range(8)
+        for reply, score in (("good", 1.0), ("fine", 0.8), ("bad", 0.2))
+    ]
     scores.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = yaml.safe_load(path.read_text())
     config["tiny"]["data"]["source"] = str(scores)
@@ -436,30 +536,55 @@ def test_eval_stages_take_grpo_and_dpo_runs_unchanged(tmp_path, tiny_model_dir):
     dpo = run_cli(write_config(tmp_path / "dpo", tiny_model_dir, algorithm="dpo", steps=2, save_steps=0))
     fixture = ROOT / "tests" / "fixtures" / "crs_demo_tiny.jsonl"
     config = {
-        "default": {"run": {"output_dir": str(tmp_path / "eval")}, "model": {"dtype": "fp32"},
-                    "data": {"source": str(fixture), "adapter": "crs_demo", "split": "sft"}},
-        "pred": {"run": {"name": "pred"}, "eval_pred": {
-            "models": [{"name": "sft", "path": str(tiny_model_dir)}, {"name": "grpo", "path": str(grpo)}, {"name": "dpo", "path": str(dpo)}],
-            "do_sample": True, "max_new_tokens": 6, "batch_size": 4}},
-        "score": {"run": {"name": "score"}, "eval_rewarding": {
-            "predictions_dir": str(tmp_path / "eval" / "pred"),
-            "rewards": [{"name": "chars", "path": "python:tests.reward_fns:reply_length"}],
-            "reference_model": "sft", "n_boot": 50}},
+        "default": {
+            "run": {"output_dir": str(tmp_path / "eval")},
+            "model": {"dtype": "fp32"},
+            "data": {"source": str(fixture), "adapter": "crs_demo", "split": "sft"},
+        },
+        "pred": {
+            "run": {"name": "pred"},
+            "eval_pred": {
+                "models": [
+                    {"name": "sft", "path": str(tiny_model_dir)},
+                    {"name": "grpo", "path": str(grpo)},
+                    {"name": "dpo", "path": str(dpo)},
+                ],
+                "do_sample": True,
+                "max_new_tokens": 6,
+                "batch_size": 4,
+            },
+        },
+        "score": {
+            "run": {"name": "score"},
+            "eval_rewarding": {
+                "predictions_dir": str(tmp_path / "eval" / "pred"),
+                "rewards": [{"name": "chars", "path": "python:tests.reward_fns:reply_length"}],
+                "reference_model": "sft",
+                "n_boot": 50,
+            },
+        },
     }
     path = tmp_path / "eval.yaml"
     path.write_text(yaml.safe_dump(config))
     run_stage(predict, "pred", ["--config", str(path), "--config_subset", "pred"])
     run_stage(score_predictions, "score", ["--config", str(path), "--config_subset", "score"])
     results = json.loads((tmp_path / "eval" / "score" / "results.json").read_text())
-    assert "reward of grpo" in results["scorers"] and "reward of dpo" not in results["scorers"]  # DPO optimised no reward
-    assert {"grpo", "dpo"} <= set(results["win_rates"]["chars"]["sft"])  # the fixture is no demo data: judge auto -> none
+    assert (
+        "reward of grpo" in results["scorers"] and "reward of dpo" not in results["scorers"]
+    )  # DPO optimised no reward
+    assert {"grpo", "dpo"} <= set(
+        results["win_rates"]["chars"]["sft"]
+    )  # the fixture is no demo data: judge auto -> none
 
     # "reward of grpo" is the reward GRPO optimised, on the scale its checkpoint froze.
     from tests.reward_fns import count_vowels, reply_length
 
     frozen = json.loads((grpo / "checkpoints" / "checkpoint-2" / REWARD_STATE_FILE).read_text())
-    reward = CombinedReward([RewardSource("chars", reply_length, 1.0, "zscore"), RewardSource("vowels", count_vowels, 0.5, "zscore")],
-                            reward_clip=4.0, missing_eos_penalty=-1.0)
+    reward = CombinedReward(
+        [RewardSource("chars", reply_length, 1.0, "zscore"), RewardSource("vowels", count_vowels, 0.5, "zscore")],
+        reward_clip=4.0,
+        missing_eos_penalty=-1.0,
+    )
     reward.load_state_dict(frozen)
     rows = json.loads((tmp_path / "eval" / "score" / "scores.json").read_text())
     for model in ("sft", "grpo", "dpo"):
@@ -467,7 +592,9 @@ def test_eval_stages_take_grpo_and_dpo_runs_unchanged(tmp_path, tiny_model_dir):
         by_key = {(r["prompt_id"], r["run"]): r for r in predictions}
         for row in (r for r in rows if r["model"] == model):
             pred = by_key[(row["prompt_id"], row["run"])]
-            expected = reward([user_prompt(pred["instruction"])], [pred["output"]], [pred.get("ended_with_eos", True)]).combined.item()
+            expected = reward(
+                [user_prompt(pred["instruction"])], [pred["output"]], [pred.get("ended_with_eos", True)]
+            ).combined.item()
             assert row["reward of grpo"] == pytest.approx(expected, abs=1e-5)
     assert len({row["reward of grpo"] for row in rows}) > 1  # real replies, not a constant
 
@@ -478,9 +605,25 @@ def test_eval_stages_take_grpo_and_dpo_runs_unchanged(tmp_path, tiny_model_dir):
 @pytest.mark.slow
 def test_grpo_with_two_processes_under_torchrun(tmp_path, tiny_model_dir):
     path = write_config(tmp_path, tiny_model_dir, algorithm="grpo", steps=2, batch_size=4, group_size=2)
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "rl_train.py"), "--config", str(path), "--config_subset", "tiny"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "rl_train.py"),
+        "--config",
+        str(path),
+        "--config_subset",
+        "tiny",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run_dir = tmp_path / "out" / "rl"
@@ -491,7 +634,9 @@ def test_grpo_with_two_processes_under_torchrun(tmp_path, tiny_model_dir):
     assert (run_dir / "adapter" / "adapter_config.json").is_file()
 
 
-def test_resuming_a_finished_trl_run_with_no_steps_left_or_no_checkpoint_changes_nothing(tmp_path, tiny_model_dir, caplog, capsys):
+def test_resuming_a_finished_trl_run_with_no_steps_left_or_no_checkpoint_changes_nothing(
+    tmp_path, tiny_model_dir, caplog, capsys
+):
     from test_crash_safety import run_files
 
     from crs.runs import run_state

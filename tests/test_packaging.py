@@ -37,7 +37,10 @@ def crs_imports(path: Path, module_level_only: bool) -> set[str]:
 
 def import_graph(module_level_only: bool) -> dict[str, set[str]]:
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {name: {m for m in crs_imports(path, module_level_only) if m in modules and m != name} for name, path in modules.items()}
+    return {
+        name: {m for m in crs_imports(path, module_level_only) if m in modules and m != name}
+        for name, path in modules.items()
+    }
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -47,7 +50,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [node, nxt] if nxt in path else [node, nxt]
+                return path[path.index(nxt) :] + [node, nxt] if nxt in path else [node, nxt]
             if nxt not in state and (cycle := visit(nxt, path + [node])):
                 return cycle
         state[node] = 2
@@ -62,33 +65,66 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 @pytest.mark.parametrize("module_level_only", [True, False], ids=["module-level", "including-function-level"])
 def test_no_import_cycle_in_crs(module_level_only: bool) -> None:
     graph = import_graph(module_level_only)
-    assert "crs.rl.ppo.stage" in graph and "crs.rl.ppo.algorithm" in graph["crs.rl.ppo.stage"]  # the graph is really built
+    assert (
+        "crs.rl.ppo.stage" in graph and "crs.rl.ppo.algorithm" in graph["crs.rl.ppo.stage"]
+    )  # the graph is really built
     assert find_cycle(graph) is None, find_cycle(graph)
 
 
 def test_cycle_finder_finds_a_planted_cycle() -> None:
     graph = import_graph(True)
-    graph["crs.rl.ppo.algorithm"] = graph["crs.rl.ppo.algorithm"] | {"crs.rl.ppo.stage"}  # the cycle this project once had
+    graph["crs.rl.ppo.algorithm"] = graph["crs.rl.ppo.algorithm"] | {
+        "crs.rl.ppo.stage"
+    }  # the cycle this project once had
     assert find_cycle(graph) is not None
 
 
 def test_the_algorithm_never_imports_its_stage() -> None:
     graph = import_graph(False)
-    stages = {"crs.rl.ppo.stage", "crs.rl.stage", "crs.rl.trl_common", "crs.rl.grpo_rloo", "crs.rl.dpo", "crs.sft.training", "crs.eval.predict", "crs.eval.score", "crs.cli", "crs.study.demo"}
-    for algorithm in ("crs.rl.ppo.algorithm", "crs.rm.losses", "crs.rl.ppo.losses", "crs.rl.ppo.policy", "crs.models.decoding", "crs.rl.ppo.rollout", "crs.rl.rewards", "crs.rm.scorer"):
+    stages = {
+        "crs.rl.ppo.stage",
+        "crs.rl.stage",
+        "crs.rl.trl_common",
+        "crs.rl.grpo_rloo",
+        "crs.rl.dpo",
+        "crs.sft.training",
+        "crs.eval.predict",
+        "crs.eval.score",
+        "crs.cli",
+        "crs.study.demo",
+    }
+    for algorithm in (
+        "crs.rl.ppo.algorithm",
+        "crs.rm.losses",
+        "crs.rl.ppo.losses",
+        "crs.rl.ppo.policy",
+        "crs.models.decoding",
+        "crs.rl.ppo.rollout",
+        "crs.rl.rewards",
+        "crs.rm.scorer",
+    ):
         assert not graph[algorithm] & stages, algorithm
 
 
 # The house's floors (docs/layout.md): a package imports only from its own floor's foundation
 # or lower. cli -> study -> eval -> rl -> rm / sft -> models -> config / data / demo / io / runs.
 FLOORS: dict[str, int] = {
-    "crs.io": 0, "crs.config": 0, "crs.dependencies": 0, "crs.runs": 0, "crs.processes": 0, "crs.data": 0, "crs.demo": 0, "crs": 0,
+    "crs.io": 0,
+    "crs.config": 0,
+    "crs.dependencies": 0,
+    "crs.runs": 0,
+    "crs.processes": 0,
+    "crs.data": 0,
+    "crs.demo": 0,
+    "crs": 0,
     "crs.models": 1,
-    "crs.rm": 2, "crs.sft": 2,
+    "crs.rm": 2,
+    "crs.sft": 2,
     "crs.rl": 3,
     "crs.eval": 4,
     "crs.study": 5,
-    "crs.cli": 6, "crs.__main__": 7,
+    "crs.cli": 6,
+    "crs.__main__": 7,
 }
 
 
@@ -131,7 +167,11 @@ def test_training_and_models_never_import_the_report_or_matplotlib() -> None:
 
 
 def requirement_names(lines: list[str]) -> set[str]:
-    return {re.split(r"[<>=!~\[ ;]", line.strip(), maxsplit=1)[0].lower() for line in lines if line.strip() and not line.startswith("#")}
+    return {
+        re.split(r"[<>=!~\[ ;]", line.strip(), maxsplit=1)[0].lower()
+        for line in lines
+        if line.strip() and not line.startswith("#")
+    }
 
 
 def test_requirements_and_pyproject_agree() -> None:
@@ -155,13 +195,21 @@ def test_every_runtime_dependency_is_imported_somewhere() -> None:
 
 
 def test_no_sys_path_hacks() -> None:
-    files = [*ROOT.glob("*.py"), *(ROOT / "scripts").glob("*.py"), *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "tests").glob("*.py"), *PACKAGE.rglob("*.py")]
+    files = [
+        *ROOT.glob("*.py"),
+        *(ROOT / "scripts").glob("*.py"),
+        *(ROOT / "benchmarks").glob("*.py"),
+        *(ROOT / "tests").glob("*.py"),
+        *PACKAGE.rglob("*.py"),
+    ]
     # The one deliberate entry: a `python:module:function` reward imports from the current directory
     # (docs/config.md's rule for relative paths), which the `crs` console script leaves off sys.path.
     allowed = {"crs/rl/rewards.py": "sys.path.insert(0, os.getcwd())"}
     offenders = [
-        str(p.relative_to(ROOT)) for p in files
-        if p.read_text().count("sys.path.insert") > (1 if allowed.get(str(p.relative_to(ROOT)), "-") in p.read_text() else 0)
+        str(p.relative_to(ROOT))
+        for p in files
+        if p.read_text().count("sys.path.insert")
+        > (1 if allowed.get(str(p.relative_to(ROOT)), "-") in p.read_text() else 0)
         and p.name != "test_packaging.py"
     ]
     assert not offenders
@@ -179,8 +227,12 @@ def test_crs_command_lists_its_stages_and_rejects_unknown_ones() -> None:
 
 
 def test_stage_subcommand_and_script_take_the_same_options() -> None:
-    sub = subprocess.run([sys.executable, "-m", "crs", "rl", "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    script = subprocess.run([sys.executable, "rl_train.py", "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    sub = subprocess.run(
+        [sys.executable, "-m", "crs", "rl", "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    script = subprocess.run(
+        [sys.executable, "rl_train.py", "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert sub.returncode == script.returncode == 0
     options = [line.split()[0] for line in sub.stdout.splitlines() if line.strip().startswith("--")]
     assert {"--config_subset", "--name_suffix", "--resume", "--overwrite", "--set"} <= set(options)
@@ -206,14 +258,33 @@ print("HEAVY:", ",".join(heavy))
 
 @pytest.mark.parametrize(
     "command",
-    [["crs", "--help"], *(["crs", c, "--help"] for c in ("sft", "rm", "rl", "predict", "score", "pool", "bon", "sweep", "online", "demo")),
-     *([s, "--help"] for s in ("sft_train.py", "rm_train.py", "rl_train.py", "rl_eval_pred.py", "rl_eval_rewarding.py", "rl_online.py",
-                               "bon_pool.py", "bon_study.py"))],
+    [
+        ["crs", "--help"],
+        *(
+            ["crs", c, "--help"]
+            for c in ("sft", "rm", "rl", "predict", "score", "pool", "bon", "sweep", "online", "demo")
+        ),
+        *(
+            [s, "--help"]
+            for s in (
+                "sft_train.py",
+                "rm_train.py",
+                "rl_train.py",
+                "rl_eval_pred.py",
+                "rl_eval_rewarding.py",
+                "rl_online.py",
+                "bon_pool.py",
+                "bon_study.py",
+            )
+        ),
+    ],
 )
 def test_help_imports_no_torch_and_lists_the_config_subsets(command: list[str]) -> None:
     import yaml
 
-    shown = subprocess.run([sys.executable, "-c", _HELP_WITHOUT_TORCH, *command], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    shown = subprocess.run(
+        [sys.executable, "-c", _HELP_WITHOUT_TORCH, *command], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip().splitlines()[-1] == "HEAVY:"  # what makes --help slow is never imported
     if command[-2] != "demo":
@@ -242,10 +313,14 @@ def test_every_dependency_has_an_upper_bound_and_constraints_pin_each_inside_its
     from packaging.requirements import Requirement
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = [Requirement(line) for line in project["dependencies"] + sum(project["optional-dependencies"].values(), [])]
+    declared = [
+        Requirement(line) for line in project["dependencies"] + sum(project["optional-dependencies"].values(), [])
+    ]
     for requirement in declared:
         if requirement.name != "packaging":  # a stable API, for the range check itself
-            assert any(s.operator in ("<", "<=", "~=", "==") for s in requirement.specifier), f"{requirement} has no upper bound"
+            assert any(s.operator in ("<", "<=", "~=", "==") for s in requirement.specifier), (
+                f"{requirement} has no upper bound"
+            )
     pins = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
@@ -255,7 +330,9 @@ def test_every_dependency_has_an_upper_bound_and_constraints_pin_each_inside_its
         if requirement.name == "torch":  # installed first by scripts/setup_env.sh (CPU or CUDA build)
             continue
         assert requirement.name in pins, f"constraints.txt does not pin {requirement.name}"
-        assert requirement.specifier.contains(pins[requirement.name]), f"constraints.txt: {requirement.name}=={pins[requirement.name]} outside {requirement}"
+        assert requirement.specifier.contains(pins[requirement.name]), (
+            f"constraints.txt: {requirement.name}=={pins[requirement.name]} outside {requirement}"
+        )
     assert "torch" not in pins and "crs" not in pins
 
 
@@ -269,12 +346,20 @@ def test_a_dependency_outside_its_tested_range_is_said_in_one_line(monkeypatch, 
     assert dependencies.warn_untested_versions() == []
     for version in ("1.17.0", "1.15.0", "1.0.0"):  # newer, the broken minor, older
         versions["trl"] = version
-        assert dependencies.outside_tested_range("trl") == f"trl {version} is outside the range crs was tested with (trl!=1.15.*,<1.17,>=1.14.2)"
-        with pytest.raises(ConfigError, match=rf"trl {version} is outside .*; why: pip install 'trl!=1.15.\*,<1.17,>=1.14.2', or set run.allow_untested_versions: true"):
+        assert (
+            dependencies.outside_tested_range("trl")
+            == f"trl {version} is outside the range crs was tested with (trl!=1.15.*,<1.17,>=1.14.2)"
+        )
+        with pytest.raises(
+            ConfigError,
+            match=rf"trl {version} is outside .*; why: pip install 'trl!=1.15.\*,<1.17,>=1.14.2', or set run.allow_untested_versions: true",
+        ):
             dependencies.require_tested("trl", "why", allow=False)
     with caplog.at_level("WARNING"):
         dependencies.require_tested("trl", "why", allow=True)
-        assert dependencies.warn_untested_versions() == ["trl 1.0.0 is outside the range crs was tested with (trl!=1.15.*,<1.17,>=1.14.2)"]
+        assert dependencies.warn_untested_versions() == [
+            "trl 1.0.0 is outside the range crs was tested with (trl!=1.15.*,<1.17,>=1.14.2)"
+        ]
     assert "trying it anyway (run.allow_untested_versions: true)" in caplog.text
 
 
@@ -287,14 +372,19 @@ def test_the_trl_methods_crs_overrides_exist_and_a_missing_one_stops_the_run(mon
     for trainer in TRL_OVERRIDES:
         assert require_trl(cfg, trainer)  # the installed TRL has every method with the parameters crs relies on
     monkeypatch.setitem(TRL_OVERRIDES, "DPOTrainer", {"_prepare_dataset": ("dataset", "tokenizer_that_was_renamed")})
-    with pytest.raises(ConfigError, match=r"TRL 1\.\d+\.\d+'s DPOTrainer has no _prepare_dataset\(dataset, tokenizer_that_was_renamed\), which crs overrides"):
+    with pytest.raises(
+        ConfigError,
+        match=r"TRL 1\.\d+\.\d+'s DPOTrainer has no _prepare_dataset\(dataset, tokenizer_that_was_renamed\), which crs overrides",
+    ):
         require_trl(cfg, "DPOTrainer")
     monkeypatch.setitem(TRL_OVERRIDES, "GRPOTrainer", {"_gone_in_a_later_trl": ("inputs",)})
     with pytest.raises(ConfigError, match="GRPOTrainer has no _gone_in_a_later_trl"):
         require_trl(cfg, "GRPOTrainer")
 
 
-def test_an_untested_trl_stops_a_grpo_run_in_one_line_before_any_model_loads(tmp_path, tiny_model_dir, monkeypatch, capsys) -> None:
+def test_an_untested_trl_stops_a_grpo_run_in_one_line_before_any_model_loads(
+    tmp_path, tiny_model_dir, monkeypatch, capsys
+) -> None:
     pytest.importorskip("trl")
     from test_optimisers import run_cli, write_config
 
@@ -306,7 +396,12 @@ def test_an_untested_trl_stops_a_grpo_run_in_one_line_before_any_model_loads(tmp
     with pytest.raises(SystemExit) as stopped:
         run_cli(write_config(tmp_path, tiny_model_dir, algorithm="grpo", steps=1))
     assert stopped.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: trl 1.17.0 is outside the range crs was tested with")
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith("error: trl 1.17.0 is outside the range crs was tested with")
+    )
 
 
 def test_a_deprecation_raised_from_crs_code_fails_the_suite() -> None:
@@ -339,7 +434,10 @@ def test_a_trl_trainer_without_its_metrics_dict_is_refused_in_one_line() -> None
 # --------------------------------------------------------------------------- the launch configs crs ships
 
 
-@pytest.mark.parametrize("name, kind", [("multi_gpu", "MULTI_GPU"), ("deepspeed_zero2", "DEEPSPEED"), ("deepspeed_zero3", "DEEPSPEED"), ("fsdp", "FSDP")])
+@pytest.mark.parametrize(
+    "name, kind",
+    [("multi_gpu", "MULTI_GPU"), ("deepspeed_zero2", "DEEPSPEED"), ("deepspeed_zero3", "DEEPSPEED"), ("fsdp", "FSDP")],
+)
 def test_the_shipped_accelerate_configs_are_what_accelerate_reads(name: str, kind: str) -> None:
     import inspect
 
@@ -352,6 +450,6 @@ def test_the_shipped_accelerate_configs_are_what_accelerate_reads(name: str, kin
     assert config.distributed_type.value == kind and config.num_processes > 1
     asked = inspect.getsource(cluster)  # the keys `accelerate config` itself writes
     for block in ("deepspeed_config", "fsdp_config"):
-        for key in (yaml.safe_load(path.read_text()).get(block) or {}):
+        for key in yaml.safe_load(path.read_text()).get(block) or {}:
             assert f'["{key}"]' in asked, f"{path.name}: {block}.{key} is not a key accelerate writes"
     assert f"examples/accelerate/{name}.yaml" in (ROOT / "README.md").read_text()  # the GPU section names it

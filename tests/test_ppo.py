@@ -16,7 +16,16 @@ from crs.config import ConfigError, LoraConfig, RLConfig
 from crs.data.schema import user_prompt
 from crs.models.decoding import SamplingSettings, gather_logprobs, sample_next_token
 from crs.rl.ppo.algorithm import PPOTrainer
-from crs.rl.ppo.losses import AdaptiveKLController, FixedKLController, compute_gae, last_token_index, masked_mean, masked_whiten, per_token_rewards, ppo_losses
+from crs.rl.ppo.losses import (
+    AdaptiveKLController,
+    FixedKLController,
+    compute_gae,
+    last_token_index,
+    masked_mean,
+    masked_whiten,
+    per_token_rewards,
+    ppo_losses,
+)
 from crs.rl.ppo.policy import PolicyValueModel, sample_replies
 from crs.rl.rewards import CombinedReward, RewardSource
 
@@ -118,7 +127,17 @@ def test_policy_gradient_points_toward_advantage():
     logits = torch.zeros(1, 1, 4, requires_grad=True)
     token = torch.tensor([[2]])
     logprobs = gather_logprobs(logits, token)
-    pg, _, _ = ppo_losses(logprobs, logprobs.detach(), torch.ones(1, 1), torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1, 1), 0.2, 0.2)
+    pg, _, _ = ppo_losses(
+        logprobs,
+        logprobs.detach(),
+        torch.ones(1, 1),
+        torch.zeros(1, 1),
+        torch.zeros(1, 1),
+        torch.zeros(1, 1),
+        torch.ones(1, 1),
+        0.2,
+        0.2,
+    )
     pg.backward()
     assert logits.grad[0, 0, 2] < 0  # descending the loss raises the rewarded token's logit
 
@@ -159,13 +178,15 @@ def test_sampling_masks_everything_after_eos(tiny_lm, left_tokenizer):
     ids, mask = trainer.encode_prompts(_prompts(8))
     assert (mask[:, 0] == 0).any() and (mask[:, -1] == 1).all()  # left padding
     torch.manual_seed(0)
-    s = sample_replies(model, ids, mask, SamplingSettings(12, do_sample=True, temperature=1.0), eos, left_tokenizer.pad_token_id)
+    s = sample_replies(
+        model, ids, mask, SamplingSettings(12, do_sample=True, temperature=1.0), eos, left_tokenizer.pad_token_id
+    )
     assert s.ended_with_eos.any() and (s.reply_mask.sum(1) > 1).any()
     for row in range(8):
         n = int(s.reply_mask[row].sum())
         assert s.reply_mask[row, :n].all() and not s.reply_mask[row, n:].any()  # one contiguous block
         if s.ended_with_eos[row]:
-            assert s.reply_ids[row, n - 1] == eos and (s.reply_ids[row, :n - 1] != eos).all()
+            assert s.reply_ids[row, n - 1] == eos and (s.reply_ids[row, : n - 1] != eos).all()
             assert (s.reply_ids[row, n:] == left_tokenizer.pad_token_id).all()
         assert (s.logprobs[row, n:] == 0).all()
 
@@ -178,7 +199,14 @@ def test_forward_logprobs_match_sampling_and_ignore_left_padding(tiny_lm, left_t
     prompts = _prompts(3)
     ids, mask = trainer.encode_prompts(prompts)
     torch.manual_seed(1)
-    s = sample_replies(model, ids, mask, SamplingSettings(5, do_sample=True, temperature=0.7), left_tokenizer.eos_token_id, left_tokenizer.pad_token_id)
+    s = sample_replies(
+        model,
+        ids,
+        mask,
+        SamplingSettings(5, do_sample=True, temperature=0.7),
+        left_tokenizer.eos_token_id,
+        left_tokenizer.pad_token_id,
+    )
     full_ids, full_mask = torch.cat([ids, s.reply_ids], 1), torch.cat([mask, s.reply_mask], 1)
     with torch.no_grad():
         logits, values = model(full_ids, full_mask, s.reply_ids.shape[1], temperature=0.7)
@@ -209,7 +237,9 @@ def test_reference_is_the_base_model_with_the_adapter_off(tiny_lm, left_tokenize
     full_ids, full_mask = torch.cat([ids, reply], 1), torch.cat([mask, torch.ones_like(reply)], 1)
     ref = trainer.reference_logprobs(full_ids, full_mask, reply)
     with torch.no_grad():
-        base_logits = base_copy(full_ids, attention_mask=full_mask, position_ids=(full_mask.cumsum(1) - 1).clamp(min=0)).logits
+        base_logits = base_copy(
+            full_ids, attention_mask=full_mask, position_ids=(full_mask.cumsum(1) - 1).clamp(min=0)
+        ).logits
     expected = gather_logprobs(base_logits[:, -5:-1] / trainer.cfg.temperature, reply)
     assert torch.allclose(ref, expected, atol=1e-4)
     with torch.no_grad():
@@ -223,8 +253,20 @@ def test_full_finetuning_gets_a_frozen_reference(tiny_lm, left_tokenizer):
     metrics = trainer.step(_prompts(4))
     assert metrics["kl/sequence"] == pytest.approx(0.0, abs=1e-4)  # first rollout: policy == reference
     assert metrics["ppo/optimizer_steps"] == 4
-    for key in ("reward/combined", "reward/r/raw", "loss/policy", "loss/value", "policy/clipfrac", "policy/approx_kl",
-                "policy/entropy", "kl/coef", "reply/length", "time/generation", "time/update", "tokens_per_second"):
+    for key in (
+        "reward/combined",
+        "reward/r/raw",
+        "loss/policy",
+        "loss/value",
+        "policy/clipfrac",
+        "policy/approx_kl",
+        "policy/entropy",
+        "kl/coef",
+        "reply/length",
+        "time/generation",
+        "time/update",
+        "tokens_per_second",
+    ):
         assert key in metrics
     assert trainer.step(_prompts(4))["kl/sequence"] != 0.0  # the policy moved
 
@@ -241,7 +283,14 @@ def test_nonfinite_reward_skips_update_then_stops(tiny_lm, left_tokenizer):
 
 
 def test_early_stop_on_approx_kl(tiny_lm, left_tokenizer):
-    trainer = _trainer(tiny_lm, left_tokenizer, lambda p, r: [float(len(x)) for x in r], mini_batch_size=2, early_stop_kl=0.0, learning_rate=1e-2)
+    trainer = _trainer(
+        tiny_lm,
+        left_tokenizer,
+        lambda p, r: [float(len(x)) for x in r],
+        mini_batch_size=2,
+        early_stop_kl=0.0,
+        learning_rate=1e-2,
+    )
     metrics = trainer.step(_prompts(4))
     assert metrics["ppo/early_stopped"] == 1.0
     # Of 4 epochs x 2 mini-batches: the first is measured before any update (approx KL 0),
@@ -256,7 +305,13 @@ def test_gradient_accumulation_matches_one_big_batch(smol_tokenizer, left_tokeni
     results = []
     for accumulation in (1, 2):
         lm = tiny_causal_lm(smol_tokenizer, seed=3)
-        trainer = _trainer(lm, left_tokenizer, lambda p, r: [float(len(x)) for x in r], ppo_epochs=1, gradient_accumulation_steps=accumulation)
+        trainer = _trainer(
+            lm,
+            left_tokenizer,
+            lambda p, r: [float(len(x)) for x in r],
+            ppo_epochs=1,
+            gradient_accumulation_steps=accumulation,
+        )
         torch.manual_seed(0)
         result = trainer.rollout(_prompts(4))
         trainer.update(result.batch)
@@ -272,7 +327,9 @@ def test_old_logprobs_from_the_first_update_forward_are_exact(smol_tokenizer, le
     runs = []
     for reuse in (False, True):
         lm = tiny_causal_lm(smol_tokenizer, seed=3)
-        trainer = _trainer(lm, left_tokenizer, lambda p, r: [float(len(x)) for x in r], ppo_epochs=2, old_logprobs_from_update=reuse)
+        trainer = _trainer(
+            lm, left_tokenizer, lambda p, r: [float(len(x)) for x in r], ppo_epochs=2, old_logprobs_from_update=reuse
+        )
         assert trainer.old_logprobs_from_update is reuse
         torch.manual_seed(0)
         result = trainer.rollout(_prompts(4))
@@ -309,8 +366,11 @@ def direction_reward_factory(lm, seed: int = 1):
 
 def ids_as_text(eos_id):
     """A decode that writes token ids, so the test reward needs no tokenizer round trip."""
+
     def decode(reply_ids, reply_mask):
-        return [" ".join(str(t) for t in row[m.bool()].tolist() if t != eos_id) for row, m in zip(reply_ids, reply_mask)]
+        return [
+            " ".join(str(t) for t in row[m.bool()].tolist() if t != eos_id) for row, m in zip(reply_ids, reply_mask)
+        ]
 
     return decode
 
@@ -330,9 +390,13 @@ def run_learning(smol_tokenizer, left_tokenizer, steps: int, broken: bool = Fals
 
         real_gae = crs.rl.ppo.algorithm.compute_gae
         monkeypatch.setattr(crs.rl.ppo.algorithm, "compute_gae", lambda *a: (-real_gae(*a)[0], real_gae(*a)[1]))
-    cfg = RLConfig(batch_size=16, mini_batch_size=8, max_new_tokens=8, temperature=1.0, learning_rate=3e-3, kl_coef=0.05)
+    cfg = RLConfig(
+        batch_size=16, mini_batch_size=8, max_new_tokens=8, temperature=1.0, learning_rate=3e-3, kl_coef=0.05
+    )
     torch.manual_seed(0)
-    trainer = PPOTrainer(cfg, PolicyValueModel(lm), left_tokenizer, CombinedReward([RewardSource("direction", reward, normalize="none")]))
+    trainer = PPOTrainer(
+        cfg, PolicyValueModel(lm), left_tokenizer, CombinedReward([RewardSource("direction", reward, normalize="none")])
+    )
     trainer.decode = ids_as_text(left_tokenizer.eos_token_id)
     prompts = _prompts(16)
     return [trainer.step(prompts) for _ in range(steps)]
@@ -372,17 +436,33 @@ def prompts_file(folder: Path) -> Path:
 def write_rl_config(path: Path, model_dir: Path, output_dir: Path, **rl) -> Path:
     """A config file with one subset, ``tiny_rl``: the tiny policy, 4 rollouts, a text reward."""
     settings = {
-        "policy": None, "steps": 4, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 2, "max_new_tokens": 5,
-        "learning_rate": 1e-3, "adaptive_kl": True, "kl_horizon": 20, "target_kl": 0.01, "save_steps": 2,
-        "sample_every": 2, "num_sample_prompts": 2,
-        "rewards": [{"name": "chars", "path": "python:test_ppo:distinct_characters", "weight": 1.0, "normalize": "zscore"}],
+        "policy": None,
+        "steps": 4,
+        "batch_size": 4,
+        "mini_batch_size": 4,
+        "ppo_epochs": 2,
+        "max_new_tokens": 5,
+        "learning_rate": 1e-3,
+        "adaptive_kl": True,
+        "kl_horizon": 20,
+        "target_kl": 0.01,
+        "save_steps": 2,
+        "sample_every": 2,
+        "num_sample_prompts": 2,
+        "rewards": [
+            {"name": "chars", "path": "python:test_ppo:distinct_characters", "weight": 1.0, "normalize": "zscore"}
+        ],
     }
     settings.update(rl)
     config = {
         "default": {},
         "tiny_rl": {
             "run": {"name": "rl", "output_dir": str(output_dir), "logging_steps": 1},
-            "model": {"name": str(model_dir), "dtype": "fp32", "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}},
+            "model": {
+                "name": str(model_dir),
+                "dtype": "fp32",
+                "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0},
+            },
             "data": {"source": str(prompts_file(path.parent)), "max_prompt_length": 48, "val_fraction": 0.1},
             "rl": settings,
         },
@@ -424,10 +504,17 @@ def test_checkpoint_resume_continues_the_same_run(tmp_path, tiny_model_dir):
     assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["step_2", "step_4"]
     optimizer = torch.load(resumed / "checkpoints" / "step_4" / "optimizer.pt", weights_only=False)["optimizer"]
     assert optimizer["state"]  # Adam moments travel with the checkpoint
-    assert all(int(s["step"]) == 8 for s in optimizer["state"].values())  # 4 steps x 2 epochs, continued across the resume
+    assert all(
+        int(s["step"]) == 8 for s in optimizer["state"].values()
+    )  # 4 steps x 2 epochs, continued across the resume
     for run_dir in (straight, resumed):
         assert is_finished(run_dir)
-        assert json.loads((run_dir / "samples" / "step_2.json").read_text())[0].keys() >= {"prompt", "reply", "chars", "combined"}
+        assert json.loads((run_dir / "samples" / "step_2.json").read_text())[0].keys() >= {
+            "prompt",
+            "reply",
+            "chars",
+            "combined",
+        }
     assert not (resumed / "adapter" / "value_head.pt").exists()
     policy = load_causal_lm(str(resumed))  # the eval stage's way in
     assert policy.config.hidden_size == 32
@@ -436,9 +523,25 @@ def test_checkpoint_resume_continues_the_same_run(tmp_path, tiny_model_dir):
 @pytest.mark.slow
 def test_two_processes_with_torchrun(tmp_path, tiny_model_dir):
     path = write_rl_config(tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=2, ppo_epochs=1)
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "rl_train.py"), "--config", str(path), "--config_subset", "tiny_rl"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "rl_train.py"),
+        "--config",
+        str(path),
+        "--config_subset",
+        "tiny_rl",
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run_dir = tmp_path / "out" / "rl"
@@ -471,8 +574,15 @@ def test_rl_train_cli_on_smollm2_with_gold_reward(tmp_path):
             "data": {"source": "embedded:crs-demo", "split": "rl", "max_prompt_length": 64, "val_fraction": 0.1},
             "rl": {
                 "rewards": [{"name": "gold", "path": "gold", "weight": 1.0, "normalize": "zscore"}],
-                "missing_eos_penalty": -1.0, "steps": 2, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1,
-                "max_new_tokens": 16, "save_steps": 2, "sample_every": 2, "num_sample_prompts": 2,
+                "missing_eos_penalty": -1.0,
+                "steps": 2,
+                "batch_size": 4,
+                "mini_batch_size": 4,
+                "ppo_epochs": 1,
+                "max_new_tokens": 16,
+                "save_steps": 2,
+                "sample_every": 2,
+                "num_sample_prompts": 2,
             },
         },
     }
@@ -498,8 +608,16 @@ def test_rl_crs_subset_on_trained_reward_models(tmp_path):
     from crs.config import load_config
     from crs.rl.ppo.stage import run_ppo_stage
 
-    overrides = [f"run.output_dir={tmp_path}", "rl.steps=2", "rl.batch_size=4", "rl.mini_batch_size=4",
-                 "rl.ppo_epochs=1", "rl.max_new_tokens=16", "rl.sample_every=2", "rl.save_steps=2"]
+    overrides = [
+        f"run.output_dir={tmp_path}",
+        "rl.steps=2",
+        "rl.batch_size=4",
+        "rl.mini_batch_size=4",
+        "rl.ppo_epochs=1",
+        "rl.max_new_tokens=16",
+        "rl.sample_every=2",
+        "rl.save_steps=2",
+    ]
     cfg = load_config("rl_crs", overrides=overrides)
     cfg.rl.policy = str(ROOT / "outputs" / "sft")
     for source in cfg.rl.rewards:
@@ -519,14 +637,23 @@ def test_separate_critic_and_sampling_logprobs(tiny_lm, tiny_rm, left_tokenizer)
     critic = ValueModel(add_lora(tiny_rm, LoraConfig(r=4, alpha=8, dropout=0.0), "reward_model"))
     model = PolicyValueModel(policy, critic)
     assert model.value_head is None
-    cfg = RLConfig(batch_size=4, mini_batch_size=4, max_new_tokens=5, temperature=1.0, logprobs_from_sampling=True, ppo_epochs=1)
-    trainer = PPOTrainer(cfg, model, left_tokenizer, CombinedReward([RewardSource("r", lambda p, r: [float(len(x)) for x in r], normalize="none")]))
+    cfg = RLConfig(
+        batch_size=4, mini_batch_size=4, max_new_tokens=5, temperature=1.0, logprobs_from_sampling=True, ppo_epochs=1
+    )
+    trainer = PPOTrainer(
+        cfg,
+        model,
+        left_tokenizer,
+        CombinedReward([RewardSource("r", lambda p, r: [float(len(x)) for x in r], normalize="none")]),
+    )
     critic_head = [p for n, p in model.named_parameters() if "value_model" in n and p.requires_grad]
     before = [p.detach().clone() for p in critic_head]
     result = trainer.rollout(_prompts(4))
     with torch.no_grad():
         _, values = model(result.batch.input_ids, result.batch.attention_mask, result.batch.n_reply)
-    assert torch.allclose(values * result.batch.reply_mask, result.batch.values, atol=1e-5)  # V_old came from the critic
+    assert torch.allclose(
+        values * result.batch.reply_mask, result.batch.values, atol=1e-5
+    )  # V_old came from the critic
     trainer.update(result.batch)
     assert any(not torch.equal(b, p) for b, p in zip(before, critic_head))  # the critic trains
 
@@ -554,9 +681,18 @@ def test_merged_sampler_matches_the_adapted_policy(tiny_lm, left_tokenizer, pack
     trainer = _trainer(policy, left_tokenizer, lambda p, r: [0.0] * len(r))
     ids, mask = trainer.encode_prompts(_prompts(3))
     torch.manual_seed(0)
-    merged = sample_replies(sampler.refresh(), ids, mask, SamplingSettings(6, do_sample=True), left_tokenizer.eos_token_id, left_tokenizer.pad_token_id)
+    merged = sample_replies(
+        sampler.refresh(),
+        ids,
+        mask,
+        SamplingSettings(6, do_sample=True),
+        left_tokenizer.eos_token_id,
+        left_tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
-    direct = sample_replies(model, ids, mask, SamplingSettings(6, do_sample=True), left_tokenizer.eos_token_id, left_tokenizer.pad_token_id)
+    direct = sample_replies(
+        model, ids, mask, SamplingSettings(6, do_sample=True), left_tokenizer.eos_token_id, left_tokenizer.pad_token_id
+    )
     assert torch.equal(merged.reply_ids, direct.reply_ids)
     assert torch.allclose(merged.logprobs, direct.logprobs, atol=1e-4)
     assert all(not p.requires_grad for p in sampler.body.parameters())
@@ -568,7 +704,9 @@ def test_a_run_whose_every_update_was_skipped_does_not_finish(tmp_path, tiny_mod
     from crs.runs import NonFiniteError, is_finished, prepare_run_dir
 
     rewards = [{"name": "broken", "path": "python:tests.reward_fns:not_a_number", "weight": 1.0, "normalize": "none"}]
-    path = write_rl_config(tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=2, rewards=rewards, max_nonfinite_in_row=10)
+    path = write_rl_config(
+        tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=2, rewards=rewards, max_nonfinite_in_row=10
+    )
     cfg = load_config("tiny_rl", path)
     run_dir = prepare_run_dir(cfg)
     with pytest.raises(NonFiniteError, match="every one of the 2 PPO steps was skipped"):
@@ -584,7 +722,12 @@ def test_overoptimization_log_has_the_judge_and_the_kl(tmp_path, tiny_model_dir)
     from crs.runs import run_state
 
     path = write_rl_config(
-        tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=4, eval_prompts=8, judge="python:tests.reward_fns:count_vowels",
+        tmp_path / "cfg.yaml",
+        tiny_model_dir,
+        tmp_path / "out",
+        steps=4,
+        eval_prompts=8,
+        judge="python:tests.reward_fns:count_vowels",
         learning_rate=5e-3,
     )
     cfg = load_config("tiny_rl", path)
@@ -607,7 +750,9 @@ def test_the_stage_command_ends_a_hopeless_run_in_one_line(tmp_path, tiny_model_
     from crs.runs import run_state
 
     rewards = [{"name": "broken", "path": "python:tests.reward_fns:not_a_number", "weight": 1.0, "normalize": "none"}]
-    path = write_rl_config(tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=4, rewards=rewards, max_nonfinite_in_row=2)
+    path = write_rl_config(
+        tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=4, rewards=rewards, max_nonfinite_in_row=2
+    )
     with pytest.raises(SystemExit) as stopped:
         run_stage(run_ppo_stage, "test", ["--config", str(path), "--config_subset", "tiny_rl"])
     assert stopped.value.code == 2
@@ -628,9 +773,14 @@ def test_init_adapter_also_continues_the_value_head(tmp_path, tiny_model_dir):
     saved = torch.load(cfg.run_dir / VALUE_HEAD_FILE)
     assert saved["weight"].abs().sum() > 0  # trained away from its zero start
 
-    continued = load_config("tiny_rl", write_rl_config(tmp_path / "b.yaml", tiny_model_dir, tmp_path / "b", steps=2, init_adapter=str(cfg.run_dir)))
+    continued = load_config(
+        "tiny_rl",
+        write_rl_config(tmp_path / "b.yaml", tiny_model_dir, tmp_path / "b", steps=2, init_adapter=str(cfg.run_dir)),
+    )
     model, *_ = build_models(continued)
-    assert torch.equal(model.value_head.weight.detach(), saved["weight"]) and torch.equal(model.value_head.bias.detach(), saved["bias"])
+    assert torch.equal(model.value_head.weight.detach(), saved["weight"]) and torch.equal(
+        model.value_head.bias.detach(), saved["bias"]
+    )
     fresh, *_ = build_models(cfg)  # no rl.init_adapter: a zero head
     assert fresh.value_head.weight.abs().sum() == 0
 
@@ -655,7 +805,9 @@ def test_gold_in_rl_is_only_for_the_demos_prompts(tmp_path, tiny_model_dir, caps
         build_judge(cfg, [user_prompt("topic 1")])
 
 
-def test_gradient_checkpointing_recomputes_the_layers_with_the_same_gradients_and_no_dropout(smol_tokenizer, left_tokenizer):
+def test_gradient_checkpointing_recomputes_the_layers_with_the_same_gradients_and_no_dropout(
+    smol_tokenizer, left_tokenizer
+):
     """model.gradient_checkpointing in crs's PPO: each decoder layer runs again in the backward
     pass (policy and separate critic), the gradients are those without it, and the model stays
     in eval mode (LoRA dropout 0.5 would make two differently seeded passes differ)."""
@@ -678,10 +830,17 @@ def test_gradient_checkpointing_recomputes_the_layers_with_the_same_gradients_an
         model = PolicyValueModel(policy, critic)
         if checkpointing:
             enable_gradient_checkpointing(model)
-        trainer = PPOTrainer(RLConfig(batch_size=2, mini_batch_size=2), model, left_tokenizer, CombinedReward([RewardSource("r", lambda p, r: [0.0] * len(r))]))
+        trainer = PPOTrainer(
+            RLConfig(batch_size=2, mini_batch_size=2),
+            model,
+            left_tokenizer,
+            CombinedReward([RewardSource("r", lambda p, r: [0.0] * len(r))]),
+        )
         layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
         calls: list[int] = []
-        hooks = [layer.self_attn.register_forward_hook(lambda *args, _calls=calls: _calls.append(1)) for layer in layers]
+        hooks = [
+            layer.self_attn.register_forward_hook(lambda *args, _calls=calls: _calls.append(1)) for layer in layers
+        ]
         torch.manual_seed(int(checkpointing))  # dropout, were it on, would draw different masks
         logits, values = trainer.model(ids, mask, 6)
         (logits.logsumexp(-1).mean() + values.square().mean()).backward()
@@ -696,7 +855,9 @@ def test_gradient_checkpointing_recomputes_the_layers_with_the_same_gradients_an
         torch.testing.assert_close(grads[True][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_ppo_refuses_deepspeed_and_fsdp_where_it_would_train_apart_or_sample_from_shards(tiny_lm, left_tokenizer, monkeypatch):
+def test_ppo_refuses_deepspeed_and_fsdp_where_it_would_train_apart_or_sample_from_shards(
+    tiny_lm, left_tokenizer, monkeypatch
+):
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
@@ -704,10 +865,18 @@ def test_ppo_refuses_deepspeed_and_fsdp_where_it_would_train_apart_or_sample_fro
     import crs.rl.ppo.algorithm as algorithm
     from crs.config import ConfigError
 
-    kinds = {kind: algorithm.unsupported_distribution(SimpleNamespace(distributed_type=kind)) for kind in DistributedType}
+    kinds = {
+        kind: algorithm.unsupported_distribution(SimpleNamespace(distributed_type=kind)) for kind in DistributedType
+    }
     assert kinds[DistributedType.DEEPSPEED] == "DeepSpeed" and kinds[DistributedType.FSDP] == "FSDP"
-    assert kinds[DistributedType.MULTI_GPU] is None and kinds[DistributedType.MULTI_CPU] is None and kinds[DistributedType.NO] is None
+    assert (
+        kinds[DistributedType.MULTI_GPU] is None
+        and kinds[DistributedType.MULTI_CPU] is None
+        and kinds[DistributedType.NO] is None
+    )
     assert _trainer(tiny_lm, left_tokenizer, lambda p, r: [0.0] * len(r)).step_count == 0  # one process: runs
     monkeypatch.setattr(algorithm, "unsupported_distribution", lambda accelerator: "DeepSpeed")
-    with pytest.raises(ConfigError, match=r"rl.algorithm ppo does not run under DeepSpeed .* use rl.algorithm grpo / rloo"):
+    with pytest.raises(
+        ConfigError, match=r"rl.algorithm ppo does not run under DeepSpeed .* use rl.algorithm grpo / rloo"
+    ):
         _trainer(tiny_lm, left_tokenizer, lambda p, r: [0.0] * len(r))

@@ -38,7 +38,7 @@ CATEGORIES = ["math", "chat", "math", "chat"]
 JUDGE_MATRIX = {
     ("sft", "base"): 62.5,  # win, loss, tie, win
     ("ppo", "base"): 75.0,  # win, win, loss, win
-    ("ppo", "sft"): 62.5,   # win, win, loss, tie
+    ("ppo", "sft"): 62.5,  # win, win, loss, tie
     ("base", "sft"): 37.5,
     ("base", "ppo"): 25.0,
     ("sft", "ppo"): 37.5,
@@ -46,7 +46,7 @@ JUDGE_MATRIX = {
 RM_MATRIX = {
     ("sft", "base"): 62.5,  # win, loss, tie, win
     ("ppo", "base"): 100.0,
-    ("ppo", "sft"): 87.5,   # win, win, win, tie
+    ("ppo", "sft"): 87.5,  # win, win, win, tie
     ("base", "sft"): 37.5,
     ("base", "ppo"): 0.0,
     ("sft", "ppo"): 12.5,
@@ -56,8 +56,15 @@ RM_MATRIX = {
 @pytest.fixture(scope="module")
 def results():
     return build_results(
-        SCORES, OUTPUTS, judge="judge", prompt_ids=["p0", "p1", "p2", "p3"],
-        categories=CATEGORIES, reference="base", models=MODELS, n_boot=200, seed=0,
+        SCORES,
+        OUTPUTS,
+        judge="judge",
+        prompt_ids=["p0", "p1", "p2", "p3"],
+        categories=CATEGORIES,
+        reference="base",
+        models=MODELS,
+        n_boot=200,
+        seed=0,
     )
 
 
@@ -120,7 +127,7 @@ def test_render_report_sections_and_values(results):
     # the judge's matrix comes before the reward model's
     assert report.index("**judge**") < report.index("**rm**")
     assert "83.3% (n=12)" in report  # rm agreement overall
-    assert "66.7% (n=6)" in report   # rm agreement on math
+    assert "66.7% (n=6)" in report  # rm agreement on math
     assert "| ppo | 75.00 |" in report  # leaderboard row
     assert "1.500 ± 1.118" in report  # sft judge mean ± std: [2, 0, 1, 3]
 
@@ -187,8 +194,10 @@ def test_human_rankings_appear_in_the_report(results):
     from crs.eval.human import human_rankings, load_ballots
 
     ballots = load_ballots(Path(__file__).parent / "fixtures" / "human_ballots.csv")
-    report = render_report({**results, "human_rankings": human_rankings(ballots, "candidate_order", ["sft", "rl_crs", "base"])})
-    section = report[report.index("## 6. Human rankings"):]
+    report = render_report(
+        {**results, "human_rankings": human_rankings(ballots, "candidate_order", ["sft", "rl_crs", "base"])}
+    )
+    section = report[report.index("## 6. Human rankings") :]
     assert "11 ballots by 6 annotators on 2 prompts (3 with tied replies)" in section
     assert "| sft | **1.000** ± 0.000 | 0.833 | 0.750 | 0.792 ± 0.042 (0.750–0.833) |" in section
     assert report.index("## 5. Rank aggregation") < report.index("## 6. Human rankings")
@@ -222,8 +231,14 @@ def brevity_results():
     short = shorter_on_most(ref, rng)
     blind = ref + rng.integers(-60, 61, n)
     outputs = {"ref": ["r" * k for k in ref], "short": ["s" * k for k in short], "blind": ["b" * k for k in blind]}
-    judge = {"ref": [0.0] * n, "short": [1.0 if s < r else -1.0 for s, r in zip(short, ref)], "blind": rng.choice([-1.0, 1.0], n).tolist()}
-    return build_results({"judge": judge}, outputs, judge="judge", reference="ref", n_boot=200, seed=0, judge_role="gold judge")
+    judge = {
+        "ref": [0.0] * n,
+        "short": [1.0 if s < r else -1.0 for s, r in zip(short, ref)],
+        "blind": rng.choice([-1.0, 1.0], n).tolist(),
+    }
+    return build_results(
+        {"judge": judge}, outputs, judge="judge", reference="ref", n_boot=200, seed=0, judge_role="gold judge"
+    )
 
 
 def test_a_model_that_length_separates_is_flagged_in_the_leaderboard_and_warned_about(brevity_results):
@@ -233,18 +248,23 @@ def test_a_model_that_length_separates_is_flagged_in_the_leaderboard_and_warned_
     assert rows["short"]["n_length_matched"] == 24 and rows["short"]["length_matched_win_rate"] == 0.0
     assert rows["short"]["lc_separation"]["near_equal_shorter"] == 0
     report = render_report(brevity_results)
-    section = report[report.index("## 3. Leaderboard"):report.index("## 4.")]
+    section = report[report.index("## 3. Leaderboard") : report.index("## 4.")]
     line = next(line for line in section.splitlines() if line.startswith("| short "))
     assert f"| {rows['short']['lc_win_rate']:.2f}* |" in line and "| 0.0 (0.0–0.0), n=24 |" in line
     blind = next(line for line in section.splitlines() if line.startswith("| blind "))
     assert f"| {rows['blind']['lc_win_rate']:.2f} |" in blind
-    warning = section[section.index("**\\* LC unreliable** for `short`:"):]
+    warning = section[section.index("**\\* LC unreliable** for `short`:") :]
     assert "`blind`" not in warning
     assert "- `short`: Length alone nearly separates the verdicts (the shorter reply wins 200 of 200" in warning
     assert "only 0 prompts with the model shorter and 24 with it longer lie within 10% of equal length" in warning
-    lc_line = next(line for line in main_table(brevity_results, "judge").splitlines() if line.startswith("Length-controlled"))
+    lc_line = next(
+        line for line in main_table(brevity_results, "judge").splitlines() if line.startswith("Length-controlled")
+    )
     short = rows["short"]
-    assert f"short {short['lc_win_rate']:.1f} ({short['lc_ci_low']:.1f}–{short['lc_ci_high']:.1f}; unreliable: length alone" in lc_line
+    assert (
+        f"short {short['lc_win_rate']:.1f} ({short['lc_ci_low']:.1f}–{short['lc_ci_high']:.1f}; unreliable: length alone"
+        in lc_line
+    )
     assert "blind" in lc_line and "unreliable" not in lc_line.split("blind ")[1]
 
 
@@ -263,19 +283,31 @@ def test_a_reference_scorer_is_not_called_a_gold_judge(monkeypatch, tmp_path):
     import crs.eval.plots
 
     results = build_results(
-        {"mine": SCORES["judge"], "rm": SCORES["rm"]}, OUTPUTS, judge="mine", reference="base", models=MODELS, n_boot=50,
+        {"mine": SCORES["judge"], "rm": SCORES["rm"]},
+        OUTPUTS,
+        judge="mine",
+        reference="base",
+        models=MODELS,
+        n_boot=50,
         judge_role="reference scorer",
     )
     report = render_report(results)
     assert "Gold judge" not in report and "gold judge)" not in report
     assert "Reference scorer: **mine**" in report and "**mine** (reference scorer)" in report
     assert "not what a gold judge does" in report
-    assert "(judged by the reference scorer mine)" in report and "## 4. Agreement with the reference scorer (mine)" in report
+    assert (
+        "(judged by the reference scorer mine)" in report
+        and "## 4. Agreement with the reference scorer (mine)" in report
+    )
     titles = []
-    monkeypatch.setattr(crs.eval.plots, "save_figure_atomic", lambda fig, path: titles.extend(ax.get_title() for ax in fig.axes))
+    monkeypatch.setattr(
+        crs.eval.plots, "save_figure_atomic", lambda fig, path: titles.extend(ax.get_title() for ax in fig.axes)
+    )
     plot_mean_scores(results, tmp_path / "bars.png")
     assert titles == ["mine (reference scorer)", "rm"]
-    gold = build_results(SCORES, OUTPUTS, judge="judge", reference="base", models=MODELS, n_boot=50, judge_role="gold judge")
+    gold = build_results(
+        SCORES, OUTPUTS, judge="judge", reference="base", models=MODELS, n_boot=50, judge_role="gold judge"
+    )
     assert "Gold judge: **judge**" in render_report(gold)
     saved = {k: v for k, v in gold.items() if k != "judge_role"}  # results written before the role was recorded
     assert "Gold judge: **judge**" in render_report(saved)

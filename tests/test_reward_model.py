@@ -30,7 +30,6 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 WORDS = "apple river stone cloud music garden window paper light table".split()
 
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
@@ -127,10 +126,21 @@ def test_absolute_head_starts_at_the_mean_score(smol_tokenizer):
     from crs.rm.training import init_head_bias_to_mean
 
     torch.manual_seed(0)
-    bert = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                                    intermediate_size=32, num_labels=1))
+    bert = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=100,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=1,
+        )
+    )
     model = add_lora(bert, LoraConfig(r=2, alpha=4, dropout=0.0), "reward_model")
-    rows = [(AbsoluteExample(user_prompt("q"), "r", score), weight) for score, weight in [(0.9, 1.0), (0.6, 1.0), (0.1, 2.0)]]
+    rows = [
+        (AbsoluteExample(user_prompt("q"), "r", score), weight)
+        for score, weight in [(0.9, 1.0), (0.6, 1.0), (0.1, 2.0)]
+    ]
     bias = init_head_bias_to_mean(model, rows)
     mean = (0.9 + 0.6 + 0.1 * 2) / 4
     assert bias == pytest.approx(math.log(mean / (1 - mean)), abs=1e-6)
@@ -140,7 +150,9 @@ def test_absolute_head_starts_at_the_mean_score(smol_tokenizer):
     with torch.no_grad():
         model.base_model.model.classifier.modules_to_save["default"].weight.zero_()
         assert torch.allclose(torch.sigmoid(model(input_ids=x).logits), torch.full((3, 1), mean), atol=1e-5)
-    assert init_head_bias_to_mean(tiny_sequence_classifier(smol_tokenizer), rows) is None  # Llama's score head has no bias
+    assert (
+        init_head_bias_to_mean(tiny_sequence_classifier(smol_tokenizer), rows) is None
+    )  # Llama's score head has no bias
 
 
 def test_ranking_collator_flattens_prompts_with_group_sizes(smol_tokenizer):
@@ -168,7 +180,10 @@ def test_training_collator_and_scorer_feed_identical_ids(request, tokenizer_name
     """Chat-template (SmolLM2) and text-pair (MiniLM) tokenizers alike."""
     tokenizer = request.getfixturevalue(tokenizer_name)
     fmt = RMFormat(max_length=48, max_prompt_length=16)
-    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour " + "please " * 30}]
+    prompt = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Name a colour " + "please " * 30},
+    ]
     replies = ["Blue.", "A long answer " * 20]
     ranking = RankingCollator(tokenizer, fmt)([RankingExample(prompt, replies)])
     absolute = AbsoluteCollator(tokenizer, fmt)([(AbsoluteExample(prompt, r, 0.5), 1.0) for r in replies])
@@ -360,7 +375,11 @@ def _random_lora_rm_run(base_dir: Path, tokenizer, run_dir: Path, seed: int) -> 
         if param.requires_grad:
             param.data = torch.randn(param.shape, generator=generator) * 0.5
     save_run_model(model, tokenizer, run_dir, str(base_dir), kind="reward_model")
-    (run_dir / "rm_format.json").write_text(json.dumps({"max_length": 64, "max_prompt_length": 32, "fallback_template": "{role}: {content}\n", "loss": "pairwise"}))
+    (run_dir / "rm_format.json").write_text(
+        json.dumps(
+            {"max_length": 64, "max_prompt_length": 32, "fallback_template": "{role}: {content}\n", "loss": "pairwise"}
+        )
+    )
 
 
 def test_lora_rms_on_one_base_share_it_and_score_like_separate_loads(tiny_rm_dir, smol_tokenizer, tmp_path):
@@ -432,7 +451,9 @@ def test_subset_end_to_end_on_minilm(subset, tmp_path):
     kind = "ranking" if cfg.rm.loss == "pairwise" else "absolute"
     _, val_examples = load_examples(cfg.data, kind, cfg.run.seed)
     if kind == "ranking":
-        rewards = scorer([ex.prompt for ex in val_examples for _ in ex.replies], [r for ex in val_examples for r in ex.replies])
+        rewards = scorer(
+            [ex.prompt for ex in val_examples for _ in ex.replies], [r for ex in val_examples for r in ex.replies]
+        )
     else:
         rewards = scorer([ex.prompt for ex in val_examples], [ex.reply for ex in val_examples])
     assert rewards.mean().item() == pytest.approx(stats["mean"], abs=0.05 * max(1.0, stats["std"]))

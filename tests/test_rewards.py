@@ -25,10 +25,12 @@ def constant_reward(prompts, replies):
 
 
 def test_weighted_sum_without_normalisation():
-    reward = CombinedReward([
-        RewardSource("len", length_reward, weight=0.5, normalize="none"),
-        RewardSource("const", constant_reward, weight=2.0, normalize="none"),
-    ])
+    reward = CombinedReward(
+        [
+            RewardSource("len", length_reward, weight=0.5, normalize="none"),
+            RewardSource("const", constant_reward, weight=2.0, normalize="none"),
+        ]
+    )
     out = reward(PROMPTS, REPLIES)
     assert torch.allclose(out.combined, torch.tensor([1, 2, 3, 4.0]) * 0.5 + 4.0)
     assert torch.equal(out.raw["len"], torch.tensor([1, 2, 3, 4.0]))
@@ -95,7 +97,11 @@ def test_a_state_saved_by_an_earlier_version_normalises_as_before():
     old_reward, new_reward = CombinedReward([old]), CombinedReward([new])
     old_reward.load_state_dict({"len": {"stats": {"mean": 2.0, "std": 1.0}, "origin": "first batch"}})
     new_reward.load_state_dict({"len": {"stats": {"mean": 2.0, "std": 0.0}, "origin": "first batch"}})
-    assert old_reward(PROMPTS, later).normalized["len"].tolist() == new_reward(PROMPTS, later).normalized["len"].tolist() == [-1.0, 1.0, 0.0, 2.0]
+    assert (
+        old_reward(PROMPTS, later).normalized["len"].tolist()
+        == new_reward(PROMPTS, later).normalized["len"].tolist()
+        == [-1.0, 1.0, 0.0, 2.0]
+    )
 
 
 def test_weight_zero_is_not_loaded(monkeypatch):
@@ -127,7 +133,9 @@ def test_weight_zero_is_not_loaded(monkeypatch):
     assert reward.describe()[0]["stats_origin"] == "saved"
 
 
-@pytest.mark.parametrize(("saved", "origin"), [({"mean": 1000.0, "std": 5e-4}, "first batch"), ({"mean": 0.0, "std": 5e-4}, "saved")])
+@pytest.mark.parametrize(
+    ("saved", "origin"), [({"mean": 1000.0, "std": 5e-4}, "first batch"), ({"mean": 0.0, "std": 5e-4}, "saved")]
+)
 def test_saved_stats_without_spread_are_measured_on_the_first_batch_instead(monkeypatch, saved, origin):
     # The same relative bound as the z-score's guard: 5e-4 is no spread at a mean of 1000 (bound 1e-3), a spread at 0.
     class Scorer:
@@ -156,14 +164,19 @@ def test_callable_never_called_when_weight_zero():
         raise AssertionError("weight-0 source was scored")
 
     reward = CombinedReward.from_config(
-        [RewardSourceConfig(name="len", path="", weight=1.0, normalize="none"), RewardSourceConfig(name="boom", path="", weight=0.0)],
+        [
+            RewardSourceConfig(name="len", path="", weight=1.0, normalize="none"),
+            RewardSourceConfig(name="boom", path="", weight=0.0),
+        ],
         callables={"len": length_reward, "boom": boom},
     )
     assert reward(PROMPTS, REPLIES).combined.tolist() == [1.0, 2.0, 3.0, 4.0]
 
 
 def test_clip_then_missing_eos_penalty():
-    reward = CombinedReward([RewardSource("len", length_reward, normalize="none")], reward_clip=2.5, missing_eos_penalty=-1.0)
+    reward = CombinedReward(
+        [RewardSource("len", length_reward, normalize="none")], reward_clip=2.5, missing_eos_penalty=-1.0
+    )
     out = reward(PROMPTS, REPLIES, ended_with_eos=[True, False, True, False])
     assert out.combined.tolist() == [1.0, 1.0, 2.5, 1.5]
     assert out.weighted_sum.tolist() == [1.0, 2.0, 3.0, 4.0]  # before shaping
@@ -171,21 +184,30 @@ def test_clip_then_missing_eos_penalty():
 
 
 def test_gold_and_python_sources():
-    reward = CombinedReward.from_config([
-        RewardSourceConfig(name="gold", path="gold", weight=1.0, normalize="none"),
-        RewardSourceConfig(name="len", path="python:test_rewards:length_reward", weight=0.0),
-    ])
+    reward = CombinedReward.from_config(
+        [
+            RewardSourceConfig(name="gold", path="gold", weight=1.0, normalize="none"),
+            RewardSourceConfig(name="len", path="python:test_rewards:length_reward", weight=0.0),
+        ]
+    )
     prompt = [user_prompt("List three fruits.")]
     good, bad = reward(prompt * 2, ["1. Apple\n2. Banana\n3. Cherry", "no"]).raw["gold"].tolist()
     assert 0.0 <= bad < good <= 1.0
-    imported = CombinedReward.from_config([RewardSourceConfig(name="len", path="python:test_rewards:length_reward", normalize="none")])
+    imported = CombinedReward.from_config(
+        [RewardSourceConfig(name="len", path="python:test_rewards:length_reward", normalize="none")]
+    )
     assert imported(PROMPTS, REPLIES).combined.tolist() == [1.0, 2.0, 3.0, 4.0]
     with pytest.raises(ConfigError):
         CombinedReward.from_config([RewardSourceConfig(name="x", path="python:no_such_module:f")])
 
 
 def test_last_user_text():
-    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "q2"}]
+    messages = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a"},
+        {"role": "user", "content": "q2"},
+    ]
     assert last_user_text(messages) == "q2"
 
 
@@ -215,7 +237,10 @@ def test_wrong_number_of_scores_is_an_error():
 
 
 def test_sources_built_in_code_with_every_weight_zero_are_refused() -> None:
-    zero = [RewardSource("a", lambda p, r: [1.0] * len(r), weight=0.0), RewardSource("b", lambda p, r: [2.0] * len(r), weight=0.0)]
+    zero = [
+        RewardSource("a", lambda p, r: [1.0] * len(r), weight=0.0),
+        RewardSource("b", lambda p, r: [2.0] * len(r), weight=0.0),
+    ]
     with pytest.raises(ConfigError, match="non-zero weight; got a \\(weight 0.0\\), b \\(weight 0.0\\)"):
         CombinedReward(zero)
     assert CombinedReward([*zero, RewardSource("c", lambda p, r: [3.0] * len(r), weight=0.5)]).names == ["c"]
@@ -245,6 +270,10 @@ def test_rl_reward_models_load_unquantized_whatever_the_policys_quantization(mon
     monkeypatch.setattr(rewards, "load_reward_scorers", fake_load)
     cfg = load_config("rl_crs", overrides=["model.quantization=4bit"])  # a QLoRA policy
     CombinedReward.for_rl(cfg)
-    assert loaded[-1].quantization == "none" and loaded[-1].dtype == cfg.model.dtype  # the RMs: compute dtype, not 4-bit
-    CombinedReward.for_rl(load_config("rl_crs", overrides=["model.quantization=4bit", "rl.reward_model_quantization=8bit"]))
+    assert (
+        loaded[-1].quantization == "none" and loaded[-1].dtype == cfg.model.dtype
+    )  # the RMs: compute dtype, not 4-bit
+    CombinedReward.for_rl(
+        load_config("rl_crs", overrides=["model.quantization=4bit", "rl.reward_model_quantization=8bit"])
+    )
     assert loaded[-1].quantization == "8bit"  # the key decides

@@ -40,13 +40,17 @@ def test_scaled_strength_weights_pairs_by_rank_distance_with_mean_one():
     expected = (0.75 * losses[0] + 1.5 * losses[1] + 0.75 * losses[2]) / 3
     assert ranking_loss(torch.tensor(r), [3], pair_strength="scaled").item() == pytest.approx(expected)
     # strength_scale does not enter `scaled` (the normalisation removes any scale)
-    assert ranking_loss(torch.tensor(r), [3], pair_strength="scaled", strength_scale=7.0).item() == pytest.approx(expected)
+    assert ranking_loss(torch.tensor(r), [3], pair_strength="scaled", strength_scale=7.0).item() == pytest.approx(
+        expected
+    )
 
 
 def test_margin_strength_enters_the_sigmoid():
     r, c = [1.0, 0.2, 0.5], 0.3
     expected = (nll(r[0] - r[1] - c) + nll(r[0] - r[2] - 2 * c) + nll(r[1] - r[2] - c)) / 3
-    assert ranking_loss(torch.tensor(r), [3], pair_strength="margin", strength_scale=c).item() == pytest.approx(expected)
+    assert ranking_loss(torch.tensor(r), [3], pair_strength="margin", strength_scale=c).item() == pytest.approx(
+        expected
+    )
 
 
 def test_strength_on_a_batch_of_two_prompts_with_different_k_and_beside_score_margins():
@@ -92,8 +96,15 @@ def marker_rows(n: int, seed: int) -> list[dict]:
     rows = []
     for i in range(n):
         good, bad = f"{filler()} excellent", filler()
-        rows.append({"prompt": f"Question {i}: {filler()}?", "replies": [good, bad], "scores": [0.9, 0.1],
-                     "reply": good if i % 2 else bad, "score": 0.9 if i % 2 else 0.1})
+        rows.append(
+            {
+                "prompt": f"Question {i}: {filler()}?",
+                "replies": [good, bad],
+                "scores": [0.9, 0.1],
+                "reply": good if i % 2 else bad,
+                "score": 0.9 if i % 2 else 0.1,
+            }
+        )
     return rows
 
 
@@ -120,8 +131,15 @@ def tiny_bert_dir(tmp_path_factory, smol_tokenizer) -> Path:
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(smol_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, num_labels=1, pad_token_id=smol_tokenizer.pad_token_id)
+    config = BertConfig(
+        vocab_size=len(smol_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=1,
+        pad_token_id=smol_tokenizer.pad_token_id,
+    )
     folder = tmp_path_factory.mktemp("tiny_bert")
     BertForSequenceClassification(config).save_pretrained(folder)
     smol_tokenizer.save_pretrained(folder)
@@ -150,8 +168,16 @@ def test_init_from_continues_a_full_model_head_bias_included(tiny_bert_dir, mark
     cfg.rm.init_from, cfg.train.max_steps = str(tmp_path / "base"), 2
     train_reward_model(cfg, tmp_path / "continued")
     continued = metrics_of(tmp_path / "continued")
-    assert_same_metrics(continued["val_before_training"], base_val, ["mse", "mae", "loss", "spearman", "pairwise_accuracy", "mean_margin"])
-    assert continued["init_from"] == {"run": str((tmp_path / "base").resolve()), "loss_kind": "absolute", "full_model": True}
+    assert_same_metrics(
+        continued["val_before_training"],
+        base_val,
+        ["mse", "mae", "loss", "spearman", "pairwise_accuracy", "mean_margin"],
+    )
+    assert continued["init_from"] == {
+        "run": str((tmp_path / "base").resolve()),
+        "loss_kind": "absolute",
+        "full_model": True,
+    }
 
     cfg.rm.init_from = ""
     train_reward_model(cfg, tmp_path / "fresh")
@@ -172,9 +198,13 @@ def test_init_from_a_lora_run_into_another_loss(tiny_rm_dir, marker_file, tmp_pa
     assert_same_metrics(before, base_val, ["pairwise_accuracy", "mean_margin", "spearman"])
     cfg.rm.init_from = ""
     train_reward_model(cfg, tmp_path / "fresh")
-    assert metrics_of(tmp_path / "fresh")["val_before_training"]["mean_margin"] != pytest.approx(base_val["mean_margin"], rel=1e-3)
+    assert metrics_of(tmp_path / "fresh")["val_before_training"]["mean_margin"] != pytest.approx(
+        base_val["mean_margin"], rel=1e-3
+    )
     manifest = json.loads((tmp_path / "continued" / "crs_model.json").read_text())
-    assert manifest["full_model"] is False and Path(manifest["base"]).name == tiny_rm_dir.name  # base: model.name, not the earlier run
+    assert (
+        manifest["full_model"] is False and Path(manifest["base"]).name == tiny_rm_dir.name
+    )  # base: model.name, not the earlier run
 
 
 def test_resume_prefers_the_checkpoint_over_init_from(tiny_rm_dir, marker_file, tmp_path, monkeypatch):
@@ -261,7 +291,9 @@ def test_joint_rm_trains_saves_and_reloads_both_heads(tiny_rm_dir, marker_file, 
     in_memory = RecordingScorer.made[0]
 
     for prefix in ("", "preference_head_", "absolute_head_"):
-        assert {f"{prefix}pairwise_accuracy", f"{prefix}mean_margin", f"{prefix}pearson", f"{prefix}spearman"} <= set(val)
+        assert {f"{prefix}pairwise_accuracy", f"{prefix}mean_margin", f"{prefix}pearson", f"{prefix}spearman"} <= set(
+            val
+        )
     assert {"absolute_head_mse", "loss"} <= set(val) and "mse" not in val
     metrics = metrics_of(run_dir)
     assert metrics["loss_kind"] == "joint" and metrics["n_val_rankings"] == 12 and metrics["n_val_absolute"] == 12
@@ -271,14 +303,19 @@ def test_joint_rm_trains_saves_and_reloads_both_heads(tiny_rm_dir, marker_file, 
     stats = json.loads((run_dir / "reward_stats.json").read_text())
     assert {"preference", "absolute"} <= set(stats["heads"]) and stats["split"] == "val" and stats["n"] == 12 * 2 + 12
 
-    ranking = [RankingExample(user_prompt(f"New {i}?"), [f"{w} paper excellent", f"{w} cloud"]) for i, w in enumerate(FILLER)]
+    ranking = [
+        RankingExample(user_prompt(f"New {i}?"), [f"{w} paper excellent", f"{w} cloud"]) for i, w in enumerate(FILLER)
+    ]
     prompts, replies = [ex.prompt for ex in ranking for _ in ex.replies], [r for ex in ranking for r in ex.replies]
     reloaded = RewardScorer.from_path(str(run_dir), device="cpu")
     assert reloaded.loss_kind == "joint" and reloaded.joint is not None
     assert torch.allclose(reloaded.score_heads(prompts, replies), in_memory.score_heads(prompts, replies), atol=1e-5)
     assert torch.allclose(reloaded(prompts, replies), in_memory(prompts, replies), atol=1e-5)
     heads = reloaded.score_heads(prompts, replies)
-    z = [(heads[:, i] - stats["heads"][h]["mean"]) / stats["heads"][h]["std"] for i, h in enumerate(("preference", "absolute"))]
+    z = [
+        (heads[:, i] - stats["heads"][h]["mean"]) / stats["heads"][h]["std"]
+        for i, h in enumerate(("preference", "absolute"))
+    ]
     assert torch.allclose(reloaded(prompts, replies), 0.5 * z[0] + 0.5 * z[1], atol=1e-5)
     assert reloaded.stats["mean"] == stats["mean"] and reloaded.stats["std"] == stats["std"]
     # the top-level stats are those of the score the scorer returns, on the validation replies
@@ -288,7 +325,9 @@ def test_joint_rm_trains_saves_and_reloads_both_heads(tiny_rm_dir, marker_file, 
     # Plain peft, outside crs, gives the same two heads.
     from peft import AutoPeftModelForSequenceClassification
 
-    plain = AutoPeftModelForSequenceClassification.from_pretrained(str(run_dir / "adapter"), num_labels=2, ignore_mismatched_sizes=True)
+    plain = AutoPeftModelForSequenceClassification.from_pretrained(
+        str(run_dir / "adapter"), num_labels=2, ignore_mismatched_sizes=True
+    )
     plain.config.pad_token_id = reloaded.tokenizer.pad_token_id
     with torch.no_grad():
         batch = reloaded.encode(prompts, replies)
@@ -313,7 +352,9 @@ def test_joint_and_one_head_rms_on_one_base_load_together(tiny_rm_dir, marker_fi
     assert together[0].model is not together[1].model
     prompts, replies = [user_prompt("How are you?")] * 2, ["Fine, thanks excellent.", "Fine."]
     for scorer, run in zip(together, runs):
-        assert torch.allclose(scorer(prompts, replies), RewardScorer.from_path(run, device="cpu")(prompts, replies), atol=1e-5)
+        assert torch.allclose(
+            scorer(prompts, replies), RewardScorer.from_path(run, device="cpu")(prompts, replies), atol=1e-5
+        )
 
 
 def test_joint_without_validation_takes_its_stats_on_the_training_replies(tiny_rm_dir, marker_file, tmp_path):
@@ -326,7 +367,9 @@ def test_joint_without_validation_takes_its_stats_on_the_training_replies(tiny_r
 
 def held_out_accuracy(run_or_scorer: str | RewardScorer, pairs: list[RankingExample]) -> float:
     scorer = RewardScorer.from_path(run_or_scorer, device="cpu") if isinstance(run_or_scorer, str) else run_or_scorer
-    return evaluate_reward_model(scorer, ValidationViews(pairs, []), RewardModelConfig(loss="pairwise"))[0]["pairwise_accuracy"]
+    return evaluate_reward_model(scorer, ValidationViews(pairs, []), RewardModelConfig(loss="pairwise"))[0][
+        "pairwise_accuracy"
+    ]
 
 
 def test_joint_rm_learns_a_feature_both_views_carry(tiny_rm_dir, marker_file, tmp_path):
@@ -341,7 +384,12 @@ def test_joint_rm_learns_a_feature_both_views_carry(tiny_rm_dir, marker_file, tm
 
 
 # Four kinds of reply ending: feature A (rankings) x feature B (absolute scores), three words each.
-ENDINGS = {(0, 0): ["dog", "cat", "horse"], (1, 0): ["green", "blue", "red"], (0, 1): ["tree", "rock", "sand"], (1, 1): ["sunny", "happy", "yellow"]}
+ENDINGS = {
+    (0, 0): ["dog", "cat", "horse"],
+    (1, 0): ["green", "blue", "red"],
+    (0, 1): ["tree", "rock", "sand"],
+    (1, 1): ["sunny", "happy", "yellow"],
+}
 
 
 def two_feature_rows(n: int, seed: int) -> list[dict]:
@@ -354,8 +402,14 @@ def two_feature_rows(n: int, seed: int) -> list[dict]:
     rows = []
     for i in range(n):
         b, a, b_scored = rng.randint(0, 1), rng.randint(0, 1), rng.randint(0, 1)
-        rows.append({"prompt": f"Question {i}?", "replies": [reply(1, b), reply(0, b)],
-                     "reply": reply(a, b_scored), "score": 0.8 if b_scored else 0.2})
+        rows.append(
+            {
+                "prompt": f"Question {i}?",
+                "replies": [reply(1, b), reply(0, b)],
+                "reply": reply(a, b_scored),
+                "score": 0.8 if b_scored else 0.2,
+            }
+        )
     return rows
 
 
@@ -366,7 +420,9 @@ def gold_pairs(n: int, seed: int, feature: str) -> list[RankingExample]:
     for i in range(n):
         other = rng.randint(0, 1)
         better, worse = ((1, other), (0, other)) if feature == "A" else ((other, 1), (other, 0))
-        replies = [" ".join(rng.choice(FILLER) for _ in range(3)) + " " + rng.choice(ENDINGS[cell]) for cell in (better, worse)]
+        replies = [
+            " ".join(rng.choice(FILLER) for _ in range(3)) + " " + rng.choice(ENDINGS[cell]) for cell in (better, worse)
+        ]
         pairs.append(RankingExample(user_prompt(f"Held out {i}?"), replies))
     return pairs
 
@@ -422,5 +478,16 @@ def test_bad_strategy_values_are_one_line_errors(override, named):
 
 def test_strategy_defaults():
     rm = load_config("rm_preference").rm
-    assert (rm.init_from, rm.pair_strength, rm.strength_scale, rm.joint_absolute_weight, rm.joint_preference_weight) == ("", "none", 1.0, 1.0, 0.5)
-    assert load_config("sft", overrides=["rm.loss=joint", "rm.pair_strength=margin", "rm.init_from=outputs/rm_absolute"]).rm.loss == "joint"
+    assert (
+        rm.init_from,
+        rm.pair_strength,
+        rm.strength_scale,
+        rm.joint_absolute_weight,
+        rm.joint_preference_weight,
+    ) == ("", "none", 1.0, 1.0, 0.5)
+    assert (
+        load_config(
+            "sft", overrides=["rm.loss=joint", "rm.pair_strength=margin", "rm.init_from=outputs/rm_absolute"]
+        ).rm.loss
+        == "joint"
+    )

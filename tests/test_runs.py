@@ -37,7 +37,10 @@ def test_finished_run_needs_overwrite_and_unfinished_needs_resume(tmp_path: Path
     with pytest.raises(ConfigError, match="finished run; pass --overwrite to replace it, --resume to extend it"):
         prepare_run_dir(cfg)
     with pytest.raises(ConfigError, match="train.learning_rate"):  # extending must not change what was trained
-        prepare_run_dir(load_config("sft", overrides=[f"run.output_dir={tmp_path}", "train.learning_rate=0.5"], name_suffix="_t"), resume=True)
+        prepare_run_dir(
+            load_config("sft", overrides=[f"run.output_dir={tmp_path}", "train.learning_rate=0.5"], name_suffix="_t"),
+            resume=True,
+        )
     (run_dir / "stale.txt").write_text("x")
     prepare_run_dir(cfg, overwrite=True)
     assert not (run_dir / "stale.txt").exists() and not is_finished(run_dir)
@@ -64,7 +67,9 @@ print(kept, round(rss_mb() - before))
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/statm").exists() or torch.cuda.is_available(), reason="a CPU-only Linux machine")
+@pytest.mark.skipif(
+    not Path("/proc/self/statm").exists() or torch.cuda.is_available(), reason="a CPU-only Linux machine"
+)
 @pytest.mark.parametrize("user_setting", [None, "65536"])
 def test_freed_memory_is_kept_on_cpu_unless_the_user_chose(user_setting: str | None) -> None:
     # Kept: a freed 256 MB block stays in the process for the next step's tensors. The user's
@@ -85,7 +90,9 @@ def test_freed_memory_is_kept_on_cpu_unless_the_user_chose(user_setting: str | N
 
 
 @pytest.mark.parametrize("keep", [True, False])
-def test_a_stage_keeps_freed_memory_as_its_config_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: bool) -> None:
+def test_a_stage_keeps_freed_memory_as_its_config_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: bool
+) -> None:
     from crs.cli import run_stage
 
     calls: list[bool] = []
@@ -103,16 +110,25 @@ def test_resuming_a_finished_training_run_decides_from_its_final_step(tmp_path: 
     from crs.runs import TRAIN_LENGTH_KEYS, NothingToResume, run_state
 
     def sft(*overrides: str):
-        return load_config("sft", overrides=[f"run.output_dir={tmp_path}", "train.max_steps=6", *overrides], name_suffix="_t")
+        return load_config(
+            "sft", overrides=[f"run.output_dir={tmp_path}", "train.max_steps=6", *overrides], name_suffix="_t"
+        )
 
     run_dir = prepare_run_dir(sft())
     mark_finished(run_dir, {"train_loss": 1.0, "steps": 6}, 6, TRAIN_LENGTH_KEYS)
     finished = run_state(run_dir)
-    for same in ((), ("train.save_steps=3",), ("train.max_steps=5",), ("train.num_epochs=3",)):  # epochs: max_steps still wins
+    for same in (
+        (),
+        ("train.save_steps=3",),
+        ("train.max_steps=5",),
+        ("train.num_epochs=3",),
+    ):  # epochs: max_steps still wins
         with pytest.raises(NothingToResume, match=r"already finished at step 6; nothing to resume \(train.max_steps="):
             prepare_run_dir(sft(*same), resume=True)
     assert run_state(run_dir) == finished  # still finished, nothing rewritten
-    with pytest.raises(ConfigError, match=r"finished at step 6 and kept no complete checkpoint \(train.save_steps: 40\).*--overwrite"):
+    with pytest.raises(
+        ConfigError, match=r"finished at step 6 and kept no complete checkpoint \(train.save_steps: 40\).*--overwrite"
+    ):
         prepare_run_dir(sft("train.max_steps=8"), resume=True)
     (run_dir / "checkpoints" / "checkpoint-6").mkdir(parents=True)
     with pytest.raises(ConfigError, match="kept no complete checkpoint"):  # an unsealed one is no checkpoint

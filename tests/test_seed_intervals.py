@@ -11,12 +11,21 @@ import numpy as np
 import pytest
 
 from crs.eval.best_of_n import best_weight
-from crs.eval.hierarchical import mean_squares, pivotal_rounds, prompt_shrink, rounds_difference, rounds_slope, seed_prompt_intervals
+from crs.eval.hierarchical import (
+    mean_squares,
+    pivotal_rounds,
+    prompt_shrink,
+    rounds_difference,
+    rounds_slope,
+    seed_prompt_intervals,
+)
 from crs.eval.power import power_line, power_of_neighbours, power_of_rounds
 from crs.study.sweep import SweepRun, render_sweep_report, side_by_side, study_results
 
 # benchmarks/ is a folder of scripts, not a package.
-coverage_bench = SimpleNamespace(**runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "seed_interval_coverage.py")))
+coverage_bench = SimpleNamespace(
+    **runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "seed_interval_coverage.py"))
+)
 
 T_975 = {1: 12.7062, 2: 4.3027, 3: 3.1824}  # Student t quantiles (scipy is not a dependency)
 
@@ -38,7 +47,9 @@ def test_the_intervals_cover_the_truth_95_percent_of_the_time_with_few_seeds(set
 
 def test_the_old_seed_bootstrap_undercovers_where_the_new_rounds_do_not() -> None:
     # Issue 30's finding, reproduced at 2 seeds: resampling 2 seeds misses the truth about a quarter of the time.
-    result = coverage_bench.coverage(coverage_bench.SETTINGS["issue 30 (seed > prompt)"], 2, 1000, 300, 100, np.random.default_rng(1), ("old", "new"))
+    result = coverage_bench.coverage(
+        coverage_bench.SETTINGS["issue 30 (seed > prompt)"], 2, 1000, 300, 100, np.random.default_rng(1), ("old", "new")
+    )
     assert result["old"] < 0.85 and result["new"] > 0.93
 
 
@@ -63,7 +74,9 @@ def test_mean_squares_and_the_prompt_shrink_match_a_two_way_table_by_hand() -> N
     assert squares["prompt_shrink"][0] == pytest.approx(np.sqrt((ms_p - ms_e) / ms_p))
     # Jointly for one group the shrink is that same k; for two it gives the prompt effects' covariance.
     noise = squares["residual"] / n_seeds
-    assert prompt_shrink(np.array(columns)[None, None], noise[:, None])[0, 0, 0] == pytest.approx(squares["prompt_shrink"][0])
+    assert prompt_shrink(np.array(columns)[None, None], noise[:, None])[0, 0, 0] == pytest.approx(
+        squares["prompt_shrink"][0]
+    )
     other = np.array([[0.5, 3.0, 3.0, 1.0], [1.5, 2.0, 4.5, 2.0]])
     both = np.stack([np.array(columns), other.mean(axis=0)])[None]
     noises = np.array([[ms_e / n_seeds, mean_squares(other[None])["residual"][0] / 2]])
@@ -92,7 +105,9 @@ def test_the_intervals_are_the_quantiles_of_the_rounds_pivotal_rounds_makes() ->
     rounds = pivotal_rounds([groups["a"][None], groups["b"][None]], draws, replay)
     for name, expected in zip(groups, rounds):
         np.testing.assert_allclose(result[name]["rounds"], expected[0])
-        assert [result[name]["ci_low"], result[name]["ci_high"]] == pytest.approx(np.quantile(expected[0], [0.025, 0.975]))
+        assert [result[name]["ci_low"], result[name]["ci_high"]] == pytest.approx(
+            np.quantile(expected[0], [0.025, 0.975])
+        )
         assert result[name]["n_seeds"] == groups[name].shape[0]
 
 
@@ -139,7 +154,10 @@ def test_a_sweeps_win_rate_intervals_stay_within_a_rates_bounds() -> None:
 def test_a_difference_of_groups_sharing_prompt_effects_is_narrower_than_either_group() -> None:
     rng = np.random.default_rng(7)
     prompts = rng.normal(0.0, 1.0, 200)  # large shared prompt effects, small seed and cell noise
-    groups = {name: [prompts + shift + rng.normal(0.0, 0.02) + rng.normal(0.0, 0.05, 200) for _ in range(3)] for name, shift in (("a", 0.1), ("b", 0.0))}
+    groups = {
+        name: [prompts + shift + rng.normal(0.0, 0.02) + rng.normal(0.0, 0.05, 200) for _ in range(3)]
+        for name, shift in (("a", 0.1), ("b", 0.0))
+    }
     result = seed_prompt_intervals(groups, n_rounds=2000, seed=0)
     diff = rounds_difference(result, "a", "b")
     width = {name: result[name]["ci_high"] - result[name]["ci_low"] for name in groups}
@@ -183,8 +201,12 @@ def test_a_standard_error_of_zero_is_cannot_tell_never_zero_points() -> None:
     from crs.eval.bon_report import _power_sentence
 
     assert "cannot tell" in _power_sentence(identical) and "0.0" not in _power_sentence(identical)
-    assert "points or more" in power_line({"standard_error": 0.01, "minimum_detectable_difference": 0.028}, "these runs", "win rate")
-    past_the_scale = power_line({"standard_error": 0.71, "minimum_detectable_difference": 1.53}, "these runs", "win rate")
+    assert "points or more" in power_line(
+        {"standard_error": 0.01, "minimum_detectable_difference": 0.028}, "these runs", "win rate"
+    )
+    past_the_scale = power_line(
+        {"standard_error": 0.71, "minimum_detectable_difference": 1.53}, "these runs", "win rate"
+    )
     assert "cannot detect even the largest possible difference" in past_the_scale and "153 points" in past_the_scale
     assert "points or more" not in past_the_scale
 
@@ -193,9 +215,23 @@ def test_a_standard_error_of_zero_is_cannot_tell_never_zero_points() -> None:
 
 
 def _bon_and_rl(bon_rates: dict[float, float], rl_rates: dict[float, float]) -> tuple[dict, dict]:
-    bon = {"scorers": {f"w={w:g}": {"win_rate": [{"mean": 0.5}, {"mean": r, "ci_low": r - 0.05, "ci_high": r + 0.05}]} for w, r in bon_rates.items()},
-           "pool": {"samples": 8}, "weights": {"best": {"weight": max(bon_rates, key=bon_rates.get, default=None)}}, "verdict": "v"}
-    results = {"weights": sorted(rl_rates), "scorers": {"judge": {"win_rate": {f"{w:g}": {"mean": r, "ci_low": r - 0.1, "ci_high": r + 0.1} for w, r in rl_rates.items()}}}}
+    bon = {
+        "scorers": {
+            f"w={w:g}": {"win_rate": [{"mean": 0.5}, {"mean": r, "ci_low": r - 0.05, "ci_high": r + 0.05}]}
+            for w, r in bon_rates.items()
+        },
+        "pool": {"samples": 8},
+        "weights": {"best": {"weight": max(bon_rates, key=bon_rates.get, default=None)}},
+        "verdict": "v",
+    }
+    results = {
+        "weights": sorted(rl_rates),
+        "scorers": {
+            "judge": {
+                "win_rate": {f"{w:g}": {"mean": r, "ci_low": r - 0.1, "ci_high": r + 0.1} for w, r in rl_rates.items()}
+            }
+        },
+    }
     return bon, results
 
 
@@ -207,7 +243,9 @@ def test_side_by_side_counts_the_pairs_ordered_alike() -> None:
     assert side_by_side(bon, reversed_rates)["pairs_ordered_alike"] == 0
     _, one_swap = _bon_and_rl({}, dict(zip(grid, [0.45, 0.4, 0.55])))  # 0 vs 0.5 reversed; the other two pairs agree
     assert side_by_side(bon, one_swap)["pairs_ordered_alike"] == 2
-    _, extra = _bon_and_rl({}, dict(zip([*grid, 0.25], [0.4, 0.45, 0.55, 0.9])))  # a weight best-of-n never scored is left out
+    _, extra = _bon_and_rl(
+        {}, dict(zip([*grid, 0.25], [0.4, 0.45, 0.55, 0.9]))
+    )  # a weight best-of-n never scored is left out
     assert side_by_side(bon, extra)["pairs"] == 3
 
 

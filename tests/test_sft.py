@@ -45,19 +45,32 @@ def run_tiny_sft(tmp_path: Path, base: Path, *extra: str) -> Path:
         train_sft,
         "sft",
         [
-            "--config_subset", "sft",
-            "--set", f"run.output_dir={tmp_path / 'out'}",
-            "--set", f"model.name={base}",
-            "--set", "model.dtype=fp32",
-            "--set", f"data.source={EXAMPLES}",
-            "--set", "data.val_fraction=0.0",
-            "--set", "train.max_steps=80",
-            "--set", "train.lr_scheduler=constant",
-            "--set", "train.learning_rate=0.01",
-            "--set", "train.batch_size=5",
-            "--set", "train.warmup_ratio=0.0",
-            "--set", "run.logging_steps=5",
-            "--set", "train.save_steps=20",
+            "--config_subset",
+            "sft",
+            "--set",
+            f"run.output_dir={tmp_path / 'out'}",
+            "--set",
+            f"model.name={base}",
+            "--set",
+            "model.dtype=fp32",
+            "--set",
+            f"data.source={EXAMPLES}",
+            "--set",
+            "data.val_fraction=0.0",
+            "--set",
+            "train.max_steps=80",
+            "--set",
+            "train.lr_scheduler=constant",
+            "--set",
+            "train.learning_rate=0.01",
+            "--set",
+            "train.batch_size=5",
+            "--set",
+            "train.warmup_ratio=0.0",
+            "--set",
+            "run.logging_steps=5",
+            "--set",
+            "train.save_steps=20",
             *extra,
         ],
     )
@@ -76,7 +89,9 @@ def test_full_sft_memorizes_and_reloads(tmp_path: Path, smol_tokenizer) -> None:
 
     model = load_causal_lm(str(run_dir))
     tokenizer = load_tokenizer(str(run_dir), padding_side="left")
-    out = generate_replies(model, tokenizer, [user_prompt("What is 12 + 30?")], SamplingSettings(max_new_tokens=12), desc=None)
+    out = generate_replies(
+        model, tokenizer, [user_prompt("What is 12 + 30?")], SamplingSettings(max_new_tokens=12), desc=None
+    )
     assert "42" in out[0].text  # a memorized reply, from the reloaded adapter
 
 
@@ -87,15 +102,24 @@ def test_sft_subset_on_embedded_smollm(tmp_path: Path) -> None:
         train_sft,
         "sft",
         [
-            "--config_subset", "sft",
-            "--set", f"run.output_dir={tmp_path}",
-            "--set", "train.max_steps=2",
-            "--set", "train.batch_size=2",
-            "--set", "train.eval_batch_size=4",
-            "--set", "data.max_examples=8",
-            "--set", "data.max_length=128",
-            "--set", "data.max_prompt_length=64",
-            "--set", "train.eval_steps=2",
+            "--config_subset",
+            "sft",
+            "--set",
+            f"run.output_dir={tmp_path}",
+            "--set",
+            "train.max_steps=2",
+            "--set",
+            "train.batch_size=2",
+            "--set",
+            "train.eval_batch_size=4",
+            "--set",
+            "data.max_examples=8",
+            "--set",
+            "data.max_length=128",
+            "--set",
+            "data.max_prompt_length=64",
+            "--set",
+            "train.eval_steps=2",
         ],
     )
     run_dir = tmp_path / "sft"

@@ -21,7 +21,11 @@ def sweep_config(tmp_path: Path, smol_tokenizer) -> Path:
     tiny_causal_lm(smol_tokenizer, seed=0).save_pretrained(model)
     smol_tokenizer.save_pretrained(model)
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"Say {i % 4 + 1} words about topic {i}.", "id": f"p{i}"}) + "\n" for i in range(12)))
+    prompts.write_text(
+        "".join(
+            json.dumps({"prompt": f"Say {i % 4 + 1} words about topic {i}.", "id": f"p{i}"}) + "\n" for i in range(12)
+        )
+    )
     rewards = [
         {"name": "length", "path": "python:tests.reward_fns:reply_length", "weight": 0.5, "normalize": "zscore"},
         {"name": "vowels", "path": "python:tests.reward_fns:count_vowels", "weight": 0.5, "normalize": "zscore"},
@@ -35,19 +39,34 @@ def sweep_config(tmp_path: Path, smol_tokenizer) -> Path:
         "rl_tiny": {
             "run": {"name": "rl"},
             "rl": {
-                "rewards": rewards, "steps": 2, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1, "max_new_tokens": 5,
-                "save_steps": 2, "sample_every": 1, "num_sample_prompts": 1, "eval_prompts": 4,
-                "judge": "python:tests.reward_fns:count_vowels", "learning_rate": 1e-3,
+                "rewards": rewards,
+                "steps": 2,
+                "batch_size": 4,
+                "mini_batch_size": 4,
+                "ppo_epochs": 1,
+                "max_new_tokens": 5,
+                "save_steps": 2,
+                "sample_every": 1,
+                "num_sample_prompts": 1,
+                "eval_prompts": 4,
+                "judge": "python:tests.reward_fns:count_vowels",
+                "learning_rate": 1e-3,
             },
         },
         "pred": {"eval_pred": {"max_new_tokens": 5, "batch_size": 8}},
         "sweep_tiny": {
             "run": {"name": "sweep"},
             "sweep": {
-                "base_subset": "rl_tiny", "preference_source": "length", "absolute_source": "vowels",
-                "weights": [0.0, 1.0], "seeds": [1, 2], "eval_subset": "pred",
-                "reference": {"name": "base", "path": str(model)}, "judge": "python:tests.reward_fns:count_vowels",
-                "rewards": [{"name": "length_rm", "path": "python:tests.reward_fns:reply_length"}], "n_boot": 50,
+                "base_subset": "rl_tiny",
+                "preference_source": "length",
+                "absolute_source": "vowels",
+                "weights": [0.0, 1.0],
+                "seeds": [1, 2],
+                "eval_subset": "pred",
+                "reference": {"name": "base", "path": str(model)},
+                "judge": "python:tests.reward_fns:count_vowels",
+                "rewards": [{"name": "length_rm", "path": "python:tests.reward_fns:reply_length"}],
+                "n_boot": 50,
             },
         },
     }
@@ -126,30 +145,62 @@ def test_a_sweep_over_a_conservative_reward_is_refused(sweep_config: Path) -> No
 
 ARMS = [
     {"name": "length_only", "weight": 1.0},
-    {"name": "cautious", "set": {"rl.combine": "conservative", "rl.conservative": "mean_std", "rl.conservative_k": 0.5}},
+    {
+        "name": "cautious",
+        "set": {"rl.combine": "conservative", "rl.conservative": "mean_std", "rl.conservative_k": 0.5},
+    },
 ]
 
 
-def test_a_strategy_comparison_trains_every_arm_at_every_seed_and_says_which_wins(tmp_path: Path, sweep_config: Path) -> None:
+def test_a_strategy_comparison_trains_every_arm_at_every_seed_and_says_which_wins(
+    tmp_path: Path, sweep_config: Path
+) -> None:
     arms = json.dumps(ARMS)
-    argv = ["--config", str(sweep_config), "--config_subset", "sweep_tiny", "--set", f"sweep.arms={arms}", "--set", "sweep.weights=[]"]
+    argv = [
+        "--config",
+        str(sweep_config),
+        "--config_subset",
+        "sweep_tiny",
+        "--set",
+        f"sweep.arms={arms}",
+        "--set",
+        "sweep.weights=[]",
+    ]
     run_stage(run_sweep, "sweep", argv)
     sweep_dir = tmp_path / "out" / "sweep"
-    assert sorted(p.name for p in (sweep_dir / "runs").iterdir()) == ["cautious_s1", "cautious_s2", "length_only_s1", "length_only_s2"]
-    length_only = yaml.safe_load((sweep_dir / "runs" / "length_only_s2" / "config.resolved.yaml").read_text())["rl_tiny"]
+    assert sorted(p.name for p in (sweep_dir / "runs").iterdir()) == [
+        "cautious_s1",
+        "cautious_s2",
+        "length_only_s1",
+        "length_only_s2",
+    ]
+    length_only = yaml.safe_load((sweep_dir / "runs" / "length_only_s2" / "config.resolved.yaml").read_text())[
+        "rl_tiny"
+    ]
     assert {r["name"]: r["weight"] for r in length_only["rl"]["rewards"]} == {"length": 1.0, "vowels": 0.0}
     assert length_only["rl"]["combine"] == "sum" and length_only["run"]["seed"] == 2
-    cautious = yaml.safe_load((sweep_dir / "runs" / "cautious_s1" / "config.resolved.yaml").read_text())["rl_tiny"]["rl"]
-    assert (cautious["combine"], cautious["conservative"], cautious["conservative_k"]) == ("conservative", "mean_std", 0.5)
+    cautious = yaml.safe_load((sweep_dir / "runs" / "cautious_s1" / "config.resolved.yaml").read_text())["rl_tiny"][
+        "rl"
+    ]
+    assert (cautious["combine"], cautious["conservative"], cautious["conservative_k"]) == (
+        "conservative",
+        "mean_std",
+        0.5,
+    )
     assert {r["name"]: r["weight"] for r in cautious["rewards"]} == {"length": 0.5, "vowels": 0.5}  # the subset's own
 
     results = json.loads((sweep_dir / "results.json").read_text())
     assert results["labels"] == ["length_only", "cautious"] and "weights" not in results
-    assert results["arms"] == {"length_only": "sum: 1 x length", "cautious": "conservative (mean - 0.5 x std): of length, vowels"}
+    assert results["arms"] == {
+        "length_only": "sum: 1 x length",
+        "cautious": "conservative (mean - 0.5 x std): of length, vowels",
+    }
     judge = results["scorers"]["judge"]
     assert judge["win_rate"]["cautious"]["n_seeds"] == 2 and "slope" not in judge and "power" in judge
     assert len(judge["per_seed"]["cautious"]) == 2
-    assert sum(judge["per_seed"]["cautious"]) / 2 == pytest.approx(judge["win_rate"]["cautious"]["mean"])  # same prompts per seed
+    assert sum(judge["per_seed"]["cautious"]) / 2 == pytest.approx(
+        judge["win_rate"]["cautious"]["mean"]
+    )  # same prompts per seed
     head = judge["each_vs_each"]["cautious"]["length_only"]
     assert head["ci_low"] <= head["mean"] <= head["ci_high"]
     report = (sweep_dir / "report.md").read_text()
@@ -184,14 +235,20 @@ def test_bad_arms_are_refused_before_anything_trains(tmp_path: Path, sweep_confi
         load_config("sweep_tiny", sweep_config, ["sweep.arms=[{name: a/b}]"])
     with pytest.raises(ConfigError, match=r"sweep.arms\[0\].weight=2.0: must be null or in \[0, 1\]"):
         load_config("sweep_tiny", sweep_config, ["sweep.arms=[{name: a, weight: 2}]"])
-    with pytest.raises(ConfigError, match=r"sweep.arms\[0\].set=.*must be overrides other than run.name, run.output_dir, run.seed"):
+    with pytest.raises(
+        ConfigError, match=r"sweep.arms\[0\].set=.*must be overrides other than run.name, run.output_dir, run.seed"
+    ):
         load_config("sweep_tiny", sweep_config, ["sweep.arms=[{name: a, set: {run.seed: 3}}]"])
-    weighted_conservative = '[{name: c, weight: 0.5, set: {rl.combine: conservative}}]'
+    weighted_conservative = "[{name: c, weight: 0.5, set: {rl.combine: conservative}}]"
     cfg = load_config("sweep_tiny", sweep_config, [f"sweep.arms={weighted_conservative}"])
-    with pytest.raises(ConfigError, match=r"sweep.arms \(c\): sweep: a weight for an RL subset with rl.combine=conservative"):
+    with pytest.raises(
+        ConfigError, match=r"sweep.arms \(c\): sweep: a weight for an RL subset with rl.combine=conservative"
+    ):
         run_sweep(cfg, tmp_path / "out" / "sweep", resume=False)
     cfg = load_config("sweep_tiny", sweep_config, ["sweep.arms=[{name: typo, set: {rl.combin: sum}}]"])
-    with pytest.raises(ConfigError, match=r"sweep.arms \(typo\): unknown config key 'rl.combin'; did you mean 'rl.combine'"):
+    with pytest.raises(
+        ConfigError, match=r"sweep.arms \(typo\): unknown config key 'rl.combin'; did you mean 'rl.combine'"
+    ):
         run_sweep(cfg, tmp_path / "out" / "sweep", resume=False)
     assert not (tmp_path / "out" / "sweep" / "runs").exists()
 
@@ -202,7 +259,9 @@ def test_the_sweeps_judge_is_decided_before_anything_trains(tmp_path: Path, swee
 
     cfg = load_config("sweep_tiny", sweep_config)  # its prompts ("Say N words about topic i.") are not the demo's
     with caplog.at_level("WARNING"):
-        assert study_judge(cfg, "sweep.judge", "auto", "pred", cfg.sweep.rewards) == "python:tests.reward_fns:reply_length"
+        assert (
+            study_judge(cfg, "sweep.judge", "auto", "pred", cfg.sweep.rewards) == "python:tests.reward_fns:reply_length"
+        )
     assert "sweep.judge auto -> none" in caplog.text and "the first reward model (length_rm) judges" in caplog.text
     with pytest.raises(ConfigError, match="sweep.judge: no judge for these prompts"):
         study_judge(cfg, "sweep.judge", "auto", "pred", [])
@@ -220,24 +279,41 @@ def test_best_of_n_first_picks_the_rl_weights_and_sits_beside_rl(tmp_path: Path,
 
     config = yaml.safe_load(sweep_config.read_text())
     model = config["default"]["model"]["name"]
-    config["pool_tiny"] = {"run": {"name": "pool"}, "eval_pred": {"max_new_tokens": 5},
-                           "bon": {"policy": model, "samples": 4, "splits": [], "batch_size": 8}}
-    config["bon_tiny"] = {"bon": {"pool": str(tmp_path / "out" / "pool"), "judge": "python:tests.reward_fns:vowel_share", "n_boot": 50,
-                                  "weights": [0.0, 0.25, 0.5, 0.75, 1.0],
-                                  "rewards": [{"name": "preference", "path": "python:tests.reward_fns:reply_length"},
-                                              {"name": "absolute", "path": "python:tests.reward_fns:count_vowels"}]}}
+    config["pool_tiny"] = {
+        "run": {"name": "pool"},
+        "eval_pred": {"max_new_tokens": 5},
+        "bon": {"policy": model, "samples": 4, "splits": [], "batch_size": 8},
+    }
+    config["bon_tiny"] = {
+        "bon": {
+            "pool": str(tmp_path / "out" / "pool"),
+            "judge": "python:tests.reward_fns:vowel_share",
+            "n_boot": 50,
+            "weights": [0.0, 0.25, 0.5, 0.75, 1.0],
+            "rewards": [
+                {"name": "preference", "path": "python:tests.reward_fns:reply_length"},
+                {"name": "absolute", "path": "python:tests.reward_fns:count_vowels"},
+            ],
+        }
+    }
     config["sweep_tiny"]["sweep"].update(pool_subset="pool_tiny", bon_subset="bon_tiny", weights=[])
     sweep_config.write_text(yaml.safe_dump(config))
     cfg = load_config("sweep_tiny", sweep_config)
     run_dir = tmp_path / "out" / "sweep"
     bon = best_of_n_first(cfg, run_dir)
-    assert run_state(tmp_path / "out" / "pool")["status"] == "finished" and run_state(run_dir / "bon")["status"] == "finished"
+    assert (
+        run_state(tmp_path / "out" / "pool")["status"] == "finished"
+        and run_state(run_dir / "bon")["status"] == "finished"
+    )
     best = bon["weights"]["best"]["weight"]
     assert rl_weights(cfg, bon) == sorted({0.0, best, 1.0})
     assert best_of_n_first(cfg, run_dir) == bon  # both finished: skipped, the same results read back
     # Beside RL: fake RL win rates that order the weights the other way round.
     ws = rl_weights(cfg, bon)
-    rl = {"weights": ws, "scorers": {"judge": {"win_rate": {f"{w:g}": {"mean": 1 - w / 2, "ci_low": 0.0, "ci_high": 1.0} for w in ws}}}}
+    rl = {
+        "weights": ws,
+        "scorers": {"judge": {"win_rate": {f"{w:g}": {"mean": 1 - w / 2, "ci_low": 0.0, "ci_high": 1.0} for w in ws}}},
+    }
     table = side_by_side(bon, rl)
     assert set(table["rows"]) == {f"{w:g}" for w in ws} and table["pairs"] == len(ws) * (len(ws) - 1) // 2
     with pytest.raises(Exception, match="sweep.weights=\\[\\]: must be"):
@@ -253,8 +329,13 @@ def test_the_demos_strategy_comparisons_resolve_every_arm() -> None:
     assert [r.name for r in runs][:2] == ["sum_w0.125_s1", "sum_w0.125_s2"] and len(runs) == 6
     described = check_runs(cfg, runs)
     assert described["sum_w0.125"] == "sum: 0.125 x preference + 0.875 x absolute"
-    assert described["conservative_min"] == "conservative (min): of preference, absolute, absolute_then_preference, joint"
-    assert check_runs(load_config("strategies_crs"), sweep_runs(load_config("strategies_crs"), []))["conservative"] == "conservative (min): of preference, absolute"
+    assert (
+        described["conservative_min"] == "conservative (min): of preference, absolute, absolute_then_preference, joint"
+    )
+    assert (
+        check_runs(load_config("strategies_crs"), sweep_runs(load_config("strategies_crs"), []))["conservative"]
+        == "conservative (min): of preference, absolute"
+    )
 
 
 def test_a_strategy_whose_lc_length_separates_is_flagged_and_shows_its_length_matched_rate() -> None:
@@ -270,7 +351,9 @@ def test_a_strategy_whose_lc_length_separates_is_flagged_and_shows_its_length_ma
     lengths, judge = {"base": ref.tolist()}, {"base": np.zeros(n)}
     runs = [SweepRun(s, "rl", arm=arm) for arm in ("brief", "blind") for s in (1, 2)]
     for run in runs:
-        if run.arm == "brief":  # shorter by 100-200 on 88% of prompts, longer by 5-20 on the rest; the judge rewards brevity
+        if (
+            run.arm == "brief"
+        ):  # shorter by 100-200 on 88% of prompts, longer by 5-20 on the rest; the judge rewards brevity
             own = shorter_on_most(ref, rng)
             judge[run.name] = np.where(own < ref, 1.0, -1.0)
         else:  # about as long as the reference, judged without regard to length
@@ -278,12 +361,16 @@ def test_a_strategy_whose_lc_length_separates_is_flagged_and_shows_its_length_ma
             judge[run.name] = rng.choice([-1.0, 1.0], n)
         lengths[run.name] = own.tolist()
     results = study_results({"judge": judge}, lengths, runs, "base", n_boot=100, seed=0)
-    results.update(n_prompts=n, wall_time_s=1.0, train_time_s={}, arms={"brief": "sum: 1 x brevity", "blind": "sum: 1 x other"})
+    results.update(
+        n_prompts=n, wall_time_s=1.0, train_time_s={}, arms={"brief": "sum: 1 x brevity", "blind": "sum: 1 x other"}
+    )
     entry = results["scorers"]["judge"]
     assert entry["win_rate"]["brief"]["mean"] == pytest.approx(0.88) and entry["lc_win_rate"]["brief"] < 0.05
     assert entry["lc_separation"]["brief"]["reliable"] is False and entry["lc_separation"]["blind"]["reliable"] is True
     matched = entry["length_matched"]["brief"]
-    assert matched["n_matched"] == 48 and matched["n_total"] == 400 and matched["win_rate"] == 0.0  # 24 per seed, all lost
+    assert (
+        matched["n_matched"] == 48 and matched["n_total"] == 400 and matched["win_rate"] == 0.0
+    )  # 24 per seed, all lost
     blind = entry["length_matched"]["blind"]
     assert blind["ci_low"] <= blind["win_rate"] <= blind["ci_high"] and blind["n_matched"] > 300
     report = render_sweep_report(results, "brevity")

@@ -157,13 +157,22 @@ def _override(key: str, value: str) -> str:
         return f"sweep.arms=[{{name: a, {key.rsplit('.', 1)[1]}: {value}}}]"
     if key.startswith("eval_rewarding.combined[*]."):
         field = key.rsplit(".", 1)[1]
-        combined = f"{{name: c, weights: {{a: {value}}}}}" if field == "weights" else f"{{name: c, weights: {{a: 1}}, {field}: {value}}}"
+        combined = (
+            f"{{name: c, weights: {{a: {value}}}}}"
+            if field == "weights"
+            else f"{{name: c, weights: {{a: 1}}, {field}: {value}}}"
+        )
         return f"eval_rewarding={{rewards: [{{name: a, path: gold}}], combined: [{combined}]}}"
     return f"{key}={value}"
 
 
 def _named(key: str) -> str:
-    return key.replace("rl.rewards[*]", "rl.rewards[0]").replace("arms[*]", "arms[0]").replace("combined[*]", "combined[0]").replace("weights[*]", "weights[0]")
+    return (
+        key.replace("rl.rewards[*]", "rl.rewards[0]")
+        .replace("arms[*]", "arms[0]")
+        .replace("combined[*]", "combined[0]")
+        .replace("weights[*]", "weights[0]")
+    )
 
 
 @pytest.mark.parametrize("key, value", [(k, v) for k, values in BAD_VALUES.items() for v in values])
@@ -199,9 +208,13 @@ def test_conditional_rules_accept_what_makes_sense() -> None:
 def test_a_bon_source_name_that_names_no_source_is_refused_naming_the_sources_there_are() -> None:
     rewards = "bon.rewards=[{name: pref_rm, path: gold}, {name: abs_rm, path: gold}]"
     with pytest.raises(ConfigError) as caught:
-        load_config("sft", overrides=[rewards, "bon.absolute_source=abs_rm"])  # bon.preference_source left at its default
-    assert str(caught.value) == ("bon.preference_source='preference': must be one of the bon.rewards names (pref_rm, abs_rm); "
-                                 "the weight grid needs both")
+        load_config(
+            "sft", overrides=[rewards, "bon.absolute_source=abs_rm"]
+        )  # bon.preference_source left at its default
+    assert str(caught.value) == (
+        "bon.preference_source='preference': must be one of the bon.rewards names (pref_rm, abs_rm); "
+        "the weight grid needs both"
+    )
     cfg = load_config("sft", overrides=[rewards, "bon.preference_source=pref_rm", "bon.absolute_source=abs_rm"])
     assert (cfg.bon.preference_source, cfg.bon.absolute_source) == ("pref_rm", "abs_rm")
     load_config("sft", overrides=["bon.rewards=[{name: rm, path: gold}]"])  # one source alone: no weight grid to name
@@ -209,7 +222,9 @@ def test_a_bon_source_name_that_names_no_source_is_refused_naming_the_sources_th
 
 def test_a_duplicate_subset_or_key_is_refused_naming_key_and_line(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text("default:\n  run: {seed: 1}\nsft:\n  run: {name: a}\nrm:\n  run: {name: b}\nsft:\n  run: {name: c}\n")
+    path.write_text(
+        "default:\n  run: {seed: 1}\nsft:\n  run: {name: a}\nrm:\n  run: {name: b}\nsft:\n  run: {name: c}\n"
+    )
     with pytest.raises(ConfigError, match=r"config.yaml, line 7: duplicate subset 'sft' \(first at line 3\)"):
         load_config("sft", path)
     path.write_text("default: {}\nsft:\n  train:\n    batch_size: 4\n    batch_size: 8\n")
@@ -258,7 +273,10 @@ def test_prompt_ids_shared_by_different_prompts_are_a_warning(tmp_path: Path, ca
         train, _ = load_examples(DataConfig(source=str(path), val_fraction=0.0), "prompts", seed=0)
     assert [e.id for e in train] == ["q1", "q3", "q4"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("prompts.jsonl: 2 prompts dropped: their id is already used by a different prompt" in w and "'q1'" in w for w in warnings), warnings
+    assert any(
+        "prompts.jsonl: 2 prompts dropped: their id is already used by a different prompt" in w and "'q1'" in w
+        for w in warnings
+    ), warnings
     assert not any("repeated" in w for w in warnings)  # the repeat itself is counted, not warned about
 
 
@@ -321,7 +339,9 @@ def _fake_run(folder: Path, manifest: str | None, kind: str = "causal_lm", adapt
     folder.mkdir(parents=True)
     (folder / "run_state.json").write_text('{"status": "finished"}')
     if manifest == "valid":
-        manifest = json.dumps({"base": "embedded:smollm2-135m-instruct", "adapter": "adapter", "kind": kind, "full_model": False})
+        manifest = json.dumps(
+            {"base": "embedded:smollm2-135m-instruct", "adapter": "adapter", "kind": kind, "full_model": False}
+        )
     if manifest is not None:
         (folder / "crs_model.json").write_text(manifest)
     if adapter:
@@ -366,11 +386,19 @@ def test_model_paths_that_cannot_work_end_in_one_line(tmp_path: Path, capsys, ca
     elif case == "reward-model-as-policy":
         _fake_run(folder, "valid", kind="reward_model")
     elif case == "joint-rm-as-critic":
-        manifest = {"base": "embedded:smollm2-135m-instruct", "adapter": "adapter", "kind": "reward_model", "full_model": False, "num_labels": 2}
+        manifest = {
+            "base": "embedded:smollm2-135m-instruct",
+            "adapter": "adapter",
+            "kind": "reward_model",
+            "full_model": False,
+            "num_labels": 2,
+        }
         _fake_run(folder, json.dumps(manifest), kind="reward_model")
     elif case in ("corrupt-rm-format", "rm-format-unknown-key", "corrupt-reward-stats"):
         _fake_run(folder, "valid", kind="reward_model")
-        (folder / "rm_format.json").write_text({"corrupt-rm-format": '{"max_length": ', "rm-format-unknown-key": '{"max_lenght": 256}'}.get(case, "{}"))
+        (folder / "rm_format.json").write_text(
+            {"corrupt-rm-format": '{"max_length": ', "rm-format-unknown-key": '{"max_lenght": 256}'}.get(case, "{}")
+        )
         if case == "corrupt-reward-stats":
             (folder / "reward_stats.json").write_text("[1, 2]")
     else:
@@ -404,7 +432,9 @@ def test_a_reward_module_with_a_syntax_error_ends_in_one_line(tmp_path: Path, ca
         import_callable("python:broken_reward_mod:score")
 
     line = _exit_line(capsys, main, _stage_argv(tmp_path))
-    assert "python:broken_reward_mod:score" in line and "broken_reward_mod.py, line 2" in line and "syntax error" in line
+    assert (
+        "python:broken_reward_mod:score" in line and "broken_reward_mod.py, line 2" in line and "syntax error" in line
+    )
 
 
 def write_prediction_run(folder: Path, files: dict[str, list[str]], listed: list[str] | None = None) -> Path:
@@ -413,26 +443,41 @@ def write_prediction_run(folder: Path, files: dict[str, list[str]], listed: list
 
     for model, prompt_ids in files.items():
         rows = [
-            {"instruction": f"question {p}", "output": f"{model} says {p} " * (i + 1), "generator": model,
-             "dataset": "t", "prompt_id": p, "run": 0}
+            {
+                "instruction": f"question {p}",
+                "output": f"{model} says {p} " * (i + 1),
+                "generator": model,
+                "dataset": "t",
+                "prompt_id": p,
+                "run": 0,
+            }
             for i, p in enumerate(prompt_ids)
         ]
         write_predictions(folder / "predictions" / f"{model}.json", rows)
     if listed is not None:
         models = [{"name": m, "path": f"outputs/{m}"} for m in listed]
-        (folder / "config.resolved.yaml").write_text(yaml.safe_dump({"default": {}, "eval_pred": {"eval_pred": {"models": models}}}))
+        (folder / "config.resolved.yaml").write_text(
+            yaml.safe_dump({"default": {}, "eval_pred": {"eval_pred": {"models": models}}})
+        )
     return folder
 
 
 def _score_argv(tmp_path: Path, predictions: Path, *overrides: str) -> list[str]:
     return [
-        "--config_subset", "eval_rewarding",
-        "--set", f"run.output_dir={tmp_path / 'out'}",
-        "--set", f"eval_rewarding.predictions_dir={predictions}",
-        "--set", "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}]",
-        "--set", "eval_rewarding.combined=[]",
-        "--set", "eval_rewarding.judge=none",
-        "--set", "eval_rewarding.n_boot=20",
+        "--config_subset",
+        "eval_rewarding",
+        "--set",
+        f"run.output_dir={tmp_path / 'out'}",
+        "--set",
+        f"eval_rewarding.predictions_dir={predictions}",
+        "--set",
+        "eval_rewarding.rewards=[{name: length, path: 'python:tests.reward_fns:reply_length'}]",
+        "--set",
+        "eval_rewarding.combined=[]",
+        "--set",
+        "eval_rewarding.judge=none",
+        "--set",
+        "eval_rewarding.n_boot=20",
         *[x for item in overrides for x in ("--set", item)],
     ]
 
@@ -456,7 +501,9 @@ def test_predictions_with_no_prompt_in_common_end_in_one_line(tmp_path: Path, ca
         (KeyboardInterrupt(), "interrupted", None),
     ],
 )
-def test_a_stopped_stage_is_marked_and_its_rerun_needs_no_flag(tmp_path: Path, capsys, error, status, exit_code) -> None:
+def test_a_stopped_stage_is_marked_and_its_rerun_needs_no_flag(
+    tmp_path: Path, capsys, error, status, exit_code
+) -> None:
     argv = _stage_argv(tmp_path)
     run_dir = tmp_path / "out" / "sft"
 
@@ -528,12 +575,23 @@ def test_a_run_that_trained_still_needs_resume_or_overwrite(tmp_path: Path, caps
 def test_missing_prediction_files_are_named_unless_allowed(tmp_path: Path, capsys) -> None:
     from crs.eval.score import score_predictions
 
-    predictions = write_prediction_run(tmp_path / "pred", {"a": ["p1", "p2"], "c": ["p1", "p2"]}, listed=["a", "b", "c", "d"])
+    predictions = write_prediction_run(
+        tmp_path / "pred", {"a": ["p1", "p2"], "c": ["p1", "p2"]}, listed=["a", "b", "c", "d"]
+    )
     line = _exit_line(capsys, score_predictions, _score_argv(tmp_path, predictions, "eval_rewarding.reference_model=a"))
     assert "missing the predictions of b, d" in line and "allow_missing_models" in line
 
-    run_stage(score_predictions, "test", _score_argv(tmp_path, predictions, "eval_rewarding.reference_model=a",
-                                                     "eval_rewarding.allow_missing_models=true", "run.name=allowed"))
+    run_stage(
+        score_predictions,
+        "test",
+        _score_argv(
+            tmp_path,
+            predictions,
+            "eval_rewarding.reference_model=a",
+            "eval_rewarding.allow_missing_models=true",
+            "run.name=allowed",
+        ),
+    )
     results = json.loads((tmp_path / "out" / "allowed" / "results.json").read_text())
     assert results["models"] == ["a", "c"]
 
@@ -542,5 +600,7 @@ def test_an_unknown_reference_model_is_a_config_error(tmp_path: Path, capsys) ->
     from crs.eval.score import score_predictions
 
     predictions = write_prediction_run(tmp_path / "pred", {"a": ["p1"], "b": ["p1"]}, listed=["a", "b"])
-    line = _exit_line(capsys, score_predictions, _score_argv(tmp_path, predictions, "eval_rewarding.reference_model=sft"))
+    line = _exit_line(
+        capsys, score_predictions, _score_argv(tmp_path, predictions, "eval_rewarding.reference_model=sft")
+    )
     assert "eval_rewarding.reference_model 'sft'" in line and "a, b" in line

@@ -46,5 +46,7 @@ def tiny_sequence_classifier(tokenizer: Any, seed: int = 0, **overrides: Any) ->
     from transformers import LlamaForSequenceClassification
 
     torch.manual_seed(seed)
-    config = tiny_llama_config(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, num_labels=1, **overrides)
+    config = tiny_llama_config(
+        len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, num_labels=1, **overrides
+    )
     return LlamaForSequenceClassification(config)

@@ -30,7 +30,13 @@ Everything other modules use is importable from ``crs.config`` itself.
 from crs.config.coercion import build_dataclass
 from crs.config.data import DataConfig
 from crs.config.errors import ConfigError
-from crs.config.eval import CombinedScorerConfig, EvalModelConfig, EvalPredConfig, EvalRewardingConfig, EvalRewardSourceConfig
+from crs.config.eval import (
+    CombinedScorerConfig,
+    EvalModelConfig,
+    EvalPredConfig,
+    EvalRewardingConfig,
+    EvalRewardSourceConfig,
+)
 from crs.config.loading import (
     DEFAULT_CONFIG_PATH,
     apply_override,

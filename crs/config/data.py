@@ -19,12 +19,14 @@ class DataConfig:
             "help": "`embedded:crs-demo` (the demo dataset), a local file (.jsonl / .json / .csv / .parquet), or `hub:<dataset id>`."
         },
     )
-    adapter: Literal["auto", "canonical", "crs_demo", "instruction", "oasst1", "hh_rlhf", "shp", "ultrafeedback"] = field(
-        default="auto",
-        metadata={
-            "help": "How rows become canonical examples: `auto` picks `crs_demo` for the embedded data and `canonical` for files; "
-            "or one of the built-in adapters for public datasets."
-        },
+    adapter: Literal["auto", "canonical", "crs_demo", "instruction", "oasst1", "hh_rlhf", "shp", "ultrafeedback"] = (
+        field(
+            default="auto",
+            metadata={
+                "help": "How rows become canonical examples: `auto` picks `crs_demo` for the embedded data and `canonical` for files; "
+                "or one of the built-in adapters for public datasets."
+            },
+        )
     )
     demo_labels: Literal["standard", "facets"] = field(
         default="standard",
@@ -36,9 +38,15 @@ class DataConfig:
             "sees the same labels. `facets` with another adapter is an error."
         },
     )
-    split: str = field(default="train", metadata={"help": "Hub split name; for `embedded:crs-demo` one of `sft`, `rm`, `rl`, `eval`."})
-    hub_config: str | None = field(default=None, metadata={"help": "A hub dataset's configuration name, if it has several."})
-    columns: dict[str, str] = field(default_factory=dict, metadata={"help": "Column renames: `{canonical name: column in your file}`."})
+    split: str = field(
+        default="train", metadata={"help": "Hub split name; for `embedded:crs-demo` one of `sft`, `rm`, `rl`, `eval`."}
+    )
+    hub_config: str | None = field(
+        default=None, metadata={"help": "A hub dataset's configuration name, if it has several."}
+    )
+    columns: dict[str, str] = field(
+        default_factory=dict, metadata={"help": "Column renames: `{canonical name: column in your file}`."}
+    )
     val_fraction: float = field(
         default=0.05,
         metadata={
@@ -46,7 +54,9 @@ class DataConfig:
             "rule": Rule(FRACTION, "in [0, 1)"),
         },
     )
-    val_source: str | None = field(default=None, metadata={"help": "A separate validation source (same forms as `source`)."})
+    val_source: str | None = field(
+        default=None, metadata={"help": "A separate validation source (same forms as `source`)."}
+    )
     train_source: str | None = field(
         default=None,
         metadata={
@@ -64,7 +74,9 @@ class DataConfig:
     )
     skip_bad_rows: bool = field(
         default=False,
-        metadata={"help": "false: a bad row stops the run naming file and row; true: bad rows are skipped and counted by reason."},
+        metadata={
+            "help": "false: a bad row stops the run naming file and row; true: bad rows are skipped and counted by reason."
+        },
     )
     languages: list[str] = field(default_factory=lambda: ["en"], metadata={"help": "oasst1 language filter."})
     label_weights: dict[str, float] = field(
@@ -77,7 +89,9 @@ class DataConfig:
     system_prompt: str | None = field(default=None, metadata={"help": "A system turn prepended to every prompt."})
     fallback_template: str = field(
         default="{role}: {content}\n",
-        metadata={"help": "Prompt rendering for tokenizers without a chat template: `{role}` and `{content}` per message."},
+        metadata={
+            "help": "Prompt rendering for tokenizers without a chat template: `{role}` and `{content}` per message."
+        },
     )
     max_length: int = field(
         default=512,
@@ -88,5 +102,8 @@ class DataConfig:
     )
     max_prompt_length: int = field(
         default=256,
-        metadata={"help": "Prompts longer than this keep their last tokens.", "rule": Rule(at_least(1), "an integer >= 1")},
+        metadata={
+            "help": "Prompts longer than this keep their last tokens.",
+            "rule": Rule(at_least(1), "an integer >= 1"),
+        },
     )

@@ -14,7 +14,10 @@ class EvalModelConfig:
     """A model to generate eval predictions with: a name for the tables and a path."""
 
     name: str = field(default="", metadata={"help": "The model's name in file names and tables."})
-    path: str = field(default="", metadata={"help": "Anything `model.name` takes: an embedded name, a crs run, a local dir or a hub id."})
+    path: str = field(
+        default="",
+        metadata={"help": "Anything `model.name` takes: an embedded name, a crs run, a local dir or a hub id."},
+    )
 
 
 @dataclass
@@ -34,7 +37,10 @@ class EvalPredConfig:
     )
     temperature: float = field(
         default=0.8,
-        metadata={"help": "Sampling temperature.", "rule": Rule(above(0), "a finite number > 0 (for greedy decoding set eval_pred.do_sample: false)")},
+        metadata={
+            "help": "Sampling temperature.",
+            "rule": Rule(above(0), "a finite number > 0 (for greedy decoding set eval_pred.do_sample: false)"),
+        },
     )
     top_p: float = field(
         default=1.0,
@@ -42,7 +48,10 @@ class EvalPredConfig:
     )
     top_k: int = field(
         default=0,
-        metadata={"help": "Sample among the k most likely tokens (0 = the whole vocabulary).", "rule": Rule(at_least(0), "an integer >= 0")},
+        metadata={
+            "help": "Sample among the k most likely tokens (0 = the whole vocabulary).",
+            "rule": Rule(at_least(0), "an integer >= 0"),
+        },
     )
     max_new_tokens: int = field(
         default=128,
@@ -59,7 +68,10 @@ class EvalRewardSourceConfig:
     """A reward source that scores every prediction (z-scored with its saved statistics)."""
 
     name: str = field(default="reward", metadata={"help": "The scorer's name in tables, and in `combined[].weights`."})
-    path: str = field(default="", metadata={"help": "Anything `rl.rewards[].path` takes: a reward-model run, `gold`, `python:module:function`."})
+    path: str = field(
+        default="",
+        metadata={"help": "Anything `rl.rewards[].path` takes: a reward-model run, `gold`, `python:module:function`."},
+    )
 
 
 def _combined_weights_ok(weights: dict[str, float], config: Any) -> bool:

@@ -128,9 +128,7 @@ def load_config(
     raw = read_yaml(path)
     subsets = sorted(k for k in raw if k != "default")
     if subset == "default" or subset not in raw:
-        raise ConfigError(
-            f"unknown config subset {subset!r} in {path}; valid subsets: {', '.join(subsets)}"
-        )
+        raise ConfigError(f"unknown config subset {subset!r} in {path}; valid subsets: {', '.join(subsets)}")
     subset_block = raw[subset] or {}
     if not isinstance(subset_block, dict):
         raise ConfigError(f"{path}: subset {subset!r} must be a mapping")

@@ -27,9 +27,14 @@ class LoraConfig:
     )
     target_modules: Any = field(
         default="all-linear",
-        metadata={"help": "`all-linear` (peft's shorthand: every linear layer except the output head), or a list of module names."},
+        metadata={
+            "help": "`all-linear` (peft's shorthand: every linear layer except the output head), or a list of module names."
+        },
     )
-    merge: bool = field(default=False, metadata={"help": "Also save `<run>/merged`: a plain model with the adapter folded into the base."})
+    merge: bool = field(
+        default=False,
+        metadata={"help": "Also save `<run>/merged`: a plain model with the adapter folded into the base."},
+    )
 
 
 @dataclass
@@ -59,7 +64,11 @@ class ModelConfig:
     )
     cache_dir: str | None = field(
         default=None,
-        metadata={"help": "Where embedded GGUF models are dequantized on first use; null: `$CRS_CACHE_DIR`, else `~/.cache/crs`."},
+        metadata={
+            "help": "Where embedded GGUF models are dequantized on first use; null: `$CRS_CACHE_DIR`, else `~/.cache/crs`."
+        },
     )
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory in training forwards."})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Trade compute for memory in training forwards."}
+    )
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "LoRA adapter settings."})

@@ -78,12 +78,17 @@ class RLCommon:
         metadata={
             "help": "An earlier RL run on the same `policy` whose LoRA adapter (and, with PPO, value head) this run keeps training (the "
             "online loop's next round); the reference stays `policy` (adapter off). null: a fresh adapter.",
-            "rule": Rule(lambda v, c: v is None or c.model.lora.enabled, "null unless model.lora.enabled (it continues a LoRA adapter)"),
+            "rule": Rule(
+                lambda v, c: v is None or c.model.lora.enabled,
+                "null unless model.lora.enabled (it continues a LoRA adapter)",
+            ),
         },
     )
     rewards: list[RewardSourceConfig] = field(
         default_factory=list,
-        metadata={"help": "The reward sources whose normalised scores are combined (`rl.combine`; by default weighted and summed) into the combined reward."},
+        metadata={
+            "help": "The reward sources whose normalised scores are combined (`rl.combine`; by default weighted and summed) into the combined reward."
+        },
     )
     combine: Literal["sum", "sum_per_prompt", "conservative"] = field(
         default="sum",
@@ -182,11 +187,17 @@ class RLCommon:
     )
     top_k: int = field(
         default=0,
-        metadata={"help": "Sample among the k most likely tokens (0 = the whole vocabulary).", "rule": Rule(at_least(0), "an integer >= 0")},
+        metadata={
+            "help": "Sample among the k most likely tokens (0 = the whole vocabulary).",
+            "rule": Rule(at_least(0), "an integer >= 0"),
+        },
     )
     cliprange: float = field(
         default=0.2,
-        metadata={"help": "Clip range of the policy ratio (GRPO, RLOO: TRL's `epsilon`).", "rule": Rule(above(0), "a finite number > 0")},
+        metadata={
+            "help": "Clip range of the policy ratio (GRPO, RLOO: TRL's `epsilon`).",
+            "rule": Rule(above(0), "a finite number > 0"),
+        },
     )
     kl_coef: float = field(
         default=0.05,
@@ -209,12 +220,20 @@ class RLCommon:
     )
     adam_eps: float = field(
         default=1e-5,
-        metadata={"help": "Adam epsilon: the reference PPO code's (PyTorch's default is 1e-8).", "rule": Rule(above(0), "a finite number > 0")},
+        metadata={
+            "help": "Adam epsilon: the reference PPO code's (PyTorch's default is 1e-8).",
+            "rule": Rule(above(0), "a finite number > 0"),
+        },
     )
-    anneal_lr: bool = field(default=False, metadata={"help": "Decay the learning rate linearly to 0 over `rl.steps` (every algorithm)."})
+    anneal_lr: bool = field(
+        default=False, metadata={"help": "Decay the learning rate linearly to 0 over `rl.steps` (every algorithm)."}
+    )
     save_total_limit: int = field(
         default=2,
-        metadata={"help": "Keep the last N checkpoints (0: all).", "rule": Rule(at_least(0), "an integer >= 0 (0: keep all)")},
+        metadata={
+            "help": "Keep the last N checkpoints (0: all).",
+            "rule": Rule(at_least(0), "an integer >= 0 (0: keep all)"),
+        },
     )
 
 
@@ -226,7 +245,10 @@ class PPOSettings:
         default=8,
         metadata={
             "help": "PPO: rollouts per optimiser step, over all processes.",
-            "rule": Rule(lambda v, c: c.rl.algorithm != "ppo" or (v >= 1 and c.rl.batch_size % v == 0), "an integer >= 1 that divides rl.batch_size"),
+            "rule": Rule(
+                lambda v, c: c.rl.algorithm != "ppo" or (v >= 1 and c.rl.batch_size % v == 0),
+                "an integer >= 1 that divides rl.batch_size",
+            ),
         },
     )
     ppo_epochs: int = field(
@@ -256,7 +278,10 @@ class PPOSettings:
         default=False,
         metadata={
             "help": "PPO: adapt beta toward `target_kl`.",
-            "rule": Rule(lambda v, c: not v or c.rl.algorithm == "ppo", "false unless rl.algorithm is ppo (TRL's GRPO and RLOO keep beta fixed)"),
+            "rule": Rule(
+                lambda v, c: not v or c.rl.algorithm == "ppo",
+                "false unless rl.algorithm is ppo (TRL's GRPO and RLOO keep beta fixed)",
+            ),
         },
     )
     target_kl: float = field(
@@ -276,7 +301,9 @@ class PPOSettings:
     )
     value_model: str = field(
         default="head",
-        metadata={"help": "`head` (a scalar head on the policy's last hidden state), or a reward-model run as a separate critic."},
+        metadata={
+            "help": "`head` (a scalar head on the policy's last hidden state), or a reward-model run as a separate critic."
+        },
     )
     max_nonfinite_in_row: int = field(
         default=3,

@@ -20,20 +20,40 @@ from crs.config.training import RewardModelConfig, TrainConfig
 class CRSConfig:
     """The whole resolved configuration of one stage run."""
 
-    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "Naming, output location, seeding and logging."})
+    run: RunConfig = field(
+        default_factory=RunConfig, metadata={"help": "Naming, output location, seeding and logging."}
+    )
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The model a stage trains or loads."})
-    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "The stage's data source and token budgets."})
-    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimiser and schedule of SFT and reward-model training."})
+    data: DataConfig = field(
+        default_factory=DataConfig, metadata={"help": "The stage's data source and token budgets."}
+    )
+    train: TrainConfig = field(
+        default_factory=TrainConfig, metadata={"help": "Optimiser and schedule of SFT and reward-model training."}
+    )
     rm: RewardModelConfig = field(default_factory=RewardModelConfig, metadata={"help": "Reward-model losses."})
-    rl: RLConfig = field(default_factory=RLConfig, metadata={"help": "The RL stage (PPO, GRPO, RLOO, DPO) and the combined reward."})
+    rl: RLConfig = field(
+        default_factory=RLConfig, metadata={"help": "The RL stage (PPO, GRPO, RLOO, DPO) and the combined reward."}
+    )
     eval_pred: EvalPredConfig = field(default_factory=EvalPredConfig, metadata={"help": "Prediction generation."})
-    eval_rewarding: EvalRewardingConfig = field(default_factory=EvalRewardingConfig, metadata={"help": "Scoring and comparison."})
+    eval_rewarding: EvalRewardingConfig = field(
+        default_factory=EvalRewardingConfig, metadata={"help": "Scoring and comparison."}
+    )
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "Sweeps over reward weights and seeds."})
-    online: OnlineConfig = field(default_factory=OnlineConfig, metadata={"help": "Iterated online RLHF: rounds of labelling and training."})
-    bon: BestOfNConfig = field(default_factory=BestOfNConfig, metadata={"help": "Best-of-n studies on one pool of replies."})
-    subset: str = field(default="", metadata={"help": "Filled in by `load_config` from `--config_subset`; not set in YAML."})
-    name_suffix: str = field(default="", metadata={"help": "Filled in by `load_config` from `--name_suffix`; not set in YAML."})
-    config_path: str = field(default="", metadata={"help": "Filled in by `load_config`: the YAML file read; not set in YAML."})
+    online: OnlineConfig = field(
+        default_factory=OnlineConfig, metadata={"help": "Iterated online RLHF: rounds of labelling and training."}
+    )
+    bon: BestOfNConfig = field(
+        default_factory=BestOfNConfig, metadata={"help": "Best-of-n studies on one pool of replies."}
+    )
+    subset: str = field(
+        default="", metadata={"help": "Filled in by `load_config` from `--config_subset`; not set in YAML."}
+    )
+    name_suffix: str = field(
+        default="", metadata={"help": "Filled in by `load_config` from `--name_suffix`; not set in YAML."}
+    )
+    config_path: str = field(
+        default="", metadata={"help": "Filled in by `load_config`: the YAML file read; not set in YAML."}
+    )
 
     @property
     def run_name(self) -> str:

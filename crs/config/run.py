@@ -14,10 +14,14 @@ class RunConfig:
 
     name: str = field(
         default="run",
-        metadata={"help": "Run directory name: the run writes to `<run.output_dir>/<run.name><--name_suffix>`. Each subset sets its own."},
+        metadata={
+            "help": "Run directory name: the run writes to `<run.output_dir>/<run.name><--name_suffix>`. Each subset sets its own."
+        },
     )
     output_dir: str = field(default="outputs", metadata={"help": "Where run directories go."})
-    seed: int = field(default=42, metadata={"help": "Seeds python, numpy and torch (and the seeded data splits and samples)."})
+    seed: int = field(
+        default=42, metadata={"help": "Seeds python, numpy and torch (and the seeded data splits and samples)."}
+    )
     report_to: Literal["none", "tensorboard", "wandb"] = field(
         default="none",
         metadata={
@@ -28,7 +32,10 @@ class RunConfig:
     )
     logging_steps: int = field(
         default=10,
-        metadata={"help": "Log every N optimiser steps (PPO: every N PPO steps).", "rule": Rule(at_least(1), "an integer >= 1")},
+        metadata={
+            "help": "Log every N optimiser steps (PPO: every N PPO steps).",
+            "rule": Rule(at_least(1), "an integer >= 1"),
+        },
     )
     allow_gold_outside_demo: bool = field(
         default=False,

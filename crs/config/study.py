@@ -47,7 +47,10 @@ class SweepArmConfig:
         default_factory=dict,
         metadata={
             "help": "`--set` overrides of its RL subset, dotted key to value, e.g. `{rl.combine: conservative}`.",
-            "rule": Rule(lambda v, c: not set(v) & set(_SWEEP_OWNED_KEYS), f"overrides other than {', '.join(_SWEEP_OWNED_KEYS)} (the sweep sets those)"),
+            "rule": Rule(
+                lambda v, c: not set(v) & set(_SWEEP_OWNED_KEYS),
+                f"overrides other than {', '.join(_SWEEP_OWNED_KEYS)} (the sweep sets those)",
+            ),
         },
     )
 
@@ -57,8 +60,12 @@ class SweepConfig:
     """A study over reward weights and seeds (``crs sweep``): RL, predictions and scoring per run."""
 
     base_subset: str = field(default="rl_crs", metadata={"help": "The RL subset every run of the sweep starts from."})
-    preference_source: str = field(default="preference", metadata={"help": "The base subset's `rl.rewards` name that gets weight w."})
-    absolute_source: str = field(default="absolute", metadata={"help": "The base subset's `rl.rewards` name that gets weight 1 - w."})
+    preference_source: str = field(
+        default="preference", metadata={"help": "The base subset's `rl.rewards` name that gets weight w."}
+    )
+    absolute_source: str = field(
+        default="absolute", metadata={"help": "The base subset's `rl.rewards` name that gets weight 1 - w."}
+    )
     weights: list[float] = field(
         default_factory=lambda: [0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0],
         metadata={
@@ -67,8 +74,10 @@ class SweepConfig:
             "rule": (
                 Rule(UNIT, "in [0, 1] (the preference source's weight; the absolute source gets 1 - w)", each=True),
                 # one run directory per weight and seed: a weight given twice would train one run twice
-                Rule(lambda v, c: len(set(v)) == len(v) and (bool(v) or bool(c.sweep.bon_subset) or bool(c.sweep.arms)),
-                     "a list of distinct weights (each names one run), not empty unless sweep.bon_subset picks them or sweep.arms replaces them"),
+                Rule(
+                    lambda v, c: len(set(v)) == len(v) and (bool(v) or bool(c.sweep.bon_subset) or bool(c.sweep.arms)),
+                    "a list of distinct weights (each names one run), not empty unless sweep.bon_subset picks them or sweep.arms replaces them",
+                ),
             ),
         },
     )
@@ -78,11 +87,16 @@ class SweepConfig:
             "help": "A strategy comparison instead of a weight curve: each arm an RL subset (its `rl.combine`, sources, reward "
             "models), optionally at a weight and with overrides, trained at every seed and judged like the weights are; "
             "`sweep.weights` is then not used. []: the weight sweep.",
-            "rule": Rule(_arm_names_ok, "arms with distinct names of letters, digits, '.', '_' or '-' (each names its runs)"),
+            "rule": Rule(
+                _arm_names_ok, "arms with distinct names of letters, digits, '.', '_' or '-' (each names its runs)"
+            ),
         },
     )
     pool_subset: str | None = field(
-        default=None, metadata={"help": "A `crs pool` subset the sweep makes first (skipped when finished): the best-of-n study's pool."}
+        default=None,
+        metadata={
+            "help": "A `crs pool` subset the sweep makes first (skipped when finished): the best-of-n study's pool."
+        },
     )
     bon_subset: str | None = field(
         default=None,
@@ -100,9 +114,14 @@ class SweepConfig:
     )
     jobs: int = field(
         default=1,
-        metadata={"help": "RL runs side by side, each with its share of the CPU cores.", "rule": Rule(at_least(1), "an integer >= 1")},
+        metadata={
+            "help": "RL runs side by side, each with its share of the CPU cores.",
+            "rule": Rule(at_least(1), "an integer >= 1"),
+        },
     )
-    eval_subset: str = field(default="eval_pred", metadata={"help": "The subset whose data and `eval_pred` settings make the predictions."})
+    eval_subset: str = field(
+        default="eval_pred", metadata={"help": "The subset whose data and `eval_pred` settings make the predictions."}
+    )
     reference: EvalModelConfig = field(
         default_factory=lambda: EvalModelConfig(name="sft", path="outputs/sft"),
         metadata={"help": "The model every run is compared with (win rates against it)."},
@@ -119,7 +138,10 @@ class SweepConfig:
     )
     n_boot: int = field(
         default=1000,
-        metadata={"help": "Rounds for the 95% intervals over seeds and prompts (a Student-t seed level, a paired prompt bootstrap; docs/study.md).", "rule": Rule(at_least(1), "an integer >= 1")},
+        metadata={
+            "help": "Rounds for the 95% intervals over seeds and prompts (a Student-t seed level, a paired prompt bootstrap; docs/study.md).",
+            "rule": Rule(at_least(1), "an integer >= 1"),
+        },
     )
 
 
@@ -127,11 +149,21 @@ class SweepConfig:
 class OnlineConfig:
     """Iterated online RLHF (``crs online``): sample, label, refresh both reward models, continue RL; round by round."""
 
-    base_subset: str = field(default="rl_crs", metadata={"help": "The RL subset of every round (algorithm, rewards, sampling)."})
-    preference_rm_subset: str = field(default="rm_preference", metadata={"help": "The subset that trained the preference reward model."})
-    absolute_rm_subset: str = field(default="rm_absolute", metadata={"help": "The subset that trained the absolute-score reward model."})
-    preference_source: str = field(default="preference", metadata={"help": "The base subset's `rl.rewards` name of the preference RM."})
-    absolute_source: str = field(default="absolute", metadata={"help": "The base subset's `rl.rewards` name of the absolute RM."})
+    base_subset: str = field(
+        default="rl_crs", metadata={"help": "The RL subset of every round (algorithm, rewards, sampling)."}
+    )
+    preference_rm_subset: str = field(
+        default="rm_preference", metadata={"help": "The subset that trained the preference reward model."}
+    )
+    absolute_rm_subset: str = field(
+        default="rm_absolute", metadata={"help": "The subset that trained the absolute-score reward model."}
+    )
+    preference_source: str = field(
+        default="preference", metadata={"help": "The base subset's `rl.rewards` name of the preference RM."}
+    )
+    absolute_source: str = field(
+        default="absolute", metadata={"help": "The base subset's `rl.rewards` name of the absolute RM."}
+    )
     rounds: int = field(
         default=3,
         metadata={
@@ -145,7 +177,10 @@ class OnlineConfig:
     )
     prompts_per_round: int = field(
         default=32,
-        metadata={"help": "M: fresh prompts (never labelled before) whose replies are labelled each round.", "rule": Rule(at_least(1), "an integer >= 1")},
+        metadata={
+            "help": "M: fresh prompts (never labelled before) whose replies are labelled each round.",
+            "rule": Rule(at_least(1), "an integer >= 1"),
+        },
     )
     replies_per_prompt: int = field(
         default=4,
@@ -170,15 +205,24 @@ class OnlineConfig:
     )
     ranking_noise: float = field(
         default=0.05,
-        metadata={"help": "The simulated annotator's ranking noise (the demo data's).", "rule": Rule(at_least(0), ">= 0")},
+        metadata={
+            "help": "The simulated annotator's ranking noise (the demo data's).",
+            "rule": Rule(at_least(0), ">= 0"),
+        },
     )
     label_wait_minutes: float = field(
         default=0.0,
-        metadata={"help": "`file` labeller: wait this long for the label files (polling); 0: stop and say what to write.", "rule": Rule(at_least(0), ">= 0")},
+        metadata={
+            "help": "`file` labeller: wait this long for the label files (polling); 0: stop and say what to write.",
+            "rule": Rule(at_least(0), ">= 0"),
+        },
     )
     rm_epochs: float = field(
         default=2.0,
-        metadata={"help": "Epochs of each reward model's continued training per round, over new + replayed labels.", "rule": Rule(above(0), "> 0")},
+        metadata={
+            "help": "Epochs of each reward model's continued training per round, over new + replayed labels.",
+            "rule": Rule(above(0), "> 0"),
+        },
     )
     replay_ratio: float = field(
         default=1.0,
@@ -194,8 +238,13 @@ class OnlineConfig:
             "models up front, then one RL run from the start for the loop's total steps."
         },
     )
-    baseline_split: str = field(default="sft", metadata={"help": "The data split whose labelled replies the baseline spends (never seen by the RMs)."})
-    eval_subset: str = field(default="eval_pred", metadata={"help": "The subset whose data and `eval_pred` settings make the predictions."})
+    baseline_split: str = field(
+        default="sft",
+        metadata={"help": "The data split whose labelled replies the baseline spends (never seen by the RMs)."},
+    )
+    eval_subset: str = field(
+        default="eval_pred", metadata={"help": "The subset whose data and `eval_pred` settings make the predictions."}
+    )
     reference: EvalModelConfig = field(
         default_factory=lambda: EvalModelConfig(name="sft", path="outputs/sft"),
         metadata={"help": "The model every round is compared with (win rates against it)."},
@@ -218,10 +267,15 @@ class BestOfNConfig:
     """A best-of-n study: ``crs pool`` answers every prompt ``samples`` times with one policy; ``crs bon``
     scores that pool once with every reward source and judges the best-of-n pick of every scorer."""
 
-    policy: str = field(default="outputs/sft", metadata={"help": "The policy that answers (`crs pool`): a model name or a crs run."})
+    policy: str = field(
+        default="outputs/sft", metadata={"help": "The policy that answers (`crs pool`): a model name or a crs run."}
+    )
     samples: int = field(
         default=16,
-        metadata={"help": "Replies per prompt (m), sampled with `eval_pred`'s decoding settings.", "rule": Rule(at_least(2), "an integer >= 2")},
+        metadata={
+            "help": "Replies per prompt (m), sampled with `eval_pred`'s decoding settings.",
+            "rule": Rule(at_least(2), "an integer >= 2"),
+        },
     )
     splits: list[str] = field(
         default_factory=lambda: ["eval", "rl"],
@@ -232,7 +286,10 @@ class BestOfNConfig:
     )
     batch_size: int = field(
         default=64,
-        metadata={"help": "Prompts decoded at once (`crs pool`): large batches amortise the weight reads.", "rule": Rule(at_least(1), "an integer >= 1")},
+        metadata={
+            "help": "Prompts decoded at once (`crs pool`): large batches amortise the weight reads.",
+            "rule": Rule(at_least(1), "an integer >= 1"),
+        },
     )
     pool: str = field(
         default="outputs/bon_pool",
@@ -242,13 +299,22 @@ class BestOfNConfig:
         },
     )
     rewards: list[EvalRewardSourceConfig] = field(
-        default_factory=list, metadata={"help": "The reward sources that score every reply of the pool (each a scorer of its own)."}
+        default_factory=list,
+        metadata={"help": "The reward sources that score every reply of the pool (each a scorer of its own)."},
     )
     preference_source: str = field(
-        default="preference", metadata={"help": "The `bon.rewards` name that gets weight w.", "rule": Rule(_names_a_bon_source, _bon_sources)}
+        default="preference",
+        metadata={
+            "help": "The `bon.rewards` name that gets weight w.",
+            "rule": Rule(_names_a_bon_source, _bon_sources),
+        },
     )
     absolute_source: str = field(
-        default="absolute", metadata={"help": "The `bon.rewards` name that gets weight 1 - w.", "rule": Rule(_names_a_bon_source, _bon_sources)}
+        default="absolute",
+        metadata={
+            "help": "The `bon.rewards` name that gets weight 1 - w.",
+            "rule": Rule(_names_a_bon_source, _bon_sources),
+        },
     )
     weights: list[float] = field(
         default_factory=lambda: [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0],
@@ -267,7 +333,10 @@ class BestOfNConfig:
             "`sum_per_prompt`: one scorer per weight, `per_prompt w=<w>`, each source standardised within each prompt's m replies; "
             "`conservative`: `min` and `mean-<k>std` (k: `rl.conservative_k`) of every `bon.rewards` source's z-score, weights "
             "not used. The report's strategies table compares each with `sum`'s best weight.",
-            "rule": Rule(lambda v, c: len(set(v)) == len(v) and "sum" in v, "a list of distinct strategies that includes sum (the reference)"),
+            "rule": Rule(
+                lambda v, c: len(set(v)) == len(v) and "sum" in v,
+                "a list of distinct strategies that includes sum (the reference)",
+            ),
         },
     )
     judge: str = field(
@@ -280,5 +349,8 @@ class BestOfNConfig:
     )
     n_boot: int = field(
         default=1000,
-        metadata={"help": "Paired bootstrap rounds over prompts (the same prompts for every scorer).", "rule": Rule(at_least(1), "an integer >= 1")},
+        metadata={
+            "help": "Paired bootstrap rounds over prompts (the same prompts for every scorer).",
+            "rule": Rule(at_least(1), "an integer >= 1"),
+        },
     )

@@ -41,7 +41,10 @@ class TrainConfig:
     )
     warmup_ratio: float = field(
         default=0.03,
-        metadata={"help": "Share of the total steps spent warming the learning rate up.", "rule": Rule(FRACTION, "in [0, 1)")},
+        metadata={
+            "help": "Share of the total steps spent warming the learning rate up.",
+            "rule": Rule(FRACTION, "in [0, 1)"),
+        },
     )
     weight_decay: float = field(
         default=0.0,
@@ -49,18 +52,27 @@ class TrainConfig:
     )
     max_grad_norm: float = field(
         default=1.0,
-        metadata={"help": "Gradient clipping norm.", "rule": Rule(at_least(0), "a finite number >= 0 (0: no clipping)")},
+        metadata={
+            "help": "Gradient clipping norm.",
+            "rule": Rule(at_least(0), "a finite number >= 0 (0: no clipping)"),
+        },
     )
     lr_scheduler: str = field(
         default="cosine", metadata={"help": "transformers' `lr_scheduler_type` (`cosine`, `linear`, `constant`, ...)."}
     )
     eval_steps: int = field(
         default=50,
-        metadata={"help": "Validate every N optimiser steps.", "rule": Rule(at_least(0), "an integer >= 0 (0: no validation during training)")},
+        metadata={
+            "help": "Validate every N optimiser steps.",
+            "rule": Rule(at_least(0), "an integer >= 0 (0: no validation during training)"),
+        },
     )
     save_steps: int = field(
         default=100,
-        metadata={"help": "Checkpoint every N optimiser steps, in `<run>/checkpoints/`.", "rule": Rule(at_least(1), "an integer >= 1")},
+        metadata={
+            "help": "Checkpoint every N optimiser steps, in `<run>/checkpoints/`.",
+            "rule": Rule(at_least(1), "an integer >= 1"),
+        },
     )
     save_total_limit: int = field(
         default=2,
@@ -100,7 +112,7 @@ class RewardModelConfig:
             "started from (`init_from`). A LoRA run continues with this run's `model.lora` settings (they must match the earlier "
             "run's); a full-model run needs `model.lora.enabled: false`. A joint run only continues a joint run, and the reverse "
             "(the head has two outputs). `init_bias_to_mean` is not applied (the head is trained); under `--resume` a checkpoint "
-            "wins. \"\": a fresh start."
+            'wins. "": a fresh start.'
         },
     )
     max_replies: int = field(
@@ -116,11 +128,17 @@ class RewardModelConfig:
     )
     l2_coef: float = field(
         default=0.0,
-        metadata={"help": "`l2_coef x mean(r^2)`: a small L2 penalty on rewards keeps them centred.", "rule": Rule(at_least(0), "a finite number >= 0")},
+        metadata={
+            "help": "`l2_coef x mean(r^2)`: a small L2 penalty on rewards keeps them centred.",
+            "rule": Rule(at_least(0), "a finite number >= 0"),
+        },
     )
     margin_scale: float = field(
         default=0.0,
-        metadata={"help": "Pairwise margin = `margin_scale x` score gap, where rankings carry scores.", "rule": Rule(at_least(0), "a finite number >= 0")},
+        metadata={
+            "help": "Pairwise margin = `margin_scale x` score gap, where rankings carry scores.",
+            "rule": Rule(at_least(0), "a finite number >= 0"),
+        },
     )
     pair_strength: Literal["none", "scaled", "margin"] = field(
         default="none",
@@ -158,7 +176,8 @@ class RewardModelConfig:
         },
     )
     abs_loss: Literal["bce", "mse"] = field(
-        default="bce", metadata={"help": "Absolute loss: `bce` (BCE on soft labels, the reference study's best) or `mse`."}
+        default="bce",
+        metadata={"help": "Absolute loss: `bce` (BCE on soft labels, the reference study's best) or `mse`."},
     )
     init_bias_to_mean: bool = field(
         default=True,
@@ -170,7 +189,10 @@ class RewardModelConfig:
     )
     threshold: float = field(
         default=0.4,
-        metadata={"help": "Scores <= threshold are the under-represented low-score bucket.", "rule": Rule(UNIT, "in [0, 1]")},
+        metadata={
+            "help": "Scores <= threshold are the under-represented low-score bucket.",
+            "rule": Rule(UNIT, "in [0, 1]"),
+        },
     )
     loss_weight_strength: float = field(
         default=0.0,
@@ -179,12 +201,17 @@ class RewardModelConfig:
             "rule": Rule(at_least(0), "a finite number >= 0"),
         },
     )
-    undersample: bool = field(default=False, metadata={"help": "Stratified under-sampling of over-represented score bins."})
+    undersample: bool = field(
+        default=False, metadata={"help": "Stratified under-sampling of over-represented score bins."}
+    )
     undersample_bins: int = field(
         default=5,
         metadata={"help": "Number of score bins for under-sampling.", "rule": Rule(at_least(1), "an integer >= 1")},
     )
     undersample_max_ratio: float = field(
         default=2.0,
-        metadata={"help": "Under-sampling: a bin keeps at most ratio x the smallest bin's rows.", "rule": Rule(at_least(1), "a finite number >= 1")},
+        metadata={
+            "help": "Under-sampling: a bin keeps at most ratio x the smallest bin's rows.",
+            "rule": Rule(at_least(1), "a finite number >= 1"),
+        },
     )

@@ -162,8 +162,7 @@ def check_kind(adapter: Adapter, kind: str) -> None:
         raise ValueError(f"unknown example kind {kind!r}; expected one of {KINDS}")
     if kind not in adapter.required:
         raise ConfigError(
-            f"data.adapter {adapter.name!r} has no {kind!r} examples; it supports "
-            f"{', '.join(adapter.kinds)}"
+            f"data.adapter {adapter.name!r} has no {kind!r} examples; it supports {', '.join(adapter.kinds)}"
         )
 
 
@@ -268,7 +267,11 @@ def prompt_text_value(text: str, what: str = "prompt") -> Messages:
 def row_labels(row: dict[str, Any]) -> dict[str, str]:
     """The row's own ``dataset`` and ``category`` columns (where present and not empty),
     carried into the examples' meta and from there into eval predictions and their tables."""
-    return {key: str(row[key]).strip() for key in ("dataset", "category") if row.get(key) not in (None, "") and str(row[key]).strip()}
+    return {
+        key: str(row[key]).strip()
+        for key in ("dataset", "category")
+        if row.get(key) not in (None, "") and str(row[key]).strip()
+    }
 
 
 def _canonical_prompt(row: dict[str, Any]) -> Messages:
@@ -293,18 +296,12 @@ def _canonical_row(ctx: Context, index: int, row: dict[str, Any]) -> list[Exampl
         return [PromptExample(prompt, pid, meta)]
     # ranking: either an ordered list of replies or a chosen/rejected pair
     if row.get("replies") not in (None, ""):
-        replies = [
-            text_value(r, f"replies[{i}]")
-            for i, r in enumerate(list_value(row["replies"], "replies"))
-        ]
+        replies = [text_value(r, f"replies[{i}]") for i, r in enumerate(list_value(row["replies"], "replies"))]
         if len(replies) < 2:
             raise BadRow("replies needs at least 2 entries (best first)")
         scores = None
         if row.get("scores") not in (None, ""):
-            scores = [
-                number_value(s, f"scores[{i}]")
-                for i, s in enumerate(list_value(row["scores"], "scores"))
-            ]
+            scores = [number_value(s, f"scores[{i}]") for i, s in enumerate(list_value(row["scores"], "scores"))]
             if len(scores) != len(replies):
                 raise BadRow(f"{len(scores)} scores for {len(replies)} replies")
             if any(a < b for a, b in itertools.pairwise(scores)):
@@ -341,7 +338,9 @@ def _instruction_row(ctx: Context, index: int, row: dict[str, Any]) -> list[Exam
     extra = row.get("input")
     if isinstance(extra, str) and extra.strip():
         if detect_markup(text):
-            raise BadRow("instruction is in a chat markup and the row has an input too: put the input inside the markup")
+            raise BadRow(
+                "instruction is in a chat markup and the row has an input too: put the input inside the markup"
+            )
         text = f"{text}\n\n{extra.strip()}"
     raw_prompt = prompt_text_value(text, "instruction")
     meta = {"source": ctx.where(index), **row_labels(row)}
@@ -444,8 +443,7 @@ def convert_crs_demo(ctx: Context) -> list[Example]:
     found = sorted({str(row.get("split")) for row in ctx.table.rows})
     if ctx.split not in found:
         raise ConfigError(
-            f"data split {ctx.split!r}: {ctx.table.name} has no such rows; "
-            f"its splits are {', '.join(found)}"
+            f"data split {ctx.split!r}: {ctx.table.name} has no such rows; its splits are {', '.join(found)}"
         )
     return ctx.convert_each(_demo_row)
 

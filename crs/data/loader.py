@@ -40,9 +40,7 @@ def resolve_adapter(name: str, source: str) -> Adapter:
     if name == "auto":
         name = "crs_demo" if source == EMBEDDED_DEMO else "canonical"
     if name not in ADAPTERS:
-        raise ConfigError(
-            f"data.adapter: unknown adapter {name!r}; choose one of auto, {', '.join(ADAPTERS)}"
-        )
+        raise ConfigError(f"data.adapter: unknown adapter {name!r}; choose one of auto, {', '.join(ADAPTERS)}")
     return ADAPTERS[name]
 
 
@@ -118,9 +116,7 @@ def _load_one(cfg: DataConfig, source: str, split: str, kind: str, adapter_name:
     table = apply_columns(read_rows(source, split, cfg.hub_config), cfg.columns)
     examples, drops = convert_table(table, cfg, kind, split, adapter_name)
     if drops.total:
-        LOGGER.info(
-            "%s: %d left out of the %s examples: %s", table.name, drops.total, kind, drops.summary()
-        )
+        LOGGER.info("%s: %d left out of the %s examples: %s", table.name, drops.total, kind, drops.summary())
     if not examples:
         raise ConfigError(
             f"{table.name}: no {kind} examples (from {len(table)} rows, adapter "
@@ -138,9 +134,7 @@ def group_key(example: Any) -> str:
     return str(group) if group is not None else json.dumps(example.prompt, sort_keys=True)
 
 
-def split_by_prompt(
-    examples: list[Example], val_fraction: float, seed: int
-) -> tuple[list[Example], list[Example]]:
+def split_by_prompt(examples: list[Example], val_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """Hold out ``val_fraction`` of the prompt groups (at least one, never all), seeded.
 
     All examples of one prompt land on the same side, so validation measures prompts
@@ -183,8 +177,7 @@ def load_examples(cfg: DataConfig, kind: str, seed: int) -> tuple[list[Example],
         val_source, val_split = cfg.val_source or cfg.source, cfg.val_split or cfg.split
         if (val_source, val_split) == (cfg.source, cfg.split):
             raise ConfigError(
-                "data.val_source/val_split point at the training data; unset them to hold "
-                "out val_fraction instead"
+                "data.val_source/val_split point at the training data; unset them to hold out val_fraction instead"
             )
         train, val = examples, _load_one(cfg, val_source, val_split, kind)
     else:

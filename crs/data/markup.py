@@ -69,7 +69,9 @@ def parse_chatml(text: str) -> Messages:
             if last and role == "assistant" and not content:
                 break  # the generation prompt: the reply starts here
             if last and role == "assistant":
-                raise MarkupError("ChatML prompt ends inside an assistant reply that has begun; it must end before the reply")
+                raise MarkupError(
+                    "ChatML prompt ends inside an assistant reply that has begun; it must end before the reply"
+                )
             raise MarkupError(f"ChatML turn {number} ({role}) is not closed by <|im_end|>")
         messages.append({"role": role, "content": content})
     return _finish(messages, "ChatML")
@@ -90,7 +92,9 @@ def parse_llama2(text: str) -> Messages:
     for index in range(1, len(tokens), 2):
         marker, content = tokens[index], tokens[index + 1].strip()
         if marker != expected:
-            raise MarkupError(f"Llama-2 prompt with {marker} where {expected} was expected: [INST] and [/INST] must alternate")
+            raise MarkupError(
+                f"Llama-2 prompt with {marker} where {expected} was expected: [INST] and [/INST] must alternate"
+            )
         if marker == "[INST]":
             if index + 2 >= len(tokens):
                 raise MarkupError("Llama-2 prompt whose last [INST] is not closed by [/INST]")
@@ -121,11 +125,15 @@ def parse_human_assistant(text: str) -> Messages:
     if parts[0].strip():
         raise MarkupError(f"Human/Assistant prompt with text before the first 'Human:': {parts[0].strip()[:40]!r}")
     roles = {"Human": "user", "Assistant": "assistant"}
-    messages: Messages = [{"role": roles[r], "content": c.strip()} for r, c in zip(parts[1::2], parts[2::2], strict=True)]
+    messages: Messages = [
+        {"role": roles[r], "content": c.strip()} for r, c in zip(parts[1::2], parts[2::2], strict=True)
+    ]
     if messages and messages[-1]["role"] == "assistant":
         if messages[-1]["content"]:
-            raise MarkupError("Human/Assistant prompt ends with an Assistant turn that has text; it must end with "
-                              "'\\n\\nAssistant:' (or on the Human turn)")
+            raise MarkupError(
+                "Human/Assistant prompt ends with an Assistant turn that has text; it must end with "
+                "'\\n\\nAssistant:' (or on the Human turn)"
+            )
         messages.pop()
     return _finish(messages, "Human/Assistant")
 

@@ -74,9 +74,7 @@ def _oasst_labels(value: Any) -> dict[str, float]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise BadRow(
-            f"labels must be an object with 'name' and 'value' lists, got {type(value).__name__}"
-        )
+        raise BadRow(f"labels must be an object with 'name' and 'value' lists, got {type(value).__name__}")
     names, values = value.get("name") or [], value.get("value") or []
     if len(names) != len(values):
         raise BadRow(f"labels has {len(names)} names but {len(values)} values")
@@ -224,9 +222,7 @@ def convert_oasst1(ctx: Context) -> list[Example]:
         if ctx.kind == "prompts":
             out.append(PromptExample(ctx.prompt(chat), message.id, meta))
             continue
-        ranked = sorted(
-            (r for r in forest.replies(message) if r.rank is not None), key=lambda r: r.rank
-        )
+        ranked = sorted((r for r in forest.replies(message) if r.rank is not None), key=lambda r: r.rank)
         if ctx.kind == "sft":
             if not ranked or ranked[0].rank != 0:
                 ctx.drops.add("prompt without a rank-0 reply")
@@ -267,10 +263,7 @@ def parse_hh_transcript(text: str, what: str) -> Messages:
     if parts[0].strip() or len(parts) < 3:
         raise BadRow(f"{what} must start with a '\\n\\nHuman: ' turn")
     roles = {"Human": "user", "Assistant": "assistant"}
-    return [
-        {"role": roles[r], "content": c.strip()}
-        for r, c in zip(parts[1::2], parts[2::2], strict=True)
-    ]
+    return [{"role": roles[r], "content": c.strip()} for r, c in zip(parts[1::2], parts[2::2], strict=True)]
 
 
 def _hh_row(ctx: Context, index: int, row: dict[str, Any]) -> list[Example]:
@@ -370,9 +363,7 @@ def convert_shp(ctx: Context) -> list[Example]:
         if len(pairs) == 1:
             comments = first.comments
         else:
-            by_id = {
-                cid: (cid, text, score) for pair in pairs for cid, text, score in pair.comments
-            }
+            by_id = {cid: (cid, text, score) for pair in pairs for cid, text, score in pair.comments}
             comments = sorted(by_id.values(), key=lambda c: -c[2])
         replies = [text for _, text, _ in comments]
         scores = [score for _, _, score in comments]

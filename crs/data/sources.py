@@ -92,8 +92,7 @@ def apply_columns(table: Table, columns: dict[str, str]) -> Table:
     missing = [src for src in columns.values() if src not in table.columns]
     if missing:
         raise DataError(
-            f"{table.name}: column(s) {missing} named in data.columns not found; "
-            f"columns found: {table.columns}"
+            f"{table.name}: column(s) {missing} named in data.columns not found; columns found: {table.columns}"
         )
     for row in table.rows:
         # Read every source value before writing, so that swaps (a->b, b->a) work.
@@ -220,15 +219,9 @@ def _read_hub(dataset_id: str, split: str, hub_config: str | None) -> Table:
     try:
         dataset = datasets.load_dataset(dataset_id, hub_config, split=split)
     except Exception as err:  # network, auth, unknown split: all worth one clear line
-        raise DataError(
-            f"hub:{dataset_id} (config {hub_config}, split {split}): could not load: {err}"
-        ) from err
+        raise DataError(f"hub:{dataset_id} (config {hub_config}, split {split}): could not load: {err}") from err
     rows = dataset.to_list()
-    name = (
-        f"hub:{dataset_id}[{split}]"
-        if hub_config is None
-        else f"hub:{dataset_id}/{hub_config}[{split}]"
-    )
+    name = f"hub:{dataset_id}[{split}]" if hub_config is None else f"hub:{dataset_id}/{hub_config}[{split}]"
     if not rows:
         raise DataError(f"{name}: no rows")
     LOGGER.info("read %d rows from %s", len(rows), name)
@@ -247,5 +240,7 @@ def csv_rows(path: Path, text: str, required: Sequence[str], shape: str) -> Iter
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; columns found: {columns}; {shape}")
     for number, raw in enumerate(reader, start=2):  # line 1 is the header
-        yield f"{path}, line {number}", {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in raw.items() if k is not None}
-
+        yield (
+            f"{path}, line {number}",
+            {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in raw.items() if k is not None},
+        )

@@ -435,8 +435,13 @@ def resolve_judge(spec: str, prompt_texts: Sequence[str], key: str, allow: bool,
         outside = prompts_outside_demo(prompt_texts)
         if not outside:
             return "gold"
-        logger.warning("%s auto -> none: %d of %d prompts are not the demo dataset's, which the gold judge alone can judge; %s",
-                       key, len(outside), len(prompt_texts), instead)
+        logger.warning(
+            "%s auto -> none: %d of %d prompts are not the demo dataset's, which the gold judge alone can judge; %s",
+            key,
+            len(outside),
+            len(prompt_texts),
+            instead,
+        )
         return "none"
     if spec == "gold":
         check_gold_applies(prompt_texts, key, allow)

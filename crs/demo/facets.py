@@ -58,7 +58,15 @@ from typing import Any
 
 import numpy as np
 
-from crs.demo.annotator import ANNOTATORS, WEIGHTS, Annotator, likert_of_utility, likert_to_unit, sample_ranking, utility_breakdown
+from crs.demo.annotator import (
+    ANNOTATORS,
+    WEIGHTS,
+    Annotator,
+    likert_of_utility,
+    likert_to_unit,
+    sample_ranking,
+    utility_breakdown,
+)
 
 RANKED_FACETS: tuple[str, ...] = ("relevance", "instructions", "repetition", "no_refusal")
 """The criteria rankers attend to: form and topic."""
@@ -148,11 +156,15 @@ def _gold_pairs(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]
     for row in rows:
         start, n = len(gold), len(row["replies"])
         gold += [float(reply["gold_utility"]) for reply in row["replies"]]
-        pairs += [(start + i, start + j) for i in range(n) for j in range(i + 1, n) if gold[start + i] != gold[start + j]]
+        pairs += [
+            (start + i, start + j) for i in range(n) for j in range(i + 1, n) if gold[start + i] != gold[start + j]
+        ]
     return np.array(gold), np.array(pairs, dtype=int).reshape(-1, 2)
 
 
-def _mix_curve(preference: np.ndarray, absolute: np.ndarray, rows: Sequence[dict[str, Any]], weights: Sequence[float]) -> dict[str, Any]:
+def _mix_curve(
+    preference: np.ndarray, absolute: np.ndarray, rows: Sequence[dict[str, Any]], weights: Sequence[float]
+) -> dict[str, Any]:
     """Pairwise accuracy against the gold of ``w * z(preference) + (1 - w) * z(absolute)`` for each ``w``."""
     gold, pairs = _gold_pairs(rows)
     if not len(pairs):
@@ -181,7 +193,11 @@ def implied_best_weight(rows: Iterable[dict[str, Any]], weights: Sequence[float]
     """
     rows = list(rows)
     # Normalized Borda position: 1 for the best reply, 0 for the worst, whatever n is.
-    position = [1.0 - r["rank"] / (len(row["replies"]) - 1) if len(row["replies"]) > 1 else 0.5 for row in rows for r in row["replies"]]
+    position = [
+        1.0 - r["rank"] / (len(row["replies"]) - 1) if len(row["replies"]) > 1 else 0.5
+        for row in rows
+        for r in row["replies"]
+    ]
     rating = [float(r["score"]) for row in rows for r in row["replies"]]
     return _mix_curve(np.array(position), np.array(rating), rows, weights)
 
@@ -215,19 +231,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     from crs.io import iter_jsonl
 
     parser = argparse.ArgumentParser(description="Implied optimum preference weight of the demo labels.")
-    parser.add_argument("--other_seeds", type=int, default=10, help="also relabel with seeds 1..N and summarize the best weights")
+    parser.add_argument(
+        "--other_seeds", type=int, default=10, help="also relabel with seeds 1..N and summarize the best weights"
+    )
     args = parser.parse_args(argv)
     rows = [row for _, row in iter_jsonl(demo_dataset_path())]
-    _print_curves({
-        "standard": implied_best_weight(rows),
-        "facets": implied_best_weight(relabel_rows(rows, SEED)),
-        "facets noise-free": construction_curve(rows),
-    })
+    _print_curves(
+        {
+            "standard": implied_best_weight(rows),
+            "facets": implied_best_weight(relabel_rows(rows, SEED)),
+            "facets noise-free": construction_curve(rows),
+        }
+    )
     if args.other_seeds:
         results = [implied_best_weight(relabel_rows(rows, seed)) for seed in range(1, args.other_seeds + 1)]
         margins = [r["curve"][r["best_weight"]] - max(r["curve"][0.0], r["curve"][1.0]) for r in results]
-        print(f"facets with seeds 1..{args.other_seeds}: best weights {sorted(r['best_weight'] for r in results)}; "
-              f"margin of the best over the better end: min {min(margins):.3f}, mean {np.mean(margins):.3f}, max {max(margins):.3f}")
+        print(
+            f"facets with seeds 1..{args.other_seeds}: best weights {sorted(r['best_weight'] for r in results)}; "
+            f"margin of the best over the better end: min {min(margins):.3f}, mean {np.mean(margins):.3f}, max {max(margins):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -186,9 +186,7 @@ _WORD_PROBLEMS: tuple[tuple[re.Pattern[str], str], ...] = (
         "-",
     ),
     (
-        re.compile(
-            r"^A box holds (?P<a>\d+) (?P<item>\w+)\. How many (?P=item) are in (?P<b>\d+) boxes\?$"
-        ),
+        re.compile(r"^A box holds (?P<a>\d+) (?P<item>\w+)\. How many (?P=item) are in (?P<b>\d+) boxes\?$"),
         "*",
     ),
     (
@@ -342,10 +340,20 @@ def _material() -> dict[str, Any]:
     """The topic table and word lists (``crs/demo/data/topics.json``), read once."""
     data = json.loads(TOPICS_FILE.read_text(encoding="utf-8"))
     topics = tuple(
-        _Topic(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v for k, v in t.items()})
+        _Topic(
+            **{
+                k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+                for k, v in t.items()
+            }
+        )
         for t in data["topics"]
     )
-    return {"topics": topics, "rude_templates": tuple(data["rude_templates"]), "names": tuple(data["names"]), "items": tuple(data["items"])}
+    return {
+        "topics": topics,
+        "rude_templates": tuple(data["rude_templates"]),
+        "names": tuple(data["names"]),
+        "items": tuple(data["items"]),
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -532,9 +540,7 @@ def assign_splits(
     if any(int(n) != n or n < 0 for n in sizes.values()):
         raise ValueError(f"split sizes must be non-negative integers, got {sizes}")
     if sum(sizes.values()) > len(prompts):
-        raise ValueError(
-            f"split sizes add up to {sum(sizes.values())} but there are only {len(prompts)} prompts"
-        )
+        raise ValueError(f"split sizes add up to {sum(sizes.values())} but there are only {len(prompts)} prompts")
     if len({p.id for p in prompts}) != len(prompts):
         raise ValueError("prompt ids are not unique")
 

@@ -7,9 +7,7 @@ from collections.abc import Sequence
 
 def _check_outcome_pairs(scorer_outcomes: Sequence[float], judge_outcomes: Sequence[float]) -> None:
     if len(scorer_outcomes) != len(judge_outcomes):
-        raise ValueError(
-            f"scorer and judge outcomes differ in length: {len(scorer_outcomes)} vs {len(judge_outcomes)}"
-        )
+        raise ValueError(f"scorer and judge outcomes differ in length: {len(scorer_outcomes)} vs {len(judge_outcomes)}")
     for value in (*scorer_outcomes, *judge_outcomes):
         if value not in (0.0, 0.5, 1.0):
             raise ValueError(f"outcomes must be 0, 0.5 or 1; found {value!r}")
@@ -45,7 +43,4 @@ def agreement_by_group(
         bucket = buckets.setdefault(group, ([], []))
         bucket[0].append(s)
         bucket[1].append(j)
-    return {
-        group: {"agreement": agreement(*buckets[group]), "n": len(buckets[group][0])}
-        for group in sorted(buckets)
-    }
+    return {group: {"agreement": agreement(*buckets[group]), "n": len(buckets[group][0])} for group in sorted(buckets)}

@@ -163,7 +163,9 @@ def _beats(judge: np.ndarray, tie_eps: float) -> np.ndarray:
     return np.where(np.abs(diff) <= tie_eps, 0.5, (diff > 0).astype(float)).mean(axis=1)
 
 
-def best_of_n_win_rates(scores: np.ndarray, judge: np.ndarray, ns: Sequence[int], tie_eps: float = TIE_EPS) -> np.ndarray:
+def best_of_n_win_rates(
+    scores: np.ndarray, judge: np.ndarray, ns: Sequence[int], tie_eps: float = TIE_EPS
+) -> np.ndarray:
     """(P, len(ns)) probability that the best-of-n reply beats a uniform draw from the same pool, by the judge.
 
     The opponent is any of the m replies (the pick itself included, a tie), judge ties within
@@ -256,7 +258,9 @@ def paired_bootstrap_means(per_prompt: Mapping[str, np.ndarray], n_boot: int, se
         return {key: np.nanmean(array[indices], axis=1) for key, array in arrays.items()}
 
 
-def difference(boot_a: np.ndarray, boot_b: np.ndarray, point_a: float, point_b: float, alpha: float = 0.05) -> dict[str, float]:
+def difference(
+    boot_a: np.ndarray, boot_b: np.ndarray, point_a: float, point_b: float, alpha: float = 0.05
+) -> dict[str, float]:
     """``a - b`` with its interval from paired bootstrap rounds (same rounds for both, see :func:`paired_bootstrap_means`)."""
     return interval(np.asarray(boot_a) - np.asarray(boot_b), point_a - point_b, alpha)
 

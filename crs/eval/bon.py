@@ -68,7 +68,9 @@ def conservative_name(method: str, k: float) -> str:
     return "min" if method == "min" else f"mean-{k:g}std"
 
 
-def score_pool(pool: Pool, name: str, path: str, cfg: CRSConfig, run_dir: Path) -> tuple[np.ndarray, dict[str, float] | None]:
+def score_pool(
+    pool: Pool, name: str, path: str, cfg: CRSConfig, run_dir: Path
+) -> tuple[np.ndarray, dict[str, float] | None]:
     """(P, m) scores of every reply by the source at ``path``, and its saved statistics; cached in the run.
 
     A NaN or infinite score is refused, naming the scorer and the reply (:meth:`Pool.check_finite`)."""
@@ -87,13 +89,17 @@ def score_pool(pool: Pool, name: str, path: str, cfg: CRSConfig, run_dir: Path) 
     flat_replies = [r for row in replies for r in row]
     # Batches of similar lengths pad less; the scores go back to pool order after.
     order = sorted(range(len(flat_replies)), key=lambda i: len(flat_prompts[i][-1]["content"]) + len(flat_replies[i]))
-    parts = [source.score([flat_prompts[i] for i in chunk], [flat_replies[i] for i in chunk])
-             for chunk in (order[start : start + batch] for start in range(0, len(order), batch))]
+    parts = [
+        source.score([flat_prompts[i] for i in chunk], [flat_replies[i] for i in chunk])
+        for chunk in (order[start : start + batch] for start in range(0, len(order), batch))
+    ]
     scores = np.empty(len(order))
     scores[order] = torch.cat(parts).numpy()
     scores = scores.reshape(pool.shape)
     pool.check_finite(scores, scorer)
-    write_json_atomic(cache, {"path": path, "prompt_ids": pool.prompt_ids, "scores": scores.tolist(), "stats": source.stats})
+    write_json_atomic(
+        cache, {"path": path, "prompt_ids": pool.prompt_ids, "scores": scores.tolist(), "stats": source.stats}
+    )
     return scores, source.stats
 
 
@@ -108,13 +114,17 @@ def zscore(scores: np.ndarray, stats: Mapping[str, float] | None) -> np.ndarray:
     return standardize(np.asarray(scores, dtype=float), stats or zscore_stats(scores))
 
 
-def build_scorers(cfg: CRSConfig, raw: Mapping[str, np.ndarray], stats: Mapping[str, Any], judge: np.ndarray) -> dict[str, np.ndarray]:
+def build_scorers(
+    cfg: CRSConfig, raw: Mapping[str, np.ndarray], stats: Mapping[str, Any], judge: np.ndarray
+) -> dict[str, np.ndarray]:
     """Every scorer's (P, m) scores: each weight's combination, each source alone, the judge."""
     bon = cfg.bon
     scorers: dict[str, np.ndarray] = {}
     pref, absolute = bon.preference_source, bon.absolute_source
     if pref == absolute:
-        raise ConfigError(f"bon.preference_source and bon.absolute_source both name {pref!r}; the weight grid needs two different bon.rewards sources")
+        raise ConfigError(
+            f"bon.preference_source and bon.absolute_source both name {pref!r}; the weight grid needs two different bon.rewards sources"
+        )
     if pref in raw and absolute in raw:
         shape = raw[pref].shape
         z = {name: torch.from_numpy(zscore(raw[name], stats[name]).reshape(-1)) for name in (pref, absolute)}
@@ -122,13 +132,19 @@ def build_scorers(cfg: CRSConfig, raw: Mapping[str, np.ndarray], stats: Mapping[
             combined, _ = combine_normalized(z, {pref: w, absolute: 1 - w}, "sum")
             scorers[weight_name(w)] = combined.numpy().reshape(shape)
     else:
-        logger.warning("bon.rewards has no %r and %r: no weight grid, each source alone", bon.preference_source, bon.absolute_source)
+        logger.warning(
+            "bon.rewards has no %r and %r: no weight grid, each source alone",
+            bon.preference_source,
+            bon.absolute_source,
+        )
     scorers.update(raw)
     scorers["judge"] = judge  # the ceiling
     return scorers
 
 
-def build_strategy_scorers(cfg: CRSConfig, raw: Mapping[str, np.ndarray], stats: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def build_strategy_scorers(
+    cfg: CRSConfig, raw: Mapping[str, np.ndarray], stats: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
     """The (P, m) scorers of ``bon.strategies`` other than ``sum`` (whose scorers :func:`build_scorers` makes).
 
     ``sum_per_prompt``: per weight, ``w * s(preference) + (1 - w) * s(absolute)`` with ``s`` a
@@ -151,14 +167,18 @@ def build_strategy_scorers(cfg: CRSConfig, raw: Mapping[str, np.ndarray], stats:
     if "conservative" in bon.strategies and len(raw) >= 2:
         z = {name: torch.from_numpy(zscore(raw[name], stats[name]).reshape(-1)) for name in raw}
         for method in CONSERVATIVE_METHODS:
-            combined, _ = combine_normalized(z, dict.fromkeys(z, 1.0), "conservative", method=method, k=cfg.rl.conservative_k)
+            combined, _ = combine_normalized(
+                z, dict.fromkeys(z, 1.0), "conservative", method=method, k=cfg.rl.conservative_k
+            )
             out[conservative_name(method, cfg.rl.conservative_k)] = combined.numpy().reshape(shape)
     elif "conservative" in bon.strategies:
         logger.warning("bon.strategies: conservative needs at least 2 bon.rewards sources; skipped")
     return out
 
 
-def per_prompt_metrics(scorers: Mapping[str, np.ndarray], judge: np.ndarray, lengths: np.ndarray, ns: list[int]) -> dict[str, np.ndarray]:
+def per_prompt_metrics(
+    scorers: Mapping[str, np.ndarray], judge: np.ndarray, lengths: np.ndarray, ns: list[int]
+) -> dict[str, np.ndarray]:
     """Per prompt, for every scorer: the best-of-n curves (gold, win rate, length), Kendall's tau,
     and the agreement's credits and judged pairs (``pairwise_credit``, ``pairwise_pairs``: the
     agreement is pooled over pairs, :func:`pooled_agreement`)."""
@@ -182,7 +202,9 @@ def pooled_agreement(metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.nd
     return bon_stats.interval(rounds, point)
 
 
-def _curve(metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], key: str, ns: list[int]) -> list[dict[str, float]]:
+def _curve(
+    metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], key: str, ns: list[int]
+) -> list[dict[str, float]]:
     point = np.nanmean(metrics[key], axis=0)
     return [{"n": n, **bon_stats.interval(boot[key][:, i], float(point[i]))} for i, n in enumerate(ns)]
 
@@ -196,20 +218,33 @@ def _by_category(credit: np.ndarray, pairs: np.ndarray, categories: list[str]) -
     return out
 
 
-def summarize_scorers(metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], names: list[str], ns: list[int],
-                      categories: list[str]) -> dict[str, Any]:
+def summarize_scorers(
+    metrics: Mapping[str, np.ndarray],
+    boot: Mapping[str, np.ndarray],
+    names: list[str],
+    ns: list[int],
+    categories: list[str],
+) -> dict[str, Any]:
     """Each scorer's curves and agreement, each number with its paired-bootstrap interval."""
     out: dict[str, Any] = {}
     for name in names:
-        entry: dict[str, Any] = {key: _curve(metrics, boot, f"{name}/{key}", ns) for key in ("gold", "win_rate", "length")}
+        entry: dict[str, Any] = {
+            key: _curve(metrics, boot, f"{name}/{key}", ns) for key in ("gold", "win_rate", "length")
+        }
         entry["pairwise_accuracy"] = pooled_agreement(metrics, boot, name)
-        entry["kendall_tau"] = bon_stats.interval(boot[f"{name}/kendall_tau"], float(np.nanmean(metrics[f"{name}/kendall_tau"])))
-        entry["pairwise_accuracy_by_category"] = _by_category(metrics[f"{name}/pairwise_credit"], metrics[f"{name}/pairwise_pairs"], categories)
+        entry["kendall_tau"] = bon_stats.interval(
+            boot[f"{name}/kendall_tau"], float(np.nanmean(metrics[f"{name}/kendall_tau"]))
+        )
+        entry["pairwise_accuracy_by_category"] = _by_category(
+            metrics[f"{name}/pairwise_credit"], metrics[f"{name}/pairwise_pairs"], categories
+        )
         out[name] = entry
     return out
 
 
-def compare_weights(cfg: CRSConfig, metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], headline: int) -> dict[str, Any]:
+def compare_weights(
+    cfg: CRSConfig, metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], headline: int
+) -> dict[str, Any]:
     """The weight grid on the headline (best-of-m win rate): the best weight and its interval,
     every weight against it, and the smallest difference this pool detects (80% power, 5% level)."""
     grid = [w for w in cfg.bon.weights if f"{weight_name(w)}/win_rate" in metrics]
@@ -223,30 +258,48 @@ def compare_weights(cfg: CRSConfig, metrics: Mapping[str, np.ndarray], boot: Map
         "grid": ordered,
         "headline": {weight_name(w): points[w] for w in ordered},
         "best": {"weight": best, **bon_stats.best_weight(samples)},
-        "vs_best": {weight_name(w): bon_stats.difference(samples[w], samples[best], points[w], points[best]) for w in ordered},
+        "vs_best": {
+            weight_name(w): bon_stats.difference(samples[w], samples[best], points[w], points[best]) for w in ordered
+        },
         "power": power_of_neighbours([samples[w] for w in ordered]),
     }
 
 
-def _strategy_row(metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], headline: int, strategy: str, name: str,
-                  reference: str | None) -> dict[str, Any]:
+def _strategy_row(
+    metrics: Mapping[str, np.ndarray],
+    boot: Mapping[str, np.ndarray],
+    headline: int,
+    strategy: str,
+    name: str,
+    reference: str | None,
+) -> dict[str, Any]:
     """One scorer's best-of-m win rate and agreement, and its paired difference from ``reference`` (sum's best weight)."""
     key = f"{name}/win_rate"
     point = float(np.nanmean(metrics[key][:, headline]))
     row: dict[str, Any] = {
-        "strategy": strategy, "scorer": name, "weight": None, "best_weight_interval": None,
+        "strategy": strategy,
+        "scorer": name,
+        "weight": None,
+        "best_weight_interval": None,
         "win_rate": bon_stats.interval(boot[key][:, headline], point),
         "pairwise_accuracy": pooled_agreement(metrics, boot, name),
         "vs_sum": None,
     }
     if reference is not None:
         ref = f"{reference}/win_rate"
-        row["vs_sum"] = bon_stats.difference(boot[key][:, headline], boot[ref][:, headline], point, float(np.nanmean(metrics[ref][:, headline])))
+        row["vs_sum"] = bon_stats.difference(
+            boot[key][:, headline], boot[ref][:, headline], point, float(np.nanmean(metrics[ref][:, headline]))
+        )
     return row
 
 
-def compare_strategies(cfg: CRSConfig, metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], headline: int,
-                       weights: Mapping[str, Any]) -> dict[str, Any]:
+def compare_strategies(
+    cfg: CRSConfig,
+    metrics: Mapping[str, np.ndarray],
+    boot: Mapping[str, np.ndarray],
+    headline: int,
+    weights: Mapping[str, Any],
+) -> dict[str, Any]:
     """Each strategy on the headline (best-of-m win rate): ``sum`` and ``sum_per_prompt`` at their best
     weight (with the best weight's bootstrap interval), each conservative scorer; each against
     ``sum``'s best weight, paired (the same bootstrap rounds)."""
@@ -254,14 +307,26 @@ def compare_strategies(cfg: CRSConfig, metrics: Mapping[str, np.ndarray], boot: 
     reference = weight_name(weights["best"]["weight"]) if weights else None
     rows = []
     if reference is not None:
-        rows.append({**_strategy_row(metrics, boot, headline, "sum", reference, reference),
-                     "weight": weights["best"]["weight"], "best_weight_interval": weights["best"]["interval"]})
+        rows.append(
+            {
+                **_strategy_row(metrics, boot, headline, "sum", reference, reference),
+                "weight": weights["best"]["weight"],
+                "best_weight_interval": weights["best"]["interval"],
+            }
+        )
     grid = [w for w in bon.weights if f"{per_prompt_name(w)}/win_rate" in metrics]
     if grid:
         samples = {w: boot[f"{per_prompt_name(w)}/win_rate"][:, headline] for w in grid}
-        best = max(grid, key=lambda w: float(np.nanmean(metrics[f"{per_prompt_name(w)}/win_rate"][:, headline])))  # as compare_weights
-        rows.append({**_strategy_row(metrics, boot, headline, "sum_per_prompt", per_prompt_name(best), reference),
-                     "weight": best, "best_weight_interval": bon_stats.best_weight(samples)["interval"]})
+        best = max(
+            grid, key=lambda w: float(np.nanmean(metrics[f"{per_prompt_name(w)}/win_rate"][:, headline]))
+        )  # as compare_weights
+        rows.append(
+            {
+                **_strategy_row(metrics, boot, headline, "sum_per_prompt", per_prompt_name(best), reference),
+                "weight": best,
+                "best_weight_interval": bon_stats.best_weight(samples)["interval"],
+            }
+        )
     for method in CONSERVATIVE_METHODS:
         name = conservative_name(method, cfg.rl.conservative_k)
         if f"{name}/win_rate" in metrics:
@@ -298,19 +363,32 @@ def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     if is_annotations(bon.judge):
         judge_path, judge = bon.judge, judge_from_annotations(pool, bon.judge)
     else:
-        judge_path = resolve_judge(bon.judge, pool.instructions, "bon.judge", cfg.run.allow_gold_outside_demo, "no judge")
+        judge_path = resolve_judge(
+            bon.judge, pool.instructions, "bon.judge", cfg.run.allow_gold_outside_demo, "no judge"
+        )
         if judge_path == "none":
-            raise ConfigError("bon.judge: a best-of-n study needs a judge; on prompts that are not the demo's name one (a reward-model run, python:..., annotations)")
+            raise ConfigError(
+                "bon.judge: a best-of-n study needs a judge; on prompts that are not the demo's name one (a reward-model run, python:..., annotations)"
+            )
         judge, _ = score_pool(pool, "judge", judge_path, cfg, run_dir)
     P, m = pool.shape
-    logger.info("best-of-n: %d prompts x %d replies, judge %s, %d reward sources, %d weights", P, m, judge_path, len(bon.rewards), len(bon.weights))
+    logger.info(
+        "best-of-n: %d prompts x %d replies, judge %s, %d reward sources, %d weights",
+        P,
+        m,
+        judge_path,
+        len(bon.rewards),
+        len(bon.weights),
+    )
     raw, stats = {}, {}
     for source in bon.rewards:
         raw[source.name], stats[source.name] = score_pool(pool, source.name, source.path, cfg, run_dir)
     scorers = build_scorers(cfg, raw, stats, judge)
     extra = build_strategy_scorers(cfg, raw, stats)
     if set(extra) & set(scorers):
-        raise ConfigError(f"bon.rewards: a source named {sorted(set(extra) & set(scorers))} clashes with a strategy's scorer; rename it")
+        raise ConfigError(
+            f"bon.rewards: a source named {sorted(set(extra) & set(scorers))} clashes with a strategy's scorer; rename it"
+        )
     ns = bon_stats.powers_of_two_up_to(m)
     # One bootstrap for every scorer, the strategies' too: their differences from sum's best weight are paired.
     metrics = per_prompt_metrics({**scorers, **extra}, judge, pool.lengths(), ns)
@@ -320,8 +398,13 @@ def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     if strategies:
         strategies["scorers"] = summarize_scorers(metrics, boot, list(extra), ns, pool.categories)
     results = {
-        "pool": {"path": bon.pool, "prompts": P, "samples": m}, "judge": judge_path, "ns": ns, "kl_bon": [bon_stats.kl_bon(n) for n in ns],
-        "scorers": summarize_scorers(metrics, boot, list(scorers), ns, pool.categories), "weights": weights, "verdict": verdict(weights, m),
+        "pool": {"path": bon.pool, "prompts": P, "samples": m},
+        "judge": judge_path,
+        "ns": ns,
+        "kl_bon": [bon_stats.kl_bon(n) for n in ns],
+        "scorers": summarize_scorers(metrics, boot, list(scorers), ns, pool.categories),
+        "weights": weights,
+        "verdict": verdict(weights, m),
         "strategies": strategies,
     }
     write_json_atomic(run_dir / "results.json", results)

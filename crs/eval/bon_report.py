@@ -18,13 +18,26 @@ def weight_table(results: Mapping[str, Any]) -> str:
     rows = []
     for w in weights["grid"]:
         entry = results["scorers"][f"w={w:g}"]
-        rows.append([
-            f"{w:g}", pct_interval(entry["win_rate"][-1]), number(entry["gold"][-1]["mean"], 3),
-            _signed_interval(weights["vs_best"][f"w={w:g}"]), pct_interval(entry["pairwise_accuracy"]), number(entry["kendall_tau"]["mean"], 3),
-            str(weights["best"]["counts"].get(w, 0)),
-        ])
-    header = ["w (preference)", f"best-of-{m} win rate %", f"best-of-{m} judge", "vs best weight, points", "pairwise agreement %",
-              "Kendall tau", "bootstrap rounds won"]
+        rows.append(
+            [
+                f"{w:g}",
+                pct_interval(entry["win_rate"][-1]),
+                number(entry["gold"][-1]["mean"], 3),
+                _signed_interval(weights["vs_best"][f"w={w:g}"]),
+                pct_interval(entry["pairwise_accuracy"]),
+                number(entry["kendall_tau"]["mean"], 3),
+                str(weights["best"]["counts"].get(w, 0)),
+            ]
+        )
+    header = [
+        "w (preference)",
+        f"best-of-{m} win rate %",
+        f"best-of-{m} judge",
+        "vs best weight, points",
+        "pairwise agreement %",
+        "Kendall tau",
+        "bootstrap rounds won",
+    ]
     return md_table(header, rows)
 
 
@@ -34,10 +47,30 @@ def strategies_table(results: Mapping[str, Any]) -> str:
     m = results["pool"]["samples"]
     rows = []
     for row in results["strategies"]["rows"]:
-        weight = "" if row["weight"] is None else f"{row['weight']:g} ({row['best_weight_interval'][0]:g}-{row['best_weight_interval'][1]:g})"
+        weight = (
+            ""
+            if row["weight"] is None
+            else f"{row['weight']:g} ({row['best_weight_interval'][0]:g}-{row['best_weight_interval'][1]:g})"
+        )
         versus = "" if row["vs_sum"] is None else _signed_interval(row["vs_sum"])
-        rows.append([row["strategy"], f"`{row['scorer']}`", weight, pct_interval(row["win_rate"]), pct_interval(row["pairwise_accuracy"]), versus])
-    header = ["strategy", "scorer", "best weight (interval)", f"best-of-{m} win rate %", "pairwise agreement %", "vs sum's best weight, points"]
+        rows.append(
+            [
+                row["strategy"],
+                f"`{row['scorer']}`",
+                weight,
+                pct_interval(row["win_rate"]),
+                pct_interval(row["pairwise_accuracy"]),
+                versus,
+            ]
+        )
+    header = [
+        "strategy",
+        "scorer",
+        "best weight (interval)",
+        f"best-of-{m} win rate %",
+        "pairwise agreement %",
+        "vs sum's best weight, points",
+    ]
     return md_table(header, rows)
 
 
@@ -56,7 +89,10 @@ def category_table(results: Mapping[str, Any]) -> str:
     """Pairwise agreement with the judge per prompt category, every scorer."""
     names = list(results["scorers"])
     categories = sorted({c for entry in results["scorers"].values() for c in entry["pairwise_accuracy_by_category"]})
-    rows = [[c, *(pct(results["scorers"][n]["pairwise_accuracy_by_category"].get(c, float("nan"))) for n in names)] for c in categories]
+    rows = [
+        [c, *(pct(results["scorers"][n]["pairwise_accuracy_by_category"].get(c, float("nan"))) for n in names)]
+        for c in categories
+    ]
     return md_table(["category", *names], rows)
 
 
@@ -72,8 +108,11 @@ def strategies_section(results: Mapping[str, Any]) -> list[str]:
         "`sum_per_prompt` standardises each source within each prompt's replies before weighting (its best weight shown, with "
         "the bootstrap interval of that best weight); `conservative` scores a reply by the source that likes it least (`min`) "
         "or by the sources' mean minus k x their spread (`mean-<k>std`), weights unused. Last column: the paired difference "
-        + (f"from sum's best weight (`{reference}`), the same bootstrap rounds; both best weights are picked on this pool (each optimistic alike)." if reference
-           else "from sum's best weight: none here (no weight grid)."),
+        + (
+            f"from sum's best weight (`{reference}`), the same bootstrap rounds; both best weights are picked on this pool (each optimistic alike)."
+            if reference
+            else "from sum's best weight: none here (no weight grid)."
+        ),
         "",
         strategies_table(results),
         "",
@@ -111,7 +150,8 @@ def render_bon_report(results: Mapping[str, Any]) -> str:
         "",
         "Win rate against a random pool reply (%) / mean length of the pick (characters), at each n. KL_bon = log n - (n-1)/n is an "
         "upper bound on the KL from the sampling policy (Beirami et al. 2024): "
-        + ", ".join(f"n={n}: {kl:.2f}" for n, kl in zip(results["ns"], results["kl_bon"])) + " nats.",
+        + ", ".join(f"n={n}: {kl:.2f}" for n, kl in zip(results["ns"], results["kl_bon"]))
+        + " nats.",
         "",
         scorer_table(results),
         "",
@@ -130,7 +170,11 @@ def render_bon_report(results: Mapping[str, Any]) -> str:
 def _power_sentence(power: dict[str, float]) -> str:
     """The weight grid's power in one sentence; a standard error of 0 is "cannot tell", not 0.0 points."""
     if power["standard_error"] == 0:
-        return ("The median pair of neighbouring weights has the same win rate in every bootstrap round (standard error 0: they pick "
-                "replies the judge rates alike): this pool cannot tell neighbouring weights apart.")
-    return (f"Standard error of the difference between neighbouring weights: {100 * power['standard_error']:.2f} points; smallest "
-            f"difference detectable at 80% power: {100 * power['minimum_detectable_difference']:.1f} points.")
+        return (
+            "The median pair of neighbouring weights has the same win rate in every bootstrap round (standard error 0: they pick "
+            "replies the judge rates alike): this pool cannot tell neighbouring weights apart."
+        )
+    return (
+        f"Standard error of the difference between neighbouring weights: {100 * power['standard_error']:.2f} points; smallest "
+        f"difference detectable at 80% power: {100 * power['minimum_detectable_difference']:.1f} points."
+    )

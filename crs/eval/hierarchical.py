@@ -55,7 +55,14 @@ def mean_squares(matrices: np.ndarray) -> dict[str, np.ndarray]:
         ms_residual = np.zeros(grand.shape)
     prompt_effect = np.clip(ms_prompts - ms_residual, 0.0, None)
     shrink = np.sqrt(np.divide(prompt_effect, ms_prompts, out=np.zeros_like(prompt_effect), where=ms_prompts > 0))
-    return {"mean": grand, "seeds": ms_seeds, "prompts": ms_prompts, "residual": ms_residual, "prompt_shrink": shrink, "column_means": columns}
+    return {
+        "mean": grand,
+        "seeds": ms_seeds,
+        "prompts": ms_prompts,
+        "residual": ms_residual,
+        "prompt_shrink": shrink,
+        "column_means": columns,
+    }
 
 
 def _psd_root(matrices: np.ndarray, inverse: bool = False) -> np.ndarray:
@@ -86,7 +93,9 @@ def prompt_shrink(column_means: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return _psd_root(effects) @ _psd_root(covariance, inverse=True)
 
 
-def pivotal_rounds(groups: Sequence[np.ndarray], prompt_draws: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+def pivotal_rounds(
+    groups: Sequence[np.ndarray], prompt_draws: np.ndarray, rng: np.random.Generator
+) -> list[np.ndarray]:
     """(B, R) rounds of each group, a batch of B seeds x prompts matrices (B, S_g, P) with S_g >= 2.
 
     ``prompt_draws`` (R, P) are the resampled prompt indices, the same for every group (paired);
@@ -109,7 +118,9 @@ def pivotal_rounds(groups: Sequence[np.ndarray], prompt_draws: np.ndarray, rng: 
     out = []
     for index, (group, sq) in enumerate(zip(groups, squares)):
         n_seeds = group.shape[1]
-        t_draws = rng.standard_normal((n_batch, n_rounds)) / np.sqrt(rng.chisquare(n_seeds - 1, (n_batch, n_rounds)) / (n_seeds - 1))
+        t_draws = rng.standard_normal((n_batch, n_rounds)) / np.sqrt(
+            rng.chisquare(n_seeds - 1, (n_batch, n_rounds)) / (n_seeds - 1)
+        )
         seed_part = np.sqrt(sq["seeds"] / (n_seeds * n_prompts))[:, None] * t_draws
         out.append(grand[:, index] - seed_part - prompt_part[:, index])
     return out
@@ -133,15 +144,29 @@ def seed_prompt_intervals(
     if n_rounds < 1:
         raise ValueError(f"n_rounds must be >= 1, got {n_rounds}")
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_prompts.pop(), size=(n_rounds, next(iter(matrices.values())).shape[1])) if matrices else None
+    draws = (
+        rng.integers(0, n_prompts.pop(), size=(n_rounds, next(iter(matrices.values())).shape[1])) if matrices else None
+    )
     with_seeds = [name for name, matrix in matrices.items() if matrix.shape[0] >= 2]
-    rounds = dict(zip(with_seeds, pivotal_rounds([matrices[name][None] for name in with_seeds], draws, rng))) if with_seeds else {}
+    rounds = (
+        dict(zip(with_seeds, pivotal_rounds([matrices[name][None] for name in with_seeds], draws, rng)))
+        if with_seeds
+        else {}
+    )
     out = {}
     for name, matrix in matrices.items():
-        entry: dict[str, Any] = {"mean": float(matrix.mean()), "ci_low": None, "ci_high": None, "n_seeds": int(matrix.shape[0]), "rounds": None}
+        entry: dict[str, Any] = {
+            "mean": float(matrix.mean()),
+            "ci_low": None,
+            "ci_high": None,
+            "n_seeds": int(matrix.shape[0]),
+            "rounds": None,
+        }
         if name in rounds:
             entry["rounds"] = rounds[name][0]
-            entry["ci_low"], entry["ci_high"] = (float(q) for q in np.quantile(entry["rounds"], [alpha / 2.0, 1.0 - alpha / 2.0]))
+            entry["ci_low"], entry["ci_high"] = (
+                float(q) for q in np.quantile(entry["rounds"], [alpha / 2.0, 1.0 - alpha / 2.0])
+            )
         out[name] = entry
     return out
 
@@ -165,7 +190,9 @@ def rounds_difference(groups: Mapping[str, Mapping[str, Any]], a: str, b: str, a
     return interval(groups[a]["rounds"] - groups[b]["rounds"], point, alpha)
 
 
-def rounds_slope(groups: Mapping[str, Mapping[str, Any]], x: Mapping[str, float], alpha: float = 0.05) -> dict[str, Any]:
+def rounds_slope(
+    groups: Mapping[str, Mapping[str, Any]], x: Mapping[str, float], alpha: float = 0.05
+) -> dict[str, Any]:
     """Least-squares slope of the groups' means on ``x[group]`` with its interval, from the rounds
     (no interval where a group has one seed)."""
     names = list(x)

@@ -131,8 +131,10 @@ def _record_ballot(row: Any, where: str) -> _Record:
         raise DataError(f"{where}: expected a ballot object, got {type(row).__name__}")
     missing = [key for key in ("prompt_id", "annotator", "ranks", "slots") if key not in row]
     if missing:
-        raise DataError(f"{where}: missing key(s) {missing}; a ballot needs prompt_id, annotator, ranks {{slot: rank}} "
-                        "and slots {slot: model} (group optional)")
+        raise DataError(
+            f"{where}: missing key(s) {missing}; a ballot needs prompt_id, annotator, ranks {{slot: rank}} "
+            "and slots {slot: model} (group optional)"
+        )
     pid = _id(row["prompt_id"], "prompt_id", where)
     annotator = _id(row["annotator"], "annotator", where)
     where = f"{where} (prompt {pid!r}, annotator {annotator!r})"
@@ -142,7 +144,9 @@ def _record_ballot(row: Any, where: str) -> _Record:
         raise DataError(f"{where}: ranks and slots must be objects keyed by response slot")
     if not all(isinstance(m, str) and m.strip() for m in slots.values()):
         raise DataError(f"{where}: slots must map each slot to a model name")
-    tiers = _tiers_from_ranks({str(s): _rank(r, where) for s, r in ranks.items()}, {str(s): m.strip() for s, m in slots.items()}, where)
+    tiers = _tiers_from_ranks(
+        {str(s): _rank(r, where) for s, r in ranks.items()}, {str(s): m.strip() for s, m in slots.items()}, where
+    )
     return _Record(where, pid, annotator, group, tiers)
 
 
@@ -167,18 +171,26 @@ def _csv_ballots(path: Path, text: str) -> list[_Record]:
         pid, annotator = _id(row.get("prompt_id"), "prompt_id", where), _id(row.get("annotator"), "annotator", where)
         model = _id(row.get("model"), "model", where)
         slot = model if row.get("slot") in _MISSING else str(row["slot"])
-        ballot = ballots.setdefault((pid, annotator), {"where": where, "group": row.get("group") or DEFAULT_GROUP, "ranks": {}, "slots": {}})
+        ballot = ballots.setdefault(
+            (pid, annotator), {"where": where, "group": row.get("group") or DEFAULT_GROUP, "ranks": {}, "slots": {}}
+        )
         if (row.get("group") or DEFAULT_GROUP) != ballot["group"]:
-            raise DataError(f"{where} (prompt {pid!r}, annotator {annotator!r}): group {row.get('group')!r}, but "
-                            f"{ballot['where']} puts this ballot in group {ballot['group']!r}")
+            raise DataError(
+                f"{where} (prompt {pid!r}, annotator {annotator!r}): group {row.get('group')!r}, but "
+                f"{ballot['where']} puts this ballot in group {ballot['group']!r}"
+            )
         if slot in ballot["slots"]:
-            raise DataError(f"{where} (prompt {pid!r}, annotator {annotator!r}): slot {slot!r} ranked twice on one ballot")
+            raise DataError(
+                f"{where} (prompt {pid!r}, annotator {annotator!r}): slot {slot!r} ranked twice on one ballot"
+            )
         ballot["slots"][slot] = model
         ballot["ranks"][slot] = _rank(row.get("rank"), where)
     records = []
     for (pid, annotator), ballot in ballots.items():
         where = f"{ballot['where']} (prompt {pid!r}, annotator {annotator!r})"
-        records.append(_Record(where, pid, annotator, ballot["group"], _tiers_from_ranks(ballot["ranks"], ballot["slots"], where)))
+        records.append(
+            _Record(where, pid, annotator, ballot["group"], _tiers_from_ranks(ballot["ranks"], ballot["slots"], where))
+        )
     return records
 
 
@@ -205,7 +217,9 @@ def read_ballot_records(path: Path) -> list[_Record]:
         return _mapping_ballots(path, data)
     if isinstance(data, list):
         return [_record_ballot(row, f"{path}, ballot {i + 1}") for i, row in enumerate(data)]
-    raise DataError(f"{path}: expected {{prompt_id: [[model, ...], ...]}} or a list of ballot records, got {type(data).__name__}")
+    raise DataError(
+        f"{path}: expected {{prompt_id: [[model, ...], ...]}} or a list of ballot records, got {type(data).__name__}"
+    )
 
 
 def load_ballots(path: str | Path) -> HumanBallots:
@@ -247,10 +261,14 @@ def load_ballots(path: str | Path) -> HumanBallots:
     )
 
 
-def human_rankings(ballots: HumanBallots, tie_break: str = "support", candidate_order: Sequence[str] | None = None) -> dict[str, Any]:
+def human_rankings(
+    ballots: HumanBallots, tie_break: str = "support", candidate_order: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Borda points per group, for all annotators, and across groups
     (:func:`crs.eval.ranking.group_rankings`), with what the report says about the study."""
-    order = [m for m in candidate_order or [] if m in ballots.models] + [m for m in ballots.models if m not in (candidate_order or [])]
+    order = [m for m in candidate_order or [] if m in ballots.models] + [
+        m for m in ballots.models if m not in (candidate_order or [])
+    ]
     result = ranking.group_rankings(ballots.by_group, tie_break, order)
     return {
         **result,

@@ -112,8 +112,10 @@ class _Predictions:
         if not matching:
             return None
         runs = ", ".join(self.item_ids[i] for i in matching)
-        raise DataError(f"{where}: {what} matches several predictions with the same outputs ({runs}); give the row a "
-                        "prompt_id (and a run) to say which")
+        raise DataError(
+            f"{where}: {what} matches several predictions with the same outputs ({runs}); give the row a "
+            "prompt_id (and a run) to say which"
+        )
 
 
 @dataclass
@@ -135,8 +137,10 @@ class _Collector:
         position = {m: i for i, m in enumerate(self.models)}
         key = (first, second) if position[first] < position[second] else (second, first)
         if (key[0], key[1], item) in self.seen:
-            raise DataError(f"{where}: a second verdict on {key[0]} vs {key[1]} for prompt {item} (the first: "
-                            f"{self.seen[(key[0], key[1], item)]}); keep one verdict per model pair and prompt")
+            raise DataError(
+                f"{where}: a second verdict on {key[0]} vs {key[1]} for prompt {item} (the first: "
+                f"{self.seen[(key[0], key[1], item)]}); keep one verdict per model pair and prompt"
+            )
         self.seen[(key[0], key[1], item)] = where
         if outcome is not None and key[0] != first:
             outcome = 1.0 - outcome
@@ -201,8 +205,10 @@ def _read_alpaca_eval(path: Path, predictions: _Predictions, collector: _Collect
         if "instruction" not in row and "prompt_id" not in row:
             missing.append("instruction")
         if missing:
-            raise DataError(f"{where}: missing key(s) {missing}; an AlpacaEval annotation has instruction, output_1, "
-                            "generator_1, output_2, generator_2 and preference")
+            raise DataError(
+                f"{where}: missing key(s) {missing}; an AlpacaEval annotation has instruction, output_1, "
+                "generator_1, output_2, generator_2 and preference"
+            )
         outcome = preference_outcome(row["preference"], where)
         if isinstance(row.get("annotator"), str):
             annotators.append(row["annotator"])
@@ -252,12 +258,17 @@ def _read_csv(path: Path, predictions: _Predictions, collector: _Collector) -> N
                 collector.skip("annotation(s) of a sampling run the predictions do not have")
                 continue
         elif len(candidates) > 1:
-            raise DataError(f"{where}: prompt {pid!r} was answered in {len(candidates)} sampling runs; add a run column "
-                            "to say which one each verdict is about")
+            raise DataError(
+                f"{where}: prompt {pid!r} was answered in {len(candidates)} sampling runs; add a run column "
+                "to say which one each verdict is about"
+            )
         collector.add(*models, predictions.item_ids[candidates[0]], outcome, where)
 
 
-JUDGE_KINDS = {".json": "AlpacaEval annotations (.json)", ".csv": "a verdict CSV (.csv of prompt_id, model_a, model_b, preference)"}
+JUDGE_KINDS = {
+    ".json": "AlpacaEval annotations (.json)",
+    ".csv": "a verdict CSV (.csv of prompt_id, model_a, model_b, preference)",
+}
 
 
 def judge_files(spec: str, key: str = "eval_rewarding.judge", kinds: Sequence[str] = (".json", ".csv")) -> list[Path]:
@@ -269,7 +280,9 @@ def judge_files(spec: str, key: str = "eval_rewarding.judge", kinds: Sequence[st
     if any(c in spec for c in "*?["):
         files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
         if not files:
-            raise ConfigError(f"{key}: no file matches {spec!r}; point it at {expected} (a relative path starts in the current directory)")
+            raise ConfigError(
+                f"{key}: no file matches {spec!r}; point it at {expected} (a relative path starts in the current directory)"
+            )
     else:
         files = [Path(spec)]
         if not files[0].is_file():
@@ -304,17 +317,29 @@ def load_judge(
     if collector.n_used == 0:
         reasons = "; ".join(f"{n} {r}" for r, n in skipped.items()) or "the files hold no verdicts"
         here = ", ".join(sorted(predictions.names))
-        raise ConfigError(f"eval_rewarding.judge: none of the {collector.n_rows} verdicts in {spec} is about these "
-                          f"predictions ({reasons}); models here (file names and generators): {here}")
+        raise ConfigError(
+            f"eval_rewarding.judge: none of the {collector.n_rows} verdicts in {spec} is about these "
+            f"predictions ({reasons}); models here (file names and generators): {here}"
+        )
     for reason, count in skipped.items():
         logger.warning("eval_rewarding.judge: %d %s (not used)", count, reason)
     if collector.n_failed:
-        logger.warning("eval_rewarding.judge: the judge failed (null preference) on %d of %d comparisons; they are "
-                       "counted and left out of every rate", collector.n_failed, collector.n_used)
+        logger.warning(
+            "eval_rewarding.judge: the judge failed (null preference) on %d of %d comparisons; they are "
+            "counted and left out of every rate",
+            collector.n_failed,
+            collector.n_used,
+        )
     distinct = list(dict.fromkeys(annotators))
     name = distinct[0] if len(distinct) == 1 else files[0].stem if len(files) == 1 else "external judge"
     if name in taken:
         name = f"{name} (judge)"
-    summary = {"spec": spec, "files": [str(f) for f in files], "n_rows": collector.n_rows, "n_used": collector.n_used,
-               "n_failed": collector.n_failed, "skipped": skipped}
+    summary = {
+        "spec": spec,
+        "files": [str(f) for f in files],
+        "n_rows": collector.n_rows,
+        "n_used": collector.n_used,
+        "n_failed": collector.n_failed,
+        "skipped": skipped,
+    }
     return ExternalJudge(name, PairwiseVerdicts(collector.by_pair), summary)

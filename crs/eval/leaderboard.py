@@ -57,10 +57,16 @@ def length_columns(
     separation = length_separation(outcomes, lengths, reference_lengths)
     matched = length_matched_win_rate(outcomes, lengths, reference_lengths, n_boot=n_boot, seed=seed)
     return {
-        "lc_win_rate": 100.0 * lc.win_rate, "lc_ci_low": 100.0 * lc.ci_low, "lc_ci_high": 100.0 * lc.ci_high, "length_coef": lc.length_coef,
-        "lc_reliable": separation.reliable, "lc_separation": separation.as_dict(),
-        "length_matched_win_rate": _percent(matched.win_rate), "length_matched_ci_low": _percent(matched.ci_low),
-        "length_matched_ci_high": _percent(matched.ci_high), "n_length_matched": matched.n_matched,
+        "lc_win_rate": 100.0 * lc.win_rate,
+        "lc_ci_low": 100.0 * lc.ci_low,
+        "lc_ci_high": 100.0 * lc.ci_high,
+        "length_coef": lc.length_coef,
+        "lc_reliable": separation.reliable,
+        "lc_separation": separation.as_dict(),
+        "length_matched_win_rate": _percent(matched.win_rate),
+        "length_matched_ci_low": _percent(matched.ci_low),
+        "length_matched_ci_high": _percent(matched.ci_high),
+        "n_length_matched": matched.n_matched,
     }
 
 
@@ -97,11 +103,18 @@ def leaderboard_from_outcomes(
             raise ValueError(f"model {model!r}: {len(given)} outcomes for {len(outputs[model])} outputs")
         result = win_rate_from_outcomes(list(by_index.values()), n_boot=n_boot, seed=seed)
         row = leaderboard_row(model, result, outputs[model])
-        judged = sorted(i for i, v in by_index.items() if v is not None and not (isinstance(v, float) and math.isnan(v)))
-        row.update(length_columns(
-            [by_index[i] for i in judged], [len(outputs[model][i]) for i in judged],
-            [len(outputs[reference][i]) for i in judged], n_boot=n_boot, seed=seed,
-        ))
+        judged = sorted(
+            i for i, v in by_index.items() if v is not None and not (isinstance(v, float) and math.isnan(v))
+        )
+        row.update(
+            length_columns(
+                [by_index[i] for i in judged],
+                [len(outputs[model][i]) for i in judged],
+                [len(outputs[reference][i]) for i in judged],
+                n_boot=n_boot,
+                seed=seed,
+            )
+        )
         rows.append(row)
     rows.sort(key=lambda row: (-row["win_rate"], row["model"]))
     return rows
@@ -127,4 +140,6 @@ def leaderboard_rows(
         raise KeyError(f"reference model {reference!r} has no scores; models: {list(per_model_scores)}")
     check_aligned(per_model_scores, "per-model scores")
     outcomes = {m: pairwise_outcomes(s, per_model_scores[reference], tie_eps) for m, s in per_model_scores.items()}
-    return leaderboard_from_outcomes(outcomes, outputs, reference, n_boot=n_boot, seed=seed, include_reference=include_reference)
+    return leaderboard_from_outcomes(
+        outcomes, outputs, reference, n_boot=n_boot, seed=seed, include_reference=include_reference
+    )

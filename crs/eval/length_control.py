@@ -58,7 +58,12 @@ def _fit_length_logit(outcomes: np.ndarray, x: np.ndarray, weights: np.ndarray, 
         residual = weights * (outcomes - p)
         gradient = np.array([residual.sum(), (residual * x).sum() - ridge * beta])
         curvature = weights * p * (1.0 - p)
-        hessian = np.array([[curvature.sum() + 1e-9, (curvature * x).sum()], [(curvature * x).sum(), (curvature * x * x).sum() + ridge]])
+        hessian = np.array(
+            [
+                [curvature.sum() + 1e-9, (curvature * x).sum()],
+                [(curvature * x).sum(), (curvature * x * x).sum() + ridge],
+            ]
+        )
         step = np.linalg.solve(hessian, gradient)
         theta, beta = theta + step[0], beta + step[1]
         if np.abs(step).max() < 1e-9:
@@ -122,7 +127,9 @@ def length_controlled_win_rate(
         raise ValueError("outcomes must lie in [0, 1]")
     rate, beta = _length_controlled(y, diff, ridge)
     rng = np.random.default_rng(seed)
-    boots = np.array([_length_controlled(y[idx], diff[idx], ridge)[0] for idx in rng.integers(0, y.size, size=(n_boot, y.size))])
+    boots = np.array(
+        [_length_controlled(y[idx], diff[idx], ridge)[0] for idx in rng.integers(0, y.size, size=(n_boot, y.size))]
+    )
     low, high = np.quantile(boots, [alpha / 2.0, 1.0 - alpha / 2.0])
     return LengthControlledWinRate(rate, float(low), float(high), beta)
 
@@ -132,7 +139,9 @@ def length_matched(lengths_a: np.ndarray, lengths_b: np.ndarray, band: float = L
     return np.abs(lengths_a - lengths_b) <= band * np.maximum(lengths_a, lengths_b)
 
 
-def _paired_lengths(outcomes: Sequence[float], lengths_a: Sequence[float], lengths_b: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _paired_lengths(
+    outcomes: Sequence[float], lengths_a: Sequence[float], lengths_b: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y = as_finite_array(outcomes, "outcomes")
     a, b = as_finite_array(lengths_a, "lengths_a"), as_finite_array(lengths_b, "lengths_b")
     if y.size != a.size or y.size != b.size:
@@ -220,17 +229,36 @@ def length_separation(
     pinned = min(near_shorter, near_longer) >= MIN_NEAR_EQUAL_PER_SIDE
     n_unequal = int(unequal.sum())
     winner = shorter_wins if direction == "shorter" else n_unequal - shorter_wins
-    reason = _separation_reason(separation, direction, winner, n_unequal, near_shorter, near_longer, band, separated, pinned)
+    reason = _separation_reason(
+        separation, direction, winner, n_unequal, near_shorter, near_longer, band, separated, pinned
+    )
     return LengthSeparation(
-        n, int(np.sum(won | lost)), n_unequal, shorter_wins, separation, direction,
-        float(np.mean(diff < 0)) if n else 0.0, float(np.mean(diff > 0)) if n else 0.0,
-        near_shorter, near_longer, band, not (separated and not pinned), reason,
+        n,
+        int(np.sum(won | lost)),
+        n_unequal,
+        shorter_wins,
+        separation,
+        direction,
+        float(np.mean(diff < 0)) if n else 0.0,
+        float(np.mean(diff > 0)) if n else 0.0,
+        near_shorter,
+        near_longer,
+        band,
+        not (separated and not pinned),
+        reason,
     )
 
 
 def _separation_reason(
-    separation: float | None, direction: str, winner: int, n_unequal: int, near_shorter: int, near_longer: int,
-    band: float, separated: bool, pinned: bool,
+    separation: float | None,
+    direction: str,
+    winner: int,
+    n_unequal: int,
+    near_shorter: int,
+    near_longer: int,
+    band: float,
+    separated: bool,
+    pinned: bool,
 ) -> str:
     """One sentence: what :func:`length_separation` saw and what it concluded."""
     if separation is None:
@@ -269,8 +297,13 @@ class LengthMatchedWinRate:
 
 
 def length_matched_win_rate(
-    outcomes: Sequence[float], lengths_a: Sequence[float], lengths_b: Sequence[float],
-    band: float = LENGTH_BAND, min_matched: int = MIN_MATCHED, n_boot: int = 1000, seed: int = 0,
+    outcomes: Sequence[float],
+    lengths_a: Sequence[float],
+    lengths_b: Sequence[float],
+    band: float = LENGTH_BAND,
+    min_matched: int = MIN_MATCHED,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> LengthMatchedWinRate:
     """A's raw win rate over B on the prompts whose two replies are within ``band`` of each
     other in length (ties half), with a paired bootstrap interval over those prompts
@@ -283,7 +316,10 @@ def length_matched_win_rate(
 
 def pooled_length_matched_win_rate(
     runs: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float]]],
-    band: float = LENGTH_BAND, min_matched: int = MIN_MATCHED, n_boot: int = 1000, seed: int = 0,
+    band: float = LENGTH_BAND,
+    min_matched: int = MIN_MATCHED,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> LengthMatchedWinRate:
     """:func:`length_matched_win_rate` over several runs (a sweep's seeds): each run's
     ``(outcomes, lengths_a, lengths_b)`` contributes its matched prompts, pooled. With one run
@@ -305,14 +341,18 @@ def pooled_length_matched_win_rate(
     per_run = np.array([m.mean() for m in matched if m.size])
     if per_run.size == 1:
         result = win_rate_from_outcomes(pooled.tolist(), n_boot=n_boot, seed=seed)
-        return LengthMatchedWinRate(result.win_rate, result.ci_low, result.ci_high, n_matched, n_total, band, min_matched)
+        return LengthMatchedWinRate(
+            result.win_rate, result.ci_low, result.ci_high, n_matched, n_total, band, min_matched
+        )
     rng = np.random.default_rng(seed)
     n_runs, point = per_run.size, float(pooled.mean())
     t_draws = rng.standard_normal(n_boot) / np.sqrt(rng.chisquare(n_runs - 1, n_boot) / (n_runs - 1))
     seed_part = np.sqrt(per_run.var(ddof=1) / n_runs) * t_draws
     prompt_part = pooled[rng.integers(0, pooled.size, size=(n_boot, pooled.size))].mean(axis=1) - point
     low, high = np.quantile(point - seed_part - prompt_part, [0.025, 0.975])
-    return LengthMatchedWinRate(point, float(max(low, 0.0)), float(min(high, 1.0)), n_matched, n_total, band, min_matched)
+    return LengthMatchedWinRate(
+        point, float(max(low, 0.0)), float(min(high, 1.0)), n_matched, n_total, band, min_matched
+    )
 
 
 def unreliable_note() -> str:
@@ -325,7 +365,9 @@ def unreliable_note() -> str:
     )
 
 
-def length_matched_cell(win_rate: float | None, ci_low: float | None, ci_high: float | None, n_matched: int, scale: float = 100.0) -> str:
+def length_matched_cell(
+    win_rate: float | None, ci_low: float | None, ci_high: float | None, n_matched: int, scale: float = 100.0
+) -> str:
     """A length-matched rate for a table: ``48.0 (40.1–55.2), n=63``, or ``cannot tell (n=7)``
     when too few prompts matched; ``scale`` turns the stored rate into percent (1 when it already is)."""
     if win_rate is None or ci_low is None or ci_high is None:

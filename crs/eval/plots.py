@@ -109,7 +109,9 @@ def plot_overoptimization(
             ax_step.plot(step, value, "o-", color=color, label=name, markersize=3)
             if key == judge_key:
                 peak = judge_peak(rows, key)
-                ax_kl.plot([peak["kl"] ** 0.5 if peak["kl"] > 0 else 0.0], [peak["judge"]], "*", color=color, markersize=14)
+                ax_kl.plot(
+                    [peak["kl"] ** 0.5 if peak["kl"] > 0 else 0.0], [peak["judge"]], "*", color=color, markersize=14
+                )
                 ax_step.plot([peak["step"]], [peak["judge"]], "*", color=color, markersize=14)
             ax_kl.set_title(title)
             ax_kl.set_xlabel("sqrt(KL to the reference), nats")
@@ -137,7 +139,13 @@ def plot_bon_curves(results: Mapping[str, Any], path: str | os.PathLike[str]) ->
         means = [p["mean"] for p in entry["gold"]]
         style = {"color": "black", "linestyle": "--"} if name == "judge" else {"color": f"C{i % 10}"}
         ax.plot(kl, means, marker="o", markersize=3, label=name, **style)
-        ax.fill_between(kl, [p["ci_low"] for p in entry["gold"]], [p["ci_high"] for p in entry["gold"]], alpha=0.12, color=style["color"])
+        ax.fill_between(
+            kl,
+            [p["ci_low"] for p in entry["gold"]],
+            [p["ci_high"] for p in entry["gold"]],
+            alpha=0.12,
+            color=style["color"],
+        )
     ax.set_xlabel("KL_bon = log n - (n-1)/n (upper bound on KL), nats")
     ax.set_ylabel(f"judge ({results['judge']}) of the best-of-n pick")
     ax.set_title(f"best-of-n on one pool: {results['pool']['prompts']} prompts x {results['pool']['samples']} replies")
@@ -152,8 +160,10 @@ def plot_weight_curve(results: Mapping[str, Any], path: str | os.PathLike[str]) 
     entries = [results["scorers"][f"w={w:g}"] for w in grid]
     fig = Figure(figsize=(10, 3.8))
     left, right = fig.subplots(1, 2)
-    panels = ((left, [e["win_rate"][-1] for e in entries], f"best-of-{results['pool']['samples']} win rate vs the pool"),
-              (right, [e["pairwise_accuracy"] for e in entries], "pairwise agreement with the judge"))
+    panels = (
+        (left, [e["win_rate"][-1] for e in entries], f"best-of-{results['pool']['samples']} win rate vs the pool"),
+        (right, [e["pairwise_accuracy"] for e in entries], "pairwise agreement with the judge"),
+    )
     for ax, points, title in panels:
         means = [100 * p["mean"] for p in points]
         errors = [[100 * (p["mean"] - p["ci_low"]) for p in points], [100 * (p["ci_high"] - p["mean"]) for p in points]]
@@ -162,6 +172,12 @@ def plot_weight_curve(results: Mapping[str, Any], path: str | os.PathLike[str]) 
         ax.set_ylabel("%")
         ax.set_title(title)
     best = results["weights"]["best"]
-    left.axvspan(best["interval"][0], best["interval"][1], alpha=0.12, color="C2", label=f"best weight {best['weight']:g} (95% interval)")
+    left.axvspan(
+        best["interval"][0],
+        best["interval"][1],
+        alpha=0.12,
+        color="C2",
+        label=f"best weight {best['weight']:g} (95% interval)",
+    )
     left.legend(fontsize=8)
     save_figure_atomic(fig, path)

@@ -97,22 +97,52 @@ def make_pool(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """
     bon, decoding = cfg.bon, cfg.eval_pred
     prompts = pool_prompts(cfg)
-    settings = SamplingSettings(decoding.max_new_tokens, do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=decoding.top_k)
+    settings = SamplingSettings(
+        decoding.max_new_tokens,
+        do_sample=True,
+        temperature=decoding.temperature,
+        top_p=decoding.top_p,
+        top_k=decoding.top_k,
+    )
     todo = [k for k in range(bon.samples) if not sample_path(run_dir, k).exists()]
-    logger.info("pool: %d prompts (splits %s) x %d samples from %s; %d to make", len(prompts), bon.splits or [cfg.data.split], bon.samples, bon.policy, len(todo))
+    logger.info(
+        "pool: %d prompts (splits %s) x %d samples from %s; %d to make",
+        len(prompts),
+        bon.splits or [cfg.data.split],
+        bon.samples,
+        bon.policy,
+        len(todo),
+    )
     started, made = time.perf_counter(), 0
     if todo:
         model, tokenizer = load_generator(bon.policy, cfg)
         dataset = Path(cfg.data.source).name
         for k in todo:
-            outputs = generate_on_every_process(model, tokenizer, [p.prompt for p in prompts], settings, bon.batch_size,
-                                                cfg.data.max_prompt_length, seed=cfg.run.seed + k, desc=f"sample {k + 1}/{bon.samples}")
+            outputs = generate_on_every_process(
+                model,
+                tokenizer,
+                [p.prompt for p in prompts],
+                settings,
+                bon.batch_size,
+                cfg.data.max_prompt_length,
+                seed=cfg.run.seed + k,
+                desc=f"sample {k + 1}/{bon.samples}",
+            )
             if is_main_process():
-                write_predictions(sample_path(run_dir, k), prediction_rows(prompts, outputs, Path(bon.policy).name, k, dataset))
+                write_predictions(
+                    sample_path(run_dir, k), prediction_rows(prompts, outputs, Path(bon.policy).name, k, dataset)
+                )
             made += len(outputs)
     seconds = time.perf_counter() - started
-    summary = {"prompts": len(prompts), "samples": bon.samples, "policy": bon.policy, "splits": bon.splits or [cfg.data.split],
-               "replies_made": made, "seconds": round(seconds, 1), "replies_per_second": round(made / seconds, 2) if made else None}
+    summary = {
+        "prompts": len(prompts),
+        "samples": bon.samples,
+        "policy": bon.policy,
+        "splits": bon.splits or [cfg.data.split],
+        "replies_made": made,
+        "seconds": round(seconds, 1),
+        "replies_per_second": round(made / seconds, 2) if made else None,
+    }
     if made:
         logger.info("pool: %d replies in %.0f s (%.2f replies/s, model load included)", made, seconds, made / seconds)
     wait_for_everyone()
@@ -134,9 +164,13 @@ def read_pool(path: str | Path) -> Pool:
     if path.is_dir():
         files = sorted((path / SAMPLES_DIR).glob("*.json")) or sorted(path.glob("*.json"))
         if len(files) < 2:
-            raise ConfigError(f"bon.pool {path}: found {len(files)} outputs file(s); a pool needs at least 2 samples (one file each)")
+            raise ConfigError(
+                f"bon.pool {path}: found {len(files)} outputs file(s); a pool needs at least 2 samples (one file each)"
+            )
     elif not path.is_file():
-        raise ConfigError(f"bon.pool {path}: no such file or folder; make it with `crs pool`, or point at a folder of AlpacaEval outputs files")
+        raise ConfigError(
+            f"bon.pool {path}: no such file or folder; make it with `crs pool`, or point at a folder of AlpacaEval outputs files"
+        )
     try:
         return _pool_from_files(files) if path.is_dir() else _pool_from_candidates(path)
     except DataError as err:
@@ -152,8 +186,10 @@ def _pool_from_files(files: list[Path]) -> Pool:
         for index, row in enumerate(rows):
             if row["prompt_id"] in by_id:
                 first = rows.index(by_id[row["prompt_id"]])
-                raise DataError(f"{file}: row {index} answers the prompt of row {first} again ({_preview(row['instruction'])}); "
-                                "a pool file holds one reply per prompt: drop one of the two rows")
+                raise DataError(
+                    f"{file}: row {index} answers the prompt of row {first} again ({_preview(row['instruction'])}); "
+                    "a pool file holds one reply per prompt: drop one of the two rows"
+                )
             by_id[row["prompt_id"]] = row
         samples.append(by_id)
         generators.append({r["generator"] for r in rows})
@@ -161,7 +197,11 @@ def _pool_from_files(files: list[Path]) -> Pool:
     if not common:
         raise DataError(f"{files[0].parent}: the outputs files share no prompt; each must answer the same prompts")
     if any(len(s) != len(common) for s in samples):
-        logger.warning("%s: the outputs files answer different prompts; the pool keeps the %d all of them answer", files[0].parent, len(common))
+        logger.warning(
+            "%s: the outputs files answer different prompts; the pool keeps the %d all of them answer",
+            files[0].parent,
+            len(common),
+        )
     first = samples[0]
     return Pool(
         prompt_ids=common,
@@ -189,7 +229,9 @@ def _candidate_rows(path: Path) -> list[tuple[str, Any]]:
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}, line {err.lineno}: not valid JSON ({err.msg}); fix it, or give one JSON object per line in a .jsonl file") from None
+        raise DataError(
+            f"{path}, line {err.lineno}: not valid JSON ({err.msg}); fix it, or give one JSON object per line in a .jsonl file"
+        ) from None
     except (OSError, EOFError, zlib.error) as err:  # a .gz that is not gzip, a file that cannot be read
         raise DataError(f"{path}: not readable ({err})") from None
     if not isinstance(rows, list):
@@ -205,15 +247,21 @@ def _pool_from_candidates(path: Path) -> Pool:
         text = row.get("instruction", row.get("prompt")) if isinstance(row, dict) else None
         outputs = row.get("outputs") if isinstance(row, dict) else None
         if not isinstance(text, str) or not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
-            raise DataError(f"{path}, {where}: expected an object {{instruction: text, outputs: [reply texts]}}; fix that row")
+            raise DataError(
+                f"{path}, {where}: expected an object {{instruction: text, outputs: [reply texts]}}; fix that row"
+            )
         pid = str(row.get("prompt_id") or prompt_id(user_prompt(text)))
         for key in (f"id {pid}", f"text {text}"):
             if key in seen:
-                raise DataError(f"{path}, {where} repeats the prompt of {seen[key]} ({_preview(text)}): a pool holds each prompt "
-                                "once (it would count twice); merge the two rows' outputs into one row, or drop one")
+                raise DataError(
+                    f"{path}, {where} repeats the prompt of {seen[key]} ({_preview(text)}): a pool holds each prompt "
+                    "once (it would count twice); merge the two rows' outputs into one row, or drop one"
+                )
             seen[key] = where
         if pool.replies and len(outputs) != len(pool.replies[0]):
-            raise DataError(f"{path}, {where} has {len(outputs)} replies, {first_at} has {len(pool.replies[0])}: a pool has m replies per prompt")
+            raise DataError(
+                f"{path}, {where} has {len(outputs)} replies, {first_at} has {len(pool.replies[0])}: a pool has m replies per prompt"
+            )
         first_at = first_at or where
         pool.prompt_ids.append(pid)
         pool.instructions.append(text)

@@ -58,14 +58,19 @@ def judge_from_annotations(pool: Pool, spec: str) -> np.ndarray:
     """
     files = judge_files(spec, "bon.judge", kinds=(".json",))
     try:
-        values = _verdict_matrix(pool, [(f"{path}, annotation {i}", row) for path in files for i, row in enumerate(_annotation_objects(path))])
+        values = _verdict_matrix(
+            pool,
+            [(f"{path}, annotation {i}", row) for path in files for i, row in enumerate(_annotation_objects(path))],
+        )
     except DataError as err:
         raise DataError(f"bon.judge: {err}") from None
     missing = np.argwhere(np.isnan(values))
     if len(missing):
         p, k = (int(i) for i in missing[0])
-        raise DataError(f"bon.judge {spec}: {len(missing)} of {values.size} pool replies have no verdict (or a null one), the first: "
-                        f"sample {k} of prompt {pool.prompt_ids[p]} ({pool.instructions[p][:60]!r}); every reply needs one: annotate the rest")
+        raise DataError(
+            f"bon.judge {spec}: {len(missing)} of {values.size} pool replies have no verdict (or a null one), the first: "
+            f"sample {k} of prompt {pool.prompt_ids[p]} ({pool.instructions[p][:60]!r}); every reply needs one: annotate the rest"
+        )
     return values
 
 
@@ -78,10 +83,14 @@ def _verdict_matrix(pool: Pool, rows: Sequence[tuple[str, dict[str, Any]]]) -> n
             verdicts = _pool_verdicts(pool, rows, names)
             mismatch = _why_not_by_sample(pool, verdicts, names)
             if mismatch is None:
-                logger.info("bon.judge: one verdict per sample, read by generator name (%s ... %s)", names[0], names[-1])
+                logger.info(
+                    "bon.judge: one verdict per sample, read by generator name (%s ... %s)", names[0], names[-1]
+                )
                 return _by_sample(pool, verdicts, names)
             why = mismatch
-    logger.info("bon.judge: verdicts read by reply text (%s): every copy of a repeated reply gets its text's verdict", why)
+    logger.info(
+        "bon.judge: verdicts read by reply text (%s): every copy of a repeated reply gets its text's verdict", why
+    )
     return _by_text(pool, _pool_verdicts(pool, rows, []))
 
 
@@ -107,19 +116,30 @@ def _suffix_sample_names(rows: Sequence[tuple[str, dict[str, Any]]], m: int) -> 
 
 def _pool_verdicts(pool: Pool, rows: Sequence[tuple[str, dict[str, Any]]], names: Sequence[str]) -> list[_Verdict]:
     """Every row that judges a pool reply, from the pool's side; rows about other replies are not the pool's."""
-    prompt_of = {(text, reply): p for p, (text, row) in enumerate(zip(pool.instructions, pool.replies)) for reply in row}
+    prompt_of = {
+        (text, reply): p for p, (text, row) in enumerate(zip(pool.instructions, pool.replies)) for reply in row
+    }
     verdicts = []
     for where, row in rows:
         first = preference_outcome(row.get("preference"), where)  # the outcome of output_1
-        sides = [s for s in (1, 2) if isinstance(row.get("instruction"), str) and isinstance(row.get(f"output_{s}"), str)
-                 and (row["instruction"], row[f"output_{s}"]) in prompt_of]
+        sides = [
+            s
+            for s in (1, 2)
+            if isinstance(row.get("instruction"), str)
+            and isinstance(row.get(f"output_{s}"), str)
+            and (row["instruction"], row[f"output_{s}"]) in prompt_of
+        ]
         if not sides:
             continue
         named = [s for s in sides if row.get(f"generator_{s}") in names]
         side = named[0] if len(named) == 1 else sides[-1]
         outcome = first if side == 1 or first is None else 1.0 - first
         text = row[f"output_{side}"]
-        verdicts.append(_Verdict(prompt_of[(row["instruction"], text)], text, str(row.get(f"generator_{side}") or ""), outcome, where))
+        verdicts.append(
+            _Verdict(
+                prompt_of[(row["instruction"], text)], text, str(row.get(f"generator_{side}") or ""), outcome, where
+            )
+        )
     return verdicts
 
 
@@ -140,8 +160,10 @@ def _by_sample(pool: Pool, verdicts: Sequence[_Verdict], names: Sequence[str]) -
     for v in verdicts:
         cell = (v.prompt, index[v.generator])
         if cell in first_at:
-            raise DataError(f"{v.where}: a second verdict on sample {cell[1]} of prompt {pool.prompt_ids[v.prompt]} "
-                            f"(the first: {first_at[cell]}); keep one verdict per reply")
+            raise DataError(
+                f"{v.where}: a second verdict on sample {cell[1]} of prompt {pool.prompt_ids[v.prompt]} "
+                f"(the first: {first_at[cell]}); keep one verdict per reply"
+            )
         first_at[cell] = v.where
         if v.outcome is not None:
             values[cell] = v.outcome
@@ -160,8 +182,10 @@ def _by_text(pool: Pool, verdicts: Sequence[_Verdict]) -> np.ndarray:
         got = outcomes.setdefault((v.prompt, v.text), [])
         got.append(v.outcome)
         if len(got) > len(copies[(v.prompt, v.text)]):
-            raise DataError(f"{v.where}: {len(got)} verdicts on a reply that prompt {pool.prompt_ids[v.prompt]} holds "
-                            f"{len(copies[(v.prompt, v.text)])} time(s); keep one verdict per reply")
+            raise DataError(
+                f"{v.where}: {len(got)} verdicts on a reply that prompt {pool.prompt_ids[v.prompt]} holds "
+                f"{len(copies[(v.prompt, v.text)])} time(s); keep one verdict per reply"
+            )
     for key, got in outcomes.items():
         finite = [o for o in got if o is not None]
         if finite:

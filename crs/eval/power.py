@@ -49,8 +49,10 @@ def power_of_rounds(differences: np.ndarray, alpha: float = 0.05, power: float =
         raise ValueError(f"alpha must be in (0, 1) and power in (0.5, 1), got {alpha}, {power}")
     low, high, below, above = np.quantile(rounds, [alpha / 2, 1 - alpha / 2, 1 - power, power])
     half_width = (high - low) / 2
-    return {"standard_error": float(half_width / NormalDist().inv_cdf(1 - alpha / 2)),
-            "minimum_detectable_difference": float(half_width + (above - below) / 2)}
+    return {
+        "standard_error": float(half_width / NormalDist().inv_cdf(1 - alpha / 2)),
+        "minimum_detectable_difference": float(half_width + (above - below) / 2),
+    }
 
 
 def power_of_neighbours(samples: Sequence[np.ndarray], alpha: float = 0.05, power: float = 0.8) -> dict[str, float]:
@@ -66,13 +68,18 @@ def power_of_neighbours(samples: Sequence[np.ndarray], alpha: float = 0.05, powe
     if len(samples) < 2:
         raise ValueError("power between groups needs at least two groups")
     each = [power_of_rounds(np.asarray(a) - np.asarray(b), alpha, power) for a, b in zip(samples, samples[1:])]
-    return {key: float(np.median([p[key] for p in each])) for key in ("standard_error", "minimum_detectable_difference")}
+    return {
+        key: float(np.median([p[key] for p in each])) for key in ("standard_error", "minimum_detectable_difference")
+    }
 
 
 def power_of_interval(ci_low: float, ci_high: float, alpha: float = 0.05, power: float = 0.8) -> dict[str, float]:
     """The detectable difference of an estimate known by its (1 - alpha) interval: SE = width / (2 z_{1-alpha/2})."""
     standard_error = (ci_high - ci_low) / (2 * NormalDist().inv_cdf(1 - alpha / 2))
-    return {"standard_error": standard_error, "minimum_detectable_difference": minimum_detectable_difference(standard_error, alpha, power)}
+    return {
+        "standard_error": standard_error,
+        "minimum_detectable_difference": minimum_detectable_difference(standard_error, alpha, power),
+    }
 
 
 def power_line(power: dict[str, float | None], subject: str, metric: str) -> str:
@@ -86,11 +93,17 @@ def power_line(power: dict[str, float | None], subject: str, metric: str) -> str
     if power["standard_error"] is None:
         return f"Power: none stated: {subject} have one seed per row, so no interval and no power (seed variance cannot be estimated from one run)."
     if power["minimum_detectable_difference"] is not None and power["minimum_detectable_difference"] >= 1.0:
-        return (f"Power: {subject} cannot detect even the largest possible difference in {metric}: the detectable difference, "
-                f"{100 * power['minimum_detectable_difference']:.0f} points, is past the 100-point scale (standard error "
-                f"{100 * power['standard_error']:.1f} points, from the study's own rounds); more seeds or prompts are needed.")
+        return (
+            f"Power: {subject} cannot detect even the largest possible difference in {metric}: the detectable difference, "
+            f"{100 * power['minimum_detectable_difference']:.0f} points, is past the 100-point scale (standard error "
+            f"{100 * power['standard_error']:.1f} points, from the study's own rounds); more seeds or prompts are needed."
+        )
     if power["standard_error"] == 0:
-        return (f"Power: {subject} cannot tell differences in {metric} apart: the compared values are equal in every round of the study's own "
-                "resampling (standard error 0), so no difference could be detected.")
-    return (f"Power: {subject} tell apart differences of {100 * power['minimum_detectable_difference']:.1f} points or more in {metric} "
-            f"(80% power, 5% level; standard error {100 * power['standard_error']:.1f} points, from the study's own rounds).")
+        return (
+            f"Power: {subject} cannot tell differences in {metric} apart: the compared values are equal in every round of the study's own "
+            "resampling (standard error 0), so no difference could be detected."
+        )
+    return (
+        f"Power: {subject} tell apart differences of {100 * power['minimum_detectable_difference']:.1f} points or more in {metric} "
+        f"(80% power, 5% level; standard error {100 * power['standard_error']:.1f} points, from the study's own rounds)."
+    )

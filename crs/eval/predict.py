@@ -21,7 +21,14 @@ from crs.data.schema import PromptExample, last_user_text
 from crs.eval.predictions import read_predictions, write_predictions
 from crs.models.decoding import Generation, SamplingSettings, generate_reply_shard
 from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
-from crs.processes import gather_shards, is_main_process, place_on_device, process_device, rank_and_world, wait_for_everyone
+from crs.processes import (
+    gather_shards,
+    is_main_process,
+    place_on_device,
+    process_device,
+    rank_and_world,
+    wait_for_everyone,
+)
 from crs.runs import mark_finished
 
 logger = logging.getLogger(__name__)
@@ -29,7 +36,9 @@ logger = logging.getLogger(__name__)
 
 def load_eval_prompts(cfg: CRSConfig) -> list[PromptExample]:
     """Every prompt of the configured eval split (no validation carve-out)."""
-    prompts, _ = load_examples(replace(cfg.data, val_fraction=0.0, val_source=None, val_split=None), "prompts", cfg.run.seed)
+    prompts, _ = load_examples(
+        replace(cfg.data, val_fraction=0.0, val_source=None, val_split=None), "prompts", cfg.run.seed
+    )
     return prompts
 
 
@@ -53,8 +62,11 @@ def predict(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     dataset = f"{Path(cfg.data.source).name}/{cfg.data.split}"
     runs = settings.num_runs if settings.do_sample else 1
     generation = SamplingSettings(
-        max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
-        temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=settings.do_sample,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=settings.top_k,
     )
     summary: dict[str, Any] = {"n_prompts": len(prompts), "runs": runs, "models": {}}
     for entry in settings.models:
@@ -66,8 +78,16 @@ def predict(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         model, tokenizer = load_generator(entry.path, cfg)
         rows = []
         for run in range(runs):
-            outputs = generate_on_every_process(model, tokenizer, [p.prompt for p in prompts], generation, settings.batch_size,
-                                                cfg.data.max_prompt_length, seed=cfg.run.seed + run, desc=f"{entry.name} run {run}")
+            outputs = generate_on_every_process(
+                model,
+                tokenizer,
+                [p.prompt for p in prompts],
+                generation,
+                settings.batch_size,
+                cfg.data.max_prompt_length,
+                seed=cfg.run.seed + run,
+                desc=f"{entry.name} run {run}",
+            )
             rows += prediction_rows(prompts, outputs, entry.name, run, dataset)
         if is_main_process():
             write_predictions(path, rows)
@@ -87,26 +107,47 @@ def load_generator(path: str, cfg: CRSConfig) -> tuple[Any, Any]:
     return place_on_device(model, process_device()), load_tokenizer(path, cfg.model.cache_dir, padding_side="left")
 
 
-def prediction_rows(prompts: list[PromptExample], outputs: list[Generation], generator: str, run: int, dataset: str) -> list[dict[str, Any]]:
+def prediction_rows(
+    prompts: list[PromptExample], outputs: list[Generation], generator: str, run: int, dataset: str
+) -> list[dict[str, Any]]:
     """AlpacaEval rows, one per prompt: its ``dataset`` and ``category`` columns where it has them (else ``dataset``, "")."""
     return [
-        {"instruction": last_user_text(p.prompt), "output": out.text, "generator": generator,
-         "dataset": str(p.meta.get("dataset") or dataset), "prompt_id": p.id, "run": run,
-         "category": str(p.meta.get("category") or ""), "ended_with_eos": out.ended_with_eos}
+        {
+            "instruction": last_user_text(p.prompt),
+            "output": out.text,
+            "generator": generator,
+            "dataset": str(p.meta.get("dataset") or dataset),
+            "prompt_id": p.id,
+            "run": run,
+            "category": str(p.meta.get("category") or ""),
+            "ended_with_eos": out.ended_with_eos,
+        }
         for p, out in zip(prompts, outputs)
     ]
 
 
-def generate_on_every_process(model: Any, tokenizer: Any, prompts: list[Any], settings: SamplingSettings, batch_size: int,
-                              max_prompt_length: int, seed: int, desc: str) -> list[Generation]:
+def generate_on_every_process(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[Any],
+    settings: SamplingSettings,
+    batch_size: int,
+    max_prompt_length: int,
+    seed: int,
+    desc: str,
+) -> list[Generation]:
     """Replies to ``prompts`` in input order: under torchrun / accelerate each process generates
     its share of the batches and every process gets them all (the same replies as one process)."""
-    shard = generate_reply_shard(model, tokenizer, prompts, settings, batch_size, max_prompt_length, seed, desc, rank_and_world())
+    shard = generate_reply_shard(
+        model, tokenizer, prompts, settings, batch_size, max_prompt_length, seed, desc, rank_and_world()
+    )
     replies = gather_shards(shard)
     return [replies[i] for i in range(len(prompts))]
 
 
-def predict_models(config_path: str, eval_subset: str, seed: int, models: list[EvalModelConfig], pred_dir: Path) -> dict[str, list[dict[str, Any]]]:
+def predict_models(
+    config_path: str, eval_subset: str, seed: int, models: list[EvalModelConfig], pred_dir: Path
+) -> dict[str, list[dict[str, Any]]]:
     """``models``' predictions with ``eval_subset``'s data and settings into ``pred_dir`` (existing files are kept), read back.
 
     The sweep and the online loop evaluate their runs with this."""

@@ -42,16 +42,14 @@ def _check_prediction_row(row: Any, where: str, index: int) -> None:
     missing = [key for key in PREDICTION_KEYS if key not in row]
     if missing:
         raise DataError(
-            f"{where}: row {index}: missing required key(s) {missing}; "
-            f"every row needs {sorted(PREDICTION_KEYS)}"
+            f"{where}: row {index}: missing required key(s) {missing}; every row needs {sorted(PREDICTION_KEYS)}"
         )
     for key, expected in PREDICTION_KEYS.items():
         value = row[key]
         # bool is a subclass of int, but a boolean run index is certainly a bug.
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise DataError(
-                f"{where}: row {index}: key {key!r} must be {expected.__name__}, "
-                f"got {type(value).__name__} ({value!r})"
+                f"{where}: row {index}: key {key!r} must be {expected.__name__}, got {type(value).__name__} ({value!r})"
             )
 
 
@@ -103,7 +101,11 @@ def complete_alpaca_eval_rows(rows: list[Any], where: str) -> list[Any]:
     seen: dict[str, int] = {}
     completed, filled = [], 0
     for row in rows:
-        if not isinstance(row, dict) or not isinstance(row.get("instruction"), str) or all(k in row for k in DERIVED_KEYS):
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("instruction"), str)
+            or all(k in row for k in DERIVED_KEYS)
+        ):
             completed.append(row)
             continue
         run = seen.get(row["instruction"], 0)
@@ -112,6 +114,10 @@ def complete_alpaca_eval_rows(rows: list[Any], where: str) -> list[Any]:
         completed.append({**derived, **row})
         filled += 1
     if filled:
-        logger.info("%s: %d row(s) in AlpacaEval's outputs format: prompt ids derived from the instructions, "
-                    "run = the n-th answer to the same instruction", where, filled)
+        logger.info(
+            "%s: %d row(s) in AlpacaEval's outputs format: prompt ids derived from the instructions, "
+            "run = the n-th answer to the same instruction",
+            where,
+            filled,
+        )
     return completed

@@ -63,7 +63,9 @@ class ClusterTotals:
     top1_credit: np.ndarray
 
 
-def cluster_totals(groups: Sequence[RankedGroup], scores: Sequence[Sequence[float]], clusters: Sequence[str]) -> ClusterTotals:
+def cluster_totals(
+    groups: Sequence[RankedGroup], scores: Sequence[Sequence[float]], clusters: Sequence[str]
+) -> ClusterTotals:
     """Sum one scorer's per-group credits into its clusters (in the order of ``clusters``)."""
     index = {c: k for k, c in enumerate(clusters)}
     pairs, top1 = np.zeros(len(clusters)), np.zeros(len(clusters))
@@ -94,8 +96,9 @@ def _correlations(scores: Mapping[str, np.ndarray], labels: np.ndarray, rows: np
     return out
 
 
-def cluster_bootstrap(groups: Sequence[RankedGroup], scores: Mapping[str, Sequence[Sequence[float]]], n_boot: int = 1000,
-                      seed: int = 0) -> dict[str, dict[str, Any]]:
+def cluster_bootstrap(
+    groups: Sequence[RankedGroup], scores: Mapping[str, Sequence[Sequence[float]]], n_boot: int = 1000, seed: int = 0
+) -> dict[str, dict[str, Any]]:
     """Point values and paired bootstrap rounds of every scorer's pairwise accuracy, top-1 and correlation.
 
     ``scores[name][g]`` are scorer ``name``'s scores of ``groups[g]``'s replies. Returns per
@@ -129,7 +132,9 @@ def cluster_bootstrap(groups: Sequence[RankedGroup], scores: Mapping[str, Sequen
     return out
 
 
-def summarize(result: Mapping[str, dict[str, Any]], baseline: str | None = None, alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+def summarize(
+    result: Mapping[str, dict[str, Any]], baseline: str | None = None, alpha: float = 0.05
+) -> dict[str, dict[str, Any]]:
     """Per metric and scorer: the value with its interval, and (with ``baseline``) the paired difference to it."""
     table: dict[str, dict[str, Any]] = {}
     for metric, values in result.items():
@@ -138,6 +143,8 @@ def summarize(result: Mapping[str, dict[str, Any]], baseline: str | None = None,
             rounds = values["rounds"][name]
             row: dict[str, Any] = interval(rounds, point, alpha)
             if baseline is not None and name != baseline:
-                row["vs_" + baseline] = difference(rounds, values["rounds"][baseline], point, values["point"][baseline], alpha)
+                row["vs_" + baseline] = difference(
+                    rounds, values["rounds"][baseline], point, values["point"][baseline], alpha
+                )
             table[metric][name] = row
     return table

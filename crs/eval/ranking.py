@@ -39,7 +39,9 @@ class PairwiseVerdicts:
 
 
 def ranking_from_pairwise(
-    outcomes: Mapping[tuple[str, str], float], candidates: Sequence[str], tie_break: str = "support",
+    outcomes: Mapping[tuple[str, str], float],
+    candidates: Sequence[str],
+    tie_break: str = "support",
     candidate_order: Sequence[str] | None = None,
 ) -> list[str]:
     """One prompt's ordering from a pairwise judge's verdicts on every pair of ``candidates``.
@@ -58,9 +60,6 @@ def ranking_from_pairwise(
             raise ValueError(f"no verdict on {x} vs {y}")
         support[x][y], support[y][x] = value, 1.0 - value
     return ranked_pairs(candidates, support, tie_break, candidate_order)
-
-
-
 
 
 #: How :func:`ranked_pairs` settles what the margins leave open (docs/evaluation.md has a worked example).
@@ -326,8 +325,13 @@ def group_rankings(
     across = {}
     for model in models:
         means = np.array([groups[g][model]["mean"] for g in groups])
-        across[model] = {"mean": float(means.mean()), "std": float(means.std()), "min": float(means.min()),
-                         "max": float(means.max()), "n_groups": int(means.size)}
+        across[model] = {
+            "mean": float(means.mean()),
+            "std": float(means.std()),
+            "min": float(means.min()),
+            "max": float(means.max()),
+            "n_groups": int(means.size),
+        }
     return {
         "overall": {m: {"mean": overall[m]["mean"], "std": overall[m]["std"]} for m in models},
         "groups": {g: {m: {"mean": r[m]["mean"], "std": r[m]["std"]} for m in models} for g, r in groups.items()},

@@ -98,9 +98,7 @@ REFERENCE_SCORER = "reference scorer"  # the judge's role when a reward source s
 # --------------------------------------------------------------------------------------
 
 
-def _category_list(
-    categories: Sequence[str] | Mapping[str, str] | None, prompt_ids: Sequence[str]
-) -> list[str] | None:
+def _category_list(categories: Sequence[str] | Mapping[str, str] | None, prompt_ids: Sequence[str]) -> list[str] | None:
     """Categories aligned with ``prompt_ids`` (a mapping is looked up by prompt id)."""
     if categories is None:
         return None
@@ -121,8 +119,13 @@ def _is_null(value: float | None) -> bool:
 class _Judge:
     """The judge's verdict on (a, b, prompt index), whichever kind it is."""
 
-    def __init__(self, table: Mapping[str, Sequence[float]] | None, verdicts: PairwiseVerdicts | None,
-                 pids: Sequence[str], tie_eps: float) -> None:
+    def __init__(
+        self,
+        table: Mapping[str, Sequence[float]] | None,
+        verdicts: PairwiseVerdicts | None,
+        pids: Sequence[str],
+        tie_eps: float,
+    ) -> None:
         self.table, self.verdicts, self.tie_eps = table, verdicts, tie_eps
         self.index = {pid: i for i, pid in enumerate(pids)}
         self.n = len(pids)
@@ -156,7 +159,9 @@ def _win_rates_of_judge(judge: _Judge, models: Sequence[str], n_boot: int, seed:
     return {row: {col: matrix[row][col] for col in models if col in matrix[row]} for row in models}, missing
 
 
-def _judge_rankings(judge: _Judge, models: Sequence[str], pids: Sequence[str], tie_break: str) -> dict[str, dict[str, Any]] | None:
+def _judge_rankings(
+    judge: _Judge, models: Sequence[str], pids: Sequence[str], tie_break: str
+) -> dict[str, dict[str, Any]] | None:
     """Borda points of a pairwise judge over the prompts on which it decided every pair."""
     per_pair = {(a, b): judge.outcomes(a, b) or {} for a, b in combinations(models, 2)}
     points: dict[str, dict[str, float]] = {}
@@ -207,7 +212,9 @@ def build_results(
             scorer": a reward source standing in when no judge applies); default "pairwise
             judge" with a pairwise judge, else "judge".
     """
-    score_scorers, scorers, model_order, reference = _scorers_and_models(scores, outputs, judge, reference, models, pairwise_judge, tie_break)
+    score_scorers, scorers, model_order, reference = _scorers_and_models(
+        scores, outputs, judge, reference, models, pairwise_judge, tie_break
+    )
     n_prompts, pids = _check_shapes(scores, outputs, score_scorers, model_order, prompt_ids)
     category_of = _category_list(categories, pids)
 
@@ -215,7 +222,9 @@ def build_results(
     table = {s: {m: list(map(float, scores[s][m])) for m in model_order} for s in score_scorers}
     the_judge = _Judge(table[judge] if pairwise_judge is None else None, pairwise_judge, pids, tie_eps)
     win_rates, missing_pairs = _win_rates(table, scorers, the_judge, model_order, tie_eps, n_boot, seed)
-    leaderboard, leaderboard_missing, by_category = _leaderboard(the_judge, outputs, model_order, reference, category_of, n_boot, seed)
+    leaderboard, leaderboard_missing, by_category = _leaderboard(
+        the_judge, outputs, model_order, reference, category_of, n_boot, seed
+    )
     return {
         "schema_version": SCHEMA_VERSION,
         "judge": judge,
@@ -247,8 +256,13 @@ def build_results(
 
 
 def _scorers_and_models(
-    scores: Mapping[str, Any], outputs: Mapping[str, Sequence[str]], judge: str, reference: str | None,
-    models: Sequence[str] | None, pairwise_judge: PairwiseVerdicts | None, tie_break: str,
+    scores: Mapping[str, Any],
+    outputs: Mapping[str, Sequence[str]],
+    judge: str,
+    reference: str | None,
+    models: Sequence[str] | None,
+    pairwise_judge: PairwiseVerdicts | None,
+    tie_break: str,
 ) -> tuple[list[str], list[str], list[str], str]:
     """(scorers with scores, every scorer judge first, the models in display order, the reference), checked."""
     if pairwise_judge is None and judge not in scores:
@@ -274,7 +288,10 @@ def _scorers_and_models(
 
 
 def _check_shapes(
-    scores: Mapping[str, Any], outputs: Mapping[str, Sequence[str]], score_scorers: list[str], model_order: list[str],
+    scores: Mapping[str, Any],
+    outputs: Mapping[str, Sequence[str]],
+    score_scorers: list[str],
+    model_order: list[str],
     prompt_ids: Sequence[str] | None,
 ) -> tuple[int, list[str]]:
     """The number of prompts and their ids, once every scorer scores every model on each
@@ -288,8 +305,7 @@ def _check_shapes(
                 raise KeyError(f"scorer {scorer!r} has no scores for model {model!r}")
             if len(scores[scorer][model]) != n_prompts:
                 raise ValueError(
-                    f"scorer {scorer!r}, model {model!r}: {len(scores[scorer][model])} scores, "
-                    f"expected {n_prompts}"
+                    f"scorer {scorer!r}, model {model!r}: {len(scores[scorer][model])} scores, expected {n_prompts}"
                 )
     for model in model_order:
         if model not in outputs or len(outputs[model]) != n_prompts:
@@ -303,8 +319,13 @@ def _check_shapes(
 
 
 def _win_rates(
-    table: Mapping[str, Mapping[str, list[float]]], scorers: list[str], the_judge: _Judge, model_order: list[str],
-    tie_eps: float, n_boot: int, seed: int,
+    table: Mapping[str, Mapping[str, list[float]]],
+    scorers: list[str],
+    the_judge: _Judge,
+    model_order: list[str],
+    tie_eps: float,
+    n_boot: int,
+    seed: int,
 ) -> tuple[dict[str, dict[str, dict[str, Any]]], list[list[str]]]:
     """Every scorer's head-to-head win rates, and the model pairs a pairwise judge never judged."""
     win_rates: dict[str, dict[str, dict[str, Any]]] = {}
@@ -315,15 +336,19 @@ def _win_rates(
             continue
         pairs = head_to_head(table[scorer], tie_eps=tie_eps, n_boot=n_boot, seed=seed)
         win_rates[scorer] = {
-            row: {col: pairs[(row, col)].as_dict() for col in model_order if col != row}
-            for row in model_order
+            row: {col: pairs[(row, col)].as_dict() for col in model_order if col != row} for row in model_order
         }
     return win_rates, missing_pairs
 
 
 def _leaderboard(
-    the_judge: _Judge, outputs: Mapping[str, Sequence[str]], model_order: list[str], reference: str,
-    category_of: list[str] | None, n_boot: int, seed: int,
+    the_judge: _Judge,
+    outputs: Mapping[str, Sequence[str]],
+    model_order: list[str],
+    reference: str,
+    category_of: list[str] | None,
+    n_boot: int,
+    seed: int,
 ) -> tuple[list[dict[str, Any]], list[str], dict[str, dict[str, dict[str, Any]]]]:
     """Every model's verdicts against the reference (the reference: all draws): the leaderboard,
     the models the judge never compared with it, and win rates per category."""
@@ -337,7 +362,11 @@ def _leaderboard(
         else:
             against_reference[model] = found
     leaderboard = leaderboard_from_outcomes(
-        against_reference, {m: outputs[m] for m in model_order}, reference, n_boot=n_boot, seed=seed,
+        against_reference,
+        {m: outputs[m] for m in model_order},
+        reference,
+        n_boot=n_boot,
+        seed=seed,
     )
     by_category: dict[str, dict[str, dict[str, Any]]] = {}
     if category_of is not None:
@@ -348,13 +377,19 @@ def _leaderboard(
             for index, value in found.items():
                 if not _is_null(value):
                     buckets.setdefault(category_of[index], []).append(float(value))
-            by_category[model] = {c: {"win_rate": 100.0 * float(np.mean(v)), "n": len(v)} for c, v in sorted(buckets.items())}
+            by_category[model] = {
+                c: {"win_rate": 100.0 * float(np.mean(v)), "n": len(v)} for c, v in sorted(buckets.items())
+            }
     return leaderboard, leaderboard_missing, by_category
 
 
 def _agreement(
-    table: Mapping[str, Mapping[str, list[float]]], scorers: list[str], the_judge: _Judge, model_order: list[str],
-    tie_eps: float, category_of: list[str] | None,
+    table: Mapping[str, Mapping[str, list[float]]],
+    scorers: list[str],
+    the_judge: _Judge,
+    model_order: list[str],
+    tie_eps: float,
+    category_of: list[str] | None,
 ) -> dict[str, dict[str, Any]]:
     """Each scorer's agreement with the judge over every unordered model pair x prompt the judge decided."""
     positions: list[tuple[str, str, int]] = []
@@ -369,22 +404,26 @@ def _agreement(
     for scorer in scorers[1:]:
         if not positions:
             break
-        scorer_outcomes = [pairwise_outcomes([table[scorer][a][i]], [table[scorer][b][i]], tie_eps)[0] for a, b, i in positions]
+        scorer_outcomes = [
+            pairwise_outcomes([table[scorer][a][i]], [table[scorer][b][i]], tie_eps)[0] for a, b, i in positions
+        ]
         results[scorer] = {
             "overall": agreement(scorer_outcomes, judge_outcomes),
             "n": len(scorer_outcomes),
             "by_category": (
-                agreement_by_group(scorer_outcomes, judge_outcomes, pair_categories)
-                if category_of is not None
-                else {}
+                agreement_by_group(scorer_outcomes, judge_outcomes, pair_categories) if category_of is not None else {}
             ),
         }
     return results
 
 
 def _rankings(
-    table: Mapping[str, Mapping[str, list[float]]], scorers: list[str], the_judge: _Judge, model_order: list[str],
-    pids: list[str], tie_break: str,
+    table: Mapping[str, Mapping[str, list[float]]],
+    scorers: list[str],
+    the_judge: _Judge,
+    model_order: list[str],
+    pids: list[str],
+    tie_break: str,
 ) -> dict[str, Any]:
     """Rank aggregation per scorer (Tideman per prompt, Borda across prompts) and over every scorer with scores."""
 
@@ -402,7 +441,12 @@ def _rankings(
             per_scorer[scorer] = mean_std(aggregated)
             ranked_prompts[scorer] = len(next(iter(aggregated.values()))["per_prompt"])
     combined = mean_std(aggregate_rankings(ballots_from_scores(table, pids), tie_break, model_order)) if table else None
-    return {"per_scorer": per_scorer, "n_prompts": ranked_prompts, "combined": combined, "combined_scorers": list(table)}
+    return {
+        "per_scorer": per_scorer,
+        "n_prompts": ranked_prompts,
+        "combined": combined,
+        "combined_scorers": list(table),
+    }
 
 
 def leaderboard_csv(results: Mapping[str, Any], mode: str = "community") -> str:
@@ -411,13 +455,31 @@ def leaderboard_csv(results: Mapping[str, Any], mode: str = "community") -> str:
     mode, avg_length`` (percentages; numbers as pandas prints them, an undefined standard
     error empty), then ``discrete_win_rate``, best first. ``pandas.read_csv(path,
     index_col=0)`` reads it beside AlpacaEval's own."""
-    columns = ["win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total", "mode", "avg_length", "discrete_win_rate"]
+    columns = [
+        "win_rate",
+        "standard_error",
+        "n_wins",
+        "n_wins_base",
+        "n_draws",
+        "n_total",
+        "mode",
+        "avg_length",
+        "discrete_win_rate",
+    ]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["", *columns])
     for row in results["leaderboard"]:
         values = {**row, "mode": mode}
-        writer.writerow([row["model"], *("" if values.get(c) is None else repr(values[c]) if isinstance(values[c], float) else values[c] for c in columns)])
+        writer.writerow(
+            [
+                row["model"],
+                *(
+                    "" if values.get(c) is None else repr(values[c]) if isinstance(values[c], float) else values[c]
+                    for c in columns
+                ),
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -465,11 +527,17 @@ def main_table(results: Mapping[str, Any], scorer: str) -> str:
 
     rows = [[model] + [cell(model, col) for col in models] for model in models]
     table = title + "\n\n" + md_table(["row \\ col", *models], rows)
-    lc = [row for row in results.get("leaderboard", []) if "lc_win_rate" in row and row["model"] != results["reference"]]
+    lc = [
+        row for row in results.get("leaderboard", []) if "lc_win_rate" in row and row["model"] != results["reference"]
+    ]
     if scorer == results["judge"] and lc:
         rates = ", ".join(
             f"{row['model']} {row['lc_win_rate']:.1f} ({row['lc_ci_low']:.1f}–{row['lc_ci_high']:.1f}"
-            + (")" if row.get("lc_reliable", True) else "; unreliable: length alone nearly separates the verdicts, see the leaderboard)")
+            + (
+                ")"
+                if row.get("lc_reliable", True)
+                else "; unreliable: length alone nearly separates the verdicts, see the leaderboard)"
+            )
             for row in lc
         )
         table += f"\n\nLength-controlled win rate vs {results['reference']} (%, 95% CI): {rates}."
@@ -494,9 +562,12 @@ def _stats_section(results: Mapping[str, Any]) -> str:
 def _leaderboard_section(results: Mapping[str, Any]) -> str:
     failures = any(row.get("n_failed") for row in results["leaderboard"])
     matched = any("n_length_matched" in row for row in results["leaderboard"])
-    header = ["model", "win_rate (%)", "standard_error (%)", "95% CI (%)", "LC win_rate (%)", "LC 95% CI (%)"] + (
-        [f"length-matched win_rate (%, 95% CI, n within {LENGTH_BAND:.0%})"] if matched else []
-    ) + ["n_wins", "n_wins_base", "n_draws", "n_total", "avg_length"] + (["judge failed"] if failures else [])
+    header = (
+        ["model", "win_rate (%)", "standard_error (%)", "95% CI (%)", "LC win_rate (%)", "LC 95% CI (%)"]
+        + ([f"length-matched win_rate (%, 95% CI, n within {LENGTH_BAND:.0%})"] if matched else [])
+        + ["n_wins", "n_wins_base", "n_draws", "n_total", "avg_length"]
+        + (["judge failed"] if failures else [])
+    )
     rows = [
         [
             row["model"],
@@ -505,13 +576,16 @@ def _leaderboard_section(results: Mapping[str, Any]) -> str:
             f"{row['ci_low']:.1f}–{row['ci_high']:.1f}",
             f"{row['lc_win_rate']:.2f}{'' if row.get('lc_reliable', True) else '*'}" if "lc_win_rate" in row else DASH,
             f"{row['lc_ci_low']:.1f}–{row['lc_ci_high']:.1f}" if "lc_win_rate" in row else DASH,
-        ] + ([_matched_cell(row)] if matched else []) + [
+        ]
+        + ([_matched_cell(row)] if matched else [])
+        + [
             str(row["n_wins"]),
             str(row["n_wins_base"]),
             str(row["n_draws"]),
             str(row["n_total"]),
             str(int(row["avg_length"])),
-        ] + ([str(row.get("n_failed", 0))] if failures else [])
+        ]
+        + ([str(row.get("n_failed", 0))] if failures else [])
         for row in results["leaderboard"]
     ]
     text = md_table(header, rows)
@@ -529,7 +603,13 @@ def _leaderboard_section(results: Mapping[str, Any]) -> str:
 def _matched_cell(row: Mapping[str, Any]) -> str:
     if "n_length_matched" not in row:
         return DASH
-    return length_matched_cell(row["length_matched_win_rate"], row["length_matched_ci_low"], row["length_matched_ci_high"], row["n_length_matched"], scale=1.0)
+    return length_matched_cell(
+        row["length_matched_win_rate"],
+        row["length_matched_ci_low"],
+        row["length_matched_ci_high"],
+        row["n_length_matched"],
+        scale=1.0,
+    )
 
 
 def _by_category_section(results: Mapping[str, Any]) -> str | None:
@@ -539,7 +619,9 @@ def _by_category_section(results: Mapping[str, Any]) -> str | None:
         return None
     rows = []
     for model, entry in table.items():
-        rows.append([model] + [f"{entry[c]['win_rate']:.1f} (n={entry[c]['n']})" if c in entry else DASH for c in categories])
+        rows.append(
+            [model] + [f"{entry[c]['win_rate']:.1f} (n={entry[c]['n']})" if c in entry else DASH for c in categories]
+        )
     return md_table(["model", *categories], rows)
 
 
@@ -603,7 +685,11 @@ def _human_section(results: Mapping[str, Any]) -> str | None:
         return None
     groups = list(human["groups"])
     several = len(groups) > 1
-    header = ["model", "all annotators (Borda)"] + [f"group {g}" for g in groups] + (["across groups (mean ± std)"] if several else [])
+    header = (
+        ["model", "all annotators (Borda)"]
+        + [f"group {g}" for g in groups]
+        + (["across groups (mean ± std)"] if several else [])
+    )
     order = sorted(human["overall"], key=lambda m: (-human["overall"][m]["mean"], m))
     rows = []
     for model in order:
@@ -634,9 +720,11 @@ def render_report(results: Mapping[str, Any]) -> str:
     kind = f"{role[0].upper()}{role[1:]}" + (" (verdicts per model pair and prompt)" if pairwise else "")
     judged_by = f"the {REFERENCE_SCORER} {judge}" if role == REFERENCE_SCORER else judge
     if role == REFERENCE_SCORER:
-        kind = (f"No judge applies (`eval_rewarding.judge: none`, or `auto` on prompts that are not the demo's), so the first "
-                f"reward source stands in as the {REFERENCE_SCORER}: its win rates say what that reward model prefers, not "
-                f"what a gold judge does. {kind}")
+        kind = (
+            f"No judge applies (`eval_rewarding.judge: none`, or `auto` on prompts that are not the demo's), so the first "
+            f"reward source stands in as the {REFERENCE_SCORER}: its win rates say what that reward model prefers, not "
+            f"what a gold judge does. {kind}"
+        )
     parts = [
         "# Evaluation report",
         f"Models: {', '.join(models)}. Prompts: {results['n_prompts']}. "
@@ -679,7 +767,8 @@ def render_report(results: Mapping[str, Any]) -> str:
         + (
             f"; the combined column merges the ballots of {', '.join(results['rankings']['combined_scorers'])} "
             "with Tideman's ranked pairs before scoring"
-            if results["rankings"].get("combined") else ""
+            if results["rankings"].get("combined")
+            else ""
         )
         + f". Ranked-pairs ties are settled by `{results.get('tie_break', 'support')}`.",
         _rankings_section(results),

@@ -31,20 +31,29 @@ from crs.eval.report import REFERENCE_SCORER, build_results, leaderboard_csv, ma
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process
 from crs.rl.combine import standardize, zscore_stats
-from crs.rl.rewards import REWARD_STATE_FILE, CombinedReward, RewardSource, build_sources, check_gold_sources, gold_reward
+from crs.rl.rewards import (
+    REWARD_STATE_FILE,
+    CombinedReward,
+    RewardSource,
+    build_sources,
+    check_gold_sources,
+    gold_reward,
+)
 from crs.runs import latest_checkpoint, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)
-
-
-
 
 
 JUDGE = "gold"
 
 
 def study_judge(
-    cfg: CRSConfig, key: str, spec: str, eval_subset: str, fallback: list[EvalRewardSourceConfig], more_prompts: Sequence[str] = ()
+    cfg: CRSConfig,
+    key: str,
+    spec: str,
+    eval_subset: str,
+    fallback: list[EvalRewardSourceConfig],
+    more_prompts: Sequence[str] = (),
 ) -> str:
     """The judge (a reward source path) of a sweep or an online loop, decided before anything trains.
 
@@ -63,7 +72,10 @@ def study_judge(
 
 def judge_replies(judge: RewardSource, per_model: dict[str, list[dict[str, Any]]]) -> dict[str, np.ndarray]:
     """The judge's score of every model's replies, per prompt (prediction rows as :func:`predict` writes them)."""
-    return {m: judge.score([user_prompt(r["instruction"]) for r in rows], [r["output"] for r in rows]).numpy() for m, rows in per_model.items()}
+    return {
+        m: judge.score([user_prompt(r["instruction"]) for r in rows], [r["output"] for r in rows]).numpy()
+        for m, rows in per_model.items()
+    }
 
 
 class SourceScores:
@@ -103,7 +115,10 @@ def _combined_scores(
     None for the source's own, see :meth:`SourceScores.stats`); ``combine`` the strategy,
     conservative method and k (``rl.combine``, ``rl.conservative``, ``rl.conservative_k``).
     """
-    sources = [RewardSource(c.name, cache.get(c.path)[0].fn, c.weight, c.normalize, stats or cache.stats(c.path)) for c, stats in terms]
+    sources = [
+        RewardSource(c.name, cache.get(c.path)[0].fn, c.weight, c.normalize, stats or cache.stats(c.path))
+        for c, stats in terms
+    ]
     combined = CombinedReward(sources, reward_clip, missing_eos_penalty, None, *combine)
     return {
         m: combined.combine({c.name: cache.get(c.path)[1][m] for c, _ in terms}, eos[m]).combined.tolist()
@@ -111,20 +126,27 @@ def _combined_scores(
     }
 
 
-def _training_reward(run_path: str) -> tuple[list[RewardSourceConfig], float | None, float | None, dict[str, Any], tuple[str, str, float]] | None:
+def _training_reward(
+    run_path: str,
+) -> tuple[list[RewardSourceConfig], float | None, float | None, dict[str, Any], tuple[str, str, float]] | None:
     """An RL run's reward (its ``rl.rewards``, clip, EOS penalty, the statistics its last checkpoint
     froze, and its combination strategy), or None when ``run_path`` is not an RL run that optimised
     one (PPO, GRPO, RLOO) or optimised one evaluation cannot recompute (``sum_per_prompt``)."""
     saved = Path(run_path) / "config.resolved.yaml"
     if not saved.is_file():
         return None
-    blocks = [b for b in (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).values() if isinstance(b, dict) and b]
+    blocks = [
+        b for b in (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).values() if isinstance(b, dict) and b
+    ]
     rl = blocks[0].get("rl") if blocks else None
     if not isinstance(rl, dict) or not rl.get("rewards") or not (Path(run_path) / "checkpoints").is_dir():
         return None
     if rl.get("algorithm") == "dpo":  # DPO learned from preference pairs: it optimised no reward
         return None
-    configs = [RewardSourceConfig(**{k: v for k, v in r.items() if k in ("name", "path", "weight", "normalize")}) for r in rl["rewards"]]
+    configs = [
+        RewardSourceConfig(**{k: v for k, v in r.items() if k in ("name", "path", "weight", "normalize")})
+        for r in rl["rewards"]
+    ]
     checkpoint = latest_checkpoint(Path(run_path) / "checkpoints", "step_*")
     frozen = json.loads((checkpoint / "trainer_state.json").read_text()).get("reward", {}) if checkpoint else {}
     if checkpoint is None:  # GRPO / RLOO: a Trainer checkpoint holds the reward's statistics in a file of its own
@@ -133,7 +155,10 @@ def _training_reward(run_path: str) -> tuple[list[RewardSourceConfig], float | N
         frozen = json.loads(state.read_text()) if state is not None and state.is_file() else {}
     combine = (rl.get("combine", "sum"), rl.get("conservative", "min"), float(rl.get("conservative_k", 1.0)))
     if combine[0] == "sum_per_prompt":  # standardised within groups of replies; evaluation has one per prompt and model
-        logger.info("%s optimised rl.combine=sum_per_prompt: evaluation has one reply per prompt, so no 'reward of' scorer", run_path)
+        logger.info(
+            "%s optimised rl.combine=sum_per_prompt: evaluation has one reply per prompt, so no 'reward of' scorer",
+            run_path,
+        )
         return None
     return [c for c in configs if c.weight != 0], rl.get("reward_clip"), rl.get("missing_eos_penalty"), frozen, combine
 
@@ -153,10 +178,16 @@ def score_all(
     settings = cfg.eval_rewarding
     scores: dict[str, dict[str, list[float]]] = {}
     raw_scores: dict[str, dict[str, list[float]]] = {}
-    instructions = list(dict.fromkeys(r["instruction"] for rows in per_model.values() for r in rows))  # each prompt once
+    instructions = list(
+        dict.fromkeys(r["instruction"] for rows in per_model.values() for r in rows)
+    )  # each prompt once
     allow_gold = cfg.run.allow_gold_outside_demo
     check_gold_sources(settings.rewards, instructions, "eval_rewarding.rewards", allow_gold)
-    instead = f"the first reward source ({settings.rewards[0].name}) is the reference scorer" if settings.rewards else "no judge"
+    instead = (
+        f"the first reward source ({settings.rewards[0].name}) is the reference scorer"
+        if settings.rewards
+        else "no judge"
+    )
     if resolve_judge(settings.judge, instructions, "eval_rewarding.judge", allow_gold, instead) == "gold":
         scores[JUDGE] = {
             m: gold_reward([user_prompt(r["instruction"]) for r in rows], [r["output"] for r in rows])
@@ -220,7 +251,11 @@ def score_predictions(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, 
             "eval_rewarding.allow_missing_models: true to score the others"
         )
     if missing:
-        logger.warning("no predictions of %s (eval_rewarding.allow_missing_models): scoring %s", ", ".join(missing), ", ".join(per_model))
+        logger.warning(
+            "no predictions of %s (eval_rewarding.allow_missing_models): scoring %s",
+            ", ".join(missing),
+            ", ".join(per_model),
+        )
     if settings.reference_model is not None and settings.reference_model not in per_model:
         raise ConfigError(
             f"eval_rewarding.reference_model {settings.reference_model!r} has no predictions in {predictions_dir}; "
@@ -255,10 +290,18 @@ def score_predictions(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, 
     )
     _add_judge_and_human_results(results, external, ballots, settings.tie_break)
     per_item = [
-        {"prompt_id": r["prompt_id"], "run": r["run"], "model": m, "output": per_model[m][i]["output"],
-         "dataset": r.get("dataset", ""), "category": r.get("category", ""),
-         **{s: scores[s][m][i] for s in scores}, **{f"{s} (raw)": raw_scores[s][m][i] for s in raw_scores}}
-        for m in models for i, r in enumerate(first)
+        {
+            "prompt_id": r["prompt_id"],
+            "run": r["run"],
+            "model": m,
+            "output": per_model[m][i]["output"],
+            "dataset": r.get("dataset", ""),
+            "category": r.get("category", ""),
+            **{s: scores[s][m][i] for s in scores},
+            **{f"{s} (raw)": raw_scores[s][m][i] for s in raw_scores},
+        }
+        for m in models
+        for i, r in enumerate(first)
     ]
     write_json_atomic(run_dir / "scores.json", per_item)
     write_json_atomic(run_dir / "results.json", results)
@@ -286,7 +329,9 @@ def read_judge_and_ballots(
     if ballots is not None:
         unknown = [m for m in ballots.models if m not in per_model]
         if unknown:
-            logger.warning("eval_rewarding.human_rankings ranks models without predictions here: %s", ", ".join(unknown))
+            logger.warning(
+                "eval_rewarding.human_rankings ranks models without predictions here: %s", ", ".join(unknown)
+            )
     return external, ballots
 
 

@@ -89,9 +89,7 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
-def pairwise_outcomes(
-    scores_a: Sequence[float], scores_b: Sequence[float], tie_eps: float = 1e-9
-) -> list[float]:
+def pairwise_outcomes(scores_a: Sequence[float], scores_b: Sequence[float], tie_eps: float = 1e-9) -> list[float]:
     """Per-prompt outcomes of A vs B: 1.0 if A's score is higher by more than
     ``tie_eps``, 0.0 if B's is, 0.5 otherwise (a tie)."""
     a = as_finite_array(scores_a, "scores_a")
@@ -198,7 +196,5 @@ def head_to_head(
     for a in per_model_scores:
         for b in per_model_scores:
             if a != b:
-                result[(a, b)] = win_rate(
-                    per_model_scores[a], per_model_scores[b], tie_eps, n_boot=n_boot, seed=seed
-                )
+                result[(a, b)] = win_rate(per_model_scores[a], per_model_scores[b], tie_eps, n_boot=n_boot, seed=seed)
     return result

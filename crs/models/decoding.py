@@ -88,7 +88,12 @@ class Decoded:
 
 @torch.no_grad()
 def decode_loop(
-    step: StepFn, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, settings: SamplingSettings, eos_id: int, pad_id: int
+    step: StepFn,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    settings: SamplingSettings,
+    eos_id: int,
+    pad_id: int,
 ) -> Decoded:
     """Decode up to ``max_new_tokens`` with a KV cache, stopping each row at EOS.
 
@@ -141,10 +146,16 @@ def causal_lm_step(model: Any) -> StepFn:
     """The step function of a transformers causal LM (logits of the last position only)."""
     cache_name = cache_argument(model)
 
-    def step(input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any, None]:
+    def step(
+        input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any
+    ) -> tuple[torch.Tensor, Any, None]:
         out = model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            use_cache=True, logits_to_keep=1, **{cache_name: cache},
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_name: cache},
         )
         return out.logits[:, -1], returned_cache(out), None
 
@@ -163,7 +174,9 @@ def fastest_step(model: Any, batch_hint: int | None = None) -> StepFn:
         return causal_lm_step(model)
     decoder = FusedLlamaDecoder(model, batch_hint)
 
-    def step(input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any, None]:
+    def step(
+        input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any
+    ) -> tuple[torch.Tensor, Any, None]:
         state, cache = decoder(input_ids, attention_mask, position_ids, cache)
         return decoder.lm_head(state), cache, None
 
@@ -233,18 +246,29 @@ def generate_reply_shard(
     was_training = model.training
     model.eval()
     step = fastest_step(model, min(batch_size, len(prompts))) if fast else causal_lm_step(model)
-    progress = tqdm(total=sum(len(index) for _, index in mine), desc=desc, disable=desc is None or rank != 0, unit="prompt")
+    progress = tqdm(
+        total=sum(len(index) for _, index in mine), desc=desc, disable=desc is None or rank != 0, unit="prompt"
+    )
     for b, index in mine:
         if seed is not None:
             torch.manual_seed(batch_seed(seed, b))
         ids, mask = pad_batch([encoded[i] for i in index], tokenizer.pad_token_id, side="left")
-        decoded = decode_loop(step, torch.tensor(ids, device=device), torch.tensor(mask, device=device), settings, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        decoded = decode_loop(
+            step,
+            torch.tensor(ids, device=device),
+            torch.tensor(mask, device=device),
+            settings,
+            tokenizer.eos_token_id,
+            tokenizer.pad_token_id,
+        )
         for row, i in enumerate(index):
             reply = decoded.reply_ids[row][decoded.reply_mask[row].bool()].tolist()
             ended = bool(decoded.ended_with_eos[row])
             if ended:
                 reply = reply[:-1]  # the EOS itself
-            results[i] = Generation(text=tokenizer.decode(reply, skip_special_tokens=True).strip(), token_ids=reply, ended_with_eos=ended)
+            results[i] = Generation(
+                text=tokenizer.decode(reply, skip_special_tokens=True).strip(), token_ids=reply, ended_with_eos=ended
+            )
         progress.update(len(index))
     progress.close()
     model.train(was_training)

@@ -31,7 +31,9 @@ from crs.models.packed_linear import PackedLinear, pack_linears
 class KVCache:
     """Keys and values of every layer in preallocated buffers, grown by doubling when full."""
 
-    def __init__(self, n_layers: int, batch: int, n_kv_heads: int, head_dim: int, capacity: int, like: torch.Tensor) -> None:
+    def __init__(
+        self, n_layers: int, batch: int, n_kv_heads: int, head_dim: int, capacity: int, like: torch.Tensor
+    ) -> None:
         shape = (n_layers, batch, n_kv_heads, capacity, head_dim)
         self.keys = like.new_empty(shape)
         self.values = like.new_empty(shape)
@@ -130,11 +132,17 @@ class FusedLlamaDecoder(nn.Module):
     def supports(model: Any) -> bool:
         """A Llama-architecture causal LM (SwiGLU MLP, RMSNorm) with plain float linears, on CPU."""
         config = getattr(model, "config", None)
-        if config is None or getattr(config, "model_type", None) != "llama" or getattr(config, "hidden_act", None) != "silu":
+        if (
+            config is None
+            or getattr(config, "model_type", None) != "llama"
+            or getattr(config, "hidden_act", None) != "silu"
+        ):
             return False
         body = model.get_decoder()
         linears = [m for layer in body.layers for m in (layer.self_attn.q_proj, layer.mlp.gate_proj)]
-        return all(type(m) is nn.Linear and m.weight.is_floating_point() and m.weight.device.type == "cpu" for m in linears)
+        return all(
+            type(m) is nn.Linear and m.weight.is_floating_point() and m.weight.device.type == "cpu" for m in linears
+        )
 
     @torch.no_grad()
     def repack(self) -> None:
@@ -168,7 +176,11 @@ class FusedLlamaDecoder(nn.Module):
         bias = torch.zeros(keep.shape, dtype=x.dtype, device=x.device).masked_fill_(~keep, float("-inf"))
         n_qk = self.n_heads + self.n_kv_heads
         for index, layer in enumerate(self.layers):
-            qkv = layer.qkv(_rms_norm(x, layer.input_norm)).view(batch, n_new, n_qk + self.n_kv_heads, self.head_dim).transpose(1, 2)
+            qkv = (
+                layer.qkv(_rms_norm(x, layer.input_norm))
+                .view(batch, n_new, n_qk + self.n_kv_heads, self.head_dim)
+                .transpose(1, 2)
+            )
             qk = qkv[:, :n_qk]
             qk = qk * cos + _rotate_half(qk) * sin
             keys, values = cache.store(index, qk[:, self.n_heads :], qkv[:, n_qk:])
@@ -176,7 +188,9 @@ class FusedLlamaDecoder(nn.Module):
             # query heads (heads kv*group .. kv*group+group-1, as transformers' repeat_kv pairs them).
             queries = qk[:, : self.n_heads].reshape(batch, self.n_kv_heads, group * n_new, self.head_dim)
             attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias, scale=self.scaling)
-            attended = attended.view(batch, self.n_heads, n_new, self.head_dim).transpose(1, 2).reshape(batch, n_new, -1)
+            attended = (
+                attended.view(batch, self.n_heads, n_new, self.head_dim).transpose(1, 2).reshape(batch, n_new, -1)
+            )
             x = x + layer.o(attended)
             gate, up = layer.gate_up(_rms_norm(x, layer.post_attention_norm)).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up)

@@ -143,11 +143,16 @@ def read_run_manifest(path: str | Path) -> dict[str, Any] | None:
         if not isinstance(data.get(key), str) or not data[key]:
             raise ModelError(f"{manifest} lacks {key!r}; the run's model is damaged: {redo}")
     if not (Path(path) / data["adapter"]).is_dir():
-        raise ModelError(f"{Path(path) / data['adapter']} is missing (named by {manifest}); the run's model is damaged: {redo}")
+        raise ModelError(
+            f"{Path(path) / data['adapter']} is missing (named by {manifest}); the run's model is damaged: {redo}"
+        )
     return data
 
 
-RUN_KIND_TEXT = {"causal_lm": "a causal LM (sft_train.py / rl_train.py)", "reward_model": "a reward model (rm_train.py)"}
+RUN_KIND_TEXT = {
+    "causal_lm": "a causal LM (sft_train.py / rl_train.py)",
+    "reward_model": "a reward model (rm_train.py)",
+}
 
 
 def check_run_kind(path: str | Path, kind: ModelKind) -> None:
@@ -223,7 +228,11 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name != "auto":
         raise ModelError(f"model.dtype: unknown dtype {name!r}; use auto, bf16, fp16 or fp32")
     if torch.cuda.is_available():
-        picked, why = (torch.bfloat16, "CUDA GPU with bf16") if torch.cuda.is_bf16_supported() else (torch.float16, "CUDA GPU without bf16")
+        picked, why = (
+            (torch.bfloat16, "CUDA GPU with bf16")
+            if torch.cuda.is_bf16_supported()
+            else (torch.float16, "CUDA GPU without bf16")
+        )
     elif _cpu_has_fast_bf16():
         picked, why = torch.bfloat16, "CPU with AMX/avx512_bf16"
     else:
@@ -322,13 +331,22 @@ def check_decoder_only(location: str) -> None:
     model loads, then fails deep in attention, or generates nonsense, far from the cause.
     """
     from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     config = AutoConfig.from_pretrained(location)
     model_type = getattr(config, "model_type", "?")
     encoder = model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
     if getattr(config, "is_encoder_decoder", False) or encoder or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        what = "an encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "an encoder" if encoder else "not a causal LM"
+        what = (
+            "an encoder-decoder"
+            if getattr(config, "is_encoder_decoder", False)
+            else "an encoder"
+            if encoder
+            else "not a causal LM"
+        )
         raise ModelError(
             f"model '{location}' is {what} (model_type {model_type!r}, {', '.join(config.architectures or ['no architectures'])}): "
             "a policy must be a decoder-only causal LM (e.g. SmolLM2, Llama, Qwen, Mistral); "
@@ -459,7 +477,9 @@ def add_lora(model: Any, lora: LoraConfig, kind: ModelKind) -> Any:
     return peft_model
 
 
-def load_adapter_weights(model: Any, run_dir: str | Path, base_name: str, key: str = "rl.init_adapter", give: str = "an earlier LoRA RL run") -> None:
+def load_adapter_weights(
+    model: Any, run_dir: str | Path, base_name: str, key: str = "rl.init_adapter", give: str = "an earlier LoRA RL run"
+) -> None:
     """Load the LoRA weights of the earlier run ``run_dir`` into ``model``'s own (same-shaped) adapter.
 
     The run must have been trained on the same base ``base_name``, so the adapter continues
@@ -477,14 +497,20 @@ def load_adapter_weights(model: Any, run_dir: str | Path, base_name: str, key: s
         raise ModelError(f"{key}={run_dir}: not a crs run with a LoRA adapter (its crs_model.json); give {give}")
     base = base_location(run_dir, manifest["base"])
     if not same_model(base, base_name):
-        raise ModelError(f"{key}={run_dir} was trained on {base}, not on {base_name}: its adapter cannot continue on this {'policy' if key.startswith('rl.') else 'model'}")
+        raise ModelError(
+            f"{key}={run_dir} was trained on {base}, not on {base_name}: its adapter cannot continue on this {'policy' if key.startswith('rl.') else 'model'}"
+        )
     try:
         result = set_peft_model_state_dict(model, load_file(str(adapter_file)))
     except RuntimeError as err:  # shapes differ: another LoRA rank or other target modules
-        raise ModelError(f"{key}={run_dir}: its adapter does not fit this run's model.lora settings ({str(err).splitlines()[0]})") from None
+        raise ModelError(
+            f"{key}={run_dir}: its adapter does not fit this run's model.lora settings ({str(err).splitlines()[0]})"
+        ) from None
     missing = [k for k in result.missing_keys if "lora_" in k]
     if result.unexpected_keys or missing:
-        raise ModelError(f"{key}={run_dir}: its adapter does not match this run's model.lora settings (e.g. {(result.unexpected_keys or missing)[0]})")
+        raise ModelError(
+            f"{key}={run_dir}: its adapter does not match this run's model.lora settings (e.g. {(result.unexpected_keys or missing)[0]})"
+        )
 
 
 def same_model(a: str, b: str) -> bool:
@@ -499,7 +525,9 @@ def _classifier_head_name(model: Any) -> str:
     raise ModelError(f"cannot find the classification head of {type(model).__name__}")
 
 
-def save_run_model(model: Any, tokenizer: Any, run_dir: str | Path, base_name: str, kind: ModelKind, merge: bool = False) -> Path:
+def save_run_model(
+    model: Any, tokenizer: Any, run_dir: str | Path, base_name: str, kind: ModelKind, merge: bool = False
+) -> Path:
     """Save a trained model into ``run_dir`` in the Hugging Face layout, plus ``crs_model.json``.
 
     A LoRA model saves its adapter in ``<run_dir>/adapter``, whose ``adapter_config.json``

@@ -38,7 +38,9 @@ def check_report_to(report_to: str) -> None:
     packages = _TRACKER_PACKAGES.get(report_to, ())
     if packages and not any(importlib.util.find_spec(name) for name in packages):
         extra = "pip install -e '.[tensorboard]'" if report_to == "tensorboard" else f"pip install {packages[0]}"
-        raise ConfigError(f"run.report_to={report_to} needs the {packages[0]} package: {extra}, or set run.report_to: none")
+        raise ConfigError(
+            f"run.report_to={report_to} needs the {packages[0]} package: {extra}, or set run.report_to: none"
+        )
 
 
 def common_arguments(cfg: CRSConfig, run_dir: Path, mixed_precision: torch.dtype | None) -> dict[str, Any]:
@@ -63,7 +65,9 @@ def common_arguments(cfg: CRSConfig, run_dir: Path, mixed_precision: torch.dtype
     )
 
 
-def training_arguments(cfg: CRSConfig, run_dir: Path, has_eval: bool, mixed_precision: torch.dtype | None = None) -> TrainingArguments:
+def training_arguments(
+    cfg: CRSConfig, run_dir: Path, has_eval: bool, mixed_precision: torch.dtype | None = None
+) -> TrainingArguments:
     """``TrainingArguments`` from the ``train:`` and ``run:`` blocks; checkpoints go to ``<run_dir>/checkpoints``.
 
     ``mixed_precision`` (bf16 / fp16) lets the Trainer autocast; None leaves precision to the

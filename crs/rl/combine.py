@@ -86,7 +86,9 @@ def standardize(values: Values, stats: Mapping[str, Any]) -> Values:
     return (values - mean) / (std if has_spread(stats) else 1.0)
 
 
-def standardize_within_groups(scores: torch.Tensor, groups: torch.Tensor | Sequence[int], name: str = "scores") -> torch.Tensor:
+def standardize_within_groups(
+    scores: torch.Tensor, groups: torch.Tensor | Sequence[int], name: str = "scores"
+) -> torch.Tensor:
     """``(x - group mean) / group std`` for every item, its group's statistics only (population std).
 
     ``scores`` (n,) and ``groups`` (n,) one group id per item (any integers; items of a group
@@ -99,11 +101,15 @@ def standardize_within_groups(scores: torch.Tensor, groups: torch.Tensor | Seque
     scores = torch.as_tensor(scores)
     ids = torch.as_tensor(groups, dtype=torch.long)
     if ids.shape != scores.shape or scores.ndim != 1:
-        raise ValueError(f"{name}: scores {tuple(scores.shape)} and groups {tuple(ids.shape)} must be vectors of one length")
+        raise ValueError(
+            f"{name}: scores {tuple(scores.shape)} and groups {tuple(ids.shape)} must be vectors of one length"
+        )
     _, index, counts = torch.unique(ids, return_inverse=True, return_counts=True)
     if (counts < 2).any():
         alone = int((counts < 2).sum())
-        raise CombineError(f"reward source {name!r}: {alone} group(s) of one reply; standardising within a prompt's replies needs >= 2 per prompt")
+        raise CombineError(
+            f"reward source {name!r}: {alone} group(s) of one reply; standardising within a prompt's replies needs >= 2 per prompt"
+        )
     size = counts.to(scores.dtype)
     mean = torch.zeros(len(counts), dtype=scores.dtype).index_add_(0, index, scores) / size
     centred = scores - mean[index]
@@ -162,7 +168,9 @@ def combine_normalized(
         terms = {name: normalized[name] for name in active}
     if strategy == "conservative":
         if len(active) < 2:
-            raise CombineError(f"conservative combination needs at least 2 sources with a non-zero weight; got {active}")
+            raise CombineError(
+                f"conservative combination needs at least 2 sources with a non-zero weight; got {active}"
+            )
         return conservative([terms[name] for name in active], method, k), terms
     combined = torch.zeros_like(terms[active[0]])
     for name in active:  # in the sources' order, from 0: the same float sums as before strategies existed

@@ -103,7 +103,9 @@ def _prompt_key(ex: AbsoluteExample) -> str:
     return str(ex.meta.get("group") or ex.meta.get("prompt_id") or json.dumps(ex.prompt, sort_keys=True))
 
 
-def pairs_from_scores(examples: Sequence[AbsoluteExample], mode: str = "best_vs_rest", min_gap: float = 0.25) -> list[PreferencePair]:
+def pairs_from_scores(
+    examples: Sequence[AbsoluteExample], mode: str = "best_vs_rest", min_gap: float = 0.25
+) -> list[PreferencePair]:
     """Pairs from absolute scores: replies to one prompt, the higher score wins by at least ``min_gap``.
 
     A reply scored more than once counts with its mean score. ``best_vs_rest``: the
@@ -117,7 +119,9 @@ def pairs_from_scores(examples: Sequence[AbsoluteExample], mode: str = "best_vs_
         groups[key][ex.reply].append(float(ex.score))
     pairs = []
     for key, replies in groups.items():
-        ranked = sorted(((sum(s) / len(s), reply) for reply, s in replies.items()), key=lambda x: -x[0])  # stable: data order on ties
+        ranked = sorted(
+            ((sum(s) / len(s), reply) for reply, s in replies.items()), key=lambda x: -x[0]
+        )  # stable: data order on ties
         for i, j in _index_pairs(len(ranked), mode):
             if ranked[i][0] - ranked[j][0] >= min_gap - 1e-9 and ranked[i][0] > ranked[j][0]:
                 pairs.append(PreferencePair(prompts[key], ranked[i][1], ranked[j][1]))
@@ -137,7 +141,8 @@ def load_pairs(cfg: CRSConfig) -> tuple[list[PreferencePair], list[PreferencePai
     if not train_pairs:
         raise ConfigError(
             f"DPO: no preference pairs from {cfg.data.source} (split {cfg.data.split}, rl.dpo_signal={rl.dpo_signal}"
-            + (f", rl.dpo_min_gap={rl.dpo_min_gap}" if rl.dpo_signal == "absolute" else "") + ")"
+            + (f", rl.dpo_min_gap={rl.dpo_min_gap}" if rl.dpo_signal == "absolute" else "")
+            + ")"
         )
     return train_pairs, val_pairs
 
@@ -149,13 +154,21 @@ def encode_pair(tokenizer: Any, pair: Any, cfg: CRSConfig) -> dict[str, list[int
     """
     get = (lambda k: getattr(pair, k)) if isinstance(pair, PreferencePair) else pair.__getitem__
     d = cfg.data
-    chosen = encode_prompt_reply(tokenizer, get("prompt"), get("chosen"), d.max_length, d.max_prompt_length, d.fallback_template)
-    rejected = encode_prompt_reply(tokenizer, get("prompt"), get("rejected"), d.max_length, d.max_prompt_length, d.fallback_template)
+    chosen = encode_prompt_reply(
+        tokenizer, get("prompt"), get("chosen"), d.max_length, d.max_prompt_length, d.fallback_template
+    )
+    rejected = encode_prompt_reply(
+        tokenizer, get("prompt"), get("rejected"), d.max_length, d.max_prompt_length, d.fallback_template
+    )
     n = chosen.reply_mask.index(1) if 1 in chosen.reply_mask else len(chosen.input_ids)
     m = rejected.reply_mask.index(1) if 1 in rejected.reply_mask else len(rejected.input_ids)
     if chosen.input_ids[:n] != rejected.input_ids[:m]:  # only a text pair truncated differently could do this
         raise ConfigError("DPO: a pair's prompt tokenizes differently with its two replies; raise data.max_length")
-    return {"prompt_ids": chosen.input_ids[:n], "chosen_ids": chosen.input_ids[n:], "rejected_ids": rejected.input_ids[m:]}
+    return {
+        "prompt_ids": chosen.input_ids[:n],
+        "chosen_ids": chosen.input_ids[n:],
+        "rejected_ids": rejected.input_ids[m:],
+    }
 
 
 def _dpo_trainer_class() -> type:
@@ -205,8 +218,11 @@ def run_dpo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
         **kwargs,
     )
     metrics_cb = StepMetricsCallback(
-        run_dir / METRICS_FILE, {**DPO_COLUMNS}, {"dpo/beta": rl.dpo_beta},
-        ("dpo/loss", "dpo/accuracy", "dpo/logratio_margin", "time/step"), cfg.run.logging_steps,
+        run_dir / METRICS_FILE,
+        {**DPO_COLUMNS},
+        {"dpo/beta": rl.dpo_beta},
+        ("dpo/loss", "dpo/accuracy", "dpo/logratio_margin", "time/step"),
+        cfg.run.logging_steps,
         derive=lambda row: {"dpo/logratio_margin": _over_beta(row.get("dpo/reward_margin"), rl.dpo_beta)},
     )
     trainer_class = _dpo_trainer_class()
@@ -228,7 +244,13 @@ def run_dpo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     if is_main:
         logger.info(
             "DPO: %d training pairs (%s, %s), %d held out; %d steps x %d pairs, beta %s, on %d process(es)",
-            len(train_pairs), rl.dpo_signal, rl.dpo_pairs, len(val_pairs), rl.steps, rl.batch_size, rl.dpo_beta,
+            len(train_pairs),
+            rl.dpo_signal,
+            rl.dpo_pairs,
+            len(val_pairs),
+            rl.steps,
+            rl.batch_size,
+            rl.dpo_beta,
             trainer.accelerator.num_processes,
         )
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -237,7 +259,12 @@ def run_dpo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     summary: dict[str, Any] = {
         "algorithm": "dpo",
         "steps": trainer.state.global_step,
-        "pairs": {"train": len(train_pairs), "held_out": len(val_pairs), "signal": rl.dpo_signal, "pairing": rl.dpo_pairs},
+        "pairs": {
+            "train": len(train_pairs),
+            "held_out": len(val_pairs),
+            "signal": rl.dpo_signal,
+            "pairing": rl.dpo_pairs,
+        },
         "final": {k: last[k] for k in ("dpo/loss", "dpo/accuracy", "dpo/logratio_margin") if k in last},
         "train_runtime": metrics_cb.train_summary.get("train_runtime"),
     }
@@ -263,6 +290,7 @@ def logratio_margins(model: Any, tokenizer: Any, pairs: Sequence[PreferencePair]
     ``model`` is a peft model; the reference is the same model with its adapter off. What DPO
     raises; 0 for every pair before training (a fresh adapter is the identity).
     """
+
     def logp(ids: list[int], n_prompt: int) -> float:
         x = torch.tensor([ids])
         logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0, :-1].float()

@@ -73,7 +73,6 @@ ONLINE_COLUMNS = {
 }
 
 
-
 class RewardStateCallback(TrainerCallback):
     """Saves the reward's normalisation statistics into each checkpoint (before it is sealed).
 
@@ -90,7 +89,6 @@ class RewardStateCallback(TrainerCallback):
             write_json_atomic(folder / REWARD_STATE_FILE, self.reward.state_dict())
 
 
-
 def _online_trainer_class(algorithm: str) -> type:
     """TRL's GRPOTrainer or RLOOTrainer with crs's prompt tokenization and PPO's ``kl/sequence``."""
     from trl import GRPOTrainer, RLOOTrainer
@@ -105,7 +103,10 @@ def _online_trainer_class(algorithm: str) -> type:
             # crs's one prompt path (chat template, the last max_prompt_length tokens), as in PPO.
             if prompts and not isinstance(prompts[0], list):
                 return super()._tokenize_prompts(prompts)
-            ids = [encode_prompt(self.processing_class, p, self.crs_max_prompt_length, self.crs_fallback_template) for p in prompts]
+            ids = [
+                encode_prompt(self.processing_class, p, self.crs_max_prompt_length, self.crs_fallback_template)
+                for p in prompts
+            ]
             return ids, None, {}
 
         def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any) -> Any:
@@ -136,7 +137,11 @@ def _online_trainer_class(algorithm: str) -> type:
             self._crs_train_logps = None
             loss = super()._compute_loss(model, inputs)
             if algorithm == "grpo" and "ref_per_token_logps" in inputs and self._crs_train_logps is not None:
-                mask = inputs["completion_mask"] * inputs["tool_mask"] if "tool_mask" in inputs else inputs["completion_mask"]
+                mask = (
+                    inputs["completion_mask"] * inputs["tool_mask"]
+                    if "tool_mask" in inputs
+                    else inputs["completion_mask"]
+                )
                 self._log_sequence_kl(self._crs_train_logps, inputs["ref_per_token_logps"], mask)
             return loss
 
@@ -166,7 +171,9 @@ def online_config(cfg: CRSConfig, run_dir: Path, dtype: torch.dtype, reward_weig
     if rl.algorithm == "grpo":
         kwargs.update(
             scale_rewards=rl.grpo_scale_rewards,
-            multi_objective_aggregation="normalize_then_sum" if rl.reward_normalization == "trl" else "sum_then_normalize",
+            multi_objective_aggregation="normalize_then_sum"
+            if rl.reward_normalization == "trl"
+            else "sum_then_normalize",
         )
         return GRPOConfig(**kwargs)
     return RLOOConfig(normalize_advantages=rl.whiten_advantages, **kwargs)
@@ -184,10 +191,19 @@ def _check_online(cfg: CRSConfig) -> None:
         from trl import GRPOConfig
 
         if "multi_objective_aggregation" not in GRPOConfig.__dataclass_fields__:
-            raise ConfigError("rl.reward_normalization=trl needs TRL's GRPOConfig.multi_objective_aggregation (trl>=1.0): pip install -U trl")
+            raise ConfigError(
+                "rl.reward_normalization=trl needs TRL's GRPOConfig.multi_objective_aggregation (trl>=1.0): pip install -U trl"
+            )
         if rl.reward_clip is not None:
-            logger.warning("rl.reward_clip=%s is not applied with rl.reward_normalization=trl (TRL normalises each source)", rl.reward_clip)
-    ignored = [k for k, default in (("adaptive_kl", False), ("value_model", "head"), ("early_stop_kl", None)) if getattr(rl, k) != default]
+            logger.warning(
+                "rl.reward_clip=%s is not applied with rl.reward_normalization=trl (TRL normalises each source)",
+                rl.reward_clip,
+            )
+    ignored = [
+        k
+        for k, default in (("adaptive_kl", False), ("value_model", "head"), ("early_stop_kl", None))
+        if getattr(rl, k) != default
+    ]
     if ignored:
         logger.warning("rl.%s: PPO only, ignored by %s", ", rl.".join(ignored), rl.algorithm)
 
@@ -202,7 +218,13 @@ def prompt_dataset(prompts: list[Messages]) -> Any:
 
 
 def build_online_trainer(
-    cfg: CRSConfig, run_dir: Path, model: Any, peft_config: Any, tokenizer: Any, reward: CombinedReward, prompts: list[Messages]
+    cfg: CRSConfig,
+    run_dir: Path,
+    model: Any,
+    peft_config: Any,
+    tokenizer: Any,
+    reward: CombinedReward,
+    prompts: list[Messages],
 ) -> tuple[Any, StepMetricsCallback]:
     """TRL's GRPO or RLOO trainer (``rl.algorithm``) on ``reward``, with crs's callbacks; and its metrics callback.
 
@@ -219,8 +241,11 @@ def build_online_trainer(
         # group_size: sum_per_prompt standardises within TRL's groups, gathered whole across processes
         funcs, weights = [reward.as_trl_reward_func(sorted(eos_ids), group_size=rl.group_size)], [1.0]
     metrics_cb = StepMetricsCallback(
-        run_dir / METRICS_FILE, ONLINE_COLUMNS, {"kl/coef": rl.kl_coef},
-        ("reward/combined", "kl/sequence", "reply/length", "time/step"), cfg.run.logging_steps,
+        run_dir / METRICS_FILE,
+        ONLINE_COLUMNS,
+        {"kl/coef": rl.kl_coef},
+        ("reward/combined", "kl/sequence", "reply/length", "time/step"),
+        cfg.run.logging_steps,
     )
     trainer_class = _online_trainer_class(rl.algorithm)
     trainer_class.crs_max_prompt_length = cfg.data.max_prompt_length
@@ -238,7 +263,9 @@ def build_online_trainer(
     quiet_progress_bar(trainer)
     continue_adapter(trainer, cfg)
     if trainer.accelerator.num_processes > 1:
-        reward.gather = trainer.accelerator.gather  # first-batch statistics (and sum_per_prompt's groups) from every process's replies
+        reward.gather = (
+            trainer.accelerator.gather
+        )  # first-batch statistics (and sum_per_prompt's groups) from every process's replies
         reward.process_index = trainer.accelerator.process_index  # this process's rows in what gather returns
     return trainer, metrics_cb
 
@@ -251,11 +278,15 @@ def run_online_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, A
     run_dir = Path(run_dir)
     set_seed(cfg.run.seed)
     train_examples, _ = load_examples(cfg.data, kind="prompts", seed=cfg.run.seed)
-    check_gold_sources(rl.rewards, [last_user_text(ex.prompt) for ex in train_examples], "rl.rewards", cfg.run.allow_gold_outside_demo)
+    check_gold_sources(
+        rl.rewards, [last_user_text(ex.prompt) for ex in train_examples], "rl.rewards", cfg.run.allow_gold_outside_demo
+    )
     model, peft_config, policy_name, _ = load_policy(cfg)
     tokenizer = load_tokenizer(policy_name, cfg.model.cache_dir, padding_side="left")
     reward = CombinedReward.for_rl(cfg)
-    trainer, metrics_cb = build_online_trainer(cfg, run_dir, model, peft_config, tokenizer, reward, [ex.prompt for ex in train_examples])
+    trainer, metrics_cb = build_online_trainer(
+        cfg, run_dir, model, peft_config, tokenizer, reward, [ex.prompt for ex in train_examples]
+    )
     is_main = trainer.is_world_process_zero()
     checkpoint = start_or_resume(run_dir, resume, is_main)
     if checkpoint is not None and (checkpoint / REWARD_STATE_FILE).is_file():
@@ -263,8 +294,15 @@ def run_online_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, A
     if is_main:
         logger.info(
             "%s: %d prompts, %d steps x %d replies (%d per prompt) on %d process(es), reward normalisation %s, combination %s, rewards %s",
-            rl.algorithm.upper(), len(train_examples), rl.steps, rl.batch_size, rl.group_size,
-            trainer.accelerator.num_processes, rl.reward_normalization, reward.strategy_name, reward.describe(),
+            rl.algorithm.upper(),
+            len(train_examples),
+            rl.steps,
+            rl.batch_size,
+            rl.group_size,
+            trainer.accelerator.num_processes,
+            rl.reward_normalization,
+            reward.strategy_name,
+            reward.describe(),
         )
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
@@ -272,7 +310,9 @@ def run_online_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, A
     summary = {
         "algorithm": rl.algorithm,
         "steps": trainer.state.global_step,
-        "final": {k: last[k] for k in ("reward/combined", "kl/sequence", "reply/length", "reward/ended_with_eos") if k in last},
+        "final": {
+            k: last[k] for k in ("reward/combined", "kl/sequence", "reply/length", "reward/ended_with_eos") if k in last
+        },
         "rewards": reward.describe(),
         "reward_normalization": rl.reward_normalization,
         "train_runtime": metrics_cb.train_summary.get("train_runtime"),

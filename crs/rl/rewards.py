@@ -101,11 +101,15 @@ class RewardSource:
                 f"{self._named()} returned {_preview(scores)}: expected a list of {len(replies)} numbers, one per reply ({err})"
             ) from None
         if scores.shape[0] != len(replies):
-            raise RewardSourceError(f"{self._named()} returned {scores.shape[0]} scores for {len(replies)} replies: expected one per reply")
+            raise RewardSourceError(
+                f"{self._named()} returned {scores.shape[0]} scores for {len(replies)} replies: expected one per reply"
+            )
         return scores
 
     def _named(self) -> str:
-        return f"reward source {self.name!r}" + (f" ({self.user_code})" if self.user_code not in (None, self.name) else "")
+        return f"reward source {self.name!r}" + (
+            f" ({self.user_code})" if self.user_code not in (None, self.name) else ""
+        )
 
 
 def _where(err: BaseException) -> str:
@@ -159,7 +163,9 @@ def _scorer_fn(scorer: Any) -> RewardFn:
     return lambda prompts, replies: scorer.score(prompts, replies)
 
 
-def check_gold_sources(configs: Sequence[RewardSourceConfig], prompt_texts: Sequence[str], key: str, allow: bool) -> None:
+def check_gold_sources(
+    configs: Sequence[RewardSourceConfig], prompt_texts: Sequence[str], key: str, allow: bool
+) -> None:
     """Refuse every ``gold`` source among ``configs`` on prompts that are not the demo's (see
     :func:`crs.demo.annotator.check_gold_applies`); ``key`` names the config list in the message."""
     if any(c.path == "gold" and c.weight != 0 for c in configs):
@@ -193,11 +199,15 @@ def build_sources(
     model_paths: list[RewardSourceConfig] = []
     for c in active:
         if c.name in callables:
-            sources[c.name] = RewardSource(c.name, callables[c.name], c.weight, c.normalize, None, "first batch", "a callable")
+            sources[c.name] = RewardSource(
+                c.name, callables[c.name], c.weight, c.normalize, None, "first batch", "a callable"
+            )
         elif c.path == "gold":
             sources[c.name] = RewardSource(c.name, gold_reward, c.weight, c.normalize, None, "first batch")
         elif c.path.startswith("python:"):
-            sources[c.name] = RewardSource(c.name, import_callable(c.path), c.weight, c.normalize, None, "first batch", c.path)
+            sources[c.name] = RewardSource(
+                c.name, import_callable(c.path), c.weight, c.normalize, None, "first batch", c.path
+            )
         elif not c.path:
             raise ConfigError(f"reward source {c.name!r}: empty path (a reward-model run dir, 'gold' or python:mod:fn)")
         else:
@@ -210,7 +220,10 @@ def build_sources(
             # Saved stats with no spread cannot scale anything: measure on the first batch instead.
             usable = bool(stats) and "mean" in stats and "std" in stats and has_spread(stats)
             sources[c.name] = RewardSource(
-                c.name, _scorer_fn(scorer), c.weight, c.normalize,
+                c.name,
+                _scorer_fn(scorer),
+                c.weight,
+                c.normalize,
                 {"mean": float(stats["mean"]), "std": float(stats["std"])} if usable else None,
                 "saved" if usable else "first batch",
             )
@@ -235,7 +248,10 @@ class RewardBreakdown:
 
     def metrics(self, prefix: str = "reward/") -> dict[str, float]:
         """Batch means, for logging: combined, each source raw and normalised, EOS rate."""
-        out = {f"{prefix}combined": self.combined.mean().item(), f"{prefix}weighted_sum": self.weighted_sum.mean().item()}
+        out = {
+            f"{prefix}combined": self.combined.mean().item(),
+            f"{prefix}weighted_sum": self.weighted_sum.mean().item(),
+        }
         for name in self.raw:
             out[f"{prefix}{name}/raw"] = self.raw[name].mean().item()
             out[f"{prefix}{name}/normalized"] = self.normalized[name].mean().item()
@@ -254,14 +270,20 @@ class RewardBreakdown:
 
     def is_finite(self) -> bool:
         """Whether every source gave a finite score (clipping must not hide an infinite one)."""
-        return not any(self.nonfinite.values()) and bool(torch.isfinite(self.weighted_sum).all() and torch.isfinite(self.combined).all())
+        return not any(self.nonfinite.values()) and bool(
+            torch.isfinite(self.weighted_sum).all() and torch.isfinite(self.combined).all()
+        )
 
     def select(self, rows: slice) -> RewardBreakdown:
         """The breakdown of ``rows`` alone (a process's share of a batch scored whole)."""
         raw = {name: scores[rows] for name, scores in self.raw.items()}
         return RewardBreakdown(
-            self.combined[rows], raw, {name: v[rows] for name, v in self.normalized.items()}, self.weighted_sum[rows],
-            self.ended_with_eos[rows], {name: int((~torch.isfinite(v)).sum()) for name, v in raw.items()},
+            self.combined[rows],
+            raw,
+            {name: v[rows] for name, v in self.normalized.items()},
+            self.weighted_sum[rows],
+            self.ended_with_eos[rows],
+            {name: int((~torch.isfinite(v)).sum()) for name, v in raw.items()},
         )
 
 
@@ -291,9 +313,13 @@ class CombinedReward:
             names = ", ".join(f"{s.name} (weight {s.weight})" for s in sources) or "none"
             raise ConfigError(f"a combined reward needs at least one source with a non-zero weight; got {names}")
         if strategy not in STRATEGIES or method not in CONSERVATIVE_METHODS:
-            raise ConfigError(f"combination {strategy!r} / {method!r}: expected one of {STRATEGIES} / {CONSERVATIVE_METHODS}")
+            raise ConfigError(
+                f"combination {strategy!r} / {method!r}: expected one of {STRATEGIES} / {CONSERVATIVE_METHODS}"
+            )
         if strategy == "conservative" and len(self.sources) < 2:
-            raise ConfigError(f"rl.combine=conservative needs at least 2 reward sources with a non-zero weight; got {self.names}")
+            raise ConfigError(
+                f"rl.combine=conservative needs at least 2 reward sources with a non-zero weight; got {self.names}"
+            )
         self.reward_clip = reward_clip
         self.missing_eos_penalty = missing_eos_penalty
         self.gather = gather
@@ -314,7 +340,9 @@ class CombinedReward:
         k: float = 1.0,
     ) -> CombinedReward:
         """Build from ``rl.rewards`` (or ``eval_rewarding.rewards``); see :func:`build_sources`."""
-        return cls(build_sources(configs, model_cfg, callables), reward_clip, missing_eos_penalty, gather, strategy, method, k)
+        return cls(
+            build_sources(configs, model_cfg, callables), reward_clip, missing_eos_penalty, gather, strategy, method, k
+        )
 
     @classmethod
     def for_rl(cls, cfg: CRSConfig, gather: GatherFn | None = None) -> CombinedReward:
@@ -322,8 +350,14 @@ class CombinedReward:
         reward models loaded as :func:`reward_model_config` says."""
         rl = cfg.rl
         return cls.from_config(
-            rl.rewards, reward_model_config(cfg), rl.reward_clip, rl.missing_eos_penalty, gather=gather,
-            strategy=rl.combine, method=rl.conservative, k=rl.conservative_k,
+            rl.rewards,
+            reward_model_config(cfg),
+            rl.reward_clip,
+            rl.missing_eos_penalty,
+            gather=gather,
+            strategy=rl.combine,
+            method=rl.conservative,
+            k=rl.conservative_k,
         )
 
     @property
@@ -369,11 +403,17 @@ class CombinedReward:
             scores = raw[source.name]
             nonfinite[source.name] = int((~torch.isfinite(scores)).sum())
             if nonfinite[source.name]:
-                logger.warning("reward source %r returned %d non-finite score(s) of %d", source.name, nonfinite[source.name], n)
+                logger.warning(
+                    "reward source %r returned %d non-finite score(s) of %d", source.name, nonfinite[source.name], n
+                )
             normalized[source.name] = scores if per_group else self.normalize(source, scores, fit_stats)
         weights = {source.name: source.weight for source in self.sources}
         combination, terms = combine_normalized(normalized, weights, self.strategy, groups, self.method, self.k)
-        eos = torch.ones(n, dtype=torch.bool) if ended_with_eos is None else torch.as_tensor(ended_with_eos, dtype=torch.bool).cpu()
+        eos = (
+            torch.ones(n, dtype=torch.bool)
+            if ended_with_eos is None
+            else torch.as_tensor(ended_with_eos, dtype=torch.bool).cpu()
+        )
         scored = {source.name: raw[source.name] for source in self.sources}
         return RewardBreakdown(self.shape(combination, eos), scored, terms, combination, eos, nonfinite)
 
@@ -401,7 +441,13 @@ class CombinedReward:
             logger.warning("reward source %r is constant on its first batch: centred, not scaled", source.name)
         source.stats = stats  # the measured std, however small: standardize() centres without scaling then
         source.stats_origin = "first batch"
-        logger.info("reward source %r: zscore stats from the first batch (n=%d): mean %.4f std %.4g", source.name, n_finite, stats["mean"], stats["std"])
+        logger.info(
+            "reward source %r: zscore stats from the first batch (n=%d): mean %.4f std %.4g",
+            source.name,
+            n_finite,
+            stats["mean"],
+            stats["std"],
+        )
 
     def shape(self, score: torch.Tensor, ended_with_eos: torch.Tensor) -> torch.Tensor:
         """All reward shaping, in one place: clip the score, then penalise replies without EOS."""
@@ -432,14 +478,22 @@ class CombinedReward:
     def describe(self) -> list[dict[str, Any]]:
         """One dict per source: name, weight, normalize, stats and where they came from, and the combination strategy."""
         return [
-            {"name": s.name, "weight": s.weight, "normalize": s.normalize, "stats": s.stats, "stats_origin": s.stats_origin,
-             "combine": self.strategy_name}
+            {
+                "name": s.name,
+                "weight": s.weight,
+                "normalize": s.normalize,
+                "stats": s.stats,
+                "stats_origin": s.stats_origin,
+                "combine": self.strategy_name,
+            }
             for s in self.sources
         ]
 
     # ------------------------------------------------------------------ TRL
 
-    def as_trl_reward_func(self, eos_token_ids: Sequence[int] | None = None, group_size: int | None = None) -> Callable[..., list[float]]:
+    def as_trl_reward_func(
+        self, eos_token_ids: Sequence[int] | None = None, group_size: int | None = None
+    ) -> Callable[..., list[float]]:
         """A reward function for TRL's GRPO/RLOO trainers: ``f(prompts, completions, **kw)`` -> the combined reward.
 
         The very formula PPO optimises (:meth:`combine`). Accepts TRL's plain-text prompts and
@@ -459,7 +513,9 @@ class CombinedReward:
         """
         return TRLRewardBridge(self, eos_token_ids, group_size).combined_func()
 
-    def as_trl_reward_funcs(self, eos_token_ids: Sequence[int] | None = None) -> tuple[list[Callable[..., list[float]]], list[float]]:
+    def as_trl_reward_funcs(
+        self, eos_token_ids: Sequence[int] | None = None
+    ) -> tuple[list[Callable[..., list[float]]], list[float]]:
         """One TRL reward function per source (raw scores) and their weights, for TRL's own normalisation.
 
         With GRPO's ``multi_objective_aggregation="normalize_then_sum"`` TRL normalises each
@@ -470,21 +526,30 @@ class CombinedReward:
         Only with the ``sum`` strategy: TRL combines these functions itself.
         """
         if self.strategy != "sum":
-            raise ConfigError(f"rl.combine={self.strategy} with rl.reward_normalization=trl: TRL sums its reward functions itself; use rl.combine: sum")
+            raise ConfigError(
+                f"rl.combine={self.strategy} with rl.reward_normalization=trl: TRL sums its reward functions itself; use rl.combine: sum"
+            )
         return TRLRewardBridge(self, eos_token_ids).per_source_funcs()
 
 
 class TRLRewardBridge:
     """Scores a TRL batch once with a :class:`CombinedReward` and hands TRL what it asks for."""
 
-    def __init__(self, reward: CombinedReward, eos_token_ids: Sequence[int] | None = None, group_size: int | None = None) -> None:
+    def __init__(
+        self, reward: CombinedReward, eos_token_ids: Sequence[int] | None = None, group_size: int | None = None
+    ) -> None:
         self.reward = reward
         self.eos_token_ids = set(eos_token_ids) if eos_token_ids is not None else None
         self.group_size = group_size
         self._last: tuple[list[str], RewardBreakdown] | None = None
 
-    def score(self, prompts: list[Any], completions: list[Any], completion_ids: list[list[int]] | None = None,
-              log_metric: Callable[[str, float], None] | None = None) -> RewardBreakdown:
+    def score(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        completion_ids: list[list[int]] | None = None,
+        log_metric: Callable[[str, float], None] | None = None,
+    ) -> RewardBreakdown:
         """The breakdown of one batch (computed once, however many functions ask for it)."""
         replies = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
         if self._last is not None and self._last[0] == replies:
@@ -503,7 +568,9 @@ class TRLRewardBridge:
         self._last = (replies, scores)
         return scores
 
-    def score_in_groups(self, messages: list[Messages], replies: list[str], ended: list[bool] | None) -> RewardBreakdown:
+    def score_in_groups(
+        self, messages: list[Messages], replies: list[str], ended: list[bool] | None
+    ) -> RewardBreakdown:
         """``sum_per_prompt`` on TRL's layout: groups of ``group_size`` consecutive replies over every
         process's batch, gathered whole so that a group split between processes is standardised whole."""
         reward, size, n = self.reward, int(self.group_size or 0), len(replies)
@@ -520,8 +587,13 @@ class TRLRewardBridge:
         return whole.select(slice(offset, offset + n))
 
     def combined_func(self) -> Callable[..., list[float]]:
-        def crs_combined_reward(prompts: list[Any], completions: list[Any], completion_ids: list[list[int]] | None = None,
-                                log_metric: Callable[[str, float], None] | None = None, **kwargs: Any) -> list[float]:
+        def crs_combined_reward(
+            prompts: list[Any],
+            completions: list[Any],
+            completion_ids: list[list[int]] | None = None,
+            log_metric: Callable[[str, float], None] | None = None,
+            **kwargs: Any,
+        ) -> list[float]:
             return self.score(prompts, completions, completion_ids, log_metric).combined.tolist()
 
         return crs_combined_reward
@@ -531,9 +603,15 @@ class TRLRewardBridge:
         weights: list[float] = []
         for position, source in enumerate(self.reward.sources):
 
-            def raw_score(prompts: list[Any], completions: list[Any], completion_ids: list[list[int]] | None = None,
-                          log_metric: Callable[[str, float], None] | None = None, _name: str = source.name,
-                          _first: bool = position == 0, **kwargs: Any) -> list[float]:
+            def raw_score(
+                prompts: list[Any],
+                completions: list[Any],
+                completion_ids: list[list[int]] | None = None,
+                log_metric: Callable[[str, float], None] | None = None,
+                _name: str = source.name,
+                _first: bool = position == 0,
+                **kwargs: Any,
+            ) -> list[float]:
                 # The first function scores every source (and logs); the others reuse that batch.
                 scores = self.score(prompts, completions, completion_ids, log_metric if _first else None)
                 return scores.raw[_name].tolist()
@@ -544,8 +622,9 @@ class TRLRewardBridge:
         penalty = self.reward.missing_eos_penalty
         if penalty is not None:
 
-            def missing_eos(prompts: list[Any], completions: list[Any], completion_ids: list[list[int]] | None = None,
-                            **kwargs: Any) -> list[float]:
+            def missing_eos(
+                prompts: list[Any], completions: list[Any], completion_ids: list[list[int]] | None = None, **kwargs: Any
+            ) -> list[float]:
                 scores = self.score(prompts, completions, completion_ids)
                 return (penalty * (~scores.ended_with_eos).float()).tolist()
 
@@ -561,7 +640,9 @@ def _check_groups(messages: list[Messages], groups: torch.Tensor, size: int) -> 
     for group, prompt in zip(groups.tolist(), messages):
         key = json.dumps(prompt, sort_keys=True)
         if seen.setdefault(group, key) != key:
-            raise RunError(f"rl.combine=sum_per_prompt: TRL's batch is not laid out as groups of rl.group_size={size} replies to one prompt")
+            raise RunError(
+                f"rl.combine=sum_per_prompt: TRL's batch is not laid out as groups of rl.group_size={size} replies to one prompt"
+            )
 
 
 def _gather_device(gather: GatherFn) -> torch.device:
@@ -571,7 +652,9 @@ def _gather_device(gather: GatherFn) -> torch.device:
 
 
 def _raise_nonfinite(name: str) -> None:
-    raise NonFiniteError(f"reward source {name!r} returned no finite score on its first batch; check that reward model or function")
+    raise NonFiniteError(
+        f"reward source {name!r} returned no finite score on its first batch; check that reward model or function"
+    )
 
 
 __all__ = [

@@ -74,7 +74,9 @@ def require_trl(cfg: CRSConfig, trainer_name: str) -> str:
 def require_trl_metrics(trainer: Any) -> None:
     """A built TRL trainer keeps its ``_metrics`` dict, where crs logs ``kl/sequence`` beside TRL's own; else a ConfigError."""
     if not isinstance(getattr(trainer, "_metrics", None), dict):
-        raise ConfigError(f"TRL {installed_version('trl')}'s {type(trainer).__mro__[1].__name__} keeps no _metrics: {_trl_install_hint()}")
+        raise ConfigError(
+            f"TRL {installed_version('trl')}'s {type(trainer).__mro__[1].__name__} keeps no _metrics: {_trl_install_hint()}"
+        )
 
 
 def _trl_install_hint() -> str:
@@ -94,7 +96,11 @@ def peft_lora_config(cfg: CRSConfig) -> Any:
 
     lora = cfg.model.lora
     return PeftLoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type=TaskType.CAUSAL_LM
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type=TaskType.CAUSAL_LM,
     )
 
 
@@ -176,7 +182,12 @@ class StepMetricsCallback(TrainerCallback):
     CRS_PREFIXES = ("reward/", "kl/", "dpo/", "time/", "reply/", "policy/", "loss/")
 
     def __init__(
-        self, path: Path, columns: dict[str, str], constants: dict[str, float], headline: tuple[str, ...], every: int,
+        self,
+        path: Path,
+        columns: dict[str, str],
+        constants: dict[str, float],
+        headline: tuple[str, ...],
+        every: int,
         derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.path = path
@@ -236,7 +247,9 @@ def continue_adapter(trainer: Any, cfg: CRSConfig) -> None:
     Done after TRL wrapped the policy, not by handing TRL a trained PeftModel: TRL would then
     copy that adapter as the reference, and the KL would no longer be to the SFT policy."""
     if cfg.rl.init_adapter:
-        load_adapter_weights(trainer.accelerator.unwrap_model(trainer.model), cfg.rl.init_adapter, cfg.rl.policy or cfg.model.name)
+        load_adapter_weights(
+            trainer.accelerator.unwrap_model(trainer.model), cfg.rl.init_adapter, cfg.rl.policy or cfg.model.name
+        )
 
 
 def start_or_resume(run_dir: Path, resume: bool, is_main: bool) -> Path | None:
@@ -247,7 +260,9 @@ def start_or_resume(run_dir: Path, resume: bool, is_main: bool) -> Path | None:
     return checkpoint
 
 
-def finish(trainer: Any, tokenizer: Any, cfg: CRSConfig, run_dir: Path, policy_name: str, summary: dict[str, Any]) -> dict[str, Any]:
+def finish(
+    trainer: Any, tokenizer: Any, cfg: CRSConfig, run_dir: Path, policy_name: str, summary: dict[str, Any]
+) -> dict[str, Any]:
     """Save the policy like PPO does (``adapter/`` + ``crs_model.json``) and mark the run finished."""
     if trainer.is_world_process_zero():
         model = trainer.accelerator.unwrap_model(trainer.model)
@@ -256,5 +271,3 @@ def finish(trainer: Any, tokenizer: Any, cfg: CRSConfig, run_dir: Path, policy_n
         logger.info("%s done: %s -> %s", cfg.rl.algorithm.upper(), summary.get("final"), run_dir)
     trainer.accelerator.wait_for_everyone()
     return summary
-
-

@@ -130,7 +130,9 @@ def _pair_losses(
     return pair_loss, pairs
 
 
-def absolute_loss(logits: Tensor, targets: Tensor, kind: AbsoluteLossKind = "bce", weights: Tensor | None = None) -> Tensor:
+def absolute_loss(
+    logits: Tensor, targets: Tensor, kind: AbsoluteLossKind = "bce", weights: Tensor | None = None
+) -> Tensor:
     """Regression of ``sigmoid(logit)`` onto scores in [0, 1].
 
     * ``bce``: binary cross-entropy with logits against the *soft* target (its minimum
@@ -195,7 +197,9 @@ def absolute_loss_weights(targets: Tensor, threshold: float, strength: float) ->
     return weights
 
 
-def undersample_by_bins(scores: Sequence[float] | np.ndarray, bins: int, max_ratio: float, rng: np.random.Generator) -> np.ndarray:
+def undersample_by_bins(
+    scores: Sequence[float] | np.ndarray, bins: int, max_ratio: float, rng: np.random.Generator
+) -> np.ndarray:
     """Indices kept by stratified under-sampling of over-represented score bins.
 
     Scores in [0, 1] fall into ``bins`` equal-width bins (a score of 1.0 goes to the last

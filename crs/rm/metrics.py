@@ -28,7 +28,9 @@ def _pair_credit(better: float, worse: float) -> float:
     return 1.0 if better > worse else 0.5 if better == worse else 0.0
 
 
-def ranking_metrics(rankings: Sequence[Sequence[float]], scores: Sequence[Sequence[float] | None] | None = None) -> dict[str, float | None]:
+def ranking_metrics(
+    rankings: Sequence[Sequence[float]], scores: Sequence[Sequence[float] | None] | None = None
+) -> dict[str, float | None]:
     """Accuracy and margin of rewards on rankings (each a list of rewards, best first).
 
     Returns ``pairwise_accuracy`` (over all pairs of all prompts, pooled),

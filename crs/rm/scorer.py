@@ -73,7 +73,6 @@ class RMFormat:
         return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
 
 
-
 @dataclass
 class JointHeads:
     """How a joint RM's two outputs become one reward: ``w * z(head 0) + (1 - w) * z(head 1)``.
@@ -98,7 +97,10 @@ class JointHeads:
 
     def combine(self, heads: Tensor) -> Tensor:
         """The reward of each row of ``heads`` (``[N, 2]``)."""
-        z = [(heads[:, i].float() - s["mean"]) / max(float(s["std"]), MIN_HEAD_STD) for i, s in enumerate((self.preference, self.absolute))]
+        z = [
+            (heads[:, i].float() - s["mean"]) / max(float(s["std"]), MIN_HEAD_STD)
+            for i, s in enumerate((self.preference, self.absolute))
+        ]
         return self.preference_weight * z[0] + (1 - self.preference_weight) * z[1]
 
     def combined_stats(self) -> dict[str, float]:
@@ -111,8 +113,11 @@ class JointHeads:
 
     def saved(self) -> dict[str, Any]:
         """What ``reward_stats.json`` keeps of it (beside the stats of the combined reward)."""
-        return {JOINT_WEIGHT_KEY: self.preference_weight, "heads": {"preference": self.preference, "absolute": self.absolute},
-                "head_correlation": self.correlation}
+        return {
+            JOINT_WEIGHT_KEY: self.preference_weight,
+            "heads": {"preference": self.preference, "absolute": self.absolute},
+            "head_correlation": self.correlation,
+        }
 
 
 class RewardScorer:
@@ -148,7 +153,9 @@ class RewardScorer:
         self.dtype = dtype or next(model.parameters()).dtype
 
     @classmethod
-    def from_path(cls, path: str, model_cfg: ModelConfig | None = None, batch_size: int = 16, device: str | None = None) -> RewardScorer:
+    def from_path(
+        cls, path: str, model_cfg: ModelConfig | None = None, batch_size: int = 16, device: str | None = None
+    ) -> RewardScorer:
         """Load one reward model (a crs RM run dir or any sequence-classifier path)."""
         return load_reward_scorers([path], model_cfg, batch_size, device)[0]
 
@@ -178,7 +185,11 @@ class RewardScorer:
             with autocast(self.dtype, device):
                 rewards.append(self.model(**batch).logits.float().cpu())
         self.model.train(was_training)
-        return torch.cat(rewards) if rewards else torch.zeros(0, getattr(getattr(self.model, "config", None), "num_labels", 1))
+        return (
+            torch.cat(rewards)
+            if rewards
+            else torch.zeros(0, getattr(getattr(self.model, "config", None), "num_labels", 1))
+        )
 
     __call__ = score
 
@@ -218,11 +229,19 @@ def read_joint_heads(path: str | Path, stats: dict[str, Any] | None) -> tuple[Jo
     weight = read_run_json(path / RM_FORMAT_FILE, _REDO).get(JOINT_WEIGHT_KEY)
     heads = (stats or {}).get("heads") or {}
     if not isinstance(weight, (int, float)) or not 0 <= weight <= 1 or not {"preference", "absolute"} <= set(heads):
-        raise ModelError(f"{path} is a joint RM without a head weight in [0, 1] ({RM_FORMAT_FILE}) or head statistics ({REWARD_STATS_FILE}); {_REDO}")
-    joint = JointHeads(float(weight), heads["preference"], heads["absolute"], float(stats.get("head_correlation") or 0.0))
+        raise ModelError(
+            f"{path} is a joint RM without a head weight in [0, 1] ({RM_FORMAT_FILE}) or head statistics ({REWARD_STATS_FILE}); {_REDO}"
+        )
+    joint = JointHeads(
+        float(weight), heads["preference"], heads["absolute"], float(stats.get("head_correlation") or 0.0)
+    )
     if np.isclose(float(stats.get(JOINT_WEIGHT_KEY, -1)), joint.preference_weight):
         return joint, stats
-    derived = {**joint.saved(), **joint.combined_stats(), "derived_from": f"the head statistics, for {JOINT_WEIGHT_KEY} {weight}"}
+    derived = {
+        **joint.saved(),
+        **joint.combined_stats(),
+        "derived_from": f"the head statistics, for {JOINT_WEIGHT_KEY} {weight}",
+    }
     return joint, {**derived, "split": stats.get("split")}
 
 

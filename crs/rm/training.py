@@ -61,7 +61,15 @@ from crs.models.trainer import (
     training_arguments,
 )
 from crs.rm.losses import absolute_loss, absolute_loss_weights, joint_loss, ranking_loss, undersample_by_bins
-from crs.rm.metrics import absolute_metrics, pair_agreement, pearson, ranking_metrics, ranking_pairs, reward_stats, spearman
+from crs.rm.metrics import (
+    absolute_metrics,
+    pair_agreement,
+    pearson,
+    ranking_metrics,
+    ranking_pairs,
+    reward_stats,
+    spearman,
+)
 from crs.rm.scorer import (
     JOINT_WEIGHT_KEY,
     REWARD_STATS_FILE,
@@ -194,13 +202,17 @@ def cap_replies(example: RankingExample, max_replies: int, selection: str = "spr
     return RankingExample(example.prompt, [example.replies[i] for i in keep], scores, example.meta)
 
 
-def absolute_train_rows(examples: list[AbsoluteExample], rm: RewardModelConfig, seed: int) -> list[tuple[AbsoluteExample, float]]:
+def absolute_train_rows(
+    examples: list[AbsoluteExample], rm: RewardModelConfig, seed: int
+) -> list[tuple[AbsoluteExample, float]]:
     """Training rows of the absolute loss: under-sampled (``rm.undersample``) and weighted.
 
     Weights follow :func:`crs.rm.losses.absolute_loss_weights` over the rows that remain.
     """
     if rm.undersample:
-        keep = undersample_by_bins([ex.score for ex in examples], rm.undersample_bins, rm.undersample_max_ratio, np.random.default_rng(seed))
+        keep = undersample_by_bins(
+            [ex.score for ex in examples], rm.undersample_bins, rm.undersample_max_ratio, np.random.default_rng(seed)
+        )
         logger.info("rm.undersample: keeping %d of %d absolute examples", len(keep), len(examples))
         examples = [examples[i] for i in keep]
     weights = absolute_loss_weights(torch.tensor([ex.score for ex in examples]), rm.threshold, rm.loss_weight_strength)
@@ -210,7 +222,11 @@ def absolute_train_rows(examples: list[AbsoluteExample], rm: RewardModelConfig, 
 def trainable_head(model: Any) -> torch.nn.Linear | None:
     """The classifier's trainable output layer (under LoRA: peft's trained copy), or None."""
     outputs = getattr(getattr(model, "config", None), "num_labels", 1)
-    found = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.out_features == outputs and m.weight.requires_grad]
+    found = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and m.out_features == outputs and m.weight.requires_grad
+    ]
     # A LoRA A matrix of rank == outputs has the same shape: a layer named like a head comes first.
     named = [m for name, m in found if {"score", "classifier", "out_proj"} & set(name.split("."))]
     return (named or [m for _, m in found] or [None])[0]
@@ -318,15 +334,30 @@ def joint_training_data(cfg: CRSConfig) -> TrainingData:
     train_ranked = [ex for ex in train_ranked if group_key(ex) not in held_out]
     train_scored = [ex for ex in train_scored if group_key(ex) not in held_out]
     if not train_ranked or not train_scored:
-        raise ConfigError(f"rm.loss=joint: no {'ranking' if not train_ranked else 'absolute'} examples left to train on once the "
-                          "validation prompts are held out; lower data.val_fraction or add data")
-    train = [cap_replies(ex, rm.max_replies, rm.reply_selection) for ex in train_ranked] + absolute_train_rows(train_scored, rm, cfg.run.seed)
-    return TrainingData(train, val_ranked + val_scored, ValidationViews(val_ranked, val_scored), ValidationViews(train_ranked, train_scored))
+        raise ConfigError(
+            f"rm.loss=joint: no {'ranking' if not train_ranked else 'absolute'} examples left to train on once the "
+            "validation prompts are held out; lower data.val_fraction or add data"
+        )
+    train = [cap_replies(ex, rm.max_replies, rm.reply_selection) for ex in train_ranked] + absolute_train_rows(
+        train_scored, rm, cfg.run.seed
+    )
+    return TrainingData(
+        train,
+        val_ranked + val_scored,
+        ValidationViews(val_ranked, val_scored),
+        ValidationViews(train_ranked, train_scored),
+    )
 
 
 def ranking_options(rm: RewardModelConfig, scores: Tensor | None) -> dict[str, Any]:
     """The keyword arguments of :func:`ranking_loss` that ``rm.*`` sets (one place, so training and validation agree)."""
-    return {"l2_coef": rm.l2_coef, "scores": scores, "margin_scale": rm.margin_scale, "pair_strength": rm.pair_strength, "strength_scale": rm.strength_scale}
+    return {
+        "l2_coef": rm.l2_coef,
+        "scores": scores,
+        "margin_scale": rm.margin_scale,
+        "pair_strength": rm.pair_strength,
+        "strength_scale": rm.strength_scale,
+    }
 
 
 def _ranking_inputs(rankings: list[RankingExample]) -> tuple[list[Any], list[str]]:
@@ -338,7 +369,9 @@ def _absolute_inputs(absolutes: list[AbsoluteExample]) -> tuple[list[Any], list[
     return [ex.prompt for ex in absolutes], [ex.reply for ex in absolutes]
 
 
-def view_metrics(views: ValidationViews, ranking_rewards: Tensor, absolute_rewards: Tensor, prefix: str = "") -> dict[str, float | None]:
+def view_metrics(
+    views: ValidationViews, ranking_rewards: Tensor, absolute_rewards: Tensor, prefix: str = ""
+) -> dict[str, float | None]:
     """Ranking metrics of ``ranking_rewards`` on the rankings and Pearson / Spearman of ``absolute_rewards`` with the scores."""
     metrics: dict[str, float | None] = {}
     if views.rankings:
@@ -351,7 +384,9 @@ def view_metrics(views: ValidationViews, ranking_rewards: Tensor, absolute_rewar
     return {prefix + key: value for key, value in metrics.items()}
 
 
-def evaluate_reward_model(scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig) -> tuple[dict[str, float | None], Tensor]:
+def evaluate_reward_model(
+    scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig
+) -> tuple[dict[str, float | None], Tensor]:
     """Validation metrics of one RM, and its rewards on its own validation replies.
 
     Every RM kind gets the ranking metrics (``pairwise_accuracy``, ``best_vs_worst_accuracy``,
@@ -378,7 +413,9 @@ def evaluate_reward_model(scorer: RewardScorer, views: ValidationViews, rm: Rewa
     return metrics, own_rewards
 
 
-def evaluate_joint(scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig) -> tuple[dict[str, float | None], Tensor]:
+def evaluate_joint(
+    scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig
+) -> tuple[dict[str, float | None], Tensor]:
     """A joint RM's validation metrics, and its raw heads (``[N, 2]``) on every validation reply (rankings', then absolute).
 
     The combined reward (``rm.joint_preference_weight``, each head z-scored on these very
@@ -400,8 +437,15 @@ def evaluate_joint(scorer: RewardScorer, views: ValidationViews, rm: RewardModel
         errors = absolute_metrics(torch.sigmoid(scored[:, 1]).tolist(), targets.tolist(), rm.threshold)
         metrics.update({f"absolute_head_{key}": value for key, value in errors.items()})
     sizes = [len(ex.replies) for ex in views.rankings]
-    loss = joint_loss(heads, len(ranked), sizes, targets, absolute_weight=rm.joint_absolute_weight, abs_kind=rm.abs_loss,
-                      **ranking_options(rm, flat_scores(views.rankings)))
+    loss = joint_loss(
+        heads,
+        len(ranked),
+        sizes,
+        targets,
+        absolute_weight=rm.joint_absolute_weight,
+        abs_kind=rm.abs_loss,
+        **ranking_options(rm, flat_scores(views.rankings)),
+    )
     metrics["loss"] = float(loss)
     return metrics, heads
 
@@ -409,7 +453,12 @@ def evaluate_joint(scorer: RewardScorer, views: ValidationViews, rm: RewardModel
 def view_rewards(scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig) -> Tensor:
     """What ``reward_stats.json`` is computed from: the RM's rewards on its own view (a joint RM: both heads on both views)."""
     if rm.loss == "joint":
-        return torch.cat([scorer.score_heads(*_ranking_inputs(views.rankings)), scorer.score_heads(*_absolute_inputs(views.absolutes))])
+        return torch.cat(
+            [
+                scorer.score_heads(*_ranking_inputs(views.rankings)),
+                scorer.score_heads(*_absolute_inputs(views.absolutes)),
+            ]
+        )
     return scorer(*(_ranking_inputs(views.rankings) if rm.loss == "pairwise" else _absolute_inputs(views.absolutes)))
 
 
@@ -462,12 +511,21 @@ class RewardTrainer(CRSTrainer):
     whenever Trainer would evaluate (every ``eval_steps`` and at the end).
     """
 
-    def __init__(self, *args: Any, rm_cfg: RewardModelConfig, autocast_dtype: torch.dtype, evaluate_fn: Callable[[], dict[str, Any]], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        rm_cfg: RewardModelConfig,
+        autocast_dtype: torch.dtype,
+        evaluate_fn: Callable[[], dict[str, Any]],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.rm_cfg, self.autocast_dtype, self.evaluate_fn = rm_cfg, autocast_dtype, evaluate_fn
         self.loss_is_scaled_for_ga = False  # our losses are per-batch means; Trainer divides by GA steps
 
-    def compute_loss(self, model: Any, inputs: dict[str, Tensor], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Tensor], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         """Rewards of the batch's replies -> the ranking, absolute or joint loss (``rm.loss``)."""
         with autocast(self.autocast_dtype, self.args.device):
             logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits.float()
@@ -475,7 +533,9 @@ class RewardTrainer(CRSTrainer):
         rewards = logits if self.rm_cfg.loss == "joint" else logits[:, 0]
         return (loss, rewards) if return_outputs else loss
 
-    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+    def evaluate(
+        self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
         """Our validation metrics, logged like Trainer's own ``eval_*`` numbers."""
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in self.evaluate_fn().items() if v is not None}
         self.log(metrics)
@@ -490,8 +550,14 @@ def batch_loss(logits: Tensor, inputs: dict[str, Tensor], rm: RewardModelConfig)
     if rm.loss == "absolute":
         return absolute_loss(logits[:, 0], inputs["targets"], rm.abs_loss, inputs["weights"])
     return joint_loss(
-        logits, int(inputs["n_ranking"]), inputs["group_sizes"], inputs["targets"], absolute_weight=rm.joint_absolute_weight,
-        abs_kind=rm.abs_loss, weights=inputs["weights"], **ranking_options(rm, inputs["scores"]),
+        logits,
+        int(inputs["n_ranking"]),
+        inputs["group_sizes"],
+        inputs["targets"],
+        absolute_weight=rm.joint_absolute_weight,
+        abs_kind=rm.abs_loss,
+        weights=inputs["weights"],
+        **ranking_options(rm, inputs["scores"]),
     )
 
 
@@ -518,21 +584,31 @@ def check_init_from(cfg: CRSConfig) -> InitRun:
     path = Path(given).expanduser().resolve()
     manifest = read_run_manifest(path) if path.is_dir() else None
     if manifest is None or manifest.get("kind") != "reward_model" or not (path / RM_FORMAT_FILE).is_file():
-        raise ConfigError(f"rm.init_from={given}: not a reward-model run (no {RUN_MANIFEST} of kind reward_model beside {RM_FORMAT_FILE}); "
-                          'give the directory of a finished rm_train.py run, or "" to start fresh')
+        raise ConfigError(
+            f"rm.init_from={given}: not a reward-model run (no {RUN_MANIFEST} of kind reward_model beside {RM_FORMAT_FILE}); "
+            'give the directory of a finished rm_train.py run, or "" to start fresh'
+        )
     if not is_finished(path):
-        raise ConfigError(f"rm.init_from={given}: that run has not finished; finish it (rm_train.py --resume) or give a finished run")
+        raise ConfigError(
+            f"rm.init_from={given}: that run has not finished; finish it (rm_train.py --resume) or give a finished run"
+        )
     base = base_location(path, manifest["base"])
     if not same_model(base, name):
-        raise ConfigError(f"rm.init_from={given} was trained on {base}, not on model.name={name}: set model.name to {base}, "
-                          f"or give a run trained on {name}")
+        raise ConfigError(
+            f"rm.init_from={given} was trained on {base}, not on model.name={name}: set model.name to {base}, "
+            f"or give a run trained on {name}"
+        )
     loss_kind = read_rm_files(path)[2] or "pairwise"
     if (loss_kind == "joint") != (cfg.rm.loss == "joint"):
-        raise ConfigError(f"rm.init_from={given} is a {loss_kind} RM and rm.loss is {cfg.rm.loss}: a joint RM (two heads) continues only "
-                          "with rm.loss=joint, a pairwise or absolute one only with pairwise or absolute; change rm.loss or give another run")
+        raise ConfigError(
+            f"rm.init_from={given} is a {loss_kind} RM and rm.loss is {cfg.rm.loss}: a joint RM (two heads) continues only "
+            "with rm.loss=joint, a pairwise or absolute one only with pairwise or absolute; change rm.loss or give another run"
+        )
     if manifest.get("full_model") and cfg.model.lora.enabled:
-        raise ConfigError(f"rm.init_from={given} saved a full model: continue it with model.lora.enabled=false "
-                          f"(or set model.name={given} and rm.init_from=\"\" to train a fresh adapter on top of it)")
+        raise ConfigError(
+            f"rm.init_from={given} saved a full model: continue it with model.lora.enabled=false "
+            f'(or set model.name={given} and rm.init_from="" to train a fresh adapter on top of it)'
+        )
     return InitRun(path, loss_kind, bool(manifest.get("full_model")))
 
 
@@ -548,13 +624,18 @@ def build_reward_model(model_cfg: ModelConfig, tokenizer: Any, num_labels: int =
     model = load_sequence_classifier(str(init.path) if full_init else model_cfg.name, model_cfg, num_labels=num_labels)
     model.config.pad_token_id = tokenizer.pad_token_id  # the collator pads with it; the head looks for it
     if num_labels == 2:  # named in config.json, for whoever loads a joint RM outside crs
-        model.config.id2label, model.config.label2id = {0: "preference", 1: "absolute"}, {"preference": 0, "absolute": 1}
+        model.config.id2label, model.config.label2id = (
+            {0: "preference", 1: "absolute"},
+            {"preference": 0, "absolute": 1},
+        )
     if not model_cfg.lora.enabled:
         upcast_trainable(model)
         return model
     model = add_lora(model, model_cfg.lora, "reward_model")
     if init is not None:
-        load_adapter_weights(model, init.path, model_cfg.name, key="rm.init_from", give="a finished LoRA reward-model run on model.name")
+        load_adapter_weights(
+            model, init.path, model_cfg.name, key="rm.init_from", give="a finished LoRA reward-model run on model.name"
+        )
     return model
 
 
@@ -572,14 +653,24 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir, padding_side="right")
     checkpoint = resume_checkpoint(run_dir, resume, is_main=int(os.environ.get("RANK", "0")) == 0)
     # Read now: the first checkpoint this session saves may rotate the resumed one away.
-    first_before = logged_before_training(checkpoint, "val_before_training") if checkpoint is not None and data.val else None
+    first_before = (
+        logged_before_training(checkpoint, "val_before_training") if checkpoint is not None and data.val else None
+    )
     # A checkpoint holds this run's own trained weights: it wins over rm.init_from.
-    model = build_reward_model(cfg.model, tokenizer, 2 if rm.loss == "joint" else 1, init if checkpoint is None else None)
-    if rm.loss != "pairwise" and rm.init_bias_to_mean and checkpoint is None and init is None:  # else the head is trained already
-        init_head_bias_to_mean(model, [row for row in data.train if not isinstance(row, RankingExample)], output=int(rm.loss == "joint"))
+    model = build_reward_model(
+        cfg.model, tokenizer, 2 if rm.loss == "joint" else 1, init if checkpoint is None else None
+    )
+    if (
+        rm.loss != "pairwise" and rm.init_bias_to_mean and checkpoint is None and init is None
+    ):  # else the head is trained already
+        init_head_bias_to_mean(
+            model, [row for row in data.train if not isinstance(row, RankingExample)], output=int(rm.loss == "joint")
+        )
     dtype = resolve_dtype(cfg.model.dtype)
     fmt = RMFormat.from_data_config(cfg.data)
-    scorer = RewardScorer(model, tokenizer, fmt, name=cfg.run_name, loss_kind=rm.loss, batch_size=cfg.train.eval_batch_size, dtype=dtype)
+    scorer = RewardScorer(
+        model, tokenizer, fmt, name=cfg.run_name, loss_kind=rm.loss, batch_size=cfg.train.eval_batch_size, dtype=dtype
+    )
 
     def evaluate() -> dict[str, float | None]:
         return evaluate_reward_model(scorer, data.views, rm)[0]
@@ -592,7 +683,11 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
         eval_dataset=ListDataset(data.val) if data.val else None,
         data_collator=COLLATORS[rm.loss](tokenizer, fmt),
         processing_class=tokenizer,
-        callbacks=[SealCheckpointCallback(), JsonlLogCallback(run_dir / TRAIN_LOG_FILE), *([start] if data.val else [])],
+        callbacks=[
+            SealCheckpointCallback(),
+            JsonlLogCallback(run_dir / TRAIN_LOG_FILE),
+            *([start] if data.val else []),
+        ],
         train_lengths=[padded_cost(row) for row in data.train],
         rm_cfg=rm,
         autocast_dtype=dtype,
@@ -610,7 +705,11 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     after, stats = final_metrics_and_stats(scorer, data, rm)
     record = {
         **data_counts(data, rm),
-        **({"init_from": {"run": str(init.path), "loss_kind": init.loss_kind, "full_model": init.full_model}} if init else {}),
+        **(
+            {"init_from": {"run": str(init.path), "loss_kind": init.loss_kind, "full_model": init.full_model}}
+            if init
+            else {}
+        ),
         "val": after,
         "val_before_training": before,
         **({"val_at_resume": resumed_from} if resumed_from else {}),
@@ -624,7 +723,9 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     return after
 
 
-def final_metrics_and_stats(scorer: RewardScorer, data: TrainingData, rm: RewardModelConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+def final_metrics_and_stats(
+    scorer: RewardScorer, data: TrainingData, rm: RewardModelConfig
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The trained RM's validation metrics and its ``reward_stats.json``.
 
     From here on ``scorer`` gives the reward those stats describe (a joint RM's combined heads).
@@ -644,14 +745,26 @@ def data_counts(data: TrainingData, rm: RewardModelConfig) -> dict[str, Any]:
     return {
         "loss_kind": rm.loss,
         "n_train": len(data.train),
-        **({"n_train_rankings": sum(isinstance(row, RankingExample) for row in data.train)} if rm.loss == "joint" else {}),
+        **(
+            {"n_train_rankings": sum(isinstance(row, RankingExample) for row in data.train)}
+            if rm.loss == "joint"
+            else {}
+        ),
         "n_val": len(data.val),
         "n_val_rankings": len(data.views.rankings),
         "n_val_absolute": len(data.views.absolutes),
     }
 
 
-def save_rm_run(model: Any, tokenizer: Any, run_dir: Path, cfg: CRSConfig, fmt: RMFormat, stats: dict[str, Any], record: dict[str, Any]) -> None:
+def save_rm_run(
+    model: Any,
+    tokenizer: Any,
+    run_dir: Path,
+    cfg: CRSConfig,
+    fmt: RMFormat,
+    stats: dict[str, Any],
+    record: dict[str, Any],
+) -> None:
     """The trained RM and its files (``rm_format.json``, ``reward_stats.json``, ``metrics.json``), then the run marked finished."""
     rm = cfg.rm
     save_run_model(model, tokenizer, run_dir, cfg.model.name, kind="reward_model", merge=cfg.model.lora.merge)
@@ -659,4 +772,6 @@ def save_rm_run(model: Any, tokenizer: Any, run_dir: Path, cfg: CRSConfig, fmt: 
     write_json_atomic(run_dir / RM_FORMAT_FILE, {**asdict(fmt), "loss": rm.loss, **joint_weight})
     write_json_atomic(run_dir / REWARD_STATS_FILE, stats)
     write_json_atomic(run_dir / METRICS_FILE, record)
-    mark_finished(run_dir, {"val": record["val"], "global_step": record["global_step"]}, record["global_step"], TRAIN_LENGTH_KEYS)
+    mark_finished(
+        run_dir, {"val": record["val"], "global_step": record["global_step"]}, record["global_step"], TRAIN_LENGTH_KEYS
+    )

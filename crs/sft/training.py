@@ -39,7 +39,9 @@ def encode_sft_examples(tokenizer: Any, examples: list[SFTExample], cfg: CRSConf
     """Tokenize examples with the shared prompt+reply path."""
     data = cfg.data
     return [
-        encode_prompt_reply(tokenizer, ex.prompt, ex.reply, data.max_length, data.max_prompt_length, data.fallback_template)
+        encode_prompt_reply(
+            tokenizer, ex.prompt, ex.reply, data.max_length, data.max_prompt_length, data.fallback_template
+        )
         for ex in examples
     ]
 
@@ -78,7 +80,6 @@ def load_trainable_causal_lm(cfg: CRSConfig) -> tuple[Any, torch.dtype]:
 
 def train_sft(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Run the SFT stage into ``run_dir``; returns the final metrics."""
-
 
     set_seed(cfg.run.seed)
     train_examples, val_examples = load_examples(cfg.data, "sft", cfg.run.seed)

@@ -67,7 +67,9 @@ def needs(stage: Stage, stages: Sequence[Stage]) -> set[str]:
     return found
 
 
-def run_stages(stages: Sequence[Stage], jobs: int, run: Callable[[Stage, bool], None], done: set[str] | None = None) -> None:
+def run_stages(
+    stages: Sequence[Stage], jobs: int, run: Callable[[Stage, bool], None], done: set[str] | None = None
+) -> None:
     """Run every stage not in ``done``, at most ``jobs`` at once, each once all its ``after`` are done.
 
     ``run(stage, alone)`` runs one stage (in a worker thread) and raises on failure; ``alone``
@@ -129,12 +131,16 @@ def stage_runner(jobs: int, log_dir: Path, started: float) -> Callable[[Stage, b
             command.append("--resume")  # an interrupted run continues from its last checkpoint
         header = f"[{numbers[stage.subset]}/{len(PIPELINE)}] crs {stage.command} --config_subset {stage.subset}"
         log = log_dir / f"{stage.subset}.log"
-        print(f"\n{header}  (elapsed {time.time() - started:.0f} s{'' if jobs == 1 else f'; output: {log}'})", flush=True)
+        print(
+            f"\n{header}  (elapsed {time.time() - started:.0f} s{'' if jobs == 1 else f'; output: {log}'})", flush=True
+        )
         stage_start = time.time()
         code = subprocess.run(command).returncode if jobs == 1 else run_logged(command, log, env)
         if code != 0:
             where = "" if jobs == 1 else f" (output: {log})"
-            raise StageFailed(f"stage {stage.subset} failed (exit {code}){where}; fix it and re-run `make demo` (or `crs demo`) to continue")
+            raise StageFailed(
+                f"stage {stage.subset} failed (exit {code}){where}; fix it and re-run `make demo` (or `crs demo`) to continue"
+            )
         print(f"{header}: done in {time.time() - stage_start:.0f} s", flush=True)
 
     return run
@@ -143,7 +149,9 @@ def stage_runner(jobs: int, log_dir: Path, started: float) -> Callable[[Stage, b
 def run_demo(argv: list[str] | None = None) -> None:
     """Run every stage not yet finished, then print the report's main table."""
     parser = argparse.ArgumentParser(prog="crs demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=2, help="stages run at once, each with its share of the cores (default 2)")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="stages run at once, each with its share of the cores (default 2)"
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
@@ -152,7 +160,9 @@ def run_demo(argv: list[str] | None = None) -> None:
     for stage in PIPELINE:
         run_dir = load_config(stage.subset).run_dir
         if is_finished(run_dir):
-            print(f"crs {stage.command} --config_subset {stage.subset}: finished earlier ({run_dir}), skipped", flush=True)
+            print(
+                f"crs {stage.command} --config_subset {stage.subset}: finished earlier ({run_dir}), skipped", flush=True
+            )
             done.add(stage.subset)
     log_dir = Path(load_config("sft").run.output_dir) / "demo_logs"
     try:

@@ -98,7 +98,9 @@ class Loop:
         wanted = {"preference": self.online.preference_source, "absolute": self.online.absolute_source}
         missing = [name for name in wanted.values() if name not in paths]
         if missing:
-            raise RunError(f"online: {missing} not among the reward sources of {self.online.base_subset} (its rl.rewards: {sorted(paths)})")
+            raise RunError(
+                f"online: {missing} not among the reward sources of {self.online.base_subset} (its rl.rewards: {sorted(paths)})"
+            )
         return {kind: paths[name] for kind, name in wanted.items()}
 
 
@@ -132,12 +134,16 @@ def sample_from_policy(loop: Loop, policy: Path, prompts: list[PromptExample], s
     """K sampled replies per prompt from ``policy``, with the RL stage's sampling settings."""
     base = load_config(loop.online.base_subset, loop.cfg.config_path)
     rl = base.rl
-    settings = SamplingSettings(rl.max_new_tokens, do_sample=True, temperature=rl.temperature, top_p=rl.top_p, top_k=rl.top_k)
+    settings = SamplingSettings(
+        rl.max_new_tokens, do_sample=True, temperature=rl.temperature, top_p=rl.top_p, top_k=rl.top_k
+    )
     model = load_causal_lm(str(policy), dtype=resolve_dtype(base.model.dtype), cache_dir=base.model.cache_dir)
     tokenizer = load_tokenizer(str(policy), base.model.cache_dir, padding_side="left")
     k = loop.online.replies_per_prompt
     repeated = [p.prompt for p in prompts for _ in range(k)]
-    replies = generate_replies(model, tokenizer, repeated, settings, 32, base.data.max_prompt_length, seed=seed, desc="sampling replies")
+    replies = generate_replies(
+        model, tokenizer, repeated, settings, 32, base.data.max_prompt_length, seed=seed, desc="sampling replies"
+    )
     return [
         {"prompt_id": p.id, "messages": p.prompt, "replies": [g.text for g in replies[i * k : (i + 1) * k]]}
         for i, p in enumerate(prompts)
@@ -147,17 +153,29 @@ def sample_from_policy(loop: Loop, policy: Path, prompts: list[PromptExample], s
 # --------------------------------------------------------------------------- labels
 
 
-def simulated_labels(rows: list[dict[str, Any]], noise: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def simulated_labels(
+    rows: list[dict[str, Any]], noise: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rankings (best first) and 1-5 scores (as [0, 1]) from crs's annotator, as canonical rows."""
     rng = np.random.default_rng(seed)
     rankings, scores = [], []
     for row in rows:
         text = last_user_text(row["messages"])
         order = rank_replies(text, row["replies"], noise, rng)
-        rankings.append({"id": row["prompt_id"], "messages": row["messages"], "replies": [row["replies"][i] for i in order]})
+        rankings.append(
+            {"id": row["prompt_id"], "messages": row["messages"], "replies": [row["replies"][i] for i in order]}
+        )
         for reply in row["replies"]:
             rater = ANNOTATORS[int(rng.integers(len(ANNOTATORS)))]
-            scores.append({"id": row["prompt_id"], "messages": row["messages"], "reply": reply, "score": likert_to_unit(likert(text, reply, rater, rng)), "rater": rater.id})
+            scores.append(
+                {
+                    "id": row["prompt_id"],
+                    "messages": row["messages"],
+                    "reply": reply,
+                    "score": likert_to_unit(likert(text, reply, rater, rng)),
+                    "rater": rater.id,
+                }
+            )
     return rankings, scores
 
 
@@ -167,11 +185,26 @@ def check_label_files(label_dir: Path, asked: list[dict[str, Any]], data_cfg: An
     for name, kind in ((RANKINGS_FILE, "ranking"), (SCORES_FILE, "absolute")):
         path = label_dir / name
         # Parsed exactly as training will read it: a bad row stops here, naming file and line.
-        load_examples(replace(data_cfg, source=str(path), adapter="canonical", val_fraction=0.0, val_source=None, val_split=None, train_source=None, max_examples=None), kind, 0)
+        load_examples(
+            replace(
+                data_cfg,
+                source=str(path),
+                adapter="canonical",
+                val_fraction=0.0,
+                val_source=None,
+                val_split=None,
+                train_source=None,
+                max_examples=None,
+            ),
+            kind,
+            0,
+        )
         for line, row in iter_jsonl(path):
             messages = row.get("messages") or [{"role": "user", "content": row.get("prompt")}]
             if _prompt_key(messages) not in asked_prompts:
-                raise DataError(f"{path}:{line}: this prompt was not among the ones to label in {label_dir.parent / 'to_label.jsonl'}")
+                raise DataError(
+                    f"{path}:{line}: this prompt was not among the ones to label in {label_dir.parent / 'to_label.jsonl'}"
+                )
 
 
 def labels(loop: Loop, n: int, asked: list[dict[str, Any]]) -> Path:
@@ -222,7 +255,9 @@ def replayed(pool: Sequence[Any], count: int, seed: int) -> list[Any]:
     return [pool[i] for i in sorted(np.random.default_rng(seed).choice(len(pool), size=count, replace=False))]
 
 
-def rm_training_data(loop: Loop, out_dir: Path, new: dict[str, list[dict[str, Any]]], earlier: dict[str, list[dict[str, Any]]], seed: int) -> dict[str, Path]:
+def rm_training_data(
+    loop: Loop, out_dir: Path, new: dict[str, list[dict[str, Any]]], earlier: dict[str, list[dict[str, Any]]], seed: int
+) -> dict[str, Path]:
     """New labels plus ``online.replay_ratio`` replayed earlier ones per new one, as canonical files."""
     paths = {}
     for kind, name in (("ranking", RANKINGS_FILE), ("absolute", SCORES_FILE)):
@@ -252,7 +287,9 @@ def run_step(loop: Loop, command: list[str], name: str) -> None:
     logger.info("online: %s (log: %s)", name, log_path)
     code = run_logged(command, log_path)
     if code != 0:
-        raise RunError(f"online: {name} failed (exit {code}); see {log_path}; run the same command again to continue once it is fixed")
+        raise RunError(
+            f"online: {name} failed (exit {code}); see {log_path}; run the same command again to continue once it is fixed"
+        )
 
 
 def train_rm(loop: Loop, run_dir: Path, kind: str, start_from: Path, data: Path, name: str) -> None:
@@ -277,7 +314,16 @@ def rewards_for(loop: Loop, rms: dict[str, Path]) -> list[dict[str, Any]]:
     return [{**vars(r), "path": str(paths.get(r.name, r.path))} for r in base.rl.rewards]
 
 
-def train_rl(loop: Loop, run_dir: Path, rms: dict[str, Path], rankings: Path | None, steps: int, seed: int, continue_from: Path | None, name: str) -> None:
+def train_rl(
+    loop: Loop,
+    run_dir: Path,
+    rms: dict[str, Path],
+    rankings: Path | None,
+    steps: int,
+    seed: int,
+    continue_from: Path | None,
+    name: str,
+) -> None:
     """One RL run of the base subset into ``run_dir`` (a crs rl run) on the reward models ``rms``,
     continuing ``continue_from``'s adapter if given. DPO optimises no reward: it trains on ``rankings`` instead."""
     if is_finished(run_dir):
@@ -314,7 +360,16 @@ def run_round(loop: Loop, n: int) -> None:
     data = rm_training_data(loop, round_dir / "rm_data", new, earlier_labels(loop, n), seed)
     for kind, data_kind in (("preference", "ranking"), ("absolute", "absolute")):
         train_rm(loop, loop.rm_run(n, kind), kind, loop.rm_run(n - 1, kind), data[data_kind], f"round_{n}_rm_{kind}")
-    train_rl(loop, loop.rl_run(n), loop.rms(n), data["ranking"], loop.online.rl_steps, seed, loop.rl_run(n - 1), f"round_{n}_rl")
+    train_rl(
+        loop,
+        loop.rl_run(n),
+        loop.rms(n),
+        data["ranking"],
+        loop.online.rl_steps,
+        seed,
+        loop.rl_run(n - 1),
+        f"round_{n}_rl",
+    )
 
 
 def run_baseline(loop: Loop) -> dict[str, int]:
@@ -328,9 +383,14 @@ def run_baseline(loop: Loop) -> dict[str, int]:
     base_dir = loop.run_dir / "baseline"
     n_prompts, k = (online.rounds - 1) * online.prompts_per_round, online.replies_per_prompt
     new, seen = {}, {}
-    for kind, subset, count in (("ranking", online.preference_rm_subset, n_prompts), ("absolute", online.absolute_rm_subset, n_prompts * k)):
+    for kind, subset, count in (
+        ("ranking", online.preference_rm_subset, n_prompts),
+        ("absolute", online.absolute_rm_subset, n_prompts * k),
+    ):
         rm_cfg = load_config(subset, loop.cfg.config_path)
-        split_cfg = replace(rm_cfg.data, split=online.baseline_split, val_fraction=0.0, train_source=None, max_examples=None)
+        split_cfg = replace(
+            rm_cfg.data, split=online.baseline_split, val_fraction=0.0, train_source=None, max_examples=None
+        )
         pool = replayed(load_examples(split_cfg, kind, rm_cfg.run.seed)[0], count, loop.cfg.run.seed)
         if kind == "ranking":  # K replies of each prompt, spread over its ranking like the RM's own training
             pool = [cap_replies(ex, k, rm_cfg.rm.reply_selection) for ex in pool]
@@ -342,14 +402,32 @@ def run_baseline(loop: Loop) -> dict[str, int]:
             logger.warning(
                 "online baseline: %d of its %d %s examples are on prompts round 0's RM already trained on (online.baseline_split=%r "
                 "of %s): the baseline is not fair; give the RM subset a source with a split the RMs never saw",
-                seen[kind], len(pool), kind, online.baseline_split, rm_cfg.data.source,
+                seen[kind],
+                len(pool),
+                kind,
+                online.baseline_split,
+                rm_cfg.data.source,
             )
     data = rm_training_data(loop, base_dir / "rm_data", new, earlier_labels(loop, 1), loop.cfg.run.seed)
     for kind, data_kind in (("preference", "ranking"), ("absolute", "absolute")):
         train_rm(loop, base_dir / f"rm_{kind}", kind, loop.rm_run(0, kind), data[data_kind], f"baseline_rm_{kind}")
     rms = {kind: base_dir / f"rm_{kind}" for kind in RM_KINDS}
-    train_rl(loop, base_dir / "rl", rms, data["ranking"], online.rounds * online.rl_steps, loop.cfg.run.seed, None, "baseline_rl")
-    return {"rankings": len(new["ranking"]), "scores": len(new["absolute"]), "rankings_seen": seen["ranking"], "scores_seen": seen["absolute"]}
+    train_rl(
+        loop,
+        base_dir / "rl",
+        rms,
+        data["ranking"],
+        online.rounds * online.rl_steps,
+        loop.cfg.run.seed,
+        None,
+        "baseline_rl",
+    )
+    return {
+        "rankings": len(new["ranking"]),
+        "scores": len(new["absolute"]),
+        "rankings_seen": seen["ranking"],
+        "scores_seen": seen["absolute"],
+    }
 
 
 def _prompt_key(prompt: list[dict[str, str]]) -> str:
@@ -378,7 +456,9 @@ def rm_accuracies(loop: Loop, judge: Any) -> tuple[dict[str, dict[str, dict[str,
     for n in range(1, loop.online.rounds):
         path = loop.round_dir(n) / "probe.jsonl"
         if path.is_file():
-            probes[n] = separated_pairs(ranking_pairs([RankingExample(r["messages"], r["replies"], None, {}) for r in read_jsonl(path)]), judge)
+            probes[n] = separated_pairs(
+                ranking_pairs([RankingExample(r["messages"], r["replies"], None, {}) for r in read_jsonl(path)]), judge
+            )
     out: dict[str, dict[str, dict[str, float]]] = {}
     for kind in RM_KINDS:
         for n in range(loop.online.rounds):
@@ -408,7 +488,11 @@ def rl_summary(run_dir: Path) -> dict[str, float | None]:
 
 
 def loop_results(
-    loop: Loop, scores: dict[str, np.ndarray], lengths: dict[str, list[int]], accuracies: tuple[dict[str, Any], dict[str, int]], baseline_labels: dict[str, int] | None
+    loop: Loop,
+    scores: dict[str, np.ndarray],
+    lengths: dict[str, list[int]],
+    accuracies: tuple[dict[str, Any], dict[str, int]],
+    baseline_labels: dict[str, int] | None,
 ) -> dict[str, Any]:
     """Every number of the report, per round."""
     online, reference = loop.online, loop.online.reference.name
@@ -418,43 +502,83 @@ def loop_results(
         name = f"round_{n}"
         row: dict[str, Any] = {
             "round": n,
-            "win_rate_vs_reference": asdict_win(win_rates.win_rate(scores[name], scores[reference], n_boot=n_boot, seed=seed)),
-            **length_entries(win_rates.pairwise_outcomes(scores[name], scores[reference]), lengths[name], lengths[reference], n_boot, seed),
+            "win_rate_vs_reference": asdict_win(
+                win_rates.win_rate(scores[name], scores[reference], n_boot=n_boot, seed=seed)
+            ),
+            **length_entries(
+                win_rates.pairwise_outcomes(scores[name], scores[reference]),
+                lengths[name],
+                lengths[reference],
+                n_boot,
+                seed,
+            ),
             "judge_mean": float(np.mean(scores[name])),
             "mean_length": float(np.mean(lengths[name])),
-            "labels": {"rankings": n * online.prompts_per_round, "scores": n * online.prompts_per_round * online.replies_per_prompt},
+            "labels": {
+                "rankings": n * online.prompts_per_round,
+                "scores": n * online.prompts_per_round * online.replies_per_prompt,
+            },
             **rl_summary(loop.rl_run(n)),
         }
         if n > 0:
-            row["win_rate_vs_round_0"] = asdict_win(win_rates.win_rate(scores[name], scores["round_0"], n_boot=n_boot, seed=seed))
+            row["win_rate_vs_round_0"] = asdict_win(
+                win_rates.win_rate(scores[name], scores["round_0"], n_boot=n_boot, seed=seed)
+            )
         rounds.append(row)
     results: dict[str, Any] = {
-        "reference": reference, "judge": online.judge, "rounds": rounds, "rm_accuracy": accuracies[0], "rm_pairs": accuracies[1],
-        "reference_judge_mean": float(np.mean(scores[reference])), "n_prompts": int(len(scores[reference])),
-        "settings": {k: getattr(online, k) for k in ("rounds", "rl_steps", "prompts_per_round", "replies_per_prompt", "probe_prompts", "labeller", "rm_epochs", "replay_ratio")},
+        "reference": reference,
+        "judge": online.judge,
+        "rounds": rounds,
+        "rm_accuracy": accuracies[0],
+        "rm_pairs": accuracies[1],
+        "reference_judge_mean": float(np.mean(scores[reference])),
+        "n_prompts": int(len(scores[reference])),
+        "settings": {
+            k: getattr(online, k)
+            for k in (
+                "rounds",
+                "rl_steps",
+                "prompts_per_round",
+                "replies_per_prompt",
+                "probe_prompts",
+                "labeller",
+                "rm_epochs",
+                "replay_ratio",
+            )
+        },
     }
     if baseline_labels is not None and "baseline" in scores:
         last = f"round_{online.rounds - 1}"
         results["baseline"] = {
             "labels": baseline_labels,
-            "win_rate_vs_reference": asdict_win(win_rates.win_rate(scores["baseline"], scores[reference], n_boot=n_boot, seed=seed)),
+            "win_rate_vs_reference": asdict_win(
+                win_rates.win_rate(scores["baseline"], scores[reference], n_boot=n_boot, seed=seed)
+            ),
             "judge_mean": float(np.mean(scores["baseline"])),
             "mean_length": float(np.mean(lengths["baseline"])),
-            "last_round_vs_baseline": asdict_win(win_rates.win_rate(scores[last], scores["baseline"], n_boot=n_boot, seed=seed)),
+            "last_round_vs_baseline": asdict_win(
+                win_rates.win_rate(scores[last], scores["baseline"], n_boot=n_boot, seed=seed)
+            ),
             **rl_summary(loop.run_dir / "baseline" / "rl"),
         }
     return results
 
 
-def length_entries(outcomes: list[float], lengths: list[int], reference_lengths: list[int], n_boot: int, seed: int) -> dict[str, Any]:
+def length_entries(
+    outcomes: list[float], lengths: list[int], reference_lengths: list[int], n_boot: int, seed: int
+) -> dict[str, Any]:
     """A round's length numbers against the reference: ``lc_win_rate_vs_reference`` (the
     length-controlled rate), ``lc_separation`` (:func:`length_control.length_separation`: is
     that LC reliable, and why not) and ``length_matched_vs_reference``
     (:func:`length_control.length_matched_win_rate`)."""
     return {
-        "lc_win_rate_vs_reference": length_control.length_controlled_win_rate(outcomes, lengths, reference_lengths, n_boot=1).win_rate,
+        "lc_win_rate_vs_reference": length_control.length_controlled_win_rate(
+            outcomes, lengths, reference_lengths, n_boot=1
+        ).win_rate,
         "lc_separation": length_control.length_separation(outcomes, lengths, reference_lengths).as_dict(),
-        "length_matched_vs_reference": length_control.length_matched_win_rate(outcomes, lengths, reference_lengths, n_boot=n_boot, seed=seed).as_dict(),
+        "length_matched_vs_reference": length_control.length_matched_win_rate(
+            outcomes, lengths, reference_lengths, n_boot=n_boot, seed=seed
+        ).as_dict(),
     }
 
 
@@ -481,23 +605,48 @@ def render_online_report(results: dict[str, Any]) -> str:
 
 def _rounds_section(results: dict[str, Any]) -> list[str]:
     ref = results["reference"]
-    header = ["round", "labels (rankings / scores)", f"win rate vs `{ref}` %", "LC %", "length-matched % (95% CI), n", "win rate vs round 0 %",
-              "judge mean", "proxy reward", "KL", "mean length"]
+    header = [
+        "round",
+        "labels (rankings / scores)",
+        f"win rate vs `{ref}` %",
+        "LC %",
+        "length-matched % (95% CI), n",
+        "win rate vs round 0 %",
+        "judge mean",
+        "proxy reward",
+        "KL",
+        "mean length",
+    ]
     rows = [
-        [str(r["round"]), f"{r['labels']['rankings']} / {r['labels']['scores']}", pct_interval(r["win_rate_vs_reference"]),
-         pct(r["lc_win_rate_vs_reference"]) + ("" if r.get("lc_separation", {"reliable": True})["reliable"] else "*"),
-         _matched_cell(r),
-         pct_interval(r["win_rate_vs_round_0"]) if "win_rate_vs_round_0" in r else DASH,
-         f"{r['judge_mean']:.3f}", number(r["proxy"], 3), number(r["kl"], 3), f"{r['mean_length']:.0f}"]
+        [
+            str(r["round"]),
+            f"{r['labels']['rankings']} / {r['labels']['scores']}",
+            pct_interval(r["win_rate_vs_reference"]),
+            pct(r["lc_win_rate_vs_reference"])
+            + ("" if r.get("lc_separation", {"reliable": True})["reliable"] else "*"),
+            _matched_cell(r),
+            pct_interval(r["win_rate_vs_round_0"]) if "win_rate_vs_round_0" in r else DASH,
+            f"{r['judge_mean']:.3f}",
+            number(r["proxy"], 3),
+            number(r["kl"], 3),
+            f"{r['mean_length']:.0f}",
+        ]
         for r in results["rounds"]
     ]
     flagged = [r for r in results["rounds"] if not r.get("lc_separation", {"reliable": True})["reliable"]]
     return [
-        "## Per round", md_table(header, rows),
+        "## Per round",
+        md_table(header, rows),
         f"\n`{ref}`'s judge mean: {results['reference_judge_mean']:.3f}. Proxy reward and KL: the round's RL run, mean over its last quarter of steps (proxy: its own combined reward, z units).",
         f"LC: length-controlled (docs/study.md). Length-matched: the raw win rate on the prompts whose two replies are within "
         f"{length_control.LENGTH_BAND:.0%} of each other in length ('cannot tell' below {length_control.MIN_MATCHED}).",
-        *([f"\n**\\* LC unreliable** in round{'s' if len(flagged) > 1 else ''} {', '.join(str(r['round']) for r in flagged)}: {length_control.unreliable_note()}."] if flagged else []),
+        *(
+            [
+                f"\n**\\* LC unreliable** in round{'s' if len(flagged) > 1 else ''} {', '.join(str(r['round']) for r in flagged)}: {length_control.unreliable_note()}."
+            ]
+            if flagged
+            else []
+        ),
         *(f"- round {r['round']}: {r['lc_separation']['reason']}" for r in flagged),
         power_line(_median_power(results["rounds"]), "these eval prompts", f"a round's win rate against `{ref}`"),
     ]
@@ -505,20 +654,35 @@ def _rounds_section(results: dict[str, Any]) -> list[str]:
 
 def _matched_cell(row: dict[str, Any]) -> str:
     matched = row.get("length_matched_vs_reference")
-    return DASH if matched is None else length_control.length_matched_cell(matched["win_rate"], matched["ci_low"], matched["ci_high"], matched["n_matched"])
+    return (
+        DASH
+        if matched is None
+        else length_control.length_matched_cell(
+            matched["win_rate"], matched["ci_low"], matched["ci_high"], matched["n_matched"]
+        )
+    )
 
 
 def _median_power(rounds: list[dict[str, Any]]) -> dict[str, float]:
     """The rounds' detectable difference against the reference, from their intervals (the median round)."""
-    powers = [power_of_interval(r["win_rate_vs_reference"]["ci_low"], r["win_rate_vs_reference"]["ci_high"]) for r in rounds]
+    powers = [
+        power_of_interval(r["win_rate_vs_reference"]["ci_low"], r["win_rate_vs_reference"]["ci_high"]) for r in rounds
+    ]
     return sorted(powers, key=lambda p: p["standard_error"])[len(powers) // 2]
 
 
 def _rm_section(results: dict[str, Any]) -> list[str]:
     accuracy = results["rm_accuracy"]
     rows = [
-        [kind, str(n), number(entry.get("held_out"), 3), number(entry.get("own_policy"), 3), number(entry.get("next_policy"), 3)]
-        for kind, per_round in accuracy.items() for n, entry in per_round.items()
+        [
+            kind,
+            str(n),
+            number(entry.get("held_out"), 3),
+            number(entry.get("own_policy"), 3),
+            number(entry.get("next_policy"), 3),
+        ]
+        for kind, per_round in accuracy.items()
+        for n, entry in per_round.items()
     ]
     lines = [
         "\n## Reward models against the judge (pairwise accuracy)",
@@ -537,8 +701,10 @@ def _rm_section(results: dict[str, Any]) -> list[str]:
     if any(before is not None and after is not None for _, _, before, after in gains):
         lines += [
             "\nWhat refreshing bought on the policy's replies (round N's probe: replies of the policy before round N, never labelled):",
-            md_table(["RM", "round N", "before refresh (round N-1's RM)", "after refresh (round N's RM)"],
-                     [[kind, str(n), number(before, 3), number(after, 3)] for kind, n, before, after in gains]),
+            md_table(
+                ["RM", "round N", "before refresh (round N-1's RM)", "after refresh (round N's RM)"],
+                [[kind, str(n), number(before, 3), number(after, 3)] for kind, n, before, after in gains],
+            ),
         ]
     return lines
 
@@ -547,9 +713,22 @@ def _baseline_section(results: dict[str, Any]) -> list[str]:
     s, b, last, ref = results["settings"], results["baseline"], results["rounds"][-1], results["reference"]
     unfair = b["labels"].get("rankings_seen") or b["labels"].get("scores_seen")
     rows = [
-        [f"loop (round {last['round']})", pct_interval(last["win_rate_vs_reference"]), f"{last['judge_mean']:.3f}", number(last["proxy"], 3),
-         number(last["kl"], 3), f"{last['mean_length']:.0f}"],
-        ["baseline", pct_interval(b["win_rate_vs_reference"]), f"{b['judge_mean']:.3f}", number(b["proxy"], 3), number(b["kl"], 3), f"{b['mean_length']:.0f}"],
+        [
+            f"loop (round {last['round']})",
+            pct_interval(last["win_rate_vs_reference"]),
+            f"{last['judge_mean']:.3f}",
+            number(last["proxy"], 3),
+            number(last["kl"], 3),
+            f"{last['mean_length']:.0f}",
+        ],
+        [
+            "baseline",
+            pct_interval(b["win_rate_vs_reference"]),
+            f"{b['judge_mean']:.3f}",
+            number(b["proxy"], 3),
+            number(b["kl"], 3),
+            f"{b['mean_length']:.0f}",
+        ],
     ]
     return [
         "\n## Against the fair baseline",
@@ -565,8 +744,11 @@ def _baseline_section(results: dict[str, Any]) -> list[str]:
         ),
         md_table(["", f"win rate vs `{ref}` %", "judge mean", "proxy reward", "KL", "mean length"], rows),
         f"\nThe loop's last policy against the baseline's, head to head: {pct_interval(b['last_round_vs_baseline'])}% ({_verdict(b['last_round_vs_baseline'])}).",
-        power_line(power_of_interval(b["last_round_vs_baseline"]["ci_low"], b["last_round_vs_baseline"]["ci_high"]), "these eval prompts",
-                   "the head-to-head win rate"),
+        power_line(
+            power_of_interval(b["last_round_vs_baseline"]["ci_low"], b["last_round_vs_baseline"]["ci_high"]),
+            "these eval prompts",
+            "the head-to-head win rate",
+        ),
     ]
 
 
@@ -585,10 +767,17 @@ def plot_rounds(results: dict[str, Any], path: Path) -> None:
     ax_win, ax_rm, ax_reward = fig.subplots(1, 3)
     win = [r["win_rate_vs_reference"] for r in results["rounds"]]
     mean = np.array([100 * w["mean"] for w in win])
-    err = np.array([[100 * w["mean"] - 100 * w["ci_low"] for w in win], [100 * w["ci_high"] - 100 * w["mean"] for w in win]])
+    err = np.array(
+        [[100 * w["mean"] - 100 * w["ci_low"] for w in win], [100 * w["ci_high"] - 100 * w["mean"] for w in win]]
+    )
     ax_win.errorbar(rounds, mean, yerr=err, fmt="o-", capsize=3, label="loop")
     if "baseline" in results:
-        ax_win.axhline(100 * results["baseline"]["win_rate_vs_reference"]["mean"], color="C1", linestyle="--", label="fair baseline")
+        ax_win.axhline(
+            100 * results["baseline"]["win_rate_vs_reference"]["mean"],
+            color="C1",
+            linestyle="--",
+            label="fair baseline",
+        )
     ax_win.axhline(50, color="grey", linewidth=0.8)
     ax_win.set(xlabel="round", ylabel=f"win rate vs {results['reference']} (%)", title="policy, judged")
     ax_win.legend()
@@ -622,8 +811,12 @@ def run_online(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     judged = [last_user_text(p.prompt) for p in fresh_prompts(loop)]  # labelled and probe prompts are drawn from these
     judge_path = study_judge(cfg, "online.judge", online.judge, online.eval_subset, [], judged)
     if online.labeller == "simulated":
-        check_gold_applies(judged, "online.labeller simulated (the demo's annotator)", cfg.run.allow_gold_outside_demo,
-                           "Label them yourself (online.labeller: file)")
+        check_gold_applies(
+            judged,
+            "online.labeller simulated (the demo's annotator)",
+            cfg.run.allow_gold_outside_demo,
+            "Label them yourself (online.labeller: file)",
+        )
     if online.rounds > 1:
         round_prompts(loop, 1)  # enough fresh prompts for every round, before anything trains
     for n in range(online.rounds):
@@ -649,6 +842,7 @@ def run_online(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     if curves:
         plot_overoptimization(curves, loop.run_dir / "online_overoptimization.png")
     print(report)
-    mark_finished(loop.run_dir, {"rounds": online.rounds, "last_round_win_rate": results["rounds"][-1]["win_rate_vs_reference"]})
+    mark_finished(
+        loop.run_dir, {"rounds": online.rounds, "last_round_win_rate": results["rounds"][-1]["win_rate_vs_reference"]}
+    )
     return results
-

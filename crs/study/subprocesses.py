@@ -22,8 +22,18 @@ def stage_command(stage: str, config_path: str, subset: str, run_dir: Path, over
     """The ``python -m crs STAGE`` command line that writes the run ``run_dir`` with ``--set`` ``overrides``
     (values other than strings as JSON), with ``--resume`` when that run started before."""
     command = [
-        sys.executable, "-m", "crs", stage, "--config", config_path, "--config_subset", subset,
-        "--set", f"run.output_dir={run_dir.parent}", "--set", f"run.name={run_dir.name}",
+        sys.executable,
+        "-m",
+        "crs",
+        stage,
+        "--config",
+        config_path,
+        "--config_subset",
+        subset,
+        "--set",
+        f"run.output_dir={run_dir.parent}",
+        "--set",
+        f"run.name={run_dir.name}",
     ]
     for text in override_texts(overrides):
         command += ["--set", text]
@@ -48,4 +58,6 @@ def run_logged(command: list[str], log_path: Path, env: Mapping[str, str] | None
     """Run ``command`` with its output appended to ``log_path``; its exit code."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
-        return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}).returncode
+        return subprocess.run(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        ).returncode

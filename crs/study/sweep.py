@@ -89,7 +89,11 @@ def sweep_runs(cfg: CRSConfig, weights: Sequence[float]) -> list[SweepRun]:
     """Every RL run, arm- (or weight-) major: each of ``sweep.arms``, else each of ``weights``, at every seed."""
     sweep = cfg.sweep
     if sweep.arms:
-        return [SweepRun(s, arm.subset or sweep.base_subset, arm.weight, arm.name, dict(arm.set)) for arm in sweep.arms for s in sweep.seeds]
+        return [
+            SweepRun(s, arm.subset or sweep.base_subset, arm.weight, arm.name, dict(arm.set))
+            for arm in sweep.arms
+            for s in sweep.seeds
+        ]
     return [SweepRun(s, sweep.base_subset, w) for w in weights for s in sweep.seeds]
 
 
@@ -98,7 +102,9 @@ def run_rewards(cfg: CRSConfig, run: SweepRun) -> tuple[RLConfig, list[dict[str,
     an invalid one is a ConfigError naming the arm (or the base subset)."""
     try:
         rl = load_config(run.subset, cfg.config_path, override_texts(run.overrides)).rl
-        return rl, weighted_rewards(rl, cfg, run.weight) if run.weight is not None else [dict(vars(r)) for r in rl.rewards]
+        return rl, weighted_rewards(rl, cfg, run.weight) if run.weight is not None else [
+            dict(vars(r)) for r in rl.rewards
+        ]
     except ConfigError as err:
         where = f"sweep.arms ({run.arm})" if run.arm is not None else f"sweep.base_subset ({run.subset})"
         raise ConfigError(f"{where}: {err}") from err
@@ -126,7 +132,11 @@ def best_of_n_first(cfg: CRSConfig, run_dir: Path) -> dict[str, Any] | None:
     sweep = cfg.sweep
     if not sweep.bon_subset:
         return None
-    steps = [("pool", sweep.pool_subset, load_config(sweep.pool_subset, cfg.config_path).run_dir)] if sweep.pool_subset else []
+    steps = (
+        [("pool", sweep.pool_subset, load_config(sweep.pool_subset, cfg.config_path).run_dir)]
+        if sweep.pool_subset
+        else []
+    )
     steps.append(("bon", sweep.bon_subset, run_dir / "bon"))
     for stage, subset, target in steps:
         if is_finished(target):
@@ -135,7 +145,9 @@ def best_of_n_first(cfg: CRSConfig, run_dir: Path) -> dict[str, Any] | None:
         logger.info("sweep: %s --config_subset %s into %s", stage, subset, target)
         code = run_logged(stage_command(stage, cfg.config_path, subset, target, {}), run_dir / "logs" / f"{stage}.log")
         if code != 0:
-            raise ConfigError(f"sweep: crs {stage} --config_subset {subset} failed (exit {code}); see {run_dir / 'logs' / (stage + '.log')}")
+            raise ConfigError(
+                f"sweep: crs {stage} --config_subset {subset} failed (exit {code}); see {run_dir / 'logs' / (stage + '.log')}"
+            )
     return json.loads((run_dir / "bon" / "results.json").read_text(encoding="utf-8"))
 
 
@@ -144,7 +156,9 @@ def rl_weights(cfg: CRSConfig, bon: Mapping[str, Any] | None) -> list[float]:
     if cfg.sweep.weights:
         return list(cfg.sweep.weights)
     if not bon or not bon.get("weights"):
-        raise ConfigError("sweep.weights is empty and the best-of-n study (sweep.bon_subset) gave no weight grid: name the weights")
+        raise ConfigError(
+            "sweep.weights is empty and the best-of-n study (sweep.bon_subset) gave no weight grid: name the weights"
+        )
     grid = bon["weights"]["grid"]
     return sorted({grid[0], bon["weights"]["best"]["weight"], grid[-1]})
 
@@ -153,14 +167,18 @@ def weighted_rewards(rl: RLConfig, cfg: CRSConfig, weight: float) -> list[dict[s
     """The RL section's ``rewards`` with the preference source at ``weight`` and the absolute one at ``1 - weight``."""
     sweep = cfg.sweep
     if rl.combine == "conservative":  # its score ignores the weights: every run would train on one reward
-        raise ConfigError("sweep: a weight for an RL subset with rl.combine=conservative, which ignores the weights the sweep varies; "
-                          "use sum or sum_per_prompt there, or leave the arm's weight null")
+        raise ConfigError(
+            "sweep: a weight for an RL subset with rl.combine=conservative, which ignores the weights the sweep varies; "
+            "use sum or sum_per_prompt there, or leave the arm's weight null"
+        )
     rewards = [dict(vars(r)) for r in rl.rewards]
     names = [r["name"] for r in rewards]
     for name in (sweep.preference_source, sweep.absolute_source):
         if name not in names:
-            raise ConfigError(f"sweep: {name!r} is not a reward source of the RL subset (its rl.rewards: {names}); "
-                              "set sweep.preference_source and sweep.absolute_source")
+            raise ConfigError(
+                f"sweep: {name!r} is not a reward source of the RL subset (its rl.rewards: {names}); "
+                "set sweep.preference_source and sweep.absolute_source"
+            )
     for reward in rewards:
         if reward["name"] == sweep.preference_source:
             reward["weight"] = weight
@@ -183,7 +201,13 @@ def train_runs(cfg: CRSConfig, run_dir: Path, runs: Sequence[SweepRun]) -> dict[
     logs_dir.mkdir(parents=True, exist_ok=True)
     pending = [run for run in runs if not is_finished(runs_dir / run.name)]
     done = len(runs) - len(pending)
-    logger.info("sweep: %d RL runs, %d finished earlier, %d to train, %d at a time", done + len(pending), done, len(pending), cfg.sweep.jobs)
+    logger.info(
+        "sweep: %d RL runs, %d finished earlier, %d to train, %d at a time",
+        done + len(pending),
+        done,
+        len(pending),
+        cfg.sweep.jobs,
+    )
     env = cores_share_env(cfg.sweep.jobs)
 
     def train(run: SweepRun) -> tuple[SweepRun, float, int]:
@@ -205,7 +229,9 @@ def train_runs(cfg: CRSConfig, run_dir: Path, runs: Sequence[SweepRun]) -> dict[
     return times
 
 
-def judge_scores(cfg: CRSConfig, per_model: dict[str, list[dict[str, Any]]], judge_path: str) -> dict[str, dict[str, np.ndarray]]:
+def judge_scores(
+    cfg: CRSConfig, per_model: dict[str, list[dict[str, Any]]], judge_path: str
+) -> dict[str, dict[str, np.ndarray]]:
     """Per-prompt scores of every model: the judge's (``"judge"``), then each reward model's."""
     cache = SourceScores(per_model, cfg.model, 32)
     judge = build_sources([RewardSourceConfig(name="judge", path=judge_path)], cfg.model)[0]
@@ -234,33 +260,64 @@ def study_results(
     ordered = sorted(runs, key=lambda r: r.weight) if curve else list(runs)
     labels = list(dict.fromkeys(r.label for r in ordered))
     by_label = {label: [r for r in ordered if r.label == label] for label in labels}
-    results: dict[str, Any] = {"labels": labels, "seeds": sorted({r.seed for r in runs}), "reference": reference, "scorers": {}}
+    results: dict[str, Any] = {
+        "labels": labels,
+        "seeds": sorted({r.seed for r in runs}),
+        "reference": reference,
+        "scorers": {},
+    }
     if curve:
         results["weights"] = [by_label[label][0].weight for label in labels]
     for scorer, per_model in scores.items():
-        outcomes = {label: [win_rates.pairwise_outcomes(per_model[r.name], per_model[reference]) for r in group] for label, group in by_label.items()}
+        outcomes = {
+            label: [win_rates.pairwise_outcomes(per_model[r.name], per_model[reference]) for r in group]
+            for label, group in by_label.items()
+        }
         rates = hierarchical.seed_prompt_intervals(outcomes, n_rounds=n_boot, seed=seed)
-        entry: dict[str, Any] = {"win_rate": {k: _within_rate_bounds({name: v[name] for name in ("mean", "ci_low", "ci_high", "n_seeds")}) for k, v in rates.items()}}
+        entry: dict[str, Any] = {
+            "win_rate": {
+                k: _within_rate_bounds({name: v[name] for name in ("mean", "ci_low", "ci_high", "n_seeds")})
+                for k, v in rates.items()
+            }
+        }
         if len(labels) >= 2:
             if curve:
-                entry["slope"] = hierarchical.rounds_slope(rates, {label: by_label[label][0].weight for label in labels})
+                entry["slope"] = hierarchical.rounds_slope(
+                    rates, {label: by_label[label][0].weight for label in labels}
+                )
             rounds = [rates[label]["rounds"] for label in labels]  # the same resampled prompts: paired
-            entry["power"] = power_of_neighbours(rounds) if all(r is not None for r in rounds) else {"standard_error": None, "minimum_detectable_difference": None}
-        mean_score = hierarchical.seed_prompt_intervals({label: [per_model[r.name] for r in group] for label, group in by_label.items()}, n_rounds=n_boot, seed=seed)
-        entry["mean_score"] = {k: {name: v[name] for name in ("mean", "ci_low", "ci_high")} for k, v in mean_score.items()}
+            entry["power"] = (
+                power_of_neighbours(rounds)
+                if all(r is not None for r in rounds)
+                else {"standard_error": None, "minimum_detectable_difference": None}
+            )
+        mean_score = hierarchical.seed_prompt_intervals(
+            {label: [per_model[r.name] for r in group] for label, group in by_label.items()}, n_rounds=n_boot, seed=seed
+        )
+        entry["mean_score"] = {
+            k: {name: v[name] for name in ("mean", "ci_low", "ci_high")} for k, v in mean_score.items()
+        }
         entry["reference_mean_score"] = float(np.mean(per_model[reference]))
         if scorer == "judge":
-            entry["per_seed"] = {label: [float(np.mean(o)) for o in group] for label, group in outcomes.items()}  # the seed spread, seen
+            entry["per_seed"] = {
+                label: [float(np.mean(o)) for o in group] for label, group in outcomes.items()
+            }  # the seed spread, seen
             entry.update(length_entries(per_model, lengths, by_label, reference, n_boot, seed))
             entry["each_vs_each"] = _each_vs_each(per_model, by_label, n_boot, seed)
         results["scorers"][scorer] = entry
-    results["mean_length"] = {label: float(np.mean([np.mean(lengths[r.name]) for r in group])) for label, group in by_label.items()}
+    results["mean_length"] = {
+        label: float(np.mean([np.mean(lengths[r.name]) for r in group])) for label, group in by_label.items()
+    }
     return results
 
 
 def length_entries(
-    per_model: Mapping[str, np.ndarray], lengths: Mapping[str, Sequence[int]], by_label: Mapping[str, list[SweepRun]],
-    reference: str, n_boot: int, seed: int,
+    per_model: Mapping[str, np.ndarray],
+    lengths: Mapping[str, Sequence[int]],
+    by_label: Mapping[str, list[SweepRun]],
+    reference: str,
+    n_boot: int,
+    seed: int,
 ) -> dict[str, dict[str, Any]]:
     """Per label: ``lc_win_rate``, the mean over seeds of each run's length-controlled rate;
     ``lc_separation``, each seed's :func:`length_control.length_separation` (``reliable``: every
@@ -268,11 +325,22 @@ def length_entries(
     the seeds (:func:`length_control.pooled_length_matched_win_rate`)."""
     entries: dict[str, dict[str, Any]] = {"lc_win_rate": {}, "lc_separation": {}, "length_matched": {}}
     for label, group in by_label.items():
-        runs = [(win_rates.pairwise_outcomes(per_model[r.name], per_model[reference]), lengths[r.name], lengths[reference]) for r in group]
-        entries["lc_win_rate"][label] = float(np.mean([length_control.length_controlled_win_rate(*run, n_boot=1).win_rate for run in runs]))
+        runs = [
+            (win_rates.pairwise_outcomes(per_model[r.name], per_model[reference]), lengths[r.name], lengths[reference])
+            for r in group
+        ]
+        entries["lc_win_rate"][label] = float(
+            np.mean([length_control.length_controlled_win_rate(*run, n_boot=1).win_rate for run in runs])
+        )
         seen = [length_control.length_separation(*run) for run in runs]
-        entries["lc_separation"][label] = {"reliable": all(s.reliable for s in seen), "seeds": [r.seed for r in group], "per_seed": [s.as_dict() for s in seen]}
-        entries["length_matched"][label] = length_control.pooled_length_matched_win_rate(runs, n_boot=n_boot, seed=seed).as_dict()
+        entries["lc_separation"][label] = {
+            "reliable": all(s.reliable for s in seen),
+            "seeds": [r.seed for r in group],
+            "per_seed": [s.as_dict() for s in seen],
+        }
+        entries["length_matched"][label] = length_control.pooled_length_matched_win_rate(
+            runs, n_boot=n_boot, seed=seed
+        ).as_dict()
     return entries
 
 
@@ -284,7 +352,13 @@ def _lc_cell(judge: Mapping[str, Any], label: str) -> str:
 
 def _matched_cell(judge: Mapping[str, Any], label: str) -> str:
     entry = judge.get("length_matched", {}).get(label)
-    return DASH if entry is None else length_control.length_matched_cell(entry["win_rate"], entry["ci_low"], entry["ci_high"], entry["n_matched"])
+    return (
+        DASH
+        if entry is None
+        else length_control.length_matched_cell(
+            entry["win_rate"], entry["ci_low"], entry["ci_high"], entry["n_matched"]
+        )
+    )
 
 
 def lc_footnote(judge: Mapping[str, Any], labels: Sequence[str]) -> list[str]:
@@ -293,16 +367,26 @@ def lc_footnote(judge: Mapping[str, Any], labels: Sequence[str]) -> list[str]:
         f"Length-matched: the raw win rate on the prompts whose two replies are within {length_control.LENGTH_BAND:.0%} of each "
         f"other in length, pooled over the seeds (interval: a Student-t seed level, then prompts; 'cannot tell' below {length_control.MIN_MATCHED})."
     ]
-    flagged = [label for label in labels if not judge.get("lc_separation", {}).get(label, {"reliable": True})["reliable"]]
+    flagged = [
+        label for label in labels if not judge.get("lc_separation", {}).get(label, {"reliable": True})["reliable"]
+    ]
     if flagged:
-        lines.append(f"\n**\\* LC unreliable** for {', '.join(f'`{label}`' for label in flagged)}: {length_control.unreliable_note()}.")
+        lines.append(
+            f"\n**\\* LC unreliable** for {', '.join(f'`{label}`' for label in flagged)}: {length_control.unreliable_note()}."
+        )
         for label in flagged:
             entry = judge["lc_separation"][label]
-            lines += [f"- `{label}`, seed {s}: {d['reason']}" for s, d in zip(entry["seeds"], entry["per_seed"]) if not d["reliable"]]
+            lines += [
+                f"- `{label}`, seed {s}: {d['reason']}"
+                for s, d in zip(entry["seeds"], entry["per_seed"])
+                if not d["reliable"]
+            ]
     return lines
 
 
-def _each_vs_each(per_model: Mapping[str, np.ndarray], by_label: Mapping[str, list[SweepRun]], n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
+def _each_vs_each(
+    per_model: Mapping[str, np.ndarray], by_label: Mapping[str, list[SweepRun]], n_boot: int, seed: int
+) -> dict[str, dict[str, Any]]:
     """Row's replies against column's, seed i against seed i, pooled with intervals."""
     table: dict[str, dict[str, Any]] = {}
     for a in by_label:
@@ -312,7 +396,9 @@ def _each_vs_each(per_model: Mapping[str, np.ndarray], by_label: Mapping[str, li
                 pairs = list(zip(by_label[a], by_label[b]))
                 groups[b] = [win_rates.pairwise_outcomes(per_model[ra.name], per_model[rb.name]) for ra, rb in pairs]
         rates = hierarchical.seed_prompt_intervals(groups, n_rounds=n_boot, seed=seed) if groups else {}
-        table[a] = {b: _within_rate_bounds({name: v[name] for name in ("mean", "ci_low", "ci_high")}) for b, v in rates.items()}
+        table[a] = {
+            b: _within_rate_bounds({name: v[name] for name in ("mean", "ci_low", "ci_high")}) for b, v in rates.items()
+        }
     return table
 
 
@@ -326,8 +412,10 @@ def _within_rate_bounds(entry: dict[str, Any]) -> dict[str, Any]:
 def verdict(slope: Mapping[str, float], scorer: str) -> str:
     """The inverse-relation question in plain words, with its uncertainty (none with one seed)."""
     if slope["ci_low"] is None:
-        return (f"Under {scorer}, the slope of the win rate on the preference weight is {100 * slope['mean']:+.1f} points per unit of preference "
-                "weight, with no interval: one seed per weight cannot estimate seed variance, so these runs cannot tell whether the inverse relation holds.")
+        return (
+            f"Under {scorer}, the slope of the win rate on the preference weight is {100 * slope['mean']:+.1f} points per unit of preference "
+            "weight, with no interval: one seed per weight cannot estimate seed variance, so these runs cannot tell whether the inverse relation holds."
+        )
     span = f"{100 * slope['mean']:+.1f} points per unit of preference weight (95% interval {100 * slope['ci_low']:+.1f} to {100 * slope['ci_high']:+.1f})"
     if slope["ci_high"] < 0:
         return f"Under {scorer}, the win rate falls as the preference weight rises: {span}. The reference study's inverse relation holds here."
@@ -344,12 +432,19 @@ def arms_verdict(results: Mapping[str, Any], judge_name: str) -> str:
     beaten = [b for b, v in head.items() if v["ci_low"] is not None and v["ci_low"] > 0.5]
     tied = [b for b, v in head.items() if b not in beaten]
     rate = judge["win_rate"][best]
-    line = (f"Judged by {judge_name}, `{best}` has the highest win rate against the reference, {pct_interval(rate)}%. "
-            f"Head to head (its replies against each other arm's, seed by seed), it beats ")
+    line = (
+        f"Judged by {judge_name}, `{best}` has the highest win rate against the reference, {pct_interval(rate)}%. "
+        f"Head to head (its replies against each other arm's, seed by seed), it beats "
+    )
     line += ", ".join(f"`{b}` ({pct_interval(head[b])}%)" for b in beaten) if beaten else "no other arm"
     line += " with an interval above 50%"
     if tied:
-        line += "; " + ", ".join(f"`{b}` ({pct_interval(head[b])}%)" for b in tied) + (" is" if len(tied) == 1 else " are") + " not told apart from it"
+        line += (
+            "; "
+            + ", ".join(f"`{b}` ({pct_interval(head[b])}%)" for b in tied)
+            + (" is" if len(tied) == 1 else " are")
+            + " not told apart from it"
+        )
     return line + "."
 
 
@@ -357,14 +452,23 @@ def side_by_side(bon: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str
     """Best-of-n's headline beside RL's win rate at every RL weight, and whether the two order the weights alike."""
     rl_rates = results["scorers"]["judge"]["win_rate"]
     weights = [w for w in results["weights"] if f"w={w:g}" in bon["scorers"]]
-    rows = {f"{w:g}": {"best_of_n": bon["scorers"][f"w={w:g}"]["win_rate"][-1], "rl": rl_rates[f"{w:g}"]} for w in weights}
+    rows = {
+        f"{w:g}": {"best_of_n": bon["scorers"][f"w={w:g}"]["win_rate"][-1], "rl": rl_rates[f"{w:g}"]} for w in weights
+    }
     pairs = [(a, b) for i, a in enumerate(weights) for b in weights[i + 1 :]]
     agree = [
-        np.sign(rows[f"{a:g}"]["best_of_n"]["mean"] - rows[f"{b:g}"]["best_of_n"]["mean"]) == np.sign(rows[f"{a:g}"]["rl"]["mean"] - rows[f"{b:g}"]["rl"]["mean"])
+        np.sign(rows[f"{a:g}"]["best_of_n"]["mean"] - rows[f"{b:g}"]["best_of_n"]["mean"])
+        == np.sign(rows[f"{a:g}"]["rl"]["mean"] - rows[f"{b:g}"]["rl"]["mean"])
         for a, b in pairs
     ]
-    return {"samples": bon["pool"]["samples"], "best": bon["weights"]["best"], "verdict": bon["verdict"], "rows": rows,
-            "pairs_ordered_alike": int(sum(agree)), "pairs": len(pairs)}
+    return {
+        "samples": bon["pool"]["samples"],
+        "best": bon["weights"]["best"],
+        "verdict": bon["verdict"],
+        "rows": rows,
+        "pairs_ordered_alike": int(sum(agree)),
+        "pairs": len(pairs),
+    }
 
 
 def _side_by_side_section(entry: Mapping[str, Any]) -> list[str]:
@@ -373,7 +477,9 @@ def _side_by_side_section(entry: Mapping[str, Any]) -> list[str]:
     return [
         "\n## Best-of-n and RL side by side",
         f"Best-of-n on one pool (`bon/report.md`): {entry['verdict']}",
-        md_table(["w", f"best-of-{m} win rate vs the pool % (95% CI)", "RL win rate vs the reference % (95% CI)"], rows),
+        md_table(
+            ["w", f"best-of-{m} win rate vs the pool % (95% CI)", "RL win rate vs the reference % (95% CI)"], rows
+        ),
         f"\nPPO orders {entry['pairs_ordered_alike']} of the {entry['pairs']} pairs of weights as best-of-n does (by the point estimates; "
         "read each against its intervals).",
     ]
@@ -389,17 +495,32 @@ def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
     judge = results["scorers"]["judge"]
     row = "arm" if arms else "w"
     rows = [
-        [label, *([arms[label]] if arms else []), pct_interval(judge["win_rate"][label]), " / ".join(pct(v) for v in judge["per_seed"][label]),
-         _lc_cell(judge, label), _matched_cell(judge, label),
-         _score_interval(judge["mean_score"][label]),
-         f"{results['mean_length'][label]:.0f}"]
+        [
+            label,
+            *([arms[label]] if arms else []),
+            pct_interval(judge["win_rate"][label]),
+            " / ".join(pct(v) for v in judge["per_seed"][label]),
+            _lc_cell(judge, label),
+            _matched_cell(judge, label),
+            _score_interval(judge["mean_score"][label]),
+            f"{results['mean_length'][label]:.0f}",
+        ]
         for label in labels
     ]
     if arms:
-        title, what, answer = "# Strategy comparison", f"Arms {', '.join(labels)}", arms_verdict(results, judge_name) if len(labels) >= 2 else "One arm only."
+        title, what, answer = (
+            "# Strategy comparison",
+            f"Arms {', '.join(labels)}",
+            arms_verdict(results, judge_name) if len(labels) >= 2 else "One arm only.",
+        )
     else:
-        title, what = "# Reward-weight sweep", f"Preference weights {', '.join(labels)} (the absolute source gets 1 - w)"
-        answer = verdict(judge["slope"], f"the judge ({judge_name})") if "slope" in judge else "One weight only: no slope."
+        title, what = (
+            "# Reward-weight sweep",
+            f"Preference weights {', '.join(labels)} (the absolute source gets 1 - w)",
+        )
+        answer = (
+            verdict(judge["slope"], f"the judge ({judge_name})") if "slope" in judge else "One weight only: no slope."
+        )
     lines = [
         title,
         f"{what}; seeds {', '.join(map(str, results['seeds']))}; "
@@ -408,26 +529,57 @@ def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
         f"{len(labels) * len(results['seeds'])} RL runs (the others finished earlier). " + _intervals_note(results),
         "## The answer",
         answer,
-        *([power_line(judge["power"], "these runs", f"win rate between neighbouring {'arms' if arms else 'weights'}")] if "power" in judge else []),
+        *(
+            [power_line(judge["power"], "these runs", f"win rate between neighbouring {'arms' if arms else 'weights'}")]
+            if "power" in judge
+            else []
+        ),
         f"## Against `{results['reference']}`, judged by `{judge_name}`",
-        md_table([row, *(["reward"] if arms else []), "win rate % (95% CI)", "per seed %", "LC win rate %", "length-matched win rate % (95% CI), n", "mean judge score (95% CI)", "mean length (chars)"], rows),
+        md_table(
+            [
+                row,
+                *(["reward"] if arms else []),
+                "win rate % (95% CI)",
+                "per seed %",
+                "LC win rate %",
+                "length-matched win rate % (95% CI), n",
+                "mean judge score (95% CI)",
+                "mean length (chars)",
+            ],
+            rows,
+        ),
         f"\nThe reference's mean judge score: {judge['reference_mean_score']:.3f}. LC: length-controlled (docs/study.md), mean over seeds.",
         *lc_footnote(judge, labels),
     ]
     for scorer, entry in results["scorers"].items():
         if scorer == "judge":
             continue
-        lines += [f"\n## Under the reward model `{scorer}`", md_table([row, "win rate % (95% CI)"], [[label, pct_interval(entry["win_rate"][label])] for label in labels])]
+        lines += [
+            f"\n## Under the reward model `{scorer}`",
+            md_table(
+                [row, "win rate % (95% CI)"], [[label, pct_interval(entry["win_rate"][label])] for label in labels]
+            ),
+        ]
         if "slope" in entry:
             lines.append("\n" + verdict(entry["slope"], scorer))
     if "best_of_n" in results:
         lines += _side_by_side_section(results["best_of_n"])
     each = [[a, *(DASH if a == b else pct_interval(judge["each_vs_each"][a][b]) for b in labels)] for a in labels]
-    lines += [f"\n## Each {row} against each other (judge; row beats column, %, seed i vs seed i)", md_table(["row \\ col", *labels], each)]
+    lines += [
+        f"\n## Each {row} against each other (judge; row beats column, %, seed i vs seed i)",
+        md_table(["row \\ col", *labels], each),
+    ]
     if results.get("judge_peaks"):
-        peaks = [[name, str(p["step"]), f"{p['kl']:.2f}", f"{p['judge']:.3f}"] for name, p in results["judge_peaks"].items() if p]
-        lines += ["\n## Over-optimisation", "Where each run's judge score peaked on held-out prompts during PPO (`sweep_overoptimization.png`):",
-                  md_table(["run", "step", "KL (nats)", "judge"], peaks)]
+        peaks = [
+            [name, str(p["step"]), f"{p['kl']:.2f}", f"{p['judge']:.3f}"]
+            for name, p in results["judge_peaks"].items()
+            if p
+        ]
+        lines += [
+            "\n## Over-optimisation",
+            "Where each run's judge score peaked on held-out prompts during PPO (`sweep_overoptimization.png`):",
+            md_table(["run", "step", "KL (nats)", "judge"], peaks),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -441,8 +593,10 @@ def _intervals_note(results: Mapping[str, Any]) -> str:
     """How the report's intervals were made, or why some rows have none (one seed)."""
     if len(results["seeds"]) < 2:
         return "No intervals: 1 seed, and seed variance cannot be estimated from one run (docs/study.md)."
-    return ("Intervals: 95%, over seeds then prompts (a Student-t seed level with seeds - 1 degrees of freedom and a paired prompt "
-            "bootstrap, docs/study.md).")
+    return (
+        "Intervals: 95%, over seeds then prompts (a Student-t seed level with seeds - 1 degrees of freedom and a paired prompt "
+        "bootstrap, docs/study.md)."
+    )
 
 
 def plot_sweep_curves(results: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
@@ -461,7 +615,9 @@ def plot_sweep_curves(results: Mapping[str, Any], path: str | os.PathLike[str]) 
         low = np.array([e["mean"] if e["ci_low"] is None else e["ci_low"] for e in entries])
         high = np.array([e["mean"] if e["ci_high"] is None else e["ci_high"] for e in entries])
         scale = 100.0 if quantity == "win_rate" else 1.0
-        ax.errorbar(x, scale * mean, yerr=scale * np.stack([mean - low, high - mean]), fmt="o-" if curve else "o", capsize=3)
+        ax.errorbar(
+            x, scale * mean, yerr=scale * np.stack([mean - low, high - mean]), fmt="o-" if curve else "o", capsize=3
+        )
         if quantity == "win_rate":
             ax.axhline(50.0, color="grey", linewidth=0.8, linestyle="--")
         if curve:
@@ -492,16 +648,27 @@ def run_sweep(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     scores = judge_scores(cfg, per_model, judge_path)
     lengths = {m: [len(r["output"]) for r in rows] for m, rows in per_model.items()}
     results = study_results(scores, lengths, runs, sweep.reference.name, sweep.n_boot, cfg.run.seed)
-    results.update(n_prompts=len(next(iter(per_model.values()))), wall_time_s=time.time() - started, train_time_s=train_times, jobs=sweep.jobs)
+    results.update(
+        n_prompts=len(next(iter(per_model.values()))),
+        wall_time_s=time.time() - started,
+        train_time_s=train_times,
+        jobs=sweep.jobs,
+    )
     if sweep.arms:
         results["arms"] = described
     elif bon and bon.get("weights"):
         results["best_of_n"] = side_by_side(bon, results)
-    overopt = {run.name: read_jsonl(run_dir / "runs" / run.name / "overoptimization.jsonl") for run in runs if (run_dir / "runs" / run.name / "overoptimization.jsonl").is_file()}
+    overopt = {
+        run.name: read_jsonl(run_dir / "runs" / run.name / "overoptimization.jsonl")
+        for run in runs
+        if (run_dir / "runs" / run.name / "overoptimization.jsonl").is_file()
+    }
     if overopt:
         plot_overoptimization(overopt, run_dir / "sweep_overoptimization.png")
         judge_key = next((k for rows in overopt.values() for r in rows for k in r if k.startswith("judge/")), None)
-        results["judge_peaks"] = {name: judge_peak(rows, judge_key) for name, rows in overopt.items()} if judge_key else {}
+        results["judge_peaks"] = (
+            {name: judge_peak(rows, judge_key) for name, rows in overopt.items()} if judge_key else {}
+        )
     write_json_atomic(run_dir / "results.json", results)
     report = render_sweep_report(results, judge_path)
     write_text_atomic(run_dir / "report.md", report)
@@ -512,4 +679,3 @@ def run_sweep(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         summary["judge_slope"] = results["scorers"]["judge"]["slope"]
     mark_finished(run_dir, summary)
     return results
-

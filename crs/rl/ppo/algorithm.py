@@ -79,7 +79,15 @@ from crs.data.schema import Messages
 from crs.models.decoding import SamplingSettings, gather_logprobs, position_ids_from_mask
 from crs.models.formatting import encode_prompt, pad_batch
 from crs.models.loading import autocast
-from crs.rl.ppo.losses import ReduceFn, compute_gae, make_kl_controller, masked_mean, masked_whiten, per_token_rewards, ppo_losses
+from crs.rl.ppo.losses import (
+    ReduceFn,
+    compute_gae,
+    make_kl_controller,
+    masked_mean,
+    masked_whiten,
+    per_token_rewards,
+    ppo_losses,
+)
 from crs.rl.ppo.policy import (
     MergedSampler,
     PolicyValueModel,
@@ -190,8 +198,14 @@ class PPOTrainer:
         # Sampling from a merged copy of the LoRA policy (rl.merged_sampling) skips the
         # adapter's per-token overhead; the log-probs PPO uses always come from the policy.
         pack_for = self.local_batch if cfg.packed_sampling else None  # pack_linears leaves non-CPU weights alone
-        self.merged = MergedSampler(model, pack_for, cfg.fused_sampling) if cfg.merged_sampling and MergedSampler.supported(model) else None
-        self.sampling = SamplingSettings(cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
+        self.merged = (
+            MergedSampler(model, pack_for, cfg.fused_sampling)
+            if cfg.merged_sampling and MergedSampler.supported(model)
+            else None
+        )
+        self.sampling = SamplingSettings(
+            cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k
+        )
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -214,7 +228,9 @@ class PPOTrainer:
         return self.merged.refresh() if self.merged is not None else self.unwrapped
 
     @torch.no_grad()
-    def reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, reply_ids: torch.Tensor) -> torch.Tensor:
+    def reference_logprobs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, reply_ids: torch.Tensor
+    ) -> torch.Tensor:
         """log pi_ref of the reply tokens: the policy with its adapter off (no second copy),
         or the frozen copy of a fully fine-tuned policy."""
         n_reply = reply_ids.shape[1]
@@ -223,12 +239,16 @@ class PPOTrainer:
                 logits, _ = self.unwrapped(input_ids, attention_mask, n_reply, self.cfg.temperature, with_values=False)
         else:
             body, head = causal_lm_parts(self.reference)
-            hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)).last_hidden_state
+            hidden = body(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
+            ).last_hidden_state
             logits = head(reply_states(hidden, n_reply)).float() / self.cfg.temperature
         return gather_logprobs(logits, reply_ids)
 
     @torch.no_grad()
-    def old_policy_outputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, reply_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def old_policy_outputs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, reply_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """log pi_old of the reply tokens and V_old of their states, from one forward."""
         with autocast(self.dtype, self.device), cpu_math_attention(self.device):
             logits, values = self.unwrapped(input_ids, attention_mask, reply_ids.shape[1], self.cfg.temperature)
@@ -278,7 +298,9 @@ class PPOTrainer:
         timings["time/scoring"] = time.perf_counter() - start
 
         mask = reply_mask.float()
-        batch = Rollout(input_ids, attention_mask, mask, ref_logprobs.float() * mask, scores.combined.to(self.device, torch.float32))
+        batch = Rollout(
+            input_ids, attention_mask, mask, ref_logprobs.float() * mask, scores.combined.to(self.device, torch.float32)
+        )
         if logprobs is not None:
             self.complete_rollout(batch, logprobs, values)
         return RolloutResult(batch, prompts, replies, scores, timings)
@@ -288,7 +310,9 @@ class PPOTrainer:
         """Fill in the old log-probs and values, then rewards, KL, advantages and returns."""
         cfg, mask = self.cfg, batch.reply_mask
         batch.logprobs, batch.values = logprobs.detach().float() * mask, values.detach().float() * mask
-        batch.rewards, batch.kl = per_token_rewards(batch.score, batch.logprobs, batch.ref_logprobs, mask, self.kl_ctl.value)
+        batch.rewards, batch.kl = per_token_rewards(
+            batch.score, batch.logprobs, batch.ref_logprobs, mask, self.kl_ctl.value
+        )
         advantages, batch.returns = compute_gae(batch.rewards, batch.values, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
             advantages = masked_whiten(advantages, mask, reduce=self.sum_all)
@@ -308,8 +332,15 @@ class PPOTrainer:
         if not mb.complete:
             self.complete_rollout(mb, logprobs, values)
         pg_loss, vf_loss, stats = ppo_losses(
-            logprobs, mb.logprobs, mb.advantages, values, mb.values, mb.returns,
-            mb.reply_mask, self.cfg.cliprange, self.cfg.cliprange_value,
+            logprobs,
+            mb.logprobs,
+            mb.advantages,
+            values,
+            mb.values,
+            mb.returns,
+            mb.reply_mask,
+            self.cfg.cliprange,
+            self.cfg.cliprange_value,
         )
         loss = pg_loss + self.cfg.vf_coef * vf_loss
         with torch.no_grad():
@@ -336,7 +367,13 @@ class PPOTrainer:
                 break
         self.scheduler.step()
         out = {key: sum(values) / len(values) for key, values in log.items()}
-        out.update({"ppo/optimizer_steps": float(optimizer_steps), "ppo/early_stopped": float(early_stopped), "ppo/skipped": float(skipped)})
+        out.update(
+            {
+                "ppo/optimizer_steps": float(optimizer_steps),
+                "ppo/early_stopped": float(early_stopped),
+                "ppo/skipped": float(skipped),
+            }
+        )
         return out
 
     def optimizer_step(self, batch: Rollout, mini: torch.Tensor, log: dict[str, list[float]]) -> float | None:
@@ -390,7 +427,10 @@ class PPOTrainer:
             update_stats = {"ppo/skipped": 1.0}
         update_time = time.perf_counter() - update_start
         if not batch.complete:  # the update was skipped before its first forward
-            self.complete_rollout(batch, *self.old_policy_outputs(batch.input_ids, batch.attention_mask, batch.input_ids[:, -batch.n_reply :]))
+            self.complete_rollout(
+                batch,
+                *self.old_policy_outputs(batch.input_ids, batch.attention_mask, batch.input_ids[:, -batch.n_reply :]),
+            )
 
         skipped = update_stats.get("ppo/skipped", 0.0) > 0
         self.nonfinite_in_row = self.nonfinite_in_row + 1 if skipped else 0
@@ -463,7 +503,9 @@ class PPOTrainer:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
             with autocast(self.dtype, self.device):
-                samples = sample_replies(self.sampler(), prompt_ids, prompt_mask, self.sampling, self.eos_id, self.pad_id)
+                samples = sample_replies(
+                    self.sampler(), prompt_ids, prompt_mask, self.sampling, self.eos_id, self.pad_id
+                )
         input_ids = torch.cat([prompt_ids, samples.reply_ids], dim=1)
         attention_mask = torch.cat([prompt_mask, samples.reply_mask], dim=1)
         with autocast(self.dtype, self.device), cpu_math_attention(self.device):
@@ -471,7 +513,11 @@ class PPOTrainer:
         kl = ((samples.logprobs - ref_logprobs.float()) * samples.reply_mask).sum(-1)
         replies = self.decode(samples.reply_ids, samples.reply_mask)
         scores = self.reward(prompts, replies, samples.ended_with_eos.cpu(), fit_stats=False)
-        local = {"kl/sequence": kl.mean().item(), "reply/length": samples.reply_mask.sum(-1).float().mean().item(), **scores.metrics()}
+        local = {
+            "kl/sequence": kl.mean().item(),
+            "reply/length": samples.reply_mask.sum(-1).float().mean().item(),
+            **scores.metrics(),
+        }
         if judge is not None:
             local[f"judge/{judge.name}"] = judge.score(prompts, replies).mean().item()
         metrics = self.mean_over_processes(local)
@@ -509,12 +555,19 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 
 def local_batch_sizes(cfg: RLConfig, world_size: int) -> tuple[int, int, int]:
     """(rollouts, mini-batch, micro-batch) per process; fails early when they do not divide."""
+
     def need(ok: bool, message: str) -> None:
         if not ok:
             raise ConfigError(message)
 
-    need(cfg.batch_size % world_size == 0, f"rl.batch_size={cfg.batch_size} must be a multiple of the {world_size} processes")
-    need(cfg.batch_size % cfg.mini_batch_size == 0, f"rl.batch_size={cfg.batch_size} must be a multiple of rl.mini_batch_size={cfg.mini_batch_size}")
+    need(
+        cfg.batch_size % world_size == 0,
+        f"rl.batch_size={cfg.batch_size} must be a multiple of the {world_size} processes",
+    )
+    need(
+        cfg.batch_size % cfg.mini_batch_size == 0,
+        f"rl.batch_size={cfg.batch_size} must be a multiple of rl.mini_batch_size={cfg.mini_batch_size}",
+    )
     per_mini = cfg.mini_batch_size * 1.0 / (world_size * cfg.gradient_accumulation_steps)
     need(
         per_mini.is_integer() and per_mini >= 1,

@@ -28,7 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crs.models.decoding import Decoded, SamplingSettings, StepFn, cache_argument, decode_loop, position_ids_from_mask, returned_cache
+from crs.models.decoding import (
+    Decoded,
+    SamplingSettings,
+    StepFn,
+    cache_argument,
+    decode_loop,
+    position_ids_from_mask,
+    returned_cache,
+)
 from crs.models.fused_decoder import FusedLlamaDecoder
 from crs.models.packed_linear import PackedLinear, pack_linears
 
@@ -130,7 +138,10 @@ class ValueModel(nn.Module):
         """Values V(s_i) of the ``n_reply`` reply states, shape (B, n_reply)."""
         with adapter_casts_off(self.adapters):
             hidden = self.body(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask),
+                use_cache=False,
             ).last_hidden_state
         return self.head(reply_states(hidden, n_reply)).squeeze(-1).float()
 
@@ -190,7 +201,10 @@ class PolicyValueModel(nn.Module):
         """
         with adapter_casts_off(self.adapters):
             hidden = self.body(  # no KV cache: a whole-sequence forward never reads one
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask),
+                use_cache=False,
             ).last_hidden_state
         states = reply_states(hidden, n_reply)
         # In place: a (B, R, vocab) tensor is large, and the matmul's backward does not need it.
@@ -258,7 +272,9 @@ class MergedSampler:
     def __init__(self, model: PolicyValueModel, pack_for_batch: int | None = None, fused: bool = False) -> None:
         self.owner = model
         merged = copy.deepcopy(model.policy).merge_and_unload().requires_grad_(False).eval()
-        self.decoder = FusedLlamaDecoder(merged, pack_for_batch) if fused and FusedLlamaDecoder.supports(merged) else None
+        self.decoder = (
+            FusedLlamaDecoder(merged, pack_for_batch) if fused and FusedLlamaDecoder.supports(merged) else None
+        )
         self.packed = pack_linears(merged, pack_for_batch) if pack_for_batch and self.decoder is None else {}
         self.body, self.lm_head = causal_lm_parts(merged)
         if self.decoder is not None:
@@ -276,8 +292,10 @@ class MergedSampler:
     def supported(model: PolicyValueModel) -> bool:
         """A LoRA policy whose adapted layers are plain float linears (not quantized)."""
         layers = [m for m in model.policy.modules() if hasattr(m, "get_delta_weight") and hasattr(m, "base_layer")]
-        return model.is_peft and bool(layers) and all(
-            isinstance(m.base_layer, nn.Linear) and m.base_layer.weight.is_floating_point() for m in layers
+        return (
+            model.is_peft
+            and bool(layers)
+            and all(isinstance(m.base_layer, nn.Linear) and m.base_layer.weight.is_floating_point() for m in layers)
         )
 
     @property
@@ -311,12 +329,23 @@ def policy_step(model: PolicyValueModel | MergedSampler) -> StepFn:
     cache_name = cache_argument(model.body)
     decoder = getattr(model, "decoder", None)
 
-    def step(input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+    def step(
+        input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any
+    ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
         if decoder is not None:
             state, cache = decoder(input_ids, attention_mask, position_ids, cache)
         else:
-            out = model.body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **{cache_name: cache})
-            state, cache = out.last_hidden_state[:, -1].contiguous(), returned_cache(out)  # strided bf16 matmuls are slow on CPU
+            out = model.body(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=True,
+                **{cache_name: cache},
+            )
+            state, cache = (
+                out.last_hidden_state[:, -1].contiguous(),
+                returned_cache(out),
+            )  # strided bf16 matmuls are slow on CPU
         values = model.head_values(state) if model.value_head is not None else None
         return model.lm_head(state), cache, values
 

@@ -49,7 +49,9 @@ class Rollout:
 
     def rows(self, index: torch.Tensor) -> Rollout:
         """The sub-batch of rows ``index`` (every field shares its first dimension)."""
-        return Rollout(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index] for f in fields(self)})
+        return Rollout(
+            **{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index] for f in fields(self)}
+        )
 
 
 @dataclass

@@ -41,7 +41,14 @@ from crs.config import ConfigError, CRSConfig, RewardSourceConfig
 from crs.data import load_examples
 from crs.data.schema import Messages, last_user_text
 from crs.demo.annotator import resolve_judge
-from crs.io import append_jsonl, folder_written_atomically, read_jsonl, truncate_jsonl, write_bytes_atomic, write_json_atomic
+from crs.io import (
+    append_jsonl,
+    folder_written_atomically,
+    read_jsonl,
+    truncate_jsonl,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from crs.models.loading import (
     add_lora,
     check_run_kind,
@@ -60,7 +67,15 @@ from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
 from crs.rl.ppo.algorithm import PPOTrainer
 from crs.rl.ppo.policy import PolicyValueModel, ValueModel, enable_gradient_checkpointing
 from crs.rl.rewards import CombinedReward, RewardSource, build_sources, check_gold_sources, reward_model_config
-from crs.runs import RL_LENGTH_KEYS, NonFiniteError, checkpoint_step, latest_checkpoint, mark_finished, seal_checkpoint, set_seed
+from crs.runs import (
+    RL_LENGTH_KEYS,
+    NonFiniteError,
+    checkpoint_step,
+    latest_checkpoint,
+    mark_finished,
+    seal_checkpoint,
+    set_seed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +140,10 @@ def save_checkpoint(trainer: PPOTrainer, stream: PromptStream, run_dir: Path, ke
     if trainer.accelerator.is_main_process:
         with folder_written_atomically(target) as tmp:
             torch.save(trainer.unwrapped.trainable_state_dict(), tmp / "trainable.pt")
-            torch.save({"optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict()}, tmp / "optimizer.pt")
+            torch.save(
+                {"optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict()},
+                tmp / "optimizer.pt",
+            )
             torch.save(rng_states, tmp / "rng_states.pt")
             write_json_atomic(tmp / "trainer_state.json", {**trainer.state_dict(), "prompt_position": stream.position})
             seal_checkpoint(tmp)
@@ -148,7 +166,9 @@ def load_checkpoint(trainer: PPOTrainer, stream: PromptStream, checkpoint: Path)
     weights = torch.load(checkpoint / "trainable.pt", map_location=trainer.device)
     missing = set(trainer.unwrapped.trainable_state_dict()) - set(weights)
     if missing:
-        raise ConfigError(f"{checkpoint} lacks {len(missing)} trained tensors (e.g. {sorted(missing)[0]}); was the model config changed?")
+        raise ConfigError(
+            f"{checkpoint} lacks {len(missing)} trained tensors (e.g. {sorted(missing)[0]}); was the model config changed?"
+        )
     trainer.unwrapped.load_state_dict(weights, strict=False)
     opt = torch.load(checkpoint / "optimizer.pt", map_location=trainer.device, weights_only=False)
     trainer.optimizer.load_state_dict(opt["optimizer"])
@@ -211,7 +231,11 @@ def continue_value_head(value_head: nn.Linear, earlier_run: Path) -> None:
     continued policy is not judged by a critic that knows nothing; without one it starts at 0."""
     path = earlier_run / VALUE_HEAD_FILE
     if not path.is_file():
-        logger.info("%s has no %s (not a PPO run with a value head): the value head starts at zero", earlier_run, VALUE_HEAD_FILE)
+        logger.info(
+            "%s has no %s (not a PPO run with a value head): the value head starts at zero",
+            earlier_run,
+            VALUE_HEAD_FILE,
+        )
         return
     value_head.load_state_dict(torch.load(path, map_location="cpu"))
 
@@ -252,11 +276,19 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def build_judge(cfg: CRSConfig, prompts: list[Messages]) -> RewardSource | None:
     """The over-optimisation judge of ``rl.judge`` on ``prompts`` (read, never optimised), or None."""
     texts = [last_user_text(p) for p in prompts]
-    spec = resolve_judge(cfg.rl.judge, texts, "rl.judge", cfg.run.allow_gold_outside_demo, "the over-optimisation log has no judge column")
+    spec = resolve_judge(
+        cfg.rl.judge,
+        texts,
+        "rl.judge",
+        cfg.run.allow_gold_outside_demo,
+        "the over-optimisation log has no judge column",
+    )
     if spec == "none":
         return None
     name = "gold" if spec == "gold" else "judge"
-    return build_sources([RewardSourceConfig(name=name, path=spec, weight=1.0, normalize="none")], reward_model_config(cfg))[0]
+    return build_sources(
+        [RewardSourceConfig(name=name, path=spec, weight=1.0, normalize="none")], reward_model_config(cfg)
+    )[0]
 
 
 def _finite_or_none(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -268,7 +300,6 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     """Train the policy with PPO on the combined reward; returns the final summary."""
     from tqdm.auto import tqdm
 
-
     rl = cfg.rl
     run_dir = Path(run_dir)
     accelerator = _make_accelerator(cfg, run_dir)
@@ -276,7 +307,9 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     set_seed(cfg.run.seed)  # identical model init on every process
 
     train_examples, val_examples = load_examples(cfg.data, kind="prompts", seed=cfg.run.seed)
-    check_gold_sources(rl.rewards, [last_user_text(ex.prompt) for ex in train_examples], "rl.rewards", cfg.run.allow_gold_outside_demo)
+    check_gold_sources(
+        rl.rewards, [last_user_text(ex.prompt) for ex in train_examples], "rl.rewards", cfg.run.allow_gold_outside_demo
+    )
     sample_prompts = [ex.prompt for ex in (val_examples or train_examples)[: rl.num_sample_prompts]]
     model, reference, dtype, policy_name = build_models(cfg)
     tokenizer = load_tokenizer(policy_name, cfg.model.cache_dir, padding_side="left")
@@ -285,13 +318,19 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     eval_prompts = [ex.prompt for ex in val_examples[: rl.eval_prompts]][rank::world]
     if rl.eval_prompts and not val_examples:
         logger.warning("rl.eval_prompts: no held-out prompts (data.val_fraction is 0); no over-optimisation log")
-    judge = build_judge(cfg, [ex.prompt for ex in val_examples[: rl.eval_prompts]]) if eval_prompts else None  # every rank decides alike
+    judge = (
+        build_judge(cfg, [ex.prompt for ex in val_examples[: rl.eval_prompts]]) if eval_prompts else None
+    )  # every rank decides alike
 
     def log_held_out_eval(step: int) -> None:
         if eval_prompts and rl.sample_every:
-            row = {"step": step, **_finite_or_none(trainer.held_out_eval(eval_prompts, judge, seed=cfg.run.seed + step))}
+            row = {
+                "step": step,
+                **_finite_or_none(trainer.held_out_eval(eval_prompts, judge, seed=cfg.run.seed + step)),
+            }
             if is_main:
                 append_jsonl(run_dir / OVEROPT_FILE, row)
+
     stream = PromptStream(len(train_examples), cfg.run.seed)
 
     checkpoint = latest_checkpoint(run_dir / CHECKPOINTS, "step_*", remove_torn=is_main) if resume else None
@@ -313,11 +352,17 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     if is_main:
         logger.info(
             "PPO: %d prompts, %d steps x %d rollouts on %d process(es), rewards %s",
-            len(train_examples), rl.steps, rl.batch_size, world, reward.describe(),
+            len(train_examples),
+            rl.steps,
+            rl.batch_size,
+            world,
+            reward.describe(),
         )
     if cfg.run.report_to != "none":
         # TensorBoard writes to <project_dir>/<name>: <run>/logs, as the Trainer-based stages do.
-        accelerator.init_trackers(LOGS_DIR if cfg.run.report_to == "tensorboard" else cfg.run_name, config=_flat(cfg.to_dict()))
+        accelerator.init_trackers(
+            LOGS_DIR if cfg.run.report_to == "tensorboard" else cfg.run_name, config=_flat(cfg.to_dict())
+        )
 
     bar = tqdm(total=rl.steps, initial=trainer.step_count, disable=not is_main, desc="ppo", dynamic_ncols=True)
     metrics: dict[str, float] = {}
@@ -327,13 +372,22 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
         step = trainer.step_count
         if is_main:
             append_jsonl(run_dir / METRICS_FILE, {"step": step, **metrics})
-            bar.set_postfix(reward=f"{metrics['reward/combined']:.3f}", kl=f"{metrics['kl/sequence']:.2f}", s_step=f"{metrics['time/step']:.1f}")
+            bar.set_postfix(
+                reward=f"{metrics['reward/combined']:.3f}",
+                kl=f"{metrics['kl/sequence']:.2f}",
+                s_step=f"{metrics['time/step']:.1f}",
+            )
             bar.update(1)
             if step % max(cfg.run.logging_steps, 1) == 0:
                 logger.info(
-                    "step %d: reward %.4f kl %.3f beta %.4f pg %.4f vf %.4f len %.1f", step,
-                    metrics["reward/combined"], metrics["kl/sequence"], metrics["kl/coef"],
-                    metrics.get("loss/policy", float("nan")), metrics.get("loss/value", float("nan")), metrics["reply/length"],
+                    "step %d: reward %.4f kl %.3f beta %.4f pg %.4f vf %.4f len %.1f",
+                    step,
+                    metrics["reward/combined"],
+                    metrics["kl/sequence"],
+                    metrics["kl/coef"],
+                    metrics.get("loss/policy", float("nan")),
+                    metrics.get("loss/value", float("nan")),
+                    metrics["reply/length"],
                 )
             if rl.sample_every and sample_prompts and (step % rl.sample_every == 0 or step == rl.steps):
                 write_json_atomic(run_dir / "samples" / f"step_{step}.json", trainer.generate_samples(sample_prompts))
@@ -362,7 +416,14 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
         if judge is not None:
             summary["judge_peak"] = judge_peak(rows, f"judge/{judge.name}")
     if is_main:
-        save_run_model(trainer.unwrapped.policy, tokenizer, run_dir, base_name=policy_name, kind="causal_lm", merge=cfg.model.lora.merge)
+        save_run_model(
+            trainer.unwrapped.policy,
+            tokenizer,
+            run_dir,
+            base_name=policy_name,
+            kind="causal_lm",
+            merge=cfg.model.lora.merge,
+        )
         if trainer.unwrapped.value_head is not None:
             save_value_head(trainer.unwrapped.value_head, run_dir)
         mark_finished(run_dir, summary, trainer.step_count, RL_LENGTH_KEYS)
