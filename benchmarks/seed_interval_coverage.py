@@ -24,7 +24,7 @@ import numpy as np
 
 from crs.eval.hierarchical import pivotal_rounds
 
-# (seed effect sd, prompt effect sd, cell noise sd); the first three are the ones tests/test_seed_intervals.py holds to 93-97%.
+# (seed effect sd, prompt effect sd, cell noise sd); the first three are the ones tests/eval/test_hierarchical.py holds to 93-97%.
 SETTINGS = {
     "issue 30 (seed > prompt)": (0.1, 0.3, 0.3),
     "seed-dominated": (0.3, 0.1, 0.1),

@@ -46,3 +46,8 @@ def nearly_constant(prompts: list, replies: list[str]) -> list[float]:
 def nan_for_kiwi(prompts: list, replies: list[str]) -> list[float]:
     """Broken on one reply: NaN for "kiwi", the length of every other."""
     return [float("nan") if r == "kiwi" else float(len(r)) for r in replies]
+
+
+def distinct_characters(prompts, replies):
+    """A cheap text reward for stage tests."""
+    return [len(set(r)) / 10.0 for r in replies]

@@ -12,15 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_optimisers import run_cli, write_config
-from test_reward_model import tiny_config, write_marker_data
+from paths import ROOT
+from stage_runs import run_cli, tiny_config, write_config, write_marker_data
 
 from crs.cli import run_stage
 from crs.models.loading import load_model
 from crs.rm.training import train_reward_model
 from crs.sft.training import train_sft
-
-ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

@@ -9,13 +9,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from paths import ROOT
 
 from crs.config import LoraConfig
 from crs.models.loading import add_lora
 from tests.tiny import tiny_llama_config
 
 # benchmarks/ is a folder of scripts, not a package.
-ppo_floor = SimpleNamespace(**runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "ppo_floor.py")))
+ppo_floor = SimpleNamespace(**runpy.run_path(str(ROOT / "benchmarks" / "ppo_floor.py")))
 
 
 def test_the_floor_counts_the_models_weights_and_its_lora_adapter() -> None:
@@ -59,7 +60,7 @@ def test_the_floor_of_each_phase_grows_with_its_work() -> None:
 
 def _oasst1_error(tmp_path: Path, capsys, path: Path) -> str:
     """The benchmark run on ``path``: exit 2 and one ``error:`` line, no traceback."""
-    oasst1 = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "oasst1_strategies.py"))
+    oasst1 = runpy.run_path(str(ROOT / "benchmarks" / "oasst1_strategies.py"))
     with pytest.raises(SystemExit) as exited:
         oasst1["main"]([str(path), "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
@@ -92,7 +93,7 @@ def test_the_oasst1_benchmark_given_another_schema_names_the_line_and_the_keys(t
 
 # --------------------------------------------------------------------------- reread_seed_interval: published 2-seed rates, corrected
 
-reread = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "reread_seed_interval.py"))["reread"]
+reread = runpy.run_path(str(ROOT / "benchmarks" / "reread_seed_interval.py"))["reread"]
 
 
 def test_a_reread_with_agreeing_seeds_keeps_the_published_prompt_interval() -> None:

@@ -195,7 +195,7 @@ def test_atomic_writes_respect_the_umask(tmp_path: Path) -> None:
 
 
 def test_ppo_resumes_past_a_torn_checkpoint_and_a_torn_metrics_line(tmp_path, smol_tokenizer) -> None:
-    from test_ppo import write_rl_config
+    from stage_runs import write_rl_config
     from tiny import tiny_causal_lm
 
     from crs.rl.ppo.stage import run_ppo_stage
@@ -230,7 +230,7 @@ def test_ppo_resumes_past_a_torn_checkpoint_and_a_torn_metrics_line(tmp_path, sm
 def test_sft_resumed_reports_the_whole_runs_train_loss(tmp_path, smol_tokenizer) -> None:
     import shutil
 
-    from test_sft import EXAMPLES, tiny_model_dir
+    from stage_runs import EXAMPLES, tiny_model_dir
 
     from crs.runs import run_state
     from crs.sft.training import train_sft
@@ -273,7 +273,7 @@ def test_sft_resumed_reports_the_whole_runs_train_loss(tmp_path, smol_tokenizer)
 
 
 def test_absolute_rm_started_with_resume_and_no_checkpoint_is_the_same_run(tmp_path, smol_tokenizer) -> None:
-    from test_reward_model import tiny_config, write_marker_data
+    from stage_runs import tiny_config, write_marker_data
     from tiny import tiny_sequence_classifier
 
     from crs.rm.training import train_reward_model
@@ -324,7 +324,7 @@ def run_files(run_dir: Path) -> dict[str, bytes]:
 def test_resuming_a_finished_ppo_run_that_kept_no_checkpoint_changes_nothing(
     tmp_path, tiny_model_dir, caplog, capsys
 ) -> None:
-    from test_ppo import write_rl_config
+    from stage_runs import write_rl_config
 
     from crs.cli import run_stage
     from crs.rl.ppo.stage import run_ppo_stage
@@ -360,7 +360,7 @@ def test_resuming_a_finished_ppo_run_that_kept_no_checkpoint_changes_nothing(
 
 
 def test_extending_a_finished_ppo_run_trains_exactly_the_extra_step(tmp_path, tiny_model_dir) -> None:
-    from test_ppo import write_rl_config
+    from stage_runs import write_rl_config
 
     from crs.cli import run_stage
     from crs.rl.ppo.stage import run_ppo_stage
@@ -411,7 +411,7 @@ def write_rm_config(folder: Path, model_dir: Path, data: Path) -> Path:
 
 
 def test_resuming_a_finished_rm_changes_nothing_and_extending_it_trains_one_step(tmp_path, tiny_rm_dir, caplog) -> None:
-    from test_reward_model import write_marker_data
+    from stage_runs import write_marker_data
 
     from crs.cli import run_stage
     from crs.rm.training import train_reward_model

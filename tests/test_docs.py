@@ -11,13 +11,12 @@ import subprocess
 import sys
 import types
 import typing
-from pathlib import Path
 
 import pytest
+from paths import ROOT
 
 from crs.config import CRSConfig, RLConfig, RunConfig
 
-ROOT = Path(__file__).resolve().parent.parent
 RENDER_SCRIPT = ROOT / "scripts" / "render_config_docs.py"
 CONFIG_DOCS = ROOT / "docs" / "config.md"
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

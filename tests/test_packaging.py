@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from paths import ROOT
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "crs"
 
 
@@ -199,7 +199,7 @@ def test_no_sys_path_hacks() -> None:
         *ROOT.glob("*.py"),
         *(ROOT / "scripts").glob("*.py"),
         *(ROOT / "benchmarks").glob("*.py"),
-        *(ROOT / "tests").glob("*.py"),
+        *(ROOT / "tests").rglob("*.py"),
         *PACKAGE.rglob("*.py"),
     ]
     # The one deliberate entry: a `python:module:function` reward imports from the current directory
@@ -386,7 +386,7 @@ def test_an_untested_trl_stops_a_grpo_run_in_one_line_before_any_model_loads(
     tmp_path, tiny_model_dir, monkeypatch, capsys
 ) -> None:
     pytest.importorskip("trl")
-    from test_optimisers import run_cli, write_config
+    from stage_runs import run_cli, write_config
 
     from crs import dependencies
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from stage_runs import write_prediction_run
 
 import crs.config
 from crs.cli import run_stage
@@ -437,29 +438,6 @@ def test_a_reward_module_with_a_syntax_error_ends_in_one_line(tmp_path: Path, ca
     )
 
 
-def write_prediction_run(folder: Path, files: dict[str, list[str]], listed: list[str] | None = None) -> Path:
-    """An eval_pred run: one file per model with replies to the given prompt ids."""
-    from crs.eval.predictions import write_predictions
-
-    for model, prompt_ids in files.items():
-        rows = [
-            {
-                "instruction": f"question {p}",
-                "output": f"{model} says {p} " * (i + 1),
-                "generator": model,
-                "dataset": "t",
-                "prompt_id": p,
-                "run": 0,
-            }
-            for i, p in enumerate(prompt_ids)
-        ]
-        write_predictions(folder / "predictions" / f"{model}.json", rows)
-    if listed is not None:
-        models = [{"name": m, "path": f"outputs/{m}"} for m in listed]
-        (folder / "config.resolved.yaml").write_text(
-            yaml.safe_dump({"default": {}, "eval_pred": {"eval_pred": {"models": models}}})
-        )
-    return folder
 
 
 def _score_argv(tmp_path: Path, predictions: Path, *overrides: str) -> list[str]:

@@ -11,17 +11,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 import yaml
+from paths import FIXTURES, ROOT
+from stage_runs import capture_trl_rewards, check_run_outputs, log_rows, run_cli, write_config
 
 from crs.config import ConfigError, CRSConfig, LoraConfig, RLConfig, load_config
 from crs.data.schema import AbsoluteExample, RankingExample, user_prompt
 from crs.rl.rewards import CombinedReward, RewardSource
-
-ROOT = Path(__file__).resolve().parent.parent
 
 pytest.importorskip("trl")
 
@@ -240,102 +239,14 @@ def test_online_optimisers_raise_a_reachable_reward(
 # --------------------------------------------------------------------------- the stage: outputs, resume
 
 
-def write_config(folder: Path, model_dir: Path, **rl) -> Path:
-    """One subset, ``tiny``: the tiny policy, 12 prompts (or rankings for DPO), two text rewards."""
-    folder.mkdir(parents=True, exist_ok=True)
-    prompts = folder / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"topic {i}", "id": f"p{i}"}) + "\n" for i in range(12)))
-    rankings = folder / "rankings.jsonl"
-    rankings.write_text(
-        "".join(
-            json.dumps({"prompt": f"topic {i}", "replies": ["yes yes yes", "no no", "no"]}) + "\n" for i in range(12)
-        )
-    )
-    settings = {
-        "policy": None,
-        "steps": 4,
-        "batch_size": 4,
-        "group_size": 2,
-        "max_new_tokens": 4,
-        "learning_rate": 1e-2,
-        "save_steps": 2,
-        "reward_clip": 4.0,
-        "missing_eos_penalty": -1.0,
-        "rewards": [
-            {"name": "chars", "path": "python:tests.reward_fns:reply_length", "weight": 1.0, "normalize": "zscore"},
-            {"name": "vowels", "path": "python:tests.reward_fns:count_vowels", "weight": 0.5, "normalize": "zscore"},
-        ],
-    }
-    settings.update(rl)
-    config = {
-        "default": {},
-        "tiny": {
-            "run": {"name": "rl", "output_dir": str(folder / "out"), "logging_steps": 1},
-            "model": {
-                "name": str(model_dir),
-                "dtype": "fp32",
-                "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0},
-            },
-            "data": {
-                "source": str(rankings if settings["algorithm"] == "dpo" else prompts),
-                "max_prompt_length": 16,
-                "max_length": 40,
-                "val_fraction": 0.25,
-            },
-            "rl": settings,
-        },
-    }
-    path = folder / "cfg.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
-def run_cli(path: Path, *extra: str) -> Path:
-    from crs.cli import run_stage
-    from crs.rl.stage import run_rl_stage
-
-    run_stage(run_rl_stage, "test", ["--config", str(path), "--config_subset", "tiny", *extra])
-    return path.parent / "out" / "rl"
 
 
-def _rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def check_run_outputs(run_dir: Path, algorithm: str, steps: int) -> dict:
-    from crs.models.loading import load_causal_lm
-    from crs.runs import run_state
-
-    state = run_state(run_dir)
-    assert (
-        state["status"] == "finished"
-        and state["summary"]["algorithm"] == algorithm
-        and state["summary"]["steps"] == steps
-    )
-    assert (run_dir / "adapter" / "adapter_config.json").is_file() and (run_dir / "config.resolved.yaml").is_file()
-    manifest = json.loads((run_dir / "crs_model.json").read_text())
-    assert manifest["kind"] == "causal_lm" and manifest["full_model"] is False
-    assert load_causal_lm(str(run_dir)).config.hidden_size == 32  # the eval stages' way in
-    rows = _rows(run_dir)
-    assert [r["step"] for r in rows] == list(range(1, steps + 1))  # one row per step, only the main process's
-    assert {"step", "learning_rate", "time/step"} <= rows[0].keys()
-    return state
 
 
-def capture_trl_rewards(monkeypatch: pytest.MonkeyPatch, algorithm: str) -> list[tuple[Any, Any, Any, list[float]]]:
-    """Record, per batch, what TRL's GRPO/RLOO trainer scored: (prompts, completions, completion ids, first reward column)."""
-    import trl
-
-    base = trl.GRPOTrainer if algorithm == "grpo" else trl.RLOOTrainer
-    real, seen = base._calculate_rewards, []
-
-    def capture(self, inputs, prompts, completions, completion_ids_list):
-        out = real(self, inputs, prompts, completions, completion_ids_list)
-        seen.append((prompts, completions, completion_ids_list, out[:, 0].tolist()))
-        return out
-
-    monkeypatch.setattr(base, "_calculate_rewards", capture)
-    return seen
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
@@ -345,7 +256,7 @@ def test_online_stage_writes_ppos_outputs_and_trl_optimises_the_combined_reward(
     seen = capture_trl_rewards(monkeypatch, algorithm)
     run_dir = run_cli(write_config(tmp_path, tiny_model_dir, algorithm=algorithm, steps=3, save_steps=0))
     state = check_run_outputs(run_dir, algorithm, 3)
-    rows = _rows(run_dir)
+    rows = log_rows(run_dir)
     for key in (
         "reward/combined",
         "reward/chars/raw",
@@ -403,7 +314,7 @@ def test_grpo_with_trls_own_normalisation(tmp_path, tiny_model_dir, monkeypatch)
     assert aggregation == "normalize_then_sum" and weights == [1.0, 0.5, 1.0]  # chars, vowels, missing_eos
     replies = [c[-1]["content"] for c in completions]
     assert [row[0] for row in per_func] == [float(len(r)) for r in replies]  # raw scores: TRL normalises them itself
-    row = _rows(run_dir)[0]
+    row = log_rows(run_dir)[0]
     assert {
         "trl/rewards/chars/mean",
         "trl/rewards/missing_eos/mean",
@@ -418,13 +329,13 @@ def test_online_resume_continues_from_a_sealed_checkpoint(tmp_path, tiny_model_d
     straight = run_cli(write_config(tmp_path / "a", tiny_model_dir, algorithm="grpo", steps=4))
     path = write_config(tmp_path / "b", tiny_model_dir, algorithm="grpo", steps=2)
     first = run_cli(path)  # stops after step 2, its last checkpoint
-    kept = _rows(first)
+    kept = log_rows(first)
     kept[0]["marker"] = "from the first session"  # survives only if the run resumes (a fresh start rewrites the log)
     (first / "metrics.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in kept) + '{"step": 3, "reward/comb'
     )  # + a torn line
     resumed = run_cli(write_config(tmp_path / "b", tiny_model_dir, algorithm="grpo", steps=4), "--resume")
-    a, b = _rows(straight), _rows(resumed)
+    a, b = log_rows(straight), log_rows(resumed)
     assert [r["step"] for r in b] == [1, 2, 3, 4]  # no step twice, the torn line gone
     assert b[0].get("marker") == "from the first session" and "marker" not in b[2]
     for key in ("reward/combined", "reward/chars/raw", "loss/policy"):
@@ -440,12 +351,12 @@ def test_online_resume_continues_from_a_sealed_checkpoint(tmp_path, tiny_model_d
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
 def test_init_adapter_continues_an_earlier_runs_adapter(tmp_path, tiny_model_dir, algorithm):
     first = run_cli(write_config(tmp_path / "a", tiny_model_dir, algorithm=algorithm, steps=2))
-    assert _rows(first)[0]["kl/sequence"] == pytest.approx(0.0, abs=1e-6)  # a fresh adapter starts as the reference
+    assert log_rows(first)[0]["kl/sequence"] == pytest.approx(0.0, abs=1e-6)  # a fresh adapter starts as the reference
     continued = run_cli(
         write_config(tmp_path / "b", tiny_model_dir, algorithm=algorithm, steps=2, init_adapter=str(first))
     )
     assert (
-        abs(_rows(continued)[0]["kl/sequence"]) > 1e-4
+        abs(log_rows(continued)[0]["kl/sequence"]) > 1e-4
     )  # it starts where the first run stopped, still measured against the SFT policy
     check_run_outputs(continued, algorithm, 2)
 
@@ -472,7 +383,7 @@ def test_dpo_raises_the_chosen_minus_rejected_log_ratio(tmp_path, tiny_model_dir
     run_dir = run_cli(path)
     state = check_run_outputs(run_dir, "dpo", 10)
     assert state["summary"]["pairs"] == {"train": 18, "held_out": 6, "signal": "ranking", "pairing": "best_vs_rest"}
-    rows = _rows(run_dir)
+    rows = log_rows(run_dir)
     assert rows[0]["dpo/logratio_margin"] == pytest.approx(0.0, abs=1e-5)  # the first batch is scored before any update
     margins = [r["dpo/logratio_margin"] for r in rows]
     assert margins[-1] > 1.0 and rows[-1]["dpo/accuracy"] == 1.0, margins
@@ -500,7 +411,7 @@ def test_dpo_continues_an_adapter_on_new_training_pairs(tmp_path, tiny_model_dir
     config["tiny"]["data"]["train_source"] = str(new_pairs)
     path.write_text(yaml.safe_dump(config))
     continued = run_cli(path)
-    assert _rows(continued)[0]["dpo/logratio_margin"] > 0.3  # before any update of its own: the first run's preference
+    assert log_rows(continued)[0]["dpo/logratio_margin"] > 0.3  # before any update of its own: the first run's preference
     assert check_run_outputs(continued, "dpo", 2)["summary"]["pairs"]["train"] == 8  # trained on the new pairs only
 
 
@@ -534,7 +445,7 @@ def test_eval_stages_take_grpo_and_dpo_runs_unchanged(tmp_path, tiny_model_dir):
 
     grpo = run_cli(write_config(tmp_path / "grpo", tiny_model_dir, algorithm="grpo", steps=2, save_steps=2))
     dpo = run_cli(write_config(tmp_path / "dpo", tiny_model_dir, algorithm="dpo", steps=2, save_steps=0))
-    fixture = ROOT / "tests" / "fixtures" / "crs_demo_tiny.jsonl"
+    fixture = FIXTURES / "crs_demo_tiny.jsonl"
     config = {
         "default": {
             "run": {"output_dir": str(tmp_path / "eval")},
@@ -627,7 +538,7 @@ def test_grpo_with_two_processes_under_torchrun(tmp_path, tiny_model_dir):
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run_dir = tmp_path / "out" / "rl"
-    rows = _rows(run_dir)
+    rows = log_rows(run_dir)
     assert [r["step"] for r in rows] == [1, 2]  # only the main process writes
     assert json.loads((run_dir / "run_state.json").read_text())["status"] == "finished"
     assert (run_dir / "checkpoints" / "checkpoint-2" / "crs_checkpoint.json").is_file()

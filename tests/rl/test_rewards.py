@@ -187,14 +187,14 @@ def test_gold_and_python_sources():
     reward = CombinedReward.from_config(
         [
             RewardSourceConfig(name="gold", path="gold", weight=1.0, normalize="none"),
-            RewardSourceConfig(name="len", path="python:test_rewards:length_reward", weight=0.0),
+            RewardSourceConfig(name="len", path="python:tests.reward_fns:reply_length", weight=0.0),
         ]
     )
     prompt = [user_prompt("List three fruits.")]
     good, bad = reward(prompt * 2, ["1. Apple\n2. Banana\n3. Cherry", "no"]).raw["gold"].tolist()
     assert 0.0 <= bad < good <= 1.0
     imported = CombinedReward.from_config(
-        [RewardSourceConfig(name="len", path="python:test_rewards:length_reward", normalize="none")]
+        [RewardSourceConfig(name="len", path="python:tests.reward_fns:reply_length", normalize="none")]
     )
     assert imported(PROMPTS, REPLIES).combined.tolist() == [1.0, 2.0, 3.0, 4.0]
     with pytest.raises(ConfigError):

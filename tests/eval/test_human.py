@@ -36,13 +36,13 @@ import json
 from pathlib import Path
 
 import pytest
+from paths import FIXTURES
 
 from crs.cli import run_stage
 from crs.data.schema import DataError
 from crs.eval.human import human_rankings, load_ballots
 from crs.runs import run_state
 
-FIXTURES = Path(__file__).parent / "fixtures"
 ORDER = ["sft", "rl_crs", "base"]
 
 EXPECTED = {
@@ -143,7 +143,7 @@ def test_a_second_ballot_by_one_annotator_on_a_prompt_is_refused(tmp_path: Path)
 def test_a_malformed_ballot_stops_the_stage_before_scoring_and_marks_it_failed(tmp_path: Path, capsys) -> None:
     """The bug: a ballot missing a model raised a ValueError traceback (exit 1) after every reply was
     scored, named no prompt and left run_state.json "running"."""
-    from test_validation import write_prediction_run
+    from stage_runs import write_prediction_run
 
     from crs.eval.score import score_predictions
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from paths import ROOT
 from tiny import tiny_causal_lm
 
 from crs.cli import run_stage
@@ -17,8 +18,6 @@ from crs.config import ConfigError
 from crs.data.schema import DataError
 from crs.eval.bon import run_bon_study
 from crs.eval.pool import make_pool, read_pool, sample_path
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_config(folder: Path, policy: Path | None = None, pool: Path | None = None, **bon) -> Path:

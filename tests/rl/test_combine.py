@@ -300,7 +300,7 @@ def test_one_online_step_optimises_sum_per_prompt(
     tmp_path, tiny_model_dir, smol_tokenizer, monkeypatch, algorithm
 ) -> None:
     pytest.importorskip("trl")
-    from test_optimisers import capture_trl_rewards, check_run_outputs, run_cli, write_config
+    from stage_runs import capture_trl_rewards, check_run_outputs, run_cli, write_config
 
     seen = capture_trl_rewards(monkeypatch, algorithm)
     run_dir = run_cli(

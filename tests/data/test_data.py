@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paths import FIXTURES
 
 from crs.config import ConfigError, DataConfig
 from crs.data import (
@@ -30,8 +31,6 @@ from crs.data import (
     resolve_adapter,
 )
 from crs.data.public import label_score
-
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def load(name: str, adapter: str, kind: str, **overrides: Any) -> list[Any]:

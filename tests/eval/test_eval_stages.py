@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from paths import FIXTURES, ROOT
 from tiny import tiny_causal_lm
 
 from crs.cli import run_stage
@@ -18,7 +19,7 @@ from crs.eval.predictions import read_predictions
 from crs.eval.score import score_predictions
 from crs.eval.win_rates import win_rate
 
-FIXTURE = Path(__file__).parent / "fixtures" / "crs_demo_tiny.jsonl"
+FIXTURE = FIXTURES / "crs_demo_tiny.jsonl"
 
 
 def test_predict_then_score_end_to_end(tmp_path: Path, smol_tokenizer) -> None:
@@ -301,7 +302,7 @@ def test_predict_and_score_under_torchrun_write_once_what_one_process_writes(
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     other = tmp_path / "tiny1"
     tiny_causal_lm(smol_tokenizer, seed=1).save_pretrained(other)
     smol_tokenizer.save_pretrained(other)

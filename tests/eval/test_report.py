@@ -7,6 +7,7 @@ import math
 import struct
 
 import pytest
+from paths import FIXTURES
 
 from crs.eval.plots import plot_mean_scores, plot_win_rate_heatmap
 from crs.eval.report import (
@@ -189,11 +190,10 @@ def test_leaderboard_csv_is_alpaca_evals_layout(results):
 
 
 def test_human_rankings_appear_in_the_report(results):
-    from pathlib import Path
 
     from crs.eval.human import human_rankings, load_ballots
 
-    ballots = load_ballots(Path(__file__).parent / "fixtures" / "human_ballots.csv")
+    ballots = load_ballots(FIXTURES / "human_ballots.csv")
     report = render_report(
         {**results, "human_rankings": human_rankings(ballots, "candidate_order", ["sft", "rl_crs", "base"])}
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from paths import ROOT
 from tiny import tiny_causal_lm, tiny_sequence_classifier
 
 import crs.study.online as online
@@ -255,7 +256,7 @@ def test_the_file_labeller_round_trips_and_rejects_bad_labels_with_file_and_line
             "replies": ["apple and pear", "rocks"],
         }
     ]
-    cfg = load_config("rm_preference", Path(__file__).resolve().parents[1] / "config.yaml")
+    cfg = load_config("rm_preference", ROOT / "config.yaml")
     label_dir = tmp_path / "round_1" / "labels"
     label_dir.mkdir(parents=True)
     rankings, scores = online.simulated_labels(asked, noise=0.0, seed=0)

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from paths import ROOT
 
 from crs.config import ConfigError, deep_merge, load_config, parse_override
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from paths import FIXTURES
 
 from crs.config import ConfigError, DataConfig
 from crs.data import demo_dataset_path, load_examples
@@ -23,7 +23,6 @@ from crs.demo.facets import (
 )
 from crs.io import iter_jsonl
 
-FIXTURES = Path(__file__).parent / "fixtures"
 LABELS = ("rank", "likert", "score")
 needs_demo = pytest.mark.skipif(not demo_dataset_path().is_file(), reason="demo dataset not generated yet")
 

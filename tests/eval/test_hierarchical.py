@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 import runpy
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from paths import ROOT
 
 from crs.eval.best_of_n import best_weight
 from crs.eval.hierarchical import (
@@ -24,7 +24,7 @@ from crs.study.sweep import SweepRun, render_sweep_report, side_by_side, study_r
 
 # benchmarks/ is a folder of scripts, not a package.
 coverage_bench = SimpleNamespace(
-    **runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "seed_interval_coverage.py"))
+    **runpy.run_path(str(ROOT / "benchmarks" / "seed_interval_coverage.py"))
 )
 
 T_975 = {1: 12.7062, 2: 4.3027, 3: 3.1824}  # Student t quantiles (scipy is not a dependency)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_causal_lm
+from stage_runs import EXAMPLES, tiny_model_dir
 
 from crs.cli import run_stage
 from crs.data.schema import user_prompt
@@ -15,16 +15,6 @@ from crs.models.decoding import SamplingSettings, generate_replies
 from crs.models.loading import load_causal_lm, load_tokenizer, read_run_manifest
 from crs.runs import is_finished
 from crs.sft.training import SFTCollator, encode_sft_examples, train_sft
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples" / "sft_example.jsonl"
-
-
-def tiny_model_dir(tmp_path: Path, tokenizer) -> Path:
-    path = tmp_path / "tiny-base"
-    tiny_causal_lm(tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def test_collator_masks_prompt_and_padding(smol_tokenizer) -> None:

@@ -384,7 +384,7 @@ def test_a_brevity_judge_gives_about_half_only_when_the_differences_are_alike_bo
     lengths_b = rng.integers(80, 400, n)
     # A is shorter on ~80% of prompts, by amounts drawn alike on both sides; the judge always
     # picks the shorter reply. The LC lands near 50%, but only because the differences are
-    # alike both ways (tests/test_length_control.py: unequal ones give 3%), so it is flagged.
+    # alike both ways (tests/eval/test_length_control.py: unequal ones give 3%), so it is flagged.
     lengths_a = lengths_b + np.where(rng.random(n) < 0.8, -1, 1) * rng.integers(10, 200, n)
     outcomes = (lengths_a < lengths_b).astype(float)
     lc = length_controlled_win_rate(outcomes, lengths_a, lengths_b, n_boot=200)

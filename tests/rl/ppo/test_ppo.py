@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from paths import ROOT
+from stage_runs import write_rl_config
 
 from crs.config import ConfigError, LoraConfig, RLConfig
 from crs.data.schema import user_prompt
@@ -28,9 +30,6 @@ from crs.rl.ppo.losses import (
 )
 from crs.rl.ppo.policy import PolicyValueModel, sample_replies
 from crs.rl.rewards import CombinedReward, RewardSource
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -420,55 +419,8 @@ def test_ppo_raises_the_reward_and_keeps_kl_bounded(smol_tokenizer, left_tokeniz
 # --------------------------------------------------------------------------- the stage: checkpoints, resume, processes
 
 
-def distinct_characters(prompts, replies):
-    """A cheap text reward for stage tests (imported as python:test_ppo:distinct_characters)."""
-    return [len(set(r)) / 10.0 for r in replies]
 
 
-def prompts_file(folder: Path) -> Path:
-    """20 canonical prompt rows (the embedded demo data is not needed by these tests)."""
-    path = folder / "prompts.jsonl"
-    rows = [{"prompt": f"Name {i % 5 + 2} things about topic {i}.", "id": f"p{i}"} for i in range(20)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def write_rl_config(path: Path, model_dir: Path, output_dir: Path, **rl) -> Path:
-    """A config file with one subset, ``tiny_rl``: the tiny policy, 4 rollouts, a text reward."""
-    settings = {
-        "policy": None,
-        "steps": 4,
-        "batch_size": 4,
-        "mini_batch_size": 4,
-        "ppo_epochs": 2,
-        "max_new_tokens": 5,
-        "learning_rate": 1e-3,
-        "adaptive_kl": True,
-        "kl_horizon": 20,
-        "target_kl": 0.01,
-        "save_steps": 2,
-        "sample_every": 2,
-        "num_sample_prompts": 2,
-        "rewards": [
-            {"name": "chars", "path": "python:test_ppo:distinct_characters", "weight": 1.0, "normalize": "zscore"}
-        ],
-    }
-    settings.update(rl)
-    config = {
-        "default": {},
-        "tiny_rl": {
-            "run": {"name": "rl", "output_dir": str(output_dir), "logging_steps": 1},
-            "model": {
-                "name": str(model_dir),
-                "dtype": "fp32",
-                "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0},
-            },
-            "data": {"source": str(prompts_file(path.parent)), "max_prompt_length": 48, "val_fraction": 0.1},
-            "rl": settings,
-        },
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -786,7 +738,7 @@ def test_init_adapter_also_continues_the_value_head(tmp_path, tiny_model_dir):
 
 
 def test_gold_in_rl_is_only_for_the_demos_prompts(tmp_path, tiny_model_dir, capsys):
-    from test_optimisers import run_cli, write_config
+    from stage_runs import run_cli, write_config
 
     from crs.config import load_config
     from crs.rl.ppo.stage import build_judge

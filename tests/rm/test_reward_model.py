@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from paths import FIXTURES
+from stage_runs import tiny_config, write_marker_data
 
 from crs.config import CRSConfig, DataConfig, load_config
 from crs.data.schema import AbsoluteExample, RankingExample, user_prompt
@@ -25,10 +27,6 @@ from crs.rm.training import (
     evaluate_runs,
     train_reward_model,
 )
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-WORDS = "apple river stone cloud music garden window paper light table".split()
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -218,39 +216,8 @@ def test_scorer_from_disk_and_eval_feed_the_model_the_training_ids(tiny_rm_dir, 
 # --------------------------------------------------------------------------- learning on a tiny model
 
 
-def write_marker_data(folder: Path, loss: str, n: int = 64, seed: int = 0) -> Path:
-    """Canonical rows whose good replies end with the word "excellent": separable data.
-
-    At the end, the marker is the token a decoder classifier reads its reward at, so a
-    tiny model trained from scratch separates the classes within a few dozen steps.
-    """
-    rng = random.Random(seed)
-
-    def filler() -> str:
-        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7)))
-
-    rows = []
-    for i in range(n):
-        prompt = f"Question {i}: {filler()}?"
-        good, bad = f"{filler()} excellent", filler()
-        if loss == "pairwise":
-            rows.append({"prompt": prompt, "replies": [good, bad], "scores": [0.9, 0.1]})
-        else:
-            rows.append({"prompt": prompt, "reply": good if i % 2 else bad, "score": 0.9 if i % 2 else 0.1})
-    path = folder / f"marker_{loss}.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return path
 
 
-def tiny_config(model_dir: Path, data: Path, loss: str, steps: int, lr: float = 3e-3) -> CRSConfig:
-    """Full fine-tuning of the tiny model in fp32, evaluating every 10 steps."""
-    cfg = CRSConfig()
-    cfg.model.name, cfg.model.dtype, cfg.model.lora.enabled = str(model_dir), "fp32", False
-    cfg.data.source, cfg.data.val_fraction, cfg.data.max_length = str(data), 0.25, 96
-    cfg.rm.loss = loss
-    cfg.train.learning_rate, cfg.train.max_steps, cfg.train.batch_size, cfg.train.warmup_ratio = lr, steps, 8, 0.0
-    cfg.train.eval_steps, cfg.train.save_steps, cfg.run.logging_steps = 10, 1000, 5
-    return cfg
 
 
 def test_pairwise_rm_learns_separable_rankings(tiny_rm_dir, tmp_path):

@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from paths import FIXTURES
 
 from crs.cli import run_stage
 from crs.config import ConfigError
@@ -31,7 +32,7 @@ from crs.eval.predict import read_all_predictions
 from crs.eval.report import build_results
 from crs.eval.score import score_predictions
 
-FIXTURE = Path(__file__).parent / "fixtures" / "external_judge"
+FIXTURE = FIXTURES / "external_judge"
 RL_CRS_ROW = {
     "model": "rl_crs",
     "win_rate": 65.0,
