@@ -37,7 +37,7 @@ import torch
 
 from crs.config import ConfigError, CRSConfig, RewardSourceConfig
 from crs.data.schema import user_prompt
-from crs.demo.annotator import resolve_judge
+from crs.demo.gold import resolve_judge
 from crs.eval import best_of_n as bon_stats
 from crs.eval.pool import Pool, read_pool
 from crs.eval.pool_judge import judge_from_annotations

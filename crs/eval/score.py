@@ -22,7 +22,7 @@ import yaml
 
 from crs.config import ConfigError, CRSConfig, EvalRewardSourceConfig, RewardSourceConfig, load_config
 from crs.data.schema import last_user_text, user_prompt
-from crs.demo.annotator import resolve_judge
+from crs.demo.gold import resolve_judge
 from crs.eval.human import HumanBallots, human_rankings, load_ballots
 from crs.eval.judges import ExternalJudge, is_external, load_judge
 from crs.eval.plots import plot_mean_scores, plot_win_rate_heatmap
@@ -59,7 +59,7 @@ def study_judge(
 
     ``auto`` is gold when the eval subset's prompts (and ``more_prompts``, which it also
     judges) are all the demo's, else the first of ``fallback``; an explicit gold is refused on
-    other prompts (:func:`crs.demo.annotator.resolve_judge`). No judge at all is a ConfigError."""
+    other prompts (:func:`crs.demo.gold.resolve_judge`). No judge at all is a ConfigError."""
     texts = [last_user_text(p.prompt) for p in load_eval_prompts(load_config(eval_subset, cfg.config_path))]
     instead = f"the first reward model ({fallback[0].name}) judges" if fallback else "name one"
     resolved = resolve_judge(spec, texts + list(more_prompts), key, cfg.run.allow_gold_outside_demo, instead)

@@ -167,9 +167,9 @@ def check_gold_sources(
     configs: Sequence[RewardSourceConfig], prompt_texts: Sequence[str], key: str, allow: bool
 ) -> None:
     """Refuse every ``gold`` source among ``configs`` on prompts that are not the demo's (see
-    :func:`crs.demo.annotator.check_gold_applies`); ``key`` names the config list in the message."""
+    :func:`crs.demo.gold.check_gold_applies`); ``key`` names the config list in the message."""
     if any(c.path == "gold" and c.weight != 0 for c in configs):
-        from crs.demo.annotator import check_gold_applies
+        from crs.demo.gold import check_gold_applies
 
         check_gold_applies(prompt_texts, key, allow)
 

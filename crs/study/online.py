@@ -39,7 +39,8 @@ from matplotlib.figure import Figure
 from crs.config import CRSConfig, EvalModelConfig, RewardSourceConfig, load_config
 from crs.data import load_examples
 from crs.data.schema import AbsoluteExample, DataError, PromptExample, RankingExample, last_user_text
-from crs.demo.annotator import ANNOTATORS, check_gold_applies, likert, likert_to_unit, rank_replies
+from crs.demo.annotator import ANNOTATORS, likert, likert_to_unit, rank_replies
+from crs.demo.gold import check_gold_applies
 from crs.eval import length_control, win_rates
 from crs.eval.plots import plot_overoptimization, save_figure_atomic
 from crs.eval.power import power_line, power_of_interval

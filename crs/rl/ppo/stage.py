@@ -40,7 +40,7 @@ from torch import nn
 from crs.config import ConfigError, CRSConfig, RewardSourceConfig
 from crs.data import load_examples
 from crs.data.schema import Messages, last_user_text
-from crs.demo.annotator import resolve_judge
+from crs.demo.gold import resolve_judge
 from crs.io import (
     append_jsonl,
     folder_written_atomically,
