@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crs.data import demo_dataset_path
 from crs.data.schema import user_prompt
 from crs.demo import annotator
+from crs.demo.dataset import demo_dataset_path
 from crs.demo.prompts import assign_splits, build_prompts
 from crs.models.decoding import SamplingSettings, generate_replies
 from crs.models.loading import load_causal_lm, load_tokenizer

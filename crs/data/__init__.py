@@ -25,18 +25,19 @@ Canonical rows (adapter ``canonical``, the default for files); a prompt is eithe
 
 Built-in adapters for other layouts: ``instruction`` (Alpaca), ``oasst1``,
 ``hh_rlhf``, ``shp``, ``ultrafeedback`` and ``crs_demo``; their docstrings in
-:mod:`crs.data.adapters` and :mod:`crs.data.public` say how each view is built.
+:mod:`crs.data.adapters`, :mod:`crs.data.public` and :mod:`crs.demo.dataset` say how each view
+is built. :mod:`crs.data.registry` names them all.
 """
 
 from crs.data.adapters import KINDS, Adapter, Drops
 from crs.data.loader import (
-    ADAPTERS,
     convert_table,
     load_examples,
     resolve_adapter,
     sample_examples,
     split_by_prompt,
 )
+from crs.data.registry import ADAPTERS, EMBEDDED_DEMO
 from crs.data.schema import (
     AbsoluteExample,
     DataError,
@@ -46,7 +47,7 @@ from crs.data.schema import (
     SFTExample,
     user_prompt,
 )
-from crs.data.sources import EMBEDDED_DEMO, Table, apply_columns, demo_dataset_path, read_rows
+from crs.data.sources import Table, apply_columns, read_rows
 
 __all__ = [
     "ADAPTERS",
@@ -63,7 +64,6 @@ __all__ = [
     "Table",
     "apply_columns",
     "convert_table",
-    "demo_dataset_path",
     "load_examples",
     "read_rows",
     "resolve_adapter",

@@ -14,25 +14,11 @@ import random
 from typing import Any
 
 from crs.config import ConfigError, DataConfig
-from crs.data.adapters import (
-    CANONICAL,
-    CRS_DEMO,
-    INSTRUCTION,
-    Adapter,
-    Context,
-    Drops,
-    Example,
-    check_kind,
-    require_columns,
-)
-from crs.data.public import HH_RLHF, OASST1, SHP, ULTRAFEEDBACK
-from crs.data.sources import EMBEDDED_DEMO, Table, apply_columns, read_rows
+from crs.data.adapters import Adapter, Context, Drops, Example, check_kind, require_columns
+from crs.data.registry import ADAPTERS, EMBEDDED_DEMO, registered
+from crs.data.sources import Table, apply_columns, read_rows
 
 LOGGER = logging.getLogger(__name__)
-
-ADAPTERS: dict[str, Adapter] = {
-    a.name: a for a in (CANONICAL, INSTRUCTION, CRS_DEMO, OASST1, HH_RLHF, SHP, ULTRAFEEDBACK)
-}
 
 
 def resolve_adapter(name: str, source: str) -> Adapter:
@@ -41,7 +27,7 @@ def resolve_adapter(name: str, source: str) -> Adapter:
         name = "crs_demo" if source == EMBEDDED_DEMO else "canonical"
     if name not in ADAPTERS:
         raise ConfigError(f"data.adapter: unknown adapter {name!r}; choose one of auto, {', '.join(ADAPTERS)}")
-    return ADAPTERS[name]
+    return registered(ADAPTERS[name])
 
 
 def convert_table(

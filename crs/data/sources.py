@@ -1,4 +1,4 @@
-"""Reading raw rows: local files (.jsonl, .json, .csv, .parquet), the hub, the demo data.
+"""Reading raw rows: local files (.jsonl, .json, .csv, .parquet), the hub, the embedded data.
 
 Every source becomes a :class:`Table`: the rows as plain dicts plus, for each row, the
 line or row number it came from, so that an adapter can say *where* a bad row is
@@ -18,18 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crs.data.registry import EMBEDDED_DEMO, EMBEDDED_SOURCES, registered
 from crs.data.schema import DataError
 from crs.io import JsonLinesError, iter_jsonl, open_text
 
 LOGGER = logging.getLogger(__name__)
 
-EMBEDDED_DEMO = "embedded:crs-demo"
 HUB_PREFIX = "hub:"
-
-
-def demo_dataset_path() -> Path:
-    """Where the embedded demo dataset (``embedded:crs-demo``) lives inside the package."""
-    return Path(__file__).resolve().parent.parent / "demo" / "data" / "crs_demo.jsonl.gz"
 
 
 @dataclass
@@ -57,19 +52,13 @@ class Table:
 def read_rows(source: str, split: str = "train", hub_config: str | None = None) -> Table:
     """Read every row of ``source``.
 
-    ``source`` is ``embedded:crs-demo``, ``hub:<dataset id>`` (loaded with
-    ``datasets.load_dataset(id, hub_config, split=split)``) or a local file. ``split``
-    only selects a hub split; local files are one split each (the ``crs_demo`` adapter
-    filters its rows by their ``split`` field itself).
+    ``source`` is an embedded source (``embedded:crs-demo``, :data:`~crs.data.registry.EMBEDDED_SOURCES`),
+    ``hub:<dataset id>`` (loaded with ``datasets.load_dataset(id, hub_config, split=split)``) or a
+    local file. ``split`` only selects a hub split; local files are one split each (the ``crs_demo``
+    adapter filters its rows by their ``split`` field itself).
     """
-    if source == EMBEDDED_DEMO:
-        path = demo_dataset_path()
-        if not path.is_file():
-            raise DataError(
-                f"the embedded demo dataset is missing: {path}; the crs package install is "
-                "incomplete (reinstall it, or point data.source at another file)"
-            )
-        return _read_file(path)
+    if source in EMBEDDED_SOURCES:
+        return _read_file(registered(EMBEDDED_SOURCES[source])())
     if source.startswith(HUB_PREFIX):
         return _read_hub(source[len(HUB_PREFIX) :], split, hub_config)
     path = Path(source).expanduser()

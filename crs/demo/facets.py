@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from crs.data import EMBEDDED_DEMO, read_rows
 from crs.demo.annotator import (
     ANNOTATORS,
     WEIGHTS,
@@ -227,15 +228,12 @@ def _print_curves(curves: dict[str, dict[str, Any]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Print the implied curves of the standard and planted-facets labels of the shipped demo data, and the construction's."""
-    from crs.data.sources import demo_dataset_path  # here: crs.data imports crs.demo
-    from crs.io import iter_jsonl
-
     parser = argparse.ArgumentParser(description="Implied optimum preference weight of the demo labels.")
     parser.add_argument(
         "--other_seeds", type=int, default=10, help="also relabel with seeds 1..N and summarize the best weights"
     )
     args = parser.parse_args(argv)
-    rows = [row for _, row in iter_jsonl(demo_dataset_path())]
+    rows = read_rows(EMBEDDED_DEMO).rows
     _print_curves(
         {
             "standard": implied_best_weight(rows),

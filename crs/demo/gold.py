@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 from crs.config import ConfigError
+from crs.demo.dataset import demo_dataset_path
+from crs.io import iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +25,6 @@ GOLD_OVERRIDE_KEY = "run.allow_gold_outside_demo"
 @lru_cache(maxsize=1)
 def demo_prompt_texts() -> frozenset[str]:
     """Every prompt of the embedded demo dataset (all splits), whitespace-normalised."""
-    from crs.data.sources import demo_dataset_path
-    from crs.io import iter_jsonl
-
     return frozenset(" ".join(row["prompt"].split()) for _, row in iter_jsonl(demo_dataset_path()))
 
 

@@ -20,15 +20,9 @@ from paths import FIXTURES
 
 from crs.config import ConfigError, DataConfig
 from crs.data import (
-    AbsoluteExample,
     DataError,
-    PromptExample,
-    RankingExample,
-    SFTExample,
-    demo_dataset_path,
     load_examples,
     read_rows,
-    resolve_adapter,
 )
 from crs.data.public import label_score
 
@@ -50,65 +44,15 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- crs_demo
+# --------------------------------------------------------------------------- data.demo_labels
 
 
-def test_crs_demo_sft_takes_the_rank_0_reply_of_the_chosen_split() -> None:
-    examples = load("crs_demo_tiny.jsonl", "crs_demo", "sft", split="sft")
-    assert [type(e) for e in examples] == [SFTExample, SFTExample]
-    first = examples[0]
-    assert first.prompt == user("List 3 tips for falling asleep faster.")
-    assert first.reply.endswith("3. Keep the room cool.")  # rank 0 is the second reply in the row
-    assert first.meta["prompt_id"] == "list-0001"
-    assert (first.meta["category"], first.meta["topic"]) == ("list", "sleep")
-    assert examples[1].reply == "Heat water to about 80 C and steep for two minutes."
-
-
-def test_crs_demo_ranking_is_sorted_by_rank_and_hides_the_gold_utility() -> None:
-    (example,) = load("crs_demo_tiny.jsonl", "crs_demo", "ranking", split="rm")
-    assert isinstance(example, RankingExample)
-    assert example.replies == ["- A rain jacket\n- Spare socks", "- A rain jacket", "- Sunglasses"]
-    assert example.scores is None
-    assert "gold" not in json.dumps(example.meta)
-
-
-def test_crs_demo_absolute_uses_each_reply_score() -> None:
-    examples = load("crs_demo_tiny.jsonl", "crs_demo", "absolute", split="rm")
-    assert [(e.reply, e.score, e.meta["likert"]) for e in examples] == [
-        ("- A rain jacket\n- Spare socks", 1.0, 5),
-        ("- Sunglasses", 0.0, 1),
-        ("- A rain jacket", 0.5, 3),
-    ]
-    assert all(isinstance(e, AbsoluteExample) and "gold_utility" not in e.meta for e in examples)
-
-
-def test_crs_demo_prompts_carry_id_and_spec() -> None:
-    (example,) = load("crs_demo_tiny.jsonl", "crs_demo", "prompts", split="eval")
-    assert isinstance(example, PromptExample)
-    assert example.id == "explain-0005"
-    assert example.prompt == user("Explain what photosynthesis does.")
-    assert example.meta["spec"] == {"max_sentences": 2}
-    assert (example.meta["category"], example.meta["topic"]) == ("explain", "plants")
-
-
-def test_crs_demo_unknown_split_lists_the_splits() -> None:
-    with pytest.raises(ConfigError, match="its splits are eval, rl, rm, sft"):
-        load("crs_demo_tiny.jsonl", "crs_demo", "prompts", split="train")
-
-
-@pytest.mark.skipif(not demo_dataset_path().is_file(), reason="demo dataset not generated yet")
-def test_embedded_demo_dataset_loads_every_view() -> None:
-    for kind, split in (("sft", "sft"), ("ranking", "rm"), ("absolute", "rm"), ("prompts", "eval")):
-        train, val = load_examples(DataConfig(split=split), kind, seed=0)
-        assert train and val, (kind, split)
-        assert not {e.meta["prompt_id"] for e in train} & {e.meta["prompt_id"] for e in val}
-        assert "gold" not in json.dumps([e.meta for e in train[:20]])
-
-
-def test_auto_adapter_and_demo_path() -> None:
-    assert resolve_adapter("auto", "embedded:crs-demo").name == "crs_demo"
-    assert resolve_adapter("auto", "data/train.jsonl").name == "canonical"
-    assert demo_dataset_path().parts[-4:] == ("crs", "demo", "data", "crs_demo.jsonl.gz")
+@pytest.mark.parametrize("adapter", ["auto", "canonical"])
+def test_facets_with_another_adapter_is_a_one_line_config_error(adapter: str) -> None:
+    cfg = DataConfig(source=str(FIXTURES / "canonical_ranking.jsonl"), adapter=adapter, demo_labels="facets")
+    with pytest.raises(ConfigError, match="data.demo_labels") as err:
+        load_examples(cfg, "ranking", seed=0)
+    assert "\n" not in str(err.value)
 
 
 # --------------------------------------------------------------------------- canonical

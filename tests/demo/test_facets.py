@@ -1,4 +1,4 @@
-"""Tests of the planted-facets demo labels (crs/demo/facets.py) and of ``data.demo_labels``."""
+"""Tests of the planted-facets demo labels (crs/demo/facets.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from paths import FIXTURES
 
-from crs.config import ConfigError, DataConfig
-from crs.data import demo_dataset_path, load_examples
 from crs.demo.annotator import utility
+from crs.demo.dataset import demo_dataset_path
 from crs.demo.facets import (
     SEED,
     construction_curve,
@@ -184,46 +182,3 @@ def test_the_construction_needs_both_channels(demo_rows: list[dict[str, Any]]) -
     curve, best = result["curve"], result["best_weight"]
     assert 0.25 <= best <= 0.75
     assert curve[best] > max(curve[0.0], curve[1.0]) + 0.1
-
-
-# --------------------------------------------------------------------------- data.demo_labels
-
-
-@needs_demo
-def test_loading_facets_keeps_prompts_and_replies_but_not_labels() -> None:
-    def load(labels: str, kind: str) -> list[Any]:
-        train, val = load_examples(DataConfig(split="rm", demo_labels=labels), kind, seed=0)
-        return train + val
-
-    standard, facets = load("standard", "absolute"), load("facets", "absolute")
-    assert [(e.meta["prompt_id"], e.reply) for e in standard] == [(e.meta["prompt_id"], e.reply) for e in facets]
-    assert [e.score for e in standard] != [e.score for e in facets]
-    assert all(0.0 <= e.score <= 1.0 for e in facets)
-    standard, facets = load("standard", "ranking"), load("facets", "ranking")
-    assert [(e.meta["prompt_id"], sorted(e.replies)) for e in standard] == [
-        (e.meta["prompt_id"], sorted(e.replies)) for e in facets
-    ]
-    reordered = sum(a.replies != b.replies for a, b in zip(standard, facets))
-    assert reordered > len(standard) // 4
-
-
-def test_facets_with_the_crs_demo_adapter_on_a_file_relabels_it() -> None:
-    cfg = DataConfig(
-        source=str(FIXTURES / "crs_demo_tiny.jsonl"),
-        adapter="crs_demo",
-        split="rm",
-        val_fraction=0.0,
-        demo_labels="facets",
-    )
-    rows = [row for _, row in iter_jsonl(FIXTURES / "crs_demo_tiny.jsonl") if row["split"] == "rm"]
-    expected = [r["score"] for row in relabel_rows(rows, SEED) for r in row["replies"]]
-    train, _ = load_examples(cfg, "absolute", seed=0)
-    assert [e.score for e in train] == expected
-
-
-@pytest.mark.parametrize("adapter", ["auto", "canonical"])
-def test_facets_with_another_adapter_is_a_one_line_config_error(adapter: str) -> None:
-    cfg = DataConfig(source=str(FIXTURES / "canonical_ranking.jsonl"), adapter=adapter, demo_labels="facets")
-    with pytest.raises(ConfigError, match="data.demo_labels") as err:
-        load_examples(cfg, "ranking", seed=0)
-    assert "\n" not in str(err.value)

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from crs.config import ConfigError
-from crs.data import demo_dataset_path
+from crs.demo.dataset import demo_dataset_path
 from crs.demo.gold import check_gold_applies, demo_prompt_texts, prompts_outside_demo, resolve_judge
 
 pytestmark = pytest.mark.skipif(not demo_dataset_path().is_file(), reason="demo dataset not generated yet")
