@@ -107,7 +107,7 @@ def test_the_algorithm_never_imports_its_stage() -> None:
 
 
 # The house's floors (docs/layout.md): a package imports only from its own floor's foundation
-# or lower. cli -> study -> eval -> rl -> rm / sft -> models -> config / data / demo / io / runs.
+# or lower. cli -> study -> eval -> rl -> rm / sft -> models -> demo -> config / data / io / runs.
 FLOORS: dict[str, int] = {
     "crs.io": 0,
     "crs.config": 0,
@@ -115,16 +115,16 @@ FLOORS: dict[str, int] = {
     "crs.runs": 0,
     "crs.processes": 0,
     "crs.data": 0,
-    "crs.demo": 0,
     "crs": 0,
-    "crs.models": 1,
-    "crs.rm": 2,
-    "crs.sft": 2,
-    "crs.rl": 3,
-    "crs.eval": 4,
-    "crs.study": 5,
-    "crs.cli": 6,
-    "crs.__main__": 7,
+    "crs.demo": 1,
+    "crs.models": 2,
+    "crs.rm": 3,
+    "crs.sft": 3,
+    "crs.rl": 4,
+    "crs.eval": 5,
+    "crs.study": 6,
+    "crs.cli": 7,
+    "crs.__main__": 8,
 }
 
 
@@ -157,6 +157,34 @@ def test_the_floor_check_finds_a_planted_upward_import() -> None:
     graph["crs.rl.ppo.stage"] = graph["crs.rl.ppo.stage"] | {"crs.eval.plots"}  # training drawing its own figures
     graph["crs.rm.training"] = graph["crs.rm.training"] | {"crs.sft.training"}  # sideways between two stages
     assert floor_violations(graph) == ["crs.rl.ppo.stage -> crs.eval.plots", "crs.rm.training -> crs.sft.training"]
+
+
+def imports_between(graph: dict[str, set[str]], importer: str, imported: str) -> list[str]:
+    """Every import from package ``importer`` (``crs.data``) of package ``imported`` (``crs.demo``)."""
+    return sorted(
+        f"{a} -> {b}"
+        for a, targets in graph.items()
+        for b in targets
+        if package_of(a) == importer and package_of(b) == imported
+    )
+
+
+def test_the_data_layer_never_imports_the_demo() -> None:
+    # The demo plugs in by name (crs/data/registry.py's "module:attribute" strings), not by import.
+    graph = import_graph(module_level_only=False)
+    assert any(package_of(b) == "crs.data" for a in graph if package_of(a) == "crs.demo" for b in graph[a])
+    assert imports_between(graph, "crs.data", "crs.demo") == []
+
+
+def test_the_data_to_demo_check_finds_a_planted_function_level_import(tmp_path: Path) -> None:
+    planted = tmp_path / "adapters.py"
+    planted.write_text(
+        "def relabel(row):\n    from crs.demo.facets import relabel_rows\n    return relabel_rows([row])\n"
+    )
+    graph = import_graph(module_level_only=False)
+    found = {m for m in crs_imports(planted, module_level_only=False) if m in graph}  # as import_graph reads it
+    graph["crs.data.adapters"] = graph["crs.data.adapters"] | found
+    assert imports_between(graph, "crs.data", "crs.demo") == ["crs.data.adapters -> crs.demo.facets"]
 
 
 def test_training_and_models_never_import_the_report_or_matplotlib() -> None:
