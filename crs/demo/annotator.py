@@ -3,7 +3,7 @@
 How a reply is graded
 ---------------------
 The annotator reads the prompt (its spec is recovered from the wording by
-:func:`crs.demo.prompts.infer_spec`) and scores the reply on up to seven criteria, each
+:func:`crs.demo.prompt_specs.infer_spec`) and scores the reply on up to seven criteria, each
 between 0 (bad) and 1 (good):
 
 * **relevance** (2 points): the reply uses the prompt's key terms (content words, so
@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from crs.demo.prompts import infer_spec, key_terms, stem, tokenize
+from crs.demo.prompt_specs import infer_spec, key_terms, stem, tokenize
 
 WEIGHTS: dict[str, float] = {
     "relevance": 2.0,

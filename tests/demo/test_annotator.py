@@ -20,7 +20,7 @@ from crs.demo.annotator import (
     utility,
     utility_breakdown,
 )
-from crs.demo.prompts import build_prompts
+from crs.demo.prompt_set import build_prompts
 
 SLEEP_LIST = "List 3 tips for sleeping better."
 THREE_TIPS = (
