@@ -30,16 +30,11 @@ Why the best mixture is interior
 --------------------------------
 Each channel's blind spot is systematic, so no amount of data removes it: a reward model
 trained on either channel alone learns that channel's view, not the gold. Noise-free,
-:func:`construction_curve` orders 74% of the demo's within-prompt pairs like the gold with
-the rankers' view alone, 82% with the raters' alone and 97% with ``0.625 * z(rankers) +
-0.375 * z(raters)``. The drawn labels (noise, five rounded Likert levels) imply the same
-shape: :func:`implied_best_weight` finds w = 0.5 on the shipped 900 prompts (pairwise
-accuracy 0.730, against 0.692 for the ranking alone and 0.626 for the ratings alone).
-``python -m crs.demo.facets`` prints both curves (docs/demo_dataset.md, "Planted facets").
-
-Two earlier versions (2026-12-03) let the raters see every criterion; a trained absolute
-reward model then averages the raters' noise away and recovers the gold view, so the best
-mixture sat at (or beside) w = 0 once models were trained, whatever the labels implied.
+:func:`construction_curve` scores how well each mix of the two views orders the demo's
+within-prompt pairs like the gold; :func:`implied_best_weight` does the same with the drawn
+labels (noise, five rounded Likert levels). ``python -m crs.demo.facets`` prints both curves;
+their values on the shipped data are in docs/demo_dataset.md ("Planted facets"), and the
+earlier versions of the plant with what trained models made of them in docs/results.md.
 
 Determinism
 -----------
