@@ -42,7 +42,8 @@ def _finish(messages: Messages, markup: str) -> Messages:
     if messages[-1]["role"] != "user":
         role = messages[-1]["role"]
         raise MarkupError(
-            f"{markup} prompt ends on {'an' if role == 'assistant' else 'a'} {role} turn; a prompt must end on a user turn "
+            f"{markup} prompt ends on {'an' if role == 'assistant' else 'a'} {role} turn; "
+            "a prompt must end on a user turn "
             "(optionally followed by the opening of the assistant's reply)"
         )
     return messages

@@ -21,7 +21,8 @@ ADAPTERS: dict[str, str] = {
     "shp": "crs.data.public:SHP",
     "ultrafeedback": "crs.data.public:ULTRAFEEDBACK",
 }
-"""Every ``data.adapter`` name and the :class:`~crs.data.adapters.Adapter` it names (messages list them in this order)."""
+"""Every ``data.adapter`` name and the :class:`~crs.data.adapters.Adapter` it names (listed in this order in
+messages)."""
 
 EMBEDDED_SOURCES: dict[str, str] = {EMBEDDED_DEMO: "crs.demo.dataset:embedded_demo_file"}
 """Every embedded ``data.source`` and the function that returns its file (a DataError when the install lacks it)."""

@@ -222,7 +222,8 @@ def _print_curves(curves: dict[str, dict[str, Any]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Print the implied curves of the standard and planted-facets labels of the shipped demo data, and the construction's."""
+    """Print the implied curves of the standard and planted-facets labels of the shipped demo data, and the
+    construction's."""
     parser = argparse.ArgumentParser(description="Implied optimum preference weight of the demo labels.")
     parser.add_argument(
         "--other_seeds", type=int, default=10, help="also relabel with seeds 1..N and summarize the best weights"
@@ -241,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         margins = [r["curve"][r["best_weight"]] - max(r["curve"][0.0], r["curve"][1.0]) for r in results]
         print(
             f"facets with seeds 1..{args.other_seeds}: best weights {sorted(r['best_weight'] for r in results)}; "
-            f"margin of the best over the better end: min {min(margins):.3f}, mean {np.mean(margins):.3f}, max {max(margins):.3f}"
+            f"margin of the best over the better end: min {min(margins):.3f}, mean {np.mean(margins):.3f}, "
+            f"max {max(margins):.3f}"
         )
 
 

@@ -20,7 +20,8 @@ HELLO = [{"role": "user", "content": "Hello there"}]
         ("<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n", HELLO),
         ("<|im_start|>user Hello there <|im_end|><|im_start|>assistant", HELLO),  # the one-line form
         (
-            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHey!<|im_end|>\n"
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+            "<|im_start|>assistant\nHey!<|im_end|>\n"
             "<|im_start|>user\nHello there<|im_end|>\n",
             [
                 {"role": "system", "content": "Be brief."},
