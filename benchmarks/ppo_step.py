@@ -127,7 +127,10 @@ def main() -> None:
         f"\nPPO step, SmolLM2-135M LoRA r16 all-linear, 8 prompts x <=48 new tokens, 1 epoch, 1 mini-batch "
         f"(median of {args.steps} after {args.warmup} warm-up)"
     )
-    header = f"{'dtype':6} {'gen s':>7} {'fwd s':>7} {'score s':>8} {'update s':>9} {'total s':>8} {'tok/s':>7} {'len':>5} {'peak MB':>8} {'vs TRL':>7}"
+    header = (
+        f"{'dtype':6} {'gen s':>7} {'fwd s':>7} {'score s':>8} {'update s':>9} {'total s':>8} "
+        f"{'tok/s':>7} {'len':>5} {'peak MB':>8} {'vs TRL':>7}"
+    )
     print(header)
     print("-" * len(header))
     for dtype_name, r in results.items():
@@ -138,7 +141,8 @@ def main() -> None:
             f"{r['peak_rss_mb']:8.0f} {speedup:6.1f}x"
         )
     print(
-        f"TRL 1.12 PPOTrainer reference: {TRL_REFERENCE['fp32']:.0f} s/step fp32, {TRL_REFERENCE['bf16']:.1f} s/step bf16"
+        f"TRL 1.12 PPOTrainer reference: {TRL_REFERENCE['fp32']:.0f} s/step fp32, "
+        f"{TRL_REFERENCE['bf16']:.1f} s/step bf16"
     )
 
 

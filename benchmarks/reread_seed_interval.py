@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     low, high = reread(args.rate, tuple(args.interval), args.per_seed)
     print(
-        f"{args.rate:.1f} ({low:.1f}-{high:.1f}) corrected, approximately; published ({args.interval[0]:.1f}-{args.interval[1]:.1f})"
+        f"{args.rate:.1f} ({low:.1f}-{high:.1f}) corrected, approximately; "
+        f"published ({args.interval[0]:.1f}-{args.interval[1]:.1f})"
     )
 
 
