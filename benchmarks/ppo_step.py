@@ -2,16 +2,16 @@
 
 Fixed setting: SmolLM2-135M-Instruct policy with a LoRA adapter (r 16, all linear layers),
 8 prompts, up to 48 new tokens, 1 PPO epoch on one mini-batch; the reward is a SmolLM2
-sequence classifier with a randomly initialised head (as in the TRL reference run, whose
-PPOTrainer took ~16 s/step in fp32 and 10-11 s in bf16 on this machine with SmolLM2 value
-and reward models). Each dtype runs in its own process so peak memory is its own; the
-figures are medians over ``--steps`` steps after ``--warmup`` steps.
+sequence classifier with a randomly initialised head (as in the TRL reference run, with
+SmolLM2 value and reward models). Each dtype runs in its own process so peak memory is its
+own; the figures are medians over ``--steps`` steps after ``--warmup`` steps.
 
 Printed per dtype: generation / forward (reference log-probs; with one mini-batch the old
 log-probs and values come from the update's first forward) / scoring (reward model) /
 update seconds, total seconds per step, generated tokens per second, and peak RSS. The
-"vs TRL" column divides ``TRL_REFERENCE``; this machine's speed drifts by up to 40% over
-minutes, so compare with TRL 1.12 (its own venv) timed in the same sitting.
+"vs TRL" column divides ``TRL_REFERENCE`` (TRL's seconds per step, docs/results.md); the
+machine's speed drifts over minutes, so compare with TRL 1.12 (its own venv) timed in the
+same sitting.
 """
 
 from __future__ import annotations

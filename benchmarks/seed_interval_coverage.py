@@ -4,7 +4,8 @@ Each simulated study has groups of ``S`` seeds x ``P`` prompts drawn from
 ``y[s, p] = a_s + b_p + e_sp`` (true mean 0; seed effect sd ``sa``, prompt effect sd ``sb``,
 cell noise sd ``se``), and counts how often an interval contains 0. Two methods:
 
-- ``old``: the seed-resampling bootstrap crs used up to 2026-12 (seeds resampled, then prompts);
+- ``old``: the seed-resampling bootstrap (seeds resampled, then prompts) that the pivotal rounds
+  replaced;
 - ``new``: :func:`crs.eval.hierarchical.seed_prompt_intervals`' pivotal rounds (a Student-t seed
   level, a shrunk prompt bootstrap).
 

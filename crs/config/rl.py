@@ -358,8 +358,8 @@ class PPOSettings:
     logprobs_from_sampling: bool = field(
         default=False,
         metadata={
-            "help": "Reuse sampling's log-probs and values as the rollout's (saves a forward; exact in fp32, ~0.04 "
-            "nats/token off in bf16)."
+            "help": "Reuse sampling's log-probs and values as the rollout's (saves a forward; exact in fp32, slightly "
+            "off in bf16: docs/results.md)."
         },
     )
     old_logprobs_from_update: bool = field(
@@ -380,8 +380,8 @@ class PPOSettings:
     packed_sampling: bool = field(
         default=True,
         metadata={
-            "help": "On CPU, that copy's weights are pre-packed for oneDNN and repacked each step: small-batch "
-            "matmuls ~2x faster, one more copy of the weights."
+            "help": "On CPU, that copy's weights are pre-packed for oneDNN and repacked each step: faster small-batch "
+            "matmuls (docs/results.md), one more copy of the weights."
         },
     )
     fused_sampling: bool = field(

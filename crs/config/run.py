@@ -57,8 +57,8 @@ class RunConfig:
         default=True,
         metadata={
             "help": "On a CPU-only Linux machine, glibc keeps freed memory for the next step's tensors instead of "
-            "returning it to the OS: the fp32 PPO update 2.7 s instead of 3.0-3.3 s (same peak memory), the demo's SFT "
-            "1.15x faster at ~1.5x the peak memory (7.0 GB against 4.8 GB). false when memory is tight. Setting "
-            "`MALLOC_MMAP_MAX_` or `MALLOC_TRIM_THRESHOLD_` yourself also leaves glibc as you set it."
+            "returning it to the OS: faster steps at a higher peak memory (measured in docs/results.md). false when "
+            "memory is tight. Setting `MALLOC_MMAP_MAX_` or `MALLOC_TRIM_THRESHOLD_` yourself also leaves glibc as "
+            "you set it."
         },
     )
