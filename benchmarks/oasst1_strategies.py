@@ -85,13 +85,18 @@ STRATEGIES: dict[str, tuple[str, list[str]]] = {
 # Validation once, at the end: the benchmark measures held-out trees itself.
 COMMON = ["train.eval_steps=100000"]
 WEIGHTS = [i / 8 for i in range(9)]
-# The keys of oasst1's flat message table that the split and crs's oasst1 adapter need (../shared/data/oasst1/README.md).
+# The keys of oasst1's flat message table that the split and crs's oasst1 adapter need
+# (../shared/data/oasst1/README.md).
 MESSAGE_KEYS = ("message_id", "parent_id", "message_tree_id", "role", "text")
-SCHEMA = "oasst1's flat message table, one JSON message per line (message_id, parent_id, message_tree_id, role, text, rank, labels, ...)"
+SCHEMA = (
+    "oasst1's flat message table, one JSON message per line "
+    "(message_id, parent_id, message_tree_id, role, text, rank, labels, ...)"
+)
 
 
 def read_messages(path: str) -> list[dict[str, Any]]:
-    """Every message of the file (crs's JSON-lines reader); a file that is not oasst1's messages is a one-line DataError."""
+    """Every message of the file (crs's JSON-lines reader); a file that is not oasst1's messages is a one-line
+    DataError."""
     file = Path(path)
     if not file.is_file():
         raise DataError(f"{path}: no such file; give {SCHEMA}")
@@ -144,7 +149,8 @@ def data_overrides(train: Path, heldout: Path, seed: int) -> list[str]:
 def train_strategy(
     name: str, overrides: list[str], runs: dict[str, str], output_dir: Path, reuse: bool
 ) -> dict[str, Any]:
-    """Train one strategy's reward model (``reuse``: keep a finished run of the same config); returns its run dir, time and metrics."""
+    """Train one strategy's reward model (``reuse``: keep a finished run of the same config); returns its run dir, time
+    and metrics."""
     subset, extra = STRATEGIES[name]
     extra = [x.format(**runs) for x in extra]
     # The strategy's own keys first, so --set overrides them.
@@ -163,7 +169,8 @@ def train_strategy(
 
 
 def heldout_groups(overrides: list[str]) -> tuple[list[RankedGroup], list[Any]]:
-    """The held-out trees' sibling groups in the humans' order (each reply with its quality label), and their prompts."""
+    """The held-out trees' sibling groups in the humans' order (each reply with its quality label), and their
+    prompts."""
     cfg = load_config("rm_preference", None, overrides)
     _, val = load_examples(cfg.data, "ranking", cfg.run.seed)
     _, held_absolutes = load_examples(cfg.data, "absolute", cfg.run.seed)
@@ -296,7 +303,8 @@ def format_report(results: dict[str, Any]) -> str:
     held = results["heldout"]
     lines = [
         f"Held out: {held['trees']} trees, {held['groups']} sibling groups, {held['pairs']} pairs, "
-        f"{held['labelled_replies']} replies with a quality label; 95% intervals over trees ({results['n_boot']} rounds).",
+        f"{held['labelled_replies']} replies with a quality label; "
+        f"95% intervals over trees ({results['n_boot']} rounds).",
         "",
         "| scorer | pairwise accuracy | vs length, points | top-1 | Spearman with quality |",
         "|---|---|---|---|---|",

@@ -89,7 +89,8 @@ def run_one(
             rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for i, row in enumerate(rows):
         print(
-            f"  [{algorithm} {dtype_name}] step {i + 1}: {row['time/step']:.2f} s, reply length {row['reply/length']:.1f}",
+            f"  [{algorithm} {dtype_name}] step {i + 1}: {row['time/step']:.2f} s, "
+            f"reply length {row['reply/length']:.1f}",
             file=sys.stderr,
         )
     timed = rows[warmup:]

@@ -92,12 +92,14 @@ def main() -> None:
     rows = {flag: measure(flag, args.batch, args.prompt, args.reply) for flag in (False, True)}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(
-        f"PPO forward + backward, SmolLM2-135M bf16 + LoRA r16, batch {args.batch} x ({args.prompt} + {args.reply}) tokens, {device}"
+        f"PPO forward + backward, SmolLM2-135M bf16 + LoRA r16, "
+        f"batch {args.batch} x ({args.prompt} + {args.reply}) tokens, {device}"
     )
     for flag, row in rows.items():
         extra = f", peak allocated {row['peak_allocated_mib']:.0f} MiB" if "peak_allocated_mib" in row else ""
         print(
-            f"  gradient_checkpointing {str(flag).lower():5}: kept for backward {row['kept_mib']:7.1f} MiB, {row['seconds']:.2f} s{extra}"
+            f"  gradient_checkpointing {str(flag).lower():5}: "
+            f"kept for backward {row['kept_mib']:7.1f} MiB, {row['seconds']:.2f} s{extra}"
         )
     print(f"  checkpointing keeps {rows[True]['kept_mib'] / rows[False]['kept_mib']:.0%} of the activations")
 

@@ -189,7 +189,8 @@ def main() -> None:
     prompt_lengths = [len(encode_prompt(tokenizer, user_prompt(p), 256)) for p in prompts]
     tokens = sum(prompt_lengths) + len(prompts) * args.reply
     print(
-        f"Setting: {len(prompts)} prompts of {min(prompt_lengths)}-{max(prompt_lengths)} tokens, {args.reply} reply tokens each "
+        f"Setting: {len(prompts)} prompts of {min(prompt_lengths)}-{max(prompt_lengths)} tokens, "
+        f"{args.reply} reply tokens each "
         f"({tokens} tokens a forward), LoRA r{args.rank}; {shape.linear_weights / 1e6:.1f}M linear + "
         f"{shape.head_weights / 1e6:.1f}M head weights; {torch.get_num_threads()} threads"
     )
@@ -207,7 +208,8 @@ def main() -> None:
         for phase, seconds in floors.items():
             print(f"  {phase:18} >= {seconds:5.2f} s")
         print(
-            f"  {'step':18} >= {total:5.2f} s; 3x TRL ({args.trl.get(name, float('nan')):.1f} s) allows {budget:.2f} s: "
+            f"  {'step':18} >= {total:5.2f} s; "
+            f"3x TRL ({args.trl.get(name, float('nan')):.1f} s) allows {budget:.2f} s: "
             f"the floor is {total / budget:.0%} of it"
         )
 

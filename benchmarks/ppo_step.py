@@ -2,16 +2,16 @@
 
 Fixed setting: SmolLM2-135M-Instruct policy with a LoRA adapter (r 16, all linear layers),
 8 prompts, up to 48 new tokens, 1 PPO epoch on one mini-batch; the reward is a SmolLM2
-sequence classifier with a randomly initialised head (as in the TRL reference run, whose
-PPOTrainer took ~16 s/step in fp32 and 10-11 s in bf16 on this machine with SmolLM2 value
-and reward models). Each dtype runs in its own process so peak memory is its own; the
-figures are medians over ``--steps`` steps after ``--warmup`` steps.
+sequence classifier with a randomly initialised head (as in the TRL reference run, with
+SmolLM2 value and reward models). Each dtype runs in its own process so peak memory is its
+own; the figures are medians over ``--steps`` steps after ``--warmup`` steps.
 
 Printed per dtype: generation / forward (reference log-probs; with one mini-batch the old
 log-probs and values come from the update's first forward) / scoring (reward model) /
 update seconds, total seconds per step, generated tokens per second, and peak RSS. The
-"vs TRL" column divides ``TRL_REFERENCE``; this machine's speed drifts by up to 40% over
-minutes, so compare with TRL 1.12 (its own venv) timed in the same sitting.
+"vs TRL" column divides ``TRL_REFERENCE`` (TRL's seconds per step, docs/results.md); the
+machine's speed drifts over minutes, so compare with TRL 1.12 (its own venv) timed in the
+same sitting.
 """
 
 from __future__ import annotations
@@ -127,7 +127,10 @@ def main() -> None:
         f"\nPPO step, SmolLM2-135M LoRA r16 all-linear, 8 prompts x <=48 new tokens, 1 epoch, 1 mini-batch "
         f"(median of {args.steps} after {args.warmup} warm-up)"
     )
-    header = f"{'dtype':6} {'gen s':>7} {'fwd s':>7} {'score s':>8} {'update s':>9} {'total s':>8} {'tok/s':>7} {'len':>5} {'peak MB':>8} {'vs TRL':>7}"
+    header = (
+        f"{'dtype':6} {'gen s':>7} {'fwd s':>7} {'score s':>8} {'update s':>9} {'total s':>8} "
+        f"{'tok/s':>7} {'len':>5} {'peak MB':>8} {'vs TRL':>7}"
+    )
     print(header)
     print("-" * len(header))
     for dtype_name, r in results.items():
@@ -138,7 +141,8 @@ def main() -> None:
             f"{r['peak_rss_mb']:8.0f} {speedup:6.1f}x"
         )
     print(
-        f"TRL 1.12 PPOTrainer reference: {TRL_REFERENCE['fp32']:.0f} s/step fp32, {TRL_REFERENCE['bf16']:.1f} s/step bf16"
+        f"TRL 1.12 PPOTrainer reference: {TRL_REFERENCE['fp32']:.0f} s/step fp32, "
+        f"{TRL_REFERENCE['bf16']:.1f} s/step bf16"
     )
 
 

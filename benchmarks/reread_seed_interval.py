@@ -1,9 +1,10 @@
 """A published win rate over seeds, re-read with the corrected seed level when only its summary is left.
 
-Sweeps before 2026-12-07 printed intervals from a bootstrap that resampled 2-5 seeds, which
-covers the truth in about 82% of studies at 2 seeds (docs/study.md). Where a study's per-prompt
-outcomes were not kept, but its per-seed rates and its interval were, this script gives the
-interval the corrected method (:mod:`crs.eval.hierarchical`) would print, approximately:
+Intervals from the old seed-resampling bootstrap (2-5 seeds resampled) cover the truth too
+rarely at few seeds (docs/study.md; the published figures it affects: docs/results.md). Where a
+study's per-prompt outcomes were not kept, but its per-seed rates and its interval were, this
+script gives the interval the corrected method (:mod:`crs.eval.hierarchical`) would print,
+approximately:
 
 - seed level: the per-seed rates' standard error times a Student-t draw with S - 1 degrees of
   freedom (as the corrected rounds do);
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     low, high = reread(args.rate, tuple(args.interval), args.per_seed)
     print(
-        f"{args.rate:.1f} ({low:.1f}-{high:.1f}) corrected, approximately; published ({args.interval[0]:.1f}-{args.interval[1]:.1f})"
+        f"{args.rate:.1f} ({low:.1f}-{high:.1f}) corrected, approximately; "
+        f"published ({args.interval[0]:.1f}-{args.interval[1]:.1f})"
     )
 
 

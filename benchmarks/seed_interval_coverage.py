@@ -4,7 +4,8 @@ Each simulated study has groups of ``S`` seeds x ``P`` prompts drawn from
 ``y[s, p] = a_s + b_p + e_sp`` (true mean 0; seed effect sd ``sa``, prompt effect sd ``sb``,
 cell noise sd ``se``), and counts how often an interval contains 0. Two methods:
 
-- ``old``: the seed-resampling bootstrap crs used up to 2026-12 (seeds resampled, then prompts);
+- ``old``: the seed-resampling bootstrap (seeds resampled, then prompts) that the pivotal rounds
+  replaced;
 - ``new``: :func:`crs.eval.hierarchical.seed_prompt_intervals`' pivotal rounds (a Student-t seed
   level, a shrunk prompt bootstrap).
 
@@ -24,7 +25,8 @@ import numpy as np
 
 from crs.eval.hierarchical import pivotal_rounds
 
-# (seed effect sd, prompt effect sd, cell noise sd); the first three are the ones tests/eval/test_hierarchical.py holds to 93-97%.
+# (seed effect sd, prompt effect sd, cell noise sd); the first three are the ones tests/eval/test_hierarchical.py
+# holds to 93-97%.
 SETTINGS = {
     "issue 30 (seed > prompt)": (0.1, 0.3, 0.3),
     "seed-dominated": (0.3, 0.1, 0.1),
@@ -98,7 +100,8 @@ def coverage(
 
 
 def seed_to_prompt_ratio(sds: tuple[float, float, float], n_seeds: int, n_prompts: int) -> float:
-    """Seed-level over prompt-level variance of a group's mean: (sa^2/S + se^2/(S P)) / (sb^2/P) (inf without prompt effects)."""
+    """Seed-level over prompt-level variance of a group's mean: (sa^2/S + se^2/(S P)) / (sb^2/P) (inf without prompt
+    effects)."""
     seed_sd, prompt_sd, noise_sd = sds
     seed_level = seed_sd**2 / n_seeds + noise_sd**2 / (n_seeds * n_prompts)
     return float("inf") if prompt_sd == 0 else seed_level / (prompt_sd**2 / n_prompts)
@@ -121,10 +124,12 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     print(
-        f"# 95% interval coverage (%), {args.studies} studies per cell, {args.rounds} rounds, {args.prompts} prompts, seed {args.seed}"
+        f"# 95% interval coverage (%), {args.studies} studies per cell, {args.rounds} rounds, "
+        f"{args.prompts} prompts, seed {args.seed}"
     )
     print(
-        "# old: seed-resampling bootstrap; new: pivotal rounds (crs.eval.hierarchical); diff: new, two groups sharing prompt effects"
+        "# old: seed-resampling bootstrap; new: pivotal rounds (crs.eval.hierarchical); "
+        "diff: new, two groups sharing prompt effects"
     )
     print("# ratio: seed-level / prompt-level variance of a group's mean at each seed count")
     header = (

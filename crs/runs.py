@@ -180,7 +180,8 @@ def check_resume_compatible(config: CRSConfig, run_dir: Path) -> list[str]:
         details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in refused[:8])
         more = f" (and {len(refused) - 8} more)" if len(refused) > 8 else ""
         raise ConfigError(
-            f"--resume: {run_dir} was started with another config, which its checkpoints cannot continue: {details}{more}. "
+            f"--resume: {run_dir} was started with another config, which its checkpoints cannot continue: "
+            f"{details}{more}. "
             "Resume with the run's own config.resolved.yaml, or start a new run (--name_suffix) or --overwrite"
         )
     for key in harmless:
@@ -269,7 +270,8 @@ def check_finished_resume(config: CRSConfig, run_dir: Path) -> None:
         how = "train it again with --overwrite, or start a new run beside it (--name_suffix)"
     save_key = "rl.save_steps" if keys == RL_LENGTH_KEYS else "train.save_steps"
     raise ConfigError(
-        f"--resume: {run_dir} finished at step {final_step} and kept no complete checkpoint ({save_key}: {saved.get(save_key)}), "
+        f"--resume: {run_dir} finished at step {final_step} and kept no complete checkpoint "
+        f"({save_key}: {saved.get(save_key)}), "
         f"so it cannot continue to {bound} exactly: {how}"
     )
 

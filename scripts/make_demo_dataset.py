@@ -1,6 +1,6 @@
 """Regenerate the embedded demo dataset (crs/demo/data/crs_demo.jsonl.gz) from its seeds.
 
-    python scripts/make_demo_dataset.py            # ~20-30 min on a 2-core CPU
+    python scripts/make_demo_dataset.py            # slow on CPU: docs/demo_dataset.md gives the time
 
 1. Prompts come from templates (crs/demo/prompt_set.py), split by prompt into sft/rm/rl/eval.
 2. Each prompt gets REPLIES_PER_PROMPT replies from the embedded SmolLM2, each with a

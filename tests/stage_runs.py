@@ -87,7 +87,12 @@ def write_rl_config(path: Path, model_dir: Path, output_dir: Path, **rl) -> Path
         "sample_every": 2,
         "num_sample_prompts": 2,
         "rewards": [
-            {"name": "chars", "path": "python:tests.reward_fns:distinct_characters", "weight": 1.0, "normalize": "zscore"}
+            {
+                "name": "chars",
+                "path": "python:tests.reward_fns:distinct_characters",
+                "weight": 1.0,
+                "normalize": "zscore",
+            }
         ],
     }
     settings.update(rl)
@@ -191,7 +196,8 @@ def check_run_outputs(run_dir: Path, algorithm: str, steps: int) -> dict:
 
 
 def capture_trl_rewards(monkeypatch: pytest.MonkeyPatch, algorithm: str) -> list[tuple[Any, Any, Any, list[float]]]:
-    """Record, per batch, what TRL's GRPO/RLOO trainer scored: (prompts, completions, completion ids, first reward column)."""
+    """Record, per batch, what TRL's GRPO/RLOO trainer scored: (prompts, completions, completion ids, first reward
+    column)."""
     import trl
 
     base = trl.GRPOTrainer if algorithm == "grpo" else trl.RLOOTrainer

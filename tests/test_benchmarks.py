@@ -1,4 +1,5 @@
-"""The benchmarks' own arithmetic (what benchmarks/ppo_floor.py counts is what the models hold) and their input checks."""
+"""The benchmarks' own arithmetic (what benchmarks/ppo_floor.py counts is what the models hold) and their input
+checks."""
 
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def test_the_oasst1_benchmark_given_another_schema_names_the_line_and_the_keys(t
     assert _oasst1_error(tmp_path, capsys, path).startswith(f"error: {path}, line 2: not valid JSON (")
 
 
-# --------------------------------------------------------------------------- reread_seed_interval: published 2-seed rates, corrected
+# --------------------------------------------------------------------------- reread_seed_interval: 2-seed intervals
 
 reread = runpy.run_path(str(ROOT / "benchmarks" / "reread_seed_interval.py"))["reread"]
 

@@ -380,7 +380,8 @@ def test_a_dependency_outside_its_tested_range_is_said_in_one_line(monkeypatch, 
         )
         with pytest.raises(
             ConfigError,
-            match=rf"trl {version} is outside .*; why: pip install 'trl!=1.15.\*,<1.17,>=1.14.2', or set run.allow_untested_versions: true",
+            match=rf"trl {version} is outside .*; why: pip install 'trl!=1.15.\*,<1.17,>=1.14.2', "
+            r"or set run.allow_untested_versions: true",
         ):
             dependencies.require_tested("trl", "why", allow=False)
     with caplog.at_level("WARNING"):
@@ -402,7 +403,8 @@ def test_the_trl_methods_crs_overrides_exist_and_a_missing_one_stops_the_run(mon
     monkeypatch.setitem(TRL_OVERRIDES, "DPOTrainer", {"_prepare_dataset": ("dataset", "tokenizer_that_was_renamed")})
     with pytest.raises(
         ConfigError,
-        match=r"TRL 1\.\d+\.\d+'s DPOTrainer has no _prepare_dataset\(dataset, tokenizer_that_was_renamed\), which crs overrides",
+        match=r"TRL 1\.\d+\.\d+'s DPOTrainer has no "
+        r"_prepare_dataset\(dataset, tokenizer_that_was_renamed\), which crs overrides",
     ):
         require_trl(cfg, "DPOTrainer")
     monkeypatch.setitem(TRL_OVERRIDES, "GRPOTrainer", {"_gone_in_a_later_trl": ("inputs",)})

@@ -153,7 +153,10 @@ def _override(key: str, value: str) -> str:
     if key in ("sweep.weights[*]", "bon.weights[*]"):
         return f"{key[:-3]}=[{value}]"
     if key in ("bon.preference_source", "bon.absolute_source"):
-        return f"bon={{rewards: [{{name: preference, path: gold}}, {{name: absolute, path: gold}}], {key.split('.')[1]}: {value}}}"
+        return (
+            f"bon={{rewards: [{{name: preference, path: gold}}, {{name: absolute, path: gold}}], "
+            f"{key.split('.')[1]}: {value}}}"
+        )
     if key.startswith("sweep.arms[*]."):
         return f"sweep.arms=[{{name: a, {key.rsplit('.', 1)[1]}: {value}}}]"
     if key.startswith("eval_rewarding.combined[*]."):
@@ -436,8 +439,6 @@ def test_a_reward_module_with_a_syntax_error_ends_in_one_line(tmp_path: Path, ca
     assert (
         "python:broken_reward_mod:score" in line and "broken_reward_mod.py, line 2" in line and "syntax error" in line
     )
-
-
 
 
 def _score_argv(tmp_path: Path, predictions: Path, *overrides: str) -> list[str]:

@@ -21,7 +21,7 @@ The modules, one concept each:
   :mod:`~crs.config.rl`, :mod:`~crs.config.eval` (``eval_pred``, ``eval_rewarding``),
   :mod:`~crs.config.study` (``sweep``, ``online``); :mod:`~crs.config.root` puts them
   together in :class:`CRSConfig`.
-* :mod:`~crs.config.loading` (YAML, subsets, overrides), :mod:`~crs.config.coercion`
+* :mod:`~crs.config.reader` (YAML, subsets, overrides), :mod:`~crs.config.coercion`
   (types), :mod:`~crs.config.validation` (every field's rule, over the whole tree).
 
 Everything other modules use is importable from ``crs.config`` itself.
@@ -37,7 +37,8 @@ from crs.config.eval import (
     EvalRewardingConfig,
     EvalRewardSourceConfig,
 )
-from crs.config.loading import (
+from crs.config.model import LoraConfig, ModelConfig
+from crs.config.reader import (
     DEFAULT_CONFIG_PATH,
     apply_override,
     check_unique_keys,
@@ -47,7 +48,6 @@ from crs.config.loading import (
     read_yaml,
     save_resolved_config,
 )
-from crs.config.model import LoraConfig, ModelConfig
 from crs.config.rl import RewardSourceConfig, RLConfig
 from crs.config.root import CRSConfig
 from crs.config.run import RunConfig

@@ -16,26 +16,27 @@ class DataConfig:
     source: str = field(
         default="embedded:crs-demo",
         metadata={
-            "help": "`embedded:crs-demo` (the demo dataset), a local file (.jsonl / .json / .csv / .parquet), or `hub:<dataset id>`."
+            "help": "`embedded:crs-demo` (the demo dataset), a local file (.jsonl / .json / .csv / .parquet), or "
+            "`hub:<dataset id>`."
         },
     )
     adapter: Literal["auto", "canonical", "crs_demo", "instruction", "oasst1", "hh_rlhf", "shp", "ultrafeedback"] = (
         field(
             default="auto",
             metadata={
-                "help": "How rows become canonical examples: `auto` picks `crs_demo` for the embedded data and `canonical` for files; "
-                "or one of the built-in adapters for public datasets."
+                "help": "How rows become canonical examples: `auto` picks `crs_demo` for the embedded data and "
+                "`canonical` for files; or one of the built-in adapters for public datasets."
             },
         )
     )
     demo_labels: Literal["standard", "facets"] = field(
         default="standard",
         metadata={
-            "help": "Labels of the demo data (adapter `crs_demo` only): `standard`, the shipped ranks and scores; `facets`, "
-            "planted-facets labels in which rankers see only form and topic and raters (noisy, miscalibrated) only content, so that "
-            "a mix of the preference and absolute reward models has a known best weight inside (0, 1) "
-            "(`crs/demo/facets.py`, docs/demo_dataset.md). Same prompts, replies and gold utility; a fixed seed, so every stage "
-            "sees the same labels. `facets` with another adapter is an error."
+            "help": "Labels of the demo data (adapter `crs_demo` only): `standard`, the shipped ranks and scores; "
+            "`facets`, planted-facets labels in which rankers see only form and topic and raters (noisy, "
+            "miscalibrated) only content, so that a mix of the preference and absolute reward models has a known best "
+            "weight inside (0, 1) (`crs/demo/facets.py`, docs/demo_dataset.md). Same prompts, replies and gold "
+            "utility; a fixed seed, so every stage sees the same labels. `facets` with another adapter is an error."
         },
     )
     split: str = field(
@@ -50,7 +51,8 @@ class DataConfig:
     val_fraction: float = field(
         default=0.05,
         metadata={
-            "help": "Validation share, split by prompt (all replies of a prompt on one side), seeded; ignored when `val_source` is set.",
+            "help": "Validation share, split by prompt (all replies of a prompt on one side), seeded; ignored when "
+            "`val_source` is set.",
             "rule": Rule(FRACTION, "in [0, 1)"),
         },
     )
@@ -60,8 +62,8 @@ class DataConfig:
     train_source: str | None = field(
         default=None,
         metadata={
-            "help": "Train on this file (canonical rows) instead of `source`, whose held-out `val_fraction` of prompts stays the "
-            "validation side (the online loop's refreshed training data); null: train on `source`."
+            "help": "Train on this file (canonical rows) instead of `source`, whose held-out `val_fraction` of prompts "
+            "stays the validation side (the online loop's refreshed training data); null: train on `source`."
         },
     )
     val_split: str | None = field(default=None, metadata={"help": "Validation from another split of the same source."})
@@ -75,14 +77,16 @@ class DataConfig:
     skip_bad_rows: bool = field(
         default=False,
         metadata={
-            "help": "false: a bad row stops the run naming file and row; true: bad rows are skipped and counted by reason."
+            "help": "false: a bad row stops the run naming file and row; true: bad rows are skipped and counted by "
+            "reason."
         },
     )
     languages: list[str] = field(default_factory=lambda: ["en"], metadata={"help": "oasst1 language filter."})
     label_weights: dict[str, float] = field(
         default_factory=lambda: {"quality": 1.0},
         metadata={
-            "help": "oasst1 absolute score = weighted mean of these per-message labels (a negative weight w adds abs(w) x (1 - value)).",
+            "help": "oasst1 absolute score = weighted mean of these per-message labels (a negative weight w adds "
+            "abs(w) x (1 - value)).",
             "rule": Rule(lambda v, c: all(math.isfinite(w) for w in v.values()), "finite numbers"),
         },
     )

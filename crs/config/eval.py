@@ -120,31 +120,33 @@ class EvalRewardingConfig:
     rewards: list[EvalRewardSourceConfig] = field(
         default_factory=list,
         metadata={
-            "help": "The reward sources that score every prediction, each on the z-scale of its saved statistics (pooled over "
-            "the predictions when it has none)."
+            "help": "The reward sources that score every prediction, each on the z-scale of its saved statistics "
+            "(pooled over the predictions when it has none)."
         },
     )
     combined: list[CombinedScorerConfig] = field(
         default_factory=list,
         metadata={
-            "help": "Named combinations of `rewards`, e.g. `{name: crs_0.25, weights: {preference_rm: 0.25, absolute_rm: 0.75}}`, "
-            "computed with PPO's own formula (z-score, weights, clip, EOS penalty)."
+            "help": "Named combinations of `rewards`, e.g. "
+            "`{name: crs_0.25, weights: {preference_rm: 0.25, absolute_rm: 0.75}}`, computed with PPO's own formula "
+            "(z-score, weights, clip, EOS penalty)."
         },
     )
     score_with_training_reward: bool = field(
         default=True,
         metadata={
-            "help": "Also score every model with the training reward of each RL run being evaluated (its `rl.rewards`, clip and "
-            "EOS penalty, read from its run directory): scorers `reward of <model>`."
+            "help": "Also score every model with the training reward of each RL run being evaluated (its `rl.rewards`, "
+            "clip and EOS penalty, read from its run directory): scorers `reward of <model>`."
         },
     )
     judge: str = field(
         default="auto",
         metadata={
-            "help": "`auto` (`gold` when every prompt is the demo dataset's, else `none`), `gold` (the demo annotator's "
-            "noise-free utility; refused on other prompts, see `run.allow_gold_outside_demo`), `none` (then the first reward "
-            "source is the reference scorer), or a file or glob of an external judge's pairwise verdicts: AlpacaEval annotations (`.json`) or a CSV "
-            "`prompt_id,model_a,model_b,preference` (`.csv`); formats in docs/evaluation.md.",
+            "help": "`auto` (`gold` when every prompt is the demo dataset's, else `none`), `gold` (the demo "
+            "annotator's noise-free utility; refused on other prompts, see `run.allow_gold_outside_demo`), `none` "
+            "(then the first reward source is the reference scorer), or a file or glob of an external judge's pairwise "
+            "verdicts: AlpacaEval annotations (`.json`) or a CSV `prompt_id,model_a,model_b,preference` (`.csv`); "
+            "formats in docs/evaluation.md.",
             "rule": Rule(
                 lambda v, c: v in ("auto", "gold", "none") or v.lower().endswith((".json", ".csv")),
                 "auto, gold, none, or a path or glob of AlpacaEval annotations (.json) or a verdict CSV (.csv)",
@@ -154,38 +156,39 @@ class EvalRewardingConfig:
     reference_model: str | None = field(
         default=None,
         metadata={
-            "help": "The leaderboard's baseline (AlpacaEval's reference); null: the first model. A name without predictions "
-            "stops the run."
+            "help": "The leaderboard's baseline (AlpacaEval's reference); null: the first model. A name without "
+            "predictions stops the run."
         },
     )
     allow_missing_models: bool = field(
         default=False,
         metadata={
-            "help": "false: a model listed in the prediction run's `eval_pred.models` without a predictions file stops the run, "
-            "naming it; true: score the models that have one (with a warning)."
+            "help": "false: a model listed in the prediction run's `eval_pred.models` without a predictions file stops "
+            "the run, naming it; true: score the models that have one (with a warning)."
         },
     )
     human_rankings: str | None = field(
         default=None,
         metadata={
-            "help": "Optional file of rankings by people: `{prompt_id: [[model, ...] best first, ...]}` (`.json`; a list inside a "
-            "ballot is a tie), or an annotation tool's ballots, one per prompt and annotator with a rank per response slot, "
-            "the slot -> model map and a group (`.jsonl` or `.csv`; docs/evaluation.md). Checked before any scoring."
+            "help": "Optional file of rankings by people: `{prompt_id: [[model, ...] best first, ...]}` (`.json`; a "
+            "list inside a ballot is a tie), or an annotation tool's ballots, one per prompt and annotator with a rank "
+            "per response slot, the slot -> model map and a group (`.jsonl` or `.csv`; docs/evaluation.md). Checked "
+            "before any scoring."
         },
     )
     tie_break: Literal["support", "candidate_order"] = field(
         default="support",
         metadata={
-            "help": "How Tideman's ranked pairs settles ties: `support` (a pair with margin 0 stays unlocked; unbeaten models "
-            "go by total pairwise support, then name) or `candidate_order` (a margin-0 pair is locked for the model listed "
-            "first in `eval_pred.models`; ties go by that order). Worked example in docs/evaluation.md."
+            "help": "How Tideman's ranked pairs settles ties: `support` (a pair with margin 0 stays unlocked; unbeaten "
+            "models go by total pairwise support, then name) or `candidate_order` (a margin-0 pair is locked for the "
+            "model listed first in `eval_pred.models`; ties go by that order). Worked example in docs/evaluation.md."
         },
     )
     group_by: Literal["auto", "category", "dataset"] = field(
         default="auto",
         metadata={
-            "help": "What the per-category tables (agreement, win rate vs the reference) group prompts by: the predictions' "
-            "`category` or `dataset`; `auto`: category where the predictions carry one, else dataset."
+            "help": "What the per-category tables (agreement, win rate vs the reference) group prompts by: the "
+            "predictions' `category` or `dataset`; `auto`: category where the predictions carry one, else dataset."
         },
     )
     n_boot: int = field(

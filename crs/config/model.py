@@ -28,7 +28,8 @@ class LoraConfig:
     target_modules: Any = field(
         default="all-linear",
         metadata={
-            "help": "`all-linear` (peft's shorthand: every linear layer except the output head), or a list of module names."
+            "help": "`all-linear` (peft's shorthand: every linear layer except the output head), or a list of module "
+            "names."
         },
     )
     merge: bool = field(
@@ -44,28 +45,31 @@ class ModelConfig:
     name: str = field(
         default="embedded:smollm2-135m-instruct",
         metadata={
-            "help": "An embedded name (`embedded:smollm2-135m-instruct`, `embedded:minilm-l6`: no network needed), a crs run "
-            "directory (its `crs_model.json` names base and adapter), a local model directory in the Hugging Face layout, or a hub id."
+            "help": "An embedded name (`embedded:smollm2-135m-instruct`, `embedded:minilm-l6`: no network needed), a "
+            "crs run directory (its `crs_model.json` names base and adapter), a local model directory in the Hugging "
+            "Face layout, or a hub id."
         },
     )
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = field(
         default="auto",
         metadata={
-            "help": "`auto` picks bf16 where the hardware has fast bf16 (CUDA with bf16, or a CPU with AMX / avx512_bf16) and logs "
-            "what it picked, else fp32. With LoRA the frozen base is held in this precision, the trainable parameters in fp32."
+            "help": "`auto` picks bf16 where the hardware has fast bf16 (CUDA with bf16, or a CPU with AMX / "
+            "avx512_bf16) and logs what it picked, else fp32. With LoRA the frozen base is held in this precision, the "
+            "trainable parameters in fp32."
         },
     )
     quantization: Literal["none", "8bit", "4bit"] = field(
         default="none",
         metadata={
-            "help": "Load the base through bitsandbytes: `8bit`, or `4bit` (NF4 with double quantization: QLoRA). Needs a CUDA GPU; "
-            "without one the run stops before training."
+            "help": "Load the base through bitsandbytes: `8bit`, or `4bit` (NF4 with double quantization: QLoRA). "
+            "Needs a CUDA GPU; without one the run stops before training."
         },
     )
     cache_dir: str | None = field(
         default=None,
         metadata={
-            "help": "Where embedded GGUF models are dequantized on first use; null: `$CRS_CACHE_DIR`, else `~/.cache/crs`."
+            "help": "Where embedded GGUF models are dequantized on first use; null: `$CRS_CACHE_DIR`, else "
+            "`~/.cache/crs`."
         },
     )
     gradient_checkpointing: bool = field(

@@ -29,14 +29,15 @@ class RewardSourceConfig:
     path: str = field(
         default="",
         metadata={
-            "help": "A reward-model run directory (`rm_train.py` output), `gold` (the demo's simulated annotator's noise-free "
-            "utility), or `python:module:function` (a function `f(prompts, replies) -> scores`)."
+            "help": "A reward-model run directory (`rm_train.py` output), `gold` (the demo's simulated annotator's "
+            "noise-free utility), or `python:module:function` (a function `f(prompts, replies) -> scores`)."
         },
     )
     weight: float = field(
         default=1.0,
         metadata={
-            "help": "The source's weight; 0 skips loading it. Weights need not sum to 1. (Evaluation scores every source alike.)",
+            "help": "The source's weight; 0 skips loading it. Weights need not sum to 1. (Evaluation scores every "
+            "source alike.)",
             "rule": Rule(at_least(0), "a finite number >= 0 (0: the source is not loaded)"),
         },
     )
@@ -44,14 +45,16 @@ class RewardSourceConfig:
         default="zscore",
         metadata={
             "help": "`zscore`: (x - mean) / std with the statistics the reward model saved on its validation set "
-            "(`reward_stats.json`), or, for sources without them, statistics of the first rollout batch, then frozen; `none`: raw "
-            "scores. (Evaluation reports raw and z-scored values; its z-scale falls back to statistics pooled over all predictions.)"
+            "(`reward_stats.json`), or, for sources without them, statistics of the first rollout batch, then frozen; "
+            "`none`: raw scores. (Evaluation reports raw and z-scored values; its z-scale falls back to statistics "
+            "pooled over all predictions.)"
         },
     )
 
 
 def _combine_fits(strategy: str, rl: Any) -> bool:
-    """Whether ``rl.combine`` fits the algorithm and the sources (see its help); ``rl`` is the whole :class:`RLConfig`."""
+    """Whether ``rl.combine`` fits the algorithm and the sources (see its help); ``rl`` is the whole
+    :class:`RLConfig`."""
     if strategy == "sum_per_prompt" and rl.algorithm == "ppo":
         return False  # PPO samples one reply per prompt: no group to standardise within
     if strategy != "sum" and rl.algorithm == "grpo" and rl.reward_normalization == "trl":
@@ -63,21 +66,24 @@ def _combine_fits(strategy: str, rl: Any) -> bool:
 
 @dataclass
 class RLCommon:
-    """Keys more than one algorithm reads: the start, the combined reward, the budget, the optimiser, sampling, checkpoints."""
+    """Keys more than one algorithm reads: the start, the combined reward, the budget, the optimiser, sampling,
+    checkpoints."""
 
     algorithm: Literal["ppo", "grpo", "rloo", "dpo"] = field(
         default="ppo",
         metadata={
-            "help": "The policy optimiser: `ppo` (crs's own PPO, the reference), `grpo` or `rloo` (TRL's online trainers on the same "
-            "combined reward), or `dpo` (TRL's offline DPOTrainer on preference pairs from `data.*`). Details: docs/optimisers.md."
+            "help": "The policy optimiser: `ppo` (crs's own PPO, the reference), `grpo` or `rloo` (TRL's online "
+            "trainers on the same combined reward), or `dpo` (TRL's offline DPOTrainer on preference pairs from "
+            "`data.*`). Details: docs/optimisers.md."
         },
     )
     policy: str | None = field(default=None, metadata={"help": "The SFT run to start from; null: `model.name`."})
     init_adapter: str | None = field(
         default=None,
         metadata={
-            "help": "An earlier RL run on the same `policy` whose LoRA adapter (and, with PPO, value head) this run keeps training (the "
-            "online loop's next round); the reference stays `policy` (adapter off). null: a fresh adapter.",
+            "help": "An earlier RL run on the same `policy` whose LoRA adapter (and, with PPO, value head) this run "
+            "keeps training (the online loop's next round); the reference stays `policy` (adapter off). null: a fresh "
+            "adapter.",
             "rule": Rule(
                 lambda v, c: v is None or c.model.lora.enabled,
                 "null unless model.lora.enabled (it continues a LoRA adapter)",
@@ -87,37 +93,41 @@ class RLCommon:
     rewards: list[RewardSourceConfig] = field(
         default_factory=list,
         metadata={
-            "help": "The reward sources whose normalised scores are combined (`rl.combine`; by default weighted and summed) into the combined reward."
+            "help": "The reward sources whose normalised scores are combined (`rl.combine`; by default weighted and "
+            "summed) into the combined reward."
         },
     )
     combine: Literal["sum", "sum_per_prompt", "conservative"] = field(
         default="sum",
         metadata={
             "help": "How the sources make one score (then `reward_clip` and `missing_eos_penalty`, as always). `sum`: "
-            "sum_i w_i x z_i, each source z-scored on its fixed scale (`normalize`). `sum_per_prompt` (GRPO, RLOO): each source "
-            "standardised within the group of replies to the same prompt ((x - group mean) / group std, population std; a group "
-            "tied on a source gives 0), then weighted and summed; replaces `normalize`; PPO samples one reply per prompt, so it is "
-            "refused there. `conservative`: over >= 2 sources, the minimum of the z-scores, or their mean - k x std "
-            "(`rl.conservative`); source weights are ignored, except that 0 still drops a source. With "
-            "`reward_normalization: trl` only `sum` (TRL combines the sources itself).",
+            "sum_i w_i x z_i, each source z-scored on its fixed scale (`normalize`). `sum_per_prompt` (GRPO, RLOO): "
+            "each source standardised within the group of replies to the same prompt ((x - group mean) / group std, "
+            "population std; a group tied on a source gives 0), then weighted and summed; replaces `normalize`; PPO "
+            "samples one reply per prompt, so it is refused there. `conservative`: over >= 2 sources, the minimum of "
+            "the z-scores, or their mean - k x std (`rl.conservative`); source weights are ignored, except that 0 "
+            "still drops a source. With `reward_normalization: trl` only `sum` (TRL combines the sources itself).",
             "rule": Rule(
                 lambda v, c: _combine_fits(v, c.rl),
-                "sum; sum_per_prompt with rl.algorithm grpo or rloo (PPO samples one reply per prompt: use sum or conservative); "
-                "conservative with at least 2 rl.rewards of non-zero weight; only sum with rl.reward_normalization: trl",
+                "sum; sum_per_prompt with rl.algorithm grpo or rloo (PPO samples one reply per prompt: use sum or "
+                "conservative); conservative with at least 2 rl.rewards of non-zero weight; only sum with "
+                "rl.reward_normalization: trl",
             ),
         },
     )
     conservative: Literal["min", "mean_std"] = field(
         default="min",
         metadata={
-            "help": "With `combine: conservative`: `min` (the lowest z-score of the sources) or `mean_std` (their mean minus "
-            "`conservative_k` x their population std across sources; for two sources and k = 1 this equals `min`)."
+            "help": "With `combine: conservative`: `min` (the lowest z-score of the sources) or `mean_std` (their mean "
+            "minus `conservative_k` x their population std across sources; for two sources and k = 1 this equals "
+            "`min`)."
         },
     )
     conservative_k: float = field(
         default=1.0,
         metadata={
-            "help": "k of `conservative: mean_std` (0: the plain mean of the z-scores). The best-of-n study's `mean-<k>std` scorer uses it too.",
+            "help": "k of `conservative: mean_std` (0: the plain mean of the z-scores). The best-of-n study's "
+            "`mean-<k>std` scorer uses it too.",
             "rule": Rule(at_least(0), "a finite number >= 0"),
         },
     )
@@ -138,30 +148,33 @@ class RLCommon:
     reward_model_quantization: Literal["none", "8bit", "4bit"] = field(
         default="none",
         metadata={
-            "help": "How reward models (and an RM judge) load during RL: `none`: in `model.dtype`, not quantized, whatever "
-            "`model.quantization` does to the policy (a quantized scorer gives a slightly different reward); `8bit` / `4bit`: through "
-            "bitsandbytes (CUDA only), to save memory on a large reward model."
+            "help": "How reward models (and an RM judge) load during RL: `none`: in `model.dtype`, not quantized, "
+            "whatever `model.quantization` does to the policy (a quantized scorer gives a slightly different reward); "
+            "`8bit` / `4bit`: through bitsandbytes (CUDA only), to save memory on a large reward model."
         },
     )
     steps: int = field(
         default=100,
         metadata={
-            "help": "Iterations: PPO, GRPO, RLOO: one batch of sampled replies each (GRPO, RLOO: one optimiser step); DPO: optimiser steps.",
+            "help": "Iterations: PPO, GRPO, RLOO: one batch of sampled replies each (GRPO, RLOO: one optimiser step); "
+            "DPO: optimiser steps.",
             "rule": Rule(at_least(1), "an integer >= 1"),
         },
     )
     batch_size: int = field(
         default=8,
         metadata={
-            "help": "Per step, over all processes: PPO: prompts, one reply each; GRPO, RLOO: sampled replies (`batch_size / group_size` "
-            "prompts); DPO: preference pairs. Equal `steps x batch_size` is an equal budget of sampled replies.",
+            "help": "Per step, over all processes: PPO: prompts, one reply each; GRPO, RLOO: sampled replies "
+            "(`batch_size / group_size` prompts); DPO: preference pairs. Equal `steps x batch_size` is an equal budget "
+            "of sampled replies.",
             "rule": Rule(at_least(1), "an integer >= 1"),
         },
     )
     gradient_accumulation_steps: int = field(
         default=1,
         metadata={
-            "help": "Micro-batches per optimiser step (PPO: per mini-batch); must divide the batch among the processes.",
+            "help": "Micro-batches per optimiser step (PPO: per mini-batch); must divide the batch among the "
+            "processes.",
             "rule": Rule(at_least(1), "an integer >= 1"),
         },
     )
@@ -202,8 +215,9 @@ class RLCommon:
     kl_coef: float = field(
         default=0.05,
         metadata={
-            "help": "Beta of the KL penalty to the SFT policy. PPO and RLOO: `-kl_coef * sum_t (log pi - log pi_ref)` in the reward; "
-            "GRPO: TRL's `beta`, `kl_coef` x the per-token k3 estimate added to the loss. GRPO, RLOO with 0: no reference forward, no `kl/sequence`.",
+            "help": "Beta of the KL penalty to the SFT policy. PPO and RLOO: `-kl_coef * sum_t (log pi - log pi_ref)` "
+            "in the reward; GRPO: TRL's `beta`, `kl_coef` x the per-token k3 estimate added to the loss. GRPO, RLOO "
+            "with 0: no reference forward, no `kl/sequence`.",
             "rule": Rule(at_least(0), "a finite number >= 0"),
         },
     )
@@ -213,8 +227,8 @@ class RLCommon:
     save_steps: int = field(
         default=25,
         metadata={
-            "help": "Checkpoint every N steps, in `<run>/checkpoints/step_N`, and at the last step (0: none; a finished run "
-            "then cannot be extended with `--resume`).",
+            "help": "Checkpoint every N steps, in `<run>/checkpoints/step_N`, and at the last step (0: none; a "
+            "finished run then cannot be extended with `--resume`).",
             "rule": Rule(at_least(0), "an integer >= 0 (0: no checkpoints)"),
         },
     )
@@ -239,7 +253,8 @@ class RLCommon:
 
 @dataclass
 class PPOSettings:
-    """crs's own PPO loop only: mini-batches, GAE, the value head, adaptive KL, samples and the over-optimisation log, fast sampling."""
+    """crs's own PPO loop only: mini-batches, GAE, the value head, adaptive KL, samples and the over-optimisation log,
+    fast sampling."""
 
     mini_batch_size: int = field(
         default=8,
@@ -302,7 +317,8 @@ class PPOSettings:
     value_model: str = field(
         default="head",
         metadata={
-            "help": "`head` (a scalar head on the policy's last hidden state), or a reward-model run as a separate critic."
+            "help": "`head` (a scalar head on the policy's last hidden state), or a reward-model run as a separate "
+            "critic."
         },
     )
     max_nonfinite_in_row: int = field(
@@ -327,50 +343,53 @@ class PPOSettings:
         default=32,
         metadata={
             "help": "Held-out prompts (the validation split) answered every `sample_every` steps and at step 0 for the "
-            "over-optimisation log `<run>/overoptimization.jsonl`: every reward source, the combined reward, the judge and "
-            "the KL to the reference; 0: off.",
+            "over-optimisation log `<run>/overoptimization.jsonl`: every reward source, the combined reward, the judge "
+            "and the KL to the reference; 0: off.",
             "rule": Rule(at_least(0), "an integer >= 0 (0: off)"),
         },
     )
     judge: str = field(
         default="auto",
         metadata={
-            "help": "The judge of the over-optimisation log, never optimised: `auto` (`gold` on the demo data, else none), "
-            "`none`, or a reward source path (`gold`, `python:module:function`, a reward-model run)."
+            "help": "The judge of the over-optimisation log, never optimised: `auto` (`gold` on the demo data, else "
+            "none), `none`, or a reward source path (`gold`, `python:module:function`, a reward-model run)."
         },
     )
     logprobs_from_sampling: bool = field(
         default=False,
         metadata={
-            "help": "Reuse sampling's log-probs and values as the rollout's (saves a forward; exact in fp32, ~0.04 nats/token off in bf16)."
+            "help": "Reuse sampling's log-probs and values as the rollout's (saves a forward; exact in fp32, slightly "
+            "off in bf16: docs/results.md)."
         },
     )
     old_logprobs_from_update: bool = field(
         default=True,
         metadata={
-            "help": "When a rollout batch is one mini-batch of one micro-batch, take the old log-probs and values from the first "
-            "update forward (same weights as sampling, so exact) instead of a forward of their own."
+            "help": "When a rollout batch is one mini-batch of one micro-batch, take the old log-probs and values from "
+            "the first update forward (same weights as sampling, so exact) instead of a forward of their own."
         },
     )
     merged_sampling: bool = field(
         default=True,
         metadata={
-            "help": "Sample from a copy with the LoRA adapter folded in (faster; one more copy of the weights). PPO runs data-parallel "
-            "only: under DeepSpeed or FSDP (where no process holds the whole weights to copy) it stops before training."
+            "help": "Sample from a copy with the LoRA adapter folded in (faster; one more copy of the weights). PPO "
+            "runs data-parallel only: under DeepSpeed or FSDP (where no process holds the whole weights to copy) it "
+            "stops before training."
         },
     )
     packed_sampling: bool = field(
         default=True,
         metadata={
-            "help": "On CPU, that copy's weights are pre-packed for oneDNN and repacked each step: small-batch "
-            "matmuls ~2x faster, one more copy of the weights."
+            "help": "On CPU, that copy's weights are pre-packed for oneDNN and repacked each step: faster small-batch "
+            "matmuls (docs/results.md), one more copy of the weights."
         },
     )
     fused_sampling: bool = field(
         default=True,
         metadata={
-            "help": "On CPU, a Llama-family copy samples with crs's lean decode-only forward (crs/models/fused_decoder.py: fused q|k|v and "
-            "gate|up matmuls, a preallocated KV cache) instead of transformers' (other architectures always use transformers')."
+            "help": "On CPU, a Llama-family copy samples with crs's lean decode-only forward "
+            "(crs/models/fused_decoder.py: fused q|k|v and gate|up matmuls, a preallocated KV cache) instead of "
+            "transformers' (other architectures always use transformers')."
         },
     )
 
@@ -382,8 +401,8 @@ class GroupSettings:
     group_size: int = field(
         default=4,
         metadata={
-            "help": "GRPO, RLOO: replies sampled per prompt (TRL's `num_generations`), the group whose mean (GRPO) or leave-one-out "
-            "mean (RLOO) is the baseline; must divide `batch_size`.",
+            "help": "GRPO, RLOO: replies sampled per prompt (TRL's `num_generations`), the group whose mean (GRPO) or "
+            "leave-one-out mean (RLOO) is the baseline; must divide `batch_size`.",
             "rule": Rule(
                 lambda v, c: v >= 2 and (c.rl.algorithm not in ("grpo", "rloo") or c.rl.batch_size % v == 0),
                 "an integer >= 2 that divides rl.batch_size (GRPO and RLOO sample rl.group_size replies per prompt)",
@@ -393,11 +412,12 @@ class GroupSettings:
     reward_normalization: Literal["crs", "trl"] = field(
         default="crs",
         metadata={
-            "help": "GRPO, RLOO: how sources are put on one scale. `crs`: the combined reward exactly as PPO's (each source z-scored "
-            "with its saved statistics, weighted, summed, clipped, EOS penalty) is TRL's one reward function. `trl` (GRPO only): "
-            "each source is its own reward function, weighted by TRL's `reward_weights` after TRL normalises it within each group "
-            "(`multi_objective_aggregation: normalize_then_sum`); no clip; the EOS penalty is one more reward function; `rl.combine` must "
-            "be `sum` (close to, not the same as, `combine: sum_per_prompt`: docs/optimisers.md).",
+            "help": "GRPO, RLOO: how sources are put on one scale. `crs`: the combined reward exactly as PPO's (each "
+            "source z-scored with its saved statistics, weighted, summed, clipped, EOS penalty) is TRL's one reward "
+            "function. `trl` (GRPO only): each source is its own reward function, weighted by TRL's `reward_weights` "
+            "after TRL normalises it within each group (`multi_objective_aggregation: normalize_then_sum`); no clip; "
+            "the EOS penalty is one more reward function; `rl.combine` must be `sum` (close to, not the same as, "
+            "`combine: sum_per_prompt`: docs/optimisers.md).",
             "rule": Rule(
                 lambda v, c: v == "crs" or c.rl.algorithm == "grpo",
                 "crs, or trl with rl.algorithm: grpo (TRL's RLOO trainer has no per-reward normalisation)",
@@ -407,8 +427,8 @@ class GroupSettings:
     grpo_scale_rewards: Literal["group", "batch", "none"] = field(
         default="group",
         metadata={
-            "help": "GRPO: divide the advantage (reward minus its group mean) by the reward's std in the group (`group`, the GRPO "
-            "paper), in the batch (`batch`) or not at all (`none`, Dr. GRPO). TRL's `scale_rewards`."
+            "help": "GRPO: divide the advantage (reward minus its group mean) by the reward's std in the group "
+            "(`group`, the GRPO paper), in the batch (`batch`) or not at all (`none`, Dr. GRPO). TRL's `scale_rewards`."
         },
     )
 
@@ -420,28 +440,30 @@ class DPOSettings:
     dpo_beta: float = field(
         default=0.1,
         metadata={
-            "help": "DPO: beta of the loss `-log sigmoid(beta x (chosen log-ratio - rejected log-ratio))` (TRL's `beta`).",
+            "help": "DPO: beta of the loss `-log sigmoid(beta x (chosen log-ratio - rejected log-ratio))` (TRL's "
+            "`beta`).",
             "rule": Rule(above(0), "a finite number > 0"),
         },
     )
     dpo_signal: Literal["ranking", "absolute"] = field(
         default="ranking",
         metadata={
-            "help": "DPO: where pairs come from: `ranking` (data kind `ranking`, replies best first) or `absolute` (data kind "
-            "`absolute`: of two replies to one prompt, the higher score wins)."
+            "help": "DPO: where pairs come from: `ranking` (data kind `ranking`, replies best first) or `absolute` "
+            "(data kind `absolute`: of two replies to one prompt, the higher score wins)."
         },
     )
     dpo_pairs: Literal["best_vs_rest", "all_pairs"] = field(
         default="best_vs_rest",
         metadata={
-            "help": "DPO: which pairs of a prompt's replies: `best_vs_rest` (the best against each other one: K-1 pairs) or "
-            "`all_pairs` (every ordered pair: K(K-1)/2). Tied replies never make a pair."
+            "help": "DPO: which pairs of a prompt's replies: `best_vs_rest` (the best against each other one: K-1 "
+            "pairs) or `all_pairs` (every ordered pair: K(K-1)/2). Tied replies never make a pair."
         },
     )
     dpo_min_gap: float = field(
         default=0.25,
         metadata={
-            "help": "DPO with `dpo_signal: absolute`: a pair needs a score gap of at least this (scores in [0, 1]; the demo's Likert steps are 0.25).",
+            "help": "DPO with `dpo_signal: absolute`: a pair needs a score gap of at least this (scores in [0, 1]; the "
+            "demo's Likert steps are 0.25).",
             "rule": Rule(at_least(0), "a finite number >= 0"),
         },
     )
@@ -452,4 +474,5 @@ class DPOSettings:
 # the keys come common first, then PPO's, GRPO / RLOO's and DPO's (docs/config.md's order).
 @dataclass
 class RLConfig(DPOSettings, GroupSettings, PPOSettings, RLCommon):
-    """The RL stage (``rl_train.py``): PPO (crs's own), GRPO / RLOO / DPO (TRL's), and the combined reward; every trick has a key."""
+    """The RL stage (``rl_train.py``): PPO (crs's own), GRPO / RLOO / DPO (TRL's), and the combined reward; every
+    trick has a key."""

@@ -15,7 +15,8 @@ class RunConfig:
     name: str = field(
         default="run",
         metadata={
-            "help": "Run directory name: the run writes to `<run.output_dir>/<run.name><--name_suffix>`. Each subset sets its own."
+            "help": "Run directory name: the run writes to `<run.output_dir>/<run.name><--name_suffix>`. Each subset "
+            "sets its own."
         },
     )
     output_dir: str = field(default="outputs", metadata={"help": "Where run directories go."})
@@ -25,9 +26,9 @@ class RunConfig:
     report_to: Literal["none", "tensorboard", "wandb"] = field(
         default="none",
         metadata={
-            "help": "Where training metrics are also sent: `none`, `tensorboard` (every training stage writes event files to "
-            "`<run>/logs/`: `tensorboard --logdir outputs`; the package comes with `make setup`, or `pip install -e '.[tensorboard]'`) "
-            "or `wandb` (needs that package)."
+            "help": "Where training metrics are also sent: `none`, `tensorboard` (every training stage writes event "
+            "files to `<run>/logs/`: `tensorboard --logdir outputs`; the package comes with `make setup`, or "
+            "`pip install -e '.[tensorboard]'`) or `wandb` (needs that package)."
         },
     )
     logging_steps: int = field(
@@ -40,23 +41,24 @@ class RunConfig:
     allow_gold_outside_demo: bool = field(
         default=False,
         metadata={
-            "help": "The gold judge and the simulated annotator are the demo dataset's rule set: on other prompts crs refuses "
-            "them (their numbers would mean nothing) unless this is true."
+            "help": "The gold judge and the simulated annotator are the demo dataset's rule set: on other prompts crs "
+            "refuses them (their numbers would mean nothing) unless this is true."
         },
     )
     allow_untested_versions: bool = field(
         default=False,
         metadata={
-            "help": "A TRL outside the range crs was tested with (pyproject.toml) stops the GRPO, RLOO and DPO stages, which "
-            "override private TRL methods; true: try it anyway, with a warning. Other packages out of range only warn."
+            "help": "A TRL outside the range crs was tested with (pyproject.toml) stops the GRPO, RLOO and DPO stages, "
+            "which override private TRL methods; true: try it anyway, with a warning. Other packages out of range only "
+            "warn."
         },
     )
     keep_freed_memory: bool = field(
         default=True,
         metadata={
-            "help": "On a CPU-only Linux machine, glibc keeps freed memory for the next step's tensors instead of returning "
-            "it to the OS: the fp32 PPO update 2.7 s instead of 3.0-3.3 s (same peak memory), the demo's SFT 1.15x faster "
-            "at ~1.5x the peak memory (7.0 GB against 4.8 GB). false when memory is tight. Setting `MALLOC_MMAP_MAX_` or "
-            "`MALLOC_TRIM_THRESHOLD_` yourself also leaves glibc as you set it."
+            "help": "On a CPU-only Linux machine, glibc keeps freed memory for the next step's tensors instead of "
+            "returning it to the OS: faster steps at a higher peak memory (measured in docs/results.md). false when "
+            "memory is tight. Setting `MALLOC_MMAP_MAX_` or `MALLOC_TRIM_THRESHOLD_` yourself also leaves glibc as "
+            "you set it."
         },
     )

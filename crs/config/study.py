@@ -39,7 +39,8 @@ class SweepArmConfig:
     weight: float | None = field(
         default=None,
         metadata={
-            "help": "The preference weight w (the absolute source gets 1 - w), as in `sweep.weights`; null: the subset's own weights.",
+            "help": "The preference weight w (the absolute source gets 1 - w), as in `sweep.weights`; null: the "
+            "subset's own weights.",
             "rule": Rule(lambda v, c: v is None or 0 <= v <= 1, "null or in [0, 1]"),
         },
     )
@@ -69,14 +70,15 @@ class SweepConfig:
     weights: list[float] = field(
         default_factory=lambda: [0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0],
         metadata={
-            "help": "Preference weights w the RL runs train at (the reference study's grid and both ends); [] with `sweep.bon_subset`: "
-            "the best-of-n optimum and both ends of its grid.",
+            "help": "Preference weights w the RL runs train at (the reference study's grid and both ends); [] with "
+            "`sweep.bon_subset`: the best-of-n optimum and both ends of its grid.",
             "rule": (
                 Rule(UNIT, "in [0, 1] (the preference source's weight; the absolute source gets 1 - w)", each=True),
                 # one run directory per weight and seed: a weight given twice would train one run twice
                 Rule(
                     lambda v, c: len(set(v)) == len(v) and (bool(v) or bool(c.sweep.bon_subset) or bool(c.sweep.arms)),
-                    "a list of distinct weights (each names one run), not empty unless sweep.bon_subset picks them or sweep.arms replaces them",
+                    "a list of distinct weights (each names one run), not empty unless sweep.bon_subset picks them or "
+                    "sweep.arms replaces them",
                 ),
             ),
         },
@@ -84,9 +86,9 @@ class SweepConfig:
     arms: list[SweepArmConfig] = field(
         default_factory=list,
         metadata={
-            "help": "A strategy comparison instead of a weight curve: each arm an RL subset (its `rl.combine`, sources, reward "
-            "models), optionally at a weight and with overrides, trained at every seed and judged like the weights are; "
-            "`sweep.weights` is then not used. []: the weight sweep.",
+            "help": "A strategy comparison instead of a weight curve: each arm an RL subset (its `rl.combine`, "
+            "sources, reward models), optionally at a weight and with overrides, trained at every seed and judged like "
+            "the weights are; `sweep.weights` is then not used. []: the weight sweep.",
             "rule": Rule(
                 _arm_names_ok, "arms with distinct names of letters, digits, '.', '_' or '-' (each names its runs)"
             ),
@@ -101,8 +103,8 @@ class SweepConfig:
     bon_subset: str | None = field(
         default=None,
         metadata={
-            "help": "A `crs bon` subset the sweep runs first, over its whole weight grid, into `<sweep>/bon`; the report then shows "
-            "best-of-n beside RL at every RL weight. null: RL only."
+            "help": "A `crs bon` subset the sweep runs first, over its whole weight grid, into `<sweep>/bon`; the "
+            "report then shows best-of-n beside RL at every RL weight. null: RL only."
         },
     )
     seeds: list[int] = field(
@@ -129,8 +131,8 @@ class SweepConfig:
     judge: str = field(
         default="auto",
         metadata={
-            "help": "The judge: a reward source path (`gold`, `python:module:function`, an RM run), or `auto`: `gold` when every "
-            "eval prompt is the demo dataset's, else the first of `sweep.rewards`."
+            "help": "The judge: a reward source path (`gold`, `python:module:function`, an RM run), or `auto`: `gold` "
+            "when every eval prompt is the demo dataset's, else the first of `sweep.rewards`."
         },
     )
     rewards: list[EvalRewardSourceConfig] = field(
@@ -139,7 +141,8 @@ class SweepConfig:
     n_boot: int = field(
         default=1000,
         metadata={
-            "help": "Rounds for the 95% intervals over seeds and prompts (a Student-t seed level, a paired prompt bootstrap; docs/study.md).",
+            "help": "Rounds for the 95% intervals over seeds and prompts (a Student-t seed level, a paired prompt "
+            "bootstrap; docs/study.md).",
             "rule": Rule(at_least(1), "an integer >= 1"),
         },
     )
@@ -192,15 +195,17 @@ class OnlineConfig:
     probe_prompts: int = field(
         default=16,
         metadata={
-            "help": "Further fresh prompts per round, answered K times and judged only: the reward models' accuracy on the policy's replies.",
+            "help": "Further fresh prompts per round, answered K times and judged only: the reward models' accuracy on "
+            "the policy's replies.",
             "rule": Rule(at_least(0), "an integer >= 0"),
         },
     )
     labeller: Literal["simulated", "file"] = field(
         default="simulated",
         metadata={
-            "help": "`simulated`: crs's annotator (rankings with its noise, 1-5 scores from its rater panel); `file`: crs writes "
-            "`round_N/to_label.jsonl` and reads `round_N/labels/rankings.jsonl` and `scores.jsonl` that you provide."
+            "help": "`simulated`: crs's annotator (rankings with its noise, 1-5 scores from its rater panel); `file`: "
+            "crs writes `round_N/to_label.jsonl` and reads `round_N/labels/rankings.jsonl` and `scores.jsonl` that you "
+            "provide."
         },
     )
     ranking_noise: float = field(
@@ -227,15 +232,16 @@ class OnlineConfig:
     replay_ratio: float = field(
         default=1.0,
         metadata={
-            "help": "Earlier labelled examples replayed per new one (seeded draw from the original training data and earlier rounds); 0: none.",
+            "help": "Earlier labelled examples replayed per new one (seeded draw from the original training data and "
+            "earlier rounds); 0: none.",
             "rule": Rule(at_least(0), ">= 0"),
         },
     )
     baseline: bool = field(
         default=True,
         metadata={
-            "help": "Also run the fair baseline: the same number of labels, from the original distribution, given to the round-0 reward "
-            "models up front, then one RL run from the start for the loop's total steps."
+            "help": "Also run the fair baseline: the same number of labels, from the original distribution, given to "
+            "the round-0 reward models up front, then one RL run from the start for the loop's total steps."
         },
     )
     baseline_split: str = field(
@@ -252,8 +258,8 @@ class OnlineConfig:
     judge: str = field(
         default="auto",
         metadata={
-            "help": "The judge of win rates and RM accuracy: a reward source path (`gold`, `python:module:function`, an RM run), "
-            "or `auto`: `gold` when every prompt is the demo dataset's (else name one)."
+            "help": "The judge of win rates and RM accuracy: a reward source path (`gold`, `python:module:function`, "
+            "an RM run), or `auto`: `gold` when every prompt is the demo dataset's (else name one)."
         },
     )
     n_boot: int = field(

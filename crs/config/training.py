@@ -27,7 +27,8 @@ class TrainConfig:
     batch_size: int = field(
         default=8,
         metadata={
-            "help": "Examples per device batch (SFT: pairs; pairwise RM: prompts with their replies; absolute RM: replies).",
+            "help": "Examples per device batch (SFT: pairs; pairwise RM: prompts with their replies; absolute RM: "
+            "replies).",
             "rule": Rule(at_least(1), "an integer >= 1"),
         },
     )
@@ -81,8 +82,8 @@ class TrainConfig:
     group_by_length: bool = field(
         default=False,
         metadata={
-            "help": "Batch examples of similar length together (shuffled groups of 50 batches, sorted within; a new order each "
-            "epoch, from run.seed): less padding, so faster training, at a less random batch composition."
+            "help": "Batch examples of similar length together (shuffled groups of 50 batches, sorted within; a new "
+            "order each epoch, from run.seed): less padding, so faster training, at a less random batch composition."
         },
     )
 
@@ -94,24 +95,27 @@ class RewardModelConfig:
     loss: Literal["pairwise", "absolute", "joint"] = field(
         default="pairwise",
         metadata={
-            "help": "`pairwise` (data kind `ranking`): Bradley-Terry over all C(K,2) ordered pairs of a ranking, averaged per prompt. "
-            "`absolute` (data kind `absolute`): regression of sigmoid(logit) onto a score in [0, 1]. "
-            "`joint` (both kinds, from the one data source): one encoder with two heads (a 2-output classifier: output 0 the "
-            "preference head, output 1 the absolute head) trained together, the ranking loss on output 0 over the rankings plus "
-            "`joint_absolute_weight x` the absolute loss on output 1 over the absolute rows; a batch mixes both (`train.batch_size` "
-            "counts a ranking and an absolute row as one example each). Its reward: see `joint_preference_weight`. Plain loading: "
-            "`AutoPeftModelForSequenceClassification.from_pretrained(<run>/adapter, num_labels=2, ignore_mismatched_sizes=True)`."
+            "help": "`pairwise` (data kind `ranking`): Bradley-Terry over all C(K,2) ordered pairs of a ranking, "
+            "averaged per prompt. `absolute` (data kind `absolute`): regression of sigmoid(logit) onto a score in "
+            "[0, 1]. `joint` (both kinds, from the one data source): one encoder with two heads (a 2-output "
+            "classifier: output 0 the preference head, output 1 the absolute head) trained together, the ranking loss "
+            "on output 0 over the rankings plus `joint_absolute_weight x` the absolute loss on output 1 over the "
+            "absolute rows; a batch mixes both (`train.batch_size` counts a ranking and an absolute row as one example "
+            "each). Its reward: see `joint_preference_weight`. Plain loading: "
+            "`AutoPeftModelForSequenceClassification.from_pretrained(<run>/adapter, num_labels=2, "
+            "ignore_mismatched_sizes=True)`."
         },
     )
     init_from: str = field(
         default="",
         metadata={
-            "help": "Sequential training: a finished RM run (rm_train.py) on the same `model.name` whose weights (LoRA adapter or full "
-            "model, head included) this run starts from, then trains with its own `loss` (e.g. an absolute run continued with the "
-            "ranking loss, or the reverse); the result is an ordinary RM run on `model.name`, and `metrics.json` records the run it "
-            "started from (`init_from`). A LoRA run continues with this run's `model.lora` settings (they must match the earlier "
-            "run's); a full-model run needs `model.lora.enabled: false`. A joint run only continues a joint run, and the reverse "
-            "(the head has two outputs). `init_bias_to_mean` is not applied (the head is trained); under `--resume` a checkpoint "
+            "help": "Sequential training: a finished RM run (rm_train.py) on the same `model.name` whose weights (LoRA "
+            "adapter or full model, head included) this run starts from, then trains with its own `loss` (e.g. an "
+            "absolute run continued with the ranking loss, or the reverse); the result is an ordinary RM run on "
+            "`model.name`, and `metrics.json` records the run it started from (`init_from`). A LoRA run continues with "
+            "this run's `model.lora` settings (they must match the earlier run's); a full-model run needs "
+            "`model.lora.enabled: false`. A joint run only continues a joint run, and the reverse (the head has two "
+            "outputs). `init_bias_to_mean` is not applied (the head is trained); under `--resume` a checkpoint "
             'wins. "": a fresh start.'
         },
     )
@@ -122,8 +126,8 @@ class RewardModelConfig:
     reply_selection: Literal["spread", "top"] = field(
         default="spread",
         metadata={
-            "help": "Which replies a longer ranking keeps: `spread` (evenly spaced ranks, best and worst included: keeps the quality "
-            "range) or `top` (the first `max_replies`)."
+            "help": "Which replies a longer ranking keeps: `spread` (evenly spaced ranks, best and worst included: "
+            "keeps the quality range) or `top` (the first `max_replies`)."
         },
     )
     l2_coef: float = field(
@@ -143,35 +147,38 @@ class RewardModelConfig:
     pair_strength: Literal["none", "scaled", "margin"] = field(
         default="none",
         metadata={
-            "help": "Preference strength of a ranking pair (i above j in the capped K-wise ranking): its rank distance j - i. "
-            "`scaled`: each pair's loss is multiplied by its strength, normalised so a prompt's pairs have mean weight 1 (far "
-            "pairs count more, the prompt's total weight is unchanged); `margin`: `-log sigmoid(r_i - r_j - strength_scale x (j - i))`; "
-            "`none`: every pair alike. Adds to the score-gap `margin_scale`; applies to the `pairwise` and `joint` losses."
+            "help": "Preference strength of a ranking pair (i above j in the capped K-wise ranking): its rank distance "
+            "j - i. `scaled`: each pair's loss is multiplied by its strength, normalised so a prompt's pairs have mean "
+            "weight 1 (far pairs count more, the prompt's total weight is unchanged); `margin`: "
+            "`-log sigmoid(r_i - r_j - strength_scale x (j - i))`; `none`: every pair alike. Adds to the score-gap "
+            "`margin_scale`; applies to the `pairwise` and `joint` losses."
         },
     )
     strength_scale: float = field(
         default=1.0,
         metadata={
-            "help": "Reward units per rank of distance in the `pair_strength: margin` margin (unused by `scaled` and `none`).",
+            "help": "Reward units per rank of distance in the `pair_strength: margin` margin (unused by `scaled` and "
+            "`none`).",
             "rule": Rule(at_least(0), "a finite number >= 0"),
         },
     )
     joint_absolute_weight: float = field(
         default=1.0,
         metadata={
-            "help": "`loss: joint`: weight of the absolute loss (output 1) beside the ranking loss (output 0, weight 1).",
+            "help": "`loss: joint`: weight of the absolute loss (output 1) beside the ranking loss (output 0, weight "
+            "1).",
             "rule": Rule(at_least(0), "a finite number >= 0"),
         },
     )
     joint_preference_weight: float = field(
         default=0.5,
         metadata={
-            "help": "`loss: joint`: the reward a joint RM gives is `w x z(head 0) + (1 - w) x z(head 1)`, each head z-scored with "
-            "its own statistics on the validation replies saved at training (`reward_stats.json`: `heads`). 1: the preference "
-            "head alone; 0: the absolute head alone. Fixed at training and saved in `rm_format.json` "
-            "(`joint_preference_weight`): edit it there to score with another weight (the saved statistics of the reward are "
-            "then derived for it). Validation metrics are given for the combined reward and per head "
-            "(`preference_head_*`, `absolute_head_*`).",
+            "help": "`loss: joint`: the reward a joint RM gives is `w x z(head 0) + (1 - w) x z(head 1)`, each head "
+            "z-scored with its own statistics on the validation replies saved at training (`reward_stats.json`: "
+            "`heads`). 1: the preference head alone; 0: the absolute head alone. Fixed at training and saved in "
+            "`rm_format.json` (`joint_preference_weight`): edit it there to score with another weight (the saved "
+            "statistics of the reward are then derived for it). Validation metrics are given for the combined reward "
+            "and per head (`preference_head_*`, `absolute_head_*`).",
             "rule": Rule(UNIT, "in [0, 1] (the preference head's share; the absolute head gets 1 - w)"),
         },
     )
@@ -182,9 +189,10 @@ class RewardModelConfig:
     init_bias_to_mean: bool = field(
         default=True,
         metadata={
-            "help": "Start the head's bias at logit(mean training score), so sigmoid(bias) = mean. From 0 the output takes ~1/lr "
-            "steps to reach the typical score, and until then training fits the level of the scores rather than their order. "
-            "Heads without a bias (e.g. Llama's) are left as they are. `joint`: output 1's bias (the absolute head). Never applied with `init_from`."
+            "help": "Start the head's bias at logit(mean training score), so sigmoid(bias) = mean. From 0 the output "
+            "takes ~1/lr steps to reach the typical score, and until then training fits the level of the scores rather "
+            "than their order. Heads without a bias (e.g. Llama's) are left as they are. `joint`: output 1's bias (the "
+            "absolute head). Never applied with `init_from`."
         },
     )
     threshold: float = field(
@@ -197,7 +205,8 @@ class RewardModelConfig:
     loss_weight_strength: float = field(
         default=0.0,
         metadata={
-            "help": "> 0 turns on low-score weighting: rows in that bucket get weight `strength x N / N_below`, the others 1.",
+            "help": "> 0 turns on low-score weighting: rows in that bucket get weight `strength x N / N_below`, the "
+            "others 1.",
             "rule": Rule(at_least(0), "a finite number >= 0"),
         },
     )

@@ -1,10 +1,10 @@
 """Value checks: every value that type checks alone let through, against its field's rule.
 
 A field's rule is ``metadata["rule"]`` (a :class:`~crs.config.fields.Rule`, or a tuple of
-them: one for each item and one for the whole list), declared beside its help text. :func:`validate_values` walks the built config, nested sections and
-the dataclass items of list fields included, and names every value its rule refuses in one
-:class:`ConfigError`, in the order of the fields. Run by
-:func:`crs.config.loading.load_config` before any run starts.
+them: one for each item and one for the whole list), declared beside its help text.
+:func:`validate_values` walks the built config, nested sections and the dataclass items of
+list fields included, and names every value its rule refuses in one :class:`ConfigError`, in
+the order of the fields. Run by :func:`crs.config.reader.load_config` before any run starts.
 """
 
 from __future__ import annotations

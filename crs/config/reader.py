@@ -21,7 +21,7 @@ from crs.config.root import CRSConfig
 from crs.config.validation import validate_values
 from crs.io import write_text_atomic
 
-# The shipped config.yaml, at the repository root (three levels up from crs/config/loading.py).
+# The shipped config.yaml, at the repository root (three levels up from crs/config/reader.py).
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent.parent / "config.yaml"
 
 
