@@ -187,6 +187,25 @@ def test_the_data_to_demo_check_finds_a_planted_function_level_import(tmp_path: 
     assert imports_between(graph, "crs.data", "crs.demo") == ["crs.data.adapters -> crs.demo.facets"]
 
 
+def repeated_module_names(paths: list[Path]) -> dict[str, list[str]]:
+    """Module file names (``losses.py``) that more than one folder uses, with the folders."""
+    folders: dict[str, list[str]] = {}
+    for path in paths:
+        if path.name != "__init__.py":
+            folders.setdefault(path.name, []).append(str(path.parent.relative_to(ROOT)))
+    return {name: sorted(places) for name, places in folders.items() if len(places) > 1}
+
+
+def test_no_two_modules_share_a_name() -> None:
+    # One name per thing: `stage.py` in two folders made a reader ask which stage.
+    assert repeated_module_names(list(PACKAGE.rglob("*.py"))) == {}
+
+
+def test_the_name_check_finds_a_planted_repeat() -> None:
+    planted = [PACKAGE / "rm" / "losses.py", PACKAGE / "rl" / "ppo" / "losses.py", PACKAGE / "io.py"]
+    assert repeated_module_names(planted) == {"losses.py": ["crs/rl/ppo", "crs/rm"]}
+
+
 def test_training_and_models_never_import_the_report_or_matplotlib() -> None:
     for package in ("rl", "rm", "models", "sft"):
         for path in (PACKAGE / package).rglob("*.py"):
