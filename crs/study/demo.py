@@ -24,7 +24,7 @@ from pathlib import Path
 from crs.config import load_config
 from crs.runs import is_finished, run_state
 from crs.study.scheduler import Stage, StageFailed, run_stages
-from crs.study.subprocesses import cores_share_env, run_logged
+from crs.study.stage_commands import cores_share_env, run_logged
 
 # In order of priority (a valid sequential order): the longest independent stage first.
 PIPELINE = [

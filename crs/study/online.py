@@ -53,7 +53,7 @@ from crs.rl.rewards import build_sources
 from crs.rm.metrics import Pair, pair_agreement, ranking_pairs
 from crs.rm.training import cap_replies
 from crs.runs import RunError, is_finished, mark_finished
-from crs.study.subprocesses import run_logged, stage_command
+from crs.study.stage_commands import run_logged, stage_command
 
 logger = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ from crs.rl.combine import describe_strategy
 from crs.rl.overoptimization import judge_peak
 from crs.rl.rewards import build_sources
 from crs.runs import is_finished, mark_finished
-from crs.study.subprocesses import cores_share_env, override_texts, run_logged, stage_command
+from crs.study.stage_commands import cores_share_env, override_texts, run_logged, stage_command
 
 logger = logging.getLogger(__name__)
 
