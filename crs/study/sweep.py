@@ -58,7 +58,7 @@ from crs.io import read_jsonl, write_json_atomic, write_text_atomic
 from crs.rl.combine import describe_strategy
 from crs.rl.overoptimization import judge_peak
 from crs.rl.rewards import build_sources
-from crs.runs import is_finished, mark_finished
+from crs.runs import RunError, is_finished, mark_finished
 from crs.study.stage_commands import cores_share_env, override_texts, run_logged, stage_command
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def best_of_n_first(cfg: CRSConfig, run_dir: Path) -> dict[str, Any] | None:
         logger.info("sweep: %s --config_subset %s into %s", stage, subset, target)
         code = run_logged(stage_command(stage, cfg.config_path, subset, target, {}), run_dir / "logs" / f"{stage}.log")
         if code != 0:
-            raise ConfigError(
+            raise RunError(
                 f"sweep: crs {stage} --config_subset {subset} failed (exit {code}); see {run_dir / 'logs' / (stage + '.log')}"
             )
     return json.loads((run_dir / "bon" / "results.json").read_text(encoding="utf-8"))
@@ -220,7 +220,7 @@ def train_runs(cfg: CRSConfig, run_dir: Path, runs: Sequence[SweepRun]) -> dict[
         for run, seconds, code in pool.map(train, pending):
             done += 1
             if code != 0:
-                raise ConfigError(
+                raise RunError(
                     f"sweep: RL run {run.name} failed (exit {code}); see {logs_dir / (run.name + '.log')}; "
                     "start the sweep again to continue once it is fixed"
                 )

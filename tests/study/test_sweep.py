@@ -122,6 +122,27 @@ def test_a_sweep_interrupted_and_resumed_redoes_no_finished_run(tmp_path: Path, 
     assert again["scorers"]["judge"]["win_rate"].keys() == judge["win_rate"].keys()
 
 
+def test_a_failed_rl_run_is_a_run_failure_not_bad_input(
+    tmp_path: Path, sweep_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An RL run that exits non-zero stops the sweep with a RunError (a run that cannot go on), not a
+    ConfigError: one line, exit code 2, the sweep marked failed (no training: every run "fails")."""
+    import crs.study.sweep as sweep
+    from crs.config import ConfigError, load_config
+    from crs.runs import RunError
+
+    monkeypatch.setattr(sweep, "run_logged", lambda command, log_path, env=None: 3)
+    cfg = load_config("sweep_tiny", sweep_config)
+    with pytest.raises(RunError, match=r"sweep: RL run w0_s1 failed \(exit 3\); see .*w0_s1\.log") as raised:
+        sweep.train_runs(cfg, tmp_path / "direct", sweep.sweep_runs(cfg, cfg.sweep.weights))
+    assert not isinstance(raised.value, ConfigError)
+    with pytest.raises(SystemExit) as exited:
+        run_stage(run_sweep, "sweep", ["--config", str(sweep_config), "--config_subset", "sweep_tiny"])
+    assert exited.value.code == 2
+    assert "error: sweep: RL run w0_s1 failed (exit 3)" in capsys.readouterr().err
+    assert run_state(tmp_path / "out" / "sweep")["status"] == "failed"
+
+
 def test_the_jobs_flag_sets_sweep_jobs(tmp_path: Path, sweep_config: Path) -> None:
     from crs.cli import jobs_as_override
     from crs.config import load_config
