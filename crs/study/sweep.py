@@ -37,9 +37,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ from crs.rl.combine import describe_strategy
 from crs.rl.overoptimization import judge_peak
 from crs.rl.rewards import build_sources
 from crs.runs import RunError, is_finished, mark_finished
+from crs.study.scheduler import Stage, run_stages
 from crs.study.stage_commands import cores_share_env, override_texts, run_logged, stage_command
 
 logger = logging.getLogger(__name__)
@@ -196,7 +197,8 @@ def rl_command(cfg: CRSConfig, run: SweepRun, runs_dir: Path) -> list[str]:
 
 
 def train_runs(cfg: CRSConfig, run_dir: Path, runs: Sequence[SweepRun]) -> dict[str, float]:
-    """Train every unfinished run, ``sweep.jobs`` at a time; returns each trained run's wall time (s)."""
+    """Train every unfinished run, ``sweep.jobs`` at a time (in order, each as soon as a place is free);
+    returns each trained run's wall time (s)."""
     runs_dir, logs_dir = run_dir / "runs", run_dir / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
     pending = [run for run in runs if not is_finished(runs_dir / run.name)]
@@ -209,24 +211,26 @@ def train_runs(cfg: CRSConfig, run_dir: Path, runs: Sequence[SweepRun]) -> dict[
         cfg.sweep.jobs,
     )
     env = cores_share_env(cfg.sweep.jobs)
+    by_name = {run.name: run for run in pending}
+    times: dict[str, float] = {}
+    counted = threading.Lock()
 
-    def train(run: SweepRun) -> tuple[SweepRun, float, int]:
+    def train(stage: Stage, alone: bool) -> None:  # every run gets its share of the cores, the last one too
+        run = by_name[stage.name]
         start = time.time()
         code = run_logged(rl_command(cfg, run, runs_dir), logs_dir / f"{run.name}.log", env)
-        return run, time.time() - start, code
-
-    times: dict[str, float] = {}
-    with ThreadPoolExecutor(max_workers=cfg.sweep.jobs) as pool:
-        for run, seconds, code in pool.map(train, pending):
-            done += 1
-            if code != 0:
-                raise RunError(
-                    f"sweep: RL run {run.name} failed (exit {code}); see {logs_dir / (run.name + '.log')}; "
-                    "start the sweep again to continue once it is fixed"
-                )
+        seconds = time.time() - start
+        if code != 0:
+            raise RunError(
+                f"sweep: RL run {run.name} failed (exit {code}); see {logs_dir / (run.name + '.log')}; "
+                "start the sweep again to continue once it is fixed"
+            )
+        with counted:
             times[run.name] = seconds
-            logger.info("sweep: [%d/%d] %s trained in %.0f s", done, len(runs), run.name, seconds)
-    return times
+            logger.info("sweep: [%d/%d] %s trained in %.0f s", done + len(times), len(runs), run.name, seconds)
+
+    run_stages([Stage("rl", run.subset, run_name=run.name) for run in pending], cfg.sweep.jobs, train)
+    return {run.name: times[run.name] for run in pending}  # in the runs' order
 
 
 def judge_scores(

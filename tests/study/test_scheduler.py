@@ -19,16 +19,16 @@ def recorder(seconds: float = 0.05, fail: str | None = None):
 
     def run(stage: Stage, alone: bool) -> None:
         with lock:
-            events.append(("start", stage.subset))
-            state.setdefault("alone", set()).update({stage.subset} if alone else set())
+            events.append(("start", stage.name))
+            state.setdefault("alone", set()).update({stage.name} if alone else set())
             state["running"] += 1
             state["peak"] = max(state["peak"], state["running"])
         time.sleep(seconds)
         with lock:
             state["running"] -= 1
-            events.append(("end", stage.subset))
-        if stage.subset == fail:
-            raise StageFailed(f"{stage.subset} broke")
+            events.append(("end", stage.name))
+        if stage.name == fail:
+            raise StageFailed(f"{stage.name} broke")
 
     return run, events, state
 
@@ -79,3 +79,12 @@ def test_a_stage_waiting_for_a_missing_one_is_an_error() -> None:
     run, _, _ = recorder(0.0)
     with pytest.raises(StageFailed, match="never finish"):
         run_stages([Stage("rl", "rl_x", ("nowhere",))], 2, run)
+
+
+def test_runs_of_one_subset_are_told_apart_by_their_run_names() -> None:
+    """The sweep's runs: one subset many times, each its own stage, started in order, at most jobs at once."""
+    run, events, state = recorder(0.02)
+    stages = [Stage("rl", "rl_crs", run_name=f"w{w}_s1") for w in range(5)]
+    run_stages(stages, 2, run, done={"w0_s1"})
+    assert [subset for kind, subset in events if kind == "start"] == ["w1_s1", "w2_s1", "w3_s1", "w4_s1"]
+    assert state["peak"] == 2

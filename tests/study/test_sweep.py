@@ -143,6 +143,41 @@ def test_a_failed_rl_run_is_a_run_failure_not_bad_input(
     assert run_state(tmp_path / "out" / "sweep")["status"] == "failed"
 
 
+def test_train_runs_trains_the_unfinished_runs_in_order_jobs_at_a_time(
+    tmp_path: Path, sweep_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finished runs are skipped; the others start in order, sweep.jobs at once, each with its share of the
+    cores; the wall times come back in the runs' order (no training: a fake run)."""
+    import threading
+    import time
+
+    import crs.study.sweep as sweep
+    from crs.config import load_config
+
+    started, running, peak, lock = [], [0], [0], threading.Lock()
+
+    def fake_run(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
+        with lock:
+            started.append((log_path.stem, dict(env or {})))
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05 if log_path.stem == "w0_s2" else 0.01)  # finishes after a run started later
+        with lock:
+            running[0] -= 1
+        return 0
+
+    monkeypatch.setattr(sweep, "run_logged", fake_run)
+    cfg = load_config("sweep_tiny", sweep_config, ["sweep.jobs=2", "sweep.weights=[0.0, 0.5, 1.0]"])
+    run_dir = tmp_path / "sweep"
+    (run_dir / "runs" / "w0_s1").mkdir(parents=True)
+    (run_dir / "runs" / "w0_s1" / "run_state.json").write_text(json.dumps({"status": "finished"}))
+    times = sweep.train_runs(cfg, run_dir, sweep.sweep_runs(cfg, cfg.sweep.weights))
+    names = ["w0_s2", "w0.5_s1", "w0.5_s2", "w1_s1", "w1_s2"]
+    assert [name for name, _ in started] == names and list(times) == names
+    assert peak[0] == 2
+    assert all(env == sweep.cores_share_env(2) for _, env in started)
+
+
 def test_the_jobs_flag_sets_sweep_jobs(tmp_path: Path, sweep_config: Path) -> None:
     from crs.cli import jobs_as_override
     from crs.config import load_config
