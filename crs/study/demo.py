@@ -8,7 +8,8 @@ after an interruption picks up where it stopped. Ends by printing the report's m
 ``--jobs N`` runs up to N stages at once, each as soon as the stages it needs have finished
 (SFT and both reward models are independent, and so are the three PPO runs), every one with
 its share of the cores; their output then goes to ``outputs/demo_logs/``. On a 2-core CPU two
-at a time got ~1.35x the throughput of one (a sweep's PPO runs), so 2 is the default.
+at a time get more done than one (measured on a sweep's PPO runs: docs/study.md, "Jobs"), so 2 is
+the default.
 """
 
 from __future__ import annotations
