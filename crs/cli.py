@@ -34,7 +34,8 @@ STAGES: dict[str, tuple[str, str]] = {
     ),
     "rl": (
         "crs.cli:train_rl",
-        "RL of the SFT policy: PPO (default), GRPO or RLOO on a weighted combination of reward models, or DPO (rl.algorithm).",
+        "RL of the SFT policy: PPO (default), GRPO or RLOO on a weighted combination of reward models, "
+        "or DPO (rl.algorithm).",
     ),
     "predict": (
         "crs.eval.predict:predict",
@@ -46,12 +47,13 @@ STAGES: dict[str, tuple[str, str]] = {
     ),
     "pool": (
         "crs.eval.pool:make_pool",
-        "A best-of-n pool: every prompt of bon.splits answered bon.samples times by bon.policy (one AlpacaEval file per sample).",
+        "A best-of-n pool: every prompt of bon.splits answered bon.samples times by bon.policy "
+        "(one AlpacaEval file per sample).",
     ),
     "bon": (
         "crs.eval.bon:run_bon_study",
-        "A best-of-n study on one pool: every reward model, every weight of the combination and the judge pick from the same "
-        "replies; curves, agreement, the best weight with its interval, and the study's power.",
+        "A best-of-n study on one pool: every reward model, every weight of the combination and the judge pick "
+        "from the same replies; curves, agreement, the best weight with its interval, and the study's power.",
     ),
     "sweep": (
         "crs.study.sweep:run_sweep",
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] not in commands:
         lines = [f"  {name:<8} {STAGES[name][1]}" for name in STAGES]
         lines.append(
-            f"  {'demo':<8} The whole pipeline on the embedded defaults (skips finished stages, resumes interrupted ones)."
+            f"  {'demo':<8} The whole pipeline on the embedded defaults "
+            "(skips finished stages, resumes interrupted ones)."
         )
         usage = (
             "usage: crs {" + ",".join(commands) + "} [--config_subset NAME] [options]\n\ncommands:\n" + "\n".join(lines)

@@ -62,7 +62,8 @@ def stage_runner(jobs: int, log_dir: Path, started: float) -> Callable[[Stage, b
         if code != 0:
             where = "" if jobs == 1 else f" (output: {log})"
             raise StageFailed(
-                f"stage {stage.subset} failed (exit {code}){where}; fix it and re-run `make demo` (or `crs demo`) to continue"
+                f"stage {stage.subset} failed (exit {code}){where}; "
+                "fix it and re-run `make demo` (or `crs demo`) to continue"
             )
         print(f"{header}: done in {time.time() - stage_start:.0f} s", flush=True)
 

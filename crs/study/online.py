@@ -97,7 +97,8 @@ class Loop:
         missing = [name for name in wanted.values() if name not in paths]
         if missing:
             raise RunError(
-                f"online: {missing} not among the reward sources of {self.online.base_subset} (its rl.rewards: {sorted(paths)})"
+                f"online: {missing} not among the reward sources of {self.online.base_subset} "
+                f"(its rl.rewards: {sorted(paths)})"
             )
         return {kind: paths[name] for kind, name in wanted.items()}
 
@@ -121,7 +122,8 @@ def round_prompts(loop: Loop, n: int) -> tuple[list[PromptExample], list[PromptE
     needed = (online.rounds - 1) * per_round
     if len(prompts) < needed:
         raise RunError(
-            f"online: {online.rounds - 1} rounds x ({online.prompts_per_round} + {online.probe_prompts} probe) fresh prompts need {needed}, "
+            f"online: {online.rounds - 1} rounds x ({online.prompts_per_round} + {online.probe_prompts} probe) "
+            f"fresh prompts need {needed}, "
             f"the RL data has {len(prompts)}: lower online.rounds, online.prompts_per_round or online.probe_prompts"
         )
     chunk = prompts[(n - 1) * per_round : n * per_round]
@@ -178,7 +180,8 @@ def simulated_labels(
 
 
 def check_label_files(label_dir: Path, asked: list[dict[str, Any]], data_cfg: Any) -> None:
-    """Refuse label files that do not parse as canonical rankings / scores, or label prompts never asked (file and line)."""
+    """Refuse label files that do not parse as canonical rankings / scores, or label prompts never asked
+    (file and line)."""
     asked_prompts = {_prompt_key(row["messages"]) for row in asked}
     for name, kind in ((RANKINGS_FILE, "ranking"), (SCORES_FILE, "absolute")):
         path = label_dir / name
@@ -201,7 +204,8 @@ def check_label_files(label_dir: Path, asked: list[dict[str, Any]], data_cfg: An
             messages = row.get("messages") or [{"role": "user", "content": row.get("prompt")}]
             if _prompt_key(messages) not in asked_prompts:
                 raise DataError(
-                    f"{path}:{line}: this prompt was not among the ones to label in {label_dir.parent / 'to_label.jsonl'}"
+                    f"{path}:{line}: this prompt was not among the ones to label in "
+                    f"{label_dir.parent / 'to_label.jsonl'}"
                 )
 
 
@@ -221,7 +225,8 @@ def labels(loop: Loop, n: int, asked: list[dict[str, Any]]) -> Path:
         if time.time() >= deadline:
             raise WaitingForLabels(
                 f"online round {n}: waiting for labels of {loop.round_dir(n) / 'to_label.jsonl'}: write {paths[0]} "
-                f"(rows {{messages, replies: [best, ..., worst]}}) and {paths[1]} (rows {{messages, reply, score in [0, 1]}}), "
+                f"(rows {{messages, replies: [best, ..., worst]}}) and {paths[1]} "
+                "(rows {messages, reply, score in [0, 1]}), "
                 "then run the same command again with --resume"
             )
         time.sleep(10)
@@ -286,7 +291,8 @@ def run_step(loop: Loop, command: list[str], name: str) -> None:
     code = run_logged(command, log_path)
     if code != 0:
         raise RunError(
-            f"online: {name} failed (exit {code}); see {log_path}; run the same command again to continue once it is fixed"
+            f"online: {name} failed (exit {code}); see {log_path}; "
+            "run the same command again to continue once it is fixed"
         )
 
 
@@ -398,8 +404,9 @@ def run_baseline(loop: Loop) -> dict[str, int]:
         seen[kind] = sum(_prompt_key(ex.prompt) in trained for ex in pool)
         if seen[kind]:
             logger.warning(
-                "online baseline: %d of its %d %s examples are on prompts round 0's RM already trained on (online.baseline_split=%r "
-                "of %s): the baseline is not fair; give the RM subset a source with a split the RMs never saw",
+                "online baseline: %d of its %d %s examples are on prompts round 0's RM already trained on "
+                "(online.baseline_split=%r of %s): the baseline is not fair; "
+                "give the RM subset a source with a split the RMs never saw",
                 seen[kind],
                 len(pool),
                 kind,

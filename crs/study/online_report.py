@@ -21,10 +21,14 @@ def render_online_report(results: dict[str, Any]) -> str:
     s = results["settings"]
     lines = [
         "# Iterated online RLHF",
-        f"{s['rounds']} rounds of {s['rl_steps']} RL steps; each later round labels {s['prompts_per_round']} fresh prompts x {s['replies_per_prompt']} "
-        f"replies of the current policy ({s['labeller']} labeller), continues both RMs for {s['rm_epochs']:g} epochs on them plus "
-        f"{s['replay_ratio']:g} replayed earlier labels per new one, then continues RL. Judge `{results['judge']}`; {results['n_prompts']} eval prompts; "
-        f"This invocation's wall time {results.get('wall_time_s', 0) / 60:.1f} min (steps finished earlier are skipped). Intervals: 95%, bootstrap over prompts.",
+        f"{s['rounds']} rounds of {s['rl_steps']} RL steps; each later round labels {s['prompts_per_round']} "
+        f"fresh prompts x {s['replies_per_prompt']} "
+        f"replies of the current policy ({s['labeller']} labeller), continues both RMs for {s['rm_epochs']:g} "
+        "epochs on them plus "
+        f"{s['replay_ratio']:g} replayed earlier labels per new one, then continues RL. "
+        f"Judge `{results['judge']}`; {results['n_prompts']} eval prompts; "
+        f"This invocation's wall time {results.get('wall_time_s', 0) / 60:.1f} min "
+        "(steps finished earlier are skipped). Intervals: 95%, bootstrap over prompts.",
         *_rounds_section(results),
         *_rm_section(results),
         *(_baseline_section(results) if "baseline" in results else []),
@@ -66,12 +70,15 @@ def _rounds_section(results: dict[str, Any]) -> list[str]:
     return [
         "## Per round",
         md_table(header, rows),
-        f"\n`{ref}`'s judge mean: {results['reference_judge_mean']:.3f}. Proxy reward and KL: the round's RL run, mean over its last quarter of steps (proxy: its own combined reward, z units).",
-        f"LC: length-controlled (docs/study.md). Length-matched: the raw win rate on the prompts whose two replies are within "
+        f"\n`{ref}`'s judge mean: {results['reference_judge_mean']:.3f}. Proxy reward and KL: the round's RL run, "
+        "mean over its last quarter of steps (proxy: its own combined reward, z units).",
+        "LC: length-controlled (docs/study.md). Length-matched: the raw win rate on the prompts whose two replies "
+        "are within "
         f"{length_control.LENGTH_BAND:.0%} of each other in length ('cannot tell' below {length_control.MIN_MATCHED}).",
         *(
             [
-                f"\n**\\* LC unreliable** in round{'s' if len(flagged) > 1 else ''} {', '.join(str(r['round']) for r in flagged)}: {length_control.unreliable_note()}."
+                f"\n**\\* LC unreliable** in round{'s' if len(flagged) > 1 else ''} "
+                f"{', '.join(str(r['round']) for r in flagged)}: {length_control.unreliable_note()}."
             ]
             if flagged
             else []
@@ -117,8 +124,10 @@ def _rm_section(results: dict[str, Any]) -> list[str]:
         "\n## Reward models against the judge (pairwise accuracy)",
         "On the pairs the judge separates (its ties left out; pairs: "
         + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in results["rm_pairs"].items())
-        + "). `held out`: the original data's held-out rankings (forgetting shows here); `own policy`: replies of the policy the RM was "
-        "refreshed on (that round's probe prompts, never labelled); `next policy`: replies of the policy this RM then trained.",
+        + "). `held out`: the original data's held-out rankings (forgetting shows here); "
+        "`own policy`: replies of the policy the RM was "
+        "refreshed on (that round's probe prompts, never labelled); "
+        "`next policy`: replies of the policy this RM then trained.",
         md_table(["RM", "round", "held out", "own policy", "next policy"], rows),
     ]
     gains = [
@@ -129,7 +138,8 @@ def _rm_section(results: dict[str, Any]) -> list[str]:
     ]
     if any(before is not None and after is not None for _, _, before, after in gains):
         lines += [
-            "\nWhat refreshing bought on the policy's replies (round N's probe: replies of the policy before round N, never labelled):",
+            "\nWhat refreshing bought on the policy's replies "
+            "(round N's probe: replies of the policy before round N, never labelled):",
             md_table(
                 ["RM", "round N", "before refresh (round N-1's RM)", "after refresh (round N's RM)"],
                 [[kind, str(n), number(before, 3), number(after, 3)] for kind, n, before, after in gains],
@@ -161,18 +171,22 @@ def _baseline_section(results: dict[str, Any]) -> list[str]:
     ]
     return [
         "\n## Against the fair baseline",
-        f"The baseline gave the round-0 reward models the same number of labels up front ({b['labels']['rankings']} rankings, {b['labels']['scores']} scores, "
+        "The baseline gave the round-0 reward models the same number of labels up front "
+        f"({b['labels']['rankings']} rankings, {b['labels']['scores']} scores, "
         f"from the original distribution), then ran RL once for {s['rounds'] * s['rl_steps']} steps.",
         *(
             [
-                f"\n**Not a fair baseline:** {b['labels']['rankings_seen']} of its rankings and {b['labels']['scores_seen']} of its scores are on "
-                "prompts the round-0 reward models were trained on (`online.baseline_split` of a source with one split), so it got fewer new labels than the loop."
+                f"\n**Not a fair baseline:** {b['labels']['rankings_seen']} of its rankings and "
+                f"{b['labels']['scores_seen']} of its scores are on "
+                "prompts the round-0 reward models were trained on "
+                "(`online.baseline_split` of a source with one split), so it got fewer new labels than the loop."
             ]
             if unfair
             else []
         ),
         md_table(["", f"win rate vs `{ref}` %", "judge mean", "proxy reward", "KL", "mean length"], rows),
-        f"\nThe loop's last policy against the baseline's, head to head: {pct_interval(b['last_round_vs_baseline'])}% ({_verdict(b['last_round_vs_baseline'])}).",
+        "\nThe loop's last policy against the baseline's, head to head: "
+        f"{pct_interval(b['last_round_vs_baseline'])}% ({_verdict(b['last_round_vs_baseline'])}).",
         power_line(
             power_of_interval(b["last_round_vs_baseline"]["ci_low"], b["last_round_vs_baseline"]["ci_high"]),
             "these eval prompts",
@@ -190,7 +204,8 @@ def _verdict(entry: dict[str, float]) -> str:
 
 
 def plot_rounds(results: dict[str, Any], path: Path) -> None:
-    """Per-round curves: win rate against the reference (baseline dashed), RM agreement with the judge, proxy and judge."""
+    """Per-round curves: win rate against the reference (baseline dashed), RM agreement with the judge,
+    proxy and judge."""
     rounds = [r["round"] for r in results["rounds"]]
     fig = Figure(figsize=(13, 3.6))
     ax_win, ax_rm, ax_reward = fig.subplots(1, 3)

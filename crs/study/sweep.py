@@ -145,7 +145,8 @@ def best_of_n_first(cfg: CRSConfig, run_dir: Path) -> dict[str, Any] | None:
         code = run_logged(stage_command(stage, cfg.config_path, subset, target, {}), run_dir / "logs" / f"{stage}.log")
         if code != 0:
             raise RunError(
-                f"sweep: crs {stage} --config_subset {subset} failed (exit {code}); see {run_dir / 'logs' / (stage + '.log')}"
+                f"sweep: crs {stage} --config_subset {subset} failed (exit {code}); "
+                f"see {run_dir / 'logs' / (stage + '.log')}"
             )
     return json.loads((run_dir / "bon" / "results.json").read_text(encoding="utf-8"))
 
@@ -167,8 +168,8 @@ def weighted_rewards(rl: RLConfig, cfg: CRSConfig, weight: float) -> list[dict[s
     sweep = cfg.sweep
     if rl.combine == "conservative":  # its score ignores the weights: every run would train on one reward
         raise ConfigError(
-            "sweep: a weight for an RL subset with rl.combine=conservative, which ignores the weights the sweep varies; "
-            "use sum or sum_per_prompt there, or leave the arm's weight null"
+            "sweep: a weight for an RL subset with rl.combine=conservative, which ignores the weights "
+            "the sweep varies; use sum or sum_per_prompt there, or leave the arm's weight null"
         )
     rewards = [dict(vars(r)) for r in rl.rewards]
     names = [r["name"] for r in rewards]

@@ -37,15 +37,18 @@ def _matched_cell(judge: Mapping[str, Any], label: str) -> str:
 def lc_footnote(judge: Mapping[str, Any], labels: Sequence[str]) -> list[str]:
     """What the LC column's stars mean and, per flagged label, each flagged seed's reason; the length-matched band."""
     lines = [
-        f"Length-matched: the raw win rate on the prompts whose two replies are within {length_control.LENGTH_BAND:.0%} of each "
-        f"other in length, pooled over the seeds (interval: a Student-t seed level, then prompts; 'cannot tell' below {length_control.MIN_MATCHED})."
+        "Length-matched: the raw win rate on the prompts whose two replies are within "
+        f"{length_control.LENGTH_BAND:.0%} of each "
+        "other in length, pooled over the seeds (interval: a Student-t seed level, then prompts; "
+        f"'cannot tell' below {length_control.MIN_MATCHED})."
     ]
     flagged = [
         label for label in labels if not judge.get("lc_separation", {}).get(label, {"reliable": True})["reliable"]
     ]
     if flagged:
         lines.append(
-            f"\n**\\* LC unreliable** for {', '.join(f'`{label}`' for label in flagged)}: {length_control.unreliable_note()}."
+            f"\n**\\* LC unreliable** for {', '.join(f'`{label}`' for label in flagged)}: "
+            f"{length_control.unreliable_note()}."
         )
         for label in flagged:
             entry = judge["lc_separation"][label]
@@ -61,15 +64,29 @@ def verdict(slope: Mapping[str, float], scorer: str) -> str:
     """The inverse-relation question in plain words, with its uncertainty (none with one seed)."""
     if slope["ci_low"] is None:
         return (
-            f"Under {scorer}, the slope of the win rate on the preference weight is {100 * slope['mean']:+.1f} points per unit of preference "
-            "weight, with no interval: one seed per weight cannot estimate seed variance, so these runs cannot tell whether the inverse relation holds."
+            f"Under {scorer}, the slope of the win rate on the preference weight is {100 * slope['mean']:+.1f} "
+            "points per unit of preference "
+            "weight, with no interval: one seed per weight cannot estimate seed variance, "
+            "so these runs cannot tell whether the inverse relation holds."
         )
-    span = f"{100 * slope['mean']:+.1f} points per unit of preference weight (95% interval {100 * slope['ci_low']:+.1f} to {100 * slope['ci_high']:+.1f})"
+    span = (
+        f"{100 * slope['mean']:+.1f} points per unit of preference weight "
+        f"(95% interval {100 * slope['ci_low']:+.1f} to {100 * slope['ci_high']:+.1f})"
+    )
     if slope["ci_high"] < 0:
-        return f"Under {scorer}, the win rate falls as the preference weight rises: {span}. The reference study's inverse relation holds here."
+        return (
+            f"Under {scorer}, the win rate falls as the preference weight rises: {span}. "
+            "The reference study's inverse relation holds here."
+        )
     if slope["ci_low"] > 0:
-        return f"Under {scorer}, the win rate rises with the preference weight: {span}. The reference study's inverse relation does not hold here; the opposite does."
-    return f"Under {scorer}, the slope of the win rate on the preference weight is {span}: the interval includes 0, so these runs cannot tell whether the inverse relation holds."
+        return (
+            f"Under {scorer}, the win rate rises with the preference weight: {span}. "
+            "The reference study's inverse relation does not hold here; the opposite does."
+        )
+    return (
+        f"Under {scorer}, the slope of the win rate on the preference weight is {span}: "
+        "the interval includes 0, so these runs cannot tell whether the inverse relation holds."
+    )
 
 
 def arms_verdict(results: Mapping[str, Any], judge_name: str) -> str:
@@ -105,7 +122,8 @@ def _side_by_side_section(entry: Mapping[str, Any]) -> list[str]:
         md_table(
             ["w", f"best-of-{m} win rate vs the pool % (95% CI)", "RL win rate vs the reference % (95% CI)"], rows
         ),
-        f"\nPPO orders {entry['pairs_ordered_alike']} of the {entry['pairs']} pairs of weights as best-of-n does (by the point estimates; "
+        f"\nPPO orders {entry['pairs_ordered_alike']} of the {entry['pairs']} pairs of weights as best-of-n does "
+        "(by the point estimates; "
         "read each against its intervals).",
     ]
 
@@ -170,7 +188,8 @@ def render_sweep_report(results: Mapping[str, Any], judge_name: str) -> str:
             ],
             rows,
         ),
-        f"\nThe reference's mean judge score: {judge['reference_mean_score']:.3f}. LC: length-controlled (docs/study.md), mean over seeds.",
+        f"\nThe reference's mean judge score: {judge['reference_mean_score']:.3f}. "
+        "LC: length-controlled (docs/study.md), mean over seeds.",
         *lc_footnote(judge, labels),
     ]
     for scorer, entry in results["scorers"].items():
@@ -216,7 +235,8 @@ def _intervals_note(results: Mapping[str, Any]) -> str:
     if len(results["seeds"]) < 2:
         return "No intervals: 1 seed, and seed variance cannot be estimated from one run (docs/study.md)."
     return (
-        "Intervals: 95%, over seeds then prompts (a Student-t seed level with seeds - 1 degrees of freedom and a paired prompt "
+        "Intervals: 95%, over seeds then prompts "
+        "(a Student-t seed level with seeds - 1 degrees of freedom and a paired prompt "
         "bootstrap, docs/study.md)."
     )
 

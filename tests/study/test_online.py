@@ -77,7 +77,8 @@ def online_config(tmp_path: Path, smol_tokenizer) -> Path:
     }
     config = {
         "default": {
-            # The simulated annotator on prompts that are not the demo's: asked for knowingly (the loop's mechanics are tested).
+            # The simulated annotator on prompts that are not the demo's: asked for knowingly
+            # (the loop's mechanics are tested).
             "run": {"output_dir": str(out), "logging_steps": 1, "allow_gold_outside_demo": True},
             "model": {"name": str(policy), "dtype": "fp32", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
             "data": {"source": str(prompts), "max_prompt_length": 32, "max_length": 64, "val_fraction": 0.25},
@@ -293,7 +294,8 @@ def test_the_simulated_labeller_is_refused_on_prompts_that_are_not_the_demos(
     cfg = load_config("online_tiny", online_config, overrides=["run.allow_gold_outside_demo=false"])
     with pytest.raises(
         ConfigError,
-        match="online.labeller simulated .*: gold is the demo annotator's rule set, and 12 of 12 prompts.*online.labeller: file",
+        match="online.labeller simulated .*: gold is the demo annotator's rule set, "
+        "and 12 of 12 prompts.*online.labeller: file",
     ):
         online.run_online(cfg, tmp_path / "loop", resume=False)
     assert not (tmp_path / "loop" / "round_0").exists()  # refused before round 0 trained
