@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from crs.config import DEFAULT_CONFIG_PATH, ConfigError, CRSConfig, load_config
+from crs.processes import is_main_process, rank_and_world
 
 StageMain = Callable[[CRSConfig, Path, bool], object]
 
@@ -34,7 +34,8 @@ STAGES: dict[str, tuple[str, str]] = {
     ),
     "rl": (
         "crs.cli:train_rl",
-        "RL of the SFT policy: PPO (default), GRPO or RLOO on a weighted combination of reward models, or DPO (rl.algorithm).",
+        "RL of the SFT policy: PPO (default), GRPO or RLOO on a weighted combination of reward models, "
+        "or DPO (rl.algorithm).",
     ),
     "predict": (
         "crs.eval.predict:predict",
@@ -46,12 +47,13 @@ STAGES: dict[str, tuple[str, str]] = {
     ),
     "pool": (
         "crs.eval.pool:make_pool",
-        "A best-of-n pool: every prompt of bon.splits answered bon.samples times by bon.policy (one AlpacaEval file per sample).",
+        "A best-of-n pool: every prompt of bon.splits answered bon.samples times by bon.policy "
+        "(one AlpacaEval file per sample).",
     ),
     "bon": (
         "crs.eval.bon:run_bon_study",
-        "A best-of-n study on one pool: every reward model, every weight of the combination and the judge pick from the same "
-        "replies; curves, agreement, the best weight with its interval, and the study's power.",
+        "A best-of-n study on one pool: every reward model, every weight of the combination and the judge pick "
+        "from the same replies; curves, agreement, the best weight with its interval, and the study's power.",
     ),
     "sweep": (
         "crs.study.sweep:run_sweep",
@@ -74,7 +76,7 @@ def train_rl(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, object]:
     from crs.rl.stage import run_rl_stage
 
     summary = run_rl_stage(cfg, run_dir, resume)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         plot_run_overoptimization(run_dir, cfg.run_name)
     return summary
 
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] not in commands:
         lines = [f"  {name:<8} {STAGES[name][1]}" for name in STAGES]
         lines.append(
-            f"  {'demo':<8} The whole pipeline on the embedded defaults (skips finished stages, resumes interrupted ones)."
+            f"  {'demo':<8} The whole pipeline on the embedded defaults "
+            "(skips finished stages, resumes interrupted ones)."
         )
         usage = (
             "usage: crs {" + ",".join(commands) + "} [--config_subset NAME] [options]\n\ncommands:\n" + "\n".join(lines)
@@ -164,9 +167,8 @@ def stage_parser(description: str, prog: str | None = None, argv: list[str] | No
 
 def setup_logging() -> None:
     """INFO logs for crs on the main process, warnings elsewhere."""
-    rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
+        level=logging.INFO if is_main_process() else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
@@ -215,7 +217,7 @@ def run_stage(
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 
-    is_main = int(os.environ.get("RANK", "0")) == 0  # only the main process writes the run dir
+    is_main = is_main_process()  # only the main process writes the run dir
 
     def mark(message: str, status: str = "failed") -> None:
         if is_main:
@@ -270,7 +272,7 @@ def _prepare_on_main_process(config: CRSConfig, resume: bool, overwrite: bool) -
     """
     from crs.runs import NothingToResume, check_finished_resume, check_resume_compatible, is_finished, prepare_run_dir
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    _, world_size = rank_and_world()
     if world_size == 1:
         return prepare_run_dir(config, resume, overwrite)
     import torch

@@ -8,7 +8,8 @@ after an interruption picks up where it stopped. Ends by printing the report's m
 ``--jobs N`` runs up to N stages at once, each as soon as the stages it needs have finished
 (SFT and both reward models are independent, and so are the three PPO runs), every one with
 its share of the cores; their output then goes to ``outputs/demo_logs/``. On a 2-core CPU two
-at a time got ~1.35x the throughput of one (a sweep's PPO runs), so 2 is the default.
+at a time get more done than one (measured on a sweep's PPO runs: docs/study.md, "Jobs"), so 2 is
+the default.
 """
 
 from __future__ import annotations
@@ -17,25 +18,14 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from crs.config import load_config
 from crs.runs import is_finished, run_state
-from crs.study.subprocesses import cores_share_env, run_logged
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One `crs` command of the pipeline and the stages (by subset) whose outputs it reads."""
-
-    command: str
-    subset: str
-    after: tuple[str, ...] = ()
-
+from crs.study.scheduler import Stage, StageFailed, run_stages
+from crs.study.stage_commands import cores_share_env, run_logged
 
 # In order of priority (a valid sequential order): the longest independent stage first.
 PIPELINE = [
@@ -48,73 +38,6 @@ PIPELINE = [
     Stage("predict", "eval_pred", ("sft", "rl_preference", "rl_absolute", "rl_crs")),
     Stage("score", "eval_rewarding", ("eval_pred", "rm_preference", "rm_absolute")),
 ]
-
-
-class StageFailed(RuntimeError):
-    """A stage exited with an error; the message says which and where its output is."""
-
-
-def needs(stage: Stage, stages: Sequence[Stage]) -> set[str]:
-    """Every stage ``stage`` waits for, directly or through others."""
-    by_subset = {s.subset: s for s in stages}
-    found: set[str] = set()
-    todo = list(stage.after)
-    while todo:
-        subset = todo.pop()
-        if subset not in found:
-            found.add(subset)
-            todo.extend(by_subset[subset].after if subset in by_subset else ())
-    return found
-
-
-def run_stages(
-    stages: Sequence[Stage], jobs: int, run: Callable[[Stage, bool], None], done: set[str] | None = None
-) -> None:
-    """Run every stage not in ``done``, at most ``jobs`` at once, each once all its ``after`` are done.
-
-    ``run(stage, alone)`` runs one stage (in a worker thread) and raises on failure; ``alone``
-    says that nothing else can run beside it (nothing running, every other stage left waits
-    for it), so it may take every core. After a failure no new stage starts; the running ones
-    finish, then the first failure is raised.
-    """
-    done = set(done or ())
-    pending = [s for s in stages if s.subset not in done]
-    running: set[str] = set()
-    failures: list[BaseException] = []
-    changed = threading.Condition()
-
-    def worker(stage: Stage, alone: bool) -> None:
-        error = None
-        try:
-            run(stage, alone)
-        except BaseException as caught:  # raised again by the scheduling thread
-            error = caught
-        with changed:
-            running.discard(stage.subset)
-            if error is None:
-                done.add(stage.subset)
-            else:
-                failures.append(error)
-            changed.notify_all()
-
-    with changed:
-        while True:
-            if failures:
-                if not running:
-                    raise failures[0]
-            else:
-                ready = [s for s in pending if all(need in done for need in s.after)]
-                for stage in ready[: max(jobs - len(running), 0)]:
-                    pending.remove(stage)
-                    alone = not running and all(stage.subset in needs(other, stages) for other in pending)
-                    running.add(stage.subset)
-                    threading.Thread(target=worker, args=(stage, alone), daemon=True).start()
-                if not pending and not running:
-                    return
-                if not running:
-                    missing = sorted({need for s in pending for need in s.after} - done)
-                    raise StageFailed(f"stages {[s.subset for s in pending]} wait for {missing}, which never finish")
-            changed.wait()
 
 
 def stage_runner(jobs: int, log_dir: Path, started: float) -> Callable[[Stage, bool], None]:
@@ -139,7 +62,8 @@ def stage_runner(jobs: int, log_dir: Path, started: float) -> Callable[[Stage, b
         if code != 0:
             where = "" if jobs == 1 else f" (output: {log})"
             raise StageFailed(
-                f"stage {stage.subset} failed (exit {code}){where}; fix it and re-run `make demo` (or `crs demo`) to continue"
+                f"stage {stage.subset} failed (exit {code}){where}; "
+                "fix it and re-run `make demo` (or `crs demo`) to continue"
             )
         print(f"{header}: done in {time.time() - stage_start:.0f} s", flush=True)
 

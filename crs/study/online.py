@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from crs.config import CRSConfig, EvalModelConfig, RewardSourceConfig, load_config
 from crs.data import load_examples
@@ -42,11 +41,9 @@ from crs.data.schema import AbsoluteExample, DataError, PromptExample, RankingEx
 from crs.demo.annotator import ANNOTATORS, likert, likert_to_unit, rank_replies
 from crs.demo.gold import check_gold_applies
 from crs.eval import length_control, win_rates
-from crs.eval.plots import plot_overoptimization, save_figure_atomic
-from crs.eval.power import power_line, power_of_interval
+from crs.eval.plots import plot_overoptimization
 from crs.eval.predict import predict_models
 from crs.eval.score import judge_replies, study_judge
-from crs.eval.tables import DASH, md_table, number, pct, pct_interval
 from crs.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from crs.models.decoding import SamplingSettings, generate_replies
 from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
@@ -54,7 +51,8 @@ from crs.rl.rewards import build_sources
 from crs.rm.metrics import Pair, pair_agreement, ranking_pairs
 from crs.rm.training import cap_replies
 from crs.runs import RunError, is_finished, mark_finished
-from crs.study.subprocesses import run_logged, stage_command
+from crs.study.online_report import plot_rounds, render_online_report
+from crs.study.stage_commands import run_logged, stage_command
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +98,8 @@ class Loop:
         missing = [name for name in wanted.values() if name not in paths]
         if missing:
             raise RunError(
-                f"online: {missing} not among the reward sources of {self.online.base_subset} (its rl.rewards: {sorted(paths)})"
+                f"online: {missing} not among the reward sources of {self.online.base_subset} "
+                f"(its rl.rewards: {sorted(paths)})"
             )
         return {kind: paths[name] for kind, name in wanted.items()}
 
@@ -124,7 +123,8 @@ def round_prompts(loop: Loop, n: int) -> tuple[list[PromptExample], list[PromptE
     needed = (online.rounds - 1) * per_round
     if len(prompts) < needed:
         raise RunError(
-            f"online: {online.rounds - 1} rounds x ({online.prompts_per_round} + {online.probe_prompts} probe) fresh prompts need {needed}, "
+            f"online: {online.rounds - 1} rounds x ({online.prompts_per_round} + {online.probe_prompts} probe) "
+            f"fresh prompts need {needed}, "
             f"the RL data has {len(prompts)}: lower online.rounds, online.prompts_per_round or online.probe_prompts"
         )
     chunk = prompts[(n - 1) * per_round : n * per_round]
@@ -181,7 +181,8 @@ def simulated_labels(
 
 
 def check_label_files(label_dir: Path, asked: list[dict[str, Any]], data_cfg: Any) -> None:
-    """Refuse label files that do not parse as canonical rankings / scores, or label prompts never asked (file and line)."""
+    """Refuse label files that do not parse as canonical rankings / scores, or label prompts never asked
+    (file and line)."""
     asked_prompts = {_prompt_key(row["messages"]) for row in asked}
     for name, kind in ((RANKINGS_FILE, "ranking"), (SCORES_FILE, "absolute")):
         path = label_dir / name
@@ -204,7 +205,8 @@ def check_label_files(label_dir: Path, asked: list[dict[str, Any]], data_cfg: An
             messages = row.get("messages") or [{"role": "user", "content": row.get("prompt")}]
             if _prompt_key(messages) not in asked_prompts:
                 raise DataError(
-                    f"{path}:{line}: this prompt was not among the ones to label in {label_dir.parent / 'to_label.jsonl'}"
+                    f"{path}:{line}: this prompt was not among the ones to label in "
+                    f"{label_dir.parent / 'to_label.jsonl'}"
                 )
 
 
@@ -224,7 +226,8 @@ def labels(loop: Loop, n: int, asked: list[dict[str, Any]]) -> Path:
         if time.time() >= deadline:
             raise WaitingForLabels(
                 f"online round {n}: waiting for labels of {loop.round_dir(n) / 'to_label.jsonl'}: write {paths[0]} "
-                f"(rows {{messages, replies: [best, ..., worst]}}) and {paths[1]} (rows {{messages, reply, score in [0, 1]}}), "
+                f"(rows {{messages, replies: [best, ..., worst]}}) and {paths[1]} "
+                "(rows {messages, reply, score in [0, 1]}), "
                 "then run the same command again with --resume"
             )
         time.sleep(10)
@@ -289,7 +292,8 @@ def run_step(loop: Loop, command: list[str], name: str) -> None:
     code = run_logged(command, log_path)
     if code != 0:
         raise RunError(
-            f"online: {name} failed (exit {code}); see {log_path}; run the same command again to continue once it is fixed"
+            f"online: {name} failed (exit {code}); see {log_path}; "
+            "run the same command again to continue once it is fixed"
         )
 
 
@@ -401,8 +405,9 @@ def run_baseline(loop: Loop) -> dict[str, int]:
         seen[kind] = sum(_prompt_key(ex.prompt) in trained for ex in pool)
         if seen[kind]:
             logger.warning(
-                "online baseline: %d of its %d %s examples are on prompts round 0's RM already trained on (online.baseline_split=%r "
-                "of %s): the baseline is not fair; give the RM subset a source with a split the RMs never saw",
+                "online baseline: %d of its %d %s examples are on prompts round 0's RM already trained on "
+                "(online.baseline_split=%r of %s): the baseline is not fair; "
+                "give the RM subset a source with a split the RMs never saw",
                 seen[kind],
                 len(pool),
                 kind,
@@ -586,219 +591,6 @@ def length_entries(
 def asdict_win(result: win_rates.WinRate) -> dict[str, float]:
     """A win rate's point and 95% interval."""
     return {"mean": result.win_rate, "ci_low": result.ci_low, "ci_high": result.ci_high, "n": result.n_total}
-
-
-def render_online_report(results: dict[str, Any]) -> str:
-    """The loop's Markdown report."""
-    s = results["settings"]
-    lines = [
-        "# Iterated online RLHF",
-        f"{s['rounds']} rounds of {s['rl_steps']} RL steps; each later round labels {s['prompts_per_round']} fresh prompts x {s['replies_per_prompt']} "
-        f"replies of the current policy ({s['labeller']} labeller), continues both RMs for {s['rm_epochs']:g} epochs on them plus "
-        f"{s['replay_ratio']:g} replayed earlier labels per new one, then continues RL. Judge `{results['judge']}`; {results['n_prompts']} eval prompts; "
-        f"This invocation's wall time {results.get('wall_time_s', 0) / 60:.1f} min (steps finished earlier are skipped). Intervals: 95%, bootstrap over prompts.",
-        *_rounds_section(results),
-        *_rm_section(results),
-        *(_baseline_section(results) if "baseline" in results else []),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _rounds_section(results: dict[str, Any]) -> list[str]:
-    ref = results["reference"]
-    header = [
-        "round",
-        "labels (rankings / scores)",
-        f"win rate vs `{ref}` %",
-        "LC %",
-        "length-matched % (95% CI), n",
-        "win rate vs round 0 %",
-        "judge mean",
-        "proxy reward",
-        "KL",
-        "mean length",
-    ]
-    rows = [
-        [
-            str(r["round"]),
-            f"{r['labels']['rankings']} / {r['labels']['scores']}",
-            pct_interval(r["win_rate_vs_reference"]),
-            pct(r["lc_win_rate_vs_reference"])
-            + ("" if r.get("lc_separation", {"reliable": True})["reliable"] else "*"),
-            _matched_cell(r),
-            pct_interval(r["win_rate_vs_round_0"]) if "win_rate_vs_round_0" in r else DASH,
-            f"{r['judge_mean']:.3f}",
-            number(r["proxy"], 3),
-            number(r["kl"], 3),
-            f"{r['mean_length']:.0f}",
-        ]
-        for r in results["rounds"]
-    ]
-    flagged = [r for r in results["rounds"] if not r.get("lc_separation", {"reliable": True})["reliable"]]
-    return [
-        "## Per round",
-        md_table(header, rows),
-        f"\n`{ref}`'s judge mean: {results['reference_judge_mean']:.3f}. Proxy reward and KL: the round's RL run, mean over its last quarter of steps (proxy: its own combined reward, z units).",
-        f"LC: length-controlled (docs/study.md). Length-matched: the raw win rate on the prompts whose two replies are within "
-        f"{length_control.LENGTH_BAND:.0%} of each other in length ('cannot tell' below {length_control.MIN_MATCHED}).",
-        *(
-            [
-                f"\n**\\* LC unreliable** in round{'s' if len(flagged) > 1 else ''} {', '.join(str(r['round']) for r in flagged)}: {length_control.unreliable_note()}."
-            ]
-            if flagged
-            else []
-        ),
-        *(f"- round {r['round']}: {r['lc_separation']['reason']}" for r in flagged),
-        power_line(_median_power(results["rounds"]), "these eval prompts", f"a round's win rate against `{ref}`"),
-    ]
-
-
-def _matched_cell(row: dict[str, Any]) -> str:
-    matched = row.get("length_matched_vs_reference")
-    return (
-        DASH
-        if matched is None
-        else length_control.length_matched_cell(
-            matched["win_rate"], matched["ci_low"], matched["ci_high"], matched["n_matched"]
-        )
-    )
-
-
-def _median_power(rounds: list[dict[str, Any]]) -> dict[str, float]:
-    """The rounds' detectable difference against the reference, from their intervals (the median round)."""
-    powers = [
-        power_of_interval(r["win_rate_vs_reference"]["ci_low"], r["win_rate_vs_reference"]["ci_high"]) for r in rounds
-    ]
-    return sorted(powers, key=lambda p: p["standard_error"])[len(powers) // 2]
-
-
-def _rm_section(results: dict[str, Any]) -> list[str]:
-    accuracy = results["rm_accuracy"]
-    rows = [
-        [
-            kind,
-            str(n),
-            number(entry.get("held_out"), 3),
-            number(entry.get("own_policy"), 3),
-            number(entry.get("next_policy"), 3),
-        ]
-        for kind, per_round in accuracy.items()
-        for n, entry in per_round.items()
-    ]
-    lines = [
-        "\n## Reward models against the judge (pairwise accuracy)",
-        "On the pairs the judge separates (its ties left out; pairs: "
-        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in results["rm_pairs"].items())
-        + "). `held out`: the original data's held-out rankings (forgetting shows here); `own policy`: replies of the policy the RM was "
-        "refreshed on (that round's probe prompts, never labelled); `next policy`: replies of the policy this RM then trained.",
-        md_table(["RM", "round", "held out", "own policy", "next policy"], rows),
-    ]
-    gains = [
-        (kind, n, per_round[str(n - 1)].get("next_policy"), per_round[str(n)].get("own_policy"))
-        for kind, per_round in accuracy.items()
-        for n in range(1, len(results["rounds"]))
-        if str(n) in per_round and str(n - 1) in per_round
-    ]
-    if any(before is not None and after is not None for _, _, before, after in gains):
-        lines += [
-            "\nWhat refreshing bought on the policy's replies (round N's probe: replies of the policy before round N, never labelled):",
-            md_table(
-                ["RM", "round N", "before refresh (round N-1's RM)", "after refresh (round N's RM)"],
-                [[kind, str(n), number(before, 3), number(after, 3)] for kind, n, before, after in gains],
-            ),
-        ]
-    return lines
-
-
-def _baseline_section(results: dict[str, Any]) -> list[str]:
-    s, b, last, ref = results["settings"], results["baseline"], results["rounds"][-1], results["reference"]
-    unfair = b["labels"].get("rankings_seen") or b["labels"].get("scores_seen")
-    rows = [
-        [
-            f"loop (round {last['round']})",
-            pct_interval(last["win_rate_vs_reference"]),
-            f"{last['judge_mean']:.3f}",
-            number(last["proxy"], 3),
-            number(last["kl"], 3),
-            f"{last['mean_length']:.0f}",
-        ],
-        [
-            "baseline",
-            pct_interval(b["win_rate_vs_reference"]),
-            f"{b['judge_mean']:.3f}",
-            number(b["proxy"], 3),
-            number(b["kl"], 3),
-            f"{b['mean_length']:.0f}",
-        ],
-    ]
-    return [
-        "\n## Against the fair baseline",
-        f"The baseline gave the round-0 reward models the same number of labels up front ({b['labels']['rankings']} rankings, {b['labels']['scores']} scores, "
-        f"from the original distribution), then ran RL once for {s['rounds'] * s['rl_steps']} steps.",
-        *(
-            [
-                f"\n**Not a fair baseline:** {b['labels']['rankings_seen']} of its rankings and {b['labels']['scores_seen']} of its scores are on "
-                "prompts the round-0 reward models were trained on (`online.baseline_split` of a source with one split), so it got fewer new labels than the loop."
-            ]
-            if unfair
-            else []
-        ),
-        md_table(["", f"win rate vs `{ref}` %", "judge mean", "proxy reward", "KL", "mean length"], rows),
-        f"\nThe loop's last policy against the baseline's, head to head: {pct_interval(b['last_round_vs_baseline'])}% ({_verdict(b['last_round_vs_baseline'])}).",
-        power_line(
-            power_of_interval(b["last_round_vs_baseline"]["ci_low"], b["last_round_vs_baseline"]["ci_high"]),
-            "these eval prompts",
-            "the head-to-head win rate",
-        ),
-    ]
-
-
-def _verdict(entry: dict[str, float]) -> str:
-    if entry["ci_low"] > 0.5:
-        return "iterating beat spending the labels up front"
-    if entry["ci_high"] < 0.5:
-        return "spending the labels up front beat iterating"
-    return "the interval includes 50%: these runs cannot tell them apart"
-
-
-def plot_rounds(results: dict[str, Any], path: Path) -> None:
-    """Per-round curves: win rate against the reference (baseline dashed), RM agreement with the judge, proxy and judge."""
-    rounds = [r["round"] for r in results["rounds"]]
-    fig = Figure(figsize=(13, 3.6))
-    ax_win, ax_rm, ax_reward = fig.subplots(1, 3)
-    win = [r["win_rate_vs_reference"] for r in results["rounds"]]
-    mean = np.array([100 * w["mean"] for w in win])
-    err = np.array(
-        [[100 * w["mean"] - 100 * w["ci_low"] for w in win], [100 * w["ci_high"] - 100 * w["mean"] for w in win]]
-    )
-    ax_win.errorbar(rounds, mean, yerr=err, fmt="o-", capsize=3, label="loop")
-    if "baseline" in results:
-        ax_win.axhline(
-            100 * results["baseline"]["win_rate_vs_reference"]["mean"],
-            color="C1",
-            linestyle="--",
-            label="fair baseline",
-        )
-    ax_win.axhline(50, color="grey", linewidth=0.8)
-    ax_win.set(xlabel="round", ylabel=f"win rate vs {results['reference']} (%)", title="policy, judged")
-    ax_win.legend()
-    for kind, per_round in results["rm_accuracy"].items():
-        for key, style in (("held_out", "-"), ("own_policy", ":")):
-            points = [(int(n), e[key]) for n, e in per_round.items() if e.get(key) is not None]
-            if points:
-                ax_rm.plot(*zip(*points), style, marker="o", label=f"{kind}: {key.replace('_', ' ')}")
-    ax_rm.set(xlabel="round", ylabel="accuracy against the judge", title="reward models")
-    ax_rm.legend(fontsize=7)
-    proxy = [(r["round"], r["proxy"]) for r in results["rounds"] if r["proxy"] is not None]
-    if proxy:
-        ax_reward.plot(*zip(*proxy), "o-", label="proxy (own reward, z)")
-    twin = ax_reward.twinx()
-    twin.plot(rounds, [r["judge_mean"] for r in results["rounds"]], "s--", color="C3", label="judge mean")
-    ax_reward.set(xlabel="round", ylabel="proxy reward", title="proxy vs judge")
-    twin.set_ylabel("judge mean score")
-    ax_reward.legend(loc="upper left", fontsize=7)
-    twin.legend(loc="lower right", fontsize=7)
-    save_figure_atomic(fig, path)
 
 
 # --------------------------------------------------------------------------- the stage

@@ -20,12 +20,11 @@ from crs.eval.hierarchical import (
     seed_prompt_intervals,
 )
 from crs.eval.power import power_line, power_of_neighbours, power_of_rounds
-from crs.study.sweep import SweepRun, render_sweep_report, side_by_side, study_results
+from crs.study.sweep import SweepRun, side_by_side, study_results
+from crs.study.sweep_report import render_sweep_report
 
 # benchmarks/ is a folder of scripts, not a package.
-coverage_bench = SimpleNamespace(
-    **runpy.run_path(str(ROOT / "benchmarks" / "seed_interval_coverage.py"))
-)
+coverage_bench = SimpleNamespace(**runpy.run_path(str(ROOT / "benchmarks" / "seed_interval_coverage.py")))
 
 T_975 = {1: 12.7062, 2: 4.3027, 3: 3.1824}  # Student t quantiles (scipy is not a dependency)
 

@@ -122,6 +122,62 @@ def test_a_sweep_interrupted_and_resumed_redoes_no_finished_run(tmp_path: Path, 
     assert again["scorers"]["judge"]["win_rate"].keys() == judge["win_rate"].keys()
 
 
+def test_a_failed_rl_run_is_a_run_failure_not_bad_input(
+    tmp_path: Path, sweep_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An RL run that exits non-zero stops the sweep with a RunError (a run that cannot go on), not a
+    ConfigError: one line, exit code 2, the sweep marked failed (no training: every run "fails")."""
+    import crs.study.sweep as sweep
+    from crs.config import ConfigError, load_config
+    from crs.runs import RunError
+
+    monkeypatch.setattr(sweep, "run_logged", lambda command, log_path, env=None: 3)
+    cfg = load_config("sweep_tiny", sweep_config)
+    with pytest.raises(RunError, match=r"sweep: RL run w0_s1 failed \(exit 3\); see .*w0_s1\.log") as raised:
+        sweep.train_runs(cfg, tmp_path / "direct", sweep.sweep_runs(cfg, cfg.sweep.weights))
+    assert not isinstance(raised.value, ConfigError)
+    with pytest.raises(SystemExit) as exited:
+        run_stage(run_sweep, "sweep", ["--config", str(sweep_config), "--config_subset", "sweep_tiny"])
+    assert exited.value.code == 2
+    assert "error: sweep: RL run w0_s1 failed (exit 3)" in capsys.readouterr().err
+    assert run_state(tmp_path / "out" / "sweep")["status"] == "failed"
+
+
+def test_train_runs_trains_the_unfinished_runs_in_order_jobs_at_a_time(
+    tmp_path: Path, sweep_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finished runs are skipped; the others start in order, sweep.jobs at once, each with its share of the
+    cores; the wall times come back in the runs' order (no training: a fake run)."""
+    import threading
+    import time
+
+    import crs.study.sweep as sweep
+    from crs.config import load_config
+
+    started, running, peak, lock = [], [0], [0], threading.Lock()
+
+    def fake_run(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
+        with lock:
+            started.append((log_path.stem, dict(env or {})))
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05 if log_path.stem == "w0_s2" else 0.01)  # finishes after a run started later
+        with lock:
+            running[0] -= 1
+        return 0
+
+    monkeypatch.setattr(sweep, "run_logged", fake_run)
+    cfg = load_config("sweep_tiny", sweep_config, ["sweep.jobs=2", "sweep.weights=[0.0, 0.5, 1.0]"])
+    run_dir = tmp_path / "sweep"
+    (run_dir / "runs" / "w0_s1").mkdir(parents=True)
+    (run_dir / "runs" / "w0_s1" / "run_state.json").write_text(json.dumps({"status": "finished"}))
+    times = sweep.train_runs(cfg, run_dir, sweep.sweep_runs(cfg, cfg.sweep.weights))
+    names = ["w0_s2", "w0.5_s1", "w0.5_s2", "w1_s1", "w1_s2"]
+    assert [name for name, _ in started] == names and list(times) == names
+    assert peak[0] == 2
+    assert all(env == sweep.cores_share_env(2) for _, env in started)
+
+
 def test_the_jobs_flag_sets_sweep_jobs(tmp_path: Path, sweep_config: Path) -> None:
     from crs.cli import jobs_as_override
     from crs.config import load_config
@@ -208,22 +264,6 @@ def test_a_strategy_comparison_trains_every_arm_at_every_seed_and_says_which_win
     assert "training 4 of the 4 RL runs" in report and "| per seed % |" in report
     assert "has the highest win rate against the reference" in report and "Each arm against each other" in report
     assert (sweep_dir / "sweep_curves.png").stat().st_size > 1000
-
-
-def test_arms_verdict_names_the_arms_the_best_one_beats_and_those_it_ties() -> None:
-    from crs.study.sweep import arms_verdict
-
-    def rate(mean: float, low: float, high: float) -> dict[str, float]:
-        return {"mean": mean, "ci_low": low, "ci_high": high}
-
-    judge = {
-        "win_rate": {"a": rate(0.6, 0.5, 0.7), "b": rate(0.7, 0.6, 0.8), "c": rate(0.4, 0.3, 0.5)},
-        "each_vs_each": {"b": {"a": rate(0.55, 0.45, 0.65), "c": rate(0.8, 0.7, 0.9)}},
-    }
-    line = arms_verdict({"labels": ["a", "b", "c"], "scorers": {"judge": judge}}, "gold")
-    assert "`b` has the highest win rate" in line
-    assert "it beats `c` (80.0 (70.0–90.0)%) with an interval above 50%" in line
-    assert "`a` (55.0 (45.0–65.0)%) is not told apart from it" in line
 
 
 def test_bad_arms_are_refused_before_anything_trains(tmp_path: Path, sweep_config: Path) -> None:
@@ -336,48 +376,3 @@ def test_the_demos_strategy_comparisons_resolve_every_arm() -> None:
         check_runs(load_config("strategies_crs"), sweep_runs(load_config("strategies_crs"), []))["conservative"]
         == "conservative (min): of preference, absolute"
     )
-
-
-def test_a_strategy_whose_lc_length_separates_is_flagged_and_shows_its_length_matched_rate() -> None:
-    """No training: the issue's brevity case as two seeds of one arm beside a length-blind arm."""
-    import numpy as np
-    from length_cases import shorter_on_most
-
-    from crs.study.sweep import SweepRun, render_sweep_report, study_results
-
-    rng = np.random.default_rng(0)
-    n = 200
-    ref = rng.integers(300, 700, n)
-    lengths, judge = {"base": ref.tolist()}, {"base": np.zeros(n)}
-    runs = [SweepRun(s, "rl", arm=arm) for arm in ("brief", "blind") for s in (1, 2)]
-    for run in runs:
-        if (
-            run.arm == "brief"
-        ):  # shorter by 100-200 on 88% of prompts, longer by 5-20 on the rest; the judge rewards brevity
-            own = shorter_on_most(ref, rng)
-            judge[run.name] = np.where(own < ref, 1.0, -1.0)
-        else:  # about as long as the reference, judged without regard to length
-            own = ref + rng.integers(-40, 41, n)
-            judge[run.name] = rng.choice([-1.0, 1.0], n)
-        lengths[run.name] = own.tolist()
-    results = study_results({"judge": judge}, lengths, runs, "base", n_boot=100, seed=0)
-    results.update(
-        n_prompts=n, wall_time_s=1.0, train_time_s={}, arms={"brief": "sum: 1 x brevity", "blind": "sum: 1 x other"}
-    )
-    entry = results["scorers"]["judge"]
-    assert entry["win_rate"]["brief"]["mean"] == pytest.approx(0.88) and entry["lc_win_rate"]["brief"] < 0.05
-    assert entry["lc_separation"]["brief"]["reliable"] is False and entry["lc_separation"]["blind"]["reliable"] is True
-    matched = entry["length_matched"]["brief"]
-    assert (
-        matched["n_matched"] == 48 and matched["n_total"] == 400 and matched["win_rate"] == 0.0
-    )  # 24 per seed, all lost
-    blind = entry["length_matched"]["blind"]
-    assert blind["ci_low"] <= blind["win_rate"] <= blind["ci_high"] and blind["n_matched"] > 300
-    report = render_sweep_report(results, "brevity")
-    brief_row = next(line for line in report.splitlines() if line.startswith("| brief "))
-    assert f"| {100 * entry['lc_win_rate']['brief']:.1f}* | 0.0 (0.0–0.0), n=48 |" in brief_row
-    blind_row = next(line for line in report.splitlines() if line.startswith("| blind "))
-    assert f"| {100 * entry['lc_win_rate']['blind']:.1f} | " in blind_row
-    assert "**\\* LC unreliable** for `brief`:" in report and "`blind`:" not in report
-    assert "- `brief`, seed 1: Length alone nearly separates the verdicts" in report and "- `brief`, seed 2:" in report
-    assert "within 10% of each other in length, pooled over the seeds" in report
