@@ -83,7 +83,7 @@ def test_the_algorithm_never_imports_its_stage() -> None:
     graph = import_graph(False)
     stages = {
         "crs.rl.ppo.stage",
-        "crs.rl.stage",
+        "crs.rl.dispatch",
         "crs.rl.trl_common",
         "crs.rl.grpo_rloo",
         "crs.rl.dpo",
