@@ -55,8 +55,8 @@ def run_one(
     prompts = [user_prompt(p) for p in PROMPTS]
     rows: list[dict[str, float]] = []
     if algorithm == "ppo":
-        from crs.rl.ppo.algorithm import PPOTrainer
         from crs.rl.ppo.policy import PolicyValueModel
+        from crs.rl.ppo.trainer import PPOTrainer
 
         policy = add_lora(load_causal_lm(model, model_cfg), model_cfg.lora, "causal_lm")
         cfg = RLConfig(batch_size=8, mini_batch_size=8, ppo_epochs=1, max_new_tokens=48, temperature=0.8, kl_coef=0.05)

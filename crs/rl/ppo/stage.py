@@ -1,7 +1,7 @@
 """The RL stage around the PPO algorithm: models, prompts, the loop, checkpoints, logs.
 
 ``rl_train.py --config_subset rl_crs`` runs :func:`run_ppo_stage`, which builds the models
-(:func:`build_models`) and drives :class:`crs.rl.ppo.algorithm.PPOTrainer`. It writes into the run directory:
+(:func:`build_models`) and drives :class:`crs.rl.ppo.trainer.PPOTrainer`. It writes into the run directory:
 
 * ``metrics.jsonl``: one row per PPO step (rewards per source raw and normalised,
   combined, KL, beta, losses, clip fractions, approx KL, entropy, reply length, timings);
@@ -64,8 +64,8 @@ from crs.models.loading import (
 )
 from crs.models.trainer import LOGS_DIR, check_report_to
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
-from crs.rl.ppo.algorithm import PPOTrainer
 from crs.rl.ppo.policy import PolicyValueModel, ValueModel, enable_gradient_checkpointing
+from crs.rl.ppo.trainer import PPOTrainer
 from crs.rl.rewards import CombinedReward, RewardSource, build_sources, check_gold_sources, reward_model_config
 from crs.runs import (
     RL_LENGTH_KEYS,

@@ -1,4 +1,4 @@
-"""PPO for RLHF, as in "The N Implementation Details of RLHF with PPO" (Huang et al.).
+"""The PPO algorithm (:class:`PPOTrainer`), as in "The N Implementation Details of RLHF with PPO" (Huang et al.).
 
 One PPO step:
 
@@ -15,8 +15,8 @@ One PPO step:
    gradient-norm clipping, optional early stop when the approximate KL gets too large.
 
 Where each implementation detail lives (every one is a function or a marked line here or
-in :mod:`crs.rl.ppo.losses`, :mod:`crs.rl.ppo.policy` or :mod:`crs.models.decoding`, and a key in ``RLConfig``
-where it is a choice):
+in :mod:`crs.rl.ppo.losses`, :mod:`crs.rl.ppo.policy`, :mod:`crs.rl.ppo.stage` or :mod:`crs.models.decoding`, and a
+key in ``RLConfig`` where it is a choice):
 
 ==================================  =============================================
 detail                              where (config key)
@@ -27,7 +27,7 @@ EOS stop, post-EOS masking          ``decoding.decode_loop`` (via ``policy.sampl
 missing-EOS penalty, reward clip    ``CombinedReward.shape`` (missing_eos_penalty, reward_clip)
 reward normalisation                ``CombinedReward.normalize`` (rewards[].normalize)
 KL penalty per token, k1 estimator  ``losses.per_token_rewards`` (kl_coef)
-adaptive KL coefficient             :class:`AdaptiveKLController` (adaptive_kl, target_kl, kl_horizon)
+adaptive KL coefficient             ``losses.AdaptiveKLController`` (adaptive_kl, target_kl, kl_horizon)
 score on the last reply token       ``losses.per_token_rewards``
 GAE                                 ``losses.compute_gae`` (gamma, lam)
 advantage whitening                 ``losses.masked_whiten`` (whiten_advantages)
@@ -37,7 +37,7 @@ dropout disabled                    :meth:`PPOTrainer.__init__` (model.eval())
 gradient checkpointing, dropout off ``policy.checkpoint_in_eval_mode`` (model.gradient_checkpointing)
 Adam epsilon 1e-5                   :meth:`PPOTrainer.__init__` (adam_eps)
 learning-rate annealing             :meth:`PPOTrainer.__init__` (anneal_lr)
-grad-norm clipping                  :meth:`PPOTrainer.update` (max_grad_norm)
+grad-norm clipping                  :meth:`PPOTrainer.optimizer_step` (max_grad_norm)
 approx-KL early stopping            :meth:`PPOTrainer.update` (early_stop_kl)
 reference = adapter switched off    :meth:`PPOTrainer.reference_logprobs`
 old log-probs + values, one forward :meth:`PPOTrainer.rollout` (logprobs_from_sampling: none)
@@ -46,7 +46,7 @@ math attention kernel on CPU        ``policy.cpu_math_attention``
 sampling from a merged LoRA copy    ``policy.MergedSampler`` (merged_sampling)
 pre-packed sampling weights (CPU)   :mod:`crs.models.packed_linear` (packed_sampling)
 lean decode-only forward (CPU)      :mod:`crs.models.fused_decoder` (fused_sampling)
-bf16 base, fp32 LoRA + value head   ``ppo_stage.build_models`` (model.dtype)
+bf16 base, fp32 LoRA + value head   ``stage.build_models`` (model.dtype)
 ==================================  =============================================
 
 Cost per step = sampling + (policy forward: old log-probs and values together) +
