@@ -64,7 +64,7 @@ def run_one(
         for _ in range(warmup + steps):
             rows.append(trainer.step(prompts))
     else:
-        from crs.rl.grpo_rloo import build_online_trainer
+        from crs.rl.grpo_rloo import build_grpo_rloo_trainer
         from crs.rl.trl_common import peft_lora_config
 
         cfg = CRSConfig()
@@ -82,7 +82,7 @@ def run_one(
         )
         with tempfile.TemporaryDirectory() as folder:
             run_dir = Path(folder)
-            trainer, _ = build_online_trainer(
+            trainer, _ = build_grpo_rloo_trainer(
                 cfg, run_dir, load_causal_lm(model, model_cfg), peft_lora_config(cfg), tokenizer, reward, prompts
             )
             trainer.train()

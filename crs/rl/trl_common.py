@@ -35,15 +35,15 @@ METRICS_FILE = "metrics.jsonl"
 # The private TRL methods crs overrides, with the parameters it relies on. TRL calls them
 # itself, so a rename would raise nothing: the override would just stop being called.
 # Why each stays (TRL 1.16 has no public way to do the same): docs/optimisers.md#trl-internals.
-_ONLINE_OVERRIDES = {
+_GRPO_RLOO_OVERRIDES = {
     "_tokenize_prompts": ("prompts",),
     "_get_per_token_logps_and_entropies": ("model", "input_ids", "attention_mask", "logits_to_keep", "compute_entropy"),
     "_generate_and_score_completions": ("inputs",),
     "_compute_loss": ("model", "inputs"),
 }
 TRL_OVERRIDES: dict[str, dict[str, tuple[str, ...]]] = {
-    "GRPOTrainer": _ONLINE_OVERRIDES,
-    "RLOOTrainer": _ONLINE_OVERRIDES,
+    "GRPOTrainer": _GRPO_RLOO_OVERRIDES,
+    "RLOOTrainer": _GRPO_RLOO_OVERRIDES,
     "DPOTrainer": {"_prepare_dataset": ("dataset", "processing_class", "args", "dataset_name")},
 }
 

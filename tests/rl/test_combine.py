@@ -296,7 +296,7 @@ def test_sum_per_prompt_on_trl_gathers_groups_split_between_processes() -> None:
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_one_online_step_optimises_sum_per_prompt(
+def test_one_grpo_rloo_step_optimises_sum_per_prompt(
     tmp_path, tiny_model_dir, smol_tokenizer, monkeypatch, algorithm
 ) -> None:
     pytest.importorskip("trl")

@@ -1,4 +1,4 @@
-"""GRPO, RLOO (TRL's, online, on crs's combined reward) and DPO (TRL's, offline): learning, rewards, outputs, resume.
+"""GRPO, RLOO (TRL's, on-policy, on crs's combined reward) and DPO (TRL's, offline): learning, rewards, outputs, resume.
 
 Tiny models only (tests/tiny.py); each test takes seconds at one thread.
 """
@@ -188,13 +188,13 @@ def learning_prompts(n: int = 16) -> list:
     return [[{"role": "system", "content": "Hi"}, {"role": "user", "content": f"topic {i}"}] for i in range(n)]
 
 
-def run_online_learning(
+def run_grpo_rloo_learning(
     smol_tokenizer, left_tokenizer, tmp_path, algorithm, broken=False, monkeypatch=None, steps=12
 ) -> list[dict]:
     import trl
     from tiny import tiny_causal_lm
 
-    from crs.rl.grpo_rloo import build_online_trainer
+    from crs.rl.grpo_rloo import build_grpo_rloo_trainer
     from crs.rl.trl_common import peft_lora_config
 
     # A larger init makes the tiny model's next-token distribution peaked enough to have signal.
@@ -214,7 +214,7 @@ def run_online_learning(
         algorithm, tmp_path, steps=steps, batch_size=16, group_size=4, max_new_tokens=4, learning_rate=2e-2, kl_coef=0.0
     )
     torch.manual_seed(0)
-    trainer, _ = build_online_trainer(
+    trainer, _ = build_grpo_rloo_trainer(
         cfg, tmp_path, lm, peft_lora_config(cfg), left_tokenizer, reward, learning_prompts()
     )
     trainer.train()
@@ -223,10 +223,10 @@ def run_online_learning(
 
 @pytest.mark.parametrize("broken", [False, True], ids=["learns", "advantage-sign-flipped"])
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_online_optimisers_raise_a_reachable_reward(
+def test_grpo_and_rloo_raise_a_reachable_reward(
     smol_tokenizer, left_tokenizer, tmp_path, monkeypatch, algorithm, broken
 ):
-    rows = run_online_learning(smol_tokenizer, left_tokenizer, tmp_path, algorithm, broken, monkeypatch)
+    rows = run_grpo_rloo_learning(smol_tokenizer, left_tokenizer, tmp_path, algorithm, broken, monkeypatch)
     rewards = [round(r["reward/combined"], 3) for r in rows]
     assert [r["step"] for r in rows] == list(range(1, 13))
     start, end = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
@@ -250,7 +250,7 @@ def test_online_optimisers_raise_a_reachable_reward(
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_online_stage_writes_ppos_outputs_and_trl_optimises_the_combined_reward(
+def test_grpo_rloo_stage_writes_ppos_outputs_and_trl_optimises_the_combined_reward(
     tmp_path, tiny_model_dir, smol_tokenizer, monkeypatch, algorithm
 ):
     seen = capture_trl_rewards(monkeypatch, algorithm)
@@ -323,7 +323,7 @@ def test_grpo_with_trls_own_normalisation(tmp_path, tiny_model_dir, monkeypatch)
     } <= row.keys()
 
 
-def test_online_resume_continues_from_a_sealed_checkpoint(tmp_path, tiny_model_dir):
+def test_grpo_rloo_resume_continues_from_a_sealed_checkpoint(tmp_path, tiny_model_dir):
     from crs.runs import checkpoint_problem
 
     straight = run_cli(write_config(tmp_path / "a", tiny_model_dir, algorithm="grpo", steps=4))
@@ -362,12 +362,12 @@ def test_init_adapter_continues_an_earlier_runs_adapter(tmp_path, tiny_model_dir
 
 
 def test_full_finetuning_with_a_kl_penalty_is_refused_before_loading(tmp_path, tiny_model_dir):
-    from crs.rl.grpo_rloo import run_online_stage
+    from crs.rl.grpo_rloo import run_grpo_rloo_stage
 
     cfg = load_config("tiny", write_config(tmp_path, tiny_model_dir, algorithm="rloo"))
     cfg.model.lora.enabled = False
     with pytest.raises(ConfigError, match="full fine-tuning"):
-        run_online_stage(cfg, tmp_path / "run", resume=False)
+        run_grpo_rloo_stage(cfg, tmp_path / "run", resume=False)
 
 
 # --------------------------------------------------------------------------- DPO
