@@ -53,7 +53,8 @@ def run_one(dtype_name: str, steps: int, warmup: int, threads: int | None) -> di
     from crs.models.loading import add_lora, load_causal_lm, load_tokenizer, resolve_dtype
     from crs.rl.ppo.policy import PolicyValueModel
     from crs.rl.ppo.trainer import PPOTrainer
-    from crs.rl.rewards import CombinedReward, RewardSource
+    from crs.rl.reward_sources import RewardSource
+    from crs.rl.rewards import CombinedReward
     from crs.rm.scorer import load_reward_scorers
 
     name = "embedded:smollm2-135m-instruct"

@@ -42,7 +42,8 @@ from crs.io import write_json_atomic
 from crs.models.formatting import encode_prompt
 from crs.models.loading import load_tokenizer, resolve_dtype
 from crs.models.trainer import SealCheckpointCallback
-from crs.rl.rewards import REWARD_STATE_FILE, CombinedReward, check_gold_sources
+from crs.rl.reward_sources import check_gold_sources
+from crs.rl.rewards import REWARD_STATE_FILE, CombinedReward
 from crs.rl.trl_common import (
     METRICS_FILE,
     StepMetricsCallback,

@@ -57,7 +57,7 @@ from crs.eval.tables import DASH, md_table, pct, pct_interval
 from crs.io import read_jsonl, write_json_atomic, write_text_atomic
 from crs.rl.combine import describe_strategy
 from crs.rl.overoptimization import judge_peak
-from crs.rl.rewards import build_sources
+from crs.rl.reward_sources import build_sources
 from crs.runs import is_finished, mark_finished
 from crs.study.subprocesses import cores_share_env, override_texts, run_logged, stage_command
 

@@ -23,7 +23,8 @@ from crs.rl.combine import (
     standardize_within_groups,
     zscore_stats,
 )
-from crs.rl.rewards import CombinedReward, RewardSource
+from crs.rl.reward_sources import RewardSource
+from crs.rl.rewards import CombinedReward
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

@@ -20,7 +20,8 @@ from stage_runs import capture_trl_rewards, check_run_outputs, log_rows, run_cli
 
 from crs.config import ConfigError, CRSConfig, LoraConfig, RLConfig, load_config
 from crs.data.schema import AbsoluteExample, RankingExample, user_prompt
-from crs.rl.rewards import CombinedReward, RewardSource
+from crs.rl.reward_sources import RewardSource
+from crs.rl.rewards import CombinedReward
 
 pytest.importorskip("trl")
 

@@ -496,7 +496,7 @@ class PPOTrainer:
 
         Replies are sampled as in training, under a private RNG seeded by ``seed`` (the training
         stream is untouched); ``kl/sequence`` is the k1 estimate of KL(policy || reference) per
-        reply, unbiased under those samples. ``judge`` is a :class:`crs.rl.rewards.RewardSource`
+        reply, unbiased under those samples. ``judge`` is a :class:`crs.rl.reward_sources.RewardSource`
         that is only ever read, never optimised. Averaged over processes.
         """
         prompt_ids, prompt_mask = self.encode_prompts(prompts)

@@ -29,7 +29,8 @@ from crs.rl.ppo.losses import (
 )
 from crs.rl.ppo.policy import PolicyValueModel, sample_replies
 from crs.rl.ppo.trainer import PPOTrainer
-from crs.rl.rewards import CombinedReward, RewardSource
+from crs.rl.reward_sources import RewardSource
+from crs.rl.rewards import CombinedReward
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
