@@ -102,6 +102,7 @@ def test_the_algorithm_never_imports_its_stage() -> None:
         "crs.rl.ppo.rollout",
         "crs.rl.rewards",
         "crs.rl.reward_sources",
+        "crs.rl.trl_reward",
         "crs.rm.scorer",
     ):
         assert not graph[algorithm] & stages, algorithm

@@ -14,7 +14,7 @@ the clipped update, the KL term); crs supplies what makes the run comparable wit
   for TRL's per-reward normalisation (``rl.reward_normalization``). ``rl.combine:
   sum_per_prompt`` standardises each source within TRL's groups of ``rl.group_size`` replies;
   a group may straddle processes, so the reward function gathers the whole batch's raw scores
-  first (:meth:`crs.rl.rewards.TRLRewardBridge.score_in_groups`); RLOO's leave-one-out baseline
+  first (:meth:`crs.rl.trl_reward.TRLRewardBridge.score_in_groups`); RLOO's leave-one-out baseline
   and GRPO's group baseline then act on that sum;
 * the outputs: ``metrics.jsonl`` with PPO's column names where the meaning is the same
   (:data:`GRPO_RLOO_COLUMNS`; every other TRL metric as ``trl/<name>``), ``checkpoints/checkpoint-N``
@@ -57,6 +57,7 @@ from crs.rl.trl_common import (
     start_or_resume,
     trainer_arguments,
 )
+from crs.rl.trl_reward import trl_reward_func, trl_reward_funcs_per_source
 from crs.runs import set_seed
 
 logger = logging.getLogger(__name__)
@@ -237,10 +238,10 @@ def build_grpo_rloo_trainer(
     declared = getattr(model.generation_config, "eos_token_id", None)
     eos_ids = {tokenizer.eos_token_id, *(declared if isinstance(declared, list) else [declared])} - {None}
     if rl.reward_normalization == "trl":
-        funcs, weights = reward.as_trl_reward_funcs(sorted(eos_ids))
+        funcs, weights = trl_reward_funcs_per_source(reward, sorted(eos_ids))
     else:
         # group_size: sum_per_prompt standardises within TRL's groups, gathered whole across processes
-        funcs, weights = [reward.as_trl_reward_func(sorted(eos_ids), group_size=rl.group_size)], [1.0]
+        funcs, weights = [trl_reward_func(reward, sorted(eos_ids), group_size=rl.group_size)], [1.0]
     metrics_cb = StepMetricsCallback(
         run_dir / METRICS_FILE,
         GRPO_RLOO_COLUMNS,

@@ -25,6 +25,7 @@ from crs.rl.combine import (
 )
 from crs.rl.reward_sources import RewardSource
 from crs.rl.rewards import CombinedReward
+from crs.rl.trl_reward import trl_reward_func
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -274,7 +275,7 @@ def test_sum_per_prompt_on_trl_gathers_groups_split_between_processes() -> None:
         reward.gather, reward.process_index = fake.for_rank(rank), rank
         prompts, completions = _trl_batch(batch[3 * rank : 3 * rank + 3])
         ids = [[5, 2]] * 3 if rank == 0 else [[5], [5, 2], [5, 2]]  # rank 1's first reply (q's "a") did not end
-        results[rank] = reward.as_trl_reward_func(eos_token_ids=[2], group_size=2)(
+        results[rank] = trl_reward_func(reward, eos_token_ids=[2], group_size=2)(
             prompts, completions, completion_ids=ids
         )
 
@@ -290,7 +291,7 @@ def test_sum_per_prompt_on_trl_gathers_groups_split_between_processes() -> None:
     # A batch not laid out as groups (q's replies not adjacent) is refused, not standardised across prompts.
     prompts, completions = _trl_batch([("p", "aa"), ("q", "b"), ("p", "c"), ("q", "d")])
     with pytest.raises(RuntimeError, match="not laid out as groups of rl.group_size=2"):
-        _reward("sum_per_prompt").as_trl_reward_func(group_size=2)(prompts, completions)
+        trl_reward_func(_reward("sum_per_prompt"), group_size=2)(prompts, completions)
 
 
 # --------------------------------------------------------------------------- GRPO / RLOO, one step

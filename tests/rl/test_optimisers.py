@@ -113,49 +113,6 @@ def test_dpo_pairs_from_absolute_scores_respect_the_gap():
     assert pairs_from_scores(rows, "best_vs_rest", min_gap=0.8) == []
 
 
-# --------------------------------------------------------------------------- the reward TRL gets
-
-
-def length_reward(prompts, replies):
-    return [float(len(r)) for r in replies]
-
-
-def vowel_reward(prompts, replies):
-    return [float(sum(c in "aeiou" for c in r)) for r in replies]
-
-
-def test_trl_reward_functions_are_the_combined_reward():
-    reward = CombinedReward(
-        [
-            RewardSource("len", length_reward, 1.0, "zscore", {"mean": 3.0, "std": 2.0}),
-            RewardSource("vowels", vowel_reward, 0.5, "zscore", {"mean": 1.0, "std": 1.0}),
-        ],
-        reward_clip=1.0,
-        missing_eos_penalty=-2.0,
-    )
-    prompts = [[{"role": "user", "content": "p"}]] * 3
-    completions = [[{"role": "assistant", "content": t}] for t in ("aaaa", "x", "hello there")]
-    ids = [[5, 6, 2], [7], [8, 2]]  # 2 is EOS: the second reply was cut off
-    logged = {}
-    combined = reward.as_trl_reward_func(eos_token_ids=[2])(
-        prompts, completions, completion_ids=ids, log_metric=logged.__setitem__
-    )
-    expected = reward([user_prompt("p")] * 3, ["aaaa", "x", "hello there"], [True, False, True]).combined
-    assert combined == pytest.approx(expected.tolist())
-    assert combined[1] == pytest.approx(-1.0 - 2.0)  # clipped at -1, then the EOS penalty
-    assert (
-        logged["reward/ended_with_eos"] == pytest.approx(2 / 3)
-        and "reward/len/raw" in logged
-        and "reward/vowels/normalized" in logged
-    )
-
-    funcs, weights = reward.as_trl_reward_funcs(eos_token_ids=[2])
-    assert [f.__name__ for f in funcs] == ["len", "vowels", "missing_eos"] and weights == [1.0, 0.5, 1.0]
-    assert funcs[0](prompts, completions, completion_ids=ids) == [4.0, 1.0, 11.0]  # raw: TRL normalises them
-    assert funcs[1](prompts, completions, completion_ids=ids) == [4.0, 0.0, 4.0]
-    assert funcs[2](prompts, completions, completion_ids=ids) == [0.0, -2.0, 0.0]
-
-
 # --------------------------------------------------------------------------- learning (GRPO, RLOO)
 
 

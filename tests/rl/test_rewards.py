@@ -1,4 +1,4 @@
-"""The combined reward: weighting, normalisation, shaping, TRL adapter."""
+"""The combined reward: weighting, normalisation, shaping."""
 
 from __future__ import annotations
 
@@ -113,14 +113,6 @@ def test_clip_then_missing_eos_penalty():
     assert out.combined.tolist() == [1.0, 1.0, 2.5, 1.5]
     assert out.weighted_sum.tolist() == [1.0, 2.0, 3.0, 4.0]  # before shaping
     assert out.metrics()["reward/ended_with_eos"] == 0.5
-
-
-def test_trl_reward_func_plain_and_conversational():
-    reward = CombinedReward([RewardSource("len", length_reward, normalize="none")], missing_eos_penalty=-5.0)
-    fn = reward.as_trl_reward_func()
-    assert fn(["p1", "p2"], ["ab", "abcd"]) == [2.0, 4.0]
-    convo = fn([[{"role": "user", "content": "p"}]], [[{"role": "assistant", "content": "xyz"}]], completion_ids=[[1]])
-    assert convo == [3.0]
 
 
 def test_state_dict_round_trip():
