@@ -42,8 +42,8 @@ def run_one(
     from crs.config import CRSConfig, LoraConfig, ModelConfig, RLConfig
     from crs.data.schema import user_prompt
     from crs.models.loading import add_lora, load_causal_lm, load_tokenizer, resolve_dtype
+    from crs.rl.combined_reward import CombinedReward
     from crs.rl.reward_sources import RewardSource
-    from crs.rl.rewards import CombinedReward
     from crs.rm.scorer import load_reward_scorers
 
     model_cfg = ModelConfig(

@@ -100,7 +100,7 @@ def test_the_algorithm_never_imports_its_stage() -> None:
         "crs.rl.ppo.policy",
         "crs.models.decoding",
         "crs.rl.ppo.rollout",
-        "crs.rl.rewards",
+        "crs.rl.combined_reward",
         "crs.rl.reward_sources",
         "crs.rl.trl_reward",
         "crs.rm.scorer",

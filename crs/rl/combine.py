@@ -22,7 +22,7 @@ std is at most ``MIN_STD * max(1, |mean|)`` has no spread: it is centred, not sc
 because float32 scores of magnitude ``|mean|`` carry rounding noise of about ``6e-8 * |mean|``;
 1e-6 of it is ~16 ulps, below any spread a reward model means.
 
-:class:`crs.rl.rewards.CombinedReward` (PPO, GRPO, RLOO, evaluation) and the best-of-n study
+:class:`crs.rl.combined_reward.CombinedReward` (PPO, GRPO, RLOO, evaluation) and the best-of-n study
 (:mod:`crs.eval.bon`) both call :func:`combine_normalized`, so a strategy means the same
 thing in training and in the study. Clipping and the missing-EOS penalty are not here: they
 shape the combined score afterwards (``CombinedReward.shape``).

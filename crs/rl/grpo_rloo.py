@@ -9,7 +9,7 @@ the clipped update, the KL term); crs supplies what makes the run comparable wit
   the adapter switched off, no second copy;
 * the prompts, tokenized by crs's one path (:func:`crs.models.formatting.encode_prompt`: chat
   template, the last ``data.max_prompt_length`` tokens), as PPO sees them;
-* the reward: :class:`crs.rl.rewards.CombinedReward` (same sources, weights, z-scores, clip and
+* the reward: :class:`crs.rl.combined_reward.CombinedReward` (same sources, weights, z-scores, clip and
   missing-EOS penalty as PPO) as one TRL reward function, or each source as its own function
   for TRL's per-reward normalisation (``rl.reward_normalization``). ``rl.combine:
   sum_per_prompt`` standardises each source within TRL's groups of ``rl.group_size`` replies;
@@ -42,8 +42,8 @@ from crs.io import write_json_atomic
 from crs.models.formatting import encode_prompt
 from crs.models.loading import load_tokenizer, resolve_dtype
 from crs.models.trainer import SealCheckpointCallback
+from crs.rl.combined_reward import REWARD_STATE_FILE, CombinedReward
 from crs.rl.reward_sources import check_gold_sources
-from crs.rl.rewards import REWARD_STATE_FILE, CombinedReward
 from crs.rl.trl_common import (
     METRICS_FILE,
     StepMetricsCallback,

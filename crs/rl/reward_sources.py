@@ -5,7 +5,7 @@ directory (``rm_train.py`` output, loaded through :func:`crs.rm.scorer.load_rewa
 so RMs that share a base load it once), ``"gold"`` (the simulated annotator's noise-free
 utility, for tests and demos), ``"python:module:function"``, or, when built in code, any
 Python callable ``f(prompts, replies) -> scores``. :func:`build_sources` loads them from
-``rl.rewards`` (or ``eval_rewarding.rewards``); :class:`crs.rl.rewards.CombinedReward`
+``rl.rewards`` (or ``eval_rewarding.rewards``); :class:`crs.rl.combined_reward.CombinedReward`
 combines them into one score.
 """
 

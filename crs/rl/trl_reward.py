@@ -16,7 +16,7 @@ import torch
 
 from crs.config import ConfigError
 from crs.data.schema import Messages, user_prompt
-from crs.rl.rewards import CombinedReward, RewardBreakdown, gather_device
+from crs.rl.combined_reward import CombinedReward, RewardBreakdown, gather_device
 from crs.runs import RunError
 
 

@@ -23,8 +23,8 @@ from crs.rl.combine import (
     standardize_within_groups,
     zscore_stats,
 )
+from crs.rl.combined_reward import CombinedReward
 from crs.rl.reward_sources import RewardSource
-from crs.rl.rewards import CombinedReward
 from crs.rl.trl_reward import trl_reward_func
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py

@@ -20,8 +20,8 @@ from stage_runs import capture_trl_rewards, check_run_outputs, log_rows, run_cli
 
 from crs.config import ConfigError, CRSConfig, LoraConfig, RLConfig, load_config
 from crs.data.schema import AbsoluteExample, RankingExample, user_prompt
+from crs.rl.combined_reward import CombinedReward
 from crs.rl.reward_sources import RewardSource
-from crs.rl.rewards import CombinedReward
 
 pytest.importorskip("trl")
 
@@ -399,7 +399,7 @@ def test_eval_stages_take_grpo_and_dpo_runs_unchanged(tmp_path, tiny_model_dir):
     from crs.cli import run_stage
     from crs.eval.predict import predict
     from crs.eval.score import score_predictions
-    from crs.rl.rewards import REWARD_STATE_FILE
+    from crs.rl.combined_reward import REWARD_STATE_FILE
 
     grpo = run_cli(write_config(tmp_path / "grpo", tiny_model_dir, algorithm="grpo", steps=2, save_steps=2))
     dpo = run_cli(write_config(tmp_path / "dpo", tiny_model_dir, algorithm="dpo", steps=2, save_steps=0))

@@ -8,8 +8,8 @@ from reward_fns import reply_length
 
 from crs.config import ConfigError, RewardSourceConfig
 from crs.data.schema import last_user_text, user_prompt
+from crs.rl.combined_reward import CombinedReward
 from crs.rl.reward_sources import RewardSource, RewardSourceError, build_sources
-from crs.rl.rewards import CombinedReward
 
 PROMPTS = [user_prompt(f"question {i}") for i in range(4)]
 REPLIES = ["a", "bb", "ccc", "dddd"]

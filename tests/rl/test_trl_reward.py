@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from crs.data.schema import user_prompt
+from crs.rl.combined_reward import CombinedReward
 from crs.rl.reward_sources import RewardSource
-from crs.rl.rewards import CombinedReward
 from crs.rl.trl_reward import trl_reward_func, trl_reward_funcs_per_source
 
 

@@ -63,11 +63,11 @@ from crs.models.loading import (
     upcast_trainable,
 )
 from crs.models.trainer import LOGS_DIR, check_report_to
+from crs.rl.combined_reward import CombinedReward
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
 from crs.rl.ppo.policy import PolicyValueModel, ValueModel, enable_gradient_checkpointing
 from crs.rl.ppo.trainer import PPOTrainer
 from crs.rl.reward_sources import RewardSource, build_sources, check_gold_sources, reward_model_config
-from crs.rl.rewards import CombinedReward
 from crs.runs import (
     RL_LENGTH_KEYS,
     NonFiniteError,

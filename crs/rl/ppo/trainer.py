@@ -4,7 +4,7 @@ One PPO step:
 
 1. **Rollout.** Sample replies to a batch of prompts (temperature, top-p, stop at EOS,
    everything after EOS masked), keeping each token's log-prob and each state's value.
-2. **Reward.** Score the replies with the combined reward (:mod:`crs.rl.rewards`). Per token,
+2. **Reward.** Score the replies with the combined reward (:mod:`crs.rl.combined_reward`). Per token,
    the reward is ``-beta * (log pi(y_t) - log pi_ref(y_t))`` (the KL penalty, k1 estimator),
    and the reply's score is added on its last token. ``beta`` is fixed or adapted toward
    ``target_kl`` (Ziegler et al. 2019).
@@ -79,6 +79,7 @@ from crs.data.schema import Messages
 from crs.models.decoding import SamplingSettings, gather_logprobs, position_ids_from_mask
 from crs.models.formatting import encode_prompt, pad_batch
 from crs.models.loading import autocast
+from crs.rl.combined_reward import CombinedReward
 from crs.rl.ppo.losses import (
     ReduceFn,
     compute_gae,
@@ -99,7 +100,6 @@ from crs.rl.ppo.policy import (
     sample_replies,
 )
 from crs.rl.ppo.rollout import Rollout, RolloutResult
-from crs.rl.rewards import CombinedReward
 from crs.runs import NonFiniteError
 
 logger = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from stage_runs import write_rl_config
 from crs.config import ConfigError, LoraConfig, RLConfig
 from crs.data.schema import user_prompt
 from crs.models.decoding import SamplingSettings, gather_logprobs, sample_next_token
+from crs.rl.combined_reward import CombinedReward
 from crs.rl.ppo.losses import (
     AdaptiveKLController,
     FixedKLController,
@@ -30,7 +31,6 @@ from crs.rl.ppo.losses import (
 from crs.rl.ppo.policy import PolicyValueModel, sample_replies
 from crs.rl.ppo.trainer import PPOTrainer
 from crs.rl.reward_sources import RewardSource
-from crs.rl.rewards import CombinedReward
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

@@ -8,8 +8,8 @@ import torch
 from crs.config import ConfigError
 from crs.data.schema import user_prompt
 from crs.rl.combine import zscore_stats
+from crs.rl.combined_reward import CombinedReward
 from crs.rl.reward_sources import RewardSource
-from crs.rl.rewards import CombinedReward
 
 PROMPTS = [user_prompt(f"question {i}") for i in range(4)]
 REPLIES = ["a", "bb", "ccc", "dddd"]
