@@ -1,7 +1,8 @@
 """The RL stage around the PPO algorithm: models, prompts, the loop, checkpoints, logs.
 
 ``rl_train.py --config_subset rl_crs`` runs :func:`run_ppo_stage`, which builds the models
-(:func:`build_models`) and drives :class:`crs.rl.ppo.trainer.PPOTrainer`. It writes into the run directory:
+(:func:`build_models`) and drives :class:`crs.rl.ppo.trainer.PPOTrainer` step by step (:func:`run_ppo_loop`),
+then saves the policy (:func:`finish_ppo_run`). It writes into the run directory:
 
 * ``metrics.jsonl``: one row per PPO step (rewards per source raw and normalised,
   combined, KL, beta, losses, clip fractions, approx KL, entropy, reply length, timings);
@@ -30,6 +31,7 @@ import math
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -299,8 +301,6 @@ def _finite_or_none(metrics: dict[str, float]) -> dict[str, float | None]:
 
 def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Train the policy with PPO on the combined reward; returns the final summary."""
-    from tqdm.auto import tqdm
-
     rl = cfg.rl
     run_dir = Path(run_dir)
     accelerator = _make_accelerator(cfg, run_dir)
@@ -365,11 +365,35 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
             LOGS_DIR if cfg.run.report_to == "tensorboard" else cfg.run_name, config=_flat(cfg.to_dict())
         )
 
+    train_prompts = [ex.prompt for ex in train_examples]
+    metrics = run_ppo_loop(cfg, run_dir, trainer, stream, train_prompts, sample_prompts, log_held_out_eval)
+    return finish_ppo_run(cfg, run_dir, trainer, tokenizer, policy_name, judge, metrics)
+
+
+def run_ppo_loop(
+    cfg: CRSConfig,
+    run_dir: Path,
+    trainer: PPOTrainer,
+    stream: PromptStream,
+    train_prompts: list[Messages],
+    sample_prompts: list[Messages],
+    log_held_out_eval: Callable[[int], None],
+) -> dict[str, float]:
+    """PPO steps from ``trainer.step_count`` to ``rl.steps``: each logged to ``metrics.jsonl``, with samples, the
+    over-optimisation log and checkpoints at their intervals; returns the last step's metrics.
+
+    A run whose every step was skipped (non-finite rewards, losses or gradients) is a :class:`NonFiniteError`.
+    """
+    from tqdm.auto import tqdm
+
+    rl = cfg.rl
+    accelerator = trainer.accelerator
+    rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     bar = tqdm(total=rl.steps, initial=trainer.step_count, disable=not is_main, desc="ppo", dynamic_ncols=True)
     metrics: dict[str, float] = {}
     while trainer.step_count < rl.steps:
         indices = stream.next(rl.batch_size)[rank::world]  # every process walks the stream, keeps its shard
-        metrics = trainer.step([train_examples[i].prompt for i in indices])
+        metrics = trainer.step([train_prompts[i] for i in indices])
         step = trainer.step_count
         if is_main:
             append_jsonl(run_dir / METRICS_FILE, {"step": step, **metrics})
@@ -405,11 +429,26 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
             f"every one of the {trainer.step_count} PPO steps was skipped (non-finite rewards, losses or gradients): "
             "the policy did not change; check the reward sources (metrics.jsonl has reward/<name>/nonfinite) and rl.learning_rate"
         )
+    return metrics
 
+
+def finish_ppo_run(
+    cfg: CRSConfig,
+    run_dir: Path,
+    trainer: PPOTrainer,
+    tokenizer: Any,
+    policy_name: str,
+    judge: RewardSource | None,
+    metrics: dict[str, float],
+) -> dict[str, Any]:
+    """The run's summary (the last step's ``metrics``, the judge's peak); the main process saves the policy
+    (``adapter/`` + ``crs_model.json``) and the value head and marks the run finished."""
+    accelerator = trainer.accelerator
+    is_main = accelerator.is_main_process
     summary = {
         "steps": trainer.step_count,
         "final": {k: metrics[k] for k in ("reward/combined", "kl/sequence", "kl/coef", "reply/length") if k in metrics},
-        "rewards": reward.describe(),
+        "rewards": trainer.reward.describe(),
         "nonfinite_steps": trainer.nonfinite_total,
     }
     if is_main and (run_dir / OVEROPT_FILE).is_file():
