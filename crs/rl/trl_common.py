@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from crs.dependencies import installed_version, require_tested, tested_ranges
 from crs.io import append_jsonl, truncate_jsonl
 from crs.models.loading import load_adapter_weights, load_causal_lm, resolve_dtype, save_run_model
 from crs.models.trainer import common_arguments, resume_checkpoint
+from crs.processes import rank_and_world
 from crs.runs import RL_LENGTH_KEYS, checkpoint_step, mark_finished
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def load_policy(cfg: CRSConfig) -> tuple[Any, Any, str, torch.dtype]:
 
 def per_device_batch(cfg: CRSConfig, what: str) -> int:
     """``rl.batch_size`` over processes and gradient accumulation (a ConfigError when it does not divide)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun and accelerate launch set it
+    world = rank_and_world()[1]  # torchrun and accelerate launch set it
     share = world * cfg.rl.gradient_accumulation_steps
     if cfg.rl.batch_size % share:
         raise ConfigError(

@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import math
-import os
 import random
 import shutil
 from collections.abc import Callable
@@ -65,6 +64,7 @@ from crs.models.loading import (
     upcast_trainable,
 )
 from crs.models.trainer import LOGS_DIR, check_report_to
+from crs.processes import rank_and_world
 from crs.rl.combined_reward import CombinedReward
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
 from crs.rl.ppo.policy import PolicyValueModel, ValueModel, enable_gradient_checkpointing
@@ -257,7 +257,7 @@ def _make_accelerator(cfg: CRSConfig, run_dir: Path) -> Any:
     # On CPU, accelerate honours torchrun's environment only with cpu=True (gloo backend).
     cpu = not torch.cuda.is_available()
     earlier = PartialState._shared_state
-    if cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and earlier and earlier.get("num_processes") == 1:
+    if cpu and rank_and_world()[1] > 1 and earlier and earlier.get("num_processes") == 1:
         # A PartialState made earlier without cpu=True saw one process: start the state again.
         AcceleratorState._reset_state(reset_partial_state=True)
     if cfg.run.report_to == "none":
