@@ -108,7 +108,8 @@ def standardize_within_groups(
     if (counts < 2).any():
         alone = int((counts < 2).sum())
         raise CombineError(
-            f"reward source {name!r}: {alone} group(s) of one reply; standardising within a prompt's replies needs >= 2 per prompt"
+            f"reward source {name!r}: {alone} group(s) of one reply; "
+            "standardising within a prompt's replies needs >= 2 per prompt"
         )
     size = counts.to(scores.dtype)
     mean = torch.zeros(len(counts), dtype=scores.dtype).index_add_(0, index, scores) / size
@@ -179,7 +180,8 @@ def combine_normalized(
 
 
 def describe_strategy(strategy: str, method: str = "min", k: float = 1.0) -> str:
-    """The strategy as logs and summaries name it: ``sum``, ``sum_per_prompt``, ``conservative (min)``, ``conservative (mean - 1 x std)``."""
+    """The strategy as logs and summaries name it: ``sum``, ``sum_per_prompt``, ``conservative (min)``,
+    ``conservative (mean - 1 x std)``."""
     if strategy != "conservative":
         return strategy
     return "conservative (min)" if method == "min" else f"conservative (mean - {k:g} x std)"

@@ -162,7 +162,8 @@ class CombinedReward:
         method: str = "min",
         k: float = 1.0,
     ) -> CombinedReward:
-        """Build from ``rl.rewards`` (or ``eval_rewarding.rewards``); see :func:`crs.rl.reward_sources.build_sources`."""
+        """Build from ``rl.rewards`` (or ``eval_rewarding.rewards``); see
+        :func:`crs.rl.reward_sources.build_sources`."""
         return cls(
             build_sources(configs, model_cfg, callables), reward_clip, missing_eos_penalty, gather, strategy, method, k
         )
@@ -241,7 +242,8 @@ class CombinedReward:
         return RewardBreakdown(self.shape(combination, eos), scored, terms, combination, eos, nonfinite)
 
     def normalize(self, source: RewardSource, scores: torch.Tensor, fit_stats: bool = True) -> torch.Tensor:
-        """zscore with the source's stats (fitting them on this batch if it has none; :func:`crs.rl.combine.standardize`), or identity."""
+        """zscore with the source's stats (fitting them on this batch if it has none;
+        :func:`crs.rl.combine.standardize`), or identity."""
         if source.normalize == "none":
             return scores
         if source.stats is None and not fit_stats:
@@ -299,7 +301,8 @@ class CombinedReward:
         return describe_strategy(self.strategy, self.method, self.k)
 
     def describe(self) -> list[dict[str, Any]]:
-        """One dict per source: name, weight, normalize, stats and where they came from, and the combination strategy."""
+        """One dict per source: name, weight, normalize, stats and where they came from, and the combination
+        strategy."""
         return [
             {
                 "name": s.name,
@@ -314,7 +317,8 @@ class CombinedReward:
 
 
 def gather_device(gather: GatherFn) -> torch.device:
-    """The device ``gather`` wants its tensors on: the process's (CUDA under NCCL; accelerate's gather), else the CPU."""
+    """The device ``gather`` wants its tensors on: the process's (CUDA under NCCL, accelerate's gather), or
+    the CPU."""
     owner = getattr(gather, "__self__", None)
     return getattr(owner, "device", torch.device("cpu"))
 

@@ -1,7 +1,8 @@
 """The RL stage (``rl_train.py``, ``crs rl``): one entry point, the optimiser chosen by ``rl.algorithm``.
 
 * ``ppo`` (the default): crs's own PPO, :func:`crs.rl.ppo.stage.run_ppo_stage`;
-* ``grpo``, ``rloo``: TRL's on-policy trainers on the same combined reward, :func:`crs.rl.grpo_rloo.run_grpo_rloo_stage`;
+* ``grpo``, ``rloo``: TRL's on-policy trainers on the same combined reward,
+  :func:`crs.rl.grpo_rloo.run_grpo_rloo_stage`;
 * ``dpo``: TRL's DPOTrainer on preference pairs from ``data.*``, :func:`crs.rl.dpo.run_dpo_stage`.
 
 Every algorithm writes the same run layout (``adapter/`` + ``crs_model.json``, ``metrics.jsonl``,

@@ -185,16 +185,17 @@ def _check_grpo_rloo(cfg: CRSConfig) -> None:
     rl = cfg.rl
     if not cfg.model.lora.enabled and rl.kl_coef != 0:
         raise ConfigError(
-            f"rl.algorithm={rl.algorithm} with full fine-tuning (model.lora.enabled: false) and rl.kl_coef > 0: TRL would load "
-            "the reference from the base model's name, not the SFT policy; use LoRA (the reference is then the SFT policy "
-            "with the adapter off) or rl.kl_coef: 0"
+            f"rl.algorithm={rl.algorithm} with full fine-tuning (model.lora.enabled: false) and rl.kl_coef > 0: "
+            "TRL would load the reference from the base model's name, not the SFT policy; use LoRA (the reference "
+            "is then the SFT policy with the adapter off) or rl.kl_coef: 0"
         )
     if rl.reward_normalization == "trl":
         from trl import GRPOConfig
 
         if "multi_objective_aggregation" not in GRPOConfig.__dataclass_fields__:
             raise ConfigError(
-                "rl.reward_normalization=trl needs TRL's GRPOConfig.multi_objective_aggregation (trl>=1.0): pip install -U trl"
+                "rl.reward_normalization=trl needs TRL's GRPOConfig.multi_objective_aggregation (trl>=1.0): "
+                "pip install -U trl"
             )
         if rl.reward_clip is not None:
             logger.warning(
@@ -295,7 +296,8 @@ def run_grpo_rloo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str
         reward.load_state_dict(json.loads((checkpoint / REWARD_STATE_FILE).read_text()))
     if is_main:
         logger.info(
-            "%s: %d prompts, %d steps x %d replies (%d per prompt) on %d process(es), reward normalisation %s, combination %s, rewards %s",
+            "%s: %d prompts, %d steps x %d replies (%d per prompt) on %d process(es), "
+            "reward normalisation %s, combination %s, rewards %s",
             rl.algorithm.upper(),
             len(train_examples),
             rl.steps,

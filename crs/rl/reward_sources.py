@@ -67,7 +67,8 @@ class RewardSource:
                 scores = torch.tensor([float(x) for x in scores], dtype=torch.float32)
         except (TypeError, ValueError) as err:
             raise RewardSourceError(
-                f"{self._named()} returned {_preview(scores)}: expected a list of {len(replies)} numbers, one per reply ({err})"
+                f"{self._named()} returned {_preview(scores)}: "
+                f"expected a list of {len(replies)} numbers, one per reply ({err})"
             ) from None
         if scores.shape[0] != len(replies):
             raise RewardSourceError(
@@ -124,7 +125,8 @@ def import_callable(spec: str) -> RewardFn:
 
 
 def reward_model_config(cfg: CRSConfig) -> ModelConfig:
-    """``model.*`` as RL's reward models and judge load: ``rl.reward_model_quantization``, not the policy's quantization."""
+    """``model.*`` as RL's reward models and judge load: ``rl.reward_model_quantization``, not the policy's
+    quantization."""
     return replace(cfg.model, quantization=cfg.rl.reward_model_quantization)
 
 

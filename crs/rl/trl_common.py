@@ -72,10 +72,12 @@ def require_trl(cfg: CRSConfig, trainer_name: str) -> str:
 
 
 def require_trl_metrics(trainer: Any) -> None:
-    """A built TRL trainer keeps its ``_metrics`` dict, where crs logs ``kl/sequence`` beside TRL's own; else a ConfigError."""
+    """A built TRL trainer keeps its ``_metrics`` dict, where crs logs ``kl/sequence`` beside TRL's own; else a
+    ConfigError."""
     if not isinstance(getattr(trainer, "_metrics", None), dict):
         raise ConfigError(
-            f"TRL {installed_version('trl')}'s {type(trainer).__mro__[1].__name__} keeps no _metrics: {_trl_install_hint()}"
+            f"TRL {installed_version('trl')}'s {type(trainer).__mro__[1].__name__} keeps no _metrics: "
+            f"{_trl_install_hint()}"
         )
 
 

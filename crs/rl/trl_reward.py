@@ -57,7 +57,8 @@ def trl_reward_funcs_per_source(
     """
     if reward.strategy != "sum":
         raise ConfigError(
-            f"rl.combine={reward.strategy} with rl.reward_normalization=trl: TRL sums its reward functions itself; use rl.combine: sum"
+            f"rl.combine={reward.strategy} with rl.reward_normalization=trl: "
+            "TRL sums its reward functions itself; use rl.combine: sum"
         )
     return TRLRewardBridge(reward, eos_token_ids).per_source_funcs()
 
@@ -171,7 +172,8 @@ def _check_groups(messages: list[Messages], groups: torch.Tensor, size: int) -> 
         key = json.dumps(prompt, sort_keys=True)
         if seen.setdefault(group, key) != key:
             raise RunError(
-                f"rl.combine=sum_per_prompt: TRL's batch is not laid out as groups of rl.group_size={size} replies to one prompt"
+                f"rl.combine=sum_per_prompt: TRL's batch is not laid out as groups of rl.group_size={size} "
+                "replies to one prompt"
             )
 
 

@@ -243,7 +243,8 @@ def test_the_new_keys_are_validated_in_one_line() -> None:
 
 
 class FakeAllGather:
-    """``accelerator.gather`` of ``world`` processes simulated by threads: each gets every rank's tensor, in rank order."""
+    """``accelerator.gather`` of ``world`` processes simulated by threads: each gets every rank's tensor, in rank
+    order."""
 
     def __init__(self, world: int) -> None:
         self.slots: list[torch.Tensor | None] = [None] * world

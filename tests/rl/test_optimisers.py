@@ -197,16 +197,6 @@ def test_grpo_and_rloo_raise_a_reachable_reward(
 # --------------------------------------------------------------------------- the stage: outputs, resume
 
 
-
-
-
-
-
-
-
-
-
-
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
 def test_grpo_rloo_stage_writes_ppos_outputs_and_trl_optimises_the_combined_reward(
     tmp_path, tiny_model_dir, smol_tokenizer, monkeypatch, algorithm
@@ -369,7 +359,8 @@ def test_dpo_continues_an_adapter_on_new_training_pairs(tmp_path, tiny_model_dir
     config["tiny"]["data"]["train_source"] = str(new_pairs)
     path.write_text(yaml.safe_dump(config))
     continued = run_cli(path)
-    assert log_rows(continued)[0]["dpo/logratio_margin"] > 0.3  # before any update of its own: the first run's preference
+    # Before any update of its own: the first run's preference.
+    assert log_rows(continued)[0]["dpo/logratio_margin"] > 0.3
     assert check_run_outputs(continued, "dpo", 2)["summary"]["pairs"]["train"] == 8  # trained on the new pairs only
 
 

@@ -170,7 +170,8 @@ def load_checkpoint(trainer: PPOTrainer, stream: PromptStream, checkpoint: Path)
     missing = set(trainer.unwrapped.trainable_state_dict()) - set(weights)
     if missing:
         raise ConfigError(
-            f"{checkpoint} lacks {len(missing)} trained tensors (e.g. {sorted(missing)[0]}); was the model config changed?"
+            f"{checkpoint} lacks {len(missing)} trained tensors (e.g. {sorted(missing)[0]}); "
+            "was the model config changed?"
         )
     trainer.unwrapped.load_state_dict(weights, strict=False)
     opt = torch.load(checkpoint / "optimizer.pt", map_location=trainer.device, weights_only=False)
@@ -427,7 +428,8 @@ def run_ppo_loop(
     if trainer.step_count and trainer.nonfinite_total >= trainer.step_count:
         raise NonFiniteError(
             f"every one of the {trainer.step_count} PPO steps was skipped (non-finite rewards, losses or gradients): "
-            "the policy did not change; check the reward sources (metrics.jsonl has reward/<name>/nonfinite) and rl.learning_rate"
+            "the policy did not change; check the reward sources (metrics.jsonl has reward/<name>/nonfinite) "
+            "and rl.learning_rate"
         )
     return metrics
 

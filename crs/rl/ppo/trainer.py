@@ -156,7 +156,8 @@ class PPOTrainer:
         refused = unsupported_distribution(self.accelerator)
         if refused:
             raise ConfigError(
-                f"rl.algorithm ppo does not run under {refused} (crs's PPO is data-parallel: under {refused} its processes would not "
+                f"rl.algorithm ppo does not run under {refused} (crs's PPO is data-parallel: "
+                f"under {refused} its processes would not "
                 "share gradients, or would sample from weight shards): launch it without that accelerate config (e.g. "
                 "`accelerate launch --multi_gpu`), or use rl.algorithm grpo / rloo (TRL's Trainer), which run under it"
             )
@@ -463,7 +464,8 @@ class PPOTrainer:
         if self.nonfinite_in_row >= self.cfg.max_nonfinite_in_row:
             raise NonFiniteError(
                 f"{self.nonfinite_in_row} PPO steps in a row had a non-finite reward, loss or gradient "
-                f"(rl.max_nonfinite_in_row={self.cfg.max_nonfinite_in_row}); lower rl.learning_rate or check the reward models"
+                f"(rl.max_nonfinite_in_row={self.cfg.max_nonfinite_in_row}); "
+                "lower rl.learning_rate or check the reward models"
             )
         return metrics
 

@@ -420,10 +420,6 @@ def test_ppo_raises_the_reward_and_keeps_kl_bounded(smol_tokenizer, left_tokeniz
 # --------------------------------------------------------------------------- the stage: checkpoints, resume, processes
 
 
-
-
-
-
 def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
