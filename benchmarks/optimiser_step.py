@@ -42,7 +42,8 @@ def run_one(
     from crs.config import CRSConfig, LoraConfig, ModelConfig, RLConfig
     from crs.data.schema import user_prompt
     from crs.models.loading import add_lora, load_causal_lm, load_tokenizer, resolve_dtype
-    from crs.rl.rewards import CombinedReward, RewardSource
+    from crs.rl.combined_reward import CombinedReward
+    from crs.rl.reward_sources import RewardSource
     from crs.rm.scorer import load_reward_scorers
 
     model_cfg = ModelConfig(
@@ -55,8 +56,8 @@ def run_one(
     prompts = [user_prompt(p) for p in PROMPTS]
     rows: list[dict[str, float]] = []
     if algorithm == "ppo":
-        from crs.rl.ppo.algorithm import PPOTrainer
         from crs.rl.ppo.policy import PolicyValueModel
+        from crs.rl.ppo.trainer import PPOTrainer
 
         policy = add_lora(load_causal_lm(model, model_cfg), model_cfg.lora, "causal_lm")
         cfg = RLConfig(batch_size=8, mini_batch_size=8, ppo_epochs=1, max_new_tokens=48, temperature=0.8, kl_coef=0.05)
@@ -64,7 +65,7 @@ def run_one(
         for _ in range(warmup + steps):
             rows.append(trainer.step(prompts))
     else:
-        from crs.rl.grpo_rloo import build_online_trainer
+        from crs.rl.grpo_rloo import build_grpo_rloo_trainer
         from crs.rl.trl_common import peft_lora_config
 
         cfg = CRSConfig()
@@ -82,7 +83,7 @@ def run_one(
         )
         with tempfile.TemporaryDirectory() as folder:
             run_dir = Path(folder)
-            trainer, _ = build_online_trainer(
+            trainer, _ = build_grpo_rloo_trainer(
                 cfg, run_dir, load_causal_lm(model, model_cfg), peft_lora_config(cfg), tokenizer, reward, prompts
             )
             trainer.train()

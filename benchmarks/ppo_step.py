@@ -51,9 +51,10 @@ def run_one(dtype_name: str, steps: int, warmup: int, threads: int | None) -> di
     from crs.config import LoraConfig, ModelConfig, RLConfig
     from crs.data.schema import user_prompt
     from crs.models.loading import add_lora, load_causal_lm, load_tokenizer, resolve_dtype
-    from crs.rl.ppo.algorithm import PPOTrainer
+    from crs.rl.combined_reward import CombinedReward
     from crs.rl.ppo.policy import PolicyValueModel
-    from crs.rl.rewards import CombinedReward, RewardSource
+    from crs.rl.ppo.trainer import PPOTrainer
+    from crs.rl.reward_sources import RewardSource
     from crs.rm.scorer import load_reward_scorers
 
     name = "embedded:smollm2-135m-instruct"

@@ -68,12 +68,12 @@ STAGES: dict[str, tuple[str, str]] = {
 
 
 def train_rl(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, object]:
-    """The RL stage (:func:`crs.rl.stage.run_rl_stage`), then its over-optimisation figure.
+    """The RL stage (:func:`crs.rl.dispatch.run_rl_stage`), then its over-optimisation figure.
 
     The figure is drawn here, once training has written its log, so that training code never
     imports plotting (matplotlib)."""
     from crs.eval.plots import plot_run_overoptimization
-    from crs.rl.stage import run_rl_stage
+    from crs.rl.dispatch import run_rl_stage
 
     summary = run_rl_stage(cfg, run_dir, resume)
     if is_main_process():

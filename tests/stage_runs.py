@@ -165,7 +165,7 @@ def write_config(folder: Path, model_dir: Path, **rl) -> Path:
 
 def run_cli(path: Path, *extra: str) -> Path:
     from crs.cli import run_stage
-    from crs.rl.stage import run_rl_stage
+    from crs.rl.dispatch import run_rl_stage
 
     run_stage(run_rl_stage, "test", ["--config", str(path), "--config_subset", "tiny", *extra])
     return path.parent / "out" / "rl"

@@ -66,14 +66,14 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_no_import_cycle_in_crs(module_level_only: bool) -> None:
     graph = import_graph(module_level_only)
     assert (
-        "crs.rl.ppo.stage" in graph and "crs.rl.ppo.algorithm" in graph["crs.rl.ppo.stage"]
+        "crs.rl.ppo.stage" in graph and "crs.rl.ppo.trainer" in graph["crs.rl.ppo.stage"]
     )  # the graph is really built
     assert find_cycle(graph) is None, find_cycle(graph)
 
 
 def test_cycle_finder_finds_a_planted_cycle() -> None:
     graph = import_graph(True)
-    graph["crs.rl.ppo.algorithm"] = graph["crs.rl.ppo.algorithm"] | {
+    graph["crs.rl.ppo.trainer"] = graph["crs.rl.ppo.trainer"] | {
         "crs.rl.ppo.stage"
     }  # the cycle this project once had
     assert find_cycle(graph) is not None
@@ -83,7 +83,7 @@ def test_the_algorithm_never_imports_its_stage() -> None:
     graph = import_graph(False)
     stages = {
         "crs.rl.ppo.stage",
-        "crs.rl.stage",
+        "crs.rl.dispatch",
         "crs.rl.trl_common",
         "crs.rl.grpo_rloo",
         "crs.rl.dpo",
@@ -94,13 +94,15 @@ def test_the_algorithm_never_imports_its_stage() -> None:
         "crs.study.demo",
     }
     for algorithm in (
-        "crs.rl.ppo.algorithm",
+        "crs.rl.ppo.trainer",
         "crs.rm.losses",
         "crs.rl.ppo.losses",
         "crs.rl.ppo.policy",
         "crs.models.decoding",
         "crs.rl.ppo.rollout",
-        "crs.rl.rewards",
+        "crs.rl.combined_reward",
+        "crs.rl.reward_sources",
+        "crs.rl.trl_reward",
         "crs.rm.scorer",
     ):
         assert not graph[algorithm] & stages, algorithm
@@ -251,7 +253,7 @@ def test_no_sys_path_hacks() -> None:
     ]
     # The one deliberate entry: a `python:module:function` reward imports from the current directory
     # (docs/config.md's rule for relative paths), which the `crs` console script leaves off sys.path.
-    allowed = {"crs/rl/rewards.py": "sys.path.insert(0, os.getcwd())"}
+    allowed = {"crs/rl/reward_sources.py": "sys.path.insert(0, os.getcwd())"}
     offenders = [
         str(p.relative_to(ROOT))
         for p in files

@@ -427,7 +427,7 @@ def test_model_paths_that_cannot_work_end_in_one_line(tmp_path: Path, capsys, ca
 
 
 def test_a_reward_module_with_a_syntax_error_ends_in_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
-    from crs.rl.rewards import import_callable
+    from crs.rl.reward_sources import import_callable
 
     (tmp_path / "broken_reward_mod.py").write_text("def score(prompts, replies):\n    return [1.0 for r in replies\n")
     monkeypatch.syspath_prepend(str(tmp_path))

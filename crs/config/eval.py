@@ -83,7 +83,7 @@ def _combined_weights_ok(weights: dict[str, float], config: Any) -> bool:
 
 @dataclass
 class CombinedScorerConfig:
-    """A combined scorer: the very formula PPO optimises (:class:`crs.rl.rewards.CombinedReward`)."""
+    """A combined scorer: the very formula PPO optimises (:class:`crs.rl.combined_reward.CombinedReward`)."""
 
     name: str = field(default="combined", metadata={"help": "The scorer's name in tables."})
     weights: dict[str, float] = field(

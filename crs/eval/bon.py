@@ -45,7 +45,7 @@ from crs.eval.power import power_line, power_of_neighbours
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process
 from crs.rl.combine import CONSERVATIVE_METHODS, combine_normalized, standardize, zscore_stats
-from crs.rl.rewards import build_sources
+from crs.rl.reward_sources import build_sources
 from crs.runs import mark_finished
 
 logger = logging.getLogger(__name__)

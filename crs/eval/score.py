@@ -31,14 +31,8 @@ from crs.eval.report import REFERENCE_SCORER, build_results, leaderboard_csv, ma
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process
 from crs.rl.combine import standardize, zscore_stats
-from crs.rl.rewards import (
-    REWARD_STATE_FILE,
-    CombinedReward,
-    RewardSource,
-    build_sources,
-    check_gold_sources,
-    gold_reward,
-)
+from crs.rl.combined_reward import REWARD_STATE_FILE, CombinedReward
+from crs.rl.reward_sources import RewardSource, build_sources, check_gold_sources, gold_reward
 from crs.runs import latest_checkpoint, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)

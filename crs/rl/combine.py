@@ -22,7 +22,7 @@ std is at most ``MIN_STD * max(1, |mean|)`` has no spread: it is centred, not sc
 because float32 scores of magnitude ``|mean|`` carry rounding noise of about ``6e-8 * |mean|``;
 1e-6 of it is ~16 ulps, below any spread a reward model means.
 
-:class:`crs.rl.rewards.CombinedReward` (PPO, GRPO, RLOO, evaluation) and the best-of-n study
+:class:`crs.rl.combined_reward.CombinedReward` (PPO, GRPO, RLOO, evaluation) and the best-of-n study
 (:mod:`crs.eval.bon`) both call :func:`combine_normalized`, so a strategy means the same
 thing in training and in the study. Clipping and the missing-EOS penalty are not here: they
 shape the combined score afterwards (``CombinedReward.shape``).
@@ -108,7 +108,8 @@ def standardize_within_groups(
     if (counts < 2).any():
         alone = int((counts < 2).sum())
         raise CombineError(
-            f"reward source {name!r}: {alone} group(s) of one reply; standardising within a prompt's replies needs >= 2 per prompt"
+            f"reward source {name!r}: {alone} group(s) of one reply; "
+            "standardising within a prompt's replies needs >= 2 per prompt"
         )
     size = counts.to(scores.dtype)
     mean = torch.zeros(len(counts), dtype=scores.dtype).index_add_(0, index, scores) / size
@@ -179,7 +180,8 @@ def combine_normalized(
 
 
 def describe_strategy(strategy: str, method: str = "min", k: float = 1.0) -> str:
-    """The strategy as logs and summaries name it: ``sum``, ``sum_per_prompt``, ``conservative (min)``, ``conservative (mean - 1 x std)``."""
+    """The strategy as logs and summaries name it: ``sum``, ``sum_per_prompt``, ``conservative (min)``,
+    ``conservative (mean - 1 x std)``."""
     if strategy != "conservative":
         return strategy
     return "conservative (min)" if method == "min" else f"conservative (mean - {k:g} x std)"

@@ -1,7 +1,7 @@
-"""The RL stage on TRL's trainers: GRPO and RLOO (online, on crs's combined reward).
+"""The RL stage on TRL's trainers: GRPO and RLOO (on-policy, on crs's combined reward).
 
 ``rl_train.py --config_subset rl_grpo_crs`` (``rl.algorithm: grpo``, or ``rloo``) runs
-:func:`run_online_stage`. TRL does the algorithm (sampling groups of replies, the baseline,
+:func:`run_grpo_rloo_stage`. TRL does the algorithm (sampling groups of replies, the baseline,
 the clipped update, the KL term); crs supplies what makes the run comparable with a PPO run:
 
 * the policy: the SFT run (``rl.policy`` or ``model.name``) with a fresh LoRA adapter of
@@ -9,15 +9,15 @@ the clipped update, the KL term); crs supplies what makes the run comparable wit
   the adapter switched off, no second copy;
 * the prompts, tokenized by crs's one path (:func:`crs.models.formatting.encode_prompt`: chat
   template, the last ``data.max_prompt_length`` tokens), as PPO sees them;
-* the reward: :class:`crs.rl.rewards.CombinedReward` (same sources, weights, z-scores, clip and
+* the reward: :class:`crs.rl.combined_reward.CombinedReward` (same sources, weights, z-scores, clip and
   missing-EOS penalty as PPO) as one TRL reward function, or each source as its own function
   for TRL's per-reward normalisation (``rl.reward_normalization``). ``rl.combine:
   sum_per_prompt`` standardises each source within TRL's groups of ``rl.group_size`` replies;
   a group may straddle processes, so the reward function gathers the whole batch's raw scores
-  first (:meth:`crs.rl.rewards.TRLRewardBridge.score_in_groups`); RLOO's leave-one-out baseline
+  first (:meth:`crs.rl.trl_reward.TRLRewardBridge.score_in_groups`); RLOO's leave-one-out baseline
   and GRPO's group baseline then act on that sum;
 * the outputs: ``metrics.jsonl`` with PPO's column names where the meaning is the same
-  (:data:`ONLINE_COLUMNS`; every other TRL metric as ``trl/<name>``), ``checkpoints/checkpoint-N``
+  (:data:`GRPO_RLOO_COLUMNS`; every other TRL metric as ``trl/<name>``), ``checkpoints/checkpoint-N``
   sealed like every Trainer stage's (with the reward statistics), ``adapter/`` +
   ``crs_model.json``, and ``run_state.json`` with a summary.
 
@@ -42,7 +42,8 @@ from crs.io import write_json_atomic
 from crs.models.formatting import encode_prompt
 from crs.models.loading import load_tokenizer, resolve_dtype
 from crs.models.trainer import SealCheckpointCallback
-from crs.rl.rewards import REWARD_STATE_FILE, CombinedReward, check_gold_sources
+from crs.rl.combined_reward import REWARD_STATE_FILE, CombinedReward
+from crs.rl.reward_sources import check_gold_sources
 from crs.rl.trl_common import (
     METRICS_FILE,
     StepMetricsCallback,
@@ -56,13 +57,14 @@ from crs.rl.trl_common import (
     start_or_resume,
     trainer_arguments,
 )
+from crs.rl.trl_reward import trl_reward_func, trl_reward_funcs_per_source
 from crs.runs import set_seed
 
 logger = logging.getLogger(__name__)
 
 # TRL's logged name -> PPO's column name, where the meaning is the same. Columns crs computes
 # itself (reward/*, kl/sequence, time/step) arrive under their own names.
-ONLINE_COLUMNS = {
+GRPO_RLOO_COLUMNS = {
     "learning_rate": "learning_rate",
     "completions/mean_length": "reply/length",
     "loss": "loss/policy",
@@ -89,13 +91,13 @@ class RewardStateCallback(TrainerCallback):
             write_json_atomic(folder / REWARD_STATE_FILE, self.reward.state_dict())
 
 
-def _online_trainer_class(algorithm: str) -> type:
+def _grpo_rloo_trainer_class(algorithm: str) -> type:
     """TRL's GRPOTrainer or RLOOTrainer with crs's prompt tokenization and PPO's ``kl/sequence``."""
     from trl import GRPOTrainer, RLOOTrainer
 
     base = GRPOTrainer if algorithm == "grpo" else RLOOTrainer
 
-    class CRSOnlineTrainer(base):  # type: ignore[misc, valid-type]
+    class CRSGRPORLOOTrainer(base):  # type: ignore[misc, valid-type]
         crs_max_prompt_length = 256
         crs_fallback_template = "{role}: {content}\n"
 
@@ -145,11 +147,11 @@ def _online_trainer_class(algorithm: str) -> type:
                 self._log_sequence_kl(self._crs_train_logps, inputs["ref_per_token_logps"], mask)
             return loss
 
-    CRSOnlineTrainer.__name__ = CRSOnlineTrainer.__qualname__ = f"CRS{base.__name__}"
-    return CRSOnlineTrainer
+    CRSGRPORLOOTrainer.__name__ = CRSGRPORLOOTrainer.__qualname__ = f"CRS{base.__name__}"
+    return CRSGRPORLOOTrainer
 
 
-def online_config(cfg: CRSConfig, run_dir: Path, dtype: torch.dtype, reward_weights: list[float]) -> Any:
+def grpo_rloo_config(cfg: CRSConfig, run_dir: Path, dtype: torch.dtype, reward_weights: list[float]) -> Any:
     """GRPOConfig / RLOOConfig from ``rl.*`` (see docs/optimisers.md for each key's TRL name)."""
     from trl import GRPOConfig, RLOOConfig
 
@@ -179,20 +181,21 @@ def online_config(cfg: CRSConfig, run_dir: Path, dtype: torch.dtype, reward_weig
     return RLOOConfig(normalize_advantages=rl.whiten_advantages, **kwargs)
 
 
-def _check_online(cfg: CRSConfig) -> None:
+def _check_grpo_rloo(cfg: CRSConfig) -> None:
     rl = cfg.rl
     if not cfg.model.lora.enabled and rl.kl_coef != 0:
         raise ConfigError(
-            f"rl.algorithm={rl.algorithm} with full fine-tuning (model.lora.enabled: false) and rl.kl_coef > 0: TRL would load "
-            "the reference from the base model's name, not the SFT policy; use LoRA (the reference is then the SFT policy "
-            "with the adapter off) or rl.kl_coef: 0"
+            f"rl.algorithm={rl.algorithm} with full fine-tuning (model.lora.enabled: false) and rl.kl_coef > 0: "
+            "TRL would load the reference from the base model's name, not the SFT policy; use LoRA (the reference "
+            "is then the SFT policy with the adapter off) or rl.kl_coef: 0"
         )
     if rl.reward_normalization == "trl":
         from trl import GRPOConfig
 
         if "multi_objective_aggregation" not in GRPOConfig.__dataclass_fields__:
             raise ConfigError(
-                "rl.reward_normalization=trl needs TRL's GRPOConfig.multi_objective_aggregation (trl>=1.0): pip install -U trl"
+                "rl.reward_normalization=trl needs TRL's GRPOConfig.multi_objective_aggregation (trl>=1.0): "
+                "pip install -U trl"
             )
         if rl.reward_clip is not None:
             logger.warning(
@@ -217,7 +220,7 @@ def prompt_dataset(prompts: list[Messages]) -> Any:
     return Dataset.from_list([{"prompt": p} for p in prompts])
 
 
-def build_online_trainer(
+def build_grpo_rloo_trainer(
     cfg: CRSConfig,
     run_dir: Path,
     model: Any,
@@ -236,24 +239,24 @@ def build_online_trainer(
     declared = getattr(model.generation_config, "eos_token_id", None)
     eos_ids = {tokenizer.eos_token_id, *(declared if isinstance(declared, list) else [declared])} - {None}
     if rl.reward_normalization == "trl":
-        funcs, weights = reward.as_trl_reward_funcs(sorted(eos_ids))
+        funcs, weights = trl_reward_funcs_per_source(reward, sorted(eos_ids))
     else:
         # group_size: sum_per_prompt standardises within TRL's groups, gathered whole across processes
-        funcs, weights = [reward.as_trl_reward_func(sorted(eos_ids), group_size=rl.group_size)], [1.0]
+        funcs, weights = [trl_reward_func(reward, sorted(eos_ids), group_size=rl.group_size)], [1.0]
     metrics_cb = StepMetricsCallback(
         run_dir / METRICS_FILE,
-        ONLINE_COLUMNS,
+        GRPO_RLOO_COLUMNS,
         {"kl/coef": rl.kl_coef},
         ("reward/combined", "kl/sequence", "reply/length", "time/step"),
         cfg.run.logging_steps,
     )
-    trainer_class = _online_trainer_class(rl.algorithm)
+    trainer_class = _grpo_rloo_trainer_class(rl.algorithm)
     trainer_class.crs_max_prompt_length = cfg.data.max_prompt_length
     trainer_class.crs_fallback_template = cfg.data.fallback_template
     trainer = trainer_class(
         model=model,
         reward_funcs=funcs,
-        args=online_config(cfg, run_dir, resolve_dtype(cfg.model.dtype), weights),
+        args=grpo_rloo_config(cfg, run_dir, resolve_dtype(cfg.model.dtype), weights),
         train_dataset=prompt_dataset(prompts),
         processing_class=tokenizer,
         peft_config=peft_config,
@@ -270,10 +273,10 @@ def build_online_trainer(
     return trainer, metrics_cb
 
 
-def run_online_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+def run_grpo_rloo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Train the SFT policy with TRL's GRPO or RLOO on crs's combined reward; returns the summary."""
     require_trl(cfg, "GRPOTrainer" if cfg.rl.algorithm == "grpo" else "RLOOTrainer")
-    _check_online(cfg)
+    _check_grpo_rloo(cfg)
     rl = cfg.rl
     run_dir = Path(run_dir)
     set_seed(cfg.run.seed)
@@ -284,7 +287,7 @@ def run_online_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, A
     model, peft_config, policy_name, _ = load_policy(cfg)
     tokenizer = load_tokenizer(policy_name, cfg.model.cache_dir, padding_side="left")
     reward = CombinedReward.for_rl(cfg)
-    trainer, metrics_cb = build_online_trainer(
+    trainer, metrics_cb = build_grpo_rloo_trainer(
         cfg, run_dir, model, peft_config, tokenizer, reward, [ex.prompt for ex in train_examples]
     )
     is_main = trainer.is_world_process_zero()
@@ -293,7 +296,8 @@ def run_online_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, A
         reward.load_state_dict(json.loads((checkpoint / REWARD_STATE_FILE).read_text()))
     if is_main:
         logger.info(
-            "%s: %d prompts, %d steps x %d replies (%d per prompt) on %d process(es), reward normalisation %s, combination %s, rewards %s",
+            "%s: %d prompts, %d steps x %d replies (%d per prompt) on %d process(es), "
+            "reward normalisation %s, combination %s, rewards %s",
             rl.algorithm.upper(),
             len(train_examples),
             rl.steps,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from crs.dependencies import installed_version, require_tested, tested_ranges
 from crs.io import append_jsonl, truncate_jsonl
 from crs.models.loading import load_adapter_weights, load_causal_lm, resolve_dtype, save_run_model
 from crs.models.trainer import common_arguments, resume_checkpoint
+from crs.processes import rank_and_world
 from crs.runs import RL_LENGTH_KEYS, checkpoint_step, mark_finished
 
 logger = logging.getLogger(__name__)
@@ -35,15 +35,15 @@ METRICS_FILE = "metrics.jsonl"
 # The private TRL methods crs overrides, with the parameters it relies on. TRL calls them
 # itself, so a rename would raise nothing: the override would just stop being called.
 # Why each stays (TRL 1.16 has no public way to do the same): docs/optimisers.md#trl-internals.
-_ONLINE_OVERRIDES = {
+_GRPO_RLOO_OVERRIDES = {
     "_tokenize_prompts": ("prompts",),
     "_get_per_token_logps_and_entropies": ("model", "input_ids", "attention_mask", "logits_to_keep", "compute_entropy"),
     "_generate_and_score_completions": ("inputs",),
     "_compute_loss": ("model", "inputs"),
 }
 TRL_OVERRIDES: dict[str, dict[str, tuple[str, ...]]] = {
-    "GRPOTrainer": _ONLINE_OVERRIDES,
-    "RLOOTrainer": _ONLINE_OVERRIDES,
+    "GRPOTrainer": _GRPO_RLOO_OVERRIDES,
+    "RLOOTrainer": _GRPO_RLOO_OVERRIDES,
     "DPOTrainer": {"_prepare_dataset": ("dataset", "processing_class", "args", "dataset_name")},
 }
 
@@ -72,10 +72,12 @@ def require_trl(cfg: CRSConfig, trainer_name: str) -> str:
 
 
 def require_trl_metrics(trainer: Any) -> None:
-    """A built TRL trainer keeps its ``_metrics`` dict, where crs logs ``kl/sequence`` beside TRL's own; else a ConfigError."""
+    """A built TRL trainer keeps its ``_metrics`` dict, where crs logs ``kl/sequence`` beside TRL's own; else a
+    ConfigError."""
     if not isinstance(getattr(trainer, "_metrics", None), dict):
         raise ConfigError(
-            f"TRL {installed_version('trl')}'s {type(trainer).__mro__[1].__name__} keeps no _metrics: {_trl_install_hint()}"
+            f"TRL {installed_version('trl')}'s {type(trainer).__mro__[1].__name__} keeps no _metrics: "
+            f"{_trl_install_hint()}"
         )
 
 
@@ -124,7 +126,7 @@ def load_policy(cfg: CRSConfig) -> tuple[Any, Any, str, torch.dtype]:
 
 def per_device_batch(cfg: CRSConfig, what: str) -> int:
     """``rl.batch_size`` over processes and gradient accumulation (a ConfigError when it does not divide)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun and accelerate launch set it
+    world = rank_and_world()[1]  # torchrun and accelerate launch set it
     share = world * cfg.rl.gradient_accumulation_steps
     if cfg.rl.batch_size % share:
         raise ConfigError(

@@ -54,7 +54,7 @@ from crs.eval.score import SourceScores, judge_replies, study_judge
 from crs.io import read_jsonl, write_json_atomic, write_text_atomic
 from crs.rl.combine import describe_strategy
 from crs.rl.overoptimization import judge_peak
-from crs.rl.rewards import build_sources
+from crs.rl.reward_sources import build_sources
 from crs.runs import RunError, is_finished, mark_finished
 from crs.study.scheduler import Stage, run_stages
 from crs.study.stage_commands import cores_share_env, override_texts, run_logged, stage_command

@@ -121,7 +121,7 @@ def test_relative_paths_resolve_against_the_current_directory(tmp_path: Path, mo
     import json
 
     from crs.data import load_examples
-    from crs.rl.rewards import import_callable
+    from crs.rl.reward_sources import import_callable
     from crs.runs import prepare_run_dir
 
     work, configs = tmp_path / "work", tmp_path / "configs"

@@ -100,7 +100,7 @@ def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path, combin
     from crs.config import RewardSourceConfig, load_config
     from crs.data.schema import user_prompt
     from crs.eval.score import score_all
-    from crs.rl.rewards import CombinedReward
+    from crs.rl.combined_reward import CombinedReward
     from crs.runs import seal_checkpoint
 
     sources = [

@@ -23,7 +23,9 @@ from crs.rl.combine import (
     standardize_within_groups,
     zscore_stats,
 )
-from crs.rl.rewards import CombinedReward, RewardSource
+from crs.rl.combined_reward import CombinedReward
+from crs.rl.reward_sources import RewardSource
+from crs.rl.trl_reward import trl_reward_func
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -241,7 +243,8 @@ def test_the_new_keys_are_validated_in_one_line() -> None:
 
 
 class FakeAllGather:
-    """``accelerator.gather`` of ``world`` processes simulated by threads: each gets every rank's tensor, in rank order."""
+    """``accelerator.gather`` of ``world`` processes simulated by threads: each gets every rank's tensor, in rank
+    order."""
 
     def __init__(self, world: int) -> None:
         self.slots: list[torch.Tensor | None] = [None] * world
@@ -273,7 +276,7 @@ def test_sum_per_prompt_on_trl_gathers_groups_split_between_processes() -> None:
         reward.gather, reward.process_index = fake.for_rank(rank), rank
         prompts, completions = _trl_batch(batch[3 * rank : 3 * rank + 3])
         ids = [[5, 2]] * 3 if rank == 0 else [[5], [5, 2], [5, 2]]  # rank 1's first reply (q's "a") did not end
-        results[rank] = reward.as_trl_reward_func(eos_token_ids=[2], group_size=2)(
+        results[rank] = trl_reward_func(reward, eos_token_ids=[2], group_size=2)(
             prompts, completions, completion_ids=ids
         )
 
@@ -289,14 +292,14 @@ def test_sum_per_prompt_on_trl_gathers_groups_split_between_processes() -> None:
     # A batch not laid out as groups (q's replies not adjacent) is refused, not standardised across prompts.
     prompts, completions = _trl_batch([("p", "aa"), ("q", "b"), ("p", "c"), ("q", "d")])
     with pytest.raises(RuntimeError, match="not laid out as groups of rl.group_size=2"):
-        _reward("sum_per_prompt").as_trl_reward_func(group_size=2)(prompts, completions)
+        trl_reward_func(_reward("sum_per_prompt"), group_size=2)(prompts, completions)
 
 
 # --------------------------------------------------------------------------- GRPO / RLOO, one step
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_one_online_step_optimises_sum_per_prompt(
+def test_one_grpo_rloo_step_optimises_sum_per_prompt(
     tmp_path, tiny_model_dir, smol_tokenizer, monkeypatch, algorithm
 ) -> None:
     pytest.importorskip("trl")

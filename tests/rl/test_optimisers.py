@@ -1,4 +1,4 @@
-"""GRPO, RLOO (TRL's, online, on crs's combined reward) and DPO (TRL's, offline): learning, rewards, outputs, resume.
+"""GRPO, RLOO (TRL's, on-policy, on crs's combined reward) and DPO (TRL's, offline): learning, rewards, outputs, resume.
 
 Tiny models only (tests/tiny.py); each test takes seconds at one thread.
 """
@@ -20,7 +20,8 @@ from stage_runs import capture_trl_rewards, check_run_outputs, log_rows, run_cli
 
 from crs.config import ConfigError, CRSConfig, LoraConfig, RLConfig, load_config
 from crs.data.schema import AbsoluteExample, RankingExample, user_prompt
-from crs.rl.rewards import CombinedReward, RewardSource
+from crs.rl.combined_reward import CombinedReward
+from crs.rl.reward_sources import RewardSource
 
 pytest.importorskip("trl")
 
@@ -112,49 +113,6 @@ def test_dpo_pairs_from_absolute_scores_respect_the_gap():
     assert pairs_from_scores(rows, "best_vs_rest", min_gap=0.8) == []
 
 
-# --------------------------------------------------------------------------- the reward TRL gets
-
-
-def length_reward(prompts, replies):
-    return [float(len(r)) for r in replies]
-
-
-def vowel_reward(prompts, replies):
-    return [float(sum(c in "aeiou" for c in r)) for r in replies]
-
-
-def test_trl_reward_functions_are_the_combined_reward():
-    reward = CombinedReward(
-        [
-            RewardSource("len", length_reward, 1.0, "zscore", {"mean": 3.0, "std": 2.0}),
-            RewardSource("vowels", vowel_reward, 0.5, "zscore", {"mean": 1.0, "std": 1.0}),
-        ],
-        reward_clip=1.0,
-        missing_eos_penalty=-2.0,
-    )
-    prompts = [[{"role": "user", "content": "p"}]] * 3
-    completions = [[{"role": "assistant", "content": t}] for t in ("aaaa", "x", "hello there")]
-    ids = [[5, 6, 2], [7], [8, 2]]  # 2 is EOS: the second reply was cut off
-    logged = {}
-    combined = reward.as_trl_reward_func(eos_token_ids=[2])(
-        prompts, completions, completion_ids=ids, log_metric=logged.__setitem__
-    )
-    expected = reward([user_prompt("p")] * 3, ["aaaa", "x", "hello there"], [True, False, True]).combined
-    assert combined == pytest.approx(expected.tolist())
-    assert combined[1] == pytest.approx(-1.0 - 2.0)  # clipped at -1, then the EOS penalty
-    assert (
-        logged["reward/ended_with_eos"] == pytest.approx(2 / 3)
-        and "reward/len/raw" in logged
-        and "reward/vowels/normalized" in logged
-    )
-
-    funcs, weights = reward.as_trl_reward_funcs(eos_token_ids=[2])
-    assert [f.__name__ for f in funcs] == ["len", "vowels", "missing_eos"] and weights == [1.0, 0.5, 1.0]
-    assert funcs[0](prompts, completions, completion_ids=ids) == [4.0, 1.0, 11.0]  # raw: TRL normalises them
-    assert funcs[1](prompts, completions, completion_ids=ids) == [4.0, 0.0, 4.0]
-    assert funcs[2](prompts, completions, completion_ids=ids) == [0.0, -2.0, 0.0]
-
-
 # --------------------------------------------------------------------------- learning (GRPO, RLOO)
 
 
@@ -188,13 +146,13 @@ def learning_prompts(n: int = 16) -> list:
     return [[{"role": "system", "content": "Hi"}, {"role": "user", "content": f"topic {i}"}] for i in range(n)]
 
 
-def run_online_learning(
+def run_grpo_rloo_learning(
     smol_tokenizer, left_tokenizer, tmp_path, algorithm, broken=False, monkeypatch=None, steps=12
 ) -> list[dict]:
     import trl
     from tiny import tiny_causal_lm
 
-    from crs.rl.grpo_rloo import build_online_trainer
+    from crs.rl.grpo_rloo import build_grpo_rloo_trainer
     from crs.rl.trl_common import peft_lora_config
 
     # A larger init makes the tiny model's next-token distribution peaked enough to have signal.
@@ -214,7 +172,7 @@ def run_online_learning(
         algorithm, tmp_path, steps=steps, batch_size=16, group_size=4, max_new_tokens=4, learning_rate=2e-2, kl_coef=0.0
     )
     torch.manual_seed(0)
-    trainer, _ = build_online_trainer(
+    trainer, _ = build_grpo_rloo_trainer(
         cfg, tmp_path, lm, peft_lora_config(cfg), left_tokenizer, reward, learning_prompts()
     )
     trainer.train()
@@ -223,10 +181,10 @@ def run_online_learning(
 
 @pytest.mark.parametrize("broken", [False, True], ids=["learns", "advantage-sign-flipped"])
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_online_optimisers_raise_a_reachable_reward(
+def test_grpo_and_rloo_raise_a_reachable_reward(
     smol_tokenizer, left_tokenizer, tmp_path, monkeypatch, algorithm, broken
 ):
-    rows = run_online_learning(smol_tokenizer, left_tokenizer, tmp_path, algorithm, broken, monkeypatch)
+    rows = run_grpo_rloo_learning(smol_tokenizer, left_tokenizer, tmp_path, algorithm, broken, monkeypatch)
     rewards = [round(r["reward/combined"], 3) for r in rows]
     assert [r["step"] for r in rows] == list(range(1, 13))
     start, end = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
@@ -239,18 +197,8 @@ def test_online_optimisers_raise_a_reachable_reward(
 # --------------------------------------------------------------------------- the stage: outputs, resume
 
 
-
-
-
-
-
-
-
-
-
-
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_online_stage_writes_ppos_outputs_and_trl_optimises_the_combined_reward(
+def test_grpo_rloo_stage_writes_ppos_outputs_and_trl_optimises_the_combined_reward(
     tmp_path, tiny_model_dir, smol_tokenizer, monkeypatch, algorithm
 ):
     seen = capture_trl_rewards(monkeypatch, algorithm)
@@ -323,7 +271,7 @@ def test_grpo_with_trls_own_normalisation(tmp_path, tiny_model_dir, monkeypatch)
     } <= row.keys()
 
 
-def test_online_resume_continues_from_a_sealed_checkpoint(tmp_path, tiny_model_dir):
+def test_grpo_rloo_resume_continues_from_a_sealed_checkpoint(tmp_path, tiny_model_dir):
     from crs.runs import checkpoint_problem
 
     straight = run_cli(write_config(tmp_path / "a", tiny_model_dir, algorithm="grpo", steps=4))
@@ -362,12 +310,12 @@ def test_init_adapter_continues_an_earlier_runs_adapter(tmp_path, tiny_model_dir
 
 
 def test_full_finetuning_with_a_kl_penalty_is_refused_before_loading(tmp_path, tiny_model_dir):
-    from crs.rl.grpo_rloo import run_online_stage
+    from crs.rl.grpo_rloo import run_grpo_rloo_stage
 
     cfg = load_config("tiny", write_config(tmp_path, tiny_model_dir, algorithm="rloo"))
     cfg.model.lora.enabled = False
     with pytest.raises(ConfigError, match="full fine-tuning"):
-        run_online_stage(cfg, tmp_path / "run", resume=False)
+        run_grpo_rloo_stage(cfg, tmp_path / "run", resume=False)
 
 
 # --------------------------------------------------------------------------- DPO
@@ -411,7 +359,8 @@ def test_dpo_continues_an_adapter_on_new_training_pairs(tmp_path, tiny_model_dir
     config["tiny"]["data"]["train_source"] = str(new_pairs)
     path.write_text(yaml.safe_dump(config))
     continued = run_cli(path)
-    assert log_rows(continued)[0]["dpo/logratio_margin"] > 0.3  # before any update of its own: the first run's preference
+    # Before any update of its own: the first run's preference.
+    assert log_rows(continued)[0]["dpo/logratio_margin"] > 0.3
     assert check_run_outputs(continued, "dpo", 2)["summary"]["pairs"]["train"] == 8  # trained on the new pairs only
 
 
@@ -441,7 +390,7 @@ def test_eval_stages_take_grpo_and_dpo_runs_unchanged(tmp_path, tiny_model_dir):
     from crs.cli import run_stage
     from crs.eval.predict import predict
     from crs.eval.score import score_predictions
-    from crs.rl.rewards import REWARD_STATE_FILE
+    from crs.rl.combined_reward import REWARD_STATE_FILE
 
     grpo = run_cli(write_config(tmp_path / "grpo", tiny_model_dir, algorithm="grpo", steps=2, save_steps=2))
     dpo = run_cli(write_config(tmp_path / "dpo", tiny_model_dir, algorithm="dpo", steps=2, save_steps=0))

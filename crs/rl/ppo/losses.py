@@ -2,7 +2,7 @@
 
 The per-token KL penalty with the score on the last token (:func:`per_token_rewards`),
 fixed or adaptive KL control (Ziegler et al. 2019), GAE, advantage whitening, and the
-clipped policy and value losses. :class:`crs.rl.ppo.algorithm.PPOTrainer` keeps the loop.
+clipped policy and value losses. :class:`crs.rl.ppo.trainer.PPOTrainer` keeps the loop.
 """
 
 from __future__ import annotations

@@ -45,8 +45,8 @@ from crs.models.packed_linear import PackedLinear, pack_linears
 def cpu_math_attention(device: torch.device) -> Iterator[None]:
     """On CPU, run full-sequence attention with SDPA's math kernel; elsewhere change nothing.
 
-    For the short sequences of RLHF (~100 tokens) CPU flash attention's backward is ~2.5x
-    slower than the math kernel's (~0.2 s of a SmolLM2 PPO update). The rollout and
+    For the short sequences of RLHF (~100 tokens) CPU flash attention's backward is slower
+    than the math kernel's (measured: docs/results.md#ppo-speed-against-trl). The rollout and
     reference forwards use it too, so every log-prob PPO compares comes from one kernel.
     """
     if device.type != "cpu":
@@ -80,14 +80,14 @@ def sequence_classifier_parts(model: Any) -> tuple[nn.Module, nn.Module]:
 def reply_states(hidden: torch.Tensor, n_reply: int) -> torch.Tensor:
     """The hidden states that predict reply tokens 0..R-1: columns P-1 .. P+R-2.
 
-    Made contiguous: a bf16 matmul on the strided slice is ~30x slower on CPU, and the
-    LM head is the largest matmul of a small model.
+    Made contiguous: a bf16 matmul on the strided slice is far slower on CPU (measured:
+    docs/results.md#ppo-speed-against-trl), and the LM head is the largest matmul of a small model.
     """
     return hidden[:, -n_reply - 1 : -1].contiguous()
 
 
 def adapter_layers(model: nn.Module) -> list[nn.Module]:
-    """peft's adapter layers in ``model`` (found once: walking every module costs ms a call)."""
+    """peft's adapter layers in ``model`` (found once: walking every module on every call costs time)."""
     return [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
 
 
@@ -96,7 +96,7 @@ def adapter_casts_off(layers: list[nn.Module]) -> Iterator[None]:
     """Under autocast, skip peft's cast of every adapter input to the adapter's fp32 dtype.
 
     Autocast casts it straight back to half precision for the matmul, so the cast only
-    costs time (~10% of a LoRA forward on CPU); the results are bit-identical.
+    costs time (measured: docs/results.md#ppo-speed-against-trl); the results are bit-identical.
     """
     autocasting = torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")
     if not (autocasting and layers):
@@ -114,7 +114,8 @@ def adapter_casts_off(layers: list[nn.Module]) -> Iterator[None]:
 
 def logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(log softmax(logits)[token], entropy) per position from one log-softmax; the entropy
-    is detached (a statistic): over a 50k vocabulary each extra pass costs ~50 ms per update."""
+    is detached (a statistic): each extra pass over the vocabulary costs time in every update
+    (measured: docs/results.md#ppo-speed-against-trl)."""
     logprobs = F.log_softmax(logits.float(), dim=-1)
     with torch.no_grad():
         entropy = -(logprobs.exp() * logprobs).sum(-1)
@@ -260,7 +261,7 @@ class MergedSampler:
     """The policy with its LoRA adapter folded into a plain copy of the weights, for sampling.
 
     Sampling runs the model once per token at a small batch, where each adapter's two
-    extra matmuls are mostly overhead (~25% of generation time on CPU). This costs one
+    extra matmuls are mostly overhead (measured: docs/results.md#ppo-speed-against-trl). This costs one
     copy of the adapted weights, refreshed (W + scale * B A) before every rollout; the
     value head is the policy's own.
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from crs.data.schema import Messages
-from crs.rl.rewards import RewardBreakdown
+from crs.rl.combined_reward import RewardBreakdown
 
 
 @dataclass

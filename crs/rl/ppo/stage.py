@@ -1,7 +1,8 @@
 """The RL stage around the PPO algorithm: models, prompts, the loop, checkpoints, logs.
 
 ``rl_train.py --config_subset rl_crs`` runs :func:`run_ppo_stage`, which builds the models
-(:func:`build_models`) and drives :class:`crs.rl.ppo.algorithm.PPOTrainer`. It writes into the run directory:
+(:func:`build_models`) and drives :class:`crs.rl.ppo.trainer.PPOTrainer` step by step (:func:`run_ppo_loop`),
+then saves the policy (:func:`finish_ppo_run`). It writes into the run directory:
 
 * ``metrics.jsonl``: one row per PPO step (rewards per source raw and normalised,
   combined, KL, beta, losses, clip fractions, approx KL, entropy, reply length, timings);
@@ -27,9 +28,9 @@ import io
 import json
 import logging
 import math
-import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,12 @@ from crs.models.loading import (
     upcast_trainable,
 )
 from crs.models.trainer import LOGS_DIR, check_report_to
+from crs.processes import rank_and_world
+from crs.rl.combined_reward import CombinedReward
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
-from crs.rl.ppo.algorithm import PPOTrainer
 from crs.rl.ppo.policy import PolicyValueModel, ValueModel, enable_gradient_checkpointing
-from crs.rl.rewards import CombinedReward, RewardSource, build_sources, check_gold_sources, reward_model_config
+from crs.rl.ppo.trainer import PPOTrainer
+from crs.rl.reward_sources import RewardSource, build_sources, check_gold_sources, reward_model_config
 from crs.runs import (
     RL_LENGTH_KEYS,
     NonFiniteError,
@@ -167,7 +170,8 @@ def load_checkpoint(trainer: PPOTrainer, stream: PromptStream, checkpoint: Path)
     missing = set(trainer.unwrapped.trainable_state_dict()) - set(weights)
     if missing:
         raise ConfigError(
-            f"{checkpoint} lacks {len(missing)} trained tensors (e.g. {sorted(missing)[0]}); was the model config changed?"
+            f"{checkpoint} lacks {len(missing)} trained tensors (e.g. {sorted(missing)[0]}); "
+            "was the model config changed?"
         )
     trainer.unwrapped.load_state_dict(weights, strict=False)
     opt = torch.load(checkpoint / "optimizer.pt", map_location=trainer.device, weights_only=False)
@@ -254,7 +258,7 @@ def _make_accelerator(cfg: CRSConfig, run_dir: Path) -> Any:
     # On CPU, accelerate honours torchrun's environment only with cpu=True (gloo backend).
     cpu = not torch.cuda.is_available()
     earlier = PartialState._shared_state
-    if cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and earlier and earlier.get("num_processes") == 1:
+    if cpu and rank_and_world()[1] > 1 and earlier and earlier.get("num_processes") == 1:
         # A PartialState made earlier without cpu=True saw one process: start the state again.
         AcceleratorState._reset_state(reset_partial_state=True)
     if cfg.run.report_to == "none":
@@ -298,8 +302,6 @@ def _finite_or_none(metrics: dict[str, float]) -> dict[str, float | None]:
 
 def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Train the policy with PPO on the combined reward; returns the final summary."""
-    from tqdm.auto import tqdm
-
     rl = cfg.rl
     run_dir = Path(run_dir)
     accelerator = _make_accelerator(cfg, run_dir)
@@ -364,11 +366,35 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
             LOGS_DIR if cfg.run.report_to == "tensorboard" else cfg.run_name, config=_flat(cfg.to_dict())
         )
 
+    train_prompts = [ex.prompt for ex in train_examples]
+    metrics = run_ppo_loop(cfg, run_dir, trainer, stream, train_prompts, sample_prompts, log_held_out_eval)
+    return finish_ppo_run(cfg, run_dir, trainer, tokenizer, policy_name, judge, metrics)
+
+
+def run_ppo_loop(
+    cfg: CRSConfig,
+    run_dir: Path,
+    trainer: PPOTrainer,
+    stream: PromptStream,
+    train_prompts: list[Messages],
+    sample_prompts: list[Messages],
+    log_held_out_eval: Callable[[int], None],
+) -> dict[str, float]:
+    """PPO steps from ``trainer.step_count`` to ``rl.steps``: each logged to ``metrics.jsonl``, with samples, the
+    over-optimisation log and checkpoints at their intervals; returns the last step's metrics.
+
+    A run whose every step was skipped (non-finite rewards, losses or gradients) is a :class:`NonFiniteError`.
+    """
+    from tqdm.auto import tqdm
+
+    rl = cfg.rl
+    accelerator = trainer.accelerator
+    rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     bar = tqdm(total=rl.steps, initial=trainer.step_count, disable=not is_main, desc="ppo", dynamic_ncols=True)
     metrics: dict[str, float] = {}
     while trainer.step_count < rl.steps:
         indices = stream.next(rl.batch_size)[rank::world]  # every process walks the stream, keeps its shard
-        metrics = trainer.step([train_examples[i].prompt for i in indices])
+        metrics = trainer.step([train_prompts[i] for i in indices])
         step = trainer.step_count
         if is_main:
             append_jsonl(run_dir / METRICS_FILE, {"step": step, **metrics})
@@ -402,13 +428,29 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     if trainer.step_count and trainer.nonfinite_total >= trainer.step_count:
         raise NonFiniteError(
             f"every one of the {trainer.step_count} PPO steps was skipped (non-finite rewards, losses or gradients): "
-            "the policy did not change; check the reward sources (metrics.jsonl has reward/<name>/nonfinite) and rl.learning_rate"
+            "the policy did not change; check the reward sources (metrics.jsonl has reward/<name>/nonfinite) "
+            "and rl.learning_rate"
         )
+    return metrics
 
+
+def finish_ppo_run(
+    cfg: CRSConfig,
+    run_dir: Path,
+    trainer: PPOTrainer,
+    tokenizer: Any,
+    policy_name: str,
+    judge: RewardSource | None,
+    metrics: dict[str, float],
+) -> dict[str, Any]:
+    """The run's summary (the last step's ``metrics``, the judge's peak); the main process saves the policy
+    (``adapter/`` + ``crs_model.json``) and the value head and marks the run finished."""
+    accelerator = trainer.accelerator
+    is_main = accelerator.is_main_process
     summary = {
         "steps": trainer.step_count,
         "final": {k: metrics[k] for k in ("reward/combined", "kl/sequence", "kl/coef", "reply/length") if k in metrics},
-        "rewards": reward.describe(),
+        "rewards": trainer.reward.describe(),
         "nonfinite_steps": trainer.nonfinite_total,
     }
     if is_main and (run_dir / OVEROPT_FILE).is_file():

@@ -17,7 +17,7 @@ from stage_runs import write_rl_config
 from crs.config import ConfigError, LoraConfig, RLConfig
 from crs.data.schema import user_prompt
 from crs.models.decoding import SamplingSettings, gather_logprobs, sample_next_token
-from crs.rl.ppo.algorithm import PPOTrainer
+from crs.rl.combined_reward import CombinedReward
 from crs.rl.ppo.losses import (
     AdaptiveKLController,
     FixedKLController,
@@ -29,7 +29,8 @@ from crs.rl.ppo.losses import (
     ppo_losses,
 )
 from crs.rl.ppo.policy import PolicyValueModel, sample_replies
-from crs.rl.rewards import CombinedReward, RewardSource
+from crs.rl.ppo.trainer import PPOTrainer
+from crs.rl.reward_sources import RewardSource
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -385,10 +386,10 @@ def run_learning(smol_tokenizer, left_tokenizer, steps: int, broken: bool = Fals
     reward = direction_reward_factory(lm)
     lm = add_lora(lm, LoraConfig(r=8, alpha=16, dropout=0.0), "causal_lm")
     if broken:
-        import crs.rl.ppo.algorithm
+        import crs.rl.ppo.trainer
 
-        real_gae = crs.rl.ppo.algorithm.compute_gae
-        monkeypatch.setattr(crs.rl.ppo.algorithm, "compute_gae", lambda *a: (-real_gae(*a)[0], real_gae(*a)[1]))
+        real_gae = crs.rl.ppo.trainer.compute_gae
+        monkeypatch.setattr(crs.rl.ppo.trainer, "compute_gae", lambda *a: (-real_gae(*a)[0], real_gae(*a)[1]))
     cfg = RLConfig(
         batch_size=16, mini_batch_size=8, max_new_tokens=8, temperature=1.0, learning_rate=3e-3, kl_coef=0.05
     )
@@ -417,10 +418,6 @@ def test_ppo_raises_the_reward_and_keeps_kl_bounded(smol_tokenizer, left_tokeniz
 
 
 # --------------------------------------------------------------------------- the stage: checkpoints, resume, processes
-
-
-
-
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -814,11 +811,11 @@ def test_ppo_refuses_deepspeed_and_fsdp_where_it_would_train_apart_or_sample_fro
 
     from accelerate.utils import DistributedType
 
-    import crs.rl.ppo.algorithm as algorithm
+    import crs.rl.ppo.trainer as ppo_trainer
     from crs.config import ConfigError
 
     kinds = {
-        kind: algorithm.unsupported_distribution(SimpleNamespace(distributed_type=kind)) for kind in DistributedType
+        kind: ppo_trainer.unsupported_distribution(SimpleNamespace(distributed_type=kind)) for kind in DistributedType
     }
     assert kinds[DistributedType.DEEPSPEED] == "DeepSpeed" and kinds[DistributedType.FSDP] == "FSDP"
     assert (
@@ -827,7 +824,7 @@ def test_ppo_refuses_deepspeed_and_fsdp_where_it_would_train_apart_or_sample_fro
         and kinds[DistributedType.NO] is None
     )
     assert _trainer(tiny_lm, left_tokenizer, lambda p, r: [0.0] * len(r)).step_count == 0  # one process: runs
-    monkeypatch.setattr(algorithm, "unsupported_distribution", lambda accelerator: "DeepSpeed")
+    monkeypatch.setattr(ppo_trainer, "unsupported_distribution", lambda accelerator: "DeepSpeed")
     with pytest.raises(
         ConfigError, match=r"rl.algorithm ppo does not run under DeepSpeed .* use rl.algorithm grpo / rloo"
     ):

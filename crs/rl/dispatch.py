@@ -1,7 +1,8 @@
 """The RL stage (``rl_train.py``, ``crs rl``): one entry point, the optimiser chosen by ``rl.algorithm``.
 
 * ``ppo`` (the default): crs's own PPO, :func:`crs.rl.ppo.stage.run_ppo_stage`;
-* ``grpo``, ``rloo``: TRL's online trainers on the same combined reward, :func:`crs.rl.grpo_rloo.run_online_stage`;
+* ``grpo``, ``rloo``: TRL's on-policy trainers on the same combined reward,
+  :func:`crs.rl.grpo_rloo.run_grpo_rloo_stage`;
 * ``dpo``: TRL's DPOTrainer on preference pairs from ``data.*``, :func:`crs.rl.dpo.run_dpo_stage`.
 
 Every algorithm writes the same run layout (``adapter/`` + ``crs_model.json``, ``metrics.jsonl``,
@@ -25,9 +26,9 @@ def run_rl_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
 
         return run_ppo_stage(cfg, run_dir, resume)
     if algorithm in ("grpo", "rloo"):
-        from crs.rl.grpo_rloo import run_online_stage
+        from crs.rl.grpo_rloo import run_grpo_rloo_stage
 
-        return run_online_stage(cfg, run_dir, resume)
+        return run_grpo_rloo_stage(cfg, run_dir, resume)
     if algorithm == "dpo":
         from crs.rl.dpo import run_dpo_stage
 

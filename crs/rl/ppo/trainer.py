@@ -1,10 +1,10 @@
-"""PPO for RLHF, as in "The N Implementation Details of RLHF with PPO" (Huang et al.).
+"""The PPO algorithm (:class:`PPOTrainer`), as in "The N Implementation Details of RLHF with PPO" (Huang et al.).
 
 One PPO step:
 
 1. **Rollout.** Sample replies to a batch of prompts (temperature, top-p, stop at EOS,
    everything after EOS masked), keeping each token's log-prob and each state's value.
-2. **Reward.** Score the replies with the combined reward (:mod:`crs.rl.rewards`). Per token,
+2. **Reward.** Score the replies with the combined reward (:mod:`crs.rl.combined_reward`). Per token,
    the reward is ``-beta * (log pi(y_t) - log pi_ref(y_t))`` (the KL penalty, k1 estimator),
    and the reply's score is added on its last token. ``beta`` is fixed or adapted toward
    ``target_kl`` (Ziegler et al. 2019).
@@ -15,8 +15,8 @@ One PPO step:
    gradient-norm clipping, optional early stop when the approximate KL gets too large.
 
 Where each implementation detail lives (every one is a function or a marked line here or
-in :mod:`crs.rl.ppo.losses`, :mod:`crs.rl.ppo.policy` or :mod:`crs.models.decoding`, and a key in ``RLConfig``
-where it is a choice):
+in :mod:`crs.rl.ppo.losses`, :mod:`crs.rl.ppo.policy`, :mod:`crs.rl.ppo.stage` or :mod:`crs.models.decoding`, and a
+key in ``RLConfig`` where it is a choice):
 
 ==================================  =============================================
 detail                              where (config key)
@@ -27,7 +27,7 @@ EOS stop, post-EOS masking          ``decoding.decode_loop`` (via ``policy.sampl
 missing-EOS penalty, reward clip    ``CombinedReward.shape`` (missing_eos_penalty, reward_clip)
 reward normalisation                ``CombinedReward.normalize`` (rewards[].normalize)
 KL penalty per token, k1 estimator  ``losses.per_token_rewards`` (kl_coef)
-adaptive KL coefficient             :class:`AdaptiveKLController` (adaptive_kl, target_kl, kl_horizon)
+adaptive KL coefficient             ``losses.AdaptiveKLController`` (adaptive_kl, target_kl, kl_horizon)
 score on the last reply token       ``losses.per_token_rewards``
 GAE                                 ``losses.compute_gae`` (gamma, lam)
 advantage whitening                 ``losses.masked_whiten`` (whiten_advantages)
@@ -37,7 +37,7 @@ dropout disabled                    :meth:`PPOTrainer.__init__` (model.eval())
 gradient checkpointing, dropout off ``policy.checkpoint_in_eval_mode`` (model.gradient_checkpointing)
 Adam epsilon 1e-5                   :meth:`PPOTrainer.__init__` (adam_eps)
 learning-rate annealing             :meth:`PPOTrainer.__init__` (anneal_lr)
-grad-norm clipping                  :meth:`PPOTrainer.update` (max_grad_norm)
+grad-norm clipping                  :meth:`PPOTrainer.optimizer_step` (max_grad_norm)
 approx-KL early stopping            :meth:`PPOTrainer.update` (early_stop_kl)
 reference = adapter switched off    :meth:`PPOTrainer.reference_logprobs`
 old log-probs + values, one forward :meth:`PPOTrainer.rollout` (logprobs_from_sampling: none)
@@ -46,7 +46,7 @@ math attention kernel on CPU        ``policy.cpu_math_attention``
 sampling from a merged LoRA copy    ``policy.MergedSampler`` (merged_sampling)
 pre-packed sampling weights (CPU)   :mod:`crs.models.packed_linear` (packed_sampling)
 lean decode-only forward (CPU)      :mod:`crs.models.fused_decoder` (fused_sampling)
-bf16 base, fp32 LoRA + value head   ``ppo_stage.build_models`` (model.dtype)
+bf16 base, fp32 LoRA + value head   ``stage.build_models`` (model.dtype)
 ==================================  =============================================
 
 Cost per step = sampling + (policy forward: old log-probs and values together) +
@@ -79,6 +79,7 @@ from crs.data.schema import Messages
 from crs.models.decoding import SamplingSettings, gather_logprobs, position_ids_from_mask
 from crs.models.formatting import encode_prompt, pad_batch
 from crs.models.loading import autocast
+from crs.rl.combined_reward import CombinedReward
 from crs.rl.ppo.losses import (
     ReduceFn,
     compute_gae,
@@ -99,7 +100,6 @@ from crs.rl.ppo.policy import (
     sample_replies,
 )
 from crs.rl.ppo.rollout import Rollout, RolloutResult
-from crs.rl.rewards import CombinedReward
 from crs.runs import NonFiniteError
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,8 @@ class PPOTrainer:
         refused = unsupported_distribution(self.accelerator)
         if refused:
             raise ConfigError(
-                f"rl.algorithm ppo does not run under {refused} (crs's PPO is data-parallel: under {refused} its processes would not "
+                f"rl.algorithm ppo does not run under {refused} (crs's PPO is data-parallel: "
+                f"under {refused} its processes would not "
                 "share gradients, or would sample from weight shards): launch it without that accelerate config (e.g. "
                 "`accelerate launch --multi_gpu`), or use rl.algorithm grpo / rloo (TRL's Trainer), which run under it"
             )
@@ -463,7 +464,8 @@ class PPOTrainer:
         if self.nonfinite_in_row >= self.cfg.max_nonfinite_in_row:
             raise NonFiniteError(
                 f"{self.nonfinite_in_row} PPO steps in a row had a non-finite reward, loss or gradient "
-                f"(rl.max_nonfinite_in_row={self.cfg.max_nonfinite_in_row}); lower rl.learning_rate or check the reward models"
+                f"(rl.max_nonfinite_in_row={self.cfg.max_nonfinite_in_row}); "
+                "lower rl.learning_rate or check the reward models"
             )
         return metrics
 
@@ -496,7 +498,7 @@ class PPOTrainer:
 
         Replies are sampled as in training, under a private RNG seeded by ``seed`` (the training
         stream is untouched); ``kl/sequence`` is the k1 estimate of KL(policy || reference) per
-        reply, unbiased under those samples. ``judge`` is a :class:`crs.rl.rewards.RewardSource`
+        reply, unbiased under those samples. ``judge`` is a :class:`crs.rl.reward_sources.RewardSource`
         that is only ever read, never optimised. Averaged over processes.
         """
         prompt_ids, prompt_mask = self.encode_prompts(prompts)
