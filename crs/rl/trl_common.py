@@ -24,8 +24,8 @@ from transformers.trainer_callback import ProgressCallback
 from crs.config import ConfigError, CRSConfig
 from crs.dependencies import installed_version, require_tested, tested_ranges
 from crs.io import append_jsonl, truncate_jsonl
+from crs.models.hf_trainer import common_arguments, resume_checkpoint
 from crs.models.loading import load_adapter_weights, load_causal_lm, resolve_dtype, save_run_model
-from crs.models.trainer import common_arguments, resume_checkpoint
 from crs.runs import RL_LENGTH_KEYS, checkpoint_step, mark_finished
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def per_device_batch(cfg: CRSConfig, what: str) -> int:
 
 
 def trainer_arguments(cfg: CRSConfig, run_dir: Path, dtype: torch.dtype, per_device: int) -> dict[str, Any]:
-    """What every TRL config shares: :func:`crs.models.trainer.common_arguments` (autocast to
+    """What every TRL config shares: :func:`crs.models.hf_trainer.common_arguments` (autocast to
     ``model.dtype``, as SFT; fp32: none) with the ``rl.*`` optimisation keys layered on it."""
     rl = cfg.rl
     return dict(

@@ -36,6 +36,16 @@ from crs.data import load_examples
 from crs.data.loader import group_key
 from crs.data.schema import AbsoluteExample, DataError, RankingExample
 from crs.io import write_json_atomic
+from crs.models.hf_trainer import (
+    TRAIN_LOG_FILE,
+    CRSTrainer,
+    JsonlLogCallback,
+    SealCheckpointCallback,
+    StartMetricsCallback,
+    logged_before_training,
+    resume_checkpoint,
+    training_arguments,
+)
 from crs.models.loading import (
     RUN_MANIFEST,
     add_lora,
@@ -49,16 +59,6 @@ from crs.models.loading import (
     same_model,
     save_run_model,
     upcast_trainable,
-)
-from crs.models.trainer import (
-    TRAIN_LOG_FILE,
-    CRSTrainer,
-    JsonlLogCallback,
-    SealCheckpointCallback,
-    StartMetricsCallback,
-    logged_before_training,
-    resume_checkpoint,
-    training_arguments,
 )
 from crs.rm.losses import absolute_loss, absolute_loss_weights, joint_loss, ranking_loss, undersample_by_bins
 from crs.rm.metrics import (

@@ -216,10 +216,6 @@ def test_scorer_from_disk_and_eval_feed_the_model_the_training_ids(tiny_rm_dir, 
 # --------------------------------------------------------------------------- learning on a tiny model
 
 
-
-
-
-
 def test_pairwise_rm_learns_separable_rankings(tiny_rm_dir, tmp_path):
     cfg = tiny_config(tiny_rm_dir, write_marker_data(tmp_path, "pairwise"), "pairwise", steps=25)
     run_dir = tmp_path / "run"
@@ -290,7 +286,7 @@ def test_resume_continues_from_the_last_checkpoint(tiny_rm_dir, tmp_path):
 
 
 def test_length_grouped_batches_pad_less_and_resume_in_the_same_order():
-    from crs.models.trainer import SeededLengthGroupedSampler
+    from crs.models.hf_trainer import SeededLengthGroupedSampler
 
     lengths = [random.Random(i).randint(5, 300) for i in range(640)]
     sampler = SeededLengthGroupedSampler(16, lengths, seed=3)

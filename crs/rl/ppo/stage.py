@@ -49,6 +49,7 @@ from crs.io import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from crs.models.hf_trainer import LOGS_DIR, check_report_to
 from crs.models.loading import (
     add_lora,
     check_run_kind,
@@ -62,7 +63,6 @@ from crs.models.loading import (
     save_run_model,
     upcast_trainable,
 )
-from crs.models.trainer import LOGS_DIR, check_report_to
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
 from crs.rl.ppo.algorithm import PPOTrainer
 from crs.rl.ppo.policy import PolicyValueModel, ValueModel, enable_gradient_checkpointing
