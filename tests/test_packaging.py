@@ -95,7 +95,7 @@ def test_the_algorithm_never_imports_its_stage() -> None:
     }
     for algorithm in (
         "crs.rl.ppo.algorithm",
-        "crs.rm.losses",
+        "crs.rm.reward_losses",
         "crs.rl.ppo.losses",
         "crs.rl.ppo.policy",
         "crs.models.decoding",

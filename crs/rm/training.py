@@ -6,7 +6,7 @@ Training (``rm_train.py``, :func:`train_reward_model`):
    (joint loss: one encoder, a preference head and an absolute head);
 2. a sequence classifier on ``model.name`` (one output; two for joint), with LoRA or fully
    fine-tuned, fresh or continuing a finished RM run (``rm.init_from``);
-3. transformers' ``Trainer`` with our losses (:mod:`crs.rm.losses`): a ranking batch is the
+3. transformers' ``Trainer`` with our losses (:mod:`crs.rm.reward_losses`): a ranking batch is the
    replies of several prompts, flattened, with the number of replies per prompt (a joint
    batch: those, then absolute rows);
 4. validation metrics (:mod:`crs.rm.metrics`) before, during and after training;
@@ -60,7 +60,6 @@ from crs.models.loading import (
     save_run_model,
     upcast_trainable,
 )
-from crs.rm.losses import absolute_loss, absolute_loss_weights, joint_loss, ranking_loss, undersample_by_bins
 from crs.rm.metrics import (
     absolute_metrics,
     pair_agreement,
@@ -70,6 +69,7 @@ from crs.rm.metrics import (
     reward_stats,
     spearman,
 )
+from crs.rm.reward_losses import absolute_loss, absolute_loss_weights, joint_loss, ranking_loss, undersample_by_bins
 from crs.rm.scorer import (
     JOINT_WEIGHT_KEY,
     REWARD_STATS_FILE,
@@ -207,7 +207,7 @@ def absolute_train_rows(
 ) -> list[tuple[AbsoluteExample, float]]:
     """Training rows of the absolute loss: under-sampled (``rm.undersample``) and weighted.
 
-    Weights follow :func:`crs.rm.losses.absolute_loss_weights` over the rows that remain.
+    Weights follow :func:`crs.rm.reward_losses.absolute_loss_weights` over the rows that remain.
     """
     if rm.undersample:
         keep = undersample_by_bins(

@@ -17,7 +17,7 @@ import torch
 
 from crs.config import ConfigError, CRSConfig, RewardModelConfig, load_config
 from crs.data.schema import RankingExample, user_prompt
-from crs.rm.losses import ranking_loss
+from crs.rm.reward_losses import ranking_loss
 from crs.rm.scorer import RewardScorer, load_reward_scorers
 from crs.rm.training import ValidationViews, evaluate_reward_model, train_reward_model
 
