@@ -25,7 +25,7 @@ StageMain = Callable[[CRSConfig, Path, bool], object]
 # command -> (the stage function, as module:function so that `crs --help` imports no torch; what it does)
 STAGES: dict[str, tuple[str, str]] = {
     "sft": (
-        "crs.sft.training:train_sft",
+        "crs.sft.fine_tuning:train_sft",
         "Supervised fine-tuning of a causal LM on prompt/reply pairs (loss on replies only).",
     ),
     "rm": (

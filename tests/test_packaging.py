@@ -87,7 +87,7 @@ def test_the_algorithm_never_imports_its_stage() -> None:
         "crs.rl.trl_common",
         "crs.rl.grpo_rloo",
         "crs.rl.dpo",
-        "crs.sft.training",
+        "crs.sft.fine_tuning",
         "crs.eval.predict",
         "crs.eval.score",
         "crs.cli",
@@ -155,8 +155,8 @@ def test_imports_flow_down_the_floors_of_the_house() -> None:
 def test_the_floor_check_finds_a_planted_upward_import() -> None:
     graph = import_graph(module_level_only=False)
     graph["crs.rl.ppo.stage"] = graph["crs.rl.ppo.stage"] | {"crs.eval.plots"}  # training drawing its own figures
-    graph["crs.rm.training"] = graph["crs.rm.training"] | {"crs.sft.training"}  # sideways between two stages
-    assert floor_violations(graph) == ["crs.rl.ppo.stage -> crs.eval.plots", "crs.rm.training -> crs.sft.training"]
+    graph["crs.rm.training"] = graph["crs.rm.training"] | {"crs.sft.fine_tuning"}  # sideways between two stages
+    assert floor_violations(graph) == ["crs.rl.ppo.stage -> crs.eval.plots", "crs.rm.training -> crs.sft.fine_tuning"]
 
 
 def test_training_and_models_never_import_the_report_or_matplotlib() -> None:
