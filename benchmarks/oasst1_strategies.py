@@ -44,7 +44,7 @@ from crs.data.schema import DataError
 from crs.eval.bon import zscore
 from crs.eval.ranked_groups import RankedGroup, cluster_bootstrap, summarize
 from crs.io import JsonLinesError, iter_jsonl, write_json_atomic, write_text_atomic
-from crs.models.loading import ModelError
+from crs.models.model_error import ModelError
 from crs.rl.combine import combine_normalized
 from crs.rm.scorer import load_reward_scorers
 from crs.rm.training import train_reward_model

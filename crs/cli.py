@@ -194,7 +194,7 @@ def run_stage(
     from crs.data.schema import DataError
     from crs.dependencies import warn_untested_versions
     from crs.models.cpu_memory import keep_freed_memory
-    from crs.models.loading import ModelError
+    from crs.models.model_error import ModelError
     from crs.runs import NothingToResume, RunError, mark_failed, run_state
 
     expected = (ConfigError, DataError, ModelError, RunError)

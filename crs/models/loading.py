@@ -32,6 +32,7 @@ import torch
 
 from crs.config import LoraConfig, ModelConfig
 from crs.io import folder_written_atomically, write_json_atomic
+from crs.models.model_error import ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,6 @@ EMBEDDED_PREFIX = "embedded:"
 RUN_MANIFEST = "crs_model.json"
 
 ModelKind = Literal["causal_lm", "reward_model"]
-
-
-class ModelError(RuntimeError):
-    """A model that cannot be resolved or loaded; the message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from crs.config import DataConfig, ModelConfig
 from crs.data.schema import Messages
 from crs.models.formatting import encode_prompt_reply, pad_batch
 from crs.models.loading import (
-    ModelError,
     autocast,
     base_location,
     check_run_kind,
@@ -33,6 +32,7 @@ from crs.models.loading import (
     read_run_manifest,
     resolve_dtype,
 )
+from crs.models.model_error import ModelError
 from crs.processes import place_on_device, process_device
 from crs.rm.metrics import pearson, reward_stats
 

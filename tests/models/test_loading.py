@@ -11,7 +11,6 @@ from tiny import tiny_causal_lm
 
 from crs.config import LoraConfig
 from crs.models.loading import (
-    ModelError,
     add_lora,
     build_quantization_config,
     load_causal_lm,
@@ -21,6 +20,7 @@ from crs.models.loading import (
     resolve_model_path,
     save_run_model,
 )
+from crs.models.model_error import ModelError
 
 
 def test_embedded_smollm_is_cached_as_safetensors() -> None:
