@@ -47,19 +47,18 @@ from crs.models.hf_trainer import (
     training_arguments,
 )
 from crs.models.loading import (
-    RUN_MANIFEST,
     add_lora,
     autocast,
     base_location,
     load_adapter_weights,
     load_sequence_classifier,
     load_tokenizer,
-    read_run_manifest,
     resolve_dtype,
     same_model,
     save_run_model,
     upcast_trainable,
 )
+from crs.models.manifest import RUN_MANIFEST, read_run_manifest
 from crs.rm.metrics import (
     absolute_metrics,
     pair_agreement,

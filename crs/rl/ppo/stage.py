@@ -52,17 +52,16 @@ from crs.io import (
 from crs.models.hf_trainer import LOGS_DIR, check_report_to
 from crs.models.loading import (
     add_lora,
-    check_run_kind,
     classifier_outputs,
     load_adapter_weights,
     load_causal_lm,
     load_sequence_classifier,
     load_tokenizer,
-    read_run_manifest,
     resolve_dtype,
     save_run_model,
     upcast_trainable,
 )
+from crs.models.manifest import check_run_kind, read_run_manifest
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
 from crs.rl.ppo.algorithm import PPOTrainer
 from crs.rl.ppo.policy import PolicyValueModel, ValueModel, enable_gradient_checkpointing
