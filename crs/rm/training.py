@@ -49,16 +49,15 @@ from crs.models.hf_trainer import (
 from crs.models.loading import (
     add_lora,
     autocast,
-    base_location,
     load_adapter_weights,
     load_sequence_classifier,
     load_tokenizer,
     resolve_dtype,
-    same_model,
     save_run_model,
     upcast_trainable,
 )
 from crs.models.manifest import RUN_MANIFEST, read_run_manifest
+from crs.models.resolution import base_location, same_model
 from crs.rm.metrics import (
     absolute_metrics,
     pair_agreement,
