@@ -194,7 +194,8 @@ def model_scores(
 
 def untrained_scores(groups: list[RankedGroup], prompts: list[Any], overrides: list[str]) -> list[np.ndarray]:
     """The floor: the base model with a fresh (seeded) head, as the ranking subset would start it."""
-    from crs.models.loading import load_tokenizer, resolve_dtype
+    from crs.models.loading import load_tokenizer
+    from crs.models.precision import resolve_dtype
     from crs.rm.scorer import RewardScorer, RMFormat
     from crs.rm.training import build_reward_model
     from crs.runs import set_seed

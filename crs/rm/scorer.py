@@ -22,9 +22,10 @@ from torch import Tensor
 from crs.config import DataConfig, ModelConfig
 from crs.data.schema import Messages
 from crs.models.formatting import encode_prompt_reply, pad_batch
-from crs.models.loading import autocast, load_sequence_classifier, load_tokenizer, resolve_dtype
+from crs.models.loading import load_sequence_classifier, load_tokenizer
 from crs.models.manifest import check_run_kind, read_run_json, read_run_manifest
 from crs.models.model_error import ModelError
+from crs.models.precision import autocast, resolve_dtype
 from crs.models.resolution import base_location
 from crs.processes import place_on_device, process_device
 from crs.rm.metrics import pearson, reward_stats

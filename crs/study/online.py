@@ -48,7 +48,8 @@ from crs.eval.score import judge_replies, study_judge
 from crs.eval.tables import DASH, md_table, number, pct, pct_interval
 from crs.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from crs.models.decoding import SamplingSettings, generate_replies
-from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
+from crs.models.loading import load_causal_lm, load_tokenizer
+from crs.models.precision import resolve_dtype
 from crs.rl.rewards import build_sources
 from crs.rm.metrics import Pair, pair_agreement, ranking_pairs
 from crs.rm.training import cap_replies

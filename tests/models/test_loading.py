@@ -9,15 +9,7 @@ import torch
 from tiny import tiny_causal_lm
 
 from crs.config import LoraConfig
-from crs.models.loading import (
-    add_lora,
-    build_quantization_config,
-    load_causal_lm,
-    load_sequence_classifier,
-    load_tokenizer,
-    resolve_dtype,
-    save_run_model,
-)
+from crs.models.loading import add_lora, load_causal_lm, load_sequence_classifier, load_tokenizer, save_run_model
 from crs.models.model_error import ModelError
 
 
@@ -37,22 +29,6 @@ def test_an_encoder_as_policy_is_refused_before_its_weights_load() -> None:
         ModelError, match=r"is an encoder \(model_type 'bert', BertModel\): a policy must be a decoder-only causal LM"
     ):
         load_causal_lm("embedded:minilm-l6")
-
-
-def test_dtype_auto_reports_its_choice(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="crs.models.loading")
-    picked = resolve_dtype("auto")
-    assert picked in (torch.bfloat16, torch.float16, torch.float32)
-    assert "model.dtype auto ->" in caplog.text
-    assert resolve_dtype("fp32") == torch.float32
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the error path is for machines without CUDA")
-@pytest.mark.parametrize("quantization", ["8bit", "4bit"])
-def test_quantization_without_cuda_fails_before_training(quantization: str) -> None:
-    with pytest.raises(ModelError, match=rf"model.quantization={quantization} needs a CUDA GPU.*quantization: none"):
-        build_quantization_config(quantization, torch.bfloat16)
-    assert build_quantization_config("none", torch.bfloat16) is None
 
 
 def test_lora_adapter_saves_reloads_and_merges(tmp_path: Path, smol_tokenizer) -> None:

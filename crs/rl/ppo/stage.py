@@ -57,11 +57,10 @@ from crs.models.loading import (
     load_causal_lm,
     load_sequence_classifier,
     load_tokenizer,
-    resolve_dtype,
     save_run_model,
-    upcast_trainable,
 )
 from crs.models.manifest import check_run_kind, read_run_manifest
+from crs.models.precision import resolve_dtype, upcast_trainable
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
 from crs.rl.ppo.algorithm import PPOTrainer
 from crs.rl.ppo.policy import PolicyValueModel, ValueModel, enable_gradient_checkpointing
