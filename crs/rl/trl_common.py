@@ -25,7 +25,8 @@ from crs.config import ConfigError, CRSConfig
 from crs.dependencies import installed_version, require_tested, tested_ranges
 from crs.io import append_jsonl, truncate_jsonl
 from crs.models.hf_trainer import common_arguments, resume_checkpoint
-from crs.models.loading import load_adapter_weights, load_causal_lm, save_run_model
+from crs.models.loading import load_causal_lm, save_run_model
+from crs.models.lora import load_adapter_weights
 from crs.models.precision import resolve_dtype
 from crs.runs import RL_LENGTH_KEYS, checkpoint_step, mark_finished
 
@@ -91,7 +92,7 @@ def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:
 
 
 def peft_lora_config(cfg: CRSConfig) -> Any:
-    """``model.lora`` as the peft config TRL wraps the policy with (as :func:`crs.models.loading.add_lora` would)."""
+    """``model.lora`` as the peft config TRL wraps the policy with (as :func:`crs.models.lora.add_lora` would)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType
 

@@ -9,7 +9,8 @@ import torch
 from tiny import tiny_causal_lm
 
 from crs.config import LoraConfig
-from crs.models.loading import add_lora, load_causal_lm, load_sequence_classifier, load_tokenizer, save_run_model
+from crs.models.loading import load_causal_lm, load_sequence_classifier, load_tokenizer, save_run_model
+from crs.models.lora import add_lora
 from crs.models.model_error import ModelError
 
 

@@ -120,7 +120,7 @@ def test_absolute_head_starts_at_the_mean_score(smol_tokenizer):
     from transformers import BertConfig, BertForSequenceClassification
 
     from crs.config import LoraConfig
-    from crs.models.loading import add_lora
+    from crs.models.lora import add_lora
     from crs.rm.training import init_head_bias_to_mean
 
     torch.manual_seed(0)
@@ -330,7 +330,8 @@ def test_length_grouped_rm_training_resumed_matches_an_uninterrupted_run(tiny_rm
 def _random_lora_rm_run(base_dir: Path, tokenizer, run_dir: Path, seed: int) -> None:
     """A LoRA reward-model run on ``base_dir`` with random (non-zero) adapter and head weights."""
     from crs.config import LoraConfig
-    from crs.models.loading import add_lora, load_sequence_classifier, save_run_model
+    from crs.models.loading import load_sequence_classifier, save_run_model
+    from crs.models.lora import add_lora
 
     model = add_lora(load_sequence_classifier(str(base_dir)), LoraConfig(r=4, alpha=8, dropout=0.0), "reward_model")
     generator = torch.Generator().manual_seed(seed)

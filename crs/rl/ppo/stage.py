@@ -51,14 +51,13 @@ from crs.io import (
 )
 from crs.models.hf_trainer import LOGS_DIR, check_report_to
 from crs.models.loading import (
-    add_lora,
     classifier_outputs,
-    load_adapter_weights,
     load_causal_lm,
     load_sequence_classifier,
     load_tokenizer,
     save_run_model,
 )
+from crs.models.lora import add_lora, load_adapter_weights
 from crs.models.manifest import check_run_kind, read_run_manifest
 from crs.models.precision import resolve_dtype, upcast_trainable
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
