@@ -25,9 +25,10 @@ from crs.config import ConfigError, CRSConfig
 from crs.dependencies import installed_version, require_tested, tested_ranges
 from crs.io import append_jsonl, truncate_jsonl
 from crs.models.hf_trainer import common_arguments, resume_checkpoint
-from crs.models.loading import load_causal_lm, save_run_model
+from crs.models.loading import load_causal_lm
 from crs.models.lora import load_adapter_weights
 from crs.models.precision import resolve_dtype
+from crs.models.saving import save_run_model
 from crs.runs import RL_LENGTH_KEYS, checkpoint_step, mark_finished
 
 logger = logging.getLogger(__name__)

@@ -46,11 +46,12 @@ from crs.models.hf_trainer import (
     resume_checkpoint,
     training_arguments,
 )
-from crs.models.loading import load_sequence_classifier, load_tokenizer, save_run_model
+from crs.models.loading import load_sequence_classifier, load_tokenizer
 from crs.models.lora import add_lora, load_adapter_weights
 from crs.models.manifest import RUN_MANIFEST, read_run_manifest
 from crs.models.precision import autocast, resolve_dtype, upcast_trainable
 from crs.models.resolution import base_location, same_model
+from crs.models.saving import save_run_model
 from crs.rm.metrics import (
     absolute_metrics,
     pair_agreement,

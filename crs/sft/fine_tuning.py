@@ -29,9 +29,10 @@ from crs.models.hf_trainer import (
     training_arguments,
     whole_run_train_loss,
 )
-from crs.models.loading import load_causal_lm, load_tokenizer, save_run_model
+from crs.models.loading import load_causal_lm, load_tokenizer
 from crs.models.lora import add_lora
 from crs.models.precision import resolve_dtype, upcast_trainable
+from crs.models.saving import save_run_model
 from crs.runs import TRAIN_LENGTH_KEYS, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)

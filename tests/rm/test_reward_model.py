@@ -330,8 +330,9 @@ def test_length_grouped_rm_training_resumed_matches_an_uninterrupted_run(tiny_rm
 def _random_lora_rm_run(base_dir: Path, tokenizer, run_dir: Path, seed: int) -> None:
     """A LoRA reward-model run on ``base_dir`` with random (non-zero) adapter and head weights."""
     from crs.config import LoraConfig
-    from crs.models.loading import load_sequence_classifier, save_run_model
+    from crs.models.loading import load_sequence_classifier
     from crs.models.lora import add_lora
+    from crs.models.saving import save_run_model
 
     model = add_lora(load_sequence_classifier(str(base_dir)), LoraConfig(r=4, alpha=8, dropout=0.0), "reward_model")
     generator = torch.Generator().manual_seed(seed)

@@ -50,16 +50,11 @@ from crs.io import (
     write_json_atomic,
 )
 from crs.models.hf_trainer import LOGS_DIR, check_report_to
-from crs.models.loading import (
-    classifier_outputs,
-    load_causal_lm,
-    load_sequence_classifier,
-    load_tokenizer,
-    save_run_model,
-)
+from crs.models.loading import classifier_outputs, load_causal_lm, load_sequence_classifier, load_tokenizer
 from crs.models.lora import add_lora, load_adapter_weights
 from crs.models.manifest import check_run_kind, read_run_manifest
 from crs.models.precision import resolve_dtype, upcast_trainable
+from crs.models.saving import save_run_model
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
 from crs.rl.ppo.algorithm import PPOTrainer
 from crs.rl.ppo.policy import PolicyValueModel, ValueModel, enable_gradient_checkpointing
