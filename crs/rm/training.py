@@ -52,6 +52,7 @@ from crs.models.manifest import RUN_MANIFEST, read_run_manifest
 from crs.models.precision import autocast, resolve_dtype, upcast_trainable
 from crs.models.resolution import base_location, same_model
 from crs.models.saving import save_run_model
+from crs.rm.joint_heads import JOINT_WEIGHT_KEY, JointHeads
 from crs.rm.metrics import (
     absolute_metrics,
     pair_agreement,
@@ -62,16 +63,7 @@ from crs.rm.metrics import (
     spearman,
 )
 from crs.rm.reward_losses import absolute_loss, absolute_loss_weights, joint_loss, ranking_loss, undersample_by_bins
-from crs.rm.scorer import (
-    JOINT_WEIGHT_KEY,
-    REWARD_STATS_FILE,
-    RM_FORMAT_FILE,
-    JointHeads,
-    RewardScorer,
-    RMFormat,
-    load_reward_scorers,
-    read_rm_files,
-)
+from crs.rm.scorer import REWARD_STATS_FILE, RM_FORMAT_FILE, RewardScorer, RMFormat, load_reward_scorers, read_rm_files
 from crs.runs import TRAIN_LENGTH_KEYS, is_finished, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)
