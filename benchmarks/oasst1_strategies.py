@@ -196,7 +196,8 @@ def untrained_scores(groups: list[RankedGroup], prompts: list[Any], overrides: l
     """The floor: the base model with a fresh (seeded) head, as the ranking subset would start it."""
     from crs.models.loading import load_tokenizer
     from crs.models.precision import resolve_dtype
-    from crs.rm.scorer import RewardScorer, RMFormat
+    from crs.rm.rm_format import RMFormat
+    from crs.rm.scorer import RewardScorer
     from crs.rm.training import build_reward_model
     from crs.runs import set_seed
 

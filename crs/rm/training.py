@@ -63,7 +63,8 @@ from crs.rm.metrics import (
     spearman,
 )
 from crs.rm.reward_losses import absolute_loss, absolute_loss_weights, joint_loss, ranking_loss, undersample_by_bins
-from crs.rm.scorer import REWARD_STATS_FILE, RM_FORMAT_FILE, RewardScorer, RMFormat, load_reward_scorers, read_rm_files
+from crs.rm.rm_format import REWARD_STATS_FILE, RM_FORMAT_FILE, RMFormat, read_rm_files
+from crs.rm.scorer import RewardScorer, load_reward_scorers
 from crs.runs import TRAIN_LENGTH_KEYS, is_finished, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)
