@@ -15,12 +15,11 @@ from stage_runs import tiny_config, write_marker_data
 
 from crs.config import CRSConfig, DataConfig, load_config
 from crs.data.schema import AbsoluteExample, RankingExample, user_prompt
+from crs.rm.collators import AbsoluteCollator, RankingCollator
 from crs.rm.metrics import absolute_metrics, average_ranks, pair_agreement, ranking_metrics, reward_stats, spearman
 from crs.rm.rm_format import RMFormat
 from crs.rm.scorer import RewardScorer, load_reward_scorers
 from crs.rm.training import (
-    AbsoluteCollator,
-    RankingCollator,
     ValidationViews,
     absolute_train_rows,
     cap_replies,
