@@ -52,7 +52,7 @@ from crs.models.loading import load_causal_lm, load_tokenizer
 from crs.models.precision import resolve_dtype
 from crs.rl.rewards import build_sources
 from crs.rm.metrics import Pair, pair_agreement, ranking_pairs
-from crs.rm.training import cap_replies
+from crs.rm.training_data import cap_replies
 from crs.runs import RunError, is_finished, mark_finished
 from crs.study.subprocesses import run_logged, stage_command
 

@@ -19,14 +19,8 @@ from crs.rm.collators import AbsoluteCollator, RankingCollator
 from crs.rm.metrics import absolute_metrics, average_ranks, pair_agreement, ranking_metrics, reward_stats, spearman
 from crs.rm.rm_format import RMFormat
 from crs.rm.scorer import RewardScorer, load_reward_scorers
-from crs.rm.training import (
-    ValidationViews,
-    absolute_train_rows,
-    cap_replies,
-    evaluate_reward_model,
-    evaluate_runs,
-    train_reward_model,
-)
+from crs.rm.training import evaluate_reward_model, evaluate_runs, train_reward_model
+from crs.rm.training_data import ValidationViews, absolute_train_rows, cap_replies
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

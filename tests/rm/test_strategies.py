@@ -19,7 +19,8 @@ from crs.config import ConfigError, CRSConfig, RewardModelConfig, load_config
 from crs.data.schema import RankingExample, user_prompt
 from crs.rm.reward_losses import ranking_loss
 from crs.rm.scorer import RewardScorer, load_reward_scorers
-from crs.rm.training import ValidationViews, evaluate_reward_model, train_reward_model
+from crs.rm.training import evaluate_reward_model, train_reward_model
+from crs.rm.training_data import ValidationViews
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
