@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from crs.config import RewardModelConfig
+
 AbsoluteLossKind = Literal["bce", "mse"]
 PairStrength = Literal["none", "scaled", "margin"]
 
@@ -220,3 +222,14 @@ def undersample_by_bins(
             members = rng.choice(members, size=cap, replace=False)
         kept.append(members)
     return np.sort(np.concatenate(kept)) if kept else np.array([], dtype=int)
+
+
+def ranking_options(rm: RewardModelConfig, scores: Tensor | None) -> dict[str, Any]:
+    """The keyword arguments of :func:`ranking_loss` that ``rm.*`` sets (one place, so training and validation agree)."""
+    return {
+        "l2_coef": rm.l2_coef,
+        "scores": scores,
+        "margin_scale": rm.margin_scale,
+        "pair_strength": rm.pair_strength,
+        "strength_scale": rm.strength_scale,
+    }

@@ -17,9 +17,10 @@ from crs.config import CRSConfig, DataConfig, load_config
 from crs.data.schema import AbsoluteExample, RankingExample, user_prompt
 from crs.rm.collators import AbsoluteCollator, RankingCollator
 from crs.rm.metrics import absolute_metrics, average_ranks, pair_agreement, ranking_metrics, reward_stats, spearman
+from crs.rm.rm_evaluation import evaluate_reward_model, evaluate_runs
 from crs.rm.rm_format import RMFormat
 from crs.rm.scorer import RewardScorer, load_reward_scorers
-from crs.rm.training import evaluate_reward_model, evaluate_runs, train_reward_model
+from crs.rm.training import train_reward_model
 from crs.rm.training_data import ValidationViews, absolute_train_rows, cap_replies
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py

@@ -18,8 +18,9 @@ import torch
 from crs.config import ConfigError, CRSConfig, RewardModelConfig, load_config
 from crs.data.schema import RankingExample, user_prompt
 from crs.rm.reward_losses import ranking_loss
+from crs.rm.rm_evaluation import evaluate_reward_model
 from crs.rm.scorer import RewardScorer, load_reward_scorers
-from crs.rm.training import evaluate_reward_model, train_reward_model
+from crs.rm.training import train_reward_model
 from crs.rm.training_data import ValidationViews
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
