@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ import torch
 
 from crs.config import ConfigError, CRSConfig, ModelConfig, RewardModelConfig
 from crs.data.schema import AbsoluteExample, RankingExample
-from crs.io import write_json_atomic
 from crs.models.hf_trainer import (
     TRAIN_LOG_FILE,
     JsonlLogCallback,
@@ -44,19 +43,16 @@ from crs.models.lora import add_lora, load_adapter_weights
 from crs.models.manifest import RUN_MANIFEST, read_run_manifest
 from crs.models.precision import resolve_dtype, upcast_trainable
 from crs.models.resolution import base_location, same_model
-from crs.models.saving import save_run_model
 from crs.rm.collators import COLLATORS, ListDataset, padded_cost
-from crs.rm.joint_heads import JOINT_WEIGHT_KEY
 from crs.rm.reward_trainer import RewardTrainer
 from crs.rm.rm_evaluation import evaluate_reward_model, reward_stats_record, view_rewards
-from crs.rm.rm_format import REWARD_STATS_FILE, RM_FORMAT_FILE, RMFormat, read_rm_files
+from crs.rm.rm_format import RM_FORMAT_FILE, RMFormat, read_rm_files
+from crs.rm.rm_saving import save_rm_run
 from crs.rm.scorer import RewardScorer
 from crs.rm.training_data import TrainingData, training_data
-from crs.runs import TRAIN_LENGTH_KEYS, is_finished, mark_finished, set_seed
+from crs.runs import is_finished, set_seed
 
 logger = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.json"
 
 
 def trainable_head(model: Any) -> torch.nn.Linear | None:
@@ -284,24 +280,3 @@ def data_counts(data: TrainingData, rm: RewardModelConfig) -> dict[str, Any]:
         "n_val_rankings": len(data.views.rankings),
         "n_val_absolute": len(data.views.absolutes),
     }
-
-
-def save_rm_run(
-    model: Any,
-    tokenizer: Any,
-    run_dir: Path,
-    cfg: CRSConfig,
-    fmt: RMFormat,
-    stats: dict[str, Any],
-    record: dict[str, Any],
-) -> None:
-    """The trained RM and its files (``rm_format.json``, ``reward_stats.json``, ``metrics.json``), then the run marked finished."""
-    rm = cfg.rm
-    save_run_model(model, tokenizer, run_dir, cfg.model.name, kind="reward_model", merge=cfg.model.lora.merge)
-    joint_weight = {JOINT_WEIGHT_KEY: rm.joint_preference_weight} if rm.loss == "joint" else {}
-    write_json_atomic(run_dir / RM_FORMAT_FILE, {**asdict(fmt), "loss": rm.loss, **joint_weight})
-    write_json_atomic(run_dir / REWARD_STATS_FILE, stats)
-    write_json_atomic(run_dir / METRICS_FILE, record)
-    mark_finished(
-        run_dir, {"val": record["val"], "global_step": record["global_step"]}, record["global_step"], TRAIN_LENGTH_KEYS
-    )
