@@ -1,20 +1,18 @@
-"""Reward-model training with a pairwise (K-wise), an absolute or a joint loss, and its validation.
-
-Training (``rm_train.py``, :func:`train_reward_model`):
+"""The reward-model stage (``rm_train.py``, :func:`train_reward_model`): a pairwise (K-wise), an absolute or a joint loss.
 
 1. load ``ranking`` examples (pairwise loss), ``absolute`` ones (absolute loss), or both
-   (joint loss: one encoder, a preference head and an absolute head);
+   (joint loss: one encoder, a preference head and an absolute head) (:mod:`crs.rm.training_data`);
 2. a sequence classifier on ``model.name`` (one output; two for joint), with LoRA or fully
    fine-tuned, fresh or continuing a finished RM run (``rm.init_from``);
-3. transformers' ``Trainer`` with our losses (:mod:`crs.rm.reward_losses`): a ranking batch is the
-   replies of several prompts, flattened, with the number of replies per prompt (a joint
-   batch: those, then absolute rows);
-4. validation metrics (:mod:`crs.rm.metrics`) before, during and after training;
+3. transformers' ``Trainer`` with our losses (:mod:`crs.rm.reward_trainer`, :mod:`crs.rm.reward_losses`):
+   a ranking batch is the replies of several prompts, flattened, with the number of replies
+   per prompt (a joint batch: those, then absolute rows; :mod:`crs.rm.collators`);
+4. validation metrics (:mod:`crs.rm.rm_evaluation`, :mod:`crs.rm.metrics`) before, during and after training;
 5. the model, ``metrics.json``, ``reward_stats.json`` (the RL stage z-scores with them)
-   and ``rm_format.json`` (how the RM tokenizes) in the run directory.
+   and ``rm_format.json`` (how the RM tokenizes) in the run directory (:mod:`crs.rm.rm_saving`).
 
 Scoring a trained RM (:class:`crs.rm.scorer.RewardScorer`) goes through the very same
-:meth:`RMFormat.encode` as the training collators (:mod:`crs.rm.collators`).
+:meth:`RMFormat.encode` as the training collators.
 """
 
 from __future__ import annotations
@@ -55,6 +53,9 @@ from crs.runs import is_finished, set_seed
 logger = logging.getLogger(__name__)
 
 
+# --------------------------------------------------------------------------- the model: fresh, or continuing a run
+
+
 def trainable_head(model: Any) -> torch.nn.Linear | None:
     """The classifier's trainable output layer (under LoRA: peft's trained copy), or None."""
     outputs = getattr(getattr(model, "config", None), "num_labels", 1)
@@ -85,9 +86,6 @@ def init_head_bias_to_mean(model: Any, rows: list[tuple[AbsoluteExample, float]]
     with torch.no_grad():
         head.bias[output].fill_(bias)
     return bias
-
-
-# --------------------------------------------------------------------------- the model: fresh, or continuing a run
 
 
 @dataclass(frozen=True)
