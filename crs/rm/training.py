@@ -18,7 +18,6 @@ Scoring a trained RM (:class:`crs.rm.scorer.RewardScorer`) goes through the very
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from crs.models.lora import add_lora, load_adapter_weights
 from crs.models.manifest import RUN_MANIFEST, read_run_manifest
 from crs.models.precision import resolve_dtype, upcast_trainable
 from crs.models.resolution import base_location, same_model
+from crs.processes import rank_and_world
 from crs.rm.collators import COLLATORS, ListDataset, padded_cost
 from crs.rm.reward_trainer import RewardTrainer
 from crs.rm.rm_evaluation import evaluate_reward_model, reward_stats_record, view_rewards
@@ -175,7 +175,7 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     init = check_init_from(cfg) if rm.init_from else None  # refused before anything loads
     data = training_data(cfg)
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir, padding_side="right")
-    checkpoint = resume_checkpoint(run_dir, resume, is_main=int(os.environ.get("RANK", "0")) == 0)
+    checkpoint = resume_checkpoint(run_dir, resume, is_main=rank_and_world()[0] == 0)
     # Read now: the first checkpoint this session saves may rotate the resumed one away.
     first_before = (
         logged_before_training(checkpoint, "val_before_training") if checkpoint is not None and data.val else None
