@@ -9,7 +9,7 @@
 * a local model directory in the Hugging Face layout;
 * a hub id (needs the hub, or the hub cache).
 
-The embedded SmolLM2 ships as a GGUF file. Reading GGUF takes ~15 s and the result
+The embedded SmolLM2 ships as a GGUF file. Reading GGUF is slow (docs/results.md) and the result
 refuses ``save_pretrained`` (it counts as "quantized"), so the first use dequantizes it
 once into a plain safetensors folder in the cache (model rebuilt from its config, state
 dict loaded into it). The folder is written under a temporary name and renamed into
