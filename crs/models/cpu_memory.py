@@ -19,8 +19,8 @@ def keep_freed_memory() -> bool:
     logits and their gradients: ~75 MB each in the PPO benchmark, ~800 MB in the demo's SFT).
     By default glibc serves each from a fresh mmap and returns it to the OS when freed, so
     every step pays the page faults again. Kept, the steps run faster, at a higher peak memory
-    where freed blocks of varied sizes stay in the process (measured: docs/results.md). Skipped where a GPU is present (host
-    memory there holds large one-off buffers best returned) and when the user set either
+    where freed blocks of varied sizes stay in the process (measured: docs/results.md). Skipped
+    where a GPU is present (host memory there holds large one-off buffers best returned) and when the user set either
     ``MALLOC_*`` variable (their choice wins; note that setting any of them also turns off
     glibc's adaptive mmap threshold); ``run.keep_freed_memory: false`` skips the call.
     """

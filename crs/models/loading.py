@@ -74,7 +74,8 @@ def check_decoder_only(location: str) -> None:
             else "not a causal LM"
         )
         raise ModelError(
-            f"model '{location}' is {what} (model_type {model_type!r}, {', '.join(config.architectures or ['no architectures'])}): "
+            f"model '{location}' is {what} "
+            f"(model_type {model_type!r}, {', '.join(config.architectures or ['no architectures'])}): "
             "a policy must be a decoder-only causal LM (e.g. SmolLM2, Llama, Qwen, Mistral); "
             "an encoder belongs in a reward model (rm.model / model.name of an rm subset)"
         )
@@ -127,7 +128,8 @@ def classifier_outputs(name: str, manifest: dict[str, Any] | None, wanted: int |
     saved = int(manifest.get("num_labels", 1)) if manifest and manifest.get("kind") == "reward_model" else None
     if wanted is not None and saved is not None and wanted != saved:
         raise ModelError(
-            f"{name} is a reward model with {saved} output(s), not {wanted}: a joint RM (rm.loss: joint) has 2, the others 1; "
+            f"{name} is a reward model with {saved} output(s), not {wanted}: "
+            "a joint RM (rm.loss: joint) has 2, the others 1; "
             "give a run of the matching kind, or its base model"
         )
     return wanted if wanted is not None else saved or 1

@@ -60,7 +60,8 @@ def load_adapter_weights(
     base = base_location(run_dir, manifest["base"])
     if not same_model(base, base_name):
         raise ModelError(
-            f"{key}={run_dir} was trained on {base}, not on {base_name}: its adapter cannot continue on this {'policy' if key.startswith('rl.') else 'model'}"
+            f"{key}={run_dir} was trained on {base}, not on {base_name}: "
+            f"its adapter cannot continue on this {'policy' if key.startswith('rl.') else 'model'}"
         )
     try:
         result = set_peft_model_state_dict(model, load_file(str(adapter_file)))
@@ -71,7 +72,8 @@ def load_adapter_weights(
     missing = [k for k in result.missing_keys if "lora_" in k]
     if result.unexpected_keys or missing:
         raise ModelError(
-            f"{key}={run_dir}: its adapter does not match this run's model.lora settings (e.g. {(result.unexpected_keys or missing)[0]})"
+            f"{key}={run_dir}: its adapter does not match this run's model.lora settings "
+            f"(e.g. {(result.unexpected_keys or missing)[0]})"
         )
 
 

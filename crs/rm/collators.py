@@ -30,7 +30,10 @@ class RankingCollator:
 
 
 def flat_scores(examples: list[RankingExample]) -> Tensor:
-    """The scores of every reply of ``examples``, flattened; NaN marks replies without one (no margin, no tie for them)."""
+    """The scores of every reply of ``examples``, flattened.
+
+    NaN marks replies without one (no margin, no tie for them).
+    """
     return torch.tensor(
         [s for ex in examples for s in (ex.scores if ex.scores is not None else [float("nan")] * len(ex.replies))],
         dtype=torch.float32,

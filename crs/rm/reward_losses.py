@@ -1,4 +1,5 @@
-"""Every objective of reward-model training: the ranking and absolute-score losses, and how absolute data is re-balanced.
+"""Every objective of reward-model training: the ranking and absolute-score losses, and how absolute data is
+re-balanced.
 
 The K-wise ranking (Bradley-Terry / Plackett-Luce) loss with margins, preference strength and L2; the
 absolute-score (BCE / MSE) loss with its per-row weights and bin under-sampling.
@@ -225,7 +226,10 @@ def undersample_by_bins(
 
 
 def ranking_options(rm: RewardModelConfig, scores: Tensor | None) -> dict[str, Any]:
-    """The keyword arguments of :func:`ranking_loss` that ``rm.*`` sets (one place, so training and validation agree)."""
+    """The keyword arguments of :func:`ranking_loss` that ``rm.*`` sets.
+
+    One place, so training and validation agree.
+    """
     return {
         "l2_coef": rm.l2_coef,
         "scores": scores,

@@ -42,7 +42,8 @@ def _absolute_inputs(absolutes: list[AbsoluteExample]) -> tuple[list[Any], list[
 def view_metrics(
     views: ValidationViews, ranking_rewards: Tensor, absolute_rewards: Tensor, prefix: str = ""
 ) -> dict[str, float | None]:
-    """Ranking metrics of ``ranking_rewards`` on the rankings and Pearson / Spearman of ``absolute_rewards`` with the scores."""
+    """Ranking metrics of ``ranking_rewards`` on the rankings, and Pearson / Spearman of
+    ``absolute_rewards`` with the scores."""
     metrics: dict[str, float | None] = {}
     if views.rankings:
         groups = ranking_rewards.split([len(ex.replies) for ex in views.rankings])
@@ -86,7 +87,8 @@ def evaluate_reward_model(
 def evaluate_joint(
     scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig
 ) -> tuple[dict[str, float | None], Tensor]:
-    """A joint RM's validation metrics, and its raw heads (``[N, 2]``) on every validation reply (rankings', then absolute).
+    """A joint RM's validation metrics, and its raw heads (``[N, 2]``) on every validation reply
+    (rankings', then absolute).
 
     The combined reward (``rm.joint_preference_weight``, each head z-scored on these very
     replies, as the saved statistics will be) gets the metrics of :func:`view_metrics`;
@@ -121,7 +123,10 @@ def evaluate_joint(
 
 
 def view_rewards(scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig) -> Tensor:
-    """What ``reward_stats.json`` is computed from: the RM's rewards on its own view (a joint RM: both heads on both views)."""
+    """What ``reward_stats.json`` is computed from: the RM's rewards on its own view.
+
+    A joint RM: both heads on both views.
+    """
     if rm.loss == "joint":
         return torch.cat(
             [
@@ -133,7 +138,8 @@ def view_rewards(scorer: RewardScorer, views: ValidationViews, rm: RewardModelCo
 
 
 def reward_stats_record(rewards: Tensor, rm: RewardModelConfig, split: str) -> tuple[dict[str, Any], JointHeads | None]:
-    """``reward_stats.json``: ``mean`` / ``std`` / quantiles of the reward the scorer returns, and the split they come from.
+    """``reward_stats.json``: ``mean`` / ``std`` / quantiles of the reward the scorer returns,
+    and the split they come from.
 
     A joint RM's ``rewards`` are its raw heads; the file then also keeps each head's
     statistics and their correlation (:meth:`JointHeads.saved`), returned as :class:`JointHeads`.

@@ -93,7 +93,8 @@ def read_joint_heads(path: str | Path, stats: dict[str, Any] | None) -> tuple[Jo
     heads = (stats or {}).get("heads") or {}
     if not isinstance(weight, (int, float)) or not 0 <= weight <= 1 or not {"preference", "absolute"} <= set(heads):
         raise ModelError(
-            f"{path} is a joint RM without a head weight in [0, 1] ({RM_FORMAT_FILE}) or head statistics ({REWARD_STATS_FILE}); {_REDO}"
+            f"{path} is a joint RM without a head weight in [0, 1] ({RM_FORMAT_FILE}) "
+            f"or head statistics ({REWARD_STATS_FILE}); {_REDO}"
         )
     joint = JointHeads(
         float(weight), heads["preference"], heads["absolute"], float(stats.get("head_correlation") or 0.0)

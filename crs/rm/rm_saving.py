@@ -26,7 +26,8 @@ def save_rm_run(
     stats: dict[str, Any],
     record: dict[str, Any],
 ) -> None:
-    """The trained RM and its files (``rm_format.json``, ``reward_stats.json``, ``metrics.json``), then the run marked finished."""
+    """The trained RM and its files (``rm_format.json``, ``reward_stats.json``, ``metrics.json``),
+    then the run marked finished."""
     rm = cfg.rm
     save_run_model(model, tokenizer, run_dir, cfg.model.name, kind="reward_model", merge=cfg.model.lora.merge)
     joint_weight = {JOINT_WEIGHT_KEY: rm.joint_preference_weight} if rm.loss == "joint" else {}

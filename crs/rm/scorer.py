@@ -69,7 +69,10 @@ class RewardScorer:
         return self.fmt.encode(self.tokenizer, prompts, replies)
 
     def score(self, prompts: list[Messages], replies: list[str]) -> Tensor:
-        """Rewards of ``replies[i]`` to ``prompts[i]``, in batches of ``batch_size``: output 0, or a joint RM's combined heads."""
+        """Rewards of ``replies[i]`` to ``prompts[i]``, in batches of ``batch_size``.
+
+        Output 0, or a joint RM's combined heads.
+        """
         heads = self.score_heads(prompts, replies)
         return self.joint.combine(heads) if self.joint is not None else heads[:, 0]
 
@@ -112,7 +115,8 @@ def load_reward_scorers(
     attached to the same PeftModel as another named adapter (``load_adapter``), and its
     scorer switches to it (``set_adapter``) before scoring. Fully fine-tuned RMs and
     plain model paths load as separate models; a joint RM (two outputs) shares a base only
-    with other joint RMs on it, and scores with its combined heads (:func:`read_joint_heads`). ``model_cfg`` gives dtype/quantization;
+    with other joint RMs on it, and scores with its combined heads
+    (:func:`~crs.rm.rm_format.read_joint_heads`). ``model_cfg`` gives dtype/quantization;
     ``default_format`` is used for paths without an ``rm_format.json`` (else data defaults).
     """
     device = device or process_device()  # cuda:LOCAL_RANK under torchrun, not every process on cuda:0

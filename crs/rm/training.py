@@ -1,4 +1,5 @@
-"""The reward-model stage (``rm_train.py``, :func:`train_reward_model`): a pairwise (K-wise), an absolute or a joint loss.
+"""The reward-model stage (``rm_train.py``, :func:`train_reward_model`): a pairwise (K-wise), an absolute
+or a joint loss.
 
 1. load ``ranking`` examples (pairwise loss), ``absolute`` ones (absolute loss), or both
    (joint loss: one encoder, a preference head and an absolute head) (:mod:`crs.rm.training_data`);
@@ -70,7 +71,8 @@ def trainable_head(model: Any) -> torch.nn.Linear | None:
 
 
 def init_head_bias_to_mean(model: Any, rows: list[tuple[AbsoluteExample, float]], output: int = 0) -> float | None:
-    """Set the trainable head's bias (of ``output``: 1 is a joint RM's absolute head) so the untrained model predicts the mean score.
+    """Set the trainable head's bias (of ``output``: 1 is a joint RM's absolute head) so the
+    untrained model predicts the mean score.
 
     ``sigmoid(bias) = weighted mean target``. Returns the bias, or None when the head has
     no bias (e.g. Llama-style ``score`` layers), which is left as it is.
@@ -109,7 +111,8 @@ def check_init_from(cfg: CRSConfig) -> InitRun:
     manifest = read_run_manifest(path) if path.is_dir() else None
     if manifest is None or manifest.get("kind") != "reward_model" or not (path / RM_FORMAT_FILE).is_file():
         raise ConfigError(
-            f"rm.init_from={given}: not a reward-model run (no {RUN_MANIFEST} of kind reward_model beside {RM_FORMAT_FILE}); "
+            f"rm.init_from={given}: not a reward-model run "
+            f"(no {RUN_MANIFEST} of kind reward_model beside {RM_FORMAT_FILE}); "
             'give the directory of a finished rm_train.py run, or "" to start fresh'
         )
     if not is_finished(path):
@@ -125,8 +128,10 @@ def check_init_from(cfg: CRSConfig) -> InitRun:
     loss_kind = read_rm_files(path)[2] or "pairwise"
     if (loss_kind == "joint") != (cfg.rm.loss == "joint"):
         raise ConfigError(
-            f"rm.init_from={given} is a {loss_kind} RM and rm.loss is {cfg.rm.loss}: a joint RM (two heads) continues only "
-            "with rm.loss=joint, a pairwise or absolute one only with pairwise or absolute; change rm.loss or give another run"
+            f"rm.init_from={given} is a {loss_kind} RM and rm.loss is {cfg.rm.loss}: "
+            "a joint RM (two heads) continues only "
+            "with rm.loss=joint, a pairwise or absolute one only with pairwise or absolute; "
+            "change rm.loss or give another run"
         )
     if manifest.get("full_model") and cfg.model.lora.enabled:
         raise ConfigError(
@@ -137,7 +142,8 @@ def check_init_from(cfg: CRSConfig) -> InitRun:
 
 
 def build_reward_model(model_cfg: ModelConfig, tokenizer: Any, num_labels: int = 1, init: InitRun | None = None) -> Any:
-    """A trainable classifier with ``num_labels`` outputs (2: a joint RM): LoRA (head trained in full) or full fine-tuning.
+    """A trainable classifier with ``num_labels`` outputs (2: a joint RM): LoRA (head trained in
+    full) or full fine-tuning.
 
     With ``init`` (``rm.init_from``) it starts from that run's weights, head included: under
     LoRA its adapter is loaded into this run's fresh one (same settings); fully fine-tuned,

@@ -129,8 +129,9 @@ def joint_training_data(cfg: CRSConfig) -> TrainingData:
             loaded[kind] = load_examples(cfg.data, kind, cfg.run.seed)
         except (ConfigError, DataError) as err:
             raise ConfigError(
-                f"rm.loss=joint needs ranking and absolute examples from one data source; data.source={cfg.data.source} "
-                f"gives no {kind} examples ({str(err).splitlines()[0]}): use a source with both (e.g. the crs demo data) or another rm.loss"
+                "rm.loss=joint needs ranking and absolute examples from one data source; "
+                f"data.source={cfg.data.source} gives no {kind} examples ({str(err).splitlines()[0]}): "
+                "use a source with both (e.g. the crs demo data) or another rm.loss"
             ) from None
     (train_ranked, val_ranked), (train_scored, val_scored) = loaded["ranking"], loaded["absolute"]
     held_out = {group_key(ex) for ex in val_ranked + val_scored}

@@ -50,6 +50,9 @@ def test_a_run_whose_base_is_gone_names_its_manifest(tmp_path: Path) -> None:
     (run / "crs_model.json").write_text(
         json.dumps({"base": "../gone_base_model", "adapter": "adapter", "kind": "causal_lm"})
     )
-    expected = rf"{run / 'crs_model.json'} names its base model '../gone_base_model', which is gone: no folder at {tmp_path / 'runs' / 'gone_base_model'} \(a relative base is relative to the run directory"
+    expected = (
+        rf"{run / 'crs_model.json'} names its base model '../gone_base_model', which is gone: "
+        rf"no folder at {tmp_path / 'runs' / 'gone_base_model'} \(a relative base is relative to the run directory"
+    )
     with pytest.raises(ModelError, match=expected):
         load_causal_lm(str(run))

@@ -344,7 +344,8 @@ def test_joint_rm_trains_saves_and_reloads_both_heads(tiny_rm_dir, marker_file, 
 
 
 def test_joint_and_one_head_rms_on_one_base_load_together(tiny_rm_dir, marker_file, tmp_path):
-    """load_reward_scorers shares a base among LoRA RMs with as many outputs; a joint and a one-head RM each get theirs."""
+    """load_reward_scorers shares a base among LoRA RMs with as many outputs; a joint and a one-head RM
+    each get theirs."""
     cfg = tiny_config(tiny_rm_dir, marker_file, "joint", steps=1, lora=True)
     train_reward_model(cfg, tmp_path / "joint")
     cfg.rm.loss = "pairwise"
