@@ -44,7 +44,7 @@ from crs.data.schema import DataError
 from crs.eval.bon import zscore
 from crs.eval.ranked_groups import RankedGroup, cluster_bootstrap, summarize
 from crs.io import JsonLinesError, iter_jsonl, write_json_atomic, write_text_atomic
-from crs.models.loading import ModelError
+from crs.models.model_error import ModelError
 from crs.rl.combine import combine_normalized
 from crs.rm.scorer import load_reward_scorers
 from crs.rm.training import train_reward_model
@@ -201,8 +201,10 @@ def model_scores(
 
 def untrained_scores(groups: list[RankedGroup], prompts: list[Any], overrides: list[str]) -> list[np.ndarray]:
     """The floor: the base model with a fresh (seeded) head, as the ranking subset would start it."""
-    from crs.models.loading import load_tokenizer, resolve_dtype
-    from crs.rm.scorer import RewardScorer, RMFormat
+    from crs.models.loading import load_tokenizer
+    from crs.models.precision import resolve_dtype
+    from crs.rm.rm_format import RMFormat
+    from crs.rm.scorer import RewardScorer
     from crs.rm.training import build_reward_model
     from crs.runs import set_seed
 

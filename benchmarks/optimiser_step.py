@@ -41,7 +41,9 @@ def run_one(
     keep_freed_memory()  # as every crs stage does on CPU
     from crs.config import CRSConfig, LoraConfig, ModelConfig, RLConfig
     from crs.data.schema import user_prompt
-    from crs.models.loading import add_lora, load_causal_lm, load_tokenizer, resolve_dtype
+    from crs.models.loading import load_causal_lm, load_tokenizer
+    from crs.models.lora import add_lora
+    from crs.models.precision import resolve_dtype
     from crs.rl.combined_reward import CombinedReward
     from crs.rl.reward_sources import RewardSource
     from crs.rm.scorer import load_reward_scorers

@@ -45,7 +45,8 @@ def measure(checkpointing: bool, batch: int, prompt: int, reply: int) -> dict[st
     """One forward and backward of the PPO policy forward; memory kept and seconds."""
     from crs.config import LoraConfig
     from crs.models.decoding import gather_logprobs
-    from crs.models.loading import add_lora, load_causal_lm
+    from crs.models.loading import load_causal_lm
+    from crs.models.lora import add_lora
     from crs.rl.ppo.policy import PolicyValueModel, checkpoint_in_eval_mode, enable_gradient_checkpointing
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

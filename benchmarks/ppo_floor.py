@@ -83,7 +83,7 @@ def load_shape(name: str) -> Shape:
     """The :class:`Shape` of a model crs can load by ``name``."""
     from transformers import AutoConfig
 
-    from crs.models.loading import resolve_model_path
+    from crs.models.resolution import resolve_model_path
 
     return shape_of(AutoConfig.from_pretrained(resolve_model_path(name)))
 

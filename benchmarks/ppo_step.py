@@ -50,7 +50,9 @@ def run_one(dtype_name: str, steps: int, warmup: int, threads: int | None) -> di
     keep_freed_memory()  # as every crs stage does on CPU
     from crs.config import LoraConfig, ModelConfig, RLConfig
     from crs.data.schema import user_prompt
-    from crs.models.loading import add_lora, load_causal_lm, load_tokenizer, resolve_dtype
+    from crs.models.loading import load_causal_lm, load_tokenizer
+    from crs.models.lora import add_lora
+    from crs.models.precision import resolve_dtype
     from crs.rl.combined_reward import CombinedReward
     from crs.rl.ppo.policy import PolicyValueModel
     from crs.rl.ppo.trainer import PPOTrainer

@@ -25,7 +25,7 @@ StageMain = Callable[[CRSConfig, Path, bool], object]
 # command -> (the stage function, as module:function so that `crs --help` imports no torch; what it does)
 STAGES: dict[str, tuple[str, str]] = {
     "sft": (
-        "crs.sft.training:train_sft",
+        "crs.sft.fine_tuning:train_sft",
         "Supervised fine-tuning of a causal LM on prompt/reply pairs (loss on replies only).",
     ),
     "rm": (
@@ -196,7 +196,7 @@ def run_stage(
     from crs.data.schema import DataError
     from crs.dependencies import warn_untested_versions
     from crs.models.cpu_memory import keep_freed_memory
-    from crs.models.loading import ModelError
+    from crs.models.model_error import ModelError
     from crs.runs import NothingToResume, RunError, mark_failed, run_state
 
     expected = (ConfigError, DataError, ModelError, RunError)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from crs.config import DataConfig
 from crs.io import write_json_atomic
-from crs.rm.training import evaluate_runs
+from crs.rm.rm_evaluation import evaluate_runs
 
 
 def main() -> None:

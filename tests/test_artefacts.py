@@ -18,7 +18,7 @@ from stage_runs import run_cli, tiny_config, write_config, write_marker_data
 from crs.cli import run_stage
 from crs.models.loading import load_model
 from crs.rm.training import train_reward_model
-from crs.sft.training import train_sft
+from crs.sft.fine_tuning import train_sft
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

@@ -13,7 +13,7 @@ import torch
 from paths import ROOT
 
 from crs.config import LoraConfig
-from crs.models.loading import add_lora
+from crs.models.lora import add_lora
 from tests.tiny import tiny_llama_config
 
 # benchmarks/ is a folder of scripts, not a package.

@@ -233,7 +233,7 @@ def test_sft_resumed_reports_the_whole_runs_train_loss(tmp_path, smol_tokenizer)
     from stage_runs import EXAMPLES, tiny_model_dir
 
     from crs.runs import run_state
-    from crs.sft.training import train_sft
+    from crs.sft.fine_tuning import train_sft
 
     base = tiny_model_dir(tmp_path, smol_tokenizer)
 

@@ -20,7 +20,8 @@ from crs.data import load_examples
 from crs.data.schema import PromptExample, last_user_text
 from crs.eval.predictions import read_predictions, write_predictions
 from crs.models.decoding import Generation, SamplingSettings, generate_reply_shard
-from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
+from crs.models.loading import load_causal_lm, load_tokenizer
+from crs.models.precision import resolve_dtype
 from crs.processes import (
     gather_shards,
     is_main_process,

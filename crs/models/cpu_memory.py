@@ -18,10 +18,9 @@ def keep_freed_memory() -> bool:
     A training step allocates the same large tensors every time (the (batch, tokens, vocab)
     logits and their gradients: ~75 MB each in the PPO benchmark, ~800 MB in the demo's SFT).
     By default glibc serves each from a fresh mmap and returns it to the OS when freed, so
-    every step pays the page faults again. Kept: the fp32 PPO update 2.7 s instead of
-    3.0-3.3 s at the same peak memory; the demo's SFT 1.15x faster at ~1.5x the peak memory
-    (freed blocks of varied sizes stay in the process). Skipped where a GPU is present (host
-    memory there holds large one-off buffers best returned) and when the user set either
+    every step pays the page faults again. Kept, the steps run faster, at a higher peak memory
+    where freed blocks of varied sizes stay in the process (measured: docs/results.md). Skipped
+    where a GPU is present (host memory there holds large one-off buffers best returned) and when the user set either
     ``MALLOC_*`` variable (their choice wins; note that setting any of them also turns off
     glibc's adaptive mmap threshold); ``run.keep_freed_memory: false`` skips the call.
     """

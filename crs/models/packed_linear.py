@@ -3,8 +3,7 @@
 Sampling multiplies a handful of rows (the batch) by every weight matrix once per token.
 At that size the matmul libraries spend much of each call re-packing the weight into their
 blocked layout; packing once ahead for oneDNN (what ``torch.compile``'s freezing does on
-CPU) runs those matmuls 1.4-2.7x faster in bf16 and 2.2-4x in fp32 here (8 rows x
-SmolLM2's matrices; MKL's packed fp32 kernel gained only 1.1-1.3x). Only frozen
+CPU) runs those matmuls several times faster, in bf16 and fp32 (measured: docs/results.md). Only frozen
 copies qualify: the merged sampling copy of :class:`crs.rl.ppo.policy.MergedSampler`, repacked
 when it is refreshed.
 

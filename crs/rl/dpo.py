@@ -36,8 +36,8 @@ from crs.config import ConfigError, CRSConfig
 from crs.data import load_examples
 from crs.data.schema import AbsoluteExample, Messages, RankingExample
 from crs.models.formatting import encode_prompt_reply
+from crs.models.hf_trainer import SealCheckpointCallback
 from crs.models.loading import load_causal_lm, load_tokenizer
-from crs.models.trainer import SealCheckpointCallback
 from crs.rl.trl_common import (
     METRICS_FILE,
     StepMetricsCallback,

@@ -40,8 +40,9 @@ from crs.data import load_examples
 from crs.data.schema import Messages, last_user_text
 from crs.io import write_json_atomic
 from crs.models.formatting import encode_prompt
-from crs.models.loading import load_tokenizer, resolve_dtype
-from crs.models.trainer import SealCheckpointCallback
+from crs.models.hf_trainer import SealCheckpointCallback
+from crs.models.loading import load_tokenizer
+from crs.models.precision import resolve_dtype
 from crs.rl.combined_reward import REWARD_STATE_FILE, CombinedReward
 from crs.rl.reward_sources import check_gold_sources
 from crs.rl.trl_common import (

@@ -23,8 +23,11 @@ from transformers.trainer_callback import ProgressCallback
 from crs.config import ConfigError, CRSConfig
 from crs.dependencies import installed_version, require_tested, tested_ranges
 from crs.io import append_jsonl, truncate_jsonl
-from crs.models.loading import load_adapter_weights, load_causal_lm, resolve_dtype, save_run_model
-from crs.models.trainer import common_arguments, resume_checkpoint
+from crs.models.hf_trainer import common_arguments, resume_checkpoint
+from crs.models.loading import load_causal_lm
+from crs.models.lora import load_adapter_weights
+from crs.models.precision import resolve_dtype
+from crs.models.saving import save_run_model
 from crs.processes import rank_and_world
 from crs.runs import RL_LENGTH_KEYS, checkpoint_step, mark_finished
 
@@ -92,7 +95,7 @@ def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:
 
 
 def peft_lora_config(cfg: CRSConfig) -> Any:
-    """``model.lora`` as the peft config TRL wraps the policy with (as :func:`crs.models.loading.add_lora` would)."""
+    """``model.lora`` as the peft config TRL wraps the policy with (as :func:`crs.models.lora.add_lora` would)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType
 
@@ -137,7 +140,7 @@ def per_device_batch(cfg: CRSConfig, what: str) -> int:
 
 
 def trainer_arguments(cfg: CRSConfig, run_dir: Path, dtype: torch.dtype, per_device: int) -> dict[str, Any]:
-    """What every TRL config shares: :func:`crs.models.trainer.common_arguments` (autocast to
+    """What every TRL config shares: :func:`crs.models.hf_trainer.common_arguments` (autocast to
     ``model.dtype``, as SFT; fp32: none) with the ``rl.*`` optimisation keys layered on it."""
     rl = cfg.rl
     return dict(

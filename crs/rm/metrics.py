@@ -134,7 +134,7 @@ def pair_agreement(scorer_a: Scorer, scorer_b: Scorer, pairs: Sequence[Pair]) ->
 
     A pair counts 1 when both prefer the same reply, 0 when they disagree, and 0.5
     when either scores the two replies equally. Any callable
-    ``(prompts, replies) -> Tensor`` is a scorer (e.g. a :class:`~crs.rm.training.RewardScorer`).
+    ``(prompts, replies) -> Tensor`` is a scorer (e.g. a :class:`~crs.rm.scorer.RewardScorer`).
     """
     if not pairs:
         raise ValueError("pair_agreement needs at least one pair")

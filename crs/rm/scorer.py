@@ -1,123 +1,28 @@
 """Trained reward models at inference: load them, tokenize as in training, score.
 
-:class:`RMFormat` is how an RM turns (prompt, reply) into token ids; it is saved with
-the run (``rm_format.json``) and used by the training collators and by
-:class:`RewardScorer` alike, so a reward model always sees token ids built as in
-training. :func:`load_reward_scorers` loads several RMs, sharing one base model among
-LoRA RMs trained on it. A joint RM (``rm.loss: joint``, two heads) scores with
-:class:`JointHeads`: a weighted sum of its two z-scored heads.
+:func:`load_reward_scorers` loads several RMs, sharing one base model among LoRA RMs
+trained on it; each :class:`RewardScorer` tokenizes through its run's
+:class:`~crs.rm.rm_format.RMFormat`, as training did. A joint RM (``rm.loss: joint``, two
+heads) scores with :class:`~crs.rm.joint_heads.JointHeads`: a weighted sum of its two z-scored heads.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from crs.config import DataConfig, ModelConfig
 from crs.data.schema import Messages
-from crs.models.formatting import encode_prompt_reply, pad_batch
-from crs.models.loading import (
-    ModelError,
-    autocast,
-    base_location,
-    check_run_kind,
-    load_sequence_classifier,
-    load_tokenizer,
-    read_run_json,
-    read_run_manifest,
-    resolve_dtype,
-)
+from crs.models.loading import load_sequence_classifier, load_tokenizer
+from crs.models.manifest import check_run_kind, read_run_manifest
+from crs.models.precision import autocast, resolve_dtype
+from crs.models.resolution import base_location
 from crs.processes import place_on_device, process_device
-from crs.rm.metrics import pearson, reward_stats
-
-RM_FORMAT_FILE = "rm_format.json"
-REWARD_STATS_FILE = "reward_stats.json"
-JOINT_WEIGHT_KEY = "joint_preference_weight"  # in rm_format.json (what scores) and reward_stats.json (what the stats were measured with)
-MIN_HEAD_STD = 1e-6  # a head with no spread is not scaled up to infinity
-
-
-@dataclass
-class RMFormat:
-    """How (prompt, reply) pairs become token ids for one reward model.
-
-    Copied from ``data.*`` at training time and saved with the run (``rm_format.json``)
-    so that scoring later, under another stage's config, tokenizes exactly as training did.
-    """
-
-    max_length: int = 512
-    max_prompt_length: int = 256
-    fallback_template: str = "{role}: {content}\n"
-
-    @classmethod
-    def from_data_config(cls, data: DataConfig) -> RMFormat:
-        """The format a reward model trained on ``data`` uses."""
-        return cls(data.max_length, data.max_prompt_length, data.fallback_template)
-
-    def encode(self, tokenizer: Any, prompts: list[Messages], replies: list[str]) -> dict[str, Tensor]:
-        """A padded batch (``input_ids``, ``attention_mask``) of prompt + reply sequences.
-
-        Padding uses the tokenizer's pad id, which the model's ``pad_token_id`` must equal
-        (decoder classifiers read the reward at the last non-pad token).
-        """
-        encoded = [
-            encode_prompt_reply(tokenizer, p, r, self.max_length, self.max_prompt_length, self.fallback_template)
-            for p, r in zip(prompts, replies, strict=True)
-        ]
-        ids, mask = pad_batch([e.input_ids for e in encoded], tokenizer.pad_token_id, side=tokenizer.padding_side)
-        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
-
-
-@dataclass
-class JointHeads:
-    """How a joint RM's two outputs become one reward: ``w * z(head 0) + (1 - w) * z(head 1)``.
-
-    Head 0 is the preference head, head 1 the absolute head; each is z-scored with its own
-    ``mean`` / ``std`` (measured on the validation replies at training). ``correlation`` is
-    the two heads' Pearson correlation on those replies: with it the reward's statistics
-    for any weight follow without the data (:meth:`combined_stats`).
-    """
-
-    preference_weight: float
-    preference: dict[str, Any]
-    absolute: dict[str, Any]
-    correlation: float = 0.0
-
-    @classmethod
-    def fit(cls, heads: Tensor, preference_weight: float) -> JointHeads:
-        """Head statistics measured on ``heads`` (``[N, 2]`` raw outputs)."""
-        columns = heads.double().numpy().T
-        corr = pearson(columns[0].tolist(), columns[1].tolist()) if len(columns[0]) > 1 else None
-        return cls(preference_weight, reward_stats(columns[0].tolist()), reward_stats(columns[1].tolist()), corr or 0.0)
-
-    def combine(self, heads: Tensor) -> Tensor:
-        """The reward of each row of ``heads`` (``[N, 2]``)."""
-        z = [
-            (heads[:, i].float() - s["mean"]) / max(float(s["std"]), MIN_HEAD_STD)
-            for i, s in enumerate((self.preference, self.absolute))
-        ]
-        return self.preference_weight * z[0] + (1 - self.preference_weight) * z[1]
-
-    def combined_stats(self) -> dict[str, float]:
-        """Mean and std of :meth:`combine` on the replies the head statistics came from.
-
-        Exact there (both z-scores have mean 0 and std 1): ``var = w^2 + (1-w)^2 + 2w(1-w)rho``.
-        """
-        w = self.preference_weight
-        return {"mean": 0.0, "std": math.sqrt(max(w * w + (1 - w) ** 2 + 2 * w * (1 - w) * self.correlation, 0.0))}
-
-    def saved(self) -> dict[str, Any]:
-        """What ``reward_stats.json`` keeps of it (beside the stats of the combined reward)."""
-        return {
-            JOINT_WEIGHT_KEY: self.preference_weight,
-            "heads": {"preference": self.preference, "absolute": self.absolute},
-            "head_correlation": self.correlation,
-        }
+from crs.rm.joint_heads import JointHeads
+from crs.rm.rm_format import RMFormat, read_joint_heads, read_rm_files
 
 
 class RewardScorer:
@@ -164,7 +69,10 @@ class RewardScorer:
         return self.fmt.encode(self.tokenizer, prompts, replies)
 
     def score(self, prompts: list[Messages], replies: list[str]) -> Tensor:
-        """Rewards of ``replies[i]`` to ``prompts[i]``, in batches of ``batch_size``: output 0, or a joint RM's combined heads."""
+        """Rewards of ``replies[i]`` to ``prompts[i]``, in batches of ``batch_size``.
+
+        Output 0, or a joint RM's combined heads.
+        """
         heads = self.score_heads(prompts, replies)
         return self.joint.combine(heads) if self.joint is not None else heads[:, 0]
 
@@ -194,57 +102,6 @@ class RewardScorer:
     __call__ = score
 
 
-_REDO = "the reward-model run is damaged: rerun rm_train.py with --overwrite, or point at another run"
-
-
-def read_rm_files(path: str | Path) -> tuple[RMFormat | None, dict[str, Any] | None, str | None]:
-    """(format, reward stats, loss kind) saved in an RM run dir; None for what is missing.
-
-    A joint RM's head weight (``rm_format.json``) is read by :func:`read_joint_heads`.
-    """
-    path = Path(path)
-    fmt = stats = loss_kind = None
-    if (path / RM_FORMAT_FILE).is_file():
-        saved = read_run_json(path / RM_FORMAT_FILE, _REDO)
-        loss_kind = saved.pop("loss", None)
-        saved.pop(JOINT_WEIGHT_KEY, None)
-        try:
-            fmt = RMFormat(**saved)
-        except TypeError as err:  # a key RMFormat does not have
-            raise ModelError(f"{path / RM_FORMAT_FILE} does not describe an RM format ({err}); {_REDO}") from None
-    if (path / REWARD_STATS_FILE).is_file():
-        stats = read_run_json(path / REWARD_STATS_FILE, _REDO)
-    return fmt, stats, loss_kind
-
-
-def read_joint_heads(path: str | Path, stats: dict[str, Any] | None) -> tuple[JointHeads, dict[str, Any]]:
-    """A joint RM run's :class:`JointHeads` and the statistics of the reward it gives.
-
-    The weight is ``rm_format.json``'s (editable); ``reward_stats.json`` keeps the head
-    statistics and the reward's own for the weight trained with. For another weight the
-    reward's ``mean`` / ``std`` are derived (:meth:`JointHeads.combined_stats`), so consumers that
-    z-score with ``stats`` stay right.
-    """
-    path = Path(path)
-    weight = read_run_json(path / RM_FORMAT_FILE, _REDO).get(JOINT_WEIGHT_KEY)
-    heads = (stats or {}).get("heads") or {}
-    if not isinstance(weight, (int, float)) or not 0 <= weight <= 1 or not {"preference", "absolute"} <= set(heads):
-        raise ModelError(
-            f"{path} is a joint RM without a head weight in [0, 1] ({RM_FORMAT_FILE}) or head statistics ({REWARD_STATS_FILE}); {_REDO}"
-        )
-    joint = JointHeads(
-        float(weight), heads["preference"], heads["absolute"], float(stats.get("head_correlation") or 0.0)
-    )
-    if np.isclose(float(stats.get(JOINT_WEIGHT_KEY, -1)), joint.preference_weight):
-        return joint, stats
-    derived = {
-        **joint.saved(),
-        **joint.combined_stats(),
-        "derived_from": f"the head statistics, for {JOINT_WEIGHT_KEY} {weight}",
-    }
-    return joint, {**derived, "split": stats.get("split")}
-
-
 def load_reward_scorers(
     paths: list[str],
     model_cfg: ModelConfig | None = None,
@@ -258,7 +115,8 @@ def load_reward_scorers(
     attached to the same PeftModel as another named adapter (``load_adapter``), and its
     scorer switches to it (``set_adapter``) before scoring. Fully fine-tuned RMs and
     plain model paths load as separate models; a joint RM (two outputs) shares a base only
-    with other joint RMs on it, and scores with its combined heads (:func:`read_joint_heads`). ``model_cfg`` gives dtype/quantization;
+    with other joint RMs on it, and scores with its combined heads
+    (:func:`~crs.rm.rm_format.read_joint_heads`). ``model_cfg`` gives dtype/quantization;
     ``default_format`` is used for paths without an ``rm_format.json`` (else data defaults).
     """
     device = device or process_device()  # cuda:LOCAL_RANK under torchrun, not every process on cuda:0

@@ -1,58 +1,34 @@
-"""Reward-model training with a pairwise (K-wise), an absolute or a joint loss, and its validation.
-
-Training (``rm_train.py``, :func:`train_reward_model`):
+"""The reward-model stage (``rm_train.py``, :func:`train_reward_model`): a pairwise (K-wise), an absolute
+or a joint loss.
 
 1. load ``ranking`` examples (pairwise loss), ``absolute`` ones (absolute loss), or both
-   (joint loss: one encoder, a preference head and an absolute head);
+   (joint loss: one encoder, a preference head and an absolute head) (:mod:`crs.rm.training_data`);
 2. a sequence classifier on ``model.name`` (one output; two for joint), with LoRA or fully
    fine-tuned, fresh or continuing a finished RM run (``rm.init_from``);
-3. transformers' ``Trainer`` with our losses (:mod:`crs.rm.losses`): a ranking batch is the
-   replies of several prompts, flattened, with the number of replies per prompt (a joint
-   batch: those, then absolute rows);
-4. validation metrics (:mod:`crs.rm.metrics`) before, during and after training;
+3. transformers' ``Trainer`` with our losses (:mod:`crs.rm.reward_trainer`, :mod:`crs.rm.reward_losses`):
+   a ranking batch is the replies of several prompts, flattened, with the number of replies
+   per prompt (a joint batch: those, then absolute rows; :mod:`crs.rm.collators`);
+4. validation metrics (:mod:`crs.rm.rm_evaluation`, :mod:`crs.rm.metrics`) before, during and after training;
 5. the model, ``metrics.json``, ``reward_stats.json`` (the RL stage z-scores with them)
-   and ``rm_format.json`` (how the RM tokenizes) in the run directory.
+   and ``rm_format.json`` (how the RM tokenizes) in the run directory (:mod:`crs.rm.rm_saving`).
 
 Scoring a trained RM (:class:`crs.rm.scorer.RewardScorer`) goes through the very same
-:meth:`RMFormat.encode` as the training collators here.
+:meth:`RMFormat.encode` as the training collators.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor
 
-from crs.config import ConfigError, CRSConfig, DataConfig, ModelConfig, RewardModelConfig
-from crs.data import load_examples
-from crs.data.loader import group_key
-from crs.data.schema import AbsoluteExample, DataError, RankingExample
-from crs.io import write_json_atomic
-from crs.models.loading import (
-    RUN_MANIFEST,
-    add_lora,
-    autocast,
-    base_location,
-    load_adapter_weights,
-    load_sequence_classifier,
-    load_tokenizer,
-    read_run_manifest,
-    resolve_dtype,
-    same_model,
-    save_run_model,
-    upcast_trainable,
-)
-from crs.models.trainer import (
+from crs.config import ConfigError, CRSConfig, ModelConfig, RewardModelConfig
+from crs.data.schema import AbsoluteExample, RankingExample
+from crs.models.hf_trainer import (
     TRAIN_LOG_FILE,
-    CRSTrainer,
     JsonlLogCallback,
     SealCheckpointCallback,
     StartMetricsCallback,
@@ -60,163 +36,25 @@ from crs.models.trainer import (
     resume_checkpoint,
     training_arguments,
 )
-from crs.rm.losses import absolute_loss, absolute_loss_weights, joint_loss, ranking_loss, undersample_by_bins
-from crs.rm.metrics import (
-    absolute_metrics,
-    pair_agreement,
-    pearson,
-    ranking_metrics,
-    ranking_pairs,
-    reward_stats,
-    spearman,
-)
-from crs.rm.scorer import (
-    JOINT_WEIGHT_KEY,
-    REWARD_STATS_FILE,
-    RM_FORMAT_FILE,
-    JointHeads,
-    RewardScorer,
-    RMFormat,
-    load_reward_scorers,
-    read_rm_files,
-)
-from crs.runs import TRAIN_LENGTH_KEYS, is_finished, mark_finished, set_seed
+from crs.models.loading import load_sequence_classifier, load_tokenizer
+from crs.models.lora import add_lora, load_adapter_weights
+from crs.models.manifest import RUN_MANIFEST, read_run_manifest
+from crs.models.precision import resolve_dtype, upcast_trainable
+from crs.models.resolution import base_location, same_model
+from crs.processes import rank_and_world
+from crs.rm.collators import COLLATORS, ListDataset, padded_cost
+from crs.rm.reward_trainer import RewardTrainer
+from crs.rm.rm_evaluation import evaluate_reward_model, reward_stats_record, view_rewards
+from crs.rm.rm_format import RM_FORMAT_FILE, RMFormat, read_rm_files
+from crs.rm.rm_saving import save_rm_run
+from crs.rm.scorer import RewardScorer
+from crs.rm.training_data import TrainingData, training_data
+from crs.runs import is_finished, set_seed
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 
-
-# --------------------------------------------------------------------------- tokenization
-
-
-@dataclass
-class RankingCollator:
-    """Ranking examples -> one flat batch of all their replies, plus ``group_sizes`` and ``scores``."""
-
-    tokenizer: Any
-    fmt: RMFormat
-
-    def __call__(self, examples: list[RankingExample]) -> dict[str, Tensor]:
-        prompts = [ex.prompt for ex in examples for _ in ex.replies]
-        replies = [reply for ex in examples for reply in ex.replies]
-        batch = self.fmt.encode(self.tokenizer, prompts, replies)
-        batch["group_sizes"] = torch.tensor([len(ex.replies) for ex in examples])
-        batch["scores"] = flat_scores(examples)
-        return batch
-
-
-def flat_scores(examples: list[RankingExample]) -> Tensor:
-    """The scores of every reply of ``examples``, flattened; NaN marks replies without one (no margin, no tie for them)."""
-    return torch.tensor(
-        [s for ex in examples for s in (ex.scores if ex.scores is not None else [float("nan")] * len(ex.replies))],
-        dtype=torch.float32,
-    )
-
-
-@dataclass
-class AbsoluteCollator:
-    """(absolute example, loss weight) rows -> a batch with ``targets`` and ``weights``."""
-
-    tokenizer: Any
-    fmt: RMFormat
-
-    def __call__(self, rows: list[tuple[AbsoluteExample, float]]) -> dict[str, Tensor]:
-        batch = self.fmt.encode(self.tokenizer, [ex.prompt for ex, _ in rows], [ex.reply for ex, _ in rows])
-        batch["targets"] = torch.tensor([ex.score for ex, _ in rows], dtype=torch.float32)
-        batch["weights"] = torch.tensor([w for _, w in rows], dtype=torch.float32)
-        return batch
-
-
-@dataclass
-class JointCollator:
-    """Ranking examples and (absolute example, weight) rows, mixed -> one batch.
-
-    The rankings' replies come first (``n_ranking`` sequences, with ``group_sizes`` and
-    ``scores``), then the absolute rows (``targets``, ``weights``); one padding for all, so
-    a joint batch is one forward pass. Either part may be empty.
-    """
-
-    tokenizer: Any
-    fmt: RMFormat
-
-    def __call__(self, rows: list[RankingExample | tuple[AbsoluteExample, float]]) -> dict[str, Tensor]:
-        rankings = [row for row in rows if isinstance(row, RankingExample)]
-        absolutes = [row for row in rows if not isinstance(row, RankingExample)]
-        prompts = [ex.prompt for ex in rankings for _ in ex.replies] + [ex.prompt for ex, _ in absolutes]
-        replies = [reply for ex in rankings for reply in ex.replies] + [ex.reply for ex, _ in absolutes]
-        batch = self.fmt.encode(self.tokenizer, prompts, replies)
-        batch["group_sizes"] = torch.tensor([len(ex.replies) for ex in rankings], dtype=torch.long)
-        batch["scores"] = flat_scores(rankings)
-        batch["n_ranking"] = torch.tensor(sum(len(ex.replies) for ex in rankings))
-        batch["targets"] = torch.tensor([ex.score for ex, _ in absolutes], dtype=torch.float32)
-        batch["weights"] = torch.tensor([w for _, w in absolutes], dtype=torch.float32)
-        return batch
-
-
-COLLATORS: dict[str, type] = {"pairwise": RankingCollator, "absolute": AbsoluteCollator, "joint": JointCollator}
-
-
-def padded_cost(row: RankingExample | tuple[AbsoluteExample, float]) -> int:
-    """Characters of a training row's longest sequence, which its batch is padded to (``train.group_by_length``)."""
-    example = row if isinstance(row, RankingExample) else row[0]
-    prompt = sum(len(message["content"]) for message in example.prompt)
-    replies = example.replies if isinstance(example, RankingExample) else [example.reply]
-    return prompt + max(len(reply) for reply in replies)
-
-
-class ListDataset(torch.utils.data.Dataset):
-    """A list as a map-style dataset (the collators do the tokenizing)."""
-
-    def __init__(self, items: list[Any]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.items[index]
-
-
-# --------------------------------------------------------------------------- training data
-
-
-def cap_replies(example: RankingExample, max_replies: int, selection: str = "spread") -> RankingExample:
-    """The example with at most ``max_replies`` replies, still best first.
-
-    ``spread`` keeps evenly spaced ranks including the best and the worst reply (so the
-    quality range survives the cap); ``top`` keeps the first ``max_replies``.
-    """
-    k = len(example.replies)
-    if k <= max_replies:
-        return example
-    if max_replies < 2:
-        raise ConfigError(f"rm.max_replies must be >= 2, got {max_replies}")
-    if selection == "top":
-        keep = list(range(max_replies))
-    elif selection == "spread":
-        keep = sorted({int(i) for i in np.linspace(0, k - 1, max_replies).round()})
-    else:
-        raise ConfigError(f"rm.reply_selection: unknown {selection!r}; use spread or top")
-    scores = [example.scores[i] for i in keep] if example.scores is not None else None
-    return RankingExample(example.prompt, [example.replies[i] for i in keep], scores, example.meta)
-
-
-def absolute_train_rows(
-    examples: list[AbsoluteExample], rm: RewardModelConfig, seed: int
-) -> list[tuple[AbsoluteExample, float]]:
-    """Training rows of the absolute loss: under-sampled (``rm.undersample``) and weighted.
-
-    Weights follow :func:`crs.rm.losses.absolute_loss_weights` over the rows that remain.
-    """
-    if rm.undersample:
-        keep = undersample_by_bins(
-            [ex.score for ex in examples], rm.undersample_bins, rm.undersample_max_ratio, np.random.default_rng(seed)
-        )
-        logger.info("rm.undersample: keeping %d of %d absolute examples", len(keep), len(examples))
-        examples = [examples[i] for i in keep]
-    weights = absolute_loss_weights(torch.tensor([ex.score for ex in examples]), rm.threshold, rm.loss_weight_strength)
-    return list(zip(examples, weights.tolist()))
+# --------------------------------------------------------------------------- the model: fresh, or continuing a run
 
 
 def trainable_head(model: Any) -> torch.nn.Linear | None:
@@ -233,7 +71,8 @@ def trainable_head(model: Any) -> torch.nn.Linear | None:
 
 
 def init_head_bias_to_mean(model: Any, rows: list[tuple[AbsoluteExample, float]], output: int = 0) -> float | None:
-    """Set the trainable head's bias (of ``output``: 1 is a joint RM's absolute head) so the untrained model predicts the mean score.
+    """Set the trainable head's bias (of ``output``: 1 is a joint RM's absolute head) so the
+    untrained model predicts the mean score.
 
     ``sigmoid(bias) = weighted mean target``. Returns the bias, or None when the head has
     no bias (e.g. Llama-style ``score`` layers), which is left as it is.
@@ -249,319 +88,6 @@ def init_head_bias_to_mean(model: Any, rows: list[tuple[AbsoluteExample, float]]
     with torch.no_grad():
         head.bias[output].fill_(bias)
     return bias
-
-
-# --------------------------------------------------------------------------- validation
-
-
-@dataclass
-class ValidationViews:
-    """What an RM is validated on: rankings and absolute scores of the validation prompts.
-
-    The RM's own loss fixes one view; the other is filled in where the data source also
-    has it for the same prompts (the demo data has both), else it stays empty.
-    """
-
-    rankings: list[RankingExample]
-    absolutes: list[AbsoluteExample]
-
-
-def load_validation_views(cfg: CRSConfig, val: list[Any]) -> ValidationViews:
-    """The RM's validation examples plus the other view of the same prompts, if any."""
-
-    own_is_ranking = cfg.rm.loss == "pairwise"
-    other_kind = "absolute" if own_is_ranking else "ranking"
-    other: list[Any] = []
-    if val:
-        try:
-            train_other, val_other = load_examples(cfg.data, other_kind, cfg.run.seed)
-        except (ConfigError, DataError) as err:
-            logger.info("no %s view of the validation prompts (%s)", other_kind, err)
-        else:
-            wanted = {group_key(ex) for ex in val}
-            other = [ex for ex in train_other + val_other if group_key(ex) in wanted]
-    return ValidationViews(val, other) if own_is_ranking else ValidationViews(other, val)
-
-
-@dataclass
-class TrainingData:
-    """What one RM run trains and validates on.
-
-    ``train``: capped rankings and/or weighted absolute rows (the Trainer's dataset);
-    ``val``: the run's own validation examples (empty: no validation); ``views``: what it is
-    validated on; ``train_views``: the training examples, for statistics when ``val`` is empty.
-    """
-
-    train: list[Any]
-    val: list[Any]
-    views: ValidationViews
-    train_views: ValidationViews
-
-
-def training_data(cfg: CRSConfig) -> TrainingData:
-    """The examples ``rm.loss`` trains on (:func:`joint_training_data` for ``joint``)."""
-    rm = cfg.rm
-    if rm.loss == "joint":
-        return joint_training_data(cfg)
-    pairwise = rm.loss == "pairwise"
-    train_examples, val_examples = load_examples(cfg.data, "ranking" if pairwise else "absolute", cfg.run.seed)
-    if pairwise:
-        train: list[Any] = [cap_replies(ex, rm.max_replies, rm.reply_selection) for ex in train_examples]
-        train_views = ValidationViews(train_examples, [])
-    else:
-        train = absolute_train_rows(train_examples, rm, cfg.run.seed)
-        train_views = ValidationViews([], train_examples)
-    return TrainingData(train, val_examples, load_validation_views(cfg, val_examples), train_views)
-
-
-def joint_training_data(cfg: CRSConfig) -> TrainingData:
-    """Rankings and absolute rows of the one data source, mixed; both kinds are validated on.
-
-    The two kinds are split into train / validation separately; a prompt held out in
-    either is kept out of the other's training too, so validation prompts stay unseen.
-    """
-    rm, loaded = cfg.rm, {}
-    for kind in ("ranking", "absolute"):
-        try:
-            loaded[kind] = load_examples(cfg.data, kind, cfg.run.seed)
-        except (ConfigError, DataError) as err:
-            raise ConfigError(
-                f"rm.loss=joint needs ranking and absolute examples from one data source; data.source={cfg.data.source} "
-                f"gives no {kind} examples ({str(err).splitlines()[0]}): use a source with both (e.g. the crs demo data) or another rm.loss"
-            ) from None
-    (train_ranked, val_ranked), (train_scored, val_scored) = loaded["ranking"], loaded["absolute"]
-    held_out = {group_key(ex) for ex in val_ranked + val_scored}
-    train_ranked = [ex for ex in train_ranked if group_key(ex) not in held_out]
-    train_scored = [ex for ex in train_scored if group_key(ex) not in held_out]
-    if not train_ranked or not train_scored:
-        raise ConfigError(
-            f"rm.loss=joint: no {'ranking' if not train_ranked else 'absolute'} examples left to train on once the "
-            "validation prompts are held out; lower data.val_fraction or add data"
-        )
-    train = [cap_replies(ex, rm.max_replies, rm.reply_selection) for ex in train_ranked] + absolute_train_rows(
-        train_scored, rm, cfg.run.seed
-    )
-    return TrainingData(
-        train,
-        val_ranked + val_scored,
-        ValidationViews(val_ranked, val_scored),
-        ValidationViews(train_ranked, train_scored),
-    )
-
-
-def ranking_options(rm: RewardModelConfig, scores: Tensor | None) -> dict[str, Any]:
-    """The keyword arguments of :func:`ranking_loss` that ``rm.*`` sets (one place, so training and validation agree)."""
-    return {
-        "l2_coef": rm.l2_coef,
-        "scores": scores,
-        "margin_scale": rm.margin_scale,
-        "pair_strength": rm.pair_strength,
-        "strength_scale": rm.strength_scale,
-    }
-
-
-def _ranking_inputs(rankings: list[RankingExample]) -> tuple[list[Any], list[str]]:
-    """(prompt, reply) of every reply of ``rankings``, flattened."""
-    return [ex.prompt for ex in rankings for _ in ex.replies], [r for ex in rankings for r in ex.replies]
-
-
-def _absolute_inputs(absolutes: list[AbsoluteExample]) -> tuple[list[Any], list[str]]:
-    return [ex.prompt for ex in absolutes], [ex.reply for ex in absolutes]
-
-
-def view_metrics(
-    views: ValidationViews, ranking_rewards: Tensor, absolute_rewards: Tensor, prefix: str = ""
-) -> dict[str, float | None]:
-    """Ranking metrics of ``ranking_rewards`` on the rankings and Pearson / Spearman of ``absolute_rewards`` with the scores."""
-    metrics: dict[str, float | None] = {}
-    if views.rankings:
-        groups = ranking_rewards.split([len(ex.replies) for ex in views.rankings])
-        metrics.update(ranking_metrics([g.tolist() for g in groups], [ex.scores for ex in views.rankings]))
-    if views.absolutes:
-        targets = [ex.score for ex in views.absolutes]
-        metrics["pearson"] = pearson(absolute_rewards.tolist(), targets)
-        metrics["spearman"] = spearman(absolute_rewards.tolist(), targets)
-    return {prefix + key: value for key, value in metrics.items()}
-
-
-def evaluate_reward_model(
-    scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig
-) -> tuple[dict[str, float | None], Tensor]:
-    """Validation metrics of one RM, and its rewards on its own validation replies.
-
-    Every RM kind gets the ranking metrics (``pairwise_accuracy``, ``best_vs_worst_accuracy``,
-    ``mean_margin``) on the rankings and ``pearson`` / ``spearman`` of reward vs score
-    on the absolute view; an absolute RM also gets the regression errors of
-    ``sigmoid(reward)`` (``mse``, ``mae``, per bucket around ``rm.threshold``). ``loss``
-    is the RM's own (unweighted) loss on its own view. A joint RM: :func:`evaluate_joint`.
-    """
-    if rm.loss == "joint":
-        return evaluate_joint(scorer, views, rm)
-    ranked = scorer(*_ranking_inputs(views.rankings)) if views.rankings else torch.zeros(0)
-    scored = scorer(*_absolute_inputs(views.absolutes)) if views.absolutes else torch.zeros(0)
-    metrics = view_metrics(views, ranked, scored)
-    own_rewards = torch.zeros(0)
-    if rm.loss == "pairwise" and views.rankings:
-        sizes = [len(ex.replies) for ex in views.rankings]
-        metrics["loss"] = float(ranking_loss(ranked, sizes, **ranking_options(rm, flat_scores(views.rankings))))
-        own_rewards = ranked
-    if rm.loss == "absolute" and views.absolutes:
-        targets = torch.tensor([ex.score for ex in views.absolutes])
-        metrics.update(absolute_metrics(torch.sigmoid(scored).tolist(), targets.tolist(), rm.threshold))
-        metrics["loss"] = float(absolute_loss(scored, targets, rm.abs_loss))
-        own_rewards = scored
-    return metrics, own_rewards
-
-
-def evaluate_joint(
-    scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig
-) -> tuple[dict[str, float | None], Tensor]:
-    """A joint RM's validation metrics, and its raw heads (``[N, 2]``) on every validation reply (rankings', then absolute).
-
-    The combined reward (``rm.joint_preference_weight``, each head z-scored on these very
-    replies, as the saved statistics will be) gets the metrics of :func:`view_metrics`;
-    each head alone gets them too, prefixed ``preference_head_`` / ``absolute_head_``, and
-    the absolute head the regression errors of ``sigmoid(output 1)``. ``loss`` is the joint loss.
-    """
-    ranked = scorer.score_heads(*_ranking_inputs(views.rankings))
-    scored = scorer.score_heads(*_absolute_inputs(views.absolutes))
-    heads = torch.cat([ranked, scored])
-    if not len(heads):
-        return {}, heads
-    joint = JointHeads.fit(heads, rm.joint_preference_weight)
-    metrics = view_metrics(views, joint.combine(ranked), joint.combine(scored))
-    for output, prefix in enumerate(("preference_head_", "absolute_head_")):
-        metrics.update(view_metrics(views, ranked[:, output], scored[:, output], prefix))
-    targets = torch.tensor([ex.score for ex in views.absolutes], dtype=torch.float32)
-    if views.absolutes:
-        errors = absolute_metrics(torch.sigmoid(scored[:, 1]).tolist(), targets.tolist(), rm.threshold)
-        metrics.update({f"absolute_head_{key}": value for key, value in errors.items()})
-    sizes = [len(ex.replies) for ex in views.rankings]
-    loss = joint_loss(
-        heads,
-        len(ranked),
-        sizes,
-        targets,
-        absolute_weight=rm.joint_absolute_weight,
-        abs_kind=rm.abs_loss,
-        **ranking_options(rm, flat_scores(views.rankings)),
-    )
-    metrics["loss"] = float(loss)
-    return metrics, heads
-
-
-def view_rewards(scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig) -> Tensor:
-    """What ``reward_stats.json`` is computed from: the RM's rewards on its own view (a joint RM: both heads on both views)."""
-    if rm.loss == "joint":
-        return torch.cat(
-            [
-                scorer.score_heads(*_ranking_inputs(views.rankings)),
-                scorer.score_heads(*_absolute_inputs(views.absolutes)),
-            ]
-        )
-    return scorer(*(_ranking_inputs(views.rankings) if rm.loss == "pairwise" else _absolute_inputs(views.absolutes)))
-
-
-def reward_stats_record(rewards: Tensor, rm: RewardModelConfig, split: str) -> tuple[dict[str, Any], JointHeads | None]:
-    """``reward_stats.json``: ``mean`` / ``std`` / quantiles of the reward the scorer returns, and the split they come from.
-
-    A joint RM's ``rewards`` are its raw heads; the file then also keeps each head's
-    statistics and their correlation (:meth:`JointHeads.saved`), returned as :class:`JointHeads`.
-    """
-    if rm.loss != "joint":
-        return {**reward_stats(rewards.tolist()), "split": split}, None
-    joint = JointHeads.fit(rewards, rm.joint_preference_weight)
-    return {**reward_stats(joint.combine(rewards).tolist()), **joint.saved(), "split": split}, joint
-
-
-def evaluate_runs(run_dirs: list[str], data: DataConfig) -> dict[str, dict[str, float | None]]:
-    """Ranking metrics and score correlations of each RM run on all of ``data``, and the
-    pairwise agreement of every two runs (``scripts/eval_reward_models.py``).
-
-    Every RM is scored as a ranker (its own loss is left out), so preference and
-    absolute RMs compare on the same pairs; keys are the run dirs' names.
-    """
-
-    rankings, _ = load_examples(data, "ranking", seed=0)
-    try:
-        absolutes, _ = load_examples(data, "absolute", seed=0)
-    except (ConfigError, DataError):  # a source with rankings only
-        absolutes = []
-    views = ValidationViews(rankings, absolutes)
-    scorers = dict(zip((Path(run).name for run in run_dirs), load_reward_scorers(run_dirs)))  # one copy per shared base
-    results: dict[str, dict[str, float | None]] = {}
-    for name, scorer in scorers.items():
-        # Scored as a ranker either way; an absolute RM's own loss is left out (threshold-free).
-        metrics, _ = evaluate_reward_model(scorer, views, RewardModelConfig(loss="pairwise"))
-        metrics.pop("loss", None)
-        results[name] = {**metrics, "n_prompts": float(len(rankings))}
-    pairs = ranking_pairs(rankings)
-    for (name_a, a), (name_b, b) in itertools.combinations(scorers.items(), 2):
-        results[f"{name_a} ~ {name_b}"] = {"agreement": pair_agreement(a, b, pairs)}
-    return results
-
-
-# --------------------------------------------------------------------------- trainer
-
-
-class RewardTrainer(CRSTrainer):
-    """``Trainer`` with the reward-model losses and crs's validation metrics.
-
-    ``evaluate_fn`` returns the validation metrics of the model being trained; it runs
-    whenever Trainer would evaluate (every ``eval_steps`` and at the end).
-    """
-
-    def __init__(
-        self,
-        *args: Any,
-        rm_cfg: RewardModelConfig,
-        autocast_dtype: torch.dtype,
-        evaluate_fn: Callable[[], dict[str, Any]],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.rm_cfg, self.autocast_dtype, self.evaluate_fn = rm_cfg, autocast_dtype, evaluate_fn
-        self.loss_is_scaled_for_ga = False  # our losses are per-batch means; Trainer divides by GA steps
-
-    def compute_loss(
-        self, model: Any, inputs: dict[str, Tensor], return_outputs: bool = False, num_items_in_batch: Any = None
-    ) -> Any:
-        """Rewards of the batch's replies -> the ranking, absolute or joint loss (``rm.loss``)."""
-        with autocast(self.autocast_dtype, self.args.device):
-            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits.float()
-        loss = batch_loss(logits, inputs, self.rm_cfg)
-        rewards = logits if self.rm_cfg.loss == "joint" else logits[:, 0]
-        return (loss, rewards) if return_outputs else loss
-
-    def evaluate(
-        self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
-    ) -> dict[str, float]:
-        """Our validation metrics, logged like Trainer's own ``eval_*`` numbers."""
-        metrics = {f"{metric_key_prefix}_{k}": v for k, v in self.evaluate_fn().items() if v is not None}
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
-
-
-def batch_loss(logits: Tensor, inputs: dict[str, Tensor], rm: RewardModelConfig) -> Tensor:
-    """The loss of one collated batch under ``rm.loss``; ``logits`` is ``[N, outputs]``."""
-    if rm.loss == "pairwise":
-        return ranking_loss(logits[:, 0], inputs["group_sizes"], **ranking_options(rm, inputs["scores"]))
-    if rm.loss == "absolute":
-        return absolute_loss(logits[:, 0], inputs["targets"], rm.abs_loss, inputs["weights"])
-    return joint_loss(
-        logits,
-        int(inputs["n_ranking"]),
-        inputs["group_sizes"],
-        inputs["targets"],
-        absolute_weight=rm.joint_absolute_weight,
-        abs_kind=rm.abs_loss,
-        weights=inputs["weights"],
-        **ranking_options(rm, inputs["scores"]),
-    )
-
-
-# --------------------------------------------------------------------------- the model: fresh, or continuing a run
 
 
 @dataclass(frozen=True)
@@ -585,7 +111,8 @@ def check_init_from(cfg: CRSConfig) -> InitRun:
     manifest = read_run_manifest(path) if path.is_dir() else None
     if manifest is None or manifest.get("kind") != "reward_model" or not (path / RM_FORMAT_FILE).is_file():
         raise ConfigError(
-            f"rm.init_from={given}: not a reward-model run (no {RUN_MANIFEST} of kind reward_model beside {RM_FORMAT_FILE}); "
+            f"rm.init_from={given}: not a reward-model run "
+            f"(no {RUN_MANIFEST} of kind reward_model beside {RM_FORMAT_FILE}); "
             'give the directory of a finished rm_train.py run, or "" to start fresh'
         )
     if not is_finished(path):
@@ -601,8 +128,10 @@ def check_init_from(cfg: CRSConfig) -> InitRun:
     loss_kind = read_rm_files(path)[2] or "pairwise"
     if (loss_kind == "joint") != (cfg.rm.loss == "joint"):
         raise ConfigError(
-            f"rm.init_from={given} is a {loss_kind} RM and rm.loss is {cfg.rm.loss}: a joint RM (two heads) continues only "
-            "with rm.loss=joint, a pairwise or absolute one only with pairwise or absolute; change rm.loss or give another run"
+            f"rm.init_from={given} is a {loss_kind} RM and rm.loss is {cfg.rm.loss}: "
+            "a joint RM (two heads) continues only "
+            "with rm.loss=joint, a pairwise or absolute one only with pairwise or absolute; "
+            "change rm.loss or give another run"
         )
     if manifest.get("full_model") and cfg.model.lora.enabled:
         raise ConfigError(
@@ -613,7 +142,8 @@ def check_init_from(cfg: CRSConfig) -> InitRun:
 
 
 def build_reward_model(model_cfg: ModelConfig, tokenizer: Any, num_labels: int = 1, init: InitRun | None = None) -> Any:
-    """A trainable classifier with ``num_labels`` outputs (2: a joint RM): LoRA (head trained in full) or full fine-tuning.
+    """A trainable classifier with ``num_labels`` outputs (2: a joint RM): LoRA (head trained in
+    full) or full fine-tuning.
 
     With ``init`` (``rm.init_from``) it starts from that run's weights, head included: under
     LoRA its adapter is loaded into this run's fresh one (same settings); fully fine-tuned,
@@ -651,7 +181,7 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     init = check_init_from(cfg) if rm.init_from else None  # refused before anything loads
     data = training_data(cfg)
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir, padding_side="right")
-    checkpoint = resume_checkpoint(run_dir, resume, is_main=int(os.environ.get("RANK", "0")) == 0)
+    checkpoint = resume_checkpoint(run_dir, resume, is_main=rank_and_world()[0] == 0)
     # Read now: the first checkpoint this session saves may rotate the resumed one away.
     first_before = (
         logged_before_training(checkpoint, "val_before_training") if checkpoint is not None and data.val else None
@@ -754,24 +284,3 @@ def data_counts(data: TrainingData, rm: RewardModelConfig) -> dict[str, Any]:
         "n_val_rankings": len(data.views.rankings),
         "n_val_absolute": len(data.views.absolutes),
     }
-
-
-def save_rm_run(
-    model: Any,
-    tokenizer: Any,
-    run_dir: Path,
-    cfg: CRSConfig,
-    fmt: RMFormat,
-    stats: dict[str, Any],
-    record: dict[str, Any],
-) -> None:
-    """The trained RM and its files (``rm_format.json``, ``reward_stats.json``, ``metrics.json``), then the run marked finished."""
-    rm = cfg.rm
-    save_run_model(model, tokenizer, run_dir, cfg.model.name, kind="reward_model", merge=cfg.model.lora.merge)
-    joint_weight = {JOINT_WEIGHT_KEY: rm.joint_preference_weight} if rm.loss == "joint" else {}
-    write_json_atomic(run_dir / RM_FORMAT_FILE, {**asdict(fmt), "loss": rm.loss, **joint_weight})
-    write_json_atomic(run_dir / REWARD_STATS_FILE, stats)
-    write_json_atomic(run_dir / METRICS_FILE, record)
-    mark_finished(
-        run_dir, {"val": record["val"], "global_step": record["global_step"]}, record["global_step"], TRAIN_LENGTH_KEYS
-    )

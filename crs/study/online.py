@@ -46,10 +46,11 @@ from crs.eval.predict import predict_models
 from crs.eval.score import judge_replies, study_judge
 from crs.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from crs.models.decoding import SamplingSettings, generate_replies
-from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
+from crs.models.loading import load_causal_lm, load_tokenizer
+from crs.models.precision import resolve_dtype
 from crs.rl.reward_sources import build_sources
 from crs.rm.metrics import Pair, pair_agreement, ranking_pairs
-from crs.rm.training import cap_replies
+from crs.rm.training_data import cap_replies
 from crs.runs import RunError, is_finished, mark_finished
 from crs.study.online_report import plot_rounds, render_online_report
 from crs.study.stage_commands import run_logged, stage_command

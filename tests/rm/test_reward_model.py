@@ -15,18 +15,13 @@ from stage_runs import tiny_config, write_marker_data
 
 from crs.config import CRSConfig, DataConfig, load_config
 from crs.data.schema import AbsoluteExample, RankingExample, user_prompt
+from crs.rm.collators import AbsoluteCollator, RankingCollator
 from crs.rm.metrics import absolute_metrics, average_ranks, pair_agreement, ranking_metrics, reward_stats, spearman
-from crs.rm.scorer import RewardScorer, RMFormat, load_reward_scorers
-from crs.rm.training import (
-    AbsoluteCollator,
-    RankingCollator,
-    ValidationViews,
-    absolute_train_rows,
-    cap_replies,
-    evaluate_reward_model,
-    evaluate_runs,
-    train_reward_model,
-)
+from crs.rm.rm_evaluation import evaluate_reward_model, evaluate_runs
+from crs.rm.rm_format import RMFormat
+from crs.rm.scorer import RewardScorer, load_reward_scorers
+from crs.rm.training import train_reward_model
+from crs.rm.training_data import ValidationViews, absolute_train_rows, cap_replies
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -120,7 +115,7 @@ def test_absolute_head_starts_at_the_mean_score(smol_tokenizer):
     from transformers import BertConfig, BertForSequenceClassification
 
     from crs.config import LoraConfig
-    from crs.models.loading import add_lora
+    from crs.models.lora import add_lora
     from crs.rm.training import init_head_bias_to_mean
 
     torch.manual_seed(0)
@@ -216,10 +211,6 @@ def test_scorer_from_disk_and_eval_feed_the_model_the_training_ids(tiny_rm_dir, 
 # --------------------------------------------------------------------------- learning on a tiny model
 
 
-
-
-
-
 def test_pairwise_rm_learns_separable_rankings(tiny_rm_dir, tmp_path):
     cfg = tiny_config(tiny_rm_dir, write_marker_data(tmp_path, "pairwise"), "pairwise", steps=25)
     run_dir = tmp_path / "run"
@@ -290,7 +281,7 @@ def test_resume_continues_from_the_last_checkpoint(tiny_rm_dir, tmp_path):
 
 
 def test_length_grouped_batches_pad_less_and_resume_in_the_same_order():
-    from crs.models.trainer import SeededLengthGroupedSampler
+    from crs.models.hf_trainer import SeededLengthGroupedSampler
 
     lengths = [random.Random(i).randint(5, 300) for i in range(640)]
     sampler = SeededLengthGroupedSampler(16, lengths, seed=3)
@@ -334,7 +325,9 @@ def test_length_grouped_rm_training_resumed_matches_an_uninterrupted_run(tiny_rm
 def _random_lora_rm_run(base_dir: Path, tokenizer, run_dir: Path, seed: int) -> None:
     """A LoRA reward-model run on ``base_dir`` with random (non-zero) adapter and head weights."""
     from crs.config import LoraConfig
-    from crs.models.loading import add_lora, load_sequence_classifier, save_run_model
+    from crs.models.loading import load_sequence_classifier
+    from crs.models.lora import add_lora
+    from crs.models.saving import save_run_model
 
     model = add_lora(load_sequence_classifier(str(base_dir)), LoraConfig(r=4, alpha=8, dropout=0.0), "reward_model")
     generator = torch.Generator().manual_seed(seed)

@@ -17,9 +17,11 @@ import torch
 
 from crs.config import ConfigError, CRSConfig, RewardModelConfig, load_config
 from crs.data.schema import RankingExample, user_prompt
-from crs.rm.losses import ranking_loss
+from crs.rm.reward_losses import ranking_loss
+from crs.rm.rm_evaluation import evaluate_reward_model
 from crs.rm.scorer import RewardScorer, load_reward_scorers
-from crs.rm.training import ValidationViews, evaluate_reward_model, train_reward_model
+from crs.rm.training import train_reward_model
+from crs.rm.training_data import ValidationViews
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -342,7 +344,8 @@ def test_joint_rm_trains_saves_and_reloads_both_heads(tiny_rm_dir, marker_file, 
 
 
 def test_joint_and_one_head_rms_on_one_base_load_together(tiny_rm_dir, marker_file, tmp_path):
-    """load_reward_scorers shares a base among LoRA RMs with as many outputs; a joint and a one-head RM each get theirs."""
+    """load_reward_scorers shares a base among LoRA RMs with as many outputs; a joint and a one-head RM
+    each get theirs."""
     cfg = tiny_config(tiny_rm_dir, marker_file, "joint", steps=1, lora=True)
     train_reward_model(cfg, tmp_path / "joint")
     cfg.rm.loss = "pairwise"

@@ -221,7 +221,10 @@ def test_a_two_round_loop_resumes_mid_round_and_refreshes_both_rms(
 
 def test_adapter_weights_load_only_from_a_run_on_the_same_base(tmp_path: Path, smol_tokenizer) -> None:
     from crs.config import LoraConfig
-    from crs.models.loading import ModelError, add_lora, load_adapter_weights, load_causal_lm, save_run_model
+    from crs.models.loading import load_causal_lm
+    from crs.models.lora import add_lora, load_adapter_weights
+    from crs.models.model_error import ModelError
+    from crs.models.saving import save_run_model
 
     base_a, base_b = tmp_path / "a", tmp_path / "b"
     for folder, seed in ((base_a, 0), (base_b, 1)):

@@ -50,20 +50,12 @@ from crs.io import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from crs.models.loading import (
-    add_lora,
-    check_run_kind,
-    classifier_outputs,
-    load_adapter_weights,
-    load_causal_lm,
-    load_sequence_classifier,
-    load_tokenizer,
-    read_run_manifest,
-    resolve_dtype,
-    save_run_model,
-    upcast_trainable,
-)
-from crs.models.trainer import LOGS_DIR, check_report_to
+from crs.models.hf_trainer import LOGS_DIR, check_report_to
+from crs.models.loading import classifier_outputs, load_causal_lm, load_sequence_classifier, load_tokenizer
+from crs.models.lora import add_lora, load_adapter_weights
+from crs.models.manifest import check_run_kind, read_run_manifest
+from crs.models.precision import resolve_dtype, upcast_trainable
+from crs.models.saving import save_run_model
 from crs.processes import rank_and_world
 from crs.rl.combined_reward import CombinedReward
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak

@@ -78,7 +78,7 @@ from crs.config import ConfigError, RLConfig
 from crs.data.schema import Messages
 from crs.models.decoding import SamplingSettings, gather_logprobs, position_ids_from_mask
 from crs.models.formatting import encode_prompt, pad_batch
-from crs.models.loading import autocast
+from crs.models.precision import autocast
 from crs.rl.combined_reward import CombinedReward
 from crs.rl.ppo.losses import (
     ReduceFn,

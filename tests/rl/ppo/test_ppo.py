@@ -222,7 +222,7 @@ def test_forward_logprobs_match_sampling_and_ignore_left_padding(tiny_lm, left_t
 
 
 def test_reference_is_the_base_model_with_the_adapter_off(tiny_lm, left_tokenizer):
-    from crs.models.loading import add_lora
+    from crs.models.lora import add_lora
 
     base_copy = __import__("copy").deepcopy(tiny_lm).eval()
     lora = add_lora(tiny_lm, LoraConfig(r=4, alpha=8, dropout=0.0), "causal_lm")
@@ -378,7 +378,7 @@ def ids_as_text(eos_id):
 def run_learning(smol_tokenizer, left_tokenizer, steps: int, broken: bool = False, monkeypatch=None) -> list[dict]:
     from tiny import tiny_causal_lm
 
-    from crs.models.loading import add_lora
+    from crs.models.lora import add_lora
 
     # A larger init than the default makes the tiny model's next-token distribution peaked
     # enough (entropy ~7 nats instead of ln 49152) that a reward on its tokens has signal.
@@ -579,7 +579,7 @@ def test_rl_crs_subset_on_trained_reward_models(tmp_path):
 
 def test_separate_critic_and_sampling_logprobs(tiny_lm, tiny_rm, left_tokenizer):
     """rl.value_model = an RM (its own forward) and rl.logprobs_from_sampling both run a full step."""
-    from crs.models.loading import add_lora
+    from crs.models.lora import add_lora
     from crs.rl.ppo.policy import ValueModel
 
     policy = add_lora(tiny_lm, LoraConfig(r=4, alpha=8, dropout=0.0), "causal_lm")
@@ -610,7 +610,7 @@ def test_separate_critic_and_sampling_logprobs(tiny_lm, tiny_rm, left_tokenizer)
 @pytest.mark.parametrize(("pack_for_batch", "fused"), [(None, False), (3, False), (3, True), (None, True)])
 def test_merged_sampler_matches_the_adapted_policy(tiny_lm, left_tokenizer, pack_for_batch, fused):
     """Sampling from the merged (packed, fused) copy is sampling from the policy, kept up to date."""
-    from crs.models.loading import add_lora
+    from crs.models.lora import add_lora
     from crs.models.packed_linear import PackedLinear, packing_supported
     from crs.rl.ppo.policy import MergedSampler
 
@@ -763,7 +763,7 @@ def test_gradient_checkpointing_recomputes_the_layers_with_the_same_gradients_an
     from tiny import tiny_causal_lm, tiny_sequence_classifier
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    from crs.models.loading import add_lora
+    from crs.models.lora import add_lora
     from crs.rl.ppo.policy import ValueModel, enable_gradient_checkpointing
 
     lora = LoraConfig(r=4, alpha=8, dropout=0.5)

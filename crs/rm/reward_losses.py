@@ -1,4 +1,5 @@
-"""Every objective of reward-model training: the ranking and absolute-score losses, and how absolute data is re-balanced.
+"""Every objective of reward-model training: the ranking and absolute-score losses, and how absolute data is
+re-balanced.
 
 The K-wise ranking (Bradley-Terry / Plackett-Luce) loss with margins, preference strength and L2; the
 absolute-score (BCE / MSE) loss with its per-row weights and bin under-sampling.
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from crs.config import RewardModelConfig
 
 AbsoluteLossKind = Literal["bce", "mse"]
 PairStrength = Literal["none", "scaled", "margin"]
@@ -220,3 +223,17 @@ def undersample_by_bins(
             members = rng.choice(members, size=cap, replace=False)
         kept.append(members)
     return np.sort(np.concatenate(kept)) if kept else np.array([], dtype=int)
+
+
+def ranking_options(rm: RewardModelConfig, scores: Tensor | None) -> dict[str, Any]:
+    """The keyword arguments of :func:`ranking_loss` that ``rm.*`` sets.
+
+    One place, so training and validation agree.
+    """
+    return {
+        "l2_coef": rm.l2_coef,
+        "scores": scores,
+        "margin_scale": rm.margin_scale,
+        "pair_strength": rm.pair_strength,
+        "strength_scale": rm.strength_scale,
+    }

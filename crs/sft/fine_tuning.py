@@ -19,8 +19,7 @@ from crs.data import load_examples
 from crs.data.schema import SFTExample
 from crs.io import write_json_atomic
 from crs.models.formatting import Encoded, encode_prompt_reply, pad_batch
-from crs.models.loading import add_lora, load_causal_lm, load_tokenizer, resolve_dtype, save_run_model, upcast_trainable
-from crs.models.trainer import (
+from crs.models.hf_trainer import (
     TRAIN_LOG_FILE,
     CRSTrainer,
     JsonlLogCallback,
@@ -30,6 +29,10 @@ from crs.models.trainer import (
     training_arguments,
     whole_run_train_loss,
 )
+from crs.models.loading import load_causal_lm, load_tokenizer
+from crs.models.lora import add_lora
+from crs.models.precision import resolve_dtype, upcast_trainable
+from crs.models.saving import save_run_model
 from crs.runs import TRAIN_LENGTH_KEYS, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)

@@ -12,9 +12,10 @@ from stage_runs import EXAMPLES, tiny_model_dir
 from crs.cli import run_stage
 from crs.data.schema import user_prompt
 from crs.models.decoding import SamplingSettings, generate_replies
-from crs.models.loading import load_causal_lm, load_tokenizer, read_run_manifest
+from crs.models.loading import load_causal_lm, load_tokenizer
+from crs.models.manifest import read_run_manifest
 from crs.runs import is_finished
-from crs.sft.training import SFTCollator, encode_sft_examples, train_sft
+from crs.sft.fine_tuning import SFTCollator, encode_sft_examples, train_sft
 
 
 def test_collator_masks_prompt_and_padding(smol_tokenizer) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from crs.rm.losses import absolute_loss, absolute_loss_weights, pad_groups, ranking_loss, undersample_by_bins
+from crs.rm.reward_losses import absolute_loss, absolute_loss_weights, pad_groups, ranking_loss, undersample_by_bins
 
 
 def nll(diff: float) -> float:

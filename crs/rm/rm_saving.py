@@ -1,0 +1,39 @@
+"""Saving a trained reward-model run: the model, ``rm_format.json``, ``reward_stats.json`` and
+``metrics.json``, then the run marked finished."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from crs.config import CRSConfig
+from crs.io import write_json_atomic
+from crs.models.saving import save_run_model
+from crs.rm.joint_heads import JOINT_WEIGHT_KEY
+from crs.rm.rm_format import REWARD_STATS_FILE, RM_FORMAT_FILE, RMFormat
+from crs.runs import TRAIN_LENGTH_KEYS, mark_finished
+
+METRICS_FILE = "metrics.json"
+
+
+def save_rm_run(
+    model: Any,
+    tokenizer: Any,
+    run_dir: Path,
+    cfg: CRSConfig,
+    fmt: RMFormat,
+    stats: dict[str, Any],
+    record: dict[str, Any],
+) -> None:
+    """The trained RM and its files (``rm_format.json``, ``reward_stats.json``, ``metrics.json``),
+    then the run marked finished."""
+    rm = cfg.rm
+    save_run_model(model, tokenizer, run_dir, cfg.model.name, kind="reward_model", merge=cfg.model.lora.merge)
+    joint_weight = {JOINT_WEIGHT_KEY: rm.joint_preference_weight} if rm.loss == "joint" else {}
+    write_json_atomic(run_dir / RM_FORMAT_FILE, {**asdict(fmt), "loss": rm.loss, **joint_weight})
+    write_json_atomic(run_dir / REWARD_STATS_FILE, stats)
+    write_json_atomic(run_dir / METRICS_FILE, record)
+    mark_finished(
+        run_dir, {"val": record["val"], "global_step": record["global_step"]}, record["global_step"], TRAIN_LENGTH_KEYS
+    )
