@@ -17,7 +17,7 @@ The modules, one concept each:
 * :mod:`~crs.config.fields`: :class:`~crs.config.fields.Rule` and the predicates a rule
   is made of.
 * one module per section: :mod:`~crs.config.run`, :mod:`~crs.config.model`,
-  :mod:`~crs.config.data`, :mod:`~crs.config.training` (``train``, ``rm``),
+  :mod:`~crs.config.data`, :mod:`~crs.config.train`, :mod:`~crs.config.reward_model`,
   :mod:`~crs.config.rl`, :mod:`~crs.config.eval` (``eval_pred``, ``eval_rewarding``),
   :mod:`~crs.config.study` (``sweep``, ``online``); :mod:`~crs.config.root` puts them
   together in :class:`CRSConfig`.
@@ -48,11 +48,12 @@ from crs.config.reader import (
     read_yaml,
     save_resolved_config,
 )
+from crs.config.reward_model import RewardModelConfig
 from crs.config.rl import RewardSourceConfig, RLConfig
 from crs.config.root import CRSConfig
 from crs.config.run import RunConfig
 from crs.config.study import BestOfNConfig, OnlineConfig, SweepArmConfig, SweepConfig
-from crs.config.training import RewardModelConfig, TrainConfig
+from crs.config.train import TrainConfig
 from crs.config.validation import validate_values, value_rules
 
 __all__ = [
