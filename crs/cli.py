@@ -49,7 +49,7 @@ STAGES: dict[str, tuple[str, str]] = {
         "A best-of-n pool: every prompt of bon.splits answered bon.samples times by bon.policy (one AlpacaEval file per sample).",
     ),
     "bon": (
-        "crs.eval.bon:run_bon_study",
+        "crs.eval.bon.instrument:run_bon_study",
         "A best-of-n study on one pool: every reward model, every weight of the combination and the judge pick from the same "
         "replies; curves, agreement, the best weight with its interval, and the study's power.",
     ),

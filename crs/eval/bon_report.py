@@ -1,4 +1,4 @@
-"""``report.md`` of a best-of-n study (:mod:`crs.eval.bon`): the verdict, the weight grid, the strategies, every scorer's curves."""
+"""``report.md`` of a best-of-n study (:mod:`crs.eval.bon.instrument`): the verdict, the weight grid, the strategies, every scorer's curves."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The pool of a best-of-n study (``crs pool``): every prompt answered ``bon.samples`` times by one policy.
 
-A pool is made once and judged through any number of scorers (:mod:`crs.eval.bon`): every
+A pool is made once and judged through any number of scorers (:mod:`crs.eval.bon.instrument`): every
 candidate reward is compared on the very same replies, so what separates two scorers is the
 scorers, not the sampling. The pool is written as one AlpacaEval outputs file per sample index
 (``<run>/samples/sample_000.json`` ...), the way best-of-n pools are commonly published: an

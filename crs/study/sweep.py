@@ -16,7 +16,7 @@ optionally at a weight and with overrides, trained at every seed and judged the 
 report says which arm wins against which, with intervals.
 
 With ``sweep.bon_subset`` it first runs the best-of-n study on one pool over its whole weight
-grid (minutes; :mod:`crs.eval.bon`), trains RL at ``sweep.weights`` or, when that is empty, at
+grid (minutes; :mod:`crs.eval.bon.instrument`), trains RL at ``sweep.weights`` or, when that is empty, at
 the best-of-n optimum and both ends, and reports the two side by side: does PPO order the
 weights as best-of-n does?
 

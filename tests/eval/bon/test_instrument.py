@@ -16,7 +16,7 @@ from tiny import tiny_causal_lm
 from crs.cli import run_stage
 from crs.config import ConfigError
 from crs.data.schema import DataError
-from crs.eval.bon import run_bon_study
+from crs.eval.bon.instrument import run_bon_study
 from crs.eval.pool import make_pool, read_pool, sample_path
 
 
@@ -210,7 +210,7 @@ def _standardized(row: list[float]) -> list[float]:
 
 def test_the_strategies_scorers_equal_a_hand_computation_on_two_prompts_of_three_replies() -> None:
     from crs.config import CRSConfig
-    from crs.eval.bon import build_strategy_scorers
+    from crs.eval.bon.instrument import build_strategy_scorers
 
     cfg = CRSConfig()
     cfg.bon.weights, cfg.rl.conservative_k = [0.0, 0.5, 1.0], 0.5
@@ -298,7 +298,7 @@ def test_the_weight_grid_is_combine_normalizeds_sum_of_the_z_scores() -> None:
     import torch
 
     from crs.config import CRSConfig
-    from crs.eval.bon import build_scorers
+    from crs.eval.bon.instrument import build_scorers
     from crs.rl.combine import combine_normalized
 
     cfg = CRSConfig()
@@ -328,7 +328,7 @@ def test_the_weight_grid_is_combine_normalizeds_sum_of_the_z_scores() -> None:
 
 def test_a_near_constant_source_does_not_explode_in_the_studys_scorers() -> None:
     from crs.config import CRSConfig
-    from crs.eval.bon import build_scorers, build_strategy_scorers
+    from crs.eval.bon.instrument import build_scorers, build_strategy_scorers
 
     cfg = CRSConfig()
     cfg.bon.weights, cfg.bon.strategies = [0.5], ["sum", "conservative"]
@@ -350,7 +350,7 @@ def test_a_near_constant_source_does_not_explode_in_the_studys_scorers() -> None
 
 def test_the_studys_agreement_is_pooled_over_the_judged_pairs_with_its_bootstrap_and_categories() -> None:
     from crs.eval.best_of_n import paired_bootstrap_means
-    from crs.eval.bon import per_prompt_metrics, pooled_agreement, summarize_scorers
+    from crs.eval.bon.instrument import per_prompt_metrics, pooled_agreement, summarize_scorers
 
     # Prompt 0: 3 judged pairs, all right. Prompt 1: the judge ties (0, 1); of its 2 judged pairs the
     # scorer gets (0, 2) wrong and ties (1, 2): 0.5. Prompt 2: 3 judged pairs, all wrong.
