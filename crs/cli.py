@@ -45,7 +45,7 @@ STAGES: dict[str, tuple[str, str]] = {
         "Score predictions with reward models, combined rewards and the gold judge; write win rates and a report.",
     ),
     "pool": (
-        "crs.eval.pool:make_pool",
+        "crs.eval.bon.pool:make_pool",
         "A best-of-n pool: every prompt of bon.splits answered bon.samples times by bon.policy (one AlpacaEval file per sample).",
     ),
     "bon": (

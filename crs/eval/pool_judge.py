@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from crs.data.schema import DataError
+from crs.eval.bon.pool import Pool
 from crs.eval.judges import judge_files, preference_outcome, read_annotation_rows
-from crs.eval.pool import Pool
 
 logger = logging.getLogger(__name__)
 

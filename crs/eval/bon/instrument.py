@@ -1,6 +1,6 @@
 """The best-of-n study (``crs bon``): every scorer judged on one shared pool of replies.
 
-The pool (:mod:`crs.eval.pool`) is scored once by every reward source in ``bon.rewards`` and by
+The pool (:mod:`crs.eval.bon.pool`) is scored once by every reward source in ``bon.rewards`` and by
 the judge; the scorers are those sources, the combinations ``w * z(preference) + (1 - w) *
 z(absolute)`` over ``bon.weights`` (z-scored with each source's saved statistics, else over
 the pool: the formula PPO optimises), and the judge itself (the ceiling). For each scorer:
@@ -39,7 +39,7 @@ from crs.config import ConfigError, CRSConfig, RewardSourceConfig
 from crs.data.schema import user_prompt
 from crs.demo.annotator import resolve_judge
 from crs.eval import best_of_n as bon_stats
-from crs.eval.pool import Pool, read_pool
+from crs.eval.bon.pool import Pool, read_pool
 from crs.eval.pool_judge import judge_from_annotations
 from crs.eval.power import power_line, power_of_neighbours
 from crs.io import write_json_atomic, write_text_atomic

@@ -17,7 +17,7 @@ from crs.cli import run_stage
 from crs.config import ConfigError
 from crs.data.schema import DataError
 from crs.eval.bon.instrument import run_bon_study
-from crs.eval.pool import make_pool, read_pool, sample_path
+from crs.eval.bon.pool import make_pool, read_pool, sample_path
 
 
 def write_config(folder: Path, policy: Path | None = None, pool: Path | None = None, **bon) -> Path:
