@@ -40,7 +40,7 @@ from crs.data.schema import user_prompt
 from crs.demo.annotator import resolve_judge
 from crs.eval import best_of_n as bon_stats
 from crs.eval.bon.pool import Pool, read_pool
-from crs.eval.pool_judge import judge_from_annotations
+from crs.eval.bon.pool_verdicts import judge_from_annotations
 from crs.eval.power import power_line, power_of_neighbours
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process

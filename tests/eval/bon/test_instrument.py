@@ -475,7 +475,7 @@ def test_without_sample_names_every_copy_gets_the_verdict_on_its_text(tmp_path) 
 def test_copies_judged_apart_under_names_that_are_no_samples_share_the_mean_and_extra_verdicts_are_refused(
     tmp_path,
 ) -> None:
-    from crs.eval.pool_judge import judge_from_annotations
+    from crs.eval.bon.pool_verdicts import judge_from_annotations
 
     pool = read_pool(_repeats_pool(tmp_path))
     rows = [
@@ -500,7 +500,7 @@ def test_copies_judged_apart_under_names_that_are_no_samples_share_the_mean_and_
 
 
 def test_a_folder_pool_whose_files_name_their_samples_is_read_by_sample(tmp_path) -> None:
-    from crs.eval.pool_judge import judge_from_annotations
+    from crs.eval.bon.pool_verdicts import judge_from_annotations
 
     folder = tmp_path / "theirs"
     folder.mkdir()
