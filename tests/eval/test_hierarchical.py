@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from paths import ROOT
 
-from crs.eval.best_of_n import best_weight
+from crs.eval.bon.selection import best_weight
 from crs.eval.hierarchical import (
     mean_squares,
     pivotal_rounds,
@@ -23,9 +23,7 @@ from crs.eval.power import power_line, power_of_neighbours, power_of_rounds
 from crs.study.sweep import SweepRun, render_sweep_report, side_by_side, study_results
 
 # benchmarks/ is a folder of scripts, not a package.
-coverage_bench = SimpleNamespace(
-    **runpy.run_path(str(ROOT / "benchmarks" / "seed_interval_coverage.py"))
-)
+coverage_bench = SimpleNamespace(**runpy.run_path(str(ROOT / "benchmarks" / "seed_interval_coverage.py")))
 
 T_975 = {1: 12.7062, 2: 4.3027, 3: 3.1824}  # Student t quantiles (scipy is not a dependency)
 

@@ -349,8 +349,8 @@ def test_a_near_constant_source_does_not_explode_in_the_studys_scorers() -> None
 
 
 def test_the_studys_agreement_is_pooled_over_the_judged_pairs_with_its_bootstrap_and_categories() -> None:
-    from crs.eval.best_of_n import paired_bootstrap_means
     from crs.eval.bon.instrument import per_prompt_metrics, pooled_agreement, summarize_scorers
+    from crs.eval.bon.selection import paired_bootstrap_means
 
     # Prompt 0: 3 judged pairs, all right. Prompt 1: the judge ties (0, 1); of its 2 judged pairs the
     # scorer gets (0, 2) wrong and ties (1, 2): 0.5. Prompt 2: 3 judged pairs, all wrong.
