@@ -196,7 +196,7 @@ def test_a_standard_error_of_zero_is_cannot_tell_never_zero_points() -> None:
     assert identical == {"standard_error": 0.0, "minimum_detectable_difference": 0.0}
     line = power_line(identical, "this pool and its prompts", "win rate between neighbouring weights")
     assert "cannot tell" in line and "0.0 points" not in line
-    from crs.eval.bon_report import _power_sentence
+    from crs.eval.bon.instrument_report import _power_sentence
 
     assert "cannot tell" in _power_sentence(identical) and "0.0" not in _power_sentence(identical)
     assert "points or more" in power_line(
