@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from crs.eval.report import judge_role
+from crs.eval.score_report import judge_role
 from crs.eval.tables import DASH
 from crs.io import read_jsonl, write_bytes_atomic
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak

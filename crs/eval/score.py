@@ -4,7 +4,7 @@
 z-normalised), with combined scorers at several preference weights, and with the judge (the
 gold judge, or an external judge's pairwise verdicts: :mod:`crs.eval.judges`); then builds
 the head-to-head tables, agreement, rank aggregation, the human rankings
-(:mod:`crs.eval.human`), the report (:mod:`crs.eval.report`) and plots
+(:mod:`crs.eval.human`), the report (:mod:`crs.eval.score_report`) and plots
 (:mod:`crs.eval.plots`). Items are (prompt, sampling run) pairs, aligned across models.
 """
 
@@ -27,7 +27,7 @@ from crs.eval.human import HumanBallots, human_rankings, load_ballots
 from crs.eval.judges import ExternalJudge, is_external, load_judge
 from crs.eval.plots import plot_mean_scores, plot_win_rate_heatmap
 from crs.eval.predict import listed_order, load_eval_prompts, prediction_models, read_all_predictions
-from crs.eval.report import REFERENCE_SCORER, build_results, leaderboard_csv, main_table, render_report
+from crs.eval.score_report import REFERENCE_SCORER, build_results, leaderboard_csv, main_table, render_report
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process
 from crs.rl.combine import standardize, zscore_stats
@@ -369,5 +369,5 @@ def _add_judge_and_human_results(
 
 
 def write_leaderboard_csv(results: dict[str, Any], path: Path) -> None:
-    """``leaderboard.csv`` in AlpacaEval's layout (:func:`crs.eval.report.leaderboard_csv`)."""
+    """``leaderboard.csv`` in AlpacaEval's layout (:func:`crs.eval.score_report.leaderboard_csv`)."""
     write_text_atomic(path, leaderboard_csv(results))

@@ -29,8 +29,8 @@ from crs.config import ConfigError
 from crs.data.schema import DataError
 from crs.eval.judges import load_judge, preference_outcome
 from crs.eval.predict import read_all_predictions
-from crs.eval.report import build_results
 from crs.eval.score import score_predictions
+from crs.eval.score_report import build_results
 
 FIXTURE = FIXTURES / "external_judge"
 RL_CRS_ROW = {

@@ -1,4 +1,4 @@
-"""Tests for crs.eval.report: numbers in the Markdown match hand-computed values; plots are PNGs."""
+"""Tests for crs.eval.score_report: numbers in the Markdown match hand-computed values; plots are PNGs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from paths import FIXTURES
 
 from crs.eval.plots import plot_mean_scores, plot_win_rate_heatmap
-from crs.eval.report import (
+from crs.eval.score_report import (
     build_results,
     leaderboard_csv,
     main_table,
