@@ -5,7 +5,7 @@ z-normalised), with combined scorers at several preference weights, and with the
 gold judge, or an external judge's pairwise verdicts: :mod:`crs.eval.judges`); then builds
 the head-to-head tables, agreement, rank aggregation, the human rankings
 (:mod:`crs.eval.human`), the report (:mod:`crs.eval.score_report`) and plots
-(:mod:`crs.eval.plots`). Items are (prompt, sampling run) pairs, aligned across models.
+(:mod:`crs.eval.score_figures`). Items are (prompt, sampling run) pairs, aligned across models.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from crs.data.schema import last_user_text, user_prompt
 from crs.demo.annotator import resolve_judge
 from crs.eval.human import HumanBallots, human_rankings, load_ballots
 from crs.eval.judges import ExternalJudge, is_external, load_judge
-from crs.eval.plots import plot_mean_scores, plot_win_rate_heatmap
 from crs.eval.predict import listed_order, load_eval_prompts, prediction_models, read_all_predictions
+from crs.eval.score_figures import plot_mean_scores, plot_win_rate_heatmap
 from crs.eval.score_report import REFERENCE_SCORER, build_results, leaderboard_csv, main_table, render_report
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process

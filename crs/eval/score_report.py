@@ -59,7 +59,7 @@ reply each scorer prefers (see :func:`crs.eval.agreement.agreement` for how ties
 weighted judge's verdict is rounded first). ``by_category`` and
 ``win_rates_by_category`` are empty when no categories are given.
 
-Markdown helpers: :mod:`crs.eval.tables`; figures: :mod:`crs.eval.plots`.
+Markdown helpers: :mod:`crs.eval.tables`; figures: :mod:`crs.eval.score_figures`.
 """
 
 from __future__ import annotations
