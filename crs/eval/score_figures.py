@@ -1,34 +1,24 @@
 """Every figure crs draws: win-rate heatmaps, mean scores, over-optimisation and best-of-n curves.
 
-Plots use matplotlib's Agg canvas directly (no pyplot), so they work headless and do
-not touch global matplotlib state that other code may rely on. Training code never
-imports this module: a stage's figures are drawn once its numbers are written.
+Each is written by :func:`crs.eval.figure_files.save_figure_atomic` (headless, atomic). Training
+code never imports this module: a stage's figures are drawn once its numbers are written.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from crs.eval.figure_files import save_figure_atomic
 from crs.eval.score_report import judge_role
 from crs.eval.tables import DASH
-from crs.io import read_jsonl, write_bytes_atomic
+from crs.io import read_jsonl
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
-
-
-def save_figure_atomic(fig: Figure, path: str | os.PathLike[str]) -> None:
-    """Render ``fig`` as PNG and move it into place atomically."""
-    FigureCanvasAgg(fig)  # attach the Agg canvas: headless, no pyplot state
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    write_bytes_atomic(path, buffer.getvalue())
 
 
 def plot_win_rate_heatmap(results: Mapping[str, Any], scorer: str, path: str | os.PathLike[str]) -> None:
