@@ -353,8 +353,8 @@ def verdict(weights: Mapping[str, Any], m: int) -> str:
 
 def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Score the pool with every source and the judge, compare every scorer, write results and report."""
+    from crs.eval.bon.instrument_figures import plot_bon_curves, plot_weight_curve
     from crs.eval.bon.instrument_report import render_bon_report
-    from crs.eval.score_figures import plot_bon_curves, plot_weight_curve
 
     if not is_main_process():  # scoring a pool is short: the main process does it alone and writes the files
         return {}
