@@ -70,7 +70,7 @@ def train_rl(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, object]:
 
     The figure is drawn here, once training has written its log, so that training code never
     imports plotting (matplotlib)."""
-    from crs.eval.score_figures import plot_run_overoptimization
+    from crs.eval.overoptimization_figures import plot_run_overoptimization
     from crs.rl.stage import run_rl_stage
 
     summary = run_rl_stage(cfg, run_dir, resume)

@@ -42,10 +42,10 @@ from crs.data.schema import AbsoluteExample, DataError, PromptExample, RankingEx
 from crs.demo.annotator import ANNOTATORS, check_gold_applies, likert, likert_to_unit, rank_replies
 from crs.eval import length_control, win_rates
 from crs.eval.figure_files import save_figure_atomic
+from crs.eval.overoptimization_figures import plot_overoptimization
 from crs.eval.power import power_line, power_of_interval
 from crs.eval.predict import predict_models
 from crs.eval.score import judge_replies, study_judge
-from crs.eval.score_figures import plot_overoptimization
 from crs.eval.tables import DASH, md_table, number, pct, pct_interval
 from crs.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from crs.models.decoding import SamplingSettings, generate_replies

@@ -50,10 +50,10 @@ from matplotlib.figure import Figure
 from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConfig, RLConfig, load_config
 from crs.eval import hierarchical, length_control, win_rates
 from crs.eval.figure_files import save_figure_atomic
+from crs.eval.overoptimization_figures import plot_overoptimization
 from crs.eval.power import power_line, power_of_neighbours
 from crs.eval.predict import predict_models
 from crs.eval.score import SourceScores, judge_replies, study_judge
-from crs.eval.score_figures import plot_overoptimization
 from crs.eval.tables import DASH, md_table, pct, pct_interval
 from crs.io import read_jsonl, write_json_atomic, write_text_atomic
 from crs.rl.combine import describe_strategy

@@ -412,7 +412,7 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
         "nonfinite_steps": trainer.nonfinite_total,
     }
     if is_main and (run_dir / OVEROPT_FILE).is_file():
-        rows = read_jsonl(run_dir / OVEROPT_FILE)  # its figure: crs.eval.score_figures, drawn by the rl command
+        rows = read_jsonl(run_dir / OVEROPT_FILE)  # its figure: crs.eval.overoptimization_figures (rl command)
         if judge is not None:
             summary["judge_peak"] = judge_peak(rows, f"judge/{judge.name}")
     if is_main:
