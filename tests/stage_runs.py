@@ -87,7 +87,12 @@ def write_rl_config(path: Path, model_dir: Path, output_dir: Path, **rl) -> Path
         "sample_every": 2,
         "num_sample_prompts": 2,
         "rewards": [
-            {"name": "chars", "path": "python:tests.reward_fns:distinct_characters", "weight": 1.0, "normalize": "zscore"}
+            {
+                "name": "chars",
+                "path": "python:tests.reward_fns:distinct_characters",
+                "weight": 1.0,
+                "normalize": "zscore",
+            }
         ],
     }
     settings.update(rl)
@@ -208,7 +213,7 @@ def capture_trl_rewards(monkeypatch: pytest.MonkeyPatch, algorithm: str) -> list
 
 def write_prediction_run(folder: Path, files: dict[str, list[str]], listed: list[str] | None = None) -> Path:
     """An eval_pred run: one file per model with replies to the given prompt ids."""
-    from crs.eval.predictions import write_predictions
+    from crs.eval.prediction_files import write_predictions
 
     for model, prompt_ids in files.items():
         rows = [

@@ -18,7 +18,7 @@ import yaml
 from crs.config import ConfigError, CRSConfig, EvalModelConfig, load_config, save_resolved_config
 from crs.data import load_examples
 from crs.data.schema import PromptExample, last_user_text
-from crs.eval.predictions import read_predictions, write_predictions
+from crs.eval.prediction_files import read_predictions, write_predictions
 from crs.models.decoding import Generation, SamplingSettings, generate_reply_shard
 from crs.models.loading import load_causal_lm, load_tokenizer, resolve_dtype
 from crs.processes import (

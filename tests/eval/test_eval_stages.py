@@ -15,7 +15,7 @@ from tiny import tiny_causal_lm
 
 from crs.cli import run_stage
 from crs.eval.predict import predict
-from crs.eval.predictions import read_predictions
+from crs.eval.prediction_files import read_predictions
 from crs.eval.score import score_predictions
 from crs.eval.win_rates import win_rate
 

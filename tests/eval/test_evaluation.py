@@ -11,7 +11,7 @@ import pytest
 from crs.data.schema import DataError
 from crs.eval.agreement import agreement, agreement_by_group
 from crs.eval.leaderboard import leaderboard_rows
-from crs.eval.predictions import read_predictions, write_predictions
+from crs.eval.prediction_files import read_predictions, write_predictions
 from crs.eval.ranking import (
     PairwiseVerdicts,
     aggregate_rankings,

@@ -173,7 +173,7 @@ def test_a_judge_spec_that_names_nothing_usable_is_a_config_error(tmp_path: Path
 
 
 def test_sampling_runs_are_told_apart_by_outputs(tmp_path: Path) -> None:
-    from crs.eval.predictions import write_predictions
+    from crs.eval.prediction_files import write_predictions
 
     for model in ("a", "b"):
         rows = [

@@ -27,7 +27,7 @@ from crs.config import ConfigError, CRSConfig
 from crs.data.adapters import prompt_id
 from crs.data.schema import DataError, PromptExample, user_prompt
 from crs.eval.predict import generate_on_every_process, load_eval_prompts, load_generator, prediction_rows
-from crs.eval.predictions import read_predictions, write_predictions
+from crs.eval.prediction_files import read_predictions, write_predictions
 from crs.io import JsonLinesError, iter_jsonl
 from crs.models.decoding import SamplingSettings
 from crs.processes import is_main_process, wait_for_everyone
