@@ -3,8 +3,8 @@
 A group (one weight or arm of the sweep) is a seeds x prompts matrix ``y[s, p]``, modelled as
 ``mu + a_s + b_p + e_sp`` (seed effect, prompt effect, cell noise). Its mean ``g`` varies by
 ``sa^2 / S + sb^2 / P + se^2 / (S P)``; the seed part is known from S - 1 degrees of freedom
-only, so resampling the seeds (a bootstrap) understates it badly with 2-5 seeds (docs/study.md:
-77% coverage at 2 seeds). Here every round is a generalised pivotal quantity instead:
+only, so resampling the seeds (a bootstrap) understates it badly with 2-5 seeds (docs/study.md
+gives the coverage measured). Here every round is a generalised pivotal quantity instead:
 
     round = g - sqrt(ms_seeds / (S P)) * T - k * (mean of the column means over resampled prompts - g)
 
