@@ -66,7 +66,8 @@ def mean_squares(matrices: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _psd_root(matrices: np.ndarray, inverse: bool = False) -> np.ndarray:
-    """Symmetric square roots (or pseudo-inverse square roots) of a batch of symmetric matrices, negative eigenvalues as 0."""
+    """Symmetric square roots (or pseudo-inverse square roots) of a batch of symmetric matrices, negative eigenvalues
+    as 0."""
     values, vectors = np.linalg.eigh(matrices)
     values = np.clip(values, 0.0, None)
     scale = np.abs(values).max(axis=-1, keepdims=True) * 1e-12

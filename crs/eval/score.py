@@ -264,8 +264,9 @@ def score_predictions(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, 
     models = list(per_model)
     if len(models) < 2:
         raise ConfigError(
-            f"eval_rewarding.predictions_dir {predictions_dir} holds the predictions of one model ({models[0]}): win rates compare "
-            "two or more; list more models in the prediction run's eval_pred.models (e.g. the SFT policy beside the RL run)"
+            f"eval_rewarding.predictions_dir {predictions_dir} holds the predictions of one model ({models[0]}): win "
+            "rates compare two or more; list more models in the prediction run's eval_pred.models (e.g. the SFT "
+            "policy beside the RL run)"
         )
     first = per_model[models[0]]
     item_ids = [f"{r['prompt_id']}#{r['run']}" for r in first]

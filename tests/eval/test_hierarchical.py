@@ -1,4 +1,5 @@
-"""Intervals over seeds and prompts (crs.eval.hierarchical): coverage, components, one seed, pairing; and the power they give."""
+"""Intervals over seeds and prompts (crs.eval.hierarchical): coverage, components, one seed, pairing; and the power
+they give."""
 
 from __future__ import annotations
 
@@ -209,7 +210,7 @@ def test_a_standard_error_of_zero_is_cannot_tell_never_zero_points() -> None:
     assert "points or more" not in past_the_scale
 
 
-# --------------------------------------------------------------------------- the sweep beside best-of-n; the best weight
+# -------------------------------------------------------------------------- the sweep beside best-of-n; the best weight
 
 
 def _bon_and_rl(bon_rates: dict[float, float], rl_rates: dict[float, float]) -> tuple[dict, dict]:

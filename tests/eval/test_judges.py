@@ -294,7 +294,8 @@ def test_the_external_judge_alone_is_enough(tmp_path: Path) -> None:
 
 def test_annotations_name_a_model_by_its_rows_generator_a_slash_included(tmp_path: Path) -> None:
     """AlpacaEval names models `org/model`, which no file name holds: the prediction rows' generator names the model
-    (its file, rl_crs.json, names it where no rows carry that name); the numbers are the fixture's hand-computed ones."""
+    (its file, rl_crs.json, names it where no rows carry that name); the numbers are the fixture's hand-computed
+    ones."""
     predictions = tmp_path / "pred" / "predictions"
     shutil.copytree(FIXTURE / "predictions", predictions)
     rows = json.loads((predictions / "rl_crs.json").read_text())

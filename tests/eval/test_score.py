@@ -22,7 +22,8 @@ FIXTURE = FIXTURES / "crs_demo_tiny.jsonl"
     "combine", [{}, {"combine": "conservative", "conservative": "mean_std", "conservative_k": 2.0}]
 )
 def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path, combine: dict[str, Any]) -> None:
-    """An RL run's own reward (its combination strategy too), and a named combination, score a reply exactly as PPO's CombinedReward does."""
+    """An RL run's own reward (its combination strategy too), and a named combination, score a reply exactly as PPO's
+    CombinedReward does."""
     import torch
 
     from crs.config import RewardSourceConfig, load_config
@@ -60,7 +61,8 @@ def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path, combin
         overrides=[
             "eval_rewarding.judge=none",
             f"eval_rewarding.rewards={json.dumps([{'name': s['name'], 'path': s['path']} for s in sources])}",
-            "eval_rewarding.combined=[{name: mix, weights: {length: 0.7, vowels: 0.3}, reward_clip: 1.5, missing_eos_penalty: -0.5}]",
+            "eval_rewarding.combined=[{name: mix, weights: {length: 0.7, vowels: 0.3}, reward_clip: 1.5, "
+            "missing_eos_penalty: -0.5}]",
         ],
     )
     scores, raw = score_all(per_model, cfg, {"rl": str(rl_run), "base": "embedded:smollm2-135m-instruct"})
@@ -170,7 +172,8 @@ def test_the_gold_judge_refuses_prompts_that_are_not_the_demos(caplog) -> None:
     assert "the first reward source (length) is the reference scorer" in caplog.text
     with pytest.raises(
         ConfigError,
-        match=r"eval_rewarding.judge: gold is the demo annotator's rule set, and 1 of 2 prompts .*run.allow_gold_outside_demo: true",
+        match=r"eval_rewarding.judge: gold is the demo annotator's rule set, and 1 of 2 prompts "
+        r".*run.allow_gold_outside_demo: true",
     ):
         scorers("eval_rewarding.judge=gold")
     assert scorers("eval_rewarding.judge=gold", "run.allow_gold_outside_demo=true") == ["gold", "length"]  # knowingly

@@ -262,8 +262,8 @@ def test_a_model_that_length_separates_is_flagged_in_the_leaderboard_and_warned_
     )
     short = rows["short"]
     assert (
-        f"short {short['lc_win_rate']:.1f} ({short['lc_ci_low']:.1f}–{short['lc_ci_high']:.1f}; unreliable: length alone"
-        in lc_line
+        f"short {short['lc_win_rate']:.1f} ({short['lc_ci_low']:.1f}–{short['lc_ci_high']:.1f}; unreliable: length "
+        "alone" in lc_line
     )
     assert "blind" in lc_line and "unreliable" not in lc_line.split("blind ")[1]
 

@@ -104,7 +104,8 @@ def score_pool(
 
 
 def is_annotations(spec: str) -> bool:
-    """Whether ``bon.judge`` names AlpacaEval annotation files (a ``.json`` file or a glob) rather than a reward source."""
+    """Whether ``bon.judge`` names AlpacaEval annotation files (a ``.json`` file or a glob) rather than a reward
+    source."""
     return spec.endswith(".json") or any(c in spec for c in "*?[")
 
 
@@ -123,7 +124,8 @@ def build_scorers(
     pref, absolute = bon.preference_source, bon.absolute_source
     if pref == absolute:
         raise ConfigError(
-            f"bon.preference_source and bon.absolute_source both name {pref!r}; the weight grid needs two different bon.rewards sources"
+            f"bon.preference_source and bon.absolute_source both name {pref!r}; the weight grid needs two different "
+            "bon.rewards sources"
         )
     if pref in raw and absolute in raw:
         shape = raw[pref].shape
@@ -273,7 +275,8 @@ def _strategy_row(
     name: str,
     reference: str | None,
 ) -> dict[str, Any]:
-    """One scorer's best-of-m win rate and agreement, and its paired difference from ``reference`` (sum's best weight)."""
+    """One scorer's best-of-m win rate and agreement, and its paired difference from ``reference`` (sum's best
+    weight)."""
     key = f"{name}/win_rate"
     point = float(np.nanmean(metrics[key][:, headline]))
     row: dict[str, Any] = {
@@ -343,12 +346,19 @@ def verdict(weights: Mapping[str, Any], m: int) -> str:
     ends = [weights["vs_best"][weight_name(w)] for w in (grid[0], grid[-1]) if w != best["weight"]]
     beaten = [e for e in ends if e["ci_high"] < 0]
     if low > grid[0] and high < grid[-1] and len(beaten) == len(ends):
-        lead = f"An interior weight wins: w = {best['weight']:g} (95% interval of the best weight {low:g}-{high:g}), and both ends are worse beyond their intervals."
+        lead = (
+            f"An interior weight wins: w = {best['weight']:g} (95% interval of the best weight {low:g}-{high:g}), "
+            "and both ends are worse beyond their intervals."
+        )
     elif len(beaten) < len(ends):
-        lead = f"The best weight, w = {best['weight']:g} (interval {low:g}-{high:g}), is not separated from at least one end of the grid."
+        lead = (
+            f"The best weight, w = {best['weight']:g} (interval {low:g}-{high:g}), is not separated from at least "
+            "one end of the grid."
+        )
     else:
         lead = f"The best weight is w = {best['weight']:g} (interval {low:g}-{high:g})."
-    return f"{lead} {power_line(weights['power'], 'this pool and its prompts', f'best-of-{m} win rate between neighbouring weights')}"
+    metric = f"best-of-{m} win rate between neighbouring weights"
+    return f"{lead} {power_line(weights['power'], 'this pool and its prompts', metric)}"
 
 
 def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
@@ -368,7 +378,8 @@ def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
         )
         if judge_path == "none":
             raise ConfigError(
-                "bon.judge: a best-of-n study needs a judge; on prompts that are not the demo's name one (a reward-model run, python:..., annotations)"
+                "bon.judge: a best-of-n study needs a judge; on prompts that are not the demo's name one (a "
+                "reward-model run, python:..., annotations)"
             )
         judge, _ = score_pool(pool, "judge", judge_path, cfg, run_dir)
     P, m = pool.shape
@@ -387,7 +398,8 @@ def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     extra = build_strategy_scorers(cfg, raw, stats)
     if set(extra) & set(scorers):
         raise ConfigError(
-            f"bon.rewards: a source named {sorted(set(extra) & set(scorers))} clashes with a strategy's scorer; rename it"
+            f"bon.rewards: a source named {sorted(set(extra) & set(scorers))} clashes with a strategy's scorer; "
+            "rename it"
         )
     ns = selection.powers_of_two_up_to(m)
     # One bootstrap for every scorer, the strategies' too: their differences from sum's best weight are paired.

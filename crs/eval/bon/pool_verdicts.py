@@ -68,8 +68,9 @@ def judge_from_annotations(pool: Pool, spec: str) -> np.ndarray:
     if len(missing):
         p, k = (int(i) for i in missing[0])
         raise DataError(
-            f"bon.judge {spec}: {len(missing)} of {values.size} pool replies have no verdict (or a null one), the first: "
-            f"sample {k} of prompt {pool.prompt_ids[p]} ({pool.instructions[p][:60]!r}); every reply needs one: annotate the rest"
+            f"bon.judge {spec}: {len(missing)} of {values.size} pool replies have no verdict (or a null one), the "
+            f"first: sample {k} of prompt {pool.prompt_ids[p]} ({pool.instructions[p][:60]!r}); every reply needs "
+            "one: annotate the rest"
         )
     return values
 
