@@ -1,4 +1,4 @@
-"""Evaluation report: results dict, Markdown rendering, plots and atomic writers.
+"""The score stage's report (:mod:`crs.eval.score`): the results dict, its Markdown and the leaderboard CSV.
 
 :func:`build_results` computes every number the report shows; :func:`render_report`
 only formats it, so the results can be saved as JSON (:func:`write_json_atomic`) and
