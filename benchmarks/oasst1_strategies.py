@@ -41,7 +41,7 @@ from crs.config import ConfigError, load_config
 from crs.data import load_examples
 from crs.data.loader import group_key
 from crs.data.schema import DataError
-from crs.eval.bon import zscore
+from crs.eval.bon.instrument import zscore
 from crs.eval.ranked_groups import RankedGroup, cluster_bootstrap, summarize
 from crs.io import JsonLinesError, iter_jsonl, write_json_atomic, write_text_atomic
 from crs.models.model_error import ModelError

@@ -46,14 +46,13 @@ STAGES: dict[str, tuple[str, str]] = {
         "Score predictions with reward models, combined rewards and the gold judge; write win rates and a report.",
     ),
     "pool": (
-        "crs.eval.pool:make_pool",
-        "A best-of-n pool: every prompt of bon.splits answered bon.samples times by bon.policy "
-        "(one AlpacaEval file per sample).",
+        "crs.eval.bon.pool:make_pool",
+        "A best-of-n pool: every prompt of bon.splits answered bon.samples times by bon.policy (one AlpacaEval file per sample).",
     ),
     "bon": (
-        "crs.eval.bon:run_bon_study",
-        "A best-of-n study on one pool: every reward model, every weight of the combination and the judge pick "
-        "from the same replies; curves, agreement, the best weight with its interval, and the study's power.",
+        "crs.eval.bon.instrument:run_bon_study",
+        "A best-of-n study on one pool: every reward model, every weight of the combination and the judge pick from the same "
+        "replies; curves, agreement, the best weight with its interval, and the study's power.",
     ),
     "sweep": (
         "crs.study.sweep:run_sweep",
@@ -72,7 +71,7 @@ def train_rl(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, object]:
 
     The figure is drawn here, once training has written its log, so that training code never
     imports plotting (matplotlib)."""
-    from crs.eval.plots import plot_run_overoptimization
+    from crs.eval.overoptimization_figures import plot_run_overoptimization
     from crs.rl.dispatch import run_rl_stage
 
     summary = run_rl_stage(cfg, run_dir, resume)

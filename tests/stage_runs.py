@@ -214,7 +214,7 @@ def capture_trl_rewards(monkeypatch: pytest.MonkeyPatch, algorithm: str) -> list
 
 def write_prediction_run(folder: Path, files: dict[str, list[str]], listed: list[str] | None = None) -> Path:
     """An eval_pred run: one file per model with replies to the given prompt ids."""
-    from crs.eval.predictions import write_predictions
+    from crs.eval.prediction_files import write_predictions
 
     for model, prompt_ids in files.items():
         rows = [

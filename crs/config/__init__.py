@@ -19,14 +19,15 @@ The modules, one concept each:
 * one module per section: :mod:`~crs.config.run`, :mod:`~crs.config.model`,
   :mod:`~crs.config.data`, :mod:`~crs.config.train`, :mod:`~crs.config.reward_model`,
   :mod:`~crs.config.rl`, :mod:`~crs.config.eval` (``eval_pred``, ``eval_rewarding``),
-  :mod:`~crs.config.study` (``sweep``, ``online``); :mod:`~crs.config.root` puts them
-  together in :class:`CRSConfig`.
+  :mod:`~crs.config.study` (``sweep``, ``online``), :mod:`~crs.config.bon` (``bon``);
+  :mod:`~crs.config.root` puts them together in :class:`CRSConfig`.
 * :mod:`~crs.config.reader` (YAML, subsets, overrides), :mod:`~crs.config.coercion`
   (types), :mod:`~crs.config.validation` (every field's rule, over the whole tree).
 
 Everything other modules use is importable from ``crs.config`` itself.
 """
 
+from crs.config.bon import BestOfNConfig
 from crs.config.coercion import build_dataclass
 from crs.config.data import DataConfig
 from crs.config.errors import ConfigError
@@ -52,7 +53,7 @@ from crs.config.reward_model import RewardModelConfig
 from crs.config.rl import RewardSourceConfig, RLConfig
 from crs.config.root import CRSConfig
 from crs.config.run import RunConfig
-from crs.config.study import BestOfNConfig, OnlineConfig, SweepArmConfig, SweepConfig
+from crs.config.study import OnlineConfig, SweepArmConfig, SweepConfig
 from crs.config.train import TrainConfig
 from crs.config.validation import validate_values, value_rules
 

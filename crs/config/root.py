@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crs.config.bon import BestOfNConfig
 from crs.config.data import DataConfig
 from crs.config.eval import EvalPredConfig, EvalRewardingConfig
 from crs.config.model import ModelConfig
 from crs.config.reward_model import RewardModelConfig
 from crs.config.rl import RLConfig
 from crs.config.run import RunConfig
-from crs.config.study import BestOfNConfig, OnlineConfig, SweepConfig
+from crs.config.study import OnlineConfig, SweepConfig
 from crs.config.train import TrainConfig
 
 

@@ -3,8 +3,8 @@
 A group (one weight or arm of the sweep) is a seeds x prompts matrix ``y[s, p]``, modelled as
 ``mu + a_s + b_p + e_sp`` (seed effect, prompt effect, cell noise). Its mean ``g`` varies by
 ``sa^2 / S + sb^2 / P + se^2 / (S P)``; the seed part is known from S - 1 degrees of freedom
-only, so resampling the seeds (a bootstrap) understates it badly with 2-5 seeds (docs/study.md:
-77% coverage at 2 seeds). Here every round is a generalised pivotal quantity instead:
+only, so resampling the seeds (a bootstrap) understates it badly with 2-5 seeds (docs/study.md
+gives the coverage measured). Here every round is a generalised pivotal quantity instead:
 
     round = g - sqrt(ms_seeds / (S P)) * T - k * (mean of the column means over resampled prompts - g)
 
@@ -66,7 +66,8 @@ def mean_squares(matrices: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _psd_root(matrices: np.ndarray, inverse: bool = False) -> np.ndarray:
-    """Symmetric square roots (or pseudo-inverse square roots) of a batch of symmetric matrices, negative eigenvalues as 0."""
+    """Symmetric square roots (or pseudo-inverse square roots) of a batch of symmetric matrices, negative eigenvalues
+    as 0."""
     values, vectors = np.linalg.eigh(matrices)
     values = np.clip(values, 0.0, None)
     scale = np.abs(values).max(axis=-1, keepdims=True) * 1e-12

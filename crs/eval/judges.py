@@ -281,7 +281,8 @@ def judge_files(spec: str, key: str = "eval_rewarding.judge", kinds: Sequence[st
         files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
         if not files:
             raise ConfigError(
-                f"{key}: no file matches {spec!r}; point it at {expected} (a relative path starts in the current directory)"
+                f"{key}: no file matches {spec!r}; point it at {expected} (a relative path starts in the current "
+                "directory)"
             )
     else:
         files = [Path(spec)]

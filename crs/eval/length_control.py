@@ -264,12 +264,18 @@ def _separation_reason(
     if separation is None:
         return "No prompt was both won and another lost, so length has nothing to separate."
     seen = (
-        f"the {direction} reply wins {winner} of {n_unequal} decisive verdicts on replies of unequal length and the length "
-        f"difference alone orders {separation:.0%} of the (won, lost) prompt pairs"
+        f"the {direction} reply wins {winner} of {n_unequal} decisive verdicts on replies of unequal length and the "
+        f"length difference alone orders {separation:.0%} of the (won, lost) prompt pairs"
     )
-    near = f"{near_shorter} prompts with the model shorter and {near_longer} with it longer lie within {band:.0%} of equal length"
+    near = (
+        f"{near_shorter} prompts with the model shorter and {near_longer} with it longer lie within {band:.0%} "
+        "of equal length"
+    )
     if separated and not pinned:
-        return f"Length alone nearly separates the verdicts ({seen}) and only {near}: the LC extrapolates to equal length and is unreliable."
+        return (
+            f"Length alone nearly separates the verdicts ({seen}) and only {near}: the LC extrapolates to equal "
+            "length and is unreliable."
+        )
     if separated:
         return f"Length nearly separates the verdicts ({seen}), but {near}: they place the flip near equal length."
     return f"Length does not separate the verdicts ({seen})."
@@ -358,10 +364,11 @@ def pooled_length_matched_win_rate(
 def unreliable_note() -> str:
     """What a report's LC flag means, in one sentence with the thresholds (for a footnote)."""
     return (
-        f"length alone nearly separates the judge's verdicts (the length difference orders at least {SEPARATION_THRESHOLD:.0%} "
-        f"of the (won, lost) prompt pairs) and fewer than {MIN_NEAR_EQUAL_PER_SIDE} prompts within {LENGTH_BAND:.0%} of equal "
-        "length lie on one side of it, so the LC extrapolates to equal length and says little; the length-matched rate is "
-        "what the judge decided on replies of about equal length (mind its n)"
+        "length alone nearly separates the judge's verdicts (the length difference orders at least "
+        f"{SEPARATION_THRESHOLD:.0%} of the (won, lost) prompt pairs) and fewer than {MIN_NEAR_EQUAL_PER_SIDE} "
+        f"prompts within {LENGTH_BAND:.0%} of equal length lie on one side of it, so the LC extrapolates to equal "
+        "length and says little; the length-matched rate is what the judge decided on replies of about equal length "
+        "(mind its n)"
     )
 
 

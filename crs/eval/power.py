@@ -91,19 +91,24 @@ def power_line(power: dict[str, float | None], subject: str, metric: str) -> str
     a rate (100 points: 2 seeds' Student-t level with 1 degree of freedom gets there).
     """
     if power["standard_error"] is None:
-        return f"Power: none stated: {subject} have one seed per row, so no interval and no power (seed variance cannot be estimated from one run)."
+        return (
+            f"Power: none stated: {subject} have one seed per row, so no interval and no power (seed variance "
+            "cannot be estimated from one run)."
+        )
     if power["minimum_detectable_difference"] is not None and power["minimum_detectable_difference"] >= 1.0:
         return (
-            f"Power: {subject} cannot detect even the largest possible difference in {metric}: the detectable difference, "
-            f"{100 * power['minimum_detectable_difference']:.0f} points, is past the 100-point scale (standard error "
-            f"{100 * power['standard_error']:.1f} points, from the study's own rounds); more seeds or prompts are needed."
+            f"Power: {subject} cannot detect even the largest possible difference in {metric}: the detectable "
+            f"difference, {100 * power['minimum_detectable_difference']:.0f} points, is past the 100-point scale "
+            f"(standard error {100 * power['standard_error']:.1f} points, from the study's own rounds); more seeds or "
+            "prompts are needed."
         )
     if power["standard_error"] == 0:
         return (
-            f"Power: {subject} cannot tell differences in {metric} apart: the compared values are equal in every round of the study's own "
-            "resampling (standard error 0), so no difference could be detected."
+            f"Power: {subject} cannot tell differences in {metric} apart: the compared values are equal in every "
+            "round of the study's own resampling (standard error 0), so no difference could be detected."
         )
     return (
-        f"Power: {subject} tell apart differences of {100 * power['minimum_detectable_difference']:.1f} points or more in {metric} "
-        f"(80% power, 5% level; standard error {100 * power['standard_error']:.1f} points, from the study's own rounds)."
+        f"Power: {subject} tell apart differences of {100 * power['minimum_detectable_difference']:.1f} points or "
+        f"more in {metric} (80% power, 5% level; standard error {100 * power['standard_error']:.1f} points, from the "
+        "study's own rounds)."
     )

@@ -18,7 +18,7 @@ import yaml
 from crs.config import ConfigError, CRSConfig, EvalModelConfig, load_config, save_resolved_config
 from crs.data import load_examples
 from crs.data.schema import PromptExample, last_user_text
-from crs.eval.predictions import read_predictions, write_predictions
+from crs.eval.prediction_files import read_predictions, write_predictions
 from crs.models.decoding import Generation, SamplingSettings, generate_reply_shard
 from crs.models.loading import load_causal_lm, load_tokenizer
 from crs.models.precision import resolve_dtype
@@ -111,7 +111,8 @@ def load_generator(path: str, cfg: CRSConfig) -> tuple[Any, Any]:
 def prediction_rows(
     prompts: list[PromptExample], outputs: list[Generation], generator: str, run: int, dataset: str
 ) -> list[dict[str, Any]]:
-    """AlpacaEval rows, one per prompt: its ``dataset`` and ``category`` columns where it has them (else ``dataset``, "")."""
+    """AlpacaEval rows, one per prompt: its ``dataset`` and ``category`` columns where it has them
+    (else ``dataset``, "")."""
     return [
         {
             "instruction": last_user_text(p.prompt),
@@ -149,7 +150,8 @@ def generate_on_every_process(
 def predict_models(
     config_path: str, eval_subset: str, seed: int, models: list[EvalModelConfig], pred_dir: Path
 ) -> dict[str, list[dict[str, Any]]]:
-    """``models``' predictions with ``eval_subset``'s data and settings into ``pred_dir`` (existing files are kept), read back.
+    """``models``' predictions with ``eval_subset``'s data and settings into ``pred_dir`` (existing files are kept),
+    read back.
 
     The sweep and the online loop evaluate their runs with this."""
     pred_cfg = load_config(eval_subset, config_path)

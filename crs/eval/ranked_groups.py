@@ -7,7 +7,7 @@ number per reply. Per scorer:
 
 * **pairwise accuracy**: over every within-group pair, 1 when the scorer puts the
   human-preferred reply higher, 0.5 on a scorer tie (scores within ``TIE_EPS``), else 0; pooled
-  over all pairs: the best-of-n study's agreement (:func:`crs.eval.best_of_n.pairwise_credit`),
+  over all pairs: the best-of-n study's agreement (:func:`crs.eval.bon.selection.pairwise_credit`),
   the humans' order as the judge;
 * **top-1**: per group, whether the scorer's highest reply is the humans' first (a tie for
   the top among t replies that include the humans' first counts 1/t); mean over groups;
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from crs.eval.best_of_n import TIE_EPS, difference, pairwise_credit
+from crs.eval.bon.selection import TIE_EPS, difference, pairwise_credit
 from crs.eval.hierarchical import interval
 from crs.rm.metrics import spearman
 

@@ -4,8 +4,8 @@
 z-normalised), with combined scorers at several preference weights, and with the judge (the
 gold judge, or an external judge's pairwise verdicts: :mod:`crs.eval.judges`); then builds
 the head-to-head tables, agreement, rank aggregation, the human rankings
-(:mod:`crs.eval.human`), the report (:mod:`crs.eval.report`) and plots
-(:mod:`crs.eval.plots`). Items are (prompt, sampling run) pairs, aligned across models.
+(:mod:`crs.eval.human`), the report (:mod:`crs.eval.score_report`) and plots
+(:mod:`crs.eval.score_figures`). Items are (prompt, sampling run) pairs, aligned across models.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from crs.data.schema import last_user_text, user_prompt
 from crs.demo.gold import resolve_judge
 from crs.eval.human import HumanBallots, human_rankings, load_ballots
 from crs.eval.judges import ExternalJudge, is_external, load_judge
-from crs.eval.plots import plot_mean_scores, plot_win_rate_heatmap
 from crs.eval.predict import listed_order, load_eval_prompts, prediction_models, read_all_predictions
-from crs.eval.report import REFERENCE_SCORER, build_results, leaderboard_csv, main_table, render_report
+from crs.eval.score_figures import plot_mean_scores, plot_win_rate_heatmap
+from crs.eval.score_report import REFERENCE_SCORER, build_results, leaderboard_csv, main_table, render_report
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process
 from crs.rl.combine import standardize, zscore_stats
@@ -258,8 +258,9 @@ def score_predictions(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, 
     models = list(per_model)
     if len(models) < 2:
         raise ConfigError(
-            f"eval_rewarding.predictions_dir {predictions_dir} holds the predictions of one model ({models[0]}): win rates compare "
-            "two or more; list more models in the prediction run's eval_pred.models (e.g. the SFT policy beside the RL run)"
+            f"eval_rewarding.predictions_dir {predictions_dir} holds the predictions of one model ({models[0]}): win "
+            "rates compare two or more; list more models in the prediction run's eval_pred.models (e.g. the SFT "
+            "policy beside the RL run)"
         )
     first = per_model[models[0]]
     item_ids = [f"{r['prompt_id']}#{r['run']}" for r in first]
@@ -363,5 +364,5 @@ def _add_judge_and_human_results(
 
 
 def write_leaderboard_csv(results: dict[str, Any], path: Path) -> None:
-    """``leaderboard.csv`` in AlpacaEval's layout (:func:`crs.eval.report.leaderboard_csv`)."""
+    """``leaderboard.csv`` in AlpacaEval's layout (:func:`crs.eval.score_report.leaderboard_csv`)."""
     write_text_atomic(path, leaderboard_csv(results))

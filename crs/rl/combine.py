@@ -23,7 +23,7 @@ because float32 scores of magnitude ``|mean|`` carry rounding noise of about ``6
 1e-6 of it is ~16 ulps, below any spread a reward model means.
 
 :class:`crs.rl.combined_reward.CombinedReward` (PPO, GRPO, RLOO, evaluation) and the best-of-n study
-(:mod:`crs.eval.bon`) both call :func:`combine_normalized`, so a strategy means the same
+(:mod:`crs.eval.bon.instrument`) both call :func:`combine_normalized`, so a strategy means the same
 thing in training and in the study. Clipping and the missing-EOS penalty are not here: they
 shape the combined score afterwards (``CombinedReward.shape``).
 """

@@ -2,7 +2,7 @@
 
 Each row, at step 0 and every ``rl.sample_every`` steps: every reward source, the combined
 reward (the proxy), the judge and the KL to the reference, on held-out prompts. The figure
-is drawn by :func:`crs.eval.plots.plot_overoptimization`.
+is drawn by :func:`crs.eval.overoptimization_figures.plot_overoptimization`.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def run_demo(argv: list[str] | None = None) -> None:
         run_stages(PIPELINE, args.jobs, stage_runner(args.jobs, log_dir, started), done)
     except StageFailed as error:
         sys.exit(str(error))
-    from crs.eval.report import main_table  # here: it imports the evaluation's numerics
+    from crs.eval.score_report import main_table  # here: it imports the evaluation's numerics
 
     results = json.loads((load_config("eval_rewarding").run_dir / "results.json").read_text())
     print(f"\nDemo finished in {time.time() - started:.0f} s ({args.jobs} at a time). Main table (gold judge):\n")

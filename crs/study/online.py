@@ -41,7 +41,7 @@ from crs.data.schema import AbsoluteExample, DataError, PromptExample, RankingEx
 from crs.demo.annotator import ANNOTATORS, likert, likert_to_unit, rank_replies
 from crs.demo.gold import check_gold_applies
 from crs.eval import length_control, win_rates
-from crs.eval.plots import plot_overoptimization
+from crs.eval.overoptimization_figures import plot_overoptimization
 from crs.eval.predict import predict_models
 from crs.eval.score import judge_replies, study_judge
 from crs.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic

@@ -16,7 +16,7 @@ optionally at a weight and with overrides, trained at every seed and judged the 
 report says which arm wins against which, with intervals.
 
 With ``sweep.bon_subset`` it first runs the best-of-n study on one pool over its whole weight
-grid (minutes; :mod:`crs.eval.bon`), trains RL at ``sweep.weights`` or, when that is empty, at
+grid (minutes; :mod:`crs.eval.bon.instrument`), trains RL at ``sweep.weights`` or, when that is empty, at
 the best-of-n optimum and both ends, and reports the two side by side: does PPO order the
 weights as best-of-n does?
 
@@ -47,7 +47,7 @@ import numpy as np
 
 from crs.config import ConfigError, CRSConfig, EvalModelConfig, RewardSourceConfig, RLConfig, load_config
 from crs.eval import hierarchical, length_control, win_rates
-from crs.eval.plots import plot_overoptimization
+from crs.eval.overoptimization_figures import plot_overoptimization
 from crs.eval.power import power_of_neighbours
 from crs.eval.predict import predict_models
 from crs.eval.score import SourceScores, judge_replies, study_judge

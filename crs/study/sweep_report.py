@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from crs.eval import length_control
-from crs.eval.plots import save_figure_atomic
+from crs.eval.figure_files import save_figure_atomic
 from crs.eval.power import power_line
 from crs.eval.tables import DASH, md_table, pct, pct_interval
 

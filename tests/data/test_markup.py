@@ -132,7 +132,7 @@ def test_a_broken_markup_prompt_names_file_and_line(tmp_path: Path) -> None:
 def test_predictions_carry_the_files_dataset_and_category_into_every_table(tmp_path: Path, monkeypatch) -> None:
     from crs.eval import predict as eval_predict
     from crs.eval import score as eval_score
-    from crs.eval.predictions import read_predictions
+    from crs.eval.prediction_files import read_predictions
     from crs.runs import prepare_run_dir
 
     seen = []

@@ -1,4 +1,5 @@
-"""Intervals over seeds and prompts (crs.eval.hierarchical): coverage, components, one seed, pairing; and the power they give."""
+"""Intervals over seeds and prompts (crs.eval.hierarchical): coverage, components, one seed, pairing; and the power
+they give."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from paths import ROOT
 
-from crs.eval.best_of_n import best_weight
+from crs.eval.bon.selection import best_weight
 from crs.eval.hierarchical import (
     mean_squares,
     pivotal_rounds,
@@ -197,7 +198,7 @@ def test_a_standard_error_of_zero_is_cannot_tell_never_zero_points() -> None:
     assert identical == {"standard_error": 0.0, "minimum_detectable_difference": 0.0}
     line = power_line(identical, "this pool and its prompts", "win rate between neighbouring weights")
     assert "cannot tell" in line and "0.0 points" not in line
-    from crs.eval.bon_report import _power_sentence
+    from crs.eval.bon.instrument_report import _power_sentence
 
     assert "cannot tell" in _power_sentence(identical) and "0.0" not in _power_sentence(identical)
     assert "points or more" in power_line(
@@ -210,7 +211,7 @@ def test_a_standard_error_of_zero_is_cannot_tell_never_zero_points() -> None:
     assert "points or more" not in past_the_scale
 
 
-# --------------------------------------------------------------------------- the sweep beside best-of-n; the best weight
+# -------------------------------------------------------------------------- the sweep beside best-of-n; the best weight
 
 
 def _bon_and_rl(bon_rates: dict[float, float], rl_rates: dict[float, float]) -> tuple[dict, dict]:
@@ -264,3 +265,34 @@ def test_best_weight_interval_ends_are_grid_weights_and_ties_go_to_the_smaller_w
     assert tied["counts"] == {0.25: 10, 0.75: 0, 1.0: 0} and tied["interval"] == [0.25, 0.25]
     for w in itertools.chain(result["interval"], tied["interval"]):
         assert w in (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+# --------------------------------------------------------------------------- widths, differences and slopes
+
+
+def test_seed_prompt_interval_widens_with_seed_variance() -> None:
+    rng = np.random.default_rng(0)
+    prompt_effect = rng.normal(0.0, 1.0, 200)
+    # Same prompt noise; "spread" seeds differ by a known +-1 offset, "steady" seeds do not.
+    steady = [prompt_effect + rng.normal(0, 0.1, 200) for _ in range(4)]
+    spread = [prompt_effect + offset + rng.normal(0, 0.1, 200) for offset in (-1.0, 1.0, -1.0, 1.0)]
+    result = seed_prompt_intervals({"steady": steady, "spread": spread}, n_rounds=4000)
+    width = {k: v["ci_high"] - v["ci_low"] for k, v in result.items()}
+    assert result["spread"]["mean"] == pytest.approx(result["steady"]["mean"], abs=0.05)
+    # Seed means +-1 over 4 seeds: sd 1.155, so the seed level is +-t_(3, 0.975) * 1.155 / 2 = +-1.84 (3.67 wide);
+    # the prompt part (sd 1 / sqrt(200)) adds little.
+    assert width["spread"] > 2 * width["steady"] and 3.4 < width["spread"] < 4.2
+    assert width["steady"] < 0.5  # prompt variance alone: ~4 x 1/sqrt(200)
+
+
+def test_difference_and_slope_come_with_intervals() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.random(100)
+    groups = {
+        f"w{w}": [np.clip(base - 0.4 * w + rng.normal(0, 0.05, 100), 0, 1) for _ in range(3)] for w in (0.0, 0.5, 1.0)
+    }
+    rounds = seed_prompt_intervals(groups, n_rounds=500)
+    slope = rounds_slope(rounds, {"w0.0": 0.0, "w0.5": 0.5, "w1.0": 1.0})
+    assert slope["ci_high"] < 0 and slope["mean"] == pytest.approx(-0.4, abs=0.1)  # the inverse relation, found
+    diff = rounds_difference(rounds, "w0.0", "w1.0")
+    assert diff["ci_low"] > 0.2

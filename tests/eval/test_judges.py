@@ -29,8 +29,8 @@ from crs.config import ConfigError
 from crs.data.schema import DataError
 from crs.eval.judges import load_judge, preference_outcome
 from crs.eval.predict import read_all_predictions
-from crs.eval.report import build_results
 from crs.eval.score import score_predictions
+from crs.eval.score_report import build_results
 
 FIXTURE = FIXTURES / "external_judge"
 RL_CRS_ROW = {
@@ -173,7 +173,7 @@ def test_a_judge_spec_that_names_nothing_usable_is_a_config_error(tmp_path: Path
 
 
 def test_sampling_runs_are_told_apart_by_outputs(tmp_path: Path) -> None:
-    from crs.eval.predictions import write_predictions
+    from crs.eval.prediction_files import write_predictions
 
     for model in ("a", "b"):
         rows = [
@@ -294,7 +294,8 @@ def test_the_external_judge_alone_is_enough(tmp_path: Path) -> None:
 
 def test_annotations_name_a_model_by_its_rows_generator_a_slash_included(tmp_path: Path) -> None:
     """AlpacaEval names models `org/model`, which no file name holds: the prediction rows' generator names the model
-    (its file, rl_crs.json, names it where no rows carry that name); the numbers are the fixture's hand-computed ones."""
+    (its file, rl_crs.json, names it where no rows carry that name); the numbers are the fixture's hand-computed
+    ones."""
     predictions = tmp_path / "pred" / "predictions"
     shutil.copytree(FIXTURE / "predictions", predictions)
     rows = json.loads((predictions / "rl_crs.json").read_text())

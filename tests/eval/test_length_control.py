@@ -167,3 +167,31 @@ def test_bad_inputs_are_refused() -> None:
         length_separation([1.0, 0.0], [1, 2, 3], [1, 2])
     with pytest.raises(ValueError, match="must lie in"):
         length_matched_win_rate([1.5], [1], [1])
+
+
+# --------------------------------------------------------------------------- the LC win rate
+
+
+def test_length_controlled_equals_raw_when_lengths_are_equal() -> None:
+    outcomes = [1.0, 1.0, 0.0, 0.5, 1.0, 0.0, 1.0, 1.0]
+    lc = length_controlled_win_rate(outcomes, [100] * 8, [100] * 8, n_boot=200)
+    assert lc.win_rate == pytest.approx(np.mean(outcomes), abs=1e-6)
+    assert lc.ci_low <= lc.win_rate <= lc.ci_high
+
+
+def test_a_brevity_judge_gives_about_half_only_when_the_differences_are_alike_both_ways() -> None:
+    rng = np.random.default_rng(0)
+    n = 200
+    lengths_b = rng.integers(80, 400, n)
+    # A is shorter on ~80% of prompts, by amounts drawn alike on both sides; the judge always
+    # picks the shorter reply. The LC lands near 50%, but only because the differences are
+    # alike both ways (the brevity cases above: unequal ones give 3%), so it is flagged.
+    lengths_a = lengths_b + np.where(rng.random(n) < 0.8, -1, 1) * rng.integers(10, 200, n)
+    outcomes = (lengths_a < lengths_b).astype(float)
+    lc = length_controlled_win_rate(outcomes, lengths_a, lengths_b, n_boot=200)
+    assert outcomes.mean() > 0.7  # the raw rate rewards brevity
+    assert abs(lc.win_rate - 0.5) < 0.12 and lc.length_coef < 0
+    assert not length_separation(outcomes, lengths_a, lengths_b).reliable
+    # A real, length-independent advantage survives length control.
+    better = (rng.random(n) < 0.8).astype(float)
+    assert length_controlled_win_rate(better, lengths_a, lengths_b, n_boot=200).win_rate > 0.7

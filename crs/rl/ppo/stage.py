@@ -446,7 +446,7 @@ def finish_ppo_run(
         "nonfinite_steps": trainer.nonfinite_total,
     }
     if is_main and (run_dir / OVEROPT_FILE).is_file():
-        rows = read_jsonl(run_dir / OVEROPT_FILE)  # its figure: crs.eval.plots, drawn by the rl command
+        rows = read_jsonl(run_dir / OVEROPT_FILE)  # its figure: crs.eval.overoptimization_figures (rl command)
         if judge is not None:
             summary["judge_peak"] = judge_peak(rows, f"judge/{judge.name}")
     if is_main:

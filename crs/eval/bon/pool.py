@@ -1,6 +1,6 @@
 """The pool of a best-of-n study (``crs pool``): every prompt answered ``bon.samples`` times by one policy.
 
-A pool is made once and judged through any number of scorers (:mod:`crs.eval.bon`): every
+A pool is made once and judged through any number of scorers (:mod:`crs.eval.bon.instrument`): every
 candidate reward is compared on the very same replies, so what separates two scorers is the
 scorers, not the sampling. The pool is written as one AlpacaEval outputs file per sample index
 (``<run>/samples/sample_000.json`` ...), the way best-of-n pools are commonly published: an
@@ -27,7 +27,7 @@ from crs.config import ConfigError, CRSConfig
 from crs.data.adapters import prompt_id
 from crs.data.schema import DataError, PromptExample, user_prompt
 from crs.eval.predict import generate_on_every_process, load_eval_prompts, load_generator, prediction_rows
-from crs.eval.predictions import read_predictions, write_predictions
+from crs.eval.prediction_files import read_predictions, write_predictions
 from crs.io import JsonLinesError, iter_jsonl
 from crs.models.decoding import SamplingSettings
 from crs.processes import is_main_process, wait_for_everyone
@@ -59,14 +59,15 @@ class Pool:
         return np.array([[len(r) for r in row] for row in self.replies], dtype=float)
 
     def check_finite(self, scores: np.ndarray, scorer: str) -> None:
-        """Refuse a scorer's NaN or infinite score (a :class:`DataError` naming ``scorer``, the prompt and the reply)."""
+        """Refuse a scorer's NaN or infinite score (a :class:`DataError` naming ``scorer``, the prompt and the
+        reply)."""
         bad = np.argwhere(~np.isfinite(scores))
         if len(bad):
             p, k = (int(i) for i in bad[0])
             raise DataError(
-                f"{scorer} gave {len(bad)} of {scores.size} pool replies a non-finite score; the first: {scores[p, k]} for sample {k} "
-                f"of prompt {self.prompt_ids[p]} ({_preview(self.instructions[p])} -> {_preview(self.replies[p][k])}); "
-                "every reply needs a finite score: fix the scorer"
+                f"{scorer} gave {len(bad)} of {scores.size} pool replies a non-finite score; the first: "
+                f"{scores[p, k]} for sample {k} of prompt {self.prompt_ids[p]} ({_preview(self.instructions[p])} -> "
+                f"{_preview(self.replies[p][k])}); every reply needs a finite score: fix the scorer"
             )
 
 
@@ -169,7 +170,8 @@ def read_pool(path: str | Path) -> Pool:
             )
     elif not path.is_file():
         raise ConfigError(
-            f"bon.pool {path}: no such file or folder; make it with `crs pool`, or point at a folder of AlpacaEval outputs files"
+            f"bon.pool {path}: no such file or folder; make it with `crs pool`, or point at a folder of AlpacaEval "
+            "outputs files"
         )
     try:
         return _pool_from_files(files) if path.is_dir() else _pool_from_candidates(path)
@@ -178,7 +180,8 @@ def read_pool(path: str | Path) -> Pool:
 
 
 def _pool_from_files(files: list[Path]) -> Pool:
-    """One AlpacaEval outputs file per sample index, lined up by prompt id (ids derived from the instruction where absent)."""
+    """One AlpacaEval outputs file per sample index, lined up by prompt id (ids derived from the instruction where
+    absent)."""
     samples, generators = [], []
     for file in files:
         rows = read_predictions(file)
@@ -230,7 +233,8 @@ def _candidate_rows(path: Path) -> list[tuple[str, Any]]:
         raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
     except json.JSONDecodeError as err:
         raise DataError(
-            f"{path}, line {err.lineno}: not valid JSON ({err.msg}); fix it, or give one JSON object per line in a .jsonl file"
+            f"{path}, line {err.lineno}: not valid JSON ({err.msg}); fix it, or give one JSON object per line in a "
+            ".jsonl file"
         ) from None
     except (OSError, EOFError, zlib.error) as err:  # a .gz that is not gzip, a file that cannot be read
         raise DataError(f"{path}: not readable ({err})") from None
@@ -260,7 +264,8 @@ def _pool_from_candidates(path: Path) -> Pool:
             seen[key] = where
         if pool.replies and len(outputs) != len(pool.replies[0]):
             raise DataError(
-                f"{path}, {where} has {len(outputs)} replies, {first_at} has {len(pool.replies[0])}: a pool has m replies per prompt"
+                f"{path}, {where} has {len(outputs)} replies, {first_at} has {len(pool.replies[0])}: a pool has m "
+                "replies per prompt"
             )
         first_at = first_at or where
         pool.prompt_ids.append(pid)

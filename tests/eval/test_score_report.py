@@ -1,4 +1,4 @@
-"""Tests for crs.eval.report: numbers in the Markdown match hand-computed values; plots are PNGs."""
+"""Tests for crs.eval.score_report: numbers in the Markdown match hand-computed values; plots are PNGs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import struct
 import pytest
 from paths import FIXTURES
 
-from crs.eval.plots import plot_mean_scores, plot_win_rate_heatmap
-from crs.eval.report import (
+from crs.eval.score_figures import plot_mean_scores, plot_win_rate_heatmap
+from crs.eval.score_report import (
     build_results,
     leaderboard_csv,
     main_table,
@@ -262,8 +262,8 @@ def test_a_model_that_length_separates_is_flagged_in_the_leaderboard_and_warned_
     )
     short = rows["short"]
     assert (
-        f"short {short['lc_win_rate']:.1f} ({short['lc_ci_low']:.1f}–{short['lc_ci_high']:.1f}; unreliable: length alone"
-        in lc_line
+        f"short {short['lc_win_rate']:.1f} ({short['lc_ci_low']:.1f}–{short['lc_ci_high']:.1f}; unreliable: length "
+        "alone" in lc_line
     )
     assert "blind" in lc_line and "unreliable" not in lc_line.split("blind ")[1]
 
@@ -280,7 +280,7 @@ def test_leaderboard_csv_keeps_alpaca_evals_columns_with_the_length_columns(brev
 
 
 def test_a_reference_scorer_is_not_called_a_gold_judge(monkeypatch, tmp_path):
-    import crs.eval.plots
+    import crs.eval.score_figures
 
     results = build_results(
         {"mine": SCORES["judge"], "rm": SCORES["rm"]},
@@ -301,7 +301,7 @@ def test_a_reference_scorer_is_not_called_a_gold_judge(monkeypatch, tmp_path):
     )
     titles = []
     monkeypatch.setattr(
-        crs.eval.plots, "save_figure_atomic", lambda fig, path: titles.extend(ax.get_title() for ax in fig.axes)
+        crs.eval.score_figures, "save_figure_atomic", lambda fig, path: titles.extend(ax.get_title() for ax in fig.axes)
     )
     plot_mean_scores(results, tmp_path / "bars.png")
     assert titles == ["mine (reference scorer)", "rm"]

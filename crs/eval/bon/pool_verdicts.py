@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from crs.data.schema import DataError
+from crs.eval.bon.pool import Pool
 from crs.eval.judges import judge_files, preference_outcome, read_annotation_rows
-from crs.eval.pool import Pool
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +68,9 @@ def judge_from_annotations(pool: Pool, spec: str) -> np.ndarray:
     if len(missing):
         p, k = (int(i) for i in missing[0])
         raise DataError(
-            f"bon.judge {spec}: {len(missing)} of {values.size} pool replies have no verdict (or a null one), the first: "
-            f"sample {k} of prompt {pool.prompt_ids[p]} ({pool.instructions[p][:60]!r}); every reply needs one: annotate the rest"
+            f"bon.judge {spec}: {len(missing)} of {values.size} pool replies have no verdict (or a null one), the "
+            f"first: sample {k} of prompt {pool.prompt_ids[p]} ({pool.instructions[p][:60]!r}); every reply needs "
+            "one: annotate the rest"
         )
     return values
 

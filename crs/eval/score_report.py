@@ -1,4 +1,4 @@
-"""Evaluation report: results dict, Markdown rendering, plots and atomic writers.
+"""The score stage's report (:mod:`crs.eval.score`): the results dict, its Markdown and the leaderboard CSV.
 
 :func:`build_results` computes every number the report shows; :func:`render_report`
 only formats it, so the results can be saved as JSON (:func:`write_json_atomic`) and
@@ -59,7 +59,7 @@ reply each scorer prefers (see :func:`crs.eval.agreement.agreement` for how ties
 weighted judge's verdict is rounded first). ``by_category`` and
 ``win_rates_by_category`` are empty when no categories are given.
 
-Markdown helpers: :mod:`crs.eval.tables`; figures: :mod:`crs.eval.plots`.
+Markdown helpers: :mod:`crs.eval.tables`; figures: :mod:`crs.eval.score_figures`.
 """
 
 from __future__ import annotations
@@ -700,11 +700,11 @@ def _human_section(results: Mapping[str, Any]) -> str | None:
             cells.append(f"{spread['mean']:.3f} ± {spread['std']:.3f} ({spread['min']:.3f}–{spread['max']:.3f})")
         rows.append(cells)
     intro = (
-        f"{human['n_ballots']} ballots by {human['n_annotators'] or 'anonymous'} annotators on {human['n_prompts']} prompts "
-        f"({human['n_ballots_with_ties']} with tied replies), from `{human['source']}`. Per prompt, a group's ballots "
-        f"are merged with Tideman's ranked pairs (ties settled by `{human['tie_break']}`), then scored as Borda points "
-        "(best = 1, worst = 1/n; replies ranked equal on a prompt's only ballot share their places' points), "
-        "mean ± population std over prompts."
+        f"{human['n_ballots']} ballots by {human['n_annotators'] or 'anonymous'} annotators on {human['n_prompts']} "
+        f"prompts ({human['n_ballots_with_ties']} with tied replies), from `{human['source']}`. Per prompt, a group's "
+        f"ballots are merged with Tideman's ranked pairs (ties settled by `{human['tie_break']}`), then scored as "
+        "Borda points (best = 1, worst = 1/n; replies ranked equal on a prompt's only ballot share their places' "
+        "points), mean ± population std over prompts."
     )
     if several:
         intro += " Across groups: the mean of the groups' means, their population std and range."
@@ -721,9 +721,9 @@ def render_report(results: Mapping[str, Any]) -> str:
     judged_by = f"the {REFERENCE_SCORER} {judge}" if role == REFERENCE_SCORER else judge
     if role == REFERENCE_SCORER:
         kind = (
-            f"No judge applies (`eval_rewarding.judge: none`, or `auto` on prompts that are not the demo's), so the first "
-            f"reward source stands in as the {REFERENCE_SCORER}: its win rates say what that reward model prefers, not "
-            f"what a gold judge does. {kind}"
+            "No judge applies (`eval_rewarding.judge: none`, or `auto` on prompts that are not the demo's), so the "
+            f"first reward source stands in as the {REFERENCE_SCORER}: its win rates say what that reward model "
+            f"prefers, not what a gold judge does. {kind}"
         )
     parts = [
         "# Evaluation report",

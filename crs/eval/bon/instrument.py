@@ -1,13 +1,13 @@
 """The best-of-n study (``crs bon``): every scorer judged on one shared pool of replies.
 
-The pool (:mod:`crs.eval.pool`) is scored once by every reward source in ``bon.rewards`` and by
+The pool (:mod:`crs.eval.bon.pool`) is scored once by every reward source in ``bon.rewards`` and by
 the judge; the scorers are those sources, the combinations ``w * z(preference) + (1 - w) *
 z(absolute)`` over ``bon.weights`` (z-scored with each source's saved statistics, else over
 the pool: the formula PPO optimises), and the judge itself (the ceiling). For each scorer:
 
 * best-of-n curves for n = 1, 2, 4, ..., m: the judge's value of the pick, its win rate
   against a random reply of the same pool (0.5 at n = 1), and its length, exact over all
-  n-subsets (:mod:`crs.eval.best_of_n`), against KL_bon = log n - (n - 1)/n;
+  n-subsets (:mod:`crs.eval.bon.selection`), against KL_bon = log n - (n - 1)/n;
 * the reward-model level: agreement with the judge pooled over every within-prompt pair the
   judge separates, and Kendall's tau per prompt (one tie rule), per prompt category too.
 
@@ -38,9 +38,9 @@ import torch
 from crs.config import ConfigError, CRSConfig, RewardSourceConfig
 from crs.data.schema import user_prompt
 from crs.demo.gold import resolve_judge
-from crs.eval import best_of_n as bon_stats
-from crs.eval.pool import Pool, read_pool
-from crs.eval.pool_judge import judge_from_annotations
+from crs.eval.bon import selection
+from crs.eval.bon.pool import Pool, read_pool
+from crs.eval.bon.pool_verdicts import judge_from_annotations
 from crs.eval.power import power_line, power_of_neighbours
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process
@@ -104,7 +104,8 @@ def score_pool(
 
 
 def is_annotations(spec: str) -> bool:
-    """Whether ``bon.judge`` names AlpacaEval annotation files (a ``.json`` file or a glob) rather than a reward source."""
+    """Whether ``bon.judge`` names AlpacaEval annotation files (a ``.json`` file or a glob) rather than a reward
+    source."""
     return spec.endswith(".json") or any(c in spec for c in "*?[")
 
 
@@ -123,7 +124,8 @@ def build_scorers(
     pref, absolute = bon.preference_source, bon.absolute_source
     if pref == absolute:
         raise ConfigError(
-            f"bon.preference_source and bon.absolute_source both name {pref!r}; the weight grid needs two different bon.rewards sources"
+            f"bon.preference_source and bon.absolute_source both name {pref!r}; the weight grid needs two different "
+            "bon.rewards sources"
         )
     if pref in raw and absolute in raw:
         shape = raw[pref].shape
@@ -184,11 +186,11 @@ def per_prompt_metrics(
     agreement is pooled over pairs, :func:`pooled_agreement`)."""
     metrics: dict[str, np.ndarray] = {}
     for name, scores in scorers.items():
-        metrics[f"{name}/gold"] = bon_stats.best_of_n_values(scores, judge, ns)
-        metrics[f"{name}/win_rate"] = bon_stats.best_of_n_win_rates(scores, judge, ns)
-        metrics[f"{name}/length"] = bon_stats.best_of_n_values(scores, lengths, ns)
-        metrics[f"{name}/pairwise_credit"], metrics[f"{name}/pairwise_pairs"] = bon_stats.pairwise_credit(scores, judge)
-        metrics[f"{name}/kendall_tau"] = bon_stats.kendall_tau_b(scores, judge)
+        metrics[f"{name}/gold"] = selection.best_of_n_values(scores, judge, ns)
+        metrics[f"{name}/win_rate"] = selection.best_of_n_win_rates(scores, judge, ns)
+        metrics[f"{name}/length"] = selection.best_of_n_values(scores, lengths, ns)
+        metrics[f"{name}/pairwise_credit"], metrics[f"{name}/pairwise_pairs"] = selection.pairwise_credit(scores, judge)
+        metrics[f"{name}/kendall_tau"] = selection.kendall_tau_b(scores, judge)
     return metrics
 
 
@@ -196,17 +198,17 @@ def pooled_agreement(metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.nd
     """A scorer's pairwise agreement with the judge, pooled over every within-prompt pair the judge
     separates (as the ranked-group accuracy), with its interval: each bootstrap round's ratio of the
     resampled prompts' credits to their pairs (both are means over the same draws)."""
-    point = bon_stats.pooled_ratio(metrics[f"{name}/pairwise_credit"], metrics[f"{name}/pairwise_pairs"])
+    point = selection.pooled_ratio(metrics[f"{name}/pairwise_credit"], metrics[f"{name}/pairwise_pairs"])
     with np.errstate(invalid="ignore", divide="ignore"):  # a round without a judged pair has no agreement: NaN
         rounds = boot[f"{name}/pairwise_credit"] / boot[f"{name}/pairwise_pairs"]
-    return bon_stats.interval(rounds, point)
+    return selection.interval(rounds, point)
 
 
 def _curve(
     metrics: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], key: str, ns: list[int]
 ) -> list[dict[str, float]]:
     point = np.nanmean(metrics[key], axis=0)
-    return [{"n": n, **bon_stats.interval(boot[key][:, i], float(point[i]))} for i, n in enumerate(ns)]
+    return [{"n": n, **selection.interval(boot[key][:, i], float(point[i]))} for i, n in enumerate(ns)]
 
 
 def _by_category(credit: np.ndarray, pairs: np.ndarray, categories: list[str]) -> dict[str, float]:
@@ -214,7 +216,7 @@ def _by_category(credit: np.ndarray, pairs: np.ndarray, categories: list[str]) -
     out = {}
     for category in sorted(set(categories)):
         chosen = np.array([c == category for c in categories])
-        out[category or "(none)"] = bon_stats.pooled_ratio(credit[chosen], pairs[chosen])
+        out[category or "(none)"] = selection.pooled_ratio(credit[chosen], pairs[chosen])
     return out
 
 
@@ -232,7 +234,7 @@ def summarize_scorers(
             key: _curve(metrics, boot, f"{name}/{key}", ns) for key in ("gold", "win_rate", "length")
         }
         entry["pairwise_accuracy"] = pooled_agreement(metrics, boot, name)
-        entry["kendall_tau"] = bon_stats.interval(
+        entry["kendall_tau"] = selection.interval(
             boot[f"{name}/kendall_tau"], float(np.nanmean(metrics[f"{name}/kendall_tau"]))
         )
         entry["pairwise_accuracy_by_category"] = _by_category(
@@ -257,9 +259,9 @@ def compare_weights(
     return {
         "grid": ordered,
         "headline": {weight_name(w): points[w] for w in ordered},
-        "best": {"weight": best, **bon_stats.best_weight(samples)},
+        "best": {"weight": best, **selection.best_weight(samples)},
         "vs_best": {
-            weight_name(w): bon_stats.difference(samples[w], samples[best], points[w], points[best]) for w in ordered
+            weight_name(w): selection.difference(samples[w], samples[best], points[w], points[best]) for w in ordered
         },
         "power": power_of_neighbours([samples[w] for w in ordered]),
     }
@@ -273,7 +275,8 @@ def _strategy_row(
     name: str,
     reference: str | None,
 ) -> dict[str, Any]:
-    """One scorer's best-of-m win rate and agreement, and its paired difference from ``reference`` (sum's best weight)."""
+    """One scorer's best-of-m win rate and agreement, and its paired difference from ``reference`` (sum's best
+    weight)."""
     key = f"{name}/win_rate"
     point = float(np.nanmean(metrics[key][:, headline]))
     row: dict[str, Any] = {
@@ -281,13 +284,13 @@ def _strategy_row(
         "scorer": name,
         "weight": None,
         "best_weight_interval": None,
-        "win_rate": bon_stats.interval(boot[key][:, headline], point),
+        "win_rate": selection.interval(boot[key][:, headline], point),
         "pairwise_accuracy": pooled_agreement(metrics, boot, name),
         "vs_sum": None,
     }
     if reference is not None:
         ref = f"{reference}/win_rate"
-        row["vs_sum"] = bon_stats.difference(
+        row["vs_sum"] = selection.difference(
             boot[key][:, headline], boot[ref][:, headline], point, float(np.nanmean(metrics[ref][:, headline]))
         )
     return row
@@ -324,7 +327,7 @@ def compare_strategies(
             {
                 **_strategy_row(metrics, boot, headline, "sum_per_prompt", per_prompt_name(best), reference),
                 "weight": best,
-                "best_weight_interval": bon_stats.best_weight(samples)["interval"],
+                "best_weight_interval": selection.best_weight(samples)["interval"],
             }
         )
     for method in CONSERVATIVE_METHODS:
@@ -343,18 +346,25 @@ def verdict(weights: Mapping[str, Any], m: int) -> str:
     ends = [weights["vs_best"][weight_name(w)] for w in (grid[0], grid[-1]) if w != best["weight"]]
     beaten = [e for e in ends if e["ci_high"] < 0]
     if low > grid[0] and high < grid[-1] and len(beaten) == len(ends):
-        lead = f"An interior weight wins: w = {best['weight']:g} (95% interval of the best weight {low:g}-{high:g}), and both ends are worse beyond their intervals."
+        lead = (
+            f"An interior weight wins: w = {best['weight']:g} (95% interval of the best weight {low:g}-{high:g}), "
+            "and both ends are worse beyond their intervals."
+        )
     elif len(beaten) < len(ends):
-        lead = f"The best weight, w = {best['weight']:g} (interval {low:g}-{high:g}), is not separated from at least one end of the grid."
+        lead = (
+            f"The best weight, w = {best['weight']:g} (interval {low:g}-{high:g}), is not separated from at least "
+            "one end of the grid."
+        )
     else:
         lead = f"The best weight is w = {best['weight']:g} (interval {low:g}-{high:g})."
-    return f"{lead} {power_line(weights['power'], 'this pool and its prompts', f'best-of-{m} win rate between neighbouring weights')}"
+    metric = f"best-of-{m} win rate between neighbouring weights"
+    return f"{lead} {power_line(weights['power'], 'this pool and its prompts', metric)}"
 
 
 def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Score the pool with every source and the judge, compare every scorer, write results and report."""
-    from crs.eval.bon_report import render_bon_report
-    from crs.eval.plots import plot_bon_curves, plot_weight_curve
+    from crs.eval.bon.instrument_figures import plot_bon_curves, plot_weight_curve
+    from crs.eval.bon.instrument_report import render_bon_report
 
     if not is_main_process():  # scoring a pool is short: the main process does it alone and writes the files
         return {}
@@ -368,7 +378,8 @@ def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
         )
         if judge_path == "none":
             raise ConfigError(
-                "bon.judge: a best-of-n study needs a judge; on prompts that are not the demo's name one (a reward-model run, python:..., annotations)"
+                "bon.judge: a best-of-n study needs a judge; on prompts that are not the demo's name one (a "
+                "reward-model run, python:..., annotations)"
             )
         judge, _ = score_pool(pool, "judge", judge_path, cfg, run_dir)
     P, m = pool.shape
@@ -387,12 +398,13 @@ def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     extra = build_strategy_scorers(cfg, raw, stats)
     if set(extra) & set(scorers):
         raise ConfigError(
-            f"bon.rewards: a source named {sorted(set(extra) & set(scorers))} clashes with a strategy's scorer; rename it"
+            f"bon.rewards: a source named {sorted(set(extra) & set(scorers))} clashes with a strategy's scorer; "
+            "rename it"
         )
-    ns = bon_stats.powers_of_two_up_to(m)
+    ns = selection.powers_of_two_up_to(m)
     # One bootstrap for every scorer, the strategies' too: their differences from sum's best weight are paired.
     metrics = per_prompt_metrics({**scorers, **extra}, judge, pool.lengths(), ns)
-    boot = bon_stats.paired_bootstrap_means(metrics, bon.n_boot, cfg.run.seed)
+    boot = selection.paired_bootstrap_means(metrics, bon.n_boot, cfg.run.seed)
     weights = compare_weights(cfg, metrics, boot, len(ns) - 1)
     strategies = compare_strategies(cfg, metrics, boot, len(ns) - 1, weights)
     if strategies:
@@ -401,7 +413,7 @@ def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
         "pool": {"path": bon.pool, "prompts": P, "samples": m},
         "judge": judge_path,
         "ns": ns,
-        "kl_bon": [bon_stats.kl_bon(n) for n in ns],
+        "kl_bon": [selection.kl_bon(n) for n in ns],
         "scorers": summarize_scorers(metrics, boot, list(scorers), ns, pool.categories),
         "weights": weights,
         "verdict": verdict(weights, m),

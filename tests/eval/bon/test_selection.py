@@ -1,4 +1,4 @@
-"""Tests for crs.eval.best_of_n against brute-force enumeration and simulation."""
+"""Tests for crs.eval.bon.selection against brute-force enumeration and simulation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from crs.eval.best_of_n import (
+from crs.eval.bon.selection import (
     best_of_n_values,
     best_of_n_win_rates,
     best_weight,

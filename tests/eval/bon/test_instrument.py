@@ -16,8 +16,8 @@ from tiny import tiny_causal_lm
 from crs.cli import run_stage
 from crs.config import ConfigError
 from crs.data.schema import DataError
-from crs.eval.bon import run_bon_study
-from crs.eval.pool import make_pool, read_pool, sample_path
+from crs.eval.bon.instrument import run_bon_study
+from crs.eval.bon.pool import make_pool, read_pool, sample_path
 
 
 def write_config(folder: Path, policy: Path | None = None, pool: Path | None = None, **bon) -> Path:
@@ -154,7 +154,8 @@ def test_a_scorer_added_to_a_finished_study_is_the_only_one_scored(tmp_path) -> 
     assert set(before) == {"judge.json", "preference.json", "absolute.json"}
     rewards = (
         "bon.rewards=[{name: preference, path: 'python:tests.reward_fns:reply_length'}, "
-        "{name: absolute, path: 'python:tests.reward_fns:count_vowels'}, {name: share, path: 'python:tests.reward_fns:vowel_share'}]"
+        "{name: absolute, path: 'python:tests.reward_fns:count_vowels'}, "
+        "{name: share, path: 'python:tests.reward_fns:vowel_share'}]"
     )
     stage(run_bon_study, config, "bon", "--resume", "--set", rewards)
     after = {p.name: p.stat().st_mtime_ns for p in scores.iterdir()}
@@ -210,7 +211,7 @@ def _standardized(row: list[float]) -> list[float]:
 
 def test_the_strategies_scorers_equal_a_hand_computation_on_two_prompts_of_three_replies() -> None:
     from crs.config import CRSConfig
-    from crs.eval.bon import build_strategy_scorers
+    from crs.eval.bon.instrument import build_strategy_scorers
 
     cfg = CRSConfig()
     cfg.bon.weights, cfg.rl.conservative_k = [0.0, 0.5, 1.0], 0.5
@@ -223,7 +224,8 @@ def test_the_strategies_scorers_equal_a_hand_computation_on_two_prompts_of_three
     )  # no saved statistics: the pool's
     assert set(scorers) == {"per_prompt w=0", "per_prompt w=0.5", "per_prompt w=1", "min", "mean-0.5std"}
     # sum_per_prompt: each source standardised within each prompt's 3 replies. By hand, prompt 0: preference 1, 2, 3 ->
-    # -1.2247, 0, 1.2247; absolute 3, 0, 0 -> 1.4142, -0.7071, -0.7071. Prompt 1: 4, 4, 10 -> -0.7071, -0.7071, 1.4142; 1, 2, 3.
+    # -1.2247, 0, 1.2247; absolute 3, 0, 0 -> 1.4142, -0.7071, -0.7071. Prompt 1: 4, 4, 10 -> -0.7071, -0.7071, 1.4142;
+    # 1, 2, 3.
     pref = [_standardized(r) for r in raw["preference"].tolist()]
     absolute = [_standardized(r) for r in raw["absolute"].tolist()]
     assert pref[0] == pytest.approx([-1.2247449, 0.0, 1.2247449]) and absolute[0] == pytest.approx(
@@ -232,7 +234,8 @@ def test_the_strategies_scorers_equal_a_hand_computation_on_two_prompts_of_three
     for w in (0.0, 0.5, 1.0):
         by_hand = [[w * p + (1 - w) * a for p, a in zip(pr, ar)] for pr, ar in zip(pref, absolute)]
         assert scorers[f"per_prompt w={w:g}"].tolist() == [pytest.approx(row) for row in by_hand]
-    # conservative: z-scores over the whole pool (preference: mean 4, std sqrt(50/6); absolute: mean 1.5, std sqrt(9.5/6)).
+    # conservative: z-scores over the whole pool (preference: mean 4, std sqrt(50/6); absolute: mean 1.5, std
+    # sqrt(9.5/6)).
     z_pref = (raw["preference"] - 4.0) / (50 / 6) ** 0.5
     z_abs = (raw["absolute"] - 1.5) / (9.5 / 6) ** 0.5
     assert scorers["min"] == pytest.approx(np.minimum(z_pref, z_abs))
@@ -265,8 +268,9 @@ def test_the_strategies_table_compares_each_strategy_with_sums_best_weight(tmp_p
         "absolute",
         "judge",
     }  # the sum scorers, unchanged
-    # By hand, the `min` scorer: z-score length and vowel count over the pool, keep the lower, pick each prompt's highest
-    # (no ties here); its best-of-3 win rate is how often the judge (vowel share) prefers the pick to a random pool reply.
+    # By hand, the `min` scorer: z-score length and vowel count over the pool, keep the lower, pick each prompt's
+    # highest (no ties here); its best-of-3 win rate is how often the judge (vowel share) prefers the pick to a
+    # random pool reply.
     lengths = np.array([[len(t) for t in r] for r in pool.values()], dtype=float)
     vowels = np.array([[sum(c in "aeiou" for c in t) for t in r] for r in pool.values()], dtype=float)
     low = np.minimum((lengths - lengths.mean()) / lengths.std(), (vowels - vowels.mean()) / vowels.std())
@@ -286,7 +290,7 @@ def test_the_strategies_table_compares_each_strategy_with_sums_best_weight(tmp_p
     assert "## Combination strategies" in report and "| conservative | `min` |" in report
 
 
-# --------------------------------------------------------------------------- one convention: z-score, weight grid, agreement
+# ---------------------------------------------------------------------- one convention: z-score, weight grid, agreement
 
 RAW = {
     "preference": np.array([[1.0, 2.0, 3.0], [4.0, 4.0, 10.0]]),
@@ -298,7 +302,7 @@ def test_the_weight_grid_is_combine_normalizeds_sum_of_the_z_scores() -> None:
     import torch
 
     from crs.config import CRSConfig
-    from crs.eval.bon import build_scorers
+    from crs.eval.bon.instrument import build_scorers
     from crs.rl.combine import combine_normalized
 
     cfg = CRSConfig()
@@ -328,7 +332,7 @@ def test_the_weight_grid_is_combine_normalizeds_sum_of_the_z_scores() -> None:
 
 def test_a_near_constant_source_does_not_explode_in_the_studys_scorers() -> None:
     from crs.config import CRSConfig
-    from crs.eval.bon import build_scorers, build_strategy_scorers
+    from crs.eval.bon.instrument import build_scorers, build_strategy_scorers
 
     cfg = CRSConfig()
     cfg.bon.weights, cfg.bon.strategies = [0.5], ["sum", "conservative"]
@@ -341,7 +345,8 @@ def test_a_near_constant_source_does_not_explode_in_the_studys_scorers() -> None
     }
     stats = {"preference": None, "absolute": {"mean": 0.5, "std": 1e-8}}
     scorers = {**build_scorers(cfg, raw, stats, np.zeros((2, 3))), **build_strategy_scorers(cfg, raw, stats)}
-    # Centred, not scaled: w=0.5 is half of each source's deviation (before: 1.4 from noise, 1e5 from the absolute source).
+    # Centred, not scaled: w=0.5 is half of each source's deviation (before: 1.4 from noise, 1e5 from the absolute
+    # source).
     assert scorers["w=0.5"] == pytest.approx(
         0.5 * (raw["preference"] - raw["preference"].mean()) + 0.5 * (raw["absolute"] - 0.5)
     )
@@ -349,8 +354,8 @@ def test_a_near_constant_source_does_not_explode_in_the_studys_scorers() -> None
 
 
 def test_the_studys_agreement_is_pooled_over_the_judged_pairs_with_its_bootstrap_and_categories() -> None:
-    from crs.eval.best_of_n import paired_bootstrap_means
-    from crs.eval.bon import per_prompt_metrics, pooled_agreement, summarize_scorers
+    from crs.eval.bon.instrument import per_prompt_metrics, pooled_agreement, summarize_scorers
+    from crs.eval.bon.selection import paired_bootstrap_means
 
     # Prompt 0: 3 judged pairs, all right. Prompt 1: the judge ties (0, 1); of its 2 judged pairs the
     # scorer gets (0, 2) wrong and ties (1, 2): 0.5. Prompt 2: 3 judged pairs, all wrong.
@@ -362,7 +367,8 @@ def test_the_studys_agreement_is_pooled_over_the_judged_pairs_with_its_bootstrap
     assert agreement["mean"] == pytest.approx(
         3.5 / 8
     )  # pooled; the mean of per-prompt fractions would be (1 + 0.25 + 0) / 3
-    # Every bootstrap round is the pooled agreement of its own resampled prompts (the draws paired_bootstrap_means makes).
+    # Every bootstrap round is the pooled agreement of its own resampled prompts (the draws paired_bootstrap_means
+    # makes).
     draws = np.random.default_rng(3).integers(0, 3, size=(50, 3))
     credit, pairs = np.array([3.0, 0.5, 0.0]), np.array([3.0, 2.0, 3.0])
     low, high = np.quantile(credit[draws].sum(axis=1) / pairs[draws].sum(axis=1), [0.025, 0.975])
@@ -372,7 +378,7 @@ def test_the_studys_agreement_is_pooled_over_the_judged_pairs_with_its_bootstrap
     assert summary["pairwise_accuracy_by_category"] == pytest.approx({"a": 3.5 / 5, "b": 0.0})
 
 
-# --------------------------------------------------------------------------- real pools: repeated replies, generator names, bad input
+# ------------------------------------------------------------- real pools: repeated replies, generator names, bad input
 
 # Deterministic short answers repeat: "Paris." twice, "4" three times (samples 0, 2 and 3).
 REPEATS = {"Capital of France?": ["Paris.", "Paris.", "It is Paris, a city.", "Lyon"], "2+2?": ["4", "four", "4", "4"]}
@@ -433,9 +439,9 @@ def test_every_copy_of_a_repeated_reply_gets_the_verdict_on_its_own_sample(tmp_p
     stage(run_bon_study, config, "bon")
     results = json.loads((tmp_path / "out" / "bon" / "results.json").read_text())
     gold = results["scorers"]["preference"]["gold"]  # the scorer: reply length, so the copies tie
-    # By hand, n = 2, France: lengths 6, 6, 20, 4; of the 6 pairs {0, 1} ties ((1 + .5) / 2), {0, 3} picks 1, {1, 3} .5, the
-    # other three the long reply (0): 2.25 / 6. 2+2: lengths 1, 4, 1, 1; {0, 2} ties ((1 + .5) / 2), {0, 3} ties (1),
-    # {2, 3} ties ((.5 + 1) / 2), the other three "four" (0): 2.5 / 6.
+    # By hand, n = 2, France: lengths 6, 6, 20, 4; of the 6 pairs {0, 1} ties ((1 + .5) / 2), {0, 3} picks 1,
+    # {1, 3} .5, the other three the long reply (0): 2.25 / 6. 2+2: lengths 1, 4, 1, 1; {0, 2} ties ((1 + .5) / 2),
+    # {0, 3} ties (1), {2, 3} ties ((.5 + 1) / 2), the other three "four" (0): 2.5 / 6.
     lengths = {q: [float(len(r)) for r in replies] for q, replies in REPEATS.items()}
     assert _best_of_two(lengths["Capital of France?"], verdicts["Capital of France?"]) == pytest.approx(2.25 / 6)
     assert _best_of_two(lengths["2+2?"], verdicts["2+2?"]) == pytest.approx(2.5 / 6)
@@ -465,7 +471,8 @@ def test_without_sample_names_every_copy_gets_the_verdict_on_its_text(tmp_path) 
     results = json.loads((tmp_path / "out" / "bon" / "results.json").read_text())
     values = {q: [verdict[(q, r)] for r in replies] for q, replies in REPEATS.items()}
     assert values == {"Capital of France?": [1.0, 1.0, 0.0, 0.5], "2+2?": [1.0, 0.0, 1.0, 1.0]}
-    # By hand, n = 2: France: {0, 1} ties (1), {0, 3} and {1, 3} pick "Paris." (1), the other three the long reply (0): 3 / 6.
+    # By hand, n = 2: France: {0, 1} ties (1), {0, 3} and {1, 3} pick "Paris." (1), the other three the long reply (0):
+    # 3 / 6.
     # 2+2: {0, 2}, {0, 3}, {2, 3} tie between copies of "4" (1), the other three pick "four" (0): 3 / 6.
     assert [_best_of_two([float(len(r)) for r in REPEATS[q]], values[q]) for q in REPEATS] == [0.5, 0.5]
     assert results["scorers"]["preference"]["gold"][1]["mean"] == pytest.approx(0.5)
@@ -475,7 +482,7 @@ def test_without_sample_names_every_copy_gets_the_verdict_on_its_text(tmp_path) 
 def test_copies_judged_apart_under_names_that_are_no_samples_share_the_mean_and_extra_verdicts_are_refused(
     tmp_path,
 ) -> None:
-    from crs.eval.pool_judge import judge_from_annotations
+    from crs.eval.bon.pool_verdicts import judge_from_annotations
 
     pool = read_pool(_repeats_pool(tmp_path))
     rows = [
@@ -500,7 +507,7 @@ def test_copies_judged_apart_under_names_that_are_no_samples_share_the_mean_and_
 
 
 def test_a_folder_pool_whose_files_name_their_samples_is_read_by_sample(tmp_path) -> None:
-    from crs.eval.pool_judge import judge_from_annotations
+    from crs.eval.bon.pool_verdicts import judge_from_annotations
 
     folder = tmp_path / "theirs"
     folder.mkdir()
@@ -577,7 +584,10 @@ def test_bad_input_to_a_best_of_n_study_ends_in_one_line_naming_file_line_and_ke
             {"name": "preference", "path": "python:tests.reward_fns:nan_for_kiwi"},
             {"name": "absolute", "path": "python:tests.reward_fns:count_vowels"},
         ]
-        expected = "error: bon.rewards 'preference' (python:tests.reward_fns:nan_for_kiwi) gave 1 of 6 pool replies a non-finite score; the first: nan for sample 1 of prompt "
+        expected = (
+            "error: bon.rewards 'preference' (python:tests.reward_fns:nan_for_kiwi) gave 1 of 6 pool replies a "
+            "non-finite score; the first: nan for sample 1 of prompt "
+        )
     elif case == "a judge glob that matches nothing":
         bon["judge"] = str(tmp_path / "annotations_*.json")
         expected = f"error: bon.judge: no file matches {bon['judge']!r}; point it at AlpacaEval annotations (.json)"

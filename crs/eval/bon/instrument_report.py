@@ -1,4 +1,5 @@
-"""``report.md`` of a best-of-n study (:mod:`crs.eval.bon`): the verdict, the weight grid, the strategies, every scorer's curves."""
+"""``report.md`` of a best-of-n study (:mod:`crs.eval.bon.instrument`): the verdict, the weight grid, the strategies,
+every scorer's curves."""
 
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ def strategies_table(results: Mapping[str, Any]) -> str:
 
 
 def scorer_table(results: Mapping[str, Any]) -> str:
-    """Every scorer (each source alone, the judge as ceiling, each weight) at every n: win rate and length of the pick."""
+    """Every scorer (each source alone, the judge as ceiling, each weight) at every n: win rate and length of the
+    pick."""
     ns = results["ns"]
     rows = []
     for name, entry in results["scorers"].items():
@@ -104,12 +106,14 @@ def strategies_section(results: Mapping[str, Any]) -> list[str]:
     return [
         "## Combination strategies",
         "",
-        "How the sources are combined (`bon.strategies`, as `rl.combine` in RL): `sum` weights z-scores (the grid above); "
-        "`sum_per_prompt` standardises each source within each prompt's replies before weighting (its best weight shown, with "
-        "the bootstrap interval of that best weight); `conservative` scores a reply by the source that likes it least (`min`) "
-        "or by the sources' mean minus k x their spread (`mean-<k>std`), weights unused. Last column: the paired difference "
+        "How the sources are combined (`bon.strategies`, as `rl.combine` in RL): `sum` weights z-scores (the grid "
+        "above); `sum_per_prompt` standardises each source within each prompt's replies before weighting (its best "
+        "weight shown, with the bootstrap interval of that best weight); `conservative` scores a reply by the source "
+        "that likes it least (`min`) or by the sources' mean minus k x their spread (`mean-<k>std`), weights unused. "
+        "Last column: the paired difference "
         + (
-            f"from sum's best weight (`{reference}`), the same bootstrap rounds; both best weights are picked on this pool (each optimistic alike)."
+            f"from sum's best weight (`{reference}`), the same bootstrap rounds; both best weights are picked on this "
+            "pool (each optimistic alike)."
             if reference
             else "from sum's best weight: none here (no weight grid)."
         ),
@@ -125,8 +129,9 @@ def render_bon_report(results: Mapping[str, Any]) -> str:
     lines = [
         "# Best-of-n study",
         "",
-        f"Pool: `{pool['path']}`, {pool['prompts']} prompts x {m} replies. Judge: `{results['judge']}`. Every scorer picks from the "
-        "same replies; intervals are 95% paired bootstrap intervals over prompts (the same resampled prompts for every scorer).",
+        f"Pool: `{pool['path']}`, {pool['prompts']} prompts x {m} replies. Judge: `{results['judge']}`. Every scorer "
+        "picks from the same replies; intervals are 95% paired bootstrap intervals over prompts (the same resampled "
+        "prompts for every scorer).",
         "",
         f"**Verdict.** {results['verdict']}",
         "",
@@ -136,7 +141,8 @@ def render_bon_report(results: Mapping[str, Any]) -> str:
         lines += [
             "## The weight grid",
             "",
-            f"Combined scorer `w * z(preference) + (1 - w) * z(absolute)`. Win rate: the judge prefers the best-of-{m} pick to a "
+            f"Combined scorer `w * z(preference) + (1 - w) * z(absolute)`. Win rate: the judge prefers the best-of-{m} "
+            "pick to a "
             "random reply of the same pool (50% = no better than one sample). " + _power_sentence(power),
             "",
             weight_table(results),
@@ -148,8 +154,8 @@ def render_bon_report(results: Mapping[str, Any]) -> str:
     lines += [
         "## Best-of-n curves",
         "",
-        "Win rate against a random pool reply (%) / mean length of the pick (characters), at each n. KL_bon = log n - (n-1)/n is an "
-        "upper bound on the KL from the sampling policy (Beirami et al. 2024): "
+        "Win rate against a random pool reply (%) / mean length of the pick (characters), at each n. KL_bon = log n "
+        "- (n-1)/n is an upper bound on the KL from the sampling policy (Beirami et al. 2024): "
         + ", ".join(f"n={n}: {kl:.2f}" for n, kl in zip(results["ns"], results["kl_bon"]))
         + " nats.",
         "",
@@ -171,10 +177,10 @@ def _power_sentence(power: dict[str, float]) -> str:
     """The weight grid's power in one sentence; a standard error of 0 is "cannot tell", not 0.0 points."""
     if power["standard_error"] == 0:
         return (
-            "The median pair of neighbouring weights has the same win rate in every bootstrap round (standard error 0: they pick "
-            "replies the judge rates alike): this pool cannot tell neighbouring weights apart."
+            "The median pair of neighbouring weights has the same win rate in every bootstrap round (standard error "
+            "0: they pick replies the judge rates alike): this pool cannot tell neighbouring weights apart."
         )
     return (
-        f"Standard error of the difference between neighbouring weights: {100 * power['standard_error']:.2f} points; smallest "
-        f"difference detectable at 80% power: {100 * power['minimum_detectable_difference']:.1f} points."
+        f"Standard error of the difference between neighbouring weights: {100 * power['standard_error']:.2f} points; "
+        f"smallest difference detectable at 80% power: {100 * power['minimum_detectable_difference']:.1f} points."
     )

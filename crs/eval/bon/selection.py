@@ -261,7 +261,8 @@ def paired_bootstrap_means(per_prompt: Mapping[str, np.ndarray], n_boot: int, se
 def difference(
     boot_a: np.ndarray, boot_b: np.ndarray, point_a: float, point_b: float, alpha: float = 0.05
 ) -> dict[str, float]:
-    """``a - b`` with its interval from paired bootstrap rounds (same rounds for both, see :func:`paired_bootstrap_means`)."""
+    """``a - b`` with its interval from paired bootstrap rounds (same rounds for both, see
+    :func:`paired_bootstrap_means`)."""
     return interval(np.asarray(boot_a) - np.asarray(boot_b), point_a - point_b, alpha)
 
 

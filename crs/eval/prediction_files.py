@@ -59,8 +59,6 @@ def write_predictions(path: str | os.PathLike[str], rows: Sequence[Mapping[str, 
     Rows are validated first (same rules as :func:`read_predictions`) so a bad row never
     reaches disk; extra keys are written unchanged.
     """
-    # Local import: crs.eval.report imports this module, so a top-level import would cycle.
-
     plain_rows = [dict(row) for row in rows]
     for index, row in enumerate(plain_rows):
         _check_prediction_row(row, f"{path} (writing)", index)
