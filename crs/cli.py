@@ -47,12 +47,13 @@ STAGES: dict[str, tuple[str, str]] = {
     ),
     "pool": (
         "crs.eval.bon.pool:make_pool",
-        "A best-of-n pool: every prompt of bon.splits answered bon.samples times by bon.policy (one AlpacaEval file per sample).",
+        "A best-of-n pool: every prompt of bon.splits answered bon.samples times by bon.policy "
+        "(one AlpacaEval file per sample).",
     ),
     "bon": (
         "crs.eval.bon.instrument:run_bon_study",
-        "A best-of-n study on one pool: every reward model, every weight of the combination and the judge pick from the same "
-        "replies; curves, agreement, the best weight with its interval, and the study's power.",
+        "A best-of-n study on one pool: every reward model, every weight of the combination and the judge pick from "
+        "the same replies; curves, agreement, the best weight with its interval, and the study's power.",
     ),
     "sweep": (
         "crs.study.sweep:run_sweep",

@@ -73,9 +73,7 @@ def test_no_import_cycle_in_crs(module_level_only: bool) -> None:
 
 def test_cycle_finder_finds_a_planted_cycle() -> None:
     graph = import_graph(True)
-    graph["crs.rl.ppo.trainer"] = graph["crs.rl.ppo.trainer"] | {
-        "crs.rl.ppo.stage"
-    }  # the cycle this project once had
+    graph["crs.rl.ppo.trainer"] = graph["crs.rl.ppo.trainer"] | {"crs.rl.ppo.stage"}  # the cycle this project once had
     assert find_cycle(graph) is not None
 
 

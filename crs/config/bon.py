@@ -16,7 +16,8 @@ def _names_a_bon_source(name: str, config: Any) -> bool:
 
 
 def _bon_sources(config: Any) -> str:
-    return f"one of the bon.rewards names ({', '.join(source.name for source in config.bon.rewards)}); the weight grid needs both"
+    names = ", ".join(source.name for source in config.bon.rewards)
+    return f"one of the bon.rewards names ({names}); the weight grid needs both"
 
 
 @dataclass
@@ -37,8 +38,8 @@ class BestOfNConfig:
     splits: list[str] = field(
         default_factory=lambda: ["eval", "rl"],
         metadata={
-            "help": "The prompt splits of `data.source` the pool answers, one after the other (the demo's eval and rl splits: no reward "
-            "model trained on them; best-of-n trains nothing); []: `data.split` alone."
+            "help": "The prompt splits of `data.source` the pool answers, one after the other (the demo's eval and rl "
+            "splits: no reward model trained on them; best-of-n trains nothing); []: `data.split` alone."
         },
     )
     batch_size: int = field(
@@ -51,8 +52,8 @@ class BestOfNConfig:
     pool: str = field(
         default="outputs/bon_pool",
         metadata={
-            "help": "The pool `crs bon` judges: a `crs pool` run, a folder of AlpacaEval outputs files (one per sample), or one JSON / "
-            "JSONL file of `{instruction, outputs: [...]}` rows."
+            "help": "The pool `crs bon` judges: a `crs pool` run, a folder of AlpacaEval outputs files (one per "
+            "sample), or one JSON / JSONL file of `{instruction, outputs: [...]}` rows."
         },
     )
     rewards: list[EvalRewardSourceConfig] = field(
@@ -86,10 +87,11 @@ class BestOfNConfig:
     strategies: list[Literal["sum", "sum_per_prompt", "conservative"]] = field(
         default_factory=lambda: ["sum", "sum_per_prompt", "conservative"],
         metadata={
-            "help": "How the sources are combined into scorers (`rl.combine`'s strategies): `sum`: the `w=<w>` scorers above; "
-            "`sum_per_prompt`: one scorer per weight, `per_prompt w=<w>`, each source standardised within each prompt's m replies; "
-            "`conservative`: `min` and `mean-<k>std` (k: `rl.conservative_k`) of every `bon.rewards` source's z-score, weights "
-            "not used. The report's strategies table compares each with `sum`'s best weight.",
+            "help": "How the sources are combined into scorers (`rl.combine`'s strategies): `sum`: the `w=<w>` scorers "
+            "above; `sum_per_prompt`: one scorer per weight, `per_prompt w=<w>`, each source standardised within each "
+            "prompt's m replies; `conservative`: `min` and `mean-<k>std` (k: `rl.conservative_k`) of every "
+            "`bon.rewards` source's z-score, weights not used. The report's strategies table compares each with "
+            "`sum`'s best weight.",
             "rule": Rule(
                 lambda v, c: len(set(v)) == len(v) and "sum" in v,
                 "a list of distinct strategies that includes sum (the reference)",
@@ -99,9 +101,10 @@ class BestOfNConfig:
     judge: str = field(
         default="auto",
         metadata={
-            "help": "The judge of every pick: a reward source path (`gold`, `python:module:function`, an RM run); AlpacaEval "
-            "annotation files (a `.json` or a glob) with a verdict on every pool reply against a reference reply; or `auto`: "
-            "`gold` when every prompt is the demo dataset's, else an error (a best-of-n study needs a judge)."
+            "help": "The judge of every pick: a reward source path (`gold`, `python:module:function`, an RM run); "
+            "AlpacaEval annotation files (a `.json` or a glob) with a verdict on every pool reply against a reference "
+            "reply; or `auto`: `gold` when every prompt is the demo dataset's, else an error (a best-of-n study needs "
+            "a judge)."
         },
     )
     n_boot: int = field(
