@@ -1,4 +1,4 @@
-"""Seconds per step of each online optimiser at PPO's benchmark setting: python benchmarks/optimiser_step.py
+"""Seconds per step of each on-policy optimiser at PPO's benchmark setting: python benchmarks/optimiser_step.py
 
 The setting of benchmarks/ppo_step.py: SmolLM2-135M-Instruct policy with a LoRA adapter
 (r 16, all linear layers), 8 sampled replies per step of up to 48 new tokens at temperature

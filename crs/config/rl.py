@@ -72,7 +72,7 @@ class RLCommon:
     algorithm: Literal["ppo", "grpo", "rloo", "dpo"] = field(
         default="ppo",
         metadata={
-            "help": "The policy optimiser: `ppo` (crs's own PPO, the reference), `grpo` or `rloo` (TRL's online "
+            "help": "The policy optimiser: `ppo` (crs's own PPO, the reference), `grpo` or `rloo` (TRL's on-policy "
             "trainers on the same combined reward), or `dpo` (TRL's offline DPOTrainer on preference pairs from "
             "`data.*`). Details: docs/optimisers.md."
         },
