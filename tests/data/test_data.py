@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixture_examples import load, user
 from paths import FIXTURES
 
 from crs.config import ConfigError, DataConfig
@@ -25,18 +26,6 @@ from crs.data import (
     read_rows,
 )
 from crs.data.public import label_score
-
-
-def load(name: str, adapter: str, kind: str, **overrides: Any) -> list[Any]:
-    """All examples of a fixture (no validation split), for checking conversions."""
-    cfg = DataConfig(source=str(FIXTURES / name), adapter=adapter, val_fraction=0.0, **overrides)
-    train, val = load_examples(cfg, kind, seed=0)
-    assert val == []
-    return train
-
-
-def user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

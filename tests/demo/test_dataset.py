@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixture_examples import load, user
 from paths import FIXTURES
 
 from crs.config import ConfigError, DataConfig
@@ -16,18 +17,6 @@ from crs.demo.facets import SEED, relabel_rows
 from crs.io import iter_jsonl
 
 needs_demo = pytest.mark.skipif(not demo_dataset_path().is_file(), reason="demo dataset not generated yet")
-
-
-def load(name: str, adapter: str, kind: str, **overrides: Any) -> list[Any]:
-    """All examples of a fixture (no validation split), for checking conversions."""
-    cfg = DataConfig(source=str(FIXTURES / name), adapter=adapter, val_fraction=0.0, **overrides)
-    train, val = load_examples(cfg, kind, seed=0)
-    assert val == []
-    return train
-
-
-def user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
 
 
 # --------------------------------------------------------------------------- crs_demo
