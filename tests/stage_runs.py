@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +238,23 @@ def write_prediction_run(folder: Path, files: dict[str, list[str]], listed: list
             yaml.safe_dump({"default": {}, "eval_pred": {"eval_pred": {"models": models}}})
         )
     return folder
+
+
+def run_files(run_dir: Path) -> dict[str, bytes]:
+    """Every file of a run, by path: what "changes nothing" compares."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def run_rl_under_torchrun(config: Path, subset: str, cwd: Path, timeout: int) -> subprocess.CompletedProcess:
+    """rl_train.py on two CPU processes under torchrun, offline, one thread each; fails the test on a non-zero exit."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = [*launch, str(ROOT / "rl_train.py"), "--config", str(config), "--config_subset", subset]
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from stage_runs import run_files
 
 from crs.config import ConfigError, load_config
 from crs.io import folder_written_atomically, read_jsonl, truncate_jsonl, write_text_atomic
@@ -314,11 +315,6 @@ def test_resume_refuses_config_changes_the_checkpoint_cannot_hold(tmp_path: Path
 
 
 # --------------------------------------------------------------------------- resuming a finished run
-
-
-def run_files(run_dir: Path) -> dict[str, bytes]:
-    """Every file of a run, by path: what "changes nothing" compares."""
-    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
 
 def test_resuming_a_finished_ppo_run_that_kept_no_checkpoint_changes_nothing(

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from paths import FIXTURES, ROOT
-from stage_runs import capture_trl_rewards, check_run_outputs, log_rows, run_cli, write_config
+from stage_runs import (
+    capture_trl_rewards,
+    check_run_outputs,
+    log_rows,
+    run_cli,
+    run_files,
+    run_rl_under_torchrun,
+    write_config,
+)
 
 from crs.config import ConfigError, CRSConfig, LoraConfig, RLConfig, load_config
 from crs.data.schema import AbsoluteExample, RankingExample, user_prompt
@@ -465,27 +470,7 @@ def test_eval_stages_take_grpo_and_dpo_runs_unchanged(tmp_path, tiny_model_dir):
 @pytest.mark.slow
 def test_grpo_with_two_processes_under_torchrun(tmp_path, tiny_model_dir):
     path = write_config(tmp_path, tiny_model_dir, algorithm="grpo", steps=2, batch_size=4, group_size=2)
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(ROOT / "rl_train.py"),
-        "--config",
-        str(path),
-        "--config_subset",
-        "tiny",
-    ]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_rl_under_torchrun(path, "tiny", ROOT, timeout=300)
     run_dir = tmp_path / "out" / "rl"
     rows = log_rows(run_dir)
     assert [r["step"] for r in rows] == [1, 2]  # only the main process writes
@@ -497,7 +482,6 @@ def test_grpo_with_two_processes_under_torchrun(tmp_path, tiny_model_dir):
 def test_resuming_a_finished_trl_run_with_no_steps_left_or_no_checkpoint_changes_nothing(
     tmp_path, tiny_model_dir, caplog, capsys
 ):
-    from test_crash_safety import run_files
 
     from crs.runs import run_state
 

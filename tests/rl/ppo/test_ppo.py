@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from paths import ROOT
-from stage_runs import write_rl_config
+from stage_runs import run_rl_under_torchrun, write_rl_config
 
 from crs.config import ConfigError, LoraConfig, RLConfig
 from crs.data.schema import user_prompt
@@ -472,27 +469,7 @@ def test_checkpoint_resume_continues_the_same_run(tmp_path, tiny_model_dir):
 @pytest.mark.slow
 def test_two_processes_with_torchrun(tmp_path, tiny_model_dir):
     path = write_rl_config(tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out", steps=2, ppo_epochs=1)
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(ROOT / "rl_train.py"),
-        "--config",
-        str(path),
-        "--config_subset",
-        "tiny_rl",
-    ]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_rl_under_torchrun(path, "tiny_rl", tmp_path, timeout=240)
     run_dir = tmp_path / "out" / "rl"
     rows = _metrics(run_dir)
     assert [r["step"] for r in rows] == [1, 2]  # only the main process writes
