@@ -93,13 +93,16 @@ def _dequantize_gguf(gguf_path: Path, target: Path) -> None:
 
     logger.info("dequantizing %s into %s (once; later loads take seconds)", gguf_path.name, target)
     folder, name = str(gguf_path.parent), gguf_path.name
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    config = AutoConfig.from_pretrained(folder, gguf_file=name)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(gguf_model.state_dict())
+    # from_config initialises weights at random; without the fork, a machine's first run (the one that
+    # dequantizes, after the stage has seeded) drew different LoRA weights from every later run.
+    with torch.random.fork_rng(devices=[]):
+        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        config = AutoConfig.from_pretrained(folder, gguf_file=name)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(gguf_model.state_dict())
     with folder_written_atomically(target, replace=False) as tmp:  # a racing process's copy wins
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from crs.models.loading import load_causal_lm
 from crs.models.model_error import ModelError
@@ -23,7 +24,11 @@ def test_embedded_smollm_is_cached_as_safetensors() -> None:
 
 
 def test_dequantize_writes_a_fresh_cache_atomically(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    rng_before = torch.get_rng_state()
     path = Path(resolve_model_path("embedded:smollm2-135m-instruct", cache_dir=tmp_path))
+    # A seeded stage that dequantizes first draws the same numbers afterwards as one that finds the cache.
+    assert torch.equal(torch.get_rng_state(), rng_before)
     assert path.parent == tmp_path / "models"
     # Only the final folder remains: no temporary half-written siblings.
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["smollm2-135m-instruct"]
