@@ -202,13 +202,44 @@ def bootstrap_rounds(
         with np.errstate(invalid="ignore", divide="ignore"):  # a round without a pair of the subset: NaN
             rounds = (counts @ totals) / (counts @ sizes)
         out[name] = (float(totals.sum() / sizes.sum()) if sizes.sum() else None, rounds)
-    spearman_rounds = np.full(counts.shape[0], np.nan)
-    replies = np.arange(values.size)
-    for r, drawn in enumerate(counts):
-        picked = np.repeat(replies, drawn[prefs.reply_cluster].astype(int))
-        rho = spearman(values[picked], prefs.lengths[picked])
-        spearman_rounds[r] = np.nan if rho is None else rho
-    out["length_spearman"] = (spearman(values, prefs.lengths), spearman_rounds)
+    out["length_spearman"] = (spearman(values, prefs.lengths), _spearman_rounds(values, prefs.lengths, prefs, counts))
+    return out
+
+
+def _weighted_average_ranks(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B, R) ranks of ``x`` (R,) in the sample that holds value k ``weights[b, k]`` times: ties share the mean of
+    their positions, as :func:`crs.rm.metrics.average_ranks` gives on that sample written out."""
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    new_value = np.concatenate([[True], sorted_x[1:] != sorted_x[:-1]])  # where each tie group begins
+    starts, group = np.flatnonzero(new_value), np.cumsum(new_value) - 1
+    group_weight = np.add.reduceat(weights[:, order], starts, axis=1)
+    mean_position = np.cumsum(group_weight, axis=1) - group_weight + (group_weight - 1.0) / 2.0
+    ranks = np.empty_like(weights, dtype=float)
+    ranks[:, order] = mean_position[:, group]
+    return ranks
+
+
+def _spearman_rounds(values: np.ndarray, lengths: np.ndarray, prefs: Preferences, counts: np.ndarray) -> np.ndarray:
+    """Spearman of ``values`` with ``lengths`` in each round, over the drawn clusters' replies (each as often as its
+    cluster is drawn): the weighted Pearson of weighted ranks, so no round writes its sample out; NaN where a side is
+    constant. Rounds go in chunks, to keep (chunk, replies) arrays small."""
+    out = np.full(counts.shape[0], np.nan)
+    if values.size == 0:
+        return out
+    chunk = max(1, 2_000_000 // values.size)
+    for start in range(0, counts.shape[0], chunk):
+        weights = counts[start : start + chunk][:, prefs.reply_cluster]
+        x, y = _weighted_average_ranks(values, weights), _weighted_average_ranks(lengths, weights)
+        total = weights.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x = x - (weights * x).sum(axis=1, keepdims=True) / total
+            y = y - (weights * y).sum(axis=1, keepdims=True) / total
+            var_x, var_y = (weights * x * x).sum(axis=1), (weights * y * y).sum(axis=1)
+            rho = (weights * x * y).sum(axis=1) / np.sqrt(var_x * var_y)
+        # A constant side (variance at rounding level) has no correlation, as spearman says None.
+        constant = (var_x <= 1e-12 * total[:, 0] ** 3) | (var_y <= 1e-12 * total[:, 0] ** 3) | (total[:, 0] < 2)
+        out[start : start + chunk] = np.where(constant, np.nan, rho)
     return out
 
 

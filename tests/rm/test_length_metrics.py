@@ -22,6 +22,7 @@ from crs.rm.length_metrics import (
     subset_counts,
 )
 from crs.rm.length_metrics import bootstrap_rounds as rounds_of
+from crs.rm.metrics import spearman
 
 # Two clusters of three replies. Cluster 0: lengths 100, 50, 95; cluster 1: 200, 200, 120.
 LENGTHS = [100.0, 50.0, 95.0, 200.0, 200.0, 120.0]
@@ -83,10 +84,18 @@ def test_rounds_are_the_metrics_of_the_clusters_each_round_draws() -> None:
     # Cluster 1 alone has one shorter-preferred pair (credit 0); cluster 0 alone has one (0.5).
     assert result["shorter_preferred_accuracy"][1] == pytest.approx([0.5, 0.0, 0.25, 0.0])
     assert result["length_matched_accuracy"][1] == pytest.approx([0.5, 0.5, 0.5, 0.5])
-    spearman = result["length_spearman"][1]
+    correlation = result["length_spearman"][1]
     twice = np.corrcoef([1.5, 4.5, 1.5, 1.5, 4.5, 1.5], [4.5, 0.5, 2.5, 4.5, 0.5, 2.5])[0, 1]  # cluster 0, twice
-    assert spearman[0] == pytest.approx(twice)
-    assert spearman[2] == pytest.approx(rounds_of(small_case(), SCORES)["length_spearman"][0])
+    assert correlation[0] == pytest.approx(twice)
+    assert correlation[2] == pytest.approx(rounds_of(small_case(), SCORES)["length_spearman"][0])
+    # Every round is Spearman over the drawn replies written out, ties included (scores and lengths both tie).
+    many = np.random.default_rng(0).integers(0, 3, size=(30, 2)).astype(float)
+    expected = []
+    for drawn in many:
+        picked = np.repeat(np.arange(6), drawn[CLUSTERS].astype(int))
+        rho = spearman(np.array(SCORES)[picked], np.array(LENGTHS)[picked]) if picked.size else None
+        expected.append(np.nan if rho is None else rho)
+    assert rounds_of(small_case(), SCORES, many)["length_spearman"][1] == pytest.approx(expected, nan_ok=True)
     # A round without a pair of a subset has no value there: NaN, not 0.
     only_ties = preferences(LENGTHS, CLUSTERS, [0, 3], [2, 5], [0.5, 0.0])
     assert np.isnan(rounds_of(only_ties, SCORES, np.array([[1.0, 0.0]]))["accuracy"][1][0])
