@@ -202,7 +202,7 @@ def bootstrap_rounds(
         with np.errstate(invalid="ignore", divide="ignore"):  # a round without a pair of the subset: NaN
             rounds = (counts @ totals) / (counts @ sizes)
         out[name] = (float(totals.sum() / sizes.sum()) if sizes.sum() else None, rounds)
-    out["length_spearman"] = (spearman(values, prefs.lengths), _spearman_rounds(values, prefs.lengths, prefs, counts))
+    out["length_spearman"] = (spearman(values, prefs.lengths), _spearman_rounds(values, prefs, counts))
     return out
 
 
@@ -220,17 +220,17 @@ def _weighted_average_ranks(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _spearman_rounds(values: np.ndarray, lengths: np.ndarray, prefs: Preferences, counts: np.ndarray) -> np.ndarray:
-    """Spearman of ``values`` with ``lengths`` in each round, over the drawn clusters' replies (each as often as its
-    cluster is drawn): the weighted Pearson of weighted ranks, so no round writes its sample out; NaN where a side is
-    constant. Rounds go in chunks, to keep (chunk, replies) arrays small."""
+def _spearman_rounds(values: np.ndarray, prefs: Preferences, counts: np.ndarray) -> np.ndarray:
+    """Spearman of ``values`` with the replies' lengths in each round, over the drawn clusters' replies (each as
+    often as its cluster is drawn): the weighted Pearson of weighted ranks, so no round writes its sample out; NaN
+    where a side is constant. Rounds go in chunks, to keep (chunk, replies) arrays small."""
     out = np.full(counts.shape[0], np.nan)
     if values.size == 0:
         return out
     chunk = max(1, 2_000_000 // values.size)
     for start in range(0, counts.shape[0], chunk):
         weights = counts[start : start + chunk][:, prefs.reply_cluster]
-        x, y = _weighted_average_ranks(values, weights), _weighted_average_ranks(lengths, weights)
+        x, y = _weighted_average_ranks(values, weights), _weighted_average_ranks(prefs.lengths, weights)
         total = weights.sum(axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             x = x - (weights * x).sum(axis=1, keepdims=True) / total
