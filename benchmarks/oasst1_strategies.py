@@ -13,7 +13,11 @@ the held-out trees against the humans:
   the baseline every reward model must beat on this data;
 * combinations of the two single-loss RMs (:mod:`crs.rl.combine`): the weighted sum over a
   weight grid, the sum standardised within each sibling group, the conservative minimum;
-* the untrained model (the same base, a fresh head) as the floor.
+* the untrained model (the same base, a fresh head) as the floor;
+* how much of each scorer's accuracy is length (:mod:`crs.eval.length_aware`): accuracy on the pairs where
+  the humans preferred the shorter reply and on length-matched pairs, Spearman with length, and whether
+  the scorer predicts the humans' choice beyond length (likelihood-ratio test, a coefficient with a
+  tree-robust interval, log-loss cross-validated over trees).
 
     python benchmarks/oasst1_strategies.py ../shared/data/oasst1/en-validation.jsonl
     python benchmarks/oasst1_strategies.py FILE --recipe full --only ranking absolute
@@ -42,7 +46,8 @@ from crs.data import load_examples
 from crs.data.loader import group_key
 from crs.data.schema import DataError
 from crs.eval.bon.instrument import zscore
-from crs.eval.ranked_groups import RankedGroup, cluster_bootstrap, summarize
+from crs.eval.length_aware import LENGTH_SCORER, length_aware_notes, length_aware_table
+from crs.eval.ranked_groups import RankedGroup, cluster_bootstrap, length_aware, summarize
 from crs.io import JsonLinesError, iter_jsonl, write_json_atomic, write_text_atomic
 from crs.models.model_error import ModelError
 from crs.rl.combine import combine_normalized
@@ -273,7 +278,7 @@ def run_benchmark(
     scores, stats = model_scores(groups, prompts, runs)
     if {"ranking", "absolute"} <= set(scores):
         scores.update(combined_scores(scores, stats))
-    scores["length (characters)"] = [np.array([len(r) for r in g.replies], dtype=float) for g in groups]
+    scores[LENGTH_SCORER] = [np.array([len(r) for r in g.replies], dtype=float) for g in groups]
     scores["untrained"] = untrained_scores(groups, prompts, overrides)
     result = cluster_bootstrap(groups, scores, n_boot=n_boot, seed=seed)
     return {
@@ -289,7 +294,8 @@ def run_benchmark(
             "labelled_replies": int(sum(np.isfinite(g.labels).sum() for g in groups)),
         },
         "runs": trained,
-        "table": summarize(result, baseline="length (characters)"),
+        "table": summarize(result, baseline=LENGTH_SCORER),
+        "length_aware": length_aware(groups, scores, n_boot=n_boot, seed=seed, cluster_kind="trees"),
     }
 
 
@@ -301,7 +307,7 @@ def format_report(results: dict[str, Any]) -> str:
         fmt = "{:+.1f}" if points else "{:.3f}"
         return f"{fmt.format(k * row['mean'])} ({fmt.format(k * row['ci_low'])}, {fmt.format(k * row['ci_high'])})"
 
-    table, base = results["table"], "length (characters)"
+    table, base = results["table"], LENGTH_SCORER
     held = results["heldout"]
     lines = [
         f"Held out: {held['trees']} trees, {held['groups']} sibling groups, {held['pairs']} pairs, "
@@ -316,6 +322,15 @@ def format_report(results: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {cell(row)} | {versus} | {cell(table['top1'][name])} | {cell(table['spearman'][name])} |"
         )
+    if results.get("length_aware"):
+        lines += [
+            "",
+            "How much of each scorer's agreement is length (the same trees and bootstrap rounds):",
+            "",
+            length_aware_table(results["length_aware"]),
+            "",
+            length_aware_notes(results["length_aware"]),
+        ]
     lines += ["", "| run | steps | train s |", "|---|---|---|"]
     lines += [f"| {name} | {run['steps']} | {run['seconds']} |" for name, run in results["runs"].items()]
     return "\n".join(lines)

@@ -92,6 +92,26 @@ def test_the_oasst1_benchmark_given_another_schema_names_the_line_and_the_keys(t
     assert _oasst1_error(tmp_path, capsys, path).startswith(f"error: {path}, line 2: not valid JSON (")
 
 
+def test_the_oasst1_report_shows_how_much_of_each_scorers_accuracy_is_length() -> None:
+    from crs.eval.ranked_groups import RankedGroup, cluster_bootstrap, length_aware, summarize
+
+    oasst1 = runpy.run_path(str(ROOT / "benchmarks" / "oasst1_strategies.py"))
+    groups = [RankedGroup(f"t{k}", ["a" * (k + 2), "b" * (9 - k), "c" * 5], [1.0, 0.5, 0.0]) for k in range(6)]
+    scores = {"ranking": [[3.0, 1.0, 2.0]] * 6, oasst1["LENGTH_SCORER"]: [[len(r) for r in g.replies] for g in groups]}
+    results = {
+        "n_boot": 50,
+        "heldout": {"trees": 6, "groups": 6, "pairs": 18, "labelled_replies": 18},
+        "runs": {"ranking": {"steps": 1, "seconds": 1.0}},
+        "table": summarize(cluster_bootstrap(groups, scores, 50, 0), baseline=oasst1["LENGTH_SCORER"]),
+        "length_aware": length_aware(groups, scores, 50, 0, cluster_kind="trees"),
+    }
+    report = oasst1["format_report"](results)
+    assert "| scorer | accuracy % (n=18) | shorter preferred % (n=" in report
+    assert "| ranking |" in report and "| length (characters) |" in report and "over 6 trees" in report
+    del results["length_aware"]  # results saved before the length table still render
+    assert "shorter preferred" not in oasst1["format_report"](results)
+
+
 # --------------------------------------------------------------------------- reread_seed_interval: 2-seed intervals
 
 reread = runpy.run_path(str(ROOT / "benchmarks" / "reread_seed_interval.py"))["reread"]

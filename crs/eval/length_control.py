@@ -19,9 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from crs.eval.win_rates import as_finite_array, discrete_outcome, win_rate_from_outcomes
-
-LENGTH_BAND = 0.10
-"""Two replies are *of matched length* when ``|len_a - len_b| <= LENGTH_BAND * max(len_a, len_b)``."""
+from crs.rm.length_metrics import LENGTH_BAND, fit_logistic, length_matched, length_term
 
 MIN_MATCHED = 20
 """Below this many length-matched prompts the length-matched win rate says "cannot tell"."""
@@ -49,34 +47,11 @@ class LengthControlledWinRate:
         return asdict(self)
 
 
-def _fit_length_logit(outcomes: np.ndarray, x: np.ndarray, weights: np.ndarray, ridge: float) -> tuple[float, float]:
-    """Weighted logistic regression ``P(A wins) = sigmoid(theta + beta * x)`` by Newton's method
-    (fractional outcomes allowed); ``ridge`` penalises ``beta`` only. Returns (theta, beta)."""
-    theta = beta = 0.0
-    for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-(theta + beta * x)))
-        residual = weights * (outcomes - p)
-        gradient = np.array([residual.sum(), (residual * x).sum() - ridge * beta])
-        curvature = weights * p * (1.0 - p)
-        hessian = np.array(
-            [
-                [curvature.sum() + 1e-9, (curvature * x).sum()],
-                [(curvature * x).sum(), (curvature * x * x).sum() + ridge],
-            ]
-        )
-        step = np.linalg.solve(hessian, gradient)
-        theta, beta = theta + step[0], beta + step[1]
-        if np.abs(step).max() < 1e-9:
-            break
-    return float(theta), float(beta)
-
-
 def _length_controlled(outcomes: np.ndarray, length_diff: np.ndarray, ridge: float) -> tuple[float, float]:
     mean = float(outcomes.mean())
     if mean in (0.0, 1.0):  # nothing to separate: every prompt went the same way
         return mean, 0.0
-    scale = float(np.sqrt(np.mean(length_diff**2)))
-    x = np.tanh(length_diff / scale) if scale > 0 else np.zeros_like(length_diff)
+    x = length_term(length_diff)
     # Each sign of length difference carries half the weight, so a model that is shorter on
     # most prompts cannot pass its length advantage into the intercept.
     weights = np.ones_like(x)
@@ -85,7 +60,9 @@ def _length_controlled(outcomes: np.ndarray, length_diff: np.ndarray, ridge: flo
         n_signed = int(shorter.sum() + longer.sum())
         weights[shorter] = n_signed / (2.0 * shorter.sum())
         weights[longer] = n_signed / (2.0 * longer.sum())
-    theta, beta = _fit_length_logit(outcomes, x, weights, ridge)
+    # The ridge penalises beta only; the intercept's tiny one only keeps the curvature invertible.
+    design = np.column_stack([np.ones_like(x), x])
+    theta, beta = (float(c) for c in fit_logistic(design, outcomes, weights, [1e-9, ridge]))
     return 1.0 / (1.0 + math.exp(-theta)), beta
 
 
@@ -132,11 +109,6 @@ def length_controlled_win_rate(
     )
     low, high = np.quantile(boots, [alpha / 2.0, 1.0 - alpha / 2.0])
     return LengthControlledWinRate(rate, float(low), float(high), beta)
-
-
-def length_matched(lengths_a: np.ndarray, lengths_b: np.ndarray, band: float = LENGTH_BAND) -> np.ndarray:
-    """Which prompts have replies of matched length: ``|a - b| <= band * max(a, b)`` (two empty replies match)."""
-    return np.abs(lengths_a - lengths_b) <= band * np.maximum(lengths_a, lengths_b)
 
 
 def _paired_lengths(

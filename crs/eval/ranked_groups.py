@@ -12,7 +12,10 @@ number per reply. Per scorer:
 * **top-1**: per group, whether the scorer's highest reply is the humans' first (a tie for
   the top among t replies that include the humans' first counts 1/t); mean over groups;
 * **correlation** with a per-reply label (e.g. oasst1's ``quality``): Spearman over every
-  reply that has the label.
+  reply that has the label;
+* **length-aware** metrics (:func:`length_aware`, :mod:`crs.eval.length_aware`): accuracy on the
+  pairs where the humans preferred the shorter reply and on length-matched pairs, Spearman with
+  length, information beyond length, the length-only scorer as a row.
 
 :func:`cluster_bootstrap` resamples clusters (with replacement, one shared draw for every
 scorer, so differences between scorers are paired) and recomputes each pooled figure.
@@ -26,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from crs.eval.bon.selection import TIE_EPS, difference, pairwise_credit
+from crs.eval.bon.selection import TIE_EPS, bootstrap_counts, difference, pairwise_credit
 from crs.eval.hierarchical import interval
+from crs.eval.length_aware import length_aware_results
+from crs.rm.length_metrics import Preferences, preferences
 from crs.rm.metrics import spearman
 
 
@@ -113,10 +118,8 @@ def cluster_bootstrap(
     flat = {name: np.concatenate([np.asarray(x, dtype=float) for x in s]) for name, s in scores.items()}
     labels = np.concatenate([np.asarray(g.labels, dtype=float) for g in groups])
     reply_cluster = np.concatenate([[clusters.index(g.cluster)] * len(g.replies) for g in groups]).astype(int)
-    members = [np.flatnonzero(reply_cluster == c) for c in range(len(clusters))]
 
-    draws = np.random.default_rng(seed).integers(0, len(clusters), size=(n_boot, len(clusters)))
-    weights = np.stack([np.bincount(d, minlength=len(clusters)) for d in draws])  # (n_boot, C) multiplicities
+    weights = bootstrap_counts(len(clusters), n_boot, seed)  # (n_boot, C) multiplicities
     out: dict[str, dict[str, Any]] = {}
     for metric, count, field in (("pairwise_accuracy", n_pairs, "pair_credit"), ("top1", n_groups, "top1_credit")):
         out[metric] = {
@@ -124,7 +127,7 @@ def cluster_bootstrap(
             "rounds": {name: (weights @ getattr(t, field)) / (weights @ count) for name, t in totals.items()},
         }
     all_rows = np.arange(len(labels))
-    rounds = [_correlations(flat, labels, np.concatenate([members[c] for c in d])) for d in draws]
+    rounds = [_correlations(flat, labels, np.repeat(all_rows, w[reply_cluster].astype(int))) for w in weights]
     out["spearman"] = {
         "point": _correlations(flat, labels, all_rows),
         "rounds": {name: np.array([r[name] for r in rounds]) for name in scores},
@@ -148,3 +151,35 @@ def summarize(
                 )
             table[metric][name] = row
     return table
+
+
+def group_preferences(groups: Sequence[RankedGroup]) -> Preferences:
+    """The humans' order as pairwise preferences: every within-group pair, the earlier reply preferred; replies in
+    group order, their lengths in characters, clusters numbered in sorted order (as :func:`cluster_bootstrap`)."""
+    clusters = sorted({g.cluster for g in groups})
+    index = {c: k for k, c in enumerate(clusters)}
+    lengths, reply_cluster, first, second = [], [], [], []
+    for group in groups:
+        start = len(lengths)
+        lengths += [len(reply) for reply in group.replies]
+        reply_cluster += [index[group.cluster]] * len(group.replies)
+        i, j = np.triu_indices(len(group.replies), k=1)
+        first += (start + i).tolist()
+        second += (start + j).tolist()
+    return preferences(lengths, reply_cluster, first, second, np.ones(len(first)), len(clusters))
+
+
+def length_aware(
+    groups: Sequence[RankedGroup],
+    scores: Mapping[str, Sequence[Sequence[float]]],
+    n_boot: int = 1000,
+    seed: int = 0,
+    cluster_kind: str = "clusters",
+) -> dict[str, Any]:
+    """Every scorer's length-aware metrics on the groups (:func:`crs.eval.length_aware.length_aware_results`, the
+    length-only scorer added), bootstrapped over the clusters :func:`cluster_bootstrap` draws with the same seed;
+    ``cluster_kind`` names them in the report ("trees")."""
+    if not groups:
+        raise ValueError("no ranked groups to judge")
+    flat = {name: np.concatenate([np.asarray(x, dtype=float) for x in s]) for name, s in scores.items()}
+    return length_aware_results(group_preferences(groups), flat, n_boot, seed, cluster_kind)

@@ -47,6 +47,8 @@ Results schema (``build_results`` output, JSON-serialisable)::
       "agreement": {                     # one entry per score scorer besides the judge
         scorer: {"overall": float, "n": int,
                  "by_category": {category: {"agreement": float, "n": int}}}},
+      "length_aware": {...},             # crs.eval.length_aware.length_aware_results: the same
+                                         # comparisons, scorer ties half, the judge's ties left out
       "rankings": {                      # Borda points (1 = best, 1/n = worst)
         "per_scorer": {scorer: {model: {"mean": float, "std": float}}},
         "n_prompts": {scorer: int},      # prompts each scorer ranked
@@ -75,7 +77,8 @@ import numpy as np
 
 from crs.eval.agreement import agreement, agreement_by_group
 from crs.eval.leaderboard import leaderboard_from_outcomes
-from crs.eval.length_control import LENGTH_BAND, MIN_MATCHED, length_matched_cell, unreliable_note
+from crs.eval.length_aware import length_aware_notes, length_aware_results, length_aware_table
+from crs.eval.length_control import MIN_MATCHED, length_matched_cell, unreliable_note
 from crs.eval.ranking import (
     TIE_BREAKS,
     PairwiseVerdicts,
@@ -88,6 +91,7 @@ from crs.eval.ranking import (
 )
 from crs.eval.tables import DASH, md_table, number, pct
 from crs.eval.win_rates import discrete_outcome, head_to_head, pairwise_outcomes, win_rate_from_outcomes
+from crs.rm.length_metrics import LENGTH_BAND, preferences
 
 SCHEMA_VERSION = 2
 REFERENCE_SCORER = "reference scorer"  # the judge's role when a reward source stands in for one
@@ -251,6 +255,7 @@ def build_results(
         "leaderboard_missing": leaderboard_missing,
         "win_rates_by_category": by_category,
         "agreement": _agreement(table, scorers, the_judge, model_order, tie_eps, category_of),
+        "length_aware": _length_aware(table, scorers, the_judge, model_order, outputs, tie_eps, (n_boot, seed)),
         "rankings": _rankings(table, scorers, the_judge, model_order, pids, tie_break),
     }
 
@@ -383,6 +388,18 @@ def _leaderboard(
     return leaderboard, leaderboard_missing, by_category
 
 
+def _judged_positions(the_judge: _Judge, model_order: list[str]) -> tuple[list[tuple[str, str, int]], list[float]]:
+    """Every (model a, model b, prompt index) the judge has a verdict on, and that verdict rounded to its side."""
+    positions: list[tuple[str, str, int]] = []
+    judge_outcomes: list[float] = []
+    for a, b in combinations(model_order, 2):
+        for index, value in sorted((the_judge.outcomes(a, b) or {}).items()):
+            if not _is_null(value):
+                positions.append((a, b, index))
+                judge_outcomes.append(discrete_outcome(float(value)))
+    return positions, judge_outcomes
+
+
 def _agreement(
     table: Mapping[str, Mapping[str, list[float]]],
     scorers: list[str],
@@ -392,13 +409,7 @@ def _agreement(
     category_of: list[str] | None,
 ) -> dict[str, dict[str, Any]]:
     """Each scorer's agreement with the judge over every unordered model pair x prompt the judge decided."""
-    positions: list[tuple[str, str, int]] = []
-    judge_outcomes: list[float] = []
-    for a, b in combinations(model_order, 2):
-        for index, value in sorted((the_judge.outcomes(a, b) or {}).items()):
-            if not _is_null(value):
-                positions.append((a, b, index))
-                judge_outcomes.append(discrete_outcome(float(value)))
+    positions, judge_outcomes = _judged_positions(the_judge, model_order)
     pair_categories = [category_of[i] for _, _, i in positions] if category_of is not None else []
     results: dict[str, dict[str, Any]] = {}
     for scorer in scorers[1:]:
@@ -415,6 +426,33 @@ def _agreement(
             ),
         }
     return results
+
+
+def _length_aware(
+    table: Mapping[str, Mapping[str, list[float]]],
+    scorers: list[str],
+    the_judge: _Judge,
+    model_order: list[str],
+    outputs: Mapping[str, Sequence[str]],
+    tie_eps: float,
+    bootstrap: tuple[int, int],
+) -> dict[str, Any]:
+    """How much of each scorer's agreement with the judge is length (:mod:`crs.eval.length_aware`), over the
+    comparisons :func:`_agreement` counts: a reply is a (model, prompt), a cluster a prompt; ``bootstrap`` is
+    (n_boot, seed)."""
+    n_prompts = len(outputs[model_order[0]])
+    reply = {model: k * n_prompts for k, model in enumerate(model_order)}  # model's first reply; prompt i at + i
+    positions, judge_outcomes = _judged_positions(the_judge, model_order)
+    prefs = preferences(
+        [len(outputs[m][i]) for m in model_order for i in range(n_prompts)],
+        [i for _ in model_order for i in range(n_prompts)],
+        [reply[a] + i for a, _, i in positions],
+        [reply[b] + i for _, b, i in positions],
+        judge_outcomes,
+        n_prompts,
+    )
+    values = {scorer: np.concatenate([table[scorer][m] for m in model_order]) for scorer in scorers[1:]}
+    return length_aware_results(prefs, values, *bootstrap, cluster_kind="prompts", tie_eps=tie_eps)
 
 
 def _rankings(
@@ -711,6 +749,19 @@ def _human_section(results: Mapping[str, Any]) -> str | None:
     return intro + "\n\n" + md_table(header, rows)
 
 
+def _length_aware_section(results: Mapping[str, Any]) -> list[str]:
+    """How much of each scorer's agreement is length (none for results saved before it was measured)."""
+    if not results.get("length_aware"):
+        return []
+    return [
+        "### How much of the agreement is length",
+        "The same comparisons; here the judge's ties are left out and a scorer tie counts half, so the accuracy "
+        "can differ from the agreement above. The length-only scorer prefers the longer reply.",
+        length_aware_table(results["length_aware"]),
+        length_aware_notes(results["length_aware"]),
+    ]
+
+
 def render_report(results: Mapping[str, Any]) -> str:
     """Full Markdown report from a :func:`build_results` dict."""
     judge, models = results["judge"], results["models"]
@@ -760,6 +811,7 @@ def render_report(results: Mapping[str, Any]) -> str:
         "as the judge; a tie agrees only with a tie"
         + (" (a fractional verdict is rounded to its side first)." if pairwise else "."),
         _agreement_section(results),
+        *_length_aware_section(results),
         "## 5. Rank aggregation",
         f"Borda points per prompt (best = 1, worst = 1/{n_models}), mean ± population std "
         "over prompts. Per-scorer columns rank by that scorer alone"

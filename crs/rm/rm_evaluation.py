@@ -1,10 +1,11 @@
 """Evaluating reward models: validation metrics of the RM being trained (its own view and the
-other one, a joint RM's combined and separate heads), its reward statistics, and finished RM
-runs compared on other data (:func:`evaluate_runs`)."""
+other one, a joint RM's combined and separate heads; how much of its ranking accuracy is length),
+its reward statistics, and finished RM runs compared on other data (:func:`evaluate_runs`)."""
 
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from crs.data import load_examples
 from crs.data.schema import AbsoluteExample, DataError, RankingExample
 from crs.rm.collators import flat_scores
 from crs.rm.joint_heads import JointHeads
+from crs.rm.length_metrics import Preferences, bootstrap_rounds, information_beyond_length, preferences, subset_counts
 from crs.rm.metrics import (
     absolute_metrics,
     pair_agreement,
@@ -39,15 +41,79 @@ def _absolute_inputs(absolutes: list[AbsoluteExample]) -> tuple[list[Any], list[
     return [ex.prompt for ex in absolutes], [ex.reply for ex in absolutes]
 
 
+BEYOND_LENGTH_KEYS = {  # validation metric -> the field of crs.rm.length_metrics.BeyondLength it shows
+    "beyond_length_lr": "lr",
+    "beyond_length_p": "p_lr",
+    "beyond_length_coef": "coef",
+    "beyond_length_coef_ci_low": "ci_low",
+    "beyond_length_coef_ci_high": "ci_high",
+    "beyond_length_p_robust": "p_robust",
+    "beyond_length_cv_log_loss_length": "cv_log_loss_length",
+    "beyond_length_cv_log_loss_with_scorer": "cv_log_loss_with_scorer",
+}
+
+
+def ranking_preferences(rankings: list[RankingExample]) -> Preferences:
+    """Every pair of each ranking as a preference, the earlier reply preferred (a pair the data score equal: a tie,
+    left out, as :func:`crs.rm.metrics.ranking_metrics` skips it); replies flattened, one cluster per ranking."""
+    lengths, clusters, first, second, outcomes = [], [], [], [], []
+    for index, ex in enumerate(rankings):
+        start = len(lengths)
+        lengths += [len(reply) for reply in ex.replies]
+        clusters += [index] * len(ex.replies)
+        for i, j in itertools.combinations(range(len(ex.replies)), 2):
+            first.append(start + i)
+            second.append(start + j)
+            outcomes.append(0.5 if ex.scores is not None and ex.scores[i] == ex.scores[j] else 1.0)
+    return preferences(lengths, clusters, first, second, outcomes, len(rankings))
+
+
+def length_view_metrics(prefs: Preferences, rewards: list[float]) -> dict[str, float | None]:
+    """How much of a reward's ranking accuracy is length (:mod:`crs.rm.length_metrics`, point values, reward ties
+    half): accuracy where the preferred reply is the shorter one and on length-matched pairs with their counts,
+    Spearman with length, and information beyond length (``beyond_length_*``: the naive likelihood-ratio test, the
+    coefficient with its prompt-robust interval and p-value, the held-out log-loss of the length model and of the
+    model with the reward). A non-finite reward (a diverged model) gives None for each rather than an error."""
+    counts = subset_counts(prefs)
+    metrics: dict[str, float | None] = {
+        "n_shorter_preferred": counts["n_shorter_preferred"],
+        "n_length_matched": counts["n_length_matched"],
+    }
+    point_keys = ("shorter_preferred_accuracy", "length_matched_accuracy", "length_spearman")
+    if not all(math.isfinite(r) for r in rewards):
+        return {**metrics, **dict.fromkeys(point_keys), **dict.fromkeys(BEYOND_LENGTH_KEYS)}
+    points = bootstrap_rounds(prefs, rewards)
+    beyond = information_beyond_length(prefs, rewards).as_dict()
+    return {
+        **metrics,
+        **{key: points[key][0] for key in point_keys},
+        **{key: beyond[field] for key, field in BEYOND_LENGTH_KEYS.items()},
+    }
+
+
+def length_only_metrics(views: ValidationViews) -> dict[str, float | None]:
+    """The length-only scorer (prefers the longer reply) on the same rankings: ``length_only_pairwise_accuracy`` and
+    ``length_only_length_matched_accuracy``, the numbers a reward model's must beat (empty without rankings)."""
+    if not views.rankings:
+        return {}
+    prefs = ranking_preferences(views.rankings)
+    points = bootstrap_rounds(prefs, prefs.lengths)
+    return {
+        "length_only_pairwise_accuracy": points["accuracy"][0],
+        "length_only_length_matched_accuracy": points["length_matched_accuracy"][0],
+    }
+
+
 def view_metrics(
     views: ValidationViews, ranking_rewards: Tensor, absolute_rewards: Tensor, prefix: str = ""
 ) -> dict[str, float | None]:
-    """Ranking metrics of ``ranking_rewards`` on the rankings, and Pearson / Spearman of
-    ``absolute_rewards`` with the scores."""
+    """Ranking metrics of ``ranking_rewards`` on the rankings with their length-aware ones
+    (:func:`length_view_metrics`), and Pearson / Spearman of ``absolute_rewards`` with the scores."""
     metrics: dict[str, float | None] = {}
     if views.rankings:
         groups = ranking_rewards.split([len(ex.replies) for ex in views.rankings])
         metrics.update(ranking_metrics([g.tolist() for g in groups], [ex.scores for ex in views.rankings]))
+        metrics.update(length_view_metrics(ranking_preferences(views.rankings), ranking_rewards.tolist()))
     if views.absolutes:
         targets = [ex.score for ex in views.absolutes]
         metrics["pearson"] = pearson(absolute_rewards.tolist(), targets)
@@ -61,8 +127,9 @@ def evaluate_reward_model(
     """Validation metrics of one RM, and its rewards on its own validation replies.
 
     Every RM kind gets the ranking metrics (``pairwise_accuracy``, ``best_vs_worst_accuracy``,
-    ``mean_margin``) on the rankings and ``pearson`` / ``spearman`` of reward vs score
-    on the absolute view; an absolute RM also gets the regression errors of
+    ``mean_margin``, and how much of the accuracy is length: :func:`length_view_metrics`, beside
+    the length-only scorer's :func:`length_only_metrics`) on the rankings and ``pearson`` /
+    ``spearman`` of reward vs score on the absolute view; an absolute RM also gets the regression errors of
     ``sigmoid(reward)`` (``mse``, ``mae``, per bucket around ``rm.threshold``). ``loss``
     is the RM's own (unweighted) loss on its own view. A joint RM: :func:`evaluate_joint`.
     """
@@ -70,7 +137,7 @@ def evaluate_reward_model(
         return evaluate_joint(scorer, views, rm)
     ranked = scorer(*_ranking_inputs(views.rankings)) if views.rankings else torch.zeros(0)
     scored = scorer(*_absolute_inputs(views.absolutes)) if views.absolutes else torch.zeros(0)
-    metrics = view_metrics(views, ranked, scored)
+    metrics = {**view_metrics(views, ranked, scored), **length_only_metrics(views)}
     own_rewards = torch.zeros(0)
     if rm.loss == "pairwise" and views.rankings:
         sizes = [len(ex.replies) for ex in views.rankings]
@@ -101,7 +168,7 @@ def evaluate_joint(
     if not len(heads):
         return {}, heads
     joint = JointHeads.fit(heads, rm.joint_preference_weight)
-    metrics = view_metrics(views, joint.combine(ranked), joint.combine(scored))
+    metrics = {**view_metrics(views, joint.combine(ranked), joint.combine(scored)), **length_only_metrics(views)}
     for output, prefix in enumerate(("preference_head_", "absolute_head_")):
         metrics.update(view_metrics(views, ranked[:, output], scored[:, output], prefix))
     targets = torch.tensor([ex.score for ex in views.absolutes], dtype=torch.float32)

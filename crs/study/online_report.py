@@ -14,6 +14,7 @@ from crs.eval import length_control
 from crs.eval.figure_files import save_figure_atomic
 from crs.eval.power import power_line, power_of_interval
 from crs.eval.tables import DASH, md_table, number, pct, pct_interval
+from crs.rm.length_metrics import LENGTH_BAND
 
 
 def render_online_report(results: dict[str, Any]) -> str:
@@ -74,7 +75,7 @@ def _rounds_section(results: dict[str, Any]) -> list[str]:
         "mean over its last quarter of steps (proxy: its own combined reward, z units).",
         "LC: length-controlled (docs/study.md). Length-matched: the raw win rate on the prompts whose two replies "
         "are within "
-        f"{length_control.LENGTH_BAND:.0%} of each other in length ('cannot tell' below {length_control.MIN_MATCHED}).",
+        f"{LENGTH_BAND:.0%} of each other in length ('cannot tell' below {length_control.MIN_MATCHED}).",
         *(
             [
                 f"\n**\\* LC unreliable** in round{'s' if len(flagged) > 1 else ''} "

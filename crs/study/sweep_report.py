@@ -15,6 +15,7 @@ from crs.eval import length_control
 from crs.eval.figure_files import save_figure_atomic
 from crs.eval.power import power_line
 from crs.eval.tables import DASH, md_table, pct, pct_interval
+from crs.rm.length_metrics import LENGTH_BAND
 
 
 def _lc_cell(judge: Mapping[str, Any], label: str) -> str:
@@ -38,7 +39,7 @@ def lc_footnote(judge: Mapping[str, Any], labels: Sequence[str]) -> list[str]:
     """What the LC column's stars mean and, per flagged label, each flagged seed's reason; the length-matched band."""
     lines = [
         "Length-matched: the raw win rate on the prompts whose two replies are within "
-        f"{length_control.LENGTH_BAND:.0%} of each "
+        f"{LENGTH_BAND:.0%} of each "
         "other in length, pooled over the seeds (interval: a Student-t seed level, then prompts; "
         f"'cannot tell' below {length_control.MIN_MATCHED})."
     ]

@@ -8,15 +8,14 @@ import pytest
 from length_cases import shorter_on_most
 
 from crs.eval.length_control import (
-    LENGTH_BAND,
     MIN_MATCHED,
     brevity_concordance,
     length_controlled_win_rate,
-    length_matched,
     length_matched_win_rate,
     length_separation,
     pooled_length_matched_win_rate,
 )
+from crs.rm.length_metrics import LENGTH_BAND, length_matched
 
 
 def brevity_case(mirror: bool, seed: int = 0, n: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crs.eval.ranked_groups import RankedGroup, cluster_bootstrap, pair_credit, summarize, top1_credit
+from crs.eval.ranked_groups import (
+    RankedGroup,
+    cluster_bootstrap,
+    group_preferences,
+    length_aware,
+    pair_credit,
+    summarize,
+    top1_credit,
+)
 from crs.rm.metrics import spearman
 
 NAN = float("nan")
@@ -97,3 +105,21 @@ def test_summarize_pairs_every_scorer_with_the_baseline() -> None:
     assert "vs_length" not in table["pairwise_accuracy"]["length"]
     with pytest.raises(ValueError, match="no ranked groups"):
         cluster_bootstrap([], {})
+
+
+def test_the_humans_order_as_pairs_and_its_length_metrics_share_the_cluster_bootstrap() -> None:
+    groups, scores = _groups()
+    prefs = group_preferences(groups)
+    # t1's groups (replies 0-2 and 3-4), t2's (5-6), t3's (7-10): every within-group pair, the earlier reply first.
+    assert prefs.first.tolist() == [0, 0, 1, 3, 5, 7, 7, 7, 8, 8, 9]
+    assert prefs.second.tolist() == [1, 2, 2, 4, 6, 8, 9, 10, 9, 10, 10]
+    assert prefs.first_preferred.all() and prefs.reply_cluster.tolist() == [0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2]
+    assert prefs.lengths.tolist() == [1.0] * 11  # the replies are one letter each
+    n_boot, seed = 30, 5
+    lengths = length_aware(groups, scores, n_boot=n_boot, seed=seed, cluster_kind="trees")
+    boot = summarize(cluster_bootstrap(groups, scores, n_boot=n_boot, seed=seed))
+    keys = ("mean", "ci_low", "ci_high")
+    for name in scores:  # the same pooled accuracy and, drawn with the same seed, the same rounds
+        accuracy = lengths["scorers"][name]["accuracy"]
+        assert [accuracy[k] for k in keys] == pytest.approx([boot["pairwise_accuracy"][name][k] for k in keys])
+    assert lengths["cluster_kind"] == "trees" and "length (characters)" in lengths["scorers"]

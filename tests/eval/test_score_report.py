@@ -121,6 +121,23 @@ def test_results_numbers(results):
     assert ppo["std"] == pytest.approx(math.sqrt(1 / 12))
 
 
+def test_length_aware_agreement_by_hand(results):
+    # Judge verdicts on (base, sft), (base, ppo), (sft, ppo) x 4 prompts: ties on (base, sft) p2 and (sft, ppo) p3.
+    length = results["length_aware"]
+    counts = ("n_pairs", "n_judge_ties", "n_shorter_preferred", "n_length_matched", "n_clusters")
+    assert tuple(length[k] for k in counts) == (10, 2, 2, 2, 4)
+    rm = length["scorers"]["rm"]
+    assert rm["accuracy"]["mean"] == pytest.approx(8 / 10)  # wrong only where the judge prefers a reply to ppo's on p2
+    # The shorter reply wins only on p2 (base's 2 and sft's 6 characters over ppo's 10); the rm prefers ppo's there.
+    assert rm["shorter_preferred_accuracy"]["mean"] == 0.0
+    assert rm["length_matched_accuracy"]["mean"] == 1.0  # (base, sft) on p1 and p3, both 2 characters
+    assert length["scorers"]["length (characters)"]["length_matched_accuracy"]["mean"] == 0.5  # equal: ties
+    assert "judge" not in length["scorers"]
+    assert "### How much of the agreement is length" in render_report(results)
+    older = {key: value for key, value in results.items() if key != "length_aware"}  # results saved before it
+    assert "How much of the agreement is length" not in render_report(older)
+
+
 def test_render_report_sections_and_values(results):
     report = render_report(results)
     for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5."):

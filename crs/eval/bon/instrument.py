@@ -9,7 +9,10 @@ the pool: the formula PPO optimises), and the judge itself (the ceiling). For ea
   against a random reply of the same pool (0.5 at n = 1), and its length, exact over all
   n-subsets (:mod:`crs.eval.bon.selection`), against KL_bon = log n - (n - 1)/n;
 * the reward-model level: agreement with the judge pooled over every within-prompt pair the
-  judge separates, and Kendall's tau per prompt (one tie rule), per prompt category too.
+  judge separates, and Kendall's tau per prompt (one tie rule), per prompt category too;
+* how much of that agreement is length (``length_aware``, :mod:`crs.eval.length_aware`): agreement on
+  the pairs where the judge preferred the shorter reply and on length-matched pairs, Spearman with
+  length, information beyond length, for every scorer but the judge and for the length-only scorer.
 
 Intervals come from one paired bootstrap over prompts (the same prompts for every scorer), so
 the difference between two weights has its own, narrow interval. The headline is the best-of-m
@@ -41,11 +44,13 @@ from crs.demo.gold import resolve_judge
 from crs.eval.bon import selection
 from crs.eval.bon.pool import Pool, read_pool
 from crs.eval.bon.pool_verdicts import judge_from_annotations
+from crs.eval.length_aware import length_aware_results
 from crs.eval.power import power_line, power_of_neighbours
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process
 from crs.rl.combine import CONSERVATIVE_METHODS, combine_normalized, standardize, zscore_stats
 from crs.rl.reward_sources import build_sources
+from crs.rm.length_metrics import Preferences, preferences
 from crs.runs import mark_finished
 
 logger = logging.getLogger(__name__)
@@ -218,6 +223,24 @@ def _by_category(credit: np.ndarray, pairs: np.ndarray, categories: list[str]) -
         chosen = np.array([c == category for c in categories])
         out[category or "(none)"] = selection.pooled_ratio(credit[chosen], pairs[chosen])
     return out
+
+
+def pool_preferences(judge: np.ndarray, lengths: np.ndarray, tie_eps: float = selection.TIE_EPS) -> Preferences:
+    """The judge's preference on every within-prompt pair of the pool (values within ``tie_eps``: a tie, as
+    :func:`crs.eval.bon.selection.pairwise_credit` counts them); replies in pool order, one cluster per prompt."""
+    n_prompts, m = judge.shape
+    i, j = np.triu_indices(m, k=1)
+    offsets = (np.arange(n_prompts) * m)[:, None]
+    diff = judge[:, i] - judge[:, j]
+    outcomes = np.where(np.abs(diff) <= tie_eps, 0.5, (diff > 0).astype(float))
+    return preferences(
+        lengths.reshape(-1),
+        np.repeat(np.arange(n_prompts), m),
+        (offsets + i).ravel(),
+        (offsets + j).ravel(),
+        outcomes.ravel(),
+        n_prompts,
+    )
 
 
 def summarize_scorers(
@@ -418,6 +441,13 @@ def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
         "weights": weights,
         "verdict": verdict(weights, m),
         "strategies": strategies,
+        # The judge agrees with itself by construction: every other scorer, and the length-only one, on the same draws.
+        "length_aware": length_aware_results(
+            pool_preferences(judge, pool.lengths()),
+            {name: values.reshape(-1) for name, values in scorers.items() if name != "judge"},
+            bon.n_boot,
+            cfg.run.seed,
+        ),
     }
     write_json_atomic(run_dir / "results.json", results)
     write_text_atomic(run_dir / "report.md", render_bon_report(results))

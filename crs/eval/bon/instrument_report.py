@@ -1,11 +1,12 @@
 """``report.md`` of a best-of-n study (:mod:`crs.eval.bon.instrument`): the verdict, the weight grid, the strategies,
-every scorer's curves."""
+every scorer's curves, how much of each scorer's agreement is length."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from crs.eval.length_aware import length_aware_notes, length_aware_table
 from crs.eval.tables import md_table, number, pct, pct_interval
 
 
@@ -170,6 +171,17 @@ def render_bon_report(results: Mapping[str, Any]) -> str:
         category_table(results),
         "",
     ]
+    if results.get("length_aware"):  # results written before it was measured have none
+        lines += [
+            "## Agreement and length",
+            "",
+            "How much of each scorer's agreement with the judge is reply length (the same bootstrap draws):",
+            "",
+            length_aware_table(results["length_aware"]),
+            "",
+            length_aware_notes(results["length_aware"]),
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "best_of_n_values",
     "best_of_n_win_rates",
     "best_weight",
+    "bootstrap_counts",
     "difference",
     "interval",
     "kendall_tau_b",
@@ -256,6 +257,18 @@ def paired_bootstrap_means(per_prompt: Mapping[str, np.ndarray], n_boot: int, se
         # A round that draws only NaN prompts has no mean: NaN is the right answer, not a warning.
         warnings.simplefilter("ignore", category=RuntimeWarning)
         return {key: np.nanmean(array[indices], axis=1) for key, array in arrays.items()}
+
+
+def bootstrap_counts(n_prompts: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_prompts): how often each prompt (or cluster) is drawn in each round of the bootstrap
+    :func:`paired_bootstrap_means` makes with the same ``seed`` (the same generator call, so the same draws).
+    For pooled figures that are not a mean over prompts (a correlation over replies, a ratio)."""
+    if n_boot < 1 or n_prompts < 1:
+        raise ValueError(f"need n_boot >= 1 and at least one prompt, got {n_boot} and {n_prompts}")
+    draws = np.random.default_rng(seed).integers(0, n_prompts, size=(n_boot, n_prompts))
+    counts = np.zeros((n_boot, n_prompts))
+    np.add.at(counts, (np.repeat(np.arange(n_boot), n_prompts), draws.ravel()), 1.0)
+    return counts
 
 
 def difference(

@@ -119,11 +119,33 @@ def test_a_pool_made_elsewhere_gives_the_best_of_n_numbers_computed_by_hand(tmp_
     )  # n = 1: a random reply
     assert judge["pairwise_accuracy"]["mean"] == pytest.approx(1.0)
     assert set(results["weights"]["grid"]) == {0.0, 0.5, 1.0} and "tell apart differences of" in results["verdict"]
+    # How much agreement is length: the same pooled agreement and, drawn with the same seed, the same interval;
+    # `preference` is the reply's length, so it never differs from the length-only row.
+    length = results["length_aware"]
+    assert "judge" not in length["scorers"] and length["n_clusters"] == 3 and length["n_replies"] == 12
+    preference = length["scorers"]["preference"]
+    accuracy = {key: preference["accuracy"][key] for key in ("mean", "ci_low", "ci_high")}
+    assert accuracy == pytest.approx(results["scorers"]["preference"]["pairwise_accuracy"])
+    assert preference["accuracy"]["vs_length"] == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    assert preference["shorter_preferred_accuracy"]["mean"] == 0.0
     report = (tmp_path / "out" / "bon" / "report.md").read_text()
     assert "## The weight grid" in report and "smallest difference detectable at 80% power" in report
+    assert "## Agreement and length" in report and "| length (characters) |" in report
     assert (tmp_path / "out" / "bon" / "bon_curves.png").stat().st_size > 0 and (
         tmp_path / "out" / "bon" / "weight_curve.png"
     ).is_file()
+
+
+def test_the_pools_preferences_are_every_within_prompt_pair_the_judge_decided() -> None:
+    from crs.eval.bon.instrument import pool_preferences
+
+    judge = np.array([[0.0, 1.0, 1.0 + 1e-12], [2.0, 1.0, 0.0]])  # prompt 0: replies 1 and 2 tie (within TIE_EPS)
+    lengths = np.array([[5.0, 6.0, 7.0], [1.0, 2.0, 3.0]])
+    prefs = pool_preferences(judge, lengths)
+    assert prefs.n_judge_ties == 1 and prefs.n_clusters == 2
+    assert list(zip(prefs.first.tolist(), prefs.second.tolist())) == [(0, 1), (0, 2), (3, 4), (3, 5), (4, 5)]
+    assert prefs.first_preferred.tolist() == [False, False, True, True, True]
+    assert prefs.lengths.tolist() == [5, 6, 7, 1, 2, 3] and prefs.reply_cluster.tolist() == [0, 0, 0, 1, 1, 1]
 
 
 def test_one_file_of_candidates_is_a_pool_too(tmp_path) -> None:

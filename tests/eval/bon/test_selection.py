@@ -12,6 +12,7 @@ from crs.eval.bon.selection import (
     best_of_n_values,
     best_of_n_win_rates,
     best_weight,
+    bootstrap_counts,
     difference,
     kendall_tau_b,
     kl_bon,
@@ -213,6 +214,16 @@ def test_paired_bootstrap_shares_draws_and_shapes():
     assert np.all(np.isfinite(paired_bootstrap_means({"x": with_nan}, 50, 2)["x"]))  # nanmean skips NaN prompts
     with pytest.raises(ValueError):
         paired_bootstrap_means({"a": a, "b": a[:10]}, 10, 0)
+
+
+def test_bootstrap_counts_are_the_draws_of_the_paired_bootstrap_with_the_same_seed():
+    a = np.random.default_rng(3).random(7)
+    counts = bootstrap_counts(7, 40, seed=5)
+    assert counts.shape == (40, 7) and np.all(counts.sum(axis=1) == 7)
+    # A mean over the drawn prompts, written with the multiplicities, is the paired bootstrap's round.
+    np.testing.assert_allclose(counts @ a / 7, paired_bootstrap_means({"a": a}, 40, 5)["a"])
+    with pytest.raises(ValueError):
+        bootstrap_counts(0, 10, 0)
 
 
 def test_paired_difference_narrower_than_unpaired():
