@@ -15,8 +15,9 @@ and is z-scored is :mod:`crs.rl.reward_sources`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -35,11 +36,11 @@ from crs.rm.length_calibration import (
     reply_lengths,
 )
 
-if TYPE_CHECKING:  # reward_sources imports this module: the type alone, no cycle at run time
-    from crs.rl.reward_sources import RewardFn, RewardSource
+# What the length source scores with (reward_sources imports this module, so its RewardFn is not imported here).
+LengthFn = Callable[[list[Messages], list[str]], np.ndarray]
 
 
-def length_reward(unit: str, tokenizer: Any = None) -> RewardFn:
+def length_reward(unit: str, tokenizer: Any = None) -> LengthFn:
     """The ``length`` source's function: each reply's length in ``unit`` (``characters``, or ``tokens`` counted by
     ``tokenizer``)."""
     if unit == "characters":
@@ -54,7 +55,7 @@ def length_reward(unit: str, tokenizer: Any = None) -> RewardFn:
     return tokens
 
 
-def length_source_fn(config: RewardSourceConfig, model_cfg: ModelConfig | None) -> RewardFn:
+def length_source_fn(config: RewardSourceConfig, model_cfg: ModelConfig | None) -> LengthFn:
     """The function of a ``path: length`` source, its tokenizer loaded for ``length_unit: tokens``."""
     if config.length_unit == "characters":
         return length_reward("characters")
@@ -104,7 +105,7 @@ def source_calibration(config: RewardSourceConfig) -> LengthCalibration | None:
 
 
 def fit_source_calibration(
-    source: RewardSource,
+    source: Any,
     prompts: list[Messages],
     replies: list[str],
     calibration_set: str,
