@@ -56,7 +56,11 @@ BAD_VALUES: dict[str, list[str]] = {
     "rm.strength_scale": ["-1", ".nan"],
     "rm.joint_absolute_weight": ["-0.5", ".inf"],
     "rm.joint_preference_weight": ["1.5", "-0.1"],
-    "rl.rewards[*].weight": ["-1", ".nan", ".inf"],
+    "rl.rewards[*].weight": [".nan", ".inf"],
+    "rl.rewards[*].length_calibration": ["sometimes", "Run"],
+    "eval_rewarding.rewards[*].length_calibration": ["calibrated"],
+    "bon.rewards[*].length_calibration": ["length_calibration.txt"],
+    "sweep.rewards[*].length_calibration": ["calibration.yaml"],
     "rl.reward_clip": ["0", "-4"],
     "rl.combine": ["sum_per_prompt"],  # with rl.algorithm ppo (the default): one reply per prompt, no group
     "rl.conservative_k": ["-1", ".nan"],
@@ -99,7 +103,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "eval_pred.top_k": ["-5"],
     "eval_pred.max_new_tokens": ["0", "-1"],
     "eval_pred.batch_size": ["0"],
-    "eval_rewarding.combined[*].weights": ["-0.25", ".nan", "0"],
+    "eval_rewarding.combined[*].weights": [".nan", "0"],
     "eval_rewarding.combined[*].reward_clip": ["0", "-1"],
     "eval_rewarding.combined[*].missing_eos_penalty": [".inf"],
     "eval_rewarding.n_boot": ["0"],
@@ -108,7 +112,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "sweep.seeds": ["[]", "[1, 2, 1]"],
     "bon.samples": ["1"],
     "bon.batch_size": ["0"],
-    "bon.weights[*]": ["1.5"],
+    "bon.weights[*]": [".nan"],
     "bon.weights": ["[]", "[0.5, 0.5]"],
     "bon.n_boot": ["0"],
     "bon.strategies": ["[conservative]", "[sum, sum]"],
@@ -148,8 +152,9 @@ def _overrides(key: str, value: str) -> list[str]:
 def _override(key: str, value: str) -> str:
     if key in _WITH_ALGORITHM:
         return f"rl={{algorithm: {_WITH_ALGORITHM[key]}, {key.split('.')[1]}: {value}}}"
-    if key == "rl.rewards[*].weight":
-        return f"rl.rewards=[{{name: a, path: gold, weight: {value}}}]"
+    if ".rewards[*]." in key:
+        rewards, field = key.split("[*].")
+        return f"{rewards}=[{{name: a, path: gold, {field}: {value}}}]"
     if key in ("sweep.weights[*]", "bon.weights[*]"):
         return f"{key[:-3]}=[{value}]"
     if key in ("bon.preference_source", "bon.absolute_source"):
@@ -172,7 +177,7 @@ def _override(key: str, value: str) -> str:
 
 def _named(key: str) -> str:
     return (
-        key.replace("rl.rewards[*]", "rl.rewards[0]")
+        key.replace("rewards[*]", "rewards[0]")
         .replace("arms[*]", "arms[0]")
         .replace("combined[*]", "combined[0]")
         .replace("weights[*]", "weights[0]")
@@ -193,12 +198,12 @@ def test_every_rule_has_a_bad_value_here() -> None:
 
 
 def test_every_bad_value_is_named_in_one_message() -> None:
-    overrides = ["run.logging_steps=0", "rl.rewards=[{name: a, path: gold, weight: -1}]", "sweep.weights=[0.5, 2]"]
+    overrides = ["run.logging_steps=0", "rl.rewards=[{name: a, path: gold, weight: .inf}]", "sweep.weights=[0.5, 2]"]
     with pytest.raises(ConfigError) as caught:
         load_config("sft", overrides=overrides)
     assert str(caught.value) == (
         "run.logging_steps=0: must be an integer >= 1; "
-        "rl.rewards[0].weight=-1.0: must be a finite number >= 0 (0: the source is not loaded); "
+        "rl.rewards[0].weight=inf: must be a finite number (0: the source is not loaded; negative: subtracted); "
         "sweep.weights[1]=2.0: must be in [0, 1] (the preference source's weight; the absolute source gets 1 - w)"
     )
 

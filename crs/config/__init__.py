@@ -20,7 +20,8 @@ The modules, one concept each:
   :mod:`~crs.config.data`, :mod:`~crs.config.train`, :mod:`~crs.config.reward_model`,
   :mod:`~crs.config.rl`, :mod:`~crs.config.eval` (``eval_pred``, ``eval_rewarding``),
   :mod:`~crs.config.study` (``sweep``, ``online``), :mod:`~crs.config.bon` (``bon``);
-  :mod:`~crs.config.root` puts them together in :class:`CRSConfig`.
+  :mod:`~crs.config.root` puts them together in :class:`CRSConfig`; :mod:`~crs.config.length_keys`
+  holds the length keys every list of reward sources shares.
 * :mod:`~crs.config.reader` (YAML, subsets, overrides), :mod:`~crs.config.coercion`
   (types), :mod:`~crs.config.validation` (every field's rule, over the whole tree).
 

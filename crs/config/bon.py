@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from crs.config.eval import EvalRewardSourceConfig
-from crs.config.fields import UNIT, Rule, at_least, distinct_and_not_empty
+from crs.config.fields import Rule, at_least, distinct_and_not_empty, finite
 
 
 def _names_a_bon_source(name: str, config: Any) -> bool:
@@ -77,9 +77,15 @@ class BestOfNConfig:
     weights: list[float] = field(
         default_factory=lambda: [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0],
         metadata={
-            "help": "Preference weights w of the combined scorers `w * z(preference) + (1 - w) * z(absolute)`.",
+            "help": "Preference weights w of the combined scorers `w * z(preference) + (1 - w) * z(absolute)`. A w "
+            "above 1 subtracts the second source: with `absolute_source: length`, w = 1.25 scores 1.25 x z(RM) - 0.25 "
+            "x z(length) (RM minus length).",
             "rule": (
-                Rule(UNIT, "in [0, 1] (the preference source's weight; the absolute source gets 1 - w)", each=True),
+                Rule(
+                    finite,
+                    "a finite number (the preference source's weight; the absolute source gets 1 - w)",
+                    each=True,
+                ),
                 Rule(distinct_and_not_empty, "a non-empty list of distinct weights"),
             ),
         },

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from crs.config.fields import PROBABILITY, Rule, above, at_least, finite, or_null
+from crs.config.length_keys import length_calibration_field, length_tokenizer_field, length_unit_field
 
 
 @dataclass
@@ -70,15 +71,20 @@ class EvalRewardSourceConfig:
     name: str = field(default="reward", metadata={"help": "The scorer's name in tables, and in `combined[].weights`."})
     path: str = field(
         default="",
-        metadata={"help": "Anything `rl.rewards[].path` takes: a reward-model run, `gold`, `python:module:function`."},
+        metadata={
+            "help": "Anything `rl.rewards[].path` takes: a reward-model run, `gold`, `length`, "
+            "`python:module:function`."
+        },
     )
+    length_unit: Literal["characters", "tokens"] = length_unit_field()
+    length_tokenizer: str | None = length_tokenizer_field()
+    length_calibration: str = length_calibration_field()
 
 
 def _combined_weights_ok(weights: dict[str, float], config: Any) -> bool:
-    """Finite weights >= 0, not all 0, each naming a source of ``eval_rewarding.rewards`` (the whole config)."""
-    finite_and_not_negative = all(math.isfinite(w) and w >= 0 for w in weights.values())
+    """Finite weights, not all 0, each naming a source of ``eval_rewarding.rewards`` (the whole config)."""
     sources = {r.name for r in config.eval_rewarding.rewards}
-    return finite_and_not_negative and any(weights.values()) and set(weights) <= sources
+    return all(math.isfinite(w) for w in weights.values()) and any(weights.values()) and set(weights) <= sources
 
 
 @dataclass
@@ -89,10 +95,11 @@ class CombinedScorerConfig:
     weights: dict[str, float] = field(
         default_factory=dict,
         metadata={
-            "help": "Weight per `eval_rewarding.rewards` name, applied to its z-scored score.",
+            "help": "Weight per `eval_rewarding.rewards` name, applied to its z-scored score (negative: subtracted, "
+            "e.g. `{preference_rm: 1, length: -0.25}`).",
             "rule": Rule(
                 _combined_weights_ok,
-                "finite weights >= 0, at least one > 0, each naming a source of eval_rewarding.rewards",
+                "finite weights, at least one non-zero, each naming a source of eval_rewarding.rewards",
             ),
         },
     )

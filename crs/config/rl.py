@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from crs.config.fields import PROBABILITY, UNIT, Rule, above, at_least, finite, or_null
+from crs.config.length_keys import length_calibration_field, length_tokenizer_field, length_unit_field
 
 
 @dataclass
@@ -30,15 +31,17 @@ class RewardSourceConfig:
         default="",
         metadata={
             "help": "A reward-model run directory (`rm_train.py` output), `gold` (the demo's simulated annotator's "
-            "noise-free utility), or `python:module:function` (a function `f(prompts, replies) -> scores`)."
+            "noise-free utility), `length` (the reply's length: `length_unit`), or `python:module:function` (a "
+            "function `f(prompts, replies) -> scores`)."
         },
     )
     weight: float = field(
         default=1.0,
         metadata={
-            "help": "The source's weight; 0 skips loading it. Weights need not sum to 1. (Evaluation scores every "
-            "source alike.)",
-            "rule": Rule(at_least(0), "a finite number >= 0 (0: the source is not loaded)"),
+            "help": "The source's weight; 0 skips loading it; a negative weight subtracts it (`{name: length, path: "
+            "length, weight: -0.25}` beside an RM: RM minus length). Weights need not sum to 1. (Evaluation scores "
+            "every source alike.)",
+            "rule": Rule(finite, "a finite number (0: the source is not loaded; negative: subtracted)"),
         },
     )
     normalize: Literal["none", "zscore"] = field(
@@ -50,6 +53,9 @@ class RewardSourceConfig:
             "pooled over all predictions.)"
         },
     )
+    length_unit: Literal["characters", "tokens"] = length_unit_field()
+    length_tokenizer: str | None = length_tokenizer_field()
+    length_calibration: str = length_calibration_field()
 
 
 def _combine_fits(strategy: str, rl: Any) -> bool:
@@ -60,6 +66,8 @@ def _combine_fits(strategy: str, rl: Any) -> bool:
     if strategy != "sum" and rl.algorithm == "grpo" and rl.reward_normalization == "trl":
         return False
     active = sum(1 for r in rl.rewards if r.weight != 0)
+    if strategy == "conservative" and any(r.weight < 0 for r in rl.rewards):
+        return False  # it ignores the weights: a source meant to be subtracted would count as added
     # No sources at all is another key's error (and a stage that reads no reward)
     return strategy != "conservative" or active == 0 or active >= 2
 
@@ -106,12 +114,13 @@ class RLCommon:
             "population std; a group tied on a source gives 0), then weighted and summed; replaces `normalize`; PPO "
             "samples one reply per prompt, so it is refused there. `conservative`: over >= 2 sources, the minimum of "
             "the z-scores, or their mean - k x std (`rl.conservative`); source weights are ignored, except that 0 "
-            "still drops a source. With `reward_normalization: trl` only `sum` (TRL combines the sources itself).",
+            "still drops a source (and a negative one is refused). With `reward_normalization: trl` only `sum` (TRL "
+            "combines the sources itself).",
             "rule": Rule(
                 lambda v, c: _combine_fits(v, c.rl),
                 "sum; sum_per_prompt with rl.algorithm grpo or rloo (PPO samples one reply per prompt: use sum or "
-                "conservative); conservative with at least 2 rl.rewards of non-zero weight; only sum with "
-                "rl.reward_normalization: trl",
+                "conservative); conservative with at least 2 rl.rewards of non-zero weight and none negative (it "
+                "ignores weights); only sum with rl.reward_normalization: trl",
             ),
         },
     )

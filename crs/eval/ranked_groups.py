@@ -32,7 +32,7 @@ import numpy as np
 from crs.eval.bon.selection import TIE_EPS, bootstrap_counts, difference, pairwise_credit
 from crs.eval.hierarchical import interval
 from crs.eval.length_aware import length_aware_results
-from crs.rm.length_metrics import Preferences, preferences
+from crs.rm.length_metrics import Preferences, preferences, reply_lengths
 from crs.rm.metrics import spearman
 
 
@@ -161,7 +161,7 @@ def group_preferences(groups: Sequence[RankedGroup]) -> Preferences:
     lengths, reply_cluster, first, second = [], [], [], []
     for group in groups:
         start = len(lengths)
-        lengths += [len(reply) for reply in group.replies]
+        lengths += reply_lengths(group.replies).tolist()
         reply_cluster += [index[group.cluster]] * len(group.replies)
         i, j = np.triu_indices(len(group.replies), k=1)
         first += (start + i).tolist()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,14 @@ from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process
 from crs.rl.combine import standardize, zscore_stats
 from crs.rl.combined_reward import REWARD_STATE_FILE, CombinedReward
-from crs.rl.reward_sources import RewardSource, build_sources, check_gold_sources, gold_reward
+from crs.rl.reward_sources import (
+    RewardSource,
+    build_sources,
+    check_gold_sources,
+    gold_reward,
+    scoring_key,
+    source_config,
+)
 from crs.runs import latest_checkpoint, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)
@@ -73,25 +81,27 @@ def judge_replies(judge: RewardSource, per_model: dict[str, list[dict[str, Any]]
 
 
 class SourceScores:
-    """Each reward source path is loaded and scores every model's predictions once, however
-    many scorers (plain, combined, an RL run's own reward) use it."""
+    """Each reward source (a path with its length keys: :func:`crs.rl.reward_sources.scoring_key`) is loaded and
+    scores every model's predictions once, however many scorers (plain, combined, an RL run's own reward) use it."""
 
     def __init__(self, per_model: dict[str, list[dict[str, Any]]], model_cfg: Any, batch_size: int) -> None:
         self.per_model, self.model_cfg, self.batch_size = per_model, model_cfg, batch_size
-        self.sources: dict[str, RewardSource] = {}
-        self.raw: dict[str, dict[str, torch.Tensor]] = {}
+        self.sources: dict[tuple[Any, ...], RewardSource] = {}
+        self.raw: dict[tuple[Any, ...], dict[str, torch.Tensor]] = {}
 
-    def get(self, path: str) -> tuple[RewardSource, dict[str, torch.Tensor]]:
-        """The source at ``path`` (its saved statistics, if any) and its raw scores per model."""
-        if path not in self.sources:
-            source = build_sources([RewardSourceConfig(name=path, path=path)], self.model_cfg)[0]
-            self.raw[path] = {m: _score_in_batches(source, rows, self.batch_size) for m, rows in self.per_model.items()}
-            self.sources[path] = source
-        return self.sources[path], self.raw[path]
+    def get(self, spec: Any) -> tuple[RewardSource, dict[str, torch.Tensor]]:
+        """The source of ``spec`` (a source entry: name, path, length keys), with its saved or calibrated
+        statistics if any, and its scores per model (length-calibrated where it asks for that)."""
+        key = scoring_key(spec)
+        if key not in self.sources:
+            source = build_sources([source_config(spec, name=spec.path)], self.model_cfg)[0]  # shared: named by path
+            self.raw[key] = {m: _score_in_batches(source, rows, self.batch_size) for m, rows in self.per_model.items()}
+            self.sources[key] = source
+        return self.sources[key], self.raw[key]
 
-    def stats(self, path: str) -> dict[str, float]:
-        """The z-scale of a source: its saved statistics, else pooled over every model's replies."""
-        source, raw = self.get(path)
+    def stats(self, spec: Any) -> dict[str, float]:
+        """The z-scale of a source: its saved (or calibration) statistics, else pooled over every model's replies."""
+        source, raw = self.get(spec)
         return source.stats or _pooled_stats(raw)
 
 
@@ -110,12 +120,12 @@ def _combined_scores(
     conservative method and k (``rl.combine``, ``rl.conservative``, ``rl.conservative_k``).
     """
     sources = [
-        RewardSource(c.name, cache.get(c.path)[0].fn, c.weight, c.normalize, stats or cache.stats(c.path))
+        replace(cache.get(c)[0], name=c.name, weight=c.weight, normalize=c.normalize, stats=stats or cache.stats(c))
         for c, stats in terms
     ]
     combined = CombinedReward(sources, reward_clip, missing_eos_penalty, None, *combine)
     return {
-        m: combined.combine({c.name: cache.get(c.path)[1][m] for c, _ in terms}, eos[m]).combined.tolist()
+        m: combined.combine({c.name: cache.get(c)[1][m] for c, _ in terms}, eos[m]).combined.tolist()
         for m in cache.per_model
     }
 
@@ -137,10 +147,8 @@ def _training_reward(
         return None
     if rl.get("algorithm") == "dpo":  # DPO learned from preference pairs: it optimised no reward
         return None
-    configs = [
-        RewardSourceConfig(**{k: v for k, v in r.items() if k in ("name", "path", "weight", "normalize")})
-        for r in rl["rewards"]
-    ]
+    keys = {f.name for f in fields(RewardSourceConfig)}
+    configs = [RewardSourceConfig(**{k: v for k, v in r.items() if k in keys}) for r in rl["rewards"]]
     checkpoint = latest_checkpoint(Path(run_path) / "checkpoints", "step_*")
     frozen = json.loads((checkpoint / "trainer_state.json").read_text()).get("reward", {}) if checkpoint else {}
     if checkpoint is None:  # GRPO / RLOO: a Trainer checkpoint holds the reward's statistics in a file of its own
@@ -192,14 +200,14 @@ def score_all(
     names = [spec.name for spec in settings.rewards]
     if len(set(names)) != len(names):
         raise ConfigError(f"eval_rewarding.rewards: names must be distinct; got {names}")
-    paths = {spec.name: spec.path for spec in settings.rewards}
-    for name, path in paths.items():
-        raw = cache.get(path)[1]
-        stats = cache.stats(path)
+    specs = {spec.name: spec for spec in settings.rewards}
+    for name, spec in specs.items():
+        raw = cache.get(spec)[1]
+        stats = cache.stats(spec)
         raw_scores[name] = {m: v.tolist() for m, v in raw.items()}
         scores[name] = {m: standardize(v, stats).tolist() for m, v in raw.items()}
     for combo in settings.combined:  # their weights name known sources (checked with the config)
-        terms = [(RewardSourceConfig(name=n, path=paths[n], weight=w), None) for n, w in combo.weights.items()]
+        terms = [(source_config(specs[n], weight=w), None) for n, w in combo.weights.items()]
         scores[combo.name] = _combined_scores(terms, cache, combo.reward_clip, combo.missing_eos_penalty, eos)
     if settings.score_with_training_reward:
         for model, path in (model_paths or {}).items():

@@ -13,8 +13,9 @@ loading are :mod:`crs.rl.reward_sources`.
 
 ``normalize: zscore`` puts sources on one scale before they are weighted, so the weights
 mean what they say: ``(x - mean) / std`` with the source's own validation statistics
-(``RewardScorer.stats``) where it has them, otherwise statistics measured on the first
-batch it scores, then frozen (and logged, and checkpointed) so the scale never drifts.
+(``RewardScorer.stats``; for a length-calibrated source, those of its calibrated scores on the
+calibration set) where it has them, otherwise statistics measured on the first batch it
+scores, then frozen (and logged, and checkpointed) so the scale never drifts.
 
 The same object serves PPO (``__call__`` returns a :class:`RewardBreakdown`), the eval
 scorer, and TRL's GRPO/RLOO trainers (through :mod:`crs.rl.trl_reward`).
@@ -142,6 +143,11 @@ class CombinedReward:
         if strategy == "conservative" and len(self.sources) < 2:
             raise ConfigError(
                 f"rl.combine=conservative needs at least 2 reward sources with a non-zero weight; got {self.names}"
+            )
+        if strategy == "conservative" and any(s.weight < 0 for s in self.sources):
+            raise ConfigError(
+                "rl.combine=conservative ignores the weights, so a negative one cannot subtract its source; got "
+                + ", ".join(f"{s.name} ({s.weight:g})" for s in self.sources)
             )
         self.reward_clip = reward_clip
         self.missing_eos_penalty = missing_eos_penalty
@@ -301,8 +307,8 @@ class CombinedReward:
         return describe_strategy(self.strategy, self.method, self.k)
 
     def describe(self) -> list[dict[str, Any]]:
-        """One dict per source: name, weight, normalize, stats and where they came from, and the combination
-        strategy."""
+        """One dict per source: name, weight, normalize, stats and where they came from, the calibration set of its
+        length calibration (None: not calibrated), and the combination strategy."""
         return [
             {
                 "name": s.name,
@@ -310,6 +316,7 @@ class CombinedReward:
                 "normalize": s.normalize,
                 "stats": s.stats,
                 "stats_origin": s.stats_origin,
+                "length_calibration": s.calibration.calibration_set if s.calibration is not None else None,
                 "combine": self.strategy_name,
             }
             for s in self.sources

@@ -3,10 +3,15 @@
 A *source* is anything that scores a batch of (prompt, reply) pairs: a reward-model run
 directory (``rm_train.py`` output, loaded through :func:`crs.rm.scorer.load_reward_scorers`
 so RMs that share a base load it once), ``"gold"`` (the simulated annotator's noise-free
-utility, for tests and demos), ``"python:module:function"``, or, when built in code, any
-Python callable ``f(prompts, replies) -> scores``. :func:`build_sources` loads them from
-``rl.rewards`` (or ``eval_rewarding.rewards``); :class:`crs.rl.combined_reward.CombinedReward`
-combines them into one score.
+utility, for tests and demos), ``"length"`` (the reply's length, :mod:`crs.rl.length_source`),
+``"python:module:function"``, or, when built in code, any Python callable
+``f(prompts, replies) -> scores``. :func:`build_sources` loads them from ``rl.rewards`` (or
+``eval_rewarding.rewards``); :class:`crs.rl.combined_reward.CombinedReward` combines them into one score.
+
+Any source may be length-calibrated (``length_calibration``): it then scores ``raw - trend(length)``
+(:class:`crs.rm.length_calibration.LengthCalibration`), and its z-scale is the calibrated scores'
+statistics on the calibration set, kept in the calibration file (``stats_origin`` "calibration set"):
+a reward model's ``reward_stats.json`` describes its raw reward, no longer the one it gives.
 """
 
 from __future__ import annotations
@@ -17,13 +22,18 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from crs.config import ConfigError, CRSConfig, ModelConfig, RewardSourceConfig
+from crs.config.length_keys import LENGTH_KEYS, LENGTH_PATH
 from crs.data.schema import Messages, last_user_text
 from crs.rl.combine import has_spread
+from crs.rl.length_source import check_length_keys, length_source_fn, source_calibration
+from crs.rm.length_calibration import CALIBRATION_FILE, LengthCalibration
+from crs.rm.length_metrics import reply_lengths
 from crs.rm.scorer import load_reward_scorers
 from crs.runs import RunError
 
@@ -50,10 +60,12 @@ class RewardSource:
     # Where the function comes from (a ``python:`` path, "a callable"); set for user code,
     # whose errors become one line naming the source instead of a traceback.
     user_code: str | None = None
+    # Subtracted from every score: the source's trend in reply length (``length_calibration``); None: none.
+    calibration: LengthCalibration | None = None
 
     def score(self, prompts: list[Messages], replies: list[str]) -> torch.Tensor:
-        """Raw scores as a float32 CPU tensor of shape (len(replies),); user code that raises or
-        returns anything but one number per reply is a :class:`RewardSourceError`."""
+        """Raw scores as a float32 CPU tensor of shape (len(replies),), length-calibrated if the source is; user
+        code that raises or returns anything but one number per reply is a :class:`RewardSourceError`."""
         try:
             scores = self.fn(prompts, replies)
         except Exception as err:
@@ -74,6 +86,8 @@ class RewardSource:
             raise RewardSourceError(
                 f"{self._named()} returned {scores.shape[0]} scores for {len(replies)} replies: expected one per reply"
             )
+        if self.calibration is not None:
+            scores = torch.from_numpy(self.calibration.apply(scores.numpy(), reply_lengths(replies))).float()
         return scores
 
     def _named(self) -> str:
@@ -134,6 +148,18 @@ def _scorer_fn(scorer: Any) -> RewardFn:
     return lambda prompts, replies: scorer.score(prompts, replies)
 
 
+def scoring_key(spec: Any) -> tuple[Any, ...]:
+    """What decides the scores of a source entry (``rl.rewards``, ``eval_rewarding.rewards``, ``bon.rewards``,
+    ``sweep.rewards``): its path and its length keys. Equal keys score alike, whatever the entries' names."""
+    return (spec.path, *(getattr(spec, key) for key in LENGTH_KEYS))
+
+
+def source_config(spec: Any, name: str | None = None, **keys: Any) -> RewardSourceConfig:
+    """``rl.rewards``' form of any source entry (name, path, length keys; ``keys``: weight, normalize)."""
+    length = {key: getattr(spec, key) for key in LENGTH_KEYS}
+    return RewardSourceConfig(name=name or spec.name, path=spec.path, **length, **keys)
+
+
 def check_gold_sources(
     configs: Sequence[RewardSourceConfig], prompt_texts: Sequence[str], key: str, allow: bool
 ) -> None:
@@ -150,7 +176,8 @@ def build_sources(
     model_cfg: ModelConfig | None = None,
     callables: dict[str, RewardFn] | None = None,
 ) -> list[RewardSource]:
-    """Reward sources from the config; weight-0 sources are skipped before anything loads.
+    """Reward sources from the config; weight-0 sources are skipped before anything loads, and
+    length keys and calibration files are checked before any model loads (:mod:`crs.rl.length_source`).
 
     ``callables`` maps a source *name* to a Python function, overriding its path (tests
     and notebooks use this for programmatic rewards).
@@ -165,6 +192,9 @@ def build_sources(
             logger.info("reward source %r has weight 0: not loaded", c.name)
     if not active:
         raise ConfigError("rl.rewards: no reward source with a non-zero weight")
+    for c in active:
+        check_length_keys(c)
+    calibrations = {c.name: source_calibration(c) for c in active}  # a bad file fails before any model loads
 
     sources: dict[str, RewardSource] = {}
     model_paths: list[RewardSourceConfig] = []
@@ -175,12 +205,17 @@ def build_sources(
             )
         elif c.path == "gold":
             sources[c.name] = RewardSource(c.name, gold_reward, c.weight, c.normalize, None, "first batch")
+        elif c.path == LENGTH_PATH:
+            fn = length_source_fn(c, model_cfg)
+            sources[c.name] = RewardSource(c.name, fn, c.weight, c.normalize, None, "first batch")
         elif c.path.startswith("python:"):
             sources[c.name] = RewardSource(
                 c.name, import_callable(c.path), c.weight, c.normalize, None, "first batch", c.path
             )
         elif not c.path:
-            raise ConfigError(f"reward source {c.name!r}: empty path (a reward-model run dir, 'gold' or python:mod:fn)")
+            raise ConfigError(
+                f"reward source {c.name!r}: empty path (a reward-model run dir, 'gold', 'length' or python:mod:fn)"
+            )
         else:
             model_paths.append(c)
     if model_paths:
@@ -188,17 +223,22 @@ def build_sources(
         scorers = load_reward_scorers([c.path for c in model_paths], model_cfg)
         for c, scorer in zip(model_paths, scorers):
             stats = getattr(scorer, "stats", None)
-            # Saved stats with no spread cannot scale anything: measure on the first batch instead.
-            usable = bool(stats) and "mean" in stats and "std" in stats and has_spread(stats)
-            sources[c.name] = RewardSource(
-                c.name,
-                _scorer_fn(scorer),
-                c.weight,
-                c.normalize,
-                {"mean": float(stats["mean"]), "std": float(stats["std"])} if usable else None,
-                "saved" if usable else "first batch",
-            )
+            if calibrations[c.name] is not None and c.length_calibration == "run":
+                calibrations[c.name].check_same_reward(stats, Path(c.path) / CALIBRATION_FILE)
+            sources[c.name] = RewardSource(c.name, _scorer_fn(scorer), c.weight, c.normalize, *_zscale(stats, "saved"))
+    for name, calibration in calibrations.items():
+        if calibration is not None:
+            zscale = _zscale(calibration.stats, "calibration set")
+            sources[name] = replace(sources[name], stats=zscale[0], stats_origin=zscale[1], calibration=calibration)
     return [sources[c.name] for c in active]  # config order
+
+
+def _zscale(stats: dict[str, Any] | None, origin: str) -> tuple[dict[str, float] | None, str]:
+    """(z-score statistics, where they come from) of a source with ``stats`` saved: those, or none to measure on the
+    first batch where they are missing or have no spread (they cannot scale anything)."""
+    if stats and "mean" in stats and "std" in stats and has_spread(stats):
+        return {"mean": float(stats["mean"]), "std": float(stats["std"])}, origin
+    return None, "first batch"
 
 
 __all__ = [
@@ -210,4 +250,6 @@ __all__ = [
     "gold_reward",
     "import_callable",
     "reward_model_config",
+    "scoring_key",
+    "source_config",
 ]

@@ -60,6 +60,11 @@ def length_matched(lengths_a: np.ndarray, lengths_b: np.ndarray, band: float = L
     return np.abs(lengths_a - lengths_b) <= band * np.maximum(lengths_a, lengths_b)
 
 
+def reply_lengths(replies: Sequence[str]) -> np.ndarray:
+    """The length of every reply in characters (as AlpacaEval counts them), as floats."""
+    return np.array([len(reply) for reply in replies], dtype=float)
+
+
 @dataclass(frozen=True)
 class Preferences:
     """The judge's decided pairs over a set of replies (build with :func:`preferences`).

@@ -5,6 +5,7 @@ its reward statistics, and finished RM runs compared on other data (:func:`evalu
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from crs.config import ConfigError, DataConfig, RewardModelConfig
+from crs.config import ConfigError, DataConfig, RewardModelConfig, load_config, read_yaml
 from crs.data import load_examples
 from crs.data.schema import AbsoluteExample, DataError, RankingExample
 from crs.rm.collators import flat_scores
 from crs.rm.joint_heads import JointHeads
-from crs.rm.length_metrics import Preferences, bootstrap_rounds, information_beyond_length, preferences, subset_counts
+from crs.rm.length_calibration import RUN_CALIBRATION_SET, LengthCalibration, fit_length_calibration
+from crs.rm.length_metrics import (
+    Preferences,
+    bootstrap_rounds,
+    information_beyond_length,
+    preferences,
+    reply_lengths,
+    subset_counts,
+)
 from crs.rm.metrics import (
     absolute_metrics,
     pair_agreement,
@@ -29,7 +38,9 @@ from crs.rm.metrics import (
 )
 from crs.rm.reward_losses import absolute_loss, joint_loss, ranking_loss, ranking_options
 from crs.rm.scorer import RewardScorer, load_reward_scorers
-from crs.rm.training_data import ValidationViews
+from crs.rm.training_data import ValidationViews, training_data
+
+logger = logging.getLogger(__name__)
 
 
 def _ranking_inputs(rankings: list[RankingExample]) -> tuple[list[Any], list[str]]:
@@ -59,7 +70,7 @@ def ranking_preferences(rankings: list[RankingExample]) -> Preferences:
     lengths, clusters, first, second, outcomes = [], [], [], [], []
     for index, ex in enumerate(rankings):
         start = len(lengths)
-        lengths += [len(reply) for reply in ex.replies]
+        lengths += reply_lengths(ex.replies).tolist()
         clusters += [index] * len(ex.replies)
         for i, j in itertools.combinations(range(len(ex.replies)), 2):
             first.append(start + i)
@@ -202,6 +213,51 @@ def view_rewards(scorer: RewardScorer, views: ValidationViews, rm: RewardModelCo
             ]
         )
     return scorer(*(_ranking_inputs(views.rankings) if rm.loss == "pairwise" else _absolute_inputs(views.absolutes)))
+
+
+def view_replies(views: ValidationViews, rm: RewardModelConfig) -> list[str]:
+    """The replies :func:`view_rewards` scores (and :func:`evaluate_reward_model` returns the rewards of), in order."""
+    ranked, scored = _ranking_inputs(views.rankings)[1], _absolute_inputs(views.absolutes)[1]
+    if rm.loss == "joint":
+        return ranked + scored
+    return ranked if rm.loss == "pairwise" else scored
+
+
+def own_length_calibration(
+    scorer: RewardScorer, rewards: Tensor, replies: list[str], split: str
+) -> LengthCalibration | None:
+    """A reward-model run's own length calibration: the reward it gives (a joint RM's combined heads, once
+    ``scorer.joint`` is set) on its ``split`` replies, against their length; None, with a warning, for fewer
+    than 2 replies."""
+    reward = scorer.joint.combine(rewards) if scorer.joint is not None else rewards
+    if len(replies) < 2:
+        logger.warning("%d %s replies: no length calibration fitted", len(replies), split)
+        return None
+    calibration_set = RUN_CALIBRATION_SET.format(split=split)
+    return fit_length_calibration(reply_lengths(replies), reward.float().numpy(), calibration_set, scorer.name)
+
+
+def refit_own_length_calibration(run_dir: str | Path) -> LengthCalibration:
+    """A finished reward-model run's own length calibration, fitted now as ``crs rm`` fits it at the end of training:
+    the run's config (``config.resolved.yaml``) rebuilds its validation replies (its training replies when it had no
+    validation split), the run scores them. For runs trained before crs fitted one; relative data paths resolve
+    against the current directory, as when the run trained."""
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.resolved.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"{run_dir}: no config.resolved.yaml, so its validation replies are unknown; fit from a file")
+    subsets = [key for key in read_yaml(saved) if key != "default"]
+    if len(subsets) != 1:
+        raise ConfigError(f"{saved}: expected one subset beside default, found {subsets}")
+    cfg = load_config(subsets[0], saved)
+    scorer = load_reward_scorers([str(run_dir)], cfg.model)[0]  # refuses a run that is no reward model
+    data = training_data(cfg)
+    views, split = (data.views, "val") if data.val else (data.train_views, "train")
+    rewards = view_rewards(scorer, views, cfg.rm)
+    calibration = own_length_calibration(scorer, rewards, view_replies(views, cfg.rm), split)
+    if calibration is None:
+        raise ConfigError(f"{run_dir}: fewer than 2 {split} replies to fit a length calibration on; fit from a file")
+    return calibration
 
 
 def reward_stats_record(rewards: Tensor, rm: RewardModelConfig, split: str) -> tuple[dict[str, Any], JointHeads | None]:

@@ -1,5 +1,5 @@
-"""Saving a trained reward-model run: the model, ``rm_format.json``, ``reward_stats.json`` and
-``metrics.json``, then the run marked finished."""
+"""Saving a trained reward-model run: the model, ``rm_format.json``, ``reward_stats.json``,
+``length_calibration.json`` and ``metrics.json``, then the run marked finished."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from crs.config import CRSConfig
 from crs.io import write_json_atomic
 from crs.models.saving import save_run_model
 from crs.rm.joint_heads import JOINT_WEIGHT_KEY
+from crs.rm.length_calibration import CALIBRATION_FILE, LengthCalibration, write_length_calibration
 from crs.rm.rm_format import REWARD_STATS_FILE, RM_FORMAT_FILE, RMFormat
 from crs.runs import TRAIN_LENGTH_KEYS, mark_finished
 
@@ -25,14 +26,17 @@ def save_rm_run(
     fmt: RMFormat,
     stats: dict[str, Any],
     record: dict[str, Any],
+    calibration: LengthCalibration | None = None,
 ) -> None:
-    """The trained RM and its files (``rm_format.json``, ``reward_stats.json``, ``metrics.json``),
-    then the run marked finished."""
+    """The trained RM and its files (``rm_format.json``, ``reward_stats.json``, ``length_calibration.json``
+    where one was fitted, ``metrics.json``), then the run marked finished."""
     rm = cfg.rm
     save_run_model(model, tokenizer, run_dir, cfg.model.name, kind="reward_model", merge=cfg.model.lora.merge)
     joint_weight = {JOINT_WEIGHT_KEY: rm.joint_preference_weight} if rm.loss == "joint" else {}
     write_json_atomic(run_dir / RM_FORMAT_FILE, {**asdict(fmt), "loss": rm.loss, **joint_weight})
     write_json_atomic(run_dir / REWARD_STATS_FILE, stats)
+    if calibration is not None:
+        write_length_calibration(run_dir / CALIBRATION_FILE, calibration)
     write_json_atomic(run_dir / METRICS_FILE, record)
     mark_finished(
         run_dir, {"val": record["val"], "global_step": record["global_step"]}, record["global_step"], TRAIN_LENGTH_KEYS

@@ -9,8 +9,10 @@ or a joint loss.
    a ranking batch is the replies of several prompts, flattened, with the number of replies
    per prompt (a joint batch: those, then absolute rows; :mod:`crs.rm.collators`);
 4. validation metrics (:mod:`crs.rm.rm_evaluation`, :mod:`crs.rm.metrics`) before, during and after training;
-5. the model, ``metrics.json``, ``reward_stats.json`` (the RL stage z-scores with them)
-   and ``rm_format.json`` (how the RM tokenizes) in the run directory (:mod:`crs.rm.rm_saving`).
+5. the model, ``metrics.json``, ``reward_stats.json`` (the RL stage z-scores with them),
+   ``length_calibration.json`` (the reward's trend in reply length on the same replies:
+   :mod:`crs.rm.length_calibration`) and ``rm_format.json`` (how the RM tokenizes) in the run
+   directory (:mod:`crs.rm.rm_saving`).
 
 Scoring a trained RM (:class:`crs.rm.scorer.RewardScorer`) goes through the very same
 :meth:`RMFormat.encode` as the training collators.
@@ -43,8 +45,15 @@ from crs.models.precision import resolve_dtype, upcast_trainable
 from crs.models.resolution import base_location, same_model
 from crs.processes import rank_and_world
 from crs.rm.collators import COLLATORS, ListDataset, padded_cost
+from crs.rm.length_calibration import LengthCalibration
 from crs.rm.reward_trainer import RewardTrainer
-from crs.rm.rm_evaluation import evaluate_reward_model, reward_stats_record, view_rewards
+from crs.rm.rm_evaluation import (
+    evaluate_reward_model,
+    own_length_calibration,
+    reward_stats_record,
+    view_replies,
+    view_rewards,
+)
 from crs.rm.rm_format import RM_FORMAT_FILE, RMFormat, read_rm_files
 from crs.rm.rm_saving import save_rm_run
 from crs.rm.scorer import RewardScorer
@@ -232,7 +241,7 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
         before = first_before or {}
         resumed_from = {"step": start.step, **(start.metrics or {})}
 
-    after, stats = final_metrics_and_stats(scorer, data, rm)
+    after, stats, calibration = final_metrics_and_stats(scorer, data, rm)
     record = {
         **data_counts(data, rm),
         **(
@@ -248,26 +257,28 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
         "history": trainer.state.log_history,
     }
     if trainer.is_world_process_zero():
-        save_rm_run(trainer.model, tokenizer, run_dir, cfg, fmt, stats, record)
+        save_rm_run(trainer.model, tokenizer, run_dir, cfg, fmt, stats, record, calibration)
     trainer.accelerator.wait_for_everyone()
     return after
 
 
 def final_metrics_and_stats(
     scorer: RewardScorer, data: TrainingData, rm: RewardModelConfig
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The trained RM's validation metrics and its ``reward_stats.json``.
+) -> tuple[dict[str, Any], dict[str, Any], LengthCalibration | None]:
+    """The trained RM's validation metrics, its ``reward_stats.json`` and its length calibration, all on the
+    same replies (:func:`crs.rm.rm_evaluation.own_length_calibration`).
 
     From here on ``scorer`` gives the reward those stats describe (a joint RM's combined heads).
     """
     if data.val:
         after, rewards = evaluate_reward_model(scorer, data.views, rm)
-        split = "val"
+        views, split = data.views, "val"
     else:  # no validation split: one more pass, over the training replies, for the stats
         logger.warning("no validation examples: reward_stats.json is computed on training replies")
-        after, rewards, split = {}, view_rewards(scorer, data.train_views, rm), "train"
+        views, split = data.train_views, "train"
+        after, rewards = {}, view_rewards(scorer, views, rm)
     stats, scorer.joint = reward_stats_record(rewards, rm, split)
-    return after, stats
+    return after, stats, own_length_calibration(scorer, rewards, view_replies(views, rm), split)
 
 
 def data_counts(data: TrainingData, rm: RewardModelConfig) -> dict[str, Any]:

@@ -116,7 +116,7 @@ def check_runs(cfg: CRSConfig, runs: Sequence[SweepRun]) -> dict[str, str]:
         if run.label in described:
             continue
         rl, rewards = run_rewards(cfg, run)
-        used = [r for r in rewards if r["weight"] > 0]
+        used = [r for r in rewards if r["weight"] != 0]
         if rl.combine == "conservative":  # the weights do not enter its score
             sources = "of " + ", ".join(r["name"] for r in used)
         else:
@@ -240,7 +240,7 @@ def judge_scores(
     judge = build_sources([RewardSourceConfig(name="judge", path=judge_path)], cfg.model)[0]
     scores = {"judge": judge_replies(judge, per_model)}
     for spec in cfg.sweep.rewards:
-        scores[spec.name] = {m: v.numpy() for m, v in cache.get(spec.path)[1].items()}
+        scores[spec.name] = {m: v.numpy() for m, v in cache.get(spec)[1].items()}
     return scores
 
 

@@ -123,6 +123,66 @@ def test_evaluation_z_scores_with_the_one_convention() -> None:
     assert raw["noisy"]["a"] != raw["noisy"]["b"]  # the source did vary, by its noise
 
 
+def test_length_and_a_calibrated_source_score_and_combine_with_a_negative_weight(tmp_path: Path) -> None:
+    """`path: length` and a length-calibrated source as scorers, "vowels minus length" as a named combination and as
+    an RL run's own reward (read back from its config, the calibration with it)."""
+    from crs.config import load_config
+    from crs.eval.score import score_all
+    from crs.rm.length_calibration import fit_length_calibration, write_length_calibration
+    from crs.runs import seal_checkpoint
+
+    outputs = {"rl": ["aeiou", "a much longer reply", "xyz", "queue"], "base": ["no", "oh", "a fine answer", "kiwi"]}
+    per_model = {
+        m: [{"instruction": f"Q{i}?", "output": o, "prompt_id": str(i), "run": 0} for i, o in enumerate(texts)]
+        for m, texts in outputs.items()
+    }
+    every = [o for texts in outputs.values() for o in texts]
+    lengths = np.array([len(o) for o in every], dtype=float)
+    vowels = np.array([sum(ch in "aeiou" for ch in o) for o in every], dtype=float)
+    calibration = fit_length_calibration(lengths, vowels, "the test replies", "vowels", iterations=0)
+    write_length_calibration(tmp_path / "cal.json", calibration)
+    sources = [
+        {
+            "name": "vowels",
+            "path": "python:tests.reward_fns:count_vowels",
+            "length_calibration": str(tmp_path / "cal.json"),
+        },
+        {"name": "length", "path": "length"},
+    ]
+    frozen = {"length": {"stats": {"mean": 8.0, "std": 4.0}, "origin": "first batch"}}
+    rl_run = tmp_path / "rl_run"
+    (rl_run / "checkpoints" / "step_1").mkdir(parents=True)
+    rl_rewards = [{**sources[0], "weight": 1.0}, {**sources[1], "weight": -0.5}]
+    (rl_run / "config.resolved.yaml").write_text(
+        yaml.safe_dump({"default": {}, "rl_x": {"rl": {"rewards": rl_rewards}}})
+    )
+    (rl_run / "checkpoints" / "step_1" / "trainer_state.json").write_text(json.dumps({"step": 1, "reward": frozen}))
+    seal_checkpoint(rl_run / "checkpoints" / "step_1")
+    cfg = load_config(
+        "eval_rewarding",
+        overrides=[
+            "eval_rewarding.judge=none",
+            f"eval_rewarding.rewards={json.dumps(sources)}",
+            "eval_rewarding.combined=[{name: vowels_minus_length, weights: {vowels: 1, length: -0.5}}]",
+        ],
+    )
+    scores, raw = score_all(per_model, cfg, {"rl": str(rl_run)})
+
+    def both(values: dict[str, list[float]]) -> list[float]:
+        return values["rl"] + values["base"]
+
+    calibrated = vowels - calibration.trend_at(lengths)
+    assert both(raw["length"]) == lengths.tolist()
+    assert both(raw["vowels"]) == pytest.approx(calibrated.tolist(), abs=1e-5)
+    z_length = (lengths - lengths.mean()) / lengths.std()  # no saved scale: pooled over the predictions
+    z_vowels = (calibrated - calibration.stats["mean"]) / calibration.stats["std"]  # the calibration set's scale
+    assert both(scores["length"]) == pytest.approx(z_length.tolist(), abs=1e-5)
+    assert both(scores["vowels"]) == pytest.approx(z_vowels.tolist(), abs=1e-5)
+    assert both(scores["vowels_minus_length"]) == pytest.approx((z_vowels - 0.5 * z_length).tolist(), abs=1e-5)
+    trained = z_vowels - 0.5 * (lengths - 8.0) / 4.0  # the length scale the run froze
+    assert both(scores["reward of rl"]) == pytest.approx(trained.tolist(), abs=1e-5)
+
+
 def test_the_judge_alone_is_enough_to_score(tmp_path: Path) -> None:
     from crs.config import load_config
     from crs.eval.score import score_all

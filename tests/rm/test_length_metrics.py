@@ -19,6 +19,7 @@ from crs.rm.length_metrics import (
     length_term,
     log_likelihood,
     preferences,
+    reply_lengths,
     subset_counts,
 )
 from crs.rm.length_metrics import bootstrap_rounds as rounds_of
@@ -252,3 +253,7 @@ def test_undefined_numbers_are_none() -> None:
     assert (nothing.n_pairs, nothing.lr, nothing.coef, nothing.cv_folds) == (0, None, None, 0)
     one_cluster = information_beyond_length(preferences(LENGTHS, CLUSTERS, [0, 0], [1, 2], [1.0, 0.0]), SCORES)
     assert one_cluster.se_robust is None and one_cluster.cv_folds == 0 and one_cluster.lr is not None
+
+
+def test_reply_lengths_count_characters_not_bytes() -> None:
+    assert reply_lengths(["", "abc", "é!"]).tolist() == [0.0, 3.0, 2.0]

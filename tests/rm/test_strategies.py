@@ -17,6 +17,7 @@ import torch
 
 from crs.config import ConfigError, CRSConfig, RewardModelConfig, load_config
 from crs.data.schema import RankingExample, user_prompt
+from crs.rm.length_calibration import read_length_calibration
 from crs.rm.reward_losses import ranking_loss
 from crs.rm.rm_evaluation import evaluate_reward_model
 from crs.rm.scorer import RewardScorer, load_reward_scorers
@@ -341,6 +342,13 @@ def test_joint_rm_trains_saves_and_reloads_both_heads(tiny_rm_dir, marker_file, 
     edited = RewardScorer.from_path(str(run_dir), device="cpu")
     assert torch.allclose(edited(prompts, replies), z[0], atol=1e-5)
     assert edited.stats["mean"] == 0.0 and edited.stats["std"] == pytest.approx(1.0)
+    # The run's length calibration was fitted to the combined reward at the trained weight, on the replies of
+    # reward_stats.json; for the edited weight's reward it is refused.
+    calibration = read_length_calibration(run_dir / "length_calibration.json")
+    assert calibration.raw_stats["std"] == pytest.approx(stats["std"]) and calibration.raw_stats["n"] == stats["n"]
+    calibration.check_same_reward(stats, run_dir / "length_calibration.json")
+    with pytest.raises(ConfigError, match="refit it"):
+        calibration.check_same_reward(edited.stats, run_dir / "length_calibration.json")
 
 
 def test_joint_and_one_head_rms_on_one_base_load_together(tiny_rm_dir, marker_file, tmp_path):

@@ -3,7 +3,9 @@
 The pool (:mod:`crs.eval.bon.pool`) is scored once by every reward source in ``bon.rewards`` and by
 the judge; the scorers are those sources, the combinations ``w * z(preference) + (1 - w) *
 z(absolute)`` over ``bon.weights`` (z-scored with each source's saved statistics, else over
-the pool: the formula PPO optimises), and the judge itself (the ceiling). For each scorer:
+the pool: the formula PPO optimises), and the judge itself (the ceiling). A ``path: length``
+source is the length scorer (its pick is the longest reply), and a source with
+``length_calibration`` scores with its length trend removed, each a curve like any other. For each scorer:
 
 * best-of-n curves for n = 1, 2, 4, ..., m: the judge's value of the pick, its win rate
   against a random reply of the same pool (0.5 at n = 1), and its length, exact over all
@@ -38,7 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from crs.config import ConfigError, CRSConfig, RewardSourceConfig
+from crs.config import ConfigError, CRSConfig, EvalRewardSourceConfig, RewardSourceConfig
+from crs.config.length_keys import LENGTH_KEYS
 from crs.data.schema import user_prompt
 from crs.demo.gold import resolve_judge
 from crs.eval.bon import selection
@@ -49,7 +52,8 @@ from crs.eval.power import power_line, power_of_neighbours
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process
 from crs.rl.combine import CONSERVATIVE_METHODS, combine_normalized, standardize, zscore_stats
-from crs.rl.reward_sources import build_sources
+from crs.rl.length_source import source_calibration
+from crs.rl.reward_sources import build_sources, source_config
 from crs.rm.length_metrics import Preferences, preferences
 from crs.runs import mark_finished
 
@@ -74,20 +78,24 @@ def conservative_name(method: str, k: float) -> str:
 
 
 def score_pool(
-    pool: Pool, name: str, path: str, cfg: CRSConfig, run_dir: Path
+    pool: Pool, spec: RewardSourceConfig | EvalRewardSourceConfig, cfg: CRSConfig, run_dir: Path
 ) -> tuple[np.ndarray, dict[str, float] | None]:
-    """(P, m) scores of every reply by the source at ``path``, and its saved statistics; cached in the run.
+    """(P, m) scores of every reply by the source ``spec`` (length-calibrated where it asks for that), and its
+    saved or calibration statistics; cached in the run.
 
     A NaN or infinite score is refused, naming the scorer and the reply (:meth:`Pool.check_finite`)."""
+    name, path = spec.name, spec.path
     cache = run_dir / SCORES_DIR / f"{name}.json"
     scorer = f"{'bon.judge' if name == 'judge' else f'bon.rewards {name!r}'} ({path})"
+    config = source_config(spec)
+    variant = _cache_variant(config)
     if cache.is_file():
         saved = json.loads(cache.read_text(encoding="utf-8"))
-        if saved.get("path") == path and saved.get("prompt_ids") == pool.prompt_ids:
+        if saved.get("path") == path and saved.get("variant") == variant and saved.get("prompt_ids") == pool.prompt_ids:
             cached = np.array(saved["scores"], dtype=float)
             pool.check_finite(cached, scorer)
             return cached, saved.get("stats")
-    source = build_sources([RewardSourceConfig(name=name, path=path)], cfg.model)[0]
+    source = build_sources([config], cfg.model)[0]
     prompts, replies = [user_prompt(t) for t in pool.instructions], pool.replies
     batch = max(cfg.eval_rewarding.batch_size, 1)
     flat_prompts = [p for p, row in zip(prompts, replies) for _ in row]
@@ -102,10 +110,20 @@ def score_pool(
     scores[order] = torch.cat(parts).numpy()
     scores = scores.reshape(pool.shape)
     pool.check_finite(scores, scorer)
-    write_json_atomic(
-        cache, {"path": path, "prompt_ids": pool.prompt_ids, "scores": scores.tolist(), "stats": source.stats}
-    )
+    saved = {"path": path, "prompt_ids": pool.prompt_ids, "scores": scores.tolist(), "stats": source.stats}
+    write_json_atomic(cache, {**saved, **({"variant": variant} if variant else {})})
     return scores, source.stats
+
+
+def _cache_variant(config: RewardSourceConfig) -> dict[str, Any] | None:
+    """What beside the path decides a source's cached scores: its length keys where not the defaults, and its
+    calibration's fit (a refitted file rescores); None for a plain source, as caches before these keys had."""
+    defaults = RewardSourceConfig()
+    variant = {key: getattr(config, key) for key in LENGTH_KEYS if getattr(config, key) != getattr(defaults, key)}
+    calibration = source_calibration(config)  # the file alone: a cached pool loads no reward model
+    if calibration is not None:
+        variant["calibration"] = calibration.digest
+    return variant or None
 
 
 def is_annotations(spec: str) -> bool:
@@ -404,7 +422,7 @@ def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
                 "bon.judge: a best-of-n study needs a judge; on prompts that are not the demo's name one (a "
                 "reward-model run, python:..., annotations)"
             )
-        judge, _ = score_pool(pool, "judge", judge_path, cfg, run_dir)
+        judge, _ = score_pool(pool, RewardSourceConfig(name="judge", path=judge_path), cfg, run_dir)
     P, m = pool.shape
     logger.info(
         "best-of-n: %d prompts x %d replies, judge %s, %d reward sources, %d weights",
@@ -416,7 +434,7 @@ def run_bon_study(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     )
     raw, stats = {}, {}
     for source in bon.rewards:
-        raw[source.name], stats[source.name] = score_pool(pool, source.name, source.path, cfg, run_dir)
+        raw[source.name], stats[source.name] = score_pool(pool, source, cfg, run_dir)
     scorers = build_scorers(cfg, raw, stats, judge)
     extra = build_strategy_scorers(cfg, raw, stats)
     if set(extra) & set(scorers):

@@ -31,6 +31,7 @@ from crs.eval.prediction_files import read_predictions, write_predictions
 from crs.io import JsonLinesError, iter_jsonl
 from crs.models.decoding import SamplingSettings
 from crs.processes import is_main_process, wait_for_everyone
+from crs.rm.length_metrics import reply_lengths
 from crs.runs import mark_finished
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Pool:
 
     def lengths(self) -> np.ndarray:
         """(P, m) reply lengths in characters (as AlpacaEval counts them)."""
-        return np.array([[len(r) for r in row] for row in self.replies], dtype=float)
+        return np.array([reply_lengths(row) for row in self.replies], dtype=float)
 
     def check_finite(self, scores: np.ndarray, scorer: str) -> None:
         """Refuse a scorer's NaN or infinite score (a :class:`DataError` naming ``scorer``, the prompt and the

@@ -189,6 +189,65 @@ def test_a_scorer_added_to_a_finished_study_is_the_only_one_scored(tmp_path) -> 
     assert share["gold"] == judge["gold"]  # the new scorer is the judge's own function: it reaches the ceiling
 
 
+def test_the_length_scorer_and_a_calibrated_source_are_curves_beside_the_others(tmp_path) -> None:
+    """`path: length` is the length scorer (its pick the longest reply), a calibrated source scores with its length
+    trend removed (a refitted calibration rescores it), and w > 1 with the length source second is RM minus length."""
+    from crs.rm.length_calibration import fit_length_calibration, write_length_calibration
+
+    replies = _alpaca_pool(tmp_path / "theirs")
+    every = [r for row in replies.values() for r in row]
+    lengths = np.array([len(r) for r in every], dtype=float)
+    vowels = np.array([sum(ch in "aeiou" for ch in r) for r in every], dtype=float)
+    calibration = fit_length_calibration(lengths, vowels, "the pool", "vowels", iterations=0)
+    write_length_calibration(tmp_path / "cal.json", calibration)
+    rewards = [
+        {"name": "preference", "path": "python:tests.reward_fns:reply_length"},
+        {"name": "absolute", "path": "python:tests.reward_fns:count_vowels"},
+        {"name": "length", "path": "length"},
+        {
+            "name": "calibrated",
+            "path": "python:tests.reward_fns:count_vowels",
+            "length_calibration": str(tmp_path / "cal.json"),
+        },
+    ]
+    config = write_config(
+        tmp_path,
+        pool=tmp_path / "theirs",
+        rewards=rewards,
+        preference_source="absolute",
+        absolute_source="length",
+        weights=[1.0, 1.5],
+        strategies=["sum"],
+    )
+    stage(run_bon_study, config, "bon")
+    out = tmp_path / "out" / "bon"
+    scorers = json.loads((out / "results.json").read_text())["scorers"]
+    length, by_function = scorers["length"], scorers["preference"]  # the built-in source and a python reply length
+    assert (length["gold"], length["length"]) == (by_function["gold"], by_function["length"])
+    assert length["length"][2]["mean"] == pytest.approx(np.mean([max(len(r) for r in row) for row in replies.values()]))
+    cached = json.loads((out / "scores" / "calibrated.json").read_text())
+    assert cached["variant"] == {"length_calibration": str(tmp_path / "cal.json"), "calibration": calibration.digest}
+    calibrated = vowels - calibration.trend_at(lengths)
+    assert np.ravel(cached["scores"]) == pytest.approx(calibrated, abs=1e-5)
+    assert cached["stats"] == {"mean": calibration.stats["mean"], "std": calibration.stats["std"]}
+    # w = 1.5: 1.5 z(vowels) - 0.5 z(length), each z-scored over the pool; best of 4: each prompt's top reply.
+    z = {name: (v - v.mean()) / v.std() for name, v in (("v", vowels), ("l", lengths))}
+    minus = (1.5 * z["v"] - 0.5 * z["l"]).reshape(3, 4)
+    # A tie at the top ("one two" and "uno dos": the same vowels and length) is broken at random: their mean.
+    top = [
+        np.mean([_vowel_share(r) for r, v in zip(row, m) if np.isclose(v, m.max())])
+        for row, m in zip(replies.values(), minus)
+    ]
+    assert scorers["w=1.5"]["gold"][2]["mean"] == pytest.approx(np.mean(top))
+
+    refitted = fit_length_calibration(lengths[:6], vowels[:6], "half the pool", "vowels", iterations=0)
+    write_length_calibration(tmp_path / "cal.json", refitted)
+    stage(run_bon_study, config, "bon", "--resume")
+    rescored = json.loads((out / "scores" / "calibrated.json").read_text())
+    assert rescored["variant"]["calibration"] == refitted.digest != calibration.digest
+    assert np.ravel(rescored["scores"]) == pytest.approx(vowels - refitted.trend_at(lengths), abs=1e-5)
+
+
 def test_an_external_judges_annotations_judge_the_pool_as_computed_by_hand(tmp_path) -> None:
     """AlpacaEval annotations, each pool reply against a reference reply (either side, ties and
     weighted verdicts): the judged best-of-n numbers, by hand on the 3-prompt fixture."""
