@@ -13,6 +13,8 @@ the held-out trees against the humans:
   the baseline every reward model must beat on this data;
 * combinations of the two single-loss RMs (:mod:`crs.rl.combine`): the weighted sum over a
   weight grid, the sum standardised within each sibling group, the conservative minimum;
+* each trained RM with its length trend removed (the length calibration its run saved), and each
+  single-loss RM plus length (z-scores, ``LENGTH_WEIGHTS``);
 * the untrained model (the same base, a fresh head) as the floor;
 * how much of each scorer's accuracy is length (:mod:`crs.eval.length_aware`): accuracy on the pairs where
   the humans preferred the shorter reply and on length-matched pairs, Spearman with length, and whether
@@ -51,6 +53,8 @@ from crs.eval.ranked_groups import RankedGroup, cluster_bootstrap, length_aware,
 from crs.io import JsonLinesError, iter_jsonl, write_json_atomic, write_text_atomic
 from crs.models.model_error import ModelError
 from crs.rl.combine import combine_normalized
+from crs.rm.length_calibration import CALIBRATION_FILE, read_length_calibration
+from crs.rm.length_metrics import reply_lengths
 from crs.rm.scorer import load_reward_scorers
 from crs.rm.training import train_reward_model
 from crs.runs import RunError, is_finished, prepare_run_dir
@@ -90,6 +94,8 @@ STRATEGIES: dict[str, tuple[str, list[str]]] = {
 # Validation once, at the end: the benchmark measures held-out trees itself.
 COMMON = ["train.eval_steps=100000"]
 WEIGHTS = [i / 8 for i in range(9)]
+# RM + w x length, both z-scored: length as a second source beside each single-loss RM.
+LENGTH_WEIGHTS = [0.5, 1.0, 2.0]
 # The keys of oasst1's flat message table that the split and crs's oasst1 adapter need
 # (../shared/data/oasst1/README.md).
 MESSAGE_KEYS = ("message_id", "parent_id", "message_tree_id", "role", "text")
@@ -251,6 +257,39 @@ def combined_scores(scores: dict[str, list[np.ndarray]], stats: dict[str, dict])
     return {name: np.split(values.numpy(), splits) for name, values in out.items()}
 
 
+def calibrated_scores(
+    groups: list[RankedGroup], scores: dict[str, list[np.ndarray]], run_dirs: dict[str, str]
+) -> dict[str, list[np.ndarray]]:
+    """Every trained RM's scores with its length trend removed: the LOWESS the rm stage fitted on the run's own
+    validation replies (its ``length_calibration.json``; rewards and lengths only, no human label), subtracted."""
+    out = {}
+    for name, run_dir in run_dirs.items():
+        calibration = read_length_calibration(Path(run_dir) / CALIBRATION_FILE)
+        out[f"{name}, length-calibrated"] = [
+            calibration.apply(s, reply_lengths(g.replies)) for g, s in zip(groups, scores[name])
+        ]
+    return out
+
+
+def length_sums(
+    groups: list[RankedGroup], scores: dict[str, list[np.ndarray]], stats: dict[str, dict]
+) -> dict[str, list[np.ndarray]]:
+    """Each single-loss RM plus length (``rl.rewards`` with a ``path: length`` source): the RM's z-score (saved
+    statistics) plus ``w`` times the length's z-score over the held-out replies, for each of ``LENGTH_WEIGHTS``."""
+    lengths = [reply_lengths(g.replies) for g in groups]
+    flat = np.concatenate(lengths)
+    length_stats = {"mean": float(flat.mean()), "std": float(flat.std())}
+    out = {}
+    for name in ("ranking", "absolute", "disentangled"):
+        if name not in scores:
+            continue
+        for w in LENGTH_WEIGHTS:
+            out[f"{name} + {w:g} x length"] = [
+                zscore(s, stats[name]) + w * zscore(n, length_stats) for s, n in zip(scores[name], lengths)
+            ]
+    return out
+
+
 def run_benchmark(
     path: str,
     recipe: str,
@@ -278,7 +317,9 @@ def run_benchmark(
     scores, stats = model_scores(groups, prompts, runs)
     if {"ranking", "absolute"} <= set(scores):
         scores.update(combined_scores(scores, stats))
-    scores[LENGTH_SCORER] = [np.array([len(r) for r in g.replies], dtype=float) for g in groups]
+    scores.update(calibrated_scores(groups, scores, runs))
+    scores.update(length_sums(groups, scores, stats))
+    scores[LENGTH_SCORER] = [reply_lengths(g.replies) for g in groups]
     scores["untrained"] = untrained_scores(groups, prompts, overrides)
     result = cluster_bootstrap(groups, scores, n_boot=n_boot, seed=seed)
     return {

@@ -112,6 +112,21 @@ def test_the_oasst1_report_shows_how_much_of_each_scorers_accuracy_is_length() -
     assert "shorter preferred" not in oasst1["format_report"](results)
 
 
+def test_the_oasst1_length_sums_add_the_weighted_z_scores_of_the_rm_and_of_length() -> None:
+    from crs.eval.ranked_groups import RankedGroup
+
+    oasst1 = runpy.run_path(str(ROOT / "benchmarks" / "oasst1_strategies.py"))
+    groups = [RankedGroup("t0", ["ab", "abcdef"], [1.0, 0.0]), RankedGroup("t1", ["abcd"], [0.5])]
+    scores = {"ranking": [[1.0, 3.0], [5.0]], "untrained": [[0.0, 0.0], [0.0]]}
+    sums = oasst1["length_sums"](groups, scores, {"ranking": {"mean": 3.0, "std": 2.0}})
+    assert set(sums) == {f"ranking + {w:g} x length" for w in oasst1["LENGTH_WEIGHTS"]}  # only the single-loss RMs
+    # Lengths 2, 6, 4: mean 4, std sqrt(8/3). w = 2: (r - 3) / 2 + 2 (n - 4) / sqrt(8/3).
+    z = 2.0 / (8.0 / 3.0) ** 0.5
+    expected = [[-1.0 - 2 * z, 0.0 + 2 * z], [1.0 + 0.0]]
+    for got, want in zip(sums["ranking + 2 x length"], expected):
+        assert got.tolist() == pytest.approx(want)
+
+
 # --------------------------------------------------------------------------- reread_seed_interval: 2-seed intervals
 
 reread = runpy.run_path(str(ROOT / "benchmarks" / "reread_seed_interval.py"))["reread"]
