@@ -4,7 +4,8 @@ OpenAssistant's oasst1 gives the same replies two human signals: a rank among th
 siblings and labels such as ``quality``. This benchmark splits the conversation trees
 (seeded, by tree: ``--val_fraction`` of them held out, one split for every run), trains on the training trees a
 reward model per strategy (``STRATEGIES``: ranking loss, absolute loss, each continued with
-the other (sequential), and one encoder with both heads (joint)), and judges every scorer on
+the other (sequential), one encoder with both heads (joint), and the ranking loss with length
+disentangled (ODIN: a quality head kept apart from a length head)), and judges every scorer on
 the held-out trees against the humans:
 
 * pairwise accuracy against the sibling ranks, top-1 (does the scorer pick the rank-0 reply),
@@ -90,6 +91,8 @@ STRATEGIES: dict[str, tuple[str, list[str]]] = {
     "absolute_then_ranking": ("rm_preference", ["train.num_epochs=2", "rm.init_from={absolute}"]),
     "joint": ("rm_preference", ["train.num_epochs=2", "rm.loss=joint", "rm.joint_preference_weight=0.5"]),
     "ranking_then_absolute": ("rm_absolute", [*ABSOLUTE, "rm.init_from={ranking}"]),
+    # ODIN: the ranking loss on a quality head plus a length head; the quality head is the reward.
+    "disentangled": ("rm_disentangled", ["train.num_epochs=2"]),
 }
 # Validation once, at the end: the benchmark measures held-out trees itself.
 COMMON = ["train.eval_steps=100000"]

@@ -96,11 +96,26 @@ def test_an_rl_runs_adapter_loads_plainly_as_the_trained_policy(tmp_path, sft_ru
         assert (raw(_ids()).logits - plain).abs().max() > 0.1
 
 
-def test_a_reward_model_loads_plainly_as_the_trained_scorer(tmp_path, tiny_rm_dir):
+@pytest.mark.parametrize("loss", ["pairwise", "disentangled"])
+def test_a_reward_model_loads_plainly_as_the_trained_scorer(tmp_path, tiny_rm_dir, monkeypatch, loss):
+    """A disentangled RM trains two heads and saves its quality head alone: it loads like a pairwise one,
+    with one output, and that output is the quality head's as it was at the end of training."""
     from peft import AutoPeftModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
-    cfg = tiny_config(tiny_rm_dir, write_marker_data(tmp_path, "pairwise", n=16), "pairwise", steps=2, lr=0.05)
-    cfg.model.lora.enabled, cfg.model.lora.r = True, 4
+    import crs.rm.training as training
+
+    heads_at_the_end: list[torch.Tensor] = []
+    keep = training.keep_quality_head
+
+    def recording_keep(model, head):  # the two heads' outputs just before the length head is dropped
+        with torch.no_grad():
+            heads_at_the_end.append(model.eval()(_ids()).logits)
+        keep(model, head)
+
+    monkeypatch.setattr(training, "keep_quality_head", recording_keep)
+    cfg = tiny_config(tiny_rm_dir, write_marker_data(tmp_path, "pairwise", n=16), loss, steps=2, lr=0.05)
+    cfg.model.lora.enabled, cfg.model.lora.r, cfg.model.lora.merge = True, 4, True
     run_dir = tmp_path / "rm"
     train_reward_model(cfg, run_dir)
     with torch.no_grad():
@@ -108,9 +123,19 @@ def test_a_reward_model_loads_plainly_as_the_trained_scorer(tmp_path, tiny_rm_di
             str(run_dir / "adapter"), num_labels=1, dtype=torch.float32
         ).eval()
         plain_scores = plain(_ids()).logits
+        merged = AutoModelForSequenceClassification.from_pretrained(str(run_dir / "merged"), dtype=torch.float32)
+        merged_scores = merged.eval()(_ids()).logits
     torch.testing.assert_close(plain_scores, crs_logits(run_dir, "reward_model"), rtol=0, atol=1e-5)
+    torch.testing.assert_close(merged_scores, plain_scores, rtol=0, atol=1e-5)
     with torch.no_grad():  # the head trained (modules_to_save): the adapter is not a no-op on the base
         assert (plain_scores - crs_logits(tiny_rm_dir, "reward_model")).abs().max() > 1e-3
+    if loss == "disentangled":
+        (heads,) = heads_at_the_end
+        assert heads.shape == (2, 2) and merged.config.num_labels == 1
+        torch.testing.assert_close(plain_scores[:, 0], heads[:, 0], rtol=0, atol=1e-5)  # the quality head
+        assert (plain_scores[:, 0] - heads[:, 1]).abs().max() > 1e-3  # not the length head
+    else:
+        assert heads_at_the_end == []
 
 
 # --------------------------------------------------------------------------- TensorBoard logs

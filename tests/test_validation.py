@@ -56,6 +56,10 @@ BAD_VALUES: dict[str, list[str]] = {
     "rm.strength_scale": ["-1", ".nan"],
     "rm.joint_absolute_weight": ["-0.5", ".inf"],
     "rm.joint_preference_weight": ["1.5", "-0.1"],
+    "rm.init_from": ["outputs/rm_preference"],  # with rm.loss disentangled (see _overrides)
+    "rm.disentangled_length_weight": ["-1", ".nan"],
+    "rm.disentangled_quality_weight": ["-0.5"],
+    "rm.disentangled_orthogonality_weight": [".inf"],
     "rl.rewards[*].weight": [".nan", ".inf"],
     "rl.rewards[*].length_calibration": ["sometimes", "Run"],
     "eval_rewarding.rewards[*].length_calibration": ["calibrated"],
@@ -146,6 +150,8 @@ _WITH_ALGORITHM = {"rl.group_size": "grpo", "rl.reward_normalization": "rloo", "
 def _overrides(key: str, value: str) -> list[str]:
     if key == "rl.init_adapter":
         return ["model.lora.enabled=false", f"{key}={value}"]
+    if key == "rm.init_from":
+        return ["rm.loss=disentangled", f"{key}={value}"]
     return [_override(key, value)]
 
 

@@ -41,12 +41,12 @@ def tiny_causal_lm(tokenizer: Any, seed: int = 0, **overrides: Any) -> Any:
     return LlamaForCausalLM(config)
 
 
-def tiny_sequence_classifier(tokenizer: Any, seed: int = 0, **overrides: Any) -> Any:
-    """A tiny Llama sequence classifier with one output (a reward model)."""
+def tiny_sequence_classifier(tokenizer: Any, seed: int = 0, num_labels: int = 1, **overrides: Any) -> Any:
+    """A tiny Llama sequence classifier with ``num_labels`` outputs (one: a reward model)."""
     from transformers import LlamaForSequenceClassification
 
     torch.manual_seed(seed)
     config = tiny_llama_config(
-        len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, num_labels=1, **overrides
+        len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, num_labels=num_labels, **overrides
     )
     return LlamaForSequenceClassification(config)

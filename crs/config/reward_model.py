@@ -12,7 +12,7 @@ from crs.config.fields import UNIT, Rule, at_least
 class RewardModelConfig:
     """Reward-model loss settings (``rm_train.py``)."""
 
-    loss: Literal["pairwise", "absolute", "joint"] = field(
+    loss: Literal["pairwise", "absolute", "joint", "disentangled"] = field(
         default="pairwise",
         metadata={
             "help": "`pairwise` (data kind `ranking`): Bradley-Terry over all C(K,2) ordered pairs of a ranking, "
@@ -23,7 +23,12 @@ class RewardModelConfig:
             "absolute rows; a batch mixes both (`train.batch_size` counts a ranking and an absolute row as one example "
             "each). Its reward: see `joint_preference_weight`. Plain loading: "
             "`AutoPeftModelForSequenceClassification.from_pretrained(<run>/adapter, num_labels=2, "
-            "ignore_mismatched_sizes=True)`."
+            "ignore_mismatched_sizes=True)`. `disentangled` (data kind `ranking`; ODIN, Chen et al. 2024): one encoder "
+            "with two heads, a quality head (output 0) and a length head (output 1), whose sum is trained with the "
+            "ranking loss while the length head is pushed to carry the replies' length in characters and the quality "
+            "head to carry none of it (`disentangled_length_weight`, `disentangled_quality_weight`, "
+            "`disentangled_orthogonality_weight`). The run saves the quality head alone, as a one-output RM: it loads "
+            "and scores like a `pairwise` one (`num_labels=1`)."
         },
     )
     init_from: str = field(
@@ -36,7 +41,11 @@ class RewardModelConfig:
             "this run's `model.lora` settings (they must match the earlier run's); a full-model run needs "
             "`model.lora.enabled: false`. A joint run only continues a joint run, and the reverse (the head has two "
             "outputs). `init_bias_to_mean` is not applied (the head is trained); under `--resume` a checkpoint "
-            'wins. "": a fresh start.'
+            'wins. "": a fresh start. Not with `loss: disentangled` (its two heads start fresh).',
+            "rule": Rule(
+                lambda v, c: not v or c.rm.loss != "disentangled",
+                '"" with rm.loss=disentangled (its two heads start fresh; a saved RM has one)',
+            ),
         },
     )
     max_replies: int = field(
@@ -71,7 +80,7 @@ class RewardModelConfig:
             "j - i. `scaled`: each pair's loss is multiplied by its strength, normalised so a prompt's pairs have mean "
             "weight 1 (far pairs count more, the prompt's total weight is unchanged); `margin`: "
             "`-log sigmoid(r_i - r_j - strength_scale x (j - i))`; `none`: every pair alike. Adds to the score-gap "
-            "`margin_scale`; applies to the `pairwise` and `joint` losses."
+            "`margin_scale`; applies to the `pairwise`, `joint` and `disentangled` (its sum of heads) losses."
         },
     )
     strength_scale: float = field(
@@ -100,6 +109,32 @@ class RewardModelConfig:
             "statistics of the reward are then derived for it). Validation metrics are given for the combined reward "
             "and per head (`preference_head_*`, `absolute_head_*`).",
             "rule": Rule(UNIT, "in [0, 1] (the preference head's share; the absolute head gets 1 - w)"),
+        },
+    )
+    disentangled_length_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "`loss: disentangled`: weight of the length term, `-Pearson(length head, reply length)` over each "
+            "batch's replies: it rewards a length head that follows the length in characters.",
+            "rule": Rule(at_least(0), "a finite number >= 0"),
+        },
+    )
+    disentangled_quality_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "`loss: disentangled`: weight of the decorrelation term, `|cov(quality head, z(reply length))|` "
+            "over each batch's replies (length z-scored over the batch: the absolute Pearson correlation times the "
+            "head's spread): it penalises a quality head that follows length either way. A covariance rather than the "
+            "correlation itself, whose gradient would also inflate whatever else the head carries.",
+            "rule": Rule(at_least(0), "a finite number >= 0"),
+        },
+    )
+    disentangled_orthogonality_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "`loss: disentangled`: weight of the orthogonality term, `|w_q . w_l|`, the dot product of the two "
+            "heads' weight vectors: it keeps the heads reading different directions of the shared representation.",
+            "rule": Rule(at_least(0), "a finite number >= 0"),
         },
     )
     abs_loss: Literal["bce", "mse"] = field(

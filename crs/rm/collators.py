@@ -1,4 +1,5 @@
-"""Reward-model batches: collators that tokenize rankings, absolute rows or both through
+"""Reward-model batches: collators that tokenize rankings (with reply lengths, for a disentangled RM),
+absolute rows or both through
 :meth:`~crs.rm.rm_format.RMFormat.encode` (as scoring does), and the dataset and padded cost the Trainer batches by."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 from crs.data.schema import AbsoluteExample, RankingExample
+from crs.rm.length_metrics import reply_lengths
 from crs.rm.rm_format import RMFormat
 
 
@@ -26,6 +28,16 @@ class RankingCollator:
         batch = self.fmt.encode(self.tokenizer, prompts, replies)
         batch["group_sizes"] = torch.tensor([len(ex.replies) for ex in examples])
         batch["scores"] = flat_scores(examples)
+        return batch
+
+
+@dataclass
+class DisentangledCollator(RankingCollator):
+    """A ranking batch plus ``lengths``, each reply's length, which a disentangled RM's heads are correlated with."""
+
+    def __call__(self, examples: list[RankingExample]) -> dict[str, Tensor]:
+        batch = super().__call__(examples)
+        batch["lengths"] = torch.from_numpy(reply_lengths([reply for ex in examples for reply in ex.replies])).float()
         return batch
 
 
@@ -80,7 +92,12 @@ class JointCollator:
         return batch
 
 
-COLLATORS: dict[str, type] = {"pairwise": RankingCollator, "absolute": AbsoluteCollator, "joint": JointCollator}
+COLLATORS: dict[str, type] = {
+    "pairwise": RankingCollator,
+    "absolute": AbsoluteCollator,
+    "joint": JointCollator,
+    "disentangled": DisentangledCollator,
+}
 
 
 def padded_cost(row: RankingExample | tuple[AbsoluteExample, float]) -> int:

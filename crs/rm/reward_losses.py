@@ -1,8 +1,9 @@
-"""Every objective of reward-model training: the ranking and absolute-score losses, and how absolute data is
-re-balanced.
+"""Every objective of reward-model training: the ranking and absolute-score losses, the joint and the
+disentangled two-head objectives, and how absolute data is re-balanced.
 
 The K-wise ranking (Bradley-Terry / Plackett-Luce) loss with margins, preference strength and L2; the
-absolute-score (BCE / MSE) loss with its per-row weights and bin under-sampling.
+absolute-score (BCE / MSE) loss with its per-row weights and bin under-sampling; the disentangled RM's
+terms (ranking loss of the heads' sum, length correlation, quality-length covariance, head orthogonality).
 
 Ranking batches arrive *flattened*: the replies of prompt 0 (best first), then those of
 prompt 1, and so on; ``group_sizes[g]`` says how many replies prompt ``g`` has. The
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from crs.config import RewardModelConfig
+from crs.rm.disentangled_heads import LENGTH_OUTPUT, QUALITY_OUTPUT
 
 AbsoluteLossKind = Literal["bce", "mse"]
 PairStrength = Literal["none", "scaled", "margin"]
@@ -182,6 +185,109 @@ def joint_loss(
     if n_ranking < heads.shape[0] and absolute_weight:
         loss = loss + absolute_weight * absolute_loss(heads[n_ranking:, 1], targets, abs_kind, weights)
     return loss
+
+
+def _standardised(lengths: Tensor, dtype: torch.dtype) -> Tensor | None:
+    """``lengths`` z-scored over the batch (population std), or None when they are all equal or fewer than 2."""
+    lengths = lengths.to(dtype)
+    spread = lengths.std(unbiased=False) if lengths.numel() > 1 else lengths.new_zeros(())
+    if float(spread) == 0.0:
+        return None
+    return (lengths - lengths.mean()) / spread
+
+
+def batch_pearson(values: Tensor, lengths: Tensor, eps: float = 1e-8) -> Tensor:
+    """Pearson correlation of ``values`` with ``lengths`` over one batch, differentiable in ``values``.
+
+    ``eps`` under the square root keeps the gradient finite where ``values`` has no spread.
+    Fewer than two values, or lengths that are all equal, say nothing about length: 0 (with
+    the graph kept, so ``backward()`` still works).
+    """
+    z = _standardised(lengths, values.dtype)
+    if z is None:
+        return values.sum() * 0.0
+    centred = values - values.mean()
+    return (centred * z).mean() / (centred.pow(2).mean() + eps).sqrt()
+
+
+def length_covariance(values: Tensor, lengths: Tensor) -> Tensor:
+    """Covariance of ``values`` with ``lengths`` z-scored over the batch: how far ``values`` moves, in its
+    own units, per standard deviation of length.
+
+    It is the Pearson correlation times the spread of ``values``, so it is 0 exactly when
+    the correlation is; unlike the correlation it does not fall when ``values`` spreads out
+    for other reasons, so its gradient can only remove the part of ``values`` that follows
+    length. 0 (graph kept) when the lengths are all equal or fewer than two.
+    """
+    z = _standardised(lengths, values.dtype)
+    if z is None:
+        return values.sum() * 0.0
+    return ((values - values.mean()) * z).mean()
+
+
+@dataclass
+class DisentangledTerms:
+    """The disentangled RM's objective (``rm.loss: disentangled``), term by term, unweighted.
+
+    ``ranking``: the ranking loss of the sum of the quality and the length head (what the
+    preferences see); ``length_correlation``: Pearson of the length head with reply length
+    (rewarded); ``quality_covariance``: the absolute covariance of the quality head with the
+    standardised reply length (penalised; :func:`length_covariance`); ``orthogonality``:
+    ``|w_q . w_l|``, the dot product of the two heads' weight vectors (penalised).
+    Validation reports each as ``loss_<term>``.
+
+    Why a covariance for the quality head and not its absolute Pearson correlation: the
+    correlation does not depend on the head's scale, so lowering it also rewards inflating
+    whatever else the head carries; from a random start that amplified the content the
+    quality head happened to read first, with either sign, before the ranking loss could
+    set it. The covariance's gradient only takes the length out.
+    """
+
+    ranking: Tensor
+    length_correlation: Tensor
+    quality_covariance: Tensor
+    orthogonality: Tensor
+
+    def total(self, rm: RewardModelConfig) -> Tensor:
+        """The loss trained on: the terms weighted by ``rm.disentangled_*_weight``."""
+        return (
+            self.ranking
+            - rm.disentangled_length_weight * self.length_correlation
+            + rm.disentangled_quality_weight * self.quality_covariance
+            + rm.disentangled_orthogonality_weight * self.orthogonality
+        )
+
+    def as_metrics(self) -> dict[str, float]:
+        """``loss_<term>`` for each term, as plain numbers."""
+        return {f"loss_{name}": float(value) for name, value in vars(self).items()}
+
+
+def disentangled_terms(
+    heads: Tensor,
+    group_sizes: Tensor | Sequence[int],
+    lengths: Tensor,
+    head_weight: Tensor | None,
+    **ranking_kwargs: Any,
+) -> DisentangledTerms:
+    """The terms of the disentangled objective on one batch of flattened rankings.
+
+    ``heads`` is ``[N, 2]`` (the quality and the length output), ``lengths`` the ``[N]``
+    reply lengths, ``head_weight`` the ``[2, hidden]`` weight of the output layer (None: no
+    orthogonality term, e.g. where only scores are at hand). The length terms are taken
+    over all the batch's replies. ``ranking_kwargs`` go to :func:`ranking_loss`.
+    """
+    quality, length = heads[:, QUALITY_OUTPUT], heads[:, LENGTH_OUTPUT]
+    orthogonality = (
+        (head_weight[QUALITY_OUTPUT].float() * head_weight[LENGTH_OUTPUT].float()).sum().abs()
+        if head_weight is not None
+        else heads.sum() * 0.0
+    )
+    return DisentangledTerms(
+        ranking=ranking_loss(quality + length, group_sizes, **ranking_kwargs),
+        length_correlation=batch_pearson(length, lengths),
+        quality_covariance=length_covariance(quality, lengths).abs(),
+        orthogonality=orthogonality,
+    )
 
 
 def absolute_loss_weights(targets: Tensor, threshold: float, strength: float) -> Tensor:

@@ -1,6 +1,7 @@
 """Evaluating reward models: validation metrics of the RM being trained (its own view and the
-other one, a joint RM's combined and separate heads; how much of its ranking accuracy is length),
-its reward statistics, and finished RM runs compared on other data (:func:`evaluate_runs`)."""
+other one, a joint RM's combined and separate heads, a disentangled RM's quality head beside its
+length head and their sum; how much of its ranking accuracy is length), its reward statistics, and
+finished RM runs compared on other data (:func:`evaluate_runs`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from crs.config import ConfigError, DataConfig, RewardModelConfig, load_config, 
 from crs.data import load_examples
 from crs.data.schema import AbsoluteExample, DataError, RankingExample
 from crs.rm.collators import flat_scores
+from crs.rm.disentangled_heads import LENGTH_OUTPUT, QUALITY_OUTPUT
 from crs.rm.joint_heads import JointHeads
 from crs.rm.length_calibration import RUN_CALIBRATION_SET, LengthCalibration, fit_length_calibration
 from crs.rm.length_metrics import (
@@ -36,9 +38,9 @@ from crs.rm.metrics import (
     reward_stats,
     spearman,
 )
-from crs.rm.reward_losses import absolute_loss, joint_loss, ranking_loss, ranking_options
+from crs.rm.reward_losses import absolute_loss, disentangled_terms, joint_loss, ranking_loss, ranking_options
 from crs.rm.scorer import RewardScorer, load_reward_scorers
-from crs.rm.training_data import ValidationViews, training_data
+from crs.rm.training_data import RANKING_LOSSES, ValidationViews, training_data
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +135,7 @@ def view_metrics(
 
 
 def evaluate_reward_model(
-    scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig
+    scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig, head_weight: Tensor | None = None
 ) -> tuple[dict[str, float | None], Tensor]:
     """Validation metrics of one RM, and its rewards on its own validation replies.
 
@@ -142,10 +144,13 @@ def evaluate_reward_model(
     the length-only scorer's :func:`length_only_metrics`) on the rankings and ``pearson`` /
     ``spearman`` of reward vs score on the absolute view; an absolute RM also gets the regression errors of
     ``sigmoid(reward)`` (``mse``, ``mae``, per bucket around ``rm.threshold``). ``loss``
-    is the RM's own (unweighted) loss on its own view. A joint RM: :func:`evaluate_joint`.
+    is the RM's own (unweighted) loss on its own view. A joint RM: :func:`evaluate_joint`;
+    a disentangled one: :func:`evaluate_disentangled` (``head_weight``: its output layer's weight).
     """
     if rm.loss == "joint":
         return evaluate_joint(scorer, views, rm)
+    if rm.loss == "disentangled":
+        return evaluate_disentangled(scorer, views, rm, head_weight)
     ranked = scorer(*_ranking_inputs(views.rankings)) if views.rankings else torch.zeros(0)
     scored = scorer(*_absolute_inputs(views.absolutes)) if views.absolutes else torch.zeros(0)
     metrics = {**view_metrics(views, ranked, scored), **length_only_metrics(views)}
@@ -200,6 +205,42 @@ def evaluate_joint(
     return metrics, heads
 
 
+def evaluate_disentangled(
+    scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig, head_weight: Tensor | None
+) -> tuple[dict[str, float | None], Tensor]:
+    """A disentangled RM's validation metrics, and its quality head's rewards on the rankings' replies.
+
+    The quality head, the reward the run saves, gets the metrics of :func:`view_metrics`
+    unprefixed; the length head and the sum of both (what the ranking loss trained) get them
+    prefixed ``length_head_`` / ``sum_``. Each also gets ``length_pearson``, its Pearson
+    correlation with the replies' length over the rankings' replies. ``loss`` is the
+    weighted objective over all those replies as one batch, ``loss_<term>`` each term
+    unweighted (:class:`~crs.rm.reward_losses.DisentangledTerms`).
+    """
+    prompts, replies = _ranking_inputs(views.rankings)
+    ranked = scorer.score_heads(prompts, replies)
+    scored = scorer.score_heads(*_absolute_inputs(views.absolutes))
+    if not len(ranked):
+        return {}, ranked[:, QUALITY_OUTPUT]
+    lengths = torch.from_numpy(reply_lengths(replies)).float()
+    metrics: dict[str, float | None] = {}
+    for prefix, pick in (
+        ("", lambda heads: heads[:, QUALITY_OUTPUT]),
+        ("length_head_", lambda heads: heads[:, LENGTH_OUTPUT]),
+        ("sum_", lambda heads: heads.sum(dim=1)),
+    ):
+        metrics.update(view_metrics(views, pick(ranked), pick(scored), prefix))
+        metrics[f"{prefix}length_pearson"] = pearson(pick(ranked).tolist(), lengths.tolist())
+    sizes = [len(ex.replies) for ex in views.rankings]
+    with torch.no_grad():  # head_weight is the trained model's own parameter
+        terms = disentangled_terms(
+            ranked, sizes, lengths, head_weight, **ranking_options(rm, flat_scores(views.rankings))
+        )
+    metrics["loss"] = float(terms.total(rm))
+    metrics.update(terms.as_metrics())
+    return metrics, ranked[:, QUALITY_OUTPUT]
+
+
 def view_rewards(scorer: RewardScorer, views: ValidationViews, rm: RewardModelConfig) -> Tensor:
     """What ``reward_stats.json`` is computed from: the RM's rewards on its own view.
 
@@ -212,7 +253,8 @@ def view_rewards(scorer: RewardScorer, views: ValidationViews, rm: RewardModelCo
                 scorer.score_heads(*_absolute_inputs(views.absolutes)),
             ]
         )
-    return scorer(*(_ranking_inputs(views.rankings) if rm.loss == "pairwise" else _absolute_inputs(views.absolutes)))
+    ranked = rm.loss in RANKING_LOSSES  # a disentangled RM scores with its quality head (output 0)
+    return scorer(*(_ranking_inputs(views.rankings) if ranked else _absolute_inputs(views.absolutes)))
 
 
 def view_replies(views: ValidationViews, rm: RewardModelConfig) -> list[str]:
@@ -220,7 +262,7 @@ def view_replies(views: ValidationViews, rm: RewardModelConfig) -> list[str]:
     ranked, scored = _ranking_inputs(views.rankings)[1], _absolute_inputs(views.absolutes)[1]
     if rm.loss == "joint":
         return ranked + scored
-    return ranked if rm.loss == "pairwise" else scored
+    return ranked if rm.loss in RANKING_LOSSES else scored
 
 
 def own_length_calibration(

@@ -4,6 +4,7 @@
 trained on it; each :class:`RewardScorer` tokenizes through its run's
 :class:`~crs.rm.rm_format.RMFormat`, as training did. A joint RM (``rm.loss: joint``, two
 heads) scores with :class:`~crs.rm.joint_heads.JointHeads`: a weighted sum of its two z-scored heads.
+A disentangled RM (``rm.loss: disentangled``) saved its quality head alone: it scores like a pairwise one.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class RewardScorer:
     :meth:`score_heads` gives every output raw. ``stats`` holds the run's
     ``reward_stats.json`` (None for a model that is not a crs RM run; its ``mean`` / ``std``
     are those of what ``score`` returns) and ``loss_kind`` its ``rm.loss`` (``pairwise`` /
-    ``absolute`` / ``joint`` / None). Several scorers may share one PeftModel;
+    ``absolute`` / ``joint`` / ``disentangled`` / None). Several scorers may share one PeftModel;
     ``adapter_name`` then selects theirs.
     """
 

@@ -1,17 +1,18 @@
-"""The reward-model stage (``rm_train.py``, :func:`train_reward_model`): a pairwise (K-wise), an absolute
-or a joint loss.
+"""The reward-model stage (``rm_train.py``, :func:`train_reward_model`): a pairwise (K-wise), an absolute,
+a joint or a disentangled loss.
 
-1. load ``ranking`` examples (pairwise loss), ``absolute`` ones (absolute loss), or both
+1. load ``ranking`` examples (pairwise and disentangled losses), ``absolute`` ones (absolute loss), or both
    (joint loss: one encoder, a preference head and an absolute head) (:mod:`crs.rm.training_data`);
-2. a sequence classifier on ``model.name`` (one output; two for joint), with LoRA or fully
-   fine-tuned, fresh or continuing a finished RM run (``rm.init_from``);
+2. a sequence classifier on ``model.name`` (one output; two for joint, and for disentangled: a quality and
+   a length head, :mod:`crs.rm.disentangled_heads`), with LoRA or fully fine-tuned, fresh or continuing a
+   finished RM run (``rm.init_from``);
 3. transformers' ``Trainer`` with our losses (:mod:`crs.rm.reward_trainer`, :mod:`crs.rm.reward_losses`):
    a ranking batch is the replies of several prompts, flattened, with the number of replies
    per prompt (a joint batch: those, then absolute rows; :mod:`crs.rm.collators`);
 4. validation metrics (:mod:`crs.rm.rm_evaluation`, :mod:`crs.rm.metrics`) before, during and after training;
-5. the model, ``metrics.json``, ``reward_stats.json`` (the RL stage z-scores with them),
-   ``length_calibration.json`` (the reward's trend in reply length on the same replies:
-   :mod:`crs.rm.length_calibration`) and ``rm_format.json`` (how the RM tokenizes) in the run
+5. the model (a disentangled RM: its quality head alone), ``metrics.json``, ``reward_stats.json`` (the RL
+   stage z-scores with them), ``length_calibration.json`` (the reward's trend in reply length on the same
+   replies: :mod:`crs.rm.length_calibration`) and ``rm_format.json`` (how the RM tokenizes) in the run
    directory (:mod:`crs.rm.rm_saving`).
 
 Scoring a trained RM (:class:`crs.rm.scorer.RewardScorer`) goes through the very same
@@ -45,8 +46,9 @@ from crs.models.precision import resolve_dtype, upcast_trainable
 from crs.models.resolution import base_location, same_model
 from crs.processes import rank_and_world
 from crs.rm.collators import COLLATORS, ListDataset, padded_cost
+from crs.rm.disentangled_heads import HEAD_LABELS, keep_quality_head
 from crs.rm.length_calibration import LengthCalibration
-from crs.rm.reward_trainer import RewardTrainer
+from crs.rm.reward_trainer import TWO_HEADS, RewardTrainer
 from crs.rm.rm_evaluation import (
     evaluate_reward_model,
     own_length_calibration,
@@ -112,10 +114,16 @@ def check_init_from(cfg: CRSConfig) -> InitRun:
     """The run ``rm.init_from`` names, or a one-line ConfigError saying why this run cannot start from it.
 
     It must be a finished reward-model run trained on ``model.name``; a joint RM continues
-    only as joint and a one-head RM only as one (the head's shape); a full model needs
+    only as joint and a one-head RM only as one (the head's shape), and a disentangled RM
+    starts fresh (a saved RM has one head, it trains two); a full model needs
     ``model.lora.enabled: false`` (a fresh adapter on it would make it this run's base).
     """
     given, name = cfg.rm.init_from, cfg.model.name
+    if cfg.rm.loss == "disentangled":
+        raise ConfigError(
+            f'rm.init_from={given}: rm.loss=disentangled starts its two heads fresh; set rm.init_from="" '
+            "(or continue this run's saved one-head RM with rm.loss=pairwise)"
+        )
     path = Path(given).expanduser().resolve()
     manifest = read_run_manifest(path) if path.is_dir() else None
     if manifest is None or manifest.get("kind") != "reward_model" or not (path / RM_FORMAT_FILE).is_file():
@@ -150,23 +158,39 @@ def check_init_from(cfg: CRSConfig) -> InitRun:
     return InitRun(path, loss_kind, bool(manifest.get("full_model")))
 
 
-def build_reward_model(model_cfg: ModelConfig, tokenizer: Any, num_labels: int = 1, init: InitRun | None = None) -> Any:
-    """A trainable classifier with ``num_labels`` outputs (2: a joint RM): LoRA (head trained in
-    full) or full fine-tuning.
+def disentangled_head(model: Any) -> torch.nn.Linear:
+    """A disentangled RM's trainable two-output layer (its quality and length rows), or a ConfigError."""
+    head = trainable_head(model)
+    if head is None:
+        raise ConfigError(
+            f"rm.loss=disentangled: no trainable two-output head found on {type(model).__name__}; "
+            "use a sequence-classification model whose head is a linear layer (e.g. score or classifier)"
+        )
+    return head
+
+
+def build_reward_model(
+    model_cfg: ModelConfig,
+    tokenizer: Any,
+    num_labels: int = 1,
+    init: InitRun | None = None,
+    head_labels: dict[int, str] | None = None,
+) -> Any:
+    """A trainable classifier with ``num_labels`` outputs (2: a joint or a disentangled RM): LoRA (head
+    trained in full) or full fine-tuning.
 
     With ``init`` (``rm.init_from``) it starts from that run's weights, head included: under
     LoRA its adapter is loaded into this run's fresh one (same settings); fully fine-tuned,
     the run's model (its adapter merged in, if any) is the starting model itself. Trainable
-    weights are kept in fp32 either way; forwards run under autocast.
+    weights are kept in fp32 either way; forwards run under autocast. ``head_labels`` names the
+    outputs in ``config.json`` (default, for two: a joint RM's preference and absolute heads).
     """
     full_init = init is not None and not model_cfg.lora.enabled
     model = load_sequence_classifier(str(init.path) if full_init else model_cfg.name, model_cfg, num_labels=num_labels)
     model.config.pad_token_id = tokenizer.pad_token_id  # the collator pads with it; the head looks for it
-    if num_labels == 2:  # named in config.json, for whoever loads a joint RM outside crs
-        model.config.id2label, model.config.label2id = (
-            {0: "preference", 1: "absolute"},
-            {"preference": 0, "absolute": 1},
-        )
+    if num_labels == 2:  # named in config.json, for whoever loads a two-head RM outside crs
+        labels = head_labels or {0: "preference", 1: "absolute"}
+        model.config.id2label, model.config.label2id = labels, {name: i for i, name in labels.items()}
     if not model_cfg.lora.enabled:
         upcast_trainable(model)
         return model
@@ -197,10 +221,15 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     )
     # A checkpoint holds this run's own trained weights: it wins over rm.init_from.
     model = build_reward_model(
-        cfg.model, tokenizer, 2 if rm.loss == "joint" else 1, init if checkpoint is None else None
+        cfg.model,
+        tokenizer,
+        2 if rm.loss in TWO_HEADS else 1,
+        init if checkpoint is None else None,
+        HEAD_LABELS if rm.loss == "disentangled" else None,
     )
+    head = disentangled_head(model) if rm.loss == "disentangled" else None
     if (
-        rm.loss != "pairwise" and rm.init_bias_to_mean and checkpoint is None and init is None
+        rm.loss in ("absolute", "joint") and rm.init_bias_to_mean and checkpoint is None and init is None
     ):  # else the head is trained already
         init_head_bias_to_mean(
             model, [row for row in data.train if not isinstance(row, RankingExample)], output=int(rm.loss == "joint")
@@ -212,7 +241,7 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     )
 
     def evaluate() -> dict[str, float | None]:
-        return evaluate_reward_model(scorer, data.views, rm)[0]
+        return evaluate_reward_model(scorer, data.views, rm, head.weight if head is not None else None)[0]
 
     start = StartMetricsCallback(evaluate, "val_before_training")
     trainer = RewardTrainer(
@@ -231,6 +260,7 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
         rm_cfg=rm,
         autocast_dtype=dtype,
         evaluate_fn=evaluate,
+        head=head,
     )
     train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     # What training changed: the untrained model's numbers (a resumed run kept them in its
@@ -241,7 +271,7 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
         before = first_before or {}
         resumed_from = {"step": start.step, **(start.metrics or {})}
 
-    after, stats, calibration = final_metrics_and_stats(scorer, data, rm)
+    after, stats, calibration = final_metrics_and_stats(scorer, data, rm, head)
     record = {
         **data_counts(data, rm),
         **(
@@ -256,6 +286,8 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
         "global_step": trainer.state.global_step,
         "history": trainer.state.log_history,
     }
+    if head is not None:  # what the run saves and scores with from here on: the quality head alone
+        keep_quality_head(trainer.model, head)
     if trainer.is_world_process_zero():
         save_rm_run(trainer.model, tokenizer, run_dir, cfg, fmt, stats, record, calibration)
     trainer.accelerator.wait_for_everyone()
@@ -263,15 +295,16 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
 
 
 def final_metrics_and_stats(
-    scorer: RewardScorer, data: TrainingData, rm: RewardModelConfig
+    scorer: RewardScorer, data: TrainingData, rm: RewardModelConfig, head: torch.nn.Linear | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], LengthCalibration | None]:
     """The trained RM's validation metrics, its ``reward_stats.json`` and its length calibration, all on the
     same replies (:func:`crs.rm.rm_evaluation.own_length_calibration`).
 
-    From here on ``scorer`` gives the reward those stats describe (a joint RM's combined heads).
+    From here on ``scorer`` gives the reward those stats describe (a joint RM's combined heads,
+    a disentangled RM's quality head). ``head``: a disentangled RM's output layer.
     """
     if data.val:
-        after, rewards = evaluate_reward_model(scorer, data.views, rm)
+        after, rewards = evaluate_reward_model(scorer, data.views, rm, head.weight if head is not None else None)
         views, split = data.views, "val"
     else:  # no validation split: one more pass, over the training replies, for the stats
         logger.warning("no validation examples: reward_stats.json is computed on training replies")

@@ -1,5 +1,5 @@
-"""What a reward-model run trains and validates on: rankings capped to ``rm.max_replies``,
-absolute rows under-sampled and weighted, or both (joint), and the views of the held-out prompts."""
+"""What a reward-model run trains and validates on: rankings capped to ``rm.max_replies`` (pairwise,
+disentangled), absolute rows under-sampled and weighted, or both (joint), and the views of the held-out prompts."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from crs.data.schema import AbsoluteExample, DataError, RankingExample
 from crs.rm.reward_losses import absolute_loss_weights, undersample_by_bins
 
 logger = logging.getLogger(__name__)
+
+RANKING_LOSSES = ("pairwise", "disentangled")  # the losses that train on rankings alone
 
 
 def cap_replies(example: RankingExample, max_replies: int, selection: str = "spread") -> RankingExample:
@@ -72,7 +74,7 @@ class ValidationViews:
 def load_validation_views(cfg: CRSConfig, val: list[Any]) -> ValidationViews:
     """The RM's validation examples plus the other view of the same prompts, if any."""
 
-    own_is_ranking = cfg.rm.loss == "pairwise"
+    own_is_ranking = cfg.rm.loss in RANKING_LOSSES
     other_kind = "absolute" if own_is_ranking else "ranking"
     other: list[Any] = []
     if val:
@@ -106,9 +108,18 @@ def training_data(cfg: CRSConfig) -> TrainingData:
     rm = cfg.rm
     if rm.loss == "joint":
         return joint_training_data(cfg)
-    pairwise = rm.loss == "pairwise"
-    train_examples, val_examples = load_examples(cfg.data, "ranking" if pairwise else "absolute", cfg.run.seed)
-    if pairwise:
+    ranked = rm.loss in RANKING_LOSSES
+    try:
+        train_examples, val_examples = load_examples(cfg.data, "ranking" if ranked else "absolute", cfg.run.seed)
+    except (ConfigError, DataError) as err:
+        if rm.loss != "disentangled":
+            raise
+        raise ConfigError(
+            "rm.loss=disentangled trains on rankings (the sum of its two heads meets the preferences); "
+            f"data.source={cfg.data.source} gives no ranking examples ({str(err).splitlines()[0]}): "
+            "use a source with rankings or chosen/rejected pairs, or another rm.loss"
+        ) from None
+    if ranked:
         train: list[Any] = [cap_replies(ex, rm.max_replies, rm.reply_selection) for ex in train_examples]
         train_views = ValidationViews(train_examples, [])
     else:

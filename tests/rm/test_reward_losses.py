@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from crs.rm.reward_losses import absolute_loss, absolute_loss_weights, pad_groups, ranking_loss, undersample_by_bins
+from crs.config import RewardModelConfig
+from crs.rm.reward_losses import (
+    absolute_loss,
+    absolute_loss_weights,
+    batch_pearson,
+    disentangled_terms,
+    length_covariance,
+    pad_groups,
+    ranking_loss,
+    undersample_by_bins,
+)
 
 
 def nll(diff: float) -> float:
@@ -117,3 +127,87 @@ def test_undersample_caps_big_bins_and_keeps_small_ones():
     assert kept.tolist() == again.tolist()  # seeded
     everything = undersample_by_bins(scores, bins=2, max_ratio=100.0, rng=np.random.default_rng(0))
     assert everything.tolist() == list(range(len(scores)))
+
+
+# --------------------------------------------------------------------------- the disentangled RM's terms
+
+
+def test_batch_pearson_and_length_covariance_by_hand_with_tied_lengths():
+    values, lengths = [1.0, 3.0, 2.0, 6.0], [10.0, 10.0, 20.0, 40.0]  # two replies of the same length
+    mean_v, mean_l = sum(values) / 4, sum(lengths) / 4  # 3.0, 20.0
+    cov = sum((v - mean_v) * (x - mean_l) for v, x in zip(values, lengths)) / 4  # (20 + 0 + 0 + 60) / 4 = 20
+    sd_v = math.sqrt(sum((v - mean_v) ** 2 for v in values) / 4)  # sqrt(14 / 4)
+    sd_l = math.sqrt(sum((x - mean_l) ** 2 for x in lengths) / 4)  # sqrt(600 / 4)
+    got_r = batch_pearson(torch.tensor(values), torch.tensor(lengths)).item()
+    assert got_r == pytest.approx(cov / (sd_v * sd_l), rel=1e-6)
+    assert got_r == pytest.approx(np.corrcoef(values, lengths)[0, 1], rel=1e-6)
+    assert length_covariance(torch.tensor(values), torch.tensor(lengths)).item() == pytest.approx(cov / sd_l, rel=1e-6)
+    # the covariance is the correlation times the values' own spread, so it scales with them; the correlation does not
+    assert length_covariance(torch.tensor(values) * 3, torch.tensor(lengths)).item() == pytest.approx(3 * cov / sd_l)
+    assert batch_pearson(torch.tensor(values) * 3, torch.tensor(lengths)).item() == pytest.approx(got_r, rel=1e-6)
+
+
+def test_length_terms_are_zero_with_a_finite_gradient_where_length_or_values_say_nothing():
+    values = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    for term in (batch_pearson, length_covariance):
+        assert term(values, torch.tensor([5.0, 5.0, 5.0])).item() == 0.0  # every reply as long: no length signal
+        assert term(values[:1], torch.tensor([5.0])).item() == 0.0  # one reply
+        constant = torch.zeros(3, requires_grad=True)
+        out = term(constant, torch.tensor([1.0, 2.0, 4.0]))
+        out.backward()
+        assert out.item() == 0.0 and torch.isfinite(constant.grad).all()
+
+
+def test_disentangled_terms_and_their_weighted_total_by_hand():
+    heads = torch.tensor([[1.0, 0.5], [0.0, 0.2], [2.0, 1.5], [0.5, -0.5]])  # [quality, length], 2 prompts of K=2
+    lengths = torch.tensor([30.0, 10.0, 50.0, 20.0])
+    weight = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 3.0]])  # w_q . w_l = 0.5 - 2 + 0 = -1.5
+    quality, length = heads[:, 0].tolist(), heads[:, 1].tolist()
+    summed = [q + x for q, x in zip(quality, length)]
+    ranking = (nll(summed[0] - summed[1]) + nll(summed[2] - summed[3])) / 2
+    length_r = float(np.corrcoef(length, lengths.tolist())[0, 1])
+    quality_cov = abs(float(np.corrcoef(quality, lengths.tolist())[0, 1]) * np.std(quality))
+    terms = disentangled_terms(heads, [2, 2], lengths, weight)
+    assert terms.ranking.item() == pytest.approx(ranking, rel=1e-6)
+    assert terms.length_correlation.item() == pytest.approx(length_r, rel=1e-6)
+    assert terms.quality_covariance.item() == pytest.approx(quality_cov, rel=1e-6)
+    assert terms.orthogonality.item() == pytest.approx(1.5)
+    rm = RewardModelConfig(
+        loss="disentangled",
+        disentangled_length_weight=0.5,
+        disentangled_quality_weight=2.0,
+        disentangled_orthogonality_weight=0.1,
+    )
+    expected = ranking - 0.5 * length_r + 2.0 * quality_cov + 0.1 * 1.5
+    assert terms.total(rm).item() == pytest.approx(expected, rel=1e-6)
+    assert terms.as_metrics() == pytest.approx(
+        {
+            "loss_ranking": ranking,
+            "loss_length_correlation": length_r,
+            "loss_quality_covariance": quality_cov,
+            "loss_orthogonality": 1.5,
+        },
+        rel=1e-6,
+    )
+    # the weights at 0: the ranking loss of the sum alone, i.e. a pairwise RM's loss on q + l
+    off = RewardModelConfig(
+        loss="disentangled",
+        disentangled_length_weight=0.0,
+        disentangled_quality_weight=0.0,
+        disentangled_orthogonality_weight=0.0,
+    )
+    assert terms.total(off).item() == pytest.approx(ranking_loss(heads.sum(dim=1), [2, 2]).item())
+    assert disentangled_terms(heads, [2, 2], lengths, None).orthogonality.item() == 0.0
+
+
+def test_the_quality_terms_gradient_only_removes_the_length_part():
+    """Its gradient on the quality head's outputs is the centred standardised length (times the sign):
+    nothing pushes the head's other content, whatever the head's scale."""
+    lengths = torch.tensor([10.0, 20.0, 30.0, 40.0])
+    for scale in (0.01, 1.0, 100.0):
+        quality = (torch.tensor([0.3, -1.0, 2.0, 0.1]) * scale).requires_grad_(True)
+        heads = torch.stack([quality, torch.zeros(4)], dim=1)
+        disentangled_terms(heads, [2, 2], lengths, None).quality_covariance.backward()
+        z = (lengths - lengths.mean()) / lengths.std(unbiased=False)
+        sign = 1.0 if float(((quality - quality.mean()) * z).mean().detach()) > 0 else -1.0
+        assert torch.allclose(quality.grad, sign * z / 4, atol=1e-6)
