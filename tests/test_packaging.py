@@ -505,4 +505,5 @@ def test_the_shipped_accelerate_configs_are_what_accelerate_reads(name: str, kin
     for block in ("deepspeed_config", "fsdp_config"):
         for key in yaml.safe_load(path.read_text()).get(block) or {}:
             assert f'["{key}"]' in asked, f"{path.name}: {block}.{key} is not a key accelerate writes"
-    assert f"examples/accelerate/{name}.yaml" in (ROOT / "README.md").read_text()  # the GPU section names it
+    guide = (ROOT / "docs" / "multi_process.md").read_text()  # the multi-process guide names each config
+    assert "examples/accelerate/" in guide and f"`{name}.yaml`" in guide
