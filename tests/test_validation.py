@@ -99,6 +99,9 @@ BAD_VALUES: dict[str, list[str]] = {
     "rl.group_size": ["1", "3"],  # with rl.algorithm grpo (see _override): 3 does not divide the batch of 8
     "rl.reward_normalization": ["trl"],  # with rl.algorithm rloo
     "rl.adaptive_kl": ["true"],  # with rl.algorithm grpo
+    "rl.vllm": ["colocate", "server"],  # with rl.algorithm ppo (the default): TRL's GRPO and RLOO only
+    "rl.vllm_gpu_memory_utilization": ["0.5"],  # with rl.vllm none (the default): colocate only
+    "rl.vllm_server_url": ["http://localhost:8000"],  # with rl.vllm none (the default): server only
     "rl.dpo_beta": ["0", "-0.1"],
     "rl.dpo_min_gap": ["-0.1", ".nan"],
     "eval_pred.num_runs": ["0"],

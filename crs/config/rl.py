@@ -405,7 +405,8 @@ class PPOSettings:
 
 @dataclass
 class GroupSettings:
-    """TRL's GRPO and RLOO: the group of replies sampled per prompt and how their rewards are scaled."""
+    """TRL's GRPO and RLOO: the group of replies sampled per prompt, how their rewards are scaled, and whether vLLM
+    samples them."""
 
     group_size: int = field(
         default=4,
@@ -438,6 +439,45 @@ class GroupSettings:
         metadata={
             "help": "GRPO: divide the advantage (reward minus its group mean) by the reward's std in the group "
             "(`group`, the GRPO paper), in the batch (`batch`) or not at all (`none`, Dr. GRPO). TRL's `scale_rewards`."
+        },
+    )
+    vllm: Literal["none", "colocate", "server"] = field(
+        default="none",
+        metadata={
+            "help": "GRPO, RLOO: who samples the replies. `none`: the policy itself, through transformers. `colocate`: "
+            "a vLLM engine inside each training process, sharing its GPU (`vllm_gpu_memory_utilization`). `server`: a "
+            "vLLM server started beforehand on other GPUs (`trl vllm-serve`; `vllm_server_url`). TRL's `use_vllm` and "
+            "`vllm_mode`; it pushes the policy's weights (LoRA merged in) to vLLM after every update. Needs vLLM "
+            "installed, in the range TRL supports: docs/optimisers.md#sampling-with-vllm.",
+            "rule": Rule(
+                lambda v, c: v == "none" or c.rl.algorithm in ("grpo", "rloo"),
+                "none unless rl.algorithm is grpo or rloo (TRL samples their replies with vLLM; crs's PPO samples "
+                "with transformers and DPO samples nothing)",
+            ),
+        },
+    )
+    vllm_gpu_memory_utilization: float | None = field(
+        default=None,
+        metadata={
+            "help": "With `vllm: colocate`: the fraction of each GPU's total memory vLLM takes for its weights and KV "
+            "cache; the policy, its optimiser and the reward models must fit in the rest. null: TRL's default (0.3). A "
+            "server sets its own (`trl vllm-serve --gpu_memory_utilization`).",
+            "rule": Rule(
+                lambda v, c: v is None or (c.rl.vllm == "colocate" and PROBABILITY(v, c)),
+                "null, or in (0, 1] with rl.vllm: colocate (a server sets its own with trl vllm-serve "
+                "--gpu_memory_utilization)",
+            ),
+        },
+    )
+    vllm_server_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "With `vllm: server`: the server's base URL (`http://host:8000`). null: TRL's default, port 8000 "
+            "on this machine. TRL's `vllm_server_base_url`.",
+            "rule": Rule(
+                lambda v, c: v is None or (c.rl.vllm == "server" and v.startswith(("http://", "https://"))),
+                "null, or an http:// or https:// URL with rl.vllm: server (colocate and none start no server)",
+            ),
         },
     )
 

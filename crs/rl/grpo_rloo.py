@@ -8,7 +8,8 @@ the clipped update, the KL term); crs supplies what makes the run comparable wit
   ``model.lora`` (TRL wraps it from a peft config), so the reference is the SFT policy with
   the adapter switched off, no second copy;
 * the prompts, tokenized by crs's one path (:func:`crs.models.formatting.encode_prompt`: chat
-  template, the last ``data.max_prompt_length`` tokens), as PPO sees them;
+  template, the last ``data.max_prompt_length`` tokens), as PPO sees them; TRL samples the
+  replies with the policy, or with vLLM (``rl.vllm``: :mod:`crs.rl.vllm_sampling`);
 * the reward: :class:`crs.rl.combined_reward.CombinedReward` (same sources, weights, z-scores, clip and
   missing-EOS penalty as PPO) as one TRL reward function, or each source as its own function
   for TRL's per-reward normalisation (``rl.reward_normalization``). ``rl.combine:
@@ -59,6 +60,7 @@ from crs.rl.trl_common import (
     trainer_arguments,
 )
 from crs.rl.trl_reward import trl_reward_func, trl_reward_funcs_per_source
+from crs.rl.vllm_sampling import require_vllm, vllm_arguments
 from crs.runs import set_seed
 
 logger = logging.getLogger(__name__)
@@ -170,6 +172,7 @@ def grpo_rloo_config(cfg: CRSConfig, run_dir: Path, dtype: torch.dtype, reward_w
         reward_weights=reward_weights,
         remove_unused_columns=False,
         log_completions=False,
+        **vllm_arguments(cfg),
     )
     if rl.algorithm == "grpo":
         kwargs.update(
@@ -277,6 +280,7 @@ def build_grpo_rloo_trainer(
 def run_grpo_rloo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Train the SFT policy with TRL's GRPO or RLOO on crs's combined reward; returns the summary."""
     require_trl(cfg, "GRPOTrainer" if cfg.rl.algorithm == "grpo" else "RLOOTrainer")
+    require_vllm(cfg)
     _check_grpo_rloo(cfg)
     rl = cfg.rl
     run_dir = Path(run_dir)
