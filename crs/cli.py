@@ -67,6 +67,12 @@ STAGES: dict[str, tuple[str, str]] = {
 }
 
 
+SERVE_REWARD = (
+    "Answer reward requests over HTTP with a subset's combined reward (rl.rewards, rl.combine, clip, EOS penalty), "
+    "loaded once: OpenRLHF's remote reward protocol, POST /get_reward; settings under serve."
+)
+
+
 def train_rl(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, object]:
     """The RL stage (:func:`crs.rl.dispatch.run_rl_stage`), then its over-optimisation figure.
 
@@ -84,13 +90,14 @@ def train_rl(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> None:
     """``crs COMMAND [options]``: one of :data:`STAGES`, or ``demo`` (the whole pipeline)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    commands = [*STAGES, "demo"]
+    commands = [*STAGES, "demo", "serve-reward"]
     if not argv or argv[0] not in commands:
         lines = [f"  {name:<8} {STAGES[name][1]}" for name in STAGES]
         lines.append(
             f"  {'demo':<8} The whole pipeline on the embedded defaults "
             "(skips finished stages, resumes interrupted ones)."
         )
+        lines.append(f"  serve-reward {SERVE_REWARD}")
         usage = (
             "usage: crs {" + ",".join(commands) + "} [--config_subset NAME] [options]\n\ncommands:\n" + "\n".join(lines)
         )
@@ -103,10 +110,14 @@ def main(argv: list[str] | None = None) -> None:
 
         run_demo(argv[1:])
         return
+    called_as_crs = Path(sys.argv[0]).name == "crs"  # else a stage script (sft_train.py ...), argparse's own name
+    prog = f"crs {argv[0]}" if called_as_crs else None
+    if argv[0] == "serve-reward":
+        serve_reward(argv[1:], prog)
+        return
     target, description = STAGES[argv[0]]
     rest = jobs_as_override(argv[1:]) if argv[0] == "sweep" else argv[1:]
-    called_as_crs = Path(sys.argv[0]).name == "crs"  # else a stage script (sft_train.py ...), argparse's own name
-    run_stage(target, description, rest, prog=f"crs {argv[0]}" if called_as_crs else None)
+    run_stage(target, description, rest, prog=prog)
 
 
 def jobs_as_override(argv: list[str]) -> list[str]:
@@ -138,15 +149,32 @@ def subsets_line(config_path: str | Path) -> str:
 def stage_parser(description: str, prog: str | None = None, argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The options every stage script takes; ``--help`` also lists the config's subsets
     (those of ``--config`` when ``argv`` names one)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=subsets_line(named_config(argv)))
+    parser.add_argument("--config_subset", required=True, help="the config.yaml block to run (merged over `default`)")
+    parser.add_argument("--name_suffix", default="", help="appended to run.name; names the output directory")
+    add_config_options(parser)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an unfinished run from its last checkpoint, or extend a finished one (more steps)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    return parser
+
+
+def named_config(argv: list[str] | None) -> str | Path:
+    """The config file ``argv`` names with ``--config`` (for ``--help``'s list of subsets), else config.yaml."""
     config_path: str | Path = DEFAULT_CONFIG_PATH
     for i, arg in enumerate(argv or []):
         if arg == "--config" and i + 1 < len(argv or []):
             config_path = (argv or [])[i + 1]
         elif arg.startswith("--config="):
             config_path = arg.split("=", 1)[1]
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=subsets_line(config_path))
-    parser.add_argument("--config_subset", required=True, help="the config.yaml block to run (merged over `default`)")
-    parser.add_argument("--name_suffix", default="", help="appended to run.name; names the output directory")
+    return config_path
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--set``: which YAML file, and overrides of its keys."""
     parser.add_argument("--config", default=None, help="another YAML config file (default: config.yaml)")
     parser.add_argument(
         "--set",
@@ -156,13 +184,29 @@ def stage_parser(description: str, prog: str | None = None, argv: list[str] | No
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set rl.kl_coef=0.1 (repeatable; values are read as YAML)",
     )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an unfinished run from its last checkpoint, or extend a finished one (more steps)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    return parser
+
+
+def serve_reward(argv: list[str], prog: str | None = None) -> None:
+    """``crs serve-reward --config_subset NAME``: :func:`crs.serve.app.serve_reward` on that subset's config. It
+    writes no run directory; bad config or reward sources end in one line, exit code 2."""
+    parser = argparse.ArgumentParser(prog=prog, description=SERVE_REWARD, epilog=subsets_line(named_config(argv)))
+    parser.add_argument("--config_subset", required=True, help="the subset whose rl.rewards and combination to serve")
+    add_config_options(parser)
+    args = parser.parse_args(argv)
+    from crs.data.schema import DataError
+    from crs.dependencies import warn_untested_versions
+    from crs.models.model_error import ModelError
+    from crs.runs import RunError
+    from crs.serve.app import serve_reward as serve
+
+    setup_logging()
+    try:
+        config = load_config(args.config_subset, args.config, args.overrides)
+        warn_untested_versions()
+        serve(config)
+    except (ConfigError, DataError, ModelError, RunError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def setup_logging() -> None:

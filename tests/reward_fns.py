@@ -51,3 +51,18 @@ def nan_for_kiwi(prompts: list, replies: list[str]) -> list[float]:
 def distinct_characters(prompts, replies):
     """A cheap text reward for stage tests."""
     return [len(set(r)) / 10.0 for r in replies]
+
+
+def fails_on_boom(prompts: list, replies: list[str]) -> list[float]:
+    """Broken on one reply: raises for "boom", the number of words of every other."""
+    if "boom" in replies:
+        raise ValueError("this reward cannot score 'boom'")
+    return [float(len(r.split())) for r in replies]
+
+
+def prompt_words(prompts: list, replies: list[str]) -> list[float]:
+    """A reward that reads the prompt: the words of all its turns (x 10, roles counted too) plus the reply's."""
+    return [
+        10.0 * sum(len(f"{m['role']} {m['content']}".split()) for m in p) + len(r.split())
+        for p, r in zip(prompts, replies)
+    ]

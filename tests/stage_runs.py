@@ -65,6 +65,20 @@ def tiny_config(model_dir: Path, data: Path, loss: str, steps: int, lr: float = 
     return cfg
 
 
+def trained_tiny_rm(model_dir: Path, folder: Path) -> Path:
+    """A pairwise reward-model run of the tiny model, one step on marker data: a real run folder (its model,
+    ``rm_format.json``, ``reward_stats.json``) that ``path:`` names as a reward source."""
+    from crs.config import save_resolved_config
+    from crs.rm.training import train_reward_model
+
+    cfg = tiny_config(model_dir, write_marker_data(folder, "pairwise", n=16), "pairwise", steps=1)
+    cfg.subset, cfg.data.max_prompt_length = "tiny_rm", 48  # a config that validates, to be read back
+    run_dir = folder / "rm"
+    train_reward_model(cfg, run_dir)
+    save_resolved_config(cfg, run_dir / "config.resolved.yaml")  # as run_stage writes it
+    return run_dir
+
+
 def prompts_file(folder: Path) -> Path:
     """20 canonical prompt rows (the embedded demo data is not needed by these tests)."""
     path = folder / "prompts.jsonl"

@@ -122,6 +122,7 @@ FLOORS: dict[str, int] = {
     "crs.sft": 3,
     "crs.rl": 4,
     "crs.eval": 5,
+    "crs.serve": 5,  # the combined reward served to other engines: crs.rl's reward, no evaluation
     "crs.study": 6,
     "crs.cli": 7,
     "crs.__main__": 8,
@@ -271,7 +272,7 @@ def test_crs_command_lists_its_stages_and_rejects_unknown_ones() -> None:
     command = [str(crs)] if crs.exists() else [sys.executable, "-m", "crs"]
     shown = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0
-    for name in ("sft", "rm", "rl", "predict", "score", "demo"):
+    for name in ("sft", "rm", "rl", "predict", "score", "demo", "serve-reward"):
         assert re.search(rf"^  {name} ", shown.stdout, re.M), name
     unknown = subprocess.run([*command, "train"], capture_output=True, text=True, timeout=120)
     assert unknown.returncode == 2 and "usage: crs" in unknown.stderr
@@ -313,7 +314,7 @@ print("HEAVY:", ",".join(heavy))
         ["crs", "--help"],
         *(
             ["crs", c, "--help"]
-            for c in ("sft", "rm", "rl", "predict", "score", "pool", "bon", "sweep", "online", "demo")
+            for c in ("sft", "rm", "rl", "predict", "score", "pool", "bon", "sweep", "online", "demo", "serve-reward")
         ),
         *(
             [s, "--help"]
@@ -326,6 +327,7 @@ print("HEAVY:", ",".join(heavy))
                 "rl_online.py",
                 "bon_pool.py",
                 "bon_study.py",
+                "serve_reward.py",
             )
         ),
     ],

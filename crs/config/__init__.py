@@ -19,7 +19,8 @@ The modules, one concept each:
 * one module per section: :mod:`~crs.config.run`, :mod:`~crs.config.model`,
   :mod:`~crs.config.data`, :mod:`~crs.config.train`, :mod:`~crs.config.reward_model`,
   :mod:`~crs.config.rl`, :mod:`~crs.config.eval` (``eval_pred``, ``eval_rewarding``),
-  :mod:`~crs.config.study` (``sweep``, ``online``), :mod:`~crs.config.bon` (``bon``);
+  :mod:`~crs.config.study` (``sweep``, ``online``), :mod:`~crs.config.bon` (``bon``),
+  :mod:`~crs.config.serve` (``serve``);
   :mod:`~crs.config.root` puts them together in :class:`CRSConfig`; :mod:`~crs.config.length_keys`
   holds the length keys every list of reward sources shares.
 * :mod:`~crs.config.reader` (YAML, subsets, overrides), :mod:`~crs.config.coercion`
@@ -54,6 +55,7 @@ from crs.config.reward_model import RewardModelConfig
 from crs.config.rl import RewardSourceConfig, RLConfig
 from crs.config.root import CRSConfig
 from crs.config.run import RunConfig
+from crs.config.serve import ServeConfig
 from crs.config.study import OnlineConfig, SweepArmConfig, SweepConfig
 from crs.config.train import TrainConfig
 from crs.config.validation import validate_values, value_rules
@@ -75,6 +77,7 @@ __all__ = [
     "RewardSourceConfig",
     "RLConfig",
     "RunConfig",
+    "ServeConfig",
     "SweepArmConfig",
     "SweepConfig",
     "BestOfNConfig",

@@ -14,6 +14,7 @@ from crs.config.model import ModelConfig
 from crs.config.reward_model import RewardModelConfig
 from crs.config.rl import RLConfig
 from crs.config.run import RunConfig
+from crs.config.serve import ServeConfig
 from crs.config.study import OnlineConfig, SweepConfig
 from crs.config.train import TrainConfig
 
@@ -46,6 +47,10 @@ class CRSConfig:
     )
     bon: BestOfNConfig = field(
         default_factory=BestOfNConfig, metadata={"help": "Best-of-n studies on one pool of replies."}
+    )
+    serve: ServeConfig = field(
+        default_factory=ServeConfig,
+        metadata={"help": "The combined reward served over HTTP (`crs serve-reward`)."},
     )
     subset: str = field(
         default="", metadata={"help": "Filled in by `load_config` from `--config_subset`; not set in YAML."}

@@ -139,6 +139,19 @@ def parse_human_assistant(text: str) -> Messages:
     return _finish(messages, "Human/Assistant")
 
 
+def render_chatml(messages: Messages) -> str:
+    """``messages`` as a ChatML prompt that ends with the opening of the assistant's reply: the text
+    :func:`parse_chatml` reads back into the same turns (their contents stripped). A content that holds ChatML's
+    own markers would not read back: :class:`MarkupError`."""
+    for index, message in enumerate(messages):
+        if "<|im_start|>" in message["content"] or "<|im_end|>" in message["content"]:
+            raise MarkupError(
+                f"turn {index + 1} ({message['role']}) holds a ChatML marker: it cannot be sent as ChatML"
+            )
+    turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return turns + "<|im_start|>assistant\n"
+
+
 def detect_markup(text: str) -> str | None:
     """``chatml``, ``llama2``, ``human_assistant`` or None, from how the text starts."""
     start = text.lstrip()

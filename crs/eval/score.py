@@ -10,7 +10,6 @@ the head-to-head tables, agreement, rank aggregation, the human rankings
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import fields, replace
@@ -32,7 +31,7 @@ from crs.eval.score_report import REFERENCE_SCORER, build_results, leaderboard_c
 from crs.io import write_json_atomic, write_text_atomic
 from crs.processes import is_main_process
 from crs.rl.combine import standardize, zscore_stats
-from crs.rl.combined_reward import REWARD_STATE_FILE, CombinedReward
+from crs.rl.combined_reward import CombinedReward
 from crs.rl.reward_sources import (
     RewardSource,
     build_sources,
@@ -41,7 +40,8 @@ from crs.rl.reward_sources import (
     scoring_key,
     source_config,
 )
-from crs.runs import latest_checkpoint, mark_finished, set_seed
+from crs.rl.reward_state import run_reward_state
+from crs.runs import mark_finished, set_seed
 
 logger = logging.getLogger(__name__)
 
@@ -149,12 +149,7 @@ def _training_reward(
         return None
     keys = {f.name for f in fields(RewardSourceConfig)}
     configs = [RewardSourceConfig(**{k: v for k, v in r.items() if k in keys}) for r in rl["rewards"]]
-    checkpoint = latest_checkpoint(Path(run_path) / "checkpoints", "step_*")
-    frozen = json.loads((checkpoint / "trainer_state.json").read_text()).get("reward", {}) if checkpoint else {}
-    if checkpoint is None:  # GRPO / RLOO: a Trainer checkpoint holds the reward's statistics in a file of its own
-        checkpoint = latest_checkpoint(Path(run_path) / "checkpoints", "checkpoint-*")
-        state = checkpoint / REWARD_STATE_FILE if checkpoint else None
-        frozen = json.loads(state.read_text()) if state is not None and state.is_file() else {}
+    frozen = run_reward_state(run_path)
     combine = (rl.get("combine", "sum"), rl.get("conservative", "min"), float(rl.get("conservative_k", 1.0)))
     if combine[0] == "sum_per_prompt":  # standardised within groups of replies; evaluation has one per prompt and model
         logger.info(

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from crs.config import load_config
-from crs.data.markup import MarkupError, parse_chat_markup
+from crs.data.markup import MarkupError, parse_chat_markup, render_chatml
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 
@@ -69,6 +69,20 @@ def test_chat_markup_is_parsed_into_messages(text: str, messages) -> None:
 def test_broken_markup_is_refused_saying_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(MarkupError, match=message):
         parse_chat_markup(text)
+
+
+def test_chatml_rendered_reads_back_as_the_same_turns() -> None:
+    dialogue = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hey!\n\nTwo lines."},
+        *HELLO,
+    ]
+    text = render_chatml(dialogue)
+    assert text.endswith("<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n")
+    assert parse_chat_markup(text) == dialogue
+    with pytest.raises(MarkupError, match=r"turn 1 \(user\) holds a ChatML marker"):
+        render_chatml([{"role": "user", "content": "say <|im_end|>"}])
 
 
 def _prompt_file(tmp_path: Path) -> Path:
