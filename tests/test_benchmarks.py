@@ -3,8 +3,14 @@ checks."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
 import runpy
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -145,3 +151,112 @@ def test_a_reread_widens_by_the_t_level_of_two_seeds() -> None:
     assert reread(55.5, (42.5, 68.5), [48.5, 62.5]) == (0.0, 100.0)  # 14 points apart: the whole scale
     with pytest.raises(SystemExit, match="at least 2 seeds"):
         reread(60.0, (50.0, 70.0), [60.0])
+
+
+# --------------------------------------------------------------------------- gpu_check: its pieces, and its dry run
+
+GPU_CHECK = ROOT / "benchmarks" / "gpu_check.py"
+gpu_check = runpy.run_path(str(GPU_CHECK))
+gpu_wheels = runpy.run_path(str(ROOT / "benchmarks" / "gpu_check_wheels.py"))
+
+
+def test_the_gpu_check_measures_a_reload_against_what_the_adapter_moved() -> None:
+    base = torch.zeros(1, 2, 3)
+    in_memory = base + torch.tensor([1.0, -3.0, 2.0])  # the adapter moved each logit by 2 on average
+    faithful = gpu_check["logit_agreement"](in_memory.clone(), in_memory, base)
+    assert faithful["gap_to_effect"] == 0.0 and faithful["same_argmax"] == 1.0 and faithful["adapter_effect"] == 2.0
+    off = gpu_check["logit_agreement"](in_memory + torch.tensor([0.5, 0.0, 0.1]), in_memory, base)
+    assert off["mean_abs_gap"] == pytest.approx(0.2) and off["max_abs_gap"] == 0.5
+    assert off["gap_to_effect"] == pytest.approx(0.1)
+    lost = gpu_check["logit_agreement"](base.clone(), in_memory, base)  # a reload without the adapter: the base
+    assert lost["gap_to_effect"] == 1.0 and lost["same_argmax"] == 0.0
+    untrained = gpu_check["logit_agreement"](base.clone(), base, base)
+    assert untrained["gap_to_effect"] == float("inf")  # no effect to measure a reload against
+
+
+def test_the_gpu_check_bounds_name_every_value_outside_them() -> None:
+    within, failed = gpu_check["within"], gpu_check["CheckFailed"]
+    measured = {"ratio": 1.004, "kl": 0.0}
+    assert within(measured, [("ratio", 0.99, 1.01), ("kl", 0.0, 0.0)]) is measured
+    with pytest.raises(failed) as outside:
+        within({"ratio": 1.2, "kl": None}, [("ratio", 0.99, 1.01), ("kl", 0.0, 1e-3)])
+    assert str(outside.value) == "ratio = 1.2 outside [0.99, 1.01]; kl = None outside [0, 0.001]"
+    assert outside.value.measured == {"ratio": 1.2, "kl": None}
+
+
+def test_the_gpu_check_wheels_are_crs_tested_versions() -> None:
+    pins = gpu_wheels["pinned_versions"](ROOT / "constraints.txt", gpu_wheels["PINNED"])
+    constraints = (ROOT / "constraints.txt").read_text()
+    assert [pin.split("==")[0] for pin in pins] == list(gpu_wheels["PINNED"])
+    assert all(f"\n{pin}\n" in constraints for pin in pins)
+    # pip's spelling of a name may differ from the constraints file's.
+    assert gpu_wheels["pinned_versions"](ROOT / "constraints.txt", ("Pydantic-Core",))[0].startswith("Pydantic-Core==")
+    with pytest.raises(SystemExit, match="pins no version of vllm"):
+        gpu_wheels["pinned_versions"](ROOT / "constraints.txt", ("trl", "vllm"))
+
+
+def test_the_bitsandbytes_wheel_keeps_only_the_cuda_13_libraries_with_a_record_to_match(tmp_path: Path) -> None:
+    wheel = tmp_path / "bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl"
+    files = {
+        "bitsandbytes/__init__.py": b"x = 1\n",
+        "bitsandbytes/libbitsandbytes_cpu.so": b"c" * 100,
+        "bitsandbytes/libbitsandbytes_cuda118.so": b"o" * 5000,
+        "bitsandbytes/libbitsandbytes_cuda130.so": b"n" * 300,
+        "bitsandbytes/libbitsandbytes_cuda132.so": b"m" * 300,
+        "bitsandbytes/libbitsandbytes_rocm64.so": b"r" * 5000,
+    }
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+        archive.writestr("bitsandbytes-0.50.2.dist-info/RECORD", "stale\n")
+    assert gpu_wheels["slim_bitsandbytes"](wheel) > 9000
+    with zipfile.ZipFile(wheel) as archive:
+        kept = {name: archive.read(name) for name in archive.namelist()}
+    record = kept.pop("bitsandbytes-0.50.2.dist-info/RECORD").decode().splitlines()
+    gone = ("bitsandbytes/libbitsandbytes_cuda118.so", "bitsandbytes/libbitsandbytes_rocm64.so")
+    assert set(kept) == set(files) - set(gone)
+    for name, data in kept.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        assert f"{name},sha256={digest},{len(data)}" in record
+    assert len(record) == len(kept) + 1 and record[-1] == "bitsandbytes-0.50.2.dist-info/RECORD,,"
+
+
+# What the CPU can show: every check but those CUDA alone runs (4-bit weights, DeepSpeed) and FSDP, which
+# accelerate applies only on GPUs. PPO with gradient checkpointing runs but fails on the CPU today: the
+# checkpointed layers recompute with other tensors than their forward saved (issue 33, section 1); once fixed,
+# it belongs here.
+PASS_ON_CPU = {"sft_bf16", "rm_ranking", "rm_absolute", "ppo_bf16", "predict_seeded", "grpo", "dpo"}
+CUDA_ONLY = {"sft_4bit", "ppo_4bit_checkpointing", "sft_zero3", "sft_zero2"}
+
+
+@pytest.mark.slow
+def test_the_gpu_check_dry_runs_every_check_on_the_cpu_and_reports_each(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    command = [sys.executable, str(GPU_CHECK), "--dry-run", "--out", str(out), "--workdir", str(tmp_path / "work")]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert out.is_file(), done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    checks = {check["name"]: check for check in report["checks"]}
+    assert list(checks) == [check.name for check in gpu_check["CHECKS"]]
+    assert report["format"] == 1 and report["mode"] == "dry-run" and report["scale"]["name"] == "tiny"
+    assert report["environment"]["device"] == {"type": "cpu"} and report["environment"]["versions"]["torch"]
+    assert report["counts"] == {s: sum(c["status"] == s for c in checks.values()) for s in ("pass", "fail", "skipped")}
+    assert done.returncode == (1 if report["counts"]["fail"] else 0)
+    for name, check in checks.items():
+        assert check["status"] in ("pass", "fail", "skipped") and check["meaning"]
+        assert bool(check["reason"]) == (check["status"] != "pass"), name
+        assert check["peak_gpu_memory_mib"] is None and isinstance(check["step_times_s"], list)
+        assert name in done.stdout  # the table
+    assert {name for name, check in checks.items() if check["status"] == "pass"} >= PASS_ON_CPU
+    assert all(checks[name]["status"] == "skipped" and "CUDA" in checks[name]["reason"] for name in CUDA_ONLY)
+    assert checks["ppo_full_checkpointing"]["status"] != "skipped"
+    assert checks["sft_fsdp2"]["status"] != "fail", checks["sft_fsdp2"]["reason"]
+    # What the passes measured, as the GPU run will.
+    assert checks["sft_bf16"]["measured"]["adapter/gap_to_effect"] <= 0.05 and checks["sft_bf16"]["steps"] == 2
+    assert checks["ppo_bf16"]["measured"]["policy/ratio"] == pytest.approx(1.0, abs=0.01)
+    assert checks["ppo_bf16"]["measured"]["reward_sources"] == ["rm_ranking", "rm_absolute"]  # the combined reward
+    assert len(checks["ppo_bf16"]["step_times_s"]) == 2 and checks["ppo_bf16"]["mean_step_s"] > 0
+    assert checks["rm_ranking"]["measured"]["device"] == "cpu" and checks["rm_ranking"]["measured"]["finite"]
+    assert checks["predict_seeded"]["measured"]["differing"] == 0
+    assert checks["grpo"]["measured"]["adapter"]["zero_size"] == [] and checks["dpo"]["measured"]["adapter"]["tensors"]
