@@ -194,7 +194,7 @@ def build_reward_model(
     if not model_cfg.lora.enabled:
         upcast_trainable(model)
         return model
-    model = add_lora(model, model_cfg.lora, "reward_model")
+    model = add_lora(model, model_cfg.lora, "reward_model", model_cfg.gradient_checkpointing)
     if init is not None:
         load_adapter_weights(
             model, init.path, model_cfg.name, key="rm.init_from", give="a finished LoRA reward-model run on model.name"

@@ -199,7 +199,7 @@ def build_models(cfg: CRSConfig) -> tuple[PolicyValueModel, nn.Module | None, to
     policy = load_causal_lm(policy_name, cfg.model)
     reference = None
     if cfg.model.lora.enabled:
-        policy = add_lora(policy, cfg.model.lora, "causal_lm")
+        policy = add_lora(policy, cfg.model.lora, "causal_lm", cfg.model.gradient_checkpointing)
         if cfg.rl.init_adapter:  # an earlier run's adapter continues (the online loop's next round)
             load_adapter_weights(policy, cfg.rl.init_adapter, policy_name)
     else:
@@ -209,7 +209,7 @@ def build_models(cfg: CRSConfig) -> tuple[PolicyValueModel, nn.Module | None, to
     if cfg.rl.value_model != "head":
         critic = load_sequence_classifier(cfg.rl.value_model, cfg.model, num_labels=1)
         if cfg.model.lora.enabled:
-            critic = add_lora(critic, cfg.model.lora, "reward_model")
+            critic = add_lora(critic, cfg.model.lora, "reward_model", cfg.model.gradient_checkpointing)
         else:
             critic = critic.float()
             upcast_trainable(critic)

@@ -806,3 +806,48 @@ def test_ppo_refuses_deepspeed_and_fsdp_where_it_would_train_apart_or_sample_fro
         ConfigError, match=r"rl.algorithm ppo does not run under DeepSpeed .* use rl.algorithm grpo / rloo"
     ):
         _trainer(tiny_lm, left_tokenizer, lambda p, r: [0.0] * len(r))
+
+
+# --------------------------------------------------------------------------- GPU paths, seen on the CPU
+
+
+def test_sampling_under_gradient_checkpointing_keeps_the_cache_and_matches_a_full_forward(
+    smol_tokenizer, left_tokenizer
+):
+    """Full fine-tuning (no merged sampler) with model.gradient_checkpointing: the layers are marked as
+    training for checkpointing, yet sampling runs off the checkpointing path (its log-probs equal a
+    full forward's on the same tokens, the training forward included) and the marks come back after."""
+    from tiny import tiny_causal_lm
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from crs.rl.ppo.policy import enable_gradient_checkpointing
+
+    model = PolicyValueModel(tiny_causal_lm(smol_tokenizer, seed=2))
+    enable_gradient_checkpointing(model)
+    trainer = PPOTrainer(
+        RLConfig(batch_size=4, mini_batch_size=4, max_new_tokens=6),
+        model,
+        left_tokenizer,
+        CombinedReward([RewardSource("r", lambda p, r: [0.0] * len(r))]),
+    )
+    assert trainer.merged is None  # sampling runs on the policy itself
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    assert layers and all(layer.gradient_checkpointing and layer.training for layer in layers)
+    checkpointing_while_sampling: list[bool] = []
+    hooks = [
+        layer.register_forward_pre_hook(lambda m, args: checkpointing_while_sampling.append(m.training))
+        for layer in layers
+    ]
+    ids, mask = trainer.encode_prompts(_prompts(4))
+    torch.manual_seed(0)
+    s = sample_replies(trainer.sampler(), ids, mask, trainer.sampling, trainer.eos_id, trainer.pad_id)
+    for hook in hooks:
+        hook.remove()
+    assert checkpointing_while_sampling and not any(checkpointing_while_sampling)
+    assert all(layer.training for layer in layers)  # marked again: the update still checkpoints
+    full_ids, full_mask = torch.cat([ids, s.reply_ids], 1), torch.cat([mask, s.reply_mask], 1)
+    for grad in (False, True):  # the rollout's forward, and the update's (checkpointed) one
+        with torch.set_grad_enabled(grad):
+            logits, _ = trainer.model(full_ids, full_mask, s.reply_ids.shape[1], trainer.cfg.temperature)
+        logprobs = gather_logprobs(logits.detach(), s.reply_ids) * s.reply_mask
+        torch.testing.assert_close(logprobs, s.logprobs, atol=1e-4, rtol=0)
