@@ -246,7 +246,10 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     start = StartMetricsCallback(evaluate, "val_before_training")
     trainer = RewardTrainer(
         model=model,
-        args=training_arguments(cfg, run_dir, has_eval=bool(data.val)),
+        # fp16 goes to the Trainer for its loss scaling; bf16 and fp32 need none (the loss autocasts itself).
+        args=training_arguments(
+            cfg, run_dir, has_eval=bool(data.val), mixed_precision=dtype if dtype == torch.float16 else None
+        ),
         train_dataset=ListDataset(data.train),
         eval_dataset=ListDataset(data.val) if data.val else None,
         data_collator=COLLATORS[rm.loss](tokenizer, fmt),

@@ -60,7 +60,7 @@ from crs.processes import rank_and_world
 from crs.rl.combined_reward import CombinedReward
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
 from crs.rl.ppo.policy import PolicyValueModel, ValueModel, enable_gradient_checkpointing
-from crs.rl.ppo.trainer import PPOTrainer
+from crs.rl.ppo.trainer import PPOTrainer, ppo_accelerator
 from crs.rl.reward_sources import RewardSource, build_sources, check_gold_sources, reward_model_config
 from crs.runs import (
     RL_LENGTH_KEYS,
@@ -136,7 +136,11 @@ def save_checkpoint(trainer: PPOTrainer, stream: PromptStream, run_dir: Path, ke
         with folder_written_atomically(target) as tmp:
             torch.save(trainer.unwrapped.trainable_state_dict(), tmp / "trainable.pt")
             torch.save(
-                {"optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict()},
+                {
+                    "optimizer": trainer.optimizer.state_dict(),
+                    "scheduler": trainer.scheduler.state_dict(),
+                    "scaler": trainer.scaler.state_dict(),  # fp16's loss scale; empty otherwise
+                },
                 tmp / "optimizer.pt",
             )
             torch.save(rng_states, tmp / "rng_states.pt")
@@ -169,6 +173,8 @@ def load_checkpoint(trainer: PPOTrainer, stream: PromptStream, checkpoint: Path)
     opt = torch.load(checkpoint / "optimizer.pt", map_location=trainer.device, weights_only=False)
     trainer.optimizer.load_state_dict(opt["optimizer"])
     trainer.scheduler.load_state_dict(opt["scheduler"])
+    if trainer.scaler.is_enabled() and opt.get("scaler"):
+        trainer.scaler.load_state_dict(opt["scaler"])
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     trainer.load_state_dict(state)
     stream.position = int(state["prompt_position"])
@@ -244,7 +250,6 @@ def save_value_head(value_head: nn.Linear, run_dir: Path) -> None:
 
 
 def _make_accelerator(cfg: CRSConfig, run_dir: Path) -> Any:
-    from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
 
     # On CPU, accelerate honours torchrun's environment only with cpu=True (gloo backend).
@@ -254,9 +259,9 @@ def _make_accelerator(cfg: CRSConfig, run_dir: Path) -> Any:
         # A PartialState made earlier without cpu=True saw one process: start the state again.
         AcceleratorState._reset_state(reset_partial_state=True)
     if cfg.run.report_to == "none":
-        return Accelerator(cpu=cpu)
+        return ppo_accelerator(cpu=cpu)
     check_report_to(cfg.run.report_to)
-    return Accelerator(cpu=cpu, log_with=cfg.run.report_to, project_dir=str(run_dir))
+    return ppo_accelerator(cpu=cpu, log_with=cfg.run.report_to, project_dir=str(run_dir))
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -851,3 +852,89 @@ def test_sampling_under_gradient_checkpointing_keeps_the_cache_and_matches_a_ful
             logits, _ = trainer.model(full_ids, full_mask, s.reply_ids.shape[1], trainer.cfg.temperature)
         logprobs = gather_logprobs(logits.detach(), s.reply_ids) * s.reply_mask
         torch.testing.assert_close(logprobs, s.logprobs, atol=1e-4, rtol=0)
+
+
+class RecordingScaler:
+    """A real GradScaler whose scale / unscale_ / step / update calls are written to ``calls``."""
+
+    def __init__(self, scaler: torch.amp.GradScaler, calls: list[str]) -> None:
+        self.scaler, self.calls = scaler, calls
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.scaler, name)
+        if name not in ("scale", "unscale_", "step", "update"):
+            return attr
+
+        def recorded(*args, **kwargs):
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return recorded
+
+
+def _fp16_update(smol_tokenizer, left_tokenizer, scaler, monkeypatch) -> tuple[list[str], list[float], dict, bool]:
+    """One PPO rollout and update in fp16 (CPU autocast) with ``scaler``: the calls in order, the
+    gradient norm each clipping saw, the update's stats, and whether the weights moved."""
+    from tiny import tiny_causal_lm
+
+    calls: list[str] = []
+    norms: list[float] = []
+    clip = torch.nn.utils.clip_grad.clip_grad_norm_  # the real one, also when patched before
+
+    def recorded_clip(params, max_norm):
+        calls.append("clip")
+        norms.append(float(clip(params, max_norm)))
+        return torch.tensor(norms[-1])
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recorded_clip)
+    lm = tiny_causal_lm(smol_tokenizer, seed=3)
+    cfg = RLConfig(batch_size=4, mini_batch_size=4, max_new_tokens=6, ppo_epochs=1)
+    reward = CombinedReward([RewardSource("r", lambda p, r: [float(len(x)) for x in r], normalize="none")])
+    trainer = PPOTrainer(cfg, PolicyValueModel(lm), left_tokenizer, reward, dtype=torch.float16)
+    assert trainer.scaler.is_enabled()  # fp16 scales the loss (bf16 and fp32 do not: test_precision.py)
+    trainer.scaler = RecordingScaler(scaler, calls)
+    before = [p.detach().clone() for p in trainer.params]
+    torch.manual_seed(0)
+    stats = trainer.update(trainer.rollout(_prompts(4)).batch)
+    moved = any(not torch.equal(a, b) for a, b in zip(before, trainer.params))
+    return calls, norms, stats, moved
+
+
+def test_fp16_scales_the_loss_and_clips_the_unscaled_gradients(smol_tokenizer, left_tokenizer, monkeypatch):
+    """The loss is scaled for the backward pass and the gradients unscaled before clipping: the norm the
+    clipping sees is that of the same update without scaling, not 256 times it."""
+    scaled = _fp16_update(smol_tokenizer, left_tokenizer, torch.amp.GradScaler("cpu", init_scale=256.0), monkeypatch)
+    plain = _fp16_update(smol_tokenizer, left_tokenizer, torch.amp.GradScaler("cpu", enabled=False), monkeypatch)
+    calls, norms, stats, moved = scaled
+    assert calls == ["scale", "unscale_", "clip", "step", "update"]
+    assert norms[0] == pytest.approx(plain[1][0], rel=1e-2) and norms[0] > 1e-3
+    assert stats["ppo/optimizer_steps"] == 1 and stats["ppo/loss_scale"] == 256.0 and moved and plain[3]
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # no step was applied
+def test_an_fp16_overflow_lowers_the_loss_scale_and_skips_only_that_step(smol_tokenizer, left_tokenizer, monkeypatch):
+    """A scale so large that the gradients overflow: the step is not applied and the scale halves, as
+    loss scaling does, without counting as a non-finite step (which would end the run)."""
+    calls, norms, stats, moved = _fp16_update(
+        smol_tokenizer, left_tokenizer, torch.amp.GradScaler("cpu", init_scale=2.0**40), monkeypatch
+    )
+    assert calls == ["scale", "unscale_", "clip", "step", "update"] and not math.isfinite(norms[0])
+    assert not moved and stats["ppo/optimizer_steps"] == 0 and stats["ppo/skipped"] == 0
+    assert stats["ppo/loss_scale"] == 2.0**39 and "policy/grad_norm" not in stats
+
+
+def test_ppo_accelerator_takes_crs_precision_not_the_launch_configs(monkeypatch):
+    """``accelerate launch`` with mixed_precision fp16 sets ACCELERATE_MIXED_PRECISION, which a plain
+    Accelerator follows (loss scaled behind crs's back, forwards autocast to fp16); PPO's does not."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from crs.rl.ppo.trainer import ppo_accelerator
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    AcceleratorState._reset_state()
+    try:
+        assert Accelerator(cpu=True).mixed_precision == "fp16"  # the control: the variable is read
+        assert ppo_accelerator(cpu=True).mixed_precision == "no"  # also after that state was made
+    finally:
+        AcceleratorState._reset_state()
