@@ -314,12 +314,11 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     tokenizer = load_tokenizer(policy_name, cfg.model.cache_dir, padding_side="left")
     reward = CombinedReward.for_rl(cfg, gather=accelerator.gather if world > 1 else None)
     trainer = PPOTrainer(rl, model, tokenizer, reward, accelerator, dtype, reference, cfg.data.max_prompt_length)
-    eval_prompts = [ex.prompt for ex in val_examples[: rl.eval_prompts]][rank::world]
+    # Every process holds them all and evaluates its share (PPOTrainer.held_out_eval), so all decide alike.
+    eval_prompts = [ex.prompt for ex in val_examples[: rl.eval_prompts]]
     if rl.eval_prompts and not val_examples:
         logger.warning("rl.eval_prompts: no held-out prompts (data.val_fraction is 0); no over-optimisation log")
-    judge = (
-        build_judge(cfg, [ex.prompt for ex in val_examples[: rl.eval_prompts]]) if eval_prompts else None
-    )  # every rank decides alike
+    judge = build_judge(cfg, eval_prompts) if eval_prompts else None
 
     def log_held_out_eval(step: int) -> None:
         if eval_prompts and rl.sample_every:

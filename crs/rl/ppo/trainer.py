@@ -506,14 +506,16 @@ class PPOTrainer:
             )
         return metrics
 
-    def mean_over_processes(self, local: dict[str, float]) -> dict[str, float]:
-        """Average a dict of floats over processes (same keys everywhere)."""
+    def mean_over_processes(self, local: dict[str, float], weight: float = 1.0) -> dict[str, float]:
+        """Average a dict of floats over processes (same keys everywhere), each process's values
+        counting ``weight`` times (its number of items; 0: it only joins the collective)."""
         if self.world_size == 1:
             return dict(local)
         keys = sorted(local)
-        values = torch.tensor([float(local[k]) for k in keys], device=self.device, dtype=torch.float64)
-        values = self.sum_all(values) / self.world_size
-        return dict(zip(keys, values.tolist()))
+        # A weight-0 process adds zeros: its values (a stand-in's, maybe NaN) must not reach the sum.
+        weighted = [float(local[k]) * weight if weight else 0.0 for k in keys]
+        values = self.sum_all(torch.tensor([*weighted, float(weight)], device=self.device, dtype=torch.float64))
+        return dict(zip(keys, (values[:-1] / values[-1]).tolist()))
 
     @torch.no_grad()
     def generate_samples(self, prompts: list[Messages], greedy: bool = True) -> list[dict[str, Any]]:
@@ -533,11 +535,16 @@ class PPOTrainer:
     def held_out_eval(self, prompts: list[Messages], judge: Any | None = None, seed: int = 0) -> dict[str, float]:
         """Proxy rewards, judge score and KL to the reference on held-out prompts (over-optimisation).
 
-        Replies are sampled as in training, under a private RNG seeded by ``seed`` (the training
-        stream is untouched); ``kl/sequence`` is the k1 estimate of KL(policy || reference) per
-        reply, unbiased under those samples. ``judge`` is a :class:`crs.rl.reward_sources.RewardSource`
-        that is only ever read, never optimised. Averaged over processes.
+        Every process calls it with all the ``prompts`` and evaluates its share; one whose share is
+        empty (fewer prompts than processes) evaluates the first prompt as a stand-in that counts
+        for nothing, so that every process joins the averaging. Replies are sampled as in training,
+        under a private RNG seeded by ``seed`` (the training stream is untouched); ``kl/sequence``
+        is the k1 estimate of KL(policy || reference) per reply, unbiased under those samples.
+        ``judge`` is a :class:`crs.rl.reward_sources.RewardSource` that is only ever read, never
+        optimised. Averaged over the prompts of every process.
         """
+        share = prompts[self.accelerator.process_index :: self.world_size]
+        prompts = share or prompts[:1]
         prompt_ids, prompt_mask = self.encode_prompts(prompts)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
@@ -559,7 +566,7 @@ class PPOTrainer:
         }
         if judge is not None:
             local[f"judge/{judge.name}"] = judge.score(prompts, replies).mean().item()
-        metrics = self.mean_over_processes(local)
+        metrics = self.mean_over_processes(local, weight=len(share))
         metrics["kl/sqrt"] = max(metrics["kl/sequence"], 0.0) ** 0.5
         return metrics
 

@@ -938,3 +938,41 @@ def test_ppo_accelerator_takes_crs_precision_not_the_launch_configs(monkeypatch)
         assert ppo_accelerator(cpu=True).mixed_precision == "no"  # also after that state was made
     finally:
         AcceleratorState._reset_state()
+
+
+def test_held_out_means_weight_each_process_by_its_prompts(tiny_lm, left_tokenizer):
+    """Two processes, emulated: one with 3 prompts (mean 2.0), one with 1 (mean 6.0) -> (3*2 + 6) / 4;
+    a process with none contributes nothing, not even its stand-in's NaN."""
+    trainer = _trainer(tiny_lm, left_tokenizer, lambda p, r: [0.0] * len(r))
+    trainer.world_size = 2
+    sent: list[torch.Tensor] = []
+
+    def mean_with(other: dict, other_weight: float, mine: dict, weight: float) -> dict:
+        trainer.sum_all = lambda t: sent.append(t) or t
+        trainer.mean_over_processes(other, weight=other_weight)
+        trainer.sum_all = lambda t: t + sent.pop()
+        return trainer.mean_over_processes(mine, weight=weight)
+
+    assert mean_with({"a": 6.0}, 1, {"a": 2.0}, 3) == pytest.approx({"a": 3.0})
+    assert mean_with({"a": float("nan")}, 0, {"a": 2.0}, 3) == pytest.approx({"a": 2.0})
+
+
+@pytest.mark.slow
+def test_two_processes_with_one_held_out_prompt_both_join_its_evaluation(tmp_path, tiny_model_dir):
+    """1 held-out prompt, 2 processes: the one without a prompt of its own joins the evaluation's
+    collectives instead of leaving the other waiting in them (a hang, ended here by the timeout)."""
+    path = write_rl_config(
+        tmp_path / "cfg.yaml",
+        tiny_model_dir,
+        tmp_path / "out",
+        steps=2,
+        ppo_epochs=1,
+        eval_prompts=1,
+        sample_every=1,
+        judge="python:tests.reward_fns:count_vowels",
+    )
+    run_rl_under_torchrun(path, "tiny_rl", tmp_path, timeout=240)
+    run_dir = tmp_path / "out" / "rl"
+    rows = [json.loads(line) for line in (run_dir / "overoptimization.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert abs(rows[0]["kl/sequence"]) < 1e-3 and "judge/judge" in rows[0]
