@@ -260,7 +260,8 @@ def run_files(run_dir: Path) -> dict[str, bytes]:
 
 
 def run_rl_under_torchrun(config: Path, subset: str, cwd: Path, timeout: int) -> subprocess.CompletedProcess:
-    """rl_train.py on two CPU processes under torchrun, offline, one thread each; fails the test on a non-zero exit."""
+    """rl_train.py on two CPU processes under torchrun, offline, one thread each; fails the test on a non-zero exit,
+    and on a run that outlasts ``timeout`` s (a hang: torchrun and both workers are killed)."""
     env = {
         **os.environ,
         "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
@@ -269,6 +270,19 @@ def run_rl_under_torchrun(config: Path, subset: str, cwd: Path, timeout: int) ->
     }
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     command = [*launch, str(ROOT / "rl_train.py"), "--config", str(config), "--config_subset", subset]
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # Terminated, torchrun stops its workers (each in a session of its own, out of reach of a
+        # kill of torchrun alone): SIGTERM, then SIGKILL after its grace period.
+        process.terminate()
+        try:
+            stdout, stderr = process.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = "", "(torchrun did not stop when terminated)"
+        pytest.fail(f"torchrun did not finish within {timeout} s (a hang?)\n{stdout[-3000:]}{stderr[-3000:]}")
+    done = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done

@@ -53,9 +53,10 @@ class ModelConfig:
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = field(
         default="auto",
         metadata={
-            "help": "`auto` picks bf16 where the hardware has fast bf16 (CUDA with bf16, or a CPU with AMX / "
-            "avx512_bf16) and logs what it picked, else fp32. With LoRA the frozen base is held in this precision, the "
-            "trainable parameters in fp32."
+            "help": "`auto` picks bf16 where the hardware computes it natively (a CUDA GPU of compute capability 8.0 "
+            "or later, or a CPU with AMX / avx512_bf16), fp16 on an older CUDA GPU, else fp32, and logs what it "
+            "picked. fp16 training scales the loss (docs/models.md). With LoRA the frozen base is held in this "
+            "precision, the trainable parameters in fp32."
         },
     )
     quantization: Literal["none", "8bit", "4bit"] = field(

@@ -107,7 +107,8 @@ class SweepConfig:
     jobs: int = field(
         default=1,
         metadata={
-            "help": "RL runs side by side, each with its share of the CPU cores.",
+            "help": "RL runs side by side, each with its share of the CPU cores and, with several GPUs, a GPU of "
+            "its own.",
             "rule": Rule(at_least(1), "an integer >= 1"),
         },
     )

@@ -70,8 +70,8 @@ def training_arguments(
 ) -> TrainingArguments:
     """``TrainingArguments`` from the ``train:`` and ``run:`` blocks; checkpoints go to ``<run_dir>/checkpoints``.
 
-    ``mixed_precision`` (bf16 / fp16) lets the Trainer autocast; None leaves precision to the
-    caller (the reward-model trainer autocasts in its own loss).
+    ``mixed_precision`` (bf16 / fp16) lets the Trainer autocast, and for fp16 scale the loss;
+    None leaves precision to the caller (the reward-model trainer autocasts in its own loss).
     """
     t = cfg.train
     evaluate = has_eval and t.eval_steps > 0

@@ -14,17 +14,34 @@ from crs.models.precision import upcast_trainable
 from crs.models.resolution import base_location, same_model
 
 
-def add_lora(model: Any, lora: LoraConfig, kind: ModelKind) -> Any:
+def prepare_quantized_base(model: Any, gradient_checkpointing: bool) -> Any:
+    """A quantized (k-bit) base prepared for training an adapter on it (QLoRA); other models unchanged.
+
+    peft's preparation switches gradient checkpointing on unless told otherwise: it is passed
+    ``model.gradient_checkpointing`` (crs's choice), non-reentrant as crs's own checkpointing.
+    """
+    if not (getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_8bit", False)):
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(
+        model,
+        use_gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+    )
+
+
+def add_lora(model: Any, lora: LoraConfig, kind: ModelKind, gradient_checkpointing: bool = False) -> Any:
     """Wrap ``model`` in a trainable LoRA adapter (peft); the base stays frozen.
 
-    Quantized bases are prepared for k-bit training first (QLoRA). For a reward model
-    the new scalar head is trained in full (``modules_to_save``).
+    Quantized bases are prepared for k-bit training first (QLoRA; checkpointing only when
+    ``gradient_checkpointing``, ``model.gradient_checkpointing``). For a reward model the new
+    scalar head is trained in full (``modules_to_save``).
     """
     from peft import LoraConfig as PeftLoraConfig
-    from peft import TaskType, get_peft_model, prepare_model_for_kbit_training
+    from peft import TaskType, get_peft_model
 
-    if getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_8bit", False):
-        model = prepare_model_for_kbit_training(model)
+    model = prepare_quantized_base(model, gradient_checkpointing)
     head = _classifier_head_name(model) if kind == "reward_model" else None
     config = PeftLoraConfig(
         r=lora.r,

@@ -1,5 +1,5 @@
-"""Precision: the dtype ``model.dtype`` names, autocast for half-precision forwards, fp32 trainable
-weights, and the bitsandbytes config of ``model.quantization``."""
+"""Precision: the dtype ``model.dtype`` names, autocast for half-precision forwards, loss scaling for fp16,
+fp32 trainable weights, and the bitsandbytes config of ``model.quantization``."""
 
 from __future__ import annotations
 
@@ -25,8 +25,18 @@ def _cpu_has_fast_bf16() -> bool:
     return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
 
 
+def cuda_has_fast_bf16() -> bool:
+    """Whether the CUDA GPU computes in bf16 natively (compute capability 8.0 or later; ROCm: yes).
+
+    ``torch.cuda.is_bf16_supported()`` alone also says yes where bf16 is only emulated (V100, T4),
+    which runs far slower than fp16 there.
+    """
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def resolve_dtype(name: str) -> torch.dtype:
-    """``auto`` -> bf16 where the hardware has fast bf16 (CUDA with bf16, AMX/avx512_bf16 CPU), else fp32."""
+    """``auto`` -> bf16 where the hardware has fast bf16 (a CUDA GPU of compute capability 8.0+, an
+    AMX/avx512_bf16 CPU), fp16 on an older CUDA GPU, else fp32."""
     table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     if name in table:
         return table[name]
@@ -35,8 +45,8 @@ def resolve_dtype(name: str) -> torch.dtype:
     if torch.cuda.is_available():
         picked, why = (
             (torch.bfloat16, "CUDA GPU with bf16")
-            if torch.cuda.is_bf16_supported()
-            else (torch.float16, "CUDA GPU without bf16")
+            if cuda_has_fast_bf16()
+            else (torch.float16, "CUDA GPU without native bf16")
         )
     elif _cpu_has_fast_bf16():
         picked, why = torch.bfloat16, "CPU with AMX/avx512_bf16"
@@ -59,6 +69,15 @@ def autocast(dtype: torch.dtype, device: torch.device | str = "cpu") -> Iterator
         return
     with torch.autocast(device_type=device_type, dtype=dtype):
         yield
+
+
+def loss_scaler(dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.amp.GradScaler:
+    """A gradient scaler for a training loop that autocasts to ``dtype``: on for fp16, whose small
+    gradients underflow to zero unscaled; off (every call passes through) for bf16 and fp32.
+
+    Call ``unscale_`` before clipping the gradient norm, so the clipping sees the true gradients.
+    """
+    return torch.amp.GradScaler(torch.device(device).type, enabled=dtype == torch.float16)
 
 
 def upcast_trainable(model: torch.nn.Module) -> None:

@@ -25,7 +25,7 @@ from crs.dependencies import installed_version, require_tested, tested_ranges
 from crs.io import append_jsonl, truncate_jsonl
 from crs.models.hf_trainer import common_arguments, resume_checkpoint
 from crs.models.loading import load_causal_lm
-from crs.models.lora import load_adapter_weights
+from crs.models.lora import load_adapter_weights, prepare_quantized_base
 from crs.models.precision import resolve_dtype
 from crs.models.saving import save_run_model
 from crs.processes import rank_and_world
@@ -118,11 +118,7 @@ def load_policy(cfg: CRSConfig) -> tuple[Any, Any, str, torch.dtype]:
     dtype = resolve_dtype(cfg.model.dtype)
     policy_name = cfg.rl.policy or cfg.model.name
     if cfg.model.lora.enabled:
-        model = load_causal_lm(policy_name, cfg.model)
-        if getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_8bit", False):
-            from peft import prepare_model_for_kbit_training
-
-            model = prepare_model_for_kbit_training(model)
+        model = prepare_quantized_base(load_causal_lm(policy_name, cfg.model), cfg.model.gradient_checkpointing)
         return model, peft_lora_config(cfg), policy_name, dtype
     return load_causal_lm(policy_name, cfg.model, dtype=torch.float32), None, policy_name, dtype
 

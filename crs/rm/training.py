@@ -194,7 +194,7 @@ def build_reward_model(
     if not model_cfg.lora.enabled:
         upcast_trainable(model)
         return model
-    model = add_lora(model, model_cfg.lora, "reward_model")
+    model = add_lora(model, model_cfg.lora, "reward_model", model_cfg.gradient_checkpointing)
     if init is not None:
         load_adapter_weights(
             model, init.path, model_cfg.name, key="rm.init_from", give="a finished LoRA reward-model run on model.name"
@@ -246,7 +246,10 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     start = StartMetricsCallback(evaluate, "val_before_training")
     trainer = RewardTrainer(
         model=model,
-        args=training_arguments(cfg, run_dir, has_eval=bool(data.val)),
+        # fp16 goes to the Trainer for its loss scaling; bf16 and fp32 need none (the loss autocasts itself).
+        args=training_arguments(
+            cfg, run_dir, has_eval=bool(data.val), mixed_precision=dtype if dtype == torch.float16 else None
+        ),
         train_dataset=ListDataset(data.train),
         eval_dataset=ListDataset(data.val) if data.val else None,
         data_collator=COLLATORS[rm.loss](tokenizer, fmt),

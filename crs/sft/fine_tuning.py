@@ -73,7 +73,7 @@ def load_trainable_causal_lm(cfg: CRSConfig) -> tuple[Any, torch.dtype]:
     dtype = resolve_dtype(cfg.model.dtype)
     if cfg.model.lora.enabled:
         model = load_causal_lm(cfg.model.name, cfg.model)
-        model = add_lora(model, cfg.model.lora, "causal_lm")
+        model = add_lora(model, cfg.model.lora, "causal_lm", cfg.model.gradient_checkpointing)
     else:
         # Full fine-tuning keeps fp32 master weights; forwards still run under autocast.
         model = load_causal_lm(cfg.model.name, cfg.model, dtype=torch.float32)

@@ -7,14 +7,15 @@ after an interruption picks up where it stopped. Ends by printing the report's m
 
 ``--jobs N`` runs up to N stages at once, each as soon as the stages it needs have finished
 (SFT and both reward models are independent, and so are the three PPO runs), every one with
-its share of the cores; their output then goes to ``outputs/demo_logs/``. On a 2-core CPU two
-at a time get more done than one (measured on a sweep's PPO runs: docs/study.md, "Jobs"), so 2 is
-the default.
+its share of the cores (and a GPU of its own where there are GPUs); their output then goes to
+``outputs/demo_logs/``. On a 2-core CPU two at a time get more done than one (measured on a
+sweep's PPO runs: docs/study.md, "Jobs"), so 2 is the default.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from pathlib import Path
 from crs.config import load_config
 from crs.runs import is_finished, run_state
 from crs.study.scheduler import Stage, StageFailed, run_stages
-from crs.study.stage_commands import cores_share_env, run_logged
+from crs.study.stage_commands import JobDevices, run_logged
 
 # In order of priority (a valid sequential order): the longest independent stage first.
 PIPELINE = [
@@ -43,11 +44,15 @@ PIPELINE = [
 def stage_runner(jobs: int, log_dir: Path, started: float) -> Callable[[Stage, bool], None]:
     """Runs one stage as ``python -m crs COMMAND --config_subset SUBSET`` (``--resume`` when it
     started before): in the terminal with one job, else into ``log_dir/SUBSET.log`` with its
-    share of the cores (all of them when it runs alone)."""
+    share of the cores and, with GPUs, a GPU of its own (all of them when it runs alone)."""
     numbers = {stage.subset: i for i, stage in enumerate(PIPELINE, start=1)}
+    devices = JobDevices(jobs)
 
     def run(stage: Stage, alone: bool) -> None:
-        env = {} if jobs == 1 or alone else cores_share_env(jobs)
+        with contextlib.nullcontext({}) if jobs == 1 or alone else devices.job_env() as env:
+            run_one(stage, env)
+
+    def run_one(stage: Stage, env: dict[str, str]) -> None:
         run_dir = load_config(stage.subset).run_dir
         command = [sys.executable, "-m", "crs", stage.command, "--config_subset", stage.subset]
         if run_state(run_dir) is not None:

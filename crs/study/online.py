@@ -42,12 +42,10 @@ from crs.demo.annotator import ANNOTATORS, likert, likert_to_unit, rank_replies
 from crs.demo.gold import check_gold_applies
 from crs.eval import length_control, win_rates
 from crs.eval.overoptimization_figures import plot_overoptimization
-from crs.eval.predict import predict_models
+from crs.eval.predict import load_generator, predict_models
 from crs.eval.score import judge_replies, study_judge
 from crs.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from crs.models.decoding import SamplingSettings, generate_replies
-from crs.models.loading import load_causal_lm, load_tokenizer
-from crs.models.precision import resolve_dtype
 from crs.rl.reward_sources import build_sources
 from crs.rm.metrics import Pair, pair_agreement, ranking_pairs
 from crs.rm.training_data import cap_replies
@@ -133,14 +131,14 @@ def round_prompts(loop: Loop, n: int) -> tuple[list[PromptExample], list[PromptE
 
 
 def sample_from_policy(loop: Loop, policy: Path, prompts: list[PromptExample], seed: int) -> list[dict[str, Any]]:
-    """K sampled replies per prompt from ``policy``, with the RL stage's sampling settings."""
+    """K sampled replies per prompt from ``policy`` on this process's accelerator, with the RL stage's sampling
+    settings."""
     base = load_config(loop.online.base_subset, loop.cfg.config_path)
     rl = base.rl
     settings = SamplingSettings(
         rl.max_new_tokens, do_sample=True, temperature=rl.temperature, top_p=rl.top_p, top_k=rl.top_k
     )
-    model = load_causal_lm(str(policy), dtype=resolve_dtype(base.model.dtype), cache_dir=base.model.cache_dir)
-    tokenizer = load_tokenizer(str(policy), base.model.cache_dir, padding_side="left")
+    model, tokenizer = load_generator(str(policy), base)
     k = loop.online.replies_per_prompt
     repeated = [p.prompt for p in prompts for _ in range(k)]
     replies = generate_replies(

@@ -57,7 +57,7 @@ from crs.rl.overoptimization import judge_peak
 from crs.rl.reward_sources import build_sources
 from crs.runs import RunError, is_finished, mark_finished
 from crs.study.scheduler import Stage, run_stages
-from crs.study.stage_commands import cores_share_env, override_texts, run_logged, stage_command
+from crs.study.stage_commands import JobDevices, override_texts, run_logged, stage_command
 from crs.study.sweep_report import plot_sweep_curves, render_sweep_report
 
 logger = logging.getLogger(__name__)
@@ -209,15 +209,16 @@ def train_runs(cfg: CRSConfig, run_dir: Path, runs: Sequence[SweepRun]) -> dict[
         len(pending),
         cfg.sweep.jobs,
     )
-    env = cores_share_env(cfg.sweep.jobs)
+    devices = JobDevices(cfg.sweep.jobs)
     by_name = {run.name: run for run in pending}
     times: dict[str, float] = {}
     counted = threading.Lock()
 
-    def train(stage: Stage, alone: bool) -> None:  # every run gets its share of the cores, the last one too
+    def train(stage: Stage, alone: bool) -> None:  # every run gets its share of the cores and GPUs, the last one too
         run = by_name[stage.name]
         start = time.time()
-        code = run_logged(rl_command(cfg, run, runs_dir), logs_dir / f"{run.name}.log", env)
+        with devices.job_env() as env:
+            code = run_logged(rl_command(cfg, run, runs_dir), logs_dir / f"{run.name}.log", env)
         seconds = time.time() - start
         if code != 0:
             raise RunError(

@@ -147,6 +147,27 @@ def tiny_cfg(algorithm: str, tmp_path: Path, **rl) -> CRSConfig:
     return cfg
 
 
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_a_quantized_trl_policy_checkpoints_only_when_the_config_says_so(smol_tokenizer, monkeypatch, checkpointing):
+    """peft's k-bit preparation (a 4-bit policy) gets model.gradient_checkpointing, not its default of on."""
+    from tiny import tiny_causal_lm
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    import crs.rl.trl_common as trl_common
+
+    def quantized_policy(name, model_cfg, **kwargs):
+        model = tiny_causal_lm(smol_tokenizer)
+        model.is_loaded_in_4bit = model.is_quantized = True  # as bitsandbytes marks it (it needs CUDA)
+        return model
+
+    monkeypatch.setattr(trl_common, "load_causal_lm", quantized_policy)
+    cfg = CRSConfig()
+    cfg.model.gradient_checkpointing = checkpointing
+    model, peft_config, *_ = trl_common.load_policy(cfg)
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    assert peft_config is not None and [m.gradient_checkpointing for m in layers] == [checkpointing] * 2
+
+
 def learning_prompts(n: int = 16) -> list:
     return [[{"role": "system", "content": "Hi"}, {"role": "user", "content": f"topic {i}"}] for i in range(n)]
 

@@ -208,6 +208,28 @@ def test_scorer_from_disk_and_eval_feed_the_model_the_training_ids(tiny_rm_dir, 
     assert scorer.fmt == RMFormat.from_data_config(cfg.data)  # read back from rm_format.json
 
 
+@pytest.mark.parametrize(("dtype", "trainer_fp16"), [("fp16", True), ("bf16", False)])
+def test_an_fp16_rm_gives_its_precision_to_the_trainer_for_loss_scaling(
+    tiny_rm_dir, tmp_path, monkeypatch, dtype, trainer_fp16
+):
+    """fp16 needs loss scaling, which the Trainer does when told fp16 (a GradScaler on a GPU); bf16 is
+    left as it was (the loss autocasts itself, no scaling)."""
+    import crs.rm.training as rm_training
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)  # else the Trainer follows it
+    built = []
+    real = rm_training.training_arguments
+    monkeypatch.setattr(rm_training, "training_arguments", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    cfg = tiny_config(tiny_rm_dir, write_marker_data(tmp_path, "pairwise", n=8), "pairwise", steps=1)
+    cfg.model.dtype = dtype
+    train_reward_model(cfg, tmp_path / "run")
+    assert (built[0].fp16, built[0].bf16, built[0].mixed_precision) == (
+        trainer_fp16,
+        False,
+        dtype if trainer_fp16 else "no",
+    )
+
+
 # --------------------------------------------------------------------------- learning on a tiny model
 
 

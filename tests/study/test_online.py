@@ -302,3 +302,31 @@ def test_the_simulated_labeller_is_refused_on_prompts_that_are_not_the_demos(
     ):
         online.run_online(cfg, tmp_path / "loop", resume=False)
     assert not (tmp_path / "loop" / "round_0").exists()  # refused before round 0 trained
+
+
+def test_the_loops_sampling_policy_runs_on_the_process_accelerator(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round N's replies are sampled on this process's accelerator (here a fake one: the meta device),
+    not on the CPU the policy is loaded on (nothing is generated: only where the model is, is looked at)."""
+    from types import SimpleNamespace
+
+    from stage_runs import write_rl_config
+
+    import crs.eval.predict as predict
+    from crs.data.schema import PromptExample, user_prompt
+
+    cfg = load_config("tiny_rl", write_rl_config(tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "out"))
+    cfg.online.base_subset, cfg.online.replies_per_prompt = "tiny_rl", 2
+    devices: list[torch.device] = []
+
+    def fake_generate(model, tokenizer, prompts, *args, **kwargs):
+        devices.append(next(model.parameters()).device)
+        return [SimpleNamespace(text=f"reply {i}") for i in range(len(prompts))]
+
+    monkeypatch.setattr(predict, "process_device", lambda: torch.device("meta"))
+    monkeypatch.setattr(online, "generate_replies", fake_generate)
+    prompts = [PromptExample(user_prompt(f"topic {i}"), f"p{i}") for i in range(2)]
+    rows = online.sample_from_policy(online.Loop(cfg, tmp_path / "loop"), tiny_model_dir, prompts, seed=0)
+    assert devices == [torch.device("meta")]
+    assert [row["replies"] for row in rows] == [["reply 0", "reply 1"], ["reply 2", "reply 3"]]

@@ -12,6 +12,7 @@ from tiny import tiny_causal_lm
 from crs.cli import run_stage
 from crs.eval.power import power_line
 from crs.runs import run_state
+from crs.study.stage_commands import cores_share_env
 from crs.study.sweep import run_sweep
 
 
@@ -176,12 +177,48 @@ def test_train_runs_trains_the_unfinished_runs_in_order_jobs_at_a_time(
     # Two runs launched together reach fake_run in the order the OS runs their threads.
     assert sorted(name for name, _ in started) == sorted(names) and list(times) == names
     assert peak[0] == 2
-    assert all(env == sweep.cores_share_env(2) for _, env in started)
+    assert all(env == cores_share_env(2) for _, env in started)
 
     started.clear()  # one at a time, the runs start in their order
     one = load_config("sweep_tiny", sweep_config, ["sweep.jobs=1", "sweep.weights=[0.0, 0.5, 1.0]"])
     sweep.train_runs(one, tmp_path / "one_at_a_time", sweep.sweep_runs(one, one.sweep.weights))
     assert [name for name, _ in started] == ["w0_s1", *names]
+
+
+def test_runs_trained_side_by_side_each_get_a_gpu_of_their_own(
+    tmp_path: Path, sweep_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a machine with 2 GPUs (faked), the 2 runs trained at once never share one; before, every run
+    landed on cuda:0 (no fake run trains: only the environment each is started with is looked at)."""
+    import threading
+    import time
+
+    import torch
+
+    import crs.study.sweep as sweep
+    from crs.config import load_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    held: list[str] = []
+    overlaps: list[list[str]] = []
+    lock = threading.Lock()
+
+    def fake_run(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
+        with lock:
+            held.append((env or {}).get("CUDA_VISIBLE_DEVICES", "all"))
+            overlaps.append(sorted(held))
+        time.sleep(0.05)
+        with lock:
+            held.remove((env or {}).get("CUDA_VISIBLE_DEVICES", "all"))
+        return 0
+
+    monkeypatch.setattr(sweep, "run_logged", fake_run)
+    cfg = load_config("sweep_tiny", sweep_config, ["sweep.jobs=2"])
+    sweep.train_runs(cfg, tmp_path / "sweep", sweep.sweep_runs(cfg, cfg.sweep.weights))
+    assert len(overlaps) == 4 and ["0", "1"] in overlaps  # two at once, on two GPUs
+    assert all(len(set(running)) == len(running) and set(running) <= {"0", "1"} for running in overlaps)
 
 
 def test_the_jobs_flag_sets_sweep_jobs(tmp_path: Path, sweep_config: Path) -> None:

@@ -257,6 +257,28 @@ def checkpoint_in_eval_mode(model: nn.Module) -> int:
     return len(layers)
 
 
+@contextlib.contextmanager
+def checkpointing_paused(model: nn.Module) -> Iterator[None]:
+    """Keep sampling off the checkpointing path: the layers :func:`checkpoint_in_eval_mode` marked as
+    training are unmarked while ``model`` samples, and marked again after.
+
+    A checkpointing layer in training mode may drop the KV cache (transformers turns ``use_cache``
+    off for it; versions differ in whether ``no_grad`` spares it), and then every decoding step
+    would see only its newest token.
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    marked = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+    marked = [m for m in marked if m.training]
+    for layer in marked:
+        layer.training = False
+    try:
+        yield
+    finally:
+        for layer in marked:
+            layer.training = True
+
+
 class MergedSampler:
     """The policy with its LoRA adapter folded into a plain copy of the weights, for sampling.
 
@@ -365,7 +387,8 @@ def sample_replies(
     """Sample replies with :func:`crs.models.decoding.decode_loop`, stopping at EOS (or ``max_new_tokens``).
 
     Each step's hidden state gives the next token's distribution and the value of the
-    current state, so the rollout's log-probs and values come for free with sampling.
+    current state, so the rollout's log-probs and values come for free with sampling. Gradient
+    checkpointing is paused meanwhile (:func:`checkpointing_paused`): the KV cache is kept.
     """
-    with adapter_casts_off(model.adapters):
+    with adapter_casts_off(model.adapters), checkpointing_paused(model.body):
         return decode_loop(policy_step(model), prompt_ids, prompt_mask, settings, eos_token_id, pad_token_id)

@@ -60,7 +60,7 @@ from crs.processes import rank_and_world
 from crs.rl.combined_reward import CombinedReward
 from crs.rl.overoptimization import OVEROPT_FILE, judge_peak
 from crs.rl.ppo.policy import PolicyValueModel, ValueModel, enable_gradient_checkpointing
-from crs.rl.ppo.trainer import PPOTrainer
+from crs.rl.ppo.trainer import PPOTrainer, ppo_accelerator
 from crs.rl.reward_sources import RewardSource, build_sources, check_gold_sources, reward_model_config
 from crs.runs import (
     RL_LENGTH_KEYS,
@@ -136,7 +136,11 @@ def save_checkpoint(trainer: PPOTrainer, stream: PromptStream, run_dir: Path, ke
         with folder_written_atomically(target) as tmp:
             torch.save(trainer.unwrapped.trainable_state_dict(), tmp / "trainable.pt")
             torch.save(
-                {"optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict()},
+                {
+                    "optimizer": trainer.optimizer.state_dict(),
+                    "scheduler": trainer.scheduler.state_dict(),
+                    "scaler": trainer.scaler.state_dict(),  # fp16's loss scale; empty otherwise
+                },
                 tmp / "optimizer.pt",
             )
             torch.save(rng_states, tmp / "rng_states.pt")
@@ -169,6 +173,8 @@ def load_checkpoint(trainer: PPOTrainer, stream: PromptStream, checkpoint: Path)
     opt = torch.load(checkpoint / "optimizer.pt", map_location=trainer.device, weights_only=False)
     trainer.optimizer.load_state_dict(opt["optimizer"])
     trainer.scheduler.load_state_dict(opt["scheduler"])
+    if trainer.scaler.is_enabled() and opt.get("scaler"):
+        trainer.scaler.load_state_dict(opt["scaler"])
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     trainer.load_state_dict(state)
     stream.position = int(state["prompt_position"])
@@ -199,7 +205,7 @@ def build_models(cfg: CRSConfig) -> tuple[PolicyValueModel, nn.Module | None, to
     policy = load_causal_lm(policy_name, cfg.model)
     reference = None
     if cfg.model.lora.enabled:
-        policy = add_lora(policy, cfg.model.lora, "causal_lm")
+        policy = add_lora(policy, cfg.model.lora, "causal_lm", cfg.model.gradient_checkpointing)
         if cfg.rl.init_adapter:  # an earlier run's adapter continues (the online loop's next round)
             load_adapter_weights(policy, cfg.rl.init_adapter, policy_name)
     else:
@@ -209,7 +215,7 @@ def build_models(cfg: CRSConfig) -> tuple[PolicyValueModel, nn.Module | None, to
     if cfg.rl.value_model != "head":
         critic = load_sequence_classifier(cfg.rl.value_model, cfg.model, num_labels=1)
         if cfg.model.lora.enabled:
-            critic = add_lora(critic, cfg.model.lora, "reward_model")
+            critic = add_lora(critic, cfg.model.lora, "reward_model", cfg.model.gradient_checkpointing)
         else:
             critic = critic.float()
             upcast_trainable(critic)
@@ -244,7 +250,6 @@ def save_value_head(value_head: nn.Linear, run_dir: Path) -> None:
 
 
 def _make_accelerator(cfg: CRSConfig, run_dir: Path) -> Any:
-    from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
 
     # On CPU, accelerate honours torchrun's environment only with cpu=True (gloo backend).
@@ -254,9 +259,9 @@ def _make_accelerator(cfg: CRSConfig, run_dir: Path) -> Any:
         # A PartialState made earlier without cpu=True saw one process: start the state again.
         AcceleratorState._reset_state(reset_partial_state=True)
     if cfg.run.report_to == "none":
-        return Accelerator(cpu=cpu)
+        return ppo_accelerator(cpu=cpu)
     check_report_to(cfg.run.report_to)
-    return Accelerator(cpu=cpu, log_with=cfg.run.report_to, project_dir=str(run_dir))
+    return ppo_accelerator(cpu=cpu, log_with=cfg.run.report_to, project_dir=str(run_dir))
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -309,12 +314,11 @@ def run_ppo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     tokenizer = load_tokenizer(policy_name, cfg.model.cache_dir, padding_side="left")
     reward = CombinedReward.for_rl(cfg, gather=accelerator.gather if world > 1 else None)
     trainer = PPOTrainer(rl, model, tokenizer, reward, accelerator, dtype, reference, cfg.data.max_prompt_length)
-    eval_prompts = [ex.prompt for ex in val_examples[: rl.eval_prompts]][rank::world]
+    # Every process holds them all and evaluates its share (PPOTrainer.held_out_eval), so all decide alike.
+    eval_prompts = [ex.prompt for ex in val_examples[: rl.eval_prompts]]
     if rl.eval_prompts and not val_examples:
         logger.warning("rl.eval_prompts: no held-out prompts (data.val_fraction is 0); no over-optimisation log")
-    judge = (
-        build_judge(cfg, [ex.prompt for ex in val_examples[: rl.eval_prompts]]) if eval_prompts else None
-    )  # every rank decides alike
+    judge = build_judge(cfg, eval_prompts) if eval_prompts else None
 
     def log_held_out_eval(step: int) -> None:
         if eval_prompts and rl.sample_every:

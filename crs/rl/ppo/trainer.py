@@ -38,6 +38,7 @@ gradient checkpointing, dropout off ``policy.checkpoint_in_eval_mode`` (model.gr
 Adam epsilon 1e-5                   :meth:`PPOTrainer.__init__` (adam_eps)
 learning-rate annealing             :meth:`PPOTrainer.__init__` (anneal_lr)
 grad-norm clipping                  :meth:`PPOTrainer.optimizer_step` (max_grad_norm)
+fp16 loss scaling, unscaled to clip :meth:`PPOTrainer.optimizer_step` (model.dtype fp16)
 approx-KL early stopping            :meth:`PPOTrainer.update` (early_stop_kl)
 reference = adapter switched off    :meth:`PPOTrainer.reference_logprobs`
 old log-probs + values, one forward :meth:`PPOTrainer.rollout` (logprobs_from_sampling: none)
@@ -67,6 +68,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import os
 import time
 from collections import defaultdict
 from typing import Any
@@ -78,7 +80,7 @@ from crs.config import ConfigError, RLConfig
 from crs.data.schema import Messages
 from crs.models.decoding import SamplingSettings, gather_logprobs, position_ids_from_mask
 from crs.models.formatting import encode_prompt, pad_batch
-from crs.models.precision import autocast
+from crs.models.precision import autocast, loss_scaler
 from crs.rl.combined_reward import CombinedReward
 from crs.rl.ppo.losses import (
     ReduceFn,
@@ -131,6 +133,25 @@ def unsupported_distribution(accelerator: Any) -> str | None:
     return None
 
 
+def ppo_accelerator(**kwargs: Any) -> Any:
+    """accelerate's ``Accelerator`` for crs's PPO, whose precision is crs's own: ``model.dtype`` (autocast, and fp16
+    loss scaling in :meth:`PPOTrainer.optimizer_step`).
+
+    So ``mixed_precision`` is "no" whatever the launch config says (``ACCELERATE_MIXED_PRECISION``): with fp16
+    there, accelerate would scale the loss whose gradients crs clips, and autocast every forward to fp16 over
+    ``model.dtype``. ``kwargs`` go to ``Accelerator``.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launched != "no":
+        logger.info("PPO: precision comes from model.dtype, not the launch config's mixed_precision=%s", launched)
+    if AcceleratorState._shared_state.get("_mixed_precision", "no") != "no":
+        AcceleratorState._reset_state()  # an earlier Trainer's in this process; the process group stays
+    return Accelerator(mixed_precision="no", **kwargs)
+
+
 class PPOTrainer:
     """PPO on one policy (+ value function) with a combined reward; runs under accelerate.
 
@@ -149,10 +170,8 @@ class PPOTrainer:
         reference: nn.Module | None = None,
         max_prompt_length: int = 256,
     ) -> None:
-        from accelerate import Accelerator
-
         self.cfg = cfg
-        self.accelerator = accelerator or Accelerator()
+        self.accelerator = accelerator or ppo_accelerator()
         refused = unsupported_distribution(self.accelerator)
         if refused:
             raise ConfigError(
@@ -160,6 +179,11 @@ class PPOTrainer:
                 f"under {refused} its processes would not "
                 "share gradients, or would sample from weight shards): launch it without that accelerate config (e.g. "
                 "`accelerate launch --multi_gpu`), or use rl.algorithm grpo / rloo (TRL's Trainer), which run under it"
+            )
+        if self.accelerator.mixed_precision != "no":
+            raise ValueError(
+                f"PPOTrainer: an Accelerator with mixed_precision={self.accelerator.mixed_precision!r}; PPO's "
+                "precision is its dtype (make the Accelerator with ppo_accelerator())"
             )
         self.device = self.accelerator.device
         self.tokenizer = tokenizer
@@ -192,6 +216,7 @@ class PPOTrainer:
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, eps=cfg.adam_eps, weight_decay=0.0)
         anneal = (lambda step: max(0.0, 1.0 - step / max(cfg.steps, 1))) if cfg.anneal_lr else (lambda step: 1.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, anneal)
+        self.scaler = loss_scaler(dtype, self.device)  # fp16 only; bf16 and fp32 pass through it
         self.kl_ctl = make_kl_controller(cfg)
         self.step_count = 0
         self.nonfinite_in_row = 0
@@ -356,11 +381,12 @@ class PPOTrainer:
         optimizer_steps, early_stopped, skipped = 0, False, False
         for _epoch in range(cfg.ppo_epochs):
             for mini in torch.randperm(batch.input_ids.shape[0], device=self.device).split(self.local_mini_batch):
-                approx_kl = self.optimizer_step(batch, mini, log)
-                if approx_kl is None:
+                outcome = self.optimizer_step(batch, mini, log)
+                if outcome is None:
                     skipped = True
                     break
-                optimizer_steps += 1
+                approx_kl, applied = outcome
+                optimizer_steps += int(applied)
                 if cfg.early_stop_kl is not None and approx_kl > cfg.early_stop_kl:
                     early_stopped = True  # the policy has moved far enough from the one that sampled
                     break
@@ -377,11 +403,16 @@ class PPOTrainer:
         )
         return out
 
-    def optimizer_step(self, batch: Rollout, mini: torch.Tensor, log: dict[str, list[float]]) -> float | None:
+    def optimizer_step(
+        self, batch: Rollout, mini: torch.Tensor, log: dict[str, list[float]]
+    ) -> tuple[float, bool] | None:
         """One optimizer step on the mini-batch ``mini`` (row indices), accumulated over micro-batches.
 
-        Returns the mini-batch's approximate KL (mean over processes), or None when a loss
-        or the gradient was not finite: then nothing is applied.
+        Returns the mini-batch's approximate KL (mean over processes) and whether the step was
+        applied, or None when a loss or the gradient was not finite: then nothing is applied.
+        In fp16 the loss is scaled (:func:`crs.models.precision.loss_scaler`) and the gradients
+        unscaled before clipping; an overflow of the scaled gradients lowers the scale and skips
+        this step alone (not applied), as loss scaling does.
         """
         micro_batches = mini.split(self.micro_batch)
         approx_kl = 0.0
@@ -393,17 +424,23 @@ class PPOTrainer:
             # DDP all-reduces gradients only on the mini-batch's last micro-batch.
             last = k == len(micro_batches) - 1
             with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
-                self.accelerator.backward(loss / len(micro_batches))
+                self.accelerator.backward(self.scaler.scale(loss / len(micro_batches)))
             for key, value in stats.items():
                 log[key].append(value.item())
             approx_kl += stats["policy/approx_kl"].item() / len(micro_batches)
+        self.scaler.unscale_(self.optimizer)  # clipping reads the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
-        if not torch.isfinite(grad_norm):  # the same on every process: gradients are all-reduced
+        finite = bool(torch.isfinite(grad_norm))  # the same on every process: gradients are all-reduced
+        if not finite and not self.scaler.is_enabled():
             return self._skip("gradient")
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # fp16: not applied after an overflow
+        self.scaler.update()  # fp16: the scale halves after an overflow, grows after a run without
         self.optimizer.zero_grad(set_to_none=True)
-        log["policy/grad_norm"].append(grad_norm.item())
-        return self.mean_over_processes({"kl": approx_kl})["kl"]
+        if finite:
+            log["policy/grad_norm"].append(grad_norm.item())
+        if self.scaler.is_enabled():
+            log["ppo/loss_scale"].append(self.scaler.get_scale())
+        return self.mean_over_processes({"kl": approx_kl})["kl"], finite
 
     def _skip(self, what: str) -> None:
         logger.warning("step %d: non-finite %s; this update is skipped", self.step_count + 1, what)
@@ -469,14 +506,16 @@ class PPOTrainer:
             )
         return metrics
 
-    def mean_over_processes(self, local: dict[str, float]) -> dict[str, float]:
-        """Average a dict of floats over processes (same keys everywhere)."""
+    def mean_over_processes(self, local: dict[str, float], weight: float = 1.0) -> dict[str, float]:
+        """Average a dict of floats over processes (same keys everywhere), each process's values
+        counting ``weight`` times (its number of items; 0: it only joins the collective)."""
         if self.world_size == 1:
             return dict(local)
         keys = sorted(local)
-        values = torch.tensor([float(local[k]) for k in keys], device=self.device, dtype=torch.float64)
-        values = self.sum_all(values) / self.world_size
-        return dict(zip(keys, values.tolist()))
+        # A weight-0 process adds zeros: its values (a stand-in's, maybe NaN) must not reach the sum.
+        weighted = [float(local[k]) * weight if weight else 0.0 for k in keys]
+        values = self.sum_all(torch.tensor([*weighted, float(weight)], device=self.device, dtype=torch.float64))
+        return dict(zip(keys, (values[:-1] / values[-1]).tolist()))
 
     @torch.no_grad()
     def generate_samples(self, prompts: list[Messages], greedy: bool = True) -> list[dict[str, Any]]:
@@ -496,11 +535,16 @@ class PPOTrainer:
     def held_out_eval(self, prompts: list[Messages], judge: Any | None = None, seed: int = 0) -> dict[str, float]:
         """Proxy rewards, judge score and KL to the reference on held-out prompts (over-optimisation).
 
-        Replies are sampled as in training, under a private RNG seeded by ``seed`` (the training
-        stream is untouched); ``kl/sequence`` is the k1 estimate of KL(policy || reference) per
-        reply, unbiased under those samples. ``judge`` is a :class:`crs.rl.reward_sources.RewardSource`
-        that is only ever read, never optimised. Averaged over processes.
+        Every process calls it with all the ``prompts`` and evaluates its share; one whose share is
+        empty (fewer prompts than processes) evaluates the first prompt as a stand-in that counts
+        for nothing, so that every process joins the averaging. Replies are sampled as in training,
+        under a private RNG seeded by ``seed`` (the training stream is untouched); ``kl/sequence``
+        is the k1 estimate of KL(policy || reference) per reply, unbiased under those samples.
+        ``judge`` is a :class:`crs.rl.reward_sources.RewardSource` that is only ever read, never
+        optimised. Averaged over the prompts of every process.
         """
+        share = prompts[self.accelerator.process_index :: self.world_size]
+        prompts = share or prompts[:1]
         prompt_ids, prompt_mask = self.encode_prompts(prompts)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
@@ -522,7 +566,7 @@ class PPOTrainer:
         }
         if judge is not None:
             local[f"judge/{judge.name}"] = judge.score(prompts, replies).mean().item()
-        metrics = self.mean_over_processes(local)
+        metrics = self.mean_over_processes(local, weight=len(share))
         metrics["kl/sqrt"] = max(metrics["kl/sequence"], 0.0) ** 0.5
         return metrics
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -806,3 +807,172 @@ def test_ppo_refuses_deepspeed_and_fsdp_where_it_would_train_apart_or_sample_fro
         ConfigError, match=r"rl.algorithm ppo does not run under DeepSpeed .* use rl.algorithm grpo / rloo"
     ):
         _trainer(tiny_lm, left_tokenizer, lambda p, r: [0.0] * len(r))
+
+
+# --------------------------------------------------------------------------- GPU paths, seen on the CPU
+
+
+def test_sampling_under_gradient_checkpointing_keeps_the_cache_and_matches_a_full_forward(
+    smol_tokenizer, left_tokenizer
+):
+    """Full fine-tuning (no merged sampler) with model.gradient_checkpointing: the layers are marked as
+    training for checkpointing, yet sampling runs off the checkpointing path (its log-probs equal a
+    full forward's on the same tokens, the training forward included) and the marks come back after."""
+    from tiny import tiny_causal_lm
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from crs.rl.ppo.policy import enable_gradient_checkpointing
+
+    model = PolicyValueModel(tiny_causal_lm(smol_tokenizer, seed=2))
+    enable_gradient_checkpointing(model)
+    trainer = PPOTrainer(
+        RLConfig(batch_size=4, mini_batch_size=4, max_new_tokens=6),
+        model,
+        left_tokenizer,
+        CombinedReward([RewardSource("r", lambda p, r: [0.0] * len(r))]),
+    )
+    assert trainer.merged is None  # sampling runs on the policy itself
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    assert layers and all(layer.gradient_checkpointing and layer.training for layer in layers)
+    checkpointing_while_sampling: list[bool] = []
+    hooks = [
+        layer.register_forward_pre_hook(lambda m, args: checkpointing_while_sampling.append(m.training))
+        for layer in layers
+    ]
+    ids, mask = trainer.encode_prompts(_prompts(4))
+    torch.manual_seed(0)
+    s = sample_replies(trainer.sampler(), ids, mask, trainer.sampling, trainer.eos_id, trainer.pad_id)
+    for hook in hooks:
+        hook.remove()
+    assert checkpointing_while_sampling and not any(checkpointing_while_sampling)
+    assert all(layer.training for layer in layers)  # marked again: the update still checkpoints
+    full_ids, full_mask = torch.cat([ids, s.reply_ids], 1), torch.cat([mask, s.reply_mask], 1)
+    for grad in (False, True):  # the rollout's forward, and the update's (checkpointed) one
+        with torch.set_grad_enabled(grad):
+            logits, _ = trainer.model(full_ids, full_mask, s.reply_ids.shape[1], trainer.cfg.temperature)
+        logprobs = gather_logprobs(logits.detach(), s.reply_ids) * s.reply_mask
+        torch.testing.assert_close(logprobs, s.logprobs, atol=1e-4, rtol=0)
+
+
+class RecordingScaler:
+    """A real GradScaler whose scale / unscale_ / step / update calls are written to ``calls``."""
+
+    def __init__(self, scaler: torch.amp.GradScaler, calls: list[str]) -> None:
+        self.scaler, self.calls = scaler, calls
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.scaler, name)
+        if name not in ("scale", "unscale_", "step", "update"):
+            return attr
+
+        def recorded(*args, **kwargs):
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return recorded
+
+
+def _fp16_update(smol_tokenizer, left_tokenizer, scaler, monkeypatch) -> tuple[list[str], list[float], dict, bool]:
+    """One PPO rollout and update in fp16 (CPU autocast) with ``scaler``: the calls in order, the
+    gradient norm each clipping saw, the update's stats, and whether the weights moved."""
+    from tiny import tiny_causal_lm
+
+    calls: list[str] = []
+    norms: list[float] = []
+    clip = torch.nn.utils.clip_grad.clip_grad_norm_  # the real one, also when patched before
+
+    def recorded_clip(params, max_norm):
+        calls.append("clip")
+        norms.append(float(clip(params, max_norm)))
+        return torch.tensor(norms[-1])
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recorded_clip)
+    lm = tiny_causal_lm(smol_tokenizer, seed=3)
+    cfg = RLConfig(batch_size=4, mini_batch_size=4, max_new_tokens=6, ppo_epochs=1)
+    reward = CombinedReward([RewardSource("r", lambda p, r: [float(len(x)) for x in r], normalize="none")])
+    trainer = PPOTrainer(cfg, PolicyValueModel(lm), left_tokenizer, reward, dtype=torch.float16)
+    assert trainer.scaler.is_enabled()  # fp16 scales the loss (bf16 and fp32 do not: test_precision.py)
+    trainer.scaler = RecordingScaler(scaler, calls)
+    before = [p.detach().clone() for p in trainer.params]
+    torch.manual_seed(0)
+    stats = trainer.update(trainer.rollout(_prompts(4)).batch)
+    moved = any(not torch.equal(a, b) for a, b in zip(before, trainer.params))
+    return calls, norms, stats, moved
+
+
+def test_fp16_scales_the_loss_and_clips_the_unscaled_gradients(smol_tokenizer, left_tokenizer, monkeypatch):
+    """The loss is scaled for the backward pass and the gradients unscaled before clipping: the norm the
+    clipping sees is that of the same update without scaling, not 256 times it."""
+    scaled = _fp16_update(smol_tokenizer, left_tokenizer, torch.amp.GradScaler("cpu", init_scale=256.0), monkeypatch)
+    plain = _fp16_update(smol_tokenizer, left_tokenizer, torch.amp.GradScaler("cpu", enabled=False), monkeypatch)
+    calls, norms, stats, moved = scaled
+    assert calls == ["scale", "unscale_", "clip", "step", "update"]
+    assert norms[0] == pytest.approx(plain[1][0], rel=1e-2) and norms[0] > 1e-3
+    assert stats["ppo/optimizer_steps"] == 1 and stats["ppo/loss_scale"] == 256.0 and moved and plain[3]
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # no step was applied
+def test_an_fp16_overflow_lowers_the_loss_scale_and_skips_only_that_step(smol_tokenizer, left_tokenizer, monkeypatch):
+    """A scale so large that the gradients overflow: the step is not applied and the scale halves, as
+    loss scaling does, without counting as a non-finite step (which would end the run)."""
+    calls, norms, stats, moved = _fp16_update(
+        smol_tokenizer, left_tokenizer, torch.amp.GradScaler("cpu", init_scale=2.0**40), monkeypatch
+    )
+    assert calls == ["scale", "unscale_", "clip", "step", "update"] and not math.isfinite(norms[0])
+    assert not moved and stats["ppo/optimizer_steps"] == 0 and stats["ppo/skipped"] == 0
+    assert stats["ppo/loss_scale"] == 2.0**39 and "policy/grad_norm" not in stats
+
+
+def test_ppo_accelerator_takes_crs_precision_not_the_launch_configs(monkeypatch):
+    """``accelerate launch`` with mixed_precision fp16 sets ACCELERATE_MIXED_PRECISION, which a plain
+    Accelerator follows (loss scaled behind crs's back, forwards autocast to fp16); PPO's does not."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from crs.rl.ppo.trainer import ppo_accelerator
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    AcceleratorState._reset_state()
+    try:
+        assert Accelerator(cpu=True).mixed_precision == "fp16"  # the control: the variable is read
+        assert ppo_accelerator(cpu=True).mixed_precision == "no"  # also after that state was made
+    finally:
+        AcceleratorState._reset_state()
+
+
+def test_held_out_means_weight_each_process_by_its_prompts(tiny_lm, left_tokenizer):
+    """Two processes, emulated: one with 3 prompts (mean 2.0), one with 1 (mean 6.0) -> (3*2 + 6) / 4;
+    a process with none contributes nothing, not even its stand-in's NaN."""
+    trainer = _trainer(tiny_lm, left_tokenizer, lambda p, r: [0.0] * len(r))
+    trainer.world_size = 2
+    sent: list[torch.Tensor] = []
+
+    def mean_with(other: dict, other_weight: float, mine: dict, weight: float) -> dict:
+        trainer.sum_all = lambda t: sent.append(t) or t
+        trainer.mean_over_processes(other, weight=other_weight)
+        trainer.sum_all = lambda t: t + sent.pop()
+        return trainer.mean_over_processes(mine, weight=weight)
+
+    assert mean_with({"a": 6.0}, 1, {"a": 2.0}, 3) == pytest.approx({"a": 3.0})
+    assert mean_with({"a": float("nan")}, 0, {"a": 2.0}, 3) == pytest.approx({"a": 2.0})
+
+
+@pytest.mark.slow
+def test_two_processes_with_one_held_out_prompt_both_join_its_evaluation(tmp_path, tiny_model_dir):
+    """1 held-out prompt, 2 processes: the one without a prompt of its own joins the evaluation's
+    collectives instead of leaving the other waiting in them (a hang, ended here by the timeout)."""
+    path = write_rl_config(
+        tmp_path / "cfg.yaml",
+        tiny_model_dir,
+        tmp_path / "out",
+        steps=2,
+        ppo_epochs=1,
+        eval_prompts=1,
+        sample_every=1,
+        judge="python:tests.reward_fns:count_vowels",
+    )
+    run_rl_under_torchrun(path, "tiny_rl", tmp_path, timeout=240)
+    run_dir = tmp_path / "out" / "rl"
+    rows = [json.loads(line) for line in (run_dir / "overoptimization.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert abs(rows[0]["kl/sequence"]) < 1e-3 and "judge/judge" in rows[0]
