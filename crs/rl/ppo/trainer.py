@@ -423,7 +423,11 @@ class PPOTrainer:
                 return self._skip("loss")
             # DDP all-reduces gradients only on the mini-batch's last micro-batch.
             last = k == len(micro_batches) - 1
-            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
+            # Under gradient checkpointing the backward recomputes the forward: with the forward's attention kernel.
+            with (
+                contextlib.nullcontext() if last else self.accelerator.no_sync(self.model),
+                cpu_math_attention(self.device),
+            ):
                 self.accelerator.backward(self.scaler.scale(loss / len(micro_batches)))
             for key, value in stats.items():
                 log[key].append(value.item())

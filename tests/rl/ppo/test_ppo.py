@@ -854,6 +854,32 @@ def test_sampling_under_gradient_checkpointing_keeps_the_cache_and_matches_a_ful
         torch.testing.assert_close(logprobs, s.logprobs, atol=1e-4, rtol=0)
 
 
+def test_an_update_under_gradient_checkpointing_equals_one_without(smol_tokenizer, left_tokenizer):
+    """Full fine-tuning in bf16 with model.gradient_checkpointing: the backward recomputes each layer's forward on
+    CPU with the forward's own attention kernel (the math one), so the step runs and moves the weights as without."""
+    from tiny import tiny_causal_lm
+
+    from crs.rl.ppo.policy import enable_gradient_checkpointing
+
+    cfg = RLConfig(batch_size=4, mini_batch_size=4, max_new_tokens=6, temperature=1.0)
+    moved = []
+    for checkpointing in (False, True):
+        model = PolicyValueModel(tiny_causal_lm(smol_tokenizer, seed=2))
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+        reward = CombinedReward([RewardSource("r", lambda p, r: [float(len(x)) for x in r], normalize="none")])
+        trainer = PPOTrainer(cfg, model, left_tokenizer, reward, dtype=torch.bfloat16)
+        before = {k: v.clone() for k, v in trainer.unwrapped.trainable_state_dict().items()}
+        torch.manual_seed(0)
+        metrics = trainer.step(_prompts(4))
+        assert metrics["ppo/optimizer_steps"] == 4 and metrics.get("ppo/skipped", 0.0) == 0.0
+        after = trainer.unwrapped.trainable_state_dict()
+        moved.append({k: after[k] - before[k] for k in before})
+    assert any(delta.abs().max() > 0 for delta in moved[1].values())
+    for key, delta in moved[0].items():
+        torch.testing.assert_close(moved[1][key], delta, atol=1e-5, rtol=1e-3)
+
+
 class RecordingScaler:
     """A real GradScaler whose scale / unscale_ / step / update calls are written to ``calls``."""
 
