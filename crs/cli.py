@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crs.config import DEFAULT_CONFIG_PATH, ConfigError, CRSConfig, load_config
-from crs.processes import is_main_process, rank_and_world
+from crs.processes import distributed_state, is_main_process, rank_and_world
 
 StageMain = Callable[[CRSConfig, Path, bool], object]
 
@@ -319,11 +319,8 @@ def _prepare_on_main_process(config: CRSConfig, resume: bool, overwrite: bool) -
     _, world_size = rank_and_world()
     if world_size == 1:
         return prepare_run_dir(config, resume, overwrite)
-    import torch
-    from accelerate import PartialState
-
-    # cpu=True on CUDA-less machines, else each CPU rank believes it is the main process.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    # The process group starts here, with the config's timeout (the Trainer's later one would not apply).
+    state = distributed_state(config.run.ddp_timeout)
     error: ConfigError | NothingToResume | None = None
     if not state.is_main_process and resume and not overwrite and is_finished(config.run_dir):
         try:

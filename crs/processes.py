@@ -10,6 +10,7 @@ no-op, and nothing touches ``torch.distributed``.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -42,16 +43,20 @@ def place_on_device(model: Any, device: Any) -> Any:
     return model.to(device)
 
 
-def distributed_state() -> Any:
+def distributed_state(timeout_s: float | None = None) -> Any:
     """accelerate's ``PartialState`` for this world (the process group, started once).
 
     On a machine without CUDA it is started with ``cpu=True`` (gloo), else each CPU process
-    believes it is the only one.
+    believes it is the only one. ``timeout_s`` (``run.ddp_timeout``) bounds every wait on another
+    process; it applies when this call starts the group (later calls, the Trainer's included,
+    join the group as it is), so the stage runner passes it first.
     """
     import torch
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    if timeout_s is None:
+        return PartialState(cpu=not torch.cuda.is_available())
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=timeout_s))
 
 
 def gather_shards(shard: dict[int, T]) -> dict[int, T]:

@@ -259,9 +259,9 @@ def run_files(run_dir: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
 
-def run_rl_under_torchrun(config: Path, subset: str, cwd: Path, timeout: int) -> subprocess.CompletedProcess:
-    """rl_train.py on two CPU processes under torchrun, offline, one thread each; fails the test on a non-zero exit,
-    and on a run that outlasts ``timeout`` s (a hang: torchrun and both workers are killed)."""
+def run_under_torchrun(script: Path, args: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess:
+    """``script`` on two CPU processes under torchrun (gloo), offline, one thread each; fails the test on a
+    non-zero exit, and on a run that outlasts ``timeout`` s (a hang: torchrun and both workers are killed)."""
     env = {
         **os.environ,
         "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
@@ -269,7 +269,7 @@ def run_rl_under_torchrun(config: Path, subset: str, cwd: Path, timeout: int) ->
         "HF_HUB_OFFLINE": "1",
     }
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    command = [*launch, str(ROOT / "rl_train.py"), "--config", str(config), "--config_subset", subset]
+    command = [*launch, str(script), *args]
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
@@ -286,3 +286,36 @@ def run_rl_under_torchrun(config: Path, subset: str, cwd: Path, timeout: int) ->
     done = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
+
+
+def run_rl_under_torchrun(config: Path, subset: str, cwd: Path, timeout: int) -> subprocess.CompletedProcess:
+    """rl_train.py on two CPU processes under torchrun, offline, one thread each; fails the test on a non-zero exit."""
+    return run_under_torchrun(ROOT / "rl_train.py", ["--config", str(config), "--config_subset", subset], cwd, timeout)
+
+
+def record_arguments_and_loads(monkeypatch) -> list[tuple[str, bool]]:
+    """From now on, in order: each ``TrainingArguments`` made (``("arguments", False)``; TRL's configs are some)
+    and each model crs loads (``("load", to_train)``)."""
+    from transformers import TrainingArguments
+
+    from crs.models import loading
+
+    events: list[tuple[str, bool]] = []
+    make, load = TrainingArguments.__post_init__, loading._load_plain
+
+    def arguments(self, *args, **kwargs):
+        events.append(("arguments", False))
+        return make(self, *args, **kwargs)
+
+    def plain(*args, to_train: bool = False, **kwargs):
+        events.append(("load", to_train))
+        return load(*args, to_train=to_train, **kwargs)
+
+    monkeypatch.setattr(TrainingArguments, "__post_init__", arguments)
+    monkeypatch.setattr(loading, "_load_plain", plain)
+    return events
+
+
+def trained_after_arguments(events: list[tuple[str, bool]]) -> bool:
+    """Whether the model a stage trains loaded after the stage's arguments were made (what ZeRO-3's init needs)."""
+    return ("load", True) in events and events.index(("arguments", False)) < events.index(("load", True))

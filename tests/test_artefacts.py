@@ -108,10 +108,10 @@ def test_a_reward_model_loads_plainly_as_the_trained_scorer(tmp_path, tiny_rm_di
     heads_at_the_end: list[torch.Tensor] = []
     keep = training.keep_quality_head
 
-    def recording_keep(model, head):  # the two heads' outputs just before the length head is dropped
+    def recording_keep(model, head, *whole):  # the two heads' outputs just before the length head is dropped
         with torch.no_grad():
             heads_at_the_end.append(model.eval()(_ids()).logits)
-        keep(model, head)
+        keep(model, head, *whole)
 
     monkeypatch.setattr(training, "keep_quality_head", recording_keep)
     cfg = tiny_config(tiny_rm_dir, write_marker_data(tmp_path, "pairwise", n=16), loss, steps=2, lr=0.05)

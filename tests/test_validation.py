@@ -27,6 +27,7 @@ from crs.runs import mark_finished, run_state
 # keeps the two lists in step.
 BAD_VALUES: dict[str, list[str]] = {
     "run.logging_steps": ["0"],
+    "run.ddp_timeout": ["0"],
     "model.lora.r": ["0"],
     "model.lora.alpha": ["0"],
     "model.lora.dropout": ["1.0", "-0.1"],

@@ -53,6 +53,15 @@ class RunConfig:
             "warn."
         },
     )
+    ddp_timeout: int = field(
+        default=1800,
+        metadata={
+            "help": "Seconds a process of a multi-process run (torchrun, accelerate launch) waits for the others "
+            "before it gives up: rank 0 alone writes the plain base a LoRA stage trains on, saves and merges the "
+            "model, while the others wait. Raise it for a large model on a slow disk (transformers' `ddp_timeout`).",
+            "rule": Rule(at_least(1), "an integer >= 1"),
+        },
+    )
     keep_freed_memory: bool = field(
         default=True,
         metadata={

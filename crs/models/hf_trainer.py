@@ -62,6 +62,7 @@ def common_arguments(cfg: CRSConfig, run_dir: Path, mixed_precision: torch.dtype
         # On CPU transformers wants this said (for bf16), and else torchrun runs N independent trainings.
         use_cpu=not cuda,
         ddp_find_unused_parameters=False,  # every trainable weight feeds the loss
+        ddp_timeout=cfg.run.ddp_timeout,
     )
 
 
@@ -201,7 +202,7 @@ class StartMetricsCallback(TrainerCallback):
 
     def __init__(self, evaluate: Any, key: str) -> None:
         self.evaluate, self.key = evaluate, key
-        self.metrics: dict[str, Any] | None = None
+        self.metrics: Any = None  # what ``evaluate`` returned (a dict of metrics, a loss)
         self.step = 0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

@@ -6,6 +6,7 @@ directory loads its base (recursively) and applies its adapter (:mod:`crs.models
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from crs.models.manifest import ModelKind, check_run_kind, read_run_manifest
 from crs.models.model_error import ModelError
 from crs.models.precision import build_quantization_config, resolve_dtype
 from crs.models.resolution import base_location, resolve_model_path
+from crs.models.sharding import whole_model_loading
 
 
 def load_tokenizer(name: str, cache_dir: str | Path | None = None, padding_side: str = "right") -> Any:
@@ -35,7 +37,9 @@ def load_tokenizer(name: str, cache_dir: str | Path | None = None, padding_side:
     return tokenizer
 
 
-def _load_plain(kind: ModelKind, location: str, dtype: torch.dtype, quantization: str, num_labels: int = 1) -> Any:
+def _load_plain(
+    kind: ModelKind, location: str, dtype: torch.dtype, quantization: str, num_labels: int = 1, to_train: bool = False
+) -> Any:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     kwargs: dict[str, Any] = {"dtype": dtype}
@@ -44,10 +48,13 @@ def _load_plain(kind: ModelKind, location: str, dtype: torch.dtype, quantization
         kwargs["quantization_config"] = quant_config
     if kind == "causal_lm":
         check_decoder_only(location)
-        return AutoModelForCausalLM.from_pretrained(location, **kwargs)
-    if num_labels != 1:  # a joint RM's two heads on a base whose saved head (if any) has another shape: a fresh head
-        kwargs["ignore_mismatched_sizes"] = True
-    return AutoModelForSequenceClassification.from_pretrained(location, num_labels=num_labels, **kwargs)
+        auto: Any = AutoModelForCausalLM
+    else:
+        auto, kwargs["num_labels"] = AutoModelForSequenceClassification, num_labels
+        # a joint RM's two heads on a base whose saved head (if any) has another shape: a fresh head
+        kwargs["ignore_mismatched_sizes"] = num_labels != 1
+    with nullcontext() if to_train else whole_model_loading():
+        return auto.from_pretrained(location, **kwargs)
 
 
 def check_decoder_only(location: str) -> None:
@@ -89,6 +96,7 @@ def load_model(
     cache_dir: str | Path | None = None,
     merge_adapter: bool = True,
     num_labels: int | None = None,
+    to_train: bool = False,
 ) -> Any:
     """Load ``name`` as a causal LM (policy) or a sequence classifier (reward model).
 
@@ -97,15 +105,20 @@ def load_model(
     (then a ``PeftModel`` is returned, e.g. to stack several reward adapters on one base).
     A classifier has ``num_labels`` outputs; None: what a reward-model run's manifest says
     (``num_labels``, 2 for a joint RM), else 1. Asking a reward-model run for another count is a ModelError.
+
+    Every process gets the whole weights (:func:`crs.models.sharding.whole_model_loading`), except
+    with ``to_train``: the model a Trainer stage trains, which ZeRO-3 then partitions as it loads and
+    FSDP's RAM-efficient loading reads on the first process alone (the Trainer shards it in both
+    cases). A run with an adapter loads whole even so: the adapter is merged into whole weights.
     """
     manifest = read_run_manifest(name) if Path(name).is_dir() else None
     if kind == "causal_lm":
         check_run_kind(name, kind)  # (a reward-model run may start from an SFT run, not the reverse)
     labels = classifier_outputs(name, manifest, num_labels) if kind == "reward_model" else 1
     if manifest is None:
-        model = _load_plain(kind, resolve_model_path(name, cache_dir), dtype, quantization, labels)
+        model = _load_plain(kind, resolve_model_path(name, cache_dir), dtype, quantization, labels, to_train=to_train)
     elif manifest.get("full_model"):
-        model = _load_plain(kind, str(Path(name) / manifest["adapter"]), dtype, quantization, labels)
+        model = _load_plain(kind, str(Path(name) / manifest["adapter"]), dtype, quantization, labels, to_train=to_train)
     else:
         from peft import PeftModel
 

@@ -38,6 +38,7 @@ from crs.data.schema import AbsoluteExample, Messages, RankingExample
 from crs.models.formatting import encode_prompt_reply
 from crs.models.hf_trainer import SealCheckpointCallback
 from crs.models.loading import load_causal_lm, load_tokenizer
+from crs.models.precision import resolve_dtype
 from crs.rl.trl_common import (
     METRICS_FILE,
     StepMetricsCallback,
@@ -45,6 +46,7 @@ from crs.rl.trl_common import (
     finish,
     load_policy,
     per_device_batch,
+    plain_policy_base,
     quiet_progress_bar,
     require_trl,
     start_or_resume,
@@ -204,12 +206,11 @@ def run_dpo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
     run_dir = Path(run_dir)
     set_seed(cfg.run.seed)
     train_pairs, val_pairs = load_pairs(cfg)
-    model, peft_config, policy_name, dtype = load_policy(cfg)
-    tokenizer = load_tokenizer(policy_name, cfg.model.cache_dir)
-    reference = None
-    if peft_config is None:  # full fine-tuning: a frozen copy of the SFT policy (TRL would reload the base by name)
-        reference = load_causal_lm(policy_name, cfg.model).requires_grad_(False).eval()
-    kwargs = trainer_arguments(cfg, run_dir, dtype, per_device_batch(cfg, "(preference pairs per step)"))
+    plain_base = plain_policy_base(cfg)
+    kwargs = trainer_arguments(
+        cfg, run_dir, resolve_dtype(cfg.model.dtype), per_device_batch(cfg, "(preference pairs per step)")
+    )
+    # Made before the policy loads: under ZeRO-3 its DeepSpeed config makes the policy load partitioned.
     args = DPOConfig(
         beta=rl.dpo_beta,
         max_length=cfg.data.max_length,
@@ -217,6 +218,13 @@ def run_dpo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
         eval_strategy="no",
         **kwargs,
     )
+    policy = load_policy(cfg, plain_base)
+    model, peft_config, policy_name = policy.model, policy.peft_config, policy.name
+    tokenizer = load_tokenizer(policy_name, cfg.model.cache_dir)
+    reference = None
+    if peft_config is None:  # full fine-tuning: a frozen copy of the SFT policy (TRL would reload the base by name)
+        # whole on every process (load_causal_lm's default), which TRL then prepares as DeepSpeed or FSDP wants
+        reference = load_causal_lm(policy_name, cfg.model).requires_grad_(False).eval()
     metrics_cb = StepMetricsCallback(
         run_dir / METRICS_FILE,
         {**DPO_COLUMNS},
@@ -275,7 +283,7 @@ def run_dpo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]
             "accuracy": held_out.get("eval_rewards/accuracies"),
             "logratio_margin": _over_beta(held_out.get("eval_rewards/margins"), rl.dpo_beta),
         }
-    return finish(trainer, tokenizer, cfg, run_dir, policy_name, summary)
+    return finish(trainer, tokenizer, cfg, run_dir, policy, summary)
 
 
 def _over_beta(value: float | None, beta: float) -> float | None:

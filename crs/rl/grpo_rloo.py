@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ from crs.rl.trl_common import (
     finish,
     load_policy,
     per_device_batch,
+    plain_policy_base,
     quiet_progress_bar,
     require_trl,
     require_trl_metrics,
@@ -224,6 +226,16 @@ def prompt_dataset(prompts: list[Messages]) -> Any:
     return Dataset.from_list([{"prompt": p} for p in prompts])
 
 
+def reward_functions(
+    cfg: CRSConfig, reward: CombinedReward, eos_ids: list[int] | None
+) -> tuple[list[Callable[..., list[float]]], list[float]]:
+    """TRL's reward functions on ``reward`` and their weights (which do not depend on ``eos_ids``)."""
+    if cfg.rl.reward_normalization == "trl":
+        return trl_reward_funcs_per_source(reward, eos_ids)
+    # group_size: sum_per_prompt standardises within TRL's groups, gathered whole across processes
+    return [trl_reward_func(reward, eos_ids, group_size=cfg.rl.group_size)], [1.0]
+
+
 def build_grpo_rloo_trainer(
     cfg: CRSConfig,
     run_dir: Path,
@@ -232,21 +244,19 @@ def build_grpo_rloo_trainer(
     tokenizer: Any,
     reward: CombinedReward,
     prompts: list[Messages],
+    args: Any = None,
 ) -> tuple[Any, StepMetricsCallback]:
     """TRL's GRPO or RLOO trainer (``rl.algorithm``) on ``reward``, with crs's callbacks; and its metrics callback.
 
     ``model`` is the policy (wrapped in a fresh adapter by TRL from ``peft_config``; None: full
-    fine-tuning), ``tokenizer`` the policy's (left padding).
+    fine-tuning), ``tokenizer`` the policy's (left padding). ``args``: the stage's GRPOConfig /
+    RLOOConfig, when it was made before the policy loaded (:func:`run_grpo_rloo_stage`); None: made here.
     """
     rl = cfg.rl
     # TRL's completions end at their first EOS: the model's and the tokenizer's (as TRL takes them).
     declared = getattr(model.generation_config, "eos_token_id", None)
     eos_ids = {tokenizer.eos_token_id, *(declared if isinstance(declared, list) else [declared])} - {None}
-    if rl.reward_normalization == "trl":
-        funcs, weights = trl_reward_funcs_per_source(reward, sorted(eos_ids))
-    else:
-        # group_size: sum_per_prompt standardises within TRL's groups, gathered whole across processes
-        funcs, weights = [trl_reward_func(reward, sorted(eos_ids), group_size=rl.group_size)], [1.0]
+    funcs, weights = reward_functions(cfg, reward, sorted(eos_ids))
     metrics_cb = StepMetricsCallback(
         run_dir / METRICS_FILE,
         GRPO_RLOO_COLUMNS,
@@ -260,7 +270,7 @@ def build_grpo_rloo_trainer(
     trainer = trainer_class(
         model=model,
         reward_funcs=funcs,
-        args=grpo_rloo_config(cfg, run_dir, resolve_dtype(cfg.model.dtype), weights),
+        args=args if args is not None else grpo_rloo_config(cfg, run_dir, resolve_dtype(cfg.model.dtype), weights),
         train_dataset=prompt_dataset(prompts),
         processing_class=tokenizer,
         peft_config=peft_config,
@@ -289,11 +299,15 @@ def run_grpo_rloo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str
     check_gold_sources(
         rl.rewards, [last_user_text(ex.prompt) for ex in train_examples], "rl.rewards", cfg.run.allow_gold_outside_demo
     )
-    model, peft_config, policy_name, _ = load_policy(cfg)
-    tokenizer = load_tokenizer(policy_name, cfg.model.cache_dir, padding_side="left")
-    reward = CombinedReward.for_rl(cfg)
+    plain_base = plain_policy_base(cfg)
+    reward = CombinedReward.for_rl(cfg)  # its reward models load whole on every process
+    # Made before the policy loads: under ZeRO-3 its DeepSpeed config makes the policy load partitioned.
+    args = grpo_rloo_config(cfg, run_dir, resolve_dtype(cfg.model.dtype), reward_functions(cfg, reward, None)[1])
+    policy = load_policy(cfg, plain_base)
+    tokenizer = load_tokenizer(policy.name, cfg.model.cache_dir, padding_side="left")
+    prompts = [ex.prompt for ex in train_examples]
     trainer, metrics_cb = build_grpo_rloo_trainer(
-        cfg, run_dir, model, peft_config, tokenizer, reward, [ex.prompt for ex in train_examples]
+        cfg, run_dir, policy.model, policy.peft_config, tokenizer, reward, prompts, args
     )
     is_main = trainer.is_world_process_zero()
     checkpoint = start_or_resume(run_dir, resume, is_main)
@@ -326,4 +340,4 @@ def run_grpo_rloo_stage(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str
         "reward_normalization": rl.reward_normalization,
         "train_runtime": metrics_cb.train_summary.get("train_runtime"),
     }
-    return finish(trainer, tokenizer, cfg, run_dir, policy_name, summary)
+    return finish(trainer, tokenizer, cfg, run_dir, policy, summary)

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from transformers import TrainerCallback
@@ -27,7 +27,8 @@ from crs.models.hf_trainer import common_arguments, resume_checkpoint
 from crs.models.loading import load_causal_lm
 from crs.models.lora import load_adapter_weights, prepare_quantized_base
 from crs.models.precision import resolve_dtype
-from crs.models.saving import save_run_model
+from crs.models.saving import plain_base_before_training, save_run_model
+from crs.models.sharding import gathered_state_dict
 from crs.processes import rank_and_world
 from crs.runs import RL_LENGTH_KEYS, checkpoint_step, mark_finished
 
@@ -109,18 +110,38 @@ def peft_lora_config(cfg: CRSConfig) -> Any:
     )
 
 
-def load_policy(cfg: CRSConfig) -> tuple[Any, Any, str, torch.dtype]:
+class Policy(NamedTuple):
+    """The policy a TRL stage trains, as :func:`load_policy` loads it."""
+
+    model: Any
+    peft_config: Any  # the fresh adapter TRL wraps the model with; None: full fine-tuning
+    name: str  # rl.policy or model.name: the tokenizer's and the saved run's base
+    dtype: torch.dtype
+    plain_base: str | None  # where a LoRA policy loaded from (plain_base_before_training), named by the adapter
+
+
+def plain_policy_base(cfg: CRSConfig) -> str | None:
+    """Where a LoRA policy loads from, resolved before the stage's config exists (None: full fine-tuning)."""
+    if not cfg.model.lora.enabled:
+        return None
+    return plain_base_before_training(cfg.rl.policy or cfg.model.name, resolve_dtype(cfg.model.dtype), "causal_lm")
+
+
+def load_policy(cfg: CRSConfig, plain_base: str | None = None) -> Policy:
     """The SFT policy (adapter merged in), the peft config to train (None: full fine-tuning), its name, the dtype.
 
-    LoRA: the base in ``model.dtype`` (the adapter is fp32, peft's default); full
-    fine-tuning: fp32 weights, as crs's other stages.
+    LoRA: the base in ``model.dtype`` (the adapter is fp32, peft's default), read from ``plain_base``
+    (:func:`plain_policy_base`); full fine-tuning: fp32 weights, as crs's other stages. Loaded as the model
+    the Trainer trains: call it once the stage's TRL config exists, so that ZeRO-3 partitions it as it loads.
     """
     dtype = resolve_dtype(cfg.model.dtype)
     policy_name = cfg.rl.policy or cfg.model.name
     if cfg.model.lora.enabled:
-        model = prepare_quantized_base(load_causal_lm(policy_name, cfg.model), cfg.model.gradient_checkpointing)
-        return model, peft_lora_config(cfg), policy_name, dtype
-    return load_causal_lm(policy_name, cfg.model, dtype=torch.float32), None, policy_name, dtype
+        model = load_causal_lm(plain_base or policy_name, cfg.model, to_train=True)
+        model = prepare_quantized_base(model, cfg.model.gradient_checkpointing)
+        return Policy(model, peft_lora_config(cfg), policy_name, dtype, plain_base)
+    model = load_causal_lm(policy_name, cfg.model, dtype=torch.float32, to_train=True)
+    return Policy(model, None, policy_name, dtype, None)
 
 
 def per_device_batch(cfg: CRSConfig, what: str) -> int:
@@ -262,12 +283,16 @@ def start_or_resume(run_dir: Path, resume: bool, is_main: bool) -> Path | None:
 
 
 def finish(
-    trainer: Any, tokenizer: Any, cfg: CRSConfig, run_dir: Path, policy_name: str, summary: dict[str, Any]
+    trainer: Any, tokenizer: Any, cfg: CRSConfig, run_dir: Path, policy: Policy, summary: dict[str, Any]
 ) -> dict[str, Any]:
-    """Save the policy like PPO does (``adapter/`` + ``crs_model.json``) and mark the run finished."""
+    """Save the policy like PPO does (``adapter/`` + ``crs_model.json``) and mark the run finished.
+
+    Called on every process: a sharded policy's weights are gathered from all of them first."""
+    whole = gathered_state_dict(trainer.accelerator, trainer.model_wrapped)
     if trainer.is_world_process_zero():
         model = trainer.accelerator.unwrap_model(trainer.model)
-        save_run_model(model, tokenizer, run_dir, base_name=policy_name, kind="causal_lm", merge=cfg.model.lora.merge)
+        merge = cfg.model.lora.merge
+        save_run_model(model, tokenizer, run_dir, policy.name, "causal_lm", merge, whole, policy.plain_base)
         mark_finished(run_dir, summary, trainer.state.global_step, RL_LENGTH_KEYS)
         logger.info("%s done: %s -> %s", cfg.rl.algorithm.upper(), summary.get("final"), run_dir)
     trainer.accelerator.wait_for_everyone()

@@ -18,17 +18,25 @@ LENGTH_OUTPUT = 1
 HEAD_LABELS = {QUALITY_OUTPUT: "quality", LENGTH_OUTPUT: "length"}  # named in config.json while training
 
 
-def keep_quality_head(model: Any, head: torch.nn.Linear) -> None:
+def keep_quality_head(model: Any, head: torch.nn.Linear, state_dict: dict[str, Any] | None = None) -> None:
     """Cut ``model``'s two-output ``head`` (its trainable output layer) down to the quality head, in place.
 
     Afterwards the model has one output, the quality head's, and says so in its config: saved,
     it loads with ``num_labels=1`` like any one-head RM, in crs and outside it. Called once
-    training is over; the length head's weights are dropped.
+    training is over; the length head's weights are dropped. ``state_dict``: a sharded model's whole
+    weights, to be saved (:func:`crs.models.sharding.gathered_state_dict`): the head's rows are cut
+    there, and the model's own placeholders or slices are left as they are.
     """
     keep = slice(QUALITY_OUTPUT, QUALITY_OUTPUT + 1)
-    head.weight = torch.nn.Parameter(head.weight.detach()[keep].clone(), requires_grad=head.weight.requires_grad)
-    if head.bias is not None:
-        head.bias = torch.nn.Parameter(head.bias.detach()[keep].clone(), requires_grad=head.bias.requires_grad)
+    if state_dict is not None:
+        mine = {id(head.weight), id(head.bias)}
+        for name in [name for name, param in model.named_parameters() if id(param) in mine]:
+            if name in state_dict:  # the main process holds the gathered weights, the others nothing
+                state_dict[name] = state_dict[name][keep].clone()
+    else:
+        head.weight = torch.nn.Parameter(head.weight.detach()[keep].clone(), requires_grad=head.weight.requires_grad)
+        if head.bias is not None:
+            head.bias = torch.nn.Parameter(head.bias.detach()[keep].clone(), requires_grad=head.bias.requires_grad)
     head.out_features = 1
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # under peft: the base model
     inner.config.id2label, inner.config.label2id = {0: "quality"}, {"quality": 0}

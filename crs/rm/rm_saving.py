@@ -27,11 +27,16 @@ def save_rm_run(
     stats: dict[str, Any],
     record: dict[str, Any],
     calibration: LengthCalibration | None = None,
+    state_dict: dict[str, Any] | None = None,
+    plain_base: str | None = None,
 ) -> None:
     """The trained RM and its files (``rm_format.json``, ``reward_stats.json``, ``length_calibration.json``
-    where one was fitted, ``metrics.json``), then the run marked finished."""
+    where one was fitted, ``metrics.json``), then the run marked finished. ``state_dict`` and ``plain_base``:
+    as :func:`crs.models.saving.save_run_model` takes them (a sharded model's gathered weights)."""
     rm = cfg.rm
-    save_run_model(model, tokenizer, run_dir, cfg.model.name, kind="reward_model", merge=cfg.model.lora.merge)
+    save_run_model(
+        model, tokenizer, run_dir, cfg.model.name, "reward_model", cfg.model.lora.merge, state_dict, plain_base
+    )
     joint_weight = {JOINT_WEIGHT_KEY: rm.joint_preference_weight} if rm.loss == "joint" else {}
     write_json_atomic(run_dir / RM_FORMAT_FILE, {**asdict(fmt), "loss": rm.loss, **joint_weight})
     write_json_atomic(run_dir / REWARD_STATS_FILE, stats)

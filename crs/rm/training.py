@@ -44,6 +44,8 @@ from crs.models.lora import add_lora, load_adapter_weights
 from crs.models.manifest import RUN_MANIFEST, read_run_manifest
 from crs.models.precision import resolve_dtype, upcast_trainable
 from crs.models.resolution import base_location, same_model
+from crs.models.saving import plain_base_before_training
+from crs.models.sharding import gathered_state_dict
 from crs.processes import rank_and_world
 from crs.rm.collators import COLLATORS, ListDataset, padded_cost
 from crs.rm.disentangled_heads import HEAD_LABELS, keep_quality_head
@@ -175,6 +177,7 @@ def build_reward_model(
     num_labels: int = 1,
     init: InitRun | None = None,
     head_labels: dict[int, str] | None = None,
+    plain_base: str | None = None,
 ) -> Any:
     """A trainable classifier with ``num_labels`` outputs (2: a joint or a disentangled RM): LoRA (head
     trained in full) or full fine-tuning.
@@ -184,9 +187,11 @@ def build_reward_model(
     the run's model (its adapter merged in, if any) is the starting model itself. Trainable
     weights are kept in fp32 either way; forwards run under autocast. ``head_labels`` names the
     outputs in ``config.json`` (default, for two: a joint RM's preference and absolute heads).
+    ``plain_base``: where a LoRA model's base loads from (:func:`crs.models.saving.plain_base_before_training`).
     """
     full_init = init is not None and not model_cfg.lora.enabled
-    model = load_sequence_classifier(str(init.path) if full_init else model_cfg.name, model_cfg, num_labels=num_labels)
+    location = str(init.path) if full_init else plain_base or model_cfg.name
+    model = load_sequence_classifier(location, model_cfg, num_labels=num_labels, to_train=True)
     model.config.pad_token_id = tokenizer.pad_token_id  # the collator pads with it; the head looks for it
     if num_labels == 2:  # named in config.json, for whoever loads a two-head RM outside crs
         labels = head_labels or {0: "preference", 1: "absolute"}
@@ -219,6 +224,13 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     first_before = (
         logged_before_training(checkpoint, "val_before_training") if checkpoint is not None and data.val else None
     )
+    dtype = resolve_dtype(cfg.model.dtype)
+    plain_base = plain_base_before_training(cfg.model.name, dtype, "reward_model") if cfg.model.lora.enabled else None
+    # Before the model loads: under ZeRO-3 the arguments' DeepSpeed config makes it load partitioned.
+    # fp16 goes to the Trainer for its loss scaling; bf16 and fp32 need none (the loss autocasts itself).
+    args = training_arguments(
+        cfg, run_dir, has_eval=bool(data.val), mixed_precision=dtype if dtype == torch.float16 else None
+    )
     # A checkpoint holds this run's own trained weights: it wins over rm.init_from.
     model = build_reward_model(
         cfg.model,
@@ -226,6 +238,7 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
         2 if rm.loss in TWO_HEADS else 1,
         init if checkpoint is None else None,
         HEAD_LABELS if rm.loss == "disentangled" else None,
+        plain_base,
     )
     head = disentangled_head(model) if rm.loss == "disentangled" else None
     if (
@@ -234,7 +247,6 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
         init_head_bias_to_mean(
             model, [row for row in data.train if not isinstance(row, RankingExample)], output=int(rm.loss == "joint")
         )
-    dtype = resolve_dtype(cfg.model.dtype)
     fmt = RMFormat.from_data_config(cfg.data)
     scorer = RewardScorer(
         model, tokenizer, fmt, name=cfg.run_name, loss_kind=rm.loss, batch_size=cfg.train.eval_batch_size, dtype=dtype
@@ -246,10 +258,7 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
     start = StartMetricsCallback(evaluate, "val_before_training")
     trainer = RewardTrainer(
         model=model,
-        # fp16 goes to the Trainer for its loss scaling; bf16 and fp32 need none (the loss autocasts itself).
-        args=training_arguments(
-            cfg, run_dir, has_eval=bool(data.val), mixed_precision=dtype if dtype == torch.float16 else None
-        ),
+        args=args,
         train_dataset=ListDataset(data.train),
         eval_dataset=ListDataset(data.val) if data.val else None,
         data_collator=COLLATORS[rm.loss](tokenizer, fmt),
@@ -289,10 +298,12 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
         "global_step": trainer.state.global_step,
         "history": trainer.state.log_history,
     }
+    whole = gathered_state_dict(trainer.accelerator, trainer.model_wrapped)  # every process: a collective
+    model = trainer.accelerator.unwrap_model(trainer.model)
     if head is not None:  # what the run saves and scores with from here on: the quality head alone
-        keep_quality_head(trainer.model, head)
+        keep_quality_head(model, head, whole)
     if trainer.is_world_process_zero():
-        save_rm_run(trainer.model, tokenizer, run_dir, cfg, fmt, stats, record, calibration)
+        save_rm_run(model, tokenizer, run_dir, cfg, fmt, stats, record, calibration, whole, plain_base)
     trainer.accelerator.wait_for_everyone()
     return after
 

@@ -24,6 +24,7 @@ from crs.models.hf_trainer import (
     CRSTrainer,
     JsonlLogCallback,
     SealCheckpointCallback,
+    StartMetricsCallback,
     logged_before_training,
     resume_checkpoint,
     training_arguments,
@@ -32,10 +33,14 @@ from crs.models.hf_trainer import (
 from crs.models.loading import load_causal_lm, load_tokenizer
 from crs.models.lora import add_lora
 from crs.models.precision import resolve_dtype, upcast_trainable
-from crs.models.saving import save_run_model
+from crs.models.saving import plain_base_before_training, save_run_model
+from crs.models.sharding import gathered_state_dict
+from crs.processes import is_main_process
 from crs.runs import TRAIN_LENGTH_KEYS, mark_finished, set_seed
 
 logger = logging.getLogger(__name__)
+
+BEFORE_KEY = "eval_loss_before"  # metrics.json's key, and the log-history row a checkpoint keeps it in
 
 
 def encode_sft_examples(tokenizer: Any, examples: list[SFTExample], cfg: CRSConfig) -> list[Encoded]:
@@ -65,18 +70,19 @@ class SFTCollator:
         }
 
 
-def load_trainable_causal_lm(cfg: CRSConfig) -> tuple[Any, torch.dtype]:
-    """The policy to fine-tune: LoRA on a half-precision base, or full fine-tuning in fp32.
+def load_trainable_causal_lm(cfg: CRSConfig, plain_base: str | None = None) -> tuple[Any, torch.dtype]:
+    """The policy to fine-tune: LoRA on a half-precision base (loaded from ``plain_base`` when given:
+    :func:`crs.models.saving.plain_base_before_training`), or full fine-tuning in fp32.
 
     Returns the model and the autocast dtype (None-like fp32 means no autocast).
     """
     dtype = resolve_dtype(cfg.model.dtype)
     if cfg.model.lora.enabled:
-        model = load_causal_lm(cfg.model.name, cfg.model)
+        model = load_causal_lm(plain_base or cfg.model.name, cfg.model, to_train=True)
         model = add_lora(model, cfg.model.lora, "causal_lm", cfg.model.gradient_checkpointing)
     else:
         # Full fine-tuning keeps fp32 master weights; forwards still run under autocast.
-        model = load_causal_lm(cfg.model.name, cfg.model, dtype=torch.float32)
+        model = load_causal_lm(cfg.model.name, cfg.model, dtype=torch.float32, to_train=True)
         upcast_trainable(model)
     return model, dtype
 
@@ -88,11 +94,23 @@ def train_sft(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     train_examples, val_examples = load_examples(cfg.data, "sft", cfg.run.seed)
     logger.info("SFT examples: %d train, %d validation", len(train_examples), len(val_examples))
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
-    model, dtype = load_trainable_causal_lm(cfg)
+    dtype = resolve_dtype(cfg.model.dtype)
+    plain_base = plain_base_before_training(cfg.model.name, dtype, "causal_lm") if cfg.model.lora.enabled else None
+    half = dtype if dtype != torch.float32 else None
+    # Before the model loads: under ZeRO-3 the arguments' DeepSpeed config makes it load partitioned.
+    args = training_arguments(cfg, run_dir, has_eval=bool(val_examples), mixed_precision=half)
+    model, _ = load_trainable_causal_lm(cfg, plain_base)
     train_set = encode_sft_examples(tokenizer, train_examples, cfg)
     val_set = encode_sft_examples(tokenizer, val_examples, cfg)
-    half = dtype if dtype != torch.float32 else None
-    args = training_arguments(cfg, run_dir, has_eval=bool(val_set), mixed_precision=half)
+    checkpoint = resume_checkpoint(run_dir, resume, is_main_process())
+    before = logged_before_training(checkpoint, BEFORE_KEY) if checkpoint and val_set else None
+
+    def loss_before() -> float:
+        # Measured once training has begun, as the RM stage does: DeepSpeed refuses to evaluate before its
+        # engine exists outside ZeRO-3. A resumed run logged it before its first step: not measured twice.
+        return before if before is not None else trainer.evaluate()["eval_loss"]
+
+    start = StartMetricsCallback(loss_before, BEFORE_KEY)
     trainer = CRSTrainer(
         model=model,
         args=args,
@@ -100,22 +118,24 @@ def train_sft(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         train_lengths=[len(e.input_ids) for e in train_set],
         eval_dataset=val_set or None,
         data_collator=SFTCollator(tokenizer.pad_token_id),
-        callbacks=[SealCheckpointCallback(), JsonlLogCallback(run_dir / TRAIN_LOG_FILE)],
+        callbacks=[
+            SealCheckpointCallback(),
+            JsonlLogCallback(run_dir / TRAIN_LOG_FILE),
+            *([start] if val_set else []),
+        ],
     )
-    checkpoint = resume_checkpoint(run_dir, resume, trainer.is_world_process_zero())
     metrics: dict[str, Any] = {}
-    if val_set:
-        # A resumed run logged this before its first step; evaluating again would log it twice.
-        before = logged_before_training(checkpoint, "eval_loss") if checkpoint else None
-        metrics["eval_loss_before"] = before if before is not None else trainer.evaluate()["eval_loss"]
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if val_set:
+        metrics[BEFORE_KEY] = start.metrics
     metrics["train_loss"] = whole_run_train_loss(trainer.state, result.training_loss, checkpoint)
     metrics["steps"] = trainer.state.global_step
     if val_set:
         metrics["eval_loss_after"] = trainer.evaluate()["eval_loss"]
         metrics["eval_perplexity_after"] = math.exp(min(metrics["eval_loss_after"], 50))
+    whole = gathered_state_dict(trainer.accelerator, trainer.model_wrapped)  # every process: a collective
     if trainer.is_world_process_zero():
-        save_run_model(model, tokenizer, run_dir, cfg.model.name, "causal_lm", merge=cfg.model.lora.merge)
+        save_run_model(model, tokenizer, run_dir, cfg.model.name, "causal_lm", cfg.model.lora.merge, whole, plain_base)
         write_json_atomic(run_dir / "metrics.json", {**metrics, "log_history": trainer.state.log_history})
         mark_finished(run_dir, metrics, trainer.state.global_step, TRAIN_LENGTH_KEYS)
         logger.info("SFT done: %s -> %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}, run_dir)

@@ -17,9 +17,11 @@ from stage_runs import (
     capture_trl_rewards,
     check_run_outputs,
     log_rows,
+    record_arguments_and_loads,
     run_cli,
     run_files,
     run_rl_under_torchrun,
+    trained_after_arguments,
     write_config,
 )
 
@@ -333,6 +335,13 @@ def test_init_adapter_continues_an_earlier_runs_adapter(tmp_path, tiny_model_dir
         abs(log_rows(continued)[0]["kl/sequence"]) > 1e-4
     )  # it starts where the first run stopped, still measured against the SFT policy
     check_run_outputs(continued, algorithm, 2)
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dpo"])
+def test_trl_stages_make_their_config_before_they_load_the_policy(tmp_path, tiny_model_dir, monkeypatch, algorithm):
+    events = record_arguments_and_loads(monkeypatch)
+    check_run_outputs(run_cli(write_config(tmp_path, tiny_model_dir, algorithm=algorithm, steps=1)), algorithm, 1)
+    assert trained_after_arguments(events), events  # under ZeRO-3 the policy then loads partitioned
 
 
 def test_full_finetuning_with_a_kl_penalty_is_refused_before_loading(tmp_path, tiny_model_dir):

@@ -242,6 +242,35 @@ def test_keep_quality_head_cuts_the_head_to_its_first_output(smol_tokenizer):
     assert model.config.num_labels == 1 and model.config.id2label == {0: "quality"}
 
 
+def test_a_zero3_disentangled_rm_saves_its_quality_head_from_the_gathered_weights(
+    tiny_rm_dir, smol_tokenizer, tmp_path
+):
+    from crs.config import LoraConfig
+    from crs.models.loading import load_sequence_classifier
+    from crs.models.lora import add_lora
+    from crs.models.saving import save_run_model
+    from crs.rm.training import trainable_head
+
+    torch.manual_seed(0)
+    model = add_lora(load_sequence_classifier(str(tiny_rm_dir), num_labels=2), LoraConfig(r=4, alpha=8), "reward_model")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.05)
+    ids = torch.tensor([[1, 17, 400, 23, 9], [2, 88, 14, 600, 31]])
+    with torch.no_grad():
+        both = model.eval()(ids).logits
+    head, whole = trainable_head(model), {k: v.clone() for k, v in model.state_dict().items()}
+    for param in model.parameters():  # what ZeRO-3 leaves on each process; ``whole`` is what it gathers
+        param.data = torch.empty(0, dtype=param.dtype)
+    keep_quality_head(model, head, whole)
+    save_run_model(model, smol_tokenizer, tmp_path, str(tiny_rm_dir), "reward_model", merge=True, state_dict=whole)
+    for folder in (tmp_path, tmp_path / "merged"):
+        with torch.no_grad():
+            kept = load_sequence_classifier(str(folder)).eval()(ids).logits
+        assert kept.shape == (2, 1) and torch.allclose(kept[:, 0], both[:, 0], atol=1e-5), folder
+
+
 # --------------------------------------------------------------------------- refused in one line
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from paths import FIXTURES
-from stage_runs import tiny_config, write_marker_data
+from stage_runs import record_arguments_and_loads, tiny_config, trained_after_arguments, write_marker_data
 
 from crs.config import CRSConfig, DataConfig, load_config
 from crs.data.schema import AbsoluteExample, RankingExample, user_prompt
@@ -255,6 +255,15 @@ def test_pairwise_rm_learns_separable_rankings(tiny_rm_dir, tmp_path):
     assert results["run"]["pairwise_accuracy"] >= 0.9 and results["run"]["n_prompts"] == 40
     assert results[tiny_rm_dir.name]["pairwise_accuracy"] <= 0.8
     assert results[f"run ~ {tiny_rm_dir.name}"]["agreement"] < 0.9
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_rm_makes_its_training_arguments_before_it_loads_the_model(tiny_rm_dir, tmp_path, monkeypatch, lora):
+    cfg = tiny_config(tiny_rm_dir, write_marker_data(tmp_path, "pairwise", n=16), "pairwise", steps=1)
+    cfg.model.lora.enabled = lora
+    events = record_arguments_and_loads(monkeypatch)
+    train_reward_model(cfg, tmp_path / "run")
+    assert trained_after_arguments(events), events  # under ZeRO-3 it then loads partitioned
 
 
 def test_absolute_rm_regression_error_falls(tiny_rm_dir, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from stage_runs import EXAMPLES, tiny_model_dir
+from stage_runs import EXAMPLES, record_arguments_and_loads, tiny_model_dir, trained_after_arguments
 
 from crs.cli import run_stage
 from crs.data.schema import user_prompt
@@ -135,3 +135,31 @@ def test_lora_sft_saves_a_loadable_adapter(tmp_path: Path, smol_tokenizer) -> No
     history = json.loads((run_dir / "metrics.json").read_text())["log_history"]
     losses = [row["loss"] for row in history if "loss" in row]
     assert losses[-1] < losses[0]
+
+
+def test_sft_measures_the_loss_before_training_once_training_has_begun(tmp_path: Path, smol_tokenizer, monkeypatch):
+    from transformers import Trainer
+
+    evaluate = Trainer.evaluate
+
+    def refused_before_training(self, *args, **kwargs):
+        # DeepSpeed outside ZeRO-3 refuses an evaluation before the Trainer has built its engine (in train()).
+        if self.state.max_steps == 0:
+            raise ValueError("ZeRO inference only makes sense with ZeRO Stage 3 - please adjust your config")
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "evaluate", refused_before_training)
+    base = tiny_model_dir(tmp_path, smol_tokenizer)
+    run_dir = run_tiny_sft(tmp_path, base, "--set", "data.val_fraction=0.25", "--set", "train.max_steps=20")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    first_eval = next(row for row in metrics["log_history"] if "eval_loss" in row)
+    assert first_eval["step"] == 0 and metrics["eval_loss_before"] == first_eval["eval_loss"]  # the untrained model
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"]  # and training moved it
+
+
+@pytest.mark.parametrize("lora", ["true", "false"])
+def test_sft_makes_its_training_arguments_before_it_loads_the_model(tmp_path: Path, smol_tokenizer, monkeypatch, lora):
+    events = record_arguments_and_loads(monkeypatch)
+    base = tiny_model_dir(tmp_path, smol_tokenizer)
+    run_tiny_sft(tmp_path, base, "--set", "train.max_steps=1", "--set", f"model.lora.enabled={lora}")
+    assert trained_after_arguments(events), events  # under ZeRO-3 it then loads partitioned
