@@ -126,6 +126,11 @@ BAD_VALUES: dict[str, list[str]] = {
     "bon.strategies": ["[conservative]", "[sum, sum]"],
     "bon.preference_source": ["preferense", "absolute_rm"],  # with two bon.rewards sources (see _override)
     "bon.absolute_source": ["absolut"],
+    "serve.port": ["-1", "70000"],
+    "serve.batch_size": ["0"],
+    "serve.max_items": ["0"],
+    "serve.max_request_mb": ["0", "5000"],
+    "serve.eos_texts": ["[]", "['']"],
     "sweep.arms": ["[{name: a}, {name: a}]", "[{name: a/b}]", "[{name: ''}]"],
     "sweep.arms[*].weight": ["2", "-0.5"],
     "sweep.arms[*].set": ["{run.seed: 3}", "{run.output_dir: elsewhere}"],
