@@ -30,7 +30,7 @@ def plot_overoptimization(
     judge_keys = sorted({k for rows in runs.values() for r in rows for k in r if k.startswith("judge/")})
     judge_key = judge_keys[0] if judge_keys else None
     panels = [(proxy_key, "proxy: combined reward")] + ([(judge_key, f"judge: {judge_key[6:]}")] if judge_key else [])
-    fig = Figure(figsize=(10, 3.4 * len(panels)))
+    fig = Figure(figsize=(10, 3.4 * len(panels)), layout="constrained")  # else a title overlaps the axis label above
     axes = fig.subplots(len(panels), 2, squeeze=False)
     for i, (name, rows) in enumerate(runs.items()):
         color = f"C{i % 10}"

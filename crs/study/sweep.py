@@ -111,18 +111,30 @@ def run_rewards(cfg: CRSConfig, run: SweepRun) -> tuple[RLConfig, list[dict[str,
 
 def check_runs(cfg: CRSConfig, runs: Sequence[SweepRun]) -> dict[str, str]:
     """Every run's config is valid before anything trains; returns each row's reward as the report names it."""
+    checked = {run.label: run_rewards(cfg, run) for run in runs}
+    paths: dict[str, set[str]] = {}
+    for _, rewards in checked.values():
+        for r in rewards:
+            paths.setdefault(r["name"], set()).add(r["path"])
     described: dict[str, str] = {}
-    for run in runs:
-        if run.label in described:
-            continue
-        rl, rewards = run_rewards(cfg, run)
-        used = [r for r in rewards if r["weight"] != 0]
+    for label, (rl, rewards) in checked.items():
+        # A source is named by its path too where the rows read one name from different places.
+        names = [source_text(r, with_path=len(paths[r["name"]]) > 1) for r in rewards if r["weight"] != 0]
+        weights = [r["weight"] for r in rewards if r["weight"] != 0]
         if rl.combine == "conservative":  # the weights do not enter its score
-            sources = "of " + ", ".join(r["name"] for r in used)
+            sources = "of " + ", ".join(names)
         else:
-            sources = " + ".join(f"{r['weight']:g} x {r['name']}" for r in used)
-        described[run.label] = f"{describe_strategy(rl.combine, rl.conservative, rl.conservative_k)}: {sources}"
+            sources = " + ".join(f"{w:g} x {name}" for w, name in zip(weights, names))
+        described[label] = f"{describe_strategy(rl.combine, rl.conservative, rl.conservative_k)}: {sources}"
     return described
+
+
+def source_text(reward: Mapping[str, Any], with_path: bool) -> str:
+    """A reward source in the report: its name, then where it reads from and whether its length is calibrated."""
+    notes = ([reward["path"]] if with_path else []) + (
+        ["length-calibrated"] if reward.get("length_calibration", "none") != "none" else []
+    )
+    return f"{reward['name']} ({', '.join(notes)})" if notes else reward["name"]
 
 
 def best_of_n_first(cfg: CRSConfig, run_dir: Path) -> dict[str, Any] | None:

@@ -419,3 +419,18 @@ def test_the_demos_strategy_comparisons_resolve_every_arm() -> None:
         check_runs(load_config("strategies_crs"), sweep_runs(load_config("strategies_crs"), []))["conservative"]
         == "conservative (min): of preference, absolute"
     )
+
+
+def test_the_length_comparisons_arms_say_which_source_reads_where_and_which_is_calibrated() -> None:
+    """length_ppo's arms share source names: the report tells them apart by path and calibration."""
+    from crs.config import load_config
+    from crs.study.sweep import check_runs, sweep_runs
+
+    cfg = load_config("length_ppo")
+    described = check_runs(cfg, sweep_runs(cfg, []))
+    assert described == {
+        "plain": "sum: 0.5 x preference (outputs/rm_preference) + 0.5 x absolute",
+        "calibrated": "sum: 0.5 x preference (outputs/rm_preference, length-calibrated)"
+        " + 0.5 x absolute (length-calibrated)",
+        "disentangled": "sum: 0.5 x preference (outputs/rm_disentangled) + 0.5 x absolute (length-calibrated)",
+    }
