@@ -53,7 +53,7 @@ from crs.eval.length_aware import LENGTH_SCORER, length_aware_notes, length_awar
 from crs.eval.ranked_groups import RankedGroup, cluster_bootstrap, length_aware, summarize
 from crs.io import JsonLinesError, iter_jsonl, write_json_atomic, write_text_atomic
 from crs.models.model_error import ModelError
-from crs.rl.combine import combine_normalized
+from crs.rl.combine import combine_normalized, zscore_stats
 from crs.rm.length_calibration import CALIBRATION_FILE, read_length_calibration
 from crs.rm.length_metrics import reply_lengths
 from crs.rm.scorer import load_reward_scorers
@@ -280,8 +280,7 @@ def length_sums(
     """Each single-loss RM plus length (``rl.rewards`` with a ``path: length`` source): the RM's z-score (saved
     statistics) plus ``w`` times the length's z-score over the held-out replies, for each of ``LENGTH_WEIGHTS``."""
     lengths = [reply_lengths(g.replies) for g in groups]
-    flat = np.concatenate(lengths)
-    length_stats = {"mean": float(flat.mean()), "std": float(flat.std())}
+    length_stats = zscore_stats(np.concatenate(lengths))
     out = {}
     for name in ("ranking", "absolute", "disentangled"):
         if name not in scores:

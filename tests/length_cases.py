@@ -1,8 +1,12 @@
-"""Reply lengths for length-control tests: issue 30's brevity case, written once."""
+"""Length-control test cases, written once: issue 30's brevity case, and a vowels-on-length calibration."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from crs.rm.length_calibration import LengthCalibration, fit_length_calibration, write_length_calibration
 
 
 def shorter_on_most(reference: np.ndarray, rng: np.random.Generator, mirror: bool = False) -> np.ndarray:
@@ -16,3 +20,15 @@ def shorter_on_most(reference: np.ndarray, rng: np.random.Generator, mirror: boo
     magnitude = np.where(big, rng.integers(100, 201, n), rng.integers(5, 21, n))
     sign = np.where(big, -1, 1) * (-1 if mirror else 1)
     return reference + sign * magnitude
+
+
+def vowel_calibration(
+    replies: list[str], path: Path, calibration_set: str
+) -> tuple[np.ndarray, np.ndarray, LengthCalibration]:
+    """Fit the vowel count's trend in reply length over ``replies`` (no robustness passes) and write it to ``path``:
+    ``(lengths, vowels, calibration)``, lengths and vowel counts in the order of ``replies``."""
+    lengths = np.array([len(r) for r in replies], dtype=float)
+    vowels = np.array([sum(ch in "aeiou" for ch in r) for r in replies], dtype=float)
+    calibration = fit_length_calibration(lengths, vowels, calibration_set, "vowels", iterations=0)
+    write_length_calibration(path, calibration)
+    return lengths, vowels, calibration

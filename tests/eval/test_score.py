@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from length_cases import vowel_calibration
 from paths import FIXTURES
 
 from crs.cli import run_stage
@@ -128,7 +129,6 @@ def test_length_and_a_calibrated_source_score_and_combine_with_a_negative_weight
     an RL run's own reward (read back from its config, the calibration with it)."""
     from crs.config import load_config
     from crs.eval.score import score_all
-    from crs.rm.length_calibration import fit_length_calibration, write_length_calibration
     from crs.runs import seal_checkpoint
 
     outputs = {"rl": ["aeiou", "a much longer reply", "xyz", "queue"], "base": ["no", "oh", "a fine answer", "kiwi"]}
@@ -137,10 +137,7 @@ def test_length_and_a_calibrated_source_score_and_combine_with_a_negative_weight
         for m, texts in outputs.items()
     }
     every = [o for texts in outputs.values() for o in texts]
-    lengths = np.array([len(o) for o in every], dtype=float)
-    vowels = np.array([sum(ch in "aeiou" for ch in o) for o in every], dtype=float)
-    calibration = fit_length_calibration(lengths, vowels, "the test replies", "vowels", iterations=0)
-    write_length_calibration(tmp_path / "cal.json", calibration)
+    lengths, vowels, calibration = vowel_calibration(every, tmp_path / "cal.json", "the test replies")
     sources = [
         {
             "name": "vowels",

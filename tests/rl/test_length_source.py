@@ -15,8 +15,9 @@ import pytest
 import torch
 from paths import ROOT
 from reward_fns import count_vowels, distinct_characters
+from stage_runs import trained_tiny_rm
 
-from crs.config import ConfigError, ModelConfig, RewardSourceConfig, load_config, save_resolved_config
+from crs.config import ConfigError, ModelConfig, RewardSourceConfig, load_config
 from crs.data.schema import user_prompt
 from crs.rl.combined_reward import CombinedReward
 from crs.rl.reward_sources import build_sources
@@ -154,25 +155,13 @@ def test_the_script_fits_any_source_on_a_file_of_replies(tmp_path, capsys) -> No
     assert exited.value.code == 2 and "give --out too" in capsys.readouterr().err
 
 
-def _trained_rm(tiny_rm_dir: Path, folder: Path) -> tuple[Path, object]:
-    from stage_runs import tiny_config, write_marker_data
-
-    from crs.rm.training import train_reward_model
-
-    cfg = tiny_config(tiny_rm_dir, write_marker_data(folder, "pairwise", n=16), "pairwise", steps=1)
-    cfg.subset, cfg.data.max_prompt_length = "tiny_rm", 48  # a config that validates, to be read back
-    run_dir = folder / "rm"
-    train_reward_model(cfg, run_dir)
-    save_resolved_config(cfg, run_dir / "config.resolved.yaml")  # as run_stage writes it
-    return run_dir, cfg
-
-
 def test_a_reward_model_run_fits_its_own_calibration_that_rl_applies(tiny_rm_dir, tmp_path) -> None:
     from crs.rm.rm_evaluation import view_replies
     from crs.rm.scorer import RewardScorer
     from crs.rm.training_data import training_data
 
-    run_dir, cfg = _trained_rm(tiny_rm_dir, tmp_path)
+    run_dir = trained_tiny_rm(tiny_rm_dir, tmp_path)
+    cfg = load_config("tiny_rm", run_dir / "config.resolved.yaml")  # the run's config, read back as the script does
     saved = json.loads((run_dir / "reward_stats.json").read_text())
     calibration = read_length_calibration(run_dir / "length_calibration.json")
     # Fitted on the very replies reward_stats.json describes: the raw statistics agree, and its own are the

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from length_cases import vowel_calibration
 from paths import ROOT
 from tiny import tiny_causal_lm
 
@@ -196,10 +197,7 @@ def test_the_length_scorer_and_a_calibrated_source_are_curves_beside_the_others(
 
     replies = _alpaca_pool(tmp_path / "theirs")
     every = [r for row in replies.values() for r in row]
-    lengths = np.array([len(r) for r in every], dtype=float)
-    vowels = np.array([sum(ch in "aeiou" for ch in r) for r in every], dtype=float)
-    calibration = fit_length_calibration(lengths, vowels, "the pool", "vowels", iterations=0)
-    write_length_calibration(tmp_path / "cal.json", calibration)
+    lengths, vowels, calibration = vowel_calibration(every, tmp_path / "cal.json", "the pool")
     rewards = [
         {"name": "preference", "path": "python:tests.reward_fns:reply_length"},
         {"name": "absolute", "path": "python:tests.reward_fns:count_vowels"},
