@@ -254,6 +254,19 @@ def write_prediction_run(folder: Path, files: dict[str, list[str]], listed: list
     return folder
 
 
+def frozen_rl_run(folder: Path, rl: dict[str, Any], frozen: dict[str, Any], step: int = 1) -> Path:
+    """``folder/rl_run``: an RL run as `crs score` and `crs serve-reward` read one, its ``rl`` block in
+    config.resolved.yaml and a sealed PPO checkpoint ``step_<step>`` holding the reward scale it froze."""
+    from crs.runs import seal_checkpoint
+
+    run, checkpoint = folder / "rl_run", folder / "rl_run" / "checkpoints" / f"step_{step}"
+    checkpoint.mkdir(parents=True)
+    (run / "config.resolved.yaml").write_text(yaml.safe_dump({"default": {}, "rl_x": {"rl": rl}}))
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"step": step, "reward": frozen}))
+    seal_checkpoint(checkpoint)
+    return run
+
+
 def run_files(run_dir: Path) -> dict[str, bytes]:
     """Every file of a run, by path: what "changes nothing" compares."""
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}

@@ -215,12 +215,9 @@ def score_all(
     return scores, raw_scores
 
 
-def _score_in_batches(source: Any, rows: list[dict[str, Any]], batch_size: int) -> torch.Tensor:
-    parts = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        parts.append(source.score([user_prompt(r["instruction"]) for r in chunk], [r["output"] for r in chunk]))
-    return torch.cat(parts)
+def _score_in_batches(source: RewardSource, rows: list[dict[str, Any]], batch_size: int) -> torch.Tensor:
+    prompts, replies = [user_prompt(r["instruction"]) for r in rows], [r["output"] for r in rows]
+    return source.score_in_batches(prompts, replies, batch_size)
 
 
 def _pooled_stats(raw: dict[str, torch.Tensor]) -> dict[str, float]:

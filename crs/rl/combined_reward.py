@@ -202,14 +202,17 @@ class CombinedReward:
         ended_with_eos: Sequence[bool] | torch.Tensor | None = None,
         fit_stats: bool = True,
         groups: Sequence[int] | torch.Tensor | None = None,
+        batch_size: int | None = None,
     ) -> RewardBreakdown:
         """Score a batch. ``ended_with_eos`` None means "all ended" (no penalty applied).
 
         ``fit_stats`` False leaves a source without statistics unfitted (its normalised score and
         the combined one are NaN), so an evaluation never sets the scale training will use.
         ``groups`` (``sum_per_prompt``): one group id per reply; None: replies to the same prompt.
+        ``batch_size``: each source scores that many replies at a time (None: all at once); the combination
+        is over the whole batch either way.
         """
-        raw = {source.name: source.score(prompts, replies) for source in self.sources}
+        raw = {source.name: source.score_in_batches(prompts, replies, batch_size) for source in self.sources}
         if self.strategy == "sum_per_prompt" and groups is None:
             groups = group_ids([json.dumps(p, sort_keys=True) for p in prompts])
         return self.combine(raw, ended_with_eos, fit_stats, groups)

@@ -90,6 +90,14 @@ class RewardSource:
             scores = torch.from_numpy(self.calibration.apply(scores.numpy(), reply_lengths(replies))).float()
         return scores
 
+    def score_in_batches(self, prompts: list[Messages], replies: list[str], batch_size: int | None) -> torch.Tensor:
+        """:meth:`score`, ``batch_size`` replies at a time (a reward model's memory bounded on a long list); None: all
+        at once."""
+        if batch_size is None:
+            return self.score(prompts, replies)
+        starts = range(0, len(replies), batch_size)
+        return torch.cat([self.score(prompts[i : i + batch_size], replies[i : i + batch_size]) for i in starts])
+
     def _named(self) -> str:
         return f"reward source {self.name!r}" + (
             f" ({self.user_code})" if self.user_code not in (None, self.name) else ""

@@ -14,7 +14,6 @@ A source with none of these is refused before the server starts.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,9 +24,8 @@ import torch
 from crs.config import ConfigError, CRSConfig, RewardSourceConfig
 from crs.data.schema import Messages, last_user_text
 from crs.models.loading import load_tokenizer
-from crs.rl.combine import group_ids
 from crs.rl.combined_reward import CombinedReward, RewardBreakdown
-from crs.rl.reward_sources import RewardSource, check_gold_sources
+from crs.rl.reward_sources import check_gold_sources
 from crs.rl.reward_state import read_reward_state
 from crs.runs import RunError
 
@@ -85,22 +83,12 @@ class ServedReward:
         """Score ``items`` (at least one): every source in batches, then the combination over all of them at once."""
         prompt_texts = [last_user_text(p) for p in items.prompts]
         check_gold_sources(self.configs, prompt_texts, "rl.rewards", self.allow_gold)
-        with self._lock:
-            raw = {source.name: self._scores(source, items) for source in self.reward.sources}
-            groups = None
-            if self.reward.strategy == "sum_per_prompt":  # a group: the replies to one prompt in this request
-                groups = group_ids([json.dumps(p, sort_keys=True) for p in items.prompts])
-            scores = self.reward.combine(raw, items.ended_with_eos, self.fit_stats, groups)
+        with self._lock:  # sum_per_prompt's groups: the replies to one prompt in this request
+            scores = self.reward(
+                items.prompts, items.replies, items.ended_with_eos, self.fit_stats, batch_size=self.batch_size
+            )
         check_finite(scores)
         return scores
-
-    def _scores(self, source: RewardSource, items: ScoringItems) -> torch.Tensor:
-        size = self.batch_size
-        parts = [
-            source.score(items.prompts[start : start + size], items.replies[start : start + size])
-            for start in range(0, len(items), size)
-        ]
-        return torch.cat(parts)
 
     def describe(self) -> dict[str, Any]:
         """What this reward is, for the health endpoint: sources with their scales, combination, clip, EOS texts."""

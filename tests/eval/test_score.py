@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 from length_cases import vowel_calibration
 from paths import FIXTURES
+from stage_runs import frozen_rl_run
 
 from crs.cli import run_stage
 from crs.eval.score import score_predictions
@@ -31,7 +31,6 @@ def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path, combin
     from crs.data.schema import user_prompt
     from crs.eval.score import score_all
     from crs.rl.combined_reward import CombinedReward
-    from crs.runs import seal_checkpoint
 
     sources = [
         {"name": "length", "path": "python:tests.reward_fns:reply_length", "weight": 0.7, "normalize": "zscore"},
@@ -41,12 +40,8 @@ def test_evaluation_scores_with_the_formula_ppo_optimised(tmp_path: Path, combin
         "length": {"stats": {"mean": 20.0, "std": 8.0}, "origin": "first batch"},
         "vowels": {"stats": {"mean": 5.0, "std": 2.0}, "origin": "first batch"},
     }
-    rl_run = tmp_path / "rl_run"
-    (rl_run / "checkpoints" / "step_2").mkdir(parents=True)
     rl_block = {"rewards": sources, "reward_clip": 1.5, "missing_eos_penalty": -0.5, **combine}
-    (rl_run / "config.resolved.yaml").write_text(yaml.safe_dump({"default": {}, "rl_x": {"rl": rl_block}}))
-    (rl_run / "checkpoints" / "step_2" / "trainer_state.json").write_text(json.dumps({"step": 2, "reward": frozen}))
-    seal_checkpoint(rl_run / "checkpoints" / "step_2")
+    rl_run = frozen_rl_run(tmp_path, rl_block, frozen, step=2)
 
     outputs = ["a short one", "a much longer reply that goes on and on about everything", "aeiou aeiou", "x"]
     eos = [True, False, True, False]
@@ -129,7 +124,6 @@ def test_length_and_a_calibrated_source_score_and_combine_with_a_negative_weight
     an RL run's own reward (read back from its config, the calibration with it)."""
     from crs.config import load_config
     from crs.eval.score import score_all
-    from crs.runs import seal_checkpoint
 
     outputs = {"rl": ["aeiou", "a much longer reply", "xyz", "queue"], "base": ["no", "oh", "a fine answer", "kiwi"]}
     per_model = {
@@ -147,14 +141,8 @@ def test_length_and_a_calibrated_source_score_and_combine_with_a_negative_weight
         {"name": "length", "path": "length"},
     ]
     frozen = {"length": {"stats": {"mean": 8.0, "std": 4.0}, "origin": "first batch"}}
-    rl_run = tmp_path / "rl_run"
-    (rl_run / "checkpoints" / "step_1").mkdir(parents=True)
     rl_rewards = [{**sources[0], "weight": 1.0}, {**sources[1], "weight": -0.5}]
-    (rl_run / "config.resolved.yaml").write_text(
-        yaml.safe_dump({"default": {}, "rl_x": {"rl": {"rewards": rl_rewards}}})
-    )
-    (rl_run / "checkpoints" / "step_1" / "trainer_state.json").write_text(json.dumps({"step": 1, "reward": frozen}))
-    seal_checkpoint(rl_run / "checkpoints" / "step_1")
+    rl_run = frozen_rl_run(tmp_path, {"rewards": rl_rewards}, frozen)
     cfg = load_config(
         "eval_rewarding",
         overrides=[

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 from reward_servers import get, post, reward_server, write_config
-from stage_runs import trained_tiny_rm
+from stage_runs import frozen_rl_run, trained_tiny_rm
 
 from crs.cli import run_stage
 from crs.config import ConfigError
 from crs.data.schema import user_prompt
 from crs.eval.score import score_predictions
-from crs.runs import seal_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,12 +45,7 @@ def _fake_rl_run(folder: Path, rm_run: Path, rl: dict) -> Path:
         "rm": {"stats": {"mean": saved["mean"], "std": saved["std"]}, "origin": "saved"},
         "len": {"stats": {"mean": 30.0, "std": 12.0}, "origin": "first batch"},
     }
-    run = folder / "rl_run"
-    (run / "checkpoints" / "step_1").mkdir(parents=True)
-    (run / "config.resolved.yaml").write_text(yaml.safe_dump({"default": {}, "rl_tiny": {"rl": rl}}))
-    (run / "checkpoints" / "step_1" / "trainer_state.json").write_text(json.dumps({"step": 1, "reward": frozen}))
-    seal_checkpoint(run / "checkpoints" / "step_1")
-    return run
+    return frozen_rl_run(folder, rl, frozen)
 
 
 def _predictions(folder: Path, rl_run: Path) -> Path:
