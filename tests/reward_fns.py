@@ -43,6 +43,11 @@ def nearly_constant(prompts: list, replies: list[str]) -> list[float]:
     return [1000.0 + 2.0**-14 * (len(r) % 3 - 1) for r in replies]
 
 
+def inf_for_kiwi(prompts: list, replies: list[str]) -> list[float]:
+    """Broken on one reply: infinity for "kiwi", the length of every other."""
+    return [float("inf") if r == "kiwi" else float(len(r)) for r in replies]
+
+
 def nan_for_kiwi(prompts: list, replies: list[str]) -> list[float]:
     """Broken on one reply: NaN for "kiwi", the length of every other."""
     return [float("nan") if r == "kiwi" else float(len(r)) for r in replies]

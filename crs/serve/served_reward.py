@@ -126,8 +126,12 @@ def policy_eos_text(cfg: CRSConfig) -> str:
 
 
 def check_finite(scores: RewardBreakdown) -> None:
-    """A :class:`ScoringError` naming the items whose combined reward is NaN or infinite (a trainer would take them)."""
-    bad = (~torch.isfinite(scores.combined)).nonzero().flatten().tolist()
+    """A :class:`ScoringError` naming the items whose combined reward, or any source's score, is NaN or infinite:
+    as PPO skips such a batch (:meth:`RewardBreakdown.is_finite`), a clip must not turn one into a finite reward."""
+    finite = torch.isfinite(scores.combined)
+    for raw in scores.raw.values():
+        finite &= torch.isfinite(raw)
+    bad = (~finite).nonzero().flatten().tolist()
     if bad:
         sources = [name for name, count in scores.nonfinite.items() if count]
         raise ScoringError(

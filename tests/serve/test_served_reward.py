@@ -12,7 +12,7 @@ from reward_servers import write_config
 from crs.config import ConfigError, load_config
 from crs.data.schema import user_prompt
 from crs.rl.combined_reward import CombinedReward
-from crs.serve.served_reward import ScoringItems, ServedReward, policy_eos_text
+from crs.serve.served_reward import ScoringError, ScoringItems, ServedReward, policy_eos_text
 
 VOWELS = {"name": "v", "path": "python:tests.reward_fns:count_vowels", "weight": 0.5}
 LENGTH = {"name": "len", "path": "length", "weight": 1.0}
@@ -65,3 +65,12 @@ def test_the_eos_text_is_the_policy_tokenizers_and_gold_keeps_to_the_demos_promp
         ServedReward.from_config(cfg)(ScoringItems([user_prompt("Not a demo prompt at all?")], ["No."]))
     cfg.run.allow_gold_outside_demo = True
     assert len(ServedReward.from_config(cfg)(ScoringItems([user_prompt("Not a demo prompt?")], ["No."])).combined) == 1
+
+
+def test_an_infinite_source_score_is_refused_though_the_clip_made_the_reward_finite(tmp_path: Path) -> None:
+    """As PPO skips such a batch (RewardBreakdown.is_finite), the server does not hand out a clipped reward."""
+    broken = {"name": "inf", "path": "python:tests.reward_fns:inf_for_kiwi", "weight": 1.0, "normalize": "none"}
+    served = ServedReward.from_config(_cfg(tmp_path, rewards=[broken], reward_clip=4.0))
+    assert served(ScoringItems(PROMPTS[:2], REPLIES[:2])).combined.tolist() == [1.0, 4.0]  # clipped, finite sources
+    with pytest.raises(ScoringError, match=r"non-finite reward for item\(s\) \[2\] \(from inf\)"):
+        served(ScoringItems(PROMPTS, REPLIES))
