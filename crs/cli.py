@@ -92,12 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = [*STAGES, "demo", "serve-reward"]
     if not argv or argv[0] not in commands:
-        lines = [f"  {name:<8} {STAGES[name][1]}" for name in STAGES]
+        lines = [f"  {name:<12} {STAGES[name][1]}" for name in STAGES]
         lines.append(
-            f"  {'demo':<8} The whole pipeline on the embedded defaults "
+            f"  {'demo':<12} The whole pipeline on the embedded defaults "
             "(skips finished stages, resumes interrupted ones)."
         )
-        lines.append(f"  serve-reward {SERVE_REWARD}")
+        lines.append(f"  {'serve-reward':<12} {SERVE_REWARD}")
         usage = (
             "usage: crs {" + ",".join(commands) + "} [--config_subset NAME] [options]\n\ncommands:\n" + "\n".join(lines)
         )
