@@ -122,9 +122,7 @@ class Policy(NamedTuple):
 
 def plain_policy_base(cfg: CRSConfig) -> str | None:
     """Where a LoRA policy loads from, resolved before the stage's config exists (None: full fine-tuning)."""
-    if not cfg.model.lora.enabled:
-        return None
-    return plain_base_before_training(cfg.rl.policy or cfg.model.name, resolve_dtype(cfg.model.dtype), "causal_lm")
+    return plain_base_before_training(cfg.model, "causal_lm", cfg.rl.policy or cfg.model.name)
 
 
 def load_policy(cfg: CRSConfig, plain_base: str | None = None) -> Policy:

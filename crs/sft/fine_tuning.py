@@ -95,7 +95,7 @@ def train_sft(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     logger.info("SFT examples: %d train, %d validation", len(train_examples), len(val_examples))
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
     dtype = resolve_dtype(cfg.model.dtype)
-    plain_base = plain_base_before_training(cfg.model.name, dtype, "causal_lm") if cfg.model.lora.enabled else None
+    plain_base = plain_base_before_training(cfg.model, "causal_lm")
     half = dtype if dtype != torch.float32 else None
     # Before the model loads: under ZeRO-3 the arguments' DeepSpeed config makes it load partitioned.
     args = training_arguments(cfg, run_dir, has_eval=bool(val_examples), mixed_precision=half)
