@@ -11,9 +11,11 @@ from typing import Any
 
 import torch
 
+from crs.config import ModelConfig
 from crs.io import folder_written_atomically, write_json_atomic
 from crs.models.loading import load_model, load_tokenizer
 from crs.models.manifest import RUN_MANIFEST, ModelKind, check_run_kind, read_run_manifest
+from crs.models.precision import resolve_dtype
 from crs.models.resolution import EMBEDDED_PREFIX, resolve_model_path
 from crs.processes import is_main_process, wait_for_everyone
 
@@ -91,14 +93,18 @@ def frozen_dtype(model: Any) -> torch.dtype:
     return frozen if frozen.is_floating_point else torch.bfloat16
 
 
-def plain_base_before_training(base_name: str, dtype: torch.dtype, kind: ModelKind) -> str:
-    """:func:`plain_base_location` resolved before training starts: where a LoRA stage's ``kind`` of model loads from.
+def plain_base_before_training(model_cfg: ModelConfig, kind: ModelKind, base_name: str | None = None) -> str | None:
+    """:func:`plain_base_location` resolved before training starts: where a LoRA stage's ``kind`` of model
+    loads from (``base_name``, default ``model_cfg.name``, in ``model_cfg.dtype``); None without LoRA.
 
     The main process writes a run's merged copy (a whole-model load and save, before the stage's
     ``TrainingArguments`` turn ZeRO-3's partitioned init on); the other processes wait for it
     (up to ``run.ddp_timeout``), then only read the location. The trained model then loads as a
     plain model, which ZeRO-3 and FSDP's RAM-efficient loading can shard as it loads.
     """
+    if not model_cfg.lora.enabled:
+        return None
+    base_name, dtype = base_name or model_cfg.name, resolve_dtype(model_cfg.dtype)
     if kind == "causal_lm":
         check_run_kind(base_name, kind)  # a reward-model run is no policy (as load_model says)
     if is_main_process():

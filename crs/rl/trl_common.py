@@ -26,7 +26,6 @@ from crs.io import append_jsonl, truncate_jsonl
 from crs.models.hf_trainer import common_arguments, resume_checkpoint
 from crs.models.loading import load_causal_lm
 from crs.models.lora import load_adapter_weights, prepare_quantized_base
-from crs.models.precision import resolve_dtype
 from crs.models.saving import plain_base_before_training, save_run_model
 from crs.models.sharding import gathered_state_dict
 from crs.processes import rank_and_world
@@ -116,32 +115,28 @@ class Policy(NamedTuple):
     model: Any
     peft_config: Any  # the fresh adapter TRL wraps the model with; None: full fine-tuning
     name: str  # rl.policy or model.name: the tokenizer's and the saved run's base
-    dtype: torch.dtype
     plain_base: str | None  # where a LoRA policy loaded from (plain_base_before_training), named by the adapter
 
 
 def plain_policy_base(cfg: CRSConfig) -> str | None:
     """Where a LoRA policy loads from, resolved before the stage's config exists (None: full fine-tuning)."""
-    if not cfg.model.lora.enabled:
-        return None
-    return plain_base_before_training(cfg.rl.policy or cfg.model.name, resolve_dtype(cfg.model.dtype), "causal_lm")
+    return plain_base_before_training(cfg.model, "causal_lm", cfg.rl.policy or cfg.model.name)
 
 
 def load_policy(cfg: CRSConfig, plain_base: str | None = None) -> Policy:
-    """The SFT policy (adapter merged in), the peft config to train (None: full fine-tuning), its name, the dtype.
+    """The SFT policy (adapter merged in), the peft config to train (None: full fine-tuning), its name, its plain base.
 
     LoRA: the base in ``model.dtype`` (the adapter is fp32, peft's default), read from ``plain_base``
     (:func:`plain_policy_base`); full fine-tuning: fp32 weights, as crs's other stages. Loaded as the model
     the Trainer trains: call it once the stage's TRL config exists, so that ZeRO-3 partitions it as it loads.
     """
-    dtype = resolve_dtype(cfg.model.dtype)
     policy_name = cfg.rl.policy or cfg.model.name
     if cfg.model.lora.enabled:
         model = load_causal_lm(plain_base or policy_name, cfg.model, to_train=True)
         model = prepare_quantized_base(model, cfg.model.gradient_checkpointing)
-        return Policy(model, peft_lora_config(cfg), policy_name, dtype, plain_base)
+        return Policy(model, peft_lora_config(cfg), policy_name, plain_base)
     model = load_causal_lm(policy_name, cfg.model, dtype=torch.float32, to_train=True)
-    return Policy(model, None, policy_name, dtype, None)
+    return Policy(model, None, policy_name, None)
 
 
 def per_device_batch(cfg: CRSConfig, what: str) -> int:

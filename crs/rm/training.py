@@ -225,7 +225,7 @@ def train_reward_model(cfg: CRSConfig, run_dir: Path, resume: bool = False) -> d
         logged_before_training(checkpoint, "val_before_training") if checkpoint is not None and data.val else None
     )
     dtype = resolve_dtype(cfg.model.dtype)
-    plain_base = plain_base_before_training(cfg.model.name, dtype, "reward_model") if cfg.model.lora.enabled else None
+    plain_base = plain_base_before_training(cfg.model, "reward_model")
     # Before the model loads: under ZeRO-3 the arguments' DeepSpeed config makes it load partitioned.
     # fp16 goes to the Trainer for its loss scaling; bf16 and fp32 need none (the loss autocasts itself).
     args = training_arguments(

@@ -70,13 +70,10 @@ class SFTCollator:
         }
 
 
-def load_trainable_causal_lm(cfg: CRSConfig, plain_base: str | None = None) -> tuple[Any, torch.dtype]:
+def load_trainable_causal_lm(cfg: CRSConfig, plain_base: str | None = None) -> Any:
     """The policy to fine-tune: LoRA on a half-precision base (loaded from ``plain_base`` when given:
     :func:`crs.models.saving.plain_base_before_training`), or full fine-tuning in fp32.
-
-    Returns the model and the autocast dtype (None-like fp32 means no autocast).
     """
-    dtype = resolve_dtype(cfg.model.dtype)
     if cfg.model.lora.enabled:
         model = load_causal_lm(plain_base or cfg.model.name, cfg.model, to_train=True)
         model = add_lora(model, cfg.model.lora, "causal_lm", cfg.model.gradient_checkpointing)
@@ -84,7 +81,7 @@ def load_trainable_causal_lm(cfg: CRSConfig, plain_base: str | None = None) -> t
         # Full fine-tuning keeps fp32 master weights; forwards still run under autocast.
         model = load_causal_lm(cfg.model.name, cfg.model, dtype=torch.float32, to_train=True)
         upcast_trainable(model)
-    return model, dtype
+    return model
 
 
 def train_sft(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
@@ -95,11 +92,11 @@ def train_sft(cfg: CRSConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     logger.info("SFT examples: %d train, %d validation", len(train_examples), len(val_examples))
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
     dtype = resolve_dtype(cfg.model.dtype)
-    plain_base = plain_base_before_training(cfg.model.name, dtype, "causal_lm") if cfg.model.lora.enabled else None
+    plain_base = plain_base_before_training(cfg.model, "causal_lm")
     half = dtype if dtype != torch.float32 else None
     # Before the model loads: under ZeRO-3 the arguments' DeepSpeed config makes it load partitioned.
     args = training_arguments(cfg, run_dir, has_eval=bool(val_examples), mixed_precision=half)
-    model, _ = load_trainable_causal_lm(cfg, plain_base)
+    model = load_trainable_causal_lm(cfg, plain_base)
     train_set = encode_sft_examples(tokenizer, train_examples, cfg)
     val_set = encode_sft_examples(tokenizer, val_examples, cfg)
     checkpoint = resume_checkpoint(run_dir, resume, is_main_process())
